@@ -1,0 +1,21 @@
+//! Wire contracts of the OMS, defined once and shared by every service and by `omsctl`.
+//!
+//! # Layout
+//! - [`envelope`]: the one envelope every Kafka message travels in, and its encode/decode.
+//! - [`messages`]: every command and event of the order saga, as typed payloads.
+//! - [`values`]: the value types the payloads are made of (ids, money, order lines).
+//! - [`topics`]: topic names and the topic each message type is published on.
+//! - [`headers`]: Kafka header names (envelope mirror, tracing, dead-letter diagnostics, replay).
+//!
+//! The JSON fixtures under `fixtures/` pin the wire format of every message type; a change that
+//! breaks them must come with a new schema version of that type.
+
+pub mod envelope;
+pub mod headers;
+pub mod messages;
+pub mod topics;
+pub mod values;
+
+pub use envelope::{DecodeError, Envelope};
+pub use messages::{Message, MessageKind, MessageType};
+pub use values::{Currency, CustomerId, Money, OrderId, OrderLine, PricedLine, ProductId};

@@ -1,0 +1,431 @@
+//! Every command and event of the order saga (ARCHITECTURE.md section 1).
+//!
+//! Commands ask one service for an action (`inventory.reserve`, `payment.authorize`, ...); events
+//! state facts (`inventory.reserved`, `order.confirmed`, ...). Each message type has exactly one
+//! topic, one schema version and one payload struct.
+
+use std::fmt;
+use std::str::FromStr;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::topics;
+use crate::values::{CustomerId, Money, OrderId, OrderLine, PricedLine, ProductId};
+
+/// Whether a message asks for an action or states a fact.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MessageKind {
+    /// Addressed to one service, asking it to act.
+    Command,
+    /// A fact that happened; anyone may react.
+    Event,
+}
+
+macro_rules! message_types {
+    ($( $variant:ident => $name:literal, $kind:ident, $topic:path, $payload:ident; )+) => {
+        /// The type of a message, as carried in the envelope's `type` field and the
+        /// `oms-message-type` header.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub enum MessageType {
+            $(
+                #[doc = concat!("`", $name, "`")]
+                $variant,
+            )+
+        }
+
+        impl MessageType {
+            /// Every message type, in declaration order.
+            pub const ALL: &'static [MessageType] = &[$(MessageType::$variant),+];
+
+            /// The wire name, such as `order.created`.
+            pub fn as_str(self) -> &'static str {
+                match self { $(MessageType::$variant => $name),+ }
+            }
+
+            /// Command or event.
+            pub fn kind(self) -> MessageKind {
+                match self { $(MessageType::$variant => MessageKind::$kind),+ }
+            }
+
+            /// The topic messages of this type are published on.
+            pub fn topic(self) -> &'static str {
+                match self { $(MessageType::$variant => $topic),+ }
+            }
+        }
+
+        impl FromStr for MessageType {
+            type Err = UnknownMessageType;
+
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                match s {
+                    $($name => Ok(MessageType::$variant),)+
+                    other => Err(UnknownMessageType(other.to_owned())),
+                }
+            }
+        }
+
+        /// A typed message payload: one variant per message type.
+        #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+        #[serde(untagged)]
+        pub enum Message {
+            $(
+                #[doc = concat!("`", $name, "`")]
+                $variant($payload),
+            )+
+        }
+
+        impl Message {
+            /// The type of this message.
+            pub fn message_type(&self) -> MessageType {
+                match self { $(Message::$variant(_) => MessageType::$variant),+ }
+            }
+
+            /// The order this message is about (also its Kafka key).
+            pub fn order_id(&self) -> OrderId {
+                match self { $(Message::$variant(p) => p.order_id),+ }
+            }
+
+            /// Decodes a JSON payload of the given type.
+            pub(crate) fn decode_payload(
+                message_type: MessageType,
+                payload: &str,
+            ) -> Result<Message, serde_json::Error> {
+                Ok(match message_type {
+                    $(MessageType::$variant => Message::$variant(serde_json::from_str(payload)?),)+
+                })
+            }
+        }
+
+        $(
+            impl From<$payload> for Message {
+                fn from(value: $payload) -> Self {
+                    Message::$variant(value)
+                }
+            }
+        )+
+    };
+}
+
+message_types! {
+    OrderCreated => "order.created", Event, topics::ORDER_EVENTS, OrderCreated;
+    OrderConfirmed => "order.confirmed", Event, topics::ORDER_EVENTS, OrderConfirmed;
+    OrderCancelled => "order.cancelled", Event, topics::ORDER_EVENTS, OrderCancelled;
+    InventoryReserve => "inventory.reserve", Command, topics::INVENTORY_COMMANDS, ReserveStock;
+    InventoryRelease => "inventory.release", Command, topics::INVENTORY_COMMANDS, ReleaseStock;
+    InventoryReserved => "inventory.reserved", Event, topics::INVENTORY_EVENTS, StockReserved;
+    InventoryRejected => "inventory.rejected", Event, topics::INVENTORY_EVENTS, StockRejected;
+    InventoryReleased => "inventory.released", Event, topics::INVENTORY_EVENTS, StockReleased;
+    PaymentAuthorize => "payment.authorize", Command, topics::PAYMENT_COMMANDS, AuthorizePayment;
+    PaymentRefund => "payment.refund", Command, topics::PAYMENT_COMMANDS, RefundPayment;
+    PaymentAuthorized => "payment.authorized", Event, topics::PAYMENT_EVENTS, PaymentAuthorized;
+    PaymentDeclined => "payment.declined", Event, topics::PAYMENT_EVENTS, PaymentDeclined;
+    PaymentRefunded => "payment.refunded", Event, topics::PAYMENT_EVENTS, PaymentRefunded;
+}
+
+impl MessageType {
+    /// The current schema version of this type. Bump it (and add a fixture) for any change that
+    /// breaks the golden fixtures.
+    pub fn schema_version(self) -> u16 {
+        1
+    }
+}
+
+impl fmt::Display for MessageType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A message type name nobody defined.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown message type {0:?}")]
+pub struct UnknownMessageType(pub String);
+
+/// Checks that no message carries an impossible value (the parts serde cannot express).
+pub(crate) fn check_contract(message: &Message) -> Result<(), String> {
+    fn lines(items: &[OrderLine]) -> Result<(), String> {
+        if items.is_empty() {
+            return Err("an order needs at least one line".into());
+        }
+        if let Some(line) = items.iter().find(|l| l.quantity == 0) {
+            return Err(format!("quantity of {} must be at least 1", line.product_id));
+        }
+        Ok(())
+    }
+    fn priced(items: &[PricedLine], total: &Money) -> Result<(), String> {
+        if items.is_empty() {
+            return Err("a priced order needs at least one line".into());
+        }
+        let mut sum = Money::new(0, total.currency).map_err(|e| e.0)?;
+        for line in items {
+            if line.quantity == 0 {
+                return Err(format!("quantity of {} must be at least 1", line.product_id));
+            }
+            sum = line
+                .unit_price
+                .checked_mul(line.quantity)
+                .and_then(|l| sum.checked_add(l))
+                .ok_or_else(|| "line totals overflow or mix currencies".to_owned())?;
+        }
+        if sum != *total {
+            return Err(format!("total {total} does not match the lines ({sum})"));
+        }
+        Ok(())
+    }
+    match message {
+        Message::OrderCreated(m) => lines(&m.items),
+        Message::InventoryReserve(m) => lines(&m.items),
+        Message::InventoryReserved(m) => priced(&m.lines, &m.total),
+        Message::OrderConfirmed(m) => priced(&m.lines, &m.total),
+        Message::InventoryRejected(m) if m.product_ids.is_empty() => {
+            Err("a rejection names at least one product".into())
+        }
+        _ => Ok(()),
+    }
+}
+
+/// `order.created`: the order service accepted an order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OrderCreated {
+    /// The new order.
+    pub order_id: OrderId,
+    /// Who placed it.
+    pub customer_id: CustomerId,
+    /// What was asked for (prices come from the catalog, never from the client).
+    pub items: Vec<OrderLine>,
+    /// Payment method token of the simulated gateway (`tok_visa`, ...).
+    pub payment_token: String,
+}
+
+/// `order.confirmed`: the saga completed; stock is sold and the payment authorized.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OrderConfirmed {
+    /// The order.
+    pub order_id: OrderId,
+    /// Lines as priced by the catalog.
+    pub lines: Vec<PricedLine>,
+    /// Sum of the lines.
+    pub total: Money,
+    /// The authorized payment.
+    pub payment_id: Uuid,
+}
+
+/// Why an order was cancelled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum CancelReason {
+    /// Not enough stock for at least one line.
+    OutOfStock,
+    /// A line names a product the catalog does not have.
+    UnknownProduct,
+    /// The payment was declined.
+    PaymentDeclined,
+    /// A saga step got no answer before its deadline.
+    Timeout,
+}
+
+/// `order.cancelled`: the saga gave up; everything it did was compensated.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OrderCancelled {
+    /// The order.
+    pub order_id: OrderId,
+    /// Why.
+    pub reason: CancelReason,
+    /// Human-readable detail, such as the decline reason.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+/// `inventory.reserve`: reserve every line or none.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReserveStock {
+    /// The order the reservation is for.
+    pub order_id: OrderId,
+    /// Lines to reserve.
+    pub items: Vec<OrderLine>,
+}
+
+/// Why a reservation is released.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ReleaseReason {
+    /// The saga compensates a failed order.
+    Compensation,
+    /// The reservation outlived its TTL.
+    Expired,
+}
+
+/// `inventory.release`: give the order's reserved stock back (idempotent).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReleaseStock {
+    /// The order whose reservation to release.
+    pub order_id: OrderId,
+    /// Why.
+    pub reason: ReleaseReason,
+}
+
+/// `inventory.reserved`: all lines are reserved until `expires_at`, priced from the catalog.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StockReserved {
+    /// The order.
+    pub order_id: OrderId,
+    /// Reserved lines with catalog prices.
+    pub lines: Vec<PricedLine>,
+    /// Sum of the lines.
+    pub total: Money,
+    /// When an unconfirmed reservation is released by itself.
+    pub expires_at: DateTime<Utc>,
+}
+
+/// Why inventory refused a reservation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum RejectReason {
+    /// Not enough stock.
+    OutOfStock,
+    /// The catalog has no such product.
+    UnknownProduct,
+}
+
+/// `inventory.rejected`: nothing was reserved.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StockRejected {
+    /// The order.
+    pub order_id: OrderId,
+    /// Why.
+    pub reason: RejectReason,
+    /// The products that caused the rejection.
+    pub product_ids: Vec<ProductId>,
+}
+
+/// `inventory.released`: the order's reserved stock is available again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StockReleased {
+    /// The order.
+    pub order_id: OrderId,
+    /// Why it was released.
+    pub reason: ReleaseReason,
+}
+
+/// `payment.authorize`: charge the order's total (idempotent per order).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AuthorizePayment {
+    /// The order.
+    pub order_id: OrderId,
+    /// Who pays.
+    pub customer_id: CustomerId,
+    /// Amount to authorize.
+    pub amount: Money,
+    /// Payment method token.
+    pub payment_token: String,
+}
+
+/// `payment.refund`: undo the order's payment: refund it when authorized, void it when its
+/// outcome is unknown (idempotent).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RefundPayment {
+    /// The order.
+    pub order_id: OrderId,
+    /// Why, for the record.
+    pub reason: CancelReason,
+}
+
+/// `payment.authorized`: the amount is held on the customer's card.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PaymentAuthorized {
+    /// The order.
+    pub order_id: OrderId,
+    /// The gateway's payment.
+    pub payment_id: Uuid,
+    /// Amount authorized.
+    pub amount: Money,
+}
+
+/// Why the gateway declined.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum DeclineReason {
+    /// The card was declined.
+    CardDeclined,
+    /// Not enough funds.
+    InsufficientFunds,
+    /// The token is not one the gateway knows.
+    InvalidToken,
+}
+
+/// `payment.declined`: nothing was charged.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PaymentDeclined {
+    /// The order.
+    pub order_id: OrderId,
+    /// Why.
+    pub reason: DeclineReason,
+}
+
+/// What a refund did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum RefundOutcome {
+    /// An authorized payment was refunded.
+    Refunded,
+    /// A payment in an unknown state was voided.
+    Voided,
+    /// There was no payment to undo.
+    NothingToRefund,
+}
+
+/// `payment.refunded`: the order's payment is undone.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PaymentRefunded {
+    /// The order.
+    pub order_id: OrderId,
+    /// What was done.
+    pub outcome: RefundOutcome,
+    /// Amount given back, when there was one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub amount: Option<Money>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_parse_back_to_their_type() {
+        for t in MessageType::ALL {
+            assert_eq!(t.as_str().parse::<MessageType>(), Ok(*t));
+        }
+        assert!("order.exploded".parse::<MessageType>().is_err());
+    }
+
+    #[test]
+    fn commands_and_events_go_to_their_own_topics() {
+        for t in MessageType::ALL {
+            let expected = match t.kind() {
+                MessageKind::Command => "commands",
+                MessageKind::Event => "events",
+            };
+            assert!(
+                t.topic().ends_with(expected),
+                "{t} goes to {} but is a {:?}",
+                t.topic(),
+                t.kind()
+            );
+        }
+    }
+}
