@@ -1,0 +1,183 @@
+//! Runtime configuration shared by every service, from flags and `OMS_*` environment variables.
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::postgres::PgConnectOptions;
+
+/// Settings every service has. Flatten it into the service's own `clap::Parser`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct RuntimeConfig {
+    /// PostgreSQL server URL; the path (database) part is replaced by the service's database.
+    #[arg(
+        long,
+        env = "OMS_DATABASE_URL",
+        default_value = "postgres://oms:oms@127.0.0.1:55432/postgres"
+    )]
+    pub database_url: DatabaseUrl,
+
+    /// The service's own database (created if missing). Defaults to `oms_<service>`.
+    #[arg(long, env = "OMS_DATABASE_NAME")]
+    pub database_name: Option<String>,
+
+    /// Maximum connections in the service's pool.
+    #[arg(long, env = "OMS_DATABASE_MAX_CONNECTIONS", default_value_t = 10)]
+    pub database_max_connections: u32,
+
+    /// Kafka bootstrap servers.
+    #[arg(long, env = "OMS_BROKERS", default_value = "127.0.0.1:19092")]
+    pub brokers: String,
+
+    /// How the outbox relay learns about new rows: `notify` (LISTEN/NOTIFY, with a slow poll as
+    /// fallback) or `poll:<interval>` (e.g. `poll:500ms`, the design of comparable projects).
+    #[arg(long, env = "OMS_OUTBOX_WAKEUP", default_value = "notify")]
+    pub outbox_wakeup: OutboxWakeup,
+
+    /// How long published outbox rows are kept before they are pruned.
+    #[arg(long, env = "OMS_OUTBOX_RETENTION", default_value = "1h", value_parser = parse_duration)]
+    pub outbox_retention: Duration,
+
+    /// Rows the relay publishes per batch.
+    #[arg(long, env = "OMS_OUTBOX_BATCH_SIZE", default_value_t = 500)]
+    pub outbox_batch_size: u32,
+
+    /// Longest wait between two publish attempts of a failing outbox row.
+    #[arg(long, env = "OMS_OUTBOX_MAX_BACKOFF", default_value = "30s", value_parser = parse_duration)]
+    pub outbox_max_backoff: Duration,
+
+    /// Times a consumer tries a failing handler before dead-lettering the message.
+    #[arg(long, env = "OMS_CONSUMER_MAX_ATTEMPTS", default_value_t = 5)]
+    pub consumer_max_attempts: u32,
+
+    /// Log format: `json` (one object per line) or `text`.
+    #[arg(long, env = "OMS_LOG_FORMAT", default_value = "json")]
+    pub log_format: LogFormat,
+
+    /// Log filter in `RUST_LOG` syntax.
+    #[arg(long, env = "OMS_LOG", default_value = "info")]
+    pub log_filter: String,
+}
+
+/// Parses `500ms`, `30s`, `1h` and the like.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s).map_err(|e| format!("invalid duration {s:?}: {e}"))
+}
+
+/// A PostgreSQL URL whose password never appears in `Debug` or `Display` output.
+#[derive(Clone)]
+pub struct DatabaseUrl(String);
+
+impl DatabaseUrl {
+    /// Connect options for database `name` on this server.
+    pub fn options_for(&self, name: &str) -> Result<PgConnectOptions, sqlx::Error> {
+        Ok(PgConnectOptions::from_str(&self.0)?.database(name))
+    }
+
+    /// The URL itself, password included: hand it to a client, never to a log.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl FromStr for DatabaseUrl {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        PgConnectOptions::from_str(s).map_err(|e| format!("invalid PostgreSQL URL: {e}"))?;
+        Ok(Self(s.to_owned()))
+    }
+}
+
+impl fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+impl fmt::Display for DatabaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // postgres://user:secret@host/db -> postgres://user:***@host/db
+        match (self.0.find("://"), self.0.rfind('@')) {
+            (Some(scheme), Some(at)) if at > scheme => {
+                let userinfo = &self.0[scheme + 3..at];
+                match userinfo.find(':') {
+                    Some(colon) => write!(
+                        f,
+                        "{}{}:***{}",
+                        &self.0[..scheme + 3],
+                        &userinfo[..colon],
+                        &self.0[at..]
+                    ),
+                    None => f.write_str(&self.0),
+                }
+            }
+            _ => f.write_str(&self.0),
+        }
+    }
+}
+
+/// How the outbox relay wakes up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutboxWakeup {
+    /// `LISTEN` on the outbox channel; `NOTIFY` from every enqueue wakes the relay at once.
+    Notify,
+    /// Poll every interval, without `LISTEN/NOTIFY`.
+    Poll(Duration),
+}
+
+impl FromStr for OutboxWakeup {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.split_once(':') {
+            None if s == "notify" => Ok(Self::Notify),
+            Some(("poll", interval)) => {
+                let d = parse_duration(interval)?;
+                if d.is_zero() {
+                    return Err("poll interval must be above zero".into());
+                }
+                Ok(Self::Poll(d))
+            }
+            _ => Err(format!(
+                "invalid outbox wake-up {s:?}: expected `notify` or `poll:<interval>` (e.g. poll:500ms)"
+            )),
+        }
+    }
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// One JSON object per line.
+    Json,
+    /// Human-readable lines.
+    Text,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn database_url_hides_its_password() {
+        let url: DatabaseUrl = "postgres://oms:s3cret@127.0.0.1:5432/postgres"
+            .parse()
+            .expect("valid url");
+        let shown = format!("{url} {url:?}");
+        assert!(!shown.contains("s3cret"), "{shown}");
+        assert!(shown.contains("postgres://oms:***@127.0.0.1:5432/postgres"));
+    }
+
+    #[test]
+    fn outbox_wakeup_parses_both_modes_and_refuses_the_rest() {
+        assert_eq!("notify".parse(), Ok(OutboxWakeup::Notify));
+        assert_eq!(
+            "poll:500ms".parse(),
+            Ok(OutboxWakeup::Poll(Duration::from_millis(500)))
+        );
+        for bad in ["", "poll", "poll:", "poll:0s", "poll:fast", "listen"] {
+            assert!(bad.parse::<OutboxWakeup>().is_err(), "{bad:?} accepted");
+        }
+    }
+}

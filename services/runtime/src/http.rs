@@ -1,0 +1,171 @@
+//! HTTP pieces every service shares: the operational routes (`/health/live`, `/health/ready`,
+//! `/metrics`) and the one JSON error body all endpoints answer with.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::Serialize;
+use sqlx::PgPool;
+
+use crate::kafka::QuietContext;
+use crate::metrics::Metrics;
+use crate::outbox;
+use crate::relay::RelayStatus;
+
+/// The error body of every endpoint:
+/// `{"status": 400, "message": "...", "errors": {"field": "reason"}, "timestamp": "..."}`.
+#[derive(Debug, Clone, Serialize)]
+pub struct ApiError {
+    /// HTTP status code.
+    pub status: u16,
+    /// What went wrong, for people.
+    pub message: String,
+    /// Per-field reasons, for validation errors.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub errors: BTreeMap<String, String>,
+    /// When (RFC 3339).
+    pub timestamp: String,
+}
+
+impl ApiError {
+    /// An error with `status` and `message`.
+    pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        Self {
+            status: status.as_u16(),
+            message: message.into(),
+            errors: BTreeMap::new(),
+            timestamp: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        }
+    }
+
+    /// A 500 whose cause is logged, never shown.
+    pub fn internal(cause: &dyn std::fmt::Display) -> Self {
+        tracing::error!(error = %cause, "internal error");
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "Internal server error")
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status =
+            StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        (status, Json(self)).into_response()
+    }
+}
+
+/// What the readiness check needs.
+#[derive(Clone)]
+pub struct OpsState {
+    /// The service's database.
+    pub pool: PgPool,
+    /// Metrics to expose.
+    pub metrics: Metrics,
+    /// The relay's view (heartbeat).
+    pub relay: Arc<RelayStatus>,
+    /// A Kafka client to probe the broker with.
+    pub kafka: Arc<rdkafka::producer::FutureProducer<QuietContext>>,
+}
+
+/// How long the relay loop may go without a heartbeat before readiness fails.
+const RELAY_STUCK_AFTER: Duration = Duration::from_secs(30);
+
+#[derive(Serialize)]
+struct Check {
+    ok: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Readiness {
+    status: &'static str,
+    database: Check,
+    broker: Check,
+    relay: Check,
+    relay_leader: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    outbox: Option<outbox::Backlog>,
+}
+
+/// `/health/live`, `/health/ready` and `/metrics`.
+pub fn ops_router(state: OpsState) -> Router {
+    Router::new()
+        .route("/health/live", get(live))
+        .route("/health/ready", get(ready))
+        .route("/metrics", get(metrics))
+        .with_state(state)
+}
+
+async fn live() -> Json<serde_json::Value> {
+    Json(serde_json::json!({"status": "live"}))
+}
+
+async fn ready(State(state): State<OpsState>) -> Response {
+    let database = match tokio::time::timeout(
+        Duration::from_secs(2),
+        sqlx::query("SELECT 1").execute(&state.pool),
+    )
+    .await
+    {
+        Ok(Ok(_)) => Check { ok: true, error: None },
+        Ok(Err(e)) => Check { ok: false, error: Some(e.to_string()) },
+        Err(_) => Check { ok: false, error: Some("timed out after 2s".into()) },
+    };
+    let kafka = Arc::clone(&state.kafka);
+    let broker = match tokio::task::spawn_blocking(move || {
+        use rdkafka::producer::Producer;
+        crate::kafka::probe_broker(kafka.client(), Duration::from_secs(2))
+    })
+    .await
+    {
+        Ok(Ok(())) => Check { ok: true, error: None },
+        Ok(Err(e)) => Check { ok: false, error: Some(e.to_string()) },
+        Err(e) => Check { ok: false, error: Some(e.to_string()) },
+    };
+    let relay = match state.relay.since_heartbeat() {
+        Some(d) if d <= RELAY_STUCK_AFTER => Check { ok: true, error: None },
+        Some(d) => Check {
+            ok: false,
+            error: Some(format!("relay loop silent for {:.0}s", d.as_secs_f64())),
+        },
+        None => Check { ok: false, error: Some("relay not started".into()) },
+    };
+    let outbox = if database.ok {
+        outbox::backlog(&state.pool).await.ok()
+    } else {
+        None
+    };
+    let all_ok = database.ok && broker.ok && relay.ok;
+    let body = Readiness {
+        status: if all_ok { "ready" } else { "not_ready" },
+        database,
+        broker,
+        relay,
+        relay_leader: state.relay.is_leader(),
+        outbox,
+    };
+    let code = if all_ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (code, Json(body)).into_response()
+}
+
+async fn metrics(State(state): State<OpsState>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        state.metrics.encode(),
+    )
+        .into_response()
+}

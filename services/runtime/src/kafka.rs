@@ -1,0 +1,286 @@
+//! Kafka clients as the services use them: an idempotent producer, consumers that store offsets
+//! only after their work is durable, a client context that keeps outages from flooding the logs,
+//! and topic creation.
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::{ClientContext, DefaultClientContext};
+use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
+use rdkafka::consumer::{BaseConsumer, ConsumerContext, Rebalance};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::statistics::Statistics;
+
+use crate::metrics::Metrics;
+
+/// How long the producer keeps trying one message before reporting it failed to the relay, which
+/// then backs off. Short enough that an outage shows up in the outbox quickly.
+pub const MESSAGE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Producer settings: idempotent, `acks=all`, ordered per partition.
+pub fn producer_config(brokers: &str, client_id: &str) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config
+        .set("bootstrap.servers", brokers)
+        .set("client.id", client_id)
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("linger.ms", "2")
+        .set("message.timeout.ms", MESSAGE_TIMEOUT.as_millis().to_string())
+        .set("reconnect.backoff.max.ms", "2000")
+        .set_log_level(RDKafkaLogLevel::Warning);
+    config
+}
+
+/// Consumer settings: offsets are committed automatically, but only offsets the application
+/// stored, and it stores one only after the message's transaction committed.
+pub fn consumer_config(brokers: &str, group_id: &str, client_id: &str) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config
+        .set("bootstrap.servers", brokers)
+        .set("group.id", group_id)
+        .set("client.id", client_id)
+        .set("enable.auto.commit", "true")
+        .set("auto.commit.interval.ms", "1000")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("enable.partition.eof", "false")
+        .set("session.timeout.ms", "10000")
+        .set("heartbeat.interval.ms", "1000")
+        // A database outage pauses handling; stay in the group for a long one.
+        .set("max.poll.interval.ms", "900000")
+        .set("statistics.interval.ms", "5000")
+        .set("reconnect.backoff.max.ms", "2000")
+        .set_log_level(RDKafkaLogLevel::Warning);
+    config
+}
+
+/// Whether a produce error will fail the same way on every retry (dead-letter the row) rather
+/// than pass once the broker is back (keep it and retry).
+pub fn is_permanent_produce_error(error: &KafkaError) -> bool {
+    use RDKafkaErrorCode::*;
+    match error.rdkafka_error_code() {
+        Some(code) => matches!(
+            code,
+            MessageSizeTooLarge
+                | InvalidMessageSize
+                | InvalidMessage
+                | InvalidTopic
+                | MessageBatchTooLarge
+                | TopicAuthorizationFailed
+                | ClusterAuthorizationFailed
+                | InvalidRecord
+                | InvalidArgument
+                | UnsupportedForMessageFormat
+        ),
+        None => false,
+    }
+}
+
+/// Logs librdkafka's own messages through `tracing`, turning the repeated connection complaints of
+/// an outage into one warning a minute instead of a flood.
+#[derive(Default)]
+pub struct QuietContext {
+    last_connectivity_warning: Mutex<Option<Instant>>,
+    metrics: Option<(Metrics, String)>,
+}
+
+impl QuietContext {
+    /// A context that also records consumer lag from librdkafka's statistics into `metrics`.
+    pub fn with_lag_metrics(metrics: Metrics, group: &str) -> Self {
+        Self {
+            last_connectivity_warning: Mutex::new(None),
+            metrics: Some((metrics, group.to_owned())),
+        }
+    }
+
+    fn connectivity(&self, message: &str) {
+        let mut last = self
+            .last_connectivity_warning
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        if last.is_none_or(|t| now.duration_since(t) >= Duration::from_secs(60)) {
+            *last = Some(now);
+            tracing::warn!(kafka = message, "broker connectivity problem (repeats are logged at debug for a minute)");
+        } else {
+            tracing::debug!(kafka = message, "broker connectivity problem");
+        }
+    }
+}
+
+fn is_connectivity(message: &str) -> bool {
+    let m = message.to_ascii_lowercase();
+    ["connect", "brokers are down", "transport", "timed out", "disconnected", "refused"]
+        .iter()
+        .any(|needle| m.contains(needle))
+}
+
+impl ClientContext for QuietContext {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
+        match level {
+            RDKafkaLogLevel::Emerg
+            | RDKafkaLogLevel::Alert
+            | RDKafkaLogLevel::Critical
+            | RDKafkaLogLevel::Error
+            | RDKafkaLogLevel::Warning => {
+                if is_connectivity(log_message) {
+                    self.connectivity(log_message);
+                } else {
+                    tracing::warn!(kafka.facility = fac, "{log_message}");
+                }
+            }
+            RDKafkaLogLevel::Notice | RDKafkaLogLevel::Info => {
+                tracing::debug!(kafka.facility = fac, "{log_message}")
+            }
+            RDKafkaLogLevel::Debug => tracing::trace!(kafka.facility = fac, "{log_message}"),
+        }
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        let transport = matches!(
+            error.rdkafka_error_code(),
+            Some(RDKafkaErrorCode::BrokerTransportFailure)
+                | Some(RDKafkaErrorCode::AllBrokersDown)
+                | Some(RDKafkaErrorCode::Resolve)
+        );
+        if transport || is_connectivity(reason) {
+            self.connectivity(reason);
+        } else {
+            tracing::error!(error = %error, "kafka client error: {reason}");
+        }
+    }
+
+    fn stats(&self, statistics: Statistics) {
+        let Some((metrics, group)) = &self.metrics else {
+            return;
+        };
+        for (topic, t) in &statistics.topics {
+            for (partition, p) in &t.partitions {
+                // -1 is librdkafka's internal "unassigned" partition; -1 lag means unknown.
+                if *partition >= 0 && p.consumer_lag >= 0 {
+                    metrics.set_consumer_lag(group, topic, *partition, p.consumer_lag);
+                }
+            }
+        }
+    }
+}
+
+impl ConsumerContext for QuietContext {
+    fn pre_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        tracing::info!(rebalance = ?rebalance, "consumer group rebalance starting");
+    }
+
+    fn commit_callback(
+        &self,
+        result: rdkafka::error::KafkaResult<()>,
+        _offsets: &rdkafka::TopicPartitionList,
+    ) {
+        match result {
+            Ok(()) => {}
+            // Nothing new to commit: normal when idle.
+            Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
+            Err(e) => tracing::debug!(error = %e, "offset commit failed; it is retried"),
+        }
+    }
+}
+
+/// Errors while creating topics.
+#[derive(Debug, thiserror::Error)]
+pub enum TopicError {
+    /// The admin request failed.
+    #[error("creating topics on {brokers}: {source}")]
+    Admin {
+        /// Brokers asked.
+        brokers: String,
+        /// Cause.
+        #[source]
+        source: KafkaError,
+    },
+    /// The broker refused one topic.
+    #[error("creating topic {topic}: {code}")]
+    Refused {
+        /// Topic refused.
+        topic: String,
+        /// Broker's answer.
+        code: RDKafkaErrorCode,
+    },
+}
+
+/// Creates each topic with `partitions` partitions unless it exists.
+pub async fn ensure_topics(
+    brokers: &str,
+    topics: &[String],
+    partitions: i32,
+) -> Result<(), TopicError> {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set_log_level(RDKafkaLogLevel::Error)
+        .create()
+        .map_err(|source| TopicError::Admin {
+            brokers: brokers.to_owned(),
+            source,
+        })?;
+    let new: Vec<NewTopic<'_>> = topics
+        .iter()
+        .map(|t| NewTopic::new(t, partitions, TopicReplication::Fixed(1)))
+        .collect();
+    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+    let results = admin
+        .create_topics(&new, &options)
+        .await
+        .map_err(|source| TopicError::Admin {
+            brokers: brokers.to_owned(),
+            source,
+        })?;
+    for result in results {
+        match result {
+            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((topic, code)) => return Err(TopicError::Refused { topic, code }),
+        }
+    }
+    Ok(())
+}
+
+/// Whether the broker answers a metadata request within `timeout` (blocking; call it from
+/// `spawn_blocking`).
+pub fn probe_broker<C: ClientContext>(
+    client: &rdkafka::client::Client<C>,
+    timeout: Duration,
+) -> Result<(), KafkaError> {
+    client.fetch_metadata(None, timeout).map(|_| ())
+}
+
+/// The response code of a delivery error, for logs and the outbox's `last_error`.
+pub fn describe(error: &KafkaError) -> String {
+    match error.rdkafka_error_code() {
+        Some(code) => format!("{error} ({code:?})"),
+        None => error.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn produce_errors_are_split_into_permanent_and_transient() {
+        let too_large = KafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge);
+        let timed_out = KafkaError::MessageProduction(RDKafkaErrorCode::MessageTimedOut);
+        let down = KafkaError::MessageProduction(RDKafkaErrorCode::AllBrokersDown);
+        assert!(is_permanent_produce_error(&too_large));
+        assert!(!is_permanent_produce_error(&timed_out));
+        assert!(!is_permanent_produce_error(&down));
+        assert!(!is_permanent_produce_error(&KafkaError::Canceled));
+    }
+
+    #[test]
+    fn connection_complaints_are_recognised() {
+        assert!(is_connectivity(
+            "127.0.0.1:19092/bootstrap: Connect to ipv4#127.0.0.1:19092 failed: Connection refused"
+        ));
+        assert!(is_connectivity("1/1 brokers are down"));
+        assert!(!is_connectivity("Topic oms.x partition count changed"));
+    }
+}

@@ -1,0 +1,285 @@
+//! The transactional outbox: a message is a row written by the same transaction as the state
+//! change that causes it, so both commit or neither does. The [`crate::relay`] publishes rows.
+//!
+//! Per-key order: `enqueue` takes a transaction-scoped advisory lock on the message key before it
+//! allocates the row id, so two transactions writing for the same key are serialized and row id
+//! order is commit order for that key. The relay publishes in id order.
+
+use std::time::Duration;
+
+use oms_contracts::Envelope;
+use serde::{Deserialize, Serialize};
+use sqlx::{PgExecutor, PgPool};
+use uuid::Uuid;
+
+/// `LISTEN/NOTIFY` channel that every enqueue notifies on commit.
+pub const CHANNEL: &str = "oms_outbox";
+
+/// Advisory lock class (first key of the two-key form) for per-key enqueue ordering.
+const KEY_LOCK_CLASS: i32 = 0x0A5B_0001;
+
+/// A Kafka header; the value may be absent, as Kafka allows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Header {
+    /// Header name.
+    pub name: String,
+    /// Header value bytes.
+    pub value: Option<Vec<u8>>,
+}
+
+impl Header {
+    /// A header with a text value.
+    pub fn text(name: &str, value: impl Into<String>) -> Self {
+        Self {
+            name: name.to_owned(),
+            value: Some(value.into().into_bytes()),
+        }
+    }
+}
+
+/// How headers are kept in the `headers` JSONB column: text when the value is UTF-8, hex when it
+/// is not, nothing when it is absent, so any header survives the trip unchanged.
+#[derive(Serialize, Deserialize)]
+struct StoredHeader {
+    name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    text: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    hex: Option<String>,
+}
+
+fn to_hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn from_hex(s: &str) -> Option<Vec<u8>> {
+    if s.len() % 2 != 0 {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
+pub(crate) fn headers_to_json(headers: &[Header]) -> serde_json::Value {
+    let stored: Vec<StoredHeader> = headers
+        .iter()
+        .map(|h| match &h.value {
+            None => StoredHeader {
+                name: h.name.clone(),
+                text: None,
+                hex: None,
+            },
+            Some(v) => match std::str::from_utf8(v) {
+                Ok(t) => StoredHeader {
+                    name: h.name.clone(),
+                    text: Some(t.to_owned()),
+                    hex: None,
+                },
+                Err(_) => StoredHeader {
+                    name: h.name.clone(),
+                    text: None,
+                    hex: Some(to_hex(v)),
+                },
+            },
+        })
+        .collect();
+    serde_json::to_value(stored).unwrap_or_else(|_| serde_json::Value::Array(vec![]))
+}
+
+pub(crate) fn headers_from_json(value: serde_json::Value) -> Vec<Header> {
+    let stored: Vec<StoredHeader> = serde_json::from_value(value).unwrap_or_default();
+    stored
+        .into_iter()
+        .map(|h| Header {
+            name: h.name,
+            value: match (h.text, h.hex) {
+                (Some(t), _) => Some(t.into_bytes()),
+                (None, Some(x)) => from_hex(&x),
+                (None, None) => None,
+            },
+        })
+        .collect()
+}
+
+/// A message to publish, exactly as it will appear on Kafka.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutgoingMessage {
+    /// Destination topic.
+    pub topic: String,
+    /// Kafka key.
+    pub key: Option<Vec<u8>>,
+    /// Kafka value.
+    pub payload: Option<Vec<u8>>,
+    /// Kafka headers, in order.
+    pub headers: Vec<Header>,
+    /// Envelope id, when the value is an envelope (for lookups).
+    pub message_id: Option<Uuid>,
+    /// Envelope type, when the value is an envelope.
+    pub message_type: Option<String>,
+}
+
+impl OutgoingMessage {
+    /// `envelope` on `topic` with key `key`, with the envelope's mirror headers.
+    pub fn envelope(topic: &str, key: &str, envelope: &Envelope) -> Self {
+        Self {
+            topic: topic.to_owned(),
+            key: Some(key.as_bytes().to_vec()),
+            payload: Some(envelope.encode()),
+            headers: envelope
+                .headers()
+                .into_iter()
+                .map(|(n, v)| Header::text(n, v))
+                .collect(),
+            message_id: Some(envelope.event_id),
+            message_type: Some(envelope.message_type().as_str().to_owned()),
+        }
+    }
+}
+
+/// Why an enqueue failed.
+#[derive(Debug, thiserror::Error)]
+#[error("enqueueing an outbox row for {topic}: {source}")]
+pub struct EnqueueError {
+    topic: String,
+    #[source]
+    source: sqlx::Error,
+}
+
+impl EnqueueError {
+    /// The database error underneath.
+    pub fn sqlx(&self) -> &sqlx::Error {
+        &self.source
+    }
+}
+
+impl From<EnqueueError> for sqlx::Error {
+    fn from(e: EnqueueError) -> Self {
+        e.source
+    }
+}
+
+/// Writes `envelope` for `topic` with key `key` using `executor` (pass the caller's transaction:
+/// nothing is visible, and nothing is published, until it commits). Returns the row id.
+pub async fn enqueue<'e>(
+    executor: impl PgExecutor<'e>,
+    topic: &str,
+    key: &str,
+    envelope: &Envelope,
+) -> Result<i64, EnqueueError> {
+    enqueue_raw(executor, &OutgoingMessage::envelope(topic, key, envelope)).await
+}
+
+/// Writes any message (used for dead letters, whose value may not be an envelope).
+pub async fn enqueue_raw<'e>(
+    executor: impl PgExecutor<'e>,
+    message: &OutgoingMessage,
+) -> Result<i64, EnqueueError> {
+    // One statement: lock the key for this transaction, insert (allocating the id after the lock),
+    // notify the relay (delivered at commit, collapsed with other notifies of the transaction).
+    let sql = "WITH key_lock AS ( \
+                   SELECT pg_advisory_xact_lock($1, hashtext(coalesce(encode($3, 'hex'), ''))) \
+               ), inserted AS ( \
+                   INSERT INTO outbox (topic, message_key, payload, headers, message_id, message_type) \
+                   SELECT $2, $3, $4, $5, $6, $7 FROM key_lock \
+                   RETURNING id \
+               ) \
+               SELECT inserted.id FROM inserted \
+               CROSS JOIN (SELECT pg_notify($8, '')) AS notified";
+    sqlx::query_scalar::<_, i64>(sql)
+        .bind(KEY_LOCK_CLASS)
+        .bind(&message.topic)
+        .bind(message.key.as_deref())
+        .bind(message.payload.as_deref())
+        .bind(headers_to_json(&message.headers))
+        .bind(message.message_id)
+        .bind(message.message_type.as_deref())
+        .bind(CHANNEL)
+        .fetch_one(executor)
+        .await
+        .map_err(|source| EnqueueError {
+            topic: message.topic.clone(),
+            source,
+        })
+}
+
+/// What is waiting in the outbox.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Backlog {
+    /// Rows not yet published (and not failed).
+    pub pending: i64,
+    /// Age of the oldest of them.
+    pub oldest_pending_seconds: f64,
+    /// Rows that failed permanently.
+    pub failed: i64,
+}
+
+/// Counts what is waiting.
+pub async fn backlog(pool: &PgPool) -> Result<Backlog, sqlx::Error> {
+    let (pending, oldest, failed): (i64, Option<f64>, i64) = sqlx::query_as(
+        "SELECT count(*) FILTER (WHERE published_at IS NULL AND failed_at IS NULL), \
+                EXTRACT(EPOCH FROM clock_timestamp() - min(created_at) \
+                    FILTER (WHERE published_at IS NULL AND failed_at IS NULL))::float8, \
+                count(*) FILTER (WHERE failed_at IS NOT NULL) \
+         FROM outbox",
+    )
+    .fetch_one(pool)
+    .await?;
+    Ok(Backlog {
+        pending,
+        oldest_pending_seconds: oldest.unwrap_or(0.0).max(0.0),
+        failed,
+    })
+}
+
+/// Deletes rows published more than `retention` ago, at most `limit` at a time. Returns how
+/// many were deleted.
+pub async fn prune(pool: &PgPool, retention: Duration, limit: i64) -> Result<u64, sqlx::Error> {
+    let done = sqlx::query(
+        "DELETE FROM outbox WHERE id IN ( \
+             SELECT id FROM outbox \
+             WHERE published_at IS NOT NULL \
+               AND published_at < clock_timestamp() - make_interval(secs => $1) \
+             ORDER BY id LIMIT $2)",
+    )
+    .bind(retention.as_secs_f64())
+    .bind(limit)
+    .execute(pool)
+    .await?;
+    Ok(done.rows_affected())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn headers_survive_storage_whatever_their_bytes() {
+        let headers = vec![
+            Header::text("oms-message-id", "abc"),
+            Header {
+                name: "binary".into(),
+                value: Some(vec![0xff, 0x00, 0x10]),
+            },
+            Header {
+                name: "empty".into(),
+                value: Some(vec![]),
+            },
+            Header {
+                name: "null".into(),
+                value: None,
+            },
+            Header::text("oms-message-id", "repeated keys are kept"),
+        ];
+        assert_eq!(headers_from_json(headers_to_json(&headers)), headers);
+    }
+
+    #[test]
+    fn hex_decoding_refuses_garbage() {
+        assert_eq!(from_hex("ff00"), Some(vec![0xff, 0x00]));
+        assert_eq!(from_hex("f"), None);
+        assert_eq!(from_hex("zz"), None);
+    }
+}

@@ -1,0 +1,215 @@
+//! Wiring of one service: database, relay, consumers, background tasks and HTTP, all stopped by
+//! one shutdown token. A service's `run(config, shutdown)` builds a [`Runtime`], adds its
+//! consumers and sweepers, and hands its API router to [`Runtime::serve`].
+
+use std::future::Future;
+use std::sync::Arc;
+
+use axum::Router;
+use sqlx::migrate::Migrator;
+use sqlx::PgPool;
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::RuntimeConfig;
+use crate::consumer::{ConsumerConfig, ConsumerError, ConsumerStats, Handler, InboxConsumer};
+use crate::db::{self, DbError};
+use crate::http::{ops_router, OpsState};
+use crate::kafka::{self, QuietContext};
+use crate::metrics::Metrics;
+use crate::relay::{Relay, RelayConfig, RelayError};
+
+/// Why a service could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    /// Database.
+    #[error(transparent)]
+    Db(#[from] DbError),
+    /// Outbox relay.
+    #[error(transparent)]
+    Relay(#[from] RelayError),
+    /// A consumer.
+    #[error(transparent)]
+    Consumer(#[from] ConsumerError),
+    /// Kafka client creation.
+    #[error("kafka client: {0}")]
+    Kafka(#[from] rdkafka::error::KafkaError),
+    /// HTTP server.
+    #[error("http server: {0}")]
+    Http(#[from] std::io::Error),
+    /// A background task failed.
+    #[error("task {task} failed: {message}")]
+    Task {
+        /// Task name.
+        task: String,
+        /// What it said.
+        message: String,
+    },
+}
+
+/// A service being assembled and then run.
+pub struct Runtime {
+    name: String,
+    config: RuntimeConfig,
+    pool: PgPool,
+    metrics: Metrics,
+    shutdown: CancellationToken,
+    tasks: JoinSet<(String, Result<(), String>)>,
+}
+
+impl Runtime {
+    /// Connects to (creating and migrating) the service's database. `register_metrics` may add
+    /// the service's own metrics.
+    pub async fn start(
+        name: &str,
+        config: RuntimeConfig,
+        migrations: Option<Migrator>,
+        shutdown: CancellationToken,
+        register_metrics: impl FnOnce(&mut prometheus_client::registry::Registry),
+    ) -> Result<Self, RuntimeError> {
+        let database = config
+            .database_name
+            .clone()
+            .unwrap_or_else(|| format!("oms_{}", name.replace('-', "_")));
+        let pool = db::connect(
+            &config.database_url,
+            &database,
+            config.database_max_connections,
+            migrations,
+        )
+        .await?;
+        tracing::info!(service = name, database, "database ready");
+        Ok(Self {
+            name: name.to_owned(),
+            metrics: Metrics::new(name, register_metrics),
+            config,
+            pool,
+            shutdown,
+            tasks: JoinSet::new(),
+        })
+    }
+
+    /// The service's database pool.
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// The service's metrics.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// The shutdown token every task watches.
+    pub fn shutdown(&self) -> &CancellationToken {
+        &self.shutdown
+    }
+
+    /// The runtime configuration.
+    pub fn config(&self) -> &RuntimeConfig {
+        &self.config
+    }
+
+    /// Starts an idempotent consumer of `topics` in group `group` running `handler`.
+    pub fn consume<H: Handler>(
+        &mut self,
+        group: &str,
+        topics: &[&str],
+        handler: H,
+    ) -> Result<Arc<ConsumerStats>, RuntimeError> {
+        let mut config = ConsumerConfig::new(&self.name, group, topics, &self.config.brokers);
+        config.max_attempts = self.config.consumer_max_attempts.max(1);
+        let consumer = InboxConsumer::new(self.pool.clone(), config, handler, self.metrics.clone())?;
+        let stats = consumer.stats();
+        let token = self.shutdown.clone();
+        self.spawn(&format!("consumer {group}"), async move {
+            consumer.run(token).await.map_err(|e| e.to_string())
+        });
+        Ok(stats)
+    }
+
+    /// Runs a background task (a sweeper, say) until shutdown; an error stops the service.
+    pub fn spawn(
+        &mut self,
+        name: &str,
+        task: impl Future<Output = Result<(), String>> + Send + 'static,
+    ) {
+        let name = name.to_owned();
+        self.tasks.spawn(async move { (name, task.await) });
+    }
+
+    /// Starts the relay, serves `api` plus the operational routes on `listener`, and runs until
+    /// shutdown; then waits for every task to finish its work in hand.
+    pub async fn serve(mut self, listener: TcpListener, api: Router) -> Result<(), RuntimeError> {
+        let mut relay_config = RelayConfig::new(&self.name, &self.config.brokers);
+        relay_config.wakeup = self.config.outbox_wakeup;
+        relay_config.retention = self.config.outbox_retention;
+        relay_config.batch_size = self.config.outbox_batch_size.max(1);
+        relay_config.max_backoff = self.config.outbox_max_backoff;
+        let relay = Relay::new(self.pool.clone(), relay_config, self.metrics.clone())?;
+        let relay_status = relay.status();
+        let token = self.shutdown.clone();
+        self.spawn("outbox relay", async move {
+            relay.run(token).await.map_err(|e| e.to_string())
+        });
+
+        let probe = kafka::producer_config(&self.config.brokers, &format!("{}-probe", self.name))
+            .create_with_context::<QuietContext, rdkafka::producer::FutureProducer<QuietContext>>(
+                QuietContext::default(),
+            )?;
+        let ops = ops_router(OpsState {
+            pool: self.pool.clone(),
+            metrics: self.metrics.clone(),
+            relay: relay_status,
+            kafka: Arc::new(probe),
+        });
+        let app = api.merge(ops);
+        let addr = listener.local_addr()?;
+        tracing::info!(service = %self.name, %addr, "serving HTTP");
+        let token = self.shutdown.clone();
+        let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+            token.cancelled().await;
+        });
+
+        let mut failure: Option<RuntimeError> = None;
+        tokio::select! {
+            served = server => {
+                if let Err(e) = served {
+                    failure = Some(RuntimeError::Http(e));
+                }
+                self.shutdown.cancel();
+            }
+            Some(joined) = self.tasks.join_next() => {
+                failure = task_failure(joined);
+                self.shutdown.cancel();
+            }
+        }
+        while let Some(joined) = self.tasks.join_next().await {
+            if let Some(e) = task_failure(joined) {
+                failure.get_or_insert(e);
+            }
+        }
+        self.pool.close().await;
+        tracing::info!(service = %self.name, "stopped");
+        match failure {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+}
+
+fn task_failure(
+    joined: Result<(String, Result<(), String>), tokio::task::JoinError>,
+) -> Option<RuntimeError> {
+    match joined {
+        Ok((_, Ok(()))) => None,
+        Ok((task, Err(message))) => {
+            tracing::error!(task, error = %message, "task failed");
+            Some(RuntimeError::Task { task, message })
+        }
+        Err(e) => Some(RuntimeError::Task {
+            task: "unknown".into(),
+            message: e.to_string(),
+        }),
+    }
+}
