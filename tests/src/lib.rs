@@ -1,1 +1,280 @@
-//! placeholder
+//! Support for the OMS's end-to-end tests, which run against the real PostgreSQL and nisshi broker
+//! that `scripts/test.sh` starts (`OMS_TEST_DATABASE_URL`, `OMS_TEST_BROKERS`).
+//!
+//! Every test gets its own database and its own topics, so tests run in parallel without seeing
+//! each other. Tests that stop the broker start a private one with [`TestBroker`].
+
+use std::future::Future;
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use oms_runtime::config::DatabaseUrl;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Headers, Message};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::ClientConfig;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+/// The test cluster's server URL.
+pub fn database_url() -> DatabaseUrl {
+    let url = std::env::var("OMS_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://oms:oms@127.0.0.1:55433/postgres".into());
+    match url.parse() {
+        Ok(u) => u,
+        Err(e) => panic!("OMS_TEST_DATABASE_URL is not a PostgreSQL URL: {e}"),
+    }
+}
+
+/// The shared test broker.
+pub fn brokers() -> String {
+    std::env::var("OMS_TEST_BROKERS").unwrap_or_else(|_| "127.0.0.1:19093".into())
+}
+
+/// A short unique suffix.
+pub fn unique() -> String {
+    Uuid::now_v7().simple().to_string()[20..].to_owned()
+}
+
+/// A fresh, migrated database of its own.
+pub async fn fresh_db(prefix: &str) -> anyhow::Result<PgPool> {
+    let name = format!("t_{prefix}_{}", unique());
+    oms_runtime::db::connect(&database_url(), &name, 10, None)
+        .await
+        .with_context(|| {
+            format!("connecting to the test cluster (is scripts/test.sh running it?) for {name}")
+        })
+}
+
+/// Creates uniquely named topics (`<prefix>.<unique>`) and their DLQs on `brokers`.
+pub async fn fresh_topic(brokers: &str, prefix: &str, partitions: i32) -> anyhow::Result<String> {
+    let topic = format!("test.{prefix}.{}", unique());
+    oms_runtime::kafka::ensure_topics(
+        brokers,
+        &[topic.clone(), oms_contracts::topics::dlq(&topic)],
+        partitions,
+    )
+    .await?;
+    Ok(topic)
+}
+
+/// Polls `check` every 50 ms until it returns `Some`, or fails after `within`.
+pub async fn eventually<T, F, Fut>(within: Duration, what: &str, mut check: F) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = anyhow::Result<Option<T>>>,
+{
+    let deadline = Instant::now() + within;
+    let mut last_error = None;
+    loop {
+        match check().await {
+            Ok(Some(v)) => return Ok(v),
+            Ok(None) => {}
+            Err(e) => last_error = Some(e),
+        }
+        if Instant::now() >= deadline {
+            match last_error {
+                Some(e) => bail!("timed out after {within:?} waiting for {what}; last error: {e:#}"),
+                None => bail!("timed out after {within:?} waiting for {what}"),
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// One message as read back from Kafka.
+#[derive(Debug, Clone)]
+pub struct Received {
+    /// Partition.
+    pub partition: i32,
+    /// Offset.
+    pub offset: i64,
+    /// Key.
+    pub key: Option<Vec<u8>>,
+    /// Value.
+    pub payload: Option<Vec<u8>>,
+    /// Headers in order; absent values as `None`.
+    pub headers: Vec<(String, Option<Vec<u8>>)>,
+}
+
+impl Received {
+    /// The first header called `name`, as text.
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .and_then(|(_, v)| v.as_ref())
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+    }
+
+    /// The key as text.
+    pub fn key_str(&self) -> String {
+        String::from_utf8_lossy(self.key.as_deref().unwrap_or_default()).into_owned()
+    }
+}
+
+/// Reads `topic` from the beginning until `count` messages arrived or `within` passed, then
+/// keeps reading for `settle` to catch any extra (duplicate) message. Partition order is kept.
+pub fn read_topic(
+    brokers: &str,
+    topic: &str,
+    count: usize,
+    within: Duration,
+    settle: Duration,
+) -> anyhow::Result<Vec<Received>> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", format!("reader-{}", unique()))
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .create()?;
+    consumer.subscribe(&[topic])?;
+    let mut out = Vec::new();
+    let deadline = Instant::now() + within;
+    let mut settle_until: Option<Instant> = None;
+    loop {
+        let now = Instant::now();
+        if settle_until.is_some_and(|t| now >= t) || (settle_until.is_none() && now >= deadline) {
+            break;
+        }
+        if let Some(result) = consumer.poll(Duration::from_millis(100)) {
+            let m = result?;
+            out.push(Received {
+                partition: m.partition(),
+                offset: m.offset(),
+                key: m.key().map(<[u8]>::to_vec),
+                payload: m.payload().map(<[u8]>::to_vec),
+                headers: m
+                    .headers()
+                    .map(|hs| {
+                        hs.iter()
+                            .map(|h| (h.key.to_owned(), h.value.map(<[u8]>::to_vec)))
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+            });
+            if out.len() >= count && settle_until.is_none() {
+                settle_until = Some(Instant::now() + settle);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// A plain producer for feeding consumers in tests.
+pub fn producer(brokers: &str) -> anyhow::Result<FutureProducer> {
+    Ok(ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("enable.idempotence", "true")
+        .set("message.timeout.ms", "10000")
+        .create()?)
+}
+
+/// Produces raw bytes with headers and waits for the ack.
+pub async fn produce(
+    producer: &FutureProducer,
+    topic: &str,
+    key: &str,
+    payload: &[u8],
+    headers: &[(&str, &str)],
+) -> anyhow::Result<(i32, i64)> {
+    let mut hs = rdkafka::message::OwnedHeaders::new();
+    for (k, v) in headers {
+        hs = hs.insert(rdkafka::message::Header {
+            key: k,
+            value: Some(*v),
+        });
+    }
+    let record = FutureRecord::to(topic).key(key).payload(payload).headers(hs);
+    producer
+        .send(record, Duration::from_secs(10))
+        .await
+        .map(|d| (d.partition, d.offset))
+        .map_err(|(e, _)| anyhow::anyhow!("producing to {topic}: {e}"))
+}
+
+/// A private nisshi broker (SQLite storage in a temporary directory) that a test may stop and
+/// start again; topics, data and committed offsets survive a restart.
+pub struct TestBroker {
+    dir: tempfile::TempDir,
+    port: u16,
+    child: Option<Child>,
+}
+
+fn nisshi() -> anyhow::Result<PathBuf> {
+    if let Ok(p) = std::env::var("OMS_NISSHI_BIN") {
+        return Ok(PathBuf::from(p));
+    }
+    if let Some(home) = std::env::var_os("HOME") {
+        let p = PathBuf::from(home).join(".cargo/bin/nisshi");
+        if p.exists() {
+            return Ok(p);
+        }
+    }
+    Ok(PathBuf::from("nisshi"))
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+impl TestBroker {
+    /// Starts a broker on a free port and waits until it accepts connections.
+    pub async fn start() -> anyhow::Result<Self> {
+        let mut broker = Self {
+            dir: tempfile::tempdir()?,
+            port: free_port()?,
+            child: None,
+        };
+        broker.start_again().await?;
+        Ok(broker)
+    }
+
+    /// `host:port` of this broker.
+    pub fn brokers(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// Starts the stopped broker again on the same port and storage.
+    pub async fn start_again(&mut self) -> anyhow::Result<()> {
+        if self.child.is_some() {
+            return Ok(());
+        }
+        let url = format!("tcp://127.0.0.1:{}", self.port);
+        let log = std::fs::File::create(self.dir.path().join("broker.log"))?;
+        let child = Command::new(nisshi()?)
+            .current_dir(self.dir.path())
+            .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
+            .args(["--storage-engine", "sqlite://broker.db"])
+            .args(["--group-initial-rebalance-delay", "0s"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .context("starting nisshi (install it with scripts/deps.sh)")?;
+        self.child = Some(child);
+        let port = self.port;
+        eventually(Duration::from_secs(30), "the test broker's port", || async move {
+            Ok(std::net::TcpStream::connect(("127.0.0.1", port)).ok().map(|_| ()))
+        })
+        .await
+    }
+
+    /// Stops the broker (SIGKILL, like a crash) and waits until it is gone.
+    pub fn stop(&mut self) -> anyhow::Result<()> {
+        if let Some(mut child) = self.child.take() {
+            child.kill()?;
+            child.wait()?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for TestBroker {
+    fn drop(&mut self) {
+        let _ = self.stop();
+    }
+}

@@ -59,6 +59,8 @@ pub struct RelayConfig {
     pub fallback_poll: Duration,
     /// How often a standby relay tries to become leader.
     pub standby_poll: Duration,
+    /// How long the producer tries one delivery before the row counts as failed for this attempt.
+    pub message_timeout: Duration,
 }
 
 impl RelayConfig {
@@ -75,6 +77,7 @@ impl RelayConfig {
             prune_interval: Duration::from_secs(60),
             fallback_poll: Duration::from_secs(1),
             standby_poll: Duration::from_secs(1),
+            message_timeout: kafka::MESSAGE_TIMEOUT,
         }
     }
 }
@@ -173,6 +176,10 @@ impl Relay {
 
     fn producer(config: &RelayConfig) -> Result<FutureProducer<QuietContext>, RelayError> {
         kafka::producer_config(&config.brokers, &format!("{}-relay", config.service))
+            .set(
+                "message.timeout.ms",
+                config.message_timeout.as_millis().max(1).to_string(),
+            )
             .create_with_context(QuietContext::default())
             .map_err(RelayError::Producer)
     }

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Installs what the OMS needs and a fresh machine of this kind may lack: PostgreSQL server
+# binaries (apt), the nisshi Kafka-protocol broker (cargo +nightly install, ~11 minutes once per
+# machine), and with --test, docker-compose (apt) to validate compose.yaml.
+# Safe to run again: each step is skipped when its tool is already there.
+source "$(dirname "$0")/lib.sh"
+
+want_test_tools=false
+[[ "${1:-}" == "--test" ]] && want_test_tools=true
+
+apt_install() {
+  local sudo=""
+  [[ "$(id -u)" -ne 0 ]] && sudo="sudo"
+  oms_log "installing with apt: $*"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "$@" >/dev/null
+}
+
+if ! oms_pg_bin >/dev/null; then
+  apt_install postgresql
+  oms_pg_bin >/dev/null || oms_die "PostgreSQL server binaries still missing after apt install"
+fi
+
+if ! oms_nisshi_bin >/dev/null; then
+  # nisshi needs rustc >= 1.96; this kind of machine has a nightly toolchain for that.
+  toolchain=""
+  if rustup toolchain list 2>/dev/null | grep -q '^nightly'; then toolchain="+nightly"; fi
+  oms_log "building the nisshi broker $OMS_NISSHI_VERSION (cargo $toolchain install; about 11 minutes on 2 cores)"
+  cargo $toolchain install --locked nisshi --version "$OMS_NISSHI_VERSION"
+  oms_nisshi_bin >/dev/null || oms_die "nisshi is not on PATH or in ~/.cargo/bin after installing"
+fi
+
+if $want_test_tools && ! command -v docker-compose >/dev/null 2>&1; then
+  apt_install docker-compose
+fi

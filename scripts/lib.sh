@@ -1,0 +1,46 @@
+# Shared settings and helpers of the OMS scripts. Source it; do not run it.
+# Everything the local stack keeps lives under one state directory (default: <repo>/.oms).
+
+set -euo pipefail
+
+OMS_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+OMS_STATE_DIR="${OMS_STATE_DIR:-$OMS_ROOT/.oms}"
+OMS_PG_PORT="${OMS_PG_PORT:-55432}"
+OMS_BROKER_PORT="${OMS_BROKER_PORT:-19092}"
+OMS_PG_USER="oms"
+# A local, loopback-only development cluster: the password is not a secret.
+OMS_PG_PASSWORD="oms"
+OMS_NISSHI_VERSION="0.8.1"
+export OMS_ROOT OMS_STATE_DIR OMS_PG_PORT OMS_BROKER_PORT
+
+oms_log() { printf '\033[1m[oms]\033[0m %s\n' "$*" >&2; }
+oms_die() { printf '[oms] error: %s\n' "$*" >&2; exit 1; }
+
+oms_database_url() { echo "postgres://$OMS_PG_USER:$OMS_PG_PASSWORD@127.0.0.1:$OMS_PG_PORT/postgres"; }
+oms_brokers() { echo "127.0.0.1:$OMS_BROKER_PORT"; }
+
+# Directory holding initdb, pg_ctl and postgres (newest installed major version).
+oms_pg_bin() {
+  local dir
+  dir="$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n1 || true)"
+  [[ -n "$dir" && -x "$dir/initdb" ]] && echo "$dir"
+}
+
+oms_nisshi_bin() {
+  if [[ -n "${OMS_NISSHI_BIN:-}" && -x "${OMS_NISSHI_BIN}" ]]; then echo "$OMS_NISSHI_BIN"; return; fi
+  if command -v nisshi >/dev/null 2>&1; then command -v nisshi; return; fi
+  if [[ -x "$HOME/.cargo/bin/nisshi" ]]; then echo "$HOME/.cargo/bin/nisshi"; return; fi
+  return 1
+}
+
+# Waits until TCP port $1 on 127.0.0.1 accepts connections, for at most $2 seconds.
+oms_wait_port() {
+  local port="$1" deadline=$((SECONDS + $2))
+  while ((SECONDS < deadline)); do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then return 0; fi
+    sleep 0.2
+  done
+  return 1
+}
+
+oms_port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }

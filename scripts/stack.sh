@@ -1,0 +1,163 @@
+#!/usr/bin/env bash
+# The local stack: a private PostgreSQL cluster and the nisshi broker, with the OMS topics.
+#
+#   scripts/stack.sh up       install what is missing, start PostgreSQL and the broker, create topics
+#   scripts/stack.sh down     stop them cleanly
+#   scripts/stack.sh status   show what runs
+#   scripts/stack.sh env      print the connection settings as shell exports
+#
+# Idempotent: `up` on a running stack only checks it. State (data, logs, pid files) lives in
+# $OMS_STATE_DIR (default <repo>/.oms); ports come from OMS_PG_PORT (55432) and OMS_BROKER_PORT (19092).
+source "$(dirname "$0")/lib.sh"
+
+PG_DIR="$OMS_STATE_DIR/postgres"
+BROKER_DIR="$OMS_STATE_DIR/broker"
+
+# initdb refuses root: as root, the cluster runs as the `postgres` system user.
+pg_run() {
+  if [[ "$(id -u)" -eq 0 ]]; then
+    id postgres >/dev/null 2>&1 || useradd --system --home-dir /var/lib/postgresql --shell /usr/sbin/nologin postgres
+    runuser -u postgres -- "$@"
+  else
+    "$@"
+  fi
+}
+
+# The data directory must be reachable by the user running PostgreSQL. When the repository sits
+# where that user cannot go (say /root), the data lives in /var/tmp and the state dir links to it.
+prepare_pg_dir() {
+  mkdir -p "$OMS_STATE_DIR"
+  if [[ -e "$PG_DIR" ]]; then return; fi
+  if [[ "$(id -u)" -eq 0 ]]; then
+    mkdir -p "$PG_DIR"
+    chown postgres: "$PG_DIR"
+    if ! runuser -u postgres -- test -w "$PG_DIR"; then
+      rmdir "$PG_DIR"
+      local elsewhere
+      elsewhere="/var/tmp/oms-postgres-$(echo -n "$OMS_STATE_DIR" | md5sum | cut -c1-12)"
+      mkdir -p "$elsewhere"
+      chown postgres: "$elsewhere"
+      ln -s "$elsewhere" "$PG_DIR"
+      oms_log "postgres cannot reach $OMS_STATE_DIR; its data lives in $elsewhere (linked)"
+    fi
+  else
+    mkdir -p "$PG_DIR"
+  fi
+}
+
+pg_up() {
+  local bin
+  bin="$(oms_pg_bin)" || oms_die "PostgreSQL server binaries not found; run scripts/deps.sh"
+  prepare_pg_dir
+  if [[ ! -f "$PG_DIR/data/PG_VERSION" ]]; then
+    oms_log "initialising a PostgreSQL cluster in $PG_DIR/data"
+    local pwfile="$PG_DIR/.pwfile"
+    pg_run bash -c "umask 077; echo '$OMS_PG_PASSWORD' > '$pwfile'"
+    pg_run "$bin/initdb" -D "$PG_DIR/data" --username="$OMS_PG_USER" --pwfile="$pwfile" \
+      --auth-local=trust --auth-host=scram-sha-256 --encoding=UTF8 --locale=C.UTF-8 >/dev/null
+    pg_run rm -f "$pwfile"
+    pg_run mkdir -p "$PG_DIR/run"
+  fi
+  if pg_run "$bin/pg_ctl" -D "$PG_DIR/data" status >/dev/null 2>&1; then
+    oms_log "PostgreSQL already running on 127.0.0.1:$OMS_PG_PORT"
+    return
+  fi
+  oms_log "starting PostgreSQL on 127.0.0.1:$OMS_PG_PORT"
+  pg_run "$bin/pg_ctl" -D "$PG_DIR/data" -l "$PG_DIR/postgres.log" -w -t 60 \
+    -o "-p $OMS_PG_PORT -k $PG_DIR/run -c listen_addresses=127.0.0.1 -c max_connections=400" \
+    start >/dev/null || { tail -n 20 "$PG_DIR/postgres.log" >&2; oms_die "PostgreSQL did not start"; }
+}
+
+pg_down() {
+  local bin
+  bin="$(oms_pg_bin)" || return 0
+  [[ -f "$PG_DIR/data/PG_VERSION" ]] || return 0
+  if pg_run "$bin/pg_ctl" -D "$PG_DIR/data" status >/dev/null 2>&1; then
+    oms_log "stopping PostgreSQL"
+    pg_run "$bin/pg_ctl" -D "$PG_DIR/data" -m fast -w stop >/dev/null
+  fi
+}
+
+broker_pid() {
+  local pid
+  pid="$(cat "$BROKER_DIR/broker.pid" 2>/dev/null || true)"
+  [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null && echo "$pid"
+}
+
+broker_up() {
+  local nisshi
+  nisshi="$(oms_nisshi_bin)" || oms_die "nisshi not found; run scripts/deps.sh"
+  mkdir -p "$BROKER_DIR"
+  if broker_pid >/dev/null; then
+    oms_log "broker already running on 127.0.0.1:$OMS_BROKER_PORT (pid $(broker_pid))"
+    return
+  fi
+  if oms_port_open "$OMS_BROKER_PORT"; then
+    oms_die "port $OMS_BROKER_PORT is taken by another process; set OMS_BROKER_PORT"
+  fi
+  oms_log "starting the nisshi broker on 127.0.0.1:$OMS_BROKER_PORT (SQLite storage)"
+  # nisshi reads a .env from its working directory: run it from the state dir, not the repo.
+  (
+    cd "$BROKER_DIR"
+    setsid nohup "$nisshi" broker \
+      --listener-url "tcp://127.0.0.1:$OMS_BROKER_PORT" \
+      --advertised-listener-url "tcp://127.0.0.1:$OMS_BROKER_PORT" \
+      --storage-engine "sqlite://broker.db" \
+      --group-initial-rebalance-delay 0s \
+      >>"$BROKER_DIR/broker.log" 2>&1 </dev/null &
+    echo $! >"$BROKER_DIR/broker.pid"
+  )
+  oms_wait_port "$OMS_BROKER_PORT" 30 || { tail -n 20 "$BROKER_DIR/broker.log" >&2; oms_die "broker did not open its port"; }
+}
+
+broker_down() {
+  local pid
+  pid="$(broker_pid)" || return 0
+  oms_log "stopping the broker (pid $pid)"
+  kill -TERM "$pid" 2>/dev/null || true
+  for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  kill -KILL "$pid" 2>/dev/null || true
+  rm -f "$BROKER_DIR/broker.pid"
+}
+
+omsctl_bin() {
+  oms_log "building omsctl"
+  (cd "$OMS_ROOT" && cargo build -q -p omsctl)
+  echo "$OMS_ROOT/target/debug/omsctl"
+}
+
+topics_up() {
+  local omsctl
+  omsctl="$(omsctl_bin)"
+  oms_log "creating topics"
+  "$omsctl" --brokers "$(oms_brokers)" topics ensure -o table >&2
+}
+
+status() {
+  local bin pg="stopped" broker="stopped"
+  bin="$(oms_pg_bin || true)"
+  if [[ -n "$bin" && -f "$PG_DIR/data/PG_VERSION" ]] && pg_run "$bin/pg_ctl" -D "$PG_DIR/data" status >/dev/null 2>&1; then
+    pg="running on 127.0.0.1:$OMS_PG_PORT"
+  fi
+  if broker_pid >/dev/null; then broker="running on 127.0.0.1:$OMS_BROKER_PORT (pid $(broker_pid))"; fi
+  echo "state dir:  $OMS_STATE_DIR"
+  echo "postgresql: $pg"
+  echo "broker:     $broker"
+}
+
+case "${1:-}" in
+  up)
+    "$(dirname "$0")/deps.sh"
+    pg_up
+    broker_up
+    topics_up
+    oms_log "stack is up"
+    printf 'export OMS_DATABASE_URL=%s\nexport OMS_BROKERS=%s\n' "$(oms_database_url)" "$(oms_brokers)"
+    ;;
+  down) broker_down; pg_down ;;
+  status) status ;;
+  env) printf 'export OMS_DATABASE_URL=%s\nexport OMS_BROKERS=%s\n' "$(oms_database_url)" "$(oms_brokers)" ;;
+  broker-stop) broker_down ;;
+  broker-start) broker_up ;;
+  *) echo "usage: $0 up|down|status|env|broker-stop|broker-start" >&2; exit 2 ;;
+esac

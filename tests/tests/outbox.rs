@@ -1,0 +1,378 @@
+//! The transactional outbox and its relay, against real PostgreSQL and the nisshi broker.
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use oms_contracts::messages::OrderCancelled;
+use oms_contracts::{messages::CancelReason, Envelope, OrderId};
+use oms_runtime::config::OutboxWakeup;
+use oms_runtime::metrics::Metrics;
+use oms_runtime::outbox::{self, Header, OutgoingMessage};
+use oms_runtime::relay::{Relay, RelayConfig, RelayStatus};
+use std::sync::Arc;
+use oms_tests::{brokers, eventually, fresh_db, fresh_topic, read_topic, Received, TestBroker};
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+
+/// A message whose `detail` carries `key/seq`, so order and identity can be checked on arrival.
+fn numbered(order: OrderId, seq: usize) -> Envelope {
+    Envelope::new(
+        OrderCancelled {
+            order_id: order,
+            reason: CancelReason::Timeout,
+            detail: Some(format!("{order}/{seq}")),
+        },
+        "outbox-test",
+        order.0,
+    )
+}
+
+fn seq_of(m: &Received) -> (String, usize) {
+    let env = Envelope::decode(m.payload.as_deref().unwrap_or_default()).expect("envelope");
+    let oms_contracts::Message::OrderCancelled(c) = env.message else {
+        panic!("unexpected message {env:?}");
+    };
+    let detail = c.detail.expect("detail");
+    let (key, seq) = detail.rsplit_once('/').expect("key/seq");
+    (key.to_owned(), seq.parse().expect("seq"))
+}
+
+fn relay_config(brokers: &str) -> RelayConfig {
+    let mut c = RelayConfig::new("outbox-test", brokers);
+    c.base_backoff = Duration::from_millis(100);
+    c.max_backoff = Duration::from_secs(2);
+    c.message_timeout = Duration::from_secs(2);
+    c
+}
+
+fn spawn_relay(pool: &PgPool, config: RelayConfig) -> (CancellationToken, tokio::task::JoinHandle<()>) {
+    let (token, handle, _) = spawn_relay_with_status(pool, config);
+    (token, handle)
+}
+
+fn spawn_relay_with_status(
+    pool: &PgPool,
+    config: RelayConfig,
+) -> (CancellationToken, tokio::task::JoinHandle<()>, Arc<RelayStatus>) {
+    let token = CancellationToken::new();
+    let relay = Relay::new(pool.clone(), config, Metrics::new("outbox-test", |_| {})).expect("relay");
+    let status = relay.status();
+    let t = token.clone();
+    let handle = tokio::spawn(async move {
+        relay.run(t).await.expect("relay run");
+    });
+    (token, handle, status)
+}
+
+async fn pending(pool: &PgPool) -> anyhow::Result<i64> {
+    Ok(sqlx::query_scalar("SELECT count(*) FROM outbox WHERE published_at IS NULL AND failed_at IS NULL")
+        .fetch_one(pool)
+        .await?)
+}
+
+/// Asserts every (key, seq) arrived exactly once and in increasing seq order per key.
+fn assert_once_in_order(received: &[Received], expected: usize) {
+    let mut seen = HashSet::new();
+    let mut last: HashMap<String, usize> = HashMap::new();
+    for m in received {
+        let (key, seq) = seq_of(m);
+        assert_eq!(m.key_str(), key, "message published under the wrong key");
+        assert!(seen.insert((key.clone(), seq)), "{key}/{seq} published twice");
+        if let Some(prev) = last.insert(key.clone(), seq) {
+            assert!(seq > prev, "{key}: {seq} arrived after {prev}");
+        }
+    }
+    assert_eq!(seen.len(), expected, "wrong number of distinct messages");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rolled_back_rows_are_never_published() -> anyhow::Result<()> {
+    let pool = fresh_db("rollback").await?;
+    let topic = fresh_topic(&brokers(), "rollback", 1).await?;
+    let order = OrderId::new();
+
+    let mut tx = pool.begin().await?;
+    for seq in 0..3 {
+        outbox::enqueue(&mut *tx, &topic, &order.to_string(), &numbered(order, seq)).await?;
+    }
+    tx.rollback().await?;
+    let mut tx = pool.begin().await?;
+    outbox::enqueue(&mut *tx, &topic, &order.to_string(), &numbered(order, 99)).await?;
+    tx.commit().await?;
+
+    let (token, handle) = spawn_relay(&pool, relay_config(&brokers()));
+    eventually(Duration::from_secs(20), "the committed row to be published", || async {
+        Ok((pending(&pool).await? == 0).then_some(()))
+    })
+    .await?;
+    token.cancel();
+    handle.await?;
+
+    let received = read_topic(&brokers(), &topic, 1, Duration::from_secs(20), Duration::from_secs(2))?;
+    let seqs: Vec<usize> = received.iter().map(|m| seq_of(m).1).collect();
+    assert_eq!(seqs, vec![99], "only the committed row may reach the topic");
+    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox").fetch_one(&pool).await?;
+    assert_eq!(rows, 1);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rows_are_published_in_commit_order_per_key_with_headers() -> anyhow::Result<()> {
+    let pool = fresh_db("order").await?;
+    let topic = fresh_topic(&brokers(), "order", 3).await?;
+    let (token, handle) = spawn_relay(&pool, relay_config(&brokers()));
+
+    // Eight keys written concurrently, each key's messages in its own sequence of transactions
+    // (some holding several rows), while the relay is already running.
+    let keys: Vec<OrderId> = (0..8).map(|_| OrderId::new()).collect();
+    let per_key = 40;
+    let mut writers = Vec::new();
+    for order in keys.clone() {
+        let pool = pool.clone();
+        let topic = topic.clone();
+        writers.push(tokio::spawn(async move {
+            let mut seq = 0;
+            while seq < per_key {
+                let mut tx = pool.begin().await?;
+                for _ in 0..(1 + seq % 3).min(per_key - seq) {
+                    outbox::enqueue(&mut *tx, &topic, &order.to_string(), &numbered(order, seq)).await?;
+                    seq += 1;
+                }
+                tx.commit().await?;
+            }
+            anyhow::Ok(())
+        }));
+    }
+    for w in writers {
+        w.await??;
+    }
+    let total = keys.len() * per_key;
+    eventually(Duration::from_secs(30), "all rows to be published", || async {
+        Ok((pending(&pool).await? == 0).then_some(()))
+    })
+    .await?;
+    token.cancel();
+    handle.await?;
+
+    let received = read_topic(&brokers(), &topic, total, Duration::from_secs(30), Duration::from_secs(2))?;
+    assert_once_in_order(&received, total);
+    // The envelope's mirror headers travel with every message.
+    let first = &received[0];
+    let env = Envelope::decode(first.payload.as_deref().unwrap_or_default())?;
+    assert_eq!(first.header("oms-message-id"), Some(env.event_id.to_string()));
+    assert_eq!(first.header("oms-message-type").as_deref(), Some("order.cancelled"));
+    assert_eq!(first.header("oms-correlation-id"), Some(env.correlation_id.to_string()));
+    assert!(first.header("traceparent").is_some_and(|t| t.starts_with("00-")));
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_outage_keeps_rows_pending_and_loses_nothing() -> anyhow::Result<()> {
+    let mut broker = TestBroker::start().await?;
+    let pool = fresh_db("outage").await?;
+    let topic = fresh_topic(&broker.brokers(), "outage", 2).await?;
+    broker.stop()?;
+
+    let (token, handle) = spawn_relay(&pool, relay_config(&broker.brokers()));
+    let keys: Vec<OrderId> = (0..5).map(|_| OrderId::new()).collect();
+    for seq in 0..10 {
+        for order in &keys {
+            // Enqueueing does not need the broker.
+            let mut tx = pool.begin().await?;
+            outbox::enqueue(&mut *tx, &topic, &order.to_string(), &numbered(*order, seq)).await?;
+            tx.commit().await?;
+        }
+    }
+
+    // The first row is retried with a growing delay while the broker is away.
+    let first_id: i64 = sqlx::query_scalar("SELECT min(id) FROM outbox").fetch_one(&pool).await?;
+    let mut gaps: Vec<(i32, f64)> = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let (attempts, gap, published): (i32, f64, bool) = sqlx::query_as(
+            "SELECT attempts, EXTRACT(EPOCH FROM next_attempt_at - clock_timestamp())::float8, \
+                    published_at IS NOT NULL FROM outbox WHERE id = $1",
+        )
+        .bind(first_id)
+        .fetch_one(&pool)
+        .await?;
+        assert!(!published, "published while the broker is down");
+        if gaps.last().is_none_or(|(a, _)| attempts > *a) && attempts > 0 {
+            gaps.push((attempts, gap));
+        }
+        if attempts >= 3 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "no third attempt within 60s: {gaps:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(pending(&pool).await?, 50, "rows must stay pending during the outage");
+    let backoffs: Vec<f64> = gaps.iter().map(|(_, g)| *g).collect();
+    assert!(
+        backoffs.windows(2).all(|w| w[1] > w[0]),
+        "next_attempt_at should move further out with each attempt: {gaps:?}"
+    );
+    let last_error: Option<String> =
+        sqlx::query_scalar("SELECT last_error FROM outbox WHERE id = $1").bind(first_id).fetch_one(&pool).await?;
+    assert!(last_error.is_some(), "the failure reason is recorded");
+
+    broker.start_again().await?;
+    eventually(Duration::from_secs(60), "the backlog to drain after the broker is back", || async {
+        Ok((pending(&pool).await? == 0).then_some(()))
+    })
+    .await?;
+    token.cancel();
+    handle.await?;
+
+    let received = read_topic(&broker.brokers(), &topic, 50, Duration::from_secs(30), Duration::from_secs(2))?;
+    assert_once_in_order(&received, 50);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_relays_on_one_outbox_publish_each_row_once() -> anyhow::Result<()> {
+    let pool = fresh_db("tworelays").await?;
+    let topic = fresh_topic(&brokers(), "tworelays", 3).await?;
+    let mut config = relay_config(&brokers());
+    config.standby_poll = Duration::from_millis(200);
+    let mut relays = vec![
+        spawn_relay_with_status(&pool, config.clone()),
+        spawn_relay_with_status(&pool, config),
+    ];
+
+    let keys: Vec<OrderId> = (0..6).map(|_| OrderId::new()).collect();
+    let mut seq = 0;
+    for round in 0..2 {
+        for _ in 0..25 {
+            let mut tx = pool.begin().await?;
+            for order in &keys {
+                outbox::enqueue(&mut *tx, &topic, &order.to_string(), &numbered(*order, seq)).await?;
+            }
+            tx.commit().await?;
+            seq += 1;
+        }
+        if round == 0 {
+            // Both relays run, one publishes. Stop the leader; the standby must take over.
+            eventually(Duration::from_secs(20), "the first half to be published", || async {
+                Ok((pending(&pool).await? == 0).then_some(()))
+            })
+            .await?;
+            let leaders: Vec<usize> = (0..relays.len()).filter(|i| relays[*i].2.is_leader()).collect();
+            assert_eq!(leaders.len(), 1, "exactly one relay leads");
+            let (token, handle, _) = relays.remove(leaders[0]);
+            token.cancel();
+            handle.await?;
+        }
+    }
+    let total = keys.len() * seq;
+    eventually(Duration::from_secs(30), "the standby relay to publish the rest", || async {
+        Ok((pending(&pool).await? == 0).then_some(()))
+    })
+    .await?;
+    assert!(relays[0].2.is_leader(), "the standby took over");
+    let (token, handle, _) = relays.remove(0);
+    token.cancel();
+    handle.await?;
+
+    let received = read_topic(&brokers(), &topic, total, Duration::from_secs(30), Duration::from_secs(3))?;
+    assert_once_in_order(&received, total);
+    assert_eq!(received.len(), total, "a row was published more than once");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn published_rows_are_pruned_after_the_retention() -> anyhow::Result<()> {
+    let pool = fresh_db("prune").await?;
+    let topic = fresh_topic(&brokers(), "prune", 1).await?;
+    let order = OrderId::new();
+    for seq in 0..20 {
+        outbox::enqueue(&pool, &topic, &order.to_string(), &numbered(order, seq)).await?;
+    }
+    let mut config = relay_config(&brokers());
+    config.retention = Duration::from_millis(300);
+    config.prune_interval = Duration::from_millis(200);
+    let (token, handle) = spawn_relay(&pool, config);
+    eventually(Duration::from_secs(30), "published rows to be pruned", || async {
+        let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox").fetch_one(&pool).await?;
+        Ok((rows == 0).then_some(()))
+    })
+    .await?;
+    token.cancel();
+    handle.await?;
+    let received = read_topic(&brokers(), &topic, 20, Duration::from_secs(20), Duration::from_secs(1))?;
+    assert_once_in_order(&received, 20);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_permanently_failing_row_is_set_aside_and_the_rest_flows() -> anyhow::Result<()> {
+    let pool = fresh_db("permanent").await?;
+    let topic = fresh_topic(&brokers(), "permanent", 1).await?;
+    let too_big = OutgoingMessage {
+        topic: topic.clone(),
+        key: Some(b"big".to_vec()),
+        // Above librdkafka's default message.max.bytes (1 MB): refused before it leaves.
+        payload: Some(vec![b'x'; 2 * 1024 * 1024]),
+        headers: vec![Header::text("oms-message-type", "test.big")],
+        message_id: None,
+        message_type: None,
+    };
+    let big_id = outbox::enqueue_raw(&pool, &too_big).await?;
+    let order = OrderId::new();
+    outbox::enqueue(&pool, &topic, &order.to_string(), &numbered(order, 1)).await?;
+
+    let (token, handle) = spawn_relay(&pool, relay_config(&brokers()));
+    let error: String = eventually(Duration::from_secs(20), "the big row to be marked failed", || async {
+        let row: (Option<String>, bool) =
+            sqlx::query_as("SELECT last_error, failed_at IS NOT NULL FROM outbox WHERE id = $1")
+                .bind(big_id)
+                .fetch_one(&pool)
+                .await?;
+        Ok(match row {
+            (Some(e), true) => Some(e),
+            _ => None,
+        })
+    })
+    .await?;
+    assert!(error.to_lowercase().contains("size"), "reason should name the size: {error}");
+    eventually(Duration::from_secs(20), "the good row to be published", || async {
+        Ok((pending(&pool).await? == 0).then_some(()))
+    })
+    .await?;
+    let backlog = outbox::backlog(&pool).await?;
+    assert_eq!((backlog.pending, backlog.failed), (0, 1));
+    token.cancel();
+    handle.await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notify_wakes_the_relay_without_waiting_for_a_poll() -> anyhow::Result<()> {
+    let pool = fresh_db("notify").await?;
+    let topic = fresh_topic(&brokers(), "notify", 1).await?;
+    let mut config = relay_config(&brokers());
+    config.wakeup = OutboxWakeup::Notify;
+    // With a one-minute fallback poll, only NOTIFY can make the relay publish within seconds.
+    config.fallback_poll = Duration::from_secs(60);
+    let (token, handle) = spawn_relay(&pool, config);
+    // Let the relay become leader, LISTEN and go idle.
+    eventually(Duration::from_secs(10), "the relay to lead", || async {
+        let leaders: i64 = sqlx::query_scalar("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted \
+             AND database = (SELECT oid FROM pg_database WHERE datname = current_database())")
+            .fetch_one(&pool)
+            .await?;
+        Ok((leaders >= 1).then_some(()))
+    })
+    .await?;
+    for seq in 0..3 {
+        let order = OrderId::new();
+        outbox::enqueue(&pool, &topic, &order.to_string(), &numbered(order, seq)).await?;
+        eventually(Duration::from_secs(10), "a notified publish", || async {
+            Ok((pending(&pool).await? == 0).then_some(()))
+        })
+        .await?;
+    }
+    token.cancel();
+    handle.await?;
+    Ok(())
+}
