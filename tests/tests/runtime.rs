@@ -1,0 +1,116 @@
+//! A whole service runtime in-process: HTTP operational routes, relay, consumer, shutdown.
+
+use std::time::Duration;
+
+use axum::Router;
+use oms_contracts::Envelope;
+use oms_runtime::config::{DatabaseUrl, LogFormat, OutboxWakeup, RuntimeConfig};
+use oms_runtime::{Handler, HandlerContext, HandlerError, Runtime};
+use oms_tests::{database_url, eventually, fresh_topic, TestBroker};
+use tokio_util::sync::CancellationToken;
+
+struct Ignore;
+
+impl Handler for Ignore {
+    async fn handle(&self, _ctx: &mut HandlerContext, _envelope: &Envelope) -> Result<(), HandlerError> {
+        Ok(())
+    }
+}
+
+fn config(db: DatabaseUrl, brokers: &str) -> RuntimeConfig {
+    RuntimeConfig {
+        database_url: db,
+        database_name: Some(format!("t_runtime_{}", oms_tests::unique())),
+        database_max_connections: 5,
+        brokers: brokers.to_owned(),
+        outbox_wakeup: OutboxWakeup::Notify,
+        outbox_retention: Duration::from_secs(60),
+        outbox_batch_size: 100,
+        outbox_max_backoff: Duration::from_secs(2),
+        consumer_max_attempts: 3,
+        log_format: LogFormat::Text,
+        log_filter: "warn".into(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_reports_health_and_metrics_and_shuts_down_gracefully() -> anyhow::Result<()> {
+    let mut broker = TestBroker::start().await?;
+    let topic = fresh_topic(&broker.brokers(), "runtime", 1).await?;
+    let shutdown = CancellationToken::new();
+    let mut runtime = Runtime::start(
+        "runtime-test",
+        config(database_url(), &broker.brokers()),
+        None,
+        shutdown.clone(),
+        |_| {},
+    )
+    .await?;
+    runtime.consume("runtime-test", &[&topic], Ignore)?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let base = format!("http://{}", listener.local_addr()?);
+    let server = tokio::spawn(runtime.serve(listener, Router::new()));
+    let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build()?;
+
+    let live = http.get(format!("{base}/health/live")).send().await?;
+    assert_eq!(live.status(), 200);
+
+    let ready: serde_json::Value = eventually(Duration::from_secs(30), "readiness", || async {
+        let r = http.get(format!("{base}/health/ready")).send().await?;
+        Ok(if r.status() == 200 { Some(r.json().await?) } else { None })
+    })
+    .await?;
+    assert_eq!(ready["status"], "ready");
+    assert_eq!(ready["database"]["ok"], true);
+    assert_eq!(ready["broker"]["ok"], true);
+    assert_eq!(ready["relay"]["ok"], true);
+    assert_eq!(ready["outbox"]["pending"], 0);
+
+    // One message through the consumer, so its per-group metrics exist.
+    let order = oms_contracts::OrderId::new();
+    let env = Envelope::new(
+        oms_contracts::messages::OrderCancelled {
+            order_id: order,
+            reason: oms_contracts::messages::CancelReason::Timeout,
+            detail: None,
+        },
+        "runtime-test",
+        order.0,
+    );
+    let p = oms_tests::producer(&broker.brokers())?;
+    oms_tests::produce(&p, &topic, &env.key(), &env.encode(), &[]).await?;
+    let metrics = eventually(Duration::from_secs(30), "the message to be handled", || async {
+        let text = http.get(format!("{base}/metrics")).send().await?.text().await?;
+        Ok(text
+            .contains(r#"oms_messages_consumed_total{service="runtime-test",group="runtime-test",outcome="handled"} 1"#)
+            .then_some(text))
+    })
+    .await?;
+    for name in [
+        "oms_outbox_backlog",
+        "oms_outbox_published_total",
+        "oms_outbox_retries_total",
+        "oms_relay_leader",
+        "oms_handler_duration_seconds",
+    ] {
+        assert!(metrics.contains(name), "{name} missing from /metrics:\n{metrics}");
+    }
+
+    // With the broker gone, the service is live but not ready, and says why.
+    broker.stop()?;
+    let not_ready: serde_json::Value = eventually(Duration::from_secs(30), "readiness to fail", || async {
+        let r = http.get(format!("{base}/health/ready")).send().await?;
+        Ok(if r.status() == 503 { Some(r.json().await?) } else { None })
+    })
+    .await?;
+    assert_eq!(not_ready["broker"]["ok"], false);
+    assert_eq!(not_ready["database"]["ok"], true);
+    assert_eq!(http.get(format!("{base}/health/live")).send().await?.status(), 200);
+
+    broker.start_again().await?;
+    shutdown.cancel();
+    let stopped = tokio::time::timeout(Duration::from_secs(30), server).await??;
+    assert!(stopped.is_ok(), "graceful shutdown reported {stopped:?}");
+    assert!(http.get(format!("{base}/health/live")).send().await.is_err(), "still serving after shutdown");
+    Ok(())
+}
