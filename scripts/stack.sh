@@ -5,6 +5,7 @@
 #   scripts/stack.sh down     stop them cleanly
 #   scripts/stack.sh status   show what runs
 #   scripts/stack.sh env      print the connection settings as shell exports
+#   scripts/stack.sh wipe     stop everything and delete the state directory
 #
 # Idempotent: `up` on a running stack only checks it. State (data, logs, pid files) lives in
 # $OMS_STATE_DIR (default <repo>/.oms); ports come from OMS_PG_PORT (55432) and OMS_BROKER_PORT (19092).
@@ -157,7 +158,13 @@ case "${1:-}" in
   down) broker_down; pg_down ;;
   status) status ;;
   env) printf 'export OMS_DATABASE_URL=%s\nexport OMS_BROKERS=%s\n' "$(oms_database_url)" "$(oms_brokers)" ;;
+  wipe)
+    broker_down; pg_down
+    if [[ -L "$PG_DIR" ]]; then rm -rf "$(readlink "$PG_DIR")"; fi
+    rm -rf "$OMS_STATE_DIR"
+    oms_log "removed $OMS_STATE_DIR"
+    ;;
   broker-stop) broker_down ;;
   broker-start) broker_up ;;
-  *) echo "usage: $0 up|down|status|env|broker-stop|broker-start" >&2; exit 2 ;;
+  *) echo "usage: $0 up|down|status|env|wipe|broker-stop|broker-start" >&2; exit 2 ;;
 esac

@@ -46,7 +46,9 @@ pub enum DecodeError {
     #[error("unknown message type {0:?}")]
     UnknownType(String),
     /// A known type at a schema version this build does not speak.
-    #[error("{message_type} schema version {version} is not supported (this build speaks {supported})")]
+    #[error(
+        "{message_type} schema version {version} is not supported (this build speaks {supported})"
+    )]
     UnsupportedVersion {
         /// The message type.
         message_type: MessageType,
@@ -185,10 +187,12 @@ impl Envelope {
                 supported,
             });
         }
-        let message = Message::decode_payload(message_type, wire.payload.get())
-            .map_err(|source| DecodeError::InvalidPayload {
-                message_type,
-                source,
+        let message =
+            Message::decode_payload(message_type, wire.payload.get()).map_err(|source| {
+                DecodeError::InvalidPayload {
+                    message_type,
+                    source,
+                }
             })?;
         check_contract(&message).map_err(|reason| DecodeError::ContractViolation {
             message_type,
@@ -209,7 +213,10 @@ impl Envelope {
     pub fn headers(&self) -> Vec<(&'static str, String)> {
         vec![
             (headers::MESSAGE_ID, self.event_id.to_string()),
-            (headers::MESSAGE_TYPE, self.message_type().as_str().to_owned()),
+            (
+                headers::MESSAGE_TYPE,
+                self.message_type().as_str().to_owned(),
+            ),
             (headers::CORRELATION_ID, self.correlation_id.to_string()),
             (
                 headers::TRACEPARENT,
@@ -275,7 +282,10 @@ mod tests {
             Envelope::decode(b"[]"),
             Err(DecodeError::Malformed(_))
         ));
-        assert!(matches!(Envelope::decode(b""), Err(DecodeError::Malformed(_))));
+        assert!(matches!(
+            Envelope::decode(b""),
+            Err(DecodeError::Malformed(_))
+        ));
         assert!(matches!(
             Envelope::decode(&[0xff, 0xfe, 0x00]),
             Err(DecodeError::Malformed(_))
@@ -283,7 +293,9 @@ mod tests {
 
         let mut v = good.clone();
         v["type"] = "order.exploded".into();
-        assert!(matches!(decode_value(v), Err(DecodeError::UnknownType(t)) if t == "order.exploded"));
+        assert!(
+            matches!(decode_value(v), Err(DecodeError::UnknownType(t)) if t == "order.exploded")
+        );
 
         let mut v = good.clone();
         v["schemaVersion"] = 99.into();

@@ -150,7 +150,10 @@ pub(crate) fn check_contract(message: &Message) -> Result<(), String> {
             return Err("an order needs at least one line".into());
         }
         if let Some(line) = items.iter().find(|l| l.quantity == 0) {
-            return Err(format!("quantity of {} must be at least 1", line.product_id));
+            return Err(format!(
+                "quantity of {} must be at least 1",
+                line.product_id
+            ));
         }
         Ok(())
     }
@@ -161,7 +164,10 @@ pub(crate) fn check_contract(message: &Message) -> Result<(), String> {
         let mut sum = Money::new(0, total.currency).map_err(|e| e.0)?;
         for line in items {
             if line.quantity == 0 {
-                return Err(format!("quantity of {} must be at least 1", line.product_id));
+                return Err(format!(
+                    "quantity of {} must be at least 1",
+                    line.product_id
+                ));
             }
             sum = line
                 .unit_price

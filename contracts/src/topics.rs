@@ -39,9 +39,7 @@ pub fn is_dlq(topic: &str) -> bool {
 
 /// Every topic the system uses, dead-letter topics included.
 pub fn all_with_dlq() -> Vec<String> {
-    ALL.iter()
-        .flat_map(|t| [(*t).to_owned(), dlq(t)])
-        .collect()
+    ALL.iter().flat_map(|t| [(*t).to_owned(), dlq(t)]).collect()
 }
 
 #[cfg(test)]

@@ -330,6 +330,11 @@ mod tests {
         let eur = Money::new(i64::MAX, Currency::EUR).expect("non-negative");
         assert_eq!(eur.checked_mul(2), None);
         let usd = Money::new(1, Currency::try_from("USD").expect("valid")).expect("valid");
-        assert_eq!(Money::new(1, Currency::EUR).expect("valid").checked_add(usd), None);
+        assert_eq!(
+            Money::new(1, Currency::EUR)
+                .expect("valid")
+                .checked_add(usd),
+            None
+        );
     }
 }

@@ -169,7 +169,12 @@ fn every_message_type_matches_its_golden_fixture() {
         // Fixture -> value: the golden bytes decode to exactly the sample.
         let decoded = Envelope::decode(&text)
             .unwrap_or_else(|e| panic!("{} does not decode: {e}", path.display()));
-        assert_eq!(decoded, sample, "{} decodes to another value", path.display());
+        assert_eq!(
+            decoded,
+            sample,
+            "{} decodes to another value",
+            path.display()
+        );
 
         // Value -> fixture: encoding gives the same JSON (field names, shapes, formats).
         let golden: serde_json::Value = serde_json::from_slice(&text).expect("fixture is JSON");

@@ -18,7 +18,12 @@ use serde::Serialize;
 #[command(name = "omsctl", version, about, propagate_version = true)]
 struct Cli {
     /// Kafka bootstrap servers.
-    #[arg(long, global = true, env = "OMS_BROKERS", default_value = "127.0.0.1:19092")]
+    #[arg(
+        long,
+        global = true,
+        env = "OMS_BROKERS",
+        default_value = "127.0.0.1:19092"
+    )]
     brokers: String,
 
     /// Output format.
@@ -197,9 +202,12 @@ fn print_topics(output: Output, rows: &[TopicRow]) -> Result<(), Failure> {
         }
         Output::Table => {
             let mut table = Table::new();
-            table
-                .load_preset(UTF8_FULL_CONDENSED)
-                .set_header(["TOPIC", "PARTITIONS", "MESSAGES", "END OFFSETS"]);
+            table.load_preset(UTF8_FULL_CONDENSED).set_header([
+                "TOPIC",
+                "PARTITIONS",
+                "MESSAGES",
+                "END OFFSETS",
+            ]);
             for r in rows {
                 let ends: Vec<String> = r.end_offsets.iter().map(i64::to_string).collect();
                 table.add_row([

@@ -77,7 +77,9 @@ where
         }
         if Instant::now() >= deadline {
             match last_error {
-                Some(e) => bail!("timed out after {within:?} waiting for {what}; last error: {e:#}"),
+                Some(e) => {
+                    bail!("timed out after {within:?} waiting for {what}; last error: {e:#}")
+                }
                 None => bail!("timed out after {within:?} waiting for {what}"),
             }
         }
@@ -188,7 +190,10 @@ pub async fn produce(
             value: Some(*v),
         });
     }
-    let record = FutureRecord::to(topic).key(key).payload(payload).headers(hs);
+    let record = FutureRecord::to(topic)
+        .key(key)
+        .payload(payload)
+        .headers(hs);
     producer
         .send(record, Duration::from_secs(10))
         .await
@@ -247,7 +252,13 @@ impl TestBroker {
         let log = std::fs::File::create(self.dir.path().join("broker.log"))?;
         let child = Command::new(nisshi()?)
             .current_dir(self.dir.path())
-            .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
+            .args([
+                "broker",
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &url,
+            ])
             .args(["--storage-engine", "sqlite://broker.db"])
             .args(["--group-initial-rebalance-delay", "0s"])
             .stdin(Stdio::null())
@@ -257,9 +268,15 @@ impl TestBroker {
             .context("starting nisshi (install it with scripts/deps.sh)")?;
         self.child = Some(child);
         let port = self.port;
-        eventually(Duration::from_secs(30), "the test broker's port", || async move {
-            Ok(std::net::TcpStream::connect(("127.0.0.1", port)).ok().map(|_| ()))
-        })
+        eventually(
+            Duration::from_secs(30),
+            "the test broker's port",
+            || async move {
+                Ok(std::net::TcpStream::connect(("127.0.0.1", port))
+                    .ok()
+                    .map(|_| ()))
+            },
+        )
         .await
     }
 

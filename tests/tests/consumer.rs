@@ -5,7 +5,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use oms_contracts::messages::{CancelReason, OrderCancelled, StockReleased, ReleaseReason};
+use oms_contracts::messages::{CancelReason, OrderCancelled, ReleaseReason, StockReleased};
 use oms_contracts::{Envelope, Message, OrderId};
 use oms_runtime::consumer::{ConsumerConfig, ConsumerStats, InboxConsumer};
 use oms_runtime::metrics::Metrics;
@@ -26,7 +26,11 @@ struct Ledger {
 }
 
 impl Handler for Ledger {
-    async fn handle(&self, ctx: &mut HandlerContext, envelope: &Envelope) -> Result<(), HandlerError> {
+    async fn handle(
+        &self,
+        ctx: &mut HandlerContext,
+        envelope: &Envelope,
+    ) -> Result<(), HandlerError> {
         let Message::OrderCancelled(cancelled) = &envelope.message else {
             return Ok(());
         };
@@ -41,14 +45,21 @@ impl Handler for Ledger {
             reason: ReleaseReason::Compensation,
         })
         .await?;
-        if self.always_fail.lock().expect("lock").contains(&envelope.event_id) {
+        if self
+            .always_fail
+            .lock()
+            .expect("lock")
+            .contains(&envelope.event_id)
+        {
             return Err(HandlerError::Retry("this message never works".into()));
         }
         let mut fail_first = self.fail_first.lock().expect("lock");
         if let Some(left) = fail_first.get_mut(&envelope.event_id) {
             if *left > 0 {
                 *left -= 1;
-                return Err(HandlerError::Retry(format!("flaky dependency ({left} failures left)")));
+                return Err(HandlerError::Retry(format!(
+                    "flaky dependency ({left} failures left)"
+                )));
             }
         }
         Ok(())
@@ -87,11 +98,25 @@ impl Harness {
         })
     }
 
-    fn start(&self, handler: Ledger, max_attempts: u32) -> anyhow::Result<(CancellationToken, tokio::task::JoinHandle<()>, Arc<ConsumerStats>)> {
-        let mut config = ConsumerConfig::new("consumer-test", &self.group, &[&self.topic], &brokers());
+    fn start(
+        &self,
+        handler: Ledger,
+        max_attempts: u32,
+    ) -> anyhow::Result<(
+        CancellationToken,
+        tokio::task::JoinHandle<()>,
+        Arc<ConsumerStats>,
+    )> {
+        let mut config =
+            ConsumerConfig::new("consumer-test", &self.group, &[&self.topic], &brokers());
         config.max_attempts = max_attempts;
         config.base_backoff = Duration::from_millis(20);
-        let consumer = InboxConsumer::new(self.pool.clone(), config, handler, Metrics::new("consumer-test", |_| {}))?;
+        let consumer = InboxConsumer::new(
+            self.pool.clone(),
+            config,
+            handler,
+            Metrics::new("consumer-test", |_| {}),
+        )?;
         let stats = consumer.stats();
         let token = CancellationToken::new();
         let t = token.clone();
@@ -109,17 +134,24 @@ impl Harness {
         )?;
         let token = CancellationToken::new();
         let t = token.clone();
-        Ok((token, tokio::spawn(async move { relay.run(t).await.expect("relay") })))
+        Ok((
+            token,
+            tokio::spawn(async move { relay.run(t).await.expect("relay") }),
+        ))
     }
 
     async fn ledger_count(&self) -> anyhow::Result<i64> {
-        Ok(sqlx::query_scalar("SELECT count(*) FROM ledger").fetch_one(&self.pool).await?)
+        Ok(sqlx::query_scalar("SELECT count(*) FROM ledger")
+            .fetch_one(&self.pool)
+            .await?)
     }
 
     async fn wait_ledger(&self, n: i64) -> anyhow::Result<()> {
-        eventually(Duration::from_secs(30), &format!("{n} ledger rows"), || async {
-            Ok((self.ledger_count().await? >= n).then_some(()))
-        })
+        eventually(
+            Duration::from_secs(30),
+            &format!("{n} ledger rows"),
+            || async { Ok((self.ledger_count().await? >= n).then_some(())) },
+        )
         .await
     }
 
@@ -144,23 +176,32 @@ async fn a_message_delivered_twice_changes_state_once() -> anyhow::Result<()> {
 
     let (token, handle, stats) = h.start(Ledger::default(), 3)?;
     h.wait_ledger(2).await?;
-    eventually(Duration::from_secs(20), "both duplicates to be skipped", || async {
-        Ok((stats.duplicates.load(Ordering::Relaxed) >= 2).then_some(()))
-    })
+    eventually(
+        Duration::from_secs(20),
+        "both duplicates to be skipped",
+        || async { Ok((stats.duplicates.load(Ordering::Relaxed) >= 2).then_some(())) },
+    )
     .await?;
     token.cancel();
     handle.await?;
 
-    assert_eq!(h.ledger_count().await?, 2, "the duplicate changed state again");
+    assert_eq!(
+        h.ledger_count().await?,
+        2,
+        "the duplicate changed state again"
+    );
     assert_eq!(stats.handled.load(Ordering::Relaxed), 2);
     assert_eq!(stats.duplicates.load(Ordering::Relaxed), 2);
-    let emitted: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox").fetch_one(&h.pool).await?;
+    let emitted: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox")
+        .fetch_one(&h.pool)
+        .await?;
     assert_eq!(emitted, 2, "one follow-up per distinct message");
     Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_poison_message_goes_to_the_dlq_with_diagnostics_and_the_next_one_is_handled() -> anyhow::Result<()> {
+async fn a_poison_message_goes_to_the_dlq_with_diagnostics_and_the_next_one_is_handled(
+) -> anyhow::Result<()> {
     let h = Harness::new("poison").await?;
     let p = producer(&brokers())?;
     let (partition, offset) = produce(
@@ -179,7 +220,13 @@ async fn a_poison_message_goes_to_the_dlq_with_diagnostics_and_the_next_one_is_h
     h.wait_ledger(1).await?;
 
     let dlq = oms_contracts::topics::dlq(&h.topic);
-    let records = read_topic(&brokers(), &dlq, 1, Duration::from_secs(30), Duration::from_secs(1))?;
+    let records = read_topic(
+        &brokers(),
+        &dlq,
+        1,
+        Duration::from_secs(30),
+        Duration::from_secs(1),
+    )?;
     token.cancel();
     relay_token.cancel();
     handle.await?;
@@ -187,25 +234,51 @@ async fn a_poison_message_goes_to_the_dlq_with_diagnostics_and_the_next_one_is_h
 
     assert_eq!(records.len(), 1, "exactly one dead letter: {records:?}");
     let r = &records[0];
-    assert_eq!(r.key.as_deref(), Some(&b"poison-key"[..]), "original key kept");
-    assert_eq!(r.payload.as_deref(), Some(&b"{not json"[..]), "original value kept");
+    assert_eq!(
+        r.key.as_deref(),
+        Some(&b"poison-key"[..]),
+        "original key kept"
+    );
+    assert_eq!(
+        r.payload.as_deref(),
+        Some(&b"{not json"[..]),
+        "original value kept"
+    );
     let originals: Vec<String> = r
         .headers
         .iter()
         .filter(|(k, _)| k == "x-origin")
         .filter_map(|(_, v)| v.as_ref().map(|v| String::from_utf8_lossy(v).into_owned()))
         .collect();
-    assert_eq!(originals, ["test", "repeated"], "original headers kept in order");
+    assert_eq!(
+        originals,
+        ["test", "repeated"],
+        "original headers kept in order"
+    );
     assert_eq!(r.header("oms-dlq-origin-topic"), Some(h.topic.clone()));
-    assert_eq!(r.header("oms-dlq-origin-partition"), Some(partition.to_string()));
+    assert_eq!(
+        r.header("oms-dlq-origin-partition"),
+        Some(partition.to_string())
+    );
     assert_eq!(r.header("oms-dlq-origin-offset"), Some(offset.to_string()));
     assert_eq!(r.header("oms-dlq-consumer-group"), Some(h.group.clone()));
-    assert_eq!(r.header("oms-dlq-service").as_deref(), Some("consumer-test"));
-    assert_eq!(r.header("oms-dlq-error-class").as_deref(), Some("poison.malformed"));
-    assert!(r.header("oms-dlq-error-message").is_some_and(|m| m.contains("malformed")));
+    assert_eq!(
+        r.header("oms-dlq-service").as_deref(),
+        Some("consumer-test")
+    );
+    assert_eq!(
+        r.header("oms-dlq-error-class").as_deref(),
+        Some("poison.malformed")
+    );
+    assert!(r
+        .header("oms-dlq-error-message")
+        .is_some_and(|m| m.contains("malformed")));
     assert_eq!(r.header("oms-dlq-attempts").as_deref(), Some("0"));
     let failed_at = r.header("oms-dlq-failed-at").unwrap_or_default();
-    assert!(chrono_like(&failed_at), "failed-at is RFC 3339: {failed_at}");
+    assert!(
+        chrono_like(&failed_at),
+        "failed-at is RFC 3339: {failed_at}"
+    );
     assert_eq!(stats.dead_lettered.load(Ordering::Relaxed), 1);
     assert_eq!(stats.handled.load(Ordering::Relaxed), 1);
     Ok(())
@@ -221,42 +294,63 @@ async fn a_handler_that_fails_twice_then_succeeds_is_not_dead_lettered() -> anyh
     let flaky = cancelled(OrderId::new());
     let broken = cancelled(OrderId::new());
     let handler = Ledger::default();
-    handler.fail_first.lock().expect("lock").insert(flaky.event_id, 2);
-    handler.always_fail.lock().expect("lock").push(broken.event_id);
+    handler
+        .fail_first
+        .lock()
+        .expect("lock")
+        .insert(flaky.event_id, 2);
+    handler
+        .always_fail
+        .lock()
+        .expect("lock")
+        .push(broken.event_id);
     h.send(&flaky).await?;
     h.send(&broken).await?;
 
     let (token, handle, stats) = h.start(handler, 3)?;
     h.wait_ledger(1).await?;
-    eventually(Duration::from_secs(30), "the broken message to be dead-lettered", || async {
-        Ok((stats.dead_lettered.load(Ordering::Relaxed) == 1).then_some(()))
-    })
+    eventually(
+        Duration::from_secs(30),
+        "the broken message to be dead-lettered",
+        || async { Ok((stats.dead_lettered.load(Ordering::Relaxed) == 1).then_some(())) },
+    )
     .await?;
     token.cancel();
     handle.await?;
 
     // The flaky one: handled once after two retries, its follow-up emitted once.
-    let handled: Vec<Uuid> = sqlx::query_scalar("SELECT message_id FROM ledger").fetch_all(&h.pool).await?;
+    let handled: Vec<Uuid> = sqlx::query_scalar("SELECT message_id FROM ledger")
+        .fetch_all(&h.pool)
+        .await?;
     assert_eq!(handled, vec![flaky.event_id]);
     assert_eq!(stats.handled.load(Ordering::Relaxed), 1);
     // Two retries for the flaky message, two for the broken one (3 attempts each).
     assert_eq!(stats.retries.load(Ordering::Relaxed), 4);
-    let follow_ups: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox WHERE message_type = 'inventory.released'")
-        .fetch_one(&h.pool)
-        .await?;
-    assert_eq!(follow_ups, 1, "failed attempts must not leave emitted messages behind");
+    let follow_ups: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM outbox WHERE message_type = 'inventory.released'")
+            .fetch_one(&h.pool)
+            .await?;
+    assert_eq!(
+        follow_ups, 1,
+        "failed attempts must not leave emitted messages behind"
+    );
 
     // The broken one: dead-lettered after 3 attempts, through the outbox.
-    let (headers, payload): (serde_json::Value, Vec<u8>) = sqlx::query_as(
-        "SELECT headers, payload FROM outbox WHERE topic = $1",
-    )
-    .bind(oms_contracts::topics::dlq(&h.topic))
-    .fetch_one(&h.pool)
-    .await?;
+    let (headers, payload): (serde_json::Value, Vec<u8>) =
+        sqlx::query_as("SELECT headers, payload FROM outbox WHERE topic = $1")
+            .bind(oms_contracts::topics::dlq(&h.topic))
+            .fetch_one(&h.pool)
+            .await?;
     assert_eq!(payload, broken.encode(), "original value kept");
     let text = headers.to_string();
-    assert!(text.contains(r#""name":"oms-dlq-attempts","text":"3""#), "{text}");
-    assert!(text.contains(r#""name":"oms-dlq-error-class","text":"handler.exhausted""#), "{text}");
+    assert!(
+        text.contains(r#""name":"oms-dlq-attempts","text":"3""#),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#""name":"oms-dlq-error-class","text":"handler.exhausted""#),
+        "{text}"
+    );
     assert!(text.contains("never works"), "{text}");
     // Its id is not in the inbox as handled, so a replay of it would be handled.
     let handled_ids: i64 = sqlx::query_scalar(
@@ -282,7 +376,10 @@ async fn a_restarted_consumer_resumes_from_its_stored_offset() -> anyhow::Result
     token.cancel();
     handle.await?;
     let handled_first = first.handled.load(Ordering::Relaxed);
-    assert!(handled_first < total, "the first consumer should stop mid-stream");
+    assert!(
+        handled_first < total,
+        "the first consumer should stop mid-stream"
+    );
 
     let (token, handle, second) = h.start(Ledger::default(), 3)?;
     h.wait_ledger(total as i64).await?;

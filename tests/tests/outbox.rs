@@ -9,9 +9,9 @@ use oms_runtime::config::OutboxWakeup;
 use oms_runtime::metrics::Metrics;
 use oms_runtime::outbox::{self, Header, OutgoingMessage};
 use oms_runtime::relay::{Relay, RelayConfig, RelayStatus};
-use std::sync::Arc;
 use oms_tests::{brokers, eventually, fresh_db, fresh_topic, read_topic, Received, TestBroker};
 use sqlx::PgPool;
+use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
 /// A message whose `detail` carries `key/seq`, so order and identity can be checked on arrival.
@@ -45,7 +45,10 @@ fn relay_config(brokers: &str) -> RelayConfig {
     c
 }
 
-fn spawn_relay(pool: &PgPool, config: RelayConfig) -> (CancellationToken, tokio::task::JoinHandle<()>) {
+fn spawn_relay(
+    pool: &PgPool,
+    config: RelayConfig,
+) -> (CancellationToken, tokio::task::JoinHandle<()>) {
     let (token, handle, _) = spawn_relay_with_status(pool, config);
     (token, handle)
 }
@@ -53,9 +56,14 @@ fn spawn_relay(pool: &PgPool, config: RelayConfig) -> (CancellationToken, tokio:
 fn spawn_relay_with_status(
     pool: &PgPool,
     config: RelayConfig,
-) -> (CancellationToken, tokio::task::JoinHandle<()>, Arc<RelayStatus>) {
+) -> (
+    CancellationToken,
+    tokio::task::JoinHandle<()>,
+    Arc<RelayStatus>,
+) {
     let token = CancellationToken::new();
-    let relay = Relay::new(pool.clone(), config, Metrics::new("outbox-test", |_| {})).expect("relay");
+    let relay =
+        Relay::new(pool.clone(), config, Metrics::new("outbox-test", |_| {})).expect("relay");
     let status = relay.status();
     let t = token.clone();
     let handle = tokio::spawn(async move {
@@ -65,9 +73,11 @@ fn spawn_relay_with_status(
 }
 
 async fn pending(pool: &PgPool) -> anyhow::Result<i64> {
-    Ok(sqlx::query_scalar("SELECT count(*) FROM outbox WHERE published_at IS NULL AND failed_at IS NULL")
-        .fetch_one(pool)
-        .await?)
+    Ok(sqlx::query_scalar(
+        "SELECT count(*) FROM outbox WHERE published_at IS NULL AND failed_at IS NULL",
+    )
+    .fetch_one(pool)
+    .await?)
 }
 
 /// Asserts every (key, seq) arrived exactly once and in increasing seq order per key.
@@ -77,7 +87,10 @@ fn assert_once_in_order(received: &[Received], expected: usize) {
     for m in received {
         let (key, seq) = seq_of(m);
         assert_eq!(m.key_str(), key, "message published under the wrong key");
-        assert!(seen.insert((key.clone(), seq)), "{key}/{seq} published twice");
+        assert!(
+            seen.insert((key.clone(), seq)),
+            "{key}/{seq} published twice"
+        );
         if let Some(prev) = last.insert(key.clone(), seq) {
             assert!(seq > prev, "{key}: {seq} arrived after {prev}");
         }
@@ -101,17 +114,27 @@ async fn rolled_back_rows_are_never_published() -> anyhow::Result<()> {
     tx.commit().await?;
 
     let (token, handle) = spawn_relay(&pool, relay_config(&brokers()));
-    eventually(Duration::from_secs(20), "the committed row to be published", || async {
-        Ok((pending(&pool).await? == 0).then_some(()))
-    })
+    eventually(
+        Duration::from_secs(20),
+        "the committed row to be published",
+        || async { Ok((pending(&pool).await? == 0).then_some(())) },
+    )
     .await?;
     token.cancel();
     handle.await?;
 
-    let received = read_topic(&brokers(), &topic, 1, Duration::from_secs(20), Duration::from_secs(2))?;
+    let received = read_topic(
+        &brokers(),
+        &topic,
+        1,
+        Duration::from_secs(20),
+        Duration::from_secs(2),
+    )?;
     let seqs: Vec<usize> = received.iter().map(|m| seq_of(m).1).collect();
     assert_eq!(seqs, vec![99], "only the committed row may reach the topic");
-    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox").fetch_one(&pool).await?;
+    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox")
+        .fetch_one(&pool)
+        .await?;
     assert_eq!(rows, 1);
     Ok(())
 }
@@ -135,7 +158,8 @@ async fn rows_are_published_in_commit_order_per_key_with_headers() -> anyhow::Re
             while seq < per_key {
                 let mut tx = pool.begin().await?;
                 for _ in 0..(1 + seq % 3).min(per_key - seq) {
-                    outbox::enqueue(&mut *tx, &topic, &order.to_string(), &numbered(order, seq)).await?;
+                    outbox::enqueue(&mut *tx, &topic, &order.to_string(), &numbered(order, seq))
+                        .await?;
                     seq += 1;
                 }
                 tx.commit().await?;
@@ -147,22 +171,41 @@ async fn rows_are_published_in_commit_order_per_key_with_headers() -> anyhow::Re
         w.await??;
     }
     let total = keys.len() * per_key;
-    eventually(Duration::from_secs(30), "all rows to be published", || async {
-        Ok((pending(&pool).await? == 0).then_some(()))
-    })
+    eventually(
+        Duration::from_secs(30),
+        "all rows to be published",
+        || async { Ok((pending(&pool).await? == 0).then_some(())) },
+    )
     .await?;
     token.cancel();
     handle.await?;
 
-    let received = read_topic(&brokers(), &topic, total, Duration::from_secs(30), Duration::from_secs(2))?;
+    let received = read_topic(
+        &brokers(),
+        &topic,
+        total,
+        Duration::from_secs(30),
+        Duration::from_secs(2),
+    )?;
     assert_once_in_order(&received, total);
     // The envelope's mirror headers travel with every message.
     let first = &received[0];
     let env = Envelope::decode(first.payload.as_deref().unwrap_or_default())?;
-    assert_eq!(first.header("oms-message-id"), Some(env.event_id.to_string()));
-    assert_eq!(first.header("oms-message-type").as_deref(), Some("order.cancelled"));
-    assert_eq!(first.header("oms-correlation-id"), Some(env.correlation_id.to_string()));
-    assert!(first.header("traceparent").is_some_and(|t| t.starts_with("00-")));
+    assert_eq!(
+        first.header("oms-message-id"),
+        Some(env.event_id.to_string())
+    );
+    assert_eq!(
+        first.header("oms-message-type").as_deref(),
+        Some("order.cancelled")
+    );
+    assert_eq!(
+        first.header("oms-correlation-id"),
+        Some(env.correlation_id.to_string())
+    );
+    assert!(first
+        .header("traceparent")
+        .is_some_and(|t| t.starts_with("00-")));
     Ok(())
 }
 
@@ -185,7 +228,9 @@ async fn a_broker_outage_keeps_rows_pending_and_loses_nothing() -> anyhow::Resul
     }
 
     // The first row is retried with a growing delay while the broker is away.
-    let first_id: i64 = sqlx::query_scalar("SELECT min(id) FROM outbox").fetch_one(&pool).await?;
+    let first_id: i64 = sqlx::query_scalar("SELECT min(id) FROM outbox")
+        .fetch_one(&pool)
+        .await?;
     let mut gaps: Vec<(i32, f64)> = Vec::new();
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     loop {
@@ -203,28 +248,46 @@ async fn a_broker_outage_keeps_rows_pending_and_loses_nothing() -> anyhow::Resul
         if attempts >= 3 {
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "no third attempt within 60s: {gaps:?}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no third attempt within 60s: {gaps:?}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert_eq!(pending(&pool).await?, 50, "rows must stay pending during the outage");
+    assert_eq!(
+        pending(&pool).await?,
+        50,
+        "rows must stay pending during the outage"
+    );
     let backoffs: Vec<f64> = gaps.iter().map(|(_, g)| *g).collect();
     assert!(
         backoffs.windows(2).all(|w| w[1] > w[0]),
         "next_attempt_at should move further out with each attempt: {gaps:?}"
     );
     let last_error: Option<String> =
-        sqlx::query_scalar("SELECT last_error FROM outbox WHERE id = $1").bind(first_id).fetch_one(&pool).await?;
+        sqlx::query_scalar("SELECT last_error FROM outbox WHERE id = $1")
+            .bind(first_id)
+            .fetch_one(&pool)
+            .await?;
     assert!(last_error.is_some(), "the failure reason is recorded");
 
     broker.start_again().await?;
-    eventually(Duration::from_secs(60), "the backlog to drain after the broker is back", || async {
-        Ok((pending(&pool).await? == 0).then_some(()))
-    })
+    eventually(
+        Duration::from_secs(60),
+        "the backlog to drain after the broker is back",
+        || async { Ok((pending(&pool).await? == 0).then_some(())) },
+    )
     .await?;
     token.cancel();
     handle.await?;
 
-    let received = read_topic(&broker.brokers(), &topic, 50, Duration::from_secs(30), Duration::from_secs(2))?;
+    let received = read_topic(
+        &broker.brokers(),
+        &topic,
+        50,
+        Duration::from_secs(30),
+        Duration::from_secs(2),
+    )?;
     assert_once_in_order(&received, 50);
     Ok(())
 }
@@ -246,18 +309,23 @@ async fn two_relays_on_one_outbox_publish_each_row_once() -> anyhow::Result<()> 
         for _ in 0..25 {
             let mut tx = pool.begin().await?;
             for order in &keys {
-                outbox::enqueue(&mut *tx, &topic, &order.to_string(), &numbered(*order, seq)).await?;
+                outbox::enqueue(&mut *tx, &topic, &order.to_string(), &numbered(*order, seq))
+                    .await?;
             }
             tx.commit().await?;
             seq += 1;
         }
         if round == 0 {
             // Both relays run, one publishes. Stop the leader; the standby must take over.
-            eventually(Duration::from_secs(20), "the first half to be published", || async {
-                Ok((pending(&pool).await? == 0).then_some(()))
-            })
+            eventually(
+                Duration::from_secs(20),
+                "the first half to be published",
+                || async { Ok((pending(&pool).await? == 0).then_some(())) },
+            )
             .await?;
-            let leaders: Vec<usize> = (0..relays.len()).filter(|i| relays[*i].2.is_leader()).collect();
+            let leaders: Vec<usize> = (0..relays.len())
+                .filter(|i| relays[*i].2.is_leader())
+                .collect();
             assert_eq!(leaders.len(), 1, "exactly one relay leads");
             let (token, handle, _) = relays.remove(leaders[0]);
             token.cancel();
@@ -265,16 +333,24 @@ async fn two_relays_on_one_outbox_publish_each_row_once() -> anyhow::Result<()> 
         }
     }
     let total = keys.len() * seq;
-    eventually(Duration::from_secs(30), "the standby relay to publish the rest", || async {
-        Ok((pending(&pool).await? == 0).then_some(()))
-    })
+    eventually(
+        Duration::from_secs(30),
+        "the standby relay to publish the rest",
+        || async { Ok((pending(&pool).await? == 0).then_some(())) },
+    )
     .await?;
     assert!(relays[0].2.is_leader(), "the standby took over");
     let (token, handle, _) = relays.remove(0);
     token.cancel();
     handle.await?;
 
-    let received = read_topic(&brokers(), &topic, total, Duration::from_secs(30), Duration::from_secs(3))?;
+    let received = read_topic(
+        &brokers(),
+        &topic,
+        total,
+        Duration::from_secs(30),
+        Duration::from_secs(3),
+    )?;
     assert_once_in_order(&received, total);
     assert_eq!(received.len(), total, "a row was published more than once");
     Ok(())
@@ -292,14 +368,26 @@ async fn published_rows_are_pruned_after_the_retention() -> anyhow::Result<()> {
     config.retention = Duration::from_millis(300);
     config.prune_interval = Duration::from_millis(200);
     let (token, handle) = spawn_relay(&pool, config);
-    eventually(Duration::from_secs(30), "published rows to be pruned", || async {
-        let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox").fetch_one(&pool).await?;
-        Ok((rows == 0).then_some(()))
-    })
+    eventually(
+        Duration::from_secs(30),
+        "published rows to be pruned",
+        || async {
+            let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox")
+                .fetch_one(&pool)
+                .await?;
+            Ok((rows == 0).then_some(()))
+        },
+    )
     .await?;
     token.cancel();
     handle.await?;
-    let received = read_topic(&brokers(), &topic, 20, Duration::from_secs(20), Duration::from_secs(1))?;
+    let received = read_topic(
+        &brokers(),
+        &topic,
+        20,
+        Duration::from_secs(20),
+        Duration::from_secs(1),
+    )?;
     assert_once_in_order(&received, 20);
     Ok(())
 }
@@ -322,22 +410,32 @@ async fn a_permanently_failing_row_is_set_aside_and_the_rest_flows() -> anyhow::
     outbox::enqueue(&pool, &topic, &order.to_string(), &numbered(order, 1)).await?;
 
     let (token, handle) = spawn_relay(&pool, relay_config(&brokers()));
-    let error: String = eventually(Duration::from_secs(20), "the big row to be marked failed", || async {
-        let row: (Option<String>, bool) =
-            sqlx::query_as("SELECT last_error, failed_at IS NOT NULL FROM outbox WHERE id = $1")
-                .bind(big_id)
-                .fetch_one(&pool)
-                .await?;
-        Ok(match row {
-            (Some(e), true) => Some(e),
-            _ => None,
-        })
-    })
+    let error: String = eventually(
+        Duration::from_secs(20),
+        "the big row to be marked failed",
+        || async {
+            let row: (Option<String>, bool) = sqlx::query_as(
+                "SELECT last_error, failed_at IS NOT NULL FROM outbox WHERE id = $1",
+            )
+            .bind(big_id)
+            .fetch_one(&pool)
+            .await?;
+            Ok(match row {
+                (Some(e), true) => Some(e),
+                _ => None,
+            })
+        },
+    )
     .await?;
-    assert!(error.to_lowercase().contains("size"), "reason should name the size: {error}");
-    eventually(Duration::from_secs(20), "the good row to be published", || async {
-        Ok((pending(&pool).await? == 0).then_some(()))
-    })
+    assert!(
+        error.to_lowercase().contains("size"),
+        "reason should name the size: {error}"
+    );
+    eventually(
+        Duration::from_secs(20),
+        "the good row to be published",
+        || async { Ok((pending(&pool).await? == 0).then_some(())) },
+    )
     .await?;
     let backlog = outbox::backlog(&pool).await?;
     assert_eq!((backlog.pending, backlog.failed), (0, 1));
@@ -357,10 +455,12 @@ async fn notify_wakes_the_relay_without_waiting_for_a_poll() -> anyhow::Result<(
     let (token, handle) = spawn_relay(&pool, config);
     // Let the relay become leader, LISTEN and go idle.
     eventually(Duration::from_secs(10), "the relay to lead", || async {
-        let leaders: i64 = sqlx::query_scalar("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted \
-             AND database = (SELECT oid FROM pg_database WHERE datname = current_database())")
-            .fetch_one(&pool)
-            .await?;
+        let leaders: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted \
+             AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+        )
+        .fetch_one(&pool)
+        .await?;
         Ok((leaders >= 1).then_some(()))
     })
     .await?;

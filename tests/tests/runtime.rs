@@ -12,7 +12,11 @@ use tokio_util::sync::CancellationToken;
 struct Ignore;
 
 impl Handler for Ignore {
-    async fn handle(&self, _ctx: &mut HandlerContext, _envelope: &Envelope) -> Result<(), HandlerError> {
+    async fn handle(
+        &self,
+        _ctx: &mut HandlerContext,
+        _envelope: &Envelope,
+    ) -> Result<(), HandlerError> {
         Ok(())
     }
 }
@@ -50,14 +54,20 @@ async fn a_service_reports_health_and_metrics_and_shuts_down_gracefully() -> any
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let base = format!("http://{}", listener.local_addr()?);
     let server = tokio::spawn(runtime.serve(listener, Router::new()));
-    let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build()?;
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()?;
 
     let live = http.get(format!("{base}/health/live")).send().await?;
     assert_eq!(live.status(), 200);
 
     let ready: serde_json::Value = eventually(Duration::from_secs(30), "readiness", || async {
         let r = http.get(format!("{base}/health/ready")).send().await?;
-        Ok(if r.status() == 200 { Some(r.json().await?) } else { None })
+        Ok(if r.status() == 200 {
+            Some(r.json().await?)
+        } else {
+            None
+        })
     })
     .await?;
     assert_eq!(ready["status"], "ready");
@@ -93,24 +103,44 @@ async fn a_service_reports_health_and_metrics_and_shuts_down_gracefully() -> any
         "oms_relay_leader",
         "oms_handler_duration_seconds",
     ] {
-        assert!(metrics.contains(name), "{name} missing from /metrics:\n{metrics}");
+        assert!(
+            metrics.contains(name),
+            "{name} missing from /metrics:\n{metrics}"
+        );
     }
 
     // With the broker gone, the service is live but not ready, and says why.
     broker.stop()?;
-    let not_ready: serde_json::Value = eventually(Duration::from_secs(30), "readiness to fail", || async {
-        let r = http.get(format!("{base}/health/ready")).send().await?;
-        Ok(if r.status() == 503 { Some(r.json().await?) } else { None })
-    })
-    .await?;
+    let not_ready: serde_json::Value =
+        eventually(Duration::from_secs(30), "readiness to fail", || async {
+            let r = http.get(format!("{base}/health/ready")).send().await?;
+            Ok(if r.status() == 503 {
+                Some(r.json().await?)
+            } else {
+                None
+            })
+        })
+        .await?;
     assert_eq!(not_ready["broker"]["ok"], false);
     assert_eq!(not_ready["database"]["ok"], true);
-    assert_eq!(http.get(format!("{base}/health/live")).send().await?.status(), 200);
+    assert_eq!(
+        http.get(format!("{base}/health/live"))
+            .send()
+            .await?
+            .status(),
+        200
+    );
 
     broker.start_again().await?;
     shutdown.cancel();
     let stopped = tokio::time::timeout(Duration::from_secs(30), server).await??;
     assert!(stopped.is_ok(), "graceful shutdown reported {stopped:?}");
-    assert!(http.get(format!("{base}/health/live")).send().await.is_err(), "still serving after shutdown");
+    assert!(
+        http.get(format!("{base}/health/live"))
+            .send()
+            .await
+            .is_err(),
+        "still serving after shutdown"
+    );
     Ok(())
 }

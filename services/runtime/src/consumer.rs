@@ -393,7 +393,10 @@ impl<H: Handler> InboxConsumer<H> {
                         tracing::warn!(error = %reason, "database unavailable; consumption paused until it is back");
                     }
                     let delay = backoff(Duration::from_millis(200), Duration::from_secs(5), *waits);
-                    tracing::debug!(paused_seconds = since.elapsed().as_secs_f64(), "still waiting for the database");
+                    tracing::debug!(
+                        paused_seconds = since.elapsed().as_secs_f64(),
+                        "still waiting for the database"
+                    );
                     if self.wait(delay, shutdown).await.is_err() {
                         return Settled::Interrupted;
                     }
@@ -486,7 +489,10 @@ impl<H: Handler> InboxConsumer<H> {
         let failed_at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
         for (name, value) in [
             (dlq_headers::ORIGIN_TOPIC, delivery.topic.to_owned()),
-            (dlq_headers::ORIGIN_PARTITION, delivery.partition.to_string()),
+            (
+                dlq_headers::ORIGIN_PARTITION,
+                delivery.partition.to_string(),
+            ),
             (dlq_headers::ORIGIN_OFFSET, delivery.offset.to_string()),
             (dlq_headers::CONSUMER_GROUP, self.config.group_id.clone()),
             (dlq_headers::SERVICE, self.config.service.clone()),
@@ -511,7 +517,8 @@ impl<H: Handler> InboxConsumer<H> {
                 Ok(first_time) => {
                     if first_time {
                         self.stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
-                        self.metrics.consumed(&self.config.group_id, "dead_lettered");
+                        self.metrics
+                            .consumed(&self.config.group_id, "dead_lettered");
                         tracing::warn!(error_class = class, error = reason, attempts, dlq = %record.topic, "message dead-lettered");
                     } else {
                         self.metrics.consumed(&self.config.group_id, "duplicate");

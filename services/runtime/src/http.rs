@@ -53,8 +53,7 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let status =
-            StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         (status, Json(self)).into_response()
     }
 }
@@ -114,9 +113,18 @@ async fn ready(State(state): State<OpsState>) -> Response {
     )
     .await
     {
-        Ok(Ok(_)) => Check { ok: true, error: None },
-        Ok(Err(e)) => Check { ok: false, error: Some(e.to_string()) },
-        Err(_) => Check { ok: false, error: Some("timed out after 2s".into()) },
+        Ok(Ok(_)) => Check {
+            ok: true,
+            error: None,
+        },
+        Ok(Err(e)) => Check {
+            ok: false,
+            error: Some(e.to_string()),
+        },
+        Err(_) => Check {
+            ok: false,
+            error: Some("timed out after 2s".into()),
+        },
     };
     let kafka = Arc::clone(&state.kafka);
     let broker = match tokio::task::spawn_blocking(move || {
@@ -125,17 +133,32 @@ async fn ready(State(state): State<OpsState>) -> Response {
     })
     .await
     {
-        Ok(Ok(())) => Check { ok: true, error: None },
-        Ok(Err(e)) => Check { ok: false, error: Some(e.to_string()) },
-        Err(e) => Check { ok: false, error: Some(e.to_string()) },
+        Ok(Ok(())) => Check {
+            ok: true,
+            error: None,
+        },
+        Ok(Err(e)) => Check {
+            ok: false,
+            error: Some(e.to_string()),
+        },
+        Err(e) => Check {
+            ok: false,
+            error: Some(e.to_string()),
+        },
     };
     let relay = match state.relay.since_heartbeat() {
-        Some(d) if d <= RELAY_STUCK_AFTER => Check { ok: true, error: None },
+        Some(d) if d <= RELAY_STUCK_AFTER => Check {
+            ok: true,
+            error: None,
+        },
         Some(d) => Check {
             ok: false,
             error: Some(format!("relay loop silent for {:.0}s", d.as_secs_f64())),
         },
-        None => Check { ok: false, error: Some("relay not started".into()) },
+        None => Check {
+            ok: false,
+            error: Some("relay not started".into()),
+        },
     };
     let outbox = if database.ok {
         outbox::backlog(&state.pool).await.ok()

@@ -27,7 +27,10 @@ pub fn producer_config(brokers: &str, client_id: &str) -> ClientConfig {
         .set("enable.idempotence", "true")
         .set("acks", "all")
         .set("linger.ms", "2")
-        .set("message.timeout.ms", MESSAGE_TIMEOUT.as_millis().to_string())
+        .set(
+            "message.timeout.ms",
+            MESSAGE_TIMEOUT.as_millis().to_string(),
+        )
         .set("reconnect.backoff.max.ms", "2000")
         .set_log_level(RDKafkaLogLevel::Warning);
     config
@@ -103,7 +106,10 @@ impl QuietContext {
         let now = Instant::now();
         if last.is_none_or(|t| now.duration_since(t) >= Duration::from_secs(60)) {
             *last = Some(now);
-            tracing::warn!(kafka = message, "broker connectivity problem (repeats are logged at debug for a minute)");
+            tracing::warn!(
+                kafka = message,
+                "broker connectivity problem (repeats are logged at debug for a minute)"
+            );
         } else {
             tracing::debug!(kafka = message, "broker connectivity problem");
         }
@@ -112,9 +118,16 @@ impl QuietContext {
 
 fn is_connectivity(message: &str) -> bool {
     let m = message.to_ascii_lowercase();
-    ["connect", "brokers are down", "transport", "timed out", "disconnected", "refused"]
-        .iter()
-        .any(|needle| m.contains(needle))
+    [
+        "connect",
+        "brokers are down",
+        "transport",
+        "timed out",
+        "disconnected",
+        "refused",
+    ]
+    .iter()
+    .any(|needle| m.contains(needle))
 }
 
 impl ClientContext for QuietContext {

@@ -204,7 +204,8 @@ impl Relay {
             if last_backlog.elapsed() >= Duration::from_secs(2) {
                 last_backlog = Instant::now();
                 if let Ok(b) = outbox::backlog(&self.pool).await {
-                    self.metrics.set_backlog(b.pending, b.oldest_pending_seconds);
+                    self.metrics
+                        .set_backlog(b.pending, b.oldest_pending_seconds);
                 }
             }
             if !self.lead().await {
@@ -338,7 +339,11 @@ impl Relay {
 
     fn rebuild_producer_if_fatal(&mut self) {
         if let Some((code, reason)) = self.producer.client().fatal_error() {
-            tracing::error!(?code, reason, "Kafka producer hit a fatal error; recreating it");
+            tracing::error!(
+                ?code,
+                reason,
+                "Kafka producer hit a fatal error; recreating it"
+            );
             match Self::producer(&self.config) {
                 Ok(p) => self.producer = p,
                 Err(e) => tracing::error!(error = %e, "recreating the producer failed"),
@@ -512,11 +517,16 @@ impl Relay {
                         }
                     })
                 }
-                Err((e, _)) if e.rdkafka_error_code() == Some(rdkafka::error::RDKafkaErrorCode::QueueFull) => {
+                Err((e, _))
+                    if e.rdkafka_error_code()
+                        == Some(rdkafka::error::RDKafkaErrorCode::QueueFull) =>
+                {
                     // librdkafka's queue is full: give it a moment to drain.
                     tokio::time::sleep(Duration::from_millis(5)).await;
                 }
-                Err((e, _)) => return futures::future::Either::Right(futures::future::ready(Err(e))),
+                Err((e, _)) => {
+                    return futures::future::Either::Right(futures::future::ready(Err(e)))
+                }
             }
         }
     }

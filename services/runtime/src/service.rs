@@ -119,7 +119,8 @@ impl Runtime {
     ) -> Result<Arc<ConsumerStats>, RuntimeError> {
         let mut config = ConsumerConfig::new(&self.name, group, topics, &self.config.brokers);
         config.max_attempts = self.config.consumer_max_attempts.max(1);
-        let consumer = InboxConsumer::new(self.pool.clone(), config, handler, self.metrics.clone())?;
+        let consumer =
+            InboxConsumer::new(self.pool.clone(), config, handler, self.metrics.clone())?;
         let stats = consumer.stats();
         let token = self.shutdown.clone();
         self.spawn(&format!("consumer {group}"), async move {
@@ -155,8 +156,8 @@ impl Runtime {
 
         let probe = kafka::producer_config(&self.config.brokers, &format!("{}-probe", self.name))
             .create_with_context::<QuietContext, rdkafka::producer::FutureProducer<QuietContext>>(
-                QuietContext::default(),
-            )?;
+            QuietContext::default(),
+        )?;
         let ops = ops_router(OpsState {
             pool: self.pool.clone(),
             metrics: self.metrics.clone(),

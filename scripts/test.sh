@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Runs the whole test suite: formatting, lints, compose validation, unit tests and the end-to-end
+# tests against a real PostgreSQL and nisshi broker. It installs what is missing, starts a private
+# test stack (state in <repo>/.oms-test, ports 55433 and 19093, wiped on every run so runs do not
+# see each other), and stops it when done, pass or fail.
+set -euo pipefail
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+export OMS_STATE_DIR="${OMS_TEST_STATE_DIR:-$ROOT/.oms-test}"
+export OMS_PG_PORT="${OMS_TEST_PG_PORT:-55433}"
+export OMS_BROKER_PORT="${OMS_TEST_BROKER_PORT:-19093}"
+source "$ROOT/scripts/lib.sh"
+cd "$ROOT"
+
+started=$SECONDS
+"$ROOT/scripts/deps.sh" --test
+
+oms_log "cargo fmt --check"
+cargo fmt --all --check
+
+oms_log "docker-compose config"
+docker-compose -f compose.yaml config -q
+
+oms_log "cargo clippy"
+cargo clippy --workspace --all-targets --quiet -- -D warnings
+
+"$ROOT/scripts/stack.sh" wipe >/dev/null 2>&1 || true
+trap '"$ROOT/scripts/stack.sh" down' EXIT
+"$ROOT/scripts/stack.sh" up >/dev/null
+
+export OMS_TEST_DATABASE_URL
+OMS_TEST_DATABASE_URL="$(oms_database_url)"
+export OMS_TEST_BROKERS
+OMS_TEST_BROKERS="$(oms_brokers)"
+if nisshi_bin="$(oms_nisshi_bin)"; then export OMS_NISSHI_BIN="$nisshi_bin"; fi
+
+oms_log "cargo test (PostgreSQL 127.0.0.1:$OMS_PG_PORT, broker $OMS_TEST_BROKERS)"
+cargo test --workspace --no-fail-fast
+oms_log "all tests passed in $((SECONDS - started))s"
