@@ -34,5 +34,13 @@ OMS_TEST_BROKERS="$(oms_brokers)"
 if nisshi_bin="$(oms_nisshi_bin)"; then export OMS_NISSHI_BIN="$nisshi_bin"; fi
 
 oms_log "cargo test (PostgreSQL 127.0.0.1:$OMS_PG_PORT, broker $OMS_TEST_BROKERS)"
-cargo test --workspace --no-fail-fast
-oms_log "all tests passed in $((SECONDS - started))s"
+log="$OMS_STATE_DIR/cargo-test.log"
+status=0
+cargo test --workspace --no-fail-fast 2>&1 | tee "$log" || status=$?
+trap - EXIT
+"$ROOT/scripts/stack.sh" down
+oms_log "test run took $((SECONDS - started))s"
+# The closing line: totals over every test binary.
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
+     END { printf "tests: %d passed, %d failed\n", p, f }' "$log"
+exit "$status"

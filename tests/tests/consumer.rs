@@ -11,7 +11,11 @@ use oms_runtime::consumer::{ConsumerConfig, ConsumerStats, InboxConsumer};
 use oms_runtime::metrics::Metrics;
 use oms_runtime::relay::{Relay, RelayConfig};
 use oms_runtime::{Handler, HandlerContext, HandlerError};
-use oms_tests::{brokers, eventually, fresh_db, fresh_topic, produce, producer, read_topic};
+use oms_tests::{
+    brokers, database_url, eventually, fresh_db, fresh_topic, produce, producer, read_topic,
+    CuttableProxy,
+};
+use sqlx::postgres::PgPoolOptions;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -78,6 +82,12 @@ fn cancelled(order: OrderId) -> Envelope {
     )
 }
 
+type Running = (
+    CancellationToken,
+    tokio::task::JoinHandle<()>,
+    Arc<ConsumerStats>,
+);
+
 struct Harness {
     pool: PgPool,
     topic: String,
@@ -98,25 +108,23 @@ impl Harness {
         })
     }
 
-    fn start(
+    fn start(&self, handler: Ledger, max_attempts: u32) -> anyhow::Result<Running> {
+        self.start_on(self.pool.clone(), handler, max_attempts)
+    }
+
+    /// A consumer using `pool` (which may reach the database through a proxy).
+    fn start_on(
         &self,
+        pool: PgPool,
         handler: Ledger,
         max_attempts: u32,
-    ) -> anyhow::Result<(
-        CancellationToken,
-        tokio::task::JoinHandle<()>,
-        Arc<ConsumerStats>,
-    )> {
+    ) -> anyhow::Result<Running> {
         let mut config =
             ConsumerConfig::new("consumer-test", &self.group, &[&self.topic], &brokers());
         config.max_attempts = max_attempts;
         config.base_backoff = Duration::from_millis(20);
-        let consumer = InboxConsumer::new(
-            self.pool.clone(),
-            config,
-            handler,
-            Metrics::new("consumer-test", |_| {}),
-        )?;
+        let consumer =
+            InboxConsumer::new(pool, config, handler, Metrics::new("consumer-test", |_| {}))?;
         let stats = consumer.stats();
         let token = CancellationToken::new();
         let t = token.clone();
@@ -397,5 +405,55 @@ async fn a_restarted_consumer_resumes_from_its_stored_offset() -> anyhow::Result
         0,
         "the restarted consumer re-read messages before its stored offset"
     );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_outage_pauses_consumption_instead_of_dead_lettering() -> anyhow::Result<()> {
+    let h = Harness::new("dbdown").await?;
+    let db: String = sqlx::query_scalar("SELECT current_database()")
+        .fetch_one(&h.pool)
+        .await?;
+    let direct = database_url().options_for(&db)?;
+    let proxy =
+        CuttableProxy::start(format!("{}:{}", direct.get_host(), direct.get_port())).await?;
+    let via_proxy = PgPoolOptions::new()
+        .max_connections(3)
+        .acquire_timeout(Duration::from_millis(500))
+        .connect_with(direct.clone().host("127.0.0.1").port(proxy.port()))
+        .await?;
+
+    let (token, handle, stats) = h.start_on(via_proxy, Ledger::default(), 2)?;
+    proxy.cut();
+    let msg = cancelled(OrderId::new());
+    h.send(&msg).await?;
+    // Well past max_attempts (2) worth of failures while the database is unreachable...
+    eventually(
+        Duration::from_secs(60),
+        "the consumer to wait out the outage",
+        || async { Ok((stats.outage_waits.load(Ordering::Relaxed) >= 5).then_some(())) },
+    )
+    .await?;
+    assert_eq!(
+        stats.dead_lettered.load(Ordering::Relaxed),
+        0,
+        "an outage must not dead-letter"
+    );
+    assert_eq!(h.ledger_count().await?, 0);
+
+    // ...and once it is back, the same message is handled, with no retry used up.
+    proxy.restore();
+    h.wait_ledger(1).await?;
+    token.cancel();
+    handle.await?;
+    assert_eq!(stats.handled.load(Ordering::Relaxed), 1);
+    assert_eq!(stats.dead_lettered.load(Ordering::Relaxed), 0);
+    assert_eq!(stats.retries.load(Ordering::Relaxed), 0);
+    let dead: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM processed_messages WHERE outcome = 'dead-lettered'",
+    )
+    .fetch_one(&h.pool)
+    .await?;
+    assert_eq!(dead, 0);
     Ok(())
 }

@@ -141,6 +141,8 @@ pub struct ConsumerStats {
     pub dead_lettered: AtomicU64,
     /// Handler retries.
     pub retries: AtomicU64,
+    /// Waits for an unavailable database (these use up no attempts).
+    pub outage_waits: AtomicU64,
 }
 
 /// Why a consumer could not start.
@@ -389,6 +391,7 @@ impl<H: Handler> InboxConsumer<H> {
                     attempt -= 1;
                     let (since, waits) = outage.get_or_insert((Instant::now(), 0));
                     *waits += 1;
+                    self.stats.outage_waits.fetch_add(1, Ordering::Relaxed);
                     if *waits == 1 {
                         tracing::warn!(error = %reason, "database unavailable; consumption paused until it is back");
                     }
