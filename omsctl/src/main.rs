@@ -113,7 +113,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 return Err(anyhow::anyhow!("--partitions must be at least 1").into());
             }
             let topics = oms_contracts::topics::all_with_dlq();
-            oms_runtime_free::ensure(&cli.brokers, &topics, partitions).await?;
+            oms_runtime::kafka::ensure_topics(&cli.brokers, &topics, partitions).await?;
             let rows = list_topics(&cli.brokers, &topics)?;
             print_topics(cli.output, &rows)
         }
@@ -121,43 +121,6 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             let rows = list_topics(&cli.brokers, &oms_contracts::topics::all_with_dlq())?;
             print_topics(cli.output, &rows)
         }
-    }
-}
-
-/// Topic creation through the admin API (kept here so omsctl does not link the service runtime).
-mod oms_runtime_free {
-    use std::time::Duration;
-
-    use anyhow::Context;
-    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-    use rdkafka::client::DefaultClientContext;
-    use rdkafka::error::RDKafkaErrorCode;
-    use rdkafka::ClientConfig;
-
-    pub async fn ensure(brokers: &str, topics: &[String], partitions: i32) -> anyhow::Result<()> {
-        let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-            .set("bootstrap.servers", brokers)
-            .set("socket.timeout.ms", "5000")
-            .create()
-            .context("creating the Kafka admin client")?;
-        let new: Vec<NewTopic<'_>> = topics
-            .iter()
-            .map(|t| NewTopic::new(t, partitions, TopicReplication::Fixed(1)))
-            .collect();
-        let options = AdminOptions::new()
-            .operation_timeout(Some(Duration::from_secs(10)))
-            .request_timeout(Some(Duration::from_secs(10)));
-        let results = admin
-            .create_topics(&new, &options)
-            .await
-            .with_context(|| format!("broker {brokers} unreachable (creating topics)"))?;
-        for result in results {
-            match result {
-                Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
-                Err((topic, code)) => anyhow::bail!("creating topic {topic}: {code}"),
-            }
-        }
-        Ok(())
     }
 }
 

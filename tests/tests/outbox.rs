@@ -80,6 +80,14 @@ async fn pending(pool: &PgPool) -> anyhow::Result<i64> {
     .await?)
 }
 
+/// Waits (at most `secs`) until no outbox row is pending.
+async fn all_published(pool: &PgPool, secs: u64, what: &str) -> anyhow::Result<()> {
+    eventually(Duration::from_secs(secs), what, || async {
+        Ok((pending(pool).await? == 0).then_some(()))
+    })
+    .await
+}
+
 /// Asserts every (key, seq) arrived exactly once and in increasing seq order per key.
 fn assert_once_in_order(received: &[Received], expected: usize) {
     let mut seen = HashSet::new();
@@ -114,12 +122,7 @@ async fn rolled_back_rows_are_never_published() -> anyhow::Result<()> {
     tx.commit().await?;
 
     let (token, handle) = spawn_relay(&pool, relay_config(&brokers()));
-    eventually(
-        Duration::from_secs(20),
-        "the committed row to be published",
-        || async { Ok((pending(&pool).await? == 0).then_some(())) },
-    )
-    .await?;
+    all_published(&pool, 20, "the committed row to be published").await?;
     token.cancel();
     handle.await?;
 
@@ -171,12 +174,7 @@ async fn rows_are_published_in_commit_order_per_key_with_headers() -> anyhow::Re
         w.await??;
     }
     let total = keys.len() * per_key;
-    eventually(
-        Duration::from_secs(30),
-        "all rows to be published",
-        || async { Ok((pending(&pool).await? == 0).then_some(())) },
-    )
-    .await?;
+    all_published(&pool, 30, "all rows to be published").await?;
     token.cancel();
     handle.await?;
 
@@ -272,12 +270,7 @@ async fn a_broker_outage_keeps_rows_pending_and_loses_nothing() -> anyhow::Resul
     assert!(last_error.is_some(), "the failure reason is recorded");
 
     broker.start_again().await?;
-    eventually(
-        Duration::from_secs(60),
-        "the backlog to drain after the broker is back",
-        || async { Ok((pending(&pool).await? == 0).then_some(())) },
-    )
-    .await?;
+    all_published(&pool, 60, "the backlog to drain after the broker is back").await?;
     token.cancel();
     handle.await?;
 
@@ -317,12 +310,7 @@ async fn two_relays_on_one_outbox_publish_each_row_once() -> anyhow::Result<()> 
         }
         if round == 0 {
             // Both relays run, one publishes. Stop the leader; the standby must take over.
-            eventually(
-                Duration::from_secs(20),
-                "the first half to be published",
-                || async { Ok((pending(&pool).await? == 0).then_some(())) },
-            )
-            .await?;
+            all_published(&pool, 20, "the first half to be published").await?;
             let leaders: Vec<usize> = (0..relays.len())
                 .filter(|i| relays[*i].2.is_leader())
                 .collect();
@@ -333,12 +321,7 @@ async fn two_relays_on_one_outbox_publish_each_row_once() -> anyhow::Result<()> 
         }
     }
     let total = keys.len() * seq;
-    eventually(
-        Duration::from_secs(30),
-        "the standby relay to publish the rest",
-        || async { Ok((pending(&pool).await? == 0).then_some(())) },
-    )
-    .await?;
+    all_published(&pool, 30, "the standby relay to publish the rest").await?;
     assert!(relays[0].2.is_leader(), "the standby took over");
     let (token, handle, _) = relays.remove(0);
     token.cancel();
@@ -431,12 +414,7 @@ async fn a_permanently_failing_row_is_set_aside_and_the_rest_flows() -> anyhow::
         error.to_lowercase().contains("size"),
         "reason should name the size: {error}"
     );
-    eventually(
-        Duration::from_secs(20),
-        "the good row to be published",
-        || async { Ok((pending(&pool).await? == 0).then_some(())) },
-    )
-    .await?;
+    all_published(&pool, 20, "the good row to be published").await?;
     let backlog = outbox::backlog(&pool).await?;
     assert_eq!((backlog.pending, backlog.failed), (0, 1));
     token.cancel();
@@ -467,10 +445,7 @@ async fn notify_wakes_the_relay_without_waiting_for_a_poll() -> anyhow::Result<(
     for seq in 0..3 {
         let order = OrderId::new();
         outbox::enqueue(&pool, &topic, &order.to_string(), &numbered(order, seq)).await?;
-        eventually(Duration::from_secs(10), "a notified publish", || async {
-            Ok((pending(&pool).await? == 0).then_some(()))
-        })
-        .await?;
+        all_published(&pool, 10, "a notified publish").await?;
     }
     token.cancel();
     handle.await?;

@@ -444,21 +444,16 @@ impl<H: Handler> InboxConsumer<H> {
         attempt: u32,
     ) -> Result<bool, Failure> {
         let mut tx = self.pool.begin().await?;
-        let inserted = sqlx::query(
-            "INSERT INTO processed_messages \
-                 (consumer_group, message_id, outcome, message_type, topic, kafka_partition, kafka_offset) \
-             VALUES ($1, $2, 'handled', $3, $4, $5, $6) ON CONFLICT DO NOTHING",
-        )
-        .bind(&self.config.group_id)
-        .bind(envelope.event_id)
-        .bind(envelope.message_type().as_str())
-        .bind(delivery.topic)
-        .bind(delivery.partition)
-        .bind(delivery.offset)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        if inserted == 0 {
+        let first = self
+            .settle(
+                &mut tx,
+                delivery,
+                envelope.event_id,
+                "handled",
+                Some(envelope.message_type().as_str()),
+            )
+            .await?;
+        if !first {
             tx.rollback().await?;
             return Ok(true);
         }
@@ -549,24 +544,46 @@ impl<H: Handler> InboxConsumer<H> {
         record: &OutgoingMessage,
     ) -> Result<bool, sqlx::Error> {
         let mut tx = self.pool.begin().await?;
-        let inserted = sqlx::query(
-            "INSERT INTO processed_messages \
-                 (consumer_group, message_id, outcome, message_type, topic, kafka_partition, kafka_offset) \
-             VALUES ($1, $2, 'dead-lettered', $3, $4, $5, $6) ON CONFLICT DO NOTHING",
-        )
-        .bind(&self.config.group_id)
-        .bind(delivery.coordinates_id())
-        .bind(record.message_type.as_deref())
-        .bind(delivery.topic)
-        .bind(delivery.partition)
-        .bind(delivery.offset)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        if inserted == 1 {
+        let first = self
+            .settle(
+                &mut tx,
+                delivery,
+                delivery.coordinates_id(),
+                "dead-lettered",
+                record.message_type.as_deref(),
+            )
+            .await?;
+        if first {
             outbox::enqueue_raw(&mut *tx, record).await?;
         }
         tx.commit().await?;
+        Ok(first)
+    }
+
+    /// Records in the inbox that `id` was settled with `outcome`; false when it already was.
+    async fn settle(
+        &self,
+        tx: &mut Transaction<'static, Postgres>,
+        delivery: &Delivery<'_>,
+        id: Uuid,
+        outcome: &str,
+        message_type: Option<&str>,
+    ) -> Result<bool, sqlx::Error> {
+        let inserted = sqlx::query(
+            "INSERT INTO processed_messages \
+                 (consumer_group, message_id, outcome, message_type, topic, kafka_partition, kafka_offset) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
+        )
+        .bind(&self.config.group_id)
+        .bind(id)
+        .bind(outcome)
+        .bind(message_type)
+        .bind(delivery.topic)
+        .bind(delivery.partition)
+        .bind(delivery.offset)
+        .execute(&mut **tx)
+        .await?
+        .rows_affected();
         Ok(inserted == 1)
     }
 }
