@@ -84,6 +84,11 @@ impl FromStr for DatabaseUrl {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if !(s.starts_with("postgres://") || s.starts_with("postgresql://")) {
+            return Err(
+                "invalid PostgreSQL URL: it must start with postgres:// or postgresql://".into(),
+            );
+        }
         PgConnectOptions::from_str(s).map_err(|e| format!("invalid PostgreSQL URL: {e}"))?;
         Ok(Self(s.to_owned()))
     }
@@ -158,6 +163,52 @@ pub enum LogFormat {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Service {
+        #[command(flatten)]
+        runtime: RuntimeConfig,
+    }
+
+    #[test]
+    fn a_service_parses_the_runtime_flags() {
+        let s = Service::try_parse_from([
+            "svc",
+            "--brokers",
+            "kafka:9092",
+            "--outbox-wakeup",
+            "poll:250ms",
+            "--outbox-retention",
+            "10m",
+            "--consumer-max-attempts",
+            "7",
+        ])
+        .expect("valid flags");
+        assert_eq!(s.runtime.brokers, "kafka:9092");
+        assert_eq!(
+            s.runtime.outbox_wakeup,
+            OutboxWakeup::Poll(Duration::from_millis(250))
+        );
+        assert_eq!(s.runtime.outbox_retention, Duration::from_secs(600));
+        assert_eq!(s.runtime.consumer_max_attempts, 7);
+        assert_eq!(s.runtime.log_format, LogFormat::Json);
+    }
+
+    #[test]
+    fn bad_flags_are_refused_with_a_reason() {
+        for (flag, value, needle) in [
+            ("--outbox-wakeup", "sometimes", "notify"),
+            ("--outbox-retention", "forever", "invalid duration"),
+            ("--database-url", "mysql://x", "PostgreSQL URL"),
+            ("--consumer-max-attempts", "-1", "-1"),
+        ] {
+            let err = Service::try_parse_from(["svc", flag, value])
+                .err()
+                .unwrap_or_else(|| panic!("{flag} {value} accepted"));
+            assert!(err.to_string().contains(needle), "{flag}: {err}");
+        }
+    }
 
     #[test]
     fn database_url_hides_its_password() {
