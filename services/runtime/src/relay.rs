@@ -194,15 +194,15 @@ impl Relay {
     pub async fn run(mut self, shutdown: CancellationToken) -> Result<(), RelayError> {
         let mut listener = None;
         let mut last_prune = Instant::now();
-        let mut last_backlog = Instant::now() - Duration::from_secs(60);
+        let mut last_backlog: Option<Instant> = None;
         tracing::info!(service = %self.config.service, wakeup = ?self.config.wakeup, "outbox relay started");
         loop {
             self.status.beat();
             if shutdown.is_cancelled() {
                 break;
             }
-            if last_backlog.elapsed() >= Duration::from_secs(2) {
-                last_backlog = Instant::now();
+            if last_backlog.is_none_or(|t| t.elapsed() >= Duration::from_secs(2)) {
+                last_backlog = Some(Instant::now());
                 if let Ok(b) = outbox::backlog(&self.pool).await {
                     self.metrics
                         .set_backlog(b.pending, b.oldest_pending_seconds);
