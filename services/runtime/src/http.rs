@@ -81,6 +81,22 @@ struct Check {
     error: Option<String>,
 }
 
+impl Check {
+    fn pass() -> Self {
+        Self {
+            ok: true,
+            error: None,
+        }
+    }
+
+    fn fail(reason: impl Into<String>) -> Self {
+        Self {
+            ok: false,
+            error: Some(reason.into()),
+        }
+    }
+}
+
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 struct Readiness {
@@ -113,18 +129,9 @@ async fn ready(State(state): State<OpsState>) -> Response {
     )
     .await
     {
-        Ok(Ok(_)) => Check {
-            ok: true,
-            error: None,
-        },
-        Ok(Err(e)) => Check {
-            ok: false,
-            error: Some(e.to_string()),
-        },
-        Err(_) => Check {
-            ok: false,
-            error: Some("timed out after 2s".into()),
-        },
+        Ok(Ok(_)) => Check::pass(),
+        Ok(Err(e)) => Check::fail(e.to_string()),
+        Err(_) => Check::fail("timed out after 2s"),
     };
     let kafka = Arc::clone(&state.kafka);
     let broker = match tokio::task::spawn_blocking(move || {
@@ -133,32 +140,14 @@ async fn ready(State(state): State<OpsState>) -> Response {
     })
     .await
     {
-        Ok(Ok(())) => Check {
-            ok: true,
-            error: None,
-        },
-        Ok(Err(e)) => Check {
-            ok: false,
-            error: Some(e.to_string()),
-        },
-        Err(e) => Check {
-            ok: false,
-            error: Some(e.to_string()),
-        },
+        Ok(Ok(())) => Check::pass(),
+        Ok(Err(e)) => Check::fail(e.to_string()),
+        Err(e) => Check::fail(e.to_string()),
     };
     let relay = match state.relay.since_heartbeat() {
-        Some(d) if d <= RELAY_STUCK_AFTER => Check {
-            ok: true,
-            error: None,
-        },
-        Some(d) => Check {
-            ok: false,
-            error: Some(format!("relay loop silent for {:.0}s", d.as_secs_f64())),
-        },
-        None => Check {
-            ok: false,
-            error: Some("relay not started".into()),
-        },
+        Some(d) if d <= RELAY_STUCK_AFTER => Check::pass(),
+        Some(d) => Check::fail(format!("relay loop silent for {:.0}s", d.as_secs_f64())),
+        None => Check::fail("relay not started"),
     };
     let outbox = if database.ok {
         outbox::backlog(&state.pool).await.ok()
