@@ -29,6 +29,11 @@ pub struct RuntimeConfig {
     #[arg(long, env = "OMS_BROKERS", default_value = "127.0.0.1:19092")]
     pub brokers: String,
 
+    /// Prefix of every topic name (e.g. `staging.`), so several environments or test runs can
+    /// share one cluster. Empty by default.
+    #[arg(long, env = "OMS_TOPIC_PREFIX", default_value = "", value_parser = parse_topic_prefix)]
+    pub topic_prefix: String,
+
     /// How the outbox relay learns about new rows: `notify` (LISTEN/NOTIFY, with a slow poll as
     /// fallback) or `poll:<interval>` (e.g. `poll:500ms`, the design of comparable projects).
     #[arg(long, env = "OMS_OUTBOX_WAKEUP", default_value = "notify")]
@@ -62,6 +67,55 @@ pub struct RuntimeConfig {
 /// Parses `500ms`, `30s`, `1h` and the like.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s).map_err(|e| format!("invalid duration {s:?}: {e}"))
+}
+
+/// A topic prefix may only hold characters Kafka allows in topic names.
+pub fn parse_topic_prefix(s: &str) -> Result<String, String> {
+    if s.len() > 100 {
+        return Err("topic prefix is longer than 100 characters".into());
+    }
+    match s
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
+    {
+        Some(c) => Err(format!(
+            "invalid topic prefix {s:?}: {c:?} is not allowed (letters, digits, '.', '_', '-')"
+        )),
+        None => Ok(s.to_owned()),
+    }
+}
+
+/// Topic names as this deployment spells them: the contract's name behind the configured prefix.
+#[derive(Debug, Clone, Default)]
+pub struct Topics {
+    prefix: std::sync::Arc<str>,
+}
+
+impl Topics {
+    /// Topic names with `prefix` (already validated).
+    pub fn new(prefix: &str) -> Self {
+        Self {
+            prefix: std::sync::Arc::from(prefix),
+        }
+    }
+
+    /// The deployed name of contract topic `base`.
+    pub fn name(&self, base: &str) -> String {
+        format!("{}{base}", self.prefix)
+    }
+
+    /// The prefix.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// Every topic of the saga and its dead-letter topic, as deployed.
+    pub fn all_with_dlq(&self) -> Vec<String> {
+        oms_contracts::topics::all_with_dlq()
+            .iter()
+            .map(|t| self.name(t))
+            .collect()
+    }
 }
 
 /// A PostgreSQL URL whose password never appears in `Debug` or `Display` output.
@@ -202,6 +256,7 @@ mod tests {
             ("--outbox-retention", "forever", "invalid duration"),
             ("--database-url", "mysql://x", "PostgreSQL URL"),
             ("--consumer-max-attempts", "-1", "-1"),
+            ("--topic-prefix", "a b", "topic prefix"),
         ] {
             let err = Service::try_parse_from(["svc", flag, value])
                 .err()

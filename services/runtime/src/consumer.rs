@@ -33,6 +33,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 use uuid::Uuid;
 
+use crate::config::Topics;
 use crate::kafka::{self, QuietContext};
 use crate::metrics::Metrics;
 use crate::outbox::{self, EnqueueError, Header, OutgoingMessage};
@@ -63,6 +64,7 @@ pub struct HandlerContext {
     tx: Transaction<'static, Postgres>,
     cause: Envelope,
     service: Arc<str>,
+    topics: Topics,
     attempt: u32,
 }
 
@@ -76,8 +78,19 @@ impl HandlerContext {
     /// correlation id), on its type's topic, keyed by its order id.
     pub async fn emit(&mut self, message: impl Into<Message>) -> Result<Envelope, HandlerError> {
         let envelope = Envelope::caused_by(&self.cause, message, &self.service);
-        outbox::enqueue(&mut *self.tx, envelope.topic(), &envelope.key(), &envelope).await?;
+        outbox::enqueue(
+            &mut *self.tx,
+            &self.topics.name(envelope.topic()),
+            &envelope.key(),
+            &envelope,
+        )
+        .await?;
         Ok(envelope)
+    }
+
+    /// The message being handled.
+    pub fn cause(&self) -> &Envelope {
+        &self.cause
     }
 
     /// 1 on the first try, 2 on the first retry, ...
@@ -113,6 +126,8 @@ pub struct ConsumerConfig {
     pub base_backoff: Duration,
     /// Longest retry delay.
     pub max_backoff: Duration,
+    /// How emitted messages' topics are named (prefix).
+    pub topic_names: Topics,
 }
 
 impl ConsumerConfig {
@@ -126,6 +141,7 @@ impl ConsumerConfig {
             max_attempts: 5,
             base_backoff: Duration::from_millis(100),
             max_backoff: Duration::from_secs(5),
+            topic_names: Topics::default(),
         }
     }
 }
@@ -461,6 +477,7 @@ impl<H: Handler> InboxConsumer<H> {
             tx,
             cause: envelope.clone(),
             service: Arc::clone(&self.service),
+            topics: self.config.topic_names.clone(),
             attempt,
         };
         match self.handler.handle(&mut ctx, envelope).await {

@@ -12,7 +12,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::RuntimeConfig;
+use crate::config::{RuntimeConfig, Topics};
 use crate::consumer::{ConsumerConfig, ConsumerError, ConsumerStats, Handler, InboxConsumer};
 use crate::db::{self, DbError};
 use crate::http::{ops_router, OpsState};
@@ -110,14 +110,23 @@ impl Runtime {
         &self.config
     }
 
-    /// Starts an idempotent consumer of `topics` in group `group` running `handler`.
+    /// Topic names as deployed (with the configured prefix).
+    pub fn topics(&self) -> Topics {
+        Topics::new(&self.config.topic_prefix)
+    }
+
+    /// Starts an idempotent consumer of contract topics `topics` (the prefix is added) in group `group` running `handler`.
     pub fn consume<H: Handler>(
         &mut self,
         group: &str,
         topics: &[&str],
         handler: H,
     ) -> Result<Arc<ConsumerStats>, RuntimeError> {
-        let mut config = ConsumerConfig::new(&self.name, group, topics, &self.config.brokers);
+        let names = self.topics();
+        let topics: Vec<String> = topics.iter().map(|t| names.name(t)).collect();
+        let topics: Vec<&str> = topics.iter().map(String::as_str).collect();
+        let mut config = ConsumerConfig::new(&self.name, group, &topics, &self.config.brokers);
+        config.topic_names = names;
         config.max_attempts = self.config.consumer_max_attempts.max(1);
         let consumer =
             InboxConsumer::new(self.pool.clone(), config, handler, self.metrics.clone())?;
@@ -164,7 +173,7 @@ impl Runtime {
             relay: relay_status,
             kafka: Arc::new(probe),
         });
-        let app = api.merge(ops);
+        let app = api.merge(ops).fallback(crate::http::no_such_route);
         let addr = listener.local_addr()?;
         tracing::info!(service = %self.name, %addr, "serving HTTP");
         let token = self.shutdown.clone();

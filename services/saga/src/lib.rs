@@ -1,0 +1,317 @@
+//! The saga orchestrator: owns the order process, not the data (ARCHITECTURE.md section 1).
+//!
+//! # Layout
+//! - [`machine`]: the saga as a pure transition function, with its states and deadlines.
+//! - [`store`]: sagas and their step history in PostgreSQL.
+//! - this module: the consumer that feeds messages to the machine, the deadline sweeper, the HTTP
+//!   API (`GET /sagas`, `GET /sagas/summary`, `GET /sagas/{orderId}`) and [`run`].
+//!
+//! Every command leaves through the outbox in the transaction that moves the saga, so a saga
+//! never moves without its commands or sends commands without moving.
+
+pub mod machine;
+pub mod store;
+
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::routing::get;
+use axum::{Json, Router};
+use chrono::Utc;
+use oms_contracts::{topics, Envelope, Message, MessageKind};
+use oms_runtime::config::{parse_duration, RuntimeConfig, Topics};
+use oms_runtime::http::{ApiError, ApiPath, ApiQuery};
+use oms_runtime::service::RuntimeError;
+use oms_runtime::{outbox, Handler, HandlerContext, HandlerError, Runtime};
+use serde::Deserialize;
+use sqlx::PgPool;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use machine::{Deadlines, Input, SagaState};
+
+/// The service's name (logs, message source, database `oms_saga`).
+pub const SERVICE: &str = "saga";
+
+/// Saga orchestrator settings.
+#[derive(Debug, Clone, clap::Parser)]
+#[command(name = "oms-saga", version, about = "OMS saga orchestrator")]
+pub struct Config {
+    /// Shared runtime settings.
+    #[command(flatten)]
+    pub runtime: RuntimeConfig,
+
+    /// Address the HTTP API listens on.
+    #[arg(long, env = "OMS_SAGA_LISTEN", default_value = "127.0.0.1:8085")]
+    pub listen: String,
+
+    /// How long inventory may take to answer a reservation.
+    #[arg(long, env = "OMS_SAGA_RESERVE_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub reserve_timeout: Duration,
+
+    /// How long payment may take to answer an authorization; past it the payment is voided and
+    /// the order cancelled with `TIMEOUT`.
+    #[arg(long, env = "OMS_SAGA_PAYMENT_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub payment_timeout: Duration,
+
+    /// How long inventory may take to confirm a release before it is asked again.
+    #[arg(long, env = "OMS_SAGA_RELEASE_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub release_timeout: Duration,
+
+    /// How often the sweeper looks for sagas past their deadline.
+    #[arg(long, env = "OMS_SAGA_SWEEP_INTERVAL", default_value = "1s", value_parser = parse_duration)]
+    pub sweep_interval: Duration,
+}
+
+impl Config {
+    /// The step deadlines.
+    pub fn deadlines(&self) -> Deadlines {
+        Deadlines {
+            reserve: self.reserve_timeout,
+            payment: self.payment_timeout,
+            release: self.release_timeout,
+        }
+    }
+}
+
+/// Runs the orchestrator until `shutdown`: consumer, sweeper, relay and HTTP on `listener`.
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> Result<(), RuntimeError> {
+    let deadlines = config.deadlines();
+    let mut runtime = Runtime::start(
+        SERVICE,
+        config.runtime.clone(),
+        Some(sqlx::migrate!("./migrations")),
+        shutdown,
+        |_| {},
+    )
+    .await?;
+    runtime.consume(
+        "oms-saga",
+        &[
+            topics::ORDER_EVENTS,
+            topics::INVENTORY_EVENTS,
+            topics::PAYMENT_EVENTS,
+        ],
+        SagaHandler { deadlines },
+    )?;
+    let sweeper = Sweeper {
+        pool: runtime.pool().clone(),
+        topics: runtime.topics(),
+        deadlines,
+        interval: config.sweep_interval,
+    };
+    let token = runtime.shutdown().clone();
+    runtime.spawn("deadline sweeper", sweeper.run(token));
+    let api = router(runtime.pool().clone());
+    runtime.serve(listener, api).await
+}
+
+/// Feeds every event about an order to its saga.
+struct SagaHandler {
+    deadlines: Deadlines,
+}
+
+impl Handler for SagaHandler {
+    async fn handle(
+        &self,
+        ctx: &mut HandlerContext,
+        envelope: &Envelope,
+    ) -> Result<(), HandlerError> {
+        let message = &envelope.message;
+        // Our own outcome events come back on the order topic; commands are never ours to read.
+        if matches!(
+            message,
+            Message::OrderConfirmed(_) | Message::OrderCancelled(_)
+        ) || message.message_type().kind() == MessageKind::Command
+        {
+            return Ok(());
+        }
+        let now = Utc::now();
+        let existing = store::lock(ctx.tx(), message.order_id()).await?;
+        let (before, step) = match (existing, message) {
+            (None, Message::OrderCreated(created)) => (
+                None,
+                machine::start(created, envelope.correlation_id, now, &self.deadlines),
+            ),
+            (None, _) => {
+                tracing::warn!(
+                    order_id = %message.order_id(),
+                    message_type = %message.message_type(),
+                    "message for an order without a saga; ignored"
+                );
+                return Ok(());
+            }
+            (Some(saga), _) => {
+                let step =
+                    machine::transition(&saga, Input::Message(message), now, &self.deadlines);
+                (Some(saga), step)
+            }
+        };
+        if !step.applied {
+            tracing::info!(order_id = %message.order_id(), note = %step.note, "saga input ignored");
+        }
+        store::record(
+            ctx.tx(),
+            before.as_ref(),
+            &step,
+            message.message_type().as_str(),
+            Some(envelope.event_id),
+        )
+        .await?;
+        for command in step.commands {
+            ctx.emit(command).await?;
+        }
+        Ok(())
+    }
+}
+
+/// Moves sagas whose step deadline has passed.
+struct Sweeper {
+    pool: PgPool,
+    topics: Topics,
+    deadlines: Deadlines,
+    interval: Duration,
+}
+
+/// Sagas handled per sweeper transaction.
+const SWEEP_BATCH: i64 = 100;
+
+impl Sweeper {
+    async fn run(self, shutdown: CancellationToken) -> Result<(), String> {
+        let mut failing = false;
+        loop {
+            let pause = match self.sweep_once().await {
+                Ok(n) => {
+                    if failing {
+                        tracing::info!("deadline sweeper recovered");
+                        failing = false;
+                    }
+                    if n as i64 == SWEEP_BATCH {
+                        Duration::ZERO
+                    } else {
+                        self.interval
+                    }
+                }
+                Err(e) => {
+                    if !failing {
+                        tracing::warn!(error = %e, "deadline sweep failed; retrying");
+                        failing = true;
+                    }
+                    self.interval.max(Duration::from_secs(1))
+                }
+            };
+            tokio::select! {
+                _ = shutdown.cancelled() => return Ok(()),
+                _ = tokio::time::sleep(pause) => {}
+            }
+        }
+    }
+
+    /// One transaction: time out what is due, send the compensations through the outbox.
+    async fn sweep_once(&self) -> Result<usize, sqlx::Error> {
+        let mut tx = self.pool.begin().await?;
+        let due = store::lock_due(&mut tx, SWEEP_BATCH).await?;
+        let now = Utc::now();
+        for saga in &due {
+            let step = machine::transition(saga, Input::DeadlinePassed, now, &self.deadlines);
+            tracing::info!(order_id = %saga.order_id, from = %saga.state, to = %step.saga.state, note = %step.note, "saga deadline passed");
+            store::record(&mut tx, Some(saga), &step, "deadline", None).await?;
+            for command in step.commands {
+                let envelope = Envelope::new(command, SERVICE, saga.correlation_id);
+                outbox::enqueue(
+                    &mut *tx,
+                    &self.topics.name(envelope.topic()),
+                    &envelope.key(),
+                    &envelope,
+                )
+                .await
+                .map_err(sqlx::Error::from)?;
+            }
+        }
+        tx.commit().await?;
+        Ok(due.len())
+    }
+}
+
+/// The HTTP API.
+pub fn router(pool: PgPool) -> Router {
+    Router::new()
+        .route("/sagas", get(list_sagas))
+        .route("/sagas/summary", get(saga_summary))
+        .route("/sagas/{order_id}", get(get_saga))
+        .with_state(pool)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListQuery {
+    state: Option<String>,
+    #[serde(default)]
+    stuck: bool,
+    limit: Option<i64>,
+    cursor: Option<Uuid>,
+}
+
+/// Default and largest page size.
+const PAGE: (i64, i64) = (50, 1000);
+
+async fn list_sagas(
+    State(pool): State<PgPool>,
+    ApiQuery(q): ApiQuery<ListQuery>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let mut errors = std::collections::BTreeMap::new();
+    let state = match q.state.as_deref().filter(|s| !s.is_empty()) {
+        None => None,
+        Some(s) => match s.parse::<SagaState>() {
+            Ok(state) => Some(state),
+            Err(e) => {
+                errors.insert("state".to_owned(), e);
+                None
+            }
+        },
+    };
+    let limit = q.limit.unwrap_or(PAGE.0);
+    if !(1..=PAGE.1).contains(&limit) {
+        errors.insert("limit".into(), format!("must be between 1 and {}", PAGE.1));
+    }
+    if !errors.is_empty() {
+        return Err(ApiError::validation(errors));
+    }
+    let filter = store::ListFilter {
+        state,
+        stuck: q.stuck,
+        before: q.cursor,
+        limit: limit + 1,
+    };
+    let mut items = store::list(&pool, &filter).await?;
+    let next = if items.len() as i64 > limit {
+        items.truncate(limit as usize);
+        items.last().and_then(|v| v.saga.get("orderId").cloned())
+    } else {
+        None
+    };
+    Ok(Json(
+        serde_json::json!({ "items": items, "nextCursor": next }),
+    ))
+}
+
+async fn saga_summary(State(pool): State<PgPool>) -> Result<Json<store::Summary>, ApiError> {
+    let mut conn = pool.acquire().await?;
+    Ok(Json(store::summary(&mut conn).await?))
+}
+
+async fn get_saga(
+    State(pool): State<PgPool>,
+    ApiPath(order_id): ApiPath<Uuid>,
+) -> Result<Json<store::SagaView>, ApiError> {
+    let mut conn = pool.acquire().await?;
+    store::find(&mut conn, order_id)
+        .await?
+        .map(Json)
+        .ok_or_else(|| ApiError::not_found(format!("No saga for order {order_id}")))
+}

@@ -1,0 +1,462 @@
+//! The order saga as a pure function: `(saga, input, now) -> (saga', commands, note)`.
+//!
+//! Reserve first, then charge (ARCHITECTURE.md section 1):
+//!
+//! ```text
+//! order.created ──► RESERVING ──inventory.reserved──► AUTHORIZING ──payment.authorized──► CONFIRMED
+//!                      │  └─inventory.rejected──► CANCELLED            │
+//!                      └─deadline──┐              ┌─payment.declined───┤
+//!                                  ▼              ▼    deadline (+ void)┘
+//!                                 RELEASING ──inventory.released──► CANCELLED
+//! ```
+//!
+//! Nothing here touches a database or a clock: the service loads the saga, calls [`transition`]
+//! and stores what comes back, so every rule is unit- and property-tested on its own. A message
+//! that does not fit the state (a duplicate, a late answer) is a no-op with a note saying why,
+//! never a silent wrong transition. Whenever a payment may exist that no confirmed order stands
+//! behind, a `payment.refund` goes out (the payment service refunds or voids it).
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use oms_contracts::messages::{
+    AuthorizePayment, CancelReason, OrderCancelled, OrderConfirmed, OrderCreated, RefundPayment,
+    RejectReason, ReleaseReason, ReleaseStock, ReserveStock,
+};
+use oms_contracts::{CustomerId, Message, Money, OrderId, OrderLine, PricedLine};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// Where a saga stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum SagaState {
+    /// `inventory.reserve` sent; waiting for reserved or rejected.
+    Reserving,
+    /// Stock reserved, `payment.authorize` sent; waiting for its outcome.
+    Authorizing,
+    /// Compensating: `inventory.release` sent; the order is cancelled once stock is back.
+    Releasing,
+    /// Terminal: stock sold, payment authorized, `order.confirmed` sent.
+    Confirmed,
+    /// Terminal: everything undone, `order.cancelled` sent.
+    Cancelled,
+}
+
+impl SagaState {
+    /// Every state.
+    pub const ALL: [SagaState; 5] = [
+        SagaState::Reserving,
+        SagaState::Authorizing,
+        SagaState::Releasing,
+        SagaState::Confirmed,
+        SagaState::Cancelled,
+    ];
+
+    /// The stored and displayed name (`RESERVING`, ...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SagaState::Reserving => "RESERVING",
+            SagaState::Authorizing => "AUTHORIZING",
+            SagaState::Releasing => "RELEASING",
+            SagaState::Confirmed => "CONFIRMED",
+            SagaState::Cancelled => "CANCELLED",
+        }
+    }
+
+    /// Confirmed or cancelled: nothing more will happen.
+    pub fn is_terminal(self) -> bool {
+        matches!(self, SagaState::Confirmed | SagaState::Cancelled)
+    }
+}
+
+impl fmt::Display for SagaState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for SagaState {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        SagaState::ALL
+            .into_iter()
+            .find(|state| state.as_str().eq_ignore_ascii_case(s))
+            .ok_or_else(|| {
+                format!(
+                    "unknown saga state {s:?} (expected one of RESERVING, AUTHORIZING, RELEASING, CONFIRMED, CANCELLED)"
+                )
+            })
+    }
+}
+
+/// How long each step may wait for its answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Deadlines {
+    /// Waiting for inventory to reserve or reject.
+    pub reserve: Duration,
+    /// Waiting for the payment outcome.
+    pub payment: Duration,
+    /// Waiting for inventory to confirm a release; past it the release is sent again.
+    pub release: Duration,
+}
+
+impl Default for Deadlines {
+    fn default() -> Self {
+        Self {
+            reserve: Duration::from_secs(30),
+            payment: Duration::from_secs(30),
+            release: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Everything the orchestrator knows about one order's saga.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Saga {
+    /// The order (and the saga's id).
+    pub order_id: OrderId,
+    /// The order's journey, carried by every message.
+    pub correlation_id: Uuid,
+    /// Current state.
+    pub state: SagaState,
+    /// Who pays.
+    pub customer_id: CustomerId,
+    /// Payment method token.
+    #[serde(skip_serializing)]
+    pub payment_token: String,
+    /// Lines as ordered.
+    pub items: Vec<OrderLine>,
+    /// Lines as priced by inventory (once reserved).
+    pub lines: Vec<PricedLine>,
+    /// Order total (once reserved).
+    pub total: Option<Money>,
+    /// The authorized payment (once authorized).
+    pub payment_id: Option<Uuid>,
+    /// Why the order is being or was cancelled.
+    pub cancel_reason: Option<CancelReason>,
+    /// Details of the cancellation.
+    pub cancel_detail: Option<String>,
+    /// `payment.authorize` was sent.
+    pub payment_requested: bool,
+    /// `payment.refund` was sent.
+    pub refund_requested: bool,
+    /// When the current step gives up (none once terminal).
+    pub deadline_at: Option<DateTime<Utc>>,
+}
+
+/// What arrives at a saga.
+#[derive(Debug, Clone, Copy)]
+pub enum Input<'a> {
+    /// A message about this order.
+    Message(&'a Message),
+    /// The current step's deadline passed.
+    DeadlinePassed,
+}
+
+impl Input<'_> {
+    /// `order.created`, `inventory.reserved`, ... or `deadline`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Input::Message(m) => m.message_type().as_str(),
+            Input::DeadlinePassed => "deadline",
+        }
+    }
+}
+
+/// The result of one input: the saga afterwards, the messages to send, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Step {
+    /// The saga after the input (equal to before when ignored).
+    pub saga: Saga,
+    /// Commands and events to send, in order.
+    pub commands: Vec<Message>,
+    /// Why, for the step history.
+    pub note: String,
+    /// Whether the input changed anything.
+    pub applied: bool,
+}
+
+fn deadline(now: DateTime<Utc>, after: Duration) -> Option<DateTime<Utc>> {
+    chrono::TimeDelta::from_std(after)
+        .ok()
+        .and_then(|d| now.checked_add_signed(d))
+}
+
+/// The saga that `order.created` starts: in `RESERVING`, asking inventory to reserve every line.
+pub fn start(
+    created: &OrderCreated,
+    correlation_id: Uuid,
+    now: DateTime<Utc>,
+    deadlines: &Deadlines,
+) -> Step {
+    let saga = Saga {
+        order_id: created.order_id,
+        correlation_id,
+        state: SagaState::Reserving,
+        customer_id: created.customer_id.clone(),
+        payment_token: created.payment_token.clone(),
+        items: created.items.clone(),
+        lines: Vec::new(),
+        total: None,
+        payment_id: None,
+        cancel_reason: None,
+        cancel_detail: None,
+        payment_requested: false,
+        refund_requested: false,
+        deadline_at: deadline(now, deadlines.reserve),
+    };
+    Step {
+        commands: vec![ReserveStock {
+            order_id: created.order_id,
+            items: created.items.clone(),
+        }
+        .into()],
+        saga,
+        note: "order accepted; reserving stock".into(),
+        applied: true,
+    }
+}
+
+/// Applies one input to `saga`. Pure: the same arguments always give the same step.
+pub fn transition(saga: &Saga, input: Input<'_>, now: DateTime<Utc>, d: &Deadlines) -> Step {
+    let mut next = saga.clone();
+    let mut commands: Vec<Message> = Vec::new();
+    let order_id = saga.order_id;
+    let ignore = |why: String| Step {
+        saga: saga.clone(),
+        commands: Vec::new(),
+        note: why,
+        applied: false,
+    };
+
+    let note: String = match (saga.state, input) {
+        // A charge nobody stands behind any more gets undone, whatever the state.
+        (state, Input::Message(Message::PaymentAuthorized(m)))
+            if state != SagaState::Authorizing && state != SagaState::Confirmed =>
+        {
+            if !saga.payment_requested {
+                return ignore(format!(
+                    "payment.authorized in {state} although no payment was requested; ignored"
+                ));
+            }
+            if saga.refund_requested {
+                return ignore(format!(
+                    "late payment.authorized in {state}; its refund is already requested"
+                ));
+            }
+            next.refund_requested = true;
+            commands.push(
+                RefundPayment {
+                    order_id,
+                    reason: saga.cancel_reason.unwrap_or(CancelReason::Timeout),
+                }
+                .into(),
+            );
+            format!(
+                "late payment.authorized ({}) in {state}; refund requested",
+                m.payment_id
+            )
+        }
+
+        (SagaState::Reserving, Input::Message(Message::InventoryReserved(m))) => {
+            next.state = SagaState::Authorizing;
+            next.lines = m.lines.clone();
+            next.total = Some(m.total);
+            next.payment_requested = true;
+            next.deadline_at = deadline(now, d.payment);
+            commands.push(
+                AuthorizePayment {
+                    order_id,
+                    customer_id: saga.customer_id.clone(),
+                    amount: m.total,
+                    payment_token: saga.payment_token.clone(),
+                }
+                .into(),
+            );
+            format!("stock reserved ({}); authorizing payment", m.total)
+        }
+        (SagaState::Reserving, Input::Message(Message::InventoryRejected(m))) => {
+            let reason = match m.reason {
+                RejectReason::OutOfStock => CancelReason::OutOfStock,
+                RejectReason::UnknownProduct => CancelReason::UnknownProduct,
+            };
+            let products: Vec<&str> = m.product_ids.iter().map(|p| p.as_str()).collect();
+            let detail = match m.reason {
+                RejectReason::OutOfStock => format!("out of stock: {}", products.join(", ")),
+                RejectReason::UnknownProduct => format!("unknown product: {}", products.join(", ")),
+            };
+            cancel(&mut next, &mut commands, reason, detail.clone());
+            format!("reservation rejected ({detail}); order cancelled")
+        }
+        (SagaState::Reserving, Input::DeadlinePassed) => {
+            let detail = format!(
+                "no answer from inventory within {}",
+                humantime::format_duration(d.reserve)
+            );
+            compensate(
+                &mut next,
+                &mut commands,
+                CancelReason::Timeout,
+                &detail,
+                now,
+                d,
+            );
+            format!("{detail}; releasing whatever was reserved")
+        }
+
+        (SagaState::Authorizing, Input::Message(Message::PaymentAuthorized(m))) => {
+            let total = saga.total.unwrap_or(m.amount);
+            next.state = SagaState::Confirmed;
+            next.payment_id = Some(m.payment_id);
+            next.deadline_at = None;
+            commands.push(
+                OrderConfirmed {
+                    order_id,
+                    lines: saga.lines.clone(),
+                    total,
+                    payment_id: m.payment_id,
+                }
+                .into(),
+            );
+            format!("payment {} authorized; order confirmed", m.payment_id)
+        }
+        (SagaState::Authorizing, Input::Message(Message::PaymentDeclined(m))) => {
+            let reason = serde_json::to_value(m.reason)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_default();
+            let detail = format!("payment declined: {reason}");
+            compensate(
+                &mut next,
+                &mut commands,
+                CancelReason::PaymentDeclined,
+                &detail,
+                now,
+                d,
+            );
+            format!("{detail}; releasing stock")
+        }
+        (SagaState::Authorizing, Input::Message(Message::InventoryReleased(m)))
+            if m.reason == ReleaseReason::Expired =>
+        {
+            let detail = "reservation expired before the payment outcome".to_owned();
+            next.refund_requested = true;
+            commands.push(
+                RefundPayment {
+                    order_id,
+                    reason: CancelReason::Timeout,
+                }
+                .into(),
+            );
+            cancel(
+                &mut next,
+                &mut commands,
+                CancelReason::Timeout,
+                detail.clone(),
+            );
+            format!("{detail}; payment voided, order cancelled")
+        }
+        (SagaState::Authorizing, Input::DeadlinePassed) => {
+            let detail = format!(
+                "no payment outcome within {}",
+                humantime::format_duration(d.payment)
+            );
+            next.refund_requested = true;
+            commands.push(
+                RefundPayment {
+                    order_id,
+                    reason: CancelReason::Timeout,
+                }
+                .into(),
+            );
+            compensate(
+                &mut next,
+                &mut commands,
+                CancelReason::Timeout,
+                &detail,
+                now,
+                d,
+            );
+            format!("{detail}; voiding the payment and releasing stock")
+        }
+
+        (SagaState::Releasing, Input::Message(Message::InventoryReleased(_))) => {
+            let reason = saga.cancel_reason.unwrap_or(CancelReason::Timeout);
+            let detail = saga.cancel_detail.clone().unwrap_or_default();
+            cancel(&mut next, &mut commands, reason, detail);
+            "stock released; order cancelled".to_owned()
+        }
+        (SagaState::Releasing, Input::DeadlinePassed) => {
+            next.deadline_at = deadline(now, d.release);
+            commands.push(
+                ReleaseStock {
+                    order_id,
+                    reason: ReleaseReason::Compensation,
+                }
+                .into(),
+            );
+            "release not confirmed in time; asked again".to_owned()
+        }
+
+        (state, input) => {
+            let why = if state.is_terminal() {
+                "saga already finished"
+            } else {
+                "not expected in this state"
+            };
+            return ignore(format!("{} in {state}: {why}; ignored", input.name()));
+        }
+    };
+    Step {
+        saga: next,
+        commands,
+        note,
+        applied: true,
+    }
+}
+
+/// Starts compensation: release the stock, then cancel once inventory confirms.
+fn compensate(
+    saga: &mut Saga,
+    commands: &mut Vec<Message>,
+    reason: CancelReason,
+    detail: &str,
+    now: DateTime<Utc>,
+    d: &Deadlines,
+) {
+    saga.state = SagaState::Releasing;
+    saga.cancel_reason = Some(reason);
+    saga.cancel_detail = Some(detail.to_owned());
+    saga.deadline_at = deadline(now, d.release);
+    commands.push(
+        ReleaseStock {
+            order_id: saga.order_id,
+            reason: ReleaseReason::Compensation,
+        }
+        .into(),
+    );
+}
+
+/// Finishes as cancelled, telling everyone why.
+fn cancel(saga: &mut Saga, commands: &mut Vec<Message>, reason: CancelReason, detail: String) {
+    saga.state = SagaState::Cancelled;
+    saga.cancel_reason = Some(reason);
+    saga.cancel_detail = Some(detail.clone());
+    saga.deadline_at = None;
+    commands.push(
+        OrderCancelled {
+            order_id: saga.order_id,
+            reason,
+            detail: Some(detail).filter(|d| !d.is_empty()),
+        }
+        .into(),
+    );
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,470 @@
+//! Every state × input pair, and a property test over arbitrary message sequences.
+
+use std::collections::BTreeMap;
+
+use chrono::TimeZone;
+use proptest::prelude::*;
+use serde_json::json;
+
+use super::*;
+
+fn at(secs: i64) -> DateTime<Utc> {
+    Utc.timestamp_opt(1_800_000_000 + secs, 0)
+        .single()
+        .unwrap_or_default()
+}
+
+fn order() -> OrderId {
+    OrderId(Uuid::from_u128(0x0190_0000_0000_7000_8000_0000_0000_0001))
+}
+
+fn msg(kind: &str, payload: serde_json::Value) -> Message {
+    let mut payload = payload;
+    payload["orderId"] = json!(order().0);
+    let ty: oms_contracts::MessageType = kind.parse().expect("known type");
+    let envelope = json!({
+        "eventId": Uuid::nil(), "type": ty.as_str(), "schemaVersion": 1,
+        "occurredAt": "2026-11-23T10:00:00Z", "correlationId": order().0,
+        "source": "test", "payload": payload,
+    });
+    oms_contracts::Envelope::decode(envelope.to_string().as_bytes())
+        .expect("valid test message")
+        .message
+}
+
+/// One sample of every message type (two of `inventory.released`, whose reason matters).
+fn inputs() -> Vec<(&'static str, Message)> {
+    let line = json!([{"productId": "mouse-01", "quantity": 2,
+        "unitPrice": {"amountMinor": 2500, "currency": "EUR"}}]);
+    let total = json!({"amountMinor": 5000, "currency": "EUR"});
+    let pid = Uuid::from_u128(7);
+    vec![
+        (
+            "order.created",
+            msg(
+                "order.created",
+                json!({"customerId": "c-1",
+            "items": [{"productId": "mouse-01", "quantity": 2}], "paymentToken": "tok_visa"}),
+            ),
+        ),
+        (
+            "order.confirmed",
+            msg(
+                "order.confirmed",
+                json!({"lines": line, "total": total, "paymentId": pid}),
+            ),
+        ),
+        (
+            "order.cancelled",
+            msg("order.cancelled", json!({"reason": "OUT_OF_STOCK"})),
+        ),
+        (
+            "inventory.reserve",
+            msg(
+                "inventory.reserve",
+                json!({"items": [{"productId": "mouse-01", "quantity": 2}]}),
+            ),
+        ),
+        (
+            "inventory.release",
+            msg("inventory.release", json!({"reason": "COMPENSATION"})),
+        ),
+        (
+            "inventory.reserved",
+            msg(
+                "inventory.reserved",
+                json!({"lines": line, "total": total,
+            "expiresAt": "2026-11-23T10:15:00Z"}),
+            ),
+        ),
+        (
+            "inventory.rejected",
+            msg(
+                "inventory.rejected",
+                json!({"reason": "OUT_OF_STOCK", "productIds": ["mouse-01"]}),
+            ),
+        ),
+        (
+            "inventory.released/compensation",
+            msg("inventory.released", json!({"reason": "COMPENSATION"})),
+        ),
+        (
+            "inventory.released/expired",
+            msg("inventory.released", json!({"reason": "EXPIRED"})),
+        ),
+        (
+            "payment.authorize",
+            msg(
+                "payment.authorize",
+                json!({"customerId": "c-1", "amount": total, "paymentToken": "tok_visa"}),
+            ),
+        ),
+        (
+            "payment.refund",
+            msg("payment.refund", json!({"reason": "TIMEOUT"})),
+        ),
+        (
+            "payment.authorized",
+            msg(
+                "payment.authorized",
+                json!({"paymentId": pid, "amount": total}),
+            ),
+        ),
+        (
+            "payment.declined",
+            msg("payment.declined", json!({"reason": "CARD_DECLINED"})),
+        ),
+        (
+            "payment.refunded",
+            msg(
+                "payment.refunded",
+                json!({"outcome": "REFUNDED", "amount": total}),
+            ),
+        ),
+    ]
+}
+
+fn input(name: &str) -> Message {
+    inputs()
+        .into_iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, m)| m)
+        .unwrap_or_else(|| panic!("no sample {name}"))
+}
+
+fn d() -> Deadlines {
+    Deadlines {
+        reserve: Duration::from_secs(10),
+        payment: Duration::from_secs(20),
+        release: Duration::from_secs(30),
+    }
+}
+
+fn started() -> Saga {
+    let Message::OrderCreated(created) = input("order.created") else {
+        unreachable!("sample is order.created")
+    };
+    start(&created, order().0, at(0), &d()).saga
+}
+
+fn after(saga: &Saga, names: &[&str]) -> Saga {
+    names.iter().fold(saga.clone(), |s, name| {
+        let step = if *name == "deadline" {
+            transition(&s, Input::DeadlinePassed, at(1), &d())
+        } else {
+            transition(&s, Input::Message(&input(name)), at(1), &d())
+        };
+        assert!(step.applied, "{name} in {} was not applied", s.state);
+        step.saga
+    })
+}
+
+/// A saga in each state, reached the usual way.
+fn in_each_state() -> Vec<(&'static str, Saga)> {
+    let s = started();
+    vec![
+        ("RESERVING", s.clone()),
+        ("AUTHORIZING", after(&s, &["inventory.reserved"])),
+        (
+            "RELEASING",
+            after(&s, &["inventory.reserved", "payment.declined"]),
+        ),
+        (
+            "CONFIRMED",
+            after(&s, &["inventory.reserved", "payment.authorized"]),
+        ),
+        ("CANCELLED", after(&s, &["inventory.rejected"])),
+    ]
+}
+
+fn types(commands: &[Message]) -> Vec<&'static str> {
+    commands.iter().map(|c| c.message_type().as_str()).collect()
+}
+
+#[test]
+fn every_state_and_input_pair_does_what_the_table_says() {
+    // (state, input) -> (next state, messages sent). Pairs not listed are no-ops.
+    let table: BTreeMap<(&str, &str), (&str, Vec<&str>)> = [
+        (
+            ("RESERVING", "inventory.reserved"),
+            ("AUTHORIZING", vec!["payment.authorize"]),
+        ),
+        (
+            ("RESERVING", "inventory.rejected"),
+            ("CANCELLED", vec!["order.cancelled"]),
+        ),
+        (
+            ("RESERVING", "deadline"),
+            ("RELEASING", vec!["inventory.release"]),
+        ),
+        (
+            ("AUTHORIZING", "payment.authorized"),
+            ("CONFIRMED", vec!["order.confirmed"]),
+        ),
+        (
+            ("AUTHORIZING", "payment.declined"),
+            ("RELEASING", vec!["inventory.release"]),
+        ),
+        (
+            ("AUTHORIZING", "inventory.released/expired"),
+            ("CANCELLED", vec!["payment.refund", "order.cancelled"]),
+        ),
+        (
+            ("AUTHORIZING", "deadline"),
+            ("RELEASING", vec!["payment.refund", "inventory.release"]),
+        ),
+        (
+            ("RELEASING", "inventory.released/compensation"),
+            ("CANCELLED", vec!["order.cancelled"]),
+        ),
+        (
+            ("RELEASING", "inventory.released/expired"),
+            ("CANCELLED", vec!["order.cancelled"]),
+        ),
+        (
+            ("RELEASING", "deadline"),
+            ("RELEASING", vec!["inventory.release"]),
+        ),
+        (
+            ("RELEASING", "payment.authorized"),
+            ("RELEASING", vec!["payment.refund"]),
+        ),
+    ]
+    .into_iter()
+    .collect();
+
+    let mut checked = 0;
+    for (state_name, saga) in in_each_state() {
+        assert_eq!(saga.state.as_str(), state_name);
+        let mut all: Vec<(&str, Option<Message>)> =
+            inputs().into_iter().map(|(n, m)| (n, Some(m))).collect();
+        all.push(("deadline", None));
+        for (name, message) in &all {
+            let input = match message {
+                Some(m) => Input::Message(m),
+                None => Input::DeadlinePassed,
+            };
+            let step = transition(&saga, input, at(5), &d());
+            match table.get(&(state_name, *name)) {
+                Some((to, sent)) => {
+                    assert!(step.applied, "{state_name} × {name}: not applied");
+                    assert_eq!(step.saga.state.as_str(), *to, "{state_name} × {name}");
+                    assert_eq!(types(&step.commands), *sent, "{state_name} × {name}");
+                }
+                None => {
+                    assert!(
+                        !step.applied,
+                        "{state_name} × {name}: applied ({})",
+                        step.note
+                    );
+                    assert_eq!(step.saga, saga, "{state_name} × {name} changed the saga");
+                    assert!(
+                        step.commands.is_empty(),
+                        "{state_name} × {name} sent messages"
+                    );
+                    assert!(step.note.contains("ignored") || step.note.contains("already"));
+                }
+            }
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, 5 * 15);
+}
+
+#[test]
+fn starting_reserves_every_line_with_a_deadline() {
+    let Message::OrderCreated(created) = input("order.created") else {
+        unreachable!()
+    };
+    let step = start(&created, order().0, at(0), &d());
+    assert_eq!(step.saga.state, SagaState::Reserving);
+    assert_eq!(step.saga.deadline_at, Some(at(10)));
+    let [Message::InventoryReserve(reserve)] = step.commands.as_slice() else {
+        panic!(
+            "expected one inventory.reserve, got {:?}",
+            types(&step.commands)
+        );
+    };
+    assert_eq!(reserve.items, created.items);
+}
+
+#[test]
+fn the_payment_request_carries_the_catalog_total_and_the_token() {
+    let saga = after(&started(), &["inventory.reserved"]);
+    assert_eq!(saga.deadline_at, Some(at(21)));
+    let step = transition(
+        &started(),
+        Input::Message(&input("inventory.reserved")),
+        at(1),
+        &d(),
+    );
+    let [Message::PaymentAuthorize(auth)] = step.commands.as_slice() else {
+        panic!("expected payment.authorize");
+    };
+    assert_eq!(auth.amount.amount_minor, 5000);
+    assert_eq!(auth.payment_token, "tok_visa");
+    assert_eq!(auth.customer_id.as_str(), "c-1");
+}
+
+#[test]
+fn a_declined_payment_cancels_with_its_reason_once_stock_is_back() {
+    let saga = after(
+        &started(),
+        &[
+            "inventory.reserved",
+            "payment.declined",
+            "inventory.released/compensation",
+        ],
+    );
+    assert_eq!(saga.state, SagaState::Cancelled);
+    assert_eq!(saga.cancel_reason, Some(CancelReason::PaymentDeclined));
+    assert_eq!(
+        saga.cancel_detail.as_deref(),
+        Some("payment declined: CARD_DECLINED")
+    );
+    assert!(
+        !saga.refund_requested,
+        "nothing was charged, nothing to refund"
+    );
+}
+
+#[test]
+fn a_payment_timeout_voids_the_payment_and_a_late_authorization_is_not_refunded_twice() {
+    let saga = after(
+        &started(),
+        &[
+            "inventory.reserved",
+            "deadline",
+            "inventory.released/compensation",
+        ],
+    );
+    assert_eq!(saga.state, SagaState::Cancelled);
+    assert_eq!(saga.cancel_reason, Some(CancelReason::Timeout));
+    assert!(saga.refund_requested);
+    let late = transition(
+        &saga,
+        Input::Message(&input("payment.authorized")),
+        at(9),
+        &d(),
+    );
+    assert!(!late.applied && late.commands.is_empty(), "{}", late.note);
+}
+
+#[test]
+fn a_late_authorization_after_a_decline_is_refunded_once() {
+    let saga = after(
+        &started(),
+        &[
+            "inventory.reserved",
+            "payment.declined",
+            "inventory.released/compensation",
+        ],
+    );
+    let step = transition(
+        &saga,
+        Input::Message(&input("payment.authorized")),
+        at(9),
+        &d(),
+    );
+    assert_eq!(types(&step.commands), ["payment.refund"]);
+    assert_eq!(step.saga.state, SagaState::Cancelled);
+    let again = transition(
+        &step.saga,
+        Input::Message(&input("payment.authorized")),
+        at(9),
+        &d(),
+    );
+    assert!(again.commands.is_empty());
+}
+
+#[test]
+fn states_parse_from_their_names_in_any_case() {
+    for state in SagaState::ALL {
+        assert_eq!(state.as_str().parse::<SagaState>(), Ok(state));
+        assert_eq!(
+            state.as_str().to_lowercase().parse::<SagaState>(),
+            Ok(state)
+        );
+    }
+    assert!("DONE".parse::<SagaState>().is_err());
+}
+
+/// Checks what must hold of any saga, whatever arrived.
+fn check_invariants(s: &Saga) -> Result<(), String> {
+    let fail = |what: &str| Err(format!("{what}: {s:?}"));
+    match s.state {
+        SagaState::Confirmed => {
+            if s.payment_id.is_none() || s.total.is_none() || s.lines.is_empty() {
+                return fail("confirmed without payment, total or lines");
+            }
+            if s.cancel_reason.is_some() || s.refund_requested {
+                return fail("confirmed but cancelling or refunding");
+            }
+        }
+        SagaState::Cancelled | SagaState::Releasing if s.cancel_reason.is_none() => {
+            return fail("cancelling without a reason");
+        }
+        SagaState::Authorizing if s.total.is_none() || !s.payment_requested => {
+            return fail("authorizing without a total or a payment request");
+        }
+        _ => {}
+    }
+    if s.state.is_terminal() != s.deadline_at.is_none() {
+        return fail("deadline set on a finished saga or missing on a running one");
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2000))]
+
+    /// Any sequence of messages (duplicated, reordered, late) and deadlines keeps the saga valid,
+    /// finishes at most once, and never leaves a charge without a confirmed order or a refund.
+    #[test]
+    fn no_message_sequence_breaks_the_saga(picks in proptest::collection::vec(0usize..15, 0..40)) {
+        let pool = inputs();
+        let mut saga = started();
+        let mut sent: Vec<&'static str> = vec!["inventory.reserve"];
+        let mut charged = false;
+        for (i, pick) in picks.iter().enumerate() {
+            let message = pool.get(*pick).map(|(_, m)| m.clone());
+            let input = match &message {
+                Some(m) => Input::Message(m),
+                None => Input::DeadlinePassed,
+            };
+            let now = at(i as i64);
+            let step = transition(&saga, input, now, &d());
+            if saga.state.is_terminal() {
+                prop_assert_eq!(step.saga.state, saga.state, "a finished saga moved");
+            }
+            if !step.applied {
+                prop_assert_eq!(&step.saga, &saga);
+                prop_assert!(step.commands.is_empty());
+            }
+            if matches!(message, Some(Message::PaymentAuthorized(_))) && saga.payment_requested {
+                charged = true;
+            }
+            prop_assert!(check_invariants(&step.saga).is_ok(), "{:?}", check_invariants(&step.saga));
+            for c in &step.commands {
+                prop_assert_eq!(c.order_id(), order());
+                sent.push(c.message_type().as_str());
+            }
+            saga = step.saga;
+        }
+        let count = |t: &str| sent.iter().filter(|s| **s == t).count();
+        prop_assert!(count("order.confirmed") + count("order.cancelled") <= 1, "finished twice: {:?}", sent);
+        prop_assert!(count("payment.authorize") <= 1, "charged twice: {:?}", sent);
+        prop_assert!(count("payment.refund") <= 1, "refunded twice: {:?}", sent);
+        prop_assert_eq!(count("order.confirmed") == 1, saga.state == SagaState::Confirmed);
+        prop_assert_eq!(count("order.cancelled") == 1, saga.state == SagaState::Cancelled);
+        if charged {
+            prop_assert!(
+                saga.state == SagaState::Confirmed || count("payment.refund") == 1,
+                "charged without a confirmed order or a refund: {:?} {:?}", saga.state, sent
+            );
+        }
+        if count("payment.refund") == 1 {
+            prop_assert!(saga.state != SagaState::Confirmed, "refunded a confirmed order");
+        }
+    }
+}

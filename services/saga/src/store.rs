@@ -1,0 +1,252 @@
+//! Sagas and their step history in PostgreSQL. Each saga is locked (`FOR UPDATE`) while an input
+//! is applied, so two inputs for one order never race.
+
+use chrono::{DateTime, Utc};
+use oms_contracts::OrderId;
+use serde::Serialize;
+use sqlx::{PgConnection, PgExecutor, Row};
+use uuid::Uuid;
+
+use crate::machine::{Saga, SagaState, Step};
+
+fn decode(data: serde_json::Value) -> Result<Saga, sqlx::Error> {
+    serde_json::from_value(data).map_err(|e| sqlx::Error::Decode(Box::new(e)))
+}
+
+fn encode(saga: &Saga) -> Result<serde_json::Value, sqlx::Error> {
+    serde_json::to_value(saga).map_err(|e| sqlx::Error::Encode(Box::new(e)))
+}
+
+/// Loads and locks the saga of `order`, if there is one.
+pub async fn lock(conn: &mut PgConnection, order: OrderId) -> Result<Option<Saga>, sqlx::Error> {
+    let row = sqlx::query("SELECT data FROM sagas WHERE order_id = $1 FOR UPDATE")
+        .bind(order.0)
+        .fetch_optional(conn)
+        .await?;
+    row.map(|r| decode(r.get("data"))).transpose()
+}
+
+/// Locks up to `limit` running sagas whose deadline has passed, skipping any another worker
+/// holds.
+pub async fn lock_due(conn: &mut PgConnection, limit: i64) -> Result<Vec<Saga>, sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT data FROM sagas WHERE deadline_at <= now() \
+         ORDER BY deadline_at LIMIT $1 FOR UPDATE SKIP LOCKED",
+    )
+    .bind(limit)
+    .fetch_all(conn)
+    .await?;
+    rows.into_iter().map(|r| decode(r.get("data"))).collect()
+}
+
+/// Stores the saga after `step` (inserting it when `before` is none) and the step itself.
+pub async fn record(
+    conn: &mut PgConnection,
+    before: Option<&Saga>,
+    step: &Step,
+    input: &str,
+    cause_event_id: Option<Uuid>,
+) -> Result<(), sqlx::Error> {
+    let saga = &step.saga;
+    if before.is_none() {
+        sqlx::query(
+            "INSERT INTO sagas (order_id, state, customer_id, deadline_at, data) \
+             VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(saga.order_id.0)
+        .bind(saga.state.as_str())
+        .bind(saga.customer_id.as_str())
+        .bind(saga.deadline_at)
+        .bind(encode(saga)?)
+        .execute(&mut *conn)
+        .await?;
+    } else if step.applied {
+        sqlx::query(
+            "UPDATE sagas SET state = $2, deadline_at = $3, data = $4, updated_at = now() \
+             WHERE order_id = $1",
+        )
+        .bind(saga.order_id.0)
+        .bind(saga.state.as_str())
+        .bind(saga.deadline_at)
+        .bind(encode(saga)?)
+        .execute(&mut *conn)
+        .await?;
+    }
+    let sent: Vec<&str> = step
+        .commands
+        .iter()
+        .map(|c| c.message_type().as_str())
+        .collect();
+    sqlx::query(
+        "INSERT INTO saga_steps (order_id, from_state, to_state, input, cause_event_id, applied, note, sent) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+    )
+    .bind(saga.order_id.0)
+    .bind(before.map(|b| b.state.as_str()))
+    .bind(saga.state.as_str())
+    .bind(input)
+    .bind(cause_event_id)
+    .bind(step.applied)
+    .bind(&step.note)
+    .bind(&sent)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// A saga as the API shows it.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SagaView {
+    /// The saga, without its payment token.
+    #[serde(flatten)]
+    pub saga: serde_json::Value,
+    /// Past its deadline and still running.
+    pub stuck: bool,
+    /// Created.
+    pub created_at: DateTime<Utc>,
+    /// Last changed.
+    pub updated_at: DateTime<Utc>,
+    /// The step history, oldest first (only on the detail endpoint).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub steps: Option<Vec<StepView>>,
+}
+
+/// One entry of a saga's history.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StepView {
+    /// State before (none for the first step).
+    pub from: Option<String>,
+    /// State after.
+    pub to: String,
+    /// What arrived: a message type or `deadline`.
+    pub input: String,
+    /// The message that caused it.
+    pub cause_event_id: Option<Uuid>,
+    /// Whether it changed anything.
+    pub applied: bool,
+    /// Why.
+    pub note: String,
+    /// Message types sent.
+    pub sent: Vec<String>,
+    /// When.
+    pub at: DateTime<Utc>,
+}
+
+fn view(row: &sqlx::postgres::PgRow) -> SagaView {
+    let mut saga: serde_json::Value = row.get("data");
+    if let Some(obj) = saga.as_object_mut() {
+        obj.remove("paymentToken");
+    }
+    SagaView {
+        saga,
+        stuck: row.get("stuck"),
+        created_at: row.get("created_at"),
+        updated_at: row.get("updated_at"),
+        steps: None,
+    }
+}
+
+const VIEW_COLUMNS: &str =
+    "order_id, data, created_at, updated_at, COALESCE(deadline_at < now(), false) AS stuck";
+
+/// One saga with its history.
+pub async fn find(conn: &mut PgConnection, order: Uuid) -> Result<Option<SagaView>, sqlx::Error> {
+    let Some(row) = sqlx::query(&format!(
+        "SELECT {VIEW_COLUMNS} FROM sagas WHERE order_id = $1"
+    ))
+    .bind(order)
+    .fetch_optional(&mut *conn)
+    .await?
+    else {
+        return Ok(None);
+    };
+    let mut saga = view(&row);
+    let steps = sqlx::query(
+        "SELECT from_state, to_state, input, cause_event_id, applied, note, sent, at \
+         FROM saga_steps WHERE order_id = $1 ORDER BY id",
+    )
+    .bind(order)
+    .fetch_all(conn)
+    .await?;
+    saga.steps = Some(
+        steps
+            .iter()
+            .map(|r| StepView {
+                from: r.get("from_state"),
+                to: r.get("to_state"),
+                input: r.get("input"),
+                cause_event_id: r.get("cause_event_id"),
+                applied: r.get("applied"),
+                note: r.get("note"),
+                sent: r.get("sent"),
+                at: r.get("at"),
+            })
+            .collect(),
+    );
+    Ok(Some(saga))
+}
+
+/// What to list.
+#[derive(Debug, Default)]
+pub struct ListFilter {
+    /// Only sagas in this state.
+    pub state: Option<SagaState>,
+    /// Only running sagas past their deadline.
+    pub stuck: bool,
+    /// Only sagas created before this one (paging).
+    pub before: Option<Uuid>,
+    /// At most this many.
+    pub limit: i64,
+}
+
+/// Sagas, newest first.
+pub async fn list(
+    db: impl PgExecutor<'_>,
+    filter: &ListFilter,
+) -> Result<Vec<SagaView>, sqlx::Error> {
+    let rows = sqlx::query(&format!(
+        "SELECT {VIEW_COLUMNS} FROM sagas \
+         WHERE ($1::text IS NULL OR state = $1) \
+           AND (NOT $2 OR deadline_at < now()) \
+           AND ($3::uuid IS NULL OR (created_at, order_id) < \
+                (SELECT created_at, order_id FROM sagas WHERE order_id = $3)) \
+         ORDER BY created_at DESC, order_id DESC LIMIT $4"
+    ))
+    .bind(filter.state.map(SagaState::as_str))
+    .bind(filter.stuck)
+    .bind(filter.before)
+    .bind(filter.limit)
+    .fetch_all(db)
+    .await?;
+    Ok(rows.iter().map(view).collect())
+}
+
+/// Saga counts by state, and how many running sagas are past their deadline.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Summary {
+    /// Count per state (every state present, zero included).
+    pub by_state: std::collections::BTreeMap<String, i64>,
+    /// Running sagas past their deadline.
+    pub stuck: i64,
+}
+
+/// Counts for dashboards.
+pub async fn summary(conn: &mut PgConnection) -> Result<Summary, sqlx::Error> {
+    let mut by_state: std::collections::BTreeMap<String, i64> = SagaState::ALL
+        .iter()
+        .map(|s| (s.as_str().to_owned(), 0))
+        .collect();
+    for row in sqlx::query("SELECT state, count(*) AS n FROM sagas GROUP BY state")
+        .fetch_all(&mut *conn)
+        .await?
+    {
+        by_state.insert(row.get("state"), row.get("n"));
+    }
+    let stuck: i64 = sqlx::query_scalar("SELECT count(*) FROM sagas WHERE deadline_at < now()")
+        .fetch_one(conn)
+        .await?;
+    Ok(Summary { by_state, stuck })
+}
