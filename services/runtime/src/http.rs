@@ -116,6 +116,39 @@ impl<S: Send + Sync, T: serde::de::DeserializeOwned + Send> FromRequestParts<S> 
     }
 }
 
+/// `Json<T>` whose rejection is our JSON error body: 400 for malformed or mistyped JSON (the
+/// reason under `errors.body`), 413 for a body over the limit, 415 without a JSON content type.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ApiJson<T>(pub T);
+
+impl<S: Send + Sync, T: serde::de::DeserializeOwned> axum::extract::FromRequest<S> for ApiJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, Self::Rejection> {
+        use axum::extract::rejection::JsonRejection;
+        match Json::<T>::from_request(req, state).await {
+            Ok(Json(v)) => Ok(ApiJson(v)),
+            Err(JsonRejection::BytesRejection(e))
+                if e.status() == StatusCode::PAYLOAD_TOO_LARGE =>
+            {
+                Err(ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "Request body too large",
+                ))
+            }
+            Err(JsonRejection::MissingJsonContentType(_)) => Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "Expected Content-Type: application/json",
+            )),
+            Err(e) => {
+                let mut errors = BTreeMap::new();
+                errors.insert("body".to_owned(), e.body_text());
+                Err(ApiError::validation(errors))
+            }
+        }
+    }
+}
+
 /// The answer to a path no route matches: 404 in the JSON error body.
 pub async fn no_such_route() -> ApiError {
     ApiError::not_found("No such endpoint")

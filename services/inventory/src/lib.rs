@@ -1,0 +1,353 @@
+//! The inventory service: owns the catalog (products, prices, stock) and the reservations.
+//!
+//! # Layout
+//! - [`stock`]: products and reservations in PostgreSQL.
+//! - this module: the consumer of `inventory.reserve` / `inventory.release` commands and of
+//!   `order.confirmed` (which sells the held stock), the reservation expiry sweeper, the HTTP API
+//!   (`GET /products`, `GET /products/{id}`, `PUT /products/{id}/stock`,
+//!   `GET /reservations/{orderId}`) and [`run`].
+//!
+//! Reserve is all-or-nothing across lines and never oversells; release and commit are idempotent;
+//! a reservation that outlives its TTL is given back and reported as `inventory.released`
+//! with reason `EXPIRED`.
+
+pub mod stock;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::routing::{get, put};
+use axum::{Json, Router};
+use oms_contracts::messages::{ReleaseReason, StockRejected, StockReleased, StockReserved};
+use oms_contracts::{topics, Envelope, Message};
+use oms_runtime::config::{parse_duration, RuntimeConfig, Topics};
+use oms_runtime::http::{ApiError, ApiJson, ApiPath};
+use oms_runtime::service::RuntimeError;
+use oms_runtime::{outbox, Handler, HandlerContext, HandlerError, Runtime};
+use serde::Deserialize;
+use sqlx::PgPool;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use stock::{Reservation, Status, StockError};
+
+/// The service's name (logs, message source, database `oms_inventory`).
+pub const SERVICE: &str = "inventory";
+
+/// Inventory settings.
+#[derive(Debug, Clone, clap::Parser)]
+#[command(name = "oms-inventory", version, about = "OMS inventory service")]
+pub struct Config {
+    /// Shared runtime settings.
+    #[command(flatten)]
+    pub runtime: RuntimeConfig,
+
+    /// Address the HTTP API listens on.
+    #[arg(long, env = "OMS_INVENTORY_LISTEN", default_value = "127.0.0.1:8083")]
+    pub listen: String,
+
+    /// How long a reservation holds stock unless its order is confirmed. Keep it longer than the
+    /// saga's reserve and payment timeouts together.
+    #[arg(long, env = "OMS_INVENTORY_RESERVATION_TTL", default_value = "15m", value_parser = parse_duration)]
+    pub reservation_ttl: Duration,
+
+    /// How often expired reservations are looked for.
+    #[arg(long, env = "OMS_INVENTORY_EXPIRY_INTERVAL", default_value = "1s", value_parser = parse_duration)]
+    pub expiry_interval: Duration,
+}
+
+/// Runs the service until `shutdown`.
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> Result<(), RuntimeError> {
+    let mut runtime = Runtime::start(
+        SERVICE,
+        config.runtime.clone(),
+        Some(sqlx::migrate!("./migrations")),
+        shutdown,
+        |_| {},
+    )
+    .await?;
+    runtime.consume(
+        "oms-inventory",
+        &[topics::INVENTORY_COMMANDS, topics::ORDER_EVENTS],
+        InventoryHandler {
+            ttl: config.reservation_ttl,
+        },
+    )?;
+    let expiry = Expiry {
+        pool: runtime.pool().clone(),
+        topics: runtime.topics(),
+        interval: config.expiry_interval,
+    };
+    let token = runtime.shutdown().clone();
+    runtime.spawn("reservation expiry", expiry.run(token));
+    let api = router(runtime.pool().clone());
+    runtime.serve(listener, api).await
+}
+
+impl From<StockError> for HandlerError {
+    fn from(e: StockError) -> Self {
+        match e {
+            StockError::Db(e) => HandlerError::Database(e),
+            StockError::Invalid(reason) => HandlerError::Rejected(reason),
+        }
+    }
+}
+
+fn outcome_message(order_id: oms_contracts::OrderId, outcome: Reservation) -> Message {
+    match outcome {
+        Reservation::Reserved {
+            lines,
+            total,
+            expires_at,
+        } => StockReserved {
+            order_id,
+            lines,
+            total,
+            expires_at,
+        }
+        .into(),
+        Reservation::Rejected {
+            reason,
+            product_ids,
+        } => StockRejected {
+            order_id,
+            reason,
+            product_ids,
+        }
+        .into(),
+    }
+}
+
+struct InventoryHandler {
+    ttl: Duration,
+}
+
+impl Handler for InventoryHandler {
+    async fn handle(
+        &self,
+        ctx: &mut HandlerContext,
+        envelope: &Envelope,
+    ) -> Result<(), HandlerError> {
+        match &envelope.message {
+            Message::InventoryReserve(cmd) => {
+                match stock::lock_reservation(ctx.tx(), cmd.order_id).await? {
+                    // Asked again: answer as before, change nothing.
+                    Some(stored) => match stored.outcome {
+                        Some(outcome) => {
+                            ctx.emit(outcome_message(cmd.order_id, outcome)).await?;
+                        }
+                        None => tracing::info!(
+                            order_id = %cmd.order_id,
+                            status = stored.status.as_str(),
+                            "reservation requested again after it ended; ignored"
+                        ),
+                    },
+                    None => {
+                        let outcome = stock::reserve(
+                            ctx.tx(),
+                            cmd.order_id,
+                            envelope.correlation_id,
+                            &cmd.items,
+                            self.ttl,
+                        )
+                        .await?;
+                        ctx.emit(outcome_message(cmd.order_id, outcome)).await?;
+                    }
+                }
+            }
+            Message::InventoryRelease(cmd) => {
+                match stock::lock_reservation(ctx.tx(), cmd.order_id).await? {
+                    Some(stored) if stored.status == Status::Reserved => {
+                        stock::give_back(ctx.tx(), cmd.order_id, &stored.lines, Status::Released)
+                            .await?;
+                    }
+                    Some(stored) if stored.status == Status::Committed => {
+                        return Err(HandlerError::Rejected(format!(
+                            "order {} is confirmed; its sold stock cannot be released",
+                            cmd.order_id
+                        )));
+                    }
+                    Some(_) => {}
+                    None => {
+                        stock::tombstone(ctx.tx(), cmd.order_id, envelope.correlation_id).await?
+                    }
+                }
+                // Released (now or before): say so, so the saga can finish.
+                ctx.emit(StockReleased {
+                    order_id: cmd.order_id,
+                    reason: ReleaseReason::Compensation,
+                })
+                .await?;
+            }
+            Message::OrderConfirmed(event) => {
+                match stock::lock_reservation(ctx.tx(), event.order_id).await? {
+                    Some(stored) if stored.status == Status::Reserved => {
+                        stock::commit(ctx.tx(), event.order_id, &stored.lines).await?;
+                    }
+                    Some(stored) if stored.status == Status::Committed => {}
+                    Some(stored) if matches!(stored.status, Status::Expired | Status::Released) => {
+                        if !stock::commit_lapsed(ctx.tx(), event.order_id, &event.lines).await? {
+                            return Err(HandlerError::Rejected(format!(
+                                "order {} was confirmed after its reservation {} and the stock is gone",
+                                event.order_id,
+                                stored.status.as_str().to_lowercase()
+                            )));
+                        }
+                        tracing::warn!(order_id = %event.order_id, "order confirmed after its reservation lapsed; stock taken again");
+                    }
+                    _ => {
+                        return Err(HandlerError::Rejected(format!(
+                            "order {} was confirmed without a reservation",
+                            event.order_id
+                        )))
+                    }
+                }
+            }
+            // Other order events and other services' messages are not ours.
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+/// Gives back reservations that outlived their TTL, one per transaction.
+struct Expiry {
+    pool: PgPool,
+    topics: Topics,
+    interval: Duration,
+}
+
+impl Expiry {
+    async fn run(self, shutdown: CancellationToken) -> Result<(), String> {
+        let mut failing = false;
+        loop {
+            let pause = match self.expire_one().await {
+                Ok(found) => {
+                    if failing {
+                        tracing::info!("reservation expiry recovered");
+                        failing = false;
+                    }
+                    if found {
+                        Duration::ZERO
+                    } else {
+                        self.interval
+                    }
+                }
+                Err(e) => {
+                    if !failing {
+                        tracing::warn!(error = %e, "reservation expiry failed; retrying");
+                        failing = true;
+                    }
+                    self.interval.max(Duration::from_secs(1))
+                }
+            };
+            tokio::select! {
+                _ = shutdown.cancelled() => return Ok(()),
+                _ = tokio::time::sleep(pause) => {}
+            }
+        }
+    }
+
+    async fn expire_one(&self) -> Result<bool, StockError> {
+        let mut tx = self.pool.begin().await?;
+        let Some((order_id, correlation_id, lines)) = stock::lock_one_expired(&mut tx).await?
+        else {
+            return Ok(false);
+        };
+        stock::give_back(&mut tx, order_id, &lines, Status::Expired).await?;
+        let envelope = Envelope::new(
+            StockReleased {
+                order_id,
+                reason: ReleaseReason::Expired,
+            },
+            SERVICE,
+            correlation_id,
+        );
+        outbox::enqueue(
+            &mut *tx,
+            &self.topics.name(envelope.topic()),
+            &envelope.key(),
+            &envelope,
+        )
+        .await
+        .map_err(sqlx::Error::from)?;
+        tx.commit().await?;
+        tracing::info!(%order_id, "reservation expired; stock given back");
+        Ok(true)
+    }
+}
+
+/// The HTTP API.
+pub fn router(pool: PgPool) -> Router {
+    Router::new()
+        .route("/products", get(list_products))
+        .route("/products/{id}", get(get_product))
+        .route("/products/{id}/stock", put(set_stock))
+        .route("/reservations/{order_id}", get(get_reservation))
+        .with_state(pool)
+}
+
+async fn list_products(
+    State(pool): State<PgPool>,
+) -> Result<Json<Vec<stock::ProductView>>, ApiError> {
+    let mut conn = pool.acquire().await?;
+    Ok(Json(stock::products(&mut conn).await?))
+}
+
+async fn get_product(
+    State(pool): State<PgPool>,
+    ApiPath(id): ApiPath<String>,
+) -> Result<Json<stock::ProductView>, ApiError> {
+    let mut conn = pool.acquire().await?;
+    stock::product(&mut conn, &id)
+        .await?
+        .map(Json)
+        .ok_or_else(|| ApiError::not_found(format!("No product {id:?}")))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SetStock {
+    available: i64,
+}
+
+/// Largest stock an operator may set for one product.
+const MAX_STOCK: i64 = 1_000_000;
+
+async fn set_stock(
+    State(pool): State<PgPool>,
+    ApiPath(id): ApiPath<String>,
+    ApiJson(body): ApiJson<SetStock>,
+) -> Result<Json<stock::ProductView>, ApiError> {
+    if !(0..=MAX_STOCK).contains(&body.available) {
+        let mut errors = BTreeMap::new();
+        errors.insert(
+            "available".to_owned(),
+            format!("must be between 0 and {MAX_STOCK}"),
+        );
+        return Err(ApiError::validation(errors));
+    }
+    let mut conn = pool.acquire().await?;
+    let view = stock::set_available(&mut conn, &id, body.available as i32)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("No product {id:?}")))?;
+    tracing::info!(product_id = %id, available = body.available, "stock set");
+    Ok(Json(view))
+}
+
+async fn get_reservation(
+    State(pool): State<PgPool>,
+    ApiPath(order_id): ApiPath<Uuid>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let mut conn = pool.acquire().await?;
+    stock::reservation_view(&mut conn, order_id)
+        .await?
+        .map(Json)
+        .ok_or_else(|| ApiError::not_found(format!("No reservation for order {order_id}")))
+}

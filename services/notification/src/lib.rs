@@ -1,0 +1,155 @@
+//! The notification service: records one notification per order outcome (confirmed, or
+//! cancelled with its reason), idempotently, and lists them (`GET /notifications?orderId=`).
+//! Sending e-mail or SMS would hang off the same table; the OMS only records.
+
+use std::collections::BTreeMap;
+
+use axum::extract::State;
+use axum::routing::get;
+use axum::{Json, Router};
+use chrono::{DateTime, Utc};
+use oms_contracts::{topics, Envelope, Message};
+use oms_runtime::config::RuntimeConfig;
+use oms_runtime::http::{ApiError, ApiQuery};
+use oms_runtime::service::RuntimeError;
+use oms_runtime::{Handler, HandlerContext, HandlerError, Runtime};
+use serde::Deserialize;
+use sqlx::{PgPool, Row};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+/// The service's name (logs, database `oms_notification`).
+pub const SERVICE: &str = "notification";
+
+/// Notification settings.
+#[derive(Debug, Clone, clap::Parser)]
+#[command(name = "oms-notification", version, about = "OMS notification service")]
+pub struct Config {
+    /// Shared runtime settings.
+    #[command(flatten)]
+    pub runtime: RuntimeConfig,
+
+    /// Address the HTTP API listens on.
+    #[arg(
+        long,
+        env = "OMS_NOTIFICATION_LISTEN",
+        default_value = "127.0.0.1:8084"
+    )]
+    pub listen: String,
+}
+
+/// Runs the service until `shutdown`.
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> Result<(), RuntimeError> {
+    let mut runtime = Runtime::start(
+        SERVICE,
+        config.runtime.clone(),
+        Some(sqlx::migrate!("./migrations")),
+        shutdown,
+        |_| {},
+    )
+    .await?;
+    runtime.consume("oms-notification", &[topics::ORDER_EVENTS], Notifier)?;
+    let api = Router::new()
+        .route("/notifications", get(list_notifications))
+        .with_state(runtime.pool().clone());
+    runtime.serve(listener, api).await
+}
+
+struct Notifier;
+
+impl Handler for Notifier {
+    async fn handle(
+        &self,
+        ctx: &mut HandlerContext,
+        envelope: &Envelope,
+    ) -> Result<(), HandlerError> {
+        let (order_id, kind, reason, text) = match &envelope.message {
+            Message::OrderConfirmed(m) => (
+                m.order_id,
+                "ORDER_CONFIRMED",
+                None,
+                format!(
+                    "Your order {} is confirmed. Total: {}.",
+                    m.order_id, m.total
+                ),
+            ),
+            Message::OrderCancelled(m) => {
+                let reason = serde_json::to_value(m.reason)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_owned))
+                    .unwrap_or_default();
+                let why = m.detail.clone().unwrap_or_else(|| reason.clone());
+                (
+                    m.order_id,
+                    "ORDER_CANCELLED",
+                    Some(reason),
+                    format!("Your order {} was cancelled: {why}.", m.order_id),
+                )
+            }
+            _ => return Ok(()),
+        };
+        let inserted = sqlx::query(
+            "INSERT INTO notifications (order_id, kind, reason, message, cause_event_id) \
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (order_id, kind) DO NOTHING",
+        )
+        .bind(order_id.0)
+        .bind(kind)
+        .bind(reason)
+        .bind(&text)
+        .bind(envelope.event_id)
+        .execute(ctx.tx())
+        .await?
+        .rows_affected();
+        if inserted == 1 {
+            tracing::info!(%order_id, kind, "notification recorded");
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct ListQuery {
+    order_id: Option<Uuid>,
+    limit: Option<i64>,
+}
+
+async fn list_notifications(
+    State(pool): State<PgPool>,
+    ApiQuery(q): ApiQuery<ListQuery>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let limit = q.limit.unwrap_or(100);
+    if !(1..=1000).contains(&limit) {
+        let mut errors = BTreeMap::new();
+        errors.insert("limit".to_owned(), "must be between 1 and 1000".to_owned());
+        return Err(ApiError::validation(errors));
+    }
+    let rows = sqlx::query(
+        "SELECT id, order_id, kind, reason, message, cause_event_id, created_at FROM notifications \
+         WHERE ($1::uuid IS NULL OR order_id = $1) ORDER BY id DESC LIMIT $2",
+    )
+    .bind(q.order_id)
+    .bind(limit)
+    .fetch_all(&pool)
+    .await?;
+    let items: Vec<serde_json::Value> = rows
+        .iter()
+        .map(|r| {
+            serde_json::json!({
+                "id": r.get::<i64, _>("id"),
+                "orderId": r.get::<Uuid, _>("order_id"),
+                "kind": r.get::<String, _>("kind"),
+                "reason": r.get::<Option<String>, _>("reason"),
+                "message": r.get::<String, _>("message"),
+                "causeEventId": r.get::<Uuid, _>("cause_event_id"),
+                "createdAt": r.get::<DateTime<Utc>, _>("created_at"),
+            })
+        })
+        .collect();
+    Ok(Json(serde_json::json!({ "items": items })))
+}

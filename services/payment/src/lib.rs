@@ -1,0 +1,403 @@
+//! The payment service: authorizes order totals through a (simulated) gateway, refunds or voids
+//! them for compensation.
+//!
+//! # Layout
+//! - [`gateway`]: the gateway trait and the simulated, token-deterministic gateway with knobs.
+//! - this module: the consumer of `payment.authorize` / `payment.refund`, the HTTP API
+//!   (`GET /payments`, `GET /payments/{orderId}`, `GET|PUT /gateway/faults`) and [`run`].
+//!
+//! Authorize is idempotent per order: the order id is the payment's key, so a redelivered or
+//! replayed command answers with the recorded outcome and never charges twice. A refund of an
+//! order with no payment yet voids it: a row says so, and a later authorization is not charged.
+
+pub mod gateway;
+
+use std::collections::BTreeMap;
+
+use axum::extract::State;
+use axum::routing::get;
+use axum::{Json, Router};
+use chrono::{DateTime, Utc};
+use oms_contracts::messages::{
+    CancelReason, DeclineReason, PaymentAuthorized, PaymentDeclined, PaymentRefunded, RefundOutcome,
+};
+use oms_contracts::{topics, Currency, Envelope, Message, Money, OrderId};
+use oms_runtime::config::RuntimeConfig;
+use oms_runtime::http::{ApiError, ApiJson, ApiPath, ApiQuery};
+use oms_runtime::service::RuntimeError;
+use oms_runtime::{Handler, HandlerContext, HandlerError, Runtime};
+use serde::Deserialize;
+use sqlx::{PgConnection, PgPool, Row};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use gateway::{AuthorizeRequest, Decision, Gateway, Knobs, Simulated};
+
+/// The service's name (logs, message source, database `oms_payment`).
+pub const SERVICE: &str = "payment";
+
+/// Payment settings.
+#[derive(Debug, Clone, clap::Parser)]
+#[command(name = "oms-payment", version, about = "OMS payment service")]
+pub struct Config {
+    /// Shared runtime settings.
+    #[command(flatten)]
+    pub runtime: RuntimeConfig,
+
+    /// Address the HTTP API listens on.
+    #[arg(long, env = "OMS_PAYMENT_LISTEN", default_value = "127.0.0.1:8082")]
+    pub listen: String,
+}
+
+/// Runs the service until `shutdown`.
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> Result<(), RuntimeError> {
+    let mut runtime = Runtime::start(
+        SERVICE,
+        config.runtime.clone(),
+        Some(sqlx::migrate!("./migrations")),
+        shutdown,
+        |_| {},
+    )
+    .await?;
+    let gateway = Simulated::default();
+    runtime.consume(
+        "oms-payment",
+        &[topics::PAYMENT_COMMANDS],
+        PaymentHandler {
+            gateway: gateway.clone(),
+        },
+    )?;
+    let api = router(AppState {
+        pool: runtime.pool().clone(),
+        gateway,
+    });
+    runtime.serve(listener, api).await
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Status {
+    Authorized,
+    Declined,
+    Refunded,
+    Voided,
+}
+
+impl Status {
+    fn as_str(self) -> &'static str {
+        match self {
+            Status::Authorized => "AUTHORIZED",
+            Status::Declined => "DECLINED",
+            Status::Refunded => "REFUNDED",
+            Status::Voided => "VOIDED",
+        }
+    }
+}
+
+struct Payment {
+    payment_id: Uuid,
+    status: Status,
+    amount: Money,
+    decline_reason: Option<DeclineReason>,
+}
+
+fn enum_name<T: serde::Serialize>(value: &T) -> String {
+    serde_json::to_value(value)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default()
+}
+
+async fn lock_payment(
+    conn: &mut PgConnection,
+    order: OrderId,
+) -> Result<Option<Payment>, sqlx::Error> {
+    let Some(row) = sqlx::query(
+        "SELECT payment_id, status, amount_minor, currency, decline_reason FROM payments \
+         WHERE order_id = $1 FOR UPDATE",
+    )
+    .bind(order.0)
+    .fetch_optional(conn)
+    .await?
+    else {
+        return Ok(None);
+    };
+    let bad = |what: String| sqlx::Error::Decode(what.into());
+    let status = match row.get::<&str, _>("status") {
+        "AUTHORIZED" => Status::Authorized,
+        "DECLINED" => Status::Declined,
+        "REFUNDED" => Status::Refunded,
+        "VOIDED" => Status::Voided,
+        other => return Err(bad(format!("unknown payment status {other:?}"))),
+    };
+    let currency = Currency::try_from(row.get::<&str, _>("currency")).map_err(|e| bad(e.0))?;
+    let amount = Money::new(row.get("amount_minor"), currency).map_err(|e| bad(e.0))?;
+    let decline_reason = row
+        .get::<Option<String>, _>("decline_reason")
+        .and_then(|r| serde_json::from_value(serde_json::Value::String(r)).ok());
+    Ok(Some(Payment {
+        payment_id: row.get("payment_id"),
+        status,
+        amount,
+        decline_reason,
+    }))
+}
+
+struct PaymentHandler<G> {
+    gateway: G,
+}
+
+impl<G: Gateway> Handler for PaymentHandler<G> {
+    async fn handle(
+        &self,
+        ctx: &mut HandlerContext,
+        envelope: &Envelope,
+    ) -> Result<(), HandlerError> {
+        match &envelope.message {
+            Message::PaymentAuthorize(cmd) => {
+                if let Some(existing) = lock_payment(ctx.tx(), cmd.order_id).await? {
+                    // Asked again: the recorded outcome, never a second charge.
+                    let answer: Option<Message> = match existing.status {
+                        Status::Authorized => Some(
+                            PaymentAuthorized {
+                                order_id: cmd.order_id,
+                                payment_id: existing.payment_id,
+                                amount: existing.amount,
+                            }
+                            .into(),
+                        ),
+                        Status::Declined => Some(
+                            PaymentDeclined {
+                                order_id: cmd.order_id,
+                                reason: existing
+                                    .decline_reason
+                                    .unwrap_or(DeclineReason::CardDeclined),
+                            }
+                            .into(),
+                        ),
+                        Status::Refunded | Status::Voided => None,
+                    };
+                    match answer {
+                        Some(m) => {
+                            ctx.emit(m).await?;
+                        }
+                        None => tracing::info!(
+                            order_id = %cmd.order_id,
+                            status = existing.status.as_str(),
+                            "authorization requested after the payment was undone; not charged"
+                        ),
+                    }
+                    return Ok(());
+                }
+                let decision = self
+                    .gateway
+                    .authorize(&AuthorizeRequest {
+                        amount: cmd.amount,
+                        token: cmd.payment_token.clone(),
+                    })
+                    .await
+                    .map_err(|e| HandlerError::Retry(e.to_string()))?;
+                let payment_id = Uuid::now_v7();
+                let (status, reason) = match decision {
+                    Decision::Approved => (Status::Authorized, None),
+                    Decision::Declined(r) => (Status::Declined, Some(r)),
+                };
+                sqlx::query(
+                    "INSERT INTO payments (order_id, payment_id, status, amount_minor, currency, \
+                     customer_id, payment_token, decline_reason) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                )
+                .bind(cmd.order_id.0)
+                .bind(payment_id)
+                .bind(status.as_str())
+                .bind(cmd.amount.amount_minor)
+                .bind(cmd.amount.currency.as_str())
+                .bind(cmd.customer_id.as_str())
+                .bind(&cmd.payment_token)
+                .bind(reason.as_ref().map(enum_name))
+                .execute(ctx.tx())
+                .await?;
+                match reason {
+                    None => {
+                        ctx.emit(PaymentAuthorized {
+                            order_id: cmd.order_id,
+                            payment_id,
+                            amount: cmd.amount,
+                        })
+                        .await?;
+                    }
+                    Some(reason) => {
+                        ctx.emit(PaymentDeclined {
+                            order_id: cmd.order_id,
+                            reason,
+                        })
+                        .await?;
+                    }
+                }
+            }
+            Message::PaymentRefund(cmd) => {
+                let (outcome, amount) = match lock_payment(ctx.tx(), cmd.order_id).await? {
+                    Some(p) if p.status == Status::Authorized => {
+                        set_refunded(ctx.tx(), cmd.order_id, Status::Refunded, cmd.reason).await?;
+                        (RefundOutcome::Refunded, Some(p.amount))
+                    }
+                    Some(p) if p.status == Status::Refunded => {
+                        (RefundOutcome::Refunded, Some(p.amount))
+                    }
+                    Some(p) if p.status == Status::Voided => (RefundOutcome::Voided, None),
+                    Some(_) => (RefundOutcome::NothingToRefund, None),
+                    None => {
+                        sqlx::query(
+                            "INSERT INTO payments (order_id, payment_id, status, amount_minor, currency, refund_reason) \
+                             VALUES ($1, $2, 'VOIDED', 0, 'EUR', $3)",
+                        )
+                        .bind(cmd.order_id.0)
+                        .bind(Uuid::now_v7())
+                        .bind(enum_name(&cmd.reason))
+                        .execute(ctx.tx())
+                        .await?;
+                        (RefundOutcome::Voided, None)
+                    }
+                };
+                ctx.emit(PaymentRefunded {
+                    order_id: cmd.order_id,
+                    outcome,
+                    amount,
+                })
+                .await?;
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+async fn set_refunded(
+    conn: &mut PgConnection,
+    order: OrderId,
+    to: Status,
+    reason: CancelReason,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE payments SET status = $2, refund_reason = $3, updated_at = now() WHERE order_id = $1",
+    )
+    .bind(order.0)
+    .bind(to.as_str())
+    .bind(enum_name(&reason))
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+#[derive(Clone)]
+struct AppState {
+    pool: PgPool,
+    gateway: Simulated,
+}
+
+fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/payments", get(list_payments))
+        .route("/payments/{order_id}", get(get_payment))
+        .route("/gateway/faults", get(get_faults).put(set_faults))
+        .with_state(state)
+}
+
+const PAYMENT_COLUMNS: &str = "order_id, payment_id, status, amount_minor, currency, customer_id, \
+     decline_reason, refund_reason, created_at, updated_at";
+
+fn payment_view(r: &sqlx::postgres::PgRow) -> serde_json::Value {
+    serde_json::json!({
+        "orderId": r.get::<Uuid, _>("order_id"),
+        "paymentId": r.get::<Uuid, _>("payment_id"),
+        "status": r.get::<String, _>("status"),
+        "amount": {"amountMinor": r.get::<i64, _>("amount_minor"), "currency": r.get::<String, _>("currency")},
+        "customerId": r.get::<Option<String>, _>("customer_id"),
+        "declineReason": r.get::<Option<String>, _>("decline_reason"),
+        "refundReason": r.get::<Option<String>, _>("refund_reason"),
+        "createdAt": r.get::<DateTime<Utc>, _>("created_at"),
+        "updatedAt": r.get::<DateTime<Utc>, _>("updated_at"),
+    })
+}
+
+async fn get_payment(
+    State(state): State<AppState>,
+    ApiPath(order_id): ApiPath<Uuid>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let row = sqlx::query(&format!(
+        "SELECT {PAYMENT_COLUMNS} FROM payments WHERE order_id = $1"
+    ))
+    .bind(order_id)
+    .fetch_optional(&state.pool)
+    .await?;
+    row.as_ref()
+        .map(|r| Json(payment_view(r)))
+        .ok_or_else(|| ApiError::not_found(format!("No payment for order {order_id}")))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListQuery {
+    status: Option<String>,
+    limit: Option<i64>,
+}
+
+async fn list_payments(
+    State(state): State<AppState>,
+    ApiQuery(q): ApiQuery<ListQuery>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let mut errors = BTreeMap::new();
+    let status = q.status.map(|s| s.to_ascii_uppercase());
+    if let Some(s) = &status {
+        if !["AUTHORIZED", "DECLINED", "REFUNDED", "VOIDED"].contains(&s.as_str()) {
+            errors.insert(
+                "status".to_owned(),
+                "expected AUTHORIZED, DECLINED, REFUNDED or VOIDED".to_owned(),
+            );
+        }
+    }
+    let limit = q.limit.unwrap_or(100);
+    if !(1..=10_000).contains(&limit) {
+        errors.insert("limit".to_owned(), "must be between 1 and 10000".to_owned());
+    }
+    if !errors.is_empty() {
+        return Err(ApiError::validation(errors));
+    }
+    let rows = sqlx::query(&format!(
+        "SELECT {PAYMENT_COLUMNS} FROM payments WHERE ($1::text IS NULL OR status = $1) \
+         ORDER BY created_at DESC LIMIT $2"
+    ))
+    .bind(status)
+    .bind(limit)
+    .fetch_all(&state.pool)
+    .await?;
+    Ok(Json(
+        serde_json::json!({ "items": rows.iter().map(payment_view).collect::<Vec<_>>() }),
+    ))
+}
+
+async fn get_faults(State(state): State<AppState>) -> Json<Knobs> {
+    Json(state.gateway.knobs())
+}
+
+/// Replaces the gateway's fault knobs (fields left out are zero).
+async fn set_faults(
+    State(state): State<AppState>,
+    ApiJson(knobs): ApiJson<Knobs>,
+) -> Result<Json<Knobs>, ApiError> {
+    let problems = knobs.problems();
+    if !problems.is_empty() {
+        return Err(ApiError::validation(
+            problems
+                .into_iter()
+                .map(|(f, r)| (f.to_owned(), r))
+                .collect(),
+        ));
+    }
+    state.gateway.set_knobs(knobs);
+    tracing::warn!(?knobs, "gateway fault knobs changed");
+    Ok(Json(knobs))
+}
