@@ -4,6 +4,8 @@
 //! Every test gets its own database and its own topics, so tests run in parallel without seeing
 //! each other. Tests that stop the broker start a private one with [`TestBroker`].
 
+pub mod stack;
+
 use std::future::Future;
 use std::net::TcpListener;
 use std::path::PathBuf;
@@ -369,4 +371,98 @@ impl Drop for CuttableProxy {
         self.cut();
         self.accept.abort();
     }
+}
+
+/// Waits until consumer group `group` has committed offsets at the end of every partition of
+/// `topics`: everything on them was handled.
+pub async fn wait_caught_up(
+    brokers: &str,
+    group: &str,
+    topics: &[String],
+    within: Duration,
+) -> anyhow::Result<()> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .create()?;
+    let group = group.to_owned();
+    let topics = topics.to_vec();
+    let consumer = std::sync::Arc::new(consumer);
+    eventually(within, &format!("group {group} to catch up"), || {
+        let consumer = std::sync::Arc::clone(&consumer);
+        let topics = topics.clone();
+        async move {
+            tokio::task::spawn_blocking(move || -> anyhow::Result<Option<()>> {
+                let timeout = Duration::from_secs(5);
+                let mut tpl = rdkafka::TopicPartitionList::new();
+                let mut ends = Vec::new();
+                for topic in &topics {
+                    let meta = consumer.fetch_metadata(Some(topic), timeout)?;
+                    for t in meta.topics() {
+                        for p in t.partitions() {
+                            let (_, high) = consumer.fetch_watermarks(topic, p.id(), timeout)?;
+                            tpl.add_partition(topic, p.id());
+                            ends.push((topic.clone(), p.id(), high));
+                        }
+                    }
+                }
+                let committed = consumer.committed_offsets(tpl, timeout)?;
+                let behind = ends.iter().any(|(topic, partition, high)| {
+                    let at = committed
+                        .find_partition(topic, *partition)
+                        .and_then(|e| e.offset().to_raw())
+                        .unwrap_or(-1);
+                    *high > 0 && at < *high
+                });
+                Ok((!behind).then_some(()))
+            })
+            .await?
+        }
+    })
+    .await
+}
+
+/// Messages currently on `topic` (sum over partitions of high minus low watermark).
+pub fn topic_size(brokers: &str, topic: &str) -> anyhow::Result<usize> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()?;
+    let timeout = Duration::from_secs(10);
+    let meta = consumer.fetch_metadata(Some(topic), timeout)?;
+    let mut total = 0i64;
+    for t in meta.topics() {
+        for p in t.partitions() {
+            let (low, high) = consumer.fetch_watermarks(topic, p.id(), timeout)?;
+            total += high - low;
+        }
+    }
+    Ok(usize::try_from(total).unwrap_or(0))
+}
+
+/// Produces a message exactly as it was received (key, value and headers, absent parts absent).
+pub async fn produce_again(
+    producer: &FutureProducer,
+    topic: &str,
+    message: &Received,
+) -> anyhow::Result<()> {
+    let mut hs = rdkafka::message::OwnedHeaders::new();
+    for (k, v) in &message.headers {
+        hs = hs.insert(rdkafka::message::Header {
+            key: k,
+            value: v.as_deref(),
+        });
+    }
+    let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(topic).headers(hs);
+    if let Some(key) = &message.key {
+        record = record.key(key.as_slice());
+    }
+    if let Some(payload) = &message.payload {
+        record = record.payload(payload.as_slice());
+    }
+    producer
+        .send(record, Duration::from_secs(10))
+        .await
+        .map(|_| ())
+        .map_err(|(e, _)| anyhow::anyhow!("producing to {topic}: {e}"))
 }

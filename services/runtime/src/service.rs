@@ -115,7 +115,8 @@ impl Runtime {
         Topics::new(&self.config.topic_prefix)
     }
 
-    /// Starts an idempotent consumer of contract topics `topics` (the prefix is added) in group `group` running `handler`.
+    /// Starts an idempotent consumer of contract topics `topics` (the prefix is added to them and
+    /// to the group) in group `group` running `handler`.
     pub fn consume<H: Handler>(
         &mut self,
         group: &str,
@@ -125,7 +126,9 @@ impl Runtime {
         let names = self.topics();
         let topics: Vec<String> = topics.iter().map(|t| names.name(t)).collect();
         let topics: Vec<&str> = topics.iter().map(String::as_str).collect();
-        let mut config = ConsumerConfig::new(&self.name, group, &topics, &self.config.brokers);
+        // Groups carry the prefix too: two environments sharing a cluster never share a group.
+        let group = names.name(group);
+        let mut config = ConsumerConfig::new(&self.name, &group, &topics, &self.config.brokers);
         config.topic_names = names;
         config.max_attempts = self.config.consumer_max_attempts.max(1);
         let consumer =

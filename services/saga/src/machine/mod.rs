@@ -126,8 +126,7 @@ pub struct Saga {
     pub state: SagaState,
     /// Who pays.
     pub customer_id: CustomerId,
-    /// Payment method token.
-    #[serde(skip_serializing)]
+    /// Payment method token (stored; the API leaves it out).
     pub payment_token: String,
     /// Lines as ordered.
     pub items: Vec<OrderLine>,

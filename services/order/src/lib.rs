@@ -1,0 +1,464 @@
+//! The order service: accepts orders and follows each to `CONFIRMED` or `CANCELLED`.
+//!
+//! # Layout
+//! - [`validate`]: the rules of `POST /orders` bodies.
+//! - this module: the HTTP API (`POST /orders` with `Idempotency-Key`, `GET /orders/{id}`,
+//!   `GET /orders`), the consumer of the saga's outcome events, and [`run`].
+//!
+//! An accepted order and its `order.created` commit in one transaction (the outbox). A rejected
+//! request changes nothing.
+
+pub mod validate;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use chrono::{DateTime, Utc};
+use oms_contracts::messages::OrderCreated;
+use oms_contracts::{topics, Envelope, Message, OrderId};
+use oms_runtime::config::{RuntimeConfig, Topics};
+use oms_runtime::http::{ApiError, ApiPath, ApiQuery};
+use oms_runtime::service::RuntimeError;
+use oms_runtime::{outbox, Handler, HandlerContext, HandlerError, Runtime};
+use serde::Deserialize;
+use sqlx::{PgPool, Row};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use validate::{NewOrder, Rules};
+
+/// The service's name (logs, message source, database `oms_order`).
+pub const SERVICE: &str = "order";
+
+/// The header that makes `POST /orders` safe to retry.
+pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
+
+/// Order service settings.
+#[derive(Debug, Clone, clap::Parser)]
+#[command(name = "oms-order", version, about = "OMS order service")]
+pub struct Config {
+    /// Shared runtime settings.
+    #[command(flatten)]
+    pub runtime: RuntimeConfig,
+
+    /// Address the HTTP API listens on.
+    #[arg(long, env = "OMS_ORDER_LISTEN", default_value = "127.0.0.1:8081")]
+    pub listen: String,
+
+    /// Most lines in one order.
+    #[arg(long, env = "OMS_ORDER_MAX_LINES", default_value_t = 50)]
+    pub max_lines: usize,
+
+    /// Most units of one product in one order.
+    #[arg(long, env = "OMS_ORDER_MAX_QUANTITY", default_value_t = 1000)]
+    pub max_quantity: u32,
+
+    /// Largest accepted request body, in bytes.
+    #[arg(long, env = "OMS_ORDER_MAX_BODY", default_value_t = 64 * 1024)]
+    pub max_body_bytes: usize,
+
+    /// How long an `Idempotency-Key` is remembered.
+    #[arg(long, env = "OMS_ORDER_IDEMPOTENCY_RETENTION", default_value = "24h",
+          value_parser = oms_runtime::config::parse_duration)]
+    pub idempotency_retention: Duration,
+}
+
+/// Runs the service until `shutdown`.
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> Result<(), RuntimeError> {
+    let mut runtime = Runtime::start(
+        SERVICE,
+        config.runtime.clone(),
+        Some(sqlx::migrate!("./migrations")),
+        shutdown,
+        |_| {},
+    )
+    .await?;
+    runtime.consume("oms-order", &[topics::ORDER_EVENTS], OutcomeHandler)?;
+    let pool = runtime.pool().clone();
+    let retention = config.idempotency_retention;
+    let token = runtime.shutdown().clone();
+    runtime.spawn(
+        "idempotency key pruning",
+        prune_idempotency_keys(pool, retention, token),
+    );
+    let state = AppState {
+        pool: runtime.pool().clone(),
+        topics: runtime.topics(),
+        rules: Arc::new(Rules {
+            max_lines: config.max_lines,
+            max_quantity: config.max_quantity,
+            ..Rules::default()
+        }),
+    };
+    runtime
+        .serve(listener, router(state, config.max_body_bytes))
+        .await
+}
+
+async fn prune_idempotency_keys(
+    pool: PgPool,
+    retention: Duration,
+    shutdown: CancellationToken,
+) -> Result<(), String> {
+    loop {
+        let secs = retention.as_secs_f64();
+        match sqlx::query(
+            "DELETE FROM idempotency_keys WHERE created_at < now() - make_interval(secs => $1)",
+        )
+        .bind(secs)
+        .execute(&pool)
+        .await
+        {
+            Ok(done) if done.rows_affected() > 0 => {
+                tracing::info!(pruned = done.rows_affected(), "idempotency keys pruned")
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "idempotency key pruning failed"),
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            _ = tokio::time::sleep(Duration::from_secs(600)) => {}
+        }
+    }
+}
+
+/// Records the saga's outcome on the order.
+struct OutcomeHandler;
+
+impl Handler for OutcomeHandler {
+    async fn handle(
+        &self,
+        ctx: &mut HandlerContext,
+        envelope: &Envelope,
+    ) -> Result<(), HandlerError> {
+        let (order_id, status, updated) = match &envelope.message {
+            Message::OrderConfirmed(m) => {
+                let lines = serde_json::to_value(&m.lines)
+                    .map_err(|e| HandlerError::Rejected(e.to_string()))?;
+                let done = sqlx::query(
+                    "UPDATE orders SET status = 'CONFIRMED', lines = $2, total_minor = $3, currency = $4, \
+                     payment_id = $5, updated_at = now(), completed_at = now() \
+                     WHERE id = $1 AND status = 'PENDING'",
+                )
+                .bind(m.order_id.0)
+                .bind(lines)
+                .bind(m.total.amount_minor)
+                .bind(m.total.currency.as_str())
+                .bind(m.payment_id)
+                .execute(ctx.tx())
+                .await?;
+                (m.order_id, "CONFIRMED", done.rows_affected())
+            }
+            Message::OrderCancelled(m) => {
+                let reason = serde_json::to_value(m.reason)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_owned));
+                let done = sqlx::query(
+                    "UPDATE orders SET status = 'CANCELLED', cancel_reason = $2, cancel_detail = $3, \
+                     updated_at = now(), completed_at = now() WHERE id = $1 AND status = 'PENDING'",
+                )
+                .bind(m.order_id.0)
+                .bind(reason)
+                .bind(&m.detail)
+                .execute(ctx.tx())
+                .await?;
+                (m.order_id, "CANCELLED", done.rows_affected())
+            }
+            _ => return Ok(()),
+        };
+        if updated == 1 {
+            tracing::info!(%order_id, status, "order finished");
+            return Ok(());
+        }
+        let current: Option<String> = sqlx::query_scalar("SELECT status FROM orders WHERE id = $1")
+            .bind(order_id.0)
+            .fetch_optional(ctx.tx())
+            .await?;
+        match current {
+            None => Err(HandlerError::Rejected(format!("no order {order_id}"))),
+            Some(s) if s == status => Ok(()),
+            Some(s) => {
+                tracing::error!(%order_id, current = %s, outcome = status, "conflicting outcome for a finished order; kept the first");
+                Ok(())
+            }
+        }
+    }
+}
+
+#[derive(Clone)]
+struct AppState {
+    pool: PgPool,
+    topics: Topics,
+    rules: Arc<Rules>,
+}
+
+fn router(state: AppState, max_body: usize) -> Router {
+    Router::new()
+        .route("/orders", get(list_orders).post(create_order))
+        .route("/orders/{id}", get(get_order))
+        .layer(DefaultBodyLimit::max(max_body))
+        .with_state(state)
+}
+
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    let Some(value) = headers.get(IDEMPOTENCY_KEY) else {
+        return Ok(None);
+    };
+    match value.to_str() {
+        Ok(key) if (1..=255).contains(&key.len()) && key.bytes().all(|b| b.is_ascii_graphic()) => {
+            Ok(Some(key.to_owned()))
+        }
+        _ => {
+            let mut errors = BTreeMap::new();
+            errors.insert(
+                "Idempotency-Key".to_owned(),
+                "must be 1 to 255 visible ASCII characters".to_owned(),
+            );
+            Err(ApiError::validation(errors))
+        }
+    }
+}
+
+#[tracing::instrument(skip_all)]
+async fn create_order(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+) -> Result<Response, ApiError> {
+    let body = body.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "Request body too large")
+        } else {
+            ApiError::bad_request(e.body_text())
+        }
+    })?;
+    if let Some(ct) = headers.get(header::CONTENT_TYPE) {
+        let json = ct
+            .to_str()
+            .map(|s| s.to_ascii_lowercase().contains("json"))
+            .unwrap_or(false);
+        if !json {
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "Expected Content-Type: application/json",
+            ));
+        }
+    }
+    let key = idempotency_key(&headers)?;
+    let order = validate::parse_order(&body, &state.rules).map_err(ApiError::validation)?;
+    let request = serde_json::to_value(&order).map_err(|e| ApiError::internal(&e))?;
+
+    let order_id = OrderId::new();
+    let now = Utc::now();
+    let response = serde_json::json!({
+        "orderId": order_id,
+        "status": "PENDING",
+        "customerId": order.customer_id,
+        "items": order.items,
+        "createdAt": now,
+    });
+
+    let mut tx = state.pool.begin().await?;
+    if let Some(key) = &key {
+        // A second request with this key waits here until the first commits, then finds its row.
+        let claimed = sqlx::query(
+            "INSERT INTO idempotency_keys (key, request, order_id, response) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (key) DO NOTHING",
+        )
+        .bind(key)
+        .bind(&request)
+        .bind(order_id.0)
+        .bind(&response)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if claimed == 0 {
+            tx.rollback().await?;
+            return replay(&state.pool, key, &request).await;
+        }
+    }
+    insert_order(&mut tx, &state.topics, order_id, &order, now).await?;
+    tx.commit().await?;
+    tracing::info!(%order_id, customer_id = %order.customer_id, lines = order.items.len(), "order accepted");
+    Ok((StatusCode::CREATED, location(order_id), Json(response)).into_response())
+}
+
+fn location(order_id: OrderId) -> [(header::HeaderName, HeaderValue); 1] {
+    let value = HeaderValue::from_str(&format!("/orders/{order_id}"))
+        .unwrap_or_else(|_| HeaderValue::from_static("/orders"));
+    [(header::LOCATION, value)]
+}
+
+async fn insert_order(
+    tx: &mut sqlx::PgConnection,
+    topics: &Topics,
+    order_id: OrderId,
+    order: &NewOrder,
+    now: DateTime<Utc>,
+) -> Result<(), ApiError> {
+    sqlx::query(
+        "INSERT INTO orders (id, customer_id, status, items, payment_token, created_at, updated_at) \
+         VALUES ($1, $2, 'PENDING', $3, $4, $5, $5)",
+    )
+    .bind(order_id.0)
+    .bind(order.customer_id.as_str())
+    .bind(serde_json::to_value(&order.items).map_err(|e| ApiError::internal(&e))?)
+    .bind(&order.payment_token)
+    .bind(now)
+    .execute(&mut *tx)
+    .await?;
+    let created = OrderCreated {
+        order_id,
+        customer_id: order.customer_id.clone(),
+        items: order.items.clone(),
+        payment_token: order.payment_token.clone(),
+    };
+    // The order's journey is correlated by its id.
+    let envelope = Envelope::new(created, SERVICE, order_id.0);
+    outbox::enqueue(
+        &mut *tx,
+        &topics.name(envelope.topic()),
+        &envelope.key(),
+        &envelope,
+    )
+    .await
+    .map_err(|e| ApiError::from(sqlx::Error::from(e)))?;
+    Ok(())
+}
+
+/// The answer to a key seen before: the first response for the same request, 409 otherwise.
+async fn replay(
+    pool: &PgPool,
+    key: &str,
+    request: &serde_json::Value,
+) -> Result<Response, ApiError> {
+    let row = sqlx::query("SELECT request, response FROM idempotency_keys WHERE key = $1")
+        .bind(key)
+        .fetch_optional(pool)
+        .await?
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::CONFLICT,
+                "Idempotency-Key is being used by a request that did not finish; retry",
+            )
+        })?;
+    let first: serde_json::Value = row.get("request");
+    if first != *request {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "Idempotency-Key was already used with a different request",
+        ));
+    }
+    let response: serde_json::Value = row.get("response");
+    Ok((
+        StatusCode::OK,
+        [(
+            header::HeaderName::from_static("idempotent-replayed"),
+            HeaderValue::from_static("true"),
+        )],
+        Json(response),
+    )
+        .into_response())
+}
+
+const ORDER_COLUMNS: &str =
+    "id, customer_id, status, items, lines, total_minor, currency, payment_id, \
+     cancel_reason, cancel_detail, created_at, updated_at, completed_at";
+
+fn order_view(r: &sqlx::postgres::PgRow) -> serde_json::Value {
+    let total_minor: Option<i64> = r.get("total_minor");
+    let currency: Option<String> = r.get("currency");
+    serde_json::json!({
+        "orderId": r.get::<Uuid, _>("id"),
+        "customerId": r.get::<String, _>("customer_id"),
+        "status": r.get::<String, _>("status"),
+        "items": r.get::<serde_json::Value, _>("items"),
+        "lines": r.get::<Option<serde_json::Value>, _>("lines"),
+        "total": total_minor.zip(currency).map(|(a, c)| serde_json::json!({"amountMinor": a, "currency": c})),
+        "paymentId": r.get::<Option<Uuid>, _>("payment_id"),
+        "cancelReason": r.get::<Option<String>, _>("cancel_reason"),
+        "cancelDetail": r.get::<Option<String>, _>("cancel_detail"),
+        "createdAt": r.get::<DateTime<Utc>, _>("created_at"),
+        "updatedAt": r.get::<DateTime<Utc>, _>("updated_at"),
+        "completedAt": r.get::<Option<DateTime<Utc>>, _>("completed_at"),
+    })
+}
+
+async fn get_order(
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<Uuid>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let row = sqlx::query(&format!("SELECT {ORDER_COLUMNS} FROM orders WHERE id = $1"))
+        .bind(id)
+        .fetch_optional(&state.pool)
+        .await?;
+    row.as_ref()
+        .map(|r| Json(order_view(r)))
+        .ok_or_else(|| ApiError::not_found(format!("No order {id}")))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct ListQuery {
+    status: Option<String>,
+    customer_id: Option<String>,
+    limit: Option<i64>,
+    cursor: Option<Uuid>,
+}
+
+async fn list_orders(
+    State(state): State<AppState>,
+    ApiQuery(q): ApiQuery<ListQuery>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let mut errors = BTreeMap::new();
+    let status = q.status.map(|s| s.to_ascii_uppercase());
+    if let Some(s) = &status {
+        if !["PENDING", "CONFIRMED", "CANCELLED"].contains(&s.as_str()) {
+            errors.insert(
+                "status".to_owned(),
+                "expected PENDING, CONFIRMED or CANCELLED".to_owned(),
+            );
+        }
+    }
+    let limit = q.limit.unwrap_or(50);
+    if !(1..=1000).contains(&limit) {
+        errors.insert("limit".to_owned(), "must be between 1 and 1000".to_owned());
+    }
+    if !errors.is_empty() {
+        return Err(ApiError::validation(errors));
+    }
+    let mut rows = sqlx::query(&format!(
+        "SELECT {ORDER_COLUMNS} FROM orders \
+         WHERE ($1::text IS NULL OR status = $1) AND ($2::text IS NULL OR customer_id = $2) \
+           AND ($3::uuid IS NULL OR id < $3) \
+         ORDER BY id DESC LIMIT $4"
+    ))
+    .bind(status)
+    .bind(q.customer_id)
+    .bind(q.cursor)
+    .bind(limit + 1)
+    .fetch_all(&state.pool)
+    .await?;
+    let next = if rows.len() as i64 > limit {
+        rows.truncate(limit as usize);
+        rows.last().map(|r| r.get::<Uuid, _>("id"))
+    } else {
+        None
+    };
+    let items: Vec<serde_json::Value> = rows.iter().map(order_view).collect();
+    Ok(Json(
+        serde_json::json!({ "items": items, "nextCursor": next }),
+    ))
+}

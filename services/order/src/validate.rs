@@ -1,0 +1,431 @@
+//! Validation of `POST /orders` bodies: every problem found, one reason per field, before any
+//! state changes. Pure, so every rule is unit-tested.
+
+use std::collections::{BTreeMap, HashSet};
+
+use oms_contracts::{CustomerId, OrderLine, ProductId};
+use serde::Serialize;
+use serde_json::Value;
+
+/// Limits and defaults of an order request.
+#[derive(Debug, Clone)]
+pub struct Rules {
+    /// Most lines in one order.
+    pub max_lines: usize,
+    /// Most units of one product in one order.
+    pub max_quantity: u32,
+    /// Customer when the request names none.
+    pub default_customer: String,
+    /// Payment token when the request names none.
+    pub default_payment_token: String,
+}
+
+impl Default for Rules {
+    fn default() -> Self {
+        Self {
+            max_lines: 50,
+            max_quantity: 1000,
+            default_customer: "guest".into(),
+            default_payment_token: "tok_visa".into(),
+        }
+    }
+}
+
+/// A valid order request, defaults applied. Its JSON is the canonical form compared for
+/// `Idempotency-Key` reuse.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NewOrder {
+    /// Who orders.
+    pub customer_id: CustomerId,
+    /// What, in request order.
+    pub items: Vec<OrderLine>,
+    /// How they pay.
+    pub payment_token: String,
+}
+
+/// Per-field reasons.
+pub type FieldErrors = BTreeMap<String, String>;
+
+fn type_name(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// Parses and validates a request body.
+pub fn parse_order(body: &[u8], rules: &Rules) -> Result<NewOrder, FieldErrors> {
+    let mut errors = FieldErrors::new();
+    let value: Value = match serde_json::from_slice(body) {
+        Ok(v) => v,
+        Err(e) => {
+            errors.insert("body".into(), format!("malformed JSON: {e}"));
+            return Err(errors);
+        }
+    };
+    let Value::Object(fields) = value else {
+        errors.insert(
+            "body".into(),
+            format!("expected a JSON object, got {}", type_name(&value)),
+        );
+        return Err(errors);
+    };
+    for name in fields.keys() {
+        if !matches!(name.as_str(), "customerId" | "items" | "paymentToken") {
+            errors.insert(name.clone(), "unknown field".into());
+        }
+    }
+
+    let customer_id = match fields.get("customerId") {
+        None | Some(Value::Null) => CustomerId::try_from(rules.default_customer.as_str()).ok(),
+        Some(Value::String(s)) => match CustomerId::try_from(s.as_str()) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                errors.insert("customerId".into(), e.0);
+                None
+            }
+        },
+        Some(other) => {
+            errors.insert(
+                "customerId".into(),
+                format!("must be a string, got {}", type_name(other)),
+            );
+            None
+        }
+    };
+
+    let payment_token = match fields.get("paymentToken") {
+        None | Some(Value::Null) => Some(rules.default_payment_token.clone()),
+        Some(Value::String(s))
+            if (1..=64).contains(&s.len())
+                && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') =>
+        {
+            Some(s.clone())
+        }
+        Some(Value::String(_)) => {
+            errors.insert(
+                "paymentToken".into(),
+                "must be 1 to 64 letters, digits or '_' (e.g. tok_visa)".into(),
+            );
+            None
+        }
+        Some(other) => {
+            errors.insert(
+                "paymentToken".into(),
+                format!("must be a string, got {}", type_name(other)),
+            );
+            None
+        }
+    };
+
+    let items = match fields.get("items") {
+        None | Some(Value::Null) => {
+            errors.insert("items".into(), "at least one item is required".into());
+            None
+        }
+        Some(Value::Array(items)) if items.is_empty() => {
+            errors.insert("items".into(), "at least one item is required".into());
+            None
+        }
+        Some(Value::Array(items)) if items.len() > rules.max_lines => {
+            errors.insert(
+                "items".into(),
+                format!(
+                    "at most {} lines per order, got {}",
+                    rules.max_lines,
+                    items.len()
+                ),
+            );
+            None
+        }
+        Some(Value::Array(items)) => parse_lines(items, rules, &mut errors),
+        Some(other) => {
+            errors.insert(
+                "items".into(),
+                format!("must be an array, got {}", type_name(other)),
+            );
+            None
+        }
+    };
+
+    match (customer_id, items, payment_token) {
+        (Some(customer_id), Some(items), Some(payment_token)) if errors.is_empty() => {
+            Ok(NewOrder {
+                customer_id,
+                items,
+                payment_token,
+            })
+        }
+        _ => Err(errors),
+    }
+}
+
+fn parse_lines(items: &[Value], rules: &Rules, errors: &mut FieldErrors) -> Option<Vec<OrderLine>> {
+    let mut lines = Vec::with_capacity(items.len());
+    let mut seen: HashSet<String> = HashSet::new();
+    let before = errors.len();
+    for (i, item) in items.iter().enumerate() {
+        let at = |field: &str| format!("items[{i}].{field}");
+        let Value::Object(item) = item else {
+            errors.insert(
+                format!("items[{i}]"),
+                format!("must be an object, got {}", type_name(item)),
+            );
+            continue;
+        };
+        for name in item.keys() {
+            if !matches!(name.as_str(), "productId" | "quantity") {
+                errors.insert(at(name), "unknown field".into());
+            }
+        }
+        let product = match item.get("productId") {
+            Some(Value::String(s)) => match ProductId::try_from(s.as_str()) {
+                Ok(p) if !seen.insert(p.as_str().to_owned()) => {
+                    errors.insert(
+                        at("productId"),
+                        format!("duplicate line for {p}; put the whole quantity on one line"),
+                    );
+                    None
+                }
+                Ok(p) => Some(p),
+                Err(e) => {
+                    errors.insert(at("productId"), e.0);
+                    None
+                }
+            },
+            None | Some(Value::Null) => {
+                errors.insert(at("productId"), "is required".into());
+                None
+            }
+            Some(other) => {
+                errors.insert(
+                    at("productId"),
+                    format!("must be a string, got {}", type_name(other)),
+                );
+                None
+            }
+        };
+        let quantity = match item.get("quantity") {
+            Some(Value::Number(n)) => match n.as_i64() {
+                Some(q) if q < 1 => {
+                    errors.insert(at("quantity"), "must be at least 1".into());
+                    None
+                }
+                Some(q) if q > i64::from(rules.max_quantity) => {
+                    errors.insert(
+                        at("quantity"),
+                        format!("must be at most {}", rules.max_quantity),
+                    );
+                    None
+                }
+                Some(q) => u32::try_from(q).ok(),
+                None if n.is_u64() => {
+                    errors.insert(
+                        at("quantity"),
+                        format!("must be at most {}", rules.max_quantity),
+                    );
+                    None
+                }
+                None => {
+                    errors.insert(at("quantity"), "must be a whole number".into());
+                    None
+                }
+            },
+            None | Some(Value::Null) => {
+                errors.insert(at("quantity"), "is required".into());
+                None
+            }
+            Some(other) => {
+                errors.insert(
+                    at("quantity"),
+                    format!("must be a whole number, got {}", type_name(other)),
+                );
+                None
+            }
+        };
+        if let (Some(product_id), Some(quantity)) = (product, quantity) {
+            lines.push(OrderLine {
+                product_id,
+                quantity,
+            });
+        }
+    }
+    (errors.len() == before).then_some(lines)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn errors_of(body: &str) -> FieldErrors {
+        match parse_order(body.as_bytes(), &Rules::default()) {
+            Ok(o) => panic!("accepted {body}: {o:?}"),
+            Err(e) => e,
+        }
+    }
+
+    #[test]
+    fn a_minimal_order_gets_the_defaults() {
+        let order = parse_order(
+            br#"{"items": [{"productId": "mouse-01", "quantity": 2}]}"#,
+            &Rules::default(),
+        )
+        .expect("valid");
+        assert_eq!(order.customer_id.as_str(), "guest");
+        assert_eq!(order.payment_token, "tok_visa");
+        assert_eq!(order.items.len(), 1);
+        assert_eq!(order.items[0].quantity, 2);
+    }
+
+    #[test]
+    fn every_rule_names_its_field() {
+        let cases: &[(&str, &str, &str)] = &[
+            ("{", "body", "malformed JSON"),
+            ("[]", "body", "expected a JSON object"),
+            ("{}", "items", "at least one item"),
+            (r#"{"items": []}"#, "items", "at least one item"),
+            (r#"{"items": {}}"#, "items", "must be an array"),
+            (
+                r#"{"items": [{"productId": "mouse-01", "quantity": 0}]}"#,
+                "items[0].quantity",
+                "at least 1",
+            ),
+            (
+                r#"{"items": [{"productId": "mouse-01", "quantity": -3}]}"#,
+                "items[0].quantity",
+                "at least 1",
+            ),
+            (
+                r#"{"items": [{"productId": "mouse-01", "quantity": 1001}]}"#,
+                "items[0].quantity",
+                "at most 1000",
+            ),
+            (
+                r#"{"items": [{"productId": "mouse-01", "quantity": 18446744073709551615}]}"#,
+                "items[0].quantity",
+                "at most",
+            ),
+            (
+                r#"{"items": [{"productId": "mouse-01", "quantity": 1.5}]}"#,
+                "items[0].quantity",
+                "whole number",
+            ),
+            (
+                r#"{"items": [{"productId": "mouse-01", "quantity": "2"}]}"#,
+                "items[0].quantity",
+                "got a string",
+            ),
+            (
+                r#"{"items": [{"productId": "mouse-01"}]}"#,
+                "items[0].quantity",
+                "is required",
+            ),
+            (
+                r#"{"items": [{"quantity": 1}]}"#,
+                "items[0].productId",
+                "is required",
+            ),
+            (
+                r#"{"items": [{"productId": 7, "quantity": 1}]}"#,
+                "items[0].productId",
+                "must be a string",
+            ),
+            (
+                r#"{"items": [{"productId": "Mouse 01", "quantity": 1}]}"#,
+                "items[0].productId",
+                "product id",
+            ),
+            (
+                r#"{"items": [{"productId": "mouse-01", "quantity": 1}, {"productId": "mouse-01", "quantity": 2}]}"#,
+                "items[1].productId",
+                "duplicate",
+            ),
+            (
+                r#"{"items": [{"productId": "mouse-01", "quantity": 1, "price": 1}]}"#,
+                "items[0].price",
+                "unknown field",
+            ),
+            (
+                r#"{"items": ["mouse-01"]}"#,
+                "items[0]",
+                "must be an object",
+            ),
+            (
+                r#"{"items": [{"productId": "mouse-01", "quantity": 1}], "total": 5}"#,
+                "total",
+                "unknown field",
+            ),
+            (
+                r#"{"items": [{"productId": "mouse-01", "quantity": 1}], "customerId": 5}"#,
+                "customerId",
+                "must be a string",
+            ),
+            (
+                r#"{"items": [{"productId": "mouse-01", "quantity": 1}], "customerId": ""}"#,
+                "customerId",
+                "customer",
+            ),
+            (
+                r#"{"items": [{"productId": "mouse-01", "quantity": 1}], "paymentToken": "tok visa"}"#,
+                "paymentToken",
+                "letters",
+            ),
+            (
+                r#"{"items": [{"productId": "mouse-01", "quantity": 1}], "paymentToken": true}"#,
+                "paymentToken",
+                "must be a string",
+            ),
+        ];
+        for (body, field, needle) in cases {
+            let errors = errors_of(body);
+            let reason = errors
+                .get(*field)
+                .unwrap_or_else(|| panic!("{body}: no error for {field}: {errors:?}"));
+            assert!(
+                reason.to_lowercase().contains(&needle.to_lowercase()),
+                "{body}: {field}: {reason:?} lacks {needle:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn too_many_lines_are_refused() {
+        let items: Vec<String> = (0..51)
+            .map(|i| format!(r#"{{"productId": "p-{i}", "quantity": 1}}"#))
+            .collect();
+        let errors = errors_of(&format!(r#"{{"items": [{}]}}"#, items.join(",")));
+        assert!(errors["items"].contains("at most 50"), "{errors:?}");
+    }
+
+    #[test]
+    fn all_problems_are_reported_at_once() {
+        let errors = errors_of(
+            r#"{"items": [{"productId": "mouse-01", "quantity": 0}, {"productId": "", "quantity": 1}], "x": 1}"#,
+        );
+        assert_eq!(errors.len(), 3, "{errors:?}");
+    }
+
+    #[test]
+    fn the_canonical_form_ignores_layout_but_not_content() {
+        let rules = Rules::default();
+        let a = parse_order(
+            br#"{"items":[{"productId":"mouse-01","quantity":2}]}"#,
+            &rules,
+        );
+        let b = parse_order(
+            br#"{ "paymentToken": "tok_visa", "items": [ { "quantity": 2, "productId": "mouse-01" } ] }"#,
+            &rules,
+        );
+        let c = parse_order(
+            br#"{"items":[{"productId":"mouse-01","quantity":3}]}"#,
+            &rules,
+        );
+        assert_eq!(a, b);
+        assert_ne!(a, c);
+    }
+}

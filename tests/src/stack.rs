@@ -1,0 +1,363 @@
+//! The five services in-process, on the real test PostgreSQL and broker, isolated from every other
+//! test by their own databases and a topic (and consumer group) prefix of their own.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use oms_runtime::config::{LogFormat, OutboxWakeup, RuntimeConfig, Topics};
+use oms_runtime::service::RuntimeError;
+use reqwest::StatusCode;
+use serde_json::Value;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::{brokers, database_url, eventually, unique};
+
+/// A service of the saga.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Service {
+    /// `oms-order`.
+    Order,
+    /// `oms-inventory`.
+    Inventory,
+    /// `oms-payment`.
+    Payment,
+    /// `oms-saga`.
+    Saga,
+    /// `oms-notification`.
+    Notification,
+}
+
+impl Service {
+    /// All five.
+    pub const ALL: [Service; 5] = [
+        Service::Order,
+        Service::Inventory,
+        Service::Payment,
+        Service::Saga,
+        Service::Notification,
+    ];
+
+    fn name(self) -> &'static str {
+        match self {
+            Service::Order => "order",
+            Service::Inventory => "inventory",
+            Service::Payment => "payment",
+            Service::Saga => "saga",
+            Service::Notification => "notification",
+        }
+    }
+}
+
+/// Timing of a test stack.
+#[derive(Debug, Clone)]
+pub struct StackOptions {
+    /// Saga: reserve step deadline.
+    pub reserve_timeout: Duration,
+    /// Saga: payment step deadline.
+    pub payment_timeout: Duration,
+    /// Saga: release confirmation deadline.
+    pub release_timeout: Duration,
+    /// Inventory: reservation TTL.
+    pub reservation_ttl: Duration,
+}
+
+impl Default for StackOptions {
+    fn default() -> Self {
+        Self {
+            reserve_timeout: Duration::from_secs(60),
+            payment_timeout: Duration::from_secs(60),
+            release_timeout: Duration::from_secs(30),
+            reservation_ttl: Duration::from_secs(600),
+        }
+    }
+}
+
+struct Running {
+    url: String,
+    token: CancellationToken,
+    handle: JoinHandle<Result<(), RuntimeError>>,
+}
+
+/// The whole saga, running in this process.
+pub struct Stack {
+    /// Topic and consumer-group prefix of this stack.
+    pub prefix: String,
+    db_suffix: String,
+    brokers: String,
+    options: StackOptions,
+    running: BTreeMap<Service, Running>,
+    /// An HTTP client with a timeout.
+    pub http: reqwest::Client,
+}
+
+impl Stack {
+    /// Creates the topics and starts all five services; returns once each is ready.
+    pub async fn start(options: StackOptions) -> anyhow::Result<Self> {
+        let suffix = unique();
+        let prefix = format!("t{suffix}.");
+        let brokers = brokers();
+        oms_runtime::kafka::ensure_topics(
+            &brokers,
+            &Topics::new(&prefix).all_with_dlq(),
+            oms_contracts::topics::PARTITIONS,
+        )
+        .await
+        .context("creating the stack's topics (is scripts/test.sh running the broker?)")?;
+        let mut stack = Self {
+            prefix,
+            db_suffix: suffix,
+            brokers,
+            options,
+            running: BTreeMap::new(),
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(30))
+                .build()?,
+        };
+        for service in Service::ALL {
+            stack.start_service(service).await?;
+        }
+        Ok(stack)
+    }
+
+    /// The stack's topic names.
+    pub fn topics(&self) -> Topics {
+        Topics::new(&self.prefix)
+    }
+
+    /// The broker the stack uses.
+    pub fn brokers(&self) -> &str {
+        &self.brokers
+    }
+
+    fn runtime_config(&self, service: Service) -> RuntimeConfig {
+        RuntimeConfig {
+            database_url: database_url(),
+            database_name: Some(format!("t_{}_{}", service.name(), self.db_suffix)),
+            database_max_connections: 5,
+            brokers: self.brokers.clone(),
+            topic_prefix: self.prefix.clone(),
+            outbox_wakeup: OutboxWakeup::Notify,
+            outbox_retention: Duration::from_secs(3600),
+            outbox_batch_size: 500,
+            outbox_max_backoff: Duration::from_secs(2),
+            consumer_max_attempts: 3,
+            log_format: LogFormat::Text,
+            log_filter: std::env::var("OMS_TEST_LOG").unwrap_or_else(|_| "warn".into()),
+        }
+    }
+
+    /// Starts `service` (again), on a new port, with its database as it was; waits until ready.
+    pub async fn start_service(&mut self, service: Service) -> anyhow::Result<()> {
+        if self.running.contains_key(&service) {
+            return Ok(());
+        }
+        let runtime = self.runtime_config(service);
+        oms_runtime::telemetry::init(runtime.log_format, &runtime.log_filter);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let url = format!("http://{}", listener.local_addr()?);
+        let token = CancellationToken::new();
+        let t = token.clone();
+        let o = &self.options;
+        let handle = match service {
+            Service::Order => tokio::spawn(oms_order::run(
+                oms_order::Config {
+                    runtime,
+                    listen: String::new(),
+                    max_lines: 50,
+                    max_quantity: 1000,
+                    max_body_bytes: 64 * 1024,
+                    idempotency_retention: Duration::from_secs(86_400),
+                },
+                listener,
+                t,
+            )),
+            Service::Inventory => tokio::spawn(oms_inventory::run(
+                oms_inventory::Config {
+                    runtime,
+                    listen: String::new(),
+                    reservation_ttl: o.reservation_ttl,
+                    expiry_interval: Duration::from_millis(200),
+                },
+                listener,
+                t,
+            )),
+            Service::Payment => tokio::spawn(oms_payment::run(
+                oms_payment::Config {
+                    runtime,
+                    listen: String::new(),
+                },
+                listener,
+                t,
+            )),
+            Service::Saga => tokio::spawn(oms_saga::run(
+                oms_saga::Config {
+                    runtime,
+                    listen: String::new(),
+                    reserve_timeout: o.reserve_timeout,
+                    payment_timeout: o.payment_timeout,
+                    release_timeout: o.release_timeout,
+                    sweep_interval: Duration::from_millis(200),
+                },
+                listener,
+                t,
+            )),
+            Service::Notification => tokio::spawn(oms_notification::run(
+                oms_notification::Config {
+                    runtime,
+                    listen: String::new(),
+                },
+                listener,
+                t,
+            )),
+        };
+        self.running.insert(
+            service,
+            Running {
+                url: url.clone(),
+                token,
+                handle,
+            },
+        );
+        let http = self.http.clone();
+        let ready = format!("{url}/health/ready");
+        eventually(
+            Duration::from_secs(60),
+            &format!("{} to be ready", service.name()),
+            || {
+                let http = http.clone();
+                let ready = ready.clone();
+                async move {
+                    Ok(match http.get(&ready).send().await {
+                        Ok(r) if r.status() == StatusCode::OK => Some(()),
+                        _ => None,
+                    })
+                }
+            },
+        )
+        .await
+    }
+
+    /// Stops `service` gracefully and waits until it has.
+    pub async fn stop_service(&mut self, service: Service) -> anyhow::Result<()> {
+        if let Some(running) = self.running.remove(&service) {
+            running.token.cancel();
+            running
+                .handle
+                .await
+                .context("joining the service task")?
+                .with_context(|| format!("{} stopped with an error", service.name()))?;
+        }
+        Ok(())
+    }
+
+    /// Base URL of a running service.
+    pub fn url(&self, service: Service) -> anyhow::Result<&str> {
+        self.running
+            .get(&service)
+            .map(|r| r.url.as_str())
+            .with_context(|| format!("{} is not running", service.name()))
+    }
+
+    /// `GET` a JSON document from a service; any status but 200 is an error.
+    pub async fn get(&self, service: Service, path: &str) -> anyhow::Result<Value> {
+        let url = format!("{}{path}", self.url(service)?);
+        let r = self.http.get(&url).send().await?;
+        if r.status() != StatusCode::OK {
+            bail!("GET {url}: {} {}", r.status(), r.text().await?);
+        }
+        Ok(r.json().await?)
+    }
+
+    /// `GET` and return the status with the body.
+    pub async fn get_status(&self, service: Service, path: &str) -> anyhow::Result<(u16, Value)> {
+        let r = self
+            .http
+            .get(format!("{}{path}", self.url(service)?))
+            .send()
+            .await?;
+        let status = r.status().as_u16();
+        Ok((status, r.json().await.unwrap_or(Value::Null)))
+    }
+
+    /// `POST /orders` with an optional `Idempotency-Key`: (status, body).
+    pub async fn post_order(
+        &self,
+        body: &Value,
+        key: Option<&str>,
+    ) -> anyhow::Result<(u16, Value)> {
+        let mut request = self
+            .http
+            .post(format!("{}/orders", self.url(Service::Order)?))
+            .json(body);
+        if let Some(key) = key {
+            request = request.header("Idempotency-Key", key);
+        }
+        let r = request.send().await?;
+        let status = r.status().as_u16();
+        Ok((status, r.json().await?))
+    }
+
+    /// Places an order that must be accepted; returns its id.
+    pub async fn place(&self, body: Value) -> anyhow::Result<String> {
+        let (status, answer) = self.post_order(&body, None).await?;
+        if status != 201 {
+            bail!("order refused: {status} {answer}");
+        }
+        answer["orderId"]
+            .as_str()
+            .map(str::to_owned)
+            .context("no orderId in the answer")
+    }
+
+    /// Waits until the order is CONFIRMED or CANCELLED; returns it.
+    pub async fn finished(&self, order_id: &str, within: Duration) -> anyhow::Result<Value> {
+        eventually(within, &format!("order {order_id} to finish"), || async {
+            let order = self
+                .get(Service::Order, &format!("/orders/{order_id}"))
+                .await?;
+            Ok((order["status"] != "PENDING").then_some(order))
+        })
+        .await
+    }
+
+    /// One product of the catalog.
+    pub async fn product(&self, id: &str) -> anyhow::Result<Value> {
+        self.get(Service::Inventory, &format!("/products/{id}"))
+            .await
+    }
+
+    /// Sets a product's available stock.
+    pub async fn set_stock(&self, id: &str, available: i64) -> anyhow::Result<Value> {
+        let r = self
+            .http
+            .put(format!(
+                "{}/products/{id}/stock",
+                self.url(Service::Inventory)?
+            ))
+            .json(&serde_json::json!({ "available": available }))
+            .send()
+            .await?;
+        if r.status() != StatusCode::OK {
+            bail!("setting stock of {id}: {} {}", r.status(), r.text().await?);
+        }
+        Ok(r.json().await?)
+    }
+
+    /// Stops every service.
+    pub async fn shutdown(mut self) -> anyhow::Result<()> {
+        for service in Service::ALL {
+            self.stop_service(service).await?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        for running in self.running.values() {
+            running.token.cancel();
+        }
+    }
+}

@@ -1,0 +1,560 @@
+//! The order saga end to end: all five services in-process on the real PostgreSQL and broker.
+
+use std::time::Duration;
+
+use oms_tests::stack::{Service, Stack, StackOptions};
+use oms_tests::{eventually, wait_caught_up};
+use serde_json::{json, Value};
+
+const FINISH: Duration = Duration::from_secs(90);
+
+fn order(product: &str, quantity: u32, token: &str) -> Value {
+    json!({
+        "customerId": "c-test",
+        "items": [{"productId": product, "quantity": quantity}],
+        "paymentToken": token,
+    })
+}
+
+async fn notifications(stack: &Stack, order_id: &str) -> anyhow::Result<Vec<Value>> {
+    let list = stack
+        .get(
+            Service::Notification,
+            &format!("/notifications?orderId={order_id}"),
+        )
+        .await?;
+    Ok(list["items"].as_array().cloned().unwrap_or_default())
+}
+
+/// Waits for the order's one notification, then checks that there is exactly one.
+async fn one_notification(stack: &Stack, order_id: &str, kind: &str) -> anyhow::Result<Value> {
+    let n = eventually(Duration::from_secs(30), "the notification", || async {
+        let items = notifications(stack, order_id).await?;
+        Ok((!items.is_empty()).then_some(items))
+    })
+    .await?;
+    assert_eq!(n.len(), 1, "{n:?}");
+    assert_eq!(n[0]["kind"], kind);
+    Ok(n[0].clone())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn happy_path_confirms_sells_the_stock_charges_once_and_notifies_once() -> anyhow::Result<()>
+{
+    let stack = Stack::start(StackOptions::default()).await?;
+    let before = stack.product("mouse-01").await?;
+
+    let id = stack.place(order("mouse-01", 2, "tok_visa")).await?;
+    let done = stack.finished(&id, FINISH).await?;
+    assert_eq!(done["status"], "CONFIRMED", "{done}");
+    assert_eq!(
+        done["total"],
+        json!({"amountMinor": 4998, "currency": "EUR"})
+    );
+    assert_eq!(done["lines"][0]["unitPrice"]["amountMinor"], 2499);
+    assert!(done["paymentId"].is_string());
+
+    // Stock moved from reserved to sold once the confirmation reached inventory.
+    let after = eventually(Duration::from_secs(30), "stock to be sold", || async {
+        let p = stack.product("mouse-01").await?;
+        Ok((p["sold"] == 2).then_some(p))
+    })
+    .await?;
+    assert_eq!(
+        after["available"],
+        before["available"].as_i64().unwrap_or(0) - 2
+    );
+    assert_eq!(after["reserved"], 0);
+    let reservation = stack
+        .get(Service::Inventory, &format!("/reservations/{id}"))
+        .await?;
+    assert_eq!(reservation["status"], "COMMITTED");
+
+    let payment = stack
+        .get(Service::Payment, &format!("/payments/{id}"))
+        .await?;
+    assert_eq!(payment["status"], "AUTHORIZED");
+    assert_eq!(payment["amount"]["amountMinor"], 4998);
+    assert_eq!(payment["paymentId"], done["paymentId"]);
+
+    one_notification(&stack, &id, "ORDER_CONFIRMED").await?;
+
+    let saga = stack.get(Service::Saga, &format!("/sagas/{id}")).await?;
+    assert_eq!(saga["state"], "CONFIRMED");
+    let path: Vec<&str> = saga["steps"]
+        .as_array()
+        .map(|s| s.iter().filter_map(|s| s["to"].as_str()).collect())
+        .unwrap_or_default();
+    assert_eq!(path, ["RESERVING", "AUTHORIZING", "CONFIRMED"]);
+    assert!(saga.get("paymentToken").is_none(), "token shown: {saga}");
+    stack.shutdown().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn out_of_stock_and_unknown_products_cancel_without_charging_or_moving_stock(
+) -> anyhow::Result<()> {
+    let stack = Stack::start(StackOptions::default()).await?;
+    stack.set_stock("monitor-27", 1).await?;
+    let before = stack.product("monitor-27").await?;
+
+    let id = stack.place(order("monitor-27", 2, "tok_visa")).await?;
+    let done = stack.finished(&id, FINISH).await?;
+    assert_eq!(done["status"], "CANCELLED", "{done}");
+    assert_eq!(done["cancelReason"], "OUT_OF_STOCK");
+    assert!(done["cancelDetail"]
+        .as_str()
+        .is_some_and(|d| d.contains("monitor-27")));
+    let (status, _) = stack
+        .get_status(Service::Payment, &format!("/payments/{id}"))
+        .await?;
+    assert_eq!(status, 404, "a payment exists for an out-of-stock order");
+    let after = stack.product("monitor-27").await?;
+    for field in ["available", "reserved", "sold"] {
+        assert_eq!(after[field], before[field], "{field} moved");
+    }
+    let n = one_notification(&stack, &id, "ORDER_CANCELLED").await?;
+    assert_eq!(n["reason"], "OUT_OF_STOCK");
+
+    let id = stack.place(order("no-such-thing", 1, "tok_visa")).await?;
+    let done = stack.finished(&id, FINISH).await?;
+    assert_eq!(done["cancelReason"], "UNKNOWN_PRODUCT", "{done}");
+    stack.shutdown().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_declined_card_releases_the_reservation_and_cancels() -> anyhow::Result<()> {
+    let stack = Stack::start(StackOptions::default()).await?;
+    let before = stack.product("hub-01").await?;
+
+    let id = stack
+        .place(order("hub-01", 3, "tok_chargeDeclined"))
+        .await?;
+    let done = stack.finished(&id, FINISH).await?;
+    assert_eq!(done["status"], "CANCELLED", "{done}");
+    assert_eq!(done["cancelReason"], "PAYMENT_DECLINED");
+    assert_eq!(done["cancelDetail"], "payment declined: CARD_DECLINED");
+
+    let after = stack.product("hub-01").await?;
+    for field in ["available", "reserved", "sold"] {
+        assert_eq!(
+            after[field], before[field],
+            "{field} not back where it started"
+        );
+    }
+    let reservation = stack
+        .get(Service::Inventory, &format!("/reservations/{id}"))
+        .await?;
+    assert_eq!(reservation["status"], "RELEASED");
+    let payment = stack
+        .get(Service::Payment, &format!("/payments/{id}"))
+        .await?;
+    assert_eq!(payment["status"], "DECLINED");
+    assert_eq!(payment["declineReason"], "CARD_DECLINED");
+
+    let id = stack
+        .place(order("hub-01", 1, "tok_insufficientFunds"))
+        .await?;
+    let done = stack.finished(&id, FINISH).await?;
+    assert_eq!(done["cancelDetail"], "payment declined: INSUFFICIENT_FUNDS");
+    one_notification(&stack, &id, "ORDER_CANCELLED").await?;
+    stack.shutdown().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn with_payment_down_the_saga_times_out_releases_stock_and_the_late_charge_is_undone(
+) -> anyhow::Result<()> {
+    let mut stack = Stack::start(StackOptions {
+        payment_timeout: Duration::from_secs(3),
+        ..StackOptions::default()
+    })
+    .await?;
+    let before = stack.product("stand-01").await?;
+    stack.stop_service(Service::Payment).await?;
+
+    let id = stack.place(order("stand-01", 4, "tok_visa")).await?;
+    let done = stack.finished(&id, FINISH).await?;
+    assert_eq!(done["status"], "CANCELLED", "{done}");
+    assert_eq!(done["cancelReason"], "TIMEOUT");
+    let after = stack.product("stand-01").await?;
+    assert_eq!(
+        after["available"], before["available"],
+        "stock not released"
+    );
+    assert_eq!(after["reserved"], 0);
+    let saga = stack.get(Service::Saga, &format!("/sagas/{id}")).await?;
+    assert_eq!(saga["refundRequested"], true, "{saga}");
+
+    // Payment comes back: the queued authorize charges, the queued void refunds it.
+    stack.start_service(Service::Payment).await?;
+    let payment = eventually(FINISH, "the late charge to be undone", || async {
+        let (status, p) = stack
+            .get_status(Service::Payment, &format!("/payments/{id}"))
+            .await?;
+        Ok((status == 200 && p["status"] != "AUTHORIZED").then_some(p))
+    })
+    .await?;
+    assert!(
+        payment["status"] == "REFUNDED" || payment["status"] == "VOIDED",
+        "{payment}"
+    );
+    let order_now = stack.get(Service::Order, &format!("/orders/{id}")).await?;
+    assert_eq!(order_now["status"], "CANCELLED");
+    stack.shutdown().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_expired_reservation_is_reported_and_the_order_times_out() -> anyhow::Result<()> {
+    let mut stack = Stack::start(StackOptions {
+        reservation_ttl: Duration::from_secs(2),
+        ..StackOptions::default()
+    })
+    .await?;
+    stack.stop_service(Service::Payment).await?;
+    let before = stack.product("keyboard-01").await?;
+    let id = stack.place(order("keyboard-01", 1, "tok_visa")).await?;
+    let done = stack.finished(&id, FINISH).await?;
+    assert_eq!(done["cancelReason"], "TIMEOUT", "{done}");
+    assert!(done["cancelDetail"]
+        .as_str()
+        .is_some_and(|d| d.contains("expired")));
+    let reservation = stack
+        .get(Service::Inventory, &format!("/reservations/{id}"))
+        .await?;
+    assert_eq!(reservation["status"], "EXPIRED");
+    assert_eq!(
+        stack.product("keyboard-01").await?["available"],
+        before["available"]
+    );
+    stack.shutdown().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn idempotency_keys_replay_refuse_mismatches_and_survive_a_race() -> anyhow::Result<()> {
+    let stack = Stack::start(StackOptions::default()).await?;
+    let body = order("mouse-01", 1, "tok_visa");
+
+    let (first, a) = stack.post_order(&body, Some("key-1")).await?;
+    assert_eq!(first, 201, "{a}");
+    let (again, b) = stack.post_order(&body, Some("key-1")).await?;
+    assert_eq!(again, 200, "{b}");
+    assert_eq!(a, b, "the replay is not the first response");
+    let (clash, c) = stack
+        .post_order(&order("mouse-01", 2, "tok_visa"), Some("key-1"))
+        .await?;
+    assert_eq!(clash, 409, "{c}");
+    assert_eq!(c["status"], 409);
+
+    // Ten at once with one fresh key: one order, no 500.
+    let race = json!({"customerId": "c-race", "items": [{"productId": "hub-01", "quantity": 1}]});
+    let answers =
+        futures::future::join_all((0..10).map(|_| stack.post_order(&race, Some("key-race")))).await;
+    let mut ids = std::collections::BTreeSet::new();
+    let mut created = 0;
+    for answer in answers {
+        let (status, body) = answer?;
+        assert!(status == 201 || status == 200, "{status} {body}");
+        created += usize::from(status == 201);
+        ids.insert(body["orderId"].as_str().unwrap_or_default().to_owned());
+    }
+    assert_eq!((created, ids.len()), (1, 1), "{ids:?}");
+    let listed = stack
+        .get(Service::Order, "/orders?customerId=c-race")
+        .await?;
+    assert_eq!(listed["items"].as_array().map(Vec::len), Some(1));
+    stack.shutdown().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn bad_requests_get_the_error_body_and_change_nothing() -> anyhow::Result<()> {
+    let stack = Stack::start(StackOptions::default()).await?;
+    let url = format!("{}/orders", stack.url(Service::Order)?);
+    let send = |body: String, ct: &'static str| {
+        let http = stack.http.clone();
+        let url = url.clone();
+        async move {
+            let r = http
+                .post(&url)
+                .header("content-type", ct)
+                .body(body)
+                .send()
+                .await?;
+            let status = r.status().as_u16();
+            anyhow::Ok((status, r.json::<Value>().await?))
+        }
+    };
+    for (body, field) in [
+        ("{\"items\": []}", "items"),
+        (
+            "{\"items\": [{\"productId\": \"mouse-01\", \"quantity\": 0}]}",
+            "items[0].quantity",
+        ),
+        (
+            "{\"items\": [{\"productId\": \"mouse-01\", \"quantity\": 1}], \"foo\": 1}",
+            "foo",
+        ),
+        (
+            "{\"items\": [{\"productId\": \"mouse-01\", \"quantity\": \"1\"}]}",
+            "items[0].quantity",
+        ),
+        ("{\"items\": [", "body"),
+    ] {
+        let (status, e) = send(body.to_owned(), "application/json").await?;
+        assert_eq!(status, 400, "{body}: {e}");
+        assert_eq!(e["status"], 400);
+        assert_eq!(e["message"], "Validation failed");
+        assert!(e["errors"][field].is_string(), "{body}: {e}");
+        assert!(e["timestamp"].is_string());
+    }
+    let huge = format!(
+        "{{\"customerId\": \"{}\", \"items\": []}}",
+        "x".repeat(100 * 1024)
+    );
+    let (status, e) = send(huge, "application/json").await?;
+    assert_eq!(status, 413, "{e}");
+    let (status, _) = send("items=1".into(), "application/x-www-form-urlencoded").await?;
+    assert_eq!(status, 415);
+    let (status, e) = stack
+        .http
+        .post(&url)
+        .header("content-type", "application/json")
+        .header("Idempotency-Key", "")
+        .body(order("mouse-01", 1, "tok_visa").to_string())
+        .send()
+        .await
+        .map(|r| (r.status().as_u16(), ()))?;
+    assert_eq!(status, 400, "{e:?}");
+
+    let listed = stack.get(Service::Order, "/orders").await?;
+    assert_eq!(
+        listed["items"],
+        json!([]),
+        "a rejected request created an order"
+    );
+
+    let (status, e) = stack
+        .get_status(Service::Order, &format!("/orders/{}", uuid::Uuid::now_v7()))
+        .await?;
+    assert_eq!((status, e["status"].clone()), (404, json!(404)));
+    let (status, e) = stack
+        .get_status(Service::Order, "/orders/not-a-uuid")
+        .await?;
+    assert_eq!(status, 400, "{e}");
+    let (status, _) = stack
+        .get_status(Service::Order, "/orders?status=LOST")
+        .await?;
+    assert_eq!(status, 400);
+    let (status, _) = stack.get_status(Service::Saga, "/sagas?state=LOST").await?;
+    assert_eq!(status, 400);
+
+    // Paging: newest first, the cursor continues where the page ended.
+    let mut placed = Vec::new();
+    for _ in 0..3 {
+        placed.push(stack.place(order("stand-01", 1, "tok_visa")).await?);
+    }
+    let page1 = stack.get(Service::Order, "/orders?limit=2").await?;
+    let cursor = page1["nextCursor"].as_str().unwrap_or_default().to_owned();
+    let page2 = stack
+        .get(Service::Order, &format!("/orders?limit=2&cursor={cursor}"))
+        .await?;
+    let seen: Vec<&str> = page1["items"]
+        .as_array()
+        .into_iter()
+        .chain(page2["items"].as_array())
+        .flatten()
+        .filter_map(|o| o["orderId"].as_str())
+        .collect();
+    placed.reverse();
+    assert_eq!(seen, placed);
+    assert!(page2["nextCursor"].is_null());
+    stack.shutdown().await
+}
+
+/// Everything the services hold that a duplicate must not change.
+async fn snapshot(stack: &Stack) -> anyhow::Result<Value> {
+    Ok(json!({
+        "orders": stack.get(Service::Order, "/orders?limit=1000").await?,
+        "products": stack.get(Service::Inventory, "/products").await?,
+        "payments": stack.get(Service::Payment, "/payments?limit=1000").await?,
+        "notifications": stack.get(Service::Notification, "/notifications?limit=1000").await?,
+        "sagas": stack.get(Service::Saga, "/sagas?limit=1000").await?,
+    }))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_message_delivered_twice_changes_nothing() -> anyhow::Result<()> {
+    let stack = Stack::start(StackOptions::default()).await?;
+    let ids = [
+        stack.place(order("mouse-01", 1, "tok_visa")).await?,
+        stack
+            .place(order("hub-01", 2, "tok_chargeDeclined"))
+            .await?,
+        stack.place(order("monitor-27", 999, "tok_visa")).await?,
+    ];
+    for id in &ids {
+        stack.finished(id, FINISH).await?;
+    }
+    let topics = stack.topics();
+    let all: Vec<String> = oms_contracts::topics::ALL
+        .iter()
+        .map(|t| topics.name(t))
+        .collect();
+    let groups = [
+        "oms-order",
+        "oms-inventory",
+        "oms-payment",
+        "oms-saga",
+        "oms-notification",
+    ];
+    let subscribed = |group: &str| -> Vec<String> {
+        let t = |base: &str| topics.name(base);
+        use oms_contracts::topics::*;
+        match group {
+            "oms-order" | "oms-notification" => vec![t(ORDER_EVENTS)],
+            "oms-inventory" => vec![t(INVENTORY_COMMANDS), t(ORDER_EVENTS)],
+            "oms-payment" => vec![t(PAYMENT_COMMANDS)],
+            _ => vec![t(ORDER_EVENTS), t(INVENTORY_EVENTS), t(PAYMENT_EVENTS)],
+        }
+    };
+    for group in groups {
+        wait_caught_up(
+            stack.brokers(),
+            &topics.name(group),
+            &subscribed(group),
+            FINISH,
+        )
+        .await?;
+    }
+    let before = snapshot(&stack).await?;
+
+    // Replay every topic from the start: same keys, values and headers.
+    let producer = oms_tests::producer(stack.brokers())?;
+    let mut replayed = 0;
+    for topic in &all {
+        let expected = oms_tests::topic_size(stack.brokers(), topic)?;
+        let messages = oms_tests::read_topic(
+            stack.brokers(),
+            topic,
+            expected,
+            Duration::from_secs(30),
+            Duration::ZERO,
+        )?;
+        assert_eq!(messages.len(), expected, "could not read all of {topic}");
+        for m in &messages {
+            oms_tests::produce_again(&producer, topic, m).await?;
+            replayed += 1;
+        }
+    }
+    // confirmed: 6 messages, declined: 8, out of stock: 4.
+    assert_eq!(replayed, 18, "messages on the topics");
+    for group in groups {
+        wait_caught_up(
+            stack.brokers(),
+            &topics.name(group),
+            &subscribed(group),
+            FINISH,
+        )
+        .await?;
+    }
+    let after = snapshot(&stack).await?;
+    assert_eq!(before, after, "a duplicate delivery changed state");
+
+    // Again with fresh message ids, so the inbox cannot recognise them: the handlers themselves
+    // must see that each command or event was already acted on.
+    let mut originals = Vec::new();
+    for topic in &all {
+        let expected = oms_tests::topic_size(stack.brokers(), topic)?;
+        let messages = oms_tests::read_topic(
+            stack.brokers(),
+            topic,
+            expected,
+            Duration::from_secs(30),
+            Duration::ZERO,
+        )?;
+        // Each message once (the copies from the first replay carry the originals' ids). All
+        // are read before any is sent: answers to the re-sent commands are not originals.
+        let mut seen = std::collections::HashSet::new();
+        for m in messages {
+            let envelope: Value = serde_json::from_slice(m.payload.as_deref().unwrap_or(b"{}"))?;
+            if seen.insert(envelope["eventId"].to_string()) {
+                originals.push((topic.clone(), m, envelope));
+            }
+        }
+    }
+    let mut renamed = 0;
+    for (topic, m, mut envelope) in originals {
+        let mut copy = m.clone();
+        let fresh = uuid::Uuid::now_v7().to_string();
+        envelope["eventId"] = json!(fresh);
+        copy.payload = Some(serde_json::to_vec(&envelope)?);
+        for (name, value) in copy.headers.iter_mut() {
+            if name == oms_contracts::headers::MESSAGE_ID {
+                *value = Some(fresh.clone().into_bytes());
+            }
+        }
+        oms_tests::produce_again(&producer, &topic, &copy).await?;
+        renamed += 1;
+    }
+    assert_eq!(renamed, 18);
+    // Re-sent commands are answered again (new messages); wait until nothing new appears.
+    let mut sizes = Vec::new();
+    loop {
+        for group in groups {
+            wait_caught_up(
+                stack.brokers(),
+                &topics.name(group),
+                &subscribed(group),
+                FINISH,
+            )
+            .await?;
+        }
+        let now: Vec<usize> = all
+            .iter()
+            .map(|t| oms_tests::topic_size(stack.brokers(), t))
+            .collect::<anyhow::Result<_>>()?;
+        if now == sizes {
+            break;
+        }
+        sizes = now;
+    }
+    let after = snapshot(&stack).await?;
+    assert_eq!(before, after, "a re-sent command or event changed state");
+    stack.shutdown().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn fifty_buyers_for_ten_items_confirm_exactly_ten() -> anyhow::Result<()> {
+    let stack = Stack::start(StackOptions::default()).await?;
+    stack.set_stock("keyboard-01", 10).await?;
+    let placed = futures::future::join_all((0..50).map(|i| {
+        let stack = &stack;
+        async move {
+            stack
+                .place(json!({
+                    "customerId": format!("buyer-{i}"),
+                    "items": [{"productId": "keyboard-01", "quantity": 1}],
+                }))
+                .await
+        }
+    }))
+    .await;
+    let ids: Vec<String> = placed.into_iter().collect::<anyhow::Result<_>>()?;
+    let mut confirmed = 0;
+    for id in &ids {
+        let done = stack.finished(id, FINISH).await?;
+        match done["status"].as_str() {
+            Some("CONFIRMED") => confirmed += 1,
+            _ => assert_eq!(done["cancelReason"], "OUT_OF_STOCK", "{done}"),
+        }
+    }
+    assert_eq!(confirmed, 10);
+    let p = eventually(Duration::from_secs(30), "all ten sold", || async {
+        let p = stack.product("keyboard-01").await?;
+        Ok((p["sold"] == 10).then_some(p))
+    })
+    .await?;
+    assert_eq!(
+        (p["available"].clone(), p["reserved"].clone()),
+        (json!(0), json!(0))
+    );
+    stack.shutdown().await
+}
