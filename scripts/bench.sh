@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
-# Benchmarks that print figures (never asserted): scripts/bench.sh relay
+# Benchmarks that print figures (never asserted): scripts/bench.sh relay|saga
 # Runs against the local stack (started if needed) in release mode.
 source "$(dirname "$0")/lib.sh"
 case "${1:-relay}" in
-  relay)
-    "$OMS_ROOT/scripts/stack.sh" up >/dev/null
+  relay|saga)
+    "$OMS_ROOT/scripts/stack.sh" up --infra >/dev/null
     export OMS_TEST_DATABASE_URL OMS_TEST_BROKERS
     OMS_TEST_DATABASE_URL="$(oms_database_url)"
     OMS_TEST_BROKERS="$(oms_brokers)"
-    cd "$OMS_ROOT" && cargo bench -p oms-tests --bench relay
+    cd "$OMS_ROOT" && cargo bench -p oms-tests --bench "$1"
     ;;
-  *) echo "usage: $0 relay" >&2; exit 2 ;;
+  *) echo "usage: $0 relay|saga" >&2; exit 2 ;;
 esac

@@ -21,6 +21,11 @@ if ! oms_pg_bin >/dev/null; then
   oms_pg_bin >/dev/null || oms_die "PostgreSQL server binaries still missing after apt install"
 fi
 
+# curl and jq: readiness checks and the smoke order of `stack.sh up`.
+missing=()
+for tool in curl jq; do command -v "$tool" >/dev/null 2>&1 || missing+=("$tool"); done
+if ((${#missing[@]})); then apt_install "${missing[@]}"; fi
+
 if ! oms_nisshi_bin >/dev/null; then
   # nisshi needs rustc >= 1.96; this kind of machine has a nightly toolchain for that.
   toolchain=""

@@ -13,6 +13,19 @@ OMS_PG_PASSWORD="oms"
 OMS_NISSHI_VERSION="0.8.1"
 export OMS_ROOT OMS_STATE_DIR OMS_PG_PORT OMS_BROKER_PORT
 
+# The five services, in start order, and their HTTP ports (OMS_<NAME>_PORT overrides).
+OMS_SERVICES=(inventory payment order saga notification)
+oms_service_port() {
+  local name="$1" var
+  var="OMS_$(echo "$1" | tr '[:lower:]' '[:upper:]')_PORT"
+  if [[ -n "${!var:-}" ]]; then echo "${!var}"; return; fi
+  case "$name" in
+    order) echo 8081 ;; payment) echo 8082 ;; inventory) echo 8083 ;;
+    notification) echo 8084 ;; saga) echo 8085 ;;
+    *) return 1 ;;
+  esac
+}
+
 oms_log() { printf '\033[1m[oms]\033[0m %s\n' "$*" >&2; }
 oms_die() { printf '[oms] error: %s\n' "$*" >&2; exit 1; }
 

@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
-# The local stack: a private PostgreSQL cluster and the nisshi broker, with the OMS topics.
+# The local stack: a private PostgreSQL cluster, the nisshi broker with the OMS topics, and the
+# five services (order 8081, payment 8082, inventory 8083, notification 8084, saga 8085).
 #
-#   scripts/stack.sh up       install what is missing, start PostgreSQL and the broker, create topics
-#   scripts/stack.sh down     stop them cleanly
+#   scripts/stack.sh up       install what is missing, start everything, wait until each service is
+#                             ready, then send one smoke order through the saga (--no-smoke skips it)
+#   scripts/stack.sh up --infra   only PostgreSQL, the broker and the topics (what the tests use)
+#   scripts/stack.sh down     stop everything cleanly (services first)
 #   scripts/stack.sh status   show what runs
 #   scripts/stack.sh env      print the connection settings as shell exports
 #   scripts/stack.sh wipe     stop everything and delete the state directory
@@ -134,6 +137,72 @@ topics_up() {
   "$omsctl" --brokers "$(oms_brokers)" topics ensure -o table >&2
 }
 
+SERVICE_DIR="$OMS_STATE_DIR/services"
+
+service_pid() {
+  local pid
+  pid="$(cat "$SERVICE_DIR/$1.pid" 2>/dev/null || true)"
+  [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null && echo "$pid"
+}
+
+services_build() {
+  oms_log "building the services"
+  local args=()
+  for name in "${OMS_SERVICES[@]}"; do args+=(-p "oms-$name"); done
+  (cd "$OMS_ROOT" && cargo build -q "${args[@]}")
+}
+
+service_up() {
+  local name="$1" port
+  port="$(oms_service_port "$name")"
+  mkdir -p "$SERVICE_DIR"
+  if service_pid "$name" >/dev/null; then
+    oms_log "$name already running on 127.0.0.1:$port (pid $(service_pid "$name"))"
+    return
+  fi
+  if oms_port_open "$port"; then
+    oms_die "port $port ($name) is taken by another process; set OMS_$(echo "$name" | tr '[:lower:]' '[:upper:]')_PORT"
+  fi
+  local upper
+  upper="$(echo "$name" | tr '[:lower:]' '[:upper:]')"
+  (
+    export OMS_DATABASE_URL="$(oms_database_url)" OMS_BROKERS="$(oms_brokers)"
+    export "OMS_${upper}_LISTEN=127.0.0.1:$port"
+    setsid nohup "$OMS_ROOT/target/debug/oms-$name" >>"$SERVICE_DIR/$name.log" 2>&1 </dev/null &
+    echo $! >"$SERVICE_DIR/$name.pid"
+  )
+  oms_log "started $name on 127.0.0.1:$port (pid $(cat "$SERVICE_DIR/$name.pid"), log $SERVICE_DIR/$name.log)"
+}
+
+# Waits until every service answers /health/ready with 200.
+services_wait_ready() {
+  local deadline=$((SECONDS + ${OMS_READY_TIMEOUT:-120})) name port
+  for name in "${OMS_SERVICES[@]}"; do
+    port="$(oms_service_port "$name")"
+    until curl -fsS -o /dev/null "http://127.0.0.1:$port/health/ready"; do
+      if ! service_pid "$name" >/dev/null; then
+        tail -n 20 "$SERVICE_DIR/$name.log" >&2
+        oms_die "$name exited during start-up (log: $SERVICE_DIR/$name.log)"
+      fi
+      ((SECONDS < deadline)) || oms_die "$name not ready after ${OMS_READY_TIMEOUT:-120}s (log: $SERVICE_DIR/$name.log)"
+      sleep 0.5
+    done
+    oms_log "$name ready"
+  done
+}
+
+services_down() {
+  local name pid
+  for name in "${OMS_SERVICES[@]}"; do
+    pid="$(service_pid "$name")" || continue
+    oms_log "stopping $name (pid $pid)"
+    kill -TERM "$pid" 2>/dev/null || true
+    for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$pid" 2>/dev/null || true
+    rm -f "$SERVICE_DIR/$name.pid"
+  done
+}
+
 status() {
   local bin pg="stopped" broker="stopped"
   bin="$(oms_pg_bin || true)"
@@ -144,6 +213,15 @@ status() {
   echo "state dir:  $OMS_STATE_DIR"
   echo "postgresql: $pg"
   echo "broker:     $broker"
+  local name state
+  for name in "${OMS_SERVICES[@]}"; do
+    state="stopped"
+    if service_pid "$name" >/dev/null; then
+      state="running on 127.0.0.1:$(oms_service_port "$name") (pid $(service_pid "$name"))"
+      curl -fsS -o /dev/null "http://127.0.0.1:$(oms_service_port "$name")/health/ready" && state="$state, ready" || state="$state, not ready"
+    fi
+    printf '%-12s%s\n' "$name:" "$state"
+  done
 }
 
 case "${1:-}" in
@@ -152,14 +230,20 @@ case "${1:-}" in
     pg_up
     broker_up
     topics_up
+    if [[ "${2:-}" != "--infra" ]]; then
+      services_build
+      for name in "${OMS_SERVICES[@]}"; do service_up "$name"; done
+      services_wait_ready
+      if [[ "${2:-}" != "--no-smoke" ]]; then "$(dirname "$0")/demo.sh" >&2; fi
+    fi
     oms_log "stack is up"
     printf 'export OMS_DATABASE_URL=%s\nexport OMS_BROKERS=%s\n' "$(oms_database_url)" "$(oms_brokers)"
     ;;
-  down) broker_down; pg_down ;;
+  down) services_down; broker_down; pg_down ;;
   status) status ;;
   env) printf 'export OMS_DATABASE_URL=%s\nexport OMS_BROKERS=%s\n' "$(oms_database_url)" "$(oms_brokers)" ;;
   wipe)
-    broker_down; pg_down
+    services_down; broker_down; pg_down
     if [[ -L "$PG_DIR" ]]; then rm -rf "$(readlink "$PG_DIR")"; fi
     rm -rf "$OMS_STATE_DIR"
     oms_log "removed $OMS_STATE_DIR"

@@ -25,7 +25,7 @@ cargo clippy --workspace --all-targets --quiet -- -D warnings
 
 "$ROOT/scripts/stack.sh" wipe >/dev/null 2>&1 || true
 trap '"$ROOT/scripts/stack.sh" down' EXIT
-"$ROOT/scripts/stack.sh" up >/dev/null
+"$ROOT/scripts/stack.sh" up --infra >/dev/null
 
 export OMS_TEST_DATABASE_URL
 OMS_TEST_DATABASE_URL="$(oms_database_url)"

@@ -61,6 +61,8 @@ pub struct StackOptions {
     pub release_timeout: Duration,
     /// Inventory: reservation TTL.
     pub reservation_ttl: Duration,
+    /// Every consumer: `fetch.wait.max.ms`.
+    pub fetch_wait: Duration,
 }
 
 impl Default for StackOptions {
@@ -70,6 +72,7 @@ impl Default for StackOptions {
             payment_timeout: Duration::from_secs(60),
             release_timeout: Duration::from_secs(30),
             reservation_ttl: Duration::from_secs(600),
+            fetch_wait: oms_runtime::kafka::DEFAULT_FETCH_WAIT,
         }
     }
 }
@@ -143,6 +146,7 @@ impl Stack {
             outbox_batch_size: 500,
             outbox_max_backoff: Duration::from_secs(2),
             consumer_max_attempts: 3,
+            consumer_fetch_wait: self.options.fetch_wait,
             log_format: LogFormat::Text,
             log_filter: std::env::var("OMS_TEST_LOG").unwrap_or_else(|_| "warn".into()),
         }

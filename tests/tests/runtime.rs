@@ -33,6 +33,7 @@ fn config(db: DatabaseUrl, brokers: &str) -> RuntimeConfig {
         outbox_batch_size: 100,
         outbox_max_backoff: Duration::from_secs(2),
         consumer_max_attempts: 3,
+        consumer_fetch_wait: oms_runtime::kafka::DEFAULT_FETCH_WAIT,
         log_format: LogFormat::Text,
         log_filter: "warn".into(),
     }

@@ -55,6 +55,11 @@ pub struct RuntimeConfig {
     #[arg(long, env = "OMS_CONSUMER_MAX_ATTEMPTS", default_value_t = 5)]
     pub consumer_max_attempts: u32,
 
+    /// Longest time the broker may hold a consumer's fetch open waiting for data: the worst
+    /// added latency per saga hop on a quiet topic.
+    #[arg(long, env = "OMS_CONSUMER_FETCH_WAIT", default_value = "20ms", value_parser = parse_duration)]
+    pub consumer_fetch_wait: Duration,
+
     /// Log format: `json` (one object per line) or `text`.
     #[arg(long, env = "OMS_LOG_FORMAT", default_value = "json")]
     pub log_format: LogFormat,

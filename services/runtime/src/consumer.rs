@@ -128,6 +128,8 @@ pub struct ConsumerConfig {
     pub max_backoff: Duration,
     /// How emitted messages' topics are named (prefix).
     pub topic_names: Topics,
+    /// Longest time the broker holds a fetch waiting for data (`fetch.wait.max.ms`).
+    pub fetch_wait: Duration,
 }
 
 impl ConsumerConfig {
@@ -142,6 +144,7 @@ impl ConsumerConfig {
             base_backoff: Duration::from_millis(100),
             max_backoff: Duration::from_secs(5),
             topic_names: Topics::default(),
+            fetch_wait: kafka::DEFAULT_FETCH_WAIT,
         }
     }
 }
@@ -266,6 +269,10 @@ impl<H: Handler> InboxConsumer<H> {
         };
         let consumer: StreamConsumer<QuietContext> =
             kafka::consumer_config(&config.brokers, &config.group_id, &config.service)
+                .set(
+                    "fetch.wait.max.ms",
+                    config.fetch_wait.as_millis().clamp(1, 300_000).to_string(),
+                )
                 .create_with_context(QuietContext::with_lag_metrics(
                     metrics.clone(),
                     &config.group_id,

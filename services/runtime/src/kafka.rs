@@ -36,6 +36,11 @@ pub fn producer_config(brokers: &str, client_id: &str) -> ClientConfig {
     config
 }
 
+/// How long the broker may hold a fetch open waiting for data. librdkafka's 500 ms default
+/// costs up to that much per saga hop on an idle topic; a short wait trades a few more idle
+/// fetch requests for millisecond hops.
+pub const DEFAULT_FETCH_WAIT: std::time::Duration = std::time::Duration::from_millis(20);
+
 /// Consumer settings: offsets are committed automatically, but only offsets the application
 /// stored, and it stores one only after the message's transaction committed.
 pub fn consumer_config(brokers: &str, group_id: &str, client_id: &str) -> ClientConfig {

@@ -130,6 +130,7 @@ impl Runtime {
         let group = names.name(group);
         let mut config = ConsumerConfig::new(&self.name, &group, &topics, &self.config.brokers);
         config.topic_names = names;
+        config.fetch_wait = self.config.consumer_fetch_wait;
         config.max_attempts = self.config.consumer_max_attempts.max(1);
         let consumer =
             InboxConsumer::new(self.pool.clone(), config, handler, self.metrics.clone())?;
