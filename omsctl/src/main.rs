@@ -1,70 +1,105 @@
 //! `omsctl`: the terminal-first toolkit that operates the OMS.
 //!
-//! Exit codes: 0 ok, 1 a failed check, 2 a usage error or an unreachable dependency (one line on
-//! stderr names it).
+//! # Layout
+//! - this module: the command tree (clap), exit codes and dispatch.
+//! - [`ctx`]: settings (flags, `OMS_*` env, config file, defaults), the HTTP client of the
+//!   services and output helpers.
+//! - [`order`], [`saga`]: orders and sagas through the services' HTTP APIs.
+//! - [`topics`], [`tail`], [`dlq`]: Kafka directly: topics and lag, following topics, dead letters
+//!   and their safe replay.
+//! - [`verify`]: the cross-service invariants.
+//! - [`stack`]: the local stack (delegating start and stop to `scripts/stack.sh`).
+//!
+//! Exit codes: 0 ok, 1 a failed check or verdict, 2 a usage error or an unreachable dependency
+//! (one line on stderr names it). omsctl never writes a service's database.
+
+mod ctx;
+mod dlq;
+mod order;
+mod saga;
+mod stack;
+mod tail;
+mod topics;
+mod verify;
 
 use std::process::ExitCode;
-use std::time::Duration;
 
-use anyhow::Context;
-use clap::{Parser, Subcommand, ValueEnum};
-use comfy_table::{presets::UTF8_FULL_CONDENSED, Table};
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::ClientConfig;
-use serde::Serialize;
+use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 
-/// Operate the OMS: topics, orders, sagas, dead letters, chaos.
+/// Operate the OMS: orders, sagas, topics, dead letters, invariants, the local stack.
 #[derive(Debug, Parser)]
 #[command(name = "omsctl", version, about, propagate_version = true)]
-struct Cli {
-    /// Kafka bootstrap servers.
-    #[arg(
-        long,
-        global = true,
-        env = "OMS_BROKERS",
-        default_value = "127.0.0.1:19092"
-    )]
-    brokers: String,
-
-    /// Output format.
-    #[arg(short, long, global = true, value_enum, default_value_t = Output::Table)]
-    output: Output,
+pub struct Cli {
+    #[command(flatten)]
+    settings: ctx::Settings,
 
     #[command(subcommand)]
     command: Command,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum Output {
-    /// Human-readable table.
+/// Output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]
+pub enum Output {
+    /// Human-readable tables.
+    #[default]
     Table,
-    /// JSON, stable field names.
+    /// JSON (JSON Lines for streams); field names are stable.
     Json,
 }
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// The local stack: PostgreSQL, broker and the five services.
+    #[command(subcommand)]
+    Stack(stack::StackCommand),
+    /// Orders: create, get, list, trace.
+    #[command(subcommand)]
+    Order(order::OrderCommand),
+    /// Sagas: list, show.
+    #[command(subcommand)]
+    Saga(saga::SagaCommand),
     /// Kafka topics of the OMS.
     #[command(subcommand)]
-    Topics(TopicsCommand),
-}
-
-#[derive(Debug, Subcommand)]
-enum TopicsCommand {
-    /// Create every OMS topic and its dead-letter topic unless it exists.
-    Ensure {
-        /// Partitions of each topic created.
-        #[arg(long, default_value_t = oms_contracts::topics::PARTITIONS)]
-        partitions: i32,
+    Topics(topics::TopicsCommand),
+    /// Follow topics, decoding envelopes.
+    Tail(tail::TailArgs),
+    /// Dead letters: list, show, replay.
+    #[command(subcommand)]
+    Dlq(dlq::DlqCommand),
+    /// Check the invariants that must hold across all services.
+    Verify(verify::VerifyArgs),
+    /// Print a shell completion script.
+    Completions {
+        /// Shell.
+        shell: clap_complete::Shell,
     },
-    /// List the OMS topics with partitions and message counts.
-    List,
 }
 
 /// An error that knows its exit code.
-struct Failure {
-    code: u8,
-    error: anyhow::Error,
+#[derive(Debug)]
+pub struct Failure {
+    /// Exit code: 1 failed check or verdict, 2 usage or connection error.
+    pub code: u8,
+    /// What to print.
+    pub error: anyhow::Error,
+}
+
+impl Failure {
+    /// A usage or connection error (exit 2).
+    pub fn usage(message: impl std::fmt::Display) -> Self {
+        Failure {
+            code: 2,
+            error: anyhow::anyhow!("{message}"),
+        }
+    }
+
+    /// A failed check or verdict (exit 1).
+    pub fn verdict(message: impl std::fmt::Display) -> Self {
+        Failure {
+            code: 1,
+            error: anyhow::anyhow!("{message}"),
+        }
+    }
 }
 
 impl<E: Into<anyhow::Error>> From<E> for Failure {
@@ -76,18 +111,10 @@ impl<E: Into<anyhow::Error>> From<E> for Failure {
     }
 }
 
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct TopicRow {
-    topic: String,
-    partitions: usize,
-    messages: i64,
-    end_offsets: Vec<i64>,
-}
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_current_thread()
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
         .enable_all()
         .build()
     {
@@ -100,88 +127,35 @@ fn main() -> ExitCode {
     match runtime.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(f) => {
-            eprintln!("omsctl: {:#}", f.error);
+            // A closed pipe (`omsctl tail | head`) is a normal way to stop.
+            if ctx::is_broken_pipe(&f.error) {
+                return ExitCode::SUCCESS;
+            }
+            let line = format!("{:#}", f.error).replace('\n', " ");
+            eprintln!("omsctl: {line}");
             ExitCode::from(f.code)
         }
     }
 }
 
 async fn run(cli: Cli) -> Result<(), Failure> {
+    if let Command::Completions { shell } = cli.command {
+        use std::io::Write;
+        let mut command = Cli::command();
+        let mut script = Vec::new();
+        clap_complete::generate(shell, &mut command, "omsctl", &mut script);
+        std::io::stdout().lock().write_all(&script)?;
+        return Ok(());
+    }
+    let ctx = ctx::Ctx::new(cli.settings)?;
     match cli.command {
-        Command::Topics(TopicsCommand::Ensure { partitions }) => {
-            if partitions < 1 {
-                return Err(anyhow::anyhow!("--partitions must be at least 1").into());
-            }
-            let topics = oms_contracts::topics::all_with_dlq();
-            oms_runtime::kafka::ensure_topics(&cli.brokers, &topics, partitions).await?;
-            let rows = list_topics(&cli.brokers, &topics)?;
-            print_topics(cli.output, &rows)
-        }
-        Command::Topics(TopicsCommand::List) => {
-            let rows = list_topics(&cli.brokers, &oms_contracts::topics::all_with_dlq())?;
-            print_topics(cli.output, &rows)
-        }
+        Command::Stack(c) => stack::run(&ctx, c).await,
+        Command::Order(c) => order::run(&ctx, c).await,
+        Command::Saga(c) => saga::run(&ctx, c).await,
+        Command::Topics(c) => topics::run(&ctx, c).await,
+        Command::Tail(args) => tail::run(&ctx, args).await,
+        Command::Dlq(c) => dlq::run(&ctx, c).await,
+        Command::Verify(args) => verify::run(&ctx, args).await,
+        Command::Completions { .. } => Ok(()),
     }
-}
-
-fn list_topics(brokers: &str, wanted: &[String]) -> Result<Vec<TopicRow>, Failure> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .create()
-        .context("creating the Kafka client")?;
-    let timeout = Duration::from_secs(5);
-    let metadata = consumer
-        .fetch_metadata(None, timeout)
-        .with_context(|| format!("broker {brokers} unreachable"))?;
-    let mut rows = Vec::new();
-    for topic in metadata.topics() {
-        if !wanted.iter().any(|w| w == topic.name()) {
-            continue;
-        }
-        let mut messages = 0;
-        let mut end_offsets = Vec::new();
-        for p in topic.partitions() {
-            let (low, high) = consumer
-                .fetch_watermarks(topic.name(), p.id(), timeout)
-                .with_context(|| format!("watermarks of {}/{}", topic.name(), p.id()))?;
-            messages += high - low;
-            end_offsets.push(high);
-        }
-        rows.push(TopicRow {
-            topic: topic.name().to_owned(),
-            partitions: topic.partitions().len(),
-            messages,
-            end_offsets,
-        });
-    }
-    rows.sort_by(|a, b| a.topic.cmp(&b.topic));
-    Ok(rows)
-}
-
-fn print_topics(output: Output, rows: &[TopicRow]) -> Result<(), Failure> {
-    match output {
-        Output::Json => {
-            println!("{}", serde_json::to_string_pretty(rows)?);
-        }
-        Output::Table => {
-            let mut table = Table::new();
-            table.load_preset(UTF8_FULL_CONDENSED).set_header([
-                "TOPIC",
-                "PARTITIONS",
-                "MESSAGES",
-                "END OFFSETS",
-            ]);
-            for r in rows {
-                let ends: Vec<String> = r.end_offsets.iter().map(i64::to_string).collect();
-                table.add_row([
-                    r.topic.clone(),
-                    r.partitions.to_string(),
-                    r.messages.to_string(),
-                    ends.join(","),
-                ]);
-            }
-            println!("{table}");
-        }
-    }
-    Ok(())
 }

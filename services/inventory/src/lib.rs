@@ -289,6 +289,7 @@ pub fn router(pool: PgPool) -> Router {
         .route("/products", get(list_products))
         .route("/products/{id}", get(get_product))
         .route("/products/{id}/stock", put(set_stock))
+        .route("/reservations", get(list_reservations))
         .route("/reservations/{order_id}", get(get_reservation))
         .with_state(pool)
 }
@@ -350,4 +351,37 @@ async fn get_reservation(
         .await?
         .map(Json)
         .ok_or_else(|| ApiError::not_found(format!("No reservation for order {order_id}")))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReservationQuery {
+    status: Option<String>,
+    limit: Option<i64>,
+}
+
+async fn list_reservations(
+    State(pool): State<PgPool>,
+    oms_runtime::http::ApiQuery(q): oms_runtime::http::ApiQuery<ReservationQuery>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let limit = q.limit.unwrap_or(1000);
+    let mut errors = BTreeMap::new();
+    if !(1..=100_000).contains(&limit) {
+        errors.insert("limit".to_owned(), "must be between 1 and 100000".to_owned());
+    }
+    let status = q.status.map(|s| s.to_ascii_uppercase());
+    if let Some(s) = &status {
+        if !["RESERVED", "COMMITTED", "RELEASED", "EXPIRED", "REJECTED"].contains(&s.as_str()) {
+            errors.insert(
+                "status".to_owned(),
+                "expected RESERVED, COMMITTED, RELEASED, EXPIRED or REJECTED".to_owned(),
+            );
+        }
+    }
+    if !errors.is_empty() {
+        return Err(ApiError::validation(errors));
+    }
+    let mut conn = pool.acquire().await?;
+    let items = stock::reservation_list(&mut conn, status.as_deref(), limit).await?;
+    Ok(Json(serde_json::json!({ "items": items })))
 }

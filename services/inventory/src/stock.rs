@@ -521,19 +521,42 @@ pub async fn set_available(
     Ok(row.as_ref().map(product_view))
 }
 
+const RESERVATION_COLUMNS: &str = "order_id, status, lines, total_minor, currency, reject_reason, \
+     rejected_ids, expires_at, created_at, updated_at";
+
 /// A reservation as the API shows it.
 pub async fn reservation_view(
     conn: &mut PgConnection,
     order: Uuid,
 ) -> Result<Option<serde_json::Value>, sqlx::Error> {
-    let row = sqlx::query(
-        "SELECT order_id, status, lines, total_minor, currency, reject_reason, rejected_ids, \
-         expires_at, created_at, updated_at FROM reservations WHERE order_id = $1",
-    )
+    let row = sqlx::query(&format!(
+        "SELECT {RESERVATION_COLUMNS} FROM reservations WHERE order_id = $1"
+    ))
     .bind(order)
     .fetch_optional(conn)
     .await?;
-    Ok(row.map(|r| {
+    Ok(row.as_ref().map(reservation_json))
+}
+
+/// Reservations, newest first.
+pub async fn reservation_list(
+    conn: &mut PgConnection,
+    status: Option<&str>,
+    limit: i64,
+) -> Result<Vec<serde_json::Value>, sqlx::Error> {
+    let rows = sqlx::query(&format!(
+        "SELECT {RESERVATION_COLUMNS} FROM reservations WHERE ($1::text IS NULL OR status = $1) \
+         ORDER BY created_at DESC LIMIT $2"
+    ))
+    .bind(status)
+    .bind(limit)
+    .fetch_all(conn)
+    .await?;
+    Ok(rows.iter().map(reservation_json).collect())
+}
+
+fn reservation_json(r: &sqlx::postgres::PgRow) -> serde_json::Value {
+    {
         let total_minor: Option<i64> = r.get("total_minor");
         let currency: Option<String> = r.get("currency");
         serde_json::json!({
@@ -547,5 +570,5 @@ pub async fn reservation_view(
             "createdAt": r.get::<DateTime<Utc>, _>("created_at"),
             "updatedAt": r.get::<DateTime<Utc>, _>("updated_at"),
         })
-    }))
+    }
 }

@@ -1,0 +1,589 @@
+//! `omsctl dlq list | show | replay | audit`: dead letters and their safe replay.
+//!
+//! An entry's id is `<dlq topic>:<partition>:<offset>` (without the topic prefix). A replay
+//! re-publishes the original key, value and headers (without the `oms-dlq-*` ones, with
+//! `oms-replayed-from: <id>`) to the origin topic. Every replay is recorded in the audit topic
+//! `oms.dlq.audit` (durable, shared by every operator): an intent record before anything is sent
+//! and a result record after. An entry named in any audit record is not replayed again unless
+//! `--force`. Replaying is harmless for messages already handled: consumers are idempotent.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{IsTerminal, Write};
+use std::time::Duration;
+
+use anyhow::Context;
+use oms_contracts::headers::{dlq as dlq_headers, REPLAYED_FROM};
+use oms_contracts::Envelope;
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::ClientConfig;
+use serde_json::{json, Value};
+
+use crate::ctx::{cell, table, Ctx, Svc};
+use crate::tail::{self, Record};
+use crate::Failure;
+
+/// The audit topic (before the prefix).
+pub const AUDIT_TOPIC: &str = "oms.dlq.audit";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum GroupBy {
+    /// Error class.
+    Error,
+    /// Origin topic.
+    Origin,
+    /// Message type.
+    Type,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum DlqCommand {
+    /// Dead letters (of one origin topic, or all), or groups of them.
+    List {
+        /// Origin topic (e.g. oms.payment.commands) or its DLQ.
+        topic: Option<String>,
+        /// Group by error class, origin topic or message type.
+        #[arg(long)]
+        group_by: Option<GroupBy>,
+    },
+    /// One dead letter: the original message, its diagnosis, a decode attempt, the order now.
+    Show {
+        /// Entry id (`<dlq topic>:<partition>:<offset>`).
+        id: String,
+    },
+    /// Re-publish dead letters to their origin topic.
+    Replay(ReplayArgs),
+    /// The replay audit: who replayed which entries when, and how it went.
+    Audit,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ReplayArgs {
+    /// Entry ids.
+    ids: Vec<String>,
+    /// Every dead letter (narrowed by --filter).
+    #[arg(long)]
+    all: bool,
+    /// Only entries with FIELD=VALUE (class, origin, type, key, service); repeatable.
+    #[arg(long = "filter", value_parser = parse_filter)]
+    filters: Vec<(String, String)>,
+    /// Print the plan and change nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// At most this many messages per second (e.g. 10/s).
+    #[arg(long, value_parser = parse_rate)]
+    rate: Option<f64>,
+    /// Do not ask for confirmation.
+    #[arg(long)]
+    yes: bool,
+    /// Replay entries even if they were replayed before.
+    #[arg(long)]
+    force: bool,
+}
+
+fn parse_filter(s: &str) -> Result<(String, String), String> {
+    let (k, v) = s
+        .split_once('=')
+        .ok_or_else(|| format!("invalid --filter {s:?}: expected FIELD=VALUE"))?;
+    if !["class", "origin", "type", "key", "service"].contains(&k) {
+        return Err(format!(
+            "invalid --filter field {k:?}: expected class, origin, type, key or service"
+        ));
+    }
+    Ok((k.to_owned(), v.to_owned()))
+}
+
+fn parse_rate(s: &str) -> Result<f64, String> {
+    match s.strip_suffix("/s").unwrap_or(s).parse::<f64>() {
+        Ok(r) if r > 0.0 && r.is_finite() => Ok(r),
+        _ => Err(format!("invalid rate {s:?} (expected e.g. 10/s)")),
+    }
+}
+
+/// One dead letter.
+struct Entry {
+    id: String,
+    record: Record,
+    origin: String,
+    class: String,
+    error: String,
+    message_type: String,
+    service: String,
+    failed_at: String,
+}
+
+impl Entry {
+    fn of(ctx: &Ctx, record: Record) -> Self {
+        let unprefixed = record
+            .topic
+            .strip_prefix(ctx.topics.prefix())
+            .unwrap_or(&record.topic)
+            .to_owned();
+        let described = tail::describe(&record);
+        let header = |name: &str| record.header(name).unwrap_or_else(|| "-".into());
+        Entry {
+            id: format!("{unprefixed}:{}:{}", record.partition, record.offset),
+            origin: {
+                let o = header(dlq_headers::ORIGIN_TOPIC);
+                o.strip_prefix(ctx.topics.prefix()).map(str::to_owned).unwrap_or(o)
+            },
+            class: header(dlq_headers::ERROR_CLASS),
+            error: header(dlq_headers::ERROR_MESSAGE),
+            service: header(dlq_headers::SERVICE),
+            failed_at: header(dlq_headers::FAILED_AT),
+            message_type: record
+                .header(oms_contracts::headers::MESSAGE_TYPE)
+                .unwrap_or(described.type_name),
+            record,
+        }
+    }
+
+    fn field(&self, name: &str) -> String {
+        match name {
+            "class" => self.class.clone(),
+            "origin" => self.origin.clone(),
+            "type" => self.message_type.clone(),
+            "key" => self.record.key_text().unwrap_or_default(),
+            "service" => self.service.clone(),
+            _ => String::new(),
+        }
+    }
+
+    fn to_json(&self, replayed: bool) -> Value {
+        json!({
+            "id": self.id,
+            "originTopic": self.origin,
+            "key": self.record.key_text(),
+            "type": self.message_type,
+            "errorClass": self.class,
+            "error": self.error,
+            "service": self.service,
+            "failedAt": self.failed_at,
+            "replayed": replayed,
+        })
+    }
+}
+
+fn dlq_topics(ctx: &Ctx, topic: Option<&str>) -> Vec<String> {
+    match topic {
+        None => oms_contracts::topics::ALL
+            .iter()
+            .map(|t| ctx.topics.name(&oms_contracts::topics::dlq(t)))
+            .collect(),
+        Some(t) => {
+            let base = t.strip_prefix(ctx.topics.prefix()).unwrap_or(t);
+            let base = if oms_contracts::topics::is_dlq(base) {
+                base.to_owned()
+            } else {
+                oms_contracts::topics::dlq(base)
+            };
+            vec![ctx.topics.name(&base)]
+        }
+    }
+}
+
+async fn read(ctx: &Ctx, topics: Vec<String>) -> Result<Vec<Record>, Failure> {
+    let brokers = ctx.brokers.clone();
+    tokio::task::spawn_blocking(move || tail::scan(&brokers, &topics, |_| true))
+        .await
+        .map_err(anyhow::Error::from)?
+}
+
+async fn entries(ctx: &Ctx, topic: Option<&str>) -> Result<Vec<Entry>, Failure> {
+    Ok(read(ctx, dlq_topics(ctx, topic))
+        .await?
+        .into_iter()
+        .map(|r| Entry::of(ctx, r))
+        .collect())
+}
+
+/// Audit records, oldest first.
+async fn audit(ctx: &Ctx) -> Result<Vec<Value>, Failure> {
+    let topic = ctx.topics.name(AUDIT_TOPIC);
+    oms_runtime::kafka::ensure_topics(&ctx.brokers, std::slice::from_ref(&topic), 1)
+        .await
+        .map_err(|e| Failure::usage(format!("broker {}: {e}", ctx.brokers)))?;
+    Ok(read(ctx, vec![topic])
+        .await?
+        .iter()
+        .filter_map(|r| r.value.as_deref())
+        .filter_map(|v| serde_json::from_slice(v).ok())
+        .collect())
+}
+
+fn replayed_ids(audit: &[Value]) -> BTreeSet<String> {
+    audit
+        .iter()
+        .flat_map(|a| a["entries"].as_array().cloned().unwrap_or_default())
+        .filter_map(|e| e.as_str().map(str::to_owned))
+        .collect()
+}
+
+pub async fn run(ctx: &Ctx, command: DlqCommand) -> Result<(), Failure> {
+    match command {
+        DlqCommand::List { topic, group_by } => list(ctx, topic.as_deref(), group_by).await,
+        DlqCommand::Show { id } => show(ctx, &id).await,
+        DlqCommand::Replay(args) => replay(ctx, args).await,
+        DlqCommand::Audit => {
+            let records = audit(ctx).await?;
+            let value = Value::Array(records.clone());
+            ctx.print(&value, || {
+                let mut t = table(&["TIME", "AUDIT", "PHASE", "WHO", "ENTRIES", "RESULT"]);
+                for a in &records {
+                    let entries: Vec<String> = a["entries"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .map(cell)
+                        .collect();
+                    t.add_row([
+                        cell(&a["at"]),
+                        cell(&a["auditId"]),
+                        cell(&a["phase"]),
+                        cell(&a["who"]),
+                        entries.join(" "),
+                        cell(&a["summary"]),
+                    ]);
+                }
+                t.to_string()
+            })
+        }
+    }
+}
+
+async fn list(ctx: &Ctx, topic: Option<&str>, group_by: Option<GroupBy>) -> Result<(), Failure> {
+    let all = entries(ctx, topic).await?;
+    let replayed = replayed_ids(&audit(ctx).await?);
+    let Some(by) = group_by else {
+        let value = Value::Array(
+            all.iter()
+                .map(|e| e.to_json(replayed.contains(&e.id)))
+                .collect(),
+        );
+        return ctx.print(&value, || {
+            let mut t = table(&["ID", "ORIGIN", "TYPE", "KEY", "CLASS", "ERROR", "FAILED AT", "REPLAYED"]);
+            for e in &all {
+                t.add_row([
+                    e.id.clone(),
+                    e.origin.clone(),
+                    e.message_type.clone(),
+                    e.record.key_text().unwrap_or_else(|| "-".into()),
+                    e.class.clone(),
+                    e.error.clone(),
+                    e.failed_at.clone(),
+                    if replayed.contains(&e.id) { "yes" } else { "no" }.into(),
+                ]);
+            }
+            t.to_string()
+        });
+    };
+    let mut groups: BTreeMap<String, (u64, String, String, u64)> = BTreeMap::new();
+    for e in &all {
+        let key = match by {
+            GroupBy::Error => e.class.clone(),
+            GroupBy::Origin => e.origin.clone(),
+            GroupBy::Type => e.message_type.clone(),
+        };
+        let g = groups
+            .entry(key)
+            .or_insert((0, e.failed_at.clone(), e.failed_at.clone(), 0));
+        g.0 += 1;
+        if e.failed_at < g.1 {
+            g.1 = e.failed_at.clone();
+        }
+        if e.failed_at > g.2 {
+            g.2 = e.failed_at.clone();
+        }
+        g.3 += u64::from(replayed.contains(&e.id));
+    }
+    let value = Value::Array(
+        groups
+            .iter()
+            .map(|(k, (n, first, last, r))| {
+                json!({"group": k, "count": n, "firstSeen": first, "lastSeen": last, "replayed": r})
+            })
+            .collect(),
+    );
+    ctx.print(&value, || {
+        let mut t = table(&["GROUP", "COUNT", "FIRST SEEN", "LAST SEEN", "REPLAYED"]);
+        for (k, (n, first, last, r)) in &groups {
+            t.add_row([k.clone(), n.to_string(), first.clone(), last.clone(), r.to_string()]);
+        }
+        t.to_string()
+    })
+}
+
+fn parse_id(ctx: &Ctx, id: &str) -> Result<(String, i32, i64), Failure> {
+    let bad = || {
+        Failure::usage(format!(
+            "invalid entry id {id:?}: expected <dlq topic>:<partition>:<offset> (see `omsctl dlq list`)"
+        ))
+    };
+    let mut parts = id.rsplitn(3, ':');
+    let offset = parts.next().and_then(|o| o.parse().ok()).ok_or_else(bad)?;
+    let partition = parts.next().and_then(|p| p.parse().ok()).ok_or_else(bad)?;
+    let topic = parts.next().filter(|t| oms_contracts::topics::is_dlq(t)).ok_or_else(bad)?;
+    Ok((ctx.topics.name(topic), partition, offset))
+}
+
+async fn find(ctx: &Ctx, id: &str) -> Result<Entry, Failure> {
+    let (topic, partition, offset) = parse_id(ctx, id)?;
+    let records = read(ctx, vec![topic]).await?;
+    records
+        .into_iter()
+        .find(|r| r.partition == partition && r.offset == offset)
+        .map(|r| Entry::of(ctx, r))
+        .ok_or_else(|| Failure::verdict(format!("no dead letter {id}")))
+}
+
+async fn show(ctx: &Ctx, id: &str) -> Result<(), Failure> {
+    let e = find(ctx, id).await?;
+    let decode = match e.record.value.as_deref().map(Envelope::decode) {
+        Some(Ok(env)) => json!({"ok": true, "type": env.message_type().as_str(), "eventId": env.event_id}),
+        Some(Err(err)) => json!({"ok": false, "class": err.class(), "error": err.to_string()}),
+        None => json!({"ok": false, "error": "no value"}),
+    };
+    let order = match e
+        .record
+        .key_text()
+        .filter(|k| uuid::Uuid::parse_str(k).is_ok())
+    {
+        Some(k) => ctx.get_opt(Svc::Order, &format!("/orders/{k}")).await.ok().flatten(),
+        None => None,
+    };
+    let replayed = replayed_ids(&audit(ctx).await?).contains(&e.id);
+    let doc = json!({
+        "entry": e.to_json(replayed),
+        "message": e.record.to_json(),
+        "decode": decode,
+        "order": order,
+    });
+    ctx.print(&doc, || {
+        let mut t = table(&["", ""]);
+        t.add_row(["id".to_string(), e.id.clone()]);
+        t.add_row(["key".to_string(), e.record.key_text().unwrap_or_else(|| "-".into())]);
+        for (name, value) in &e.record.headers {
+            t.add_row([
+                format!("header {name}"),
+                value
+                    .as_deref()
+                    .map(|v| String::from_utf8_lossy(v).into_owned())
+                    .unwrap_or_else(|| "(null)".into()),
+            ]);
+        }
+        t.add_row([
+            "value".to_string(),
+            e.record
+                .value
+                .as_deref()
+                .map(|v| String::from_utf8_lossy(v).into_owned())
+                .unwrap_or_else(|| "(null)".into()),
+        ]);
+        t.add_row([
+            "decode".to_string(),
+            if decode["ok"] == true {
+                format!("ok: {}", cell(&decode["type"]))
+            } else {
+                format!("{}: {}", cell(&decode["class"]), cell(&decode["error"]))
+            },
+        ]);
+        t.add_row([
+            "order now".to_string(),
+            order
+                .as_ref()
+                .map(|o| format!("{} {}", cell(&o["status"]), cell(&o["cancelReason"])))
+                .unwrap_or_else(|| "-".into()),
+        ]);
+        t.add_row(["replayed".to_string(), if replayed { "yes" } else { "no" }.into()]);
+        t.to_string()
+    })
+}
+
+fn who() -> String {
+    let user = std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        .unwrap_or_else(|_| "unknown".into());
+    let host = std::fs::read_to_string("/etc/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_else(|_| "localhost".into());
+    format!("{user}@{host}")
+}
+
+async fn write_audit(ctx: &Ctx, producer: &FutureProducer, record: &Value) -> Result<(), Failure> {
+    let topic = ctx.topics.name(AUDIT_TOPIC);
+    let payload = serde_json::to_vec(record)?;
+    let key = record["auditId"].as_str().unwrap_or_default().to_owned();
+    producer
+        .send(
+            FutureRecord::to(&topic).key(&key).payload(&payload),
+            Duration::from_secs(10),
+        )
+        .await
+        .map_err(|(e, _)| Failure::usage(format!("writing the replay audit to {topic}: {e}")))?;
+    Ok(())
+}
+
+async fn replay(ctx: &Ctx, args: ReplayArgs) -> Result<(), Failure> {
+    if args.ids.is_empty() && !args.all && args.filters.is_empty() {
+        return Err(Failure::usage(
+            "name entry ids, or --all / --filter FIELD=VALUE (see `omsctl dlq list`)",
+        ));
+    }
+    if !args.ids.is_empty() && args.all {
+        return Err(Failure::usage("give entry ids or --all, not both"));
+    }
+    for id in &args.ids {
+        parse_id(ctx, id)?;
+    }
+    let all = entries(ctx, None).await?;
+    let selected: Vec<&Entry> = if args.ids.is_empty() {
+        all.iter()
+            .filter(|e| args.filters.iter().all(|(k, v)| e.field(k) == *v))
+            .collect()
+    } else {
+        let mut chosen = Vec::new();
+        for id in &args.ids {
+            let e = all
+                .iter()
+                .find(|e| e.id == *id)
+                .ok_or_else(|| Failure::verdict(format!("no dead letter {id}")))?;
+            if args.filters.iter().all(|(k, v)| e.field(k) == *v) {
+                chosen.push(e);
+            }
+        }
+        chosen
+    };
+    let replayed = replayed_ids(&audit(ctx).await?);
+    let (again, plan): (Vec<&Entry>, Vec<&Entry>) = selected
+        .into_iter()
+        .partition(|e| replayed.contains(&e.id) && !args.force);
+    let plan_json: Vec<Value> = plan
+        .iter()
+        .map(|e| json!({"id": e.id, "to": ctx.topics.name(&e.origin), "key": e.record.key_text(), "type": e.message_type}))
+        .collect();
+    let refused: Vec<&str> = again.iter().map(|e| e.id.as_str()).collect();
+    if !refused.is_empty() {
+        eprintln!(
+            "omsctl: already replayed (use --force to replay again): {}",
+            refused.join(" ")
+        );
+    }
+    if args.dry_run || plan.is_empty() {
+        let doc = json!({"dryRun": args.dry_run, "plan": plan_json, "refused": refused});
+        ctx.print(&doc, || {
+            let mut t = table(&["ENTRY", "TO TOPIC", "KEY", "TYPE"]);
+            for p in &plan_json {
+                t.add_row([cell(&p["id"]), cell(&p["to"]), cell(&p["key"]), cell(&p["type"])]);
+            }
+            let n = plan.len();
+            let entries = if n == 1 { "entry" } else { "entries" };
+            if args.dry_run {
+                format!("{t}\nwould replay {n} {entries} (dry run: nothing changed)")
+            } else {
+                format!("{t}\nnothing to replay")
+            }
+        })?;
+        return if !args.dry_run && !refused.is_empty() {
+            Err(Failure::verdict(format!(
+                "{} entr{} already replayed; nothing sent",
+                refused.len(),
+                if refused.len() == 1 { "y" } else { "ies" }
+            )))
+        } else {
+            Ok(())
+        };
+    }
+    if !args.yes {
+        if !std::io::stdin().is_terminal() {
+            return Err(Failure::usage(format!(
+                "replaying {} entries needs confirmation: add --yes (or --dry-run to see the plan)",
+                plan.len()
+            )));
+        }
+        eprint!("replay {} entries to their origin topics? [y/N] ", plan.len());
+        std::io::stderr().flush()?;
+        let mut answer = String::new();
+        std::io::stdin().read_line(&mut answer)?;
+        if !matches!(answer.trim(), "y" | "Y" | "yes") {
+            return Err(Failure::verdict("replay cancelled"));
+        }
+    }
+
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", &ctx.brokers)
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("message.timeout.ms", "15000")
+        .set_log_level(rdkafka::config::RDKafkaLogLevel::Emerg)
+        .create()
+        .context("creating the Kafka producer")?;
+    let audit_id = uuid::Uuid::now_v7().to_string();
+    let ids: Vec<&str> = plan.iter().map(|e| e.id.as_str()).collect();
+    let base = json!({"auditId": audit_id, "who": who(), "entries": ids, "force": args.force});
+    let mut intent = base.clone();
+    intent["phase"] = json!("started");
+    intent["at"] = json!(chrono::Utc::now().to_rfc3339());
+    write_audit(ctx, &producer, &intent).await?;
+
+    let interval = args.rate.map(|r| Duration::from_secs_f64(1.0 / r));
+    let mut results = Vec::new();
+    let mut failed = 0;
+    for (i, e) in plan.iter().enumerate() {
+        if let (Some(every), true) = (interval, i > 0) {
+            tokio::time::sleep(every).await;
+        }
+        let to = ctx.topics.name(&e.origin);
+        let mut headers = OwnedHeaders::new();
+        for (name, value) in &e.record.headers {
+            if dlq_headers::ALL.contains(&name.as_str()) || name == REPLAYED_FROM {
+                continue;
+            }
+            headers = headers.insert(Header {
+                key: name,
+                value: value.as_deref(),
+            });
+        }
+        headers = headers.insert(Header {
+            key: REPLAYED_FROM,
+            value: Some(e.id.as_bytes()),
+        });
+        let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&to).headers(headers);
+        if let Some(k) = &e.record.key {
+            record = record.key(k.as_slice());
+        }
+        if let Some(v) = &e.record.value {
+            record = record.payload(v.as_slice());
+        }
+        match producer.send(record, Duration::from_secs(15)).await {
+            Ok(d) => results.push(json!({"id": e.id, "ok": true, "topic": to, "partition": d.partition, "offset": d.offset})),
+            Err((err, _)) => {
+                failed += 1;
+                results.push(json!({"id": e.id, "ok": false, "error": err.to_string()}));
+            }
+        }
+    }
+    let mut done = base;
+    done["phase"] = json!("finished");
+    done["at"] = json!(chrono::Utc::now().to_rfc3339());
+    done["results"] = json!(results);
+    done["summary"] = json!(format!("{} replayed, {failed} failed", plan.len() - failed));
+    write_audit(ctx, &producer, &done).await?;
+    ctx.print(&done, || {
+        let mut t = table(&["ENTRY", "RESULT"]);
+        for r in &results {
+            t.add_row([
+                cell(&r["id"]),
+                if r["ok"] == true {
+                    format!("sent to {}/{}@{}", cell(&r["topic"]), cell(&r["partition"]), cell(&r["offset"]))
+                } else {
+                    format!("FAILED: {}", cell(&r["error"]))
+                },
+            ]);
+        }
+        format!("{t}\naudit {audit_id}: {}", cell(&done["summary"]))
+    })?;
+    if failed > 0 {
+        return Err(Failure::verdict(format!("{failed} of {} replays failed", plan.len())));
+    }
+    Ok(())
+}

@@ -1,0 +1,547 @@
+//! `omsctl tail`, and reading topics for `trace` and `dlq`.
+//!
+//! Topics are read by assigning partitions directly (no consumer group), so omsctl never moves a
+//! service's offsets.
+
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use oms_contracts::Envelope;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Headers, Message};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use serde_json::{json, Value};
+
+use crate::ctx::Ctx;
+use crate::{Failure, Output};
+
+/// One Kafka message as read.
+#[derive(Debug, Clone)]
+pub struct Record {
+    /// Topic.
+    pub topic: String,
+    /// Partition.
+    pub partition: i32,
+    /// Offset.
+    pub offset: i64,
+    /// Timestamp (ms since the epoch), when the broker gave one.
+    pub timestamp_ms: Option<i64>,
+    /// Key bytes.
+    pub key: Option<Vec<u8>>,
+    /// Value bytes.
+    pub value: Option<Vec<u8>>,
+    /// Headers in order.
+    pub headers: Vec<(String, Option<Vec<u8>>)>,
+}
+
+fn text_or_hex(bytes: &[u8]) -> (Option<String>, Option<String>) {
+    match std::str::from_utf8(bytes) {
+        Ok(s) => (Some(s.to_owned()), None),
+        Err(_) => (None, Some(bytes.iter().map(|b| format!("{b:02x}")).collect())),
+    }
+}
+
+impl Record {
+    /// A header's value as text.
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .and_then(|(_, v)| v.as_deref())
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+    }
+
+    /// The key as text (lossy).
+    pub fn key_text(&self) -> Option<String> {
+        self.key
+            .as_deref()
+            .map(|k| String::from_utf8_lossy(k).into_owned())
+    }
+
+    /// RFC 3339 time of the broker timestamp.
+    pub fn time(&self) -> String {
+        self.timestamp_ms
+            .and_then(chrono::DateTime::from_timestamp_millis)
+            .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true))
+            .unwrap_or_else(|| "-".into())
+    }
+
+    /// The stable JSON form (one NDJSON line of `tail -o json`): enough to produce it again.
+    /// Text parts are strings; a part that is not UTF-8 is given as hex under `…Hex`.
+    pub fn to_json(&self) -> Value {
+        let (key, key_hex) = self
+            .key
+            .as_deref()
+            .map(text_or_hex)
+            .unwrap_or((None, None));
+        let (value, value_hex) = self
+            .value
+            .as_deref()
+            .map(text_or_hex)
+            .unwrap_or((None, None));
+        let headers: Vec<Value> = self
+            .headers
+            .iter()
+            .map(|(name, v)| match v.as_deref().map(text_or_hex) {
+                None => json!({"name": name, "value": null}),
+                Some((Some(t), _)) => json!({"name": name, "value": t}),
+                Some((None, hex)) => json!({"name": name, "valueHex": hex}),
+            })
+            .collect();
+        let mut doc = json!({
+            "topic": self.topic,
+            "partition": self.partition,
+            "offset": self.offset,
+            "timestamp": self.time(),
+            "key": key,
+            "headers": headers,
+            "value": value,
+        });
+        if let Some(h) = key_hex {
+            doc["keyHex"] = json!(h);
+        }
+        if let Some(h) = value_hex {
+            doc["valueHex"] = json!(h);
+        }
+        doc
+    }
+}
+
+/// What a message says, as far as it can be decoded.
+pub struct Described {
+    /// Message type (or why it could not be decoded).
+    pub type_name: String,
+    /// Source service.
+    pub source: String,
+    /// The payload, compact.
+    pub payload: String,
+}
+
+/// Decodes a record's envelope for display.
+pub fn describe(r: &Record) -> Described {
+    match r.value.as_deref().map(Envelope::decode) {
+        Some(Ok(env)) => Described {
+            type_name: env.message_type().as_str().to_owned(),
+            source: env.source.clone(),
+            payload: serde_json::to_string(&env.message).unwrap_or_default(),
+        },
+        Some(Err(e)) => Described {
+            type_name: format!("undecodable ({})", e.class()),
+            source: r
+                .header(oms_contracts::headers::dlq::SERVICE)
+                .unwrap_or_else(|| "?".into()),
+            payload: r
+                .value
+                .as_deref()
+                .map(|v| String::from_utf8_lossy(v).into_owned())
+                .unwrap_or_default(),
+        },
+        None => Described {
+            type_name: "empty".into(),
+            source: "?".into(),
+            payload: String::new(),
+        },
+    }
+}
+
+fn record(m: &rdkafka::message::BorrowedMessage<'_>) -> Record {
+    Record {
+        topic: m.topic().to_owned(),
+        partition: m.partition(),
+        offset: m.offset(),
+        timestamp_ms: m.timestamp().to_millis(),
+        key: m.key().map(<[u8]>::to_vec),
+        value: m.payload().map(<[u8]>::to_vec),
+        headers: m
+            .headers()
+            .map(|hs| {
+                hs.iter()
+                    .map(|h| (h.key.to_owned(), h.value.map(<[u8]>::to_vec)))
+                    .collect()
+            })
+            .unwrap_or_default(),
+    }
+}
+
+fn client(brokers: &str) -> anyhow::Result<BaseConsumer> {
+    ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", "omsctl-reader")
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("enable.partition.eof", "false")
+        .set_log_level(rdkafka::config::RDKafkaLogLevel::Emerg)
+        .create()
+        .context("creating the Kafka client")
+}
+
+const TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Partitions of `topics` with their (low, high) watermarks; an unknown topic is an error.
+fn partitions(
+    consumer: &BaseConsumer,
+    brokers: &str,
+    topics: &[String],
+) -> Result<Vec<(String, i32, i64, i64)>, Failure> {
+    let meta = consumer
+        .fetch_metadata(None, TIMEOUT)
+        .map_err(|e| Failure::usage(format!("broker unreachable at {brokers}: {e}")))?;
+    let mut out = Vec::new();
+    for topic in topics {
+        let Some(t) = meta.topics().iter().find(|t| t.name() == topic) else {
+            return Err(Failure::usage(format!("no topic {topic:?} on {brokers}")));
+        };
+        for p in t.partitions() {
+            let (low, high) = consumer
+                .fetch_watermarks(topic, p.id(), TIMEOUT)
+                .with_context(|| format!("watermarks of {topic}/{}", p.id()))?;
+            out.push((topic.clone(), p.id(), low, high));
+        }
+    }
+    Ok(out)
+}
+
+/// Reads `topics` from the beginning to their current ends; keeps the records `keep` accepts.
+/// Blocking: call from `spawn_blocking`.
+pub fn scan(
+    brokers: &str,
+    topics: &[String],
+    keep: impl Fn(&Record) -> bool,
+) -> Result<Vec<Record>, Failure> {
+    let consumer = client(brokers)?;
+    let parts = partitions(&consumer, brokers, topics)?;
+    let mut tpl = TopicPartitionList::new();
+    let mut remaining = 0usize;
+    for (topic, p, low, high) in &parts {
+        if high > low {
+            tpl.add_partition_offset(topic, *p, Offset::Offset(*low))
+                .context("assigning")?;
+            remaining += 1;
+        }
+    }
+    let mut out = Vec::new();
+    if remaining == 0 {
+        return Ok(out);
+    }
+    consumer.assign(&tpl).context("assigning partitions")?;
+    let mut done: std::collections::HashSet<(String, i32)> = std::collections::HashSet::new();
+    let mut idle_since = Instant::now();
+    while done.len() < remaining {
+        match consumer.poll(Duration::from_millis(200)) {
+            Some(Ok(m)) => {
+                idle_since = Instant::now();
+                let r = record(&m);
+                let end = parts
+                    .iter()
+                    .find(|(t, p, _, _)| *t == r.topic && *p == r.partition)
+                    .map(|(_, _, _, h)| *h)
+                    .unwrap_or(0);
+                if r.offset + 1 >= end {
+                    done.insert((r.topic.clone(), r.partition));
+                }
+                if r.offset < end && keep(&r) {
+                    out.push(r);
+                }
+            }
+            Some(Err(e)) => return Err(Failure::usage(format!("reading topics: {e}"))),
+            None if idle_since.elapsed() > Duration::from_secs(15) => {
+                return Err(Failure::usage(format!(
+                    "reading topics from {brokers}: no progress for 15s"
+                )))
+            }
+            None => {}
+        }
+    }
+    out.sort_by(|a, b| {
+        (a.timestamp_ms, &a.topic, a.partition, a.offset).cmp(&(
+            b.timestamp_ms,
+            &b.topic,
+            b.partition,
+            b.offset,
+        ))
+    });
+    Ok(out)
+}
+
+/// Where to start reading.
+#[derive(Debug, Clone, PartialEq)]
+pub enum From {
+    /// The oldest message.
+    Beginning,
+    /// New messages only.
+    End,
+    /// This offset in every partition.
+    Offset(i64),
+    /// The last N of every partition.
+    Last(i64),
+    /// The first message at or after this time (ms since the epoch).
+    Time(i64),
+}
+
+/// Parses `beginning`, `end`, `OFFSET`, `-N`, `@RFC3339` or `@-DURATION`.
+pub fn parse_from(s: &str) -> Result<From, String> {
+    let bad = || {
+        format!(
+            "invalid --from {s:?}: expected beginning, end, OFFSET, -N, @TIMESTAMP (RFC 3339) or @-DURATION (e.g. @-10m)"
+        )
+    };
+    match s {
+        "beginning" | "earliest" | "start" => return Ok(From::Beginning),
+        "end" | "latest" => return Ok(From::End),
+        _ => {}
+    }
+    if let Some(t) = s.strip_prefix("@-") {
+        let d = humantime::parse_duration(t).map_err(|_| bad())?;
+        let at = chrono::Utc::now() - chrono::TimeDelta::from_std(d).map_err(|_| bad())?;
+        return Ok(From::Time(at.timestamp_millis()));
+    }
+    if let Some(t) = s.strip_prefix('@') {
+        let at = chrono::DateTime::parse_from_rfc3339(t).map_err(|_| bad())?;
+        return Ok(From::Time(at.timestamp_millis()));
+    }
+    if let Some(n) = s.strip_prefix('-') {
+        return match n.parse::<i64>() {
+            Ok(n) if n > 0 => Ok(From::Last(n)),
+            _ => Err(bad()),
+        };
+    }
+    match s.parse::<i64>() {
+        Ok(n) if n >= 0 => Ok(From::Offset(n)),
+        _ => Err(bad()),
+    }
+}
+
+fn parse_header(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .filter(|(k, _)| !k.is_empty())
+        .ok_or_else(|| format!("invalid --header {s:?}: expected NAME=VALUE"))
+}
+
+/// `omsctl tail` arguments.
+#[derive(Debug, clap::Args)]
+pub struct TailArgs {
+    /// Topics (contract names such as oms.order.events, the prefix is added; `all` for every
+    /// topic and DLQ).
+    #[arg(required = true)]
+    topics: Vec<String>,
+    /// Where to start: beginning, end, OFFSET, -N (last N per partition), @TIMESTAMP or @-10m.
+    #[arg(long, default_value = "end", value_parser = parse_from, allow_hyphen_values = true)]
+    from: From,
+    /// Stop at the end instead of following.
+    #[arg(long)]
+    exit: bool,
+    /// Stop after this many (matching) messages.
+    #[arg(long)]
+    max: Option<u64>,
+    /// Only this key (order id).
+    #[arg(long)]
+    key: Option<String>,
+    /// Only this message type (e.g. payment.declined).
+    #[arg(long = "type")]
+    message_type: Option<String>,
+    /// Only messages with this header (NAME=VALUE; repeatable, all must match).
+    #[arg(long = "header", value_parser = parse_header)]
+    headers: Vec<(String, String)>,
+    /// Only messages whose key, value or headers contain this text.
+    #[arg(long)]
+    grep: Option<String>,
+}
+
+impl TailArgs {
+    fn matches(&self, r: &Record, described: &Described) -> bool {
+        if let Some(k) = &self.key {
+            if r.key_text().as_deref() != Some(k.as_str()) {
+                return false;
+            }
+        }
+        if let Some(t) = &self.message_type {
+            if described.type_name != *t {
+                return false;
+            }
+        }
+        if !self
+            .headers
+            .iter()
+            .all(|(k, v)| r.header(k).as_deref() == Some(v.as_str()))
+        {
+            return false;
+        }
+        if let Some(g) = &self.grep {
+            let hay = format!(
+                "{} {} {:?}",
+                r.key_text().unwrap_or_default(),
+                r.value
+                    .as_deref()
+                    .map(String::from_utf8_lossy)
+                    .unwrap_or_default(),
+                r.headers
+            );
+            if !hay.contains(g.as_str()) {
+                return false;
+            }
+        }
+        true
+    }
+}
+
+pub async fn run(ctx: &Ctx, args: TailArgs) -> Result<(), Failure> {
+    let topics: Vec<String> = if args.topics.iter().any(|t| t == "all") {
+        ctx.topics.all_with_dlq()
+    } else {
+        args.topics
+            .iter()
+            .map(|t| {
+                if !ctx.topics.prefix().is_empty() && t.starts_with(ctx.topics.prefix()) {
+                    t.clone()
+                } else {
+                    ctx.topics.name(t)
+                }
+            })
+            .collect()
+    };
+    let brokers = ctx.brokers.clone();
+    let output = ctx.output;
+    tokio::task::spawn_blocking(move || follow(&brokers, &topics, &args, output))
+        .await
+        .map_err(anyhow::Error::from)?
+}
+
+fn follow(brokers: &str, topics: &[String], args: &TailArgs, output: Output) -> Result<(), Failure> {
+    let consumer = client(brokers)?;
+    let parts = partitions(&consumer, brokers, topics)?;
+    let mut tpl = TopicPartitionList::new();
+    for (topic, p, low, high) in &parts {
+        let offset = match args.from {
+            From::Beginning => Offset::Offset(*low),
+            From::End => Offset::Offset(*high),
+            From::Offset(n) => Offset::Offset(n.clamp(*low, *high)),
+            From::Last(n) => Offset::Offset((high - n).max(*low)),
+            From::Time(ms) => Offset::Offset(ms),
+        };
+        tpl.add_partition_offset(topic, *p, offset)
+            .context("assigning")?;
+    }
+    if let From::Time(_) = args.from {
+        tpl = consumer
+            .offsets_for_times(tpl, TIMEOUT)
+            .context("looking up offsets for the time")?;
+        // A partition with nothing at or after the time resolves to Offset::End: new messages.
+    }
+    consumer.assign(&tpl).context("assigning partitions")?;
+    // With --exit: stop once every partition reached the end it had when we started.
+    let mut pending: std::collections::HashMap<(String, i32), i64> = parts
+        .iter()
+        .map(|(t, p, _, h)| ((t.clone(), *p), *h))
+        .collect();
+    if args.exit {
+        let starts: std::collections::HashMap<(String, i32), i64> = tpl
+            .elements()
+            .iter()
+            .filter_map(|e| match e.offset() {
+                Offset::Offset(o) => Some(((e.topic().to_owned(), e.partition()), o)),
+                _ => None,
+            })
+            .collect();
+        pending.retain(|k, end| starts.get(k).is_some_and(|s| s < end));
+    }
+    let mut out = std::io::stdout().lock();
+    let mut shown = 0u64;
+    if args.exit && pending.is_empty() {
+        return Ok(());
+    }
+    loop {
+        if args.max.is_some_and(|m| shown >= m) {
+            return Ok(());
+        }
+        let Some(result) = consumer.poll(Duration::from_millis(250)) else {
+            continue;
+        };
+        let m = result.map_err(|e| Failure::usage(format!("reading topics: {e}")))?;
+        let r = record(&m);
+        if args.exit {
+            if let Some(end) = pending.get(&(r.topic.clone(), r.partition)).copied() {
+                if r.offset >= end {
+                    continue;
+                }
+                if r.offset + 1 >= end {
+                    pending.remove(&(r.topic.clone(), r.partition));
+                }
+            } else {
+                continue;
+            }
+        }
+        let described = describe(&r);
+        if args.matches(&r, &described) {
+            shown += 1;
+            match output {
+                Output::Json => writeln!(out, "{}", r.to_json())?,
+                Output::Table => {
+                    let mut payload = described.payload.clone();
+                    if payload.len() > 160 {
+                        let cut = (0..=160).rev().find(|i| payload.is_char_boundary(*i)).unwrap_or(0);
+                        payload.truncate(cut);
+                        payload.push('…');
+                    }
+                    writeln!(
+                        out,
+                        "{} {}/{}@{} key={} {} [{}] {}",
+                        r.time(),
+                        r.topic,
+                        r.partition,
+                        r.offset,
+                        r.key_text().unwrap_or_else(|| "-".into()),
+                        described.type_name,
+                        described.source,
+                        payload
+                    )?
+                }
+            }
+            out.flush()?;
+        }
+        if args.exit && pending.is_empty() {
+            return Ok(());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn from_expressions_parse_and_bad_ones_are_named() {
+        assert_eq!(parse_from("beginning"), Ok(From::Beginning));
+        assert_eq!(parse_from("end"), Ok(From::End));
+        assert_eq!(parse_from("42"), Ok(From::Offset(42)));
+        assert_eq!(parse_from("-5"), Ok(From::Last(5)));
+        assert!(matches!(parse_from("@-10m"), Ok(From::Time(_))));
+        assert_eq!(
+            parse_from("@2026-11-23T10:00:00Z"),
+            Ok(From::Time(1_795_428_000_000))
+        );
+        for bad in ["", "-0", "-x", "soon", "@yesterday", "@-", "1.5"] {
+            let e = parse_from(bad).expect_err(bad);
+            assert!(e.contains("--from"), "{e}");
+        }
+    }
+
+    #[test]
+    fn records_print_losslessly() {
+        let r = Record {
+            topic: "t".into(),
+            partition: 1,
+            offset: 7,
+            timestamp_ms: Some(0),
+            key: Some(b"k".to_vec()),
+            value: Some(vec![0xff, 0x00]),
+            headers: vec![("a".into(), Some(b"b".to_vec())), ("n".into(), None)],
+        };
+        let j = r.to_json();
+        assert_eq!(j["key"], "k");
+        assert_eq!(j["valueHex"], "ff00");
+        assert_eq!(j["headers"][0]["value"], "b");
+        assert!(j["headers"][1]["value"].is_null());
+    }
+}
