@@ -23,6 +23,10 @@ docker-compose -f compose.yaml config -q
 oms_log "cargo clippy"
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 
+# The service binaries, for the test that runs the process stack (`omsctl stack up`).
+oms_log "cargo build (binaries)"
+cargo build --workspace --bins --quiet
+
 "$ROOT/scripts/stack.sh" wipe >/dev/null 2>&1 || true
 trap '"$ROOT/scripts/stack.sh" down' EXIT
 "$ROOT/scripts/stack.sh" up --infra >/dev/null

@@ -192,10 +192,7 @@ impl Ctx {
                 )))
             }
         };
-        let prefix = s
-            .topic_prefix
-            .or(file.topic_prefix)
-            .unwrap_or_default();
+        let prefix = s.topic_prefix.or(file.topic_prefix).unwrap_or_default();
         let prefix = oms_runtime::config::parse_topic_prefix(&prefix).map_err(Failure::usage)?;
         let e = file.endpoints;
         let pick = |flag: Option<String>, file: Option<String>, port: u16| {
@@ -203,11 +200,29 @@ impl Ctx {
                 .unwrap_or_else(|| format!("http://127.0.0.1:{port}"))
         };
         let urls = [
-            (Svc::Order, check_url("order", pick(s.order_url, e.order, 8081))?),
-            (Svc::Payment, check_url("payment", pick(s.payment_url, e.payment, 8082))?),
-            (Svc::Inventory, check_url("inventory", pick(s.inventory_url, e.inventory, 8083))?),
-            (Svc::Notification, check_url("notification", pick(s.notification_url, e.notification, 8084))?),
-            (Svc::Saga, check_url("saga", pick(s.saga_url, e.saga, 8085))?),
+            (
+                Svc::Order,
+                check_url("order", pick(s.order_url, e.order, 8081))?,
+            ),
+            (
+                Svc::Payment,
+                check_url("payment", pick(s.payment_url, e.payment, 8082))?,
+            ),
+            (
+                Svc::Inventory,
+                check_url("inventory", pick(s.inventory_url, e.inventory, 8083))?,
+            ),
+            (
+                Svc::Notification,
+                check_url(
+                    "notification",
+                    pick(s.notification_url, e.notification, 8084),
+                )?,
+            ),
+            (
+                Svc::Saga,
+                check_url("saga", pick(s.saga_url, e.saga, 8085))?,
+            ),
         ];
         Ok(Self {
             brokers: s
@@ -272,9 +287,9 @@ impl Ctx {
 
     /// `GET` a JSON document that must exist.
     pub async fn get(&self, svc: Svc, path: &str) -> Result<Value, Failure> {
-        self.get_opt(svc, path).await?.ok_or_else(|| {
-            Failure::verdict(format!("{} service: {path} not found", svc.name()))
-        })
+        self.get_opt(svc, path)
+            .await?
+            .ok_or_else(|| Failure::verdict(format!("{} service: {path} not found", svc.name())))
     }
 
     /// `POST` JSON: (status, body).
@@ -285,11 +300,17 @@ impl Ctx {
         body: &Value,
         headers: &[(&str, &str)],
     ) -> Result<(StatusCode, Value), Failure> {
-        let mut request = self.http.post(format!("{}{path}", self.url(svc))).json(body);
+        let mut request = self
+            .http
+            .post(format!("{}{path}", self.url(svc)))
+            .json(body);
         for (k, v) in headers {
             request = request.header(*k, *v);
         }
-        let r = request.send().await.map_err(|e| self.unreachable(svc, &e))?;
+        let r = request
+            .send()
+            .await
+            .map_err(|e| self.unreachable(svc, &e))?;
         let status = r.status();
         Ok((status, r.json().await.unwrap_or(Value::Null)))
     }
@@ -330,7 +351,11 @@ pub fn api_failure(svc: Svc, status: StatusCode, body: &Value) -> Failure {
     let code = if status.is_client_error() { 2 } else { 1 };
     Failure {
         code,
-        error: anyhow::anyhow!("{} service: {} {message}{detail}", svc.name(), status.as_u16()),
+        error: anyhow::anyhow!(
+            "{} service: {} {message}{detail}",
+            svc.name(),
+            status.as_u16()
+        ),
     }
 }
 

@@ -125,7 +125,9 @@ impl Entry {
             id: format!("{unprefixed}:{}:{}", record.partition, record.offset),
             origin: {
                 let o = header(dlq_headers::ORIGIN_TOPIC);
-                o.strip_prefix(ctx.topics.prefix()).map(str::to_owned).unwrap_or(o)
+                o.strip_prefix(ctx.topics.prefix())
+                    .map(str::to_owned)
+                    .unwrap_or(o)
             },
             class: header(dlq_headers::ERROR_CLASS),
             error: header(dlq_headers::ERROR_MESSAGE),
@@ -261,7 +263,16 @@ async fn list(ctx: &Ctx, topic: Option<&str>, group_by: Option<GroupBy>) -> Resu
                 .collect(),
         );
         return ctx.print(&value, || {
-            let mut t = table(&["ID", "ORIGIN", "TYPE", "KEY", "CLASS", "ERROR", "FAILED AT", "REPLAYED"]);
+            let mut t = table(&[
+                "ID",
+                "ORIGIN",
+                "TYPE",
+                "KEY",
+                "CLASS",
+                "ERROR",
+                "FAILED AT",
+                "REPLAYED",
+            ]);
             for e in &all {
                 t.add_row([
                     e.id.clone(),
@@ -271,7 +282,12 @@ async fn list(ctx: &Ctx, topic: Option<&str>, group_by: Option<GroupBy>) -> Resu
                     e.class.clone(),
                     e.error.clone(),
                     e.failed_at.clone(),
-                    if replayed.contains(&e.id) { "yes" } else { "no" }.into(),
+                    if replayed.contains(&e.id) {
+                        "yes"
+                    } else {
+                        "no"
+                    }
+                    .into(),
                 ]);
             }
             t.to_string()
@@ -307,7 +323,13 @@ async fn list(ctx: &Ctx, topic: Option<&str>, group_by: Option<GroupBy>) -> Resu
     ctx.print(&value, || {
         let mut t = table(&["GROUP", "COUNT", "FIRST SEEN", "LAST SEEN", "REPLAYED"]);
         for (k, (n, first, last, r)) in &groups {
-            t.add_row([k.clone(), n.to_string(), first.clone(), last.clone(), r.to_string()]);
+            t.add_row([
+                k.clone(),
+                n.to_string(),
+                first.clone(),
+                last.clone(),
+                r.to_string(),
+            ]);
         }
         t.to_string()
     })
@@ -322,7 +344,10 @@ fn parse_id(ctx: &Ctx, id: &str) -> Result<(String, i32, i64), Failure> {
     let mut parts = id.rsplitn(3, ':');
     let offset = parts.next().and_then(|o| o.parse().ok()).ok_or_else(bad)?;
     let partition = parts.next().and_then(|p| p.parse().ok()).ok_or_else(bad)?;
-    let topic = parts.next().filter(|t| oms_contracts::topics::is_dlq(t)).ok_or_else(bad)?;
+    let topic = parts
+        .next()
+        .filter(|t| oms_contracts::topics::is_dlq(t))
+        .ok_or_else(bad)?;
     Ok((ctx.topics.name(topic), partition, offset))
 }
 
@@ -339,7 +364,9 @@ async fn find(ctx: &Ctx, id: &str) -> Result<Entry, Failure> {
 async fn show(ctx: &Ctx, id: &str) -> Result<(), Failure> {
     let e = find(ctx, id).await?;
     let decode = match e.record.value.as_deref().map(Envelope::decode) {
-        Some(Ok(env)) => json!({"ok": true, "type": env.message_type().as_str(), "eventId": env.event_id}),
+        Some(Ok(env)) => {
+            json!({"ok": true, "type": env.message_type().as_str(), "eventId": env.event_id})
+        }
         Some(Err(err)) => json!({"ok": false, "class": err.class(), "error": err.to_string()}),
         None => json!({"ok": false, "error": "no value"}),
     };
@@ -348,7 +375,11 @@ async fn show(ctx: &Ctx, id: &str) -> Result<(), Failure> {
         .key_text()
         .filter(|k| uuid::Uuid::parse_str(k).is_ok())
     {
-        Some(k) => ctx.get_opt(Svc::Order, &format!("/orders/{k}")).await.ok().flatten(),
+        Some(k) => ctx
+            .get_opt(Svc::Order, &format!("/orders/{k}"))
+            .await
+            .ok()
+            .flatten(),
         None => None,
     };
     let replayed = replayed_ids(&audit(ctx).await?).contains(&e.id);
@@ -359,9 +390,12 @@ async fn show(ctx: &Ctx, id: &str) -> Result<(), Failure> {
         "order": order,
     });
     ctx.print(&doc, || {
-        let mut t = table(&["", ""]);
+        let mut t = table(&["FIELD", "VALUE"]);
         t.add_row(["id".to_string(), e.id.clone()]);
-        t.add_row(["key".to_string(), e.record.key_text().unwrap_or_else(|| "-".into())]);
+        t.add_row([
+            "key".to_string(),
+            e.record.key_text().unwrap_or_else(|| "-".into()),
+        ]);
         for (name, value) in &e.record.headers {
             t.add_row([
                 format!("header {name}"),
@@ -394,7 +428,10 @@ async fn show(ctx: &Ctx, id: &str) -> Result<(), Failure> {
                 .map(|o| format!("{} {}", cell(&o["status"]), cell(&o["cancelReason"])))
                 .unwrap_or_else(|| "-".into()),
         ]);
-        t.add_row(["replayed".to_string(), if replayed { "yes" } else { "no" }.into()]);
+        t.add_row([
+            "replayed".to_string(),
+            if replayed { "yes" } else { "no" }.into(),
+        ]);
         t.to_string()
     })
 }
@@ -473,7 +510,12 @@ async fn replay(ctx: &Ctx, args: ReplayArgs) -> Result<(), Failure> {
         ctx.print(&doc, || {
             let mut t = table(&["ENTRY", "TO TOPIC", "KEY", "TYPE"]);
             for p in &plan_json {
-                t.add_row([cell(&p["id"]), cell(&p["to"]), cell(&p["key"]), cell(&p["type"])]);
+                t.add_row([
+                    cell(&p["id"]),
+                    cell(&p["to"]),
+                    cell(&p["key"]),
+                    cell(&p["type"]),
+                ]);
             }
             let n = plan.len();
             let entries = if n == 1 { "entry" } else { "entries" };
@@ -500,7 +542,10 @@ async fn replay(ctx: &Ctx, args: ReplayArgs) -> Result<(), Failure> {
                 plan.len()
             )));
         }
-        eprint!("replay {} entries to their origin topics? [y/N] ", plan.len());
+        eprint!(
+            "replay {} entries to their origin topics? [y/N] ",
+            plan.len()
+        );
         std::io::stderr().flush()?;
         let mut answer = String::new();
         std::io::stdin().read_line(&mut answer)?;
@@ -574,7 +619,12 @@ async fn replay(ctx: &Ctx, args: ReplayArgs) -> Result<(), Failure> {
             t.add_row([
                 cell(&r["id"]),
                 if r["ok"] == true {
-                    format!("sent to {}/{}@{}", cell(&r["topic"]), cell(&r["partition"]), cell(&r["offset"]))
+                    format!(
+                        "sent to {}/{}@{}",
+                        cell(&r["topic"]),
+                        cell(&r["partition"]),
+                        cell(&r["offset"])
+                    )
                 } else {
                     format!("FAILED: {}", cell(&r["error"]))
                 },
@@ -583,7 +633,10 @@ async fn replay(ctx: &Ctx, args: ReplayArgs) -> Result<(), Failure> {
         format!("{t}\naudit {audit_id}: {}", cell(&done["summary"]))
     })?;
     if failed > 0 {
-        return Err(Failure::verdict(format!("{failed} of {} replays failed", plan.len())));
+        return Err(Failure::verdict(format!(
+            "{failed} of {} replays failed",
+            plan.len()
+        )));
     }
     Ok(())
 }

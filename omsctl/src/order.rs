@@ -71,9 +71,9 @@ pub struct CreateArgs {
 fn parse_item(s: &str) -> Result<(String, u32), String> {
     let (product, quantity) = match s.split_once(':') {
         Some((p, q)) => {
-            let q: u32 = q
-                .parse()
-                .map_err(|_| format!("invalid quantity {q:?} in {s:?} (expected PRODUCT[:QUANTITY])"))?;
+            let q: u32 = q.parse().map_err(|_| {
+                format!("invalid quantity {q:?} in {s:?} (expected PRODUCT[:QUANTITY])")
+            })?;
             (p, q)
         }
         None => (s, 1),
@@ -247,7 +247,9 @@ async fn create_many(ctx: &Ctx, args: CreateArgs) -> Result<(), Failure> {
         catalog(ctx)
             .await
             .filter(|p| !p.is_empty())
-            .ok_or_else(|| Failure::usage("inventory unreachable: cannot pick random items (give --item)"))?
+            .ok_or_else(|| {
+                Failure::usage("inventory unreachable: cannot pick random items (give --item)")
+            })?
     } else {
         check_items(ctx, &args.items).await?;
         Vec::new()
@@ -281,7 +283,11 @@ async fn create_many(ctx: &Ctx, args: CreateArgs) -> Result<(), Failure> {
             } else {
                 args.items.clone()
             };
-            let b = body(&items, args.customer.as_deref(), args.payment_token.as_deref());
+            let b = body(
+                &items,
+                args.customer.as_deref(),
+                args.payment_token.as_deref(),
+            );
             let bar = bar.clone();
             let timeout = args.timeout;
             async move {
@@ -290,7 +296,9 @@ async fn create_many(ctx: &Ctx, args: CreateArgs) -> Result<(), Failure> {
                     tokio::time::sleep_until(due.into()).await;
                 }
                 let result = async {
-                    let answer = place(ctx, &b, None).await.map_err(|f| f.error.to_string())?;
+                    let answer = place(ctx, &b, None)
+                        .await
+                        .map_err(|f| f.error.to_string())?;
                     let id = answer["orderId"].as_str().unwrap_or_default().to_owned();
                     follow(ctx, &id, timeout)
                         .await
@@ -322,8 +330,12 @@ async fn create_many(ctx: &Ctx, args: CreateArgs) -> Result<(), Failure> {
                         .or_default() += 1;
                 }
                 if let (Some(a), Some(b)) = (
-                    order["createdAt"].as_str().and_then(|s| s.parse::<chrono::DateTime<chrono::Utc>>().ok()),
-                    order["completedAt"].as_str().and_then(|s| s.parse::<chrono::DateTime<chrono::Utc>>().ok()),
+                    order["createdAt"]
+                        .as_str()
+                        .and_then(|s| s.parse::<chrono::DateTime<chrono::Utc>>().ok()),
+                    order["completedAt"]
+                        .as_str()
+                        .and_then(|s| s.parse::<chrono::DateTime<chrono::Utc>>().ok()),
                 ) {
                     latencies.push((b - a).as_seconds_f64() * 1000.0);
                 }
@@ -349,7 +361,7 @@ async fn create_many(ctx: &Ctx, args: CreateArgs) -> Result<(), Failure> {
         "p99Ms": pct(0.99),
     });
     ctx.print(&summary, || {
-        let mut t = table(&["", ""]);
+        let mut t = table(&["FIELD", "VALUE"]);
         t.add_row(["requested".to_string(), count.to_string()]);
         t.add_row(["created".to_string(), created.to_string()]);
         t.add_row(["confirmed".to_string(), confirmed.to_string()]);
@@ -359,9 +371,15 @@ async fn create_many(ctx: &Ctx, args: CreateArgs) -> Result<(), Failure> {
         for (e, n) in &errors {
             t.add_row([format!("error: {e}"), n.to_string()]);
         }
-        t.add_row(["elapsed".to_string(), format!("{:.1}s", elapsed.as_secs_f64())]);
+        t.add_row([
+            "elapsed".to_string(),
+            format!("{:.1}s", elapsed.as_secs_f64()),
+        ]);
         if let (Some(a), Some(b)) = (pct(0.5), pct(0.99)) {
-            t.add_row(["p50 / p99 to outcome".to_string(), format!("{a:.0} ms / {b:.0} ms")]);
+            t.add_row([
+                "p50 / p99 to outcome".to_string(),
+                format!("{a:.0} ms / {b:.0} ms"),
+            ]);
         }
         t.to_string()
     })?;
@@ -465,19 +483,36 @@ async fn trace(ctx: &Ctx, id: &str) -> Result<(), Failure> {
         .await?
         .ok_or_else(|| Failure::verdict(format!("no order {id}")))?;
     let saga = ctx.get_opt(Svc::Saga, &format!("/sagas/{id}")).await?;
-    let payment = ctx.get_opt(Svc::Payment, &format!("/payments/{id}")).await?;
+    let payment = ctx
+        .get_opt(Svc::Payment, &format!("/payments/{id}"))
+        .await?;
     let reservation = ctx
         .get_opt(Svc::Inventory, &format!("/reservations/{id}"))
         .await?;
     let notifications = ctx
         .get(Svc::Notification, &format!("/notifications?orderId={id}"))
         .await?;
+    let mut pending = Vec::new();
+    for svc in Svc::ALL {
+        // A service that is down cannot say; the trace goes on without it.
+        if let Ok(Some(rows)) = ctx.get_opt(svc, &format!("/outbox/pending?key={id}")).await {
+            for row in rows["items"].as_array().into_iter().flatten() {
+                let mut row = row.clone();
+                row["service"] = json!(svc.name());
+                pending.push(row);
+            }
+        }
+    }
     let topics = ctx.topics.all_with_dlq();
     let brokers = ctx.brokers.clone();
     let key = id.to_owned();
-    let records = tokio::task::spawn_blocking(move || tail::scan(&brokers, &topics, |r| r.key.as_deref() == Some(key.as_bytes())))
-        .await
-        .map_err(anyhow::Error::from)??;
+    let records = tokio::task::spawn_blocking(move || {
+        tail::scan(&brokers, &topics, |r| {
+            r.key.as_deref() == Some(key.as_bytes())
+        })
+    })
+    .await
+    .map_err(anyhow::Error::from)??;
 
     let mut events: Vec<Event> = Vec::new();
     events.push(Event {
@@ -520,6 +555,23 @@ async fn trace(ctx: &Ctx, id: &str) -> Result<(), Failure> {
             ),
         });
     }
+    for p in &pending {
+        events.push(Event {
+            at: cell(&p["createdAt"]),
+            source: cell(&p["service"]),
+            what: format!(
+                "{} to {} NOT YET PUBLISHED (attempts {}, {})",
+                cell(&p["messageType"]),
+                cell(&p["topic"]),
+                cell(&p["attempts"]),
+                if p["failedAt"].is_null() {
+                    format!("next try {}", cell(&p["nextAttemptAt"]))
+                } else {
+                    format!("set aside: {}", cell(&p["lastError"]))
+                }
+            ),
+        });
+    }
     for n in notifications["items"].as_array().into_iter().flatten() {
         events.push(Event {
             at: cell(&n["createdAt"]),
@@ -528,13 +580,19 @@ async fn trace(ctx: &Ctx, id: &str) -> Result<(), Failure> {
         });
     }
     events.sort_by(|a, b| a.at.cmp(&b.at));
-    let verdict = verdict(&order, saga.as_ref(), payment.as_ref(), reservation.as_ref());
+    let verdict = verdict(
+        &order,
+        saga.as_ref(),
+        payment.as_ref(),
+        reservation.as_ref(),
+    );
     let doc = json!({
         "order": order,
         "saga": saga,
         "payment": payment,
         "reservation": reservation,
         "notifications": notifications["items"],
+        "outboxPending": pending,
         "messages": records.iter().map(tail::Record::to_json).collect::<Vec<_>>(),
         "timeline": events.iter().map(|e| json!({"at": e.at, "source": e.source, "what": e.what})).collect::<Vec<_>>(),
         "verdict": verdict,
@@ -550,16 +608,33 @@ async fn trace(ctx: &Ctx, id: &str) -> Result<(), Failure> {
             .unwrap_or_else(|| "payment: none".into());
         let reservation_line = reservation
             .as_ref()
-            .map(|r| format!("reservation: {} (updated {})", cell(&r["status"]), cell(&r["updatedAt"])))
+            .map(|r| {
+                format!(
+                    "reservation: {} (updated {})",
+                    cell(&r["status"]),
+                    cell(&r["updatedAt"])
+                )
+            })
             .unwrap_or_else(|| "reservation: none".into());
         format!("{t}\n{payment_line}\n{reservation_line}\n{verdict}")
     })
 }
 
 /// The one-line summary of where an order stands and why.
-fn verdict(order: &Value, saga: Option<&Value>, payment: Option<&Value>, reservation: Option<&Value>) -> String {
+fn verdict(
+    order: &Value,
+    saga: Option<&Value>,
+    payment: Option<&Value>,
+    reservation: Option<&Value>,
+) -> String {
     let reservation_state = reservation
-        .map(|r| format!("{} at {}", cell(&r["status"]).to_lowercase(), cell(&r["updatedAt"])))
+        .map(|r| {
+            format!(
+                "{} at {}",
+                cell(&r["status"]).to_lowercase(),
+                cell(&r["updatedAt"])
+            )
+        })
         .unwrap_or_else(|| "never reserved".into());
     match order["status"].as_str() {
         Some("CONFIRMED") => format!(
@@ -577,7 +652,9 @@ fn verdict(order: &Value, saga: Option<&Value>, payment: Option<&Value>, reserva
             };
             let why = match order["cancelDetail"].as_str() {
                 Some(d) if !d.is_empty() => d.to_owned(),
-                _ => cell(&order["cancelReason"]).to_lowercase().replace('_', " "),
+                _ => cell(&order["cancelReason"])
+                    .to_lowercase()
+                    .replace('_', " "),
             };
             format!(
                 "CANCELLED ({}): {why}; {charge}; stock {}",
@@ -590,7 +667,11 @@ fn verdict(order: &Value, saga: Option<&Value>, payment: Option<&Value>, reserva
                 "PENDING: saga {} (deadline {}{})",
                 cell(&s["state"]),
                 cell(&s["deadlineAt"]),
-                if s["stuck"] == true { ", STUCK past it" } else { "" }
+                if s["stuck"] == true {
+                    ", STUCK past it"
+                } else {
+                    ""
+                }
             ),
             None => "PENDING: the saga has not seen this order yet".into(),
         },

@@ -38,7 +38,9 @@ pub async fn run(ctx: &Ctx, command: SagaCommand) -> Result<(), Failure> {
             let page = ctx.get(Svc::Saga, &query).await?;
             let items = page["items"].clone();
             ctx.print(&items, || {
-                let mut t = table(&["ORDER", "STATE", "CUSTOMER", "TOTAL", "DEADLINE", "STUCK", "UPDATED"]);
+                let mut t = table(&[
+                    "ORDER", "STATE", "CUSTOMER", "TOTAL", "DEADLINE", "STUCK", "UPDATED",
+                ]);
                 for s in items.as_array().into_iter().flatten() {
                     t.add_row([
                         cell(&s["orderId"]),

@@ -159,10 +159,7 @@ async fn status(ctx: &Ctx) -> Result<(), Failure> {
             Err(f) => (false, None, json!(f.error.to_string())),
         };
         let group = ctx.topics.name(&svc.group());
-        let lag: i64 = lag_rows
-            .iter()
-            .filter_map(|r| r.lag.get(&group))
-            .sum();
+        let lag: i64 = lag_rows.iter().filter_map(|r| r.lag.get(&group)).sum();
         components.push(json!({
             "component": svc.name(),
             "pid": pid_of(&ctx.state_dir.join(format!("services/{}.pid", svc.name()))),

@@ -38,7 +38,10 @@ pub struct Record {
 fn text_or_hex(bytes: &[u8]) -> (Option<String>, Option<String>) {
     match std::str::from_utf8(bytes) {
         Ok(s) => (Some(s.to_owned()), None),
-        Err(_) => (None, Some(bytes.iter().map(|b| format!("{b:02x}")).collect())),
+        Err(_) => (
+            None,
+            Some(bytes.iter().map(|b| format!("{b:02x}")).collect()),
+        ),
     }
 }
 
@@ -70,11 +73,7 @@ impl Record {
     /// The stable JSON form (one NDJSON line of `tail -o json`): enough to produce it again.
     /// Text parts are strings; a part that is not UTF-8 is given as hex under `…Hex`.
     pub fn to_json(&self) -> Value {
-        let (key, key_hex) = self
-            .key
-            .as_deref()
-            .map(text_or_hex)
-            .unwrap_or((None, None));
+        let (key, key_hex) = self.key.as_deref().map(text_or_hex).unwrap_or((None, None));
         let (value, value_hex) = self
             .value
             .as_deref()
@@ -408,7 +407,12 @@ pub async fn run(ctx: &Ctx, args: TailArgs) -> Result<(), Failure> {
         .map_err(anyhow::Error::from)?
 }
 
-fn follow(brokers: &str, topics: &[String], args: &TailArgs, output: Output) -> Result<(), Failure> {
+fn follow(
+    brokers: &str,
+    topics: &[String],
+    args: &TailArgs,
+    output: Output,
+) -> Result<(), Failure> {
     let consumer = client(brokers)?;
     let parts = partitions(&consumer, brokers, topics)?;
     let mut tpl = TopicPartitionList::new();
@@ -480,7 +484,10 @@ fn follow(brokers: &str, topics: &[String], args: &TailArgs, output: Output) -> 
                 Output::Table => {
                     let mut payload = described.payload.clone();
                     if payload.len() > 160 {
-                        let cut = (0..=160).rev().find(|i| payload.is_char_boundary(*i)).unwrap_or(0);
+                        let cut = (0..=160)
+                            .rev()
+                            .find(|i| payload.is_char_boundary(*i))
+                            .unwrap_or(0);
                         payload.truncate(cut);
                         payload.push('…');
                     }

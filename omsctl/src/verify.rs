@@ -85,9 +85,19 @@ pub async fn run(ctx: &Ctx, args: VerifyArgs) -> Result<(), Failure> {
         .collect();
     let sagas = by_order(all_pages(ctx, Svc::Saga, "/sagas").await?);
     let payments_list = ctx.get(Svc::Payment, "/payments?limit=10000").await?;
-    let payments = by_order(payments_list["items"].as_array().cloned().unwrap_or_default());
-    let reservations_list = ctx.get(Svc::Inventory, "/reservations?limit=100000").await?;
-    let reservations_all = reservations_list["items"].as_array().cloned().unwrap_or_default();
+    let payments = by_order(
+        payments_list["items"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default(),
+    );
+    let reservations_list = ctx
+        .get(Svc::Inventory, "/reservations?limit=100000")
+        .await?;
+    let reservations_all = reservations_list["items"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
     let reservations = by_order(reservations_all.clone());
     let products = ctx.get(Svc::Inventory, "/products").await?;
 
@@ -104,9 +114,10 @@ pub async fn run(ctx: &Ctx, args: VerifyArgs) -> Result<(), Failure> {
         let updated = time(&o["updatedAt"]).unwrap_or(now);
         terminal.checked += 1;
         if status == "PENDING" && now - created > deadline {
-            terminal
-                .failures
-                .push(format!("{id} PENDING since {}", o["createdAt"].as_str().unwrap_or("?")));
+            terminal.failures.push(format!(
+                "{id} PENDING since {}",
+                o["createdAt"].as_str().unwrap_or("?")
+            ));
         }
         if now - updated < settle {
             continue;
@@ -143,9 +154,9 @@ pub async fn run(ctx: &Ctx, args: VerifyArgs) -> Result<(), Failure> {
                 "{id}: CONFIRMED but payment {}",
                 other.unwrap_or("missing")
             )),
-            ("CANCELLED", Some("AUTHORIZED")) => payment_agrees
-                .failures
-                .push(format!("{id}: CANCELLED but the payment is still AUTHORIZED")),
+            ("CANCELLED", Some("AUTHORIZED")) => payment_agrees.failures.push(format!(
+                "{id}: CANCELLED but the payment is still AUTHORIZED"
+            )),
             _ => {}
         }
         let reservation_status = reservations.get(id).and_then(|r| r["status"].as_str());
@@ -164,8 +175,13 @@ pub async fn run(ctx: &Ctx, args: VerifyArgs) -> Result<(), Failure> {
     }
     // Payments nobody's order stands behind.
     for (id, p) in &payments {
-        if p["status"] == "AUTHORIZED" && !orders.iter().any(|o| o["orderId"] == id.as_str()) && since.is_none() {
-            payment_agrees.failures.push(format!("{id}: AUTHORIZED payment without an order"));
+        if p["status"] == "AUTHORIZED"
+            && !orders.iter().any(|o| o["orderId"] == id.as_str())
+            && since.is_none()
+        {
+            payment_agrees
+                .failures
+                .push(format!("{id}: AUTHORIZED payment without an order"));
         }
     }
 
@@ -246,7 +262,15 @@ pub async fn run(ctx: &Ctx, args: VerifyArgs) -> Result<(), Failure> {
             .join(" ")
     ));
 
-    let checks = [terminal, saga_agrees, payment_agrees, reservation_agrees, stock, backlog, dlq];
+    let checks = [
+        terminal,
+        saga_agrees,
+        payment_agrees,
+        reservation_agrees,
+        stock,
+        backlog,
+        dlq,
+    ];
     let failed = checks.iter().filter(|c| !c.failures.is_empty()).count();
     let doc = json!({
         "ok": failed == 0,
@@ -273,12 +297,22 @@ pub async fn run(ctx: &Ctx, args: VerifyArgs) -> Result<(), Failure> {
                     ("FAIL", shown.join("\n"))
                 }
             };
-            t.add_row([c.name.to_string(), result.to_string(), c.checked.to_string(), detail]);
+            t.add_row([
+                c.name.to_string(),
+                result.to_string(),
+                c.checked.to_string(),
+                detail,
+            ]);
         }
-        format!("{t}\n{} orders checked; {failed} check(s) failed", orders.len())
+        format!(
+            "{t}\n{} orders checked; {failed} check(s) failed",
+            orders.len()
+        )
     })?;
     if failed > 0 {
-        return Err(Failure::verdict(format!("{failed} invariant check(s) failed")));
+        return Err(Failure::verdict(format!(
+            "{failed} invariant check(s) failed"
+        )));
     }
     Ok(())
 }

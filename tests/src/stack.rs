@@ -349,6 +349,12 @@ impl Stack {
         Ok(r.json().await?)
     }
 
+    /// A connection pool to a service's own database (for tests that break things on purpose).
+    pub async fn pool(&self, service: Service) -> anyhow::Result<sqlx::PgPool> {
+        let name = format!("t_{}_{}", service.name(), self.db_suffix);
+        Ok(oms_runtime::db::connect(&database_url(), &name, 2, None).await?)
+    }
+
     /// Stops every service.
     pub async fn shutdown(mut self) -> anyhow::Result<()> {
         for service in Service::ALL {

@@ -367,7 +367,10 @@ async fn list_reservations(
     let limit = q.limit.unwrap_or(1000);
     let mut errors = BTreeMap::new();
     if !(1..=100_000).contains(&limit) {
-        errors.insert("limit".to_owned(), "must be between 1 and 100000".to_owned());
+        errors.insert(
+            "limit".to_owned(),
+            "must be between 1 and 100000".to_owned(),
+        );
     }
     let status = q.status.map(|s| s.to_ascii_uppercase());
     if let Some(s) = &status {

@@ -211,6 +211,7 @@ pub fn ops_router(state: OpsState) -> Router {
         .route("/health/live", get(live))
         .route("/health/ready", get(ready))
         .route("/metrics", get(metrics))
+        .route("/outbox/pending", get(outbox_pending))
         .with_state(state)
 }
 
@@ -265,6 +266,23 @@ async fn ready(State(state): State<OpsState>) -> Response {
         StatusCode::SERVICE_UNAVAILABLE
     };
     (code, Json(body)).into_response()
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PendingQuery {
+    key: Option<String>,
+    limit: Option<i64>,
+}
+
+/// Outbox rows not yet published (optionally of one key): what a service still has to say.
+async fn outbox_pending(
+    State(state): State<OpsState>,
+    ApiQuery(q): ApiQuery<PendingQuery>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let limit = q.limit.unwrap_or(100).clamp(1, 10_000);
+    let rows = outbox::pending(&state.pool, q.key.as_deref(), limit).await?;
+    Ok(Json(serde_json::json!({ "items": rows })))
 }
 
 async fn metrics(State(state): State<OpsState>) -> Response {

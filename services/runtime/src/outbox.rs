@@ -283,3 +283,63 @@ mod tests {
         assert_eq!(from_hex("zz"), None);
     }
 }
+
+/// An unpublished outbox row, as operators see it.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PendingRow {
+    /// Row id (publish order).
+    pub id: i64,
+    /// Destination topic.
+    pub topic: String,
+    /// Message key, as text.
+    pub key: Option<String>,
+    /// Message id.
+    pub message_id: Option<Uuid>,
+    /// Message type.
+    pub message_type: Option<String>,
+    /// Written at.
+    pub created_at: chrono::DateTime<chrono::Utc>,
+    /// Publish attempts so far.
+    pub attempts: i32,
+    /// Next attempt.
+    pub next_attempt_at: chrono::DateTime<chrono::Utc>,
+    /// Last publish error.
+    pub last_error: Option<String>,
+    /// Set aside as unpublishable.
+    pub failed_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+/// Rows not yet published (pending or set aside), oldest first, optionally of one key.
+pub async fn pending(
+    pool: &PgPool,
+    key: Option<&str>,
+    limit: i64,
+) -> Result<Vec<PendingRow>, sqlx::Error> {
+    use sqlx::Row;
+    let rows = sqlx::query(
+        "SELECT id, topic, convert_from(message_key, 'UTF8') AS key, message_id, message_type, \
+         created_at, attempts, next_attempt_at, last_error, failed_at FROM outbox \
+         WHERE published_at IS NULL AND ($1::text IS NULL OR message_key = convert_to($1, 'UTF8')) \
+         ORDER BY id LIMIT $2",
+    )
+    .bind(key)
+    .bind(limit)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .iter()
+        .map(|r| PendingRow {
+            id: r.get("id"),
+            topic: r.get("topic"),
+            key: r.get("key"),
+            message_id: r.get("message_id"),
+            message_type: r.get("message_type"),
+            created_at: r.get("created_at"),
+            attempts: r.get("attempts"),
+            next_attempt_at: r.get("next_attempt_at"),
+            last_error: r.get("last_error"),
+            failed_at: r.get("failed_at"),
+        })
+        .collect())
+}

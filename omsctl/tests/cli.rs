@@ -1,0 +1,623 @@
+//! omsctl as a user runs it (assert_cmd), against the five services running in-process on the
+//! test PostgreSQL and broker (`scripts/test.sh`), each test with its own databases and topics.
+
+use std::process::Output;
+use std::time::Duration;
+
+use assert_cmd::Command;
+use oms_tests::eventually;
+use oms_tests::stack::{Service, Stack, StackOptions};
+use serde_json::{json, Value};
+
+fn omsctl(stack: Option<&Stack>) -> anyhow::Result<Command> {
+    let mut cmd = Command::cargo_bin("omsctl")?;
+    cmd.env_remove("OMS_CONFIG")
+        .env_remove("OMS_STATE_DIR")
+        .env("HOME", std::env::temp_dir())
+        .timeout(Duration::from_secs(120));
+    if let Some(stack) = stack {
+        cmd.env("OMS_BROKERS", stack.brokers())
+            .env("OMS_TOPIC_PREFIX", &stack.prefix);
+        for (service, var) in [
+            (Service::Order, "OMS_ORDER_URL"),
+            (Service::Inventory, "OMS_INVENTORY_URL"),
+            (Service::Payment, "OMS_PAYMENT_URL"),
+            (Service::Saga, "OMS_SAGA_URL"),
+            (Service::Notification, "OMS_NOTIFICATION_URL"),
+        ] {
+            cmd.env(var, stack.url(service)?);
+        }
+    }
+    Ok(cmd)
+}
+
+/// Runs omsctl off the async threads (the services run on them).
+async fn run(mut cmd: Command, args: &[&str]) -> anyhow::Result<Output> {
+    cmd.args(args);
+    Ok(tokio::task::spawn_blocking(move || cmd.output()).await??)
+}
+
+fn json_of(out: &Output) -> anyhow::Result<Value> {
+    serde_json::from_slice(&out.stdout).map_err(|e| {
+        anyhow::anyhow!(
+            "stdout is not JSON ({e}): {}\nstderr: {}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn code(out: &Output) -> i32 {
+    out.status.code().unwrap_or(-1)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn order_commands_create_follow_list_and_trace() -> anyhow::Result<()> {
+    let stack = Stack::start(StackOptions::default()).await?;
+    let s = Some(&stack);
+
+    let out = run(
+        omsctl(s)?,
+        &[
+            "order",
+            "create",
+            "--item",
+            "mouse-01:2",
+            "--item",
+            "hub-01",
+            "--customer",
+            "cli",
+            "--wait",
+            "-o",
+            "json",
+        ],
+    )
+    .await?;
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let order = json_of(&out)?;
+    assert_eq!(order["status"], "CONFIRMED");
+    assert_eq!(order["total"]["amountMinor"], 2 * 2499 + 3999);
+    let confirmed = order["orderId"].as_str().unwrap_or_default().to_owned();
+
+    let out = run(
+        omsctl(s)?,
+        &[
+            "order",
+            "create",
+            "--item",
+            "stand-01",
+            "--payment-token",
+            "tok_chargeDeclined",
+            "--wait",
+        ],
+    )
+    .await?;
+    assert_eq!(code(&out), 1, "a cancelled order exits 1");
+    assert!(
+        stderr(&out).contains("PAYMENT_DECLINED"),
+        "{}",
+        stderr(&out)
+    );
+
+    let out = run(omsctl(s)?, &["order", "create", "--item", "no-such-item"]).await?;
+    assert_eq!(code(&out), 2);
+    assert!(
+        stderr(&out).contains("unknown item \"no-such-item\""),
+        "{}",
+        stderr(&out)
+    );
+    let out = run(omsctl(s)?, &["order", "create", "--item", "mouse-01:zero"]).await?;
+    assert_eq!(code(&out), 2);
+
+    let out = run(omsctl(s)?, &["order", "get", &confirmed, "-o", "json"]).await?;
+    let got = json_of(&out)?;
+    for field in [
+        "orderId",
+        "status",
+        "customerId",
+        "lines",
+        "total",
+        "paymentId",
+        "createdAt",
+        "completedAt",
+    ] {
+        assert!(got.get(field).is_some(), "order get lacks {field}: {got}");
+    }
+    let out = run(omsctl(s)?, &["order", "get", "nonsense"]).await?;
+    assert_eq!(code(&out), 2);
+
+    let out = run(
+        omsctl(s)?,
+        &["order", "list", "--status", "confirmed", "-o", "json"],
+    )
+    .await?;
+    let listed = json_of(&out)?;
+    assert_eq!(listed.as_array().map(Vec::len), Some(1), "{listed}");
+    assert_eq!(listed[0]["orderId"], confirmed.as_str());
+
+    let out = run(omsctl(s)?, &["order", "trace", &confirmed, "-o", "json"]).await?;
+    let trace = json_of(&out)?;
+    assert_eq!(
+        trace["outboxPending"],
+        json!([]),
+        "nothing should be waiting to be published"
+    );
+    assert!(
+        trace["verdict"]
+            .as_str()
+            .is_some_and(|v| v.starts_with("CONFIRMED")),
+        "{}",
+        trace["verdict"]
+    );
+    let types: Vec<String> = trace["messages"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|m| serde_json::from_str::<Value>(m["value"].as_str()?).ok())
+        .filter_map(|v| v["type"].as_str().map(str::to_owned))
+        .collect();
+    for t in [
+        "order.created",
+        "inventory.reserve",
+        "inventory.reserved",
+        "payment.authorize",
+        "payment.authorized",
+        "order.confirmed",
+    ] {
+        assert!(types.iter().any(|x| x == t), "trace lacks {t}: {types:?}");
+    }
+    let out = run(omsctl(s)?, &["order", "trace", &confirmed]).await?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.lines()
+            .last()
+            .is_some_and(|l| l.starts_with("CONFIRMED:")),
+        "{text}"
+    );
+
+    let out = run(
+        omsctl(s)?,
+        &[
+            "order",
+            "create",
+            "--count",
+            "6",
+            "--concurrency",
+            "3",
+            "--rate",
+            "50/s",
+            "-o",
+            "json",
+        ],
+    )
+    .await?;
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let summary = json_of(&out)?;
+    assert_eq!(summary["created"], 6);
+    let cancelled: u64 = summary["cancelled"]
+        .as_object()
+        .map(|m| m.values().filter_map(Value::as_u64).sum())
+        .unwrap_or(0);
+    assert_eq!(
+        summary["confirmed"].as_u64().unwrap_or(0) + cancelled,
+        6,
+        "{summary}"
+    );
+    stack.shutdown().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sagas_topics_tail_status_and_completions() -> anyhow::Result<()> {
+    let stack = Stack::start(StackOptions::default()).await?;
+    let s = Some(&stack);
+    let id = stack
+        .place(json!({"items": [{"productId": "keyboard-01", "quantity": 1}]}))
+        .await?;
+    stack.finished(&id, Duration::from_secs(60)).await?;
+
+    let out = run(omsctl(s)?, &["saga", "list", "-o", "json"]).await?;
+    let sagas = json_of(&out)?;
+    assert_eq!(sagas[0]["orderId"], id.as_str());
+    assert_eq!(sagas[0]["state"], "CONFIRMED");
+    let out = run(omsctl(s)?, &["saga", "show", &id, "-o", "json"]).await?;
+    assert_eq!(json_of(&out)?["steps"].as_array().map(Vec::len), Some(3));
+    let out = run(omsctl(s)?, &["saga", "list", "--state", "lost"]).await?;
+    assert_eq!(code(&out), 2, "{}", stderr(&out));
+
+    let out = run(omsctl(s)?, &["topics", "list", "-o", "json"]).await?;
+    let topics = json_of(&out)?;
+    let order_events = topics
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|t| t["topic"] == format!("{}oms.order.events", stack.prefix))
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(order_events["messages"], 2, "{order_events}");
+    assert!(
+        order_events["lag"]
+            .get(format!("{}oms-saga", stack.prefix))
+            .is_some(),
+        "{order_events}"
+    );
+
+    // NDJSON, one line per message of this order, lossless enough to produce again.
+    let out = run(
+        omsctl(s)?,
+        &[
+            "tail",
+            "all",
+            "--from",
+            "beginning",
+            "--exit",
+            "--key",
+            &id,
+            "-o",
+            "json",
+        ],
+    )
+    .await?;
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let lines: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(serde_json::from_str)
+        .collect::<Result<_, _>>()?;
+    assert_eq!(lines.len(), 6, "{lines:?}");
+    for l in &lines {
+        for field in [
+            "topic",
+            "partition",
+            "offset",
+            "timestamp",
+            "key",
+            "headers",
+            "value",
+        ] {
+            assert!(l.get(field).is_some(), "tail line lacks {field}: {l}");
+        }
+        let value = l["value"].as_str().unwrap_or_default();
+        oms_contracts::Envelope::decode(value.as_bytes())?;
+    }
+    let out = run(
+        omsctl(s)?,
+        &[
+            "tail",
+            "oms.order.events",
+            "--from=-1",
+            "--exit",
+            "--type",
+            "order.confirmed",
+            "--max",
+            "1",
+        ],
+    )
+    .await?;
+    assert!(String::from_utf8_lossy(&out.stdout).contains("order.confirmed"));
+    let out = run(
+        omsctl(s)?,
+        &["tail", "oms.order.events", "--from", "yesterday", "--exit"],
+    )
+    .await?;
+    assert_eq!(code(&out), 2);
+    assert!(stderr(&out).contains("--from"), "{}", stderr(&out));
+    let out = run(omsctl(s)?, &["tail", "no.such.topic", "--exit"]).await?;
+    assert_eq!(code(&out), 2);
+
+    let out = run(omsctl(s)?, &["stack", "status", "-o", "json"]).await?;
+    let status = json_of(&out)?;
+    assert_eq!(status["ready"], true, "{status}");
+    assert_eq!(status["components"].as_array().map(Vec::len), Some(6));
+
+    let out = run(omsctl(None)?, &["completions", "bash"]).await?;
+    assert!(String::from_utf8_lossy(&out.stdout).contains("_omsctl"));
+    stack.shutdown().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreachable_endpoints_and_bad_config_exit_2_naming_them() -> anyhow::Result<()> {
+    let mut cmd = omsctl(None)?;
+    cmd.env("OMS_ORDER_URL", "http://127.0.0.1:9");
+    let out = run(cmd, &["order", "list"]).await?;
+    assert_eq!(code(&out), 2);
+    assert_eq!(stderr(&out).lines().count(), 1, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("order service unreachable at http://127.0.0.1:9"),
+        "{}",
+        stderr(&out)
+    );
+
+    let mut cmd = omsctl(None)?;
+    cmd.env("OMS_BROKERS", "127.0.0.1:9");
+    let out = run(cmd, &["topics", "list"]).await?;
+    assert_eq!(code(&out), 2);
+    assert!(
+        stderr(&out).contains("broker unreachable at 127.0.0.1:9"),
+        "{}",
+        stderr(&out)
+    );
+
+    let dir = tempfile::tempdir()?;
+    let config = dir.path().join("config.toml");
+    std::fs::write(&config, "[endpoints]\norder = \"http://127.0.0.1:7\"\n")?;
+    let mut cmd = omsctl(None)?;
+    cmd.env("OMS_CONFIG", &config);
+    let out = run(cmd, &["order", "list"]).await?;
+    assert!(
+        stderr(&out).contains("http://127.0.0.1:7"),
+        "config file ignored: {}",
+        stderr(&out)
+    );
+    let mut cmd = omsctl(None)?;
+    cmd.env("OMS_CONFIG", &config)
+        .env("OMS_ORDER_URL", "http://127.0.0.1:9");
+    let out = run(cmd, &["order", "list"]).await?;
+    assert!(
+        stderr(&out).contains("http://127.0.0.1:9"),
+        "env must beat the file: {}",
+        stderr(&out)
+    );
+
+    std::fs::write(&config, "colour = true\n")?;
+    let mut cmd = omsctl(None)?;
+    cmd.env("OMS_CONFIG", &config);
+    let out = run(cmd, &["order", "list"]).await?;
+    assert_eq!(code(&out), 2);
+    assert!(stderr(&out).contains("config file"), "{}", stderr(&out));
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_dead_letter_round_trip_replays_once_and_completes_the_order() -> anyhow::Result<()> {
+    let stack = Stack::start(StackOptions::default()).await?;
+    let s = Some(&stack);
+    let faults = format!("{}/gateway/faults", stack.url(Service::Payment)?);
+    stack
+        .http
+        .put(&faults)
+        .json(&json!({"errorRate": 1.0}))
+        .send()
+        .await?
+        .error_for_status()?;
+
+    let id = stack
+        .place(json!({"items": [{"productId": "stand-01", "quantity": 1}]}))
+        .await?;
+    let entries = eventually(
+        Duration::from_secs(60),
+        "the authorize to be dead-lettered",
+        || async {
+            let out = run(omsctl(s)?, &["dlq", "list", "-o", "json"]).await?;
+            let list = json_of(&out)?;
+            Ok(list.as_array().filter(|a| !a.is_empty()).cloned())
+        },
+    )
+    .await?;
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    let entry = &entries[0];
+    assert_eq!(entry["originTopic"], "oms.payment.commands");
+    assert_eq!(entry["type"], "payment.authorize");
+    assert_eq!(entry["errorClass"], "handler.exhausted");
+    assert_eq!(entry["key"], id.as_str());
+    assert_eq!(entry["replayed"], false);
+    let entry_id = entry["id"].as_str().unwrap_or_default().to_owned();
+
+    let out = run(omsctl(s)?, &["dlq", "show", &entry_id, "-o", "json"]).await?;
+    let shown = json_of(&out)?;
+    assert_eq!(shown["decode"]["ok"], true);
+    assert_eq!(shown["order"]["status"], "PENDING");
+
+    let out = run(
+        omsctl(s)?,
+        &["dlq", "replay", &entry_id, "--dry-run", "-o", "json"],
+    )
+    .await?;
+    assert_eq!(code(&out), 0);
+    assert_eq!(json_of(&out)?["plan"].as_array().map(Vec::len), Some(1));
+    let out = run(omsctl(s)?, &["dlq", "audit", "-o", "json"]).await?;
+    assert_eq!(json_of(&out)?, json!([]), "a dry run wrote an audit record");
+    assert_eq!(
+        stack.get(Service::Order, &format!("/orders/{id}")).await?["status"],
+        "PENDING"
+    );
+
+    // Fix the cause, replay: the order completes.
+    stack
+        .http
+        .put(&faults)
+        .json(&json!({}))
+        .send()
+        .await?
+        .error_for_status()?;
+    let out = run(
+        omsctl(s)?,
+        &["dlq", "replay", &entry_id, "--yes", "-o", "json"],
+    )
+    .await?;
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let done = stack.finished(&id, Duration::from_secs(60)).await?;
+    assert_eq!(done["status"], "CONFIRMED", "{done}");
+
+    let out = run(omsctl(s)?, &["dlq", "replay", &entry_id, "--yes"]).await?;
+    assert_eq!(code(&out), 1, "a second replay must be refused");
+    assert!(
+        stderr(&out).contains("already replayed"),
+        "{}",
+        stderr(&out)
+    );
+
+    let out = run(omsctl(s)?, &["dlq", "audit", "-o", "json"]).await?;
+    let audit = json_of(&out)?;
+    let replays: std::collections::BTreeSet<&str> = audit
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|a| a["auditId"].as_str())
+        .collect();
+    assert_eq!(replays.len(), 1, "{audit}");
+    let finished = audit
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|a| a["phase"] == "finished")
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(finished["entries"], json!([entry_id]));
+    assert_eq!(finished["results"][0]["ok"], true);
+    let out = run(omsctl(s)?, &["dlq", "list", "-o", "json"]).await?;
+    assert_eq!(json_of(&out)?[0]["replayed"], true);
+    stack.shutdown().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn verify_passes_on_a_healthy_stack_and_catches_broken_invariants() -> anyhow::Result<()> {
+    let stack = Stack::start(StackOptions::default()).await?;
+    let s = Some(&stack);
+    let ok = stack
+        .place(json!({"items": [{"productId": "mouse-01", "quantity": 1}]}))
+        .await?;
+    let declined = stack
+        .place(json!({"items": [{"productId": "hub-01", "quantity": 1}], "paymentToken": "tok_chargeDeclined"}))
+        .await?;
+    stack.finished(&ok, Duration::from_secs(60)).await?;
+    stack.finished(&declined, Duration::from_secs(60)).await?;
+    eventually(Duration::from_secs(30), "stock to be sold", || async {
+        Ok((stack.product("mouse-01").await?["sold"] == 1).then_some(()))
+    })
+    .await?;
+
+    let out = run(omsctl(s)?, &["verify", "--settle", "0s", "-o", "json"]).await?;
+    assert_eq!(code(&out), 0, "{}", String::from_utf8_lossy(&out.stdout));
+    assert_eq!(json_of(&out)?["ok"], true);
+
+    // A charge without a confirmed order.
+    let payments = stack.pool(Service::Payment).await?;
+    sqlx::query("UPDATE payments SET status = 'AUTHORIZED' WHERE order_id = $1::uuid")
+        .bind(&declined)
+        .execute(&payments)
+        .await?;
+    let out = run(omsctl(s)?, &["verify", "--settle", "0s"]).await?;
+    assert_eq!(code(&out), 1);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text
+        .lines()
+        .find(|l| l.contains("no charge without a confirmed order"))
+        .unwrap_or_default();
+    assert!(line.contains("FAIL"), "{text}");
+    assert!(
+        text.contains(&declined),
+        "the failure must name the order: {text}"
+    );
+
+    // Stock sold that no reservation accounts for (the row itself still adds up).
+    sqlx::query("UPDATE payments SET status = 'DECLINED' WHERE order_id = $1::uuid")
+        .bind(&declined)
+        .execute(&payments)
+        .await?;
+    let inventory = stack.pool(Service::Inventory).await?;
+    sqlx::query(
+        "UPDATE products SET sold = sold + 1, adjusted = adjusted + 1 WHERE id = 'stand-01'",
+    )
+    .execute(&inventory)
+    .await?;
+    let out = run(omsctl(s)?, &["verify", "--settle", "0s", "-o", "json"]).await?;
+    assert_eq!(code(&out), 1);
+    let doc = json_of(&out)?;
+    let failed: Vec<&str> = doc["checks"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|c| c["result"] == "FAIL")
+        .filter_map(|c| c["check"].as_str())
+        .collect();
+    assert_eq!(failed, ["stock is conserved"]);
+    stack.shutdown().await
+}
+
+/// The process stack, as `omsctl stack up` runs it: its own state directory and ports, so it
+/// never meets a development stack or the test cluster.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stack_up_status_logs_and_down_supervise_the_local_stack() -> anyhow::Result<()> {
+    let state = tempfile::tempdir()?;
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(std::path::Path::to_path_buf)
+        .unwrap_or_default();
+    let ports = [
+        ("ORDER", 18081),
+        ("PAYMENT", 18082),
+        ("INVENTORY", 18083),
+        ("NOTIFICATION", 18084),
+        ("SAGA", 18085),
+    ];
+    let with_stack = |cmd: &mut Command| {
+        cmd.env("OMS_ROOT", &root)
+            .env("OMS_STATE_DIR", state.path())
+            .env("OMS_PG_PORT", "55434")
+            .env("OMS_BROKER_PORT", "19094")
+            .env("OMS_BROKERS", "127.0.0.1:19094")
+            .env_remove("OMS_TOPIC_PREFIX");
+        for (name, port) in ports {
+            cmd.env(format!("OMS_{name}_PORT"), port.to_string()).env(
+                format!("OMS_{name}_URL"),
+                format!("http://127.0.0.1:{port}"),
+            );
+        }
+    };
+    let mut cmd = omsctl(None)?;
+    with_stack(&mut cmd);
+    cmd.timeout(Duration::from_secs(600));
+    let up = run(cmd, &["stack", "up", "--no-smoke"]).await?;
+    let result = async {
+        assert_eq!(code(&up), 0, "stack up failed: {}", stderr(&up));
+
+        let mut cmd = omsctl(None)?;
+        with_stack(&mut cmd);
+        let out = run(cmd, &["stack", "status", "-o", "json"]).await?;
+        let status = json_of(&out)?;
+        assert_eq!(status["ready"], true, "{status}");
+        for c in status["components"].as_array().into_iter().flatten() {
+            assert!(c["pid"].is_u64(), "no pid recorded for {c}");
+        }
+
+        let mut cmd = omsctl(None)?;
+        with_stack(&mut cmd);
+        let out = run(cmd, &["order", "create", "--item", "mouse-01", "--wait"]).await?;
+        assert_eq!(code(&out), 0, "{}", stderr(&out));
+
+        let mut cmd = omsctl(None)?;
+        with_stack(&mut cmd);
+        let out = run(cmd, &["stack", "logs", "saga"]).await?;
+        let logs = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            logs.contains("\"service\":\"saga\"") || logs.contains("serving HTTP"),
+            "{logs}"
+        );
+        let mut cmd = omsctl(None)?;
+        with_stack(&mut cmd);
+        let out = run(cmd, &["stack", "logs", "billing"]).await?;
+        assert_eq!(code(&out), 2);
+        anyhow::Ok(())
+    }
+    .await;
+
+    let mut cmd = omsctl(None)?;
+    with_stack(&mut cmd);
+    cmd.timeout(Duration::from_secs(120));
+    let down = run(cmd, &["stack", "down"]).await?;
+    result?;
+    assert_eq!(code(&down), 0, "{}", stderr(&down));
+    let mut cmd = omsctl(None)?;
+    with_stack(&mut cmd);
+    let out = run(cmd, &["stack", "status", "-o", "json"]).await?;
+    assert_eq!(code(&out), 1, "status after down must fail");
+    // The cluster's data may live in /var/tmp (see stack.sh); wipe removes it too.
+    let mut cmd = Command::new("bash");
+    cmd.arg(root.join("scripts/stack.sh")).arg("wipe");
+    with_stack(&mut cmd);
+    run(cmd, &[]).await?;
+    Ok(())
+}
