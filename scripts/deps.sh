@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the OMS needs and a fresh machine of this kind may lack: PostgreSQL server
 # binaries (apt), the nisshi Kafka-protocol broker (cargo +nightly install, ~11 minutes once per
-# machine), and with --test, docker-compose (apt) to validate compose.yaml.
+# machine), and with --test, docker-compose (apt) to validate compose.yaml and tmux for the TUI test.
 # Safe to run again: each step is skipped when its tool is already there.
 source "$(dirname "$0")/lib.sh"
 
@@ -35,6 +35,10 @@ if ! oms_nisshi_bin >/dev/null; then
   oms_nisshi_bin >/dev/null || oms_die "nisshi is not on PATH or in ~/.cargo/bin after installing"
 fi
 
-if $want_test_tools && ! command -v docker-compose >/dev/null 2>&1; then
-  apt_install docker-compose
+if $want_test_tools; then
+  missing=()
+  command -v docker-compose >/dev/null 2>&1 || missing+=(docker-compose)
+  # tmux: the real-terminal test of `omsctl tui`.
+  command -v tmux >/dev/null 2>&1 || missing+=(tmux)
+  if ((${#missing[@]})); then apt_install "${missing[@]}"; fi
 fi

@@ -137,6 +137,7 @@ impl Svc {
 }
 
 /// Everything a command needs.
+#[derive(Clone)]
 pub struct Ctx {
     /// Kafka bootstrap servers.
     pub brokers: String,

@@ -554,6 +554,43 @@ async fn replay(ctx: &Ctx, args: ReplayArgs) -> Result<(), Failure> {
         }
     }
 
+    let (done, results, failed, audit_id) = send(ctx, &plan, args.force, args.rate).await?;
+    ctx.print(&done, || {
+        let mut t = table(&["ENTRY", "RESULT"]);
+        for r in &results {
+            t.add_row([
+                cell(&r["id"]),
+                if r["ok"] == true {
+                    format!(
+                        "sent to {}/{}@{}",
+                        cell(&r["topic"]),
+                        cell(&r["partition"]),
+                        cell(&r["offset"])
+                    )
+                } else {
+                    format!("FAILED: {}", cell(&r["error"]))
+                },
+            ]);
+        }
+        format!("{t}\naudit {audit_id}: {}", cell(&done["summary"]))
+    })?;
+    if failed > 0 {
+        return Err(Failure::verdict(format!(
+            "{failed} of {} replays failed",
+            plan.len()
+        )));
+    }
+    Ok(())
+}
+
+/// Sends `plan` to the origin topics, with the audit's intent and result records around it:
+/// (result record, per-entry results, failures, audit id).
+async fn send(
+    ctx: &Ctx,
+    plan: &[&Entry],
+    force: bool,
+    rate: Option<f64>,
+) -> Result<(Value, Vec<Value>, usize, String), Failure> {
     let producer: FutureProducer = ClientConfig::new()
         .set("bootstrap.servers", &ctx.brokers)
         .set("enable.idempotence", "true")
@@ -564,13 +601,13 @@ async fn replay(ctx: &Ctx, args: ReplayArgs) -> Result<(), Failure> {
         .context("creating the Kafka producer")?;
     let audit_id = uuid::Uuid::now_v7().to_string();
     let ids: Vec<&str> = plan.iter().map(|e| e.id.as_str()).collect();
-    let base = json!({"auditId": audit_id, "who": who(), "entries": ids, "force": args.force});
+    let base = json!({"auditId": audit_id, "who": who(), "entries": ids, "force": force});
     let mut intent = base.clone();
     intent["phase"] = json!("started");
     intent["at"] = json!(chrono::Utc::now().to_rfc3339());
     write_audit(ctx, &producer, &intent).await?;
 
-    let interval = args.rate.map(|r| Duration::from_secs_f64(1.0 / r));
+    let interval = rate.map(|r| Duration::from_secs_f64(1.0 / r));
     let mut results = Vec::new();
     let mut failed = 0;
     for (i, e) in plan.iter().enumerate() {
@@ -613,30 +650,69 @@ async fn replay(ctx: &Ctx, args: ReplayArgs) -> Result<(), Failure> {
     done["results"] = json!(results);
     done["summary"] = json!(format!("{} replayed, {failed} failed", plan.len() - failed));
     write_audit(ctx, &producer, &done).await?;
-    ctx.print(&done, || {
-        let mut t = table(&["ENTRY", "RESULT"]);
-        for r in &results {
-            t.add_row([
-                cell(&r["id"]),
-                if r["ok"] == true {
-                    format!(
-                        "sent to {}/{}@{}",
-                        cell(&r["topic"]),
-                        cell(&r["partition"]),
-                        cell(&r["offset"])
-                    )
-                } else {
-                    format!("FAILED: {}", cell(&r["error"]))
-                },
-            ]);
-        }
-        format!("{t}\naudit {audit_id}: {}", cell(&done["summary"]))
-    })?;
+    Ok((done, results, failed, audit_id))
+}
+
+/// A dead letter as the TUI shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Item {
+    /// Entry id.
+    pub id: String,
+    /// Origin topic (contract name).
+    pub origin: String,
+    /// Message type.
+    pub message_type: String,
+    /// Key (order id).
+    pub key: String,
+    /// Error class.
+    pub class: String,
+    /// Error message.
+    pub error: String,
+    /// When it was dead-lettered.
+    pub failed_at: String,
+    /// Whether it was replayed.
+    pub replayed: bool,
+}
+
+/// Every dead letter, with its replay status.
+pub async fn items(ctx: &Ctx) -> Result<Vec<Item>, Failure> {
+    let all = entries(ctx, None).await?;
+    let replayed = replayed_ids(&audit(ctx).await?);
+    Ok(all
+        .into_iter()
+        .map(|e| Item {
+            replayed: replayed.contains(&e.id),
+            key: e.record.key_text().unwrap_or_default(),
+            id: e.id,
+            origin: e.origin,
+            message_type: e.message_type,
+            class: e.class,
+            error: e.error,
+            failed_at: e.failed_at,
+        })
+        .collect())
+}
+
+/// Replays one entry without asking (the caller asked) unless it was replayed before; returns a
+/// one-line summary.
+pub async fn replay_one(ctx: &Ctx, id: &str) -> Result<String, Failure> {
+    parse_id(ctx, id)?;
+    let all = entries(ctx, None).await?;
+    let entry = all
+        .iter()
+        .find(|e| e.id == id)
+        .ok_or_else(|| Failure::verdict(format!("no dead letter {id}")))?;
+    if replayed_ids(&audit(ctx).await?).contains(id) {
+        return Err(Failure::verdict(format!("{id} was already replayed")));
+    }
+    let (done, _, failed, audit_id) = send(ctx, &[entry], false, None).await?;
     if failed > 0 {
         return Err(Failure::verdict(format!(
-            "{failed} of {} replays failed",
-            plan.len()
+            "replay of {id} failed (audit {audit_id})"
         )));
     }
-    Ok(())
+    Ok(format!(
+        "replayed {id} ({}; audit {audit_id})",
+        cell(&done["summary"])
+    ))
 }

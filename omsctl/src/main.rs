@@ -9,6 +9,7 @@
 //!   and their safe replay.
 //! - [`verify`]: the cross-service invariants.
 //! - [`stack`]: the local stack (delegating start and stop to `scripts/stack.sh`).
+//! - [`tui`]: the live dashboard.
 //!
 //! Exit codes: 0 ok, 1 a failed check or verdict, 2 a usage error or an unreachable dependency
 //! (one line on stderr names it). omsctl never writes a service's database.
@@ -20,6 +21,7 @@ mod saga;
 mod stack;
 mod tail;
 mod topics;
+mod tui;
 mod verify;
 
 use std::process::ExitCode;
@@ -68,6 +70,8 @@ enum Command {
     Dlq(dlq::DlqCommand),
     /// Check the invariants that must hold across all services.
     Verify(verify::VerifyArgs),
+    /// Live dashboard of saga states, throughput, health and dead letters.
+    Tui(tui::TuiArgs),
     /// Print a shell completion script.
     Completions {
         /// Shell.
@@ -156,6 +160,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Tail(args) => tail::run(&ctx, args).await,
         Command::Dlq(c) => dlq::run(&ctx, c).await,
         Command::Verify(args) => verify::run(&ctx, args).await,
+        Command::Tui(args) => tui::run(&ctx, args).await,
         Command::Completions { .. } => Ok(()),
     }
 }

@@ -477,6 +477,34 @@ struct Event {
 }
 
 async fn trace(ctx: &Ctx, id: &str) -> Result<(), Failure> {
+    let doc = trace_doc(ctx, id).await?;
+    ctx.print(&doc, || {
+        let mut t = table(&["TIME", "SOURCE", "EVENT"]);
+        for e in doc["timeline"].as_array().into_iter().flatten() {
+            t.add_row([cell(&e["at"]), cell(&e["source"]), cell(&e["what"])]);
+        }
+        let payment_line = match &doc["payment"] {
+            Value::Null => "payment: none".to_owned(),
+            p => format!("payment: {} {}", cell(&p["status"]), money(&p["amount"])),
+        };
+        let reservation_line = match &doc["reservation"] {
+            Value::Null => "reservation: none".to_owned(),
+            r => format!(
+                "reservation: {} (updated {})",
+                cell(&r["status"]),
+                cell(&r["updatedAt"])
+            ),
+        };
+        format!(
+            "{t}\n{payment_line}\n{reservation_line}\n{}",
+            cell(&doc["verdict"])
+        )
+    })
+}
+
+/// Everything known about one order's journey: the services' views, every Kafka message with
+/// its key, pending outbox rows, a time-ordered `timeline` and the `verdict`.
+pub async fn trace_doc(ctx: &Ctx, id: &str) -> Result<Value, Failure> {
     check_id(id)?;
     let order = ctx
         .get_opt(Svc::Order, &format!("/orders/{id}"))
@@ -597,27 +625,7 @@ async fn trace(ctx: &Ctx, id: &str) -> Result<(), Failure> {
         "timeline": events.iter().map(|e| json!({"at": e.at, "source": e.source, "what": e.what})).collect::<Vec<_>>(),
         "verdict": verdict,
     });
-    ctx.print(&doc, || {
-        let mut t = table(&["TIME", "SOURCE", "EVENT"]);
-        for e in &events {
-            t.add_row([e.at.clone(), e.source.clone(), e.what.clone()]);
-        }
-        let payment_line = payment
-            .as_ref()
-            .map(|p| format!("payment: {} {}", cell(&p["status"]), money(&p["amount"])))
-            .unwrap_or_else(|| "payment: none".into());
-        let reservation_line = reservation
-            .as_ref()
-            .map(|r| {
-                format!(
-                    "reservation: {} (updated {})",
-                    cell(&r["status"]),
-                    cell(&r["updatedAt"])
-                )
-            })
-            .unwrap_or_else(|| "reservation: none".into());
-        format!("{t}\n{payment_line}\n{reservation_line}\n{verdict}")
-    })
+    Ok(doc)
 }
 
 /// The one-line summary of where an order stands and why.

@@ -538,7 +538,8 @@ async fn verify_passes_on_a_healthy_stack_and_catches_broken_invariants() -> any
 }
 
 /// The process stack, as `omsctl stack up` runs it: its own state directory and ports, so it
-/// never meets a development stack or the test cluster.
+/// never meets a development stack or the test cluster. The ports sit below Linux's ephemeral
+/// range (32768+), where the other tests' listeners on port 0 land.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stack_up_status_logs_and_down_supervise_the_local_stack() -> anyhow::Result<()> {
     let state = tempfile::tempdir()?;
@@ -556,7 +557,7 @@ async fn stack_up_status_logs_and_down_supervise_the_local_stack() -> anyhow::Re
     let with_stack = |cmd: &mut Command| {
         cmd.env("OMS_ROOT", &root)
             .env("OMS_STATE_DIR", state.path())
-            .env("OMS_PG_PORT", "55434")
+            .env("OMS_PG_PORT", "25434")
             .env("OMS_BROKER_PORT", "19094")
             .env("OMS_BROKERS", "127.0.0.1:19094")
             .env_remove("OMS_TOPIC_PREFIX");

@@ -103,6 +103,8 @@ pub struct SagaView {
     pub saga: serde_json::Value,
     /// Past its deadline and still running.
     pub stuck: bool,
+    /// The note of its latest step.
+    pub last_step: Option<String>,
     /// Created.
     pub created_at: DateTime<Utc>,
     /// Last changed.
@@ -142,14 +144,16 @@ fn view(row: &sqlx::postgres::PgRow) -> SagaView {
     SagaView {
         saga,
         stuck: row.get("stuck"),
+        last_step: row.get("last_step"),
         created_at: row.get("created_at"),
         updated_at: row.get("updated_at"),
         steps: None,
     }
 }
 
-const VIEW_COLUMNS: &str =
-    "order_id, data, created_at, updated_at, COALESCE(deadline_at < now(), false) AS stuck";
+const VIEW_COLUMNS: &str = "order_id, data, created_at, updated_at, \
+     COALESCE(deadline_at < now(), false) AS stuck, \
+     (SELECT st.note FROM saga_steps st WHERE st.order_id = sagas.order_id ORDER BY st.id DESC LIMIT 1) AS last_step";
 
 /// One saga with its history.
 pub async fn find(conn: &mut PgConnection, order: Uuid) -> Result<Option<SagaView>, sqlx::Error> {

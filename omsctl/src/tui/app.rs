@@ -1,0 +1,830 @@
+//! The dashboard's state and the only function that changes it, [`update`]. Pure: keys and
+//! data arrive as [`Action`]s; what must happen outside (fetching a trace, replaying) comes back
+//! as [`Effect`]s. Drawing only reads (see `view`).
+
+use std::collections::{HashMap, VecDeque};
+use std::time::Duration;
+
+use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+use serde_json::Value;
+
+use crate::dlq::Item;
+
+/// The views, in Tab order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum View {
+    /// Counts, throughput, health.
+    Overview,
+    /// Recent sagas.
+    Sagas,
+    /// Dead letters.
+    Dlq,
+    /// One order's timeline.
+    Detail,
+}
+
+impl View {
+    /// Views reachable with Tab and number keys.
+    pub const TABS: [View; 3] = [View::Overview, View::Sagas, View::Dlq];
+
+    /// Tab title.
+    pub fn title(self) -> &'static str {
+        match self {
+            View::Overview => "1 Overview",
+            View::Sagas => "2 Sagas",
+            View::Dlq => "3 DLQ",
+            View::Detail => "Detail",
+        }
+    }
+}
+
+/// Something being fetched.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Load<T> {
+    /// Not asked for.
+    Idle,
+    /// Asked for, no answer yet.
+    Loading,
+    /// The answer.
+    Loaded(T),
+    /// It failed; why.
+    Error(String),
+}
+
+/// One service's health as last seen.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Health {
+    /// Service name.
+    pub name: String,
+    /// Ready (`None`: could not ask).
+    pub ready: Option<bool>,
+    /// Outbox rows waiting.
+    pub backlog: Option<i64>,
+    /// Consumer lag.
+    pub lag: Option<i64>,
+    /// Why it is not ready.
+    pub error: Option<String>,
+}
+
+/// One row of the sagas table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SagaRow {
+    /// Order id.
+    pub order_id: String,
+    /// State.
+    pub state: String,
+    /// Created at (RFC 3339).
+    pub created_at: String,
+    /// Age in seconds when fetched.
+    pub age_secs: i64,
+    /// Latest step's note.
+    pub last_step: String,
+    /// Customer.
+    pub customer: String,
+    /// Total, formatted.
+    pub total: String,
+    /// Past its deadline.
+    pub stuck: bool,
+}
+
+/// Everything one poll brings.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Snapshot {
+    /// Saga counts by state.
+    pub by_state: Vec<(String, i64)>,
+    /// Running sagas past their deadline.
+    pub stuck: i64,
+    /// Recent sagas, newest first.
+    pub sagas: Vec<SagaRow>,
+    /// Per-service health.
+    pub services: Vec<Health>,
+    /// Dead letters per DLQ topic (`None`: broker not asked this time).
+    pub dlq_depth: Option<Vec<(String, i64)>>,
+    /// Active faults (gateway knobs that are not zero).
+    pub faults: Vec<String>,
+    /// p50 and p99 milliseconds from accepted to finished, over recent orders.
+    pub latency_ms: Option<(f64, f64)>,
+    /// Seconds since the epoch when fetched.
+    pub fetched_at: f64,
+    /// Parts that could not be fetched.
+    pub errors: Vec<String>,
+}
+
+impl Snapshot {
+    fn count(&self, state: &str) -> i64 {
+        self.by_state
+            .iter()
+            .find(|(s, _)| s == state)
+            .map(|(_, n)| *n)
+            .unwrap_or(0)
+    }
+
+    /// Every saga.
+    pub fn total(&self) -> i64 {
+        self.by_state.iter().map(|(_, n)| n).sum()
+    }
+}
+
+/// Sort orders of the sagas table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sort {
+    /// Newest first.
+    Newest,
+    /// Oldest first.
+    Oldest,
+    /// By state name.
+    State,
+}
+
+/// A confirmation being asked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Confirm {
+    /// The DLQ entry to replay.
+    pub entry: String,
+}
+
+/// What happens to the state.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    /// Leave.
+    Quit,
+    /// Show or hide the help overlay.
+    ToggleHelp,
+    /// Go to a view.
+    Show(View),
+    /// Next tab.
+    NextTab,
+    /// Back (closes help, filter, detail, confirmation).
+    Back,
+    /// Stop or resume applying new data.
+    ToggleFreeze,
+    /// Start typing a filter.
+    StartFilter,
+    /// A character of the filter.
+    FilterChar(char),
+    /// Delete the filter's last character.
+    FilterBackspace,
+    /// Finish typing the filter.
+    FilterDone,
+    /// Next saga-state filter.
+    CycleState,
+    /// Next sort order.
+    CycleSort,
+    /// Selection up.
+    Up,
+    /// Selection down.
+    Down,
+    /// Open the selected saga's detail.
+    Open,
+    /// Ask to replay the selected dead letter.
+    AskReplay,
+    /// The answer to the confirmation.
+    Confirm(bool),
+    /// Fresh data.
+    Data(Box<Snapshot>),
+    /// A trace arrived (for this order id).
+    Detail(String, Result<Value, String>),
+    /// Dead letters arrived.
+    Dlq(Result<Vec<Item>, String>),
+    /// A replay finished.
+    Replayed(Result<String, String>),
+}
+
+/// What the runtime must do for the state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Effect {
+    /// Fetch this order's trace.
+    LoadDetail(String),
+    /// Fetch the dead letters.
+    LoadDlq,
+    /// Replay this entry (already confirmed).
+    Replay(String),
+}
+
+/// Saga states the `s` key cycles through (`None` = all).
+pub const STATE_FILTERS: [Option<&str>; 6] = [
+    None,
+    Some("RESERVING"),
+    Some("AUTHORIZING"),
+    Some("RELEASING"),
+    Some("CONFIRMED"),
+    Some("CANCELLED"),
+];
+
+/// Samples kept for the sparklines (at 1 s refresh: the last four minutes).
+pub const HISTORY: usize = 240;
+
+/// The dashboard.
+#[derive(Debug, Clone)]
+pub struct App {
+    /// Current view.
+    pub view: View,
+    /// The view Esc returns to from Detail.
+    pub back_to: View,
+    /// Help overlay shown.
+    pub help: bool,
+    /// New data is not applied.
+    pub frozen: bool,
+    /// Leaving.
+    pub quit: bool,
+    /// Text filter of the sagas table.
+    pub filter: String,
+    /// The filter is being typed.
+    pub editing: bool,
+    /// Index into [`STATE_FILTERS`].
+    pub state_filter: usize,
+    /// Sort of the sagas table.
+    pub sort: Sort,
+    /// Selected row (sagas or DLQ).
+    pub selected: usize,
+    /// Latest data.
+    pub data: Load<Snapshot>,
+    /// Created / confirmed / cancelled per second, per poll.
+    pub rates: VecDeque<(u64, u64, u64)>,
+    /// Order id and trace of the detail view.
+    pub detail: Option<(String, Load<Value>)>,
+    /// Dead letters.
+    pub dlq: Load<Vec<Item>>,
+    /// Replay confirmation being asked.
+    pub confirm: Option<Confirm>,
+    /// A message for the status line.
+    pub message: Option<String>,
+    /// How often data is polled.
+    pub refresh: Duration,
+    /// State of each saga at the previous poll, and the poll number it last changed at.
+    pub changed: HashMap<String, (String, u64)>,
+    /// Polls applied.
+    pub polls: u64,
+}
+
+impl App {
+    /// A dashboard polling every `refresh`.
+    pub fn new(refresh: Duration) -> Self {
+        App {
+            view: View::Overview,
+            back_to: View::Sagas,
+            help: false,
+            frozen: false,
+            quit: false,
+            filter: String::new(),
+            editing: false,
+            state_filter: 0,
+            sort: Sort::Newest,
+            selected: 0,
+            data: Load::Loading,
+            rates: VecDeque::new(),
+            detail: None,
+            dlq: Load::Idle,
+            confirm: None,
+            message: None,
+            refresh,
+            changed: HashMap::new(),
+            polls: 0,
+        }
+    }
+
+    /// The latest snapshot, if any.
+    pub fn snapshot(&self) -> Option<&Snapshot> {
+        match &self.data {
+            Load::Loaded(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// The sagas table as shown: filtered and sorted.
+    pub fn visible_sagas(&self) -> Vec<&SagaRow> {
+        let Some(s) = self.snapshot() else {
+            return Vec::new();
+        };
+        let wanted = STATE_FILTERS.get(self.state_filter).copied().flatten();
+        let needle = self.filter.to_lowercase();
+        let mut rows: Vec<&SagaRow> = s
+            .sagas
+            .iter()
+            .filter(|r| wanted.is_none_or(|w| r.state == w))
+            .filter(|r| {
+                needle.is_empty()
+                    || [&r.order_id, &r.state, &r.customer, &r.last_step, &r.total]
+                        .iter()
+                        .any(|f| f.to_lowercase().contains(&needle))
+            })
+            .collect();
+        match self.sort {
+            Sort::Newest => rows.sort_by(|a, b| b.created_at.cmp(&a.created_at)),
+            Sort::Oldest => rows.sort_by(|a, b| a.created_at.cmp(&b.created_at)),
+            Sort::State => rows.sort_by(|a, b| a.state.cmp(&b.state)),
+        }
+        rows
+    }
+
+    /// Dead letters of the given order.
+    pub fn dlq_of(&self, order_id: &str) -> Vec<&Item> {
+        match &self.dlq {
+            Load::Loaded(items) => items.iter().filter(|i| i.key == order_id).collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// Whether a saga changed state (or appeared) in the last few polls.
+    pub fn is_fresh(&self, order_id: &str) -> bool {
+        self.changed
+            .get(order_id)
+            .is_some_and(|(_, at)| *at > 0 && self.polls.saturating_sub(*at) < 3)
+    }
+
+    fn rows_in_view(&self) -> usize {
+        match self.view {
+            View::Sagas => self.visible_sagas().len(),
+            View::Dlq => match &self.dlq {
+                Load::Loaded(items) => items.len(),
+                _ => 0,
+            },
+            View::Detail => self
+                .detail
+                .as_ref()
+                .map(|(id, _)| self.dlq_of(id).len())
+                .unwrap_or(0),
+            View::Overview => 0,
+        }
+    }
+
+    fn selected_dlq_entry(&self) -> Option<String> {
+        match self.view {
+            View::Dlq => match &self.dlq {
+                Load::Loaded(items) => items.get(self.selected).map(|i| i.id.clone()),
+                _ => None,
+            },
+            View::Detail => {
+                let (id, _) = self.detail.as_ref()?;
+                self.dlq_of(id).get(self.selected).map(|i| i.id.clone())
+            }
+            _ => None,
+        }
+    }
+}
+
+/// The action a key stands for in the current state.
+pub fn key_action(app: &App, key: KeyEvent) -> Option<Action> {
+    if key.modifiers.contains(KeyModifiers::CONTROL) && key.code == KeyCode::Char('c') {
+        return Some(Action::Quit);
+    }
+    if app.confirm.is_some() {
+        return match key.code {
+            KeyCode::Char('y') | KeyCode::Char('Y') => Some(Action::Confirm(true)),
+            KeyCode::Char('n') | KeyCode::Char('N') | KeyCode::Esc => Some(Action::Confirm(false)),
+            _ => None,
+        };
+    }
+    if app.editing {
+        return match key.code {
+            KeyCode::Enter => Some(Action::FilterDone),
+            KeyCode::Esc => Some(Action::Back),
+            KeyCode::Backspace => Some(Action::FilterBackspace),
+            KeyCode::Char(c) => Some(Action::FilterChar(c)),
+            _ => None,
+        };
+    }
+    Some(match key.code {
+        KeyCode::Char('q') => Action::Quit,
+        KeyCode::Char('?') => Action::ToggleHelp,
+        KeyCode::Esc => Action::Back,
+        KeyCode::Tab => Action::NextTab,
+        KeyCode::Char('1') => Action::Show(View::Overview),
+        KeyCode::Char('2') => Action::Show(View::Sagas),
+        KeyCode::Char('3') => Action::Show(View::Dlq),
+        KeyCode::Char('f') => Action::ToggleFreeze,
+        KeyCode::Char('/') => Action::StartFilter,
+        KeyCode::Char('s') => Action::CycleState,
+        KeyCode::Char('o') => Action::CycleSort,
+        KeyCode::Up | KeyCode::Char('k') => Action::Up,
+        KeyCode::Down | KeyCode::Char('j') => Action::Down,
+        KeyCode::Enter => Action::Open,
+        KeyCode::Char('r') => Action::AskReplay,
+        _ => return None,
+    })
+}
+
+/// Applies one action; returns what must be done outside.
+pub fn update(app: &mut App, action: Action) -> Vec<Effect> {
+    let mut effects = Vec::new();
+    match action {
+        Action::Quit => app.quit = true,
+        Action::ToggleHelp => app.help = !app.help,
+        Action::Show(view) => {
+            app.help = false;
+            if app.view != view {
+                app.selected = 0;
+            }
+            app.view = view;
+            if view == View::Dlq {
+                app.dlq = Load::Loading;
+                effects.push(Effect::LoadDlq);
+            }
+        }
+        Action::NextTab => {
+            let i = View::TABS.iter().position(|v| *v == app.view).unwrap_or(0);
+            let next = View::TABS[(i + 1) % View::TABS.len()];
+            return update(app, Action::Show(next));
+        }
+        Action::Back => {
+            if app.help {
+                app.help = false;
+            } else if app.editing {
+                app.editing = false;
+                app.filter.clear();
+            } else if app.view == View::Detail {
+                app.view = app.back_to;
+                app.detail = None;
+                app.selected = 0;
+            } else if !app.filter.is_empty() {
+                app.filter.clear();
+            }
+        }
+        Action::ToggleFreeze => app.frozen = !app.frozen,
+        Action::StartFilter => {
+            if app.view != View::Sagas {
+                app.view = View::Sagas;
+            }
+            app.editing = true;
+            app.selected = 0;
+        }
+        Action::FilterChar(c) => {
+            app.filter.push(c);
+            app.selected = 0;
+        }
+        Action::FilterBackspace => {
+            app.filter.pop();
+        }
+        Action::FilterDone => app.editing = false,
+        Action::CycleState => {
+            app.state_filter = (app.state_filter + 1) % STATE_FILTERS.len();
+            app.selected = 0;
+        }
+        Action::CycleSort => {
+            app.sort = match app.sort {
+                Sort::Newest => Sort::Oldest,
+                Sort::Oldest => Sort::State,
+                Sort::State => Sort::Newest,
+            }
+        }
+        Action::Up => app.selected = app.selected.saturating_sub(1),
+        Action::Down => {
+            let n = app.rows_in_view();
+            if n > 0 {
+                app.selected = (app.selected + 1).min(n - 1);
+            }
+        }
+        Action::Open => {
+            if app.view == View::Sagas {
+                if let Some(row) = app.visible_sagas().get(app.selected) {
+                    let id = row.order_id.clone();
+                    app.back_to = View::Sagas;
+                    app.view = View::Detail;
+                    app.detail = Some((id.clone(), Load::Loading));
+                    app.selected = 0;
+                    effects.push(Effect::LoadDetail(id));
+                    effects.push(Effect::LoadDlq);
+                }
+            } else if app.view == View::Dlq {
+                let key = match &app.dlq {
+                    Load::Loaded(items) => items.get(app.selected).map(|i| i.key.clone()),
+                    _ => None,
+                };
+                if let Some(id) = key.filter(|k| !k.is_empty()) {
+                    app.back_to = View::Dlq;
+                    app.view = View::Detail;
+                    app.detail = Some((id.clone(), Load::Loading));
+                    app.selected = 0;
+                    effects.push(Effect::LoadDetail(id));
+                }
+            }
+        }
+        Action::AskReplay => match app.selected_dlq_entry() {
+            Some(entry) => {
+                let already = match &app.dlq {
+                    Load::Loaded(items) => items.iter().any(|i| i.id == entry && i.replayed),
+                    _ => false,
+                };
+                if already {
+                    app.message = Some(format!("{entry} was already replayed"));
+                } else {
+                    app.confirm = Some(Confirm { entry });
+                }
+            }
+            None => app.message = Some("no dead letter selected".into()),
+        },
+        Action::Confirm(yes) => {
+            if let Some(c) = app.confirm.take() {
+                if yes {
+                    app.message = Some(format!("replaying {} ...", c.entry));
+                    effects.push(Effect::Replay(c.entry));
+                } else {
+                    app.message = Some("replay cancelled".into());
+                }
+            }
+        }
+        Action::Data(snapshot) => {
+            if app.frozen {
+                return effects;
+            }
+            app.polls += 1;
+            let previous = app.snapshot().cloned();
+            if let Some(prev) = &previous {
+                let dt = (snapshot.fetched_at - prev.fetched_at).max(0.001);
+                let rate =
+                    |now: i64, before: i64| ((now - before).max(0) as f64 / dt).round() as u64;
+                app.rates.push_back((
+                    rate(snapshot.total(), prev.total()),
+                    rate(snapshot.count("CONFIRMED"), prev.count("CONFIRMED")),
+                    rate(snapshot.count("CANCELLED"), prev.count("CANCELLED")),
+                ));
+                while app.rates.len() > HISTORY {
+                    app.rates.pop_front();
+                }
+            }
+            // Rows already there at the first poll are not news (0 = never changed while shown).
+            let first = app.polls == 1;
+            for row in &snapshot.sagas {
+                let at = if first { 0 } else { app.polls };
+                let entry = app
+                    .changed
+                    .entry(row.order_id.clone())
+                    .or_insert_with(|| (row.state.clone(), at));
+                if entry.0 != row.state {
+                    *entry = (row.state.clone(), at);
+                }
+            }
+            let shown: std::collections::HashSet<&str> =
+                snapshot.sagas.iter().map(|r| r.order_id.as_str()).collect();
+            app.changed.retain(|id, _| shown.contains(id.as_str()));
+            let mut snapshot = *snapshot;
+            // The broker is asked less often; keep the last known DLQ depths in between.
+            if snapshot.dlq_depth.is_none() {
+                snapshot.dlq_depth = previous.and_then(|p| p.dlq_depth);
+            }
+            app.data = Load::Loaded(snapshot);
+            let n = app.rows_in_view();
+            if n > 0 && app.selected >= n {
+                app.selected = n - 1;
+            }
+        }
+        Action::Detail(id, result) => {
+            if let Some((current, load)) = app.detail.as_mut() {
+                if *current == id {
+                    *load = match result {
+                        Ok(v) => Load::Loaded(v),
+                        Err(e) => Load::Error(e),
+                    };
+                }
+            }
+        }
+        Action::Dlq(result) => {
+            app.dlq = match result {
+                Ok(items) => Load::Loaded(items),
+                Err(e) => Load::Error(e),
+            }
+        }
+        Action::Replayed(result) => {
+            app.message = Some(match result {
+                Ok(m) => m,
+                Err(e) => format!("replay failed: {e}"),
+            });
+            effects.push(Effect::LoadDlq);
+            if let Some((id, _)) = &app.detail {
+                effects.push(Effect::LoadDetail(id.clone()));
+            }
+        }
+    }
+    effects
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(c: char) -> KeyEvent {
+        KeyEvent::new(KeyCode::Char(c), KeyModifiers::NONE)
+    }
+
+    fn press(app: &mut App, k: KeyEvent) -> Vec<Effect> {
+        match key_action(app, k) {
+            Some(a) => update(app, a),
+            None => Vec::new(),
+        }
+    }
+
+    pub(crate) fn row(id: &str, state: &str, created: &str) -> SagaRow {
+        SagaRow {
+            order_id: id.into(),
+            state: state.into(),
+            created_at: created.into(),
+            age_secs: 5,
+            last_step: format!("note of {id}"),
+            customer: "alice".into(),
+            total: "24.99 EUR".into(),
+            stuck: false,
+        }
+    }
+
+    pub(crate) fn snapshot(at: f64, confirmed: i64, sagas: Vec<SagaRow>) -> Snapshot {
+        Snapshot {
+            by_state: vec![
+                ("AUTHORIZING".into(), 2),
+                ("CANCELLED".into(), 3),
+                ("CONFIRMED".into(), confirmed),
+                ("RELEASING".into(), 0),
+                ("RESERVING".into(), 1),
+            ],
+            stuck: 0,
+            sagas,
+            services: Vec::new(),
+            dlq_depth: Some(vec![("oms.payment.commands.dlq".into(), 1)]),
+            faults: Vec::new(),
+            latency_ms: Some((70.0, 300.0)),
+            fetched_at: at,
+            errors: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn keys_switch_views_and_help_and_quit() {
+        let mut app = App::new(Duration::from_secs(1));
+        press(&mut app, key('?'));
+        assert!(app.help);
+        press(&mut app, KeyEvent::new(KeyCode::Esc, KeyModifiers::NONE));
+        assert!(!app.help);
+        press(&mut app, key('2'));
+        assert_eq!(app.view, View::Sagas);
+        let effects = press(&mut app, KeyEvent::new(KeyCode::Tab, KeyModifiers::NONE));
+        assert_eq!((app.view, effects), (View::Dlq, vec![Effect::LoadDlq]));
+        press(&mut app, KeyEvent::new(KeyCode::Tab, KeyModifiers::NONE));
+        assert_eq!(app.view, View::Overview);
+        press(&mut app, key('q'));
+        assert!(app.quit);
+    }
+
+    #[test]
+    fn data_updates_rates_and_freeze_holds_them() {
+        let mut app = App::new(Duration::from_secs(1));
+        update(
+            &mut app,
+            Action::Data(Box::new(snapshot(100.0, 10, vec![]))),
+        );
+        update(
+            &mut app,
+            Action::Data(Box::new(snapshot(102.0, 20, vec![]))),
+        );
+        // 10 more confirmed (and 10 more in total) over 2 s.
+        assert_eq!(app.rates.back(), Some(&(5, 5, 0)));
+        press(&mut app, key('f'));
+        update(
+            &mut app,
+            Action::Data(Box::new(snapshot(104.0, 90, vec![]))),
+        );
+        assert_eq!(
+            app.snapshot().map(|s| s.count("CONFIRMED")),
+            Some(20),
+            "frozen data changed"
+        );
+        press(&mut app, key('f'));
+        update(
+            &mut app,
+            Action::Data(Box::new(snapshot(106.0, 90, vec![]))),
+        );
+        assert_eq!(app.snapshot().map(|s| s.count("CONFIRMED")), Some(90));
+    }
+
+    #[test]
+    fn filter_state_filter_and_sort_shape_the_table() {
+        let mut app = App::new(Duration::from_secs(1));
+        let rows = vec![
+            row("a-1", "CONFIRMED", "2026-11-23T10:00:01Z"),
+            row("b-2", "CANCELLED", "2026-11-23T10:00:02Z"),
+            row("c-3", "CONFIRMED", "2026-11-23T10:00:03Z"),
+        ];
+        update(&mut app, Action::Data(Box::new(snapshot(1.0, 2, rows))));
+        press(&mut app, key('2'));
+        let ids = |app: &App| -> Vec<String> {
+            app.visible_sagas()
+                .iter()
+                .map(|r| r.order_id.clone())
+                .collect()
+        };
+        assert_eq!(ids(&app), ["c-3", "b-2", "a-1"]);
+        press(&mut app, key('o'));
+        assert_eq!(ids(&app), ["a-1", "b-2", "c-3"]);
+        press(&mut app, key('/'));
+        for c in "b-".chars() {
+            press(&mut app, key(c));
+        }
+        assert!(app.editing);
+        press(&mut app, KeyEvent::new(KeyCode::Enter, KeyModifiers::NONE));
+        assert_eq!(ids(&app), ["b-2"]);
+        press(&mut app, KeyEvent::new(KeyCode::Esc, KeyModifiers::NONE));
+        assert_eq!(ids(&app).len(), 3, "Esc clears the filter");
+        for _ in 0..4 {
+            press(&mut app, key('s'));
+        }
+        assert_eq!(STATE_FILTERS[app.state_filter], Some("CONFIRMED"));
+        assert_eq!(ids(&app), ["a-1", "c-3"]);
+    }
+
+    #[test]
+    fn enter_opens_the_detail_and_esc_goes_back() {
+        let mut app = App::new(Duration::from_secs(1));
+        update(
+            &mut app,
+            Action::Data(Box::new(snapshot(
+                1.0,
+                1,
+                vec![row("a-1", "CONFIRMED", "x")],
+            ))),
+        );
+        press(&mut app, key('2'));
+        let effects = press(&mut app, KeyEvent::new(KeyCode::Enter, KeyModifiers::NONE));
+        assert_eq!(app.view, View::Detail);
+        assert!(effects.contains(&Effect::LoadDetail("a-1".into())));
+        update(
+            &mut app,
+            Action::Detail(
+                "a-1".into(),
+                Ok(serde_json::json!({"verdict": "CONFIRMED"})),
+            ),
+        );
+        assert!(matches!(app.detail, Some((_, Load::Loaded(_)))));
+        press(&mut app, KeyEvent::new(KeyCode::Esc, KeyModifiers::NONE));
+        assert_eq!(app.view, View::Sagas);
+        assert!(app.detail.is_none());
+    }
+
+    #[test]
+    fn replay_asks_first_and_refuses_what_was_replayed() {
+        let mut app = App::new(Duration::from_secs(1));
+        press(&mut app, key('3'));
+        let item = |id: &str, replayed: bool| Item {
+            id: id.into(),
+            origin: "oms.payment.commands".into(),
+            message_type: "payment.authorize".into(),
+            key: "o-1".into(),
+            class: "handler.exhausted".into(),
+            error: "gateway unavailable".into(),
+            failed_at: "t".into(),
+            replayed,
+        };
+        update(
+            &mut app,
+            Action::Dlq(Ok(vec![item("d:0:1", false), item("d:0:2", true)])),
+        );
+        assert!(press(&mut app, key('r')).is_empty());
+        assert_eq!(
+            app.confirm,
+            Some(Confirm {
+                entry: "d:0:1".into()
+            })
+        );
+        assert_eq!(press(&mut app, key('n')), Vec::<Effect>::new());
+        assert!(app.confirm.is_none());
+        press(&mut app, key('r'));
+        assert_eq!(
+            press(&mut app, key('y')),
+            vec![Effect::Replay("d:0:1".into())]
+        );
+        press(&mut app, key('j'));
+        press(&mut app, key('r'));
+        assert!(app.confirm.is_none());
+        assert!(app
+            .message
+            .as_deref()
+            .is_some_and(|m| m.contains("already replayed")));
+    }
+
+    #[test]
+    fn changed_rows_are_marked_fresh_for_a_few_polls() {
+        let mut app = App::new(Duration::from_secs(1));
+        update(
+            &mut app,
+            Action::Data(Box::new(snapshot(1.0, 1, vec![row("a", "RESERVING", "x")]))),
+        );
+        update(
+            &mut app,
+            Action::Data(Box::new(snapshot(2.0, 1, vec![row("a", "RESERVING", "x")]))),
+        );
+        assert!(!app.is_fresh("a"));
+        update(
+            &mut app,
+            Action::Data(Box::new(snapshot(3.0, 1, vec![row("a", "CONFIRMED", "x")]))),
+        );
+        assert!(app.is_fresh("a"));
+        for t in 4..8 {
+            update(
+                &mut app,
+                Action::Data(Box::new(snapshot(
+                    t as f64,
+                    1,
+                    vec![row("a", "CONFIRMED", "x")],
+                ))),
+            );
+        }
+        assert!(!app.is_fresh("a"));
+    }
+}

@@ -1,0 +1,423 @@
+//! `omsctl tui`: the live dashboard of saga states.
+//!
+//! The Elm architecture: [`app`] holds the state and the one `update` function, [`view`] draws
+//! it. Keys come from an input thread, data from pollers (one request in flight per source:
+//! each poller awaits its answer before it sleeps), and effects (a trace, the DLQ, a replay) run
+//! as tasks; all of them send actions over one channel. The terminal is restored on exit and on
+//! panic; logs go to a file, never to the screen.
+
+pub mod app;
+pub mod view;
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use ratatui::crossterm::event::{self, Event, KeyEvent, KeyEventKind};
+use serde_json::Value;
+use tokio::sync::mpsc;
+
+use crate::ctx::{self, Ctx, Svc};
+use crate::{dlq, order, topics, Failure};
+use app::{Action, App, Effect, Health, SagaRow, Snapshot};
+
+/// `omsctl tui` arguments.
+#[derive(Debug, clap::Args)]
+pub struct TuiArgs {
+    /// How often data is polled.
+    #[arg(long, default_value = "1s", value_parser = ctx::duration)]
+    refresh: Duration,
+    /// Log file [default: <state dir>/omsctl-tui.log].
+    #[arg(long)]
+    log_file: Option<PathBuf>,
+}
+
+enum Msg {
+    Key(KeyEvent),
+    Action(Action),
+    Redraw,
+}
+
+fn now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+/// Restores the terminal when dropped (normal exit and early returns; panics are covered by the
+/// hook `ratatui::init` installs).
+struct Restore;
+
+impl Drop for Restore {
+    fn drop(&mut self) {
+        ratatui::restore();
+    }
+}
+
+fn init_log(path: &std::path::Path) -> Result<(), Failure> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).ok();
+    }
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(|e| Failure::usage(format!("log file {}: {e}", path.display())))?;
+    let _ = tracing_subscriber::fmt()
+        .with_writer(Mutex::new(file))
+        .with_ansi(false)
+        .with_env_filter(tracing_subscriber::EnvFilter::new("info"))
+        .try_init();
+    Ok(())
+}
+
+pub async fn run(ctx: &Ctx, args: TuiArgs) -> Result<(), Failure> {
+    if !std::io::stdout().is_terminal() {
+        return Err(Failure::usage(
+            "omsctl tui needs a terminal (stdout is not one)",
+        ));
+    }
+    if args.refresh < Duration::from_millis(100) {
+        return Err(Failure::usage("--refresh must be at least 100ms"));
+    }
+    let log = args
+        .log_file
+        .clone()
+        .unwrap_or_else(|| ctx.state_dir.join("omsctl-tui.log"));
+    init_log(&log)?;
+    tracing::info!(refresh = ?args.refresh, "tui started");
+
+    let ctx = Arc::new(ctx.clone());
+    let (tx, mut rx) = mpsc::unbounded_channel::<Msg>();
+    let kafka: Arc<Mutex<Option<KafkaInfo>>> = Arc::new(Mutex::new(None));
+    tokio::spawn(poll_kafka(
+        Arc::clone(&ctx),
+        Arc::clone(&kafka),
+        args.refresh * 3,
+    ));
+    tokio::spawn(poll_services(
+        Arc::clone(&ctx),
+        Arc::clone(&kafka),
+        tx.clone(),
+        args.refresh,
+    ));
+    let input_tx = tx.clone();
+    std::thread::spawn(move || read_keys(input_tx));
+
+    let mut terminal = ratatui::init();
+    let _restore = Restore;
+    let mut app = App::new(args.refresh);
+    loop {
+        terminal
+            .draw(|f| view::draw(f, &app, now()))
+            .map_err(|e| Failure::usage(format!("drawing: {e}")))?;
+        let msg = tokio::select! {
+            m = rx.recv() => m,
+            _ = tokio::time::sleep(Duration::from_millis(500)) => Some(Msg::Redraw),
+        };
+        let effects = match msg {
+            None => break,
+            Some(Msg::Redraw) => Vec::new(),
+            Some(Msg::Key(k)) => match app::key_action(&app, k) {
+                Some(a) => app::update(&mut app, a),
+                None => Vec::new(),
+            },
+            Some(Msg::Action(a)) => app::update(&mut app, a),
+        };
+        for effect in effects {
+            spawn_effect(Arc::clone(&ctx), tx.clone(), effect);
+        }
+        if app.quit {
+            break;
+        }
+    }
+    tracing::info!("tui stopped");
+    Ok(())
+}
+
+fn read_keys(tx: mpsc::UnboundedSender<Msg>) {
+    loop {
+        if tx.is_closed() {
+            return;
+        }
+        match event::poll(Duration::from_millis(50)) {
+            Ok(true) => match event::read() {
+                Ok(Event::Key(k)) if k.kind == KeyEventKind::Press => {
+                    if tx.send(Msg::Key(k)).is_err() {
+                        return;
+                    }
+                }
+                Ok(Event::Resize(..)) => {
+                    let _ = tx.send(Msg::Redraw);
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::error!(error = %e, "reading the terminal");
+                    return;
+                }
+            },
+            Ok(false) => {}
+            Err(e) => {
+                tracing::error!(error = %e, "polling the terminal");
+                return;
+            }
+        }
+    }
+}
+
+fn spawn_effect(ctx: Arc<Ctx>, tx: mpsc::UnboundedSender<Msg>, effect: Effect) {
+    tokio::spawn(async move {
+        let action = match effect {
+            Effect::LoadDetail(id) => {
+                let result = order::trace_doc(&ctx, &id)
+                    .await
+                    .map_err(|f| f.error.to_string());
+                Action::Detail(id, result)
+            }
+            Effect::LoadDlq => Action::Dlq(dlq::items(&ctx).await.map_err(|f| f.error.to_string())),
+            Effect::Replay(id) => {
+                let result = dlq::replay_one(&ctx, &id)
+                    .await
+                    .map_err(|f| f.error.to_string());
+                tracing::info!(entry = %id, ?result, "replay from the tui");
+                Action::Replayed(result)
+            }
+        };
+        let _ = tx.send(Msg::Action(action));
+    });
+}
+
+/// What the broker says, fetched less often than the services.
+#[derive(Debug, Clone)]
+struct KafkaInfo {
+    dlq_depth: Vec<(String, i64)>,
+    lag: Vec<(String, i64)>,
+}
+
+async fn poll_kafka(ctx: Arc<Ctx>, out: Arc<Mutex<Option<KafkaInfo>>>, every: Duration) {
+    loop {
+        let brokers = ctx.brokers.clone();
+        let groups: Vec<(String, Vec<String>)> = Svc::ALL
+            .iter()
+            .map(|s| {
+                (
+                    ctx.topics.name(&s.group()),
+                    s.topics().iter().map(|t| ctx.topics.name(t)).collect(),
+                )
+            })
+            .collect();
+        let wanted = ctx.topics.all_with_dlq();
+        let prefix = ctx.topics.prefix().to_owned();
+        // Awaited to the end: never two broker reads at once.
+        let result =
+            tokio::task::spawn_blocking(move || topics::list(&brokers, &wanted, &groups)).await;
+        let info = match result {
+            Ok(Ok(rows)) => {
+                let dlq_depth = rows
+                    .iter()
+                    .filter(|r| oms_contracts::topics::is_dlq(&r.topic))
+                    .map(|r| {
+                        (
+                            r.topic.strip_prefix(&prefix).unwrap_or(&r.topic).to_owned(),
+                            r.messages,
+                        )
+                    })
+                    .collect();
+                let mut lag: Vec<(String, i64)> = Vec::new();
+                for svc in Svc::ALL {
+                    let group = ctx.topics.name(&svc.group());
+                    let total = rows.iter().filter_map(|r| r.lag.get(&group)).sum();
+                    lag.push((svc.name().to_owned(), total));
+                }
+                Some(KafkaInfo { dlq_depth, lag })
+            }
+            Ok(Err(f)) => {
+                tracing::warn!(error = %f.error, "broker poll failed");
+                None
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "broker poll task failed");
+                None
+            }
+        };
+        if let Ok(mut slot) = out.lock() {
+            *slot = info;
+        }
+        tokio::time::sleep(every).await;
+    }
+}
+
+async fn get(ctx: &Ctx, svc: Svc, path: &str) -> Result<Value, String> {
+    match tokio::time::timeout(Duration::from_secs(2), ctx.get(svc, path)).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(f)) => Err(f.error.to_string()),
+        Err(_) => Err(format!("{} timed out", svc.name())),
+    }
+}
+
+async fn poll_services(
+    ctx: Arc<Ctx>,
+    kafka: Arc<Mutex<Option<KafkaInfo>>>,
+    tx: mpsc::UnboundedSender<Msg>,
+    every: Duration,
+) {
+    loop {
+        let snapshot = snapshot(&ctx, &kafka).await;
+        if tx
+            .send(Msg::Action(Action::Data(Box::new(snapshot))))
+            .is_err()
+        {
+            return;
+        }
+        tokio::time::sleep(every).await;
+    }
+}
+
+async fn snapshot(ctx: &Ctx, kafka: &Mutex<Option<KafkaInfo>>) -> Snapshot {
+    let (summary, sagas, orders, faults) = tokio::join!(
+        get(ctx, Svc::Saga, "/sagas/summary"),
+        get(ctx, Svc::Saga, "/sagas?limit=200"),
+        get(ctx, Svc::Order, "/orders?limit=200"),
+        get(ctx, Svc::Payment, "/gateway/faults"),
+    );
+    let health = futures::future::join_all(Svc::ALL.iter().map(|svc| async move {
+        let r =
+            tokio::time::timeout(Duration::from_secs(2), ctx.get_opt(*svc, "/health/ready")).await;
+        (*svc, r)
+    }))
+    .await;
+    let fetched_at = now();
+    let mut errors = Vec::new();
+    let kafka = kafka.lock().ok().and_then(|k| k.clone());
+
+    let mut s = Snapshot {
+        fetched_at,
+        dlq_depth: kafka.as_ref().map(|k| k.dlq_depth.clone()),
+        ..Snapshot::default()
+    };
+    match summary {
+        Ok(v) => {
+            s.by_state = v["byState"]
+                .as_object()
+                .map(|m| {
+                    m.iter()
+                        .map(|(k, n)| (k.clone(), n.as_i64().unwrap_or(0)))
+                        .collect()
+                })
+                .unwrap_or_default();
+            s.stuck = v["stuck"].as_i64().unwrap_or(0);
+        }
+        Err(_) => errors.push("saga".to_owned()),
+    }
+    if let Ok(v) = sagas {
+        s.sagas = v["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|r| {
+                let created = r["createdAt"].as_str().unwrap_or_default().to_owned();
+                let age = created
+                    .parse::<chrono::DateTime<chrono::Utc>>()
+                    .map(|c| (fetched_at as i64 - c.timestamp()).max(0))
+                    .unwrap_or(0);
+                SagaRow {
+                    order_id: ctx::cell(&r["orderId"]),
+                    state: ctx::cell(&r["state"]),
+                    created_at: created,
+                    age_secs: age,
+                    last_step: r["lastStep"].as_str().unwrap_or_default().to_owned(),
+                    customer: ctx::cell(&r["customerId"]),
+                    total: ctx::money(&r["total"]),
+                    stuck: r["stuck"] == true,
+                }
+            })
+            .collect();
+    }
+    match orders {
+        Ok(v) => {
+            let mut ms: Vec<f64> = v["items"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|o| {
+                    let a: chrono::DateTime<chrono::Utc> = o["createdAt"].as_str()?.parse().ok()?;
+                    let b: chrono::DateTime<chrono::Utc> =
+                        o["completedAt"].as_str()?.parse().ok()?;
+                    Some((b - a).as_seconds_f64() * 1000.0)
+                })
+                .collect();
+            ms.sort_by(f64::total_cmp);
+            let pct = |p: f64| {
+                ms.get(((ms.len() as f64 - 1.0) * p).round() as usize)
+                    .copied()
+            };
+            s.latency_ms = pct(0.5).zip(pct(0.99));
+        }
+        Err(_) => errors.push("order".to_owned()),
+    }
+    match faults {
+        Ok(k) => {
+            for (field, label) in [
+                ("declineRate", "decline rate"),
+                ("errorRate", "error rate"),
+                ("latencyMs", "latency ms"),
+            ] {
+                if k[field].as_f64().is_some_and(|v| v > 0.0) {
+                    s.faults
+                        .push(format!("payment gateway: {label} {}", k[field]));
+                }
+            }
+        }
+        Err(_) => errors.push("payment".to_owned()),
+    }
+    for (svc, result) in health {
+        let lag = kafka
+            .as_ref()
+            .and_then(|k| k.lag.iter().find(|(n, _)| n == svc.name()).map(|(_, l)| *l));
+        let h = match result {
+            Ok(Ok(Some(r))) => Health {
+                name: svc.name().to_owned(),
+                ready: Some(r["status"] == "ready"),
+                backlog: r["outbox"]["pending"].as_i64(),
+                lag,
+                error: None,
+            },
+            Ok(Ok(None)) => Health {
+                name: svc.name().to_owned(),
+                ready: Some(false),
+                backlog: None,
+                lag,
+                error: Some("no readiness endpoint".into()),
+            },
+            Ok(Err(f)) => {
+                // 503 from /health/ready is "not ready", with its reasons; anything else is down.
+                let text = f.error.to_string();
+                let down = text.contains("unreachable") || text.contains("timed out");
+                if down && !errors.contains(&svc.name().to_owned()) {
+                    errors.push(svc.name().to_owned());
+                }
+                Health {
+                    name: svc.name().to_owned(),
+                    ready: if down { None } else { Some(false) },
+                    backlog: None,
+                    lag,
+                    error: Some(if down { "unreachable".into() } else { text }),
+                }
+            }
+            Err(_) => Health {
+                name: svc.name().to_owned(),
+                ready: None,
+                backlog: None,
+                lag,
+                error: Some("timed out".into()),
+            },
+        };
+        s.services.push(h);
+    }
+    errors.sort();
+    errors.dedup();
+    s.errors = errors;
+    s
+}
