@@ -103,7 +103,7 @@ pub struct SagaView {
     pub saga: serde_json::Value,
     /// Past its deadline and still running.
     pub stuck: bool,
-    /// The note of its latest step.
+    /// The note of its latest applied step.
     pub last_step: Option<String>,
     /// Created.
     pub created_at: DateTime<Utc>,
@@ -153,7 +153,7 @@ fn view(row: &sqlx::postgres::PgRow) -> SagaView {
 
 const VIEW_COLUMNS: &str = "order_id, data, created_at, updated_at, \
      COALESCE(deadline_at < now(), false) AS stuck, \
-     (SELECT st.note FROM saga_steps st WHERE st.order_id = sagas.order_id ORDER BY st.id DESC LIMIT 1) AS last_step";
+     (SELECT st.note FROM saga_steps st WHERE st.order_id = sagas.order_id AND st.applied ORDER BY st.id DESC LIMIT 1) AS last_step";
 
 /// One saga with its history.
 pub async fn find(conn: &mut PgConnection, order: Uuid) -> Result<Option<SagaView>, sqlx::Error> {
