@@ -57,3 +57,13 @@ oms_wait_port() {
 }
 
 oms_port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+# Whether process $1 is alive: exists and is not a zombie (a killed service whose parent never
+# reaped it still has a /proc entry and answers kill -0).
+oms_alive() {
+  local pid="$1" state
+  [[ -n "$pid" ]] || return 1
+  kill -0 "$pid" 2>/dev/null || return 1
+  state="$(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null || true)"
+  [[ "$state" != "Z" && -n "$state" ]]
+}

@@ -8,6 +8,8 @@
 #   scripts/stack.sh down     stop everything cleanly (services first)
 #   scripts/stack.sh status   show what runs
 #   scripts/stack.sh env      print the connection settings as shell exports
+#   scripts/stack.sh broker-stop|broker-start|db-stop|db-start|service-stop NAME|service-start NAME
+#                             one component (what `omsctl chaos` uses)
 #   scripts/stack.sh wipe     stop everything and delete the state directory
 #
 # Idempotent: `up` on a running stack only checks it. State (data, logs, pid files) lives in
@@ -85,7 +87,7 @@ pg_down() {
 broker_pid() {
   local pid
   pid="$(cat "$BROKER_DIR/broker.pid" 2>/dev/null || true)"
-  [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null && echo "$pid"
+  oms_alive "$pid" && echo "$pid"
 }
 
 broker_up() {
@@ -119,7 +121,7 @@ broker_down() {
   pid="$(broker_pid)" || return 0
   oms_log "stopping the broker (pid $pid)"
   kill -TERM "$pid" 2>/dev/null || true
-  for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  for _ in $(seq 1 50); do oms_alive "$pid" || break; sleep 0.1; done
   kill -KILL "$pid" 2>/dev/null || true
   rm -f "$BROKER_DIR/broker.pid"
 }
@@ -142,7 +144,7 @@ SERVICE_DIR="$OMS_STATE_DIR/services"
 service_pid() {
   local pid
   pid="$(cat "$SERVICE_DIR/$1.pid" 2>/dev/null || true)"
-  [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null && echo "$pid"
+  oms_alive "$pid" && echo "$pid"
 }
 
 services_build() {
@@ -197,7 +199,7 @@ services_down() {
     pid="$(service_pid "$name")" || continue
     oms_log "stopping $name (pid $pid)"
     kill -TERM "$pid" 2>/dev/null || true
-    for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    for _ in $(seq 1 100); do oms_alive "$pid" || break; sleep 0.1; done
     kill -KILL "$pid" 2>/dev/null || true
     rm -f "$SERVICE_DIR/$name.pid"
   done
@@ -220,7 +222,7 @@ status() {
       state="running on 127.0.0.1:$(oms_service_port "$name") (pid $(service_pid "$name"))"
       curl -fsS -o /dev/null "http://127.0.0.1:$(oms_service_port "$name")/health/ready" && state="$state, ready" || state="$state, not ready"
     fi
-    printf '%-12s%s\n' "$name:" "$state"
+    printf '%-14s%s\n' "$name:" "$state"
   done
 }
 
@@ -250,5 +252,18 @@ case "${1:-}" in
     ;;
   broker-stop) broker_down ;;
   broker-start) broker_up ;;
-  *) echo "usage: $0 up|down|status|env|wipe|broker-stop|broker-start" >&2; exit 2 ;;
+  db-stop) pg_down ;;
+  db-start) pg_up ;;
+  service-stop|service-start)
+    name="${2:-}"
+    oms_service_port "$name" >/dev/null || oms_die "unknown service ${name:-(none)}; expected one of ${OMS_SERVICES[*]}"
+    OMS_SERVICES=("$name")
+    if [[ "$1" == service-stop ]]; then
+      services_down
+    else
+      service_up "$name"
+      services_wait_ready
+    fi
+    ;;
+  *) echo "usage: $0 up [--infra|--no-smoke]|down|status|env|wipe|broker-stop|broker-start|db-stop|db-start|service-stop NAME|service-start NAME" >&2; exit 2 ;;
 esac

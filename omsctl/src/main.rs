@@ -8,12 +8,14 @@
 //! - [`topics`], [`tail`], [`dlq`]: Kafka directly: topics and lag, following topics, dead letters
 //!   and their safe replay.
 //! - [`verify`]: the cross-service invariants.
+//! - [`chaos`]: fault injection on the local stack.
 //! - [`stack`]: the local stack (delegating start and stop to `scripts/stack.sh`).
 //! - [`tui`]: the live dashboard.
 //!
 //! Exit codes: 0 ok, 1 a failed check or verdict, 2 a usage error or an unreachable dependency
 //! (one line on stderr names it). omsctl never writes a service's database.
 
+mod chaos;
 mod ctx;
 mod dlq;
 mod order;
@@ -68,6 +70,10 @@ enum Command {
     /// Dead letters: list, show, replay.
     #[command(subcommand)]
     Dlq(dlq::DlqCommand),
+    /// Inject faults into the local stack: broker, database, services, poison, duplicates,
+    /// gateway knobs.
+    #[command(subcommand)]
+    Chaos(chaos::ChaosCommand),
     /// Check the invariants that must hold across all services.
     Verify(verify::VerifyArgs),
     /// Live dashboard of saga states, throughput, health and dead letters.
@@ -160,6 +166,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Tail(args) => tail::run(&ctx, args).await,
         Command::Dlq(c) => dlq::run(&ctx, c).await,
         Command::Verify(args) => verify::run(&ctx, args).await,
+        Command::Chaos(c) => chaos::run(&ctx, c).await,
         Command::Tui(args) => tui::run(&ctx, args).await,
         Command::Completions { .. } => Ok(()),
     }

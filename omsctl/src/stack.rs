@@ -61,7 +61,8 @@ fn stack_script() -> Result<PathBuf, Failure> {
     ))
 }
 
-fn run_script(ctx: &Ctx, args: &[&str]) -> Result<(), Failure> {
+/// Runs `scripts/stack.sh ARGS` for this state directory.
+pub fn script(ctx: &Ctx, args: &[&str]) -> Result<(), Failure> {
     let script = stack_script()?;
     let status = std::process::Command::new("bash")
         .arg(&script)
@@ -90,9 +91,21 @@ fn absolute(p: &Path) -> PathBuf {
     }
 }
 
+/// Whether a process exists and is not a zombie (a killed service nobody reaped yet).
+pub fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            // The state follows the parenthesised command name, which may contain spaces.
+            let after = stat.rsplit_once(')')?.1;
+            after.split_whitespace().next().map(|s| s != "Z")
+        })
+        .unwrap_or(false)
+}
+
 fn pid_of(path: &Path) -> Option<u32> {
     let pid: u32 = std::fs::read_to_string(path).ok()?.trim().parse().ok()?;
-    Path::new(&format!("/proc/{pid}")).exists().then_some(pid)
+    crate::stack::alive(pid).then_some(pid)
 }
 
 fn service_named(name: &str) -> Result<Svc, Failure> {
@@ -113,9 +126,9 @@ pub async fn run(ctx: &Ctx, command: StackCommand) -> Result<(), Failure> {
             if no_smoke {
                 args.push("--no-smoke");
             }
-            run_script(ctx, &args)
+            script(ctx, &args)
         }
-        StackCommand::Down => run_script(ctx, &["down"]),
+        StackCommand::Down => script(ctx, &["down"]),
         StackCommand::Status => status(ctx).await,
         StackCommand::Logs { service, follow } => logs(ctx, service.as_deref(), follow).await,
     }

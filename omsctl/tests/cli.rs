@@ -554,19 +554,30 @@ async fn stack_up_status_logs_and_down_supervise_the_local_stack() -> anyhow::Re
         ("NOTIFICATION", 18084),
         ("SAGA", 18085),
     ];
+    let mut envs: Vec<(String, String)> = vec![
+        ("OMS_ROOT".into(), root.display().to_string()),
+        ("OMS_STATE_DIR".into(), state.path().display().to_string()),
+        ("OMS_PG_PORT".into(), "25434".into()),
+        ("OMS_BROKER_PORT".into(), "19094".into()),
+        ("OMS_BROKERS".into(), "127.0.0.1:19094".into()),
+    ];
+    for (name, port) in ports {
+        envs.push((format!("OMS_{name}_PORT"), port.to_string()));
+        envs.push((
+            format!("OMS_{name}_URL"),
+            format!("http://127.0.0.1:{port}"),
+        ));
+    }
     let with_stack = |cmd: &mut Command| {
-        cmd.env("OMS_ROOT", &root)
-            .env("OMS_STATE_DIR", state.path())
-            .env("OMS_PG_PORT", "25434")
-            .env("OMS_BROKER_PORT", "19094")
-            .env("OMS_BROKERS", "127.0.0.1:19094")
-            .env_remove("OMS_TOPIC_PREFIX");
-        for (name, port) in ports {
-            cmd.env(format!("OMS_{name}_PORT"), port.to_string()).env(
-                format!("OMS_{name}_URL"),
-                format!("http://127.0.0.1:{port}"),
-            );
+        cmd.env_remove("OMS_TOPIC_PREFIX");
+        for (k, v) in &envs {
+            cmd.env(k, v);
         }
+    };
+    // Whatever happens (a failed assertion panics), the stack is wiped at the end.
+    let _wipe = Wipe {
+        script: root.join("scripts/stack.sh"),
+        envs: envs.clone(),
     };
     let mut cmd = omsctl(None)?;
     with_stack(&mut cmd);
@@ -601,7 +612,8 @@ async fn stack_up_status_logs_and_down_supervise_the_local_stack() -> anyhow::Re
         with_stack(&mut cmd);
         let out = run(cmd, &["stack", "logs", "billing"]).await?;
         assert_eq!(code(&out), 2);
-        anyhow::Ok(())
+
+        chaos_on_the_process_stack(&with_stack, &envs).await
     }
     .await;
 
@@ -615,10 +627,167 @@ async fn stack_up_status_logs_and_down_supervise_the_local_stack() -> anyhow::Re
     with_stack(&mut cmd);
     let out = run(cmd, &["stack", "status", "-o", "json"]).await?;
     assert_eq!(code(&out), 1, "status after down must fail");
-    // The cluster's data may live in /var/tmp (see stack.sh); wipe removes it too.
-    let mut cmd = Command::new("bash");
-    cmd.arg(root.join("scripts/stack.sh")).arg("wipe");
+    Ok(())
+}
+
+/// Stops and deletes a process stack when dropped (its data may live in /var/tmp, see stack.sh).
+struct Wipe {
+    script: std::path::PathBuf,
+    envs: Vec<(String, String)>,
+}
+
+impl Drop for Wipe {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("bash")
+            .arg(&self.script)
+            .arg("wipe")
+            .env_remove("OMS_TOPIC_PREFIX")
+            .envs(self.envs.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .output();
+    }
+}
+
+async fn in_stack(with_stack: &dyn Fn(&mut Command), args: &[&str]) -> anyhow::Result<Output> {
+    let mut cmd = omsctl(None)?;
     with_stack(&mut cmd);
-    run(cmd, &[]).await?;
+    run(cmd, args).await
+}
+
+async fn faults(with_stack: &dyn Fn(&mut Command)) -> anyhow::Result<Vec<Value>> {
+    let out = in_stack(with_stack, &["chaos", "status", "-o", "json"]).await?;
+    Ok(json_of(&out)?.as_array().cloned().unwrap_or_default())
+}
+
+/// `omsctl chaos` against the process stack `stack up` started.
+async fn chaos_on_the_process_stack(
+    with_stack: &dyn Fn(&mut Command),
+    envs: &[(String, String)],
+) -> anyhow::Result<()> {
+    // A paused saga holds an order; reset resumes it and the order completes.
+    let out = in_stack(with_stack, &["chaos", "service", "pause", "saga"]).await?;
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let f = faults(with_stack).await?;
+    assert_eq!(
+        (f.len(), f[0]["target"].as_str(), f[0]["action"].as_str()),
+        (1, Some("saga"), Some("paused"))
+    );
+    let out = in_stack(
+        with_stack,
+        &["order", "create", "--item", "hub-01", "-o", "json"],
+    )
+    .await?;
+    let id = json_of(&out)?["orderId"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let out = in_stack(with_stack, &["chaos", "reset"]).await?;
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(faults(with_stack).await?.is_empty());
+    eventually(
+        Duration::from_secs(60),
+        "the held order to finish",
+        || async {
+            let out = in_stack(with_stack, &["order", "get", &id, "-o", "json"]).await?;
+            Ok((json_of(&out)?["status"] == "CONFIRMED").then_some(()))
+        },
+    )
+    .await?;
+
+    // A killed service is down until reset starts it again.
+    let out = in_stack(with_stack, &["chaos", "service", "kill", "payment"]).await?;
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let out = in_stack(with_stack, &["stack", "status", "-o", "json"]).await?;
+    assert_eq!(
+        code(&out),
+        1,
+        "a killed payment service must show as not ready"
+    );
+    let out = in_stack(with_stack, &["chaos", "reset"]).await?;
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let out = in_stack(with_stack, &["stack", "status", "-o", "json"]).await?;
+    assert_eq!(code(&out), 0, "{}", String::from_utf8_lossy(&out.stdout));
+
+    // Gateway knobs: every payment declined, then back to normal.
+    in_stack(with_stack, &["chaos", "payment", "--decline-rate", "1"]).await?;
+    let out = in_stack(
+        with_stack,
+        &["order", "create", "--item", "mouse-01", "--wait"],
+    )
+    .await?;
+    assert_eq!(code(&out), 1);
+    assert!(
+        stderr(&out).contains("PAYMENT_DECLINED"),
+        "{}",
+        stderr(&out)
+    );
+    in_stack(with_stack, &["chaos", "payment"]).await?;
+    assert!(faults(with_stack).await?.is_empty());
+
+    // Poison lands in the DLQ, classified.
+    let out = in_stack(
+        with_stack,
+        &[
+            "chaos",
+            "poison",
+            "oms.payment.commands",
+            "--count",
+            "2",
+            "--kind",
+            "bad-json",
+        ],
+    )
+    .await?;
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    eventually(Duration::from_secs(60), "the poison in the DLQ", || async {
+        let out = in_stack(
+            with_stack,
+            &["dlq", "list", "oms.payment.commands", "-o", "json"],
+        )
+        .await?;
+        let list = json_of(&out)?;
+        let n = list
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|e| e["errorClass"] == "poison.malformed")
+            .count();
+        Ok((n == 2).then_some(()))
+    })
+    .await?;
+
+    // A lasting fault undoes itself.
+    let out = in_stack(with_stack, &["chaos", "broker", "stop", "--for", "1s"]).await?;
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(faults(with_stack).await?.is_empty());
+
+    // An omsctl killed while holding a fault: the record survives, reset undoes it.
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_omsctl"));
+    cmd.args(["chaos", "service", "pause", "inventory", "--for", "60s"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .env_remove("OMS_CONFIG")
+        .env_remove("OMS_TOPIC_PREFIX")
+        .envs(envs.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+    let mut holder = cmd.spawn()?;
+    eventually(
+        Duration::from_secs(30),
+        "the pause to be recorded",
+        || async { Ok((!faults(with_stack).await?.is_empty()).then_some(())) },
+    )
+    .await?;
+    holder.kill()?;
+    holder.wait()?;
+    let f = faults(with_stack).await?;
+    assert_eq!(f[0]["target"], "inventory", "{f:?}");
+    let out = in_stack(with_stack, &["chaos", "reset"]).await?;
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(faults(with_stack).await?.is_empty());
+    let out = in_stack(with_stack, &["stack", "status"]).await?;
+    assert_eq!(code(&out), 0, "{}", String::from_utf8_lossy(&out.stdout));
+
+    let out = in_stack(with_stack, &["chaos", "service", "pause", "billing"]).await?;
+    assert_eq!(code(&out), 2);
+    let out = in_stack(with_stack, &["chaos", "poison", "no.such.topic"]).await?;
+    assert_eq!(code(&out), 2);
     Ok(())
 }
