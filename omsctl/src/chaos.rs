@@ -148,6 +148,23 @@ pub struct Fault {
     pub previous_knobs: Option<Value>,
 }
 
+/// The faults recorded as in force (for dashboards), one line each.
+pub fn active(ctx: &Ctx) -> Vec<String> {
+    load(&file(ctx))
+        .unwrap_or_default()
+        .into_iter()
+        .map(|f| match f.kind.as_str() {
+            "payment" => format!("payment gateway: {}", f.action),
+            _ => format!(
+                "{} {} since {}",
+                f.target,
+                f.action,
+                f.since.get(11..19).unwrap_or(&f.since)
+            ),
+        })
+        .collect()
+}
+
 fn file(ctx: &Ctx) -> PathBuf {
     ctx.state_dir.join("chaos.json")
 }

@@ -357,6 +357,11 @@ async fn snapshot(ctx: &Ctx, kafka: &Mutex<Option<KafkaInfo>>) -> Snapshot {
         }
         Err(_) => errors.push("order".to_owned()),
     }
+    // Faults recorded by `omsctl chaos`; the gateway's knobs are read from the service itself.
+    s.faults = crate::chaos::active(ctx)
+        .into_iter()
+        .filter(|f| !f.starts_with("payment gateway"))
+        .collect();
     match faults {
         Ok(k) => {
             for (field, label) in [
