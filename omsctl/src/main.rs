@@ -8,7 +8,7 @@
 //! - [`topics`], [`tail`], [`dlq`]: Kafka directly: topics and lag, following topics, dead letters
 //!   and their safe replay.
 //! - [`verify`]: the cross-service invariants.
-//! - [`chaos`]: fault injection on the local stack.
+//! - [`chaos`]: fault injection on the local stack; [`drill`]: scripted drills with a verdict.
 //! - [`stack`]: the local stack (delegating start and stop to `scripts/stack.sh`).
 //! - [`tui`]: the live dashboard.
 //!
@@ -18,6 +18,7 @@
 mod chaos;
 mod ctx;
 mod dlq;
+mod drill;
 mod order;
 mod saga;
 mod stack;
@@ -74,6 +75,9 @@ enum Command {
     /// gateway knobs.
     #[command(subcommand)]
     Chaos(chaos::ChaosCommand),
+    /// Scripted chaos drills with a verdict.
+    #[command(subcommand)]
+    Drill(drill::DrillCommand),
     /// Check the invariants that must hold across all services.
     Verify(verify::VerifyArgs),
     /// Live dashboard of saga states, throughput, health and dead letters.
@@ -167,6 +171,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Dlq(c) => dlq::run(&ctx, c).await,
         Command::Verify(args) => verify::run(&ctx, args).await,
         Command::Chaos(c) => chaos::run(&ctx, c).await,
+        Command::Drill(c) => drill::run(&ctx, c).await,
         Command::Tui(args) => tui::run(&ctx, args).await,
         Command::Completions { .. } => Ok(()),
     }

@@ -10,18 +10,18 @@ use serde_json::{json, Value};
 use crate::ctx::{self, table, Ctx, Svc};
 use crate::{topics, Failure};
 
-#[derive(Debug, clap::Args)]
+#[derive(Debug, Clone, clap::Args)]
 pub struct VerifyArgs {
     /// Only orders created within this long (stock is always checked as a whole).
     #[arg(long, value_parser = ctx::duration)]
-    since: Option<Duration>,
+    pub since: Option<Duration>,
     /// Orders older than this must be finished (the saga's step deadlines added up, with margin).
     #[arg(long, default_value = "2m", value_parser = ctx::duration)]
-    deadline: Duration,
+    pub deadline: Duration,
     /// Orders changed within this long are skipped by the cross-service checks (their messages
     /// may still be in flight).
     #[arg(long, default_value = "10s", value_parser = ctx::duration)]
-    settle: Duration,
+    pub settle: Duration,
 }
 
 struct Check {
@@ -73,6 +73,55 @@ fn by_order(items: Vec<Value>) -> HashMap<String, Value> {
 }
 
 pub async fn run(ctx: &Ctx, args: VerifyArgs) -> Result<(), Failure> {
+    let doc = evaluate(ctx, &args).await?;
+    let failed = doc["checks"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|c| c["result"] == "FAIL")
+        .count();
+    ctx.print(&doc, || {
+        let mut t = table(&["CHECK", "RESULT", "CHECKED", "DETAIL"]);
+        for c in doc["checks"].as_array().into_iter().flatten() {
+            let detail = match c["result"].as_str() {
+                Some("INFO") => ctx::cell(&c["info"]),
+                Some("FAIL") => {
+                    let all: Vec<String> = c["failures"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .map(ctx::cell)
+                        .collect();
+                    let mut shown: Vec<String> = all.iter().take(5).cloned().collect();
+                    if all.len() > 5 {
+                        shown.push(format!("… and {} more", all.len() - 5));
+                    }
+                    shown.join("\n")
+                }
+                _ => String::new(),
+            };
+            t.add_row([
+                ctx::cell(&c["check"]),
+                ctx::cell(&c["result"]),
+                ctx::cell(&c["checked"]),
+                detail,
+            ]);
+        }
+        format!(
+            "{t}\n{} orders checked; {failed} check(s) failed",
+            ctx::cell(&doc["orders"])
+        )
+    })?;
+    if failed > 0 {
+        return Err(Failure::verdict(format!(
+            "{failed} invariant check(s) failed"
+        )));
+    }
+    Ok(())
+}
+
+/// Runs every check; the document `run` prints (`ok`, `orders`, `checks`).
+pub async fn evaluate(ctx: &Ctx, args: &VerifyArgs) -> Result<Value, Failure> {
     let now = Utc::now();
     let since = args
         .since
@@ -283,36 +332,5 @@ pub async fn run(ctx: &Ctx, args: VerifyArgs) -> Result<(), Failure> {
             "info": c.info,
         })).collect::<Vec<_>>(),
     });
-    ctx.print(&doc, || {
-        let mut t = table(&["CHECK", "RESULT", "CHECKED", "DETAIL"]);
-        for c in &checks {
-            let (result, detail) = match (&c.info, c.failures.is_empty()) {
-                (Some(info), _) => ("INFO", info.clone()),
-                (None, true) => ("PASS", String::new()),
-                (None, false) => {
-                    let mut shown: Vec<String> = c.failures.iter().take(5).cloned().collect();
-                    if c.failures.len() > 5 {
-                        shown.push(format!("… and {} more", c.failures.len() - 5));
-                    }
-                    ("FAIL", shown.join("\n"))
-                }
-            };
-            t.add_row([
-                c.name.to_string(),
-                result.to_string(),
-                c.checked.to_string(),
-                detail,
-            ]);
-        }
-        format!(
-            "{t}\n{} orders checked; {failed} check(s) failed",
-            orders.len()
-        )
-    })?;
-    if failed > 0 {
-        return Err(Failure::verdict(format!(
-            "{failed} invariant check(s) failed"
-        )));
-    }
-    Ok(())
+    Ok(doc)
 }

@@ -560,6 +560,11 @@ async fn stack_up_status_logs_and_down_supervise_the_local_stack() -> anyhow::Re
         ("OMS_PG_PORT".into(), "25434".into()),
         ("OMS_BROKER_PORT".into(), "19094".into()),
         ("OMS_BROKERS".into(), "127.0.0.1:19094".into()),
+        // Short saga deadlines, so the drills' short forms can outlast them (stack.sh passes
+        // OMS_* settings on to the services).
+        ("OMS_SAGA_RESERVE_TIMEOUT".into(), "5s".into()),
+        ("OMS_SAGA_PAYMENT_TIMEOUT".into(), "5s".into()),
+        ("OMS_SAGA_RELEASE_TIMEOUT".into(), "5s".into()),
     ];
     for (name, port) in ports {
         envs.push((format!("OMS_{name}_PORT"), port.to_string()));
@@ -613,7 +618,8 @@ async fn stack_up_status_logs_and_down_supervise_the_local_stack() -> anyhow::Re
         let out = run(cmd, &["stack", "logs", "billing"]).await?;
         assert_eq!(code(&out), 2);
 
-        chaos_on_the_process_stack(&with_stack, &envs).await
+        chaos_on_the_process_stack(&with_stack, &envs).await?;
+        drills_on_the_process_stack(&with_stack, state.path()).await
     }
     .await;
 
@@ -707,6 +713,30 @@ async fn chaos_on_the_process_stack(
     let out = in_stack(with_stack, &["stack", "status", "-o", "json"]).await?;
     assert_eq!(code(&out), 0, "{}", String::from_utf8_lossy(&out.stdout));
 
+    // The restarted payment service rejoins its consumer group (the killed member's session
+    // has to expire first): wait until an order goes through again.
+    eventually(
+        Duration::from_secs(90),
+        "orders to be confirmed again",
+        || async {
+            let out = in_stack(
+                with_stack,
+                &[
+                    "order",
+                    "create",
+                    "--item",
+                    "mouse-01",
+                    "--wait",
+                    "--timeout",
+                    "20s",
+                ],
+            )
+            .await?;
+            Ok((code(&out) == 0).then_some(()))
+        },
+    )
+    .await?;
+
     // Gateway knobs: every payment declined, then back to normal.
     in_stack(with_stack, &["chaos", "payment", "--decline-rate", "1"]).await?;
     let out = in_stack(
@@ -789,5 +819,66 @@ async fn chaos_on_the_process_stack(
     assert_eq!(code(&out), 2);
     let out = in_stack(with_stack, &["chaos", "poison", "no.such.topic"]).await?;
     assert_eq!(code(&out), 2);
+    Ok(())
+}
+
+/// Every shipped drill in its short form must hold; a drill whose hypothesis fails must say why
+/// and exit 1; a faulty drill file must name its line and exit 2.
+async fn drills_on_the_process_stack(
+    with_stack: &dyn Fn(&mut Command),
+    dir: &std::path::Path,
+) -> anyhow::Result<()> {
+    let out = in_stack(with_stack, &["drill", "list", "-o", "json"]).await?;
+    let names: Vec<String> = json_of(&out)?
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|d| d["name"].as_str().map(str::to_owned))
+        .collect();
+    assert_eq!(names.len(), 8, "{names:?}");
+    for name in &names {
+        let report = dir.join(format!("{name}.json"));
+        let report_arg = report.display().to_string();
+        let out = in_stack(
+            with_stack,
+            &["drill", "run", name, "--short", "--report", &report_arg],
+        )
+        .await?;
+        assert_eq!(
+            code(&out),
+            0,
+            "drill {name} failed:\n{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            stderr(&out)
+        );
+        let doc: Value = serde_json::from_slice(&std::fs::read(&report)?)?;
+        assert_eq!(doc["held"], true, "{doc}");
+        assert_eq!(doc["orders"]["lost"], 0, "{doc}");
+        assert!(doc["orders"]["created"].as_u64().unwrap_or(0) > 0, "{doc}");
+    }
+
+    let failing = dir.join("too-hopeful.toml");
+    std::fs::write(
+        &failing,
+        "name = \"too-hopeful\"\ndescription = \"expects more than there is\"\nhypothesis = \"11 of 10 sell\"\n\
+         setup = [\"stock keyboard-01 10\"]\nrollback = [\"stock keyboard-01 100000\"]\n\
+         [load]\nburst = 15\nitems = [\"keyboard-01:1\"]\n[verify]\ndeadline = \"60s\"\nconfirmed = 11\n",
+    )?;
+    let path = failing.display().to_string();
+    let out = in_stack(with_stack, &["drill", "run", &path]).await?;
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("10 confirmed, expected exactly 11"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("FAILED"));
+
+    let broken = dir.join("broken.toml");
+    std::fs::write(&broken, "name = \"broken\"\ndescription = \"d\"\nhypothesis = \"h\"\n[load]\nrate = \"fast\"\nitems = [\"mouse-01:1\"]\n[verify]\ndeadline = \"1s\"\n")?;
+    let path = broken.display().to_string();
+    let out = in_stack(with_stack, &["drill", "run", &path]).await?;
+    assert_eq!(code(&out), 2);
+    assert!(stderr(&out).contains("line 5"), "{}", stderr(&out));
     Ok(())
 }
