@@ -466,6 +466,34 @@ async fn dlq_total(ctx: &Ctx) -> Result<i64, String> {
     Ok(rows.iter().map(|r| r.messages).sum())
 }
 
+/// How long after `since` every order in `ids` was finished (polled every 250 ms, for at most
+/// ten minutes).
+async fn recovery(ctx: Arc<Ctx>, ids: Vec<String>, since: Instant) -> Option<Duration> {
+    let mut open = ids;
+    while since.elapsed() < Duration::from_secs(600) {
+        let mut still = Vec::new();
+        for id in open {
+            match ctx.get_opt(Svc::Order, &format!("/orders/{id}")).await {
+                Ok(Some(o)) if o["status"] != "PENDING" => {}
+                _ => still.push(id),
+            }
+        }
+        if still.is_empty() {
+            return Some(since.elapsed());
+        }
+        open = still;
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    None
+}
+
+/// When the load and method ended, the steps that failed, and the recovery watcher.
+type MethodDone = (
+    Instant,
+    Vec<String>,
+    tokio::task::JoinHandle<Option<Duration>>,
+);
+
 /// What the load did.
 #[derive(Default)]
 struct Placed {
@@ -594,7 +622,7 @@ async fn execute(ctx: &Ctx, d: Drill, short: bool, report: Option<&Path>) -> Res
 
     let ctx_arc = Arc::new(ctx.clone());
     let placed = Arc::new(Mutex::new(Placed::default()));
-    let outcome: Result<(Instant, Vec<String>), Failure> = async {
+    let outcome: Result<MethodDone, Failure> = async {
         for a in &d.setup {
             act(ctx, a).await.map_err(Failure::verdict)?;
         }
@@ -631,16 +659,21 @@ async fn execute(ctx: &Ctx, d: Drill, short: bool, report: Option<&Path>) -> Res
                 errors.push(e);
             }
         }
+        // Recovery is timed from here (the last fault undone): until every order accepted so
+        // far has finished, measured while the load may still run.
+        let faults_over = Instant::now();
+        let backlog = placed.lock().await.ids.clone();
+        let watcher = tokio::spawn(recovery(Arc::clone(&ctx_arc), backlog, faults_over));
         tokio::select! {
             _ = load_task => {}
             _ = tokio::signal::ctrl_c() => return Err(Failure::verdict("interrupted")),
         }
         say("load and method done; waiting for every order to finish");
-        Ok((Instant::now(), errors))
+        Ok((Instant::now(), errors, watcher))
     }
     .await;
 
-    let (method_done, step_errors) = match outcome {
+    let (method_done, step_errors, watcher) = match outcome {
         Ok(o) => o,
         Err(e) => {
             rollback(ctx, &d).await;
@@ -752,7 +785,11 @@ async fn execute(ctx: &Ctx, d: Drill, short: bool, report: Option<&Path>) -> Res
         .find(|c| cell(&c["check"]).starts_with("no charge without"))
         .and_then(|c| c["failures"].as_array().map(Vec::len))
         .unwrap_or(0);
-    let recover_secs = recovered_at.map(|t| t.saturating_duration_since(method_done).as_secs_f64());
+    // The watcher gives up at the same deadline; without it, fall back to the final wait.
+    let recover_secs = match watcher.await {
+        Ok(Some(d)) => Some(d.as_secs_f64()),
+        _ => recovered_at.map(|t| t.saturating_duration_since(method_done).as_secs_f64()),
+    };
 
     let mut why = Vec::new();
     if lost.len() as u64 > d.verify.max_lost {

@@ -283,8 +283,9 @@ async fn snapshot(ctx: &Ctx, kafka: &Mutex<Option<KafkaInfo>>) -> Snapshot {
         get(ctx, Svc::Payment, "/gateway/faults"),
     );
     let health = futures::future::join_all(Svc::ALL.iter().map(|svc| async move {
+        // Readiness probes the broker for up to 2 s itself: allow it more than that.
         let r =
-            tokio::time::timeout(Duration::from_secs(2), ctx.get_opt(*svc, "/health/ready")).await;
+            tokio::time::timeout(Duration::from_secs(5), ctx.get_opt(*svc, "/health/ready")).await;
         (*svc, r)
     }))
     .await;
@@ -399,7 +400,7 @@ async fn snapshot(ctx: &Ctx, kafka: &Mutex<Option<KafkaInfo>>) -> Snapshot {
             Ok(Err(f)) => {
                 // 503 from /health/ready is "not ready", with its reasons; anything else is down.
                 let text = f.error.to_string();
-                let down = text.contains("unreachable") || text.contains("timed out");
+                let down = text.contains("unreachable");
                 if down && !errors.contains(&svc.name().to_owned()) {
                     errors.push(svc.name().to_owned());
                 }
@@ -411,12 +412,13 @@ async fn snapshot(ctx: &Ctx, kafka: &Mutex<Option<KafkaInfo>>) -> Snapshot {
                     error: Some(if down { "unreachable".into() } else { text }),
                 }
             }
+            // No answer in time, but the connection was not refused: alive, not ready.
             Err(_) => Health {
                 name: svc.name().to_owned(),
-                ready: None,
+                ready: Some(false),
                 backlog: None,
                 lag,
-                error: Some("timed out".into()),
+                error: Some("readiness check timed out".into()),
             },
         };
         s.services.push(h);
