@@ -215,17 +215,6 @@ fn until(lasting: &Lasting) -> Option<String> {
     Some((chrono::Utc::now() + d).to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
 }
 
-fn service(name: &str) -> Result<Svc, Failure> {
-    Svc::ALL
-        .into_iter()
-        .find(|s| s.name() == name)
-        .ok_or_else(|| {
-            Failure::usage(format!(
-                "unknown service {name:?} (expected order, payment, inventory, notification or saga)"
-            ))
-        })
-}
-
 fn signal(pid: u32, sig: &str) -> Result<(), Failure> {
     let status = std::process::Command::new("kill")
         .args([sig, &pid.to_string()])
@@ -364,7 +353,7 @@ pub async fn run(ctx: &Ctx, command: ChaosCommand) -> Result<(), Failure> {
             name,
             lasting,
         } => {
-            let svc = service(&name)?;
+            let svc = stack::service_named(&name)?;
             let start = async || {
                 stack::script(ctx, &["service-start", svc.name()])?;
                 forget(ctx, "service", svc.name())

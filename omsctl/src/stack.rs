@@ -108,7 +108,8 @@ fn pid_of(path: &Path) -> Option<u32> {
     crate::stack::alive(pid).then_some(pid)
 }
 
-fn service_named(name: &str) -> Result<Svc, Failure> {
+/// The service called `name`, or a usage error listing the names.
+pub fn service_named(name: &str) -> Result<Svc, Failure> {
     Svc::ALL
         .into_iter()
         .find(|s| s.name() == name)

@@ -225,33 +225,11 @@ struct Expiry {
 
 impl Expiry {
     async fn run(self, shutdown: CancellationToken) -> Result<(), String> {
-        let mut failing = false;
-        loop {
-            let pause = match self.expire_one().await {
-                Ok(found) => {
-                    if failing {
-                        tracing::info!("reservation expiry recovered");
-                        failing = false;
-                    }
-                    if found {
-                        Duration::ZERO
-                    } else {
-                        self.interval
-                    }
-                }
-                Err(e) => {
-                    if !failing {
-                        tracing::warn!(error = %e, "reservation expiry failed; retrying");
-                        failing = true;
-                    }
-                    self.interval.max(Duration::from_secs(1))
-                }
-            };
-            tokio::select! {
-                _ = shutdown.cancelled() => return Ok(()),
-                _ = tokio::time::sleep(pause) => {}
-            }
-        }
+        let interval = self.interval;
+        oms_runtime::service::every("reservation expiry", interval, shutdown, || {
+            self.expire_one()
+        })
+        .await
     }
 
     async fn expire_one(&self) -> Result<bool, StockError> {

@@ -2,8 +2,10 @@
 //! one shutdown token. A service's `run(config, shutdown)` builds a [`Runtime`], adds its
 //! consumers and sweepers, and hands its API router to [`Runtime::serve`].
 
+use std::fmt::Display;
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use sqlx::migrate::Migrator;
@@ -226,4 +228,71 @@ fn task_failure(
             message: e.to_string(),
         }),
     }
+}
+
+/// Runs `tick` until `shutdown`: again at once while it reports more work (`Ok(true)`), after
+/// `interval` otherwise. A failure (the database is down, say) is logged once when it starts and
+/// once when it ends, and retried every `interval` (at least a second). For sweepers.
+pub async fn every<F, Fut, E>(
+    what: &str,
+    interval: Duration,
+    shutdown: CancellationToken,
+    mut tick: F,
+) -> Result<(), String>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<bool, E>>,
+    E: Display,
+{
+    let mut failing = false;
+    loop {
+        let pause = match tick().await {
+            Ok(more) => {
+                if failing {
+                    tracing::info!(task = what, "recovered");
+                    failing = false;
+                }
+                if more {
+                    Duration::ZERO
+                } else {
+                    interval
+                }
+            }
+            Err(e) => {
+                if !failing {
+                    tracing::warn!(task = what, error = %e, "failed; retrying");
+                    failing = true;
+                }
+                interval.max(Duration::from_secs(1))
+            }
+        };
+        tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            _ = tokio::time::sleep(pause) => {}
+        }
+    }
+}
+
+/// The whole `main` of a service binary: JSON logs, SIGTERM/SIGINT handling, the listener on
+/// `listen`, then `run` until shutdown.
+pub async fn main<F, Fut>(
+    what: &str,
+    runtime: &RuntimeConfig,
+    listen: &str,
+    run: F,
+) -> anyhow::Result<()>
+where
+    F: FnOnce(TcpListener, CancellationToken) -> Fut,
+    Fut: Future<Output = Result<(), RuntimeError>>,
+{
+    use anyhow::Context;
+    crate::telemetry::init(runtime.log_format, &runtime.log_filter);
+    let shutdown = CancellationToken::new();
+    crate::shutdown::cancel_on_signal(shutdown.clone());
+    let listener = TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    run(listener, shutdown)
+        .await
+        .with_context(|| format!("{what} stopped"))
 }

@@ -183,33 +183,12 @@ const SWEEP_BATCH: i64 = 100;
 
 impl Sweeper {
     async fn run(self, shutdown: CancellationToken) -> Result<(), String> {
-        let mut failing = false;
-        loop {
-            let pause = match self.sweep_once().await {
-                Ok(n) => {
-                    if failing {
-                        tracing::info!("deadline sweeper recovered");
-                        failing = false;
-                    }
-                    if n as i64 == SWEEP_BATCH {
-                        Duration::ZERO
-                    } else {
-                        self.interval
-                    }
-                }
-                Err(e) => {
-                    if !failing {
-                        tracing::warn!(error = %e, "deadline sweep failed; retrying");
-                        failing = true;
-                    }
-                    self.interval.max(Duration::from_secs(1))
-                }
-            };
-            tokio::select! {
-                _ = shutdown.cancelled() => return Ok(()),
-                _ = tokio::time::sleep(pause) => {}
-            }
-        }
+        let interval = self.interval;
+        oms_runtime::service::every("deadline sweeper", interval, shutdown, || async {
+            // A full batch means more may be due: go again at once.
+            self.sweep_once().await.map(|n| n as i64 == SWEEP_BATCH)
+        })
+        .await
     }
 
     /// One transaction: time out what is due, send the compensations through the outbox.
