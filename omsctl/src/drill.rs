@@ -220,6 +220,17 @@ pub fn parse(path: &Path, text: &str) -> Result<Drill, Failure> {
     if drill.load.items.is_empty() {
         return Err(bad("load.items needs at least one PRODUCT:QTY".into()));
     }
+    for item in &drill.load.items {
+        let ok = match item.split_once(':') {
+            Some((p, q)) => !p.is_empty() && q.parse::<u32>().is_ok_and(|q| q >= 1),
+            None => !item.is_empty(),
+        };
+        if !ok {
+            return Err(bad(format!(
+                "load.items: {item:?} is not PRODUCT[:QTY] with QTY at least 1"
+            )));
+        }
+    }
     if drill.load.burst == 0 && drill.load.rate <= 0.0 {
         return Err(bad("load needs a rate above 0 or a burst".into()));
     }
