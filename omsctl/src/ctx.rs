@@ -245,6 +245,35 @@ impl Ctx {
         })
     }
 
+    /// Each service's consumer group with the topics it reads, as deployed (prefixed).
+    pub fn consumer_groups(&self) -> Vec<(String, Vec<String>)> {
+        Svc::ALL
+            .iter()
+            .map(|s| {
+                (
+                    self.topics.name(&s.group()),
+                    s.topics().iter().map(|t| self.topics.name(t)).collect(),
+                )
+            })
+            .collect()
+    }
+
+    /// The saga's topics, as deployed (no DLQs).
+    pub fn saga_topics(&self) -> Vec<String> {
+        oms_contracts::topics::ALL
+            .iter()
+            .map(|t| self.topics.name(t))
+            .collect()
+    }
+
+    /// Every dead-letter topic, as deployed.
+    pub fn dlq_topics(&self) -> Vec<String> {
+        oms_contracts::topics::ALL
+            .iter()
+            .map(|t| self.topics.name(&oms_contracts::topics::dlq(t)))
+            .collect()
+    }
+
     /// Base URL of a service.
     pub fn url(&self, svc: Svc) -> &str {
         self.urls

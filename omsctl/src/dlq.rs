@@ -168,10 +168,7 @@ impl Entry {
 
 fn dlq_topics(ctx: &Ctx, topic: Option<&str>) -> Vec<String> {
     match topic {
-        None => oms_contracts::topics::ALL
-            .iter()
-            .map(|t| ctx.topics.name(&oms_contracts::topics::dlq(t)))
-            .collect(),
+        None => ctx.dlq_topics(),
         Some(t) => {
             let base = t.strip_prefix(ctx.topics.prefix()).unwrap_or(t);
             let base = if oms_contracts::topics::is_dlq(base) {

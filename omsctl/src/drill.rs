@@ -440,19 +440,8 @@ async fn probe(ctx: &Ctx, p: &Probe) -> Result<(), String> {
 async fn quiescent(ctx: &Ctx) -> Result<(), String> {
     probe(ctx, &Probe::Backlog(1)).await?;
     let brokers = ctx.brokers.clone();
-    let groups: Vec<(String, Vec<String>)> = Svc::ALL
-        .iter()
-        .map(|s| {
-            (
-                ctx.topics.name(&s.group()),
-                s.topics().iter().map(|t| ctx.topics.name(t)).collect(),
-            )
-        })
-        .collect();
-    let wanted: Vec<String> = oms_contracts::topics::ALL
-        .iter()
-        .map(|t| ctx.topics.name(t))
-        .collect();
+    let groups = ctx.consumer_groups();
+    let wanted = ctx.saga_topics();
     let rows = tokio::task::spawn_blocking(move || topics::list(&brokers, &wanted, &groups))
         .await
         .map_err(|e| e.to_string())?
@@ -466,10 +455,7 @@ async fn quiescent(ctx: &Ctx) -> Result<(), String> {
 
 async fn dlq_total(ctx: &Ctx) -> Result<i64, String> {
     let brokers = ctx.brokers.clone();
-    let wanted: Vec<String> = oms_contracts::topics::ALL
-        .iter()
-        .map(|t| ctx.topics.name(&oms_contracts::topics::dlq(t)))
-        .collect();
+    let wanted = ctx.dlq_topics();
     let rows = tokio::task::spawn_blocking(move || topics::list(&brokers, &wanted, &[]))
         .await
         .map_err(|e| e.to_string())?

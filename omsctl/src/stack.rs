@@ -137,19 +137,8 @@ pub async fn run(ctx: &Ctx, command: StackCommand) -> Result<(), Failure> {
 
 async fn status(ctx: &Ctx) -> Result<(), Failure> {
     let brokers = ctx.brokers.clone();
-    let groups: Vec<(String, Vec<String>)> = Svc::ALL
-        .iter()
-        .map(|s| {
-            (
-                ctx.topics.name(&s.group()),
-                s.topics().iter().map(|t| ctx.topics.name(t)).collect(),
-            )
-        })
-        .collect();
-    let wanted: Vec<String> = oms_contracts::topics::ALL
-        .iter()
-        .map(|t| ctx.topics.name(t))
-        .collect();
+    let groups = ctx.consumer_groups();
+    let wanted = ctx.saga_topics();
     let lag_rows = tokio::task::spawn_blocking(move || topics::list(&brokers, &wanted, &groups))
         .await
         .map_err(anyhow::Error::from)?;

@@ -8,7 +8,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{ClientConfig, TopicPartitionList};
 use serde::Serialize;
 
-use crate::ctx::{table, Ctx, Svc};
+use crate::ctx::{table, Ctx};
 use crate::Failure;
 
 #[derive(Debug, clap::Subcommand)]
@@ -50,15 +50,7 @@ pub async fn run(ctx: &Ctx, command: TopicsCommand) -> Result<(), Failure> {
             .map_err(|e| Failure::usage(format!("broker {}: {e}", ctx.brokers)))?;
     }
     let brokers = ctx.brokers.clone();
-    let groups: Vec<(String, Vec<String>)> = Svc::ALL
-        .iter()
-        .map(|s| {
-            (
-                ctx.topics.name(&s.group()),
-                s.topics().iter().map(|t| ctx.topics.name(t)).collect(),
-            )
-        })
-        .collect();
+    let groups = ctx.consumer_groups();
     let rows = tokio::task::spawn_blocking(move || list(&brokers, &topics, &groups))
         .await
         .map_err(anyhow::Error::from)??;

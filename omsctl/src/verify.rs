@@ -293,10 +293,7 @@ pub async fn evaluate(ctx: &Ctx, args: &VerifyArgs) -> Result<Value, Failure> {
 
     let mut dlq = Check::new("dead letters (reported)");
     let brokers = ctx.brokers.clone();
-    let wanted: Vec<String> = oms_contracts::topics::ALL
-        .iter()
-        .map(|t| ctx.topics.name(&oms_contracts::topics::dlq(t)))
-        .collect();
+    let wanted = ctx.dlq_topics();
     let rows = tokio::task::spawn_blocking(move || topics::list(&brokers, &wanted, &[]))
         .await
         .map_err(anyhow::Error::from)??;

@@ -199,15 +199,7 @@ struct KafkaInfo {
 async fn poll_kafka(ctx: Arc<Ctx>, out: Arc<Mutex<Option<KafkaInfo>>>, every: Duration) {
     loop {
         let brokers = ctx.brokers.clone();
-        let groups: Vec<(String, Vec<String>)> = Svc::ALL
-            .iter()
-            .map(|s| {
-                (
-                    ctx.topics.name(&s.group()),
-                    s.topics().iter().map(|t| ctx.topics.name(t)).collect(),
-                )
-            })
-            .collect();
+        let groups = ctx.consumer_groups();
         let wanted = ctx.topics.all_with_dlq();
         let prefix = ctx.topics.prefix().to_owned();
         // Awaited to the end: never two broker reads at once.
