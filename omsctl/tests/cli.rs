@@ -16,17 +16,7 @@ fn omsctl(stack: Option<&Stack>) -> anyhow::Result<Command> {
         .env("HOME", std::env::temp_dir())
         .timeout(Duration::from_secs(120));
     if let Some(stack) = stack {
-        cmd.env("OMS_BROKERS", stack.brokers())
-            .env("OMS_TOPIC_PREFIX", &stack.prefix);
-        for (service, var) in [
-            (Service::Order, "OMS_ORDER_URL"),
-            (Service::Inventory, "OMS_INVENTORY_URL"),
-            (Service::Payment, "OMS_PAYMENT_URL"),
-            (Service::Saga, "OMS_SAGA_URL"),
-            (Service::Notification, "OMS_NOTIFICATION_URL"),
-        ] {
-            cmd.env(var, stack.url(service)?);
-        }
+        cmd.envs(stack.omsctl_env()?);
     }
     Ok(cmd)
 }

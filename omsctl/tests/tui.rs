@@ -41,25 +41,9 @@ async fn the_dashboard_shows_live_counts_opens_help_and_quits_cleanly() -> anyho
     let stack = Stack::start(StackOptions::default()).await?;
     let dir = tempfile::tempdir()?;
     let exit_file = dir.path().join("exit");
-    let env: Vec<String> = [
-        ("OMS_BROKERS", stack.brokers().to_owned()),
-        ("OMS_TOPIC_PREFIX", stack.prefix.clone()),
-        ("OMS_ORDER_URL", stack.url(Service::Order)?.to_owned()),
-        (
-            "OMS_INVENTORY_URL",
-            stack.url(Service::Inventory)?.to_owned(),
-        ),
-        ("OMS_PAYMENT_URL", stack.url(Service::Payment)?.to_owned()),
-        ("OMS_SAGA_URL", stack.url(Service::Saga)?.to_owned()),
-        (
-            "OMS_NOTIFICATION_URL",
-            stack.url(Service::Notification)?.to_owned(),
-        ),
-        ("OMS_STATE_DIR", dir.path().display().to_string()),
-    ]
-    .into_iter()
-    .map(|(k, v)| format!("{k}='{v}'"))
-    .collect();
+    let mut env = stack.omsctl_env()?;
+    env.push(("OMS_STATE_DIR".to_owned(), dir.path().display().to_string()));
+    let env: Vec<String> = env.into_iter().map(|(k, v)| format!("{k}='{v}'")).collect();
     let command = format!(
         "env {} {} tui --refresh 500ms; echo EXIT=$? > {}; echo the shell is back; sleep 120",
         env.join(" "),

@@ -44,25 +44,9 @@ async fn wait_for(session: &str, needle: &str, within: Duration) -> anyhow::Resu
 async fn measure(stack: &Stack) -> anyhow::Result<Vec<f64>> {
     let bin = std::env::var("OMS_OMSCTL_BIN").unwrap_or_else(|_| "target/release/omsctl".into());
     let dir = tempfile::tempdir()?;
-    let env: Vec<String> = [
-        ("OMS_BROKERS", stack.brokers().to_owned()),
-        ("OMS_TOPIC_PREFIX", stack.prefix.clone()),
-        ("OMS_ORDER_URL", stack.url(Service::Order)?.to_owned()),
-        (
-            "OMS_INVENTORY_URL",
-            stack.url(Service::Inventory)?.to_owned(),
-        ),
-        ("OMS_PAYMENT_URL", stack.url(Service::Payment)?.to_owned()),
-        ("OMS_SAGA_URL", stack.url(Service::Saga)?.to_owned()),
-        (
-            "OMS_NOTIFICATION_URL",
-            stack.url(Service::Notification)?.to_owned(),
-        ),
-        ("OMS_STATE_DIR", dir.path().display().to_string()),
-    ]
-    .into_iter()
-    .map(|(k, v)| format!("{k}='{v}'"))
-    .collect();
+    let mut env = stack.omsctl_env()?;
+    env.push(("OMS_STATE_DIR".to_owned(), dir.path().display().to_string()));
+    let env: Vec<String> = env.into_iter().map(|(k, v)| format!("{k}='{v}'")).collect();
     let session = format!("bench-tui-{}", unique());
     tmux(&[
         "new-session",

@@ -264,6 +264,22 @@ impl Stack {
             .with_context(|| format!("{} is not running", service.name()))
     }
 
+    /// The environment that points omsctl at this stack: brokers, topic prefix and the five
+    /// service URLs.
+    pub fn omsctl_env(&self) -> anyhow::Result<Vec<(String, String)>> {
+        let mut env = vec![
+            ("OMS_BROKERS".to_owned(), self.brokers.clone()),
+            ("OMS_TOPIC_PREFIX".to_owned(), self.prefix.clone()),
+        ];
+        for service in Service::ALL {
+            env.push((
+                format!("OMS_{}_URL", service.name().to_uppercase()),
+                self.url(service)?.to_owned(),
+            ));
+        }
+        Ok(env)
+    }
+
     /// `GET` a JSON document from a service; any status but 200 is an error.
     pub async fn get(&self, service: Service, path: &str) -> anyhow::Result<Value> {
         let url = format!("{}{path}", self.url(service)?);

@@ -415,15 +415,20 @@ async fn every_message_delivered_twice_changes_nothing() -> anyhow::Result<()> {
             _ => vec![t(ORDER_EVENTS), t(INVENTORY_EVENTS), t(PAYMENT_EVENTS)],
         }
     };
-    for group in groups {
-        wait_caught_up(
-            stack.brokers(),
-            &topics.name(group),
-            &subscribed(group),
-            FINISH,
-        )
-        .await?;
-    }
+    // Every consumer group has handled everything on the topics it reads.
+    let caught_up = || async {
+        for group in groups {
+            wait_caught_up(
+                stack.brokers(),
+                &topics.name(group),
+                &subscribed(group),
+                FINISH,
+            )
+            .await?;
+        }
+        anyhow::Ok(())
+    };
+    caught_up().await?;
     let before = snapshot(&stack).await?;
 
     // Replay every topic from the start: same keys, values and headers.
@@ -446,15 +451,7 @@ async fn every_message_delivered_twice_changes_nothing() -> anyhow::Result<()> {
     }
     // confirmed: 6 messages, declined: 8, out of stock: 4.
     assert_eq!(replayed, 18, "messages on the topics");
-    for group in groups {
-        wait_caught_up(
-            stack.brokers(),
-            &topics.name(group),
-            &subscribed(group),
-            FINISH,
-        )
-        .await?;
-    }
+    caught_up().await?;
     let after = snapshot(&stack).await?;
     assert_eq!(before, after, "a duplicate delivery changed state");
 
@@ -498,15 +495,7 @@ async fn every_message_delivered_twice_changes_nothing() -> anyhow::Result<()> {
     // Re-sent commands are answered again (new messages); wait until nothing new appears.
     let mut sizes = Vec::new();
     loop {
-        for group in groups {
-            wait_caught_up(
-                stack.brokers(),
-                &topics.name(group),
-                &subscribed(group),
-                FINISH,
-            )
-            .await?;
-        }
+        caught_up().await?;
         let now: Vec<usize> = all
             .iter()
             .map(|t| oms_tests::topic_size(stack.brokers(), t))
