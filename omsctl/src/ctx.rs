@@ -345,6 +345,24 @@ impl Ctx {
         Ok((status, r.json().await.unwrap_or(Value::Null)))
     }
 
+    /// `PUT` JSON: (status, body).
+    pub async fn put(
+        &self,
+        svc: Svc,
+        path: &str,
+        body: &Value,
+    ) -> Result<(StatusCode, Value), Failure> {
+        let r = self
+            .http
+            .put(format!("{}{path}", self.url(svc)))
+            .json(body)
+            .send()
+            .await
+            .map_err(|e| self.unreachable(svc, &e))?;
+        let status = r.status();
+        Ok((status, r.json().await.unwrap_or(Value::Null)))
+    }
+
     /// Prints `value` as JSON, or `table` when the output is a table.
     pub fn print(&self, value: &Value, table: impl FnOnce() -> String) -> Result<(), Failure> {
         use std::io::Write;

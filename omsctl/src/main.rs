@@ -8,6 +8,7 @@
 //! - [`topics`], [`tail`], [`dlq`]: Kafka directly: topics and lag, following topics, dead letters
 //!   and their safe replay.
 //! - [`verify`]: the cross-service invariants.
+//! - [`bench`]: the load generator; [`cpu`]: CPU time of the local stack's processes.
 //! - [`chaos`]: fault injection on the local stack; [`drill`]: scripted drills with a verdict.
 //! - [`stack`]: the local stack (delegating start and stop to `scripts/stack.sh`).
 //! - [`tui`]: the live dashboard.
@@ -15,7 +16,9 @@
 //! Exit codes: 0 ok, 1 a failed check or verdict, 2 a usage error or an unreachable dependency
 //! (one line on stderr names it). omsctl never writes a service's database.
 
+mod bench;
 mod chaos;
+mod cpu;
 mod ctx;
 mod dlq;
 mod drill;
@@ -80,6 +83,8 @@ enum Command {
     Drill(drill::DrillCommand),
     /// Check the invariants that must hold across all services.
     Verify(verify::VerifyArgs),
+    /// Load generator: open or closed loop, latency histograms, outcomes and CPU per order.
+    Bench(bench::BenchArgs),
     /// Live dashboard of saga states, throughput, health and dead letters.
     Tui(tui::TuiArgs),
     /// Print a shell completion script.
@@ -172,6 +177,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Verify(args) => verify::run(&ctx, args).await,
         Command::Chaos(c) => chaos::run(&ctx, c).await,
         Command::Drill(c) => drill::run(&ctx, c).await,
+        Command::Bench(args) => bench::run(&ctx, args).await,
         Command::Tui(args) => tui::run(&ctx, args).await,
         Command::Completions { .. } => Ok(()),
     }

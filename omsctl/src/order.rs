@@ -68,7 +68,7 @@ pub struct CreateArgs {
     concurrency: usize,
 }
 
-fn parse_item(s: &str) -> Result<(String, u32), String> {
+pub(crate) fn parse_item(s: &str) -> Result<(String, u32), String> {
     let (product, quantity) = match s.split_once(':') {
         Some((p, q)) => {
             let q: u32 = q.parse().map_err(|_| {
@@ -87,7 +87,7 @@ fn parse_item(s: &str) -> Result<(String, u32), String> {
     Ok((product.to_owned(), quantity))
 }
 
-fn parse_rate(s: &str) -> Result<f64, String> {
+pub(crate) fn parse_rate(s: &str) -> Result<f64, String> {
     let n = s.strip_suffix("/s").unwrap_or(s);
     match n.parse::<f64>() {
         Ok(r) if r > 0.0 && r.is_finite() => Ok(r),
@@ -116,7 +116,7 @@ fn check_id(id: &str) -> Result<(), Failure> {
 }
 
 /// Product ids of the catalog, or `None` when inventory cannot be asked.
-async fn catalog(ctx: &Ctx) -> Option<Vec<String>> {
+pub(crate) async fn catalog(ctx: &Ctx) -> Option<Vec<String>> {
     let products = ctx.get(Svc::Inventory, "/products").await.ok()?;
     Some(
         products
@@ -127,7 +127,7 @@ async fn catalog(ctx: &Ctx) -> Option<Vec<String>> {
     )
 }
 
-async fn check_items(ctx: &Ctx, items: &[(String, u32)]) -> Result<(), Failure> {
+pub(crate) async fn check_items(ctx: &Ctx, items: &[(String, u32)]) -> Result<(), Failure> {
     let Some(known) = catalog(ctx).await else {
         eprintln!("omsctl: warning: inventory unreachable; items not checked against the catalog");
         return Ok(());
