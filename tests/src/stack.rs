@@ -63,6 +63,10 @@ pub struct StackOptions {
     pub reservation_ttl: Duration,
     /// Every consumer: `fetch.wait.max.ms`.
     pub fetch_wait: Duration,
+    /// Every consumer: at most this many workers (`None`: the handler's choice).
+    pub consumer_workers: Option<u16>,
+    /// Every consumer: at most this many messages per transaction (`None`: the handler's choice).
+    pub consumer_max_batch: Option<u16>,
 }
 
 impl Default for StackOptions {
@@ -73,6 +77,8 @@ impl Default for StackOptions {
             release_timeout: Duration::from_secs(30),
             reservation_ttl: Duration::from_secs(600),
             fetch_wait: oms_runtime::kafka::DEFAULT_FETCH_WAIT,
+            consumer_workers: None,
+            consumer_max_batch: None,
         }
     }
 }
@@ -147,6 +153,8 @@ impl Stack {
             outbox_max_backoff: Duration::from_secs(2),
             consumer_max_attempts: 3,
             consumer_fetch_wait: self.options.fetch_wait,
+            consumer_workers: self.options.consumer_workers,
+            consumer_max_batch: self.options.consumer_max_batch,
             log_format: LogFormat::Text,
             log_filter: std::env::var("OMS_TEST_LOG").unwrap_or_else(|_| "warn".into()),
         }

@@ -20,11 +20,11 @@ use axum::extract::State;
 use axum::routing::{get, put};
 use axum::{Json, Router};
 use oms_contracts::messages::{ReleaseReason, StockRejected, StockReleased, StockReserved};
-use oms_contracts::{topics, Envelope, Message};
+use oms_contracts::{topics, Envelope, Message, MessageType};
 use oms_runtime::config::{parse_duration, RuntimeConfig, Topics};
 use oms_runtime::http::{ApiError, ApiJson, ApiPath};
 use oms_runtime::service::RuntimeError;
-use oms_runtime::{outbox, Handler, HandlerContext, HandlerError, Runtime};
+use oms_runtime::{outbox, Handler, HandlerContext, HandlerError, Parallelism, Runtime};
 use serde::Deserialize;
 use sqlx::PgPool;
 use tokio::net::TcpListener;
@@ -129,6 +129,25 @@ struct InventoryHandler {
 }
 
 impl Handler for InventoryHandler {
+    fn interest(&self, message_type: MessageType) -> bool {
+        matches!(
+            message_type,
+            MessageType::InventoryReserve
+                | MessageType::InventoryRelease
+                | MessageType::OrderConfirmed
+        )
+    }
+
+    /// Every reservation locks the same few product rows: one worker, so batches never lock
+    /// them in opposite orders (a deadlock), and batches so those rows are locked once per commit
+    /// rather than once per message.
+    fn parallelism(&self) -> Parallelism {
+        Parallelism {
+            workers: 1,
+            max_batch: 32,
+        }
+    }
+
     async fn handle(
         &self,
         ctx: &mut HandlerContext,

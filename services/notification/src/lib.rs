@@ -8,7 +8,7 @@ use axum::extract::State;
 use axum::routing::get;
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
-use oms_contracts::{topics, Envelope, Message};
+use oms_contracts::{topics, Envelope, Message, MessageType};
 use oms_runtime::config::RuntimeConfig;
 use oms_runtime::http::{ApiError, ApiQuery};
 use oms_runtime::service::RuntimeError;
@@ -63,6 +63,13 @@ pub async fn run(
 struct Notifier;
 
 impl Handler for Notifier {
+    fn interest(&self, message_type: MessageType) -> bool {
+        matches!(
+            message_type,
+            MessageType::OrderConfirmed | MessageType::OrderCancelled
+        )
+    }
+
     async fn handle(
         &self,
         ctx: &mut HandlerContext,

@@ -22,7 +22,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use oms_contracts::messages::OrderCreated;
-use oms_contracts::{topics, Envelope, Message, OrderId};
+use oms_contracts::{topics, Envelope, Message, MessageType, OrderId};
 use oms_runtime::config::{RuntimeConfig, Topics};
 use oms_runtime::http::{ApiError, ApiPath, ApiQuery};
 use oms_runtime::service::RuntimeError;
@@ -138,6 +138,13 @@ async fn prune_idempotency_keys(
 struct OutcomeHandler;
 
 impl Handler for OutcomeHandler {
+    fn interest(&self, message_type: MessageType) -> bool {
+        matches!(
+            message_type,
+            MessageType::OrderConfirmed | MessageType::OrderCancelled
+        )
+    }
+
     async fn handle(
         &self,
         ctx: &mut HandlerContext,

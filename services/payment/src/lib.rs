@@ -21,11 +21,11 @@ use chrono::{DateTime, Utc};
 use oms_contracts::messages::{
     CancelReason, DeclineReason, PaymentAuthorized, PaymentDeclined, PaymentRefunded, RefundOutcome,
 };
-use oms_contracts::{topics, Currency, Envelope, Message, Money, OrderId};
+use oms_contracts::{topics, Currency, Envelope, Message, MessageType, Money, OrderId};
 use oms_runtime::config::RuntimeConfig;
 use oms_runtime::http::{ApiError, ApiJson, ApiPath, ApiQuery};
 use oms_runtime::service::RuntimeError;
-use oms_runtime::{Handler, HandlerContext, HandlerError, Runtime};
+use oms_runtime::{Handler, HandlerContext, HandlerError, Parallelism, Runtime};
 use serde::Deserialize;
 use sqlx::{PgConnection, PgPool, Row};
 use tokio::net::TcpListener;
@@ -152,6 +152,23 @@ struct PaymentHandler<G> {
 }
 
 impl<G: Gateway> Handler for PaymentHandler<G> {
+    fn interest(&self, message_type: MessageType) -> bool {
+        matches!(
+            message_type,
+            MessageType::PaymentAuthorize | MessageType::PaymentRefund
+        )
+    }
+
+    /// Each authorization calls the gateway: one message per transaction, so one slow or
+    /// failing call never holds or undoes another order's charge, and several at once so a slow
+    /// gateway does not queue every order behind one call.
+    fn parallelism(&self) -> Parallelism {
+        Parallelism {
+            workers: 8,
+            max_batch: 1,
+        }
+    }
+
     async fn handle(
         &self,
         ctx: &mut HandlerContext,

@@ -60,6 +60,17 @@ pub struct RuntimeConfig {
     #[arg(long, env = "OMS_CONSUMER_FETCH_WAIT", default_value = "20ms", value_parser = parse_duration)]
     pub consumer_fetch_wait: Duration,
 
+    /// Most workers of each consumer (transactions in flight at once, each on its own orders);
+    /// a handler may ask for fewer. Unset: the handler's choice. `1` with a batch of `1` is the
+    /// one-message-at-a-time design of comparable projects.
+    #[arg(long, env = "OMS_CONSUMER_WORKERS", value_parser = clap::value_parser!(u16).range(1..))]
+    pub consumer_workers: Option<u16>,
+
+    /// Most messages a consumer settles in one transaction; a handler may ask for fewer. Unset:
+    /// the handler's choice.
+    #[arg(long, env = "OMS_CONSUMER_MAX_BATCH", value_parser = clap::value_parser!(u16).range(1..))]
+    pub consumer_max_batch: Option<u16>,
+
     /// Log format: `json` (one object per line) or `text`.
     #[arg(long, env = "OMS_LOG_FORMAT", default_value = "json")]
     pub log_format: LogFormat,

@@ -14,7 +14,6 @@ use axum::{Json, Router};
 use serde::Serialize;
 use sqlx::PgPool;
 
-use crate::kafka::QuietContext;
 use crate::metrics::Metrics;
 use crate::outbox;
 use crate::relay::RelayStatus;
@@ -163,8 +162,8 @@ pub struct OpsState {
     pub metrics: Metrics,
     /// The relay's view (heartbeat).
     pub relay: Arc<RelayStatus>,
-    /// A Kafka client to probe the broker with.
-    pub kafka: Arc<rdkafka::producer::FutureProducer<QuietContext>>,
+    /// A Kafka client to probe the broker with (the relay's producer).
+    pub kafka: Arc<crate::publisher::Publisher>,
 }
 
 /// How long the relay loop may go without a heartbeat before readiness fails.
@@ -232,7 +231,6 @@ async fn ready(State(state): State<OpsState>) -> Response {
     };
     let kafka = Arc::clone(&state.kafka);
     let broker = match tokio::task::spawn_blocking(move || {
-        use rdkafka::producer::Producer;
         crate::kafka::probe_broker(kafka.client(), Duration::from_secs(2))
     })
     .await

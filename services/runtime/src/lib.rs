@@ -5,8 +5,10 @@
 //! - [`telemetry`]: JSON logs through `tracing`.
 //! - [`db`]: the service's own database, created if missing, migrated at start.
 //! - [`outbox`]: `enqueue` inside the caller's transaction; backlog; pruning.
-//! - [`relay`]: publishes the outbox to Kafka (idempotent producer, acks=all, ordered per key).
-//! - [`consumer`]: the idempotent consumer loop with retries, dead-lettering and outage pauses.
+//! - [`relay`]: publishes the outbox to Kafka (pipelined, idempotent producer, acks=all, ordered
+//!   per key); [`publisher`]: its producer, polled without a busy loop.
+//! - [`consumer`]: the idempotent consumer: key-ordered workers, batched transactions, retries,
+//!   dead-lettering and outage pauses; [`dispatch`]: its per-key queue and offset tracker.
 //! - [`kafka`]: client settings, quiet logging, error classes, topic creation.
 //! - [`http`]: `/health/live`, `/health/ready`, `/metrics` and the JSON error body.
 //! - [`metrics`]: Prometheus metrics.
@@ -16,15 +18,17 @@
 pub mod config;
 pub mod consumer;
 pub mod db;
+pub mod dispatch;
 pub mod http;
 pub mod kafka;
 pub mod metrics;
 pub mod outbox;
+pub mod publisher;
 pub mod relay;
 pub mod service;
 pub mod shutdown;
 pub mod telemetry;
 
 pub use config::RuntimeConfig;
-pub use consumer::{Handler, HandlerContext, HandlerError};
+pub use consumer::{Handler, HandlerContext, HandlerError, Parallelism};
 pub use service::Runtime;

@@ -3,9 +3,17 @@
 //!
 //! - **One publisher per outbox.** Replicas of a service share an outbox; the relay that holds a
 //!   session-level advisory lock is the leader and publishes, the others stand by and take over
-//!   within a second when the leader's connection goes away. One publisher keeps per-key order
-//!   without coordination; a row can be published twice only if a leader dies between the
-//!   broker's ack and its commit of `published_at`.
+//!   within a second when the leader's connection goes away. Every query of the leader runs on
+//!   the connection that holds the lock, so a relay that lost it cannot mark or select anything
+//!   more. One publisher keeps per-key order without coordination; a row can be published twice
+//!   only if a leader dies between the broker's ack and its mark of `published_at`.
+//! - **Pipelined.** The leader selects and sends the next batch while the acks of earlier ones
+//!   are still on their way (up to [`PIPELINE_DEPTH`] batches), and marks each batch when its
+//!   acks are in, oldest first. librdkafka keeps the order of sends per partition, and rows are
+//!   sent in id order, so the pipeline keeps per-key order.
+//! - **Cheap marks.** Marks commit without waiting for the WAL flush (`synchronous_commit = off`
+//!   on the leader's session): a mark lost in a database crash only means that row is published
+//!   again, which consumers skip as a duplicate. It saves an fsync per batch.
 //! - **Wake-up.** In `notify` mode the relay `LISTEN`s on [`crate::outbox::CHANNEL`] and every
 //!   enqueue wakes it at commit, with a slow poll as a fallback; in `poll:<interval>` mode it
 //!   polls.
@@ -17,24 +25,36 @@
 //! - **Housekeeping.** Published rows older than the retention are pruned; the backlog (count,
 //!   oldest age) is exported as metrics.
 
+use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::future::join_all;
-use rdkafka::message::{Header as KafkaHeader, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::error::KafkaError;
 use sqlx::postgres::PgListener;
 use sqlx::{PgConnection, PgPool};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::OutboxWakeup;
-use crate::kafka::{self, QuietContext};
+use crate::kafka;
 use crate::metrics::Metrics;
-use crate::outbox::{self, Header};
+use crate::outbox;
+use crate::publisher::Publisher;
 
 /// Session advisory lock key held by the leading relay of an outbox (one per database).
 const LEADER_LOCK_KEY: i64 = 0x0A5B_0000_0000_0001;
+
+/// Batches sent and not yet acknowledged, at most.
+pub const PIPELINE_DEPTH: usize = 4;
+
+/// How often the backlog gauge is refreshed.
+const BACKLOG_EVERY: Duration = Duration::from_secs(5);
+
+/// How often an idle leader checks that its session (and so its lock) is alive.
+const LEADER_CHECK_EVERY: Duration = Duration::from_secs(5);
 
 /// Relay settings.
 #[derive(Debug, Clone)]
@@ -55,7 +75,8 @@ pub struct RelayConfig {
     pub retention: Duration,
     /// How often the leader prunes.
     pub prune_interval: Duration,
-    /// In `notify` mode, the fallback poll interval.
+    /// In `notify` mode, the fallback poll interval (a notification lost while the listener
+    /// reconnects is found at the next poll).
     pub fallback_poll: Duration,
     /// How often a standby relay tries to become leader.
     pub standby_poll: Duration,
@@ -75,7 +96,7 @@ impl RelayConfig {
             max_backoff: Duration::from_secs(30),
             retention: Duration::from_secs(3600),
             prune_interval: Duration::from_secs(60),
-            fallback_poll: Duration::from_secs(1),
+            fallback_poll: Duration::from_secs(5),
             standby_poll: Duration::from_secs(1),
             message_timeout: kafka::MESSAGE_TIMEOUT,
         }
@@ -115,20 +136,7 @@ impl RelayStatus {
 pub enum RelayError {
     /// The producer could not be created (bad configuration).
     #[error("creating the Kafka producer: {0}")]
-    Producer(#[source] rdkafka::error::KafkaError),
-}
-
-/// What one batch did.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct BatchOutcome {
-    /// Rows selected.
-    pub selected: usize,
-    /// Rows published.
-    pub published: usize,
-    /// Rows that failed transiently and will be retried.
-    pub retried: usize,
-    /// Rows that failed permanently.
-    pub failed: usize,
+    Producer(#[source] KafkaError),
 }
 
 #[derive(sqlx::FromRow)]
@@ -140,12 +148,29 @@ struct StoredRow {
     headers: serde_json::Value,
 }
 
-struct Row {
-    id: i64,
-    topic: String,
-    key: Option<Vec<u8>>,
-    payload: Option<Vec<u8>>,
-    headers: Vec<Header>,
+type Acks = Pin<Box<dyn Future<Output = Vec<Result<(), KafkaError>>> + Send + Sync>>;
+
+/// A batch handed to librdkafka whose acks are awaited.
+struct InFlight {
+    ids: Vec<i64>,
+    acks: Acks,
+}
+
+/// What ended an idle wait.
+enum Wake {
+    Shutdown,
+    Acked(Vec<Result<(), KafkaError>>),
+    /// A notification (false: the listener's connection was lost).
+    Notified(bool),
+    Timer,
+}
+
+/// How a finished batch went.
+#[derive(Debug, Default)]
+struct Outcome {
+    published: Vec<i64>,
+    retry: Vec<(i64, String)>,
+    failed: Vec<(i64, String)>,
 }
 
 /// The outbox relay of one service.
@@ -154,34 +179,42 @@ pub struct Relay {
     config: RelayConfig,
     metrics: Metrics,
     status: Arc<RelayStatus>,
-    producer: FutureProducer<QuietContext>,
+    publisher: Arc<Publisher>,
     outage_since: Option<Instant>,
-    leader_conn: Option<PgConnection>,
+    /// The leader's session: holds the lock and runs the relay's queries.
+    leader: Option<PgConnection>,
+    leader_checked: Instant,
+    in_flight: VecDeque<InFlight>,
+    /// Rows are waiting for a retry (ours or a previous leader's): the idle wait asks when.
+    retries_pending: bool,
 }
 
 impl Relay {
     /// A relay over `pool`'s outbox.
     pub fn new(pool: PgPool, config: RelayConfig, metrics: Metrics) -> Result<Self, RelayError> {
-        let producer = Self::producer(&config)?;
+        let publisher = Arc::new(Self::new_publisher(&config)?);
         Ok(Self {
             pool,
             config,
             metrics,
             status: Arc::new(RelayStatus::default()),
-            producer,
+            publisher,
             outage_since: None,
-            leader_conn: None,
+            leader: None,
+            leader_checked: Instant::now(),
+            in_flight: VecDeque::new(),
+            retries_pending: true,
         })
     }
 
-    fn producer(config: &RelayConfig) -> Result<FutureProducer<QuietContext>, RelayError> {
-        kafka::producer_config(&config.brokers, &format!("{}-relay", config.service))
-            .set(
-                "message.timeout.ms",
-                config.message_timeout.as_millis().max(1).to_string(),
-            )
-            .create_with_context(QuietContext::default())
-            .map_err(RelayError::Producer)
+    fn new_publisher(config: &RelayConfig) -> Result<Publisher, RelayError> {
+        let mut client =
+            kafka::producer_config(&config.brokers, &format!("{}-relay", config.service));
+        client.set(
+            "message.timeout.ms",
+            config.message_timeout.as_millis().max(1).to_string(),
+        );
+        Publisher::new(&client, &format!("{}-relay", config.service)).map_err(RelayError::Producer)
     }
 
     /// Health view of this relay.
@@ -189,7 +222,12 @@ impl Relay {
         Arc::clone(&self.status)
     }
 
-    /// Runs until `shutdown`; the batch in flight is finished (acked rows are marked published)
+    /// The relay's producer (the readiness check probes the broker through it).
+    pub fn publisher(&self) -> Arc<Publisher> {
+        Arc::clone(&self.publisher)
+    }
+
+    /// Runs until `shutdown`; batches in flight are finished (acked rows are marked published)
     /// before it returns.
     pub async fn run(mut self, shutdown: CancellationToken) -> Result<(), RelayError> {
         let mut listener = None;
@@ -201,7 +239,7 @@ impl Relay {
             if shutdown.is_cancelled() {
                 break;
             }
-            if last_backlog.is_none_or(|t| t.elapsed() >= Duration::from_secs(2)) {
+            if last_backlog.is_none_or(|t| t.elapsed() >= BACKLOG_EVERY) {
                 last_backlog = Some(Instant::now());
                 if let Ok(b) = outbox::backlog(&self.pool).await {
                     self.metrics
@@ -218,19 +256,32 @@ impl Relay {
                 listener = self.listen().await;
             }
 
-            let outcome = match self.publish_batch().await {
-                Ok(outcome) => outcome,
-                Err(e) => {
-                    // The database is unavailable; drop leadership state and retry shortly.
-                    tracing::debug!(error = %e, "outbox batch failed");
-                    self.resign();
-                    listener = None;
-                    tokio::select! {
-                        _ = shutdown.cancelled() => break,
-                        _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+            // Fill the pipeline.
+            let mut more = false;
+            while self.in_flight.len() < PIPELINE_DEPTH {
+                match self.send_next().await {
+                    Ok(sent) => {
+                        more = sent >= self.config.batch_size as usize;
+                        if !more {
+                            break;
+                        }
+                    }
+                    Err(e) => {
+                        // The leader's session is gone: whoever leads next republishes what
+                        // we could not mark.
+                        tracing::debug!(error = %e, "outbox batch failed");
+                        self.resign();
+                        listener = None;
+                        break;
                     }
                 }
-            };
+            }
+            if self.leader.is_none() {
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                }
+            }
             self.rebuild_producer_if_fatal();
 
             if last_prune.elapsed() >= self.config.prune_interval {
@@ -242,37 +293,61 @@ impl Relay {
                 }
             }
 
-            // A full batch with progress: more rows are likely waiting, go again at once.
-            if outcome.selected as u32 >= self.config.batch_size && outcome.published > 0 {
+            // A full batch and room in the pipeline: more rows are likely waiting.
+            if more && self.in_flight.len() < PIPELINE_DEPTH {
                 continue;
             }
-            let wait = self.next_wait().await;
-            match (&mut listener, self.config.wakeup) {
-                (Some(l), OutboxWakeup::Notify) => {
-                    tokio::select! {
-                        _ = shutdown.cancelled() => break,
-                        received = l.recv() => {
-                            if received.is_err() {
-                                listener = None;
-                            } else {
-                                // One batch answers every notification that piled up.
-                                while l.next_buffered().is_some() {}
+            let wait = if self.in_flight.len() >= PIPELINE_DEPTH {
+                // Nothing to do but wait for acks.
+                self.config.message_timeout + Duration::from_secs(1)
+            } else {
+                self.next_wait().await
+            };
+            let event = {
+                let acked = async {
+                    match self.in_flight.front_mut() {
+                        Some(batch) => (&mut batch.acks).await,
+                        None => std::future::pending().await,
+                    }
+                };
+                let woken = async {
+                    match (&mut listener, self.config.wakeup) {
+                        (Some(l), OutboxWakeup::Notify) => {
+                            if l.recv().await.is_err() {
+                                return false;
                             }
+                            // One batch answers every notification that piled up.
+                            while l.next_buffered().is_some() {}
+                            true
                         }
-                        _ = tokio::time::sleep(wait) => {}
+                        _ => std::future::pending().await,
+                    }
+                };
+                tokio::select! {
+                    _ = shutdown.cancelled() => Wake::Shutdown,
+                    results = acked => Wake::Acked(results),
+                    ok = woken => Wake::Notified(ok),
+                    _ = tokio::time::sleep(wait) => Wake::Timer,
+                }
+            };
+            match event {
+                Wake::Shutdown => break,
+                Wake::Acked(results) => {
+                    if let Some(batch) = self.in_flight.pop_front() {
+                        self.finish(batch.ids, results).await;
                     }
                 }
-                _ => {
-                    tokio::select! {
-                        _ = shutdown.cancelled() => break,
-                        _ = tokio::time::sleep(wait) => {}
-                    }
-                }
+                Wake::Notified(false) => listener = None,
+                Wake::Notified(true) | Wake::Timer => {}
             }
         }
+        // Let what is in flight land and mark it, so the next leader does not send it again.
+        while let Some(batch) = self.in_flight.pop_front() {
+            let results = batch.acks.await;
+            self.finish(batch.ids, results).await;
+        }
         self.resign();
-        // Let librdkafka finish deliveries it already has.
-        let _ = self.producer.flush(Duration::from_secs(5));
+        self.publisher.flush(Duration::from_secs(5));
         tracing::info!(service = %self.config.service, "outbox relay stopped");
         Ok(())
     }
@@ -284,29 +359,43 @@ impl Relay {
     }
 
     /// How long to sleep when idle: until the next retry is due, at most the poll interval.
-    async fn next_wait(&self) -> Duration {
+    async fn next_wait(&mut self) -> Duration {
         let cap = match self.config.wakeup {
             OutboxWakeup::Notify => self.config.fallback_poll,
             OutboxWakeup::Poll(interval) => return interval,
         };
+        if !self.retries_pending {
+            return cap;
+        }
+        let Some(conn) = self.leader.as_mut() else {
+            return cap;
+        };
         let due: Result<Option<f64>, _> = sqlx::query_scalar(
             "SELECT EXTRACT(EPOCH FROM min(next_attempt_at) - clock_timestamp())::float8 \
-             FROM outbox WHERE published_at IS NULL AND failed_at IS NULL",
+             FROM outbox WHERE published_at IS NULL AND failed_at IS NULL AND attempts > 0",
         )
-        .fetch_one(&self.pool)
+        .fetch_one(&mut *conn)
         .await;
         match due {
+            Ok(None) => {
+                self.retries_pending = false;
+                cap
+            }
             Ok(Some(secs)) if secs <= 0.0 => Duration::from_millis(5),
             Ok(Some(secs)) => Duration::from_secs_f64(secs).min(cap),
-            _ => cap,
+            Err(_) => cap,
         }
     }
 
     /// Holds or takes the leader lock; false when another relay leads.
     async fn lead(&mut self) -> bool {
-        if let Some(conn) = self.leader_conn.as_mut() {
-            // Still ours as long as the session is alive.
+        if let Some(conn) = self.leader.as_mut() {
+            // Still ours as long as the session is alive; every query on it proves that too.
+            if self.leader_checked.elapsed() < LEADER_CHECK_EVERY {
+                return true;
+            }
             if sqlx::query("SELECT 1").execute(&mut *conn).await.is_ok() {
+                self.leader_checked = Instant::now();
                 return true;
             }
             self.resign();
@@ -319,17 +408,27 @@ impl Relay {
             .fetch_one(&mut conn)
             .await
             .unwrap_or(false);
-        if got {
-            tracing::info!(service = %self.config.service, "outbox relay is the leader");
-            self.leader_conn = Some(conn);
-            self.status.leader.store(true, Ordering::Relaxed);
-            self.metrics.set_leader(true);
+        if !got {
+            return false;
         }
-        got
+        if let Err(e) = sqlx::query("SET synchronous_commit = off")
+            .execute(&mut conn)
+            .await
+        {
+            tracing::debug!(error = %e, "preparing the leader session failed");
+            return false;
+        }
+        tracing::info!(service = %self.config.service, "outbox relay is the leader");
+        self.leader = Some(conn);
+        self.leader_checked = Instant::now();
+        self.retries_pending = true;
+        self.status.leader.store(true, Ordering::Relaxed);
+        self.metrics.set_leader(true);
+        true
     }
 
     fn resign(&mut self) {
-        if self.leader_conn.take().is_some() {
+        if self.leader.take().is_some() {
             tracing::info!(service = %self.config.service, "outbox relay gave up leadership");
         }
         // Dropping the connection ends the session and releases the lock.
@@ -338,87 +437,135 @@ impl Relay {
     }
 
     fn rebuild_producer_if_fatal(&mut self) {
-        if let Some((code, reason)) = self.producer.client().fatal_error() {
+        if let Some((code, reason)) = self.publisher.client().fatal_error() {
             tracing::error!(
                 ?code,
                 reason,
                 "Kafka producer hit a fatal error; recreating it"
             );
-            match Self::producer(&self.config) {
-                Ok(p) => self.producer = p,
+            match Self::new_publisher(&self.config) {
+                Ok(p) => self.publisher = Arc::new(p),
                 Err(e) => tracing::error!(error = %e, "recreating the producer failed"),
             }
         }
     }
 
-    /// Publishes one batch of due rows. Public so tests and benchmarks can drive the relay
-    /// step by step.
-    pub async fn publish_batch(&mut self) -> Result<BatchOutcome, sqlx::Error> {
-        let mut tx = self.pool.begin().await?;
-        // Due rows in id order, skipping any row with an earlier pending row of the same topic
-        // and key that is waiting for a retry (it must not be overtaken).
+    /// Selects the next due rows (not in flight) and hands them to librdkafka; returns how many.
+    async fn send_next(&mut self) -> Result<usize, sqlx::Error> {
+        let in_flight: Vec<i64> = self
+            .in_flight
+            .iter()
+            .flat_map(|b| b.ids.iter().copied())
+            .collect();
+        let Some(conn) = self.leader.as_mut() else {
+            return Ok(0);
+        };
+        // Due rows in id order, skipping rows in flight and any row with an earlier pending row
+        // of the same topic and key that is waiting for a retry (it must not be overtaken).
         let rows: Vec<StoredRow> = sqlx::query_as(
             "SELECT o.id, o.topic, o.message_key, o.payload, o.headers FROM outbox o \
              WHERE o.published_at IS NULL AND o.failed_at IS NULL \
                AND o.next_attempt_at <= clock_timestamp() \
+               AND o.id <> ALL($2) \
                AND NOT EXISTS ( \
                    SELECT 1 FROM outbox p \
                    WHERE p.topic = o.topic \
                      AND p.message_key IS NOT DISTINCT FROM o.message_key \
                      AND p.id < o.id AND p.published_at IS NULL AND p.failed_at IS NULL \
                      AND p.next_attempt_at > clock_timestamp()) \
-             ORDER BY o.id LIMIT $1 FOR UPDATE SKIP LOCKED",
+             ORDER BY o.id LIMIT $1",
         )
         .bind(i64::from(self.config.batch_size))
-        .fetch_all(&mut *tx)
+        .bind(&in_flight)
+        .fetch_all(&mut *conn)
         .await?;
+        self.leader_checked = Instant::now();
         if rows.is_empty() {
-            tx.commit().await?;
-            return Ok(BatchOutcome::default());
+            return Ok(0);
         }
-        let rows: Vec<Row> = rows
-            .into_iter()
-            .map(|r| Row {
-                id: r.id,
-                topic: r.topic,
-                key: r.message_key,
-                payload: r.payload,
-                headers: outbox::headers_from_json(r.headers),
-            })
-            .collect();
-
-        // Hand every row to librdkafka in id order (it keeps that order per partition), then
-        // wait for all acks.
+        // Hand every row to librdkafka in id order; it keeps that order per partition.
+        let mut ids = Vec::with_capacity(rows.len());
         let mut deliveries = Vec::with_capacity(rows.len());
-        for row in &rows {
-            deliveries.push(self.send(row).await);
-        }
-        let results = join_all(deliveries).await;
-
-        let mut published = Vec::new();
-        let mut retry: Vec<(i64, String)> = Vec::new();
-        let mut failed: Vec<(i64, String)> = Vec::new();
-        for (row, result) in rows.iter().zip(results) {
-            match result {
-                Ok(()) => published.push(row.id),
-                Err(e) if kafka::is_permanent_produce_error(&e) => {
-                    failed.push((row.id, kafka::describe(&e)))
+        for row in rows {
+            let headers = outbox::headers_from_json(row.headers);
+            let delivery = loop {
+                match self.publisher.send(
+                    &row.topic,
+                    row.message_key.as_deref(),
+                    row.payload.as_deref(),
+                    &headers,
+                ) {
+                    Ok(d) => break Ok(d),
+                    // librdkafka's queue is full: give it a moment to drain.
+                    Err(e) if Publisher::is_queue_full(&e) => {
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                    }
+                    Err(e) => break Err(e),
                 }
-                Err(e) => retry.push((row.id, kafka::describe(&e))),
+            };
+            ids.push(row.id);
+            deliveries.push(async move {
+                match delivery {
+                    Ok(d) => d.await.unwrap_or(Err(KafkaError::Canceled)),
+                    Err(e) => Err(e),
+                }
+            });
+        }
+        let n = ids.len();
+        self.in_flight.push_back(InFlight {
+            ids,
+            acks: Box::pin(join_all(deliveries)),
+        });
+        Ok(n)
+    }
+
+    /// Marks a batch whose acks are in.
+    async fn finish(&mut self, ids: Vec<i64>, results: Vec<Result<(), KafkaError>>) {
+        let mut outcome = Outcome::default();
+        for (id, result) in ids.into_iter().zip(results) {
+            match result {
+                Ok(()) => outcome.published.push(id),
+                Err(e) if kafka::is_permanent_produce_error(&e) => {
+                    outcome.failed.push((id, kafka::describe(&e)))
+                }
+                Err(e) => outcome.retry.push((id, kafka::describe(&e))),
             }
         }
+        if let Err(e) = self.mark(&outcome).await {
+            // Unmarked rows stay pending and are sent again: duplicates, never losses.
+            tracing::debug!(error = %e, "marking published outbox rows failed");
+            self.resign();
+            return;
+        }
+        if !outcome.retry.is_empty() {
+            self.retries_pending = true;
+        }
+        self.metrics
+            .outbox_published(outcome.published.len() as u64);
+        self.metrics.outbox_retried(outcome.retry.len() as u64);
+        self.metrics
+            .outbox_dead_lettered(outcome.failed.len() as u64);
+        for (id, error) in &outcome.failed {
+            tracing::error!(outbox_id = id, error = %error, "outbox row failed permanently; kept with failed_at set");
+        }
+        self.track_outage(&outcome);
+    }
 
-        if !published.is_empty() {
+    async fn mark(&mut self, outcome: &Outcome) -> Result<(), sqlx::Error> {
+        let Some(conn) = self.leader.as_mut() else {
+            return Ok(());
+        };
+        if !outcome.published.is_empty() {
             sqlx::query(
                 "UPDATE outbox SET published_at = clock_timestamp(), attempts = attempts + 1 \
                  WHERE id = ANY($1)",
             )
-            .bind(&published)
-            .execute(&mut *tx)
+            .bind(&outcome.published)
+            .execute(&mut *conn)
             .await?;
         }
-        if !retry.is_empty() {
-            let (ids, errors): (Vec<i64>, Vec<String>) = retry.iter().cloned().unzip();
+        if !outcome.retry.is_empty() {
+            let (ids, errors): (Vec<i64>, Vec<String>) = outcome.retry.iter().cloned().unzip();
             sqlx::query(
                 "UPDATE outbox o SET attempts = o.attempts + 1, last_error = f.error, \
                      next_attempt_at = clock_timestamp() + make_interval(secs => \
@@ -429,11 +576,11 @@ impl Relay {
             .bind(self.config.base_backoff.as_secs_f64())
             .bind(self.config.max_backoff.as_secs_f64())
             .bind(&errors)
-            .execute(&mut *tx)
+            .execute(&mut *conn)
             .await?;
         }
-        if !failed.is_empty() {
-            let (ids, errors): (Vec<i64>, Vec<String>) = failed.iter().cloned().unzip();
+        if !outcome.failed.is_empty() {
+            let (ids, errors): (Vec<i64>, Vec<String>) = outcome.failed.iter().cloned().unzip();
             sqlx::query(
                 "UPDATE outbox o SET attempts = o.attempts + 1, last_error = f.error, \
                      failed_at = clock_timestamp() \
@@ -441,38 +588,25 @@ impl Relay {
             )
             .bind(&ids)
             .bind(&errors)
-            .execute(&mut *tx)
+            .execute(&mut *conn)
             .await?;
         }
-        tx.commit().await?;
-
-        self.metrics.outbox_published(published.len() as u64);
-        self.metrics.outbox_retried(retry.len() as u64);
-        self.metrics.outbox_dead_lettered(failed.len() as u64);
-        for (id, error) in &failed {
-            tracing::error!(outbox_id = id, error = %error, "outbox row failed permanently; kept with failed_at set");
-        }
-        self.track_outage(&published, &retry);
-        Ok(BatchOutcome {
-            selected: rows.len(),
-            published: published.len(),
-            retried: retry.len(),
-            failed: failed.len(),
-        })
+        self.leader_checked = Instant::now();
+        Ok(())
     }
 
-    fn track_outage(&mut self, published: &[i64], retry: &[(i64, String)]) {
-        match (self.outage_since, retry.first()) {
+    fn track_outage(&mut self, outcome: &Outcome) {
+        match (self.outage_since, outcome.retry.first()) {
             (None, Some((_, error))) => {
                 self.outage_since = Some(Instant::now());
                 tracing::warn!(
                     service = %self.config.service,
-                    rows = retry.len(),
+                    rows = outcome.retry.len(),
                     error = %error,
                     "cannot publish outbox rows; they stay pending and are retried with backoff"
                 );
             }
-            (Some(since), None) if !published.is_empty() => {
+            (Some(since), None) if !outcome.published.is_empty() => {
                 self.outage_since = None;
                 tracing::info!(
                     service = %self.config.service,
@@ -481,53 +615,9 @@ impl Relay {
                 );
             }
             (Some(_), Some((_, error))) => {
-                tracing::debug!(rows = retry.len(), error = %error, "outbox rows still failing");
+                tracing::debug!(rows = outcome.retry.len(), error = %error, "outbox rows still failing");
             }
             _ => {}
-        }
-    }
-
-    /// Queues one row with librdkafka; the returned future resolves with its delivery result.
-    async fn send(
-        &self,
-        row: &Row,
-    ) -> impl std::future::Future<Output = Result<(), rdkafka::error::KafkaError>> {
-        let mut headers = OwnedHeaders::new_with_capacity(row.headers.len());
-        for h in &row.headers {
-            headers = headers.insert(KafkaHeader {
-                key: &h.name,
-                value: h.value.as_deref(),
-            });
-        }
-        loop {
-            let mut record = FutureRecord::<[u8], [u8]>::to(&row.topic).headers(headers.clone());
-            if let Some(k) = row.key.as_deref() {
-                record = record.key(k);
-            }
-            if let Some(p) = row.payload.as_deref() {
-                record = record.payload(p);
-            }
-            match self.producer.send_result(record) {
-                Ok(delivery) => {
-                    return futures::future::Either::Left(async move {
-                        match delivery.await {
-                            Ok(Ok(_)) => Ok(()),
-                            Ok(Err((e, _))) => Err(e),
-                            Err(_canceled) => Err(rdkafka::error::KafkaError::Canceled),
-                        }
-                    })
-                }
-                Err((e, _))
-                    if e.rdkafka_error_code()
-                        == Some(rdkafka::error::RDKafkaErrorCode::QueueFull) =>
-                {
-                    // librdkafka's queue is full: give it a moment to drain.
-                    tokio::time::sleep(Duration::from_millis(5)).await;
-                }
-                Err((e, _)) => {
-                    return futures::future::Either::Right(futures::future::ready(Err(e)))
-                }
-            }
         }
     }
 }

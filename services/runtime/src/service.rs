@@ -18,7 +18,6 @@ use crate::config::{RuntimeConfig, Topics};
 use crate::consumer::{ConsumerConfig, ConsumerError, ConsumerStats, Handler, InboxConsumer};
 use crate::db::{self, DbError};
 use crate::http::{ops_router, OpsState};
-use crate::kafka::{self, QuietContext};
 use crate::metrics::Metrics;
 use crate::relay::{Relay, RelayConfig, RelayError};
 
@@ -134,6 +133,12 @@ impl Runtime {
         config.topic_names = names;
         config.fetch_wait = self.config.consumer_fetch_wait;
         config.max_attempts = self.config.consumer_max_attempts.max(1);
+        if let Some(w) = self.config.consumer_workers {
+            config.max_parallelism.workers = usize::from(w);
+        }
+        if let Some(b) = self.config.consumer_max_batch {
+            config.max_parallelism.max_batch = usize::from(b);
+        }
         let consumer =
             InboxConsumer::new(self.pool.clone(), config, handler, self.metrics.clone())?;
         let stats = consumer.stats();
@@ -164,20 +169,17 @@ impl Runtime {
         relay_config.max_backoff = self.config.outbox_max_backoff;
         let relay = Relay::new(self.pool.clone(), relay_config, self.metrics.clone())?;
         let relay_status = relay.status();
+        let publisher = relay.publisher();
         let token = self.shutdown.clone();
         self.spawn("outbox relay", async move {
             relay.run(token).await.map_err(|e| e.to_string())
         });
 
-        let probe = kafka::producer_config(&self.config.brokers, &format!("{}-probe", self.name))
-            .create_with_context::<QuietContext, rdkafka::producer::FutureProducer<QuietContext>>(
-            QuietContext::default(),
-        )?;
         let ops = ops_router(OpsState {
             pool: self.pool.clone(),
             metrics: self.metrics.clone(),
             relay: relay_status,
-            kafka: Arc::new(probe),
+            kafka: publisher,
         });
         let app = api.merge(ops).fallback(crate::http::no_such_route);
         let addr = listener.local_addr()?;

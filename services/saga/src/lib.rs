@@ -18,7 +18,7 @@ use axum::extract::State;
 use axum::routing::get;
 use axum::{Json, Router};
 use chrono::Utc;
-use oms_contracts::{topics, Envelope, Message, MessageKind};
+use oms_contracts::{topics, Envelope, Message, MessageKind, MessageType};
 use oms_runtime::config::{parse_duration, RuntimeConfig, Topics};
 use oms_runtime::http::{ApiError, ApiPath, ApiQuery};
 use oms_runtime::service::RuntimeError;
@@ -117,18 +117,21 @@ struct SagaHandler {
 }
 
 impl Handler for SagaHandler {
+    /// Our own outcome events come back on the order topic; commands are never ours to read.
+    fn interest(&self, message_type: MessageType) -> bool {
+        !matches!(
+            message_type,
+            MessageType::OrderConfirmed | MessageType::OrderCancelled
+        ) && message_type.kind() == MessageKind::Event
+    }
+
     async fn handle(
         &self,
         ctx: &mut HandlerContext,
         envelope: &Envelope,
     ) -> Result<(), HandlerError> {
         let message = &envelope.message;
-        // Our own outcome events come back on the order topic; commands are never ours to read.
-        if matches!(
-            message,
-            Message::OrderConfirmed(_) | Message::OrderCancelled(_)
-        ) || message.message_type().kind() == MessageKind::Command
-        {
+        if !self.interest(message.message_type()) {
             return Ok(());
         }
         let now = Utc::now();
