@@ -203,11 +203,22 @@ pub async fn produce(
         .map_err(|(e, _)| anyhow::anyhow!("producing to {topic}: {e}"))
 }
 
-/// A private nisshi broker (SQLite storage in a temporary directory) that a test may stop and
-/// start again; topics, data and committed offsets survive a restart.
+/// CPU seconds (user + system) process `pid` has used, from `/proc/<pid>/stat`.
+pub fn cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the parenthesised command name: utime and stime are the 12th and 13th.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    // USER_HZ is 100 on every Linux the stack runs on.
+    Some(ticks as f64 / 100.0)
+}
+
+/// A private nisshi broker (SQLite storage in a temporary directory unless told otherwise) that a
+/// test may stop and start again; topics, data and committed offsets survive a restart.
 pub struct TestBroker {
     dir: tempfile::TempDir,
     port: u16,
+    storage: String,
     child: Option<Child>,
 }
 
@@ -231,13 +242,25 @@ fn free_port() -> anyhow::Result<u16> {
 impl TestBroker {
     /// Starts a broker on a free port and waits until it accepts connections.
     pub async fn start() -> anyhow::Result<Self> {
+        Self::start_with("sqlite://broker.db").await
+    }
+
+    /// Starts a broker on `storage` (a nisshi storage engine URL; a relative SQLite path is in
+    /// the broker's own temporary directory).
+    pub async fn start_with(storage: &str) -> anyhow::Result<Self> {
         let mut broker = Self {
             dir: tempfile::tempdir()?,
             port: free_port()?,
+            storage: storage.to_owned(),
             child: None,
         };
         broker.start_again().await?;
         Ok(broker)
+    }
+
+    /// The broker's process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     /// `host:port` of this broker.
@@ -261,7 +284,7 @@ impl TestBroker {
                 "--advertised-listener-url",
                 &url,
             ])
-            .args(["--storage-engine", "sqlite://broker.db"])
+            .args(["--storage-engine", &self.storage])
             .args(["--group-initial-rebalance-delay", "0s"])
             .stdin(Stdio::null())
             .stdout(Stdio::null())

@@ -67,6 +67,8 @@ pub struct StackOptions {
     pub consumer_workers: Option<u16>,
     /// Every consumer: at most this many messages per transaction (`None`: the handler's choice).
     pub consumer_max_batch: Option<u16>,
+    /// Every consumer: pause after this long without a message (`None`: never).
+    pub consumer_idle_after: Option<Duration>,
 }
 
 impl Default for StackOptions {
@@ -79,6 +81,7 @@ impl Default for StackOptions {
             fetch_wait: oms_runtime::kafka::DEFAULT_FETCH_WAIT,
             consumer_workers: None,
             consumer_max_batch: None,
+            consumer_idle_after: Some(Duration::from_secs(5)),
         }
     }
 }
@@ -155,6 +158,8 @@ impl Stack {
             consumer_fetch_wait: self.options.fetch_wait,
             consumer_workers: self.options.consumer_workers,
             consumer_max_batch: self.options.consumer_max_batch,
+            consumer_idle_after: self.options.consumer_idle_after,
+            consumer_idle_poll: Duration::from_millis(100),
             log_format: LogFormat::Text,
             log_filter: std::env::var("OMS_TEST_LOG").unwrap_or_else(|_| "warn".into()),
         }

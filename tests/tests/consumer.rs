@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use oms_contracts::messages::{CancelReason, OrderCancelled, ReleaseReason, StockReleased};
 use oms_contracts::{Envelope, Message, OrderId};
-use oms_runtime::consumer::{ConsumerConfig, ConsumerStats, InboxConsumer};
+use oms_runtime::consumer::{ConsumerConfig, ConsumerStats, IdleConfig, InboxConsumer};
 use oms_runtime::metrics::Metrics;
 use oms_runtime::relay::{Relay, RelayConfig};
 use oms_runtime::{Handler, HandlerContext, HandlerError};
@@ -38,9 +38,10 @@ impl Handler for Ledger {
         let Message::OrderCancelled(cancelled) = &envelope.message else {
             return Ok(());
         };
-        sqlx::query("INSERT INTO ledger (message_id, order_id) VALUES ($1, $2)")
+        sqlx::query("INSERT INTO ledger (message_id, order_id, detail) VALUES ($1, $2, $3)")
             .bind(envelope.event_id)
             .bind(cancelled.order_id.0)
+            .bind(&cancelled.detail)
             .execute(ctx.tx())
             .await?;
         // Emitted in the same transaction: must vanish when the attempt fails.
@@ -97,9 +98,13 @@ struct Harness {
 impl Harness {
     async fn new(name: &str) -> anyhow::Result<Self> {
         let pool = fresh_db(name).await?;
-        sqlx::query("CREATE TABLE ledger (message_id UUID PRIMARY KEY, order_id UUID NOT NULL)")
-            .execute(&pool)
-            .await?;
+        // `at` numbers rows in the order their transactions inserted them.
+        sqlx::query(
+            "CREATE TABLE ledger (message_id UUID PRIMARY KEY, order_id UUID NOT NULL, \
+             detail TEXT, at BIGSERIAL)",
+        )
+        .execute(&pool)
+        .await?;
         let topic = fresh_topic(&brokers(), name, 2).await?;
         Ok(Self {
             pool,
@@ -110,6 +115,34 @@ impl Harness {
 
     fn start(&self, handler: Ledger, max_attempts: u32) -> anyhow::Result<Running> {
         self.start_on(self.pool.clone(), handler, max_attempts)
+    }
+
+    /// A consumer that pauses after `idle_after` without messages.
+    fn start_idling(&self, idle_after: Duration) -> anyhow::Result<Running> {
+        let mut config =
+            ConsumerConfig::new("consumer-test", &self.group, &[&self.topic], &brokers());
+        config.idle = Some(IdleConfig {
+            after: idle_after,
+            poll: Duration::from_millis(50),
+        });
+        self.run(config, self.pool.clone(), Ledger::default())
+    }
+
+    fn run(
+        &self,
+        config: ConsumerConfig,
+        pool: PgPool,
+        handler: Ledger,
+    ) -> anyhow::Result<Running> {
+        let consumer =
+            InboxConsumer::new(pool, config, handler, Metrics::new("consumer-test", |_| {}))?;
+        let stats = consumer.stats();
+        let token = CancellationToken::new();
+        let t = token.clone();
+        let handle = tokio::spawn(async move {
+            consumer.run(t).await.expect("consumer run");
+        });
+        Ok((token, handle, stats))
     }
 
     /// A consumer using `pool` (which may reach the database through a proxy).
@@ -123,15 +156,7 @@ impl Harness {
             ConsumerConfig::new("consumer-test", &self.group, &[&self.topic], &brokers());
         config.max_attempts = max_attempts;
         config.base_backoff = Duration::from_millis(20);
-        let consumer =
-            InboxConsumer::new(pool, config, handler, Metrics::new("consumer-test", |_| {}))?;
-        let stats = consumer.stats();
-        let token = CancellationToken::new();
-        let t = token.clone();
-        let handle = tokio::spawn(async move {
-            consumer.run(t).await.expect("consumer run");
-        });
-        Ok((token, handle, stats))
+        self.run(config, pool, handler)
     }
 
     fn start_relay(&self) -> anyhow::Result<(CancellationToken, tokio::task::JoinHandle<()>)> {
@@ -454,5 +479,91 @@ async fn a_database_outage_pauses_consumption_instead_of_dead_lettering() -> any
     .fetch_one(&h.pool)
     .await?;
     assert_eq!(dead, 0);
+    Ok(())
+}
+
+/// An order-cancelled message numbered `seq` in its detail.
+fn numbered(order: OrderId, seq: usize) -> Envelope {
+    Envelope::new(
+        OrderCancelled {
+            order_id: order,
+            reason: CancelReason::Timeout,
+            detail: Some(seq.to_string()),
+        },
+        "consumer-test",
+        order.0,
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_orders_are_settled_in_batches_once_each_and_in_order_per_order() -> anyhow::Result<()>
+{
+    let h = Harness::new("batches").await?;
+    let orders: Vec<OrderId> = (0..20).map(|_| OrderId::new()).collect();
+    let p = producer(&brokers())?;
+    // Ten messages per order, interleaved across orders, all waiting before the consumer starts
+    // so that workers take several at once.
+    for seq in 0..10 {
+        for order in &orders {
+            let env = numbered(*order, seq);
+            let headers: Vec<(&str, String)> = env.headers();
+            let hs: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            produce(&p, &h.topic, &env.key(), &env.encode(), &hs).await?;
+        }
+    }
+    let (token, handle, stats) = h.start(Ledger::default(), 3)?;
+    h.wait_ledger(200).await?;
+    token.cancel();
+    handle.await?;
+
+    assert_eq!(h.ledger_count().await?, 200, "a message was settled twice");
+    assert!(
+        stats.batches.load(Ordering::Relaxed) > 0,
+        "no transaction settled more than one message"
+    );
+    // Within each order, messages took effect in the order they were sent.
+    let rows: Vec<(uuid::Uuid, String)> =
+        sqlx::query_as("SELECT order_id, detail FROM ledger ORDER BY at")
+            .fetch_all(&h.pool)
+            .await?;
+    let mut last: HashMap<uuid::Uuid, usize> = HashMap::new();
+    for (order, detail) in rows {
+        let seq: usize = detail.parse()?;
+        let expected = last.get(&order).map_or(0, |s| s + 1);
+        assert_eq!(
+            seq, expected,
+            "order {order}: message {seq} took effect out of order"
+        );
+        last.insert(order, seq);
+    }
+    assert_eq!(last.len(), 20);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_consumer_stops_fetching_and_wakes_for_the_next_message() -> anyhow::Result<()> {
+    let h = Harness::new("idle").await?;
+    // Started on an empty topic: it goes idle before it has consumed anything.
+    let (token, handle, stats) = h.start_idling(Duration::from_millis(300))?;
+    eventually(
+        Duration::from_secs(30),
+        "the consumer to go idle",
+        || async { Ok((stats.idle_periods.load(Ordering::Relaxed) >= 1).then_some(())) },
+    )
+    .await?;
+    h.send(&cancelled(OrderId::new())).await?;
+    h.wait_ledger(1).await?;
+    // Idle again after the message, and woken again by the next one.
+    eventually(
+        Duration::from_secs(30),
+        "the consumer to go idle again",
+        || async { Ok((stats.idle_periods.load(Ordering::Relaxed) >= 2).then_some(())) },
+    )
+    .await?;
+    h.send(&cancelled(OrderId::new())).await?;
+    h.wait_ledger(2).await?;
+    token.cancel();
+    handle.await?;
+    assert_eq!(stats.handled.load(Ordering::Relaxed), 2);
     Ok(())
 }

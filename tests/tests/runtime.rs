@@ -36,6 +36,8 @@ fn config(db: DatabaseUrl, brokers: &str) -> RuntimeConfig {
         consumer_fetch_wait: oms_runtime::kafka::DEFAULT_FETCH_WAIT,
         consumer_workers: None,
         consumer_max_batch: None,
+        consumer_idle_after: None,
+        consumer_idle_poll: Duration::from_millis(100),
         log_format: LogFormat::Text,
         log_filter: "warn".into(),
     }

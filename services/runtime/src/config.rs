@@ -60,6 +60,18 @@ pub struct RuntimeConfig {
     #[arg(long, env = "OMS_CONSUMER_FETCH_WAIT", default_value = "20ms", value_parser = parse_duration)]
     pub consumer_fetch_wait: Duration,
 
+    /// Quiet time after which a consumer pauses its partitions and only checks their end offsets
+    /// every --consumer-idle-poll (a broker that serves long-polling fetches by re-reading its
+    /// storage, as the local nisshi broker does, then idles too). `off`: always fetch (the choice
+    /// for Apache Kafka, whose long poll costs nothing while idle).
+    #[arg(long, env = "OMS_CONSUMER_IDLE_AFTER", default_value = "5s", value_parser = parse_optional_duration)]
+    pub consumer_idle_after: Option<Duration>,
+
+    /// How often an idle consumer checks for new messages: the most the first message after a
+    /// quiet spell waits per hop.
+    #[arg(long, env = "OMS_CONSUMER_IDLE_POLL", default_value = "100ms", value_parser = parse_duration)]
+    pub consumer_idle_poll: Duration,
+
     /// Most workers of each consumer (transactions in flight at once, each on its own orders);
     /// a handler may ask for fewer. Unset: the handler's choice. `1` with a batch of `1` is the
     /// one-message-at-a-time design of comparable projects.
@@ -83,6 +95,18 @@ pub struct RuntimeConfig {
 /// Parses `500ms`, `30s`, `1h` and the like.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s).map_err(|e| format!("invalid duration {s:?}: {e}"))
+}
+
+/// Parses a duration, or `off` for none.
+pub fn parse_optional_duration(s: &str) -> Result<Option<Duration>, String> {
+    if s == "off" {
+        return Ok(None);
+    }
+    let d = parse_duration(s)?;
+    if d.is_zero() {
+        return Err("must be above zero (or `off`)".into());
+    }
+    Ok(Some(d))
 }
 
 /// A topic prefix may only hold characters Kafka allows in topic names.
@@ -263,6 +287,9 @@ mod tests {
         assert_eq!(s.runtime.outbox_retention, Duration::from_secs(600));
         assert_eq!(s.runtime.consumer_max_attempts, 7);
         assert_eq!(s.runtime.log_format, LogFormat::Json);
+        assert_eq!(s.runtime.consumer_idle_after, Some(Duration::from_secs(5)));
+        let off = Service::try_parse_from(["svc", "--consumer-idle-after", "off"]).expect("off");
+        assert_eq!(off.runtime.consumer_idle_after, None);
     }
 
     #[test]
@@ -273,6 +300,9 @@ mod tests {
             ("--database-url", "mysql://x", "PostgreSQL URL"),
             ("--consumer-max-attempts", "-1", "-1"),
             ("--topic-prefix", "a b", "topic prefix"),
+            ("--consumer-idle-after", "0s", "above zero"),
+            ("--consumer-idle-after", "never", "invalid duration"),
+            ("--consumer-workers", "0", "0"),
         ] {
             let err = Service::try_parse_from(["svc", flag, value])
                 .err()

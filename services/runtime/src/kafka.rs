@@ -26,7 +26,7 @@ pub fn producer_config(brokers: &str, client_id: &str) -> ClientConfig {
         .set("client.id", client_id)
         .set("enable.idempotence", "true")
         .set("acks", "all")
-        .set("linger.ms", "2")
+        .set("linger.ms", "0")
         .set(
             "message.timeout.ms",
             MESSAGE_TIMEOUT.as_millis().to_string(),
@@ -55,7 +55,9 @@ pub fn consumer_config(brokers: &str, group_id: &str, client_id: &str) -> Client
         .set("auto.offset.reset", "earliest")
         .set("enable.partition.eof", "false")
         .set("session.timeout.ms", "10000")
-        .set("heartbeat.interval.ms", "1000")
+        // A third of the session timeout, as Kafka recommends: each heartbeat costs the local
+        // broker a storage read and write.
+        .set("heartbeat.interval.ms", "3000")
         // A database outage pauses handling; stay in the group for a long one.
         .set("max.poll.interval.ms", "900000")
         .set("statistics.interval.ms", "5000")

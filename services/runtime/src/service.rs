@@ -133,6 +133,13 @@ impl Runtime {
         config.topic_names = names;
         config.fetch_wait = self.config.consumer_fetch_wait;
         config.max_attempts = self.config.consumer_max_attempts.max(1);
+        config.idle = self
+            .config
+            .consumer_idle_after
+            .map(|after| crate::consumer::IdleConfig {
+                after,
+                poll: self.config.consumer_idle_poll,
+            });
         if let Some(w) = self.config.consumer_workers {
             config.max_parallelism.workers = usize::from(w);
         }
