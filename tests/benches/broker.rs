@@ -1,0 +1,296 @@
+//! The local broker on its own: prints figures, asserts nothing (these machines are shared and
+//! noisy).
+//!
+//! For each storage engine and each consumer setting (`fetch.wait.max.ms`, partitions per topic),
+//! a private nisshi broker serves what the OMS asks of it: five consumer groups subscribed as the
+//! five services are, to the five OMS topics. Measured:
+//! - **idle**: the broker's CPU while the five consumers wait for messages that never come;
+//! - **hop**: one message at a time (irregular gaps) from an idempotent `acks=all` producer to a
+//!   consumer of the order group, send to receive (one hop of the saga, without the services);
+//! - **load**: 200 messages/s for 10 s on the order events topic (read by four groups, as in the
+//!   stack): the broker's CPU per message produced, idle cost subtracted.
+//!
+//! Engines come from `OMS_BENCH_ENGINES` (comma-separated: `sqlite`, `postgres` — on the test
+//! cluster, `memory` — when the broker was built with it); settings from `OMS_BENCH_WAITS`
+//! (milliseconds) and `OMS_BENCH_PARTITIONS`. `scripts/bench.sh broker` runs it.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use oms_tests::{cpu_seconds, database_url, unique, TestBroker};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{ClientConfig, Message};
+
+/// The OMS topics and which groups read which (as the services subscribe).
+const TOPICS: [&str; 5] = [
+    "order.events",
+    "inventory.commands",
+    "inventory.events",
+    "payment.commands",
+    "payment.events",
+];
+const GROUPS: [(&str, &[&str]); 5] = [
+    ("order", &["order.events"]),
+    ("notification", &["order.events"]),
+    ("inventory", &["inventory.commands", "order.events"]),
+    ("payment", &["payment.commands"]),
+    (
+        "saga",
+        &["order.events", "inventory.events", "payment.events"],
+    ),
+];
+
+fn list(var: &str, default: &str) -> Vec<String> {
+    std::env::var(var)
+        .unwrap_or_else(|_| default.to_owned())
+        .split(',')
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty())
+        .collect()
+}
+
+struct Figures {
+    idle_cores: f64,
+    hop_p50_ms: f64,
+    hop_p99_ms: f64,
+    cpu_ms_per_message: f64,
+}
+
+/// Consumers of one setting, each on its own thread; received payloads (send sequence numbers)
+/// of the `order` group are timed.
+struct Consumers {
+    stop: Arc<AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for Consumers {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+fn start_consumers(
+    brokers: &str,
+    prefix: &str,
+    wait_ms: u64,
+    sent: Arc<Mutex<HashMap<u64, Instant>>>,
+    hops: Arc<Mutex<Vec<f64>>>,
+) -> anyhow::Result<Consumers> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut threads = Vec::new();
+    let assigned = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    for (group, topics) in GROUPS {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", brokers)
+            .set("group.id", format!("{prefix}{group}"))
+            .set("enable.auto.commit", "true")
+            .set("auto.commit.interval.ms", "1000")
+            .set("auto.offset.reset", "latest")
+            .set("fetch.wait.max.ms", wait_ms.to_string())
+            .set("heartbeat.interval.ms", "1000")
+            .create()?;
+        let names: Vec<String> = topics.iter().map(|t| format!("{prefix}{t}")).collect();
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        consumer.subscribe(&names)?;
+        let (stop, sent, hops, assigned) = (
+            Arc::clone(&stop),
+            Arc::clone(&sent),
+            Arc::clone(&hops),
+            Arc::clone(&assigned),
+        );
+        let timed = group == "order";
+        threads.push(std::thread::spawn(move || {
+            let mut counted = false;
+            while !stop.load(Ordering::Relaxed) {
+                let polled = consumer.poll(Duration::from_millis(100));
+                if !counted && consumer.assignment().is_ok_and(|a| a.count() > 0) {
+                    counted = true;
+                    assigned.fetch_add(1, Ordering::Relaxed);
+                }
+                let Some(Ok(m)) = polled else { continue };
+                let received = Instant::now();
+                if !timed {
+                    continue;
+                }
+                let seq = m
+                    .payload()
+                    .and_then(|p| std::str::from_utf8(p).ok())
+                    .and_then(|s| s.parse::<u64>().ok());
+                if let Some(at) = seq.and_then(|s| sent.lock().ok()?.remove(&s)) {
+                    if let Ok(mut h) = hops.lock() {
+                        h.push(received.duration_since(at).as_secs_f64() * 1000.0);
+                    }
+                }
+            }
+        }));
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while assigned.load(Ordering::Relaxed) < GROUPS.len() {
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "consumer groups not formed in 60s"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(Consumers { stop, threads })
+}
+
+fn broker_cpu(broker: &TestBroker) -> anyhow::Result<f64> {
+    broker
+        .pid()
+        .and_then(cpu_seconds)
+        .ok_or_else(|| anyhow::anyhow!("cannot read the broker's CPU time"))
+}
+
+async fn measure(broker: &TestBroker, partitions: i32, wait_ms: u64) -> anyhow::Result<Figures> {
+    let brokers = broker.brokers();
+    let prefix = format!("b{}.", unique());
+    let topics: Vec<String> = TOPICS.iter().map(|t| format!("{prefix}{t}")).collect();
+    oms_runtime::kafka::ensure_topics(&brokers, &topics, partitions).await?;
+    let sent: Arc<Mutex<HashMap<u64, Instant>>> = Arc::default();
+    let hops: Arc<Mutex<Vec<f64>>> = Arc::default();
+    let consumers = start_consumers(
+        &brokers,
+        &prefix,
+        wait_ms,
+        Arc::clone(&sent),
+        Arc::clone(&hops),
+    )?;
+    let producer: FutureProducer = oms_runtime::kafka::producer_config(&brokers, "bench")
+        .set("linger.ms", "0")
+        .create()?;
+    let order_events = &topics[0];
+    let send = |seq: u64| {
+        let key = format!("order-{}", seq % 97);
+        let payload = seq.to_string();
+        if let Ok(mut s) = sent.lock() {
+            s.insert(seq, Instant::now());
+        }
+        let producer = producer.clone();
+        let topic = order_events.clone();
+        async move {
+            producer
+                .send(
+                    FutureRecord::to(&topic).key(&key).payload(&payload),
+                    Duration::from_secs(10),
+                )
+                .await
+                .map(|_| ())
+                .map_err(|(e, _)| anyhow::anyhow!("producing: {e}"))
+        }
+    };
+    // Warm up: metadata, producer id, fetch sessions.
+    for seq in 0..20 {
+        send(1_000_000 + seq).await?;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    hops.lock()
+        .map_err(|_| anyhow::anyhow!("poisoned"))?
+        .clear();
+
+    // Idle.
+    let idle_window = Duration::from_secs(10);
+    let before = broker_cpu(broker)?;
+    tokio::time::sleep(idle_window).await;
+    let idle_cores = (broker_cpu(broker)? - before) / idle_window.as_secs_f64();
+
+    // One message at a time, irregular gaps (a fixed pseudo-random sequence).
+    let mut seed: u64 = 0x9E37_79B9_7F4A_7C15;
+    for seq in 0..100 {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        tokio::time::sleep(Duration::from_millis(40 + seed % 110)).await;
+        send(seq).await?;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let mut ms = hops
+        .lock()
+        .map_err(|_| anyhow::anyhow!("poisoned"))?
+        .clone();
+    anyhow::ensure!(ms.len() >= 90, "only {} of 100 hops seen", ms.len());
+    ms.sort_by(f64::total_cmp);
+    let pct = |p: f64| ms[((ms.len() as f64 - 1.0) * p).round() as usize];
+
+    // Load: 200 messages/s for 10 s.
+    let rate = 200u64;
+    let window = Duration::from_secs(10);
+    let before = broker_cpu(broker)?;
+    let started = Instant::now();
+    let mut pending = Vec::new();
+    for i in 0..rate * window.as_secs() {
+        let due = started + Duration::from_secs_f64(i as f64 / rate as f64);
+        tokio::time::sleep_until(due.into()).await;
+        pending.push(tokio::spawn(send(2_000_000 + i)));
+    }
+    for p in pending {
+        p.await??;
+    }
+    let spent = broker_cpu(broker)? - before;
+    let elapsed = started.elapsed().as_secs_f64();
+    let per_message =
+        (spent - idle_cores * elapsed).max(0.0) * 1000.0 / (rate * window.as_secs()) as f64;
+    drop(consumers);
+    Ok(Figures {
+        idle_cores,
+        hop_p50_ms: pct(0.5),
+        hop_p99_ms: pct(0.99),
+        cpu_ms_per_message: per_message,
+    })
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() -> anyhow::Result<()> {
+    let engines = list("OMS_BENCH_ENGINES", "sqlite");
+    let waits: Vec<u64> = list("OMS_BENCH_WAITS", "20,100,500")
+        .iter()
+        .map(|w| w.parse())
+        .collect::<Result<_, _>>()?;
+    let partitions: Vec<i32> = list("OMS_BENCH_PARTITIONS", "1,3")
+        .iter()
+        .map(|p| p.parse())
+        .collect::<Result<_, _>>()?;
+    println!("broker: 5 consumer groups as the services subscribe, idle 10 s, 100 single hops, 200 msg/s for 10 s");
+    println!(
+        "{:<10} {:>10} {:>11} {:>12} {:>12} {:>12} {:>14}",
+        "engine",
+        "partitions",
+        "fetch wait",
+        "idle cores",
+        "hop p50 ms",
+        "hop p99 ms",
+        "cpu ms/message"
+    );
+    for engine in &engines {
+        let url = match engine.as_str() {
+            "sqlite" => "sqlite://broker.db".to_owned(),
+            "memory" => "memory://nisshi/".to_owned(),
+            "postgres" => {
+                let name = format!("nisshi_bench_{}", unique());
+                oms_runtime::db::ensure_database(&database_url(), &name).await?;
+                let mut url = reqwest::Url::parse(database_url().expose())?;
+                url.set_path(&name);
+                url.to_string()
+            }
+            other => anyhow::bail!("unknown engine {other:?} (sqlite, postgres, memory)"),
+        };
+        for &p in &partitions {
+            for &w in &waits {
+                // A broker of its own per setting: nothing left over from the last one.
+                let broker = TestBroker::start_with(&url).await?;
+                let f = measure(&broker, p, w).await?;
+                println!(
+                    "{engine:<10} {p:>10} {:>9}ms {:>12.3} {:>12.1} {:>12.1} {:>14.2}",
+                    w, f.idle_cores, f.hop_p50_ms, f.hop_p99_ms, f.cpu_ms_per_message
+                );
+            }
+        }
+    }
+    Ok(())
+}
