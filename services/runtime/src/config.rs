@@ -65,11 +65,14 @@ pub struct RuntimeConfig {
     /// storage, as the local nisshi broker does, then idles too). `off`: always fetch (the choice
     /// for Apache Kafka, whose long poll costs nothing while idle).
     #[arg(long, env = "OMS_CONSUMER_IDLE_AFTER", default_value = "5s", value_parser = parse_optional_duration)]
-    pub consumer_idle_after: Option<Duration>,
+    // Spelled out so clap takes the parser's `Option` as the value instead of making the flag
+    // optional (which panics at parse time with this parser).
+    pub consumer_idle_after: std::option::Option<Duration>,
 
     /// How often an idle consumer checks for new messages: the most the first message after a
-    /// quiet spell waits per hop.
-    #[arg(long, env = "OMS_CONSUMER_IDLE_POLL", default_value = "100ms", value_parser = parse_duration)]
+    /// quiet spell waits per hop. Each check costs the local broker a storage read per partition:
+    /// 250 ms keeps the idle stack under 5 % of a core (100 ms: ~9 %; docs/benchmarks.md).
+    #[arg(long, env = "OMS_CONSUMER_IDLE_POLL", default_value = "250ms", value_parser = parse_duration)]
     pub consumer_idle_poll: Duration,
 
     /// Most workers of each consumer (transactions in flight at once, each on its own orders);
