@@ -133,13 +133,7 @@ pub async fn evaluate(ctx: &Ctx, args: &VerifyArgs) -> Result<Value, Failure> {
         .filter(|o| since.is_none_or(|s| time(&o["createdAt"]).is_some_and(|c| c >= s)))
         .collect();
     let sagas = by_order(all_pages(ctx, Svc::Saga, "/sagas").await?);
-    let payments_list = ctx.get(Svc::Payment, "/payments?limit=10000").await?;
-    let payments = by_order(
-        payments_list["items"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default(),
-    );
+    let payments = by_order(all_pages(ctx, Svc::Payment, "/payments").await?);
     let reservations_list = ctx
         .get(Svc::Inventory, "/reservations?limit=100000")
         .await?;

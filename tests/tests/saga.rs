@@ -366,6 +366,33 @@ async fn bad_requests_get_the_error_body_and_change_nothing() -> anyhow::Result<
     placed.reverse();
     assert_eq!(seen, placed);
     assert!(page2["nextCursor"].is_null());
+
+    // Payments page the same way (by order id, newest first), so a reader can see them all.
+    for id in &placed {
+        stack.finished(id, FINISH).await?;
+    }
+    let page1 = stack.get(Service::Payment, "/payments?limit=2").await?;
+    let cursor = page1["nextCursor"].as_str().unwrap_or_default().to_owned();
+    assert!(!cursor.is_empty(), "a full page names the next: {page1}");
+    let page2 = stack
+        .get(
+            Service::Payment,
+            &format!("/payments?limit=2&cursor={cursor}"),
+        )
+        .await?;
+    let paid: Vec<&str> = page1["items"]
+        .as_array()
+        .into_iter()
+        .chain(page2["items"].as_array())
+        .flatten()
+        .filter_map(|p| p["orderId"].as_str())
+        .collect();
+    assert_eq!(paid, placed);
+    assert!(page2["nextCursor"].is_null());
+    let (status, _) = stack
+        .get_status(Service::Payment, "/payments?cursor=not-a-uuid")
+        .await?;
+    assert_eq!(status, 400);
     stack.shutdown().await
 }
 

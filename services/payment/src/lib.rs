@@ -360,6 +360,8 @@ async fn get_payment(
 struct ListQuery {
     status: Option<String>,
     limit: Option<i64>,
+    /// The `nextCursor` of the previous page: payments of older orders than this one.
+    cursor: Option<Uuid>,
 }
 
 async fn list_payments(
@@ -383,17 +385,27 @@ async fn list_payments(
     if !errors.is_empty() {
         return Err(ApiError::validation(errors));
     }
-    let rows = sqlx::query(&format!(
-        "SELECT {PAYMENT_COLUMNS} FROM payments WHERE ($1::text IS NULL OR status = $1) \
-         ORDER BY created_at DESC LIMIT $2"
+    // Newest orders first (order ids are time-ordered UUIDv7), pages by order id.
+    let mut rows = sqlx::query(&format!(
+        "SELECT {PAYMENT_COLUMNS} FROM payments \
+         WHERE ($1::text IS NULL OR status = $1) AND ($2::uuid IS NULL OR order_id < $2) \
+         ORDER BY order_id DESC LIMIT $3"
     ))
     .bind(status)
-    .bind(limit)
+    .bind(q.cursor)
+    .bind(limit + 1)
     .fetch_all(&state.pool)
     .await?;
-    Ok(Json(
-        serde_json::json!({ "items": rows.iter().map(payment_view).collect::<Vec<_>>() }),
-    ))
+    let next = if rows.len() as i64 > limit {
+        rows.truncate(limit as usize);
+        rows.last().map(|r| r.get::<Uuid, _>("order_id"))
+    } else {
+        None
+    };
+    Ok(Json(serde_json::json!({
+        "items": rows.iter().map(payment_view).collect::<Vec<_>>(),
+        "nextCursor": next,
+    })))
 }
 
 async fn get_faults(State(state): State<AppState>) -> Json<Knobs> {
