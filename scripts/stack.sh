@@ -5,6 +5,8 @@
 #   scripts/stack.sh up       install what is missing, start everything, wait until each service is
 #                             ready, then send one smoke order through the saga (--no-smoke skips it)
 #   scripts/stack.sh up --infra   only PostgreSQL, the broker and the topics (what the tests use)
+#   scripts/stack.sh up --debug   debug builds of omsctl and the services instead of release
+#                             builds (half the first build time, 3-5x the CPU per order)
 #   scripts/stack.sh down     stop everything cleanly (services first)
 #   scripts/stack.sh status   show what runs
 #   scripts/stack.sh env      print the connection settings as shell exports
@@ -126,17 +128,32 @@ broker_down() {
   rm -f "$BROKER_DIR/broker.pid"
 }
 
-omsctl_bin() {
-  oms_log "building omsctl"
-  (cd "$OMS_ROOT" && cargo build -q -p omsctl)
-  echo "$OMS_ROOT/target/debug/omsctl"
+# The cargo profile of the stack's binaries: release unless `up --debug` chose debug. Kept in the
+# state dir so a service restarted later (chaos, service-start) runs the same build.
+PROFILE_FILE="$OMS_STATE_DIR/profile"
+stack_profile() { cat "$PROFILE_FILE" 2>/dev/null || echo release; }
+cargo_profile_flag() { [[ "$(stack_profile)" == release ]] && echo --release || true; }
+
+# omsctl and the services in one cargo run: the dependencies are built once.
+binaries_build() {
+  local args=(-p omsctl) flag
+  if [[ "${1:-}" != "--omsctl-only" ]]; then
+    for name in "${OMS_SERVICES[@]}"; do args+=(-p "oms-$name"); done
+  fi
+  flag="$(cargo_profile_flag)"
+  oms_log "building ${args[*]//-p /} ($(stack_profile))"
+  (cd "$OMS_ROOT" && cargo build -q $flag "${args[@]}")
 }
 
+# One partition per topic on the local broker: it re-reads every partition of a fetch each round,
+# so idle CPU and hop latency grow with the partition count (docs/benchmarks.md). Apache Kafka
+# deployments keep the contracts' count.
+LOCAL_PARTITIONS="${OMS_TOPIC_PARTITIONS:-1}"
+
 topics_up() {
-  local omsctl
-  omsctl="$(omsctl_bin)"
-  oms_log "creating topics"
-  "$omsctl" --brokers "$(oms_brokers)" topics ensure -o table >&2
+  oms_log "creating topics ($LOCAL_PARTITIONS partition(s) each)"
+  "$OMS_ROOT/target/$(stack_profile)/omsctl" --brokers "$(oms_brokers)" \
+    topics ensure --partitions "$LOCAL_PARTITIONS" -o table >&2
 }
 
 SERVICE_DIR="$OMS_STATE_DIR/services"
@@ -145,13 +162,6 @@ service_pid() {
   local pid
   pid="$(cat "$SERVICE_DIR/$1.pid" 2>/dev/null || true)"
   oms_alive "$pid" && echo "$pid"
-}
-
-services_build() {
-  oms_log "building the services"
-  local args=()
-  for name in "${OMS_SERVICES[@]}"; do args+=(-p "oms-$name"); done
-  (cd "$OMS_ROOT" && cargo build -q "${args[@]}")
 }
 
 service_up() {
@@ -170,7 +180,7 @@ service_up() {
   (
     export OMS_DATABASE_URL="$(oms_database_url)" OMS_BROKERS="$(oms_brokers)"
     export "OMS_${upper}_LISTEN=127.0.0.1:$port"
-    setsid nohup "$OMS_ROOT/target/debug/oms-$name" >>"$SERVICE_DIR/$name.log" 2>&1 </dev/null &
+    setsid nohup "$OMS_ROOT/target/$(stack_profile)/oms-$name" >>"$SERVICE_DIR/$name.log" 2>&1 </dev/null &
     echo $! >"$SERVICE_DIR/$name.pid"
   )
   oms_log "started $name on 127.0.0.1:$port (pid $(cat "$SERVICE_DIR/$name.pid"), log $SERVICE_DIR/$name.log)"
@@ -228,15 +238,29 @@ status() {
 
 case "${1:-}" in
   up)
+    infra=false smoke=true profile=release
+    for flag in "${@:2}"; do
+      case "$flag" in
+        --infra) infra=true ;;
+        --no-smoke) smoke=false ;;
+        --debug) profile=debug ;;
+        *) oms_die "unknown flag for up: $flag (expected --infra, --no-smoke or --debug)" ;;
+      esac
+    done
+    if [[ "$(stack_profile)" != "$profile" ]] && service_pid "${OMS_SERVICES[0]}" >/dev/null; then
+      oms_die "the stack runs $(stack_profile) builds; run down first to switch to $profile"
+    fi
     "$(dirname "$0")/deps.sh"
+    mkdir -p "$OMS_STATE_DIR"
+    echo "$profile" >"$PROFILE_FILE"
+    if $infra; then binaries_build --omsctl-only; else binaries_build; fi
     pg_up
     broker_up
     topics_up
-    if [[ "${2:-}" != "--infra" ]]; then
-      services_build
+    if ! $infra; then
       for name in "${OMS_SERVICES[@]}"; do service_up "$name"; done
       services_wait_ready
-      if [[ "${2:-}" != "--no-smoke" ]]; then "$(dirname "$0")/demo.sh" >&2; fi
+      if $smoke; then "$(dirname "$0")/demo.sh" >&2; fi
     fi
     oms_log "stack is up"
     printf 'export OMS_DATABASE_URL=%s\nexport OMS_BROKERS=%s\n' "$(oms_database_url)" "$(oms_brokers)"
@@ -265,5 +289,5 @@ case "${1:-}" in
       services_wait_ready
     fi
     ;;
-  *) echo "usage: $0 up [--infra|--no-smoke]|down|status|env|wipe|broker-stop|broker-start|db-stop|db-start|service-stop NAME|service-start NAME" >&2; exit 2 ;;
+  *) echo "usage: $0 up [--infra] [--no-smoke] [--debug]|down|status|env|wipe|broker-stop|broker-start|db-stop|db-start|service-stop NAME|service-start NAME" >&2; exit 2 ;;
 esac

@@ -29,7 +29,7 @@ cargo build --workspace --bins --quiet
 
 "$ROOT/scripts/stack.sh" wipe >/dev/null 2>&1 || true
 trap '"$ROOT/scripts/stack.sh" down' EXIT
-"$ROOT/scripts/stack.sh" up --infra >/dev/null
+"$ROOT/scripts/stack.sh" up --infra --debug >/dev/null
 
 export OMS_TEST_DATABASE_URL
 OMS_TEST_DATABASE_URL="$(oms_database_url)"

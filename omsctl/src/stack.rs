@@ -1,8 +1,8 @@
-//! `omsctl stack up | down | status | logs`: the local stack.
+//! `omsctl stack up | down | status | logs | cpu`: the local stack.
 //!
 //! Starting and stopping run `scripts/stack.sh` (one implementation of initdb, the broker and
-//! the services' pid and log files); `status` and `logs` read the state directory and ask each
-//! service and the broker directly.
+//! the services' pid and log files); `status`, `logs` and `cpu` read the state directory and ask
+//! each service, the broker and `/proc` directly.
 
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
@@ -20,6 +20,9 @@ pub enum StackCommand {
         /// Skip the smoke order at the end.
         #[arg(long)]
         no_smoke: bool,
+        /// Debug builds instead of release builds: half the first build time, unoptimised code.
+        #[arg(long)]
+        debug: bool,
     },
     /// Stop everything cleanly (services first).
     Down,
@@ -32,6 +35,13 @@ pub enum StackCommand {
         /// Keep printing new lines.
         #[arg(short, long)]
         follow: bool,
+    },
+    /// CPU each running component uses over a window, in percent of one core (the idle cost of
+    /// the stack when nothing else runs).
+    Cpu {
+        /// How long to measure.
+        #[arg(long, default_value = "10s", value_parser = crate::ctx::duration)]
+        over: Duration,
     },
 }
 
@@ -122,17 +132,70 @@ pub fn service_named(name: &str) -> Result<Svc, Failure> {
 
 pub async fn run(ctx: &Ctx, command: StackCommand) -> Result<(), Failure> {
     match command {
-        StackCommand::Up { no_smoke } => {
+        StackCommand::Up { no_smoke, debug } => {
             let mut args = vec!["up"];
             if no_smoke {
                 args.push("--no-smoke");
+            }
+            if debug {
+                args.push("--debug");
             }
             script(ctx, &args)
         }
         StackCommand::Down => script(ctx, &["down"]),
         StackCommand::Status => status(ctx).await,
         StackCommand::Logs { service, follow } => logs(ctx, service.as_deref(), follow).await,
+        StackCommand::Cpu { over } => cpu(ctx, over).await,
     }
+}
+
+async fn cpu(ctx: &Ctx, over: Duration) -> Result<(), Failure> {
+    if over.is_zero() {
+        return Err(Failure::usage("--over must be longer than zero"));
+    }
+    let before = crate::cpu::Snapshot::take(&ctx.state_dir);
+    let started = std::time::Instant::now();
+    tokio::time::sleep(over).await;
+    let seconds = started.elapsed().as_secs_f64();
+    let spent: Vec<(String, f64)> = crate::cpu::Snapshot::take(&ctx.state_dir)
+        .since(&before)
+        .into_iter()
+        .filter(|(name, _)| name != "generator")
+        .collect();
+    if spent.is_empty() {
+        return Err(Failure::verdict(format!(
+            "nothing of the local stack runs under {}",
+            ctx.state_dir.display()
+        )));
+    }
+    let total: f64 = spent.iter().map(|(_, s)| s).sum();
+    let percent = |s: f64| (s / seconds * 1000.0).round() / 10.0;
+    let components: Vec<Value> = spent
+        .iter()
+        .map(|(name, s)| json!({"component": name, "cpuSeconds": s, "corePercent": percent(*s)}))
+        .collect();
+    let doc = json!({
+        "seconds": seconds,
+        "components": components,
+        "totalCpuSeconds": total,
+        "totalCorePercent": percent(total),
+    });
+    ctx.print(&doc, || {
+        let mut t = table(&["COMPONENT", "CPU SECONDS", "% OF ONE CORE"]);
+        for (name, s) in &spent {
+            t.add_row([
+                name.clone(),
+                format!("{s:.2}"),
+                format!("{:.1}", percent(*s)),
+            ]);
+        }
+        t.add_row([
+            "total".to_owned(),
+            format!("{total:.2}"),
+            format!("{:.1}", percent(total)),
+        ]);
+        format!("{t}\nover {seconds:.1} s")
+    })
 }
 
 async fn status(ctx: &Ctx) -> Result<(), Failure> {

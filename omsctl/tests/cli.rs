@@ -577,7 +577,7 @@ async fn stack_up_status_logs_and_down_supervise_the_local_stack() -> anyhow::Re
     let mut cmd = omsctl(None)?;
     with_stack(&mut cmd);
     cmd.timeout(Duration::from_secs(600));
-    let up = run(cmd, &["stack", "up", "--no-smoke"]).await?;
+    let up = run(cmd, &["stack", "up", "--no-smoke", "--debug"]).await?;
     let result = async {
         assert_eq!(code(&up), 0, "stack up failed: {}", stderr(&up));
 
@@ -589,6 +589,45 @@ async fn stack_up_status_logs_and_down_supervise_the_local_stack() -> anyhow::Re
         for c in status["components"].as_array().into_iter().flatten() {
             assert!(c["pid"].is_u64(), "no pid recorded for {c}");
         }
+
+        // The CPU of every component over a window: all seven are measured, the total adds up.
+        let mut cmd = omsctl(None)?;
+        with_stack(&mut cmd);
+        let out = run(cmd, &["stack", "cpu", "--over", "1s", "-o", "json"]).await?;
+        assert_eq!(code(&out), 0, "{}", stderr(&out));
+        let cpu = json_of(&out)?;
+        let mut names: Vec<&str> = cpu["components"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|c| c["component"].as_str())
+            .collect();
+        names.sort_unstable();
+        assert_eq!(
+            names,
+            [
+                "broker",
+                "inventory",
+                "notification",
+                "order",
+                "payment",
+                "postgres",
+                "saga"
+            ],
+            "{cpu}"
+        );
+        let sum: f64 = cpu["components"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|c| c["cpuSeconds"].as_f64())
+            .sum();
+        let total = cpu["totalCpuSeconds"].as_f64().unwrap_or(-1.0);
+        assert!((sum - total).abs() < 1e-6 && total >= 0.0, "{cpu}");
+        let mut cmd = omsctl(None)?;
+        with_stack(&mut cmd);
+        let out = run(cmd, &["stack", "cpu", "--over", "0s"]).await?;
+        assert_eq!(code(&out), 2, "a zero window is a usage error");
 
         let mut cmd = omsctl(None)?;
         with_stack(&mut cmd);
