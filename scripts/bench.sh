@@ -1,31 +1,192 @@
 #!/usr/bin/env bash
-# Benchmarks that print figures (never asserted): scripts/bench.sh relay|saga|tail|tui
-# Runs against the local stack (started if needed) in release mode.
+# Benchmarks that print figures (never asserted; these machines are shared and noisy).
+#
+#   scripts/bench.sh saga [--repeat N] [--quick]
+#       The whole process stack in release builds, driven by `omsctl bench`, run twice side by
+#       side on a bench stack of its own (state .oms-bench, ports 55435/19095/1818x, wiped first):
+#         oms         this design, default settings
+#         comparable  the design of comparable projects: relay polling every 500 ms, consumers'
+#                     fetch wait 500 ms, one message per transaction, one at a time, no idle mode
+#       Each design: idle CPU, a lone customer (closed loop, 1 in flight), 20 orders/s and the
+#       saturation point (closed loop, 64 in flight); this design also 50 orders/s and 120 orders/s
+#       for 60 s followed by `omsctl verify`. Then the `pgbench -N` ceiling of the same cluster
+#       divided by the commits per order measured at saturation. Every run is repeated N times
+#       (default 1) and the summary quotes medians. --quick: 10 s runs (a smoke of the script).
+#       JSON of every run: .oms-bench/results/; summary: .oms-bench/results/summary.md.
+#   scripts/bench.sh broker   the local broker alone: idle CPU and hop latency by fetch wait and
+#                             partitions (OMS_BENCH_WAITS, OMS_BENCH_PARTITIONS, OMS_BENCH_ENGINES)
+#   scripts/bench.sh relay|tail|tui   the in-process benchmarks of the tests crate
 source "$(dirname "$0")/lib.sh"
-case "${1:-relay}" in
-  relay|saga)
-    "$OMS_ROOT/scripts/stack.sh" up --infra >/dev/null
-    export OMS_TEST_DATABASE_URL OMS_TEST_BROKERS
-    OMS_TEST_DATABASE_URL="$(oms_database_url)"
-    OMS_TEST_BROKERS="$(oms_brokers)"
-    cd "$OMS_ROOT" && cargo bench -p oms-tests --bench "$1"
+
+infra_env() {
+  "$OMS_ROOT/scripts/stack.sh" up --infra >/dev/null
+  export OMS_TEST_DATABASE_URL OMS_TEST_BROKERS OMS_OMSCTL_BIN="$OMS_ROOT/target/release/omsctl"
+  OMS_TEST_DATABASE_URL="$(oms_database_url)"
+  OMS_TEST_BROKERS="$(oms_brokers)"
+  if nisshi_bin="$(oms_nisshi_bin)"; then export OMS_NISSHI_BIN="$nisshi_bin"; fi
+  cd "$OMS_ROOT"
+}
+
+# --- saga: the process stack under omsctl bench ----------------------------------------------
+
+saga_bench() {
+  local repeat=1 quick=false
+  while (($#)); do
+    case "$1" in
+      --repeat) repeat="${2:?--repeat needs a number}"; shift 2 ;;
+      --quick) quick=true; shift ;;
+      *) oms_die "unexpected argument $1 (expected --repeat N or --quick)" ;;
+    esac
+  done
+  [[ "$repeat" =~ ^[1-9][0-9]*$ ]] || oms_die "--repeat must be a whole number of at least 1"
+  command -v jq >/dev/null || oms_die "jq is missing; run scripts/deps.sh"
+
+  # A stack of its own, so a developer's stack is neither disturbed nor measured.
+  export OMS_STATE_DIR="$OMS_ROOT/.oms-bench" OMS_PG_PORT=55435 OMS_BROKER_PORT=19095
+  export OMS_BROKERS="127.0.0.1:$OMS_BROKER_PORT" OMS_DATABASE_URL
+  OMS_DATABASE_URL="$(oms_database_url)"
+  local name port=18180
+  for name in order payment inventory notification saga; do
+    port=$((port + 1))
+    export "OMS_${name^^}_PORT=$port" "OMS_${name^^}_URL=http://127.0.0.1:$port"
+  done
+  local stack="$OMS_ROOT/scripts/stack.sh" omsctl="$OMS_ROOT/target/release/omsctl"
+  local results="$OMS_STATE_DIR/results" keep
+  keep="$(mktemp -d)"
+  trap '"$OMS_ROOT/scripts/stack.sh" down >/dev/null 2>&1 || true' EXIT
+
+  local long=30s sustain=60s idle=30s
+  if $quick; then long=10s sustain=10s idle=5s; fi
+
+  # The comparable design, as settings of the same binaries.
+  local comparable=(OMS_OUTBOX_WAKEUP=poll:500ms OMS_CONSUMER_FETCH_WAIT=500ms
+    OMS_CONSUMER_WORKERS=1 OMS_CONSUMER_MAX_BATCH=1 OMS_CONSUMER_IDLE_AFTER=off)
+
+  commits() {
+    PGPASSWORD="$OMS_PG_PASSWORD" "$(oms_pg_bin)/psql" -h 127.0.0.1 -p "$OMS_PG_PORT" -U "$OMS_PG_USER" \
+      -d postgres -Atqc "SELECT sum(xact_commit) FROM pg_stat_database"
+  }
+
+  # One omsctl bench run, its JSON saved as $1.json with the commits it caused added.
+  run_load() {
+    local file="$keep/$1.json" before after
+    shift
+    oms_log "bench $*"
+    before="$(commits)"
+    "$omsctl" bench --stock 1000000 "$@" -o json >"$file.tmp" || oms_log "bench $* reported a failure"
+    after="$(commits)"
+    if ! jq -e . "$file.tmp" >/dev/null 2>&1; then rm -f "$file.tmp"; return; fi
+    jq --argjson c "$((after - before))" '. + {commits: $c, commitsPerOrder: (if .finished > 0 then $c / .finished else null end)}' \
+      "$file.tmp" >"$file"
+    rm -f "$file.tmp"
+  }
+
+  local design rep
+  for rep in $(seq 1 "$repeat"); do
+    for design in oms comparable; do
+      oms_log "=== $design, run $rep of $repeat ==="
+      "$stack" wipe >/dev/null 2>&1 || true
+      (
+        if [[ "$design" == comparable ]]; then export "${comparable[@]}"; fi
+        "$stack" up --no-smoke >/dev/null
+      )
+      # Settle: consumer groups joined, then quiet long enough for the idle mode to set in.
+      "$omsctl" order create --item mouse-01 --wait >/dev/null 2>&1 || true
+      sleep 8
+      "$omsctl" stack cpu --over "$idle" -o json >"$keep/$design-idle-$rep.json"
+      run_load "$design-lone-$rep" --concurrency 1 --duration "$long"
+      run_load "$design-rate20-$rep" --rate 20/s --duration "$long"
+      run_load "$design-saturation-$rep" --concurrency 64 --duration "$long"
+      if [[ "$design" == oms ]]; then
+        run_load "$design-rate50-$rep" --rate 50/s --duration "$long"
+        run_load "$design-rate120-$rep" --rate 120/s --duration "$sustain"
+        if "$omsctl" verify >"$keep/verify-$rep.txt" 2>&1; then
+          echo "omsctl verify after the sustained run $rep: passed" >>"$keep/verify.txt"
+        else
+          echo "omsctl verify after the sustained run $rep: FAILED ($(tail -n1 "$keep/verify-$rep.txt"))" >>"$keep/verify.txt"
+        fi
+        oms_log "$(tail -n1 "$keep/verify.txt")"
+      fi
+    done
+  done
+
+  # The ceiling of the same cluster: small write transactions, 8 clients.
+  oms_log "pgbench -N (8 clients, ${long})"
+  local pg
+  pg="$(oms_pg_bin)"
+  export PGPASSWORD="$OMS_PG_PASSWORD"
+  "$pg/psql" -h 127.0.0.1 -p "$OMS_PG_PORT" -U "$OMS_PG_USER" -d postgres -qc "SET client_min_messages = warning" -c "DROP DATABASE IF EXISTS pgbench" -c "CREATE DATABASE pgbench" >/dev/null
+  "$pg/pgbench" -h 127.0.0.1 -p "$OMS_PG_PORT" -U "$OMS_PG_USER" -i -s 10 -q pgbench >/dev/null 2>&1
+  "$pg/pgbench" -h 127.0.0.1 -p "$OMS_PG_PORT" -U "$OMS_PG_USER" -N -c 8 -j 2 -T "${long%s}" pgbench \
+    >"$keep/pgbench.txt" 2>&1 || oms_die "pgbench failed: $(tail -n 3 "$keep/pgbench.txt")"
+  "$stack" down >/dev/null
+  trap - EXIT
+
+  rm -rf "$results"
+  mkdir -p "$results"
+  mv "$keep"/* "$results"/
+  rmdir "$keep"
+  saga_summary "$results" | tee "$results/summary.md"
+}
+
+# Medians over the repeats, as a markdown table.
+saga_summary() {
+  local dir="$1" tps
+  tps="$(awk '/^tps = / {print $3; exit}' "$dir/pgbench.txt")"
+  jq -rn --arg dir "$dir" --argjson tps "${tps:-0}" '
+    def median: sort | if length == 0 then null else .[(length - 1) / 2 | floor] end;
+    def r1: if . == null then "-" else (. * 10 | round / 10 | tostring) end;
+    def r0: if . == null then "-" else (round | tostring) end;
+    [inputs | {file: (input_filename | split("/") | last), doc: .}] as $all
+    | def runs($design; $load):
+        [$all[] | select(.file | test("^" + $design + "-" + $load + "-[0-9]+\\.json$")) | .doc];
+      def row($design; $load; $name):
+        runs($design; $load) as $r
+        | if ($r | length) == 0 then empty else
+          "| \($design) | \($name) | \([$r[].finishedRate] | median | r1) | \([$r[].sagaMs.p50 // empty] | median | r0) | \([$r[].sagaMs.p99 // empty] | median | r0) | \([$r[].acceptMs.p50 // empty] | median | r1) | \([$r[].cpuMsPerOrder // empty] | median | r1) | \([$r[].cpuTotalCores // empty] | median | (. // null) | if . == null then "-" else (. * 100 | round | tostring) + " %" end) | \([$r[].commitsPerOrder // empty] | median | r1) | \([$r[].unfinished] | add) |"
+          end;
+      def idle($design):
+        [$all[] | select(.file | test("^" + $design + "-idle-[0-9]+\\.json$")) | .doc.totalCorePercent] | median;
+      def sat($design): [runs($design; "saturation")[] | .finishedRate] | median;
+      def p50($design): [runs($design; "rate20")[] | .sagaMs.p50 // empty] | median;
+      def cpo($design): [runs($design; "saturation")[] | .commitsPerOrder // empty] | median;
+    "| design | load | finished/s | saga p50 ms | saga p99 ms | accept p50 ms | CPU ms/order | CPU (cores) | commits/order | unfinished |",
+    "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    (["oms", "comparable"][] as $d
+      | row($d; "lone"; "1 in flight"), row($d; "rate20"; "20/s"), row($d; "rate50"; "50/s"),
+        row($d; "rate120"; "120/s sustained"), row($d; "saturation"; "saturation (64 in flight)")),
+    "",
+    "| | oms | comparable | ratio |",
+    "| --- | --- | --- | --- |",
+    "| idle stack, % of one core | \(idle("oms") | r1) | \(idle("comparable") | r1) | \(if idle("oms") > 0 then (idle("comparable") / idle("oms") | r1) + "x" else "-" end) |",
+    "| saga p50 at 20/s, ms | \(p50("oms") | r0) | \(p50("comparable") | r0) | \(if (p50("oms") // 0) > 0 then (p50("comparable") / p50("oms") | r1) + "x lower" else "-" end) |",
+    "| saturation, orders/s | \(sat("oms") | r1) | \(sat("comparable") | r1) | \(if (sat("comparable") // 0) > 0 then (sat("oms") / sat("comparable") | r1) + "x" else "-" end) |",
+    "| pgbench -N ceiling ÷ commits/order, orders/s | \(if (cpo("oms") // 0) > 0 then ($tps / cpo("oms") | r0) else "-" end) | \(if (cpo("comparable") // 0) > 0 then ($tps / cpo("comparable") | r0) else "-" end) | |",
+    "",
+    "pgbench -N, 8 clients: \($tps | r0) transactions/s. Runs per figure: \([$all[] | select(.file | test("^oms-rate20-"))] | length) (medians)."
+  ' "$dir"/*-*.json
+  if [[ -f "$dir/verify.txt" ]]; then cat "$dir/verify.txt"; fi
+}
+
+case "${1:-}" in
+  saga) shift; saga_bench "$@" ;;
+  summary) saga_summary "${2:-$OMS_ROOT/.oms-bench/results}" ;;
+  broker)
+    infra_env
+    cargo bench -p oms-tests --bench broker
     ;;
+  relay) infra_env; cargo bench -p oms-tests --bench relay ;;
   tail)
     # omsctl tail (decoding every envelope) against a bare rdkafka reader, side by side.
-    "$OMS_ROOT/scripts/stack.sh" up --infra >/dev/null
-    cd "$OMS_ROOT" && cargo build --release -q -p omsctl
-    export OMS_TEST_BROKERS OMS_OMSCTL_BIN="$OMS_ROOT/target/release/omsctl"
-    OMS_TEST_BROKERS="$(oms_brokers)"
+    infra_env
+    cargo build --release -q -p omsctl
     cargo bench -p oms-tests --bench tail
     ;;
   tui)
     # Key press to screen of `omsctl tui` in tmux: empty and idle vs 10,000 sagas under load.
-    "$OMS_ROOT/scripts/stack.sh" up --infra >/dev/null
-    cd "$OMS_ROOT" && cargo build --release -q -p omsctl
-    export OMS_TEST_DATABASE_URL OMS_TEST_BROKERS OMS_OMSCTL_BIN="$OMS_ROOT/target/release/omsctl"
-    OMS_TEST_DATABASE_URL="$(oms_database_url)"
-    OMS_TEST_BROKERS="$(oms_brokers)"
+    infra_env
+    cargo build --release -q -p omsctl
     cargo bench -p oms-tests --bench tui
     ;;
-  *) echo "usage: $0 relay|saga|tail|tui" >&2; exit 2 ;;
+  *) echo "usage: $0 saga [--repeat N] [--quick] | summary [DIR] | broker | relay | tail | tui" >&2; exit 2 ;;
 esac
