@@ -815,8 +815,14 @@ impl<H: Handler> Shared<H> {
                     }
                     Err((failure, at)) => {
                         // Settle one by one; the message that failed has had its first try.
+                        // That try counts: the one-by-one pass is its retry (and is counted as
+                        // one), so a batch never gives a message more tries than alone.
                         if let (Failure::Transient(_), Some(i)) = (&failure, at) {
-                            first_attempt[i] = 2;
+                            if self.config.max_attempts > 1 {
+                                first_attempt[i] = 2;
+                                self.stats.retries.fetch_add(1, Ordering::Relaxed);
+                                self.metrics.handler_retried(&self.config.group_id);
+                            }
                         }
                         tracing::debug!(parent: &span, "batch failed; settling its messages one by one");
                         break;
