@@ -5,6 +5,8 @@
 //! - [`messages`]: every command and event of the order saga, as typed payloads.
 //! - [`values`]: the value types the payloads are made of (ids, money, order lines).
 //! - [`topics`]: topic names and the topic each message type is published on.
+//! - [`topology`]: every service with its port, consumer group and the messages it handles and
+//!   emits; deployed topic names.
 //! - [`headers`]: Kafka header names (envelope mirror, tracing, dead-letter diagnostics, replay).
 //!
 //! The JSON fixtures under `fixtures/` pin the wire format of every message type; a change that
@@ -14,8 +16,10 @@ pub mod envelope;
 pub mod headers;
 pub mod messages;
 pub mod topics;
+pub mod topology;
 pub mod values;
 
 pub use envelope::{DecodeError, Envelope};
 pub use messages::{Message, MessageKind, MessageType};
+pub use topology::{ServiceId, ServiceSpec, Topics};
 pub use values::{Currency, CustomerId, Money, OrderId, OrderLine, PricedLine, ProductId};

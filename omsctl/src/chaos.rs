@@ -668,14 +668,10 @@ async fn duplicate(ctx: &Ctx, topic: &str, from: From) -> Result<(), Failure> {
     }
     let producer = producer(ctx)?;
     for r in &chosen {
-        let mut hs = OwnedHeaders::new();
-        for (name, value) in &r.headers {
-            hs = hs.insert(Header {
-                key: name,
-                value: value.as_deref(),
-            });
+        let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&to);
+        if let Some(hs) = &r.headers {
+            record = record.headers(hs.clone());
         }
-        let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&to).headers(hs);
         if let Some(k) = &r.key {
             record = record.key(k.as_slice());
         }

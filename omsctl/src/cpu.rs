@@ -113,7 +113,7 @@ fn components(state_dir: &Path) -> Vec<(String, u32, bool)> {
     if let Some(pid) = postmaster(state_dir) {
         out.push(("postgres".to_owned(), pid, true));
     }
-    for svc in crate::ctx::Svc::ALL {
+    for svc in crate::ctx::Svc::all() {
         let path = state_dir.join(format!("services/{}.pid", svc.name()));
         if let Some(pid) = pid_file(&path) {
             out.push((svc.name().to_owned(), pid, false));

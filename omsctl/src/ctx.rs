@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use comfy_table::{presets::UTF8_FULL_CONDENSED, ContentArrangement, Table};
-use oms_runtime::config::Topics;
+use oms_contracts::Topics;
 use reqwest::StatusCode;
 use serde::Deserialize;
 use serde_json::Value;
@@ -32,25 +32,10 @@ pub struct Settings {
     #[arg(short, long, global = true, value_enum)]
     output: Option<Output>,
 
-    /// Order service URL [default: http://127.0.0.1:8081].
-    #[arg(long, global = true, env = "OMS_ORDER_URL")]
-    order_url: Option<String>,
-
-    /// Payment service URL [default: http://127.0.0.1:8082].
-    #[arg(long, global = true, env = "OMS_PAYMENT_URL")]
-    payment_url: Option<String>,
-
-    /// Inventory service URL [default: http://127.0.0.1:8083].
-    #[arg(long, global = true, env = "OMS_INVENTORY_URL")]
-    inventory_url: Option<String>,
-
-    /// Notification service URL [default: http://127.0.0.1:8084].
-    #[arg(long, global = true, env = "OMS_NOTIFICATION_URL")]
-    notification_url: Option<String>,
-
-    /// Saga orchestrator URL [default: http://127.0.0.1:8085].
-    #[arg(long, global = true, env = "OMS_SAGA_URL")]
-    saga_url: Option<String>,
+    /// A service's URL, as NAME=URL (repeatable; `OMS_<NAME>_URL` does the same)
+    /// [default: http://127.0.0.1:PORT, the topology's port of each service].
+    #[arg(long = "url", global = true, value_name = "NAME=URL", value_parser = service_url)]
+    urls: Vec<(Svc, String)>,
 
     /// State directory of the local stack (pid files, logs) [default: ./.oms].
     #[arg(long, global = true, env = "OMS_STATE_DIR")]
@@ -69,72 +54,24 @@ struct FileConfig {
     topic_prefix: Option<String>,
     output: Option<String>,
     state_dir: Option<PathBuf>,
+    /// Service name -> base URL.
     #[serde(default)]
-    endpoints: FileEndpoints,
+    endpoints: std::collections::BTreeMap<String, String>,
 }
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FileEndpoints {
-    order: Option<String>,
-    payment: Option<String>,
-    inventory: Option<String>,
-    notification: Option<String>,
-    saga: Option<String>,
+/// `--url NAME=URL`.
+fn service_url(s: &str) -> Result<(Svc, String), String> {
+    let (name, url) = s
+        .split_once('=')
+        .ok_or_else(|| format!("expected NAME=URL, got {s:?}"))?;
+    let svc: Svc = name
+        .parse()
+        .map_err(|e: oms_contracts::topology::UnknownService| e.to_string())?;
+    Ok((svc, url.to_owned()))
 }
 
-/// A service omsctl talks to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Svc {
-    /// order
-    Order,
-    /// payment
-    Payment,
-    /// inventory
-    Inventory,
-    /// notification
-    Notification,
-    /// saga
-    Saga,
-}
-
-impl Svc {
-    /// All five, in the local stack's start order.
-    pub const ALL: [Svc; 5] = [
-        Svc::Inventory,
-        Svc::Payment,
-        Svc::Order,
-        Svc::Saga,
-        Svc::Notification,
-    ];
-
-    /// The service's name.
-    pub fn name(self) -> &'static str {
-        match self {
-            Svc::Order => "order",
-            Svc::Payment => "payment",
-            Svc::Inventory => "inventory",
-            Svc::Notification => "notification",
-            Svc::Saga => "saga",
-        }
-    }
-
-    /// Its consumer group (before the prefix).
-    pub fn group(self) -> String {
-        format!("oms-{}", self.name())
-    }
-
-    /// Contract topics its consumer reads.
-    pub fn topics(self) -> &'static [&'static str] {
-        use oms_contracts::topics::*;
-        match self {
-            Svc::Order | Svc::Notification => &[ORDER_EVENTS],
-            Svc::Inventory => &[INVENTORY_COMMANDS, ORDER_EVENTS],
-            Svc::Payment => &[PAYMENT_COMMANDS],
-            Svc::Saga => &[ORDER_EVENTS, INVENTORY_EVENTS, PAYMENT_EVENTS],
-        }
-    }
-}
+/// A service omsctl talks to: a row of the topology.
+pub use oms_contracts::ServiceId as Svc;
 
 /// Everything a command needs.
 #[derive(Clone)]
@@ -147,7 +84,7 @@ pub struct Ctx {
     pub output: Output,
     /// State directory of the local stack.
     pub state_dir: PathBuf,
-    urls: [(Svc, String); 5],
+    urls: Vec<(Svc, String)>,
     http: reqwest::Client,
 }
 
@@ -194,37 +131,27 @@ impl Ctx {
             }
         };
         let prefix = s.topic_prefix.or(file.topic_prefix).unwrap_or_default();
-        let prefix = oms_runtime::config::parse_topic_prefix(&prefix).map_err(Failure::usage)?;
-        let e = file.endpoints;
-        let pick = |flag: Option<String>, file: Option<String>, port: u16| {
-            flag.or(file)
-                .unwrap_or_else(|| format!("http://127.0.0.1:{port}"))
-        };
-        let urls = [
-            (
-                Svc::Order,
-                check_url("order", pick(s.order_url, e.order, 8081))?,
-            ),
-            (
-                Svc::Payment,
-                check_url("payment", pick(s.payment_url, e.payment, 8082))?,
-            ),
-            (
-                Svc::Inventory,
-                check_url("inventory", pick(s.inventory_url, e.inventory, 8083))?,
-            ),
-            (
-                Svc::Notification,
-                check_url(
-                    "notification",
-                    pick(s.notification_url, e.notification, 8084),
-                )?,
-            ),
-            (
-                Svc::Saga,
-                check_url("saga", pick(s.saga_url, e.saga, 8085))?,
-            ),
-        ];
+        let prefix =
+            oms_contracts::topology::parse_topic_prefix(&prefix).map_err(Failure::usage)?;
+        for name in file.endpoints.keys() {
+            name.parse::<Svc>()
+                .map_err(|e| Failure::usage(format!("config file: [endpoints] {e}")))?;
+        }
+        let mut urls = Vec::new();
+        for svc in Svc::all() {
+            let flag = s
+                .urls
+                .iter()
+                .rev()
+                .find(|(x, _)| *x == svc)
+                .map(|(_, u)| u.clone());
+            let env = std::env::var(format!("OMS_{}_URL", svc.name().to_uppercase())).ok();
+            let url = flag
+                .or(env)
+                .or_else(|| file.endpoints.get(svc.name()).cloned())
+                .unwrap_or_else(|| format!("http://127.0.0.1:{}", svc.spec().port));
+            urls.push((svc, check_url(svc.name(), url)?));
+        }
         Ok(Self {
             brokers: s
                 .brokers
@@ -247,14 +174,9 @@ impl Ctx {
 
     /// Each service's consumer group with the topics it reads, as deployed (prefixed).
     pub fn consumer_groups(&self) -> Vec<(String, Vec<String>)> {
-        Svc::ALL
+        oms_contracts::topology::SERVICES
             .iter()
-            .map(|s| {
-                (
-                    self.topics.name(&s.group()),
-                    s.topics().iter().map(|t| self.topics.name(t)).collect(),
-                )
-            })
+            .map(|s| self.topics.consumer(s))
             .collect()
     }
 

@@ -14,7 +14,7 @@ use std::time::Duration;
 use anyhow::Context;
 use oms_contracts::headers::{dlq as dlq_headers, REPLAYED_FROM};
 use oms_contracts::Envelope;
-use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::message::Header;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::ClientConfig;
 use serde_json::{json, Value};
@@ -199,7 +199,7 @@ async fn entries(ctx: &Ctx, topic: Option<&str>) -> Result<Vec<Entry>, Failure> 
 /// Audit records, oldest first.
 async fn audit(ctx: &Ctx) -> Result<Vec<Value>, Failure> {
     let topic = ctx.topics.name(AUDIT_TOPIC);
-    oms_runtime::kafka::ensure_topics(&ctx.brokers, std::slice::from_ref(&topic), 1)
+    oms_kafka::ensure_topics(&ctx.brokers, std::slice::from_ref(&topic), 1)
         .await
         .map_err(|e| Failure::usage(format!("broker {}: {e}", ctx.brokers)))?;
     Ok(read(ctx, vec![topic])
@@ -393,11 +393,10 @@ async fn show(ctx: &Ctx, id: &str) -> Result<(), Failure> {
             "key".to_string(),
             e.record.key_text().unwrap_or_else(|| "-".into()),
         ]);
-        for (name, value) in &e.record.headers {
+        for (name, value) in e.record.header_list() {
             t.add_row([
                 format!("header {name}"),
                 value
-                    .as_deref()
                     .map(|v| String::from_utf8_lossy(v).into_owned())
                     .unwrap_or_else(|| "(null)".into()),
             ]);
@@ -612,17 +611,11 @@ async fn send(
             tokio::time::sleep(every).await;
         }
         let to = ctx.topics.name(&e.origin);
-        let mut headers = OwnedHeaders::new();
-        for (name, value) in &e.record.headers {
-            if dlq_headers::ALL.contains(&name.as_str()) || name == REPLAYED_FROM {
-                continue;
-            }
-            headers = headers.insert(Header {
-                key: name,
-                value: value.as_deref(),
-            });
-        }
-        headers = headers.insert(Header {
+        // The dead letter's own diagnostics stay behind; every other header travels on.
+        let headers = oms_kafka::headers_where(e.record.headers.as_ref(), |name| {
+            !dlq_headers::ALL.contains(&name) && name != REPLAYED_FROM
+        })
+        .insert(Header {
             key: REPLAYED_FROM,
             value: Some(e.id.as_bytes()),
         });

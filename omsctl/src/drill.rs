@@ -332,7 +332,7 @@ async fn omsctl(ctx: &Ctx, args: &[&str]) -> Result<(), String> {
     cmd.env("OMS_BROKERS", &ctx.brokers)
         .env("OMS_TOPIC_PREFIX", ctx.topics.prefix())
         .env("OMS_STATE_DIR", &ctx.state_dir);
-    for svc in Svc::ALL {
+    for svc in Svc::all() {
         cmd.env(
             format!("OMS_{}_URL", svc.name().to_uppercase()),
             ctx.url(svc),
@@ -399,7 +399,7 @@ async fn act(ctx: &Ctx, action: &str) -> Result<(), String> {
 async fn probe(ctx: &Ctx, p: &Probe) -> Result<(), String> {
     match p {
         Probe::Ready => {
-            for svc in Svc::ALL {
+            for svc in Svc::all() {
                 match ctx.get_opt(svc, "/health/ready").await {
                     Ok(Some(r)) if r["status"] == "ready" => {}
                     _ => return Err(format!("{} not ready", svc.name())),
@@ -421,7 +421,7 @@ async fn probe(ctx: &Ctx, p: &Probe) -> Result<(), String> {
             Err(e) => Err(e),
         },
         Probe::Backlog(max) => {
-            for svc in Svc::ALL {
+            for svc in Svc::all() {
                 let r = ctx.get_opt(svc, "/health/ready").await.ok().flatten();
                 let n = r
                     .as_ref()

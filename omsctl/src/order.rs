@@ -521,7 +521,7 @@ pub async fn trace_doc(ctx: &Ctx, id: &str) -> Result<Value, Failure> {
         .get(Svc::Notification, &format!("/notifications?orderId={id}"))
         .await?;
     let mut pending = Vec::new();
-    for svc in Svc::ALL {
+    for svc in Svc::all() {
         // A service that is down cannot say; the trace goes on without it.
         if let Ok(Some(rows)) = ctx.get_opt(svc, &format!("/outbox/pending?key={id}")).await {
             for row in rows["items"].as_array().into_iter().flatten() {

@@ -120,14 +120,8 @@ fn pid_of(path: &Path) -> Option<u32> {
 
 /// The service called `name`, or a usage error listing the names.
 pub fn service_named(name: &str) -> Result<Svc, Failure> {
-    Svc::ALL
-        .into_iter()
-        .find(|s| s.name() == name)
-        .ok_or_else(|| {
-            Failure::usage(format!(
-                "unknown service {name:?} (expected order, payment, inventory, notification or saga)"
-            ))
-        })
+    name.parse()
+        .map_err(|e: oms_contracts::topology::UnknownService| Failure::usage(e.to_string()))
 }
 
 pub async fn run(ctx: &Ctx, command: StackCommand) -> Result<(), Failure> {
@@ -213,7 +207,7 @@ async fn status(ctx: &Ctx) -> Result<(), Failure> {
         "address": ctx.brokers,
         "ready": broker_ok,
     })];
-    for svc in Svc::ALL {
+    for svc in Svc::all() {
         let ready = ctx.get_opt(svc, "/health/ready").await;
         let (is_ready, backlog, detail) = match &ready {
             Ok(Some(r)) => (
@@ -224,7 +218,7 @@ async fn status(ctx: &Ctx) -> Result<(), Failure> {
             Ok(None) => (false, None, json!("no /health/ready")),
             Err(f) => (false, None, json!(f.error.to_string())),
         };
-        let group = ctx.topics.name(&svc.group());
+        let group = ctx.topics.name(svc.spec().group);
         let lag: i64 = lag_rows.iter().filter_map(|r| r.lag.get(&group)).sum();
         components.push(json!({
             "component": svc.name(),
@@ -262,7 +256,7 @@ async fn status(ctx: &Ctx) -> Result<(), Failure> {
 async fn logs(ctx: &Ctx, service: Option<&str>, follow: bool) -> Result<(), Failure> {
     let services: Vec<Svc> = match service {
         Some(name) => vec![service_named(name)?],
-        None => Svc::ALL.to_vec(),
+        None => Svc::all().collect(),
     };
     let mut files = Vec::new();
     for svc in &services {

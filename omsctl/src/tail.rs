@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use oms_contracts::Envelope;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::{Headers, Message};
+use rdkafka::message::{Headers, Message, OwnedHeaders};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use serde_json::{json, Value};
 
@@ -31,8 +31,8 @@ pub struct Record {
     pub key: Option<Vec<u8>>,
     /// Value bytes.
     pub value: Option<Vec<u8>>,
-    /// Headers in order.
-    pub headers: Vec<(String, Option<Vec<u8>>)>,
+    /// Headers in order, as rdkafka's `detach()` owns them (produce them again as they are).
+    pub headers: Option<OwnedHeaders>,
 }
 
 fn text_or_hex(bytes: &[u8]) -> (Option<String>, Option<String>) {
@@ -46,12 +46,19 @@ fn text_or_hex(bytes: &[u8]) -> (Option<String>, Option<String>) {
 }
 
 impl Record {
-    /// A header's value as text.
-    pub fn header(&self, name: &str) -> Option<String> {
+    /// The headers in order: (name, value).
+    pub fn header_list(&self) -> impl Iterator<Item = (&str, Option<&[u8]>)> {
         self.headers
             .iter()
-            .find(|(n, _)| n == name)
-            .and_then(|(_, v)| v.as_deref())
+            .flat_map(|hs| hs.iter())
+            .map(|h| (h.key, h.value))
+    }
+
+    /// A header's value as text.
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.header_list()
+            .find(|(n, _)| *n == name)
+            .and_then(|(_, v)| v)
             .map(|v| String::from_utf8_lossy(v).into_owned())
     }
 
@@ -80,9 +87,8 @@ impl Record {
             .map(text_or_hex)
             .unwrap_or((None, None));
         let headers: Vec<Value> = self
-            .headers
-            .iter()
-            .map(|(name, v)| match v.as_deref().map(text_or_hex) {
+            .header_list()
+            .map(|(name, v)| match v.map(text_or_hex) {
                 None => json!({"name": name, "value": null}),
                 Some((Some(t), _)) => json!({"name": name, "value": t}),
                 Some((None, hex)) => json!({"name": name, "valueHex": hex}),
@@ -152,14 +158,7 @@ fn record(m: &rdkafka::message::BorrowedMessage<'_>) -> Record {
         timestamp_ms: m.timestamp().to_millis(),
         key: m.key().map(<[u8]>::to_vec),
         value: m.payload().map(<[u8]>::to_vec),
-        headers: m
-            .headers()
-            .map(|hs| {
-                hs.iter()
-                    .map(|h| (h.key.to_owned(), h.value.map(<[u8]>::to_vec)))
-                    .collect()
-            })
-            .unwrap_or_default(),
+        headers: m.headers().map(|hs| hs.detach()),
     }
 }
 
@@ -375,7 +374,7 @@ impl TailArgs {
                     .as_deref()
                     .map(String::from_utf8_lossy)
                     .unwrap_or_default(),
-                r.headers
+                r.header_list().collect::<Vec<_>>()
             );
             if !hay.contains(g.as_str()) {
                 return false;
@@ -516,6 +515,7 @@ fn follow(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rdkafka::message::Header;
 
     #[test]
     fn from_expressions_parse_and_bad_ones_are_named() {
@@ -543,7 +543,17 @@ mod tests {
             timestamp_ms: Some(0),
             key: Some(b"k".to_vec()),
             value: Some(vec![0xff, 0x00]),
-            headers: vec![("a".into(), Some(b"b".to_vec())), ("n".into(), None)],
+            headers: Some(
+                OwnedHeaders::new()
+                    .insert(Header {
+                        key: "a",
+                        value: Some("b"),
+                    })
+                    .insert(Header::<&[u8]> {
+                        key: "n",
+                        value: None,
+                    }),
+            ),
         };
         let j = r.to_json();
         assert_eq!(j["key"], "k");

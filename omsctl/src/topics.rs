@@ -45,7 +45,7 @@ pub async fn run(ctx: &Ctx, command: TopicsCommand) -> Result<(), Failure> {
         if partitions < 1 {
             return Err(Failure::usage("--partitions must be at least 1"));
         }
-        oms_runtime::kafka::ensure_topics(&ctx.brokers, &topics, partitions)
+        oms_kafka::ensure_topics(&ctx.brokers, &topics, partitions)
             .await
             .map_err(|e| Failure::usage(format!("broker {}: {e}", ctx.brokers)))?;
     }

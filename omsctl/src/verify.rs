@@ -270,7 +270,7 @@ pub async fn evaluate(ctx: &Ctx, args: &VerifyArgs) -> Result<Value, Failure> {
 
     let mut backlog = Check::new("outbox backlog (reported)");
     let mut parts = Vec::new();
-    for svc in Svc::ALL {
+    for svc in Svc::all() {
         let ready = ctx.get_opt(svc, "/health/ready").await;
         let text = match ready {
             Ok(Some(r)) => format!(

@@ -152,7 +152,7 @@ async fn measure(broker: &TestBroker, partitions: i32, wait_ms: u64) -> anyhow::
     let brokers = broker.brokers();
     let prefix = format!("b{}.", unique());
     let topics: Vec<String> = TOPICS.iter().map(|t| format!("{prefix}{t}")).collect();
-    oms_runtime::kafka::ensure_topics(&brokers, &topics, partitions).await?;
+    oms_kafka::ensure_topics(&brokers, &topics, partitions).await?;
     let sent: Arc<Mutex<HashMap<u64, Instant>>> = Arc::default();
     let hops: Arc<Mutex<Vec<f64>>> = Arc::default();
     let consumers = start_consumers(

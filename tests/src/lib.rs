@@ -54,7 +54,7 @@ pub async fn fresh_db(prefix: &str) -> anyhow::Result<PgPool> {
 /// Creates uniquely named topics (`<prefix>.<unique>`) and their DLQs on `brokers`.
 pub async fn fresh_topic(brokers: &str, prefix: &str, partitions: i32) -> anyhow::Result<String> {
     let topic = format!("test.{prefix}.{}", unique());
-    oms_runtime::kafka::ensure_topics(
+    oms_kafka::ensure_topics(
         brokers,
         &[topic.clone(), oms_contracts::topics::dlq(&topic)],
         partitions,

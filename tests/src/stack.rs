@@ -5,7 +5,8 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use oms_runtime::config::{LogFormat, OutboxWakeup, RuntimeConfig, Topics};
+use oms_contracts::Topics;
+use oms_runtime::config::{LogFormat, OutboxWakeup, RuntimeConfig};
 use oms_runtime::service::RuntimeError;
 use reqwest::StatusCode;
 use serde_json::Value;
@@ -14,41 +15,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{brokers, database_url, eventually, unique};
 
-/// A service of the saga.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Service {
-    /// `oms-order`.
-    Order,
-    /// `oms-inventory`.
-    Inventory,
-    /// `oms-payment`.
-    Payment,
-    /// `oms-saga`.
-    Saga,
-    /// `oms-notification`.
-    Notification,
-}
-
-impl Service {
-    /// All five.
-    pub const ALL: [Service; 5] = [
-        Service::Order,
-        Service::Inventory,
-        Service::Payment,
-        Service::Saga,
-        Service::Notification,
-    ];
-
-    fn name(self) -> &'static str {
-        match self {
-            Service::Order => "order",
-            Service::Inventory => "inventory",
-            Service::Payment => "payment",
-            Service::Saga => "saga",
-            Service::Notification => "notification",
-        }
-    }
-}
+/// A service of the saga: a row of the topology.
+pub use oms_contracts::ServiceId as Service;
 
 /// Timing of a test stack.
 #[derive(Debug, Clone)]
@@ -110,7 +78,7 @@ impl Stack {
         let suffix = unique();
         let prefix = format!("t{suffix}.");
         let brokers = brokers();
-        oms_runtime::kafka::ensure_topics(
+        oms_kafka::ensure_topics(
             &brokers,
             &Topics::new(&prefix).all_with_dlq(),
             oms_contracts::topics::PARTITIONS,
@@ -127,7 +95,7 @@ impl Stack {
                 .timeout(Duration::from_secs(30))
                 .build()?,
         };
-        for service in Service::ALL {
+        for service in Service::all() {
             stack.start_service(service).await?;
         }
         Ok(stack)
@@ -284,7 +252,7 @@ impl Stack {
             ("OMS_BROKERS".to_owned(), self.brokers.clone()),
             ("OMS_TOPIC_PREFIX".to_owned(), self.prefix.clone()),
         ];
-        for service in Service::ALL {
+        for service in Service::all() {
             env.push((
                 format!("OMS_{}_URL", service.name().to_uppercase()),
                 self.url(service)?.to_owned(),
@@ -386,7 +354,7 @@ impl Stack {
 
     /// Stops every service.
     pub async fn shutdown(mut self) -> anyhow::Result<()> {
-        for service in Service::ALL {
+        for service in Service::all() {
             self.stop_service(service).await?;
         }
         Ok(())

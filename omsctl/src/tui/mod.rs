@@ -218,8 +218,8 @@ async fn poll_kafka(ctx: Arc<Ctx>, out: Arc<Mutex<Option<KafkaInfo>>>, every: Du
                     })
                     .collect();
                 let mut lag: Vec<(String, i64)> = Vec::new();
-                for svc in Svc::ALL {
-                    let group = ctx.topics.name(&svc.group());
+                for svc in Svc::all() {
+                    let group = ctx.topics.name(svc.spec().group);
                     let total = rows.iter().filter_map(|r| r.lag.get(&group)).sum();
                     lag.push((svc.name().to_owned(), total));
                 }
@@ -274,11 +274,11 @@ async fn snapshot(ctx: &Ctx, kafka: &Mutex<Option<KafkaInfo>>) -> Snapshot {
         get(ctx, Svc::Order, "/orders?limit=200"),
         get(ctx, Svc::Payment, "/gateway/faults"),
     );
-    let health = futures::future::join_all(Svc::ALL.iter().map(|svc| async move {
+    let health = futures::future::join_all(Svc::all().map(|svc| async move {
         // Readiness probes the broker for up to 2 s itself: allow it more than that.
         let r =
-            tokio::time::timeout(Duration::from_secs(5), ctx.get_opt(*svc, "/health/ready")).await;
-        (*svc, r)
+            tokio::time::timeout(Duration::from_secs(5), ctx.get_opt(svc, "/health/ready")).await;
+        (svc, r)
     }))
     .await;
     let fetched_at = now();

@@ -13,6 +13,7 @@
 
 pub mod stock;
 
+use oms_contracts::ServiceId;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -20,8 +21,9 @@ use axum::extract::State;
 use axum::routing::{get, put};
 use axum::{Json, Router};
 use oms_contracts::messages::{ReleaseReason, StockRejected, StockReleased, StockReserved};
-use oms_contracts::{topics, Envelope, Message, MessageType};
-use oms_runtime::config::{parse_duration, RuntimeConfig, Topics};
+use oms_contracts::Topics;
+use oms_contracts::{Envelope, Message};
+use oms_runtime::config::{parse_duration, RuntimeConfig};
 use oms_runtime::http::{ApiError, ApiJson, ApiPath};
 use oms_runtime::service::RuntimeError;
 use oms_runtime::{outbox, Handler, HandlerContext, HandlerError, Parallelism, Runtime};
@@ -34,7 +36,7 @@ use uuid::Uuid;
 use stock::{Reservation, Status, StockError};
 
 /// The service's name (logs, message source, database `oms_inventory`).
-pub const SERVICE: &str = "inventory";
+pub const SERVICE: ServiceId = ServiceId::Inventory;
 
 /// Inventory settings.
 #[derive(Debug, Clone, clap::Parser)]
@@ -45,7 +47,7 @@ pub struct Config {
     pub runtime: RuntimeConfig,
 
     /// Address the HTTP API listens on.
-    #[arg(long, env = "OMS_INVENTORY_LISTEN", default_value = "127.0.0.1:8083")]
+    #[arg(long, env = "OMS_INVENTORY_LISTEN", default_value_t = oms_runtime::config::default_listen(SERVICE))]
     pub listen: String,
 
     /// How long a reservation holds stock unless its order is confirmed. Keep it longer than the
@@ -65,7 +67,7 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<(), RuntimeError> {
     let mut runtime = Runtime::start(
-        SERVICE,
+        SERVICE.name(),
         config.runtime.clone(),
         Some(sqlx::migrate!("./migrations")),
         shutdown,
@@ -73,8 +75,7 @@ pub async fn run(
     )
     .await?;
     runtime.consume(
-        "oms-inventory",
-        &[topics::INVENTORY_COMMANDS, topics::ORDER_EVENTS],
+        SERVICE.spec(),
         InventoryHandler {
             ttl: config.reservation_ttl,
         },
@@ -129,15 +130,6 @@ struct InventoryHandler {
 }
 
 impl Handler for InventoryHandler {
-    fn interest(&self, message_type: MessageType) -> bool {
-        matches!(
-            message_type,
-            MessageType::InventoryReserve
-                | MessageType::InventoryRelease
-                | MessageType::OrderConfirmed
-        )
-    }
-
     /// Every reservation locks the same few product rows: one worker, so batches never lock
     /// them in opposite orders (a deadlock), and batches so those rows are locked once per commit
     /// rather than once per message.
@@ -263,7 +255,7 @@ impl Expiry {
                 order_id,
                 reason: ReleaseReason::Expired,
             },
-            SERVICE,
+            SERVICE.name(),
             correlation_id,
         );
         outbox::enqueue(

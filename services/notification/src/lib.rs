@@ -2,13 +2,14 @@
 //! cancelled with its reason), idempotently, and lists them (`GET /notifications?orderId=`).
 //! Sending e-mail or SMS would hang off the same table; the OMS only records.
 
+use oms_contracts::ServiceId;
 use std::collections::BTreeMap;
 
 use axum::extract::State;
 use axum::routing::get;
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
-use oms_contracts::{topics, Envelope, Message, MessageType};
+use oms_contracts::{Envelope, Message};
 use oms_runtime::config::RuntimeConfig;
 use oms_runtime::http::{ApiError, ApiQuery};
 use oms_runtime::service::RuntimeError;
@@ -20,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 /// The service's name (logs, database `oms_notification`).
-pub const SERVICE: &str = "notification";
+pub const SERVICE: ServiceId = ServiceId::Notification;
 
 /// Notification settings.
 #[derive(Debug, Clone, clap::Parser)]
@@ -34,7 +35,7 @@ pub struct Config {
     #[arg(
         long,
         env = "OMS_NOTIFICATION_LISTEN",
-        default_value = "127.0.0.1:8084"
+        default_value_t = oms_runtime::config::default_listen(SERVICE)
     )]
     pub listen: String,
 }
@@ -46,14 +47,14 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<(), RuntimeError> {
     let mut runtime = Runtime::start(
-        SERVICE,
+        SERVICE.name(),
         config.runtime.clone(),
         Some(sqlx::migrate!("./migrations")),
         shutdown,
         |_| {},
     )
     .await?;
-    runtime.consume("oms-notification", &[topics::ORDER_EVENTS], Notifier)?;
+    runtime.consume(SERVICE.spec(), Notifier)?;
     let api = Router::new()
         .route("/notifications", get(list_notifications))
         .with_state(runtime.pool().clone());
@@ -63,13 +64,6 @@ pub async fn run(
 struct Notifier;
 
 impl Handler for Notifier {
-    fn interest(&self, message_type: MessageType) -> bool {
-        matches!(
-            message_type,
-            MessageType::OrderConfirmed | MessageType::OrderCancelled
-        )
-    }
-
     async fn handle(
         &self,
         ctx: &mut HandlerContext,

@@ -10,6 +10,7 @@
 
 pub mod validate;
 
+use oms_contracts::ServiceId;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,8 +23,9 @@ use axum::routing::get;
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use oms_contracts::messages::OrderCreated;
-use oms_contracts::{topics, Envelope, Message, MessageType, OrderId};
-use oms_runtime::config::{RuntimeConfig, Topics};
+use oms_contracts::Topics;
+use oms_contracts::{Envelope, Message, OrderId};
+use oms_runtime::config::RuntimeConfig;
 use oms_runtime::http::{ApiError, ApiPath, ApiQuery};
 use oms_runtime::service::RuntimeError;
 use oms_runtime::{outbox, Handler, HandlerContext, HandlerError, Runtime};
@@ -36,7 +38,7 @@ use uuid::Uuid;
 use validate::{NewOrder, Rules};
 
 /// The service's name (logs, message source, database `oms_order`).
-pub const SERVICE: &str = "order";
+pub const SERVICE: ServiceId = ServiceId::Order;
 
 /// The header that makes `POST /orders` safe to retry.
 pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
@@ -50,7 +52,7 @@ pub struct Config {
     pub runtime: RuntimeConfig,
 
     /// Address the HTTP API listens on.
-    #[arg(long, env = "OMS_ORDER_LISTEN", default_value = "127.0.0.1:8081")]
+    #[arg(long, env = "OMS_ORDER_LISTEN", default_value_t = oms_runtime::config::default_listen(SERVICE))]
     pub listen: String,
 
     /// Most lines in one order.
@@ -78,14 +80,14 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<(), RuntimeError> {
     let mut runtime = Runtime::start(
-        SERVICE,
+        SERVICE.name(),
         config.runtime.clone(),
         Some(sqlx::migrate!("./migrations")),
         shutdown,
         |_| {},
     )
     .await?;
-    runtime.consume("oms-order", &[topics::ORDER_EVENTS], OutcomeHandler)?;
+    runtime.consume(SERVICE.spec(), OutcomeHandler)?;
     let pool = runtime.pool().clone();
     let retention = config.idempotency_retention;
     let token = runtime.shutdown().clone();
@@ -138,13 +140,6 @@ async fn prune_idempotency_keys(
 struct OutcomeHandler;
 
 impl Handler for OutcomeHandler {
-    fn interest(&self, message_type: MessageType) -> bool {
-        matches!(
-            message_type,
-            MessageType::OrderConfirmed | MessageType::OrderCancelled
-        )
-    }
-
     async fn handle(
         &self,
         ctx: &mut HandlerContext,
@@ -333,7 +328,7 @@ async fn insert_order(
         payment_token: order.payment_token.clone(),
     };
     // The order's journey is correlated by its id.
-    let envelope = Envelope::new(created, SERVICE, order_id.0);
+    let envelope = Envelope::new(created, SERVICE.name(), order_id.0);
     outbox::enqueue(
         &mut *tx,
         &topics.name(envelope.topic()),

@@ -12,6 +12,7 @@
 
 pub mod gateway;
 
+use oms_contracts::ServiceId;
 use std::collections::BTreeMap;
 
 use axum::extract::State;
@@ -21,7 +22,7 @@ use chrono::{DateTime, Utc};
 use oms_contracts::messages::{
     CancelReason, DeclineReason, PaymentAuthorized, PaymentDeclined, PaymentRefunded, RefundOutcome,
 };
-use oms_contracts::{topics, Currency, Envelope, Message, MessageType, Money, OrderId};
+use oms_contracts::{Currency, Envelope, Message, Money, OrderId};
 use oms_runtime::config::RuntimeConfig;
 use oms_runtime::http::{ApiError, ApiJson, ApiPath, ApiQuery};
 use oms_runtime::service::RuntimeError;
@@ -35,7 +36,7 @@ use uuid::Uuid;
 use gateway::{AuthorizeRequest, Decision, Gateway, Knobs, Simulated};
 
 /// The service's name (logs, message source, database `oms_payment`).
-pub const SERVICE: &str = "payment";
+pub const SERVICE: ServiceId = ServiceId::Payment;
 
 /// Payment settings.
 #[derive(Debug, Clone, clap::Parser)]
@@ -46,7 +47,7 @@ pub struct Config {
     pub runtime: RuntimeConfig,
 
     /// Address the HTTP API listens on.
-    #[arg(long, env = "OMS_PAYMENT_LISTEN", default_value = "127.0.0.1:8082")]
+    #[arg(long, env = "OMS_PAYMENT_LISTEN", default_value_t = oms_runtime::config::default_listen(SERVICE))]
     pub listen: String,
 }
 
@@ -57,7 +58,7 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<(), RuntimeError> {
     let mut runtime = Runtime::start(
-        SERVICE,
+        SERVICE.name(),
         config.runtime.clone(),
         Some(sqlx::migrate!("./migrations")),
         shutdown,
@@ -66,8 +67,7 @@ pub async fn run(
     .await?;
     let gateway = Simulated::default();
     runtime.consume(
-        "oms-payment",
-        &[topics::PAYMENT_COMMANDS],
+        SERVICE.spec(),
         PaymentHandler {
             gateway: gateway.clone(),
         },
@@ -152,13 +152,6 @@ struct PaymentHandler<G> {
 }
 
 impl<G: Gateway> Handler for PaymentHandler<G> {
-    fn interest(&self, message_type: MessageType) -> bool {
-        matches!(
-            message_type,
-            MessageType::PaymentAuthorize | MessageType::PaymentRefund
-        )
-    }
-
     /// Each authorization calls the gateway: one message per transaction, so one slow or
     /// failing call never holds or undoes another order's charge, and several at once so a slow
     /// gateway does not queue every order behind one call.

@@ -31,7 +31,7 @@ pub struct RuntimeConfig {
 
     /// Prefix of every topic name (e.g. `staging.`), so several environments or test runs can
     /// share one cluster. Empty by default.
-    #[arg(long, env = "OMS_TOPIC_PREFIX", default_value = "", value_parser = parse_topic_prefix)]
+    #[arg(long, env = "OMS_TOPIC_PREFIX", default_value = "", value_parser = oms_contracts::topology::parse_topic_prefix)]
     pub topic_prefix: String,
 
     /// How the outbox relay learns about new rows: `notify` (LISTEN/NOTIFY, with a slow poll as
@@ -112,53 +112,9 @@ pub fn parse_optional_duration(s: &str) -> Result<Option<Duration>, String> {
     Ok(Some(d))
 }
 
-/// A topic prefix may only hold characters Kafka allows in topic names.
-pub fn parse_topic_prefix(s: &str) -> Result<String, String> {
-    if s.len() > 100 {
-        return Err("topic prefix is longer than 100 characters".into());
-    }
-    match s
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
-    {
-        Some(c) => Err(format!(
-            "invalid topic prefix {s:?}: {c:?} is not allowed (letters, digits, '.', '_', '-')"
-        )),
-        None => Ok(s.to_owned()),
-    }
-}
-
-/// Topic names as this deployment spells them: the contract's name behind the configured prefix.
-#[derive(Debug, Clone, Default)]
-pub struct Topics {
-    prefix: std::sync::Arc<str>,
-}
-
-impl Topics {
-    /// Topic names with `prefix` (already validated).
-    pub fn new(prefix: &str) -> Self {
-        Self {
-            prefix: std::sync::Arc::from(prefix),
-        }
-    }
-
-    /// The deployed name of contract topic `base`.
-    pub fn name(&self, base: &str) -> String {
-        format!("{}{base}", self.prefix)
-    }
-
-    /// The prefix.
-    pub fn prefix(&self) -> &str {
-        &self.prefix
-    }
-
-    /// Every topic of the saga and its dead-letter topic, as deployed.
-    pub fn all_with_dlq(&self) -> Vec<String> {
-        oms_contracts::topics::all_with_dlq()
-            .iter()
-            .map(|t| self.name(t))
-            .collect()
-    }
+/// The default listen address of `service` on the local stack: loopback and its topology port.
+pub fn default_listen(service: oms_contracts::ServiceId) -> String {
+    format!("127.0.0.1:{}", service.spec().port)
 }
 
 /// A PostgreSQL URL whose password never appears in `Debug` or `Display` output.

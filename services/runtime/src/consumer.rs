@@ -58,11 +58,11 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 use uuid::Uuid;
 
-use crate::config::Topics;
 use crate::dispatch::{KeyQueue, OffsetTracker};
 use crate::kafka::{self, QuietContext};
 use crate::metrics::Metrics;
 use crate::outbox::{self, EnqueueError, Header, OutgoingMessage};
+use oms_contracts::Topics;
 
 /// Why a handler could not handle a message.
 #[derive(Debug, thiserror::Error)]
@@ -216,6 +216,9 @@ pub struct ConsumerConfig {
     pub max_backoff: Duration,
     /// How emitted messages' topics are named (prefix).
     pub topic_names: Topics,
+    /// The message types that reach the handler (`None`: every type it is interested in); the
+    /// topology's `handles` for a service.
+    pub handles: Option<Vec<MessageType>>,
     /// Longest time the broker holds a fetch waiting for data (`fetch.wait.max.ms`).
     pub fetch_wait: Duration,
     /// The most workers and batch size an operator allows (the handler may ask for less).
@@ -236,6 +239,7 @@ impl ConsumerConfig {
             base_backoff: Duration::from_millis(100),
             max_backoff: Duration::from_secs(5),
             topic_names: Topics::default(),
+            handles: None,
             fetch_wait: kafka::DEFAULT_FETCH_WAIT,
             max_parallelism: Parallelism {
                 workers: 64,
@@ -579,7 +583,11 @@ impl<H: Handler> Shared<H> {
             let delivery = Delivery::of(msg);
             let partition = delivery.partition_id();
             let of_interest = match &delivery.decoded {
-                Ok(envelope) => self.handler.interest(envelope.message_type()),
+                Ok(envelope) => {
+                    let t = envelope.message_type();
+                    self.config.handles.as_ref().is_none_or(|h| h.contains(&t))
+                        && self.handler.interest(t)
+                }
                 // Poison is dead-lettered by a worker, in its key's order.
                 Err(_) => true,
             };

@@ -1,12 +1,11 @@
 //! Kafka clients as the services use them: an idempotent producer, consumers that store offsets
-//! only after their work is durable, a client context that keeps outages from flooding the logs,
-//! and topic creation.
+//! only after their work is durable, and a client context that keeps outages from flooding the
+//! logs (topic creation is in `oms-kafka`).
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::{ClientContext, DefaultClientContext};
+use rdkafka::client::ClientContext;
 use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
 use rdkafka::consumer::{BaseConsumer, ConsumerContext, Rebalance};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
@@ -204,63 +203,6 @@ impl ConsumerContext for QuietContext {
             Err(e) => tracing::debug!(error = %e, "offset commit failed; it is retried"),
         }
     }
-}
-
-/// Errors while creating topics.
-#[derive(Debug, thiserror::Error)]
-pub enum TopicError {
-    /// The admin request failed.
-    #[error("creating topics on {brokers}: {source}")]
-    Admin {
-        /// Brokers asked.
-        brokers: String,
-        /// Cause.
-        #[source]
-        source: KafkaError,
-    },
-    /// The broker refused one topic.
-    #[error("creating topic {topic}: {code}")]
-    Refused {
-        /// Topic refused.
-        topic: String,
-        /// Broker's answer.
-        code: RDKafkaErrorCode,
-    },
-}
-
-/// Creates each topic with `partitions` partitions unless it exists.
-pub async fn ensure_topics(
-    brokers: &str,
-    topics: &[String],
-    partitions: i32,
-) -> Result<(), TopicError> {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set_log_level(RDKafkaLogLevel::Error)
-        .create()
-        .map_err(|source| TopicError::Admin {
-            brokers: brokers.to_owned(),
-            source,
-        })?;
-    let new: Vec<NewTopic<'_>> = topics
-        .iter()
-        .map(|t| NewTopic::new(t, partitions, TopicReplication::Fixed(1)))
-        .collect();
-    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
-    let results = admin
-        .create_topics(&new, &options)
-        .await
-        .map_err(|source| TopicError::Admin {
-            brokers: brokers.to_owned(),
-            source,
-        })?;
-    for result in results {
-        match result {
-            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
-            Err((topic, code)) => return Err(TopicError::Refused { topic, code }),
-        }
-    }
-    Ok(())
 }
 
 /// Whether the broker answers a metadata request within `timeout` (blocking; call it from

@@ -14,12 +14,13 @@ use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{RuntimeConfig, Topics};
+use crate::config::RuntimeConfig;
 use crate::consumer::{ConsumerConfig, ConsumerError, ConsumerStats, Handler, InboxConsumer};
 use crate::db::{self, DbError};
 use crate::http::{ops_router, OpsState};
 use crate::metrics::Metrics;
 use crate::relay::{Relay, RelayConfig, RelayError};
+use oms_contracts::{MessageType, ServiceSpec, Topics};
 
 /// Why a service could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -116,12 +117,39 @@ impl Runtime {
         Topics::new(&self.config.topic_prefix)
     }
 
-    /// Starts an idempotent consumer of contract topics `topics` (the prefix is added to them and
-    /// to the group) in group `group` running `handler`.
+    /// Starts `service`'s idempotent consumer as the topology says: its group, the topics it
+    /// reads, and only the message types it handles reach `handler` (the rest are acknowledged
+    /// without a transaction).
     pub fn consume<H: Handler>(
+        &mut self,
+        service: &ServiceSpec,
+        handler: H,
+    ) -> Result<Arc<ConsumerStats>, RuntimeError> {
+        self.start_consumer(
+            service.group,
+            &service.reads(),
+            Some(service.handles.to_vec()),
+            handler,
+        )
+    }
+
+    /// Starts an idempotent consumer of contract topics `topics` (the prefix is added to them and
+    /// to the group) in group `group` running `handler` on every message type it is interested
+    /// in: for consumers that are not a service of the topology (tests, tools).
+    pub fn consume_topics<H: Handler>(
         &mut self,
         group: &str,
         topics: &[&str],
+        handler: H,
+    ) -> Result<Arc<ConsumerStats>, RuntimeError> {
+        self.start_consumer(group, topics, None, handler)
+    }
+
+    fn start_consumer<H: Handler>(
+        &mut self,
+        group: &str,
+        topics: &[&str],
+        handles: Option<Vec<MessageType>>,
         handler: H,
     ) -> Result<Arc<ConsumerStats>, RuntimeError> {
         let names = self.topics();
@@ -131,6 +159,7 @@ impl Runtime {
         let group = names.name(group);
         let mut config = ConsumerConfig::new(&self.name, &group, &topics, &self.config.brokers);
         config.topic_names = names;
+        config.handles = handles;
         config.fetch_wait = self.config.consumer_fetch_wait;
         config.max_attempts = self.config.consumer_max_attempts.max(1);
         config.idle = self

@@ -12,14 +12,16 @@
 pub mod machine;
 pub mod store;
 
+use oms_contracts::ServiceId;
 use std::time::Duration;
 
 use axum::extract::State;
 use axum::routing::get;
 use axum::{Json, Router};
 use chrono::Utc;
-use oms_contracts::{topics, Envelope, Message, MessageKind, MessageType};
-use oms_runtime::config::{parse_duration, RuntimeConfig, Topics};
+use oms_contracts::Topics;
+use oms_contracts::{Envelope, Message};
+use oms_runtime::config::{parse_duration, RuntimeConfig};
 use oms_runtime::http::{ApiError, ApiPath, ApiQuery};
 use oms_runtime::service::RuntimeError;
 use oms_runtime::{outbox, Handler, HandlerContext, HandlerError, Runtime};
@@ -32,7 +34,7 @@ use uuid::Uuid;
 use machine::{Deadlines, Input, SagaState};
 
 /// The service's name (logs, message source, database `oms_saga`).
-pub const SERVICE: &str = "saga";
+pub const SERVICE: ServiceId = ServiceId::Saga;
 
 /// Saga orchestrator settings.
 #[derive(Debug, Clone, clap::Parser)]
@@ -43,7 +45,7 @@ pub struct Config {
     pub runtime: RuntimeConfig,
 
     /// Address the HTTP API listens on.
-    #[arg(long, env = "OMS_SAGA_LISTEN", default_value = "127.0.0.1:8085")]
+    #[arg(long, env = "OMS_SAGA_LISTEN", default_value_t = oms_runtime::config::default_listen(SERVICE))]
     pub listen: String,
 
     /// How long inventory may take to answer a reservation.
@@ -83,22 +85,14 @@ pub async fn run(
 ) -> Result<(), RuntimeError> {
     let deadlines = config.deadlines();
     let mut runtime = Runtime::start(
-        SERVICE,
+        SERVICE.name(),
         config.runtime.clone(),
         Some(sqlx::migrate!("./migrations")),
         shutdown,
         |_| {},
     )
     .await?;
-    runtime.consume(
-        "oms-saga",
-        &[
-            topics::ORDER_EVENTS,
-            topics::INVENTORY_EVENTS,
-            topics::PAYMENT_EVENTS,
-        ],
-        SagaHandler { deadlines },
-    )?;
+    runtime.consume(SERVICE.spec(), SagaHandler { deadlines })?;
     let sweeper = Sweeper {
         pool: runtime.pool().clone(),
         topics: runtime.topics(),
@@ -117,14 +111,6 @@ struct SagaHandler {
 }
 
 impl Handler for SagaHandler {
-    /// Our own outcome events come back on the order topic; commands are never ours to read.
-    fn interest(&self, message_type: MessageType) -> bool {
-        !matches!(
-            message_type,
-            MessageType::OrderConfirmed | MessageType::OrderCancelled
-        ) && message_type.kind() == MessageKind::Event
-    }
-
     async fn handle(
         &self,
         ctx: &mut HandlerContext,
@@ -204,7 +190,7 @@ impl Sweeper {
             tracing::info!(order_id = %saga.order_id, from = %saga.state, to = %step.saga.state, note = %step.note, "saga deadline passed");
             store::record(&mut tx, Some(saga), &step, "deadline", None).await?;
             for command in step.commands {
-                let envelope = Envelope::new(command, SERVICE, saga.correlation_id);
+                let envelope = Envelope::new(command, SERVICE.name(), saga.correlation_id);
                 outbox::enqueue(
                     &mut *tx,
                     &self.topics.name(envelope.topic()),

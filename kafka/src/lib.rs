@@ -1,0 +1,123 @@
+//! Kafka helpers shared by the services' runtime and omsctl, so neither keeps a copy and omsctl
+//! does not build the runtime (axum, sqlx) for them: topic creation and header copying.
+
+use std::time::Duration;
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, Headers, OwnedHeaders};
+
+/// Errors while creating topics.
+#[derive(Debug, thiserror::Error)]
+pub enum TopicError {
+    /// The admin request failed.
+    #[error("creating topics on {brokers}: {source}")]
+    Admin {
+        /// Brokers asked.
+        brokers: String,
+        /// Cause.
+        #[source]
+        source: KafkaError,
+    },
+    /// The broker refused one topic.
+    #[error("creating topic {topic}: {code}")]
+    Refused {
+        /// Topic refused.
+        topic: String,
+        /// Broker's answer.
+        code: RDKafkaErrorCode,
+    },
+}
+
+/// Creates each topic with `partitions` partitions unless it exists.
+pub async fn ensure_topics(
+    brokers: &str,
+    topics: &[String],
+    partitions: i32,
+) -> Result<(), TopicError> {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set_log_level(RDKafkaLogLevel::Error)
+        .create()
+        .map_err(|source| TopicError::Admin {
+            brokers: brokers.to_owned(),
+            source,
+        })?;
+    let new: Vec<NewTopic<'_>> = topics
+        .iter()
+        .map(|t| NewTopic::new(t, partitions, TopicReplication::Fixed(1)))
+        .collect();
+    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+    let results = admin
+        .create_topics(&new, &options)
+        .await
+        .map_err(|source| TopicError::Admin {
+            brokers: brokers.to_owned(),
+            source,
+        })?;
+    for result in results {
+        match result {
+            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((topic, code)) => return Err(TopicError::Refused { topic, code }),
+        }
+    }
+    Ok(())
+}
+
+/// The headers of `from` that `keep` accepts, in order, as headers to produce with. A record read
+/// with `detach()` carries its headers already owned: hand them on as they are
+/// (`msg.headers().cloned()`) when nothing is dropped; this is for when some are.
+pub fn headers_where<H: Headers>(from: Option<&H>, keep: impl Fn(&str) -> bool) -> OwnedHeaders {
+    let mut out = OwnedHeaders::new();
+    for h in from.into_iter().flat_map(|hs| hs.iter()) {
+        if keep(h.key) {
+            out = out.insert(Header {
+                key: h.key,
+                value: h.value,
+            });
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn headers_are_copied_in_order_without_the_dropped_ones() {
+        let from = OwnedHeaders::new()
+            .insert(Header {
+                key: "a",
+                value: Some("1"),
+            })
+            .insert(Header {
+                key: "drop",
+                value: Some("x"),
+            })
+            .insert(Header::<&[u8]> {
+                key: "n",
+                value: None,
+            })
+            .insert(Header {
+                key: "a",
+                value: Some("2"),
+            });
+        let copy = headers_where(Some(&from), |k| k != "drop");
+        let got: Vec<(String, Option<Vec<u8>>)> = copy
+            .iter()
+            .map(|h| (h.key.to_owned(), h.value.map(<[u8]>::to_vec)))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("a".to_owned(), Some(b"1".to_vec())),
+                ("n".to_owned(), None),
+                ("a".to_owned(), Some(b"2".to_vec())),
+            ]
+        );
+        assert_eq!(headers_where::<OwnedHeaders>(None, |_| true).count(), 0);
+    }
+}
