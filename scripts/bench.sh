@@ -19,10 +19,9 @@
 source "$(dirname "$0")/lib.sh"
 
 infra_env() {
-  "$OMS_ROOT/scripts/stack.sh" up --infra >/dev/null
-  export OMS_TEST_DATABASE_URL OMS_TEST_BROKERS OMS_OMSCTL_BIN="$OMS_ROOT/target/release/omsctl"
-  OMS_TEST_DATABASE_URL="$(oms_database_url)"
-  OMS_TEST_BROKERS="$(oms_brokers)"
+  # `up` prints the stack's settings as exports: the benches get them under OMS_TEST_*.
+  eval "$("$OMS_ROOT/scripts/stack.sh" up --infra | sed 's/^export OMS_/export OMS_TEST_/')"
+  export OMS_OMSCTL_BIN="$OMS_ROOT/target/release/omsctl"
   if nisshi_bin="$(oms_nisshi_bin)"; then export OMS_NISSHI_BIN="$nisshi_bin"; fi
   cd "$OMS_ROOT"
 }
@@ -43,10 +42,10 @@ saga_bench() {
 
   # A stack of its own, so a developer's stack is neither disturbed nor measured.
   export OMS_STATE_DIR="$OMS_ROOT/.oms-bench" OMS_PG_PORT=55435 OMS_BROKER_PORT=19095
-  export OMS_BROKERS="127.0.0.1:$OMS_BROKER_PORT" OMS_DATABASE_URL
-  OMS_DATABASE_URL="$(oms_database_url)"
+  export OMS_BROKERS="127.0.0.1:$OMS_BROKER_PORT"
+  (cd "$OMS_ROOT" && cargo build --release -q -p omsctl)
   local name port=18180
-  for name in order payment inventory notification saga; do
+  for name in $("$OMS_ROOT/target/release/omsctl" stack services --names); do
     port=$((port + 1))
     export "OMS_${name^^}_PORT=$port" "OMS_${name^^}_URL=http://127.0.0.1:$port"
   done
@@ -63,8 +62,7 @@ saga_bench() {
     OMS_CONSUMER_WORKERS=1 OMS_CONSUMER_MAX_BATCH=1 OMS_CONSUMER_IDLE_AFTER=off)
 
   commits() {
-    PGPASSWORD="$OMS_PG_PASSWORD" "$(oms_pg_bin)/psql" -h 127.0.0.1 -p "$OMS_PG_PORT" -U "$OMS_PG_USER" \
-      -d postgres -Atqc "SELECT sum(xact_commit) FROM pg_stat_database"
+    "$(oms_pg_bin)/psql" "$OMS_DATABASE_URL" -Atqc "SELECT sum(xact_commit) FROM pg_stat_database"
   }
 
   # One omsctl bench run, its JSON saved as $1.json with the commits it caused added.
@@ -88,8 +86,10 @@ saga_bench() {
       "$stack" wipe >/dev/null 2>&1 || true
       (
         if [[ "$design" == comparable ]]; then export "${comparable[@]}"; fi
-        "$stack" up --no-smoke >/dev/null
+        "$stack" up --no-smoke >"$keep/env"
       )
+      # `up` prints OMS_DATABASE_URL and OMS_BROKERS as exports.
+      eval "$(cat "$keep/env")"
       # Settle: consumer groups joined, then quiet long enough for the idle mode to set in.
       "$omsctl" order create --item mouse-01 --wait >/dev/null 2>&1 || true
       sleep 8
@@ -114,10 +114,10 @@ saga_bench() {
   oms_log "pgbench -N (8 clients, ${long})"
   local pg
   pg="$(oms_pg_bin)"
-  export PGPASSWORD="$OMS_PG_PASSWORD"
-  "$pg/psql" -h 127.0.0.1 -p "$OMS_PG_PORT" -U "$OMS_PG_USER" -d postgres -qc "SET client_min_messages = warning" -c "DROP DATABASE IF EXISTS pgbench" -c "CREATE DATABASE pgbench" >/dev/null
-  "$pg/pgbench" -h 127.0.0.1 -p "$OMS_PG_PORT" -U "$OMS_PG_USER" -i -s 10 -q pgbench >/dev/null 2>&1
-  "$pg/pgbench" -h 127.0.0.1 -p "$OMS_PG_PORT" -U "$OMS_PG_USER" -N -c 8 -j 2 -T "${long%s}" pgbench \
+  local bench_db="${OMS_DATABASE_URL%/postgres}/pgbench"
+  "$pg/psql" "$OMS_DATABASE_URL" -qc "SET client_min_messages = warning" -c "DROP DATABASE IF EXISTS pgbench" -c "CREATE DATABASE pgbench" >/dev/null
+  "$pg/pgbench" -i -s 10 -q "$bench_db" >/dev/null 2>&1
+  "$pg/pgbench" -N -c 8 -j 2 -T "${long%s}" "$bench_db" \
     >"$keep/pgbench.txt" 2>&1 || oms_die "pgbench failed: $(tail -n 3 "$keep/pgbench.txt")"
   "$stack" down >/dev/null
   trap - EXIT

@@ -21,7 +21,7 @@ if ! oms_pg_bin >/dev/null; then
   oms_pg_bin >/dev/null || oms_die "PostgreSQL server binaries still missing after apt install"
 fi
 
-# curl and jq: readiness checks and the smoke order of `stack.sh up`.
+# curl and jq: scripts/demo.sh and scripts/bench.sh read omsctl's JSON with jq.
 missing=()
 for tool in curl jq; do command -v "$tool" >/dev/null 2>&1 || missing+=("$tool"); done
 if ((${#missing[@]})); then apt_install "${missing[@]}"; fi

@@ -9,6 +9,8 @@ export OMS_STATE_DIR="${OMS_TEST_STATE_DIR:-$ROOT/.oms-test}"
 export OMS_PG_PORT="${OMS_TEST_PG_PORT:-55433}"
 export OMS_BROKER_PORT="${OMS_TEST_BROKER_PORT:-19093}"
 source "$ROOT/scripts/lib.sh"
+# The test stack answers as it was told, not as an earlier run recorded.
+unset OMS_BROKERS OMS_DATABASE_URL
 cd "$ROOT"
 
 started=$SECONDS
@@ -29,12 +31,9 @@ cargo build --workspace --bins --quiet
 
 "$ROOT/scripts/stack.sh" wipe >/dev/null 2>&1 || true
 trap '"$ROOT/scripts/stack.sh" down' EXIT
-"$ROOT/scripts/stack.sh" up --infra --debug >/dev/null
-
-export OMS_TEST_DATABASE_URL
-OMS_TEST_DATABASE_URL="$(oms_database_url)"
-export OMS_TEST_BROKERS
-OMS_TEST_BROKERS="$(oms_brokers)"
+# `up` prints the stack's settings as exports: the tests get them under OMS_TEST_*.
+eval "$("$ROOT/scripts/stack.sh" up --infra --debug | sed 's/^export OMS_/export OMS_TEST_/')"
+[[ -n "${OMS_TEST_DATABASE_URL:-}" && -n "${OMS_TEST_BROKERS:-}" ]] || oms_die "stack up printed no settings"
 if nisshi_bin="$(oms_nisshi_bin)"; then export OMS_NISSHI_BIN="$nisshi_bin"; fi
 
 oms_log "cargo test (PostgreSQL 127.0.0.1:$OMS_PG_PORT, broker $OMS_TEST_BROKERS)"

@@ -7,7 +7,7 @@
 //! only until the next reset. One-shot faults (`poison`, `duplicate`) write messages and record
 //! nothing.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use crate::ctx::{self, table, Ctx, Svc};
+use crate::local::{self, Component, Local, Signal};
 use crate::tail::{self, From};
 use crate::{stack, Failure};
 
@@ -128,82 +129,257 @@ pub struct Lasting {
     lasting: Option<Duration>,
 }
 
-/// A fault in force, as recorded.
+/// A fault that lasts until it is undone, with what undoing it needs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "camelCase")]
+pub enum Fault {
+    /// The broker is stopped.
+    Broker,
+    /// PostgreSQL is stopped.
+    Db,
+    /// A service is down or frozen.
+    #[serde(rename_all = "camelCase")]
+    Service {
+        /// Which service.
+        target: String,
+        /// killed, stopped or paused.
+        action: ServiceFault,
+        /// The process paused (a paused service is resumed, not restarted).
+        pid: Option<u32>,
+    },
+    /// The payment gateway's fault knobs are set.
+    #[serde(rename_all = "camelCase")]
+    Payment {
+        /// The knobs set.
+        knobs: Value,
+        /// The knobs to restore.
+        previous_knobs: Value,
+    },
+}
+
+/// How a service was hit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ServiceFault {
+    /// SIGKILL.
+    Killed,
+    /// Stopped gracefully.
+    Stopped,
+    /// SIGSTOP.
+    Paused,
+}
+
+impl Fault {
+    /// What it hits: `broker`, `db`, a service name or `gateway`. One fault per target.
+    pub fn target(&self) -> &str {
+        match self {
+            Fault::Broker => "broker",
+            Fault::Db => "db",
+            Fault::Service { target, .. } => target,
+            Fault::Payment { .. } => "gateway",
+        }
+    }
+
+    /// Its kind as recorded: `broker`, `db`, `service` or `payment`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Fault::Broker => "broker",
+            Fault::Db => "db",
+            Fault::Service { .. } => "service",
+            Fault::Payment { .. } => "payment",
+        }
+    }
+
+    /// What was done, in a word or two.
+    pub fn action(&self) -> String {
+        match self {
+            Fault::Broker | Fault::Db => "stopped".into(),
+            Fault::Service { action, .. } => match action {
+                ServiceFault::Killed => "killed",
+                ServiceFault::Stopped => "stopped",
+                ServiceFault::Paused => "paused",
+            }
+            .into(),
+            Fault::Payment { knobs, .. } => format!("knobs {knobs}"),
+        }
+    }
+
+    /// Undo order of `reset`: infrastructure first, so services come back to a database and a
+    /// broker.
+    fn undo_rank(&self) -> u8 {
+        match self {
+            Fault::Db => 0,
+            Fault::Broker => 1,
+            Fault::Service { .. } => 2,
+            Fault::Payment { .. } => 3,
+        }
+    }
+
+    fn service(&self) -> Result<Svc, Failure> {
+        stack::service_named(self.target())
+    }
+
+    /// Puts the fault in force.
+    pub async fn apply(&self, ctx: &Ctx, local: &Local) -> Result<(), Failure> {
+        match self {
+            Fault::Broker => Component::Broker.stop(local).await,
+            Fault::Db => Component::Postgres.stop(local).await,
+            Fault::Service { action, .. } => {
+                let c = Component::Service(self.service()?);
+                match action {
+                    ServiceFault::Killed => c.signal(local, Signal::Kill).map(|_| ()),
+                    ServiceFault::Stopped => c.stop(local).await,
+                    ServiceFault::Paused => c.signal(local, Signal::Stop).map(|_| ()),
+                }
+            }
+            Fault::Payment { knobs, .. } => set_knobs(ctx, knobs).await.map(|_| ()),
+        }
+    }
+
+    /// Takes it back: starts what was stopped (waiting until it is ready), resumes what was
+    /// paused, restores the knobs.
+    pub async fn undo(&self, ctx: &Ctx, local: &Local) -> Result<(), Failure> {
+        match self {
+            Fault::Broker => Component::Broker.start(local).await,
+            Fault::Db => Component::Postgres.start(local).await,
+            Fault::Service { action, pid, .. } => {
+                let svc = self.service()?;
+                let c = Component::Service(svc);
+                match (action, pid, c.pid(local)) {
+                    (ServiceFault::Paused, Some(paused), Some(now)) if *paused == now => {
+                        local::signal(now, Signal::Cont)
+                    }
+                    _ => {
+                        c.start(local).await?;
+                        local::wait_ready(local, &[svc], Duration::from_secs(120)).await
+                    }
+                }
+            }
+            Fault::Payment { previous_knobs, .. } => {
+                set_knobs(ctx, previous_knobs).await.map(|_| ())
+            }
+        }
+    }
+}
+
+/// A fault in force, as recorded in `chaos.json`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct Fault {
-    /// broker, db, service, payment.
-    pub kind: String,
-    /// What it hits (service name, "broker", "db", "gateway").
-    pub target: String,
-    /// stopped, killed, paused, knobs.
-    pub action: String,
+pub struct Recorded {
+    /// The fault.
+    #[serde(flatten)]
+    pub fault: Fault,
     /// When it started (RFC 3339).
     pub since: String,
-    /// When `--for` undoes it, if given.
+    /// When `--for` undoes it, if given (RFC 3339).
     pub until: Option<String>,
-    /// The process id paused, for pause.
-    pub pid: Option<u32>,
-    /// Knobs to restore, for payment.
-    pub previous_knobs: Option<Value>,
+    /// The omsctl that holds it for `--for` and will undo it.
+    pub holder: Option<u32>,
+}
+
+impl Recorded {
+    /// Past its `--for` deadline with nobody left to undo it: the omsctl that held it died.
+    pub fn overdue(&self, now: chrono::DateTime<chrono::Utc>) -> bool {
+        let past = self
+            .until
+            .as_deref()
+            .and_then(|u| chrono::DateTime::parse_from_rfc3339(u).ok())
+            .is_some_and(|u| u < now);
+        past && !self.holder.is_some_and(local::alive)
+    }
+
+    fn view(&self, now: chrono::DateTime<chrono::Utc>) -> Value {
+        let mut v = serde_json::to_value(self).unwrap_or(Value::Null);
+        v["target"] = json!(self.fault.target());
+        v["action"] = json!(self.fault.action());
+        v["overdue"] = json!(self.overdue(now));
+        v
+    }
 }
 
 /// The faults recorded as in force (for dashboards), one line each.
 pub fn active(ctx: &Ctx) -> Vec<String> {
-    load(&file(ctx))
+    let now = chrono::Utc::now();
+    Faults::at(ctx)
+        .read()
         .unwrap_or_default()
         .into_iter()
-        .map(|f| match f.kind.as_str() {
-            "payment" => format!("payment gateway: {}", f.action),
-            _ => format!(
-                "{} {} since {}",
-                f.target,
-                f.action,
-                f.since.get(11..19).unwrap_or(&f.since)
-            ),
+        .map(|r| {
+            let overdue = if r.overdue(now) { " (OVERDUE)" } else { "" };
+            match &r.fault {
+                Fault::Payment { .. } => {
+                    format!("payment gateway: {}{overdue}", r.fault.action())
+                }
+                f => format!(
+                    "{} {} since {}{overdue}",
+                    f.target(),
+                    f.action(),
+                    r.since.get(11..19).unwrap_or(&r.since)
+                ),
+            }
         })
         .collect()
 }
 
-fn file(ctx: &Ctx) -> PathBuf {
-    ctx.state_dir.join("chaos.json")
+/// The fault file, changed only under an exclusive lock (two omsctl at once never lose a
+/// fault) and written atomically (a crash never leaves half a file).
+struct Faults {
+    path: PathBuf,
 }
 
-fn load(path: &Path) -> Result<Vec<Fault>, Failure> {
-    match std::fs::read_to_string(path) {
-        Ok(text) if text.trim().is_empty() => Ok(Vec::new()),
-        Ok(text) => serde_json::from_str(&text)
-            .map_err(|e| Failure::usage(format!("{} is not a fault list: {e}", path.display()))),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
-        Err(e) => Err(Failure::usage(format!("{}: {e}", path.display()))),
+impl Faults {
+    fn at(ctx: &Ctx) -> Self {
+        Self {
+            path: ctx.state_dir.join("chaos.json"),
+        }
     }
-}
 
-/// Writes the list atomically (temporary file, then rename).
-fn save(path: &Path, faults: &[Fault]) -> Result<(), Failure> {
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    fn read(&self) -> Result<Vec<Recorded>, Failure> {
+        match std::fs::read_to_string(&self.path) {
+            Ok(text) if text.trim().is_empty() => Ok(Vec::new()),
+            Ok(text) => serde_json::from_str(&text).map_err(|e| {
+                Failure::usage(format!("{} is not a fault list: {e}", self.path.display()))
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+            Err(e) => Err(Failure::usage(format!("{}: {e}", self.path.display()))),
+        }
     }
-    let tmp = path.with_extension("json.tmp");
-    std::fs::write(&tmp, serde_json::to_vec_pretty(faults)?)
-        .with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
-    Ok(())
-}
 
-fn record(ctx: &Ctx, fault: Fault) -> Result<(), Failure> {
-    let path = file(ctx);
-    let mut faults = load(&path)?;
-    faults.retain(|f| !(f.kind == fault.kind && f.target == fault.target));
-    faults.push(fault);
-    save(&path, &faults)
-}
+    /// Reads, changes and writes the list under the lock; returns what `change` returns.
+    fn update<T>(&self, change: impl FnOnce(&mut Vec<Recorded>) -> T) -> Result<T, Failure> {
+        if let Some(dir) = self.path.parent() {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        }
+        let lock_path = self.path.with_extension("lock");
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .with_context(|| format!("opening {}", lock_path.display()))?;
+        lock.lock()
+            .with_context(|| format!("locking {}", lock_path.display()))?;
+        let mut faults = self.read()?;
+        let out = change(&mut faults);
+        let tmp = self.path.with_extension("json.tmp");
+        std::fs::write(&tmp, serde_json::to_vec_pretty(&faults)?)
+            .with_context(|| format!("writing {}", tmp.display()))?;
+        std::fs::rename(&tmp, &self.path)
+            .with_context(|| format!("writing {}", self.path.display()))?;
+        drop(lock);
+        Ok(out)
+    }
 
-fn forget(ctx: &Ctx, kind: &str, target: &str) -> Result<(), Failure> {
-    let path = file(ctx);
-    let mut faults = load(&path)?;
-    faults.retain(|f| !(f.kind == kind && f.target == target));
-    save(&path, &faults)
+    fn record(&self, r: Recorded) -> Result<(), Failure> {
+        self.update(|faults| {
+            faults.retain(|f| f.fault.target() != r.fault.target());
+            faults.push(r);
+        })
+    }
+
+    fn forget(&self, target: &str) -> Result<(), Failure> {
+        self.update(|faults| faults.retain(|f| f.fault.target() != target))
+    }
 }
 
 fn now() -> String {
@@ -215,46 +391,23 @@ fn until(lasting: &Lasting) -> Option<String> {
     Some((chrono::Utc::now() + d).to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
 }
 
-fn signal(pid: u32, sig: &str) -> Result<(), Failure> {
-    let status = std::process::Command::new("kill")
-        .args([sig, &pid.to_string()])
-        .status()
-        .map_err(|e| Failure::usage(format!("kill {sig} {pid}: {e}")))?;
-    if !status.success() {
-        return Err(Failure::verdict(format!(
-            "kill {sig} {pid} failed ({status})"
-        )));
+/// Records `fault`, applies it, and holds it for `--for` (then undoes it) or leaves it in force
+/// until `chaos reset`. A fault that could not be applied is not left recorded.
+async fn inflict(ctx: &Ctx, fault: Fault, lasting: &Lasting) -> Result<(), Failure> {
+    let local = Local::open(&ctx.state_dir)?;
+    let faults = Faults::at(ctx);
+    let target = fault.target().to_owned();
+    faults.record(Recorded {
+        fault: fault.clone(),
+        since: now(),
+        until: until(lasting),
+        holder: lasting.lasting.map(|_| std::process::id()),
+    })?;
+    if let Err(e) = fault.apply(ctx, &local).await {
+        faults.forget(&target)?;
+        return Err(e);
     }
-    Ok(())
-}
-
-fn service_pid(ctx: &Ctx, svc: Svc) -> Result<u32, Failure> {
-    let path = ctx.state_dir.join(format!("services/{}.pid", svc.name()));
-    let pid: u32 = std::fs::read_to_string(&path)
-        .ok()
-        .and_then(|s| s.trim().parse().ok())
-        .ok_or_else(|| {
-            Failure::usage(format!(
-                "{} is not running (no pid in {})",
-                svc.name(),
-                path.display()
-            ))
-        })?;
-    if !crate::stack::alive(pid) {
-        return Err(Failure::usage(format!(
-            "{} is not running (pid {pid} is gone)",
-            svc.name()
-        )));
-    }
-    Ok(pid)
-}
-
-/// Waits out `--for`, then undoes; Ctrl-C undoes at once.
-async fn hold(
-    lasting: &Lasting,
-    what: &str,
-    undo: impl AsyncFnOnce() -> Result<(), Failure>,
-) -> Result<(), Failure> {
+    let what = format!("{target} {}", fault.action());
     let Some(d) = lasting.lasting else {
         eprintln!("omsctl: {what}; in force until `omsctl chaos reset`");
         return Ok(());
@@ -267,9 +420,17 @@ async fn hold(
         _ = tokio::time::sleep(d) => {}
         _ = tokio::signal::ctrl_c() => eprintln!("omsctl: interrupted; undoing"),
     }
-    undo().await?;
+    fault.undo(ctx, &local).await?;
+    faults.forget(&target)?;
     eprintln!("omsctl: {what}: undone");
     Ok(())
+}
+
+/// Undoes `fault` now (`chaos broker start`, `service resume`, ...) and forgets it.
+async fn lift(ctx: &Ctx, fault: Fault) -> Result<(), Failure> {
+    let local = Local::open(&ctx.state_dir)?;
+    fault.undo(ctx, &local).await?;
+    Faults::at(ctx).forget(fault.target())
 }
 
 async fn set_knobs(ctx: &Ctx, knobs: &Value) -> Result<Value, Failure> {
@@ -297,56 +458,12 @@ async fn set_knobs(ctx: &Ctx, knobs: &Value) -> Result<Value, Failure> {
 pub async fn run(ctx: &Ctx, command: ChaosCommand) -> Result<(), Failure> {
     match command {
         ChaosCommand::Broker { action, lasting } => match action {
-            OnOff::Stop => {
-                record(
-                    ctx,
-                    Fault {
-                        kind: "broker".into(),
-                        target: "broker".into(),
-                        action: "stopped".into(),
-                        since: now(),
-                        until: until(&lasting),
-                        pid: None,
-                        previous_knobs: None,
-                    },
-                )?;
-                stack::script(ctx, &["broker-stop"])?;
-                hold(&lasting, "broker stopped", async || {
-                    stack::script(ctx, &["broker-start"])?;
-                    forget(ctx, "broker", "broker")
-                })
-                .await
-            }
-            OnOff::Start => {
-                stack::script(ctx, &["broker-start"])?;
-                forget(ctx, "broker", "broker")
-            }
+            OnOff::Stop => inflict(ctx, Fault::Broker, &lasting).await,
+            OnOff::Start => lift(ctx, Fault::Broker).await,
         },
         ChaosCommand::Db { action, lasting } => match action {
-            OnOff::Stop => {
-                record(
-                    ctx,
-                    Fault {
-                        kind: "db".into(),
-                        target: "db".into(),
-                        action: "stopped".into(),
-                        since: now(),
-                        until: until(&lasting),
-                        pid: None,
-                        previous_knobs: None,
-                    },
-                )?;
-                stack::script(ctx, &["db-stop"])?;
-                hold(&lasting, "PostgreSQL stopped", async || {
-                    stack::script(ctx, &["db-start"])?;
-                    forget(ctx, "db", "db")
-                })
-                .await
-            }
-            OnOff::Start => {
-                stack::script(ctx, &["db-start"])?;
-                forget(ctx, "db", "db")
-            }
+            OnOff::Stop => inflict(ctx, Fault::Db, &lasting).await,
+            OnOff::Start => lift(ctx, Fault::Db).await,
         },
         ChaosCommand::Service {
             action,
@@ -354,67 +471,37 @@ pub async fn run(ctx: &Ctx, command: ChaosCommand) -> Result<(), Failure> {
             lasting,
         } => {
             let svc = stack::service_named(&name)?;
-            let start = async || {
-                stack::script(ctx, &["service-start", svc.name()])?;
-                forget(ctx, "service", svc.name())
+            let local = Local::open(&ctx.state_dir)?;
+            let component = Component::Service(svc);
+            let hit = |action: ServiceFault| Fault::Service {
+                target: svc.name().to_owned(),
+                action,
+                pid: component.pid(&local),
+            };
+            let running = || {
+                component
+                    .pid(&local)
+                    .map(|_| ())
+                    .ok_or_else(|| Failure::usage(format!("{} is not running", svc.name())))
             };
             match action {
-                ServiceAction::Kill | ServiceAction::Stop => {
-                    let pid = service_pid(ctx, svc)?;
-                    let verb = if action == ServiceAction::Kill {
-                        "killed"
-                    } else {
-                        "stopped"
-                    };
-                    record(
-                        ctx,
-                        Fault {
-                            kind: "service".into(),
-                            target: svc.name().into(),
-                            action: verb.into(),
-                            since: now(),
-                            until: until(&lasting),
-                            pid: Some(pid),
-                            previous_knobs: None,
-                        },
-                    )?;
-                    if action == ServiceAction::Kill {
-                        signal(pid, "-KILL")?;
-                    } else {
-                        stack::script(ctx, &["service-stop", svc.name()])?;
-                    }
-                    hold(&lasting, &format!("{} {verb}", svc.name()), start).await
+                ServiceAction::Kill => {
+                    running()?;
+                    inflict(ctx, hit(ServiceFault::Killed), &lasting).await
+                }
+                ServiceAction::Stop => {
+                    running()?;
+                    inflict(ctx, hit(ServiceFault::Stopped), &lasting).await
                 }
                 ServiceAction::Pause => {
-                    let pid = service_pid(ctx, svc)?;
-                    record(
-                        ctx,
-                        Fault {
-                            kind: "service".into(),
-                            target: svc.name().into(),
-                            action: "paused".into(),
-                            since: now(),
-                            until: until(&lasting),
-                            pid: Some(pid),
-                            previous_knobs: None,
-                        },
-                    )?;
-                    signal(pid, "-STOP")?;
-                    hold(&lasting, &format!("{} paused", svc.name()), async || {
-                        signal(pid, "-CONT")?;
-                        forget(ctx, "service", svc.name())
-                    })
-                    .await
+                    running()?;
+                    inflict(ctx, hit(ServiceFault::Paused), &lasting).await
                 }
-                ServiceAction::Resume => {
-                    let pid = service_pid(ctx, svc)?;
-                    signal(pid, "-CONT")?;
-                    forget(ctx, "service", svc.name())
-                }
-                ServiceAction::Start => start().await,
+                ServiceAction::Resume => lift(ctx, hit(ServiceFault::Paused)).await,
+                ServiceAction::Start => lift(ctx, hit(ServiceFault::Stopped)).await,
                 ServiceAction::Restart => {
-                    stack::script(ctx, &["service-stop", svc.name()])?;
-                    start().await
+                    component.stop(&local).await?;
+                    lift(ctx, hit(ServiceFault::Stopped)).await
                 }
             }
         }
@@ -431,50 +518,39 @@ pub async fn run(ctx: &Ctx, command: ChaosCommand) -> Result<(), Failure> {
                 "errorRate": error_rate,
             });
             let zero = json!({"declineRate": 0.0, "latencyMs": 0, "errorRate": 0.0});
+            let fault = Fault::Payment {
+                knobs: knobs.clone(),
+                previous_knobs: previous,
+            };
             if knobs == zero {
                 set_knobs(ctx, &zero).await?;
-                return forget(ctx, "payment", "gateway");
+                return Faults::at(ctx).forget(fault.target());
             }
-            record(
-                ctx,
-                Fault {
-                    kind: "payment".into(),
-                    target: "gateway".into(),
-                    action: format!("knobs {knobs}"),
-                    since: now(),
-                    until: until(&lasting),
-                    pid: None,
-                    previous_knobs: Some(previous.clone()),
-                },
-            )?;
-            set_knobs(ctx, &knobs).await?;
-            hold(
-                &lasting,
-                &format!("payment gateway knobs {knobs}"),
-                async || {
-                    set_knobs(ctx, &previous).await?;
-                    forget(ctx, "payment", "gateway")
-                },
-            )
-            .await
+            inflict(ctx, fault, &lasting).await
         }
         ChaosCommand::Poison { topic, count, kind } => poison(ctx, &topic, count, kind).await,
         ChaosCommand::Duplicate { topic, from } => duplicate(ctx, &topic, from).await,
         ChaosCommand::Status => {
-            let faults = load(&file(ctx))?;
-            let value = serde_json::to_value(&faults)?;
+            let now = chrono::Utc::now();
+            let faults = Faults::at(ctx).read()?;
+            let value = Value::Array(faults.iter().map(|r| r.view(now)).collect());
             ctx.print(&value, || {
                 if faults.is_empty() {
                     return "no faults in force".to_owned();
                 }
                 let mut t = table(&["KIND", "TARGET", "FAULT", "SINCE", "UNTIL"]);
-                for f in &faults {
+                for r in &faults {
+                    let until = match (&r.until, r.overdue(now)) {
+                        (Some(u), true) => format!("{u} OVERDUE (run `omsctl chaos reset`)"),
+                        (Some(u), false) => u.clone(),
+                        (None, _) => "reset".into(),
+                    };
                     t.add_row([
-                        f.kind.clone(),
-                        f.target.clone(),
-                        f.action.clone(),
-                        f.since.clone(),
-                        f.until.clone().unwrap_or_else(|| "reset".into()),
+                        r.fault.kind().to_owned(),
+                        r.fault.target().to_owned(),
+                        r.fault.action(),
+                        r.since.clone(),
+                        until,
                     ]);
                 }
                 t.to_string()
@@ -484,47 +560,27 @@ pub async fn run(ctx: &Ctx, command: ChaosCommand) -> Result<(), Failure> {
     }
 }
 
-/// Undoes every recorded fault; the ones it could not undo stay recorded.
+/// Undoes every recorded fault by its type; the ones it could not undo stay recorded.
 async fn reset(ctx: &Ctx) -> Result<(), Failure> {
-    let path = file(ctx);
-    let faults = load(&path)?;
-    let mut left = Vec::new();
+    let local = Local::open(&ctx.state_dir)?;
+    let faults = Faults::at(ctx);
+    let mut sorted = faults.read()?;
+    sorted.sort_by_key(|r| r.fault.undo_rank());
     let mut done = Vec::new();
-    // Infrastructure first: services need the database and broker to come back ready.
-    let order = |f: &Fault| match f.kind.as_str() {
-        "db" => 0,
-        "broker" => 1,
-        "service" => 2,
-        _ => 3,
-    };
-    let mut sorted = faults.clone();
-    sorted.sort_by_key(order);
-    for f in sorted {
-        let result = match (f.kind.as_str(), f.action.as_str()) {
-            ("db", _) => stack::script(ctx, &["db-start"]),
-            ("broker", _) => stack::script(ctx, &["broker-start"]),
-            ("service", "paused") => match f.pid {
-                Some(pid) if crate::stack::alive(pid) => signal(pid, "-CONT"),
-                _ => stack::script(ctx, &["service-start", &f.target]),
-            },
-            ("service", _) => stack::script(ctx, &["service-start", &f.target]),
-            ("payment", _) => set_knobs(ctx, f.previous_knobs.as_ref().unwrap_or(&json!({})))
-                .await
-                .map(|_| ()),
-            _ => Err(Failure::usage(format!("unknown fault kind {:?}", f.kind))),
-        };
-        match result {
-            Ok(()) => done.push(format!("{} {}", f.kind, f.target)),
+    let mut left = Vec::new();
+    for r in sorted {
+        let label = format!("{} {}", r.fault.target(), r.fault.action());
+        match r.fault.undo(ctx, &local).await {
+            Ok(()) => {
+                faults.forget(r.fault.target())?;
+                done.push(label);
+            }
             Err(e) => {
-                eprintln!(
-                    "omsctl: could not undo {} {}: {:#}",
-                    f.kind, f.target, e.error
-                );
-                left.push(f);
+                eprintln!("omsctl: could not undo {label}: {:#}", e.error);
+                left.push(label);
             }
         }
     }
-    save(&path, &left)?;
     let doc = json!({"undone": done, "left": left});
     ctx.print(&doc, || {
         if done.is_empty() && left.is_empty() {
@@ -540,7 +596,7 @@ async fn reset(ctx: &Ctx) -> Result<(), Failure> {
                 if left.is_empty() {
                     String::new()
                 } else {
-                    format!("; still in force: {}", left.len())
+                    format!("; still in force: {}", left.join(", "))
                 }
             )
         }
@@ -687,4 +743,100 @@ async fn duplicate(ctx: &Ctx, topic: &str, from: From) -> Result<(), Failure> {
     ctx.print(&doc, || {
         format!("re-delivered {} message(s) on {to}", chosen.len())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(text: &str) -> chrono::DateTime<chrono::Utc> {
+        chrono::DateTime::parse_from_rfc3339(text)
+            .map(|t| t.with_timezone(&chrono::Utc))
+            .unwrap_or_default()
+    }
+
+    fn recorded(until: Option<&str>, holder: Option<u32>) -> Recorded {
+        Recorded {
+            fault: Fault::Broker,
+            since: "2026-01-01T00:00:00Z".into(),
+            until: until.map(str::to_owned),
+            holder,
+        }
+    }
+
+    #[test]
+    fn a_fault_past_its_deadline_whose_holder_died_is_overdue() {
+        let now = at("2026-01-01T00:10:00Z");
+        let dead = Some(u32::MAX - 1);
+        let alive = Some(std::process::id());
+        assert!(recorded(Some("2026-01-01T00:05:00Z"), dead).overdue(now));
+        assert!(recorded(Some("2026-01-01T00:05:00Z"), None).overdue(now));
+        // Its holder is still at work (about to undo it).
+        assert!(!recorded(Some("2026-01-01T00:05:00Z"), alive).overdue(now));
+        // Not yet due, or held until `reset` on purpose.
+        assert!(!recorded(Some("2026-01-01T00:15:00Z"), dead).overdue(now));
+        assert!(!recorded(None, None).overdue(now));
+    }
+
+    #[test]
+    fn faults_round_trip_by_type_and_keep_the_old_field_names() {
+        let f = Recorded {
+            fault: Fault::Service {
+                target: "saga".into(),
+                action: ServiceFault::Paused,
+                pid: Some(42),
+            },
+            since: "2026-01-01T00:00:00Z".into(),
+            until: None,
+            holder: None,
+        };
+        let json = serde_json::to_value(&f).unwrap_or_default();
+        assert_eq!(json["kind"], "service");
+        assert_eq!(json["action"], "paused");
+        assert_eq!(json["target"], "saga");
+        let back: Recorded = serde_json::from_value(json).unwrap_or_else(|_| recorded(None, None));
+        assert_eq!(back, f);
+        assert_eq!(back.fault.undo_rank(), 2);
+        assert!(Fault::Db.undo_rank() < Fault::Broker.undo_rank());
+        let knobs = Fault::Payment {
+            knobs: json!({"declineRate": 1.0}),
+            previous_knobs: json!({}),
+        };
+        assert_eq!(knobs.target(), "gateway");
+        assert!(knobs.action().starts_with("knobs "));
+    }
+
+    #[test]
+    fn two_writers_at_once_lose_no_fault() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+        let path = dir.path().join("chaos.json");
+        let writers: Vec<_> = (0..2)
+            .map(|w| {
+                let path = path.clone();
+                std::thread::spawn(move || {
+                    let faults = Faults { path };
+                    for i in 0..40 {
+                        faults
+                            .record(Recorded {
+                                fault: Fault::Service {
+                                    target: format!("s{w}-{i}"),
+                                    action: ServiceFault::Killed,
+                                    pid: None,
+                                },
+                                since: now(),
+                                until: None,
+                                holder: None,
+                            })
+                            .map_err(|f| f.error.to_string())?;
+                    }
+                    Ok::<(), String>(())
+                })
+            })
+            .collect();
+        for w in writers {
+            assert_eq!(w.join().ok(), Some(Ok(())));
+        }
+        let all = Faults { path }.read().map(|f| f.len()).ok();
+        assert_eq!(all, Some(80));
+    }
 }

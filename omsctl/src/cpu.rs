@@ -63,64 +63,23 @@ fn tree_ticks(pid: u32) -> Option<u64> {
     Some(total)
 }
 
-fn pid_file(path: &Path) -> Option<u32> {
-    let text = std::fs::read_to_string(path).ok()?;
-    text.lines().next()?.trim().parse().ok()
-}
-
-/// The postmaster of the stack's cluster: from `postmaster.pid` when readable, else the
-/// `postgres` process whose data directory is the stack's (the data directory may belong to
-/// another user).
-fn postmaster(state_dir: &Path) -> Option<u32> {
-    let data = state_dir.join("postgres/data");
-    if let Some(pid) = pid_file(&data.join("postmaster.pid")) {
-        return Some(pid);
-    }
-    let data = std::fs::canonicalize(&data).ok()?;
-    let data = data.to_string_lossy();
-    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|n| n.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
-            continue;
-        };
-        let args: Vec<String> = cmdline
-            .split(|b| *b == 0)
-            .map(|a| String::from_utf8_lossy(a).into_owned())
-            .collect();
-        let is_postgres = args.first().is_some_and(|a| a.ends_with("/postgres"));
-        let has_data = args
-            .windows(2)
-            .any(|w| w[0] == "-D" && w[1].trim_end_matches('/') == data);
-        if is_postgres && has_data {
-            return Some(pid);
-        }
-    }
-    None
-}
-
-/// The components of the local stack that are running, by name, with how to count them.
+/// The components of the local stack that are running, by name, with their pid and whether
+/// their children count too (PostgreSQL's backends do).
 fn components(state_dir: &Path) -> Vec<(String, u32, bool)> {
-    let mut out = Vec::new();
-    if let Some(pid) = pid_file(&state_dir.join("broker/broker.pid")) {
-        out.push(("broker".to_owned(), pid, false));
-    }
-    if let Some(pid) = postmaster(state_dir) {
-        out.push(("postgres".to_owned(), pid, true));
-    }
-    for svc in crate::ctx::Svc::all() {
-        let path = state_dir.join(format!("services/{}.pid", svc.name()));
-        if let Some(pid) = pid_file(&path) {
-            out.push((svc.name().to_owned(), pid, false));
-        }
-    }
-    out.retain(|(_, pid, _)| crate::stack::alive(*pid));
-    out
+    let Ok(local) = crate::local::Local::open(state_dir) else {
+        return Vec::new();
+    };
+    crate::local::Component::all()
+        .into_iter()
+        .filter_map(|c| {
+            let pid = c.pid(&local)?;
+            Some((
+                c.name().to_owned(),
+                pid,
+                c == crate::local::Component::Postgres,
+            ))
+        })
+        .collect()
 }
 
 /// CPU ticks of every component at one moment.

@@ -37,7 +37,8 @@ pub struct Settings {
     #[arg(long = "url", global = true, value_name = "NAME=URL", value_parser = service_url)]
     urls: Vec<(Svc, String)>,
 
-    /// State directory of the local stack (pid files, logs) [default: ./.oms].
+    /// State directory of the local stack (pid files, logs)
+    /// [default: $XDG_STATE_HOME/oms, else ~/.local/state/oms].
     #[arg(long, global = true, env = "OMS_STATE_DIR")]
     state_dir: Option<PathBuf>,
 
@@ -57,6 +58,18 @@ struct FileConfig {
     /// Service name -> base URL.
     #[serde(default)]
     endpoints: std::collections::BTreeMap<String, String>,
+}
+
+/// The state directory when none is configured: `$XDG_STATE_HOME/oms`, else
+/// `~/.local/state/oms` (the same from every working directory), else `.oms`.
+pub fn default_state_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("XDG_STATE_HOME").filter(|d| !d.is_empty()) {
+        return PathBuf::from(d).join("oms");
+    }
+    match std::env::var_os("HOME") {
+        Some(h) => PathBuf::from(h).join(".local/state/oms"),
+        None => PathBuf::from(".oms"),
+    }
 }
 
 /// `--url NAME=URL`.
@@ -133,6 +146,13 @@ impl Ctx {
         let prefix = s.topic_prefix.or(file.topic_prefix).unwrap_or_default();
         let prefix =
             oms_contracts::topology::parse_topic_prefix(&prefix).map_err(Failure::usage)?;
+        let state_dir = s
+            .state_dir
+            .clone()
+            .or(file.state_dir.clone())
+            .unwrap_or_else(default_state_dir);
+        // A stack brought up by `omsctl stack up` in this state directory says where it listens.
+        let local = crate::local::Local::open(&state_dir).ok();
         for name in file.endpoints.keys() {
             name.parse::<Svc>()
                 .map_err(|e| Failure::usage(format!("config file: [endpoints] {e}")))?;
@@ -149,20 +169,21 @@ impl Ctx {
             let url = flag
                 .or(env)
                 .or_else(|| file.endpoints.get(svc.name()).cloned())
-                .unwrap_or_else(|| format!("http://127.0.0.1:{}", svc.spec().port));
+                .unwrap_or_else(|| {
+                    let port = local.as_ref().map_or(svc.spec().port, |l| l.port(svc));
+                    format!("http://127.0.0.1:{port}")
+                });
             urls.push((svc, check_url(svc.name(), url)?));
         }
         Ok(Self {
-            brokers: s
-                .brokers
-                .or(file.brokers)
-                .unwrap_or_else(|| "127.0.0.1:19092".into()),
+            brokers: s.brokers.or(file.brokers).unwrap_or_else(|| {
+                local
+                    .as_ref()
+                    .map_or_else(|| "127.0.0.1:19092".into(), |l| l.brokers())
+            }),
             topics: Topics::new(&prefix),
             output,
-            state_dir: s
-                .state_dir
-                .or(file.state_dir)
-                .unwrap_or_else(|| PathBuf::from(".oms")),
+            state_dir,
             urls,
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(15))
@@ -170,6 +191,16 @@ impl Ctx {
                 .build()
                 .context("creating the HTTP client")?,
         })
+    }
+
+    /// This context pointed at the local stack `local` (its brokers and service ports).
+    pub fn for_local(&self, local: &crate::local::Local) -> Result<Self, Failure> {
+        let mut here = self.clone();
+        here.brokers = local.brokers();
+        here.urls = Svc::all()
+            .map(|s| (s, format!("http://127.0.0.1:{}", local.port(s))))
+            .collect();
+        Ok(here)
     }
 
     /// Each service's consumer group with the topics it reads, as deployed (prefixed).

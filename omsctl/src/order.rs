@@ -476,6 +476,34 @@ struct Event {
     what: String,
 }
 
+/// The smoke order of `stack up`: one mouse paid with the test card, followed to its outcome,
+/// then its journey. An order that does not confirm fails the smoke test.
+pub async fn smoke(ctx: &Ctx) -> Result<(), Failure> {
+    let b = body(
+        &[("mouse-01".to_owned(), 1)],
+        Some("demo"),
+        Some("tok_visa"),
+    );
+    let answer = place(ctx, &b, None).await?;
+    let id = answer["orderId"].as_str().unwrap_or_default().to_owned();
+    crate::local::say(format!(
+        "order {id} accepted (PENDING); following it through the saga"
+    ));
+    let order = follow(ctx, &id, Duration::from_secs(60))
+        .await?
+        .ok_or_else(|| Failure::verdict(format!("smoke order {id} still PENDING after 60 s")))?;
+    trace(ctx, &id).await?;
+    crate::local::say(format!("order {id}: {}", outcome_line(&order)));
+    if order["status"] == "CONFIRMED" {
+        Ok(())
+    } else {
+        Err(Failure::verdict(format!(
+            "smoke order {id} {}",
+            outcome_line(&order)
+        )))
+    }
+}
+
 async fn trace(ctx: &Ctx, id: &str) -> Result<(), Failure> {
     let doc = trace_doc(ctx, id).await?;
     ctx.print(&doc, || {

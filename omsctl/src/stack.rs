@@ -1,33 +1,63 @@
-//! `omsctl stack up | down | status | logs | cpu`: the local stack.
-//!
-//! Starting and stopping run `scripts/stack.sh` (one implementation of initdb, the broker and
-//! the services' pid and log files); `status`, `logs` and `cpu` read the state directory and ask
-//! each service, the broker and `/proc` directly.
+//! `omsctl stack up | down | wipe | status | start | stop | env | logs | cpu`: the local stack,
+//! on the component model of [`crate::local`].
 
 use std::io::{Read, Seek, SeekFrom, Write};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde_json::{json, Value};
 
 use crate::ctx::{cell, table, Ctx, Svc};
+use crate::local::{say, Component, Local};
 use crate::{topics, Failure};
 
 #[derive(Debug, clap::Subcommand)]
 pub enum StackCommand {
-    /// Build and start PostgreSQL, the broker and the five services; wait until all are ready.
+    /// Start PostgreSQL, the broker (with the topics) and the services; wait until all are
+    /// ready, then send one order through the saga. Idempotent: what runs is only checked.
     Up {
+        /// Only PostgreSQL, the broker and the topics (what the tests use).
+        #[arg(long)]
+        infra: bool,
         /// Skip the smoke order at the end.
         #[arg(long)]
         no_smoke: bool,
-        /// Debug builds instead of release builds: half the first build time, unoptimised code.
+        /// Directory of the oms-* service binaries [default: where this omsctl lives].
+        #[arg(long, env = "OMS_BIN_DIR", conflicts_with_all = ["release", "debug"])]
+        bin_dir: Option<PathBuf>,
+        /// The release builds next to this omsctl (target/release); `scripts/stack.sh up` builds
+        /// them and is the default there.
+        #[arg(long, conflicts_with = "debug")]
+        release: bool,
+        /// The debug builds next to this omsctl (target/debug).
         #[arg(long)]
         debug: bool,
     },
-    /// Stop everything cleanly (services first).
+    /// Stop everything cleanly (services first, PostgreSQL last).
     Down,
+    /// Stop everything and delete the state directory.
+    Wipe,
     /// Each component's pid, port, readiness, outbox backlog and consumer lag.
     Status,
+    /// Start one component (postgres, broker or a service) unless it runs.
+    Start {
+        /// postgres, broker, or a service name.
+        component: String,
+    },
+    /// Stop one component.
+    Stop {
+        /// postgres, broker, or a service name.
+        component: String,
+    },
+    /// Print the stack's connection settings as shell exports.
+    Env,
+    /// The topology: every service with its port, consumer group and the topics it reads and
+    /// writes (what scripts read instead of a list of their own).
+    Services {
+        /// Only the names, one per line, in start order.
+        #[arg(long)]
+        names: bool,
+    },
     /// Print a service's log (all services' without a name).
     Logs {
         /// Service (order, payment, inventory, notification, saga).
@@ -45,102 +75,180 @@ pub enum StackCommand {
     },
 }
 
-/// The repository's `scripts/stack.sh`: `OMS_ROOT`, else found upwards from here or from the
-/// omsctl binary.
-fn stack_script() -> Result<PathBuf, Failure> {
-    let mut starts: Vec<PathBuf> = Vec::new();
-    if let Ok(root) = std::env::var("OMS_ROOT") {
-        starts.push(PathBuf::from(root));
-    }
-    if let Ok(cwd) = std::env::current_dir() {
-        starts.push(cwd);
-    }
-    if let Ok(exe) = std::env::current_exe() {
-        starts.push(exe);
-    }
-    for start in starts {
-        for dir in start.ancestors() {
-            let script = dir.join("scripts/stack.sh");
-            if script.is_file() {
-                return Ok(script);
-            }
-        }
-    }
-    Err(Failure::usage(
-        "scripts/stack.sh not found: run omsctl from the repository or set OMS_ROOT",
-    ))
-}
-
-/// Runs `scripts/stack.sh ARGS` for this state directory.
-pub fn script(ctx: &Ctx, args: &[&str]) -> Result<(), Failure> {
-    let script = stack_script()?;
-    let status = std::process::Command::new("bash")
-        .arg(&script)
-        .args(args)
-        .env("OMS_STATE_DIR", absolute(&ctx.state_dir))
-        .status()
-        .map_err(|e| Failure::usage(format!("running {}: {e}", script.display())))?;
-    if status.success() {
-        Ok(())
-    } else {
-        Err(Failure::verdict(format!(
-            "{} {} failed ({status})",
-            script.display(),
-            args.join(" ")
-        )))
-    }
-}
-
-fn absolute(p: &Path) -> PathBuf {
-    if p.is_absolute() {
-        p.to_path_buf()
-    } else {
-        std::env::current_dir()
-            .map(|d| d.join(p))
-            .unwrap_or_else(|_| p.to_path_buf())
-    }
-}
-
-/// Whether a process exists and is not a zombie (a killed service nobody reaped yet).
-pub fn alive(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|stat| {
-            // The state follows the parenthesised command name, which may contain spaces.
-            let after = stat.rsplit_once(')')?.1;
-            after.split_whitespace().next().map(|s| s != "Z")
-        })
-        .unwrap_or(false)
-}
-
-fn pid_of(path: &Path) -> Option<u32> {
-    let pid: u32 = std::fs::read_to_string(path).ok()?.trim().parse().ok()?;
-    crate::stack::alive(pid).then_some(pid)
-}
-
 /// The service called `name`, or a usage error listing the names.
 pub fn service_named(name: &str) -> Result<Svc, Failure> {
     name.parse()
         .map_err(|e: oms_contracts::topology::UnknownService| Failure::usage(e.to_string()))
 }
 
+/// How long services get to become ready (`OMS_READY_TIMEOUT` seconds, default 120).
+fn ready_timeout() -> Duration {
+    let secs = std::env::var("OMS_READY_TIMEOUT")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(120);
+    Duration::from_secs(secs)
+}
+
+fn sibling_bin_dir(profile: &str) -> Result<PathBuf, Failure> {
+    std::env::current_exe()
+        .ok()
+        .and_then(|exe| Some(exe.parent()?.parent()?.join(profile)))
+        .ok_or_else(|| Failure::usage("cannot tell where omsctl runs from; pass --bin-dir"))
+}
+
+/// Starts every component that is not running, in order.
+async fn up(ctx: &Ctx, infra: bool, smoke: bool, bin_dir: Option<PathBuf>) -> Result<(), Failure> {
+    let wanted = Local::from_env(&ctx.state_dir, bin_dir)?;
+    if let Ok(current) = Local::open(&ctx.state_dir) {
+        let running = Svc::all().any(|s| Component::Service(s).pid(&current).is_some());
+        if running && current.bin_dir != wanted.bin_dir {
+            return Err(Failure::usage(format!(
+                "the stack runs the binaries of {}; run `omsctl stack down` first to switch to {}",
+                current.bin_dir.display(),
+                wanted.bin_dir.display()
+            )));
+        }
+    }
+    wanted.record()?;
+    let local = wanted;
+    Component::Postgres.start(&local).await?;
+    Component::Broker.start(&local).await?;
+    let partitions: i32 = match std::env::var("OMS_TOPIC_PARTITIONS") {
+        Ok(v) => v.parse().ok().filter(|p| *p > 0).ok_or_else(|| {
+            Failure::usage(format!(
+                "OMS_TOPIC_PARTITIONS={v:?} is not a positive number"
+            ))
+        })?,
+        // One partition per topic on the local broker: it re-reads every partition of a fetch
+        // each round, so idle CPU and hop latency grow with the partition count
+        // (docs/benchmarks.md). Apache Kafka deployments keep the contracts' count.
+        Err(_) => 1,
+    };
+    say(format!("creating topics ({partitions} partition(s) each)"));
+    oms_kafka::ensure_topics(&local.brokers(), &ctx.topics.all_with_dlq(), partitions)
+        .await
+        .map_err(|e| Failure::verdict(e.to_string()))?;
+    if !infra {
+        for svc in Svc::all() {
+            Component::Service(svc).start(&local).await?;
+        }
+        let all: Vec<Svc> = Svc::all().collect();
+        crate::local::wait_ready(&local, &all, ready_timeout()).await?;
+        if smoke {
+            let here = ctx.for_local(&local)?;
+            crate::order::smoke(&here).await?;
+        }
+    }
+    say("stack is up");
+    print_env(&local);
+    Ok(())
+}
+
+fn print_env(local: &Local) {
+    println!("export OMS_DATABASE_URL={}", local.database_url());
+    println!("export OMS_BROKERS={}", local.brokers());
+}
+
+/// Stops every component: services first, in reverse start order, PostgreSQL last.
+pub async fn down(local: &Local) -> Result<(), Failure> {
+    for c in Component::all().into_iter().rev() {
+        c.stop(local).await?;
+    }
+    Ok(())
+}
+
 pub async fn run(ctx: &Ctx, command: StackCommand) -> Result<(), Failure> {
     match command {
-        StackCommand::Up { no_smoke, debug } => {
-            let mut args = vec!["up"];
-            if no_smoke {
-                args.push("--no-smoke");
-            }
-            if debug {
-                args.push("--debug");
-            }
-            script(ctx, &args)
+        StackCommand::Up {
+            infra,
+            no_smoke,
+            bin_dir,
+            release,
+            debug,
+        } => {
+            let bin_dir = match (bin_dir, release, debug) {
+                (Some(d), _, _) => Some(d),
+                (None, true, _) => Some(sibling_bin_dir("release")?),
+                (None, _, true) => Some(sibling_bin_dir("debug")?),
+                _ => None,
+            };
+            up(ctx, infra, !no_smoke, bin_dir).await
         }
-        StackCommand::Down => script(ctx, &["down"]),
+        StackCommand::Down => down(&Local::open(&ctx.state_dir)?).await,
+        StackCommand::Wipe => {
+            let local = Local::open(&ctx.state_dir)?;
+            down(&local).await?;
+            crate::local::wipe(&local)?;
+            say(format!("removed {}", ctx.state_dir.display()));
+            Ok(())
+        }
+        StackCommand::Start { component } => {
+            let local = Local::open(&ctx.state_dir)?;
+            let c = Component::named(&component)?;
+            c.start(&local).await?;
+            if let Component::Service(s) = c {
+                crate::local::wait_ready(&local, &[s], ready_timeout()).await?;
+            }
+            Ok(())
+        }
+        StackCommand::Stop { component } => {
+            Component::named(&component)?
+                .stop(&Local::open(&ctx.state_dir)?)
+                .await
+        }
+        StackCommand::Env => {
+            print_env(&Local::open(&ctx.state_dir)?);
+            Ok(())
+        }
+        StackCommand::Services { names } => services(ctx, names),
         StackCommand::Status => status(ctx).await,
         StackCommand::Logs { service, follow } => logs(ctx, service.as_deref(), follow).await,
         StackCommand::Cpu { over } => cpu(ctx, over).await,
     }
+}
+
+fn services(ctx: &Ctx, names_only: bool) -> Result<(), Failure> {
+    if names_only {
+        for s in oms_contracts::topology::SERVICES {
+            println!("{}", s.name);
+        }
+        return Ok(());
+    }
+    let rows: Vec<Value> = oms_contracts::topology::SERVICES
+        .iter()
+        .map(|s| {
+            json!({
+                "name": s.name,
+                "defaultPort": s.port,
+                "group": ctx.topics.name(s.group),
+                "reads": s.reads().iter().map(|t| ctx.topics.name(t)).collect::<Vec<_>>(),
+                "writes": s.writes().iter().map(|t| ctx.topics.name(t)).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    let doc = Value::Array(rows);
+    ctx.print(&doc, || {
+        let mut t = table(&["SERVICE", "DEFAULT PORT", "GROUP", "READS", "WRITES"]);
+        for r in doc.as_array().into_iter().flatten() {
+            let list = |v: &Value| {
+                v.as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(Value::as_str)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            t.add_row([
+                cell(&r["name"]),
+                cell(&r["defaultPort"]),
+                cell(&r["group"]),
+                list(&r["reads"]),
+                list(&r["writes"]),
+            ]);
+        }
+        t.to_string()
+    })
 }
 
 async fn cpu(ctx: &Ctx, over: Duration) -> Result<(), Failure> {
@@ -201,12 +309,23 @@ async fn status(ctx: &Ctx) -> Result<(), Failure> {
         .map_err(anyhow::Error::from)?;
     let broker_ok = lag_rows.is_ok();
     let lag_rows = lag_rows.unwrap_or_default();
-    let mut components = vec![json!({
-        "component": "broker",
-        "pid": pid_of(&ctx.state_dir.join("broker/broker.pid")),
-        "address": ctx.brokers,
-        "ready": broker_ok,
-    })];
+    let local = Local::open(&ctx.state_dir)?;
+    let http = reqwest::Client::new();
+    let pg_ready = Component::Postgres.ready(&local, &http).await;
+    let mut components = vec![
+        json!({
+            "component": "postgres",
+            "pid": Component::Postgres.pid(&local),
+            "address": format!("127.0.0.1:{}", local.pg_port),
+            "ready": pg_ready,
+        }),
+        json!({
+            "component": "broker",
+            "pid": Component::Broker.pid(&local),
+            "address": ctx.brokers,
+            "ready": broker_ok,
+        }),
+    ];
     for svc in Svc::all() {
         let ready = ctx.get_opt(svc, "/health/ready").await;
         let (is_ready, backlog, detail) = match &ready {
@@ -222,7 +341,7 @@ async fn status(ctx: &Ctx) -> Result<(), Failure> {
         let lag: i64 = lag_rows.iter().filter_map(|r| r.lag.get(&group)).sum();
         components.push(json!({
             "component": svc.name(),
-            "pid": pid_of(&ctx.state_dir.join(format!("services/{}.pid", svc.name()))),
+            "pid": Component::Service(svc).pid(&local),
             "address": ctx.url(svc),
             "ready": is_ready,
             "outboxBacklog": backlog,
@@ -260,7 +379,7 @@ async fn logs(ctx: &Ctx, service: Option<&str>, follow: bool) -> Result<(), Fail
     };
     let mut files = Vec::new();
     for svc in &services {
-        let path = ctx.state_dir.join(format!("services/{}.log", svc.name()));
+        let path = Local::open(&ctx.state_dir)?.log_of(*svc);
         let file = std::fs::File::open(&path).map_err(|e| {
             Failure::usage(format!("log of {} at {}: {e}", svc.name(), path.display()))
         })?;

@@ -571,7 +571,7 @@ async fn stack_up_status_logs_and_down_supervise_the_local_stack() -> anyhow::Re
     };
     // Whatever happens (a failed assertion panics), the stack is wiped at the end.
     let _wipe = Wipe {
-        script: root.join("scripts/stack.sh"),
+        omsctl: assert_cmd::cargo::cargo_bin("omsctl"),
         envs: envs.clone(),
     };
     let mut cmd = omsctl(None)?;
@@ -665,17 +665,17 @@ async fn stack_up_status_logs_and_down_supervise_the_local_stack() -> anyhow::Re
     Ok(())
 }
 
-/// Stops and deletes a process stack when dropped (its data may live in /var/tmp, see stack.sh).
+/// Stops and deletes a process stack when dropped (its data may live in /var/tmp, see
+/// omsctl's `local` module).
 struct Wipe {
-    script: std::path::PathBuf,
+    omsctl: std::path::PathBuf,
     envs: Vec<(String, String)>,
 }
 
 impl Drop for Wipe {
     fn drop(&mut self) {
-        let _ = std::process::Command::new("bash")
-            .arg(&self.script)
-            .arg("wipe")
+        let _ = std::process::Command::new(&self.omsctl)
+            .args(["stack", "wipe"])
             .env_remove("OMS_TOPIC_PREFIX")
             .envs(self.envs.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .output();

@@ -1,0 +1,820 @@
+//! The local process stack as a component model: a private PostgreSQL cluster, the nisshi broker
+//! and the services of the topology, each started detached with a pid file and a log under the
+//! state directory (chaos needs a killed service to stay dead, and the stack outlives omsctl).
+//!
+//! Layout of the state directory:
+//! - `stack.json`: ports and binary directory of the stack, written by `stack up`; every later
+//!   command (status, chaos restarts) reads it, so it works from any directory.
+//! - `postgres/data`, `postgres/postgres.log`, `postgres/run` (the socket directory).
+//! - `broker/broker.pid`, `broker/broker.log`, `broker/broker.db`.
+//! - `services/NAME.pid`, `services/NAME.log`.
+
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use oms_contracts::topology::SERVICES;
+use serde::{Deserialize, Serialize};
+use tokio::process::Command;
+
+use crate::ctx::Svc;
+use crate::Failure;
+
+/// The PostgreSQL role and password of the local cluster: loopback-only, development data, not a
+/// secret.
+pub const PG_USER: &str = "oms";
+const PG_PASSWORD: &str = "oms";
+
+/// Prints a progress line of the stack to stderr.
+pub fn say(text: impl std::fmt::Display) {
+    eprintln!("\x1b[1m[oms]\x1b[0m {text}");
+}
+
+/// What `stack up` recorded about the running stack.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct Local {
+    /// PostgreSQL port on 127.0.0.1.
+    pub pg_port: u16,
+    /// Broker port on 127.0.0.1.
+    pub broker_port: u16,
+    /// Directory of the `oms-*` service binaries.
+    pub bin_dir: PathBuf,
+    /// Each service's HTTP port, by name.
+    pub service_ports: std::collections::BTreeMap<String, u16>,
+    #[serde(skip)]
+    state_dir: PathBuf,
+}
+
+fn env_port(name: &str, default: u16) -> Result<u16, Failure> {
+    match std::env::var(name) {
+        Ok(v) => v
+            .parse()
+            .map_err(|_| Failure::usage(format!("{name}={v:?} is not a port number"))),
+        Err(_) => Ok(default),
+    }
+}
+
+impl Local {
+    /// The stack under `state_dir`: as recorded by `stack up` when it ran, else from the
+    /// environment (`OMS_PG_PORT`, `OMS_BROKER_PORT`, `OMS_<NAME>_PORT`, `OMS_BIN_DIR`) and the
+    /// defaults (55432, 19092, the topology's ports, the directory of this omsctl binary).
+    pub fn open(state_dir: &Path) -> Result<Self, Failure> {
+        if let Some(mut recorded) = Self::recorded(state_dir)? {
+            recorded.state_dir = state_dir.to_path_buf();
+            return Ok(recorded);
+        }
+        Self::from_env(state_dir, None)
+    }
+
+    fn recorded(state_dir: &Path) -> Result<Option<Self>, Failure> {
+        let path = state_dir.join("stack.json");
+        match std::fs::read_to_string(&path) {
+            Ok(text) => serde_json::from_str(&text)
+                .map(Some)
+                .map_err(|e| Failure::usage(format!("{}: {e}", path.display()))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Failure::usage(format!("{}: {e}", path.display()))),
+        }
+    }
+
+    /// The stack as the environment describes it (what `stack up` records).
+    pub fn from_env(state_dir: &Path, bin_dir: Option<PathBuf>) -> Result<Self, Failure> {
+        let bin_dir = match bin_dir.or_else(|| std::env::var_os("OMS_BIN_DIR").map(PathBuf::from)) {
+            Some(d) => d,
+            None => std::env::current_exe()
+                .ok()
+                .and_then(|exe| exe.parent().map(Path::to_path_buf))
+                .ok_or_else(|| {
+                    Failure::usage("cannot tell where omsctl runs from; set --bin-dir")
+                })?,
+        };
+        let mut service_ports = std::collections::BTreeMap::new();
+        for s in SERVICES {
+            let var = format!("OMS_{}_PORT", s.name.to_uppercase());
+            service_ports.insert(s.name.to_owned(), env_port(&var, s.port)?);
+        }
+        Ok(Self {
+            pg_port: env_port("OMS_PG_PORT", 55432)?,
+            broker_port: env_port("OMS_BROKER_PORT", 19092)?,
+            bin_dir,
+            service_ports,
+            state_dir: state_dir.to_path_buf(),
+        })
+    }
+
+    /// Records this stack in its state directory.
+    pub fn record(&self) -> Result<(), Failure> {
+        std::fs::create_dir_all(&self.state_dir)?;
+        let path = self.state_dir.join("stack.json");
+        let tmp = self.state_dir.join("stack.json.tmp");
+        std::fs::write(&tmp, serde_json::to_vec_pretty(self)?)?;
+        std::fs::rename(&tmp, &path)?;
+        Ok(())
+    }
+
+    /// The state directory.
+    pub fn state_dir(&self) -> &Path {
+        &self.state_dir
+    }
+
+    /// A service's HTTP port.
+    pub fn port(&self, svc: Svc) -> u16 {
+        self.service_ports
+            .get(svc.name())
+            .copied()
+            .unwrap_or(svc.spec().port)
+    }
+
+    /// The PostgreSQL URL the services get.
+    pub fn database_url(&self) -> String {
+        format!(
+            "postgres://{PG_USER}:{PG_PASSWORD}@127.0.0.1:{}/postgres",
+            self.pg_port
+        )
+    }
+
+    /// The broker's bootstrap address.
+    pub fn brokers(&self) -> String {
+        format!("127.0.0.1:{}", self.broker_port)
+    }
+
+    fn pg_dir(&self) -> PathBuf {
+        self.state_dir.join("postgres")
+    }
+
+    fn broker_dir(&self) -> PathBuf {
+        self.state_dir.join("broker")
+    }
+
+    fn service_dir(&self) -> PathBuf {
+        self.state_dir.join("services")
+    }
+
+    /// A service's log file.
+    pub fn log_of(&self, svc: Svc) -> PathBuf {
+        self.service_dir().join(format!("{}.log", svc.name()))
+    }
+}
+
+/// One part of the local stack.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Component {
+    /// The PostgreSQL cluster (one database per service).
+    Postgres,
+    /// The Kafka-protocol broker.
+    Broker,
+    /// A service of the topology.
+    Service(Svc),
+}
+
+/// A signal omsctl sends to a component's process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Signal {
+    /// Ask it to stop.
+    Term,
+    /// Kill it outright (a crash).
+    Kill,
+    /// Freeze it (a hang).
+    Stop,
+    /// Thaw it.
+    Cont,
+}
+
+impl Signal {
+    fn flag(self) -> &'static str {
+        match self {
+            Signal::Term => "-TERM",
+            Signal::Kill => "-KILL",
+            Signal::Stop => "-STOP",
+            Signal::Cont => "-CONT",
+        }
+    }
+}
+
+/// Sends `signal` to process `pid`.
+pub fn signal(pid: u32, signal: Signal) -> Result<(), Failure> {
+    let sig = signal.flag();
+    let status = std::process::Command::new("kill")
+        .args([sig, &pid.to_string()])
+        .stderr(Stdio::null())
+        .status()
+        .map_err(|e| Failure::usage(format!("kill {sig} {pid}: {e}")))?;
+    if !status.success() {
+        return Err(Failure::verdict(format!(
+            "kill {sig} {pid} failed ({status})"
+        )));
+    }
+    Ok(())
+}
+
+/// Whether a process exists and is not a zombie (a killed service nobody reaped yet).
+pub fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            // The state follows the parenthesised command name, which may contain spaces.
+            let after = stat.rsplit_once(')')?.1;
+            after.split_whitespace().next().map(|s| s != "Z")
+        })
+        .unwrap_or(false)
+}
+
+fn pid_file(path: &Path) -> Option<u32> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let pid: u32 = text.lines().next()?.trim().parse().ok()?;
+    alive(pid).then_some(pid)
+}
+
+fn port_open(port: u16) -> bool {
+    TcpStream::connect_timeout(
+        &SocketAddr::from(([127, 0, 0, 1], port)),
+        Duration::from_millis(300),
+    )
+    .is_ok()
+}
+
+/// Polls `ready` every 200 ms until it holds or `within` has passed.
+async fn wait_for(within: Duration, mut ready: impl AsyncFnMut() -> bool) -> bool {
+    let deadline = Instant::now() + within;
+    loop {
+        if ready().await {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn tail(path: &Path, lines: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+impl Component {
+    /// Every component, in start order: PostgreSQL, the broker, then the services.
+    pub fn all() -> Vec<Component> {
+        let mut all = vec![Component::Postgres, Component::Broker];
+        all.extend(Svc::all().map(Component::Service));
+        all
+    }
+
+    /// Its name: `postgres`, `broker` or the service's.
+    pub fn name(self) -> &'static str {
+        match self {
+            Component::Postgres => "postgres",
+            Component::Broker => "broker",
+            Component::Service(s) => s.name(),
+        }
+    }
+
+    /// The component called `name`.
+    pub fn named(name: &str) -> Result<Self, Failure> {
+        match name {
+            "postgres" | "db" => Ok(Component::Postgres),
+            "broker" => Ok(Component::Broker),
+            other => other.parse().map(Component::Service).map_err(|_| {
+                Failure::usage(format!(
+                    "unknown component {other:?}; expected postgres, broker or one of {}",
+                    Svc::names()
+                ))
+            }),
+        }
+    }
+
+    /// Its port on 127.0.0.1.
+    pub fn port(self, local: &Local) -> u16 {
+        match self {
+            Component::Postgres => local.pg_port,
+            Component::Broker => local.broker_port,
+            Component::Service(s) => local.port(s),
+        }
+    }
+
+    /// Its process, when it runs.
+    pub fn pid(self, local: &Local) -> Option<u32> {
+        match self {
+            Component::Postgres => postmaster(&local.pg_dir().join("data")),
+            Component::Broker => pid_file(&local.broker_dir().join("broker.pid")),
+            Component::Service(s) => {
+                pid_file(&local.service_dir().join(format!("{}.pid", s.name())))
+            }
+        }
+    }
+
+    /// Whether it answers: PostgreSQL and the broker accept connections on their port, a
+    /// service answers `/health/ready` with 200.
+    pub async fn ready(self, local: &Local, http: &reqwest::Client) -> bool {
+        match self {
+            Component::Service(s) => {
+                let url = format!("http://127.0.0.1:{}/health/ready", local.port(s));
+                matches!(http.get(url).send().await, Ok(r) if r.status().is_success())
+            }
+            other => {
+                let port = other.port(local);
+                tokio::task::spawn_blocking(move || port_open(port))
+                    .await
+                    .unwrap_or(false)
+            }
+        }
+    }
+
+    /// Starts it unless it runs; returns once it is ready.
+    pub async fn start(self, local: &Local) -> Result<(), Failure> {
+        match self {
+            Component::Postgres => pg_start(local).await,
+            Component::Broker => broker_start(local).await,
+            Component::Service(s) => service_start(local, s).await,
+        }
+    }
+
+    /// Stops it (politely, then by force) unless it is stopped.
+    pub async fn stop(self, local: &Local) -> Result<(), Failure> {
+        match self {
+            Component::Postgres => pg_stop(local).await,
+            other => {
+                let Some(pid) = other.pid(local) else {
+                    return Ok(());
+                };
+                say(format!("stopping {} (pid {pid})", other.name()));
+                // A frozen process cannot act on TERM: thaw it first.
+                let _ = signal(pid, Signal::Cont);
+                let _ = signal(pid, Signal::Term);
+                let gone = wait_for(Duration::from_secs(10), async || !alive(pid)).await;
+                if !gone {
+                    let _ = signal(pid, Signal::Kill);
+                    wait_for(Duration::from_secs(5), async || !alive(pid)).await;
+                }
+                let file = match other {
+                    Component::Broker => local.broker_dir().join("broker.pid"),
+                    _ => local.service_dir().join(format!("{}.pid", other.name())),
+                };
+                let _ = std::fs::remove_file(file);
+                Ok(())
+            }
+        }
+    }
+
+    /// Sends `sig` to its process; a usage error when it does not run.
+    pub fn signal(self, local: &Local, sig: Signal) -> Result<u32, Failure> {
+        let pid = self
+            .pid(local)
+            .ok_or_else(|| Failure::usage(format!("{} is not running", self.name())))?;
+        signal(pid, sig)?;
+        Ok(pid)
+    }
+}
+
+/// The postmaster of the cluster in `data`: from `postmaster.pid` when readable, else the
+/// `postgres` process whose data directory it is (the data directory may belong to another
+/// user).
+fn postmaster(data: &Path) -> Option<u32> {
+    if let Some(pid) = pid_file(&data.join("postmaster.pid")) {
+        return Some(pid);
+    }
+    let data = std::fs::canonicalize(data).ok()?;
+    let data = data.to_string_lossy();
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+            continue;
+        };
+        let args: Vec<String> = cmdline
+            .split(|b| *b == 0)
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect();
+        let is_postgres = args.first().is_some_and(|a| a.ends_with("/postgres"));
+        let has_data = args
+            .windows(2)
+            .any(|w| w[0] == "-D" && w[1].trim_end_matches('/') == data);
+        if is_postgres && has_data && alive(pid) {
+            return Some(pid);
+        }
+    }
+    None
+}
+
+// --- PostgreSQL -------------------------------------------------------------------------------
+
+/// Directory holding initdb, pg_ctl and postgres (the newest installed major version).
+fn pg_bin() -> Result<PathBuf, Failure> {
+    let mut dirs: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let major: u32 = e.file_name().to_str()?.parse().ok()?;
+            let bin = e.path().join("bin");
+            bin.join("initdb").is_file().then_some((major, bin))
+        })
+        .collect();
+    dirs.sort();
+    dirs.pop().map(|(_, d)| d).ok_or_else(|| {
+        Failure::usage(
+            "PostgreSQL server binaries not found under /usr/lib/postgresql; run scripts/deps.sh",
+        )
+    })
+}
+
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .and_then(|l| l.split_whitespace().nth(1).map(|u| u == "0"))
+        })
+        .unwrap_or(false)
+}
+
+/// `program args` as the user that runs PostgreSQL: `postgres` when we are root (initdb refuses
+/// root), else ourselves.
+fn as_pg_user(program: &Path) -> Command {
+    if is_root() {
+        let mut c = Command::new("runuser");
+        c.args(["-u", "postgres", "--"]).arg(program);
+        c
+    } else {
+        Command::new(program)
+    }
+}
+
+async fn run_quiet(mut c: Command, what: &str) -> Result<std::process::Output, Failure> {
+    c.stdin(Stdio::null());
+    c.output()
+        .await
+        .map_err(|e| Failure::usage(format!("{what}: {e}")))
+}
+
+async fn checked(c: Command, what: &str) -> Result<(), Failure> {
+    let out = run_quiet(c, what).await?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(Failure::verdict(format!(
+            "{what} failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        )))
+    }
+}
+
+/// As root, the cluster belongs to the `postgres` system user, which must be able to reach the
+/// data directory. When the state directory sits where it cannot (say under /root), the data
+/// lives in /var/tmp and the state directory links to it.
+async fn prepare_pg_dir(local: &Local) -> Result<(), Failure> {
+    let dir = local.pg_dir();
+    std::fs::create_dir_all(local.state_dir())?;
+    if dir.exists() {
+        return Ok(());
+    }
+    if !is_root() {
+        std::fs::create_dir_all(&dir)?;
+        return Ok(());
+    }
+    let mut useradd = Command::new("sh");
+    useradd.args([
+        "-c",
+        "id postgres >/dev/null 2>&1 || useradd --system --home-dir /var/lib/postgresql --shell /usr/sbin/nologin postgres",
+    ]);
+    checked(useradd, "creating the postgres system user").await?;
+    std::fs::create_dir_all(&dir)?;
+    let mut chown = Command::new("chown");
+    chown.arg("postgres:").arg(&dir);
+    checked(chown, "chown of the PostgreSQL directory").await?;
+    let mut probe = Command::new("runuser");
+    probe.args(["-u", "postgres", "--", "test", "-w"]).arg(&dir);
+    if run_quiet(probe, "runuser").await?.status.success() {
+        return Ok(());
+    }
+    std::fs::remove_dir(&dir)?;
+    let digest: u64 = local
+        .state_dir()
+        .to_string_lossy()
+        .bytes()
+        .fold(0xcbf29ce484222325, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x100000001b3)
+        });
+    let elsewhere = PathBuf::from(format!("/var/tmp/oms-postgres-{digest:016x}"));
+    std::fs::create_dir_all(&elsewhere)?;
+    let mut chown = Command::new("chown");
+    chown.arg("postgres:").arg(&elsewhere);
+    checked(chown, "chown of the PostgreSQL directory").await?;
+    std::os::unix::fs::symlink(&elsewhere, &dir)?;
+    say(format!(
+        "postgres cannot reach {}; its data lives in {} (linked)",
+        local.state_dir().display(),
+        elsewhere.display()
+    ));
+    Ok(())
+}
+
+async fn pg_running(bin: &Path, data: &Path) -> Result<bool, Failure> {
+    let mut status = as_pg_user(&bin.join("pg_ctl"));
+    status.arg("-D").arg(data).arg("status");
+    Ok(run_quiet(status, "pg_ctl status").await?.status.success())
+}
+
+async fn pg_start(local: &Local) -> Result<(), Failure> {
+    let bin = pg_bin()?;
+    prepare_pg_dir(local).await?;
+    let dir = local.pg_dir();
+    let data = dir.join("data");
+    if !data.join("PG_VERSION").exists() {
+        say(format!(
+            "initialising a PostgreSQL cluster in {}",
+            data.display()
+        ));
+        let pwfile = dir.join(".pwfile");
+        let mut write = as_pg_user(Path::new("sh"));
+        write.args(["-c", "umask 077; printf '%s\\n' \"$1\" > \"$2\"", "sh"]);
+        write.arg(PG_PASSWORD).arg(&pwfile);
+        checked(write, "writing the initdb password file").await?;
+        let mut initdb = as_pg_user(&bin.join("initdb"));
+        initdb
+            .arg("-D")
+            .arg(&data)
+            .arg(format!("--username={PG_USER}"))
+            .arg(format!("--pwfile={}", pwfile.display()))
+            .args([
+                "--auth-local=trust",
+                "--auth-host=scram-sha-256",
+                "--encoding=UTF8",
+                "--locale=C.UTF-8",
+            ]);
+        let result = checked(initdb, "initdb").await;
+        let _ = std::fs::remove_file(&pwfile);
+        result?;
+        let mut mkdir = as_pg_user(Path::new("mkdir"));
+        mkdir.arg("-p").arg(dir.join("run"));
+        checked(mkdir, "creating the socket directory").await?;
+    }
+    if pg_running(&bin, &data).await? {
+        say(format!(
+            "PostgreSQL already running on 127.0.0.1:{}",
+            local.pg_port
+        ));
+        return Ok(());
+    }
+    say(format!(
+        "starting PostgreSQL on 127.0.0.1:{}",
+        local.pg_port
+    ));
+    let log = dir.join("postgres.log");
+    let mut start = as_pg_user(&bin.join("pg_ctl"));
+    start
+        .arg("-D")
+        .arg(&data)
+        .arg("-l")
+        .arg(&log)
+        .args(["-w", "-t", "60", "-o"])
+        .arg(format!(
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c max_connections=400",
+            local.pg_port,
+            dir.join("run").display()
+        ))
+        .arg("start");
+    checked(start, "starting PostgreSQL")
+        .await
+        .map_err(|f| Failure::verdict(format!("{}\n{}", f.error, tail(&log, 20))))
+}
+
+async fn pg_stop(local: &Local) -> Result<(), Failure> {
+    let Ok(bin) = pg_bin() else {
+        return Ok(());
+    };
+    let data = local.pg_dir().join("data");
+    if !data.join("PG_VERSION").exists() || !pg_running(&bin, &data).await? {
+        return Ok(());
+    }
+    say("stopping PostgreSQL");
+    let mut stop = as_pg_user(&bin.join("pg_ctl"));
+    stop.arg("-D").arg(&data).args(["-m", "fast", "-w", "stop"]);
+    checked(stop, "stopping PostgreSQL").await
+}
+
+// --- broker and services ------------------------------------------------------------------------
+
+fn nisshi_bin() -> Result<PathBuf, Failure> {
+    if let Some(p) = std::env::var_os("OMS_NISSHI_BIN").map(PathBuf::from) {
+        if p.is_file() {
+            return Ok(p);
+        }
+    }
+    let mut candidates: Vec<PathBuf> = std::env::var_os("PATH")
+        .map(|p| {
+            std::env::split_paths(&p)
+                .map(|d| d.join("nisshi"))
+                .collect()
+        })
+        .unwrap_or_default();
+    if let Some(home) = std::env::var_os("HOME") {
+        candidates.push(PathBuf::from(home).join(".cargo/bin/nisshi"));
+    }
+    candidates
+        .into_iter()
+        .find(|p| p.is_file())
+        .ok_or_else(|| Failure::usage("nisshi not found; run scripts/deps.sh"))
+}
+
+/// Starts `program` detached: its own process group (a Ctrl-C in the terminal does not reach
+/// it), stdin closed, output appended to `log`, its pid written to `pid_path`. It outlives
+/// omsctl.
+fn spawn_detached(mut command: Command, log: &Path, pid_path: &Path) -> Result<u32, Failure> {
+    let out = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)?;
+    let err = out.try_clone()?;
+    command
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        .process_group(0)
+        .kill_on_drop(false);
+    let child = command
+        .spawn()
+        .map_err(|e| Failure::usage(format!("starting {}: {e}", log.display())))?;
+    let pid = child
+        .id()
+        .ok_or_else(|| Failure::verdict("the started process exited at once"))?;
+    std::fs::write(pid_path, pid.to_string())?;
+    Ok(pid)
+}
+
+async fn broker_start(local: &Local) -> Result<(), Failure> {
+    let dir = local.broker_dir();
+    std::fs::create_dir_all(&dir)?;
+    let port = local.broker_port;
+    if let Some(pid) = Component::Broker.pid(local) {
+        say(format!(
+            "broker already running on 127.0.0.1:{port} (pid {pid})"
+        ));
+        return Ok(());
+    }
+    if port_open(port) {
+        return Err(Failure::usage(format!(
+            "port {port} is taken by another process; set OMS_BROKER_PORT"
+        )));
+    }
+    let nisshi = nisshi_bin()?;
+    say(format!(
+        "starting the nisshi broker on 127.0.0.1:{port} (SQLite storage)"
+    ));
+    let url = format!("tcp://127.0.0.1:{port}");
+    let mut c = Command::new(nisshi);
+    // nisshi reads a .env from its working directory: run it from its own directory.
+    c.current_dir(&dir)
+        .arg("broker")
+        .args(["--listener-url", &url, "--advertised-listener-url", &url])
+        .args(["--storage-engine", "sqlite://broker.db"])
+        .args(["--group-initial-rebalance-delay", "0s"]);
+    let log = dir.join("broker.log");
+    spawn_detached(c, &log, &dir.join("broker.pid"))?;
+    if wait_for(Duration::from_secs(30), async || port_open(port)).await {
+        Ok(())
+    } else {
+        Err(Failure::verdict(format!(
+            "the broker did not open port {port}\n{}",
+            tail(&log, 20)
+        )))
+    }
+}
+
+async fn service_start(local: &Local, svc: Svc) -> Result<(), Failure> {
+    let dir = local.service_dir();
+    std::fs::create_dir_all(&dir)?;
+    let port = local.port(svc);
+    let name = svc.name();
+    if let Some(pid) = Component::Service(svc).pid(local) {
+        say(format!(
+            "{name} already running on 127.0.0.1:{port} (pid {pid})"
+        ));
+        return Ok(());
+    }
+    if port_open(port) {
+        return Err(Failure::usage(format!(
+            "port {port} ({name}) is taken by another process; set OMS_{}_PORT",
+            name.to_uppercase()
+        )));
+    }
+    let binary = local.bin_dir.join(format!("oms-{name}"));
+    if !binary.is_file() {
+        return Err(Failure::usage(format!(
+            "{} not found: build the services (scripts/stack.sh up builds them) or pass --bin-dir",
+            binary.display()
+        )));
+    }
+    let mut c = Command::new(&binary);
+    c.env("OMS_DATABASE_URL", local.database_url())
+        .env("OMS_BROKERS", local.brokers())
+        .env(
+            format!("OMS_{}_LISTEN", name.to_uppercase()),
+            format!("127.0.0.1:{port}"),
+        );
+    let log = local.log_of(svc);
+    let pid = spawn_detached(c, &log, &dir.join(format!("{name}.pid")))?;
+    say(format!(
+        "started {name} on 127.0.0.1:{port} (pid {pid}, log {})",
+        log.display()
+    ));
+    Ok(())
+}
+
+/// Waits until each of `services` answers ready, failing early when one exits.
+pub async fn wait_ready(local: &Local, services: &[Svc], within: Duration) -> Result<(), Failure> {
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(2))
+        .build()
+        .map_err(anyhow::Error::from)?;
+    let deadline = Instant::now() + within;
+    for svc in services {
+        let c = Component::Service(*svc);
+        loop {
+            if c.ready(local, &http).await {
+                say(format!("{} ready", svc.name()));
+                break;
+            }
+            let log = local.log_of(*svc);
+            if c.pid(local).is_none() {
+                return Err(Failure::verdict(format!(
+                    "{} exited during start-up (log: {})\n{}",
+                    svc.name(),
+                    log.display(),
+                    tail(&log, 20)
+                )));
+            }
+            if Instant::now() >= deadline {
+                return Err(Failure::verdict(format!(
+                    "{} not ready after {}s (log: {})",
+                    svc.name(),
+                    within.as_secs(),
+                    log.display()
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+    Ok(())
+}
+
+/// Deletes the state directory (and PostgreSQL's data when it lives elsewhere).
+pub fn wipe(local: &Local) -> Result<(), Failure> {
+    let pg = local.pg_dir();
+    if let Ok(target) = std::fs::read_link(&pg) {
+        let _ = std::fs::remove_dir_all(target);
+    }
+    match std::fs::remove_dir_all(local.state_dir()) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn components_are_named_and_ordered() {
+        let all = Component::all();
+        assert_eq!(all[0], Component::Postgres);
+        assert_eq!(all[1], Component::Broker);
+        assert_eq!(all.len(), 2 + SERVICES.len());
+        assert_eq!(Component::named("db").ok(), Some(Component::Postgres));
+        assert_eq!(
+            Component::named("saga").ok(),
+            Some(Component::Service(Svc::Saga))
+        );
+        let err = Component::named("brokr").err().map(|f| f.error.to_string());
+        assert!(err.is_some_and(|e| e.contains("brokr") && e.contains("postgres, broker")));
+    }
+
+    #[test]
+    fn the_stack_record_round_trips_and_a_broken_one_is_an_error() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let local =
+            Local::from_env(dir.path(), Some(PathBuf::from("/opt/oms/bin"))).expect("from env");
+        local.record().expect("record");
+        let back = Local::open(dir.path()).expect("open");
+        assert_eq!(back, local);
+        std::fs::write(dir.path().join("stack.json"), "{").expect("write");
+        assert!(Local::open(dir.path()).is_err());
+    }
+
+    #[test]
+    fn this_process_is_alive_and_a_free_pid_is_not() {
+        assert!(alive(std::process::id()));
+        assert!(!alive(u32::MAX - 1));
+    }
+}
