@@ -1,6 +1,7 @@
 //! Wire contracts of the OMS, defined once and shared by every service and by `omsctl`.
 //!
 //! # Layout
+//! - [`api`]: the request and response types of every HTTP route.
 //! - [`envelope`]: the one envelope every Kafka message travels in, and its encode/decode.
 //! - [`messages`]: every command and event of the order saga, as typed payloads.
 //! - [`values`]: the value types the payloads are made of (ids, money, order lines).
@@ -12,6 +13,7 @@
 //! The JSON fixtures under `fixtures/` pin the wire format of every message type; a change that
 //! breaks them must come with a new schema version of that type.
 
+pub mod api;
 pub mod envelope;
 pub mod headers;
 pub mod messages;

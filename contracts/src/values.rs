@@ -224,6 +224,11 @@ impl TryFrom<MoneyWire> for Money {
 }
 
 impl Money {
+    /// Money from stored parts: an amount and a currency code (as a database row holds them).
+    pub fn from_parts(amount_minor: i64, currency: &str) -> Result<Self, InvalidValue> {
+        Money::new(amount_minor, Currency::try_from(currency)?)
+    }
+
     /// Money of a non-negative amount.
     pub fn new(amount_minor: i64, currency: Currency) -> Result<Self, InvalidValue> {
         if amount_minor < 0 {

@@ -13,6 +13,7 @@
 
 pub mod stock;
 
+use oms_contracts::api::{Page, ProductView, ReservationView, SetStock};
 use oms_contracts::ServiceId;
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -283,28 +284,20 @@ pub fn router(pool: PgPool) -> Router {
         .with_state(pool)
 }
 
-async fn list_products(
-    State(pool): State<PgPool>,
-) -> Result<Json<Vec<stock::ProductView>>, ApiError> {
+async fn list_products(State(pool): State<PgPool>) -> Result<Json<Page<ProductView>>, ApiError> {
     let mut conn = pool.acquire().await?;
-    Ok(Json(stock::products(&mut conn).await?))
+    Ok(Json(Page::all(stock::products(&mut conn).await?)))
 }
 
 async fn get_product(
     State(pool): State<PgPool>,
     ApiPath(id): ApiPath<String>,
-) -> Result<Json<stock::ProductView>, ApiError> {
+) -> Result<Json<ProductView>, ApiError> {
     let mut conn = pool.acquire().await?;
     stock::product(&mut conn, &id)
         .await?
         .map(Json)
         .ok_or_else(|| ApiError::not_found(format!("No product {id:?}")))
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct SetStock {
-    available: i64,
 }
 
 /// Largest stock an operator may set for one product.
@@ -314,7 +307,7 @@ async fn set_stock(
     State(pool): State<PgPool>,
     ApiPath(id): ApiPath<String>,
     ApiJson(body): ApiJson<SetStock>,
-) -> Result<Json<stock::ProductView>, ApiError> {
+) -> Result<Json<ProductView>, ApiError> {
     if !(0..=MAX_STOCK).contains(&body.available) {
         let mut errors = BTreeMap::new();
         errors.insert(
@@ -334,7 +327,7 @@ async fn set_stock(
 async fn get_reservation(
     State(pool): State<PgPool>,
     ApiPath(order_id): ApiPath<Uuid>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<ReservationView>, ApiError> {
     let mut conn = pool.acquire().await?;
     stock::reservation_view(&mut conn, order_id)
         .await?
@@ -352,7 +345,7 @@ struct ReservationQuery {
 async fn list_reservations(
     State(pool): State<PgPool>,
     oms_runtime::http::ApiQuery(q): oms_runtime::http::ApiQuery<ReservationQuery>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<Page<ReservationView>>, ApiError> {
     let limit = q.limit.unwrap_or(1000);
     let mut errors = BTreeMap::new();
     if !(1..=100_000).contains(&limit) {
@@ -375,5 +368,5 @@ async fn list_reservations(
     }
     let mut conn = pool.acquire().await?;
     let items = stock::reservation_list(&mut conn, status.as_deref(), limit).await?;
-    Ok(Json(serde_json::json!({ "items": items })))
+    Ok(Json(Page::all(items)))
 }

@@ -7,7 +7,6 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use oms_contracts::messages::RejectReason;
 use oms_contracts::{Currency, Money, OrderId, OrderLine, PricedLine, ProductId};
-use serde::Serialize;
 use sqlx::{PgConnection, Row};
 use uuid::Uuid;
 
@@ -431,45 +430,22 @@ pub async fn lock_one_expired(
     )))
 }
 
-/// A product as the API shows it.
-#[derive(Debug, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ProductView {
-    /// Catalog id.
-    pub product_id: String,
-    /// Display name.
-    pub name: String,
-    /// Price of one unit.
-    pub unit_price: serde_json::Value,
-    /// Free to reserve.
-    pub available: i32,
-    /// Held for orders in flight.
-    pub reserved: i32,
-    /// Sold.
-    pub sold: i32,
-    /// In the warehouse: available plus reserved.
-    pub on_hand: i32,
-    /// Stock at first start.
-    pub initial: i32,
-    /// Net stock added (or removed) by operators since.
-    pub adjusted: i32,
-    /// Last stock change.
-    pub updated_at: DateTime<Utc>,
-}
+pub use oms_contracts::api::{ProductView, ReservationView};
 
 const PRODUCT_COLUMNS: &str =
     "id, name, unit_price_minor, currency, available, reserved, sold, initial, adjusted, updated_at";
 
-fn product_view(r: &sqlx::postgres::PgRow) -> ProductView {
+fn money(amount_minor: i64, currency: &str) -> Result<Money, sqlx::Error> {
+    Money::from_parts(amount_minor, currency).map_err(|e| sqlx::Error::Decode(Box::new(e)))
+}
+
+fn product_view(r: &sqlx::postgres::PgRow) -> Result<ProductView, sqlx::Error> {
     let available: i32 = r.get("available");
     let reserved: i32 = r.get("reserved");
-    ProductView {
+    Ok(ProductView {
         product_id: r.get("id"),
         name: r.get("name"),
-        unit_price: serde_json::json!({
-            "amountMinor": r.get::<i64, _>("unit_price_minor"),
-            "currency": r.get::<String, _>("currency"),
-        }),
+        unit_price: money(r.get("unit_price_minor"), r.get::<&str, _>("currency"))?,
         available,
         reserved,
         sold: r.get("sold"),
@@ -477,7 +453,7 @@ fn product_view(r: &sqlx::postgres::PgRow) -> ProductView {
         initial: r.get("initial"),
         adjusted: r.get("adjusted"),
         updated_at: r.get("updated_at"),
-    }
+    })
 }
 
 /// The whole catalog, by id.
@@ -487,7 +463,7 @@ pub async fn products(conn: &mut PgConnection) -> Result<Vec<ProductView>, sqlx:
     ))
     .fetch_all(conn)
     .await?;
-    Ok(rows.iter().map(product_view).collect())
+    rows.iter().map(product_view).collect()
 }
 
 /// One product.
@@ -501,7 +477,7 @@ pub async fn product(
     .bind(id)
     .fetch_optional(conn)
     .await?;
-    Ok(row.as_ref().map(product_view))
+    row.as_ref().map(product_view).transpose()
 }
 
 /// Sets a product's available stock, recording the difference as an adjustment.
@@ -518,7 +494,7 @@ pub async fn set_available(
     .bind(available)
     .fetch_optional(conn)
     .await?;
-    Ok(row.as_ref().map(product_view))
+    row.as_ref().map(product_view).transpose()
 }
 
 const RESERVATION_COLUMNS: &str = "order_id, status, lines, total_minor, currency, reject_reason, \
@@ -528,14 +504,14 @@ const RESERVATION_COLUMNS: &str = "order_id, status, lines, total_minor, currenc
 pub async fn reservation_view(
     conn: &mut PgConnection,
     order: Uuid,
-) -> Result<Option<serde_json::Value>, sqlx::Error> {
+) -> Result<Option<ReservationView>, sqlx::Error> {
     let row = sqlx::query(&format!(
         "SELECT {RESERVATION_COLUMNS} FROM reservations WHERE order_id = $1"
     ))
     .bind(order)
     .fetch_optional(conn)
     .await?;
-    Ok(row.as_ref().map(reservation_json))
+    row.as_ref().map(reservation).transpose()
 }
 
 /// Reservations, newest first.
@@ -543,7 +519,7 @@ pub async fn reservation_list(
     conn: &mut PgConnection,
     status: Option<&str>,
     limit: i64,
-) -> Result<Vec<serde_json::Value>, sqlx::Error> {
+) -> Result<Vec<ReservationView>, sqlx::Error> {
     let rows = sqlx::query(&format!(
         "SELECT {RESERVATION_COLUMNS} FROM reservations WHERE ($1::text IS NULL OR status = $1) \
          ORDER BY created_at DESC LIMIT $2"
@@ -552,23 +528,25 @@ pub async fn reservation_list(
     .bind(limit)
     .fetch_all(conn)
     .await?;
-    Ok(rows.iter().map(reservation_json).collect())
+    rows.iter().map(reservation).collect()
 }
 
-fn reservation_json(r: &sqlx::postgres::PgRow) -> serde_json::Value {
-    {
-        let total_minor: Option<i64> = r.get("total_minor");
-        let currency: Option<String> = r.get("currency");
-        serde_json::json!({
-            "orderId": r.get::<Uuid, _>("order_id"),
-            "status": r.get::<String, _>("status"),
-            "lines": r.get::<serde_json::Value, _>("lines"),
-            "total": total_minor.zip(currency).map(|(a, c)| serde_json::json!({"amountMinor": a, "currency": c})),
-            "rejectReason": r.get::<Option<String>, _>("reject_reason"),
-            "rejectedProductIds": r.get::<Vec<String>, _>("rejected_ids"),
-            "expiresAt": r.get::<Option<DateTime<Utc>>, _>("expires_at"),
-            "createdAt": r.get::<DateTime<Utc>, _>("created_at"),
-            "updatedAt": r.get::<DateTime<Utc>, _>("updated_at"),
-        })
-    }
+fn reservation(r: &sqlx::postgres::PgRow) -> Result<ReservationView, sqlx::Error> {
+    let total_minor: Option<i64> = r.get("total_minor");
+    let currency: Option<String> = r.get("currency");
+    Ok(ReservationView {
+        order_id: r.get("order_id"),
+        status: r.get("status"),
+        lines: serde_json::from_value(r.get("lines"))
+            .map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
+        total: total_minor
+            .zip(currency)
+            .map(|(a, c)| money(a, &c))
+            .transpose()?,
+        reject_reason: r.get("reject_reason"),
+        rejected_product_ids: r.get("rejected_ids"),
+        expires_at: r.get("expires_at"),
+        created_at: r.get("created_at"),
+        updated_at: r.get("updated_at"),
+    })
 }

@@ -2,13 +2,13 @@
 //! cancelled with its reason), idempotently, and lists them (`GET /notifications?orderId=`).
 //! Sending e-mail or SMS would hang off the same table; the OMS only records.
 
+use oms_contracts::api::{NotificationView, Page};
 use oms_contracts::ServiceId;
 use std::collections::BTreeMap;
 
 use axum::extract::State;
 use axum::routing::get;
 use axum::{Json, Router};
-use chrono::{DateTime, Utc};
 use oms_contracts::{Envelope, Message};
 use oms_runtime::config::RuntimeConfig;
 use oms_runtime::http::{ApiError, ApiQuery};
@@ -123,7 +123,7 @@ struct ListQuery {
 async fn list_notifications(
     State(pool): State<PgPool>,
     ApiQuery(q): ApiQuery<ListQuery>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<Page<NotificationView>>, ApiError> {
     let limit = q.limit.unwrap_or(100);
     if !(1..=1000).contains(&limit) {
         let mut errors = BTreeMap::new();
@@ -138,19 +138,17 @@ async fn list_notifications(
     .bind(limit)
     .fetch_all(&pool)
     .await?;
-    let items: Vec<serde_json::Value> = rows
+    let items = rows
         .iter()
-        .map(|r| {
-            serde_json::json!({
-                "id": r.get::<i64, _>("id"),
-                "orderId": r.get::<Uuid, _>("order_id"),
-                "kind": r.get::<String, _>("kind"),
-                "reason": r.get::<Option<String>, _>("reason"),
-                "message": r.get::<String, _>("message"),
-                "causeEventId": r.get::<Uuid, _>("cause_event_id"),
-                "createdAt": r.get::<DateTime<Utc>, _>("created_at"),
-            })
+        .map(|r| NotificationView {
+            id: r.get("id"),
+            order_id: r.get("order_id"),
+            kind: r.get("kind"),
+            reason: r.get("reason"),
+            message: r.get("message"),
+            cause_event_id: r.get("cause_event_id"),
+            created_at: r.get("created_at"),
         })
         .collect();
-    Ok(Json(serde_json::json!({ "items": items })))
+    Ok(Json(Page::all(items)))
 }

@@ -10,7 +10,8 @@
 
 pub mod validate;
 
-use oms_contracts::ServiceId;
+use oms_contracts::api::{OrderAccepted, OrderStatus, OrderView, Page};
+use oms_contracts::{CustomerId, Money, ServiceId};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -264,13 +265,14 @@ async fn create_order(
 
     let order_id = OrderId::new();
     let now = Utc::now();
-    let response = serde_json::json!({
-        "orderId": order_id,
-        "status": "PENDING",
-        "customerId": order.customer_id,
-        "items": order.items,
-        "createdAt": now,
-    });
+    let accepted = OrderAccepted {
+        order_id: order_id.0,
+        status: OrderStatus::Pending,
+        customer_id: order.customer_id.clone(),
+        items: order.items.clone(),
+        created_at: now,
+    };
+    let response = serde_json::to_value(&accepted).map_err(|e| ApiError::internal(&e))?;
 
     let mut tx = state.pool.begin().await?;
     if let Some(key) = &key {
@@ -294,7 +296,7 @@ async fn create_order(
     insert_order(&mut tx, &state.topics, order_id, &order, now).await?;
     tx.commit().await?;
     tracing::info!(%order_id, customer_id = %order.customer_id, lines = order.items.len(), "order accepted");
-    Ok((StatusCode::CREATED, location(order_id), Json(response)).into_response())
+    Ok((StatusCode::CREATED, location(order_id), Json(accepted)).into_response())
 }
 
 fn location(order_id: OrderId) -> [(header::HeaderName, HeaderValue); 1] {
@@ -363,7 +365,8 @@ async fn replay(
             "Idempotency-Key was already used with a different request",
         ));
     }
-    let response: serde_json::Value = row.get("response");
+    let response: OrderAccepted =
+        serde_json::from_value(row.get("response")).map_err(|e| ApiError::internal(&e))?;
     Ok((
         StatusCode::OK,
         [(
@@ -379,36 +382,50 @@ const ORDER_COLUMNS: &str =
     "id, customer_id, status, items, lines, total_minor, currency, payment_id, \
      cancel_reason, cancel_detail, created_at, updated_at, completed_at";
 
-fn order_view(r: &sqlx::postgres::PgRow) -> serde_json::Value {
+fn order_view(r: &sqlx::postgres::PgRow) -> Result<OrderView, ApiError> {
     let total_minor: Option<i64> = r.get("total_minor");
     let currency: Option<String> = r.get("currency");
-    serde_json::json!({
-        "orderId": r.get::<Uuid, _>("id"),
-        "customerId": r.get::<String, _>("customer_id"),
-        "status": r.get::<String, _>("status"),
-        "items": r.get::<serde_json::Value, _>("items"),
-        "lines": r.get::<Option<serde_json::Value>, _>("lines"),
-        "total": total_minor.zip(currency).map(|(a, c)| serde_json::json!({"amountMinor": a, "currency": c})),
-        "paymentId": r.get::<Option<Uuid>, _>("payment_id"),
-        "cancelReason": r.get::<Option<String>, _>("cancel_reason"),
-        "cancelDetail": r.get::<Option<String>, _>("cancel_detail"),
-        "createdAt": r.get::<DateTime<Utc>, _>("created_at"),
-        "updatedAt": r.get::<DateTime<Utc>, _>("updated_at"),
-        "completedAt": r.get::<Option<DateTime<Utc>>, _>("completed_at"),
+    let total = match total_minor.zip(currency) {
+        Some((a, c)) => Some(Money::from_parts(a, &c).map_err(|e| ApiError::internal(&e))?),
+        None => None,
+    };
+    let json = |e: serde_json::Error| ApiError::internal(&e);
+    Ok(OrderView {
+        order_id: r.get("id"),
+        customer_id: CustomerId::try_from(r.get::<String, _>("customer_id"))
+            .map_err(|e| ApiError::internal(&e))?,
+        status: r
+            .get::<String, _>("status")
+            .parse()
+            .map_err(|e: String| ApiError::internal(&e))?,
+        items: serde_json::from_value(r.get("items")).map_err(json)?,
+        lines: r
+            .get::<Option<serde_json::Value>, _>("lines")
+            .map(serde_json::from_value)
+            .transpose()
+            .map_err(json)?,
+        total,
+        payment_id: r.get("payment_id"),
+        cancel_reason: r.get("cancel_reason"),
+        cancel_detail: r.get("cancel_detail"),
+        created_at: r.get("created_at"),
+        updated_at: r.get("updated_at"),
+        completed_at: r.get("completed_at"),
     })
 }
 
 async fn get_order(
     State(state): State<AppState>,
     ApiPath(id): ApiPath<Uuid>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<OrderView>, ApiError> {
     let row = sqlx::query(&format!("SELECT {ORDER_COLUMNS} FROM orders WHERE id = $1"))
         .bind(id)
         .fetch_optional(&state.pool)
         .await?;
-    row.as_ref()
-        .map(|r| Json(order_view(r)))
-        .ok_or_else(|| ApiError::not_found(format!("No order {id}")))
+    match row {
+        Some(r) => Ok(Json(order_view(&r)?)),
+        None => Err(ApiError::not_found(format!("No order {id}"))),
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -423,7 +440,7 @@ struct ListQuery {
 async fn list_orders(
     State(state): State<AppState>,
     ApiQuery(q): ApiQuery<ListQuery>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<Page<OrderView>>, ApiError> {
     let mut errors = BTreeMap::new();
     let status = q.status.map(|s| s.to_ascii_uppercase());
     if let Some(s) = &status {
@@ -459,8 +476,9 @@ async fn list_orders(
     } else {
         None
     };
-    let items: Vec<serde_json::Value> = rows.iter().map(order_view).collect();
-    Ok(Json(
-        serde_json::json!({ "items": items, "nextCursor": next }),
-    ))
+    let items = rows.iter().map(order_view).collect::<Result<Vec<_>, _>>()?;
+    Ok(Json(Page {
+        items,
+        next_cursor: next,
+    }))
 }

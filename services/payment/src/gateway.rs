@@ -11,7 +11,6 @@ use std::time::Duration;
 
 use oms_contracts::messages::DeclineReason;
 use oms_contracts::Money;
-use serde::{Deserialize, Serialize};
 
 /// What the gateway is asked.
 #[derive(Debug, Clone)]
@@ -45,42 +44,8 @@ pub trait Gateway: Send + Sync + 'static {
     ) -> impl Future<Output = Result<Decision, Transient>> + Send;
 }
 
-/// Fault knobs of the simulated gateway.
-#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct Knobs {
-    /// Share of otherwise approved payments declined (0 to 1).
-    #[serde(default)]
-    pub decline_rate: f64,
-    /// Added to every answer, in milliseconds.
-    #[serde(default)]
-    pub latency_ms: u64,
-    /// Share of calls that fail transiently (0 to 1).
-    #[serde(default)]
-    pub error_rate: f64,
-}
-
-/// Longest latency the knobs accept.
-pub const MAX_LATENCY_MS: u64 = 120_000;
-
-impl Knobs {
-    /// Reasons per field why these knobs are out of range.
-    pub fn problems(&self) -> Vec<(&'static str, String)> {
-        let mut out = Vec::new();
-        for (field, rate) in [
-            ("declineRate", self.decline_rate),
-            ("errorRate", self.error_rate),
-        ] {
-            if !(0.0..=1.0).contains(&rate) {
-                out.push((field, "must be between 0 and 1".to_owned()));
-            }
-        }
-        if self.latency_ms > MAX_LATENCY_MS {
-            out.push(("latencyMs", format!("must be at most {MAX_LATENCY_MS}")));
-        }
-        out
-    }
-}
+/// Fault knobs of the simulated gateway (the API type, shared with omsctl).
+pub use oms_contracts::api::GatewayKnobs as Knobs;
 
 /// The decision a token stands for, before any knob.
 pub fn decide_by_token(token: &str) -> Decision {
@@ -185,17 +150,5 @@ mod tests {
             ..Knobs::default()
         });
         assert!(g.authorize(&request("tok_visa")).await.is_err());
-    }
-
-    #[test]
-    fn knobs_out_of_range_are_named() {
-        let k = Knobs {
-            decline_rate: 1.5,
-            latency_ms: MAX_LATENCY_MS + 1,
-            error_rate: -0.1,
-        };
-        let fields: Vec<&str> = k.problems().into_iter().map(|(f, _)| f).collect();
-        assert_eq!(fields, ["declineRate", "errorRate", "latencyMs"]);
-        assert!(Knobs::default().problems().is_empty());
     }
 }

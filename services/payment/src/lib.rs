@@ -12,13 +12,13 @@
 
 pub mod gateway;
 
+use oms_contracts::api::{Page, PaymentView};
 use oms_contracts::ServiceId;
 use std::collections::BTreeMap;
 
 use axum::extract::State;
 use axum::routing::get;
 use axum::{Json, Router};
-use chrono::{DateTime, Utc};
 use oms_contracts::messages::{
     CancelReason, DeclineReason, PaymentAuthorized, PaymentDeclined, PaymentRefunded, RefundOutcome,
 };
@@ -319,33 +319,37 @@ fn router(state: AppState) -> Router {
 const PAYMENT_COLUMNS: &str = "order_id, payment_id, status, amount_minor, currency, customer_id, \
      decline_reason, refund_reason, created_at, updated_at";
 
-fn payment_view(r: &sqlx::postgres::PgRow) -> serde_json::Value {
-    serde_json::json!({
-        "orderId": r.get::<Uuid, _>("order_id"),
-        "paymentId": r.get::<Uuid, _>("payment_id"),
-        "status": r.get::<String, _>("status"),
-        "amount": {"amountMinor": r.get::<i64, _>("amount_minor"), "currency": r.get::<String, _>("currency")},
-        "customerId": r.get::<Option<String>, _>("customer_id"),
-        "declineReason": r.get::<Option<String>, _>("decline_reason"),
-        "refundReason": r.get::<Option<String>, _>("refund_reason"),
-        "createdAt": r.get::<DateTime<Utc>, _>("created_at"),
-        "updatedAt": r.get::<DateTime<Utc>, _>("updated_at"),
+fn payment_view(r: &sqlx::postgres::PgRow) -> Result<PaymentView, ApiError> {
+    Ok(PaymentView {
+        order_id: r.get("order_id"),
+        payment_id: r.get("payment_id"),
+        status: r.get("status"),
+        amount: Money::from_parts(r.get("amount_minor"), r.get::<&str, _>("currency"))
+            .map_err(|e| ApiError::internal(&e))?,
+        customer_id: r.get("customer_id"),
+        decline_reason: r.get("decline_reason"),
+        refund_reason: r.get("refund_reason"),
+        created_at: r.get("created_at"),
+        updated_at: r.get("updated_at"),
     })
 }
 
 async fn get_payment(
     State(state): State<AppState>,
     ApiPath(order_id): ApiPath<Uuid>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<PaymentView>, ApiError> {
     let row = sqlx::query(&format!(
         "SELECT {PAYMENT_COLUMNS} FROM payments WHERE order_id = $1"
     ))
     .bind(order_id)
     .fetch_optional(&state.pool)
     .await?;
-    row.as_ref()
-        .map(|r| Json(payment_view(r)))
-        .ok_or_else(|| ApiError::not_found(format!("No payment for order {order_id}")))
+    match row {
+        Some(r) => Ok(Json(payment_view(&r)?)),
+        None => Err(ApiError::not_found(format!(
+            "No payment for order {order_id}"
+        ))),
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -360,7 +364,7 @@ struct ListQuery {
 async fn list_payments(
     State(state): State<AppState>,
     ApiQuery(q): ApiQuery<ListQuery>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<Page<PaymentView>>, ApiError> {
     let mut errors = BTreeMap::new();
     let status = q.status.map(|s| s.to_ascii_uppercase());
     if let Some(s) = &status {
@@ -395,10 +399,10 @@ async fn list_payments(
     } else {
         None
     };
-    Ok(Json(serde_json::json!({
-        "items": rows.iter().map(payment_view).collect::<Vec<_>>(),
-        "nextCursor": next,
-    })))
+    Ok(Json(Page {
+        items: rows.iter().map(payment_view).collect::<Result<_, _>>()?,
+        next_cursor: next,
+    }))
 }
 
 async fn get_faults(State(state): State<AppState>) -> Json<Knobs> {

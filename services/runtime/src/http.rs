@@ -11,37 +11,26 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use serde::Serialize;
+use oms_contracts::api::{Check, ErrorBody, Liveness, Page, PendingRow, Readiness};
 use sqlx::PgPool;
 
 use crate::metrics::Metrics;
 use crate::outbox;
 use crate::relay::RelayStatus;
 
-/// The error body of every endpoint:
-/// `{"status": 400, "message": "...", "errors": {"field": "reason"}, "timestamp": "..."}`.
-#[derive(Debug, Clone, Serialize)]
-pub struct ApiError {
-    /// HTTP status code.
-    pub status: u16,
-    /// What went wrong, for people.
-    pub message: String,
-    /// Per-field reasons, for validation errors.
-    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
-    pub errors: BTreeMap<String, String>,
-    /// When (RFC 3339).
-    pub timestamp: String,
-}
+/// An error answer: the one JSON body all endpoints answer with ([`ErrorBody`]).
+#[derive(Debug, Clone)]
+pub struct ApiError(pub ErrorBody);
 
 impl ApiError {
     /// An error with `status` and `message`.
     pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
-        Self {
+        Self(ErrorBody {
             status: status.as_u16(),
             message: message.into(),
             errors: BTreeMap::new(),
             timestamp: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-        }
+        })
     }
 
     /// A 400 with `message`.
@@ -57,7 +46,7 @@ impl ApiError {
     /// A 400 "Validation failed" with one reason per field.
     pub fn validation(errors: BTreeMap<String, String>) -> Self {
         let mut e = Self::bad_request("Validation failed");
-        e.errors = errors;
+        e.0.errors = errors;
         e
     }
 
@@ -70,8 +59,9 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        (status, Json(self)).into_response()
+        let status =
+            StatusCode::from_u16(self.0.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        (status, Json(self.0)).into_response()
     }
 }
 
@@ -169,41 +159,6 @@ pub struct OpsState {
 /// How long the relay loop may go without a heartbeat before readiness fails.
 const RELAY_STUCK_AFTER: Duration = Duration::from_secs(30);
 
-#[derive(Serialize)]
-struct Check {
-    ok: bool,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    error: Option<String>,
-}
-
-impl Check {
-    fn pass() -> Self {
-        Self {
-            ok: true,
-            error: None,
-        }
-    }
-
-    fn fail(reason: impl Into<String>) -> Self {
-        Self {
-            ok: false,
-            error: Some(reason.into()),
-        }
-    }
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct Readiness {
-    status: &'static str,
-    database: Check,
-    broker: Check,
-    relay: Check,
-    relay_leader: bool,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    outbox: Option<outbox::Backlog>,
-}
-
 /// `/health/live`, `/health/ready` and `/metrics`.
 pub fn ops_router(state: OpsState) -> Router {
     Router::new()
@@ -214,8 +169,10 @@ pub fn ops_router(state: OpsState) -> Router {
         .with_state(state)
 }
 
-async fn live() -> Json<serde_json::Value> {
-    Json(serde_json::json!({"status": "live"}))
+async fn live() -> Json<Liveness> {
+    Json(Liveness {
+        status: "live".into(),
+    })
 }
 
 async fn ready(State(state): State<OpsState>) -> Response {
@@ -251,7 +208,7 @@ async fn ready(State(state): State<OpsState>) -> Response {
     };
     let all_ok = database.ok && broker.ok && relay.ok;
     let body = Readiness {
-        status: if all_ok { "ready" } else { "not_ready" },
+        status: if all_ok { "ready" } else { "not_ready" }.to_owned(),
         database,
         broker,
         relay,
@@ -277,10 +234,10 @@ struct PendingQuery {
 async fn outbox_pending(
     State(state): State<OpsState>,
     ApiQuery(q): ApiQuery<PendingQuery>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<Page<PendingRow>>, ApiError> {
     let limit = q.limit.unwrap_or(100).clamp(1, 10_000);
     let rows = outbox::pending(&state.pool, q.key.as_deref(), limit).await?;
-    Ok(Json(serde_json::json!({ "items": rows })))
+    Ok(Json(Page::all(rows)))
 }
 
 async fn metrics(State(state): State<OpsState>) -> Response {

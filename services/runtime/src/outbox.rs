@@ -204,17 +204,7 @@ pub async fn enqueue_raw<'e>(
         })
 }
 
-/// What is waiting in the outbox.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Backlog {
-    /// Rows not yet published (and not failed).
-    pub pending: i64,
-    /// Age of the oldest of them.
-    pub oldest_pending_seconds: f64,
-    /// Rows that failed permanently.
-    pub failed: i64,
-}
+pub use oms_contracts::api::{Backlog, PendingRow};
 
 /// Counts what is waiting.
 pub async fn backlog(pool: &PgPool) -> Result<Backlog, sqlx::Error> {
@@ -251,65 +241,6 @@ pub async fn prune(pool: &PgPool, retention: Duration, limit: i64) -> Result<u64
     Ok(done.rows_affected())
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn headers_survive_storage_whatever_their_bytes() {
-        let headers = vec![
-            Header::text("oms-message-id", "abc"),
-            Header {
-                name: "binary".into(),
-                value: Some(vec![0xff, 0x00, 0x10]),
-            },
-            Header {
-                name: "empty".into(),
-                value: Some(vec![]),
-            },
-            Header {
-                name: "null".into(),
-                value: None,
-            },
-            Header::text("oms-message-id", "repeated keys are kept"),
-        ];
-        assert_eq!(headers_from_json(headers_to_json(&headers)), headers);
-    }
-
-    #[test]
-    fn hex_decoding_refuses_garbage() {
-        assert_eq!(from_hex("ff00"), Some(vec![0xff, 0x00]));
-        assert_eq!(from_hex("f"), None);
-        assert_eq!(from_hex("zz"), None);
-    }
-}
-
-/// An unpublished outbox row, as operators see it.
-#[derive(Debug, Clone, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct PendingRow {
-    /// Row id (publish order).
-    pub id: i64,
-    /// Destination topic.
-    pub topic: String,
-    /// Message key, as text.
-    pub key: Option<String>,
-    /// Message id.
-    pub message_id: Option<Uuid>,
-    /// Message type.
-    pub message_type: Option<String>,
-    /// Written at.
-    pub created_at: chrono::DateTime<chrono::Utc>,
-    /// Publish attempts so far.
-    pub attempts: i32,
-    /// Next attempt.
-    pub next_attempt_at: chrono::DateTime<chrono::Utc>,
-    /// Last publish error.
-    pub last_error: Option<String>,
-    /// Set aside as unpublishable.
-    pub failed_at: Option<chrono::DateTime<chrono::Utc>>,
-}
-
 /// Rows not yet published (pending or set aside), oldest first, optionally of one key.
 pub async fn pending(
     pool: &PgPool,
@@ -342,4 +273,37 @@ pub async fn pending(
             failed_at: r.get("failed_at"),
         })
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn headers_survive_storage_whatever_their_bytes() {
+        let headers = vec![
+            Header::text("oms-message-id", "abc"),
+            Header {
+                name: "binary".into(),
+                value: Some(vec![0xff, 0x00, 0x10]),
+            },
+            Header {
+                name: "empty".into(),
+                value: Some(vec![]),
+            },
+            Header {
+                name: "null".into(),
+                value: None,
+            },
+            Header::text("oms-message-id", "repeated keys are kept"),
+        ];
+        assert_eq!(headers_from_json(headers_to_json(&headers)), headers);
+    }
+
+    #[test]
+    fn hex_decoding_refuses_garbage() {
+        assert_eq!(from_hex("ff00"), Some(vec![0xff, 0x00]));
+        assert_eq!(from_hex("f"), None);
+        assert_eq!(from_hex("zz"), None);
+    }
 }

@@ -12,6 +12,7 @@
 pub mod machine;
 pub mod store;
 
+use oms_contracts::api::Page;
 use oms_contracts::ServiceId;
 use std::time::Duration;
 
@@ -231,7 +232,7 @@ const PAGE: (i64, i64) = (50, 1000);
 async fn list_sagas(
     State(pool): State<PgPool>,
     ApiQuery(q): ApiQuery<ListQuery>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<Page<store::SagaView>>, ApiError> {
     let mut errors = std::collections::BTreeMap::new();
     let state = match q.state.as_deref().filter(|s| !s.is_empty()) {
         None => None,
@@ -259,13 +260,14 @@ async fn list_sagas(
     let mut items = store::list(&pool, &filter).await?;
     let next = if items.len() as i64 > limit {
         items.truncate(limit as usize);
-        items.last().and_then(|v| v.saga.get("orderId").cloned())
+        items.last().map(|v| v.order_id)
     } else {
         None
     };
-    Ok(Json(
-        serde_json::json!({ "items": items, "nextCursor": next }),
-    ))
+    Ok(Json(Page {
+        items,
+        next_cursor: next,
+    }))
 }
 
 async fn saga_summary(State(pool): State<PgPool>) -> Result<Json<store::Summary>, ApiError> {

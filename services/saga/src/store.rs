@@ -1,9 +1,7 @@
 //! Sagas and their step history in PostgreSQL. Each saga is locked (`FOR UPDATE`) while an input
 //! is applied, so two inputs for one order never race.
 
-use chrono::{DateTime, Utc};
 use oms_contracts::OrderId;
-use serde::Serialize;
 use sqlx::{PgConnection, PgExecutor, Row};
 use uuid::Uuid;
 
@@ -94,61 +92,34 @@ pub async fn record(
     Ok(())
 }
 
-/// A saga as the API shows it.
-#[derive(Debug, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct SagaView {
-    /// The saga, without its payment token.
-    #[serde(flatten)]
-    pub saga: serde_json::Value,
-    /// Past its deadline and still running.
-    pub stuck: bool,
-    /// The note of its latest applied step.
-    pub last_step: Option<String>,
-    /// Created.
-    pub created_at: DateTime<Utc>,
-    /// Last changed.
-    pub updated_at: DateTime<Utc>,
-    /// The step history, oldest first (only on the detail endpoint).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub steps: Option<Vec<StepView>>,
-}
+pub use oms_contracts::api::{SagaStep, SagaSummary as Summary, SagaView};
 
-/// One entry of a saga's history.
-#[derive(Debug, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct StepView {
-    /// State before (none for the first step).
-    pub from: Option<String>,
-    /// State after.
-    pub to: String,
-    /// What arrived: a message type or `deadline`.
-    pub input: String,
-    /// The message that caused it.
-    pub cause_event_id: Option<Uuid>,
-    /// Whether it changed anything.
-    pub applied: bool,
-    /// Why.
-    pub note: String,
-    /// Message types sent.
-    pub sent: Vec<String>,
-    /// When.
-    pub at: DateTime<Utc>,
-}
-
-fn view(row: &sqlx::postgres::PgRow) -> SagaView {
-    let mut saga: serde_json::Value = row.get("data");
-    if let Some(obj) = saga.as_object_mut() {
-        obj.remove("paymentToken");
-    }
-    SagaView {
-        saga,
+fn view(row: &sqlx::postgres::PgRow) -> Result<SagaView, sqlx::Error> {
+    let saga: Saga =
+        serde_json::from_value(row.get("data")).map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
+    Ok(SagaView {
+        order_id: saga.order_id.0,
+        correlation_id: saga.correlation_id,
+        state: saga.state,
+        customer_id: saga.customer_id,
+        items: saga.items,
+        lines: saga.lines,
+        total: saga.total,
+        payment_id: saga.payment_id,
+        cancel_reason: saga
+            .cancel_reason
+            .and_then(|r| serde_json::to_value(r).ok())
+            .and_then(|v| v.as_str().map(str::to_owned)),
+        cancel_detail: saga.cancel_detail,
+        payment_requested: saga.payment_requested,
+        refund_requested: saga.refund_requested,
+        deadline_at: saga.deadline_at,
         stuck: row.get("stuck"),
         last_step: row.get("last_step"),
         created_at: row.get("created_at"),
         updated_at: row.get("updated_at"),
         steps: None,
-    }
+    })
 }
 
 const VIEW_COLUMNS: &str = "order_id, data, created_at, updated_at, \
@@ -166,7 +137,7 @@ pub async fn find(conn: &mut PgConnection, order: Uuid) -> Result<Option<SagaVie
     else {
         return Ok(None);
     };
-    let mut saga = view(&row);
+    let mut saga = view(&row)?;
     let steps = sqlx::query(
         "SELECT from_state, to_state, input, cause_event_id, applied, note, sent, at \
          FROM saga_steps WHERE order_id = $1 ORDER BY id",
@@ -177,7 +148,7 @@ pub async fn find(conn: &mut PgConnection, order: Uuid) -> Result<Option<SagaVie
     saga.steps = Some(
         steps
             .iter()
-            .map(|r| StepView {
+            .map(|r| SagaStep {
                 from: r.get("from_state"),
                 to: r.get("to_state"),
                 input: r.get("input"),
@@ -224,17 +195,7 @@ pub async fn list(
     .bind(filter.limit)
     .fetch_all(db)
     .await?;
-    Ok(rows.iter().map(view).collect())
-}
-
-/// Saga counts by state, and how many running sagas are past their deadline.
-#[derive(Debug, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Summary {
-    /// Count per state (every state present, zero included).
-    pub by_state: std::collections::BTreeMap<String, i64>,
-    /// Running sagas past their deadline.
-    pub stuck: i64,
+    rows.iter().map(view).collect()
 }
 
 /// Counts for dashboards.

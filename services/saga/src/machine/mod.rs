@@ -16,8 +16,6 @@
 //! never a silent wrong transition. Whenever a payment may exist that no confirmed order stands
 //! behind, a `payment.refund` goes out (the payment service refunds or voids it).
 
-use std::fmt;
-use std::str::FromStr;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -29,69 +27,8 @@ use oms_contracts::{CustomerId, Message, Money, OrderId, OrderLine, PricedLine};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-/// Where a saga stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum SagaState {
-    /// `inventory.reserve` sent; waiting for reserved or rejected.
-    Reserving,
-    /// Stock reserved, `payment.authorize` sent; waiting for its outcome.
-    Authorizing,
-    /// Compensating: `inventory.release` sent; the order is cancelled once stock is back.
-    Releasing,
-    /// Terminal: stock sold, payment authorized, `order.confirmed` sent.
-    Confirmed,
-    /// Terminal: everything undone, `order.cancelled` sent.
-    Cancelled,
-}
-
-impl SagaState {
-    /// Every state.
-    pub const ALL: [SagaState; 5] = [
-        SagaState::Reserving,
-        SagaState::Authorizing,
-        SagaState::Releasing,
-        SagaState::Confirmed,
-        SagaState::Cancelled,
-    ];
-
-    /// The stored and displayed name (`RESERVING`, ...).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            SagaState::Reserving => "RESERVING",
-            SagaState::Authorizing => "AUTHORIZING",
-            SagaState::Releasing => "RELEASING",
-            SagaState::Confirmed => "CONFIRMED",
-            SagaState::Cancelled => "CANCELLED",
-        }
-    }
-
-    /// Confirmed or cancelled: nothing more will happen.
-    pub fn is_terminal(self) -> bool {
-        matches!(self, SagaState::Confirmed | SagaState::Cancelled)
-    }
-}
-
-impl fmt::Display for SagaState {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for SagaState {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        SagaState::ALL
-            .into_iter()
-            .find(|state| state.as_str().eq_ignore_ascii_case(s))
-            .ok_or_else(|| {
-                format!(
-                    "unknown saga state {s:?} (expected one of RESERVING, AUTHORIZING, RELEASING, CONFIRMED, CANCELLED)"
-                )
-            })
-    }
-}
+/// Where a saga stands: the API's type, so omsctl and the orchestrator share its names.
+pub use oms_contracts::api::SagaState;
 
 /// How long each step may wait for its answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

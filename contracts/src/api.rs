@@ -1,0 +1,616 @@
+//! The HTTP API of every service, typed once: the services serialize these types and omsctl (and
+//! the TUI) deserialize them, so a field renamed on one side fails to compile on the other.
+//!
+//! Field names are camelCase on the wire. Lists are [`Page`]s; every error is an [`ErrorBody`].
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::values::{CustomerId, Money, OrderLine, PricedLine};
+
+/// The error body of every endpoint:
+/// `{"status": 400, "message": "...", "errors": {"field": "reason"}, "timestamp": "..."}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// HTTP status code.
+    pub status: u16,
+    /// What went wrong, for people.
+    pub message: String,
+    /// Per-field reasons, for validation errors.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub errors: BTreeMap<String, String>,
+    /// When (RFC 3339).
+    pub timestamp: String,
+}
+
+/// One page of a list, newest first. `nextCursor`, when present, asks for the next page
+/// (`?cursor=`); lists that are never paged leave it null.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Page<T> {
+    /// The entries.
+    pub items: Vec<T>,
+    /// The cursor of the next page, if there is one.
+    #[serde(default)]
+    pub next_cursor: Option<Uuid>,
+}
+
+impl<T> Page<T> {
+    /// A page that is the whole list.
+    pub fn all(items: Vec<T>) -> Self {
+        Self {
+            items,
+            next_cursor: None,
+        }
+    }
+}
+
+// --- operations (every service) -----------------------------------------------------------------
+
+/// One readiness check.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Check {
+    /// Whether it passed.
+    pub ok: bool,
+    /// Why not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl Check {
+    /// A passed check.
+    pub fn pass() -> Self {
+        Self {
+            ok: true,
+            error: None,
+        }
+    }
+
+    /// A failed check and why.
+    pub fn fail(reason: impl Into<String>) -> Self {
+        Self {
+            ok: false,
+            error: Some(reason.into()),
+        }
+    }
+}
+
+/// `GET /health/live`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Liveness {
+    /// Always `live`.
+    pub status: String,
+}
+
+/// What is waiting in a service's outbox.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Backlog {
+    /// Rows not yet published (and not failed).
+    pub pending: i64,
+    /// Age of the oldest of them.
+    pub oldest_pending_seconds: f64,
+    /// Rows that failed permanently.
+    pub failed: i64,
+}
+
+/// `GET /health/ready` (200 when ready, 503 when not).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Readiness {
+    /// `ready` or `not_ready`.
+    pub status: String,
+    /// Its database answers.
+    pub database: Check,
+    /// The broker answers.
+    pub broker: Check,
+    /// The relay loop is alive.
+    pub relay: Check,
+    /// This instance's relay publishes (holds the outbox lock).
+    pub relay_leader: bool,
+    /// The outbox backlog, when the database answered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outbox: Option<Backlog>,
+}
+
+impl Readiness {
+    /// Whether every check passed.
+    pub fn is_ready(&self) -> bool {
+        self.status == "ready"
+    }
+}
+
+/// `GET /outbox/pending`: a row not yet published.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PendingRow {
+    /// Row id (publish order).
+    pub id: i64,
+    /// Destination topic.
+    pub topic: String,
+    /// Message key, as text.
+    pub key: Option<String>,
+    /// Message id.
+    pub message_id: Option<Uuid>,
+    /// Message type.
+    pub message_type: Option<String>,
+    /// Written at.
+    pub created_at: DateTime<Utc>,
+    /// Publish attempts so far.
+    pub attempts: i32,
+    /// Next attempt.
+    pub next_attempt_at: DateTime<Utc>,
+    /// Last publish error.
+    pub last_error: Option<String>,
+    /// Set aside as unpublishable.
+    pub failed_at: Option<DateTime<Utc>>,
+}
+
+// --- order service ------------------------------------------------------------------------------
+
+/// Where an order stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum OrderStatus {
+    /// Accepted; the saga runs.
+    Pending,
+    /// Stock sold, payment authorized.
+    Confirmed,
+    /// Rejected, declined or timed out; everything undone.
+    Cancelled,
+}
+
+impl OrderStatus {
+    /// Every status.
+    pub const ALL: [OrderStatus; 3] = [
+        OrderStatus::Pending,
+        OrderStatus::Confirmed,
+        OrderStatus::Cancelled,
+    ];
+
+    /// The stored and displayed name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OrderStatus::Pending => "PENDING",
+            OrderStatus::Confirmed => "CONFIRMED",
+            OrderStatus::Cancelled => "CANCELLED",
+        }
+    }
+}
+
+impl fmt::Display for OrderStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for OrderStatus {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        OrderStatus::ALL
+            .into_iter()
+            .find(|x| x.as_str().eq_ignore_ascii_case(s))
+            .ok_or_else(|| {
+                format!("unknown order status {s:?} (expected PENDING, CONFIRMED or CANCELLED)")
+            })
+    }
+}
+
+/// `POST /orders` body. The order service parses it field by field (every problem is reported
+/// under its field); this type is what a client sends.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CreateOrder {
+    /// Who orders.
+    pub customer_id: CustomerId,
+    /// At least one line.
+    pub items: Vec<OrderLine>,
+    /// Payment method token (`tok_visa`, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payment_token: Option<String>,
+}
+
+/// `POST /orders` answer (201, or 200 when an `Idempotency-Key` replays it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OrderAccepted {
+    /// The new order.
+    pub order_id: Uuid,
+    /// Always `PENDING`.
+    pub status: OrderStatus,
+    /// Who ordered.
+    pub customer_id: CustomerId,
+    /// The lines as accepted.
+    pub items: Vec<OrderLine>,
+    /// When.
+    pub created_at: DateTime<Utc>,
+}
+
+/// `GET /orders/{id}`, and the entries of `GET /orders`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OrderView {
+    /// Order id.
+    pub order_id: Uuid,
+    /// Who ordered.
+    pub customer_id: CustomerId,
+    /// Where it stands.
+    pub status: OrderStatus,
+    /// Lines as ordered.
+    pub items: Vec<OrderLine>,
+    /// Lines as priced (once confirmed).
+    pub lines: Option<Vec<PricedLine>>,
+    /// Total (once confirmed).
+    pub total: Option<Money>,
+    /// The authorized payment (once confirmed).
+    pub payment_id: Option<Uuid>,
+    /// Why it was cancelled.
+    pub cancel_reason: Option<String>,
+    /// Details of the cancellation.
+    pub cancel_detail: Option<String>,
+    /// Accepted.
+    pub created_at: DateTime<Utc>,
+    /// Last changed.
+    pub updated_at: DateTime<Utc>,
+    /// Reached its outcome.
+    pub completed_at: Option<DateTime<Utc>>,
+}
+
+// --- payment service ----------------------------------------------------------------------------
+
+/// `GET /payments/{orderId}`, and the entries of `GET /payments`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PaymentView {
+    /// The order paid for.
+    pub order_id: Uuid,
+    /// The payment.
+    pub payment_id: Uuid,
+    /// `AUTHORIZED`, `DECLINED` or `REFUNDED`.
+    pub status: String,
+    /// Amount.
+    pub amount: Money,
+    /// Who pays.
+    pub customer_id: Option<String>,
+    /// Why it was declined.
+    pub decline_reason: Option<String>,
+    /// Why it was refunded.
+    pub refund_reason: Option<String>,
+    /// Created.
+    pub created_at: DateTime<Utc>,
+    /// Last changed.
+    pub updated_at: DateTime<Utc>,
+}
+
+/// Longest latency the gateway knobs accept, in milliseconds.
+pub const MAX_GATEWAY_LATENCY_MS: u64 = 120_000;
+
+/// `GET` / `PUT /gateway/faults`: the simulated gateway's fault knobs (fields left out are
+/// zero).
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct GatewayKnobs {
+    /// Share of otherwise approved payments declined (0 to 1).
+    #[serde(default)]
+    pub decline_rate: f64,
+    /// Added to every answer, in milliseconds.
+    #[serde(default)]
+    pub latency_ms: u64,
+    /// Share of calls that fail transiently (0 to 1).
+    #[serde(default)]
+    pub error_rate: f64,
+}
+
+impl GatewayKnobs {
+    /// Reasons per field why these knobs are out of range.
+    pub fn problems(&self) -> Vec<(&'static str, String)> {
+        let mut out = Vec::new();
+        for (field, rate) in [
+            ("declineRate", self.decline_rate),
+            ("errorRate", self.error_rate),
+        ] {
+            if !(0.0..=1.0).contains(&rate) {
+                out.push((field, "must be between 0 and 1".to_owned()));
+            }
+        }
+        if self.latency_ms > MAX_GATEWAY_LATENCY_MS {
+            out.push((
+                "latencyMs",
+                format!("must be at most {MAX_GATEWAY_LATENCY_MS}"),
+            ));
+        }
+        out
+    }
+
+    /// Whether every knob is off.
+    pub fn is_off(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
+// --- inventory service --------------------------------------------------------------------------
+
+/// `GET /products/{id}`, and the entries of `GET /products`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ProductView {
+    /// Catalog id.
+    pub product_id: String,
+    /// Display name.
+    pub name: String,
+    /// Price of one unit.
+    pub unit_price: Money,
+    /// Free to reserve.
+    pub available: i32,
+    /// Held for orders in flight.
+    pub reserved: i32,
+    /// Sold.
+    pub sold: i32,
+    /// In the warehouse: available plus reserved.
+    pub on_hand: i32,
+    /// Stock at first start.
+    pub initial: i32,
+    /// Net stock added (or removed) by operators since.
+    pub adjusted: i32,
+    /// Last stock change.
+    pub updated_at: DateTime<Utc>,
+}
+
+/// `PUT /products/{id}/stock` body: the new available stock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SetStock {
+    /// Units free to reserve.
+    pub available: i64,
+}
+
+/// `GET /reservations/{orderId}`, and the entries of `GET /reservations`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReservationView {
+    /// The order.
+    pub order_id: Uuid,
+    /// `RESERVED`, `REJECTED`, `RELEASED`, `COMMITTED` or `EXPIRED`.
+    pub status: String,
+    /// Lines as priced (empty when rejected).
+    pub lines: Vec<PricedLine>,
+    /// Total, when reserved.
+    pub total: Option<Money>,
+    /// Why it was rejected.
+    pub reject_reason: Option<String>,
+    /// The products that were short.
+    pub rejected_product_ids: Vec<String>,
+    /// When an unconfirmed reservation gives its stock back.
+    pub expires_at: Option<DateTime<Utc>>,
+    /// Created.
+    pub created_at: DateTime<Utc>,
+    /// Last changed.
+    pub updated_at: DateTime<Utc>,
+}
+
+// --- notification service -----------------------------------------------------------------------
+
+/// The entries of `GET /notifications`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NotificationView {
+    /// Row id.
+    pub id: i64,
+    /// The order.
+    pub order_id: Uuid,
+    /// `ORDER_CONFIRMED` or `ORDER_CANCELLED`.
+    pub kind: String,
+    /// The cancel reason.
+    pub reason: Option<String>,
+    /// The text sent.
+    pub message: String,
+    /// The event that caused it.
+    pub cause_event_id: Uuid,
+    /// Sent.
+    pub created_at: DateTime<Utc>,
+}
+
+// --- saga orchestrator --------------------------------------------------------------------------
+
+/// Where a saga stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum SagaState {
+    /// `inventory.reserve` sent; waiting for reserved or rejected.
+    Reserving,
+    /// Stock reserved, `payment.authorize` sent; waiting for its outcome.
+    Authorizing,
+    /// Compensating: `inventory.release` sent; the order is cancelled once stock is back.
+    Releasing,
+    /// Terminal: stock sold, payment authorized, `order.confirmed` sent.
+    Confirmed,
+    /// Terminal: everything undone, `order.cancelled` sent.
+    Cancelled,
+}
+
+impl SagaState {
+    /// Every state.
+    pub const ALL: [SagaState; 5] = [
+        SagaState::Reserving,
+        SagaState::Authorizing,
+        SagaState::Releasing,
+        SagaState::Confirmed,
+        SagaState::Cancelled,
+    ];
+
+    /// The stored and displayed name (`RESERVING`, ...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SagaState::Reserving => "RESERVING",
+            SagaState::Authorizing => "AUTHORIZING",
+            SagaState::Releasing => "RELEASING",
+            SagaState::Confirmed => "CONFIRMED",
+            SagaState::Cancelled => "CANCELLED",
+        }
+    }
+
+    /// Confirmed or cancelled: nothing more will happen.
+    pub fn is_terminal(self) -> bool {
+        matches!(self, SagaState::Confirmed | SagaState::Cancelled)
+    }
+}
+
+impl fmt::Display for SagaState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for SagaState {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        SagaState::ALL
+            .into_iter()
+            .find(|state| state.as_str().eq_ignore_ascii_case(s))
+            .ok_or_else(|| {
+                format!(
+                    "unknown saga state {s:?} (expected one of RESERVING, AUTHORIZING, RELEASING, CONFIRMED, CANCELLED)"
+                )
+            })
+    }
+}
+
+/// `GET /sagas/{orderId}` (with `steps`), and the entries of `GET /sagas` (without).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SagaView {
+    /// The order (and the saga's id).
+    pub order_id: Uuid,
+    /// The order's journey, carried by every message.
+    pub correlation_id: Uuid,
+    /// Where it stands.
+    pub state: SagaState,
+    /// Who pays.
+    pub customer_id: CustomerId,
+    /// Lines as ordered.
+    pub items: Vec<OrderLine>,
+    /// Lines as priced (once reserved).
+    pub lines: Vec<PricedLine>,
+    /// Order total (once reserved).
+    pub total: Option<Money>,
+    /// The authorized payment.
+    pub payment_id: Option<Uuid>,
+    /// Why the order is being or was cancelled.
+    pub cancel_reason: Option<String>,
+    /// Details of the cancellation.
+    pub cancel_detail: Option<String>,
+    /// `payment.authorize` was sent.
+    pub payment_requested: bool,
+    /// `payment.refund` was sent.
+    pub refund_requested: bool,
+    /// When the current step gives up (none once terminal).
+    pub deadline_at: Option<DateTime<Utc>>,
+    /// Past its deadline and still running.
+    pub stuck: bool,
+    /// The note of its latest applied step.
+    pub last_step: Option<String>,
+    /// Created.
+    pub created_at: DateTime<Utc>,
+    /// Last changed.
+    pub updated_at: DateTime<Utc>,
+    /// The step history, oldest first (only on the detail endpoint).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub steps: Option<Vec<SagaStep>>,
+}
+
+/// One entry of a saga's history.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SagaStep {
+    /// State before (none for the first step).
+    pub from: Option<String>,
+    /// State after.
+    pub to: String,
+    /// What arrived: a message type or `deadline`.
+    pub input: String,
+    /// The message that caused it.
+    pub cause_event_id: Option<Uuid>,
+    /// Whether it changed anything.
+    pub applied: bool,
+    /// Why.
+    pub note: String,
+    /// Message types sent.
+    pub sent: Vec<String>,
+    /// When.
+    pub at: DateTime<Utc>,
+}
+
+/// `GET /sagas/summary`: counts by state, and running sagas past their deadline.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SagaSummary {
+    /// Count per state (every state present, zero included).
+    pub by_state: BTreeMap<String, i64>,
+    /// Running sagas past their deadline.
+    pub stuck: i64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_parse_from_their_names_in_any_case() {
+        for s in OrderStatus::ALL {
+            assert_eq!(s.as_str().to_lowercase().parse::<OrderStatus>(), Ok(s));
+        }
+        for s in SagaState::ALL {
+            assert_eq!(s.as_str().parse::<SagaState>(), Ok(s));
+        }
+        assert!("SHIPPED".parse::<OrderStatus>().is_err());
+        assert!(SagaState::Cancelled.is_terminal() && !SagaState::Releasing.is_terminal());
+    }
+
+    #[test]
+    fn pages_and_errors_keep_their_wire_shape() {
+        let page = Page::all(vec![1, 2]);
+        let v = serde_json::to_value(&page).unwrap_or_default();
+        assert_eq!(v, serde_json::json!({"items": [1, 2], "nextCursor": null}));
+        let back: Page<i32> =
+            serde_json::from_str(r#"{"items": [3]}"#).unwrap_or_else(|_| Page::all(Vec::new()));
+        assert_eq!(back.items, [3]);
+        let e: ErrorBody = serde_json::from_str(
+            r#"{"status": 400, "message": "Validation failed", "errors": {"items": "empty"}, "timestamp": "t"}"#,
+        )
+        .unwrap_or_else(|_| ErrorBody {
+            status: 0,
+            message: String::new(),
+            errors: BTreeMap::new(),
+            timestamp: String::new(),
+        });
+        assert_eq!(e.errors.get("items").map(String::as_str), Some("empty"));
+        let v = serde_json::to_value(ErrorBody {
+            status: 404,
+            message: "No order".into(),
+            errors: BTreeMap::new(),
+            timestamp: "t".into(),
+        })
+        .unwrap_or_default();
+        assert!(v.get("errors").is_none(), "{v}");
+    }
+
+    #[test]
+    fn gateway_knobs_out_of_range_are_named_by_field() {
+        let k = GatewayKnobs {
+            decline_rate: 1.5,
+            latency_ms: MAX_GATEWAY_LATENCY_MS + 1,
+            error_rate: -0.1,
+        };
+        let fields: Vec<&str> = k.problems().into_iter().map(|(f, _)| f).collect();
+        assert_eq!(fields, ["declineRate", "errorRate", "latencyMs"]);
+        assert!(GatewayKnobs::default().problems().is_empty() && GatewayKnobs::default().is_off());
+        assert!(serde_json::from_str::<GatewayKnobs>(r#"{"declineRat": 1}"#).is_err());
+    }
+}
