@@ -202,18 +202,30 @@ impl FromStr for OrderStatus {
     }
 }
 
-/// `POST /orders` body. The order service parses it field by field (every problem is reported
-/// under its field); this type is what a client sends.
+/// `POST /orders` body, as a client sends it. Its fields are plain strings and numbers because
+/// the order service checks them itself, reporting every problem under its field name (a client
+/// never needs to know the id rules to get a precise answer).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct CreateOrder {
-    /// Who orders.
-    pub customer_id: CustomerId,
+    /// Who orders (the service's default customer when left out).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub customer_id: Option<String>,
     /// At least one line.
-    pub items: Vec<OrderLine>,
-    /// Payment method token (`tok_visa`, ...).
+    pub items: Vec<RequestedLine>,
+    /// Payment method token (`tok_visa`, ...; the service's default when left out).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub payment_token: Option<String>,
+}
+
+/// A line of [`CreateOrder`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RequestedLine {
+    /// Catalog product id.
+    pub product_id: String,
+    /// Units wanted, at least 1.
+    pub quantity: u32,
 }
 
 /// `POST /orders` answer (201, or 200 when an `Idempotency-Key` replays it).

@@ -23,10 +23,11 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use chrono::{DateTime, Utc};
 use hdrhistogram::Histogram;
+use oms_contracts::api::{CreateOrder, OrderAccepted};
 use oms_contracts::{Envelope, Message};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{ClientConfig, Message as _, Offset, TopicPartitionList};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
@@ -453,24 +454,24 @@ fn watch(
 }
 
 /// One order to place.
-fn body(items: &[(String, u32)], tokens: &[String], i: u64) -> serde_json::Value {
+fn body(items: &[(String, u32)], tokens: &[String], i: u64) -> CreateOrder {
     let (product, qty) = &items[fastrand::usize(0..items.len())];
     let token = if tokens.is_empty() {
         "tok_visa"
     } else {
         tokens[fastrand::usize(0..tokens.len())].as_str()
     };
-    json!({
-        "customerId": format!("bench-{i}"),
-        "items": [{"productId": product, "quantity": qty}],
-        "paymentToken": token,
-    })
+    crate::order::body(
+        &[(product.clone(), *qty)],
+        Some(&format!("bench-{i}")),
+        Some(token),
+    )
 }
 
 /// Places one order; the note to send about it.
 async fn place(
     ctx: &Ctx,
-    body: &serde_json::Value,
+    body: &CreateOrder,
     due: Instant,
     measured: bool,
     waiter: Option<oneshot::Sender<()>>,
@@ -478,10 +479,7 @@ async fn place(
     match ctx.post(Svc::Order, "/orders", body, &[]).await {
         Ok((status, answer)) if status.is_success() => {
             let answered = Instant::now();
-            match answer["orderId"]
-                .as_str()
-                .and_then(|s| Uuid::parse_str(s).ok())
-            {
+            match OrderAccepted::deserialize(&answer).ok().map(|a| a.order_id) {
                 Some(id) => Note::Accepted {
                     id,
                     due,

@@ -11,6 +11,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
+use oms_contracts::api::GatewayKnobs;
 use oms_contracts::headers;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -151,9 +152,9 @@ pub enum Fault {
     #[serde(rename_all = "camelCase")]
     Payment {
         /// The knobs set.
-        knobs: Value,
+        knobs: GatewayKnobs,
         /// The knobs to restore.
-        previous_knobs: Value,
+        previous_knobs: GatewayKnobs,
     },
 }
 
@@ -200,7 +201,9 @@ impl Fault {
                 ServiceFault::Paused => "paused",
             }
             .into(),
-            Fault::Payment { knobs, .. } => format!("knobs {knobs}"),
+            Fault::Payment { knobs, .. } => {
+                format!("knobs {}", serde_json::to_string(knobs).unwrap_or_default())
+            }
         }
     }
 
@@ -433,7 +436,7 @@ async fn lift(ctx: &Ctx, fault: Fault) -> Result<(), Failure> {
     Faults::at(ctx).forget(fault.target())
 }
 
-async fn set_knobs(ctx: &Ctx, knobs: &Value) -> Result<Value, Failure> {
+async fn set_knobs(ctx: &Ctx, knobs: &GatewayKnobs) -> Result<Value, Failure> {
     let url = format!("{}/gateway/faults", ctx.url(Svc::Payment));
     let r = reqwest::Client::new()
         .put(&url)
@@ -511,19 +514,18 @@ pub async fn run(ctx: &Ctx, command: ChaosCommand) -> Result<(), Failure> {
             error_rate,
             lasting,
         } => {
-            let previous = ctx.get(Svc::Payment, "/gateway/faults").await?;
-            let knobs = json!({
-                "declineRate": decline_rate,
-                "latencyMs": latency.map(|d| d.as_millis() as u64).unwrap_or(0),
-                "errorRate": error_rate,
-            });
-            let zero = json!({"declineRate": 0.0, "latencyMs": 0, "errorRate": 0.0});
+            let previous: GatewayKnobs = ctx.get(Svc::Payment, "/gateway/faults").await?;
+            let knobs = GatewayKnobs {
+                decline_rate,
+                latency_ms: latency.map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+                error_rate,
+            };
             let fault = Fault::Payment {
-                knobs: knobs.clone(),
+                knobs,
                 previous_knobs: previous,
             };
-            if knobs == zero {
-                set_knobs(ctx, &zero).await?;
+            if knobs.is_off() {
+                set_knobs(ctx, &knobs).await?;
                 return Faults::at(ctx).forget(fault.target());
             }
             inflict(ctx, fault, &lasting).await
@@ -799,8 +801,11 @@ mod tests {
         assert_eq!(back.fault.undo_rank(), 2);
         assert!(Fault::Db.undo_rank() < Fault::Broker.undo_rank());
         let knobs = Fault::Payment {
-            knobs: json!({"declineRate": 1.0}),
-            previous_knobs: json!({}),
+            knobs: GatewayKnobs {
+                decline_rate: 1.0,
+                ..GatewayKnobs::default()
+            },
+            previous_knobs: GatewayKnobs::default(),
         };
         assert_eq!(knobs.target(), "gateway");
         assert!(knobs.action().starts_with("knobs "));

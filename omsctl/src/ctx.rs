@@ -10,9 +10,11 @@ use std::time::Duration;
 
 use anyhow::Context;
 use comfy_table::{presets::UTF8_FULL_CONDENSED, ContentArrangement, Table};
+use oms_contracts::api::ErrorBody;
 use oms_contracts::Topics;
 use reqwest::StatusCode;
-use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::{Failure, Output};
@@ -249,8 +251,12 @@ impl Ctx {
         ))
     }
 
-    /// `GET` a JSON document; `None` on 404.
-    pub async fn get_opt(&self, svc: Svc, path: &str) -> Result<Option<Value>, Failure> {
+    /// `GET` a document of the API (`oms_contracts::api`); `None` on 404.
+    pub async fn get_opt<T: DeserializeOwned>(
+        &self,
+        svc: Svc,
+        path: &str,
+    ) -> Result<Option<T>, Failure> {
         let url = format!("{}{path}", self.url(svc));
         let r = self
             .http
@@ -268,8 +274,8 @@ impl Ctx {
         }
     }
 
-    /// `GET` a JSON document that must exist.
-    pub async fn get(&self, svc: Svc, path: &str) -> Result<Value, Failure> {
+    /// `GET` a document of the API that must exist.
+    pub async fn get<T: DeserializeOwned>(&self, svc: Svc, path: &str) -> Result<T, Failure> {
         self.get_opt(svc, path)
             .await?
             .ok_or_else(|| Failure::verdict(format!("{} service: {path} not found", svc.name())))
@@ -280,7 +286,7 @@ impl Ctx {
         &self,
         svc: Svc,
         path: &str,
-        body: &Value,
+        body: &impl Serialize,
         headers: &[(&str, &str)],
     ) -> Result<(StatusCode, Value), Failure> {
         let mut request = self
@@ -303,7 +309,7 @@ impl Ctx {
         &self,
         svc: Svc,
         path: &str,
-        body: &Value,
+        body: &impl Serialize,
     ) -> Result<(StatusCode, Value), Failure> {
         let r = self
             .http
@@ -333,17 +339,17 @@ impl Ctx {
     }
 }
 
-/// A service's error answer as one line.
+/// A service's error answer ([`ErrorBody`], or whatever it sent) as one line.
 pub fn api_failure(svc: Svc, status: StatusCode, body: &Value) -> Failure {
-    let message = body["message"].as_str().unwrap_or("error").to_owned();
-    let errors: Vec<String> = body["errors"]
-        .as_object()
-        .map(|m| {
-            m.iter()
-                .map(|(k, v)| format!("{k}: {}", v.as_str().unwrap_or_default()))
-                .collect()
-        })
-        .unwrap_or_default();
+    let parsed = ErrorBody::deserialize(body).ok();
+    let message = parsed
+        .as_ref()
+        .map_or_else(|| "error".to_owned(), |b| b.message.clone());
+    let errors: Vec<String> = parsed
+        .iter()
+        .flat_map(|b| b.errors.iter())
+        .map(|(k, v)| format!("{k}: {v}"))
+        .collect();
     let detail = if errors.is_empty() {
         String::new()
     } else {
@@ -378,12 +384,9 @@ pub fn cell(v: &Value) -> String {
     }
 }
 
-/// Money as `169.97 EUR`.
-pub fn money(v: &Value) -> String {
-    match (v["amountMinor"].as_i64(), v["currency"].as_str()) {
-        (Some(a), Some(c)) => format!("{}.{:02} {c}", a / 100, (a % 100).abs()),
-        _ => "-".into(),
-    }
+/// An optional value as a table cell (`-` when absent).
+pub fn opt<T: std::fmt::Display>(v: Option<T>) -> String {
+    v.map_or_else(|| "-".to_owned(), |v| v.to_string())
 }
 
 /// Whether an error chain ends in a closed pipe.

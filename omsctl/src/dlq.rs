@@ -19,7 +19,9 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::ClientConfig;
 use serde_json::{json, Value};
 
-use crate::ctx::{cell, table, Ctx, Svc};
+use oms_contracts::api::OrderView;
+
+use crate::ctx::{cell, opt, table, Ctx, Svc};
 use crate::tail::{self, Record};
 use crate::Failure;
 
@@ -367,7 +369,7 @@ async fn show(ctx: &Ctx, id: &str) -> Result<(), Failure> {
         Some(Err(err)) => json!({"ok": false, "class": err.class(), "error": err.to_string()}),
         None => json!({"ok": false, "error": "no value"}),
     };
-    let order = match e
+    let order: Option<OrderView> = match e
         .record
         .key_text()
         .filter(|k| uuid::Uuid::parse_str(k).is_ok())
@@ -421,7 +423,7 @@ async fn show(ctx: &Ctx, id: &str) -> Result<(), Failure> {
             "order now".to_string(),
             order
                 .as_ref()
-                .map(|o| format!("{} {}", cell(&o["status"]), cell(&o["cancelReason"])))
+                .map(|o| format!("{} {}", o.status, opt(o.cancel_reason.as_ref())))
                 .unwrap_or_else(|| "-".into()),
         ]);
         t.add_row([

@@ -19,7 +19,9 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio::sync::Mutex;
 
-use crate::ctx::{self, cell, table, Ctx, Svc};
+use oms_contracts::api::{OrderAccepted, OrderStatus, OrderView, Readiness};
+
+use crate::ctx::{self, cell, opt, table, Ctx, Svc};
 use crate::{topics, verify, Failure};
 
 #[derive(Debug, clap::Subcommand)]
@@ -400,8 +402,8 @@ async fn probe(ctx: &Ctx, p: &Probe) -> Result<(), String> {
     match p {
         Probe::Ready => {
             for svc in Svc::all() {
-                match ctx.get_opt(svc, "/health/ready").await {
-                    Ok(Some(r)) if r["status"] == "ready" => {}
+                match ctx.get_opt::<Readiness>(svc, "/health/ready").await {
+                    Ok(Some(r)) if r.is_ready() => {}
                     _ => return Err(format!("{} not ready", svc.name())),
                 }
             }
@@ -422,11 +424,8 @@ async fn probe(ctx: &Ctx, p: &Probe) -> Result<(), String> {
         },
         Probe::Backlog(max) => {
             for svc in Svc::all() {
-                let r = ctx.get_opt(svc, "/health/ready").await.ok().flatten();
-                let n = r
-                    .as_ref()
-                    .and_then(|r| r["outbox"]["pending"].as_i64())
-                    .unwrap_or(i64::MAX);
+                let r: Option<Readiness> = ctx.get_opt(svc, "/health/ready").await.ok().flatten();
+                let n = r.and_then(|r| r.outbox).map_or(i64::MAX, |b| b.pending);
                 if n >= *max {
                     return Err(format!("{} outbox backlog {n}", svc.name()));
                 }
@@ -470,8 +469,11 @@ async fn recovery(ctx: Arc<Ctx>, ids: Vec<String>, since: Instant) -> Option<Dur
     while since.elapsed() < Duration::from_secs(600) {
         let mut still = Vec::new();
         for id in open {
-            match ctx.get_opt(Svc::Order, &format!("/orders/{id}")).await {
-                Ok(Some(o)) if o["status"] != "PENDING" => {}
+            match ctx
+                .get_opt::<OrderView>(Svc::Order, &format!("/orders/{id}"))
+                .await
+            {
+                Ok(Some(o)) if o.status != OrderStatus::Pending => {}
                 _ => still.push(id),
             }
         }
@@ -533,18 +535,25 @@ async fn load(
             spec.tokens[fastrand::usize(0..spec.tokens.len())].clone()
         };
         let (product, qty) = item.split_once(':').unwrap_or((item.as_str(), "1"));
-        let body = json!({
-            "customerId": format!("drill-{i}"),
-            "items": [{"productId": product, "quantity": qty.parse::<u32>().unwrap_or(1)}],
-            "paymentToken": token,
-        });
+        let body = crate::order::body(
+            &[(product.to_owned(), qty.parse::<u32>().unwrap_or(1))],
+            Some(&format!("drill-{i}")),
+            Some(&token),
+        );
         let ctx = Arc::clone(&ctx);
         let placed = Arc::clone(&placed);
         tasks.spawn(async move {
             let result = ctx.post(Svc::Order, "/orders", &body, &[]).await;
             let mut p = placed.lock().await;
             match result {
-                Ok((s, v)) if s.is_success() => p.ids.push(cell(&v["orderId"])),
+                Ok((s, v)) if s.is_success() => match OrderAccepted::deserialize(&v) {
+                    Ok(a) => p.ids.push(a.order_id.to_string()),
+                    Err(e) => {
+                        *p.refused
+                            .entry(format!("unreadable answer: {e}"))
+                            .or_default() += 1
+                    }
+                },
                 Ok((s, _)) => *p.refused.entry(format!("HTTP {}", s.as_u16())).or_default() += 1,
                 Err(_) => {
                     *p.refused
@@ -681,7 +690,7 @@ async fn execute(ctx: &Ctx, d: Drill, short: bool, report: Option<&Path>) -> Res
     let ids = placed.lock().await.ids.clone();
     let refused = placed.lock().await.refused.clone();
     let end = method_done + deadline;
-    let mut finished: BTreeMap<String, Value> = BTreeMap::new();
+    let mut finished: BTreeMap<String, OrderView> = BTreeMap::new();
     let mut recovered_at: Option<Instant> = None;
     loop {
         let open: Vec<String> = ids
@@ -690,8 +699,11 @@ async fn execute(ctx: &Ctx, d: Drill, short: bool, report: Option<&Path>) -> Res
             .cloned()
             .collect();
         for id in &open {
-            if let Ok(Some(o)) = ctx.get_opt(Svc::Order, &format!("/orders/{id}")).await {
-                if o["status"] != "PENDING" {
+            if let Ok(Some(o)) = ctx
+                .get_opt::<OrderView>(Svc::Order, &format!("/orders/{id}"))
+                .await
+            {
+                if o.status != OrderStatus::Pending {
                     finished.insert(id.clone(), o);
                 }
             }
@@ -712,10 +724,10 @@ async fn execute(ctx: &Ctx, d: Drill, short: bool, report: Option<&Path>) -> Res
     let mut confirmed = 0u64;
     let mut cancelled: BTreeMap<String, u64> = BTreeMap::new();
     for o in finished.values() {
-        if o["status"] == "CONFIRMED" {
+        if o.status == OrderStatus::Confirmed {
             confirmed += 1;
         } else {
-            *cancelled.entry(cell(&o["cancelReason"])).or_default() += 1;
+            *cancelled.entry(opt(o.cancel_reason.as_ref())).or_default() += 1;
         }
     }
     let mut after = Vec::new();
@@ -759,29 +771,16 @@ async fn execute(ctx: &Ctx, d: Drill, short: bool, report: Option<&Path>) -> Res
         },
     )
     .await?;
-    let failed_checks: Vec<String> = inv["checks"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|c| c["result"] == "FAIL")
+    let failed_checks: Vec<String> = inv
+        .failed()
         .map(|c| {
-            format!(
-                "{}: {}",
-                cell(&c["check"]),
-                c["failures"]
-                    .as_array()
-                    .map(|f| f.iter().take(3).map(cell).collect::<Vec<_>>().join("; "))
-                    .unwrap_or_default()
-            )
+            let first: Vec<&str> = c.failures.iter().take(3).map(String::as_str).collect();
+            format!("{}: {}", c.id.title(), first.join("; "))
         })
         .collect();
-    let charged_unconfirmed = inv["checks"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|c| cell(&c["check"]).starts_with("no charge without"))
-        .and_then(|c| c["failures"].as_array().map(Vec::len))
-        .unwrap_or(0);
+    let charged_unconfirmed = inv
+        .check(verify::CheckId::NoChargeWithoutOrder)
+        .map_or(0, |c| c.failures.len());
     // The watcher gives up at the same deadline; without it, fall back to the final wait.
     let recover_secs = match watcher.await {
         Ok(Some(d)) => Some(d.as_secs_f64()),
@@ -841,7 +840,7 @@ async fn execute(ctx: &Ctx, d: Drill, short: bool, report: Option<&Path>) -> Res
         .chain(
             finished
                 .iter()
-                .filter(|(_, o)| o["status"] == "CANCELLED")
+                .filter(|(_, o)| o.status == OrderStatus::Cancelled)
                 .map(|(id, _)| id),
         )
         .take(50)
@@ -863,7 +862,7 @@ async fn execute(ctx: &Ctx, d: Drill, short: bool, report: Option<&Path>) -> Res
         "chargedWithoutConfirmedOrder": charged_unconfirmed,
         "duplicates": {"doubleCharges": charged_unconfirmed, "note": "one payment per order by key; a second charge would show as a payment without a confirmed order"},
         "dlqNew": dlq_new,
-        "invariants": inv,
+        "invariants": inv.to_json(),
         "timeToRecoverSeconds": recover_secs,
         "lostOrders": lost,
         "affectedOrders": affected,

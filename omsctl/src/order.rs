@@ -4,9 +4,15 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
+use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::ctx::{self, cell, money, table, Ctx, Svc};
+use oms_contracts::api::{
+    CreateOrder, NotificationView, OrderAccepted, OrderStatus, OrderView, Page, PaymentView,
+    PendingRow, ProductView, RequestedLine, ReservationView, SagaView,
+};
+
+use crate::ctx::{self, cell, opt, table, Ctx, Svc};
 use crate::{tail, Failure, Output};
 
 #[derive(Debug, clap::Subcommand)]
@@ -117,14 +123,8 @@ fn check_id(id: &str) -> Result<(), Failure> {
 
 /// Product ids of the catalog, or `None` when inventory cannot be asked.
 pub(crate) async fn catalog(ctx: &Ctx) -> Option<Vec<String>> {
-    let products = ctx.get(Svc::Inventory, "/products").await.ok()?;
-    Some(
-        products
-            .as_array()?
-            .iter()
-            .filter_map(|p| p["productId"].as_str().map(str::to_owned))
-            .collect(),
-    )
+    let products: Page<ProductView> = ctx.get(Svc::Inventory, "/products").await.ok()?;
+    Some(products.items.into_iter().map(|p| p.product_id).collect())
 }
 
 pub(crate) async fn check_items(ctx: &Ctx, items: &[(String, u32)]) -> Result<(), Failure> {
@@ -141,36 +141,42 @@ pub(crate) async fn check_items(ctx: &Ctx, items: &[(String, u32)]) -> Result<()
     Ok(())
 }
 
-fn body(items: &[(String, u32)], customer: Option<&str>, token: Option<&str>) -> Value {
-    let mut b = json!({
-        "items": items.iter().map(|(p, q)| json!({"productId": p, "quantity": q})).collect::<Vec<_>>(),
-    });
-    if let Some(c) = customer {
-        b["customerId"] = json!(c);
+/// The `POST /orders` body for these lines.
+pub(crate) fn body(
+    items: &[(String, u32)],
+    customer: Option<&str>,
+    token: Option<&str>,
+) -> CreateOrder {
+    CreateOrder {
+        customer_id: customer.map(str::to_owned),
+        items: items
+            .iter()
+            .map(|(p, q)| RequestedLine {
+                product_id: p.clone(),
+                quantity: *q,
+            })
+            .collect(),
+        payment_token: token.map(str::to_owned),
     }
-    if let Some(t) = token {
-        b["paymentToken"] = json!(t);
-    }
-    b
 }
 
-/// Places one order: its id, or the service's refusal.
-async fn place(ctx: &Ctx, body: &Value, key: Option<&str>) -> Result<Value, Failure> {
+/// Places one order: the service's acceptance, or its refusal.
+async fn place(ctx: &Ctx, body: &CreateOrder, key: Option<&str>) -> Result<OrderAccepted, Failure> {
     let headers: Vec<(&str, &str)> = key.map(|k| ("Idempotency-Key", k)).into_iter().collect();
     let (status, answer) = ctx.post(Svc::Order, "/orders", body, &headers).await?;
     if !status.is_success() {
         return Err(ctx::api_failure(Svc::Order, status, &answer));
     }
-    Ok(answer)
+    Ok(serde_json::from_value(answer).map_err(anyhow::Error::from)?)
 }
 
 /// Polls the order until it is no longer PENDING.
-async fn follow(ctx: &Ctx, id: &str, timeout: Duration) -> Result<Option<Value>, Failure> {
+async fn follow(ctx: &Ctx, id: &str, timeout: Duration) -> Result<Option<OrderView>, Failure> {
     let deadline = Instant::now() + timeout;
     let mut pause = Duration::from_millis(20);
     loop {
-        let order = ctx.get(Svc::Order, &format!("/orders/{id}")).await?;
-        if order["status"] != "PENDING" {
+        let order: OrderView = ctx.get(Svc::Order, &format!("/orders/{id}")).await?;
+        if order.status != OrderStatus::Pending {
             return Ok(Some(order));
         }
         if Instant::now() >= deadline {
@@ -181,16 +187,15 @@ async fn follow(ctx: &Ctx, id: &str, timeout: Duration) -> Result<Option<Value>,
     }
 }
 
-fn outcome_line(order: &Value) -> String {
-    match order["status"].as_str() {
-        Some("CONFIRMED") => format!("CONFIRMED (total {})", money(&order["total"])),
-        Some("CANCELLED") => format!(
+fn outcome_line(order: &OrderView) -> String {
+    match order.status {
+        OrderStatus::Confirmed => format!("CONFIRMED (total {})", opt(order.total)),
+        OrderStatus::Cancelled => format!(
             "CANCELLED: {} ({})",
-            cell(&order["cancelReason"]),
-            cell(&order["cancelDetail"])
+            opt(order.cancel_reason.as_ref()),
+            opt(order.cancel_detail.as_ref())
         ),
-        Some(other) => other.to_owned(),
-        None => "-".into(),
+        OrderStatus::Pending => "PENDING".into(),
     }
 }
 
@@ -207,10 +212,10 @@ async fn create_one(ctx: &Ctx, args: CreateArgs) -> Result<(), Failure> {
         args.payment_token.as_deref(),
     );
     let answer = place(ctx, &b, args.idempotency_key.as_deref()).await?;
-    let id = answer["orderId"].as_str().unwrap_or_default().to_owned();
+    let id = answer.order_id.to_string();
     if !args.wait {
-        return ctx.print(&answer, || {
-            format!("{id} {}", answer["status"].as_str().unwrap_or("-"))
+        return ctx.print(&serde_json::to_value(&answer)?, || {
+            format!("{id} {}", answer.status)
         });
     }
     if ctx.output == Output::Table {
@@ -222,8 +227,10 @@ async fn create_one(ctx: &Ctx, args: CreateArgs) -> Result<(), Failure> {
             humantime::format_duration(args.timeout)
         ))),
         Some(order) => {
-            ctx.print(&order, || format!("{id} {}", outcome_line(&order)))?;
-            if order["status"] == "CONFIRMED" {
+            ctx.print(&serde_json::to_value(&order)?, || {
+                format!("{id} {}", outcome_line(&order))
+            })?;
+            if order.status == OrderStatus::Confirmed {
                 Ok(())
             } else {
                 Err(Failure {
@@ -268,7 +275,7 @@ async fn create_many(ctx: &Ctx, args: CreateArgs) -> Result<(), Failure> {
     };
     let started = Instant::now();
     let interval = args.rate.map(|r| Duration::from_secs_f64(1.0 / r));
-    let outcomes: Vec<Result<Value, String>> = futures::stream::iter(0..count)
+    let outcomes: Vec<Result<OrderView, String>> = futures::stream::iter(0..count)
         .map(|i| {
             let items = if args.items.is_empty() {
                 let n = 1 + fastrand::usize(0..2);
@@ -299,7 +306,7 @@ async fn create_many(ctx: &Ctx, args: CreateArgs) -> Result<(), Failure> {
                     let answer = place(ctx, &b, None)
                         .await
                         .map_err(|f| f.error.to_string())?;
-                    let id = answer["orderId"].as_str().unwrap_or_default().to_owned();
+                    let id = answer.order_id.to_string();
                     follow(ctx, &id, timeout)
                         .await
                         .map_err(|f| f.error.to_string())?
@@ -322,22 +329,15 @@ async fn create_many(ctx: &Ctx, args: CreateArgs) -> Result<(), Failure> {
     for outcome in &outcomes {
         match outcome {
             Ok(order) => {
-                if order["status"] == "CONFIRMED" {
+                if order.status == OrderStatus::Confirmed {
                     confirmed += 1;
                 } else {
                     *cancelled
-                        .entry(order["cancelReason"].as_str().unwrap_or("-").to_owned())
+                        .entry(opt(order.cancel_reason.as_ref()))
                         .or_default() += 1;
                 }
-                if let (Some(a), Some(b)) = (
-                    order["createdAt"]
-                        .as_str()
-                        .and_then(|s| s.parse::<chrono::DateTime<chrono::Utc>>().ok()),
-                    order["completedAt"]
-                        .as_str()
-                        .and_then(|s| s.parse::<chrono::DateTime<chrono::Utc>>().ok()),
-                ) {
-                    latencies.push((b - a).as_seconds_f64() * 1000.0);
+                if let Some(done) = order.completed_at {
+                    latencies.push((done - order.created_at).as_seconds_f64() * 1000.0);
                 }
             }
             Err(e) => *errors.entry(e.clone()).or_default() += 1,
@@ -395,44 +395,42 @@ async fn create_many(ctx: &Ctx, args: CreateArgs) -> Result<(), Failure> {
 
 async fn get(ctx: &Ctx, id: &str) -> Result<(), Failure> {
     check_id(id)?;
-    let order = ctx
+    let order: OrderView = ctx
         .get_opt(Svc::Order, &format!("/orders/{id}"))
         .await?
         .ok_or_else(|| Failure::verdict(format!("no order {id}")))?;
-    ctx.print(&order, || {
+    ctx.print(&serde_json::to_value(&order)?, || {
         let mut t = table(&["FIELD", "VALUE"]);
-        for (k, label) in [
-            ("orderId", "order"),
-            ("status", "status"),
-            ("customerId", "customer"),
-            ("cancelReason", "cancel reason"),
-            ("cancelDetail", "cancel detail"),
-            ("paymentId", "payment"),
-            ("createdAt", "created"),
-            ("completedAt", "completed"),
+        for (label, value) in [
+            ("order", order.order_id.to_string()),
+            ("status", order.status.to_string()),
+            ("customer", order.customer_id.to_string()),
+            ("cancel reason", opt(order.cancel_reason.as_ref())),
+            ("cancel detail", opt(order.cancel_detail.as_ref())),
+            ("payment", opt(order.payment_id)),
+            ("created", order.created_at.to_rfc3339()),
+            ("completed", opt(order.completed_at.map(|t| t.to_rfc3339()))),
+            ("total", opt(order.total)),
         ] {
-            t.add_row([label.to_string(), cell(&order[k])]);
+            t.add_row([label.to_string(), value]);
         }
-        t.add_row(["total".to_string(), money(&order["total"])]);
-        let lines = if order["lines"].is_array() {
-            &order["lines"]
-        } else {
-            &order["items"]
-        };
-        for l in lines.as_array().into_iter().flatten() {
-            t.add_row([
-                "line".to_string(),
-                format!(
-                    "{} x{}{}",
-                    cell(&l["productId"]),
-                    cell(&l["quantity"]),
-                    if l["unitPrice"].is_object() {
-                        format!(" @ {}", money(&l["unitPrice"]))
-                    } else {
-                        String::new()
-                    }
-                ),
-            ]);
+        match &order.lines {
+            Some(lines) => {
+                for l in lines {
+                    t.add_row([
+                        "line".to_string(),
+                        format!("{} x{} @ {}", l.product_id, l.quantity, l.unit_price),
+                    ]);
+                }
+            }
+            None => {
+                for l in &order.items {
+                    t.add_row([
+                        "line".to_string(),
+                        format!("{} x{}", l.product_id, l.quantity),
+                    ]);
+                }
+            }
         }
         t.to_string()
     })
@@ -451,18 +449,18 @@ async fn list(
     if let Some(c) = customer {
         query.push_str(&format!("&customerId={c}"));
     }
-    let page = ctx.get(Svc::Order, &query).await?;
-    let items = page["items"].clone();
-    ctx.print(&items, || {
+    let page: Page<OrderView> = ctx.get(Svc::Order, &query).await?;
+    ctx.print(&serde_json::to_value(&page.items)?, || {
         let mut t = table(&["ORDER", "STATUS", "CUSTOMER", "TOTAL", "REASON", "CREATED"]);
-        for o in items.as_array().into_iter().flatten() {
+        for o in &page.items {
             t.add_row([
-                cell(&o["orderId"]),
-                cell(&o["status"]),
-                cell(&o["customerId"]),
-                money(&o["total"]),
-                cell(&o["cancelReason"]),
-                cell(&o["createdAt"]),
+                o.order_id.to_string(),
+                o.status.to_string(),
+                o.customer_id.to_string(),
+                opt(o.total),
+                opt(o.cancel_reason.as_ref()),
+                o.created_at
+                    .to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
             ]);
         }
         t.to_string()
@@ -485,7 +483,7 @@ pub async fn smoke(ctx: &Ctx) -> Result<(), Failure> {
         Some("tok_visa"),
     );
     let answer = place(ctx, &b, None).await?;
-    let id = answer["orderId"].as_str().unwrap_or_default().to_owned();
+    let id = answer.order_id.to_string();
     crate::local::say(format!(
         "order {id} accepted (PENDING); following it through the saga"
     ));
@@ -494,7 +492,7 @@ pub async fn smoke(ctx: &Ctx) -> Result<(), Failure> {
         .ok_or_else(|| Failure::verdict(format!("smoke order {id} still PENDING after 60 s")))?;
     trace(ctx, &id).await?;
     crate::local::say(format!("order {id}: {}", outcome_line(&order)));
-    if order["status"] == "CONFIRMED" {
+    if order.status == OrderStatus::Confirmed {
         Ok(())
     } else {
         Err(Failure::verdict(format!(
@@ -513,7 +511,11 @@ async fn trace(ctx: &Ctx, id: &str) -> Result<(), Failure> {
         }
         let payment_line = match &doc["payment"] {
             Value::Null => "payment: none".to_owned(),
-            p => format!("payment: {} {}", cell(&p["status"]), money(&p["amount"])),
+            p => format!(
+                "payment: {} {}",
+                cell(&p["status"]),
+                opt(PaymentView::deserialize(p).ok().map(|p| p.amount))
+            ),
         };
         let reservation_line = match &doc["reservation"] {
             Value::Null => "reservation: none".to_owned(),
@@ -534,29 +536,30 @@ async fn trace(ctx: &Ctx, id: &str) -> Result<(), Failure> {
 /// its key, pending outbox rows, a time-ordered `timeline` and the `verdict`.
 pub async fn trace_doc(ctx: &Ctx, id: &str) -> Result<Value, Failure> {
     check_id(id)?;
-    let order = ctx
+    let order: OrderView = ctx
         .get_opt(Svc::Order, &format!("/orders/{id}"))
         .await?
         .ok_or_else(|| Failure::verdict(format!("no order {id}")))?;
-    let saga = ctx.get_opt(Svc::Saga, &format!("/sagas/{id}")).await?;
-    let payment = ctx
+    let saga: Option<SagaView> = ctx.get_opt(Svc::Saga, &format!("/sagas/{id}")).await?;
+    let payment: Option<PaymentView> = ctx
         .get_opt(Svc::Payment, &format!("/payments/{id}"))
         .await?;
-    let reservation = ctx
+    let reservation: Option<ReservationView> = ctx
         .get_opt(Svc::Inventory, &format!("/reservations/{id}"))
         .await?;
-    let notifications = ctx
+    let notifications: Page<NotificationView> = ctx
         .get(Svc::Notification, &format!("/notifications?orderId={id}"))
         .await?;
-    let mut pending = Vec::new();
+    let mut pending: Vec<(Svc, PendingRow)> = Vec::new();
     for svc in Svc::all() {
         // A service that is down cannot say; the trace goes on without it.
-        if let Ok(Some(rows)) = ctx.get_opt(svc, &format!("/outbox/pending?key={id}")).await {
-            for row in rows["items"].as_array().into_iter().flatten() {
-                let mut row = row.clone();
-                row["service"] = json!(svc.name());
-                pending.push(row);
-            }
+        let rows: Option<Page<PendingRow>> = ctx
+            .get_opt(svc, &format!("/outbox/pending?key={id}"))
+            .await
+            .ok()
+            .flatten();
+        for row in rows.into_iter().flat_map(|p| p.items) {
+            pending.push((svc, row));
         }
     }
     let topics = ctx.topics.all_with_dlq();
@@ -571,8 +574,10 @@ pub async fn trace_doc(ctx: &Ctx, id: &str) -> Result<Value, Failure> {
     .map_err(anyhow::Error::from)??;
 
     let mut events: Vec<Event> = Vec::new();
+    let at =
+        |t: &chrono::DateTime<chrono::Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
     events.push(Event {
-        at: cell(&order["createdAt"]),
+        at: at(&order.created_at),
         source: "order".into(),
         what: "POST /orders accepted (PENDING)".into(),
     });
@@ -591,48 +596,41 @@ pub async fn trace_doc(ctx: &Ctx, id: &str) -> Result<Value, Failure> {
             what,
         });
     }
-    for s in saga
-        .as_ref()
-        .and_then(|s| s["steps"].as_array())
-        .into_iter()
-        .flatten()
-    {
-        let applied = s["applied"].as_bool().unwrap_or(false);
+    for s in saga.iter().flat_map(|s| s.steps.iter().flatten()) {
         events.push(Event {
-            at: cell(&s["at"]),
+            at: at(&s.at),
             source: "saga".into(),
             what: format!(
                 "{} -> {} on {}{}: {}",
-                s["from"].as_str().unwrap_or("-"),
-                cell(&s["to"]),
-                cell(&s["input"]),
-                if applied { "" } else { " (ignored)" },
-                cell(&s["note"])
+                s.from.as_deref().unwrap_or("-"),
+                s.to,
+                s.input,
+                if s.applied { "" } else { " (ignored)" },
+                s.note
             ),
         });
     }
-    for p in &pending {
+    for (svc, p) in &pending {
         events.push(Event {
-            at: cell(&p["createdAt"]),
-            source: cell(&p["service"]),
+            at: at(&p.created_at),
+            source: svc.name().to_owned(),
             what: format!(
                 "{} to {} NOT YET PUBLISHED (attempts {}, {})",
-                cell(&p["messageType"]),
-                cell(&p["topic"]),
-                cell(&p["attempts"]),
-                if p["failedAt"].is_null() {
-                    format!("next try {}", cell(&p["nextAttemptAt"]))
-                } else {
-                    format!("set aside: {}", cell(&p["lastError"]))
+                opt(p.message_type.as_ref()),
+                p.topic,
+                p.attempts,
+                match &p.failed_at {
+                    None => format!("next try {}", at(&p.next_attempt_at)),
+                    Some(_) => format!("set aside: {}", opt(p.last_error.as_ref())),
                 }
             ),
         });
     }
-    for n in notifications["items"].as_array().into_iter().flatten() {
+    for n in &notifications.items {
         events.push(Event {
-            at: cell(&n["createdAt"]),
+            at: at(&n.created_at),
             source: "notification".into(),
-            what: cell(&n["message"]),
+            what: n.message.clone(),
         });
     }
     events.sort_by(|a, b| a.at.cmp(&b.at));
@@ -647,8 +645,15 @@ pub async fn trace_doc(ctx: &Ctx, id: &str) -> Result<Value, Failure> {
         "saga": saga,
         "payment": payment,
         "reservation": reservation,
-        "notifications": notifications["items"],
-        "outboxPending": pending,
+        "notifications": notifications.items,
+        "outboxPending": pending
+            .iter()
+            .map(|(svc, p)| {
+                let mut v = serde_json::to_value(p).unwrap_or(Value::Null);
+                v["service"] = json!(svc.name());
+                v
+            })
+            .collect::<Vec<_>>(),
         "messages": records.iter().map(tail::Record::to_json).collect::<Vec<_>>(),
         "timeline": events.iter().map(|e| json!({"at": e.at, "source": e.source, "what": e.what})).collect::<Vec<_>>(),
         "verdict": verdict,
@@ -658,56 +663,50 @@ pub async fn trace_doc(ctx: &Ctx, id: &str) -> Result<Value, Failure> {
 
 /// The one-line summary of where an order stands and why.
 fn verdict(
-    order: &Value,
-    saga: Option<&Value>,
-    payment: Option<&Value>,
-    reservation: Option<&Value>,
+    order: &OrderView,
+    saga: Option<&SagaView>,
+    payment: Option<&PaymentView>,
+    reservation: Option<&ReservationView>,
 ) -> String {
     let reservation_state = reservation
         .map(|r| {
             format!(
                 "{} at {}",
-                cell(&r["status"]).to_lowercase(),
-                cell(&r["updatedAt"])
+                r.status.to_lowercase(),
+                r.updated_at
+                    .to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
             )
         })
         .unwrap_or_else(|| "never reserved".into());
-    match order["status"].as_str() {
-        Some("CONFIRMED") => format!(
+    match order.status {
+        OrderStatus::Confirmed => format!(
             "CONFIRMED: {} charged (payment {}); stock {}",
-            money(&order["total"]),
-            cell(&order["paymentId"]),
+            opt(order.total),
+            opt(order.payment_id),
             reservation_state
         ),
-        Some("CANCELLED") => {
-            let charge = match payment.and_then(|p| p["status"].as_str()) {
+        OrderStatus::Cancelled => {
+            let charge = match payment.map(|p| p.status.as_str()) {
                 None | Some("DECLINED") => "nothing charged".to_owned(),
                 Some("REFUNDED") => "the charge was refunded".to_owned(),
                 Some("VOIDED") => "the payment was voided".to_owned(),
                 Some(other) => format!("payment {}", other.to_lowercase()),
             };
-            let why = match order["cancelDetail"].as_str() {
+            let reason = opt(order.cancel_reason.as_ref());
+            let why = match order.cancel_detail.as_deref() {
                 Some(d) if !d.is_empty() => d.to_owned(),
-                _ => cell(&order["cancelReason"])
-                    .to_lowercase()
-                    .replace('_', " "),
+                _ => reason.to_lowercase().replace('_', " "),
             };
-            format!(
-                "CANCELLED ({}): {why}; {charge}; stock {}",
-                cell(&order["cancelReason"]),
-                reservation_state
-            )
+            format!("CANCELLED ({reason}): {why}; {charge}; stock {reservation_state}")
         }
-        _ => match saga {
+        OrderStatus::Pending => match saga {
             Some(s) => format!(
                 "PENDING: saga {} (deadline {}{})",
-                cell(&s["state"]),
-                cell(&s["deadlineAt"]),
-                if s["stuck"] == true {
-                    ", STUCK past it"
-                } else {
-                    ""
-                }
+                s.state,
+                opt(s
+                    .deadline_at
+                    .map(|d| d.to_rfc3339_opts(chrono::SecondsFormat::Micros, true))),
+                if s.stuck { ", STUCK past it" } else { "" }
             ),
             None => "PENDING: the saga has not seen this order yet".into(),
         },

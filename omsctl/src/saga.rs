@@ -1,6 +1,8 @@
 //! `omsctl saga list | show`.
 
-use crate::ctx::{cell, money, table, Ctx, Svc};
+use oms_contracts::api::{Page, SagaView};
+
+use crate::ctx::{opt, table, Ctx, Svc};
 use crate::Failure;
 
 #[derive(Debug, clap::Subcommand)]
@@ -35,21 +37,20 @@ pub async fn run(ctx: &Ctx, command: SagaCommand) -> Result<(), Failure> {
             if let Some(s) = state {
                 query.push_str(&format!("&state={}", s.to_ascii_uppercase()));
             }
-            let page = ctx.get(Svc::Saga, &query).await?;
-            let items = page["items"].clone();
-            ctx.print(&items, || {
+            let page: Page<SagaView> = ctx.get(Svc::Saga, &query).await?;
+            ctx.print(&serde_json::to_value(&page.items)?, || {
                 let mut t = table(&[
                     "ORDER", "STATE", "CUSTOMER", "TOTAL", "DEADLINE", "STUCK", "UPDATED",
                 ]);
-                for s in items.as_array().into_iter().flatten() {
+                for s in &page.items {
                     t.add_row([
-                        cell(&s["orderId"]),
-                        cell(&s["state"]),
-                        cell(&s["customerId"]),
-                        money(&s["total"]),
-                        cell(&s["deadlineAt"]),
-                        if s["stuck"] == true { "yes" } else { "" }.to_string(),
-                        cell(&s["updatedAt"]),
+                        s.order_id.to_string(),
+                        s.state.to_string(),
+                        s.customer_id.to_string(),
+                        opt(s.total),
+                        opt(s.deadline_at.map(time)),
+                        if s.stuck { "yes" } else { "" }.to_string(),
+                        time(s.updated_at),
                     ]);
                 }
                 t.to_string()
@@ -59,40 +60,38 @@ pub async fn run(ctx: &Ctx, command: SagaCommand) -> Result<(), Failure> {
             uuid::Uuid::parse_str(&order_id).map_err(|_| {
                 Failure::usage(format!("invalid order id {order_id:?} (expected a UUID)"))
             })?;
-            let saga = ctx
+            let saga: SagaView = ctx
                 .get_opt(Svc::Saga, &format!("/sagas/{order_id}"))
                 .await?
                 .ok_or_else(|| Failure::verdict(format!("no saga for order {order_id}")))?;
-            ctx.print(&saga, || {
+            ctx.print(&serde_json::to_value(&saga)?, || {
                 let mut t = table(&["TIME", "FROM", "TO", "INPUT", "SENT", "NOTE"]);
-                for s in saga["steps"].as_array().into_iter().flatten() {
-                    let sent: Vec<&str> = s["sent"]
-                        .as_array()
-                        .into_iter()
-                        .flatten()
-                        .filter_map(|v| v.as_str())
-                        .collect();
-                    let mut input = cell(&s["input"]);
-                    if s["applied"] == false {
+                for s in saga.steps.iter().flatten() {
+                    let mut input = s.input.clone();
+                    if !s.applied {
                         input.push_str(" (ignored)");
                     }
                     t.add_row([
-                        cell(&s["at"]),
-                        cell(&s["from"]),
-                        cell(&s["to"]),
+                        time(s.at),
+                        opt(s.from.as_ref()),
+                        s.to.clone(),
                         input,
-                        sent.join(", "),
-                        cell(&s["note"]),
+                        s.sent.join(", "),
+                        s.note.clone(),
                     ]);
                 }
                 format!(
                     "saga {} {} (total {}, deadline {})\n{t}",
-                    cell(&saga["orderId"]),
-                    cell(&saga["state"]),
-                    money(&saga["total"]),
-                    cell(&saga["deadlineAt"])
+                    saga.order_id,
+                    saga.state,
+                    opt(saga.total),
+                    opt(saga.deadline_at.map(time))
                 )
             })
         }
     }
+}
+
+fn time(t: chrono::DateTime<chrono::Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
 }

@@ -327,13 +327,11 @@ async fn status(ctx: &Ctx) -> Result<(), Failure> {
         }),
     ];
     for svc in Svc::all() {
-        let ready = ctx.get_opt(svc, "/health/ready").await;
+        let ready = ctx
+            .get_opt::<oms_contracts::api::Readiness>(svc, "/health/ready")
+            .await;
         let (is_ready, backlog, detail) = match &ready {
-            Ok(Some(r)) => (
-                r["status"] == "ready",
-                r["outbox"]["pending"].as_i64(),
-                Value::Null,
-            ),
+            Ok(Some(r)) => (r.is_ready(), r.outbox.map(|b| b.pending), Value::Null),
             Ok(None) => (false, None, json!("no /health/ready")),
             Err(f) => (false, None, json!(f.error.to_string())),
         };

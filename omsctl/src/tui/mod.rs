@@ -14,8 +14,8 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use oms_contracts::api::{GatewayKnobs, OrderView, Page, Readiness, SagaSummary, SagaView};
 use ratatui::crossterm::event::{self, Event, KeyEvent, KeyEventKind};
-use serde_json::Value;
 use tokio::sync::mpsc;
 
 use crate::ctx::{self, Ctx, Svc};
@@ -241,7 +241,7 @@ async fn poll_kafka(ctx: Arc<Ctx>, out: Arc<Mutex<Option<KafkaInfo>>>, every: Du
     }
 }
 
-async fn get(ctx: &Ctx, svc: Svc, path: &str) -> Result<Value, String> {
+async fn get<T: serde::de::DeserializeOwned>(ctx: &Ctx, svc: Svc, path: &str) -> Result<T, String> {
     match tokio::time::timeout(Duration::from_secs(2), ctx.get(svc, path)).await {
         Ok(Ok(v)) => Ok(v),
         Ok(Err(f)) => Err(f.error.to_string()),
@@ -269,15 +269,18 @@ async fn poll_services(
 
 async fn snapshot(ctx: &Ctx, kafka: &Mutex<Option<KafkaInfo>>) -> Snapshot {
     let (summary, sagas, orders, faults) = tokio::join!(
-        get(ctx, Svc::Saga, "/sagas/summary"),
-        get(ctx, Svc::Saga, "/sagas?limit=200"),
-        get(ctx, Svc::Order, "/orders?limit=200"),
-        get(ctx, Svc::Payment, "/gateway/faults"),
+        get::<SagaSummary>(ctx, Svc::Saga, "/sagas/summary"),
+        get::<Page<SagaView>>(ctx, Svc::Saga, "/sagas?limit=200"),
+        get::<Page<OrderView>>(ctx, Svc::Order, "/orders?limit=200"),
+        get::<GatewayKnobs>(ctx, Svc::Payment, "/gateway/faults"),
     );
     let health = futures::future::join_all(Svc::all().map(|svc| async move {
         // Readiness probes the broker for up to 2 s itself: allow it more than that.
-        let r =
-            tokio::time::timeout(Duration::from_secs(5), ctx.get_opt(svc, "/health/ready")).await;
+        let r = tokio::time::timeout(
+            Duration::from_secs(5),
+            ctx.get_opt::<Readiness>(svc, "/health/ready"),
+        )
+        .await;
         (svc, r)
     }))
     .await;
@@ -292,54 +295,35 @@ async fn snapshot(ctx: &Ctx, kafka: &Mutex<Option<KafkaInfo>>) -> Snapshot {
     };
     match summary {
         Ok(v) => {
-            s.by_state = v["byState"]
-                .as_object()
-                .map(|m| {
-                    m.iter()
-                        .map(|(k, n)| (k.clone(), n.as_i64().unwrap_or(0)))
-                        .collect()
-                })
-                .unwrap_or_default();
-            s.stuck = v["stuck"].as_i64().unwrap_or(0);
+            s.by_state = v.by_state.into_iter().collect();
+            s.stuck = v.stuck;
         }
         Err(_) => errors.push("saga".to_owned()),
     }
-    if let Ok(v) = sagas {
-        s.sagas = v["items"]
-            .as_array()
+    if let Ok(page) = sagas {
+        s.sagas = page
+            .items
             .into_iter()
-            .flatten()
-            .map(|r| {
-                let created = r["createdAt"].as_str().unwrap_or_default().to_owned();
-                let age = created
-                    .parse::<chrono::DateTime<chrono::Utc>>()
-                    .map(|c| (fetched_at as i64 - c.timestamp()).max(0))
-                    .unwrap_or(0);
-                SagaRow {
-                    order_id: ctx::cell(&r["orderId"]),
-                    state: ctx::cell(&r["state"]),
-                    created_at: created,
-                    age_secs: age,
-                    last_step: r["lastStep"].as_str().unwrap_or_default().to_owned(),
-                    customer: ctx::cell(&r["customerId"]),
-                    total: ctx::money(&r["total"]),
-                    stuck: r["stuck"] == true,
-                }
+            .map(|r| SagaRow {
+                order_id: r.order_id.to_string(),
+                state: r.state.to_string(),
+                created_at: r
+                    .created_at
+                    .to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+                age_secs: (fetched_at as i64 - r.created_at.timestamp()).max(0),
+                last_step: r.last_step.unwrap_or_default(),
+                customer: r.customer_id.to_string(),
+                total: ctx::opt(r.total),
+                stuck: r.stuck,
             })
             .collect();
     }
     match orders {
-        Ok(v) => {
-            let mut ms: Vec<f64> = v["items"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(|o| {
-                    let a: chrono::DateTime<chrono::Utc> = o["createdAt"].as_str()?.parse().ok()?;
-                    let b: chrono::DateTime<chrono::Utc> =
-                        o["completedAt"].as_str()?.parse().ok()?;
-                    Some((b - a).as_seconds_f64() * 1000.0)
-                })
+        Ok(page) => {
+            let mut ms: Vec<f64> = page
+                .items
+                .iter()
+                .filter_map(|o| Some((o.completed_at? - o.created_at).as_seconds_f64() * 1000.0))
                 .collect();
             ms.sort_by(f64::total_cmp);
             let pct = |p: f64| {
@@ -357,14 +341,17 @@ async fn snapshot(ctx: &Ctx, kafka: &Mutex<Option<KafkaInfo>>) -> Snapshot {
         .collect();
     match faults {
         Ok(k) => {
-            for (field, label) in [
-                ("declineRate", "decline rate"),
-                ("errorRate", "error rate"),
-                ("latencyMs", "latency ms"),
+            for (label, value, on) in [
+                (
+                    "decline rate",
+                    k.decline_rate.to_string(),
+                    k.decline_rate > 0.0,
+                ),
+                ("error rate", k.error_rate.to_string(), k.error_rate > 0.0),
+                ("latency ms", k.latency_ms.to_string(), k.latency_ms > 0),
             ] {
-                if k[field].as_f64().is_some_and(|v| v > 0.0) {
-                    s.faults
-                        .push(format!("payment gateway: {label} {}", k[field]));
+                if on {
+                    s.faults.push(format!("payment gateway: {label} {value}"));
                 }
             }
         }
@@ -377,8 +364,8 @@ async fn snapshot(ctx: &Ctx, kafka: &Mutex<Option<KafkaInfo>>) -> Snapshot {
         let h = match result {
             Ok(Ok(Some(r))) => Health {
                 name: svc.name().to_owned(),
-                ready: Some(r["status"] == "ready"),
-                backlog: r["outbox"]["pending"].as_i64(),
+                ready: Some(r.is_ready()),
+                backlog: r.outbox.map(|b| b.pending),
                 lag,
                 error: None,
             },
