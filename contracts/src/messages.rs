@@ -1,4 +1,4 @@
-//! Every command and event of the order saga (ARCHITECTURE.md section 1).
+//! Every command and event of the order saga (docs/architecture.md, "The order saga").
 //!
 //! Commands ask one service for an action (`inventory.reserve`, `payment.authorize`, ...); events
 //! state facts (`inventory.reserved`, `order.confirmed`, ...). Each message type has exactly one

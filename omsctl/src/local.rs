@@ -68,6 +68,11 @@ impl Local {
         Self::from_env(state_dir, None)
     }
 
+    /// Whether `stack up` recorded a stack in `state_dir`.
+    pub fn is_recorded(state_dir: &Path) -> bool {
+        state_dir.join("stack.json").is_file()
+    }
+
     fn recorded(state_dir: &Path) -> Result<Option<Self>, Failure> {
         let path = state_dir.join("stack.json");
         match std::fs::read_to_string(&path) {

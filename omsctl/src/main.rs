@@ -22,6 +22,7 @@ mod cpu;
 mod ctx;
 mod dlq;
 mod drill;
+mod load;
 mod local;
 mod order;
 mod saga;

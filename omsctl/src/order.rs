@@ -274,52 +274,36 @@ async fn create_many(ctx: &Ctx, args: CreateArgs) -> Result<(), Failure> {
         indicatif::ProgressBar::hidden()
     };
     let started = Instant::now();
-    let interval = args.rate.map(|r| Duration::from_secs_f64(1.0 / r));
-    let outcomes: Vec<Result<OrderView, String>> = futures::stream::iter(0..count)
-        .map(|i| {
-            let items = if args.items.is_empty() {
-                let n = 1 + fastrand::usize(0..2);
-                let mut lines: Vec<(String, u32)> = Vec::new();
-                for _ in 0..n {
-                    let p = &products[fastrand::usize(0..products.len())];
-                    if !lines.iter().any(|(q, _)| q == p) {
-                        lines.push((p.clone(), 1 + fastrand::u32(0..2)));
-                    }
-                }
-                lines
-            } else {
-                args.items.clone()
-            };
-            let b = body(
-                &items,
-                args.customer.as_deref(),
-                args.payment_token.as_deref(),
-            );
-            let bar = bar.clone();
-            let timeout = args.timeout;
-            async move {
-                if let Some(every) = interval {
-                    let due = started + every * i;
-                    tokio::time::sleep_until(due.into()).await;
-                }
-                let result = async {
-                    let answer = place(ctx, &b, None)
-                        .await
-                        .map_err(|f| f.error.to_string())?;
-                    let id = answer.order_id.to_string();
-                    follow(ctx, &id, timeout)
-                        .await
-                        .map_err(|f| f.error.to_string())?
-                        .ok_or_else(|| format!("order {id} still PENDING after {timeout:?}"))
-                }
-                .await;
-                bar.inc(1);
-                result
-            }
-        })
-        .buffer_unordered(args.concurrency)
-        .collect()
-        .await;
+    let load = crate::load::Load {
+        count: count as usize,
+        rate: args.rate,
+        concurrency: args.concurrency,
+        lines: if args.items.is_empty() {
+            crate::load::Lines::FromCatalog(products)
+        } else {
+            crate::load::Lines::All(args.items.clone())
+        },
+        tokens: args.payment_token.iter().cloned().collect(),
+        customer: match &args.customer {
+            Some(c) => crate::load::Customer::Fixed(c.clone()),
+            None => crate::load::Customer::Default,
+        },
+    };
+    let timeout = args.timeout;
+    let outcomes: Vec<Result<OrderView, String>> = crate::load::place(ctx, &load, |accepted| {
+        let bar = bar.clone();
+        async move {
+            let id = accepted.order_id.to_string();
+            let result = follow(ctx, &id, timeout)
+                .await
+                .map_err(|f| f.error.to_string())?
+                .ok_or_else(|| format!("order {id} still PENDING after {timeout:?}"));
+            bar.inc(1);
+            result
+        }
+    })
+    .collect()
+    .await;
     bar.finish_and_clear();
     let elapsed = started.elapsed();
     let mut confirmed = 0u32;

@@ -310,22 +310,24 @@ async fn status(ctx: &Ctx) -> Result<(), Failure> {
     let broker_ok = lag_rows.is_ok();
     let lag_rows = lag_rows.unwrap_or_default();
     let local = Local::open(&ctx.state_dir)?;
-    let http = reqwest::Client::new();
-    let pg_ready = Component::Postgres.ready(&local, &http).await;
-    let mut components = vec![
-        json!({
+    let mut components = Vec::new();
+    // PostgreSQL is omsctl's to report only on a stack it brought up; a remote stack's
+    // databases are behind its services (their readiness covers them).
+    if Local::is_recorded(&ctx.state_dir) {
+        let http = reqwest::Client::new();
+        components.push(json!({
             "component": "postgres",
             "pid": Component::Postgres.pid(&local),
             "address": format!("127.0.0.1:{}", local.pg_port),
-            "ready": pg_ready,
-        }),
-        json!({
-            "component": "broker",
-            "pid": Component::Broker.pid(&local),
-            "address": ctx.brokers,
-            "ready": broker_ok,
-        }),
-    ];
+            "ready": Component::Postgres.ready(&local, &http).await,
+        }));
+    }
+    components.push(json!({
+        "component": "broker",
+        "pid": Component::Broker.pid(&local),
+        "address": ctx.brokers,
+        "ready": broker_ok,
+    }));
     for svc in Svc::all() {
         let ready = ctx
             .get_opt::<oms_contracts::api::Readiness>(svc, "/health/ready")

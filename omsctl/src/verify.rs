@@ -1,4 +1,4 @@
-//! `omsctl verify`: the invariants of ARCHITECTURE.md section 4, read through the services' APIs
+//! `omsctl verify`: the invariants of docs/architecture.md ("Invariants"), read through the services' APIs
 //! and Kafka, each printed with PASS or FAIL and counts; exit 1 when any fails.
 
 use std::collections::HashMap;

@@ -27,7 +27,8 @@
 //! - **Poison** (undecodable, unknown type, contract violation) and [`HandlerError::Rejected`] go
 //!   straight to `<topic>.dlq`.
 //! - **Handler errors** are retried with capped exponential backoff, up to `max_attempts` tries in
-//!   all, then dead-lettered. Only the failing message's key waits; other keys go on.
+//!   all, then dead-lettered; the decision after each failed try is [`crate::retry::RetryPolicy`]'s.
+//!   Only the failing message's key waits; other keys go on.
 //! - **Database outage** (connection refused, pool timeout, server shutting down) pauses the
 //!   workers on what they hold until the database is back, without using up attempts; the
 //!   receive loop stops taking messages once its queue is full.
@@ -62,6 +63,7 @@ use crate::dispatch::{KeyQueue, OffsetTracker};
 use crate::kafka::{self, QuietContext};
 use crate::metrics::Metrics;
 use crate::outbox::{self, EnqueueError, Header, OutgoingMessage};
+use crate::retry::{FailureKind, Next, RetryPolicy};
 use oms_contracts::Topics;
 
 /// Why a handler could not handle a message.
@@ -228,6 +230,16 @@ pub struct ConsumerConfig {
 }
 
 impl ConsumerConfig {
+    /// The retry decisions of this consumer.
+    pub fn retry_policy(&self) -> RetryPolicy {
+        RetryPolicy {
+            max_attempts: self.max_attempts,
+            base_backoff: self.base_backoff,
+            max_backoff: self.max_backoff,
+            ..RetryPolicy::default()
+        }
+    }
+
     /// Defaults for `group_id` of `service` on `topics`.
     pub fn new(service: &str, group_id: &str, topics: &[&str], brokers: &str) -> Self {
         Self {
@@ -296,6 +308,22 @@ enum Failure {
     Outage(String),
 }
 
+impl Failure {
+    fn kind(&self) -> FailureKind {
+        match self {
+            Failure::Rejected(_) => FailureKind::Rejected,
+            Failure::Transient(_) => FailureKind::Transient,
+            Failure::Outage(_) => FailureKind::Outage,
+        }
+    }
+
+    fn reason(&self) -> &str {
+        match self {
+            Failure::Rejected(r) | Failure::Transient(r) | Failure::Outage(r) => r,
+        }
+    }
+}
+
 impl From<sqlx::Error> for Failure {
     fn from(e: sqlx::Error) -> Self {
         if crate::db::is_outage(&e) {
@@ -316,20 +344,32 @@ impl From<HandlerError> for Failure {
     }
 }
 
-/// A message as it arrived, owned so a worker can keep it, with its decoded envelope.
+/// A message as it arrived, as rdkafka's `detach()` owns it (key, value and headers are not
+/// copied again), with its decoded envelope.
 struct Delivery {
+    msg: OwnedMessage,
     topic: Arc<str>,
     partition: i32,
     offset: i64,
-    key: Option<Vec<u8>>,
-    payload: Option<Vec<u8>>,
-    headers: Vec<Header>,
     decoded: Result<Envelope, (&'static str, String)>,
 }
 
 impl Delivery {
     fn of(msg: OwnedMessage) -> Self {
-        let headers = msg
+        let decoded = Envelope::decode(msg.payload().unwrap_or_default())
+            .map_err(|e| (e.class(), e.to_string()));
+        Self {
+            topic: Arc::from(msg.topic()),
+            partition: msg.partition(),
+            offset: msg.offset(),
+            msg,
+            decoded,
+        }
+    }
+
+    /// Its headers as the outbox stores them (only a dead letter needs them).
+    fn headers(&self) -> Vec<Header> {
+        self.msg
             .headers()
             .map(|hs| {
                 hs.iter()
@@ -339,24 +379,13 @@ impl Delivery {
                     })
                     .collect()
             })
-            .unwrap_or_default();
-        let decoded = Envelope::decode(msg.payload().unwrap_or_default())
-            .map_err(|e| (e.class(), e.to_string()));
-        Self {
-            topic: Arc::from(msg.topic()),
-            partition: msg.partition(),
-            offset: msg.offset(),
-            key: msg.key().map(<[u8]>::to_vec),
-            payload: msg.payload().map(<[u8]>::to_vec),
-            headers,
-            decoded,
-        }
+            .unwrap_or_default()
     }
 
     /// The key its order is kept by: the Kafka key, or the partition for keyless messages.
     fn order_key(&self) -> Vec<u8> {
-        match &self.key {
-            Some(k) => k.clone(),
+        match self.msg.key() {
+            Some(k) => k.to_vec(),
             None => format!("\0{}/{}", self.topic, self.partition).into_bytes(),
         }
     }
@@ -370,11 +399,6 @@ impl Delivery {
         let name = format!("kafka://{}/{}/{}", self.topic, self.partition, self.offset);
         Uuid::new_v5(&Uuid::NAMESPACE_URL, name.as_bytes())
     }
-}
-
-fn backoff(base: Duration, max: Duration, attempt: u32) -> Duration {
-    let factor = 2u32.saturating_pow(attempt.saturating_sub(1).min(20));
-    base.saturating_mul(factor).min(max)
 }
 
 /// What the receive loop and the workers share.
@@ -825,8 +849,9 @@ impl<H: Handler> Shared<H> {
                         // Settle one by one; the message that failed has had its first try.
                         // That try counts: the one-by-one pass is its retry (and is counted as
                         // one), so a batch never gives a message more tries than alone.
-                        if let (Failure::Transient(_), Some(i)) = (&failure, at) {
-                            if self.config.max_attempts > 1 {
+                        if let Some(i) = at {
+                            let policy = self.config.retry_policy();
+                            if let Next::Retry { .. } = policy.next(failure.kind(), 1, 0) {
                                 first_attempt[i] = 2;
                                 self.stats.retries.fetch_add(1, Ordering::Relaxed);
                                 self.metrics.handler_retried(&self.config.group_id);
@@ -904,7 +929,7 @@ impl<H: Handler> Shared<H> {
             paused_seconds = since.elapsed().as_secs_f64(),
             "still waiting for the database"
         );
-        let delay = backoff(Duration::from_millis(200), Duration::from_secs(5), *waits);
+        let delay = self.config.retry_policy().outage_wait(*waits);
         self.wait(delay, shutdown).await
     }
 
@@ -1012,19 +1037,16 @@ impl<H: Handler> Shared<H> {
             tracing::field::display(envelope.correlation_id),
         );
 
+        let policy = self.config.retry_policy();
         let mut attempt = first_attempt - 1;
-        if attempt > 0 {
-            let delay = backoff(self.config.base_backoff, self.config.max_backoff, attempt);
-            if self.wait(delay, shutdown).await.is_err() {
-                return Settled::Interrupted;
-            }
+        if attempt > 0 && self.wait(policy.backoff(attempt), shutdown).await.is_err() {
+            return Settled::Interrupted;
         }
         let mut outage: Option<(Instant, u32)> = None;
         loop {
             attempt += 1;
             let started = Instant::now();
-            let result = self.try_handle(delivery, envelope, attempt).await;
-            match result {
+            let failure = match self.try_handle(delivery, envelope, attempt).await {
                 Ok(duplicate) => {
                     self.resumed(outage);
                     if duplicate {
@@ -1036,47 +1058,38 @@ impl<H: Handler> Shared<H> {
                     }
                     return Settled::Yes;
                 }
-                Err(Failure::Rejected(reason)) => {
+                Err(failure) => failure,
+            };
+            let round = outage.map_or(0, |(_, w)| w) + 1;
+            match policy.next(failure.kind(), attempt, round) {
+                Next::DeadLetter { class } => {
                     return self
                         .dead_letter(
                             delivery,
                             Some(envelope),
-                            "handler.rejected",
-                            &reason,
+                            class,
+                            failure.reason(),
                             attempt,
                             shutdown,
                         )
                         .await;
                 }
-                Err(Failure::Outage(reason)) => {
-                    // Not the message's fault: wait for the database without using up attempts.
+                Next::AwaitDatabase { .. } => {
+                    // Not the message's fault: wait for the database without using up a try.
                     attempt -= 1;
                     if self
-                        .outage_wait(&mut outage, &reason, shutdown)
+                        .outage_wait(&mut outage, failure.reason(), shutdown)
                         .await
                         .is_err()
                     {
                         return Settled::Interrupted;
                     }
                 }
-                Err(Failure::Transient(reason)) => {
-                    if attempt >= self.config.max_attempts {
-                        return self
-                            .dead_letter(
-                                delivery,
-                                Some(envelope),
-                                "handler.exhausted",
-                                &reason,
-                                attempt,
-                                shutdown,
-                            )
-                            .await;
-                    }
+                Next::Retry { after } => {
                     self.stats.retries.fetch_add(1, Ordering::Relaxed);
                     self.metrics.handler_retried(&self.config.group_id);
-                    let delay = backoff(self.config.base_backoff, self.config.max_backoff, attempt);
-                    tracing::warn!(attempt, error = %reason, retry_in_ms = delay.as_millis() as u64, "handler failed; retrying");
-                    if self.wait(delay, shutdown).await.is_err() {
+                    tracing::warn!(attempt, error = %failure.reason(), retry_in_ms = after.as_millis() as u64, "handler failed; retrying");
+                    if self.wait(after, shutdown).await.is_err() {
                         return Settled::Interrupted;
                     }
                 }
@@ -1134,7 +1147,7 @@ impl<H: Handler> Shared<H> {
         attempts: u32,
         shutdown: &CancellationToken,
     ) -> Settled {
-        let mut headers = delivery.headers.clone();
+        let mut headers = delivery.headers();
         let failed_at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
         for (name, value) in [
             (dlq_headers::ORIGIN_TOPIC, delivery.topic.to_string()),
@@ -1154,8 +1167,8 @@ impl<H: Handler> Shared<H> {
         }
         let record = OutgoingMessage {
             topic: topics::dlq(&delivery.topic),
-            key: delivery.key.clone(),
-            payload: delivery.payload.clone(),
+            key: delivery.msg.key().map(<[u8]>::to_vec),
+            payload: delivery.msg.payload().map(<[u8]>::to_vec),
             headers,
             message_id: envelope.map(|e| e.event_id),
             message_type: envelope.map(|e| e.message_type().as_str().to_owned()),
@@ -1180,7 +1193,7 @@ impl<H: Handler> Shared<H> {
                     if waits == 1 {
                         tracing::warn!(error = %e, "cannot record the dead letter yet; waiting for the database");
                     }
-                    let delay = backoff(Duration::from_millis(200), Duration::from_secs(5), waits);
+                    let delay = self.config.retry_policy().outage_wait(waits);
                     if self.wait(delay, shutdown).await.is_err() {
                         return Settled::Interrupted;
                     }
@@ -1242,17 +1255,6 @@ impl<H: Handler> Shared<H> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn backoff_doubles_and_is_capped() {
-        let base = Duration::from_millis(100);
-        let max = Duration::from_secs(1);
-        assert_eq!(backoff(base, max, 1), Duration::from_millis(100));
-        assert_eq!(backoff(base, max, 2), Duration::from_millis(200));
-        assert_eq!(backoff(base, max, 3), Duration::from_millis(400));
-        assert_eq!(backoff(base, max, 5), max);
-        assert_eq!(backoff(base, max, 500), max);
-    }
 
     #[test]
     fn an_operator_cap_limits_the_handler_but_never_to_zero() {

@@ -25,6 +25,7 @@ pub mod metrics;
 pub mod outbox;
 pub mod publisher;
 pub mod relay;
+pub mod retry;
 pub mod service;
 pub mod shutdown;
 pub mod telemetry;

@@ -1,4 +1,4 @@
-//! The saga orchestrator: owns the order process, not the data (ARCHITECTURE.md section 1).
+//! The saga orchestrator: owns the order process, not the data (docs/architecture.md, "The order saga").
 //!
 //! # Layout
 //! - [`machine`]: the saga as a pure transition function, with its states and deadlines.

@@ -1,6 +1,6 @@
 //! The order saga as a pure function: `(saga, input, now) -> (saga', commands, note)`.
 //!
-//! Reserve first, then charge (ARCHITECTURE.md section 1):
+//! Reserve first, then charge (docs/architecture.md, "The order saga"):
 //!
 //! ```text
 //! order.created ──► RESERVING ──inventory.reserved──► AUTHORIZING ──payment.authorized──► CONFIRMED

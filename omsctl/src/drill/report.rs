@@ -1,0 +1,122 @@
+//! The report of a drill run: the JSON document (`-o json`, `--report FILE`) and the verdict
+//! table.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+use serde_json::Value;
+
+/// Order counts of a run.
+#[derive(Debug, Clone, Serialize)]
+pub struct Orders {
+    /// Accepted.
+    pub created: usize,
+    /// Refused at the door, by reason.
+    pub refused: BTreeMap<String, u64>,
+    /// Confirmed.
+    pub confirmed: u64,
+    /// Cancelled, by reason.
+    pub cancelled: BTreeMap<String, u64>,
+    /// Not finished by the deadline.
+    pub lost: usize,
+}
+
+/// Double charges: one payment per order by key, so a second charge shows as a payment without
+/// a confirmed order.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Duplicates {
+    /// Payments without a confirmed order.
+    pub double_charges: usize,
+    /// How it is counted.
+    pub note: &'static str,
+}
+
+/// Everything a run found, and its verdict.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Report {
+    /// Drill name.
+    pub drill: String,
+    /// The short form ran.
+    pub short: bool,
+    /// What had to hold.
+    pub hypothesis: String,
+    /// Whether it held.
+    pub held: bool,
+    /// Why not.
+    pub why: Vec<String>,
+    /// When the run started (RFC 3339).
+    pub started_at: String,
+    /// Order counts.
+    pub orders: Orders,
+    /// Payments without a confirmed order.
+    pub charged_without_confirmed_order: usize,
+    /// Double charges.
+    pub duplicates: Duplicates,
+    /// Dead letters written during the run.
+    pub dlq_new: i64,
+    /// `omsctl verify`'s document.
+    pub invariants: Value,
+    /// From the last fault undone until every order was finished.
+    pub time_to_recover_seconds: Option<f64>,
+    /// Ids of lost orders.
+    pub lost_orders: Vec<String>,
+    /// Ids of lost and cancelled orders (at most 50).
+    pub affected_orders: Vec<String>,
+    /// Failed invariant checks, one line each (for the table).
+    #[serde(skip)]
+    pub failed_checks: Vec<String>,
+}
+
+impl Report {
+    /// The verdict table.
+    pub fn table(&self) -> String {
+        let mut t = crate::ctx::table(&["VERDICT TABLE", ""]);
+        t.add_row([
+            "drill".to_string(),
+            format!("{}{}", self.drill, if self.short { " (short)" } else { "" }),
+        ]);
+        t.add_row([
+            "orders created".to_string(),
+            self.orders.created.to_string(),
+        ]);
+        t.add_row([
+            "refused at the door".to_string(),
+            self.orders.refused.values().sum::<u64>().to_string(),
+        ]);
+        t.add_row(["confirmed".to_string(), self.orders.confirmed.to_string()]);
+        for (r, n) in &self.orders.cancelled {
+            t.add_row([format!("cancelled {r}"), n.to_string()]);
+        }
+        t.add_row(["LOST".to_string(), self.orders.lost.to_string()]);
+        t.add_row([
+            "charged without confirmed order".to_string(),
+            self.charged_without_confirmed_order.to_string(),
+        ]);
+        t.add_row(["new dead letters".to_string(), self.dlq_new.to_string()]);
+        t.add_row([
+            "invariants".to_string(),
+            if self.failed_checks.is_empty() {
+                "all PASS".into()
+            } else {
+                self.failed_checks.join("\n")
+            },
+        ]);
+        t.add_row([
+            "time to recover".to_string(),
+            self.time_to_recover_seconds
+                .map(|s| format!("{s:.1}s"))
+                .unwrap_or_else(|| "not recovered".into()),
+        ]);
+        t.add_row([
+            "VERDICT".to_string(),
+            if self.held {
+                "HYPOTHESIS HELD".into()
+            } else {
+                format!("FAILED: {}", self.why.join("; "))
+            },
+        ]);
+        t.to_string()
+    }
+}

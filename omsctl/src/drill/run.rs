@@ -1,0 +1,458 @@
+//! Running a plan: steady state, setup, the load with the method's steps at their times,
+//! waiting for every order, the checks, the rollbacks; then the verdict and the report.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use oms_contracts::api::{OrderStatus, OrderView, Readiness, SetStock};
+use tokio::sync::Mutex;
+
+use super::plan::{Action, Plan, Probe};
+use super::report::{Duplicates, Orders, Report};
+use super::verdict::{self, Observed};
+use crate::ctx::{opt, Ctx, Svc};
+use crate::{topics, verify, Failure};
+
+fn say(line: impl std::fmt::Display) {
+    eprintln!("[drill {}] {line}", chrono::Utc::now().format("%H:%M:%S"));
+}
+
+/// Runs another omsctl command with the same settings; its output goes to the progress lines.
+async fn omsctl(ctx: &Ctx, args: &[&str]) -> Result<(), String> {
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let mut cmd = tokio::process::Command::new(exe);
+    cmd.env("OMS_BROKERS", &ctx.brokers)
+        .env("OMS_TOPIC_PREFIX", ctx.topics.prefix())
+        .env("OMS_STATE_DIR", &ctx.state_dir);
+    for svc in Svc::all() {
+        cmd.env(
+            format!("OMS_{}_URL", svc.name().to_uppercase()),
+            ctx.url(svc),
+        );
+    }
+    let out = cmd
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .await
+        .map_err(|e| e.to_string())?;
+    for line in String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .chain(String::from_utf8_lossy(&out.stderr).lines())
+    {
+        say(format!("  {line}"));
+    }
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "`omsctl {}` failed ({})",
+            args.join(" "),
+            out.status
+        ))
+    }
+}
+
+async fn act(ctx: &Ctx, action: &Action) -> Result<(), String> {
+    say(format!("step: {}", action.describe()));
+    match action {
+        Action::Stock { product, available } => {
+            let (status, _) = ctx
+                .put(
+                    Svc::Inventory,
+                    &format!("/products/{product}/stock"),
+                    &SetStock {
+                        available: *available,
+                    },
+                )
+                .await
+                .map_err(|f| f.error.to_string())?;
+            if !status.is_success() {
+                return Err(format!("setting stock of {product}: {status}"));
+            }
+            Ok(())
+        }
+        Action::WaitReady => {
+            let deadline = Instant::now() + Duration::from_secs(120);
+            loop {
+                if probe(ctx, &Probe::Ready).await.is_ok() {
+                    return Ok(());
+                }
+                if Instant::now() > deadline {
+                    return Err("services not ready after 120s".into());
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+        Action::Omsctl(words) => {
+            let words: Vec<&str> = words.iter().map(String::as_str).collect();
+            omsctl(ctx, &words).await
+        }
+    }
+}
+
+async fn probe(ctx: &Ctx, p: &Probe) -> Result<(), String> {
+    match p {
+        Probe::Ready => {
+            for svc in Svc::all() {
+                match ctx.get_opt::<Readiness>(svc, "/health/ready").await {
+                    Ok(Some(r)) if r.is_ready() => {}
+                    _ => return Err(format!("{} not ready", svc.name())),
+                }
+            }
+            Ok(())
+        }
+        Probe::NoFaults => {
+            let f = crate::chaos::active(ctx);
+            if f.is_empty() {
+                Ok(())
+            } else {
+                Err(format!("faults in force: {}", f.join(", ")))
+            }
+        }
+        Probe::DlqEmpty => match dlq_total(ctx).await {
+            Ok(0) => Ok(()),
+            Ok(n) => Err(format!("{n} dead letters")),
+            Err(e) => Err(e),
+        },
+        Probe::Backlog(max) => {
+            for svc in Svc::all() {
+                let r: Option<Readiness> = ctx.get_opt(svc, "/health/ready").await.ok().flatten();
+                let n = r.and_then(|r| r.outbox).map_or(i64::MAX, |b| b.pending);
+                if n >= *max {
+                    return Err(format!("{} outbox backlog {n}", svc.name()));
+                }
+            }
+            Ok(())
+        }
+    }
+}
+
+/// No consumer lag and no outbox backlog anywhere.
+async fn quiescent(ctx: &Ctx) -> Result<(), String> {
+    probe(ctx, &Probe::Backlog(1)).await?;
+    let brokers = ctx.brokers.clone();
+    let groups = ctx.consumer_groups();
+    let wanted = ctx.saga_topics();
+    let rows = tokio::task::spawn_blocking(move || topics::list(&brokers, &wanted, &groups))
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|f| f.error.to_string())?;
+    let lag: i64 = rows.iter().flat_map(|r| r.lag.values()).sum();
+    if lag > 0 {
+        return Err(format!("consumer lag {lag}"));
+    }
+    Ok(())
+}
+
+async fn dlq_total(ctx: &Ctx) -> Result<i64, String> {
+    let brokers = ctx.brokers.clone();
+    let wanted = ctx.dlq_topics();
+    let rows = tokio::task::spawn_blocking(move || topics::list(&brokers, &wanted, &[]))
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|f| f.error.to_string())?;
+    Ok(rows.iter().map(|r| r.messages).sum())
+}
+
+/// How long after `since` every order in `ids` was finished (polled every 250 ms, for at most
+/// ten minutes).
+async fn recovery(ctx: Arc<Ctx>, ids: Vec<String>, since: Instant) -> Option<Duration> {
+    let mut open = ids;
+    while since.elapsed() < Duration::from_secs(600) {
+        let mut still = Vec::new();
+        for id in open {
+            match ctx
+                .get_opt::<OrderView>(Svc::Order, &format!("/orders/{id}"))
+                .await
+            {
+                Ok(Some(o)) if o.status != OrderStatus::Pending => {}
+                _ => still.push(id),
+            }
+        }
+        if still.is_empty() {
+            return Some(since.elapsed());
+        }
+        open = still;
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    None
+}
+
+/// When the load and method ended, the steps that failed, and the recovery watcher.
+type MethodDone = (
+    Instant,
+    Vec<String>,
+    tokio::task::JoinHandle<Option<Duration>>,
+);
+
+/// What the load did.
+#[derive(Default)]
+struct Placed {
+    ids: Vec<String>,
+    refused: BTreeMap<String, u64>,
+}
+
+async fn load(ctx: Arc<Ctx>, plan: Arc<Plan>, placed: Arc<Mutex<Placed>>) {
+    let mut orders = crate::load::place(&ctx, &plan.load, |accepted| async move { Ok(accepted) });
+    while let Some(result) = orders.next().await {
+        let mut p = placed.lock().await;
+        match result {
+            Ok(a) => p.ids.push(a.order_id.to_string()),
+            Err(why) => *p.refused.entry(why).or_default() += 1,
+        }
+    }
+}
+
+async fn rollback(ctx: &Ctx, plan: &Plan) {
+    for a in &plan.rollback {
+        if let Err(e) = act(ctx, a).await {
+            say(format!("rollback {} failed: {e}", a.describe()));
+        }
+    }
+}
+
+/// Runs `plan`; prints the report and writes it to `report` when given.
+pub async fn execute(ctx: &Ctx, plan: Plan, report: Option<&Path>) -> Result<(), Failure> {
+    let started_at = chrono::Utc::now();
+    say(format!(
+        "{}{}: {}",
+        plan.name,
+        if plan.short { " (short form)" } else { "" },
+        plan.hypothesis
+    ));
+    let mut before = Vec::new();
+    for (name, p) in &plan.steady_state {
+        if let Err(e) = probe(ctx, p).await {
+            before.push(format!("{name}: {e}"));
+        }
+    }
+    if !before.is_empty() {
+        return Err(Failure::verdict(format!(
+            "steady state not met before the drill: {}",
+            before.join("; ")
+        )));
+    }
+    let dlq_before = dlq_total(ctx).await.map_err(Failure::usage)?;
+
+    let ctx_arc = Arc::new(ctx.clone());
+    let plan = Arc::new(plan);
+    let placed = Arc::new(Mutex::new(Placed::default()));
+    let outcome: Result<MethodDone, Failure> = async {
+        for a in &plan.setup {
+            act(ctx, a).await.map_err(Failure::verdict)?;
+        }
+        say(format!("load: {}", plan.load_text));
+        let load_task = tokio::spawn(load(
+            Arc::clone(&ctx_arc),
+            Arc::clone(&plan),
+            Arc::clone(&placed),
+        ));
+        let t0 = Instant::now();
+        let mut errors = Vec::new();
+        for (at, action) in &plan.method {
+            tokio::select! {
+                _ = tokio::time::sleep_until((t0 + *at).into()) => {}
+                _ = tokio::signal::ctrl_c() => return Err(Failure::verdict("interrupted")),
+            }
+            if let Err(e) = act(ctx, action).await {
+                say(format!("step failed: {e}"));
+                errors.push(e);
+            }
+        }
+        // Recovery is timed from here (the last fault undone): until every order accepted so
+        // far has finished, measured while the load may still run.
+        let faults_over = Instant::now();
+        let backlog = placed.lock().await.ids.clone();
+        let watcher = tokio::spawn(recovery(Arc::clone(&ctx_arc), backlog, faults_over));
+        tokio::select! {
+            _ = load_task => {}
+            _ = tokio::signal::ctrl_c() => return Err(Failure::verdict("interrupted")),
+        }
+        say("load and method done; waiting for every order to finish");
+        Ok((Instant::now(), errors, watcher))
+    }
+    .await;
+
+    let (method_done, step_errors, watcher) = match outcome {
+        Ok(o) => o,
+        Err(e) => {
+            rollback(ctx, &plan).await;
+            return Err(e);
+        }
+    };
+
+    let (ids, refused) = {
+        let p = placed.lock().await;
+        (p.ids.clone(), p.refused.clone())
+    };
+    let end = method_done + plan.expect.deadline;
+    let mut finished: BTreeMap<String, OrderView> = BTreeMap::new();
+    let mut recovered_at: Option<Instant> = None;
+    loop {
+        let open: Vec<String> = ids
+            .iter()
+            .filter(|id| !finished.contains_key(*id))
+            .cloned()
+            .collect();
+        for id in &open {
+            if let Ok(Some(o)) = ctx
+                .get_opt::<OrderView>(Svc::Order, &format!("/orders/{id}"))
+                .await
+            {
+                if o.status != OrderStatus::Pending {
+                    finished.insert(id.clone(), o);
+                }
+            }
+        }
+        if finished.len() == ids.len() {
+            recovered_at = Some(Instant::now());
+            break;
+        }
+        if Instant::now() > end {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let lost: Vec<String> = ids
+        .iter()
+        .filter(|id| !finished.contains_key(*id))
+        .cloned()
+        .collect();
+    let mut confirmed = 0u64;
+    let mut cancelled: BTreeMap<String, u64> = BTreeMap::new();
+    for o in finished.values() {
+        if o.status == OrderStatus::Confirmed {
+            confirmed += 1;
+        } else {
+            *cancelled.entry(opt(o.cancel_reason.as_ref())).or_default() += 1;
+        }
+    }
+    let mut after = Vec::new();
+    for (name, p) in &plan.steady_state {
+        // The steady state must come back; give it until the deadline.
+        let mut last = Err(String::new());
+        while Instant::now() <= end + Duration::from_secs(5) {
+            last = probe(ctx, p).await;
+            if last.is_ok() || matches!(p, Probe::DlqEmpty) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        if let Err(e) = last {
+            after.push(format!("{name}: {e}"));
+        }
+    }
+    // Let every consumer and outbox drain (a late charge and its refund, say) before judging.
+    let quiet_by = Instant::now().max(end) + Duration::from_secs(5);
+    loop {
+        let drained = quiescent(ctx).await;
+        if drained.is_ok() || Instant::now() > quiet_by {
+            if let Err(e) = drained {
+                say(format!("not quiescent by the deadline: {e}"));
+            }
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let dlq_new = dlq_total(ctx).await.map_err(Failure::usage)? - dlq_before;
+    let since = (chrono::Utc::now() - started_at)
+        .to_std()
+        .unwrap_or_default()
+        + Duration::from_secs(5);
+    let inv = verify::evaluate(
+        ctx,
+        &verify::VerifyArgs {
+            since: Some(since),
+            deadline: Duration::from_secs(3600),
+            settle: Duration::ZERO,
+        },
+    )
+    .await?;
+    let failed_checks: Vec<String> = inv
+        .failed()
+        .map(|c| {
+            let first: Vec<&str> = c.failures.iter().take(3).map(String::as_str).collect();
+            format!("{}: {}", c.id.title(), first.join("; "))
+        })
+        .collect();
+    let charged_unconfirmed = inv
+        .check(verify::CheckId::NoChargeWithoutOrder)
+        .map_or(0, |c| c.failures.len());
+    // The watcher gives up at the same deadline; without it, fall back to the final wait.
+    let recover_secs = match watcher.await {
+        Ok(Some(d)) => Some(d.as_secs_f64()),
+        _ => recovered_at.map(|t| t.saturating_duration_since(method_done).as_secs_f64()),
+    };
+
+    let why = verdict::reasons(
+        &plan.expect,
+        &Observed {
+            lost: lost.len() as u64,
+            confirmed,
+            refused: refused.values().sum(),
+            dlq_new,
+            failed_checks: failed_checks.clone(),
+            steady_state_not_back: after,
+            step_errors,
+        },
+    );
+    // Rollbacks always run, after the verification (they may restore what the drill measured).
+    rollback(ctx, &plan).await;
+    let affected: Vec<String> = lost
+        .iter()
+        .cloned()
+        .chain(
+            finished
+                .iter()
+                .filter(|(_, o)| o.status == OrderStatus::Cancelled)
+                .map(|(id, _)| id.clone()),
+        )
+        .take(50)
+        .collect();
+    let r = Report {
+        drill: plan.name.clone(),
+        short: plan.short,
+        hypothesis: plan.hypothesis.clone(),
+        held: why.is_empty(),
+        why,
+        started_at: started_at.to_rfc3339(),
+        orders: Orders {
+            created: ids.len(),
+            refused,
+            confirmed,
+            cancelled,
+            lost: lost.len(),
+        },
+        charged_without_confirmed_order: charged_unconfirmed,
+        duplicates: Duplicates {
+            double_charges: charged_unconfirmed,
+            note: "one payment per order by key; a second charge would show as a payment without a confirmed order",
+        },
+        dlq_new,
+        invariants: inv.to_json(),
+        time_to_recover_seconds: recover_secs,
+        lost_orders: lost,
+        affected_orders: affected,
+        failed_checks,
+    };
+    let doc = serde_json::to_value(&r)?;
+    if let Some(path) = report {
+        std::fs::write(path, serde_json::to_vec_pretty(&doc)?)
+            .map_err(|e| Failure::usage(format!("writing {}: {e}", path.display())))?;
+    }
+    ctx.print(&doc, || r.table())?;
+    if r.held {
+        Ok(())
+    } else {
+        Err(Failure::verdict(format!(
+            "drill {} failed: {}",
+            r.drill,
+            r.why.join("; ")
+        )))
+    }
+}
