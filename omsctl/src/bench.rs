@@ -39,7 +39,7 @@ use crate::{cpu, order, Failure};
 #[derive(Debug, clap::Args)]
 pub struct BenchArgs {
     /// Open loop: orders per second (e.g. 50/s), sent on schedule whatever the stack's speed.
-    #[arg(long, value_parser = order::parse_rate)]
+    #[arg(long, value_parser = ctx::rate)]
     rate: Option<f64>,
     /// Closed loop (without --rate): customers placing an order and waiting for its outcome
     /// before the next.

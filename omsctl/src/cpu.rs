@@ -44,19 +44,10 @@ fn own_ticks(pid: u32) -> Option<u64> {
 fn tree_ticks(pid: u32) -> Option<u64> {
     let (own, reaped) = parse_stat(&stat_of(pid)?)?;
     let mut total = own + reaped;
-    if let Ok(entries) = std::fs::read_dir("/proc") {
-        for entry in entries.flatten() {
-            let Some(child) = entry
-                .file_name()
-                .to_str()
-                .and_then(|n| n.parse::<u32>().ok())
-            else {
-                continue;
-            };
-            if let Some(stat) = stat_of(child) {
-                if parse_ppid(&stat) == Some(pid) {
-                    total += parse_stat(&stat).map(|(own, _)| own).unwrap_or(0);
-                }
+    for child in crate::local::processes() {
+        if let Some(stat) = stat_of(child) {
+            if parse_ppid(&stat) == Some(pid) {
+                total += parse_stat(&stat).map(|(own, _)| own).unwrap_or(0);
             }
         }
     }

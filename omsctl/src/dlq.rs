@@ -73,7 +73,7 @@ pub struct ReplayArgs {
     #[arg(long)]
     dry_run: bool,
     /// At most this many messages per second (e.g. 10/s).
-    #[arg(long, value_parser = parse_rate)]
+    #[arg(long, value_parser = crate::ctx::rate)]
     rate: Option<f64>,
     /// Do not ask for confirmation.
     #[arg(long)]
@@ -93,13 +93,6 @@ fn parse_filter(s: &str) -> Result<(String, String), String> {
         ));
     }
     Ok((k.to_owned(), v.to_owned()))
-}
-
-fn parse_rate(s: &str) -> Result<f64, String> {
-    match s.strip_suffix("/s").unwrap_or(s).parse::<f64>() {
-        Ok(r) if r > 0.0 && r.is_finite() => Ok(r),
-        _ => Err(format!("invalid rate {s:?} (expected e.g. 10/s)")),
-    }
 }
 
 /// One dead letter.

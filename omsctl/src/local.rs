@@ -149,6 +149,13 @@ impl Local {
         self.state_dir.join("postgres")
     }
 
+    /// PostgreSQL's directory as the `postgres` user must name it: the link followed, since that
+    /// user may not be able to pass through the state directory.
+    fn pg_home(&self) -> PathBuf {
+        let dir = self.pg_dir();
+        std::fs::canonicalize(&dir).unwrap_or(dir)
+    }
+
     fn broker_dir(&self) -> PathBuf {
         self.state_dir.join("broker")
     }
@@ -224,6 +231,15 @@ pub fn alive(pid: u32) -> bool {
             after.split_whitespace().next().map(|s| s != "Z")
         })
         .unwrap_or(false)
+}
+
+/// The ids of every process on the machine (from `/proc`).
+pub fn processes() -> impl Iterator<Item = u32> {
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()))
 }
 
 fn pid_file(path: &Path) -> Option<u32> {
@@ -383,14 +399,7 @@ fn postmaster(data: &Path) -> Option<u32> {
     }
     let data = std::fs::canonicalize(data).ok()?;
     let data = data.to_string_lossy();
-    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|n| n.parse::<u32>().ok())
-        else {
-            continue;
-        };
+    for pid in processes() {
         let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
             continue;
         };
@@ -533,7 +542,7 @@ async fn pg_running(bin: &Path, data: &Path) -> Result<bool, Failure> {
 async fn pg_start(local: &Local) -> Result<(), Failure> {
     let bin = pg_bin()?;
     prepare_pg_dir(local).await?;
-    let dir = local.pg_dir();
+    let dir = local.pg_home();
     let data = dir.join("data");
     if !data.join("PG_VERSION").exists() {
         say(format!(
@@ -598,7 +607,7 @@ async fn pg_stop(local: &Local) -> Result<(), Failure> {
     let Ok(bin) = pg_bin() else {
         return Ok(());
     };
-    let data = local.pg_dir().join("data");
+    let data = local.pg_home().join("data");
     if !data.join("PG_VERSION").exists() || !pg_running(&bin, &data).await? {
         return Ok(());
     }

@@ -67,7 +67,7 @@ pub struct CreateArgs {
     #[arg(long)]
     count: Option<u32>,
     /// With --count: orders per second, e.g. 20/s.
-    #[arg(long, value_parser = parse_rate)]
+    #[arg(long, value_parser = ctx::rate)]
     rate: Option<f64>,
     /// With --count: requests in flight at once.
     #[arg(long, default_value_t = 8)]
@@ -91,14 +91,6 @@ pub(crate) fn parse_item(s: &str) -> Result<(String, u32), String> {
         return Err(format!("invalid item {s:?}: quantity must be at least 1"));
     }
     Ok((product.to_owned(), quantity))
-}
-
-pub(crate) fn parse_rate(s: &str) -> Result<f64, String> {
-    let n = s.strip_suffix("/s").unwrap_or(s);
-    match n.parse::<f64>() {
-        Ok(r) if r > 0.0 && r.is_finite() => Ok(r),
-        _ => Err(format!("invalid rate {s:?} (expected e.g. 20/s)")),
-    }
 }
 
 pub async fn run(ctx: &Ctx, command: OrderCommand) -> Result<(), Failure> {
