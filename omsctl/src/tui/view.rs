@@ -9,6 +9,7 @@ use serde_json::Value;
 
 use super::app::{App, Load, View, STATE_FILTERS};
 use crate::ctx::cell;
+use crate::dlq::Item as DlqItem;
 
 /// Every key, for the help overlay.
 pub const KEYS: &[(&str, &str)] = &[
@@ -369,29 +370,16 @@ fn draw_dlq(frame: &mut Frame<'_>, app: &App, area: Rect) {
         ),
         groups,
     );
-    let rows: Vec<Row<'_>> = items
-        .iter()
-        .enumerate()
-        .map(|(i, d)| {
-            let row = Row::new(vec![
-                d.id.clone(),
-                d.message_type.clone(),
-                d.key.clone(),
-                d.class.clone(),
-                d.error.clone(),
-                if d.replayed {
-                    "yes".into()
-                } else {
-                    "no".into()
-                },
-            ]);
-            if i == app.selected {
-                row.style(Style::default().add_modifier(Modifier::REVERSED))
-            } else {
-                row
-            }
-        })
-        .collect();
+    let rows = dead_letter_rows(items, app.selected, |d| {
+        vec![
+            d.id.clone(),
+            d.message_type.clone(),
+            d.key.clone(),
+            d.class.clone(),
+            d.error.clone(),
+            if d.replayed { "yes" } else { "no" }.into(),
+        ]
+    });
     frame.render_widget(
         Table::new(
             rows,
@@ -480,27 +468,14 @@ fn draw_detail(frame: &mut Frame<'_>, app: &App, area: Rect) {
         timeline,
     );
     if !dead.is_empty() {
-        let rows: Vec<Row<'_>> = dead
-            .iter()
-            .enumerate()
-            .map(|(i, d)| {
-                let row = Row::new(vec![
-                    d.id.clone(),
-                    d.class.clone(),
-                    d.error.clone(),
-                    if d.replayed {
-                        "replayed".into()
-                    } else {
-                        "r: replay".into()
-                    },
-                ]);
-                if i == app.selected {
-                    row.style(Style::default().add_modifier(Modifier::REVERSED))
-                } else {
-                    row
-                }
-            })
-            .collect();
+        let rows = dead_letter_rows(dead.iter().copied(), app.selected, |d| {
+            vec![
+                d.id.clone(),
+                d.class.clone(),
+                d.error.clone(),
+                if d.replayed { "replayed" } else { "r: replay" }.into(),
+            ]
+        });
         frame.render_widget(
             Table::new(
                 rows,
@@ -519,6 +494,27 @@ fn draw_detail(frame: &mut Frame<'_>, app: &App, area: Rect) {
             dlq,
         );
     }
+}
+
+/// Rows of a dead-letter table (the DLQ view and an order's dead letters), the selected one
+/// reversed; `cells` gives each entry's columns.
+fn dead_letter_rows<'a>(
+    items: impl IntoIterator<Item = &'a DlqItem>,
+    selected: usize,
+    cells: impl Fn(&'a DlqItem) -> Vec<String>,
+) -> Vec<Row<'a>> {
+    items
+        .into_iter()
+        .enumerate()
+        .map(|(i, d)| {
+            let row = Row::new(cells(d));
+            if i == selected {
+                row.style(Style::default().add_modifier(Modifier::REVERSED))
+            } else {
+                row
+            }
+        })
+        .collect()
 }
 
 fn draw_help(frame: &mut Frame<'_>) {

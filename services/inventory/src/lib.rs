@@ -259,14 +259,9 @@ impl Expiry {
             SERVICE.name(),
             correlation_id,
         );
-        outbox::enqueue(
-            &mut *tx,
-            &self.topics.name(envelope.topic()),
-            &envelope.key(),
-            &envelope,
-        )
-        .await
-        .map_err(sqlx::Error::from)?;
+        outbox::enqueue_envelope(&mut *tx, &self.topics, &envelope)
+            .await
+            .map_err(sqlx::Error::from)?;
         tx.commit().await?;
         tracing::info!(%order_id, "reservation expired; stock given back");
         Ok(true)

@@ -27,7 +27,7 @@ use oms_contracts::messages::OrderCreated;
 use oms_contracts::Topics;
 use oms_contracts::{Envelope, Message, OrderId};
 use oms_runtime::config::RuntimeConfig;
-use oms_runtime::http::{ApiError, ApiPath, ApiQuery};
+use oms_runtime::http::{list_filters, page_of, ApiError, ApiPath, ApiQuery};
 use oms_runtime::service::RuntimeError;
 use oms_runtime::{outbox, Handler, HandlerContext, HandlerError, Runtime};
 use serde::Deserialize;
@@ -331,14 +331,9 @@ async fn insert_order(
     };
     // The order's journey is correlated by its id.
     let envelope = Envelope::new(created, SERVICE.name(), order_id.0);
-    outbox::enqueue(
-        &mut *tx,
-        &topics.name(envelope.topic()),
-        &envelope.key(),
-        &envelope,
-    )
-    .await
-    .map_err(|e| ApiError::from(sqlx::Error::from(e)))?;
+    outbox::enqueue_envelope(&mut *tx, topics, &envelope)
+        .await
+        .map_err(|e| ApiError::from(sqlx::Error::from(e)))?;
     Ok(())
 }
 
@@ -441,24 +436,13 @@ async fn list_orders(
     State(state): State<AppState>,
     ApiQuery(q): ApiQuery<ListQuery>,
 ) -> Result<Json<Page<OrderView>>, ApiError> {
-    let mut errors = BTreeMap::new();
-    let status = q.status.map(|s| s.to_ascii_uppercase());
-    if let Some(s) = &status {
-        if !["PENDING", "CONFIRMED", "CANCELLED"].contains(&s.as_str()) {
-            errors.insert(
-                "status".to_owned(),
-                "expected PENDING, CONFIRMED or CANCELLED".to_owned(),
-            );
-        }
-    }
-    let limit = q.limit.unwrap_or(50);
-    if !(1..=1000).contains(&limit) {
-        errors.insert("limit".to_owned(), "must be between 1 and 1000".to_owned());
-    }
-    if !errors.is_empty() {
-        return Err(ApiError::validation(errors));
-    }
-    let mut rows = sqlx::query(&format!(
+    let (status, limit) = list_filters(
+        q.status,
+        &["PENDING", "CONFIRMED", "CANCELLED"],
+        q.limit,
+        (50, 1000),
+    )?;
+    let rows = sqlx::query(&format!(
         "SELECT {ORDER_COLUMNS} FROM orders \
          WHERE ($1::text IS NULL OR status = $1) AND ($2::text IS NULL OR customer_id = $2) \
            AND ($3::uuid IS NULL OR id < $3) \
@@ -470,15 +454,5 @@ async fn list_orders(
     .bind(limit + 1)
     .fetch_all(&state.pool)
     .await?;
-    let next = if rows.len() as i64 > limit {
-        rows.truncate(limit as usize);
-        rows.last().map(|r| r.get::<Uuid, _>("id"))
-    } else {
-        None
-    };
-    let items = rows.iter().map(order_view).collect::<Result<Vec<_>, _>>()?;
-    Ok(Json(Page {
-        items,
-        next_cursor: next,
-    }))
+    Ok(Json(page_of(rows, limit, |r| r.get("id"), order_view)?))
 }

@@ -14,7 +14,6 @@ pub mod gateway;
 
 use oms_contracts::api::{Page, PaymentView};
 use oms_contracts::ServiceId;
-use std::collections::BTreeMap;
 
 use axum::extract::State;
 use axum::routing::get;
@@ -24,7 +23,7 @@ use oms_contracts::messages::{
 };
 use oms_contracts::{Currency, Envelope, Message, Money, OrderId};
 use oms_runtime::config::RuntimeConfig;
-use oms_runtime::http::{ApiError, ApiJson, ApiPath, ApiQuery};
+use oms_runtime::http::{list_filters, page_of, ApiError, ApiJson, ApiPath, ApiQuery};
 use oms_runtime::service::RuntimeError;
 use oms_runtime::{Handler, HandlerContext, HandlerError, Parallelism, Runtime};
 use serde::Deserialize;
@@ -365,25 +364,14 @@ async fn list_payments(
     State(state): State<AppState>,
     ApiQuery(q): ApiQuery<ListQuery>,
 ) -> Result<Json<Page<PaymentView>>, ApiError> {
-    let mut errors = BTreeMap::new();
-    let status = q.status.map(|s| s.to_ascii_uppercase());
-    if let Some(s) = &status {
-        if !["AUTHORIZED", "DECLINED", "REFUNDED", "VOIDED"].contains(&s.as_str()) {
-            errors.insert(
-                "status".to_owned(),
-                "expected AUTHORIZED, DECLINED, REFUNDED or VOIDED".to_owned(),
-            );
-        }
-    }
-    let limit = q.limit.unwrap_or(100);
-    if !(1..=10_000).contains(&limit) {
-        errors.insert("limit".to_owned(), "must be between 1 and 10000".to_owned());
-    }
-    if !errors.is_empty() {
-        return Err(ApiError::validation(errors));
-    }
+    let (status, limit) = list_filters(
+        q.status,
+        &["AUTHORIZED", "DECLINED", "REFUNDED", "VOIDED"],
+        q.limit,
+        (100, 10_000),
+    )?;
     // Newest orders first (order ids are time-ordered UUIDv7), pages by order id.
-    let mut rows = sqlx::query(&format!(
+    let rows = sqlx::query(&format!(
         "SELECT {PAYMENT_COLUMNS} FROM payments \
          WHERE ($1::text IS NULL OR status = $1) AND ($2::uuid IS NULL OR order_id < $2) \
          ORDER BY order_id DESC LIMIT $3"
@@ -393,16 +381,12 @@ async fn list_payments(
     .bind(limit + 1)
     .fetch_all(&state.pool)
     .await?;
-    let next = if rows.len() as i64 > limit {
-        rows.truncate(limit as usize);
-        rows.last().map(|r| r.get::<Uuid, _>("order_id"))
-    } else {
-        None
-    };
-    Ok(Json(Page {
-        items: rows.iter().map(payment_view).collect::<Result<_, _>>()?,
-        next_cursor: next,
-    }))
+    Ok(Json(page_of(
+        rows,
+        limit,
+        |r| r.get("order_id"),
+        payment_view,
+    )?))
 }
 
 async fn get_faults(State(state): State<AppState>) -> Json<Knobs> {

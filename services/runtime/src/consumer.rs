@@ -106,13 +106,7 @@ impl HandlerContext {
     /// correlation id), on its type's topic, keyed by its order id.
     pub async fn emit(&mut self, message: impl Into<Message>) -> Result<Envelope, HandlerError> {
         let envelope = Envelope::caused_by(&self.cause, message, &self.service);
-        outbox::enqueue(
-            &mut *self.tx,
-            &self.topics.name(envelope.topic()),
-            &envelope.key(),
-            &envelope,
-        )
-        .await?;
+        outbox::enqueue_envelope(&mut *self.tx, &self.topics, &envelope).await?;
         Ok(envelope)
     }
 

@@ -75,6 +75,56 @@ impl From<sqlx::Error> for ApiError {
     }
 }
 
+/// The filters every paged list takes, checked: `status` (any case, one of `allowed`) and `limit`
+/// (`default` when absent, at most `max`). Every problem is reported under its field.
+pub fn list_filters(
+    status: Option<String>,
+    allowed: &[&str],
+    limit: Option<i64>,
+    (default, max): (i64, i64),
+) -> Result<(Option<String>, i64), ApiError> {
+    let mut errors = BTreeMap::new();
+    let status = status.map(|s| s.to_ascii_uppercase());
+    if let Some(s) = &status {
+        if !allowed.contains(&s.as_str()) {
+            errors.insert(
+                "status".to_owned(),
+                format!("expected {}", allowed.join(", ")),
+            );
+        }
+    }
+    let limit = limit.unwrap_or(default);
+    if !(1..=max).contains(&limit) {
+        errors.insert("limit".to_owned(), format!("must be between 1 and {max}"));
+    }
+    if errors.is_empty() {
+        Ok((status, limit))
+    } else {
+        Err(ApiError::validation(errors))
+    }
+}
+
+/// A page of `limit` from `rows` fetched with `LIMIT limit + 1`: the extra row only says there is
+/// more, and the last row kept gives the cursor of the next page.
+pub fn page_of<R, T>(
+    mut rows: Vec<R>,
+    limit: i64,
+    cursor: impl Fn(&R) -> uuid::Uuid,
+    view: impl Fn(&R) -> Result<T, ApiError>,
+) -> Result<Page<T>, ApiError> {
+    let keep = usize::try_from(limit).unwrap_or(0);
+    let next_cursor = if rows.len() > keep {
+        rows.truncate(keep);
+        rows.last().map(&cursor)
+    } else {
+        None
+    };
+    Ok(Page {
+        items: rows.iter().map(view).collect::<Result<_, _>>()?,
+        next_cursor,
+    })
+}
+
 /// `Query<T>` whose rejection is our JSON error body (400) instead of plain text.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ApiQuery<T>(pub T);
@@ -249,4 +299,41 @@ async fn metrics(State(state): State<OpsState>) -> Response {
         state.metrics.encode(),
     )
         .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn list_filters_check_status_and_limit_and_name_every_problem() {
+        let allowed = ["PENDING", "CONFIRMED"];
+        assert_eq!(
+            list_filters(Some("pending".into()), &allowed, None, (50, 1000)).ok(),
+            Some((Some("PENDING".to_owned()), 50))
+        );
+        let e = list_filters(Some("lost".into()), &allowed, Some(0), (50, 1000))
+            .err()
+            .map(|e| e.0.errors);
+        let fields: Vec<String> = e.into_iter().flat_map(|m| m.into_keys()).collect();
+        assert_eq!(fields, ["limit", "status"]);
+        assert!(list_filters(None, &allowed, Some(1001), (50, 1000)).is_err());
+        assert!(list_filters(None, &allowed, Some(1000), (50, 1000)).is_ok());
+    }
+
+    #[test]
+    fn a_page_keeps_limit_rows_and_points_past_the_last_only_when_there_is_more() {
+        let id = |n: u128| uuid::Uuid::from_u128(n);
+        let rows: Vec<u128> = vec![5, 4, 3];
+        let page = page_of(rows.clone(), 2, |r| id(*r), |r| Ok(*r)).ok();
+        assert_eq!(
+            page.map(|p| (p.items, p.next_cursor)),
+            Some((vec![5, 4], Some(id(4))))
+        );
+        let last = page_of(rows, 3, |r| id(*r), |r| Ok(*r)).ok();
+        assert_eq!(
+            last.map(|p| (p.items, p.next_cursor)),
+            Some((vec![5, 4, 3], None))
+        );
+    }
 }

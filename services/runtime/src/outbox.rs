@@ -171,6 +171,22 @@ pub async fn enqueue<'e>(
     enqueue_raw(executor, &OutgoingMessage::envelope(topic, key, envelope)).await
 }
 
+/// Writes `envelope` to its contract topic as `topics` spells it, keyed by its order: what every
+/// service does with the messages it emits.
+pub async fn enqueue_envelope<'e>(
+    executor: impl PgExecutor<'e>,
+    topics: &oms_contracts::Topics,
+    envelope: &Envelope,
+) -> Result<i64, EnqueueError> {
+    enqueue(
+        executor,
+        &topics.name(envelope.topic()),
+        &envelope.key(),
+        envelope,
+    )
+    .await
+}
+
 /// Writes any message (used for dead letters, whose value may not be an envelope).
 pub async fn enqueue_raw<'e>(
     executor: impl PgExecutor<'e>,

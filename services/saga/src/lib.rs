@@ -192,14 +192,9 @@ impl Sweeper {
             store::record(&mut tx, Some(saga), &step, "deadline", None).await?;
             for command in step.commands {
                 let envelope = Envelope::new(command, SERVICE.name(), saga.correlation_id);
-                outbox::enqueue(
-                    &mut *tx,
-                    &self.topics.name(envelope.topic()),
-                    &envelope.key(),
-                    &envelope,
-                )
-                .await
-                .map_err(sqlx::Error::from)?;
+                outbox::enqueue_envelope(&mut *tx, &self.topics, &envelope)
+                    .await
+                    .map_err(sqlx::Error::from)?;
             }
         }
         tx.commit().await?;
