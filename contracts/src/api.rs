@@ -1,7 +1,7 @@
 //! The HTTP API of every service, typed once: the services serialize these types and omsctl (and
 //! the TUI) deserialize them, so a field renamed on one side fails to compile on the other.
 //!
-//! Field names are camelCase on the wire. Lists are [`Page`]s; every error is an [`ErrorBody`].
+//! Field names are camelCase on the wire. Lists are [`Page`]s; every error is a [`Problem`] (RFC 9457).
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -13,19 +13,55 @@ use uuid::Uuid;
 
 use crate::values::{CustomerId, Money, OrderLine, PricedLine};
 
-/// The error body of every endpoint:
-/// `{"status": 400, "message": "...", "errors": {"field": "reason"}, "timestamp": "..."}`.
+/// Media type of every error answer (RFC 9457).
+pub const PROBLEM_JSON: &str = "application/problem+json";
+
+/// `type` of a validation problem: `errors` holds one reason per field.
+pub const PROBLEM_VALIDATION: &str = "urn:oms:problem:validation";
+
+/// The error body of every endpoint: RFC 9457 problem details, served as
+/// `application/problem+json`. `type` is `about:blank` (the status says it all) unless a
+/// problem has semantics of its own ([`PROBLEM_VALIDATION`]); `detail` says what happened to this
+/// request; `errors` (an extension member) maps each invalid field to its reason.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ErrorBody {
+pub struct Problem {
+    /// What kind of problem: a URI; `about:blank` when the status is the whole story.
+    #[serde(rename = "type", default = "about_blank")]
+    pub kind: String,
+    /// A short summary of the kind (the HTTP reason phrase for `about:blank`).
+    pub title: String,
     /// HTTP status code.
     pub status: u16,
-    /// What went wrong, for people.
-    pub message: String,
-    /// Per-field reasons, for validation errors.
+    /// What went wrong with this request, for people.
+    #[serde(default)]
+    pub detail: String,
+    /// Per-field reasons, for validation problems.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub errors: BTreeMap<String, String>,
-    /// When (RFC 3339).
-    pub timestamp: String,
+}
+
+fn about_blank() -> String {
+    "about:blank".into()
+}
+
+impl Problem {
+    /// One line for people: the detail, then each field's reason.
+    pub fn summary(&self) -> String {
+        let mut out = if self.detail.is_empty() {
+            self.title.clone()
+        } else {
+            self.detail.clone()
+        };
+        if !self.errors.is_empty() {
+            let fields: Vec<String> = self
+                .errors
+                .iter()
+                .map(|(k, v)| format!("{k}: {v}"))
+                .collect();
+            out.push_str(&format!(" ({})", fields.join("; ")));
+        }
+        out
+    }
 }
 
 /// One page of a list, newest first. `nextCursor`, when present, asks for the next page
@@ -593,23 +629,26 @@ mod tests {
         let back: Page<i32> =
             serde_json::from_str(r#"{"items": [3]}"#).unwrap_or_else(|_| Page::all(Vec::new()));
         assert_eq!(back.items, [3]);
-        let e: ErrorBody = serde_json::from_str(
-            r#"{"status": 400, "message": "Validation failed", "errors": {"items": "empty"}, "timestamp": "t"}"#,
+        let e: Problem = serde_json::from_str(
+            r#"{"type": "urn:oms:problem:validation", "title": "Validation failed", "status": 400, "detail": "1 field is invalid", "errors": {"items": "empty"}}"#,
         )
-        .unwrap_or_else(|_| ErrorBody {
+        .unwrap_or_else(|_| Problem {
+            kind: String::new(),
+            title: String::new(),
             status: 0,
-            message: String::new(),
+            detail: String::new(),
             errors: BTreeMap::new(),
-            timestamp: String::new(),
         });
-        assert_eq!(e.errors.get("items").map(String::as_str), Some("empty"));
-        let v = serde_json::to_value(ErrorBody {
-            status: 404,
-            message: "No order".into(),
-            errors: BTreeMap::new(),
-            timestamp: "t".into(),
-        })
-        .unwrap_or_default();
+        assert_eq!(e.kind, PROBLEM_VALIDATION);
+        assert_eq!(e.summary(), "1 field is invalid (items: empty)");
+        // A bare problem is about:blank; no `errors` member when there are none.
+        let bare: Result<Problem, _> =
+            serde_json::from_str(r#"{"title": "Not Found", "status": 404}"#);
+        assert_eq!(
+            bare.as_ref().map(|p| p.kind.as_str()).ok(),
+            Some("about:blank")
+        );
+        let v = serde_json::to_value(bare.ok()).unwrap_or_default();
         assert!(v.get("errors").is_none(), "{v}");
     }
 

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use comfy_table::{presets::UTF8_FULL_CONDENSED, ContentArrangement, Table};
-use oms_contracts::api::ErrorBody;
+use oms_contracts::api::Problem;
 use oms_contracts::Topics;
 use reqwest::StatusCode;
 use serde::de::DeserializeOwned;
@@ -339,30 +339,15 @@ impl Ctx {
     }
 }
 
-/// A service's error answer ([`ErrorBody`], or whatever it sent) as one line.
+/// A service's error answer (a [`Problem`], or whatever it sent) as one line.
 pub fn api_failure(svc: Svc, status: StatusCode, body: &Value) -> Failure {
-    let parsed = ErrorBody::deserialize(body).ok();
-    let message = parsed
-        .as_ref()
-        .map_or_else(|| "error".to_owned(), |b| b.message.clone());
-    let errors: Vec<String> = parsed
-        .iter()
-        .flat_map(|b| b.errors.iter())
-        .map(|(k, v)| format!("{k}: {v}"))
-        .collect();
-    let detail = if errors.is_empty() {
-        String::new()
-    } else {
-        format!(" ({})", errors.join("; "))
-    };
+    let what = Problem::deserialize(body)
+        .map(|p| p.summary())
+        .unwrap_or_else(|_| status.canonical_reason().unwrap_or("error").to_owned());
     let code = if status.is_client_error() { 2 } else { 1 };
     Failure {
         code,
-        error: anyhow::anyhow!(
-            "{} service: {} {message}{detail}",
-            svc.name(),
-            status.as_u16()
-        ),
+        error: anyhow::anyhow!("{} service: {} {what}", svc.name(), status.as_u16()),
     }
 }
 

@@ -301,9 +301,13 @@ async fn bad_requests_get_the_error_body_and_change_nothing() -> anyhow::Result<
         let (status, e) = send(body.to_owned(), "application/json").await?;
         assert_eq!(status, 400, "{body}: {e}");
         assert_eq!(e["status"], 400);
-        assert_eq!(e["message"], "Validation failed");
+        assert_eq!(e["title"], "Validation failed");
         assert!(e["errors"][field].is_string(), "{body}: {e}");
-        assert!(e["timestamp"].is_string());
+        assert_eq!(e["type"], "urn:oms:problem:validation");
+        assert!(
+            e["detail"].as_str().is_some_and(|d| d.contains(field)),
+            "{e}"
+        );
     }
     let huge = format!(
         "{{\"customerId\": \"{}\", \"items\": []}}",

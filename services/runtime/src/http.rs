@@ -11,25 +11,29 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use oms_contracts::api::{Check, ErrorBody, Liveness, Page, PendingRow, Readiness};
+use oms_contracts::api::{
+    Check, Liveness, Page, PendingRow, Problem, Readiness, PROBLEM_JSON, PROBLEM_VALIDATION,
+};
 use sqlx::PgPool;
 
 use crate::metrics::Metrics;
 use crate::outbox;
 use crate::relay::RelayStatus;
 
-/// An error answer: the one JSON body all endpoints answer with ([`ErrorBody`]).
+/// An error answer: RFC 9457 problem details ([`Problem`]), the one body every endpoint answers
+/// errors with, as `application/problem+json`.
 #[derive(Debug, Clone)]
-pub struct ApiError(pub ErrorBody);
+pub struct ApiError(pub Problem);
 
 impl ApiError {
     /// An error with `status` and `message`.
-    pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
-        Self(ErrorBody {
+    pub fn new(status: StatusCode, detail: impl Into<String>) -> Self {
+        Self(Problem {
+            kind: "about:blank".into(),
+            title: status.canonical_reason().unwrap_or("Error").to_owned(),
             status: status.as_u16(),
-            message: message.into(),
+            detail: detail.into(),
             errors: BTreeMap::new(),
-            timestamp: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
         })
     }
 
@@ -43,9 +47,16 @@ impl ApiError {
         Self::new(StatusCode::NOT_FOUND, message)
     }
 
-    /// A 400 "Validation failed" with one reason per field.
+    /// A 400 validation problem with one reason per field.
     pub fn validation(errors: BTreeMap<String, String>) -> Self {
-        let mut e = Self::bad_request("Validation failed");
+        let fields: Vec<&str> = errors.keys().map(String::as_str).collect();
+        let detail = match fields.len() {
+            1 => format!("1 field is invalid: {}", fields.join(", ")),
+            n => format!("{n} fields are invalid: {}", fields.join(", ")),
+        };
+        let mut e = Self::bad_request(detail);
+        e.0.kind = PROBLEM_VALIDATION.into();
+        e.0.title = "Validation failed".into();
         e.0.errors = errors;
         e
     }
@@ -61,7 +72,12 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status =
             StatusCode::from_u16(self.0.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        (status, Json(self.0)).into_response()
+        let mut response = (status, Json(self.0)).into_response();
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            axum::http::HeaderValue::from_static(PROBLEM_JSON),
+        );
+        response
     }
 }
 
@@ -304,6 +320,30 @@ async fn metrics(State(state): State<OpsState>) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn errors_are_problem_details() {
+        let response = ApiError::not_found("No order 42").into_response();
+        assert_eq!(response.status(), StatusCode::NOT_FOUND);
+        assert_eq!(
+            response
+                .headers()
+                .get(header::CONTENT_TYPE)
+                .map(|v| v.as_bytes()),
+            Some(PROBLEM_JSON.as_bytes())
+        );
+        let p = ApiError::not_found("No order 42").0;
+        assert_eq!(
+            (p.kind.as_str(), p.title.as_str(), p.detail.as_str()),
+            ("about:blank", "Not Found", "No order 42")
+        );
+        let mut errors = BTreeMap::new();
+        errors.insert("items".to_owned(), "empty".to_owned());
+        errors.insert("limit".to_owned(), "too big".to_owned());
+        let v = ApiError::validation(errors).0;
+        assert_eq!((v.status, v.kind.as_str()), (400, PROBLEM_VALIDATION));
+        assert_eq!(v.detail, "2 fields are invalid: items, limit");
+    }
 
     #[test]
     fn list_filters_check_status_and_limit_and_name_every_problem() {
