@@ -24,6 +24,7 @@ pub const PROBLEM_VALIDATION: &str = "urn:oms:problem:validation";
 /// problem has semantics of its own ([`PROBLEM_VALIDATION`]); `detail` says what happened to this
 /// request; `errors` (an extension member) maps each invalid field to its reason.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Problem {
     /// What kind of problem: a URI; `about:blank` when the status is the whole story.
     #[serde(rename = "type", default = "about_blank")]
@@ -67,6 +68,7 @@ impl Problem {
 /// One page of a list, newest first. `nextCursor`, when present, asks for the next page
 /// (`?cursor=`); lists that are never paged leave it null.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct Page<T> {
     /// The entries.
@@ -90,6 +92,7 @@ impl<T> Page<T> {
 
 /// One readiness check.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Check {
     /// Whether it passed.
     pub ok: bool,
@@ -118,6 +121,7 @@ impl Check {
 
 /// `GET /health/live`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Liveness {
     /// Always `live`.
     pub status: String,
@@ -125,6 +129,7 @@ pub struct Liveness {
 
 /// What is waiting in a service's outbox.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct Backlog {
     /// Rows not yet published (and not failed).
@@ -137,6 +142,7 @@ pub struct Backlog {
 
 /// `GET /health/ready` (200 when ready, 503 when not).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct Readiness {
     /// `ready` or `not_ready`.
@@ -163,6 +169,7 @@ impl Readiness {
 
 /// `GET /outbox/pending`: a row not yet published.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct PendingRow {
     /// Row id (publish order).
@@ -191,6 +198,7 @@ pub struct PendingRow {
 
 /// Where an order stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum OrderStatus {
     /// Accepted; the saga runs.
@@ -242,6 +250,7 @@ impl FromStr for OrderStatus {
 /// the order service checks them itself, reporting every problem under its field name (a client
 /// never needs to know the id rules to get a precise answer).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct CreateOrder {
     /// Who orders (the service's default customer when left out).
@@ -256,6 +265,7 @@ pub struct CreateOrder {
 
 /// A line of [`CreateOrder`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct RequestedLine {
     /// Catalog product id.
@@ -266,6 +276,7 @@ pub struct RequestedLine {
 
 /// `POST /orders` answer (201, or 200 when an `Idempotency-Key` replays it).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct OrderAccepted {
     /// The new order.
@@ -282,6 +293,7 @@ pub struct OrderAccepted {
 
 /// `GET /orders/{id}`, and the entries of `GET /orders`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct OrderView {
     /// Order id.
@@ -314,6 +326,7 @@ pub struct OrderView {
 
 /// `GET /payments/{orderId}`, and the entries of `GET /payments`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct PaymentView {
     /// The order paid for.
@@ -342,6 +355,7 @@ pub const MAX_GATEWAY_LATENCY_MS: u64 = 120_000;
 /// `GET` / `PUT /gateway/faults`: the simulated gateway's fault knobs (fields left out are
 /// zero).
 #[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct GatewayKnobs {
     /// Share of otherwise approved payments declined (0 to 1).
@@ -386,6 +400,7 @@ impl GatewayKnobs {
 
 /// `GET /products/{id}`, and the entries of `GET /products`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct ProductView {
     /// Catalog id.
@@ -412,6 +427,7 @@ pub struct ProductView {
 
 /// `PUT /products/{id}/stock` body: the new available stock.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct SetStock {
     /// Units free to reserve.
@@ -420,6 +436,7 @@ pub struct SetStock {
 
 /// `GET /reservations/{orderId}`, and the entries of `GET /reservations`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct ReservationView {
     /// The order.
@@ -446,6 +463,7 @@ pub struct ReservationView {
 
 /// The entries of `GET /notifications`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct NotificationView {
     /// Row id.
@@ -468,6 +486,7 @@ pub struct NotificationView {
 
 /// Where a saga stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum SagaState {
     /// `inventory.reserve` sent; waiting for reserved or rejected.
@@ -532,6 +551,7 @@ impl FromStr for SagaState {
 
 /// `GET /sagas/{orderId}` (with `steps`), and the entries of `GET /sagas` (without).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct SagaView {
     /// The order (and the saga's id).
@@ -575,6 +595,7 @@ pub struct SagaView {
 
 /// One entry of a saga's history.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct SagaStep {
     /// State before (none for the first step).
@@ -597,6 +618,7 @@ pub struct SagaStep {
 
 /// `GET /sagas/summary`: counts by state, and running sagas past their deadline.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct SagaSummary {
     /// Count per state (every state present, zero included).

@@ -42,6 +42,7 @@ impl fmt::Display for OrderId {
 /// ASCII letters, digits, `-`, `_` and `.`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ProductId(String);
 
 impl ProductId {
@@ -98,6 +99,7 @@ impl fmt::Display for ProductId {
 /// Identifier of a customer: 1 to 128 characters, no control characters.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CustomerId(String);
 
 impl CustomerId {
@@ -152,6 +154,11 @@ impl fmt::Display for CustomerId {
 /// ISO 4217 currency code: three uppercase ASCII letters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
+#[cfg_attr(
+    feature = "openapi",
+    derive(utoipa::ToSchema),
+    schema(value_type = String, example = "EUR", pattern = "^[A-Z]{3}$")
+)]
 pub struct Currency([u8; 3]);
 
 impl Currency {
@@ -201,6 +208,7 @@ impl fmt::Display for Currency {
 /// An amount of money in minor units (cents) of a currency. Never negative on the wire.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", try_from = "MoneyWire")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Money {
     /// Amount in minor units of `currency`.
     pub amount_minor: i64,
@@ -281,6 +289,7 @@ impl fmt::Display for Money {
 /// A requested order line: a product and a quantity of at least one.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct OrderLine {
     /// Catalog product.
     pub product_id: ProductId,
@@ -291,6 +300,7 @@ pub struct OrderLine {
 /// An order line priced from the catalog.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PricedLine {
     /// Catalog product.
     pub product_id: ProductId,

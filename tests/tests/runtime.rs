@@ -59,7 +59,11 @@ async fn a_service_reports_health_and_metrics_and_shuts_down_gracefully() -> any
     runtime.consume_topics("runtime-test", &[&topic], Ignore)?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let base = format!("http://{}", listener.local_addr()?);
-    let server = tokio::spawn(runtime.serve(listener, Router::new()));
+    let server = tokio::spawn(runtime.serve(
+        listener,
+        Router::new(),
+        utoipa::openapi::OpenApiBuilder::new().build(),
+    ));
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
         .build()?;

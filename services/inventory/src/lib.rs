@@ -13,10 +13,11 @@
 
 pub mod stock;
 
-use oms_contracts::api::{Page, ProductView, ReservationView, SetStock};
+use oms_contracts::api::{Page, Problem, ProductView, ReservationView, SetStock};
 use oms_contracts::ServiceId;
 use std::collections::BTreeMap;
 use std::time::Duration;
+use utoipa::OpenApi as _;
 
 use axum::extract::State;
 use axum::routing::{get, put};
@@ -89,7 +90,7 @@ pub async fn run(
     let token = runtime.shutdown().clone();
     runtime.spawn("reservation expiry", expiry.run(token));
     let api = router(runtime.pool().clone());
-    runtime.serve(listener, api).await
+    runtime.serve(listener, api, ApiDoc::openapi()).await
 }
 
 impl From<StockError> for HandlerError {
@@ -268,6 +269,18 @@ impl Expiry {
     }
 }
 
+/// This service's routes, documented.
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(list_products, get_product, set_stock, list_reservations, get_reservation), tags(
+    (name = "products", description = "The catalog and its stock"),
+    (name = "reservations", description = "Stock held for orders")))]
+pub struct ApiDoc;
+
+/// The service's whole OpenAPI document (what `GET /openapi.json` serves).
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    oms_runtime::http::openapi_document(SERVICE.name(), ApiDoc::openapi())
+}
+
 /// The HTTP API.
 pub fn router(pool: PgPool) -> Router {
     Router::new()
@@ -279,11 +292,21 @@ pub fn router(pool: PgPool) -> Router {
         .with_state(pool)
 }
 
+/// The whole catalog.
+#[utoipa::path(get, path = "/products", tag = "products",
+    responses((status = 200, description = "Every product", body = Page<ProductView>)))]
 async fn list_products(State(pool): State<PgPool>) -> Result<Json<Page<ProductView>>, ApiError> {
     let mut conn = pool.acquire().await?;
     Ok(Json(Page::all(stock::products(&mut conn).await?)))
 }
 
+/// One product.
+#[utoipa::path(get, path = "/products/{id}", tag = "products",
+    params(("id" = String, Path, description = "Product id")),
+    responses(
+        (status = 200, description = "The product", body = ProductView),
+        (status = 404, description = "No such product", body = Problem, content_type = "application/problem+json"),
+    ))]
 async fn get_product(
     State(pool): State<PgPool>,
     ApiPath(id): ApiPath<String>,
@@ -298,6 +321,15 @@ async fn get_product(
 /// Largest stock an operator may set for one product.
 const MAX_STOCK: i64 = 1_000_000;
 
+/// Sets a product's available stock (the difference is recorded as adjusted).
+#[utoipa::path(put, path = "/products/{id}/stock", tag = "products",
+    params(("id" = String, Path, description = "Product id")),
+    request_body = SetStock,
+    responses(
+        (status = 200, description = "The product now", body = ProductView),
+        (status = 400, description = "Out of range, or not a stock body", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such product", body = Problem, content_type = "application/problem+json"),
+    ))]
 async fn set_stock(
     State(pool): State<PgPool>,
     ApiPath(id): ApiPath<String>,
@@ -319,6 +351,14 @@ async fn set_stock(
     Ok(Json(view))
 }
 
+/// The reservation of an order.
+#[utoipa::path(get, path = "/reservations/{order_id}", tag = "reservations",
+    params(("order_id" = Uuid, Path, description = "Order id")),
+    responses(
+        (status = 200, description = "The reservation", body = ReservationView),
+        (status = 400, description = "Not a UUID", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No reservation for this order", body = Problem, content_type = "application/problem+json"),
+    ))]
 async fn get_reservation(
     State(pool): State<PgPool>,
     ApiPath(order_id): ApiPath<Uuid>,
@@ -330,13 +370,22 @@ async fn get_reservation(
         .ok_or_else(|| ApiError::not_found(format!("No reservation for order {order_id}")))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct ReservationQuery {
+    /// Only this status: RESERVED, COMMITTED, RELEASED, EXPIRED or REJECTED (any case).
     status: Option<String>,
+    /// At most this many (1 to 100,000; default 1000).
     limit: Option<i64>,
 }
 
+/// Reservations, newest first.
+#[utoipa::path(get, path = "/reservations", tag = "reservations", params(ReservationQuery),
+    responses(
+        (status = 200, description = "Reservations", body = Page<ReservationView>),
+        (status = 400, description = "Bad filter", body = Problem, content_type = "application/problem+json"),
+    ))]
 async fn list_reservations(
     State(pool): State<PgPool>,
     oms_runtime::http::ApiQuery(q): oms_runtime::http::ApiQuery<ReservationQuery>,

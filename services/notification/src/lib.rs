@@ -2,9 +2,10 @@
 //! cancelled with its reason), idempotently, and lists them (`GET /notifications?orderId=`).
 //! Sending e-mail or SMS would hang off the same table; the OMS only records.
 
-use oms_contracts::api::{NotificationView, Page};
+use oms_contracts::api::{NotificationView, Page, Problem};
 use oms_contracts::ServiceId;
 use std::collections::BTreeMap;
+use utoipa::OpenApi as _;
 
 use axum::extract::State;
 use axum::routing::get;
@@ -58,7 +59,17 @@ pub async fn run(
     let api = Router::new()
         .route("/notifications", get(list_notifications))
         .with_state(runtime.pool().clone());
-    runtime.serve(listener, api).await
+    runtime.serve(listener, api, ApiDoc::openapi()).await
+}
+
+/// This service's routes, documented.
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(list_notifications), tags((name = "notifications", description = "What customers were told")))]
+pub struct ApiDoc;
+
+/// The service's whole OpenAPI document (what `GET /openapi.json` serves).
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    oms_runtime::http::openapi_document(SERVICE.name(), ApiDoc::openapi())
 }
 
 struct Notifier;
@@ -113,13 +124,22 @@ impl Handler for Notifier {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct ListQuery {
+    /// Only this order's notifications.
     order_id: Option<Uuid>,
+    /// At most this many (1 to 1000; default 100).
     limit: Option<i64>,
 }
 
+/// Notifications sent, newest first.
+#[utoipa::path(get, path = "/notifications", tag = "notifications", params(ListQuery),
+    responses(
+        (status = 200, description = "Notifications", body = Page<NotificationView>),
+        (status = 400, description = "Bad filter", body = Problem, content_type = "application/problem+json"),
+    ))]
 async fn list_notifications(
     State(pool): State<PgPool>,
     ApiQuery(q): ApiQuery<ListQuery>,

@@ -10,11 +10,12 @@
 
 pub mod validate;
 
-use oms_contracts::api::{OrderAccepted, OrderStatus, OrderView, Page};
+use oms_contracts::api::{CreateOrder, OrderAccepted, OrderStatus, OrderView, Page, Problem};
 use oms_contracts::{CustomerId, Money, ServiceId};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
+use utoipa::OpenApi as _;
 
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, State};
@@ -106,7 +107,11 @@ pub async fn run(
         }),
     };
     runtime
-        .serve(listener, router(state, config.max_body_bytes))
+        .serve(
+            listener,
+            router(state, config.max_body_bytes),
+            ApiDoc::openapi(),
+        )
         .await
 }
 
@@ -234,7 +239,31 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
     }
 }
 
+/// This service's routes, documented.
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(create_order, get_order, list_orders), tags((name = "orders", description = "Orders and their status")))]
+pub struct ApiDoc;
+
+/// The service's whole OpenAPI document (what `GET /openapi.json` serves).
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    oms_runtime::http::openapi_document(SERVICE.name(), ApiDoc::openapi())
+}
+
 #[tracing::instrument(skip_all)]
+/// Place an order: validated field by field, committed with its `order.created` event.
+#[utoipa::path(post, path = "/orders", tag = "orders",
+    request_body = CreateOrder,
+    params(("Idempotency-Key" = Option<String>, Header, description = "Retrying with the same key and body answers the first response; another body is 409")),
+    responses(
+        (status = 201, description = "Accepted (PENDING); the saga runs", body = OrderAccepted,
+            headers(("location" = String, description = "/orders/{orderId}"))),
+        (status = 200, description = "The first answer again (same Idempotency-Key and body)", body = OrderAccepted),
+        (status = 400, description = "Invalid order (errors per field)", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Idempotency-Key used with another body, or still in flight", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Database unavailable", body = Problem, content_type = "application/problem+json"),
+    ))]
 async fn create_order(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -409,6 +438,14 @@ fn order_view(r: &sqlx::postgres::PgRow) -> Result<OrderView, ApiError> {
     })
 }
 
+/// One order.
+#[utoipa::path(get, path = "/orders/{id}", tag = "orders",
+    params(("id" = Uuid, Path, description = "Order id")),
+    responses(
+        (status = 200, description = "The order", body = OrderView),
+        (status = 400, description = "Not a UUID", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such order", body = Problem, content_type = "application/problem+json"),
+    ))]
 async fn get_order(
     State(state): State<AppState>,
     ApiPath(id): ApiPath<Uuid>,
@@ -423,15 +460,26 @@ async fn get_order(
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct ListQuery {
+    /// Only this status: PENDING, CONFIRMED or CANCELLED (any case).
     status: Option<String>,
+    /// Only this customer's orders.
     customer_id: Option<String>,
+    /// At most this many (1 to 1000; default 50).
     limit: Option<i64>,
+    /// The `nextCursor` of the previous page.
     cursor: Option<Uuid>,
 }
 
+/// Orders, newest first, paged by `nextCursor`.
+#[utoipa::path(get, path = "/orders", tag = "orders", params(ListQuery),
+    responses(
+        (status = 200, description = "A page of orders", body = Page<OrderView>),
+        (status = 400, description = "Bad filter", body = Problem, content_type = "application/problem+json"),
+    ))]
 async fn list_orders(
     State(state): State<AppState>,
     ApiQuery(q): ApiQuery<ListQuery>,

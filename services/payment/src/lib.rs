@@ -12,8 +12,9 @@
 
 pub mod gateway;
 
-use oms_contracts::api::{Page, PaymentView};
+use oms_contracts::api::{GatewayKnobs, Page, PaymentView, Problem};
 use oms_contracts::ServiceId;
+use utoipa::OpenApi as _;
 
 use axum::extract::State;
 use axum::routing::get;
@@ -75,7 +76,7 @@ pub async fn run(
         pool: runtime.pool().clone(),
         gateway,
     });
-    runtime.serve(listener, api).await
+    runtime.serve(listener, api, ApiDoc::openapi()).await
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -301,6 +302,18 @@ async fn set_refunded(
     Ok(())
 }
 
+/// This service's routes, documented.
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(list_payments, get_payment, get_faults, set_faults), tags(
+    (name = "payments", description = "Payments and their outcome"),
+    (name = "gateway", description = "The simulated gateway's fault knobs")))]
+pub struct ApiDoc;
+
+/// The service's whole OpenAPI document (what `GET /openapi.json` serves).
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    oms_runtime::http::openapi_document(SERVICE.name(), ApiDoc::openapi())
+}
+
 #[derive(Clone)]
 struct AppState {
     pool: PgPool,
@@ -333,6 +346,14 @@ fn payment_view(r: &sqlx::postgres::PgRow) -> Result<PaymentView, ApiError> {
     })
 }
 
+/// The payment of an order.
+#[utoipa::path(get, path = "/payments/{order_id}", tag = "payments",
+    params(("order_id" = Uuid, Path, description = "Order id")),
+    responses(
+        (status = 200, description = "The payment", body = PaymentView),
+        (status = 400, description = "Not a UUID", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No payment for this order", body = Problem, content_type = "application/problem+json"),
+    ))]
 async fn get_payment(
     State(state): State<AppState>,
     ApiPath(order_id): ApiPath<Uuid>,
@@ -351,15 +372,24 @@ async fn get_payment(
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct ListQuery {
+    /// Only this status: AUTHORIZED, DECLINED, REFUNDED or VOIDED (any case).
     status: Option<String>,
+    /// At most this many (1 to 10,000; default 100).
     limit: Option<i64>,
     /// The `nextCursor` of the previous page: payments of older orders than this one.
     cursor: Option<Uuid>,
 }
 
+/// Payments of the newest orders first, paged by `nextCursor`.
+#[utoipa::path(get, path = "/payments", tag = "payments", params(ListQuery),
+    responses(
+        (status = 200, description = "A page of payments", body = Page<PaymentView>),
+        (status = 400, description = "Bad filter", body = Problem, content_type = "application/problem+json"),
+    ))]
 async fn list_payments(
     State(state): State<AppState>,
     ApiQuery(q): ApiQuery<ListQuery>,
@@ -389,11 +419,19 @@ async fn list_payments(
     )?))
 }
 
+/// The simulated gateway's fault knobs.
+#[utoipa::path(get, path = "/gateway/faults", tag = "gateway",
+    responses((status = 200, description = "The knobs", body = GatewayKnobs)))]
 async fn get_faults(State(state): State<AppState>) -> Json<Knobs> {
     Json(state.gateway.knobs())
 }
 
 /// Replaces the gateway's fault knobs (fields left out are zero).
+#[utoipa::path(put, path = "/gateway/faults", tag = "gateway", request_body = GatewayKnobs,
+    responses(
+        (status = 200, description = "The knobs now in force", body = GatewayKnobs),
+        (status = 400, description = "A knob out of range, or an unknown one", body = Problem, content_type = "application/problem+json"),
+    ))]
 async fn set_faults(
     State(state): State<AppState>,
     ApiJson(knobs): ApiJson<Knobs>,

@@ -209,9 +209,11 @@ pub async fn no_such_route() -> ApiError {
     ApiError::not_found("No such endpoint")
 }
 
-/// What the readiness check needs.
+/// What the operational routes need.
 #[derive(Clone)]
 pub struct OpsState {
+    /// The service's OpenAPI document, rendered.
+    pub openapi: Arc<String>,
     /// The service's database.
     pub pool: PgPool,
     /// Metrics to expose.
@@ -225,22 +227,58 @@ pub struct OpsState {
 /// How long the relay loop may go without a heartbeat before readiness fails.
 const RELAY_STUCK_AFTER: Duration = Duration::from_secs(30);
 
-/// `/health/live`, `/health/ready` and `/metrics`.
+/// The operational routes every service serves, as documented.
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    paths(live, ready, metrics, outbox_pending, openapi_json),
+    components(schemas(Problem)),
+    tags((name = "operations", description = "Health, metrics, outbox and this spec: the same on every service"))
+)]
+struct OpsApi;
+
+/// The OpenAPI 3.1 document of service `name`: its own routes (`api`) and the operational ones,
+/// every error answer as problem details. What `GET /openapi.json` serves, and what
+/// `contracts/openapi/NAME.json` pins.
+pub fn openapi_document(name: &str, api: utoipa::openapi::OpenApi) -> utoipa::openapi::OpenApi {
+    use utoipa::OpenApi as _;
+    let mut doc = api.merge_from(OpsApi::openapi());
+    doc.info = utoipa::openapi::InfoBuilder::new()
+        .title(format!("oms-{name}"))
+        .version(env!("CARGO_PKG_VERSION"))
+        .description(Some(format!(
+            "The HTTP API of the OMS {name} service. Errors are RFC 9457 problem details ({PROBLEM_JSON})."
+        )))
+        .license(Some(utoipa::openapi::License::new("Apache-2.0")))
+        .build();
+    doc
+}
+
+/// `/health/live`, `/health/ready`, `/metrics`, `/outbox/pending` and `/openapi.json`.
 pub fn ops_router(state: OpsState) -> Router {
     Router::new()
         .route("/health/live", get(live))
         .route("/health/ready", get(ready))
         .route("/metrics", get(metrics))
         .route("/outbox/pending", get(outbox_pending))
+        .route("/openapi.json", get(openapi_json))
         .with_state(state)
 }
 
+/// Alive: the process answers.
+#[utoipa::path(get, path = "/health/live", tag = "operations",
+    responses((status = 200, description = "The process answers", body = Liveness)))]
 async fn live() -> Json<Liveness> {
     Json(Liveness {
         status: "live".into(),
     })
 }
 
+/// Ready: database, broker and relay answer; with the outbox backlog.
+#[utoipa::path(get, path = "/health/ready", tag = "operations",
+    responses(
+        (status = 200, description = "Ready", body = Readiness),
+        (status = 503, description = "Not ready, with the failing checks", body = Readiness),
+    ))]
 async fn ready(State(state): State<OpsState>) -> Response {
     let database = match tokio::time::timeout(
         Duration::from_secs(2),
@@ -289,14 +327,22 @@ async fn ready(State(state): State<OpsState>) -> Response {
     (code, Json(body)).into_response()
 }
 
-#[derive(serde::Deserialize)]
+#[derive(serde::Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct PendingQuery {
+    /// Only rows of this message key (an order id).
     key: Option<String>,
+    /// At most this many rows (1 to 10,000; default 100).
     limit: Option<i64>,
 }
 
 /// Outbox rows not yet published (optionally of one key): what a service still has to say.
+#[utoipa::path(get, path = "/outbox/pending", tag = "operations", params(PendingQuery),
+    responses(
+        (status = 200, description = "Unpublished rows, oldest first", body = Page<PendingRow>),
+        (status = 400, description = "Bad query", body = Problem, content_type = "application/problem+json"),
+    ))]
 async fn outbox_pending(
     State(state): State<OpsState>,
     ApiQuery(q): ApiQuery<PendingQuery>,
@@ -306,6 +352,10 @@ async fn outbox_pending(
     Ok(Json(Page::all(rows)))
 }
 
+/// Metrics in the OpenMetrics text format.
+#[utoipa::path(get, path = "/metrics", tag = "operations",
+    responses((status = 200, description = "OpenMetrics text", body = String,
+        content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8")))]
 async fn metrics(State(state): State<OpsState>) -> Response {
     (
         [(
@@ -313,6 +363,17 @@ async fn metrics(State(state): State<OpsState>) -> Response {
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
         state.metrics.encode(),
+    )
+        .into_response()
+}
+
+/// This service's OpenAPI 3.1 document.
+#[utoipa::path(get, path = "/openapi.json", tag = "operations",
+    responses((status = 200, description = "The OpenAPI document", body = Object)))]
+async fn openapi_json(State(state): State<OpsState>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        state.openapi.as_ref().clone(),
     )
         .into_response()
 }

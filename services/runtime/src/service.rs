@@ -195,9 +195,15 @@ impl Runtime {
         self.tasks.spawn(async move { (name, task.await) });
     }
 
-    /// Starts the relay, serves `api` plus the operational routes on `listener`, and runs until
-    /// shutdown; then waits for every task to finish its work in hand.
-    pub async fn serve(mut self, listener: TcpListener, api: Router) -> Result<(), RuntimeError> {
+    /// Starts the relay, serves `api` (documented by `doc`) plus the operational routes and the
+    /// OpenAPI document on `listener`, and runs until shutdown; then waits for every task to
+    /// finish its work in hand.
+    pub async fn serve(
+        mut self,
+        listener: TcpListener,
+        api: Router,
+        doc: utoipa::openapi::OpenApi,
+    ) -> Result<(), RuntimeError> {
         let mut relay_config = RelayConfig::new(&self.name, &self.config.brokers);
         relay_config.wakeup = self.config.outbox_wakeup;
         relay_config.retention = self.config.outbox_retention;
@@ -211,7 +217,13 @@ impl Runtime {
             relay.run(token).await.map_err(|e| e.to_string())
         });
 
+        let doc = crate::http::openapi_document(&self.name, doc);
+        let rendered = doc.to_pretty_json().map_err(|e| RuntimeError::Task {
+            task: "openapi".into(),
+            message: e.to_string(),
+        })?;
         let ops = ops_router(OpsState {
+            openapi: Arc::new(rendered),
             pool: self.pool.clone(),
             metrics: self.metrics.clone(),
             relay: relay_status,

@@ -12,9 +12,10 @@
 pub mod machine;
 pub mod store;
 
-use oms_contracts::api::Page;
+use oms_contracts::api::{Page, Problem, SagaSummary, SagaView};
 use oms_contracts::ServiceId;
 use std::time::Duration;
+use utoipa::OpenApi as _;
 
 use axum::extract::State;
 use axum::routing::get;
@@ -103,7 +104,7 @@ pub async fn run(
     let token = runtime.shutdown().clone();
     runtime.spawn("deadline sweeper", sweeper.run(token));
     let api = router(runtime.pool().clone());
-    runtime.serve(listener, api).await
+    runtime.serve(listener, api, ApiDoc::openapi()).await
 }
 
 /// Feeds every event about an order to its saga.
@@ -202,6 +203,16 @@ impl Sweeper {
     }
 }
 
+/// This service's routes, documented.
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(list_sagas, saga_summary, get_saga), tags((name = "sagas", description = "Sagas and their history")))]
+pub struct ApiDoc;
+
+/// The service's whole OpenAPI document (what `GET /openapi.json` serves).
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    oms_runtime::http::openapi_document(SERVICE.name(), ApiDoc::openapi())
+}
+
 /// The HTTP API.
 pub fn router(pool: PgPool) -> Router {
     Router::new()
@@ -211,19 +222,30 @@ pub fn router(pool: PgPool) -> Router {
         .with_state(pool)
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct ListQuery {
+    /// Only this state: RESERVING, AUTHORIZING, RELEASING, CONFIRMED or CANCELLED.
     state: Option<String>,
+    /// Only running sagas past their step deadline.
     #[serde(default)]
     stuck: bool,
+    /// At most this many (1 to 1000; default 50).
     limit: Option<i64>,
+    /// The `nextCursor` of the previous page.
     cursor: Option<Uuid>,
 }
 
 /// Default and largest page size.
 const PAGE: (i64, i64) = (50, 1000);
 
+/// Sagas, newest first, paged by `nextCursor`.
+#[utoipa::path(get, path = "/sagas", tag = "sagas", params(ListQuery),
+    responses(
+        (status = 200, description = "A page of sagas", body = Page<SagaView>),
+        (status = 400, description = "Bad filter", body = Problem, content_type = "application/problem+json"),
+    ))]
 async fn list_sagas(
     State(pool): State<PgPool>,
     ApiQuery(q): ApiQuery<ListQuery>,
@@ -265,11 +287,22 @@ async fn list_sagas(
     }))
 }
 
+/// Saga counts by state, and running sagas past their deadline.
+#[utoipa::path(get, path = "/sagas/summary", tag = "sagas",
+    responses((status = 200, description = "Counts", body = SagaSummary)))]
 async fn saga_summary(State(pool): State<PgPool>) -> Result<Json<store::Summary>, ApiError> {
     let mut conn = pool.acquire().await?;
     Ok(Json(store::summary(&mut conn).await?))
 }
 
+/// One saga with its step history.
+#[utoipa::path(get, path = "/sagas/{order_id}", tag = "sagas",
+    params(("order_id" = Uuid, Path, description = "Order id")),
+    responses(
+        (status = 200, description = "The saga and its steps", body = SagaView),
+        (status = 400, description = "Not a UUID", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No saga for this order", body = Problem, content_type = "application/problem+json"),
+    ))]
 async fn get_saga(
     State(pool): State<PgPool>,
     ApiPath(order_id): ApiPath<Uuid>,
