@@ -461,7 +461,9 @@ impl Relay {
             return Ok(0);
         };
         // Due rows in id order, skipping rows in flight and any row with an earlier pending row
-        // of the same topic and key that is waiting for a retry (it must not be overtaken).
+        // of the same topic and key that is waiting for a retry or still in flight: it must not
+        // be overtaken. (An in-flight row can still fail, by a delivery timeout during a broker
+        // outage; had its successor gone out in a later batch, the retry would land after it.)
         let rows: Vec<StoredRow> = sqlx::query_as(
             "SELECT o.id, o.topic, o.message_key, o.payload, o.headers FROM outbox o \
              WHERE o.published_at IS NULL AND o.failed_at IS NULL \
@@ -472,7 +474,7 @@ impl Relay {
                    WHERE p.topic = o.topic \
                      AND p.message_key IS NOT DISTINCT FROM o.message_key \
                      AND p.id < o.id AND p.published_at IS NULL AND p.failed_at IS NULL \
-                     AND p.next_attempt_at > clock_timestamp()) \
+                     AND (p.next_attempt_at > clock_timestamp() OR p.id = ANY($2))) \
              ORDER BY o.id LIMIT $1",
         )
         .bind(i64::from(self.config.batch_size))
