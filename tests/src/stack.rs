@@ -37,6 +37,8 @@ pub struct StackOptions {
     pub consumer_max_batch: Option<u16>,
     /// Every consumer: pause after this long without a message (`None`: never).
     pub consumer_idle_after: Option<Duration>,
+    /// Order service: `POST /orders` per client address (`None`: off).
+    pub order_rate_limit: Option<oms_order::RateLimit>,
 }
 
 impl Default for StackOptions {
@@ -50,6 +52,7 @@ impl Default for StackOptions {
             consumer_workers: None,
             consumer_max_batch: None,
             consumer_idle_after: Some(Duration::from_secs(5)),
+            order_rate_limit: None,
         }
     }
 }
@@ -154,6 +157,7 @@ impl Stack {
                     max_quantity: 1000,
                     max_body_bytes: 64 * 1024,
                     idempotency_retention: Duration::from_secs(86_400),
+                    rate_limit: o.order_rate_limit,
                 },
                 listener,
                 t,

@@ -578,3 +578,72 @@ async fn fifty_buyers_for_ten_items_confirm_exactly_ten() -> anyhow::Result<()> 
     );
     stack.shutdown().await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_burst_over_the_rate_limit_is_refused_with_retry_after_and_creates_nothing(
+) -> anyhow::Result<()> {
+    let stack = Stack::start(StackOptions {
+        order_rate_limit: Some(oms_order::RateLimit {
+            per_second: 1,
+            burst: 3,
+        }),
+        ..StackOptions::default()
+    })
+    .await?;
+    let url = format!("{}/orders", stack.url(Service::Order)?);
+    let send = || {
+        let http = stack.http.clone();
+        let url = url.clone();
+        async move {
+            let r = http
+                .post(&url)
+                .json(&json!({"customerId": "burst", "items": [{"productId": "mouse-01", "quantity": 1}]}))
+                .send()
+                .await?;
+            let status = r.status().as_u16();
+            let retry_after = r
+                .headers()
+                .get("retry-after")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<u64>().ok());
+            let content_type = r
+                .headers()
+                .get("content-type")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned);
+            Ok::<_, anyhow::Error>((status, retry_after, content_type))
+        }
+    };
+    let answers = futures::future::join_all((0..10).map(|_| send())).await;
+    let mut accepted = 0;
+    let mut limited = 0;
+    for a in answers {
+        match a? {
+            (201, _, _) => accepted += 1,
+            (429, Some(secs), Some(ct)) => {
+                assert!((1..=5).contains(&secs), "Retry-After {secs}");
+                assert_eq!(ct, "application/problem+json");
+                limited += 1;
+            }
+            other => anyhow::bail!("unexpected answer {other:?}"),
+        }
+    }
+    assert_eq!(
+        (accepted, limited),
+        (3, 7),
+        "the burst of 3 passes, the rest is refused"
+    );
+    // Refused requests created nothing.
+    let page = stack
+        .get(Service::Order, "/orders?customerId=burst&limit=100")
+        .await?;
+    assert_eq!(page["items"].as_array().map(Vec::len), Some(3));
+    // The next window is served.
+    eventually(
+        Duration::from_secs(10),
+        "a request after the window",
+        || async { Ok((send().await?.0 == 201).then_some(())) },
+    )
+    .await?;
+    stack.shutdown().await
+}

@@ -18,7 +18,7 @@ use std::time::Duration;
 use utoipa::OpenApi as _;
 
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -73,6 +73,49 @@ pub struct Config {
     #[arg(long, env = "OMS_ORDER_IDEMPOTENCY_RETENTION", default_value = "24h",
           value_parser = oms_runtime::config::parse_duration)]
     pub idempotency_retention: Duration,
+
+    /// `POST /orders` per client address: `N/s` (bursts of up to twice that), or `off`. A
+    /// request over it is answered 429 with `Retry-After` and creates nothing.
+    // The full path keeps clap from reading `Option` as "the flag may be left out": the parser
+    // itself answers `None` for `off`.
+    #[arg(long, env = "OMS_ORDER_RATE_LIMIT", default_value = "500/s", value_parser = parse_rate_limit)]
+    pub rate_limit: std::option::Option<RateLimit>,
+}
+
+/// A sustained rate and the burst allowed above it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimit {
+    /// Requests per second, sustained.
+    pub per_second: u32,
+    /// Requests at once after a quiet spell.
+    pub burst: u32,
+}
+
+/// Parses `N/s` (burst 2N) or `off`.
+pub fn parse_rate_limit(s: &str) -> Result<Option<RateLimit>, String> {
+    if s == "off" {
+        return Ok(None);
+    }
+    match s.strip_suffix("/s").unwrap_or(s).parse::<u32>() {
+        Ok(n) if n > 0 => Ok(Some(RateLimit {
+            per_second: n,
+            burst: n.saturating_mul(2),
+        })),
+        _ => Err(format!(
+            "invalid rate limit {s:?} (expected N/s with N a whole number above 0, or off)"
+        )),
+    }
+}
+
+/// Requests per client address.
+type Limiter = governor::DefaultKeyedRateLimiter<std::net::IpAddr>;
+
+fn limiter(limit: RateLimit) -> Option<Limiter> {
+    let per_second = std::num::NonZeroU32::new(limit.per_second)?;
+    let burst = std::num::NonZeroU32::new(limit.burst.max(1))?;
+    Some(governor::RateLimiter::hashmap(
+        governor::Quota::per_second(per_second).allow_burst(burst),
+    ))
 }
 
 /// Runs the service until `shutdown`.
@@ -97,7 +140,25 @@ pub async fn run(
         "idempotency key pruning",
         prune_idempotency_keys(pool, retention, token),
     );
+    let limiter = config.rate_limit.and_then(limiter).map(Arc::new);
+    if let Some(l) = &limiter {
+        // Forget addresses that have been quiet long enough to be back at a full burst.
+        let l = Arc::clone(l);
+        let token = runtime.shutdown().clone();
+        runtime.spawn("rate limiter upkeep", async move {
+            loop {
+                tokio::select! {
+                    _ = token.cancelled() => return Ok(()),
+                    _ = tokio::time::sleep(Duration::from_secs(60)) => {
+                        l.retain_recent();
+                        l.shrink_to_fit();
+                    }
+                }
+            }
+        });
+    }
     let state = AppState {
+        limiter,
         pool: runtime.pool().clone(),
         topics: runtime.topics(),
         rules: Arc::new(Rules {
@@ -210,6 +271,7 @@ struct AppState {
     pool: PgPool,
     topics: Topics,
     rules: Arc<Rules>,
+    limiter: Option<Arc<Limiter>>,
 }
 
 fn router(state: AppState, max_body: usize) -> Router {
@@ -260,15 +322,27 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
         (status = 200, description = "The first answer again (same Idempotency-Key and body)", body = OrderAccepted),
         (status = 400, description = "Invalid order (errors per field)", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "Idempotency-Key used with another body, or still in flight", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Over the rate limit of this address; nothing was created",
+            body = Problem, content_type = "application/problem+json",
+            headers(("retry-after" = u64, description = "Seconds until a request is accepted again"))),
         (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "Database unavailable", body = Problem, content_type = "application/problem+json"),
     ))]
 async fn create_order(
     State(state): State<AppState>,
+    ConnectInfo(client): ConnectInfo<std::net::SocketAddr>,
     headers: HeaderMap,
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Result<Response, ApiError> {
+    if let Some(limiter) = &state.limiter {
+        if let Err(not_until) = limiter.check_key(&client.ip()) {
+            let wait = not_until.wait_time_from(governor::clock::Clock::now(
+                &governor::clock::DefaultClock::default(),
+            ));
+            return Err(too_many_requests(wait));
+        }
+    }
     let body = body.map_err(|e| {
         if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
             ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "Request body too large")
@@ -326,6 +400,20 @@ async fn create_order(
     tx.commit().await?;
     tracing::info!(%order_id, customer_id = %order.customer_id, lines = order.items.len(), "order accepted");
     Ok((StatusCode::CREATED, location(order_id), Json(accepted)).into_response())
+}
+
+/// 429 with `Retry-After` in whole seconds (at least 1).
+fn too_many_requests(wait: Duration) -> ApiError {
+    let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    let mut e = ApiError::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        format!(
+            "Too many orders from this address; retry in {}s",
+            secs.max(1)
+        ),
+    );
+    e.retry_after = Some(secs.max(1));
+    e
 }
 
 fn location(order_id: OrderId) -> [(header::HeaderName, HeaderValue); 1] {
@@ -503,4 +591,41 @@ async fn list_orders(
     .fetch_all(&state.pool)
     .await?;
     Ok(Json(page_of(rows, limit, |r| r.get("id"), order_view)?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[test]
+    fn rate_limits_parse_and_bad_ones_are_refused() {
+        assert_eq!(
+            parse_rate_limit("20/s"),
+            Ok(Some(RateLimit {
+                per_second: 20,
+                burst: 40
+            }))
+        );
+        assert_eq!(parse_rate_limit("off"), Ok(None));
+        for bad in ["0/s", "-1/s", "fast", "1.5/s", ""] {
+            assert!(parse_rate_limit(bad).is_err(), "{bad}");
+        }
+        // The flag as the service reads it, default included.
+        let c = Config::try_parse_from(["oms-order"])
+            .map(|c| c.rate_limit)
+            .ok();
+        assert_eq!(c.flatten().map(|r| r.per_second), Some(500));
+        let off =
+            Config::try_parse_from(["oms-order", "--rate-limit", "off"]).map(|c| c.rate_limit);
+        assert_eq!(off.ok(), Some(None));
+        assert!(Config::try_parse_from(["oms-order", "--rate-limit", "soon"]).is_err());
+    }
+
+    #[test]
+    fn retry_after_is_whole_seconds_rounded_up() {
+        let e = too_many_requests(Duration::from_millis(1200));
+        assert_eq!((e.problem.status, e.retry_after), (429, Some(2)));
+        assert_eq!(too_many_requests(Duration::ZERO).retry_after, Some(1));
+    }
 }

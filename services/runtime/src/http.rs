@@ -23,18 +23,26 @@ use crate::relay::RelayStatus;
 /// An error answer: RFC 9457 problem details ([`Problem`]), the one body every endpoint answers
 /// errors with, as `application/problem+json`.
 #[derive(Debug, Clone)]
-pub struct ApiError(pub Problem);
+pub struct ApiError {
+    /// The body.
+    pub problem: Problem,
+    /// `Retry-After` in seconds, for 429 and 503 answers that know it.
+    pub retry_after: Option<u64>,
+}
 
 impl ApiError {
     /// An error with `status` and `message`.
     pub fn new(status: StatusCode, detail: impl Into<String>) -> Self {
-        Self(Problem {
-            kind: "about:blank".into(),
-            title: status.canonical_reason().unwrap_or("Error").to_owned(),
-            status: status.as_u16(),
-            detail: detail.into(),
-            errors: BTreeMap::new(),
-        })
+        Self {
+            problem: Problem {
+                kind: "about:blank".into(),
+                title: status.canonical_reason().unwrap_or("Error").to_owned(),
+                status: status.as_u16(),
+                detail: detail.into(),
+                errors: BTreeMap::new(),
+            },
+            retry_after: None,
+        }
     }
 
     /// A 400 with `message`.
@@ -55,9 +63,9 @@ impl ApiError {
             n => format!("{n} fields are invalid: {}", fields.join(", ")),
         };
         let mut e = Self::bad_request(detail);
-        e.0.kind = PROBLEM_VALIDATION.into();
-        e.0.title = "Validation failed".into();
-        e.0.errors = errors;
+        e.problem.kind = PROBLEM_VALIDATION.into();
+        e.problem.title = "Validation failed".into();
+        e.problem.errors = errors;
         e
     }
 
@@ -71,12 +79,16 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status =
-            StatusCode::from_u16(self.0.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        let mut response = (status, Json(self.0)).into_response();
-        response.headers_mut().insert(
+            StatusCode::from_u16(self.problem.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let mut response = (status, Json(self.problem)).into_response();
+        let headers = response.headers_mut();
+        headers.insert(
             header::CONTENT_TYPE,
             axum::http::HeaderValue::from_static(PROBLEM_JSON),
         );
+        if let Some(secs) = self.retry_after {
+            headers.insert(header::RETRY_AFTER, axum::http::HeaderValue::from(secs));
+        }
         response
     }
 }
@@ -393,7 +405,7 @@ mod tests {
                 .map(|v| v.as_bytes()),
             Some(PROBLEM_JSON.as_bytes())
         );
-        let p = ApiError::not_found("No order 42").0;
+        let p = ApiError::not_found("No order 42").problem;
         assert_eq!(
             (p.kind.as_str(), p.title.as_str(), p.detail.as_str()),
             ("about:blank", "Not Found", "No order 42")
@@ -401,7 +413,7 @@ mod tests {
         let mut errors = BTreeMap::new();
         errors.insert("items".to_owned(), "empty".to_owned());
         errors.insert("limit".to_owned(), "too big".to_owned());
-        let v = ApiError::validation(errors).0;
+        let v = ApiError::validation(errors).problem;
         assert_eq!((v.status, v.kind.as_str()), (400, PROBLEM_VALIDATION));
         assert_eq!(v.detail, "2 fields are invalid: items, limit");
     }
@@ -415,7 +427,7 @@ mod tests {
         );
         let e = list_filters(Some("lost".into()), &allowed, Some(0), (50, 1000))
             .err()
-            .map(|e| e.0.errors);
+            .map(|e| e.problem.errors);
         let fields: Vec<String> = e.into_iter().flat_map(|m| m.into_keys()).collect();
         assert_eq!(fields, ["limit", "status"]);
         assert!(list_filters(None, &allowed, Some(1001), (50, 1000)).is_err());

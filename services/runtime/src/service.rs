@@ -233,6 +233,8 @@ impl Runtime {
         let addr = listener.local_addr()?;
         tracing::info!(service = %self.name, %addr, "serving HTTP");
         let token = self.shutdown.clone();
+        // The client's address reaches handlers (`ConnectInfo`): the order service limits by it.
+        let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
         let server = axum::serve(listener, app).with_graceful_shutdown(async move {
             token.cancelled().await;
         });
