@@ -13,6 +13,31 @@ use uuid::Uuid;
 
 use crate::values::{CustomerId, Money, OrderLine, PricedLine};
 
+/// The whole number `n` stands for: JSON Schema counts `3.0` as the integer 3, so a body the spec
+/// allows must not be refused for writing it that way. `None` for a fraction or beyond what an
+/// `f64` holds exactly.
+pub fn whole_number(n: &serde_json::Number) -> Option<i64> {
+    n.as_i64().or_else(|| {
+        n.as_f64()
+            .filter(|f| f.fract() == 0.0 && f.abs() <= 9_007_199_254_740_992.0)
+            .map(|f| f as i64)
+    })
+}
+
+/// `deserialize_with` for integer fields: any JSON number that is a whole number.
+fn whole<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: TryFrom<i64>,
+{
+    let n = serde_json::Number::deserialize(d)?;
+    whole_number(&n)
+        .and_then(|i| T::try_from(i).ok())
+        .ok_or_else(|| {
+            serde::de::Error::custom(format!("expected a whole number in range, got {n}"))
+        })
+}
+
 /// Media type of every error answer (RFC 9457).
 pub const PROBLEM_JSON: &str = "application/problem+json";
 
@@ -253,13 +278,22 @@ impl FromStr for OrderStatus {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct CreateOrder {
-    /// Who orders (the service's default customer when left out).
+    /// Who orders (the service's default customer when left out): 1 to 128 characters, no
+    /// control characters.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(min_length = 1, max_length = 128, pattern = r"^[^\x00-\x1f\x7f]+$")
+    )]
     pub customer_id: Option<String>,
-    /// At least one line.
+    /// 1 to 50 lines (the service's `--max-lines`), one per product: two lines of one product
+    /// are refused (a rule JSON Schema cannot state for objects).
+    #[cfg_attr(feature = "openapi", schema(min_items = 1, max_items = 50))]
     pub items: Vec<RequestedLine>,
-    /// Payment method token (`tok_visa`, ...; the service's default when left out).
+    /// Payment method token (`tok_visa`, ...; the service's default when left out): 1 to 64
+    /// letters, digits or `_`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(pattern = r"^[A-Za-z0-9_]{1,64}$"))]
     pub payment_token: Option<String>,
 }
 
@@ -268,9 +302,11 @@ pub struct CreateOrder {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct RequestedLine {
-    /// Catalog product id.
+    /// Catalog product id: 1 to 64 ASCII letters, digits, `-`, `_` or `.`.
+    #[cfg_attr(feature = "openapi", schema(pattern = r"^[A-Za-z0-9._-]{1,64}$"))]
     pub product_id: String,
-    /// Units wanted, at least 1.
+    /// Units wanted: 1 to 1000 (the service's `--max-quantity`).
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 1000))]
     pub quantity: u32,
 }
 
@@ -360,12 +396,15 @@ pub const MAX_GATEWAY_LATENCY_MS: u64 = 120_000;
 pub struct GatewayKnobs {
     /// Share of otherwise approved payments declined (0 to 1).
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(minimum = 0, maximum = 1))]
     pub decline_rate: f64,
-    /// Added to every answer, in milliseconds.
-    #[serde(default)]
+    /// Added to every answer, in milliseconds (at most 120,000).
+    #[serde(default, deserialize_with = "whole")]
+    #[cfg_attr(feature = "openapi", schema(maximum = 120_000))]
     pub latency_ms: u64,
     /// Share of calls that fail transiently (0 to 1).
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(minimum = 0, maximum = 1))]
     pub error_rate: f64,
 }
 
@@ -430,7 +469,9 @@ pub struct ProductView {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct SetStock {
-    /// Units free to reserve.
+    /// Units free to reserve: 0 to 1,000,000.
+    #[cfg_attr(feature = "openapi", schema(minimum = 0, maximum = 1_000_000))]
+    #[serde(deserialize_with = "whole")]
     pub available: i64,
 }
 
@@ -672,6 +713,21 @@ mod tests {
         );
         let v = serde_json::to_value(bare.ok()).unwrap_or_default();
         assert!(v.get("errors").is_none(), "{v}");
+    }
+
+    #[test]
+    fn whole_numbers_may_be_written_with_a_zero_fraction() {
+        let n = |s: &str| serde_json::from_str::<serde_json::Number>(s).ok();
+        assert_eq!(n("7").as_ref().and_then(whole_number), Some(7));
+        assert_eq!(n("7.0").as_ref().and_then(whole_number), Some(7));
+        assert_eq!(n("7.5").as_ref().and_then(whole_number), None);
+        assert_eq!(n("1e300").as_ref().and_then(whole_number), None);
+        let s: Result<SetStock, _> = serde_json::from_str(r#"{"available": 1268.0}"#);
+        assert_eq!(s.ok(), Some(SetStock { available: 1268 }));
+        assert!(serde_json::from_str::<SetStock>(r#"{"available": 1.5}"#).is_err());
+        let k: Result<GatewayKnobs, _> = serde_json::from_str(r#"{"latencyMs": 250.0}"#);
+        assert_eq!(k.ok().map(|k| k.latency_ms), Some(250));
+        assert!(serde_json::from_str::<GatewayKnobs>(r#"{"latencyMs": -1}"#).is_err());
     }
 
     #[test]

@@ -328,6 +328,8 @@ const MAX_STOCK: i64 = 1_000_000;
     responses(
         (status = 200, description = "The product now", body = ProductView),
         (status = 400, description = "Out of range, or not a stock body", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such product", body = Problem, content_type = "application/problem+json"),
     ))]
 async fn set_stock(
@@ -375,8 +377,10 @@ async fn get_reservation(
 #[into_params(parameter_in = Query)]
 struct ReservationQuery {
     /// Only this status: RESERVED, COMMITTED, RELEASED, EXPIRED or REJECTED (any case).
+    #[param(pattern = "^(?i:RESERVED|COMMITTED|RELEASED|EXPIRED|REJECTED)$")]
     status: Option<String>,
     /// At most this many (1 to 100,000; default 1000).
+    #[param(minimum = 1, maximum = 100_000)]
     limit: Option<i64>,
 }
 

@@ -131,6 +131,7 @@ struct ListQuery {
     /// Only this order's notifications.
     order_id: Option<Uuid>,
     /// At most this many (1 to 1000; default 100).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<i64>,
 }
 

@@ -315,7 +315,8 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 /// Place an order: validated field by field, committed with its `order.created` event.
 #[utoipa::path(post, path = "/orders", tag = "orders",
     request_body = CreateOrder,
-    params(("Idempotency-Key" = Option<String>, Header, description = "Retrying with the same key and body answers the first response; another body is 409")),
+    params(("Idempotency-Key" = Option<String>, Header, pattern = r"^[\x21-\x7e]{1,255}$",
+        description = "1 to 255 visible ASCII characters. Retrying with the same key and body answers the first response; another body is 409")),
     responses(
         (status = 201, description = "Accepted (PENDING); the saga runs", body = OrderAccepted,
             headers(("location" = String, description = "/orders/{orderId}"))),
@@ -553,10 +554,12 @@ async fn get_order(
 #[into_params(parameter_in = Query)]
 struct ListQuery {
     /// Only this status: PENDING, CONFIRMED or CANCELLED (any case).
+    #[param(value_type = Option<OrderStatus>)]
     status: Option<String>,
     /// Only this customer's orders.
     customer_id: Option<String>,
     /// At most this many (1 to 1000; default 50).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<i64>,
     /// The `nextCursor` of the previous page.
     cursor: Option<Uuid>,

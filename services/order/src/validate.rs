@@ -211,7 +211,7 @@ fn parse_lines(items: &[Value], rules: &Rules, errors: &mut FieldErrors) -> Opti
             }
         };
         let quantity = match item.get("quantity") {
-            Some(Value::Number(n)) => match n.as_i64() {
+            Some(Value::Number(n)) => match oms_contracts::api::whole_number(n) {
                 Some(q) if q < 1 => {
                     errors.insert(at("quantity"), "must be at least 1".into());
                     None

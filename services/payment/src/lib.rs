@@ -377,8 +377,10 @@ async fn get_payment(
 #[into_params(parameter_in = Query)]
 struct ListQuery {
     /// Only this status: AUTHORIZED, DECLINED, REFUNDED or VOIDED (any case).
+    #[param(pattern = "^(?i:AUTHORIZED|DECLINED|REFUNDED|VOIDED)$")]
     status: Option<String>,
     /// At most this many (1 to 10,000; default 100).
+    #[param(minimum = 1, maximum = 10_000)]
     limit: Option<i64>,
     /// The `nextCursor` of the previous page: payments of older orders than this one.
     cursor: Option<Uuid>,
@@ -431,6 +433,8 @@ async fn get_faults(State(state): State<AppState>) -> Json<Knobs> {
     responses(
         (status = 200, description = "The knobs now in force", body = GatewayKnobs),
         (status = 400, description = "A knob out of range, or an unknown one", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
     ))]
 async fn set_faults(
     State(state): State<AppState>,

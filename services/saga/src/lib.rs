@@ -226,12 +226,14 @@ pub fn router(pool: PgPool) -> Router {
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 struct ListQuery {
-    /// Only this state: RESERVING, AUTHORIZING, RELEASING, CONFIRMED or CANCELLED.
+    /// Only this state: RESERVING, AUTHORIZING, RELEASING, CONFIRMED or CANCELLED (any case).
+    #[param(value_type = Option<SagaState>)]
     state: Option<String>,
     /// Only running sagas past their step deadline.
     #[serde(default)]
     stuck: bool,
     /// At most this many (1 to 1000; default 50).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<i64>,
     /// The `nextCursor` of the previous page.
     cursor: Option<Uuid>,
