@@ -58,7 +58,7 @@ pub async fn run(ctx: &Ctx, command: DrillCommand) -> Result<(), Failure> {
     match command {
         DrillCommand::List => {
             let dir = spec::drills_dir().ok_or_else(|| {
-                Failure::usage("scripts/drills not found: run from the repository or set OMS_ROOT")
+                Failure::usage("scripts/drills not found next to this omsctl: set OMS_DRILLS_DIR (or OMS_ROOT to the repository)")
             })?;
             let mut rows = Vec::new();
             let mut entries: Vec<PathBuf> = std::fs::read_dir(&dir)
