@@ -845,7 +845,7 @@ impl<H: Handler> Shared<H> {
                         // one), so a batch never gives a message more tries than alone.
                         if let Some(i) = at {
                             let policy = self.config.retry_policy();
-                            if let Next::Retry { .. } = policy.next(failure.kind(), 1, 0) {
+                            if let Next::Retry { .. } = policy.next(failure.kind(), 1) {
                                 first_attempt[i] = 2;
                                 self.stats.retries.fetch_add(1, Ordering::Relaxed);
                                 self.metrics.handler_retried(&self.config.group_id);
@@ -1054,8 +1054,7 @@ impl<H: Handler> Shared<H> {
                 }
                 Err(failure) => failure,
             };
-            let round = outage.map_or(0, |(_, w)| w) + 1;
-            match policy.next(failure.kind(), attempt, round) {
+            match policy.next(failure.kind(), attempt) {
                 Next::DeadLetter { class } => {
                     return self
                         .dead_letter(
@@ -1068,7 +1067,7 @@ impl<H: Handler> Shared<H> {
                         )
                         .await;
                 }
-                Next::AwaitDatabase { .. } => {
+                Next::AwaitDatabase => {
                     // Not the message's fault: wait for the database without using up a try.
                     attempt -= 1;
                     if self

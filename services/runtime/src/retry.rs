@@ -22,11 +22,9 @@ pub enum Next {
         /// Backoff before the next try.
         after: Duration,
     },
-    /// Wait `after` for the database, then try again; the failed try did not count.
-    AwaitDatabase {
-        /// How long to wait this round.
-        after: Duration,
-    },
+    /// Wait for the database (rounds of [`RetryPolicy::outage_wait`]), then try again; the
+    /// failed try did not count.
+    AwaitDatabase,
     /// Give up: dead-letter the message with this error class.
     DeadLetter {
         /// `handler.rejected` or `handler.exhausted`.
@@ -69,16 +67,13 @@ pub fn exponential(base: Duration, max: Duration, step: u32) -> Duration {
 
 impl RetryPolicy {
     /// The decision after try number `attempt` (1-based, counting only tries that counted)
-    /// failed with `kind`; `outage_round` is how many database waits this message has had in a
-    /// row, this one included.
-    pub fn next(&self, kind: FailureKind, attempt: u32, outage_round: u32) -> Next {
+    /// failed with `kind`.
+    pub fn next(&self, kind: FailureKind, attempt: u32) -> Next {
         match kind {
             FailureKind::Rejected => Next::DeadLetter {
                 class: "handler.rejected",
             },
-            FailureKind::Outage => Next::AwaitDatabase {
-                after: self.outage_wait(outage_round),
-            },
+            FailureKind::Outage => Next::AwaitDatabase,
             FailureKind::Transient if attempt >= self.max_attempts.max(1) => Next::DeadLetter {
                 class: "handler.exhausted",
             },
@@ -117,19 +112,19 @@ mod tests {
     fn transient_failures_back_off_then_dead_letter_after_the_last_attempt() {
         let p = policy(3);
         assert_eq!(
-            p.next(FailureKind::Transient, 1, 0),
+            p.next(FailureKind::Transient, 1),
             Next::Retry {
                 after: Duration::from_millis(100)
             }
         );
         assert_eq!(
-            p.next(FailureKind::Transient, 2, 0),
+            p.next(FailureKind::Transient, 2),
             Next::Retry {
                 after: Duration::from_millis(200)
             }
         );
         assert_eq!(
-            p.next(FailureKind::Transient, 3, 0),
+            p.next(FailureKind::Transient, 3),
             Next::DeadLetter {
                 class: "handler.exhausted"
             }
@@ -137,7 +132,7 @@ mod tests {
         // One attempt allowed (or a nonsensical zero): the first failure is the last.
         for max in [0, 1] {
             assert!(matches!(
-                policy(max).next(FailureKind::Transient, 1, 0),
+                policy(max).next(FailureKind::Transient, 1),
                 Next::DeadLetter { .. }
             ));
         }
@@ -146,7 +141,7 @@ mod tests {
     #[test]
     fn a_rejection_is_dead_lettered_at_once_whatever_attempts_are_left() {
         assert_eq!(
-            policy(10).next(FailureKind::Rejected, 1, 0),
+            policy(10).next(FailureKind::Rejected, 1),
             Next::DeadLetter {
                 class: "handler.rejected"
             }
@@ -156,13 +151,15 @@ mod tests {
     #[test]
     fn an_outage_waits_longer_each_round_and_never_dead_letters() {
         let p = policy(1);
-        let waits: Vec<Next> = [1, 2, 3, 10, 1000]
+        // Whatever the attempt, even past the last one: an outage is not the message's fault.
+        for attempt in [1, 5, 100] {
+            assert_eq!(p.next(FailureKind::Outage, attempt), Next::AwaitDatabase);
+        }
+        let waits: Vec<Duration> = [1, 2, 3, 10, 1000]
             .into_iter()
-            .map(|round| p.next(FailureKind::Outage, 1, round))
+            .map(|round| p.outage_wait(round))
             .collect();
-        let ms = |n: u64| Next::AwaitDatabase {
-            after: Duration::from_millis(n),
-        };
+        let ms = Duration::from_millis;
         assert_eq!(waits, [ms(200), ms(400), ms(800), ms(5000), ms(5000)]);
     }
 
