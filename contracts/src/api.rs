@@ -511,6 +511,9 @@ pub struct NotificationView {
     pub id: i64,
     /// The order.
     pub order_id: Uuid,
+    /// Whose order (absent for notifications of events that did not say).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub customer_id: Option<CustomerId>,
     /// `ORDER_CONFIRMED` or `ORDER_CANCELLED`.
     pub kind: String,
     /// The cancel reason.

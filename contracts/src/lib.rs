@@ -2,6 +2,7 @@
 //!
 //! # Layout
 //! - [`api`]: the request and response types of every HTTP route.
+//! - [`auth`]: the roles bearer tokens carry and the claims of locally minted tokens.
 //! - [`envelope`]: the one envelope every Kafka message travels in, and its encode/decode.
 //! - [`messages`]: every command and event of the order saga, as typed payloads.
 //! - [`values`]: the value types the payloads are made of (ids, money, order lines).
@@ -14,6 +15,7 @@
 //! breaks them must come with a new schema version of that type.
 
 pub mod api;
+pub mod auth;
 pub mod envelope;
 pub mod headers;
 pub mod messages;

@@ -218,6 +218,10 @@ pub struct OrderConfirmed {
     pub total: Money,
     /// The authorized payment.
     pub payment_id: Uuid,
+    /// Who placed the order (added within v1: absent from messages of earlier builds), so
+    /// consumers such as notifications can tell whose it is without asking.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub customer_id: Option<CustomerId>,
 }
 
 /// Why an order was cancelled.
@@ -245,6 +249,9 @@ pub struct OrderCancelled {
     /// Human-readable detail, such as the decline reason.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
+    /// Who placed the order (added within v1: absent from messages of earlier builds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub customer_id: Option<CustomerId>,
 }
 
 /// `inventory.reserve`: reserve every line or none.

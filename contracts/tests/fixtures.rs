@@ -70,12 +70,14 @@ fn sample(t: MessageType) -> Envelope {
             lines: priced,
             total: eur(8997),
             payment_id,
+            customer_id: CustomerId::try_from("cust-42").ok(),
         }
         .into(),
         MessageType::OrderCancelled => OrderCancelled {
             order_id,
             reason: CancelReason::PaymentDeclined,
             detail: Some("CARD_DECLINED".into()),
+            customer_id: CustomerId::try_from("cust-42").ok(),
         }
         .into(),
         MessageType::InventoryReserve => ReserveStock { order_id, items }.into(),
@@ -208,4 +210,23 @@ fn a_changed_fixture_is_caught() {
     let text = std::fs::read_to_string(fixture_path(t)).expect("fixture");
     let renamed = text.replace("\"paymentId\"", "\"paymentID\"");
     assert!(Envelope::decode(renamed.as_bytes()).is_err());
+}
+
+#[test]
+fn outcome_events_of_builds_without_the_customer_still_decode() {
+    for t in [MessageType::OrderConfirmed, MessageType::OrderCancelled] {
+        let text = std::fs::read_to_string(fixture_path(t)).expect("fixture");
+        let mut json: serde_json::Value = serde_json::from_str(&text).expect("fixture JSON");
+        let removed = json["payload"]
+            .as_object_mut()
+            .and_then(|p| p.remove("customerId"));
+        assert!(removed.is_some(), "{t:?} fixture carries customerId");
+        let envelope = Envelope::decode(json.to_string().as_bytes()).expect("decodes");
+        let customer = match envelope.message {
+            Message::OrderConfirmed(m) => m.customer_id,
+            Message::OrderCancelled(m) => m.customer_id,
+            other => panic!("unexpected {other:?}"),
+        };
+        assert_eq!(customer, None);
+    }
 }

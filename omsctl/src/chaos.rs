@@ -438,8 +438,9 @@ async fn lift(ctx: &Ctx, fault: Fault) -> Result<(), Failure> {
 
 async fn set_knobs(ctx: &Ctx, knobs: &GatewayKnobs) -> Result<Value, Failure> {
     let url = format!("{}/gateway/faults", ctx.url(Svc::Payment));
-    let r = reqwest::Client::new()
-        .put(&url)
+    let r = ctx
+        .authorized(reqwest::Client::new().put(&url))
+        .await?
         .json(knobs)
         .timeout(Duration::from_secs(10))
         .send()

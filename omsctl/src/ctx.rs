@@ -44,6 +44,16 @@ pub struct Settings {
     #[arg(long, global = true, env = "OMS_STATE_DIR")]
     state_dir: Option<PathBuf>,
 
+    /// Bearer token for the services' APIs [default: one minted from the local stack's secret,
+    /// when the state directory has one].
+    #[arg(long, global = true, env = "OMS_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+
+    /// A command that prints the bearer token (run once, with `sh -c`), e.g. an identity
+    /// provider's CLI.
+    #[arg(long, global = true, env = "OMS_TOKEN_COMMAND")]
+    token_command: Option<String>,
+
     /// Config file (TOML) [default: ~/.config/omsctl/config.toml if it exists].
     #[arg(long, global = true, env = "OMS_CONFIG")]
     config: Option<PathBuf>,
@@ -57,6 +67,7 @@ struct FileConfig {
     topic_prefix: Option<String>,
     output: Option<String>,
     state_dir: Option<PathBuf>,
+    token_command: Option<String>,
     /// Service name -> base URL.
     #[serde(default)]
     endpoints: std::collections::BTreeMap<String, String>,
@@ -101,6 +112,7 @@ pub struct Ctx {
     pub state_dir: PathBuf,
     urls: Vec<(Svc, String)>,
     http: reqwest::Client,
+    token: crate::auth::TokenSource,
 }
 
 fn check_url(svc: &str, url: String) -> Result<String, Failure> {
@@ -177,7 +189,13 @@ impl Ctx {
                 });
             urls.push((svc, check_url(svc.name(), url)?));
         }
+        let token = crate::auth::TokenSource::new(
+            s.token,
+            s.token_command.or(file.token_command),
+            &state_dir,
+        );
         Ok(Self {
+            token,
             brokers: s.brokers.or(file.brokers).unwrap_or_else(|| {
                 local
                     .as_ref()
@@ -251,6 +269,17 @@ impl Ctx {
         ))
     }
 
+    /// `request` with the caller's bearer token, when there is one.
+    pub async fn authorized(
+        &self,
+        request: reqwest::RequestBuilder,
+    ) -> Result<reqwest::RequestBuilder, Failure> {
+        Ok(match self.token.bearer().await? {
+            Some(token) => request.bearer_auth(token),
+            None => request,
+        })
+    }
+
     /// `GET` a document of the API (`oms_contracts::api`); `None` on 404.
     pub async fn get_opt<T: DeserializeOwned>(
         &self,
@@ -259,8 +288,8 @@ impl Ctx {
     ) -> Result<Option<T>, Failure> {
         let url = format!("{}{path}", self.url(svc));
         let r = self
-            .http
-            .get(&url)
+            .authorized(self.http.get(&url))
+            .await?
             .send()
             .await
             .map_err(|e| self.unreachable(svc, &e))?;
@@ -290,8 +319,8 @@ impl Ctx {
         headers: &[(&str, &str)],
     ) -> Result<(StatusCode, Value), Failure> {
         let mut request = self
-            .http
-            .post(format!("{}{path}", self.url(svc)))
+            .authorized(self.http.post(format!("{}{path}", self.url(svc))))
+            .await?
             .json(body);
         for (k, v) in headers {
             request = request.header(*k, *v);
@@ -312,8 +341,8 @@ impl Ctx {
         body: &impl Serialize,
     ) -> Result<(StatusCode, Value), Failure> {
         let r = self
-            .http
-            .put(format!("{}{path}", self.url(svc)))
+            .authorized(self.http.put(format!("{}{path}", self.url(svc))))
+            .await?
             .json(body)
             .send()
             .await
@@ -345,9 +374,16 @@ pub fn api_failure(svc: Svc, status: StatusCode, body: &Value) -> Failure {
         .map(|p| p.summary())
         .unwrap_or_else(|_| status.canonical_reason().unwrap_or("error").to_owned());
     let code = if status.is_client_error() { 2 } else { 1 };
+    let hint = match status {
+        StatusCode::UNAUTHORIZED => {
+            " (give a token: --token, OMS_TOKEN or --token-command; against the local stack, `omsctl stack up` makes the secret omsctl mints its own from)"
+        }
+        StatusCode::FORBIDDEN => " (the token's role may not do this)",
+        _ => "",
+    };
     Failure {
         code,
-        error: anyhow::anyhow!("{} service: {} {what}", svc.name(), status.as_u16()),
+        error: anyhow::anyhow!("{} service: {} {what}{hint}", svc.name(), status.as_u16()),
     }
 }
 

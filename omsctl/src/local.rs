@@ -729,8 +729,11 @@ async fn service_start(local: &Local, svc: Svc) -> Result<(), Failure> {
             binary.display()
         )));
     }
+    // The services check tokens against the stack's own secret (made on first start).
+    let secret = crate::auth::ensure_secret(local.state_dir())?;
     let mut c = Command::new(&binary);
-    c.env("OMS_DATABASE_URL", local.database_url())
+    c.env("OMS_JWT_SECRET_FILE", secret)
+        .env("OMS_DATABASE_URL", local.database_url())
         .env("OMS_BROKERS", local.brokers())
         .env(
             format!("OMS_{}_LISTEN", name.to_uppercase()),

@@ -10,12 +10,14 @@
 //! - [`verify`]: the cross-service invariants.
 //! - [`bench`]: the load generator; [`cpu`]: CPU time of the local stack's processes.
 //! - [`chaos`]: fault injection on the local stack; [`drill`]: scripted drills with a verdict.
+//! - [`auth`]: tokens (`auth token`, and the one each request carries).
 //! - [`stack`]: the local stack (delegating start and stop to `scripts/stack.sh`).
 //! - [`tui`]: the live dashboard.
 //!
 //! Exit codes: 0 ok, 1 a failed check or verdict, 2 a usage error or an unreachable dependency
 //! (one line on stderr names it). omsctl never writes a service's database.
 
+mod auth;
 mod bench;
 mod chaos;
 mod cpu;
@@ -89,6 +91,9 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Live dashboard of saga states, throughput, health and dead letters.
     Tui(tui::TuiArgs),
+    /// Tokens for the services' APIs.
+    #[command(subcommand)]
+    Auth(auth::AuthCommand),
     /// Print a shell completion script.
     Completions {
         /// Shell.
@@ -181,6 +186,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Drill(c) => drill::run(&ctx, c).await,
         Command::Bench(args) => bench::run(&ctx, args).await,
         Command::Tui(args) => tui::run(&ctx, args).await,
+        Command::Auth(c) => auth::run(&ctx, c).await,
         Command::Completions { .. } => Ok(()),
     }
 }

@@ -29,6 +29,7 @@ fn message(order: OrderId) -> Envelope {
             order_id: order,
             reason: CancelReason::Timeout,
             detail: None,
+            customer_id: None,
         },
         "bench",
         order.0,

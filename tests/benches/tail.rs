@@ -75,6 +75,7 @@ async fn fill(brokers: &str, topic: &str) -> anyhow::Result<()> {
                 order_id: order,
                 reason: CancelReason::Timeout,
                 detail: Some(format!("bench {i}")),
+                customer_id: None,
             },
             "bench",
             order.0,

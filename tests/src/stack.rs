@@ -5,7 +5,9 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
+use oms_contracts::auth::{Claims, Role};
 use oms_contracts::Topics;
+use oms_runtime::auth::AuthConfig;
 use oms_runtime::config::{LogFormat, OutboxWakeup, RuntimeConfig};
 use oms_runtime::service::RuntimeError;
 use reqwest::StatusCode;
@@ -57,6 +59,9 @@ impl Default for StackOptions {
     }
 }
 
+/// How long the tokens of a test stack's own client live: longer than any test.
+const CLIENT_TOKEN_TTL: u64 = 4 * 3600;
+
 struct Running {
     url: String,
     token: CancellationToken,
@@ -71,7 +76,10 @@ pub struct Stack {
     brokers: String,
     options: StackOptions,
     running: BTreeMap<Service, Running>,
-    /// An HTTP client with a timeout.
+    /// The HS256 secret the services check tokens with (in `secret_dir`).
+    secret: Vec<u8>,
+    secret_dir: tempfile::TempDir,
+    /// An HTTP client with a timeout that sends an admin's token.
     pub http: reqwest::Client,
 }
 
@@ -88,14 +96,26 @@ impl Stack {
         )
         .await
         .context("creating the stack's topics (is scripts/test.sh running the broker?)")?;
+        let secret_dir = tempfile::tempdir()?;
+        let secret = random_secret()?;
+        std::fs::write(secret_dir.path().join("jwt-secret"), &secret)?;
+        let admin = mint(&secret, "tests", Role::Admin, CLIENT_TOKEN_TTL)?;
+        let mut headers = reqwest::header::HeaderMap::new();
+        headers.insert(
+            reqwest::header::AUTHORIZATION,
+            format!("Bearer {admin}").parse()?,
+        );
         let mut stack = Self {
             prefix,
             db_suffix: suffix,
             brokers,
             options,
             running: BTreeMap::new(),
+            secret,
+            secret_dir,
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(30))
+                .default_headers(headers)
                 .build()?,
         };
         for service in Service::all() {
@@ -133,7 +153,22 @@ impl Stack {
             consumer_idle_poll: Duration::from_millis(100),
             log_format: LogFormat::Text,
             log_filter: std::env::var("OMS_TEST_LOG").unwrap_or_else(|_| "warn".into()),
+            auth: AuthConfig::secret_file(self.secret_dir.path().join("jwt-secret")),
         }
+    }
+
+    /// A token for `subject` with `role`, signed with this stack's secret, valid for `ttl_secs`.
+    pub fn token(&self, subject: &str, role: Role, ttl_secs: u64) -> anyhow::Result<String> {
+        mint(&self.secret, subject, role, ttl_secs)
+    }
+
+    /// Claims signed with this stack's secret as they are (expired ones, foreign audiences...).
+    pub fn sign(&self, claims: &serde_json::Value) -> anyhow::Result<String> {
+        Ok(jsonwebtoken::encode(
+            &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+            claims,
+            &jsonwebtoken::EncodingKey::from_secret(&self.secret),
+        )?)
     }
 
     /// Starts `service` (again), on a new port, with its database as it was; waits until ready.
@@ -255,6 +290,10 @@ impl Stack {
         let mut env = vec![
             ("OMS_BROKERS".to_owned(), self.brokers.clone()),
             ("OMS_TOPIC_PREFIX".to_owned(), self.prefix.clone()),
+            (
+                "OMS_TOKEN".to_owned(),
+                self.token("omsctl-tests", Role::Admin, CLIENT_TOKEN_TTL)?,
+            ),
         ];
         for service in Service::all() {
             env.push((
@@ -371,4 +410,29 @@ impl Drop for Stack {
             running.token.cancel();
         }
     }
+}
+
+/// 32 random bytes, hex-encoded: a secret as `omsctl stack up` makes one.
+fn random_secret() -> anyhow::Result<Vec<u8>> {
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
+    Ok(bytes
+        .iter()
+        .flat_map(|b| format!("{b:02x}").into_bytes())
+        .collect())
+}
+
+/// A local-issuer token for `subject` with `role`.
+fn mint(secret: &[u8], subject: &str, role: Role, ttl_secs: u64) -> anyhow::Result<String> {
+    let claims = Claims::local(
+        subject,
+        role,
+        jsonwebtoken::get_current_timestamp(),
+        ttl_secs,
+    );
+    Ok(jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(secret),
+    )?)
 }

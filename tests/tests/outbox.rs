@@ -21,6 +21,7 @@ fn numbered(order: OrderId, seq: usize) -> Envelope {
             order_id: order,
             reason: CancelReason::Timeout,
             detail: Some(format!("{order}/{seq}")),
+            customer_id: None,
         },
         "outbox-test",
         order.0,

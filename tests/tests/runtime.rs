@@ -40,6 +40,7 @@ fn config(db: DatabaseUrl, brokers: &str) -> RuntimeConfig {
         consumer_idle_poll: Duration::from_millis(100),
         log_format: LogFormat::Text,
         log_filter: "warn".into(),
+        auth: oms_runtime::auth::AuthConfig::off(),
     }
 }
 
@@ -93,6 +94,7 @@ async fn a_service_reports_health_and_metrics_and_shuts_down_gracefully() -> any
             order_id: order,
             reason: oms_contracts::messages::CancelReason::Timeout,
             detail: None,
+            customer_id: None,
         },
         "runtime-test",
         order.0,

@@ -25,6 +25,7 @@ use axum::{Json, Router};
 use oms_contracts::messages::{ReleaseReason, StockRejected, StockReleased, StockReserved};
 use oms_contracts::Topics;
 use oms_contracts::{Envelope, Message};
+use oms_runtime::auth::{Admin, Caller, Operator};
 use oms_runtime::config::{parse_duration, RuntimeConfig};
 use oms_runtime::http::{ApiError, ApiJson, ApiPath};
 use oms_runtime::service::RuntimeError;
@@ -293,21 +294,25 @@ pub fn router(pool: PgPool) -> Router {
 }
 
 /// The whole catalog.
-#[utoipa::path(get, path = "/products", tag = "products",
+#[utoipa::path(get, path = "/products", tag = "products", security(("bearer" = [])),
     responses((status = 200, description = "Every product", body = Page<ProductView>)))]
-async fn list_products(State(pool): State<PgPool>) -> Result<Json<Page<ProductView>>, ApiError> {
+async fn list_products(
+    _: Caller,
+    State(pool): State<PgPool>,
+) -> Result<Json<Page<ProductView>>, ApiError> {
     let mut conn = pool.acquire().await?;
     Ok(Json(Page::all(stock::products(&mut conn).await?)))
 }
 
 /// One product.
-#[utoipa::path(get, path = "/products/{id}", tag = "products",
+#[utoipa::path(get, path = "/products/{id}", tag = "products", security(("bearer" = [])),
     params(("id" = String, Path, description = "Product id")),
     responses(
         (status = 200, description = "The product", body = ProductView),
         (status = 404, description = "No such product", body = Problem, content_type = "application/problem+json"),
     ))]
 async fn get_product(
+    _: Caller,
     State(pool): State<PgPool>,
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<ProductView>, ApiError> {
@@ -322,7 +327,7 @@ async fn get_product(
 const MAX_STOCK: i64 = 1_000_000;
 
 /// Sets a product's available stock (the difference is recorded as adjusted).
-#[utoipa::path(put, path = "/products/{id}/stock", tag = "products",
+#[utoipa::path(put, path = "/products/{id}/stock", tag = "products", security(("bearer" = ["admin"])),
     params(("id" = String, Path, description = "Product id")),
     request_body = SetStock,
     responses(
@@ -333,6 +338,7 @@ const MAX_STOCK: i64 = 1_000_000;
         (status = 404, description = "No such product", body = Problem, content_type = "application/problem+json"),
     ))]
 async fn set_stock(
+    _: Admin,
     State(pool): State<PgPool>,
     ApiPath(id): ApiPath<String>,
     ApiJson(body): ApiJson<SetStock>,
@@ -354,7 +360,7 @@ async fn set_stock(
 }
 
 /// The reservation of an order.
-#[utoipa::path(get, path = "/reservations/{order_id}", tag = "reservations",
+#[utoipa::path(get, path = "/reservations/{order_id}", tag = "reservations", security(("bearer" = ["operator", "admin"])),
     params(("order_id" = Uuid, Path, description = "Order id")),
     responses(
         (status = 200, description = "The reservation", body = ReservationView),
@@ -362,6 +368,7 @@ async fn set_stock(
         (status = 404, description = "No reservation for this order", body = Problem, content_type = "application/problem+json"),
     ))]
 async fn get_reservation(
+    _: Operator,
     State(pool): State<PgPool>,
     ApiPath(order_id): ApiPath<Uuid>,
 ) -> Result<Json<ReservationView>, ApiError> {
@@ -385,12 +392,13 @@ struct ReservationQuery {
 }
 
 /// Reservations, newest first.
-#[utoipa::path(get, path = "/reservations", tag = "reservations", params(ReservationQuery),
+#[utoipa::path(get, path = "/reservations", tag = "reservations", params(ReservationQuery), security(("bearer" = ["operator", "admin"])),
     responses(
         (status = 200, description = "Reservations", body = Page<ReservationView>),
         (status = 400, description = "Bad filter", body = Problem, content_type = "application/problem+json"),
     ))]
 async fn list_reservations(
+    _: Operator,
     State(pool): State<PgPool>,
     oms_runtime::http::ApiQuery(q): oms_runtime::http::ApiQuery<ReservationQuery>,
 ) -> Result<Json<Page<ReservationView>>, ApiError> {

@@ -10,7 +10,9 @@ use utoipa::OpenApi as _;
 use axum::extract::State;
 use axum::routing::get;
 use axum::{Json, Router};
+use oms_contracts::CustomerId;
 use oms_contracts::{Envelope, Message};
+use oms_runtime::auth::Caller;
 use oms_runtime::config::RuntimeConfig;
 use oms_runtime::http::{ApiError, ApiQuery};
 use oms_runtime::service::RuntimeError;
@@ -80,9 +82,10 @@ impl Handler for Notifier {
         ctx: &mut HandlerContext,
         envelope: &Envelope,
     ) -> Result<(), HandlerError> {
-        let (order_id, kind, reason, text) = match &envelope.message {
+        let (order_id, customer, kind, reason, text) = match &envelope.message {
             Message::OrderConfirmed(m) => (
                 m.order_id,
+                m.customer_id.as_ref(),
                 "ORDER_CONFIRMED",
                 None,
                 format!(
@@ -98,6 +101,7 @@ impl Handler for Notifier {
                 let why = m.detail.clone().unwrap_or_else(|| reason.clone());
                 (
                     m.order_id,
+                    m.customer_id.as_ref(),
                     "ORDER_CANCELLED",
                     Some(reason),
                     format!("Your order {} was cancelled: {why}.", m.order_id),
@@ -106,10 +110,11 @@ impl Handler for Notifier {
             _ => return Ok(()),
         };
         let inserted = sqlx::query(
-            "INSERT INTO notifications (order_id, kind, reason, message, cause_event_id) \
-             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (order_id, kind) DO NOTHING",
+            "INSERT INTO notifications (order_id, customer_id, kind, reason, message, cause_event_id) \
+             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (order_id, kind) DO NOTHING",
         )
         .bind(order_id.0)
+        .bind(customer.map(CustomerId::as_str))
         .bind(kind)
         .bind(reason)
         .bind(&text)
@@ -135,13 +140,15 @@ struct ListQuery {
     limit: Option<i64>,
 }
 
-/// Notifications sent, newest first.
+/// Notifications sent, newest first (to a customer: its own only).
 #[utoipa::path(get, path = "/notifications", tag = "notifications", params(ListQuery),
+    security(("bearer" = [])),
     responses(
         (status = 200, description = "Notifications", body = Page<NotificationView>),
         (status = 400, description = "Bad filter", body = Problem, content_type = "application/problem+json"),
     ))]
 async fn list_notifications(
+    caller: Caller,
     State(pool): State<PgPool>,
     ApiQuery(q): ApiQuery<ListQuery>,
 ) -> Result<Json<Page<NotificationView>>, ApiError> {
@@ -152,10 +159,13 @@ async fn list_notifications(
         return Err(ApiError::validation(errors));
     }
     let rows = sqlx::query(
-        "SELECT id, order_id, kind, reason, message, cause_event_id, created_at FROM notifications \
-         WHERE ($1::uuid IS NULL OR order_id = $1) ORDER BY id DESC LIMIT $2",
+        "SELECT id, order_id, customer_id, kind, reason, message, cause_event_id, created_at \
+         FROM notifications \
+         WHERE ($1::uuid IS NULL OR order_id = $1) AND ($2::text IS NULL OR customer_id = $2) \
+         ORDER BY id DESC LIMIT $3",
     )
     .bind(q.order_id)
+    .bind(caller.customer())
     .bind(limit)
     .fetch_all(&pool)
     .await?;
@@ -164,6 +174,9 @@ async fn list_notifications(
         .map(|r| NotificationView {
             id: r.get("id"),
             order_id: r.get("order_id"),
+            customer_id: r
+                .get::<Option<String>, _>("customer_id")
+                .and_then(|c| CustomerId::try_from(c).ok()),
             kind: r.get("kind"),
             reason: r.get("reason"),
             message: r.get("message"),

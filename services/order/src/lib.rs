@@ -24,9 +24,11 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
+use oms_contracts::auth::Role;
 use oms_contracts::messages::OrderCreated;
 use oms_contracts::Topics;
 use oms_contracts::{Envelope, Message, OrderId};
+use oms_runtime::auth::Caller;
 use oms_runtime::config::RuntimeConfig;
 use oms_runtime::http::{list_filters, page_of, ApiError, ApiPath, ApiQuery};
 use oms_runtime::service::RuntimeError;
@@ -74,8 +76,9 @@ pub struct Config {
           value_parser = oms_runtime::config::parse_duration)]
     pub idempotency_retention: Duration,
 
-    /// `POST /orders` per client address: `N/s` (bursts of up to twice that), or `off`. A
-    /// request over it is answered 429 with `Retry-After` and creates nothing.
+    /// `POST /orders` per token subject (per client address with auth off): `N/s` (bursts of
+    /// up to twice that), or `off`. A request over it is answered 429 with `Retry-After` and
+    /// creates nothing.
     // The full path keeps clap from reading `Option` as "the flag may be left out": the parser
     // itself answers `None` for `off`.
     #[arg(long, env = "OMS_ORDER_RATE_LIMIT", default_value = "500/s", value_parser = parse_rate_limit)]
@@ -107,8 +110,15 @@ pub fn parse_rate_limit(s: &str) -> Result<Option<RateLimit>, String> {
     }
 }
 
-/// Requests per client address.
-type Limiter = governor::DefaultKeyedRateLimiter<std::net::IpAddr>;
+/// Whom a rate limit counts: the token's subject, else (auth off) the client's address.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Client {
+    Subject(String),
+    Address(std::net::IpAddr),
+}
+
+/// Requests per client.
+type Limiter = governor::DefaultKeyedRateLimiter<Client>;
 
 fn limiter(limit: RateLimit) -> Option<Limiter> {
     let per_second = std::num::NonZeroU32::new(limit.per_second)?;
@@ -142,7 +152,7 @@ pub async fn run(
     );
     let limiter = config.rate_limit.and_then(limiter).map(Arc::new);
     if let Some(l) = &limiter {
-        // Forget addresses that have been quiet long enough to be back at a full burst.
+        // Forget clients that have been quiet long enough to be back at a full burst.
         let l = Arc::clone(l);
         let token = runtime.shutdown().clone();
         runtime.spawn("rate limiter upkeep", async move {
@@ -313,7 +323,7 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 
 #[tracing::instrument(skip_all)]
 /// Place an order: validated field by field, committed with its `order.created` event.
-#[utoipa::path(post, path = "/orders", tag = "orders",
+#[utoipa::path(post, path = "/orders", tag = "orders", security(("bearer" = ["customer", "admin"])),
     request_body = CreateOrder,
     params(("Idempotency-Key" = Option<String>, Header, pattern = r"^[\x21-\x7e]{1,255}$",
         description = "1 to 255 visible ASCII characters. Retrying with the same key and body answers the first response; another body is 409")),
@@ -323,7 +333,9 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
         (status = 200, description = "The first answer again (same Idempotency-Key and body)", body = OrderAccepted),
         (status = 400, description = "Invalid order (errors per field)", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "Idempotency-Key used with another body, or still in flight", body = Problem, content_type = "application/problem+json"),
-        (status = 429, description = "Over the rate limit of this address; nothing was created",
+        (status = 403, description = "An operator's token, or a customer naming another customerId; nothing was created",
+            body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Over the rate limit of this client (token subject); nothing was created",
             body = Problem, content_type = "application/problem+json",
             headers(("retry-after" = u64, description = "Seconds until a request is accepted again"))),
         (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
@@ -332,12 +344,23 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
     ))]
 async fn create_order(
     State(state): State<AppState>,
-    ConnectInfo(client): ConnectInfo<std::net::SocketAddr>,
+    caller: Caller,
+    ConnectInfo(address): ConnectInfo<std::net::SocketAddr>,
     headers: HeaderMap,
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Result<Response, ApiError> {
+    if caller.role == Role::Operator {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "Operators read; orders are placed by customers (for themselves) or admins",
+        ));
+    }
     if let Some(limiter) = &state.limiter {
-        if let Err(not_until) = limiter.check_key(&client.ip()) {
+        let client = match &caller.subject {
+            Some(s) => Client::Subject(s.clone()),
+            None => Client::Address(address.ip()),
+        };
+        if let Err(not_until) = limiter.check_key(&client) {
             let wait = not_until.wait_time_from(governor::clock::Clock::now(
                 &governor::clock::DefaultClock::default(),
             ));
@@ -364,7 +387,24 @@ async fn create_order(
         }
     }
     let key = idempotency_key(&headers)?;
-    let order = validate::parse_order(&body, &state.rules).map_err(ApiError::validation)?;
+    let order = match caller.customer() {
+        // A customer's order is its own: the subject is the default, and the only customer id.
+        Some(me) => {
+            let rules = Rules {
+                default_customer: me.to_owned(),
+                ..state.rules.as_ref().clone()
+            };
+            let order = validate::parse_order(&body, &rules).map_err(ApiError::validation)?;
+            if order.customer_id.as_str() != me {
+                return Err(ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    "A customer places orders for itself only: customerId differs from the token's subject",
+                ));
+            }
+            order
+        }
+        None => validate::parse_order(&body, &state.rules).map_err(ApiError::validation)?,
+    };
     let request = serde_json::to_value(&order).map_err(|e| ApiError::internal(&e))?;
 
     let order_id = OrderId::new();
@@ -409,11 +449,11 @@ fn too_many_requests(wait: Duration) -> ApiError {
     let mut e = ApiError::new(
         StatusCode::TOO_MANY_REQUESTS,
         format!(
-            "Too many orders from this address; retry in {}s",
+            "Too many orders from this client; retry in {}s",
             secs.max(1)
         ),
     );
-    e.retry_after = Some(secs.max(1));
+    e.retry_after = Some(u32::try_from(secs.max(1)).unwrap_or(u32::MAX));
     e
 }
 
@@ -528,21 +568,26 @@ fn order_view(r: &sqlx::postgres::PgRow) -> Result<OrderView, ApiError> {
 }
 
 /// One order.
-#[utoipa::path(get, path = "/orders/{id}", tag = "orders",
+#[utoipa::path(get, path = "/orders/{id}", tag = "orders", security(("bearer" = [])),
     params(("id" = Uuid, Path, description = "Order id")),
     responses(
         (status = 200, description = "The order", body = OrderView),
         (status = 400, description = "Not a UUID", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such order", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such order (or, to a customer, not its own)", body = Problem, content_type = "application/problem+json"),
     ))]
 async fn get_order(
     State(state): State<AppState>,
+    caller: Caller,
     ApiPath(id): ApiPath<Uuid>,
 ) -> Result<Json<OrderView>, ApiError> {
-    let row = sqlx::query(&format!("SELECT {ORDER_COLUMNS} FROM orders WHERE id = $1"))
-        .bind(id)
-        .fetch_optional(&state.pool)
-        .await?;
+    // Another customer's order is as absent as a missing one: its existence does not leak.
+    let row = sqlx::query(&format!(
+        "SELECT {ORDER_COLUMNS} FROM orders WHERE id = $1 AND ($2::text IS NULL OR customer_id = $2)"
+    ))
+    .bind(id)
+    .bind(caller.customer())
+    .fetch_optional(&state.pool)
+    .await?;
     match row {
         Some(r) => Ok(Json(order_view(&r)?)),
         None => Err(ApiError::not_found(format!("No order {id}"))),
@@ -556,7 +601,7 @@ struct ListQuery {
     /// Only this status: PENDING, CONFIRMED or CANCELLED (any case).
     #[param(value_type = Option<OrderStatus>)]
     status: Option<String>,
-    /// Only this customer's orders.
+    /// Only this customer's orders (a customer's token sees its own only, whatever this says).
     customer_id: Option<String>,
     /// At most this many (1 to 1000; default 50).
     #[param(minimum = 1, maximum = 1000)]
@@ -566,15 +611,22 @@ struct ListQuery {
 }
 
 /// Orders, newest first, paged by `nextCursor`.
-#[utoipa::path(get, path = "/orders", tag = "orders", params(ListQuery),
+#[utoipa::path(get, path = "/orders", tag = "orders", params(ListQuery), security(("bearer" = [])),
     responses(
         (status = 200, description = "A page of orders", body = Page<OrderView>),
         (status = 400, description = "Bad filter", body = Problem, content_type = "application/problem+json"),
     ))]
 async fn list_orders(
     State(state): State<AppState>,
+    caller: Caller,
     ApiQuery(q): ApiQuery<ListQuery>,
 ) -> Result<Json<Page<OrderView>>, ApiError> {
+    // A customer lists its own orders: asking for someone else's finds none.
+    let customer = match (caller.customer(), q.customer_id) {
+        (Some(me), Some(asked)) if asked != me => return Ok(Json(Page::all(Vec::new()))),
+        (Some(me), _) => Some(me.to_owned()),
+        (None, asked) => asked,
+    };
     let (status, limit) = list_filters(
         q.status,
         &["PENDING", "CONFIRMED", "CANCELLED"],
@@ -588,7 +640,7 @@ async fn list_orders(
          ORDER BY id DESC LIMIT $4"
     ))
     .bind(status)
-    .bind(q.customer_id)
+    .bind(customer)
     .bind(q.cursor)
     .bind(limit + 1)
     .fetch_all(&state.pool)

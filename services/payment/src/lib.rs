@@ -23,6 +23,7 @@ use oms_contracts::messages::{
     CancelReason, DeclineReason, PaymentAuthorized, PaymentDeclined, PaymentRefunded, RefundOutcome,
 };
 use oms_contracts::{Currency, Envelope, Message, Money, OrderId};
+use oms_runtime::auth::{Admin, Operator};
 use oms_runtime::config::RuntimeConfig;
 use oms_runtime::http::{list_filters, page_of, ApiError, ApiJson, ApiPath, ApiQuery};
 use oms_runtime::service::RuntimeError;
@@ -347,7 +348,7 @@ fn payment_view(r: &sqlx::postgres::PgRow) -> Result<PaymentView, ApiError> {
 }
 
 /// The payment of an order.
-#[utoipa::path(get, path = "/payments/{order_id}", tag = "payments",
+#[utoipa::path(get, path = "/payments/{order_id}", tag = "payments", security(("bearer" = ["operator", "admin"])),
     params(("order_id" = Uuid, Path, description = "Order id")),
     responses(
         (status = 200, description = "The payment", body = PaymentView),
@@ -355,6 +356,7 @@ fn payment_view(r: &sqlx::postgres::PgRow) -> Result<PaymentView, ApiError> {
         (status = 404, description = "No payment for this order", body = Problem, content_type = "application/problem+json"),
     ))]
 async fn get_payment(
+    _: Operator,
     State(state): State<AppState>,
     ApiPath(order_id): ApiPath<Uuid>,
 ) -> Result<Json<PaymentView>, ApiError> {
@@ -387,12 +389,13 @@ struct ListQuery {
 }
 
 /// Payments of the newest orders first, paged by `nextCursor`.
-#[utoipa::path(get, path = "/payments", tag = "payments", params(ListQuery),
+#[utoipa::path(get, path = "/payments", tag = "payments", params(ListQuery), security(("bearer" = ["operator", "admin"])),
     responses(
         (status = 200, description = "A page of payments", body = Page<PaymentView>),
         (status = 400, description = "Bad filter", body = Problem, content_type = "application/problem+json"),
     ))]
 async fn list_payments(
+    _: Operator,
     State(state): State<AppState>,
     ApiQuery(q): ApiQuery<ListQuery>,
 ) -> Result<Json<Page<PaymentView>>, ApiError> {
@@ -422,14 +425,14 @@ async fn list_payments(
 }
 
 /// The simulated gateway's fault knobs.
-#[utoipa::path(get, path = "/gateway/faults", tag = "gateway",
+#[utoipa::path(get, path = "/gateway/faults", tag = "gateway", security(("bearer" = ["operator", "admin"])),
     responses((status = 200, description = "The knobs", body = GatewayKnobs)))]
-async fn get_faults(State(state): State<AppState>) -> Json<Knobs> {
+async fn get_faults(_: Operator, State(state): State<AppState>) -> Json<Knobs> {
     Json(state.gateway.knobs())
 }
 
 /// Replaces the gateway's fault knobs (fields left out are zero).
-#[utoipa::path(put, path = "/gateway/faults", tag = "gateway", request_body = GatewayKnobs,
+#[utoipa::path(put, path = "/gateway/faults", tag = "gateway", request_body = GatewayKnobs, security(("bearer" = ["admin"])),
     responses(
         (status = 200, description = "The knobs now in force", body = GatewayKnobs),
         (status = 400, description = "A knob out of range, or an unknown one", body = Problem, content_type = "application/problem+json"),
@@ -437,6 +440,7 @@ async fn get_faults(State(state): State<AppState>) -> Json<Knobs> {
         (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
     ))]
 async fn set_faults(
+    _: Admin,
     State(state): State<AppState>,
     ApiJson(knobs): ApiJson<Knobs>,
 ) -> Result<Json<Knobs>, ApiError> {

@@ -93,6 +93,10 @@ pub struct RuntimeConfig {
     /// Log filter in `RUST_LOG` syntax.
     #[arg(long, env = "OMS_LOG", default_value = "info")]
     pub log_filter: String,
+
+    /// Who may call the HTTP API.
+    #[command(flatten)]
+    pub auth: crate::auth::AuthConfig,
 }
 
 /// Parses `500ms`, `30s`, `1h` and the like.

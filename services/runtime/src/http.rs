@@ -16,6 +16,7 @@ use oms_contracts::api::{
 };
 use sqlx::PgPool;
 
+use crate::auth::Operator;
 use crate::metrics::Metrics;
 use crate::outbox;
 use crate::relay::RelayStatus;
@@ -27,7 +28,27 @@ pub struct ApiError {
     /// The body.
     pub problem: Problem,
     /// `Retry-After` in seconds, for 429 and 503 answers that know it.
-    pub retry_after: Option<u64>,
+    pub retry_after: Option<u32>,
+    /// `WWW-Authenticate` challenge, for 401 answers.
+    pub www_authenticate: Option<Challenge>,
+}
+
+/// The `WWW-Authenticate` challenge of a 401 (RFC 6750).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Challenge {
+    /// No token was given.
+    Bearer,
+    /// The token given does not check out.
+    InvalidToken,
+}
+
+impl Challenge {
+    fn header_value(self) -> &'static str {
+        match self {
+            Challenge::Bearer => r#"Bearer realm="oms""#,
+            Challenge::InvalidToken => r#"Bearer realm="oms", error="invalid_token""#,
+        }
+    }
 }
 
 impl ApiError {
@@ -42,6 +63,7 @@ impl ApiError {
                 errors: BTreeMap::new(),
             },
             retry_after: None,
+            www_authenticate: None,
         }
     }
 
@@ -88,6 +110,12 @@ impl IntoResponse for ApiError {
         );
         if let Some(secs) = self.retry_after {
             headers.insert(header::RETRY_AFTER, axum::http::HeaderValue::from(secs));
+        }
+        if let Some(challenge) = self.www_authenticate {
+            headers.insert(
+                header::WWW_AUTHENTICATE,
+                axum::http::HeaderValue::from_static(challenge.header_value()),
+            );
         }
         response
     }
@@ -254,6 +282,7 @@ struct OpsApi;
 pub fn openapi_document(name: &str, api: utoipa::openapi::OpenApi) -> utoipa::openapi::OpenApi {
     use utoipa::OpenApi as _;
     let mut doc = api.merge_from(OpsApi::openapi());
+    document_auth(&mut doc);
     doc.info = utoipa::openapi::InfoBuilder::new()
         .title(format!("oms-{name}"))
         .version(env!("CARGO_PKG_VERSION"))
@@ -265,19 +294,102 @@ pub fn openapi_document(name: &str, api: utoipa::openapi::OpenApi) -> utoipa::op
     doc
 }
 
-/// `/health/live`, `/health/ready`, `/metrics`, `/outbox/pending` and `/openapi.json`.
-pub fn ops_router(state: OpsState) -> Router {
-    Router::new()
+/// The name of the bearer-token security scheme in every document.
+pub const BEARER: &str = "bearer";
+
+/// The roles an operation's security requirement names (`security(("bearer" = [...]))`): the
+/// roles allowed, every role when empty; `None` for an open operation.
+pub fn operation_roles(op: &utoipa::openapi::path::Operation) -> Option<Vec<String>> {
+    let requirements = serde_json::to_value(op.security.as_ref()?).ok()?;
+    requirements
+        .as_array()?
+        .iter()
+        .find_map(|r| r.get(BEARER))
+        .and_then(|roles| serde_json::from_value(roles.clone()).ok())
+}
+
+/// Adds the bearer scheme, and to every operation that needs a token its 401 answer (and 403
+/// when it is for some roles only).
+fn document_auth(doc: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+    use utoipa::openapi::{ContentBuilder, HeaderBuilder, Ref, ResponseBuilder};
+    let mut scheme = Http::new(HttpAuthScheme::Bearer);
+    scheme.bearer_format = Some("JWT".into());
+    scheme.description = Some(
+        "A JWT (HS256 with the stack's secret, or RS256/ES256 of the configured issuer) with \
+         `sub`, `role` (customer, operator or admin), `iss`, `aud` and `exp`. The roles an \
+         operation lists are the ones allowed; none listed: any role."
+            .into(),
+    );
+    doc.components
+        .get_or_insert_with(Default::default)
+        .add_security_scheme(BEARER, SecurityScheme::Http(scheme));
+    let problem = || {
+        ContentBuilder::new()
+            .schema(Some(Ref::from_schema_name("Problem")))
+            .build()
+    };
+    for item in doc.paths.paths.values_mut() {
+        let ops = [
+            &mut item.get,
+            &mut item.put,
+            &mut item.post,
+            &mut item.delete,
+            &mut item.patch,
+        ];
+        for op in ops.into_iter().flatten() {
+            let Some(roles) = operation_roles(op) else {
+                continue;
+            };
+            let responses = &mut op.responses.responses;
+            responses.entry("401".into()).or_insert_with(|| {
+                ResponseBuilder::new()
+                    .description("No bearer token, or one that does not check out")
+                    .content(PROBLEM_JSON, problem())
+                    .header(
+                        "www-authenticate",
+                        HeaderBuilder::new()
+                            .schema(
+                                utoipa::openapi::ObjectBuilder::new()
+                                    .schema_type(utoipa::openapi::schema::Type::String),
+                            )
+                            .description(Some("The Bearer challenge"))
+                            .build(),
+                    )
+                    .build()
+                    .into()
+            });
+            if !roles.is_empty() {
+                responses.entry("403".into()).or_insert_with(|| {
+                    ResponseBuilder::new()
+                        .description(format!("The token's role is not {}", roles.join(" or ")))
+                        .content(PROBLEM_JSON, problem())
+                        .build()
+                        .into()
+                });
+            }
+        }
+    }
+}
+
+/// The operational routes: open ones (`/health/live`, `/health/ready`, `/openapi.json`: probes
+/// and API clients need them before they hold a token) and ones for operators (`/metrics`,
+/// `/outbox/pending`), to be put behind authentication.
+pub fn ops_router(state: OpsState) -> (Router, Router) {
+    let open = Router::new()
         .route("/health/live", get(live))
         .route("/health/ready", get(ready))
+        .route("/openapi.json", get(openapi_json))
+        .with_state(state.clone());
+    let guarded = Router::new()
         .route("/metrics", get(metrics))
         .route("/outbox/pending", get(outbox_pending))
-        .route("/openapi.json", get(openapi_json))
-        .with_state(state)
+        .with_state(state);
+    (open, guarded)
 }
 
 /// Alive: the process answers.
-#[utoipa::path(get, path = "/health/live", tag = "operations",
+#[utoipa::path(get, path = "/health/live", tag = "operations", security(()),
     responses((status = 200, description = "The process answers", body = Liveness)))]
 async fn live() -> Json<Liveness> {
     Json(Liveness {
@@ -286,7 +398,7 @@ async fn live() -> Json<Liveness> {
 }
 
 /// Ready: database, broker and relay answer; with the outbox backlog.
-#[utoipa::path(get, path = "/health/ready", tag = "operations",
+#[utoipa::path(get, path = "/health/ready", tag = "operations", security(()),
     responses(
         (status = 200, description = "Ready", body = Readiness),
         (status = 503, description = "Not ready, with the failing checks", body = Readiness),
@@ -351,11 +463,13 @@ struct PendingQuery {
 
 /// Outbox rows not yet published (optionally of one key): what a service still has to say.
 #[utoipa::path(get, path = "/outbox/pending", tag = "operations", params(PendingQuery),
+    security(("bearer" = ["operator", "admin"])),
     responses(
         (status = 200, description = "Unpublished rows, oldest first", body = Page<PendingRow>),
         (status = 400, description = "Bad query", body = Problem, content_type = "application/problem+json"),
     ))]
 async fn outbox_pending(
+    _: Operator,
     State(state): State<OpsState>,
     ApiQuery(q): ApiQuery<PendingQuery>,
 ) -> Result<Json<Page<PendingRow>>, ApiError> {
@@ -365,10 +479,10 @@ async fn outbox_pending(
 }
 
 /// Metrics in the OpenMetrics text format.
-#[utoipa::path(get, path = "/metrics", tag = "operations",
+#[utoipa::path(get, path = "/metrics", tag = "operations", security(("bearer" = ["operator", "admin"])),
     responses((status = 200, description = "OpenMetrics text", body = String,
         content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8")))]
-async fn metrics(State(state): State<OpsState>) -> Response {
+async fn metrics(_: Operator, State(state): State<OpsState>) -> Response {
     (
         [(
             header::CONTENT_TYPE,
@@ -380,7 +494,7 @@ async fn metrics(State(state): State<OpsState>) -> Response {
 }
 
 /// This service's OpenAPI 3.1 document.
-#[utoipa::path(get, path = "/openapi.json", tag = "operations",
+#[utoipa::path(get, path = "/openapi.json", tag = "operations", security(()),
     responses((status = 200, description = "The OpenAPI document", body = Object)))]
 async fn openapi_json(State(state): State<OpsState>) -> Response {
     (

@@ -15,6 +15,7 @@
 //! - [`service`]: the [`service::Runtime`] that runs all of the above until shutdown.
 //! - [`shutdown`]: SIGTERM/SIGINT handling.
 
+pub mod auth;
 pub mod config;
 pub mod consumer;
 pub mod db;

@@ -14,6 +14,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use crate::auth::Gate;
 use crate::config::RuntimeConfig;
 use crate::consumer::{ConsumerConfig, ConsumerError, ConsumerStats, Handler, InboxConsumer};
 use crate::db::{self, DbError};
@@ -40,6 +41,9 @@ pub enum RuntimeError {
     /// HTTP server.
     #[error("http server: {0}")]
     Http(#[from] std::io::Error),
+    /// Authentication settings.
+    #[error("auth: {0}")]
+    Auth(#[from] crate::auth::AuthError),
     /// A background task failed.
     #[error("task {task} failed: {message}")]
     Task {
@@ -58,6 +62,7 @@ pub struct Runtime {
     metrics: Metrics,
     shutdown: CancellationToken,
     tasks: JoinSet<(String, Result<(), String>)>,
+    gate: Arc<Gate>,
 }
 
 impl Runtime {
@@ -70,6 +75,13 @@ impl Runtime {
         shutdown: CancellationToken,
         register_metrics: impl FnOnce(&mut prometheus_client::registry::Registry),
     ) -> Result<Self, RuntimeError> {
+        // Keys first: a bad key stops start-up before anything else is touched.
+        let gate = Arc::new(Gate::from_config(&config.auth)?);
+        if gate.is_on() {
+            tracing::info!(service = name, auth = %gate.describe(), "authentication");
+        } else {
+            tracing::warn!(service = name, auth = %gate.describe(), "authentication is OFF");
+        }
         let database = config
             .database_name
             .clone()
@@ -89,6 +101,7 @@ impl Runtime {
             pool,
             shutdown,
             tasks: JoinSet::new(),
+            gate,
         })
     }
 
@@ -222,14 +235,21 @@ impl Runtime {
             task: "openapi".into(),
             message: e.to_string(),
         })?;
-        let ops = ops_router(OpsState {
+        let (open, guarded) = ops_router(OpsState {
             openapi: Arc::new(rendered),
             pool: self.pool.clone(),
             metrics: self.metrics.clone(),
             relay: relay_status,
             kafka: publisher,
         });
-        let app = api.merge(ops).fallback(crate::http::no_such_route);
+        // Everything but the open operational routes is behind the bearer-token check.
+        let authenticate =
+            axum::middleware::from_fn_with_state(Arc::clone(&self.gate), crate::auth::authenticate);
+        let app = api
+            .merge(guarded)
+            .layer(authenticate)
+            .merge(open)
+            .fallback(crate::http::no_such_route);
         let addr = listener.local_addr()?;
         tracing::info!(service = %self.name, %addr, "serving HTTP");
         let token = self.shutdown.clone();

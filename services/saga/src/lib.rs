@@ -23,6 +23,7 @@ use axum::{Json, Router};
 use chrono::Utc;
 use oms_contracts::Topics;
 use oms_contracts::{Envelope, Message};
+use oms_runtime::auth::Operator;
 use oms_runtime::config::{parse_duration, RuntimeConfig};
 use oms_runtime::http::{ApiError, ApiPath, ApiQuery};
 use oms_runtime::service::RuntimeError;
@@ -243,12 +244,13 @@ struct ListQuery {
 const PAGE: (i64, i64) = (50, 1000);
 
 /// Sagas, newest first, paged by `nextCursor`.
-#[utoipa::path(get, path = "/sagas", tag = "sagas", params(ListQuery),
+#[utoipa::path(get, path = "/sagas", tag = "sagas", params(ListQuery), security(("bearer" = ["operator", "admin"])),
     responses(
         (status = 200, description = "A page of sagas", body = Page<SagaView>),
         (status = 400, description = "Bad filter", body = Problem, content_type = "application/problem+json"),
     ))]
 async fn list_sagas(
+    _: Operator,
     State(pool): State<PgPool>,
     ApiQuery(q): ApiQuery<ListQuery>,
 ) -> Result<Json<Page<store::SagaView>>, ApiError> {
@@ -290,15 +292,18 @@ async fn list_sagas(
 }
 
 /// Saga counts by state, and running sagas past their deadline.
-#[utoipa::path(get, path = "/sagas/summary", tag = "sagas",
+#[utoipa::path(get, path = "/sagas/summary", tag = "sagas", security(("bearer" = ["operator", "admin"])),
     responses((status = 200, description = "Counts", body = SagaSummary)))]
-async fn saga_summary(State(pool): State<PgPool>) -> Result<Json<store::Summary>, ApiError> {
+async fn saga_summary(
+    _: Operator,
+    State(pool): State<PgPool>,
+) -> Result<Json<store::Summary>, ApiError> {
     let mut conn = pool.acquire().await?;
     Ok(Json(store::summary(&mut conn).await?))
 }
 
 /// One saga with its step history.
-#[utoipa::path(get, path = "/sagas/{order_id}", tag = "sagas",
+#[utoipa::path(get, path = "/sagas/{order_id}", tag = "sagas", security(("bearer" = ["operator", "admin"])),
     params(("order_id" = Uuid, Path, description = "Order id")),
     responses(
         (status = 200, description = "The saga and its steps", body = SagaView),
@@ -306,6 +311,7 @@ async fn saga_summary(State(pool): State<PgPool>) -> Result<Json<store::Summary>
         (status = 404, description = "No saga for this order", body = Problem, content_type = "application/problem+json"),
     ))]
 async fn get_saga(
+    _: Operator,
     State(pool): State<PgPool>,
     ApiPath(order_id): ApiPath<Uuid>,
 ) -> Result<Json<store::SagaView>, ApiError> {

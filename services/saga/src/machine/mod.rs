@@ -256,6 +256,7 @@ pub fn transition(saga: &Saga, input: Input<'_>, now: DateTime<Utc>, d: &Deadlin
                     lines: saga.lines.clone(),
                     total,
                     payment_id: m.payment_id,
+                    customer_id: Some(saga.customer_id.clone()),
                 }
                 .into(),
             );
@@ -389,6 +390,7 @@ fn cancel(saga: &mut Saga, commands: &mut Vec<Message>, reason: CancelReason, de
             order_id: saga.order_id,
             reason,
             detail: Some(detail).filter(|d| !d.is_empty()),
+            customer_id: Some(saga.customer_id.clone()),
         }
         .into(),
     );

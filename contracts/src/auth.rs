@@ -1,0 +1,126 @@
+//! Who may call the HTTP APIs: the roles a bearer token carries and the claims of the tokens the
+//! local stack mints. Services validate tokens (`oms-runtime`'s `auth`); `omsctl auth token` and
+//! the tests mint them with these claims.
+
+use serde::{Deserialize, Serialize};
+
+/// The issuer (`iss`) of tokens minted from the local stack's secret; the services' default.
+pub const LOCAL_ISSUER: &str = "oms-local";
+
+/// The audience (`aud`) every OMS service expects by default.
+pub const AUDIENCE: &str = "oms";
+
+/// The claim that carries the role.
+pub const ROLE_CLAIM: &str = "role";
+
+/// What a caller may do. Ordered: each role may do what the ones before it may.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub enum Role {
+    /// A shopper: the token's subject is its customer id. Places orders for itself, reads its
+    /// own orders and notifications and the catalog; anything else is forbidden.
+    Customer,
+    /// Operations staff: reads everything (orders, sagas, payments, reservations,
+    /// notifications, outbox, metrics) and changes nothing.
+    Operator,
+    /// Also changes stock and the payment gateway's fault knobs, and places orders for any
+    /// customer.
+    Admin,
+}
+
+impl Role {
+    /// Every role, least powerful first.
+    pub const ALL: [Role; 3] = [Role::Customer, Role::Operator, Role::Admin];
+
+    /// The role's name as tokens carry it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Customer => "customer",
+            Role::Operator => "operator",
+            Role::Admin => "admin",
+        }
+    }
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A role name that is not one of [`Role::ALL`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown role {0:?} (expected customer, operator or admin)")]
+pub struct UnknownRole(pub String);
+
+impl std::str::FromStr for Role {
+    type Err = UnknownRole;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Role::ALL
+            .into_iter()
+            .find(|r| r.as_str() == s)
+            .ok_or_else(|| UnknownRole(s.to_owned()))
+    }
+}
+
+/// The claims of a token minted for the OMS (`omsctl auth token`): registered claims plus the
+/// role. A token from another issuer needs the same `sub`, `role`, `iss`, `aud` and `exp`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Claims {
+    /// Subject: the customer id for [`Role::Customer`]; a user or client name otherwise.
+    pub sub: String,
+    /// What the bearer may do.
+    pub role: Role,
+    /// Issuer.
+    pub iss: String,
+    /// Audience.
+    pub aud: String,
+    /// Issued at (seconds since the epoch).
+    pub iat: u64,
+    /// Expires at (seconds since the epoch).
+    pub exp: u64,
+}
+
+impl Claims {
+    /// Claims for the local stack: issuer [`LOCAL_ISSUER`], audience [`AUDIENCE`], valid from
+    /// `now` (seconds since the epoch) for `ttl_secs`.
+    pub fn local(sub: &str, role: Role, now: u64, ttl_secs: u64) -> Self {
+        Self {
+            sub: sub.to_owned(),
+            role,
+            iss: LOCAL_ISSUER.to_owned(),
+            aud: AUDIENCE.to_owned(),
+            iat: now,
+            exp: now.saturating_add(ttl_secs),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn roles_are_ordered_by_power_and_round_trip_by_name() {
+        assert!(Role::Customer < Role::Operator && Role::Operator < Role::Admin);
+        for r in Role::ALL {
+            assert_eq!(r.as_str().parse::<Role>(), Ok(r));
+            assert_eq!(
+                serde_json::to_value(r).ok(),
+                Some(serde_json::json!(r.as_str()))
+            );
+        }
+        assert!("root".parse::<Role>().is_err());
+        assert!("Admin".parse::<Role>().is_err());
+    }
+
+    #[test]
+    fn local_claims_expire_after_their_ttl() {
+        let c = Claims::local("c-1", Role::Customer, 1_000, 3_600);
+        assert_eq!((c.iat, c.exp), (1_000, 4_600));
+        assert_eq!((c.iss.as_str(), c.aud.as_str()), (LOCAL_ISSUER, AUDIENCE));
+        assert_eq!(Claims::local("x", Role::Admin, u64::MAX, 1).exp, u64::MAX);
+    }
+}

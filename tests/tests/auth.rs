@@ -1,0 +1,433 @@
+//! Authentication and roles on the real stack: every documented operation enforces the roles its
+//! OpenAPI document names, customers see and place only their own orders, bad tokens of every
+//! kind are refused without changing anything, and rate limits count per token subject.
+
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use oms_contracts::auth::{Role, AUDIENCE, LOCAL_ISSUER};
+use oms_tests::eventually;
+use oms_tests::stack::{Service, Stack, StackOptions};
+use serde_json::{json, Value};
+
+const HOUR: u64 = 3600;
+
+/// An answer: status, `content-type`, `www-authenticate` and body.
+#[derive(Debug)]
+struct Answer {
+    status: u16,
+    content_type: Option<String>,
+    challenge: Option<String>,
+    body: Value,
+}
+
+async fn send(request: reqwest::RequestBuilder) -> anyhow::Result<Answer> {
+    let r = request.send().await?;
+    let header = |name: &str| {
+        r.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    Ok(Answer {
+        status: r.status().as_u16(),
+        content_type: header("content-type"),
+        challenge: header("www-authenticate"),
+        body: r.json().await.unwrap_or(Value::Null),
+    })
+}
+
+/// A client that sends no token unless asked to.
+fn anonymous() -> anyhow::Result<reqwest::Client> {
+    Ok(reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()?)
+}
+
+fn is_problem(a: &Answer, status: u16) -> bool {
+    a.status == status
+        && a.content_type.as_deref() == Some("application/problem+json")
+        && a.body["status"] == status
+}
+
+/// The roles an operation allows (`None`: open to anyone; empty: any authenticated role).
+fn roles_of(op: &Value) -> Option<Vec<Role>> {
+    let bearer = op["security"]
+        .as_array()?
+        .iter()
+        .find_map(|r| r.get("bearer"))?;
+    let roles = bearer.as_array()?;
+    Some(
+        roles
+            .iter()
+            .filter_map(|r| r.as_str()?.parse().ok())
+            .collect(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_documented_operation_enforces_the_roles_it_names() -> anyhow::Result<()> {
+    let stack = Stack::start(StackOptions::default()).await?;
+    let http = anonymous()?;
+    let tokens: Vec<(Role, String)> = vec![
+        (
+            Role::Customer,
+            stack.token("c-roles", Role::Customer, HOUR)?,
+        ),
+        (Role::Operator, stack.token("ops", Role::Operator, HOUR)?),
+        (Role::Admin, stack.token("root", Role::Admin, HOUR)?),
+    ];
+    let mut checked = 0;
+    let mut open = 0;
+    for service in Service::all() {
+        let base = stack.url(service)?.to_owned();
+        // The document itself is open: clients read it before they hold a token.
+        let doc = send(http.get(format!("{base}/openapi.json"))).await?;
+        assert_eq!(doc.status, 200, "{} /openapi.json", service.name());
+        let paths = doc.body["paths"]
+            .as_object()
+            .context("paths in the document")?
+            .clone();
+        for (path, item) in paths {
+            // Path parameters get values that exist nowhere: no request here may change state.
+            let concrete = path
+                .replace("{id}", "0192f0c4-5a1e-7cc0-8000-00000000dead")
+                .replace("{order_id}", "0192f0c4-5a1e-7cc0-8000-00000000dead");
+            let url = format!("{base}{concrete}");
+            for (method, op) in item.as_object().context("path item")? {
+                let request = |token: Option<&str>| {
+                    let r = match method.as_str() {
+                        "get" => http.get(&url),
+                        "put" => http.put(&url),
+                        "post" => http.post(&url),
+                        other => http.request(
+                            reqwest::Method::from_bytes(other.to_uppercase().as_bytes())
+                                .unwrap_or(reqwest::Method::GET),
+                            &url,
+                        ),
+                    };
+                    match token {
+                        Some(t) => r.bearer_auth(t),
+                        None => r,
+                    }
+                };
+                let what = format!("{} {} {path}", service.name(), method.to_uppercase());
+                let Some(roles) = roles_of(op) else {
+                    let a = send(request(None)).await?;
+                    assert!(
+                        a.status != 401 && a.status != 403,
+                        "{what} is documented open but answered {a:?}"
+                    );
+                    open += 1;
+                    continue;
+                };
+                let a = send(request(None)).await?;
+                assert!(is_problem(&a, 401), "{what} without a token: {a:?}");
+                assert_eq!(
+                    a.challenge.as_deref(),
+                    Some(r#"Bearer realm="oms""#),
+                    "{what}"
+                );
+                for (role, token) in &tokens {
+                    let a = send(request(Some(token))).await?;
+                    if roles.is_empty() || roles.contains(role) {
+                        assert!(
+                            a.status != 401 && a.status != 403,
+                            "{what} documents {roles:?}; {role} was refused: {a:?}"
+                        );
+                    } else {
+                        assert!(
+                            is_problem(&a, 403),
+                            "{what} documents {roles:?}; {role} got {a:?}"
+                        );
+                        // The spec documents the 403 it answers.
+                        assert!(op["responses"]["403"].is_object(), "{what} documents 403");
+                    }
+                }
+                assert!(op["responses"]["401"].is_object(), "{what} documents 401");
+                checked += 1;
+            }
+        }
+    }
+    // Every service's own routes plus /metrics and /outbox/pending; health and the spec are open.
+    assert!(checked >= 20, "{checked} guarded operations checked");
+    assert_eq!(
+        open,
+        3 * 5,
+        "health (2) and the spec are open on each service"
+    );
+    stack.shutdown().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn customers_see_and_place_only_their_own_orders() -> anyhow::Result<()> {
+    let stack = Stack::start(StackOptions::default()).await?;
+    let http = anonymous()?;
+    let alice = stack.token("alice", Role::Customer, HOUR)?;
+    let bob = stack.token("bob", Role::Customer, HOUR)?;
+    let ops = stack.token("ops", Role::Operator, HOUR)?;
+    let orders = format!("{}/orders", stack.url(Service::Order)?);
+    let line = json!([{"productId": "mouse-01", "quantity": 1}]);
+
+    // Alice orders for herself: with no customerId the token's subject is the customer.
+    let placed = send(
+        http.post(&orders)
+            .bearer_auth(&alice)
+            .json(&json!({"items": line})),
+    )
+    .await?;
+    assert_eq!(placed.status, 201, "{placed:?}");
+    assert_eq!(placed.body["customerId"], "alice");
+    let alices = placed.body["orderId"]
+        .as_str()
+        .context("order id")?
+        .to_owned();
+    // Naming herself is fine; naming Bob is refused and creates nothing.
+    let own = send(
+        http.post(&orders)
+            .bearer_auth(&alice)
+            .json(&json!({"customerId": "alice", "items": line})),
+    )
+    .await?;
+    assert_eq!(own.status, 201, "{own:?}");
+    let as_bob = send(
+        http.post(&orders)
+            .bearer_auth(&alice)
+            .json(&json!({"customerId": "bob", "items": line})),
+    )
+    .await?;
+    assert!(is_problem(&as_bob, 403), "{as_bob:?}");
+    // Operators read; they do not place orders.
+    let by_ops = send(
+        http.post(&orders)
+            .bearer_auth(&ops)
+            .json(&json!({"customerId": "bob", "items": line})),
+    )
+    .await?;
+    assert!(is_problem(&by_ops, 403), "{by_ops:?}");
+    let bobs = stack
+        .place(json!({"customerId": "bob", "items": line}))
+        .await?;
+
+    // Bob cannot see Alice's order: 404, the same as an order that does not exist.
+    let peek = send(http.get(format!("{orders}/{alices}")).bearer_auth(&bob)).await?;
+    assert!(is_problem(&peek, 404), "{peek:?}");
+    let missing = send(
+        http.get(format!("{orders}/0192f0c4-5a1e-7cc0-8000-00000000beef"))
+            .bearer_auth(&bob),
+    )
+    .await?;
+    assert_eq!(
+        peek.body["title"], missing.body["title"],
+        "no existence leak"
+    );
+    let mine = send(http.get(format!("{orders}/{bobs}")).bearer_auth(&bob)).await?;
+    assert_eq!(mine.status, 200);
+
+    // Lists: each customer its own, whatever the filter says; the operator all.
+    let customers_of = |page: &Value| -> Vec<String> {
+        page["items"]
+            .as_array()
+            .map(|items| {
+                items
+                    .iter()
+                    .filter_map(|o| o["customerId"].as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let a = send(http.get(&orders).bearer_auth(&alice)).await?;
+    assert_eq!(customers_of(&a.body), ["alice", "alice"]);
+    let sneaky = send(
+        http.get(format!("{orders}?customerId=bob"))
+            .bearer_auth(&alice),
+    )
+    .await?;
+    assert_eq!(sneaky.status, 200);
+    assert!(customers_of(&sneaky.body).is_empty(), "{sneaky:?}");
+    let all = send(http.get(&orders).bearer_auth(&ops)).await?;
+    let mut seen = customers_of(&all.body);
+    seen.sort();
+    assert_eq!(seen, ["alice", "alice", "bob"]);
+    let of_bob = send(
+        http.get(format!("{orders}?customerId=bob"))
+            .bearer_auth(&ops),
+    )
+    .await?;
+    assert_eq!(customers_of(&of_bob.body), ["bob"]);
+
+    // Notifications: Alice's are hers, Bob sees none of them, the operator sees all.
+    stack.finished(&alices, Duration::from_secs(60)).await?;
+    stack.finished(&bobs, Duration::from_secs(60)).await?;
+    let notifications = format!("{}/notifications", stack.url(Service::Notification)?);
+    let count_for = |token: String| {
+        let http = http.clone();
+        let url = notifications.clone();
+        async move {
+            let a = send(http.get(&url).bearer_auth(token)).await?;
+            Ok::<_, anyhow::Error>(customers_of(&a.body))
+        }
+    };
+    eventually(
+        Duration::from_secs(30),
+        "every order's notification",
+        || async { Ok((count_for(ops.clone()).await?.len() == 3).then_some(())) },
+    )
+    .await?;
+    assert_eq!(count_for(alice.clone()).await?, ["alice", "alice"]);
+    assert_eq!(count_for(bob.clone()).await?, ["bob"]);
+    let for_alices_order = send(
+        http.get(format!("{notifications}?orderId={alices}"))
+            .bearer_auth(&bob),
+    )
+    .await?;
+    assert_eq!(for_alices_order.body["items"], json!([]));
+
+    // Customers and operators cannot move stock; admins can.
+    let stock = format!("{}/products/mouse-01/stock", stack.url(Service::Inventory)?);
+    let before = stack.product("mouse-01").await?["available"].clone();
+    for token in [&alice, &ops] {
+        let a = send(
+            http.put(&stock)
+                .bearer_auth(token)
+                .json(&json!({"available": 7})),
+        )
+        .await?;
+        assert!(is_problem(&a, 403), "{a:?}");
+    }
+    assert_eq!(stack.product("mouse-01").await?["available"], before);
+    let knobs = format!("{}/gateway/faults", stack.url(Service::Payment)?);
+    let a = send(
+        http.put(&knobs)
+            .bearer_auth(&ops)
+            .json(&json!({"declineRate": 1.0})),
+    )
+    .await?;
+    assert!(is_problem(&a, 403), "{a:?}");
+    let knobs_now = send(http.get(&knobs).bearer_auth(&ops)).await?;
+    assert_eq!(knobs_now.body["declineRate"], 0.0, "{knobs_now:?}");
+    let set = stack.set_stock("mouse-01", 7).await?;
+    assert_eq!(set["available"], 7);
+    stack.shutdown().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_tokens_of_every_kind_are_refused_and_change_nothing() -> anyhow::Result<()> {
+    let stack = Stack::start(StackOptions::default()).await?;
+    let http = anonymous()?;
+    let now = jsonwebtoken::get_current_timestamp();
+    let claims = |change: &dyn Fn(&mut Value)| {
+        let mut c = json!({"sub": "mallory", "role": "admin", "iss": LOCAL_ISSUER,
+            "aud": AUDIENCE, "iat": now, "exp": now + HOUR});
+        change(&mut c);
+        stack.sign(&c)
+    };
+    let forged = {
+        let c = json!({"sub": "mallory", "role": "admin", "iss": LOCAL_ISSUER,
+            "aud": AUDIENCE, "exp": now + HOUR});
+        jsonwebtoken::encode(
+            &jsonwebtoken::Header::default(),
+            &c,
+            &jsonwebtoken::EncodingKey::from_secret(b"not-the-stack-secret-not-the-stack"),
+        )?
+    };
+    // `alg: none`: a header and claims with no signature at all.
+    let unsigned = {
+        let good = claims(&|_| {})?;
+        let mut parts = good.split('.');
+        let (_, body) = (parts.next(), parts.next().context("claims part")?);
+        // {"alg":"none","typ":"JWT"}
+        format!("eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0.{body}.")
+    };
+    let cases: Vec<(&str, String)> = vec![
+        (
+            "expired",
+            claims(&|c| {
+                c["iat"] = json!(now - 3 * HOUR);
+                c["exp"] = json!(now - 2 * HOUR);
+            })?,
+        ),
+        ("wrong audience", claims(&|c| c["aud"] = json!("billing"))?),
+        ("wrong issuer", claims(&|c| c["iss"] = json!("elsewhere"))?),
+        ("unknown role", claims(&|c| c["role"] = json!("root"))?),
+        (
+            "no expiry",
+            claims(&|c| {
+                if let Some(m) = c.as_object_mut() {
+                    m.remove("exp");
+                }
+            })?,
+        ),
+        ("wrong signature", forged),
+        ("alg none", unsigned),
+        ("garbage", "not-a-jwt".to_owned()),
+    ];
+    let orders = format!("{}/orders", stack.url(Service::Order)?);
+    let knobs = format!("{}/gateway/faults", stack.url(Service::Payment)?);
+    for (what, token) in &cases {
+        let a = send(http.post(&orders).bearer_auth(token).json(
+            &json!({"customerId": "mallory", "items": [{"productId": "mouse-01", "quantity": 1}]}),
+        ))
+        .await?;
+        assert!(is_problem(&a, 401), "{what}: {a:?}");
+        assert_eq!(
+            a.challenge.as_deref(),
+            Some(r#"Bearer realm="oms", error="invalid_token""#),
+            "{what}"
+        );
+        let a = send(
+            http.put(&knobs)
+                .bearer_auth(token)
+                .json(&json!({"declineRate": 1.0})),
+        )
+        .await?;
+        assert!(is_problem(&a, 401), "{what}: {a:?}");
+    }
+    let basic = send(
+        http.get(&orders)
+            .header("authorization", "Basic bWFsbG9yeTpzZWNyZXQ="),
+    )
+    .await?;
+    assert!(is_problem(&basic, 401), "{basic:?}");
+    // Nothing of any of it happened.
+    let page = stack
+        .get(Service::Order, "/orders?customerId=mallory")
+        .await?;
+    assert_eq!(page["items"], json!([]));
+    let knobs_now = stack.get(Service::Payment, "/gateway/faults").await?;
+    assert_eq!(knobs_now["declineRate"], 0.0);
+    stack.shutdown().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rate_limit_counts_per_token_subject() -> anyhow::Result<()> {
+    let stack = Stack::start(StackOptions {
+        order_rate_limit: Some(oms_order::RateLimit {
+            per_second: 1,
+            burst: 2,
+        }),
+        ..StackOptions::default()
+    })
+    .await?;
+    let http = anonymous()?;
+    let orders = format!("{}/orders", stack.url(Service::Order)?);
+    let body = json!({"items": [{"productId": "mouse-01", "quantity": 1}]});
+    let carol = stack.token("carol", Role::Customer, HOUR)?;
+    let dave = stack.token("dave", Role::Customer, HOUR)?;
+    let mut statuses = Vec::new();
+    for _ in 0..6 {
+        statuses.push(
+            send(http.post(&orders).bearer_auth(&carol).json(&body))
+                .await?
+                .status,
+        );
+    }
+    let limited = statuses.iter().filter(|s| **s == 429).count();
+    if !(3..=4).contains(&limited) || statuses.iter().any(|s| *s != 201 && *s != 429) {
+        bail!("carol's burst of 2 (plus at most one refill) passes, the rest is limited: {statuses:?}");
+    }
+    // Carol being limited takes nothing from Dave: same address, another subject.
+    let d = send(http.post(&orders).bearer_auth(&dave).json(&body)).await?;
+    assert_eq!(d.status, 201, "{d:?}");
+    stack.shutdown().await
+}
