@@ -2,7 +2,7 @@
 # Sends one order through the saga of the running local stack, follows it to its outcome and
 # prints its journey.
 #
-#   scripts/demo.sh [PRODUCT:QTY ...] [--token TOKEN]     default: mouse-01:1, tok_visa
+#   scripts/demo.sh [PRODUCT:QTY ...] [--payment-token TOKEN]  default: mouse-01:1, tok_visa
 #
 # Exits 0 when the order is CONFIRMED, 1 when it is CANCELLED or did not finish in time.
 source "$(dirname "$0")/lib.sh"
@@ -11,9 +11,9 @@ token="tok_visa"
 items=()
 while (($#)); do
   case "$1" in
-    --token) token="${2:?--token needs a value}"; shift 2 ;;
+    --payment-token) token="${2:?--payment-token needs a value}"; shift 2 ;;
     *:*) items+=(--item "$1"); shift ;;
-    *) oms_die "unexpected argument $1 (expected PRODUCT:QTY or --token TOKEN)" ;;
+    *) oms_die "unexpected argument $1 (expected PRODUCT:QTY or --payment-token TOKEN)" ;;
   esac
 done
 ((${#items[@]})) || items=(--item mouse-01:1)

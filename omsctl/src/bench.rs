@@ -57,7 +57,7 @@ pub struct BenchArgs {
     #[arg(long = "item", value_parser = order::parse_item)]
     items: Vec<(String, u32)>,
     /// A payment token to choose from (repeatable) [default: tok_visa].
-    #[arg(long = "token")]
+    #[arg(long = "payment-token")]
     tokens: Vec<String>,
     /// How long to wait for the outcomes of the last orders once the load has stopped.
     #[arg(long, default_value = "60s", value_parser = ctx::duration)]
@@ -521,7 +521,7 @@ fn check(args: &BenchArgs) -> Result<Mode, Failure> {
         return Err(Failure::usage("--stock must not be negative"));
     }
     if args.tokens.iter().any(|t| t.trim().is_empty()) {
-        return Err(Failure::usage("--token must not be empty"));
+        return Err(Failure::usage("--payment-token must not be empty"));
     }
     match args.rate {
         Some(rate) => Ok(Mode::Open { rate }),

@@ -190,3 +190,16 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Completions { .. } => Ok(()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// clap checks the whole command tree (duplicate flags, a subcommand's flag shadowing a
+    /// global one, bad defaults) only when a command is built in a debug build; this builds
+    /// every one of them, so a clash fails here instead of panicking in a user's shell.
+    #[test]
+    fn the_command_tree_is_consistent() {
+        Cli::command().debug_assert();
+    }
+}
