@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs what the OMS needs and a fresh machine of this kind may lack: PostgreSQL server
 # binaries (apt), the nisshi Kafka-protocol broker (cargo +nightly install with only the SQLite
-# storage engine the stack uses, once per machine), and with --test, docker-compose (apt) to validate compose.yaml and tmux for the TUI test.
+# storage engine the stack uses, once per machine), and with --test: docker-compose (apt) to
+# validate compose.yaml, tmux for the TUI test, and schemathesis (PyPI, in a virtualenv) for the
+# API fuzzing test.
 # Safe to run again: each step is skipped when its tool is already there.
 source "$(dirname "$0")/lib.sh"
 
@@ -44,4 +46,16 @@ if $want_test_tools; then
   # tmux: the real-terminal test of `omsctl tui`.
   command -v tmux >/dev/null 2>&1 || missing+=(tmux)
   if ((${#missing[@]})); then apt_install "${missing[@]}"; fi
+  # schemathesis: generated requests against every service's OpenAPI document.
+  if ! oms_schemathesis_bin >/dev/null; then
+    if ! python3 -m venv --help >/dev/null 2>&1 || ! python3 -c 'import ensurepip' 2>/dev/null; then
+      apt_install python3 python3-venv
+    fi
+    oms_log "installing schemathesis $OMS_SCHEMATHESIS_VERSION into $OMS_SCHEMATHESIS_VENV"
+    rm -rf "$OMS_SCHEMATHESIS_VENV"
+    python3 -m venv "$OMS_SCHEMATHESIS_VENV"
+    "$OMS_SCHEMATHESIS_VENV/bin/pip" install --quiet --disable-pip-version-check \
+      "schemathesis==$OMS_SCHEMATHESIS_VERSION"
+    oms_schemathesis_bin >/dev/null || oms_die "schemathesis still missing after pip install"
+  fi
 fi

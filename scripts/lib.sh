@@ -6,6 +6,9 @@ set -euo pipefail
 
 OMS_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 OMS_NISSHI_VERSION="0.8.1"
+# schemathesis (PyPI), the API fuzzer of the test suite, in a virtualenv of its own.
+OMS_SCHEMATHESIS_VERSION="4.32.5"
+OMS_SCHEMATHESIS_VENV="${XDG_CACHE_HOME:-$HOME/.cache}/oms/schemathesis-$OMS_SCHEMATHESIS_VERSION"
 export OMS_ROOT
 
 oms_log() { printf '\033[1m[oms]\033[0m %s\n' "$*" >&2; }
@@ -22,6 +25,15 @@ oms_nisshi_bin() {
   if [[ -n "${OMS_NISSHI_BIN:-}" && -x "${OMS_NISSHI_BIN}" ]]; then echo "$OMS_NISSHI_BIN"; return; fi
   if command -v nisshi >/dev/null 2>&1; then command -v nisshi; return; fi
   if [[ -x "$HOME/.cargo/bin/nisshi" ]]; then echo "$HOME/.cargo/bin/nisshi"; return; fi
+  return 1
+}
+
+# The schemathesis command of the pinned version (installed by scripts/deps.sh --test).
+oms_schemathesis_bin() {
+  local bin="$OMS_SCHEMATHESIS_VENV/bin/schemathesis"
+  if [[ -x "$bin" ]] && "$bin" --version 2>/dev/null | grep -q "$OMS_SCHEMATHESIS_VERSION"; then
+    echo "$bin"; return
+  fi
   return 1
 }
 

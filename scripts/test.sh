@@ -35,6 +35,8 @@ trap '"$ROOT/scripts/stack.sh" down' EXIT
 eval "$("$ROOT/scripts/stack.sh" up --infra --debug | sed 's/^export OMS_/export OMS_TEST_/')"
 [[ -n "${OMS_TEST_DATABASE_URL:-}" && -n "${OMS_TEST_BROKERS:-}" ]] || oms_die "stack up printed no settings"
 if nisshi_bin="$(oms_nisshi_bin)"; then export OMS_NISSHI_BIN="$nisshi_bin"; fi
+OMS_SCHEMATHESIS="$(oms_schemathesis_bin)" || oms_die "schemathesis is missing (scripts/deps.sh --test installs it)"
+export OMS_SCHEMATHESIS
 
 oms_log "cargo test (PostgreSQL 127.0.0.1:$OMS_PG_PORT, broker $OMS_TEST_BROKERS)"
 log="$OMS_STATE_DIR/cargo-test.log"

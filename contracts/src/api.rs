@@ -276,7 +276,7 @@ impl FromStr for OrderStatus {
 /// never needs to know the id rules to get a precise answer).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CreateOrder {
     /// Who orders (the service's default customer when left out): 1 to 128 characters, no
     /// control characters.
@@ -286,8 +286,8 @@ pub struct CreateOrder {
         schema(min_length = 1, max_length = 128, pattern = r"^[^\x00-\x1f\x7f]+$")
     )]
     pub customer_id: Option<String>,
-    /// 1 to 50 lines (the service's `--max-lines`), one per product: two lines of one product
-    /// are refused (a rule JSON Schema cannot state for objects).
+    /// 1 to 50 lines (the service's `--max-lines`); lines of one product are added up into one
+    /// line of their total quantity.
     #[cfg_attr(feature = "openapi", schema(min_items = 1, max_items = 50))]
     pub items: Vec<RequestedLine>,
     /// Payment method token (`tok_visa`, ...; the service's default when left out): 1 to 64
@@ -300,10 +300,10 @@ pub struct CreateOrder {
 /// A line of [`CreateOrder`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RequestedLine {
-    /// Catalog product id: 1 to 64 ASCII letters, digits, `-`, `_` or `.`.
-    #[cfg_attr(feature = "openapi", schema(pattern = r"^[A-Za-z0-9._-]{1,64}$"))]
+    /// Catalog product id: 1 to 64 lowercase ASCII letters, digits, `-`, `_` or `.`.
+    #[cfg_attr(feature = "openapi", schema(pattern = r"^[a-z0-9._-]{1,64}$"))]
     pub product_id: String,
     /// Units wanted: 1 to 1000 (the service's `--max-quantity`).
     #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 1000))]

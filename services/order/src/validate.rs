@@ -1,7 +1,7 @@
 //! Validation of `POST /orders` bodies: every problem found, one reason per field, before any
 //! state changes. Pure, so every rule is unit-tested.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 
 use oms_contracts::{CustomerId, OrderLine, ProductId};
 use serde::Serialize;
@@ -167,7 +167,9 @@ pub fn parse_order(body: &[u8], rules: &Rules) -> Result<NewOrder, FieldErrors> 
 
 fn parse_lines(items: &[Value], rules: &Rules, errors: &mut FieldErrors) -> Option<Vec<OrderLine>> {
     let mut lines = Vec::with_capacity(items.len());
-    let mut seen: HashSet<String> = HashSet::new();
+    // Two lines of one product are one line of their total quantity (each line is bounded on
+    // its own), so every list the document admits is accepted; position of the first line.
+    let mut line_of: HashMap<String, usize> = HashMap::new();
     let before = errors.len();
     for (i, item) in items.iter().enumerate() {
         let at = |field: &str| format!("items[{i}].{field}");
@@ -185,13 +187,6 @@ fn parse_lines(items: &[Value], rules: &Rules, errors: &mut FieldErrors) -> Opti
         }
         let product = match item.get("productId") {
             Some(Value::String(s)) => match ProductId::try_from(s.as_str()) {
-                Ok(p) if !seen.insert(p.as_str().to_owned()) => {
-                    errors.insert(
-                        at("productId"),
-                        format!("duplicate line for {p}; put the whole quantity on one line"),
-                    );
-                    None
-                }
                 Ok(p) => Some(p),
                 Err(e) => {
                     errors.insert(at("productId"), e.0);
@@ -249,10 +244,25 @@ fn parse_lines(items: &[Value], rules: &Rules, errors: &mut FieldErrors) -> Opti
             }
         };
         if let (Some(product_id), Some(quantity)) = (product, quantity) {
-            lines.push(OrderLine {
-                product_id,
-                quantity,
-            });
+            match line_of.get(product_id.as_str()) {
+                Some(&first) => {
+                    let line: &mut OrderLine = &mut lines[first];
+                    match line.quantity.checked_add(quantity) {
+                        Some(total) => line.quantity = total,
+                        None => {
+                            errors
+                                .insert(at("quantity"), format!("total of {product_id} too large"));
+                        }
+                    }
+                }
+                None => {
+                    line_of.insert(product_id.as_str().to_owned(), lines.len());
+                    lines.push(OrderLine {
+                        product_id,
+                        quantity,
+                    });
+                }
+            }
         }
     }
     (errors.len() == before).then_some(lines)
@@ -341,11 +351,6 @@ mod tests {
                 "product id",
             ),
             (
-                r#"{"items": [{"productId": "mouse-01", "quantity": 1}, {"productId": "mouse-01", "quantity": 2}]}"#,
-                "items[1].productId",
-                "duplicate",
-            ),
-            (
                 r#"{"items": [{"productId": "mouse-01", "quantity": 1, "price": 1}]}"#,
                 "items[0].price",
                 "unknown field",
@@ -391,6 +396,34 @@ mod tests {
                 "{body}: {field}: {reason:?} lacks {needle:?}"
             );
         }
+    }
+
+    #[test]
+    fn lines_of_one_product_become_one_line_of_their_total() {
+        let order = parse_order(
+            br#"{"items": [{"productId": "mouse-01", "quantity": 2}, {"productId": "kb-02", "quantity": 1}, {"productId": "mouse-01", "quantity": 1000}]}"#,
+            &Rules::default(),
+        )
+        .expect("valid");
+        let lines: Vec<(&str, u32)> = order
+            .items
+            .iter()
+            .map(|l| (l.product_id.as_str(), l.quantity))
+            .collect();
+        assert_eq!(lines, [("mouse-01", 1002), ("kb-02", 1)]);
+        let huge = Rules {
+            max_quantity: u32::MAX,
+            ..Rules::default()
+        };
+        let body = format!(
+            r#"{{"items": [{{"productId": "a", "quantity": {m}}}, {{"productId": "a", "quantity": {m}}}]}}"#,
+            m = u32::MAX
+        );
+        let errors = parse_order(body.as_bytes(), &huge).expect_err("overflow");
+        assert!(
+            errors["items[1].quantity"].contains("too large"),
+            "{errors:?}"
+        );
     }
 
     #[test]

@@ -211,18 +211,32 @@ impl<S: Send + Sync, T: serde::de::DeserializeOwned + Send> FromRequestParts<S> 
     }
 }
 
-/// `Json<T>` whose rejection is our JSON error body: 400 for malformed or mistyped JSON (the
-/// reason under `errors.body`), 413 for a body over the limit, 415 without a JSON content type.
+/// A JSON object body as `T`, with rejections in our JSON error body: 400 for malformed or
+/// mistyped JSON or anything but an object (the reason under `errors.body`), 413 for a body over
+/// the limit, 415 without a JSON content type.
+///
+/// The object check matters: serde reads a struct from a JSON array too (fields by position),
+/// so `[]` sent to a settings endpoint whose fields all have defaults would quietly reset it.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ApiJson<T>(pub T);
+
+fn body_error(reason: String) -> ApiError {
+    ApiError::validation(BTreeMap::from([("body".to_owned(), reason)]))
+}
 
 impl<S: Send + Sync, T: serde::de::DeserializeOwned> axum::extract::FromRequest<S> for ApiJson<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, Self::Rejection> {
         use axum::extract::rejection::JsonRejection;
-        match Json::<T>::from_request(req, state).await {
-            Ok(Json(v)) => Ok(ApiJson(v)),
+        match Json::<serde_json::Value>::from_request(req, state).await {
+            Ok(Json(v @ serde_json::Value::Object(_))) => serde_json::from_value(v)
+                .map(ApiJson)
+                .map_err(|e| body_error(e.to_string())),
+            Ok(Json(other)) => Err(body_error(format!(
+                "expected a JSON object, got {}",
+                json_type(&other)
+            ))),
             Err(JsonRejection::BytesRejection(e))
                 if e.status() == StatusCode::PAYLOAD_TOO_LARGE =>
             {
@@ -235,12 +249,19 @@ impl<S: Send + Sync, T: serde::de::DeserializeOwned> axum::extract::FromRequest<
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 "Expected Content-Type: application/json",
             )),
-            Err(e) => {
-                let mut errors = BTreeMap::new();
-                errors.insert("body".to_owned(), e.body_text());
-                Err(ApiError::validation(errors))
-            }
+            Err(e) => Err(body_error(e.body_text())),
         }
+    }
+}
+
+fn json_type(v: &serde_json::Value) -> &'static str {
+    match v {
+        serde_json::Value::Null => "null",
+        serde_json::Value::Bool(_) => "a boolean",
+        serde_json::Value::Number(_) => "a number",
+        serde_json::Value::String(_) => "a string",
+        serde_json::Value::Array(_) => "an array",
+        serde_json::Value::Object(_) => "an object",
     }
 }
 
@@ -507,6 +528,60 @@ async fn openapi_json(State(state): State<OpsState>) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use axum::extract::FromRequest;
+
+    #[derive(Debug, serde::Deserialize, PartialEq)]
+    #[serde(default, deny_unknown_fields)]
+    struct Settings {
+        rate: f64,
+        latency_ms: u64,
+    }
+
+    impl Default for Settings {
+        fn default() -> Self {
+            Self {
+                rate: 0.5,
+                latency_ms: 7,
+            }
+        }
+    }
+
+    async fn read(body: &'static str) -> Result<Settings, ApiError> {
+        let request = axum::http::Request::builder()
+            .method("PUT")
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(axum::body::Body::from(body))
+            .map_err(|e| ApiError::internal(&e))?;
+        ApiJson::<Settings>::from_request(request, &())
+            .await
+            .map(|j| j.0)
+    }
+
+    #[tokio::test]
+    async fn a_json_body_must_be_an_object_of_known_fields() {
+        assert_eq!(
+            read(r#"{"rate": 0.1}"#).await.ok(),
+            Some(Settings {
+                rate: 0.1,
+                latency_ms: 7
+            })
+        );
+        // serde would read a struct from an array by position; `[]` must not reset the defaults.
+        for (body, reason) in [
+            ("[]", "expected a JSON object, got an array"),
+            ("[0.9, 1]", "expected a JSON object, got an array"),
+            ("null", "expected a JSON object, got null"),
+            ("3", "expected a JSON object, got a number"),
+            (r#"{"rate": "high"}"#, "invalid type"),
+            (r#"{"rat": 1}"#, "unknown field"),
+            ("{", "EOF"),
+        ] {
+            let problem = read(body).await.expect_err(body).problem;
+            assert_eq!(problem.status, 400, "{body}");
+            let said = problem.errors.get("body").cloned().unwrap_or_default();
+            assert!(said.contains(reason), "{body}: {said}");
+        }
+    }
 
     #[test]
     fn errors_are_problem_details() {

@@ -255,7 +255,7 @@ async fn list_sagas(
     ApiQuery(q): ApiQuery<ListQuery>,
 ) -> Result<Json<Page<store::SagaView>>, ApiError> {
     let mut errors = std::collections::BTreeMap::new();
-    let state = match q.state.as_deref().filter(|s| !s.is_empty()) {
+    let state = match q.state.as_deref() {
         None => None,
         Some(s) => match s.parse::<SagaState>() {
             Ok(state) => Some(state),
