@@ -13,6 +13,13 @@
 #       divided by the commits per order measured at saturation. Every run is repeated N times
 #       (default 1) and the summary quotes medians. --quick: 10 s runs (a smoke of the script).
 #       JSON of every run: .oms-bench/results/; summary: .oms-bench/results/summary.md.
+#   scripts/bench.sh auth [--repeat N] [--quick]
+#       The cost of token checks: the release process stack with auth on (HS256, the local
+#       stack's secret) and off (OMS_AUTH=off), alternated N times (default 3) on one bench stack;
+#       POST /orders latency p50/p99 (1 in flight, and 50 orders/s) and the order service's CPU
+#       per order, medians and ratios; then `Gate::check` alone per kind of key (HS256, RS256,
+#       ES256; a token's first check against a remembered one). Summary:
+#       .oms-bench/results-auth/summary.md.
 #   scripts/bench.sh broker   the local broker alone: idle CPU and hop latency by fetch wait and
 #                             partitions (OMS_BENCH_WAITS, OMS_BENCH_PARTITIONS, OMS_BENCH_ENGINES)
 #   scripts/bench.sh relay|tail|tui   the in-process benchmarks of the tests crate
@@ -24,6 +31,18 @@ infra_env() {
   export OMS_OMSCTL_BIN="$OMS_ROOT/target/release/omsctl"
   if nisshi_bin="$(oms_nisshi_bin)"; then export OMS_NISSHI_BIN="$nisshi_bin"; fi
   cd "$OMS_ROOT"
+}
+
+# A stack of its own, so a developer's stack is neither disturbed nor measured.
+bench_stack_env() {
+  export OMS_STATE_DIR="$OMS_ROOT/.oms-bench" OMS_PG_PORT=55435 OMS_BROKER_PORT=19095
+  export OMS_BROKERS="127.0.0.1:$OMS_BROKER_PORT"
+  (cd "$OMS_ROOT" && cargo build --release -q -p omsctl)
+  local name port=18180
+  for name in $("$OMS_ROOT/target/release/omsctl" stack services --names); do
+    port=$((port + 1))
+    export "OMS_${name^^}_PORT=$port" "OMS_${name^^}_URL=http://127.0.0.1:$port"
+  done
 }
 
 # --- saga: the process stack under omsctl bench ----------------------------------------------
@@ -40,15 +59,7 @@ saga_bench() {
   [[ "$repeat" =~ ^[1-9][0-9]*$ ]] || oms_die "--repeat must be a whole number of at least 1"
   command -v jq >/dev/null || oms_die "jq is missing; run scripts/deps.sh"
 
-  # A stack of its own, so a developer's stack is neither disturbed nor measured.
-  export OMS_STATE_DIR="$OMS_ROOT/.oms-bench" OMS_PG_PORT=55435 OMS_BROKER_PORT=19095
-  export OMS_BROKERS="127.0.0.1:$OMS_BROKER_PORT"
-  (cd "$OMS_ROOT" && cargo build --release -q -p omsctl)
-  local name port=18180
-  for name in $("$OMS_ROOT/target/release/omsctl" stack services --names); do
-    port=$((port + 1))
-    export "OMS_${name^^}_PORT=$port" "OMS_${name^^}_URL=http://127.0.0.1:$port"
-  done
+  bench_stack_env
   local stack="$OMS_ROOT/scripts/stack.sh" omsctl="$OMS_ROOT/target/release/omsctl"
   local results="$OMS_STATE_DIR/results" keep
   keep="$(mktemp -d)"
@@ -129,6 +140,74 @@ saga_bench() {
   saga_summary "$results" | tee "$results/summary.md"
 }
 
+# --- auth: POST /orders with and without token checks ---------------------------------------
+
+auth_bench() {
+  local repeat=3 long=30s
+  while (($#)); do
+    case "$1" in
+      --repeat) repeat="${2:?--repeat needs a number}"; shift 2 ;;
+      --quick) long=10s; shift ;;
+      *) oms_die "unexpected argument $1 (expected --repeat N or --quick)" ;;
+    esac
+  done
+  [[ "$repeat" =~ ^[1-9][0-9]*$ ]] || oms_die "--repeat must be a whole number of at least 1"
+  command -v jq >/dev/null || oms_die "jq is missing; run scripts/deps.sh"
+  bench_stack_env
+  local stack="$OMS_ROOT/scripts/stack.sh" omsctl="$OMS_ROOT/target/release/omsctl"
+  local results="$OMS_STATE_DIR/results-auth" keep mode rep
+  keep="$(mktemp -d)"
+  trap '"$OMS_ROOT/scripts/stack.sh" down >/dev/null 2>&1 || true' EXIT
+  "$stack" wipe >/dev/null 2>&1 || true
+  # The same stack and data throughout; only the services restart, with token checks on (jwt:
+  # HS256 secret of the state directory) or off. omsctl sends its token either way.
+  for rep in $(seq 1 "$repeat"); do
+    for mode in jwt off; do
+      oms_log "=== auth $mode, run $rep of $repeat ==="
+      "$stack" down >/dev/null 2>&1 || true
+      OMS_AUTH="$mode" "$stack" up --no-smoke >"$keep/env"
+      eval "$(cat "$keep/env")"
+      "$omsctl" order create --item mouse-01 --wait >/dev/null 2>&1 || true
+      "$omsctl" bench --stock 1000000 --concurrency 1 --duration "$long" -o json >"$keep/$mode-lone-$rep.json" ||
+        oms_log "bench reported a failure"
+      "$omsctl" bench --stock 1000000 --rate 50/s --duration "$long" -o json >"$keep/$mode-rate50-$rep.json" ||
+        oms_log "bench reported a failure"
+    done
+  done
+  "$stack" down >/dev/null
+  trap - EXIT
+  rm -rf "$results"
+  mkdir -p "$results"
+  mv "$keep"/*.json "$results"/
+  rm -rf "$keep"
+  auth_summary "$results" | tee "$results/summary.md"
+  # The check itself, per kind of key: first sight of a token against a remembered one.
+  (cd "$OMS_ROOT" && cargo bench -q -p oms-tests --bench auth) | tee -a "$results/summary.md"
+}
+
+auth_summary() {
+  jq -rn '
+    def median: sort | if length == 0 then null else .[(length - 1) / 2 | floor] end;
+    def r2: if . == null then "-" else (. * 100 | round / 100 | tostring) end;
+    [inputs | {file: (input_filename | split("/") | last), doc: .}] as $all
+    | def runs($mode; $load): [$all[] | select(.file | test("^" + $mode + "-" + $load + "-[0-9]+\\.json$")) | .doc];
+      def fig($mode; $load; f): [runs($mode; $load)[] | f // empty] | median;
+      def order_cpu: [.cpu[] | select(.component == "order") | .msPerOrder][0];
+      def row($load; $name; $what; f):
+        fig("jwt"; $load; f) as $on | fig("off"; $load; f) as $off
+        | "| \($name) | \($what) | \($on | r2) | \($off | r2) | \(if ($off // 0) > 0 and $on != null then ($on / $off | r2) + "x" else "-" end) |";
+    "| load | figure | auth on (jwt) | auth off | ratio |",
+    "| --- | --- | --- | --- | --- |",
+    row("lone"; "1 in flight"; "POST /orders p50 ms"; .acceptMs.p50),
+    row("lone"; "1 in flight"; "POST /orders p99 ms"; .acceptMs.p99),
+    row("rate50"; "50/s"; "POST /orders p50 ms"; .acceptMs.p50),
+    row("rate50"; "50/s"; "POST /orders p99 ms"; .acceptMs.p99),
+    row("rate50"; "50/s"; "order service CPU ms/order"; order_cpu),
+    "",
+    "Runs per figure: \(runs("jwt"; "lone") | length) (medians)."
+  ' "$1"/*-*.json
+}
+
 # Medians over the repeats, as a markdown table.
 saga_summary() {
   local dir="$1" tps
@@ -170,7 +249,9 @@ saga_summary() {
 
 case "${1:-}" in
   saga) shift; saga_bench "$@" ;;
+  auth) shift; auth_bench "$@" ;;
   summary) saga_summary "${2:-$OMS_ROOT/.oms-bench/results}" ;;
+  auth-summary) auth_summary "${2:-$OMS_ROOT/.oms-bench/results-auth}" ;;
   broker)
     infra_env
     cargo bench -p oms-tests --bench broker
@@ -188,5 +269,5 @@ case "${1:-}" in
     cargo build --release -q -p omsctl
     cargo bench -p oms-tests --bench tui
     ;;
-  *) echo "usage: $0 saga [--repeat N] [--quick] | summary [DIR] | broker | relay | tail | tui" >&2; exit 2 ;;
+  *) echo "usage: $0 saga [--repeat N] [--quick] | auth [--repeat N] [--quick] | summary [DIR] | auth-summary [DIR] | broker | relay | tail | tui" >&2; exit 2 ;;
 esac

@@ -156,11 +156,28 @@ struct Key {
     key: DecodingKey,
 }
 
+/// How many verified tokens a gate remembers.
+const VERIFIED_CAPACITY: usize = 4096;
+
 /// Checks bearer tokens (or, when off, lets everyone in as admin).
+///
+/// A client sends one token with many requests, and an RS256 or ES256 signature costs hundreds
+/// of microseconds to verify (`scripts/bench.sh auth`), so a token that checked out is remembered,
+/// keyed by its exact text (same text, same signature, same verdict), with its caller and
+/// expiry: until then it passes again without a signature check; after it, it is refused as
+/// expired like any other.
 pub struct Gate {
     keys: Option<Vec<Key>>,
     issuer: String,
     audience: String,
+    verified: quick_cache::sync::Cache<String, Verified>,
+}
+
+/// A token that checked out: who it names and until when (`exp`, seconds since the epoch).
+#[derive(Clone)]
+struct Verified {
+    caller: Caller,
+    exp: u64,
 }
 
 /// The claims a service reads (signature and registered claims are checked by jsonwebtoken).
@@ -168,6 +185,10 @@ pub struct Gate {
 struct TokenClaims {
     sub: String,
     role: Role,
+    /// Required (the validation says so when it is missing); optional here so that a missing
+    /// one is reported as such rather than as unreadable claims.
+    #[serde(default)]
+    exp: Option<u64>,
 }
 
 impl Gate {
@@ -181,6 +202,7 @@ impl Gate {
             keys,
             issuer: config.jwt_issuer.clone(),
             audience: config.jwt_audience.clone(),
+            verified: quick_cache::sync::Cache::new(VERIFIED_CAPACITY),
         })
     }
 
@@ -211,6 +233,12 @@ impl Gate {
 
     /// The caller `authorization` (the header's value) identifies.
     pub fn check(&self, authorization: Option<&[u8]>) -> Result<Caller, Unauthorized> {
+        self.check_at(authorization, jsonwebtoken::get_current_timestamp())
+    }
+
+    /// [`Gate::check`] at `now` (seconds since the epoch) for remembered tokens; a token checked
+    /// for the first time is judged by the clock.
+    fn check_at(&self, authorization: Option<&[u8]>, now: u64) -> Result<Caller, Unauthorized> {
         let Some(keys) = &self.keys else {
             return Ok(Caller {
                 role: Role::Admin,
@@ -223,6 +251,13 @@ impl Gate {
             Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") => token.trim(),
             _ => return Err(Unauthorized::Missing),
         };
+        if let Some(known) = self.verified.get(token) {
+            if now <= known.exp.saturating_add(LEEWAY_SECS) {
+                return Ok(known.caller);
+            }
+            self.verified.remove(token);
+            return Err(Unauthorized::Invalid("token expired"));
+        }
         let header = jsonwebtoken::decode_header(token)
             .map_err(|_| Unauthorized::Invalid("malformed token (or an algorithm not accepted)"))?;
         let key = match &header.kid {
@@ -261,10 +296,20 @@ impl Gate {
                 "a customer token's subject must be a customer id",
             ));
         }
-        Ok(Caller {
+        let caller = Caller {
             role: claims.role,
             subject: Some(claims.sub),
-        })
+        };
+        if let Some(exp) = claims.exp {
+            self.verified.insert(
+                token.to_owned(),
+                Verified {
+                    caller: caller.clone(),
+                    exp,
+                },
+            );
+        }
+        Ok(caller)
     }
 }
 
@@ -473,6 +518,34 @@ mod tests {
 
     fn bearer(t: &str) -> Vec<u8> {
         format!("Bearer {t}").into_bytes()
+    }
+
+    #[test]
+    fn a_remembered_token_passes_until_its_expiry_and_then_is_refused() {
+        let Some(g) = gate(SECRET) else {
+            panic!("gate")
+        };
+        let claims = Claims::local("c-1", Role::Customer, now(), 600);
+        let header = bearer(&token(&claims, SECRET));
+        let caller = g.check(Some(&header));
+        assert!(caller.is_ok(), "{caller:?}");
+        // Remembered now: judged by its expiry (plus leeway) at whatever time it is asked.
+        assert_eq!(g.check_at(Some(&header), claims.exp + LEEWAY_SECS), caller);
+        assert_eq!(
+            g.check_at(Some(&header), claims.exp + LEEWAY_SECS + 1),
+            Err(Unauthorized::Invalid("token expired"))
+        );
+        // Forgotten once refused; the clock's verdict on it is "valid" again, as it should be.
+        assert_eq!(g.check(Some(&header)), caller);
+        // One changed character of the signature is another key, checked in full.
+        let mut forged = header.clone();
+        if let Some(last) = forged.last_mut() {
+            *last = if *last == b'A' { b'B' } else { b'A' };
+        }
+        assert_eq!(
+            g.check(Some(&forged)),
+            Err(Unauthorized::Invalid("bad signature"))
+        );
     }
 
     #[test]
