@@ -71,6 +71,18 @@ async fn a_service_reports_health_and_metrics_and_shuts_down_gracefully() -> any
 
     let live = http.get(format!("{base}/health/live")).send().await?;
     assert_eq!(live.status(), 200);
+    // Oversized headers: 431 problem+json, on open routes too.
+    let junk = "x".repeat(oms_runtime::http::MAX_HEADER_BYTES + 1);
+    let big = http
+        .get(format!("{base}/health/live"))
+        .header("x-junk", junk)
+        .send()
+        .await?;
+    assert_eq!(big.status(), 431);
+    assert_eq!(
+        big.headers().get("content-type").map(|v| v.as_bytes()),
+        Some(&b"application/problem+json"[..])
+    );
 
     let ready: serde_json::Value = eventually(Duration::from_secs(30), "readiness", || async {
         let r = http.get(format!("{base}/health/ready")).send().await?;

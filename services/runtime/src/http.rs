@@ -229,13 +229,15 @@ impl<S: Send + Sync, T: serde::de::DeserializeOwned> axum::extract::FromRequest<
 
     async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, Self::Rejection> {
         use axum::extract::rejection::JsonRejection;
-        match Json::<serde_json::Value>::from_request(req, state).await {
-            Ok(Json(v @ serde_json::Value::Object(_))) => serde_json::from_value(v)
+        // The raw text first (same content-type check and body limit as `Json`), so the object
+        // check costs no tree and serde still refuses duplicate fields when reading `T`.
+        match Json::<Box<serde_json::value::RawValue>>::from_request(req, state).await {
+            Ok(Json(raw)) if raw.get().starts_with('{') => serde_json::from_str(raw.get())
                 .map(ApiJson)
                 .map_err(|e| body_error(e.to_string())),
-            Ok(Json(other)) => Err(body_error(format!(
+            Ok(Json(raw)) => Err(body_error(format!(
                 "expected a JSON object, got {}",
-                json_type(&other)
+                json_type(raw.get())
             ))),
             Err(JsonRejection::BytesRejection(e))
                 if e.status() == StatusCode::PAYLOAD_TOO_LARGE =>
@@ -254,15 +256,40 @@ impl<S: Send + Sync, T: serde::de::DeserializeOwned> axum::extract::FromRequest<
     }
 }
 
-fn json_type(v: &serde_json::Value) -> &'static str {
-    match v {
-        serde_json::Value::Null => "null",
-        serde_json::Value::Bool(_) => "a boolean",
-        serde_json::Value::Number(_) => "a number",
-        serde_json::Value::String(_) => "a string",
-        serde_json::Value::Array(_) => "an array",
-        serde_json::Value::Object(_) => "an object",
+/// What a valid JSON text (without leading whitespace, as `RawValue` keeps it) is.
+fn json_type(text: &str) -> &'static str {
+    match text.as_bytes().first() {
+        Some(b'[') => "an array",
+        Some(b'"') => "a string",
+        Some(b'n') => "null",
+        Some(b't' | b'f') => "a boolean",
+        _ => "a number",
     }
+}
+
+/// Most header bytes (names and values) a request may carry: real clients send a few hundred,
+/// a token about one KiB.
+pub const MAX_HEADER_BYTES: usize = 16 * 1024;
+
+/// Refuses a request whose headers add up to more than [`MAX_HEADER_BYTES`] with 431 in the
+/// JSON error body (hyper itself closes connections with a bare 431 only past ~400 KiB).
+pub async fn limit_headers(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let size: usize = req
+        .headers()
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len())
+        .sum();
+    if size > MAX_HEADER_BYTES {
+        return ApiError::new(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            format!("Request headers too large: {size} bytes, at most {MAX_HEADER_BYTES}"),
+        )
+        .into_response();
+    }
+    next.run(req).await
 }
 
 /// The answer to a path no route matches: 404 in the JSON error body.
@@ -574,6 +601,9 @@ mod tests {
             ("3", "expected a JSON object, got a number"),
             (r#"{"rate": "high"}"#, "invalid type"),
             (r#"{"rat": 1}"#, "unknown field"),
+            (r#"{"rate": 0.1, "rate": 0.9}"#, "duplicate field"),
+            ("  [ ]", "expected a JSON object, got an array"),
+            (r#""x""#, "expected a JSON object, got a string"),
             ("{", "EOF"),
         ] {
             let problem = read(body).await.expect_err(body).problem;

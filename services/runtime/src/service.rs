@@ -249,7 +249,8 @@ impl Runtime {
             .merge(guarded)
             .layer(authenticate)
             .merge(open)
-            .fallback(crate::http::no_such_route);
+            .fallback(crate::http::no_such_route)
+            .layer(axum::middleware::from_fn(crate::http::limit_headers));
         let addr = listener.local_addr()?;
         tracing::info!(service = %self.name, %addr, "serving HTTP");
         let token = self.shutdown.clone();
