@@ -279,11 +279,15 @@ impl FromStr for OrderStatus {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CreateOrder {
     /// Who orders (the service's default customer when left out): 1 to 128 characters, no
-    /// control characters.
+    /// control characters (C0, DEL, C1), not only blanks.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(
         feature = "openapi",
-        schema(min_length = 1, max_length = 128, pattern = r"^[^\x00-\x1f\x7f]+$")
+        schema(
+            min_length = 1,
+            max_length = 128,
+            pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\x00-\x20\x7f-\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\ufeff][^\x00-\x1f\x7f-\x9f]*$"
+        )
     )]
     pub customer_id: Option<String>,
     /// 1 to 50 lines (the service's `--max-lines`); lines of one product are added up into one

@@ -116,7 +116,9 @@ impl TryFrom<String> for CustomerId {
     type Error = InvalidValue;
 
     fn try_from(value: String) -> Result<Self, Self::Error> {
-        if value.trim().is_empty() || value.chars().count() > Self::MAX_LEN {
+        // Blank: Unicode white space, and the byte-order mark JSON Schema's `\s` counts too.
+        let blank = |c: char| c.is_whitespace() || c == '\u{feff}';
+        if value.chars().all(blank) || value.chars().count() > Self::MAX_LEN {
             return Err(InvalidValue(format!(
                 "customer id must be 1 to {} characters",
                 Self::MAX_LEN
@@ -321,6 +323,31 @@ mod tests {
         assert!(ProductId::try_from("Mouse").is_err());
         assert!(ProductId::try_from("a b").is_err());
         assert!(ProductId::try_from("x".repeat(65)).is_err());
+    }
+
+    #[test]
+    fn customer_ids_are_text_with_something_visible() {
+        for ok in [
+            "alice",
+            "Ünal Yılmaz",
+            " bob ",
+            "ß\u{00a1}",
+            &"é".repeat(128),
+        ] {
+            assert!(CustomerId::try_from(ok).is_ok(), "{ok:?}");
+        }
+        let long = "é".repeat(129);
+        for bad in [
+            "",
+            "   ",
+            "\u{3000}\u{feff}",
+            "a\u{9c}b",
+            "a\nb",
+            "\u{7f}",
+            &long,
+        ] {
+            assert!(CustomerId::try_from(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

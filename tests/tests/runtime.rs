@@ -83,6 +83,20 @@ async fn a_service_reports_health_and_metrics_and_shuts_down_gracefully() -> any
         big.headers().get("content-type").map(|v| v.as_bytes()),
         Some(&b"application/problem+json"[..])
     );
+    // A NUL byte anywhere in the URL: 400 problem+json before any handler (or database) sees it.
+    for url in [
+        format!("{base}/health/live?x=%00"),
+        format!("{base}/outbox/pending?key=a%00b"),
+        format!("{base}/no/such%00/route"),
+    ] {
+        let r = http.get(&url).send().await?;
+        assert_eq!(r.status(), 400, "{url}");
+        let problem: serde_json::Value = r.json().await?;
+        assert!(
+            problem["detail"].as_str().unwrap_or("").contains("NUL"),
+            "{url}: {problem}"
+        );
+    }
 
     let ready: serde_json::Value = eventually(Duration::from_secs(30), "readiness", || async {
         let r = http.get(format!("{base}/health/ready")).send().await?;

@@ -14,7 +14,7 @@
 pub mod stock;
 
 use oms_contracts::api::{Page, Problem, ProductView, ReservationView, SetStock};
-use oms_contracts::ServiceId;
+use oms_contracts::{ProductId, ServiceId};
 use std::collections::BTreeMap;
 use std::time::Duration;
 use utoipa::OpenApi as _;
@@ -304,11 +304,18 @@ async fn list_products(
     Ok(Json(Page::all(stock::products(&mut conn).await?)))
 }
 
+/// A product id from a path: malformed is 400 (like a malformed UUID elsewhere), well-formed
+/// but unknown is the handler's 404.
+fn product_id(id: String) -> Result<ProductId, ApiError> {
+    ProductId::try_from(id).map_err(|e| ApiError::bad_request(format!("Not a product id: {}", e.0)))
+}
+
 /// One product.
 #[utoipa::path(get, path = "/products/{id}", tag = "products", security(("bearer" = [])),
-    params(("id" = String, Path, description = "Product id")),
+    params(("id" = String, Path, description = "Product id", pattern = r"^[a-z0-9._-]{1,64}$")),
     responses(
         (status = 200, description = "The product", body = ProductView),
+        (status = 400, description = "Not a product id", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such product", body = Problem, content_type = "application/problem+json"),
     ))]
 async fn get_product(
@@ -316,8 +323,9 @@ async fn get_product(
     State(pool): State<PgPool>,
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<ProductView>, ApiError> {
+    let id = product_id(id)?;
     let mut conn = pool.acquire().await?;
-    stock::product(&mut conn, &id)
+    stock::product(&mut conn, id.as_str())
         .await?
         .map(Json)
         .ok_or_else(|| ApiError::not_found(format!("No product {id:?}")))
@@ -328,11 +336,11 @@ const MAX_STOCK: i64 = 1_000_000;
 
 /// Sets a product's available stock (the difference is recorded as adjusted).
 #[utoipa::path(put, path = "/products/{id}/stock", tag = "products", security(("bearer" = ["admin"])),
-    params(("id" = String, Path, description = "Product id")),
+    params(("id" = String, Path, description = "Product id", pattern = r"^[a-z0-9._-]{1,64}$")),
     request_body = SetStock,
     responses(
         (status = 200, description = "The product now", body = ProductView),
-        (status = 400, description = "Out of range, or not a stock body", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Not a product id, out of range, or not a stock body", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such product", body = Problem, content_type = "application/problem+json"),
@@ -343,6 +351,7 @@ async fn set_stock(
     ApiPath(id): ApiPath<String>,
     ApiJson(body): ApiJson<SetStock>,
 ) -> Result<Json<ProductView>, ApiError> {
+    let id = product_id(id)?;
     if !(0..=MAX_STOCK).contains(&body.available) {
         let mut errors = BTreeMap::new();
         errors.insert(
@@ -352,7 +361,7 @@ async fn set_stock(
         return Err(ApiError::validation(errors));
     }
     let mut conn = pool.acquire().await?;
-    let view = stock::set_available(&mut conn, &id, body.available as i32)
+    let view = stock::set_available(&mut conn, id.as_str(), body.available as i32)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("No product {id:?}")))?;
     tracing::info!(product_id = %id, available = body.available, "stock set");

@@ -601,7 +601,9 @@ struct ListQuery {
     /// Only this status: PENDING, CONFIRMED or CANCELLED (any case).
     #[param(value_type = Option<OrderStatus>)]
     status: Option<String>,
-    /// Only this customer's orders (a customer's token sees its own only, whatever this says).
+    /// Only this customer's orders (a customer's token sees its own only, whatever this says);
+    /// no NUL byte.
+    #[param(pattern = r"^[^\x00]*$")]
     customer_id: Option<String>,
     /// At most this many (1 to 1000; default 50).
     #[param(minimum = 1, maximum = 1000)]

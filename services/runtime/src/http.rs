@@ -271,12 +271,22 @@ fn json_type(text: &str) -> &'static str {
 /// a token about one KiB.
 pub const MAX_HEADER_BYTES: usize = 16 * 1024;
 
-/// Refuses a request whose headers add up to more than [`MAX_HEADER_BYTES`] with 431 in the
-/// JSON error body (hyper itself closes connections with a bare 431 only past ~400 KiB).
-pub async fn limit_headers(
+/// Refuses, in the JSON error body, what no route can take: headers adding up to more than
+/// [`MAX_HEADER_BYTES`] (431; hyper itself closes connections with a bare 431 only past ~400
+/// KiB), and a NUL byte (`%00`) anywhere in the path or query (400: PostgreSQL text cannot hold
+/// one, so it would otherwise surface as a database error).
+pub async fn screen_request(
     req: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> axum::response::Response {
+    let has_nul = |s: &str| {
+        s.as_bytes()
+            .windows(3)
+            .any(|w| w.eq_ignore_ascii_case(b"%00"))
+    };
+    if has_nul(req.uri().path()) || req.uri().query().is_some_and(has_nul) {
+        return ApiError::bad_request("A NUL byte (%00) is not allowed in a URL").into_response();
+    }
     let size: usize = req
         .headers()
         .iter()
@@ -503,7 +513,8 @@ async fn ready(State(state): State<OpsState>) -> Response {
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 struct PendingQuery {
-    /// Only rows of this message key (an order id).
+    /// Only rows of this message key (an order id); no NUL byte.
+    #[param(pattern = r"^[^\x00]*$")]
     key: Option<String>,
     /// At most this many rows (1 to 10,000; default 100).
     limit: Option<i64>,

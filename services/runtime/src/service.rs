@@ -250,7 +250,7 @@ impl Runtime {
             .layer(authenticate)
             .merge(open)
             .fallback(crate::http::no_such_route)
-            .layer(axum::middleware::from_fn(crate::http::limit_headers));
+            .layer(axum::middleware::from_fn(crate::http::screen_request));
         let addr = listener.local_addr()?;
         tracing::info!(service = %self.name, %addr, "serving HTTP");
         let token = self.shutdown.clone();
