@@ -33,6 +33,20 @@ infra_env() {
   cd "$OMS_ROOT"
 }
 
+# The options of the stack benchmarks, into the caller's `repeat` (holding its default) and
+# `quick` variables: --repeat N, --quick. Also checks that jq is there for the summaries.
+bench_args() {
+  while (($#)); do
+    case "$1" in
+      --repeat) repeat="${2:?--repeat needs a number}"; shift 2 ;;
+      --quick) quick=true; shift ;;
+      *) oms_die "unexpected argument $1 (expected --repeat N or --quick)" ;;
+    esac
+  done
+  [[ "$repeat" =~ ^[1-9][0-9]*$ ]] || oms_die "--repeat must be a whole number of at least 1"
+  command -v jq >/dev/null || oms_die "jq is missing; run scripts/deps.sh"
+}
+
 # A stack of its own, so a developer's stack is neither disturbed nor measured.
 bench_stack_env() {
   export OMS_STATE_DIR="$OMS_ROOT/.oms-bench" OMS_PG_PORT=55435 OMS_BROKER_PORT=19095
@@ -49,16 +63,7 @@ bench_stack_env() {
 
 saga_bench() {
   local repeat=1 quick=false
-  while (($#)); do
-    case "$1" in
-      --repeat) repeat="${2:?--repeat needs a number}"; shift 2 ;;
-      --quick) quick=true; shift ;;
-      *) oms_die "unexpected argument $1 (expected --repeat N or --quick)" ;;
-    esac
-  done
-  [[ "$repeat" =~ ^[1-9][0-9]*$ ]] || oms_die "--repeat must be a whole number of at least 1"
-  command -v jq >/dev/null || oms_die "jq is missing; run scripts/deps.sh"
-
+  bench_args "$@"
   bench_stack_env
   local stack="$OMS_ROOT/scripts/stack.sh" omsctl="$OMS_ROOT/target/release/omsctl"
   local results="$OMS_STATE_DIR/results" keep
@@ -143,16 +148,9 @@ saga_bench() {
 # --- auth: POST /orders with and without token checks ---------------------------------------
 
 auth_bench() {
-  local repeat=3 long=30s
-  while (($#)); do
-    case "$1" in
-      --repeat) repeat="${2:?--repeat needs a number}"; shift 2 ;;
-      --quick) long=10s; shift ;;
-      *) oms_die "unexpected argument $1 (expected --repeat N or --quick)" ;;
-    esac
-  done
-  [[ "$repeat" =~ ^[1-9][0-9]*$ ]] || oms_die "--repeat must be a whole number of at least 1"
-  command -v jq >/dev/null || oms_die "jq is missing; run scripts/deps.sh"
+  local repeat=3 quick=false long=30s
+  bench_args "$@"
+  if $quick; then long=10s; fi
   bench_stack_env
   local stack="$OMS_ROOT/scripts/stack.sh" omsctl="$OMS_ROOT/target/release/omsctl"
   local results="$OMS_STATE_DIR/results-auth" keep mode rep
