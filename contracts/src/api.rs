@@ -360,6 +360,11 @@ pub struct OrderView {
     pub updated_at: DateTime<Utc>,
     /// Reached its outcome.
     pub completed_at: Option<DateTime<Utc>>,
+    /// The trace of the request that placed it (32 hex digits): its journey through every
+    /// service in a trace backend. Absent for orders placed before tracing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(pattern = "^[0-9a-f]{32}$"))]
+    pub trace_id: Option<String>,
 }
 
 // --- payment service ----------------------------------------------------------------------------

@@ -1,7 +1,7 @@
 //! Kafka header names.
 //!
 //! Every message mirrors its envelope's id, type and correlation id in headers, so tools can filter
-//! without decoding, and carries a W3C `traceparent`. Dead-lettered messages keep all their original
+//! without decoding, and carries a W3C `traceparent`: the span that published it. Dead-lettered messages keep all their original
 //! headers and gain the `oms-dlq-*` set below; a replayed message gains `oms-replay-*`.
 
 use uuid::Uuid;
@@ -55,8 +55,14 @@ pub mod dlq {
 /// Replay marker: the dead-letter record (`topic/partition/offset`) a replayed message came from.
 pub const REPLAYED_FROM: &str = "oms-replayed-from";
 
-/// A W3C `traceparent` whose trace id is the correlation id (so one order's journey is one trace)
-/// and whose span id is the last 8 bytes of the message id.
+/// The `traceparent` a replayed message had when it was dead-lettered. A replay is a new
+/// operation, so it does not carry on as that span's child: the consumer's span starts a trace
+/// of its own and links to this one.
+pub const REPLAYED_TRACEPARENT: &str = "oms-replayed-traceparent";
+
+/// A W3C `traceparent` whose trace id is the correlation id and whose span id is the last 8
+/// bytes of the message id: what a message carries when its producer has no trace of its own
+/// (the services replace it with their span's context when they publish).
 pub fn traceparent(correlation_id: Uuid, message_id: Uuid) -> String {
     let span = &message_id.as_bytes()[8..];
     let mut span_hex = String::with_capacity(16);

@@ -54,6 +54,11 @@ pub struct Settings {
     #[arg(long, global = true, env = "OMS_TOKEN_COMMAND")]
     token_command: Option<String>,
 
+    /// The trace backend's page of a trace, to link traces to: a URL with `{traceId}` in it, or
+    /// a Jaeger UI base URL (`/trace/{traceId}` is added), e.g. http://127.0.0.1:16686.
+    #[arg(long, global = true, env = "OMS_TRACE_URL")]
+    trace_url: Option<String>,
+
     /// Config file (TOML) [default: ~/.config/omsctl/config.toml if it exists].
     #[arg(long, global = true, env = "OMS_CONFIG")]
     config: Option<PathBuf>,
@@ -68,6 +73,7 @@ struct FileConfig {
     output: Option<String>,
     state_dir: Option<PathBuf>,
     token_command: Option<String>,
+    trace_url: Option<String>,
     /// Service name -> base URL.
     #[serde(default)]
     endpoints: std::collections::BTreeMap<String, String>,
@@ -113,6 +119,19 @@ pub struct Ctx {
     urls: Vec<(Svc, String)>,
     http: reqwest::Client,
     token: crate::auth::TokenSource,
+    /// Template of a trace's page in the trace backend (`{traceId}` in it).
+    trace_url: Option<String>,
+}
+
+/// `--trace-url`: a template with `{traceId}`, or a Jaeger UI base URL.
+fn trace_template(url: &str) -> Result<String, Failure> {
+    let template = if url.contains("{traceId}") {
+        url.to_owned()
+    } else {
+        format!("{}/trace/{{traceId}}", url.trim_end_matches('/'))
+    };
+    check_url("trace backend", template.replace("{traceId}", "0"))?;
+    Ok(template)
 }
 
 fn check_url(svc: &str, url: String) -> Result<String, Failure> {
@@ -194,7 +213,14 @@ impl Ctx {
             s.token_command.or(file.token_command),
             &state_dir,
         );
+        let trace_url = s
+            .trace_url
+            .or(file.trace_url)
+            .filter(|u| !u.trim().is_empty())
+            .map(|u| trace_template(&u))
+            .transpose()?;
         Ok(Self {
+            trace_url,
             token,
             brokers: s.brokers.or(file.brokers).unwrap_or_else(|| {
                 local
@@ -211,6 +237,13 @@ impl Ctx {
                 .build()
                 .context("creating the HTTP client")?,
         })
+    }
+
+    /// The trace backend's page of trace `trace_id`, when one is configured.
+    pub fn trace_link(&self, trace_id: &str) -> Option<String> {
+        self.trace_url
+            .as_ref()
+            .map(|t| t.replace("{traceId}", trace_id))
     }
 
     /// This context pointed at the local stack `local` (its brokers and service ports).

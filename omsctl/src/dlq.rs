@@ -12,7 +12,9 @@ use std::io::{IsTerminal, Write};
 use std::time::Duration;
 
 use anyhow::Context;
-use oms_contracts::headers::{dlq as dlq_headers, REPLAYED_FROM};
+use oms_contracts::headers::{
+    dlq as dlq_headers, REPLAYED_FROM, REPLAYED_TRACEPARENT, TRACEPARENT,
+};
 use oms_contracts::Envelope;
 use rdkafka::message::Header;
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -606,14 +608,25 @@ async fn send(
             tokio::time::sleep(every).await;
         }
         let to = ctx.topics.name(&e.origin);
-        // The dead letter's own diagnostics stay behind; every other header travels on.
-        let headers = oms_kafka::headers_where(e.record.headers.as_ref(), |name| {
-            !dlq_headers::ALL.contains(&name) && name != REPLAYED_FROM
+        // The dead letter's own diagnostics stay behind; every other header travels on. The
+        // replay is an operation of its own: its handling starts a trace that links to the one
+        // the message was dead-lettered in, instead of continuing it.
+        let mut headers = oms_kafka::headers_where(e.record.headers.as_ref(), |name| {
+            !dlq_headers::ALL.contains(&name)
+                && name != REPLAYED_FROM
+                && name != TRACEPARENT
+                && name != REPLAYED_TRACEPARENT
         })
         .insert(Header {
             key: REPLAYED_FROM,
             value: Some(e.id.as_bytes()),
         });
+        if let Some(tp) = e.record.header(TRACEPARENT) {
+            headers = headers.insert(Header {
+                key: REPLAYED_TRACEPARENT,
+                value: Some(tp.as_bytes()),
+            });
+        }
         let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&to).headers(headers);
         if let Some(k) = &e.record.key {
             record = record.key(k.as_slice());

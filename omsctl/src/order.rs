@@ -502,13 +502,24 @@ async fn trace(ctx: &Ctx, id: &str) -> Result<(), Failure> {
             ),
         };
         format!(
-            "{t}\n{payment_line}\n{reservation_line}\n{}",
+            "{t}\n{payment_line}\n{reservation_line}\n{}\n{}",
+            trace_line(&doc),
             cell(&doc["verdict"])
         )
     })
 }
 
-/// Everything known about one order's journey: the services' views, every Kafka message with
+/// `trace: ID (URL)`, or why there is none.
+pub(crate) fn trace_line(doc: &Value) -> String {
+    match (doc["traceId"].as_str(), doc["traceUrl"].as_str()) {
+        (Some(id), Some(url)) => format!("trace: {id} {url}"),
+        (Some(id), None) => format!("trace: {id} (set --trace-url or OMS_TRACE_URL to link it)"),
+        _ => "trace: none recorded".to_owned(),
+    }
+}
+
+/// Everything known about one order's journey: its trace id (and the trace backend's page of
+/// it, when configured), the services' views, every Kafka message with
 /// its key, pending outbox rows, a time-ordered `timeline` and the `verdict`.
 pub async fn trace_doc(ctx: &Ctx, id: &str) -> Result<Value, Failure> {
     check_id(id)?;
@@ -616,7 +627,10 @@ pub async fn trace_doc(ctx: &Ctx, id: &str) -> Result<Value, Failure> {
         payment.as_ref(),
         reservation.as_ref(),
     );
+    let trace_url = order.trace_id.as_deref().and_then(|t| ctx.trace_link(t));
     let doc = json!({
+        "traceId": order.trace_id,
+        "traceUrl": trace_url,
         "order": order,
         "saga": saga,
         "payment": payment,

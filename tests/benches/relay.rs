@@ -50,7 +50,7 @@ fn start(
 ) -> anyhow::Result<(CancellationToken, tokio::task::JoinHandle<()>)> {
     let mut config = RelayConfig::new("bench", &brokers());
     config.wakeup = wakeup;
-    let relay = Relay::new(pool.clone(), config, Metrics::new("bench", |_| {}))?;
+    let relay = Relay::new(pool.clone(), config, Metrics::new(|_| {}))?;
     let token = CancellationToken::new();
     let t = token.clone();
     Ok((

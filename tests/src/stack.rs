@@ -59,6 +59,17 @@ impl Default for StackOptions {
     }
 }
 
+/// Logs of the in-process services (once per test process; a test that installed its own
+/// subscriber first keeps it). The provider lives as long as the process.
+fn init_telemetry(runtime: &RuntimeConfig) {
+    static TELEMETRY: std::sync::OnceLock<Option<oms_runtime::telemetry::Telemetry>> =
+        std::sync::OnceLock::new();
+    TELEMETRY.get_or_init(|| {
+        oms_runtime::telemetry::init(runtime.log_format, &runtime.log_filter, "oms-tests", None)
+            .ok()
+    });
+}
+
 /// How long the tokens of a test stack's own client live: longer than any test.
 const CLIENT_TOKEN_TTL: u64 = 4 * 3600;
 
@@ -152,6 +163,7 @@ impl Stack {
             consumer_idle_after: self.options.consumer_idle_after,
             consumer_idle_poll: Duration::from_millis(100),
             log_format: LogFormat::Text,
+            otlp_endpoint: None,
             log_filter: std::env::var("OMS_TEST_LOG").unwrap_or_else(|_| "warn".into()),
             auth: AuthConfig::secret_file(self.secret_dir.path().join("jwt-secret")),
         }
@@ -177,7 +189,7 @@ impl Stack {
             return Ok(());
         }
         let runtime = self.runtime_config(service);
-        oms_runtime::telemetry::init(runtime.log_format, &runtime.log_filter);
+        init_telemetry(&runtime);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let url = format!("http://{}", listener.local_addr()?);
         let token = CancellationToken::new();

@@ -135,8 +135,7 @@ impl Harness {
         pool: PgPool,
         handler: Ledger,
     ) -> anyhow::Result<Running> {
-        let consumer =
-            InboxConsumer::new(pool, config, handler, Metrics::new("consumer-test", |_| {}))?;
+        let consumer = InboxConsumer::new(pool, config, handler, Metrics::new(|_| {}))?;
         let stats = consumer.stats();
         let token = CancellationToken::new();
         let t = token.clone();
@@ -164,7 +163,7 @@ impl Harness {
         let relay = Relay::new(
             self.pool.clone(),
             RelayConfig::new("consumer-test", &brokers()),
-            Metrics::new("consumer-test", |_| {}),
+            Metrics::new(|_| {}),
         )?;
         let token = CancellationToken::new();
         let t = token.clone();

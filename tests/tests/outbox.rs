@@ -63,8 +63,7 @@ fn spawn_relay_with_status(
     Arc<RelayStatus>,
 ) {
     let token = CancellationToken::new();
-    let relay =
-        Relay::new(pool.clone(), config, Metrics::new("outbox-test", |_| {})).expect("relay");
+    let relay = Relay::new(pool.clone(), config, Metrics::new(|_| {})).expect("relay");
     let status = relay.status();
     let t = token.clone();
     let handle = tokio::spawn(async move {

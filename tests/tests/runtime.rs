@@ -39,6 +39,7 @@ fn config(db: DatabaseUrl, brokers: &str) -> RuntimeConfig {
         consumer_idle_after: None,
         consumer_idle_poll: Duration::from_millis(100),
         log_format: LogFormat::Text,
+        otlp_endpoint: None,
         log_filter: "warn".into(),
         auth: oms_runtime::auth::AuthConfig::off(),
     }
@@ -127,12 +128,23 @@ async fn a_service_reports_health_and_metrics_and_shuts_down_gracefully() -> any
     );
     let p = oms_tests::producer(&broker.brokers())?;
     oms_tests::produce(&p, &topic, &env.key(), &env.encode(), &[]).await?;
-    let metrics = eventually(Duration::from_secs(30), "the message to be handled", || async {
-        let text = http.get(format!("{base}/metrics")).send().await?.text().await?;
-        Ok(text
-            .contains(r#"oms_messages_consumed_total{service="runtime-test",group="runtime-test",outcome="handled"} 1"#)
-            .then_some(text))
-    })
+    let metrics = eventually(
+        Duration::from_secs(30),
+        "the message to be handled",
+        || async {
+            let text = http
+                .get(format!("{base}/metrics"))
+                .send()
+                .await?
+                .text()
+                .await?;
+            Ok(text
+                .contains(
+                    r#"oms_messages_consumed_total{group="runtime-test",outcome="handled"} 1"#,
+                )
+                .then_some(text))
+        },
+    )
     .await?;
     for name in [
         "oms_outbox_backlog",

@@ -426,19 +426,23 @@ fn draw_detail(frame: &mut Frame<'_>, app: &App, area: Rect) {
         dead.len() as u16 + 2
     };
     let [verdict, timeline, dlq] = Layout::vertical([
-        Constraint::Length(3),
+        Constraint::Length(4),
         Constraint::Min(3),
         Constraint::Length(dlq_height),
     ])
     .areas(area);
     frame.render_widget(
-        Paragraph::new(cell(&doc["verdict"]))
-            .wrap(Wrap { trim: true })
-            .block(
-                Block::default()
-                    .borders(Borders::ALL)
-                    .title(format!(" order {id} (Esc back) ")),
-            ),
+        Paragraph::new(format!(
+            "{}\n{}",
+            cell(&doc["verdict"]),
+            crate::order::trace_line(doc)
+        ))
+        .wrap(Wrap { trim: true })
+        .block(
+            Block::default()
+                .borders(Borders::ALL)
+                .title(format!(" order {id} (Esc back) ")),
+        ),
         verdict,
     );
     let rows: Vec<Row<'_>> = doc["timeline"]
@@ -682,6 +686,7 @@ mod tests {
                 id.clone(),
                 Ok(serde_json::json!({
                     "verdict": "CANCELLED (PAYMENT_DECLINED): payment declined: INSUFFICIENT_FUNDS",
+                    "traceId": "0af7651916cd43dd8448eb211c80319c",
                     "timeline": [{"at": "2026-11-23T15:13:20.774731Z", "source": "order", "what": "POST /orders accepted (PENDING)"}],
                 })),
             ),
@@ -692,6 +697,10 @@ mod tests {
         assert!(text.contains("POST /orders accepted (PENDING)"));
         assert!(text.contains("15:13:20.774"));
         assert!(text.contains("CANCELLED (PAYMENT_DECLINED)"));
+        assert!(
+            text.contains("trace: 0af7651916cd43dd8448eb211c80319c"),
+            "{text}"
+        );
         assert!(text.contains("FROZEN (f resumes)"));
     }
 }

@@ -30,6 +30,9 @@ use oms_runtime::config::{parse_duration, RuntimeConfig};
 use oms_runtime::http::{ApiError, ApiJson, ApiPath};
 use oms_runtime::service::RuntimeError;
 use oms_runtime::{outbox, Handler, HandlerContext, HandlerError, Parallelism, Runtime};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use serde::Deserialize;
 use sqlx::PgPool;
 use tokio::net::TcpListener;
@@ -69,14 +72,28 @@ pub async fn run(
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> Result<(), RuntimeError> {
+    let stock = Family::<StockLabels, Gauge>::default();
     let mut runtime = Runtime::start(
         SERVICE.name(),
         config.runtime.clone(),
         Some(sqlx::migrate!("./migrations")),
         shutdown,
-        |_| {},
+        |r| {
+            r.register(
+                "stock_units",
+                "Units of each product, by state (available, reserved, sold)",
+                stock.clone(),
+            )
+        },
     )
     .await?;
+    let (pool, token) = (runtime.pool().clone(), runtime.shutdown().clone());
+    runtime.spawn("stock gauges", async move {
+        oms_runtime::service::every("stock gauges", GAUGE_INTERVAL, token, || {
+            refresh_stock(&pool, &stock)
+        })
+        .await
+    });
     runtime.consume(
         SERVICE.spec(),
         InventoryHandler {
@@ -92,6 +109,41 @@ pub async fn run(
     runtime.spawn("reservation expiry", expiry.run(token));
     let api = router(runtime.pool().clone());
     runtime.serve(listener, api, ApiDoc::openapi()).await
+}
+
+/// How often the stock gauges are read from the database.
+const GAUGE_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Labels of the stock gauge.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StockLabels {
+    product: String,
+    state: &'static str,
+}
+
+async fn refresh_stock(
+    pool: &PgPool,
+    stock: &Family<StockLabels, Gauge>,
+) -> Result<bool, sqlx::Error> {
+    let rows: Vec<(String, i32, i32, i32)> =
+        sqlx::query_as("SELECT id, available, reserved, sold FROM products")
+            .fetch_all(pool)
+            .await?;
+    for (product, available, reserved, sold) in rows {
+        for (state, units) in [
+            ("available", available),
+            ("reserved", reserved),
+            ("sold", sold),
+        ] {
+            stock
+                .get_or_create(&StockLabels {
+                    product: product.clone(),
+                    state,
+                })
+                .set(i64::from(units));
+        }
+    }
+    Ok(false)
 }
 
 impl From<StockError> for HandlerError {

@@ -7,7 +7,7 @@ async fn main() -> anyhow::Result<()> {
     let config = oms_inventory::Config::parse();
     let (runtime, listen) = (config.runtime.clone(), config.listen.clone());
     oms_runtime::service::main(
-        "inventory service",
+        oms_contracts::ServiceId::Inventory,
         &runtime,
         &listen,
         |listener, shutdown| oms_inventory::run(config, listener, shutdown),

@@ -7,7 +7,7 @@ async fn main() -> anyhow::Result<()> {
     let config = oms_notification::Config::parse();
     let (runtime, listen) = (config.runtime.clone(), config.listen.clone());
     oms_runtime::service::main(
-        "notification service",
+        oms_contracts::ServiceId::Notification,
         &runtime,
         &listen,
         |listener, shutdown| oms_notification::run(config, listener, shutdown),

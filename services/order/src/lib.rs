@@ -31,6 +31,10 @@ use oms_contracts::{Envelope, Message, OrderId};
 use oms_runtime::auth::Caller;
 use oms_runtime::config::RuntimeConfig;
 use oms_runtime::http::{list_filters, page_of, ApiError, ApiPath, ApiQuery};
+use oms_runtime::metrics::ReasonLabel;
+use oms_runtime::prometheus_client::metrics::counter::Counter;
+use oms_runtime::prometheus_client::metrics::family::Family;
+use oms_runtime::prometheus_client::registry::Registry;
 use oms_runtime::service::RuntimeError;
 use oms_runtime::{outbox, Handler, HandlerContext, HandlerError, Runtime};
 use serde::Deserialize;
@@ -134,15 +138,21 @@ pub async fn run(
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> Result<(), RuntimeError> {
+    let metrics = OrderMetrics::default();
     let mut runtime = Runtime::start(
         SERVICE.name(),
         config.runtime.clone(),
         Some(sqlx::migrate!("./migrations")),
         shutdown,
-        |_| {},
+        |r| metrics.register(r),
     )
     .await?;
-    runtime.consume(SERVICE.spec(), OutcomeHandler)?;
+    runtime.consume(
+        SERVICE.spec(),
+        OutcomeHandler {
+            metrics: metrics.clone(),
+        },
+    )?;
     let pool = runtime.pool().clone();
     let retention = config.idempotency_retention;
     let token = runtime.shutdown().clone();
@@ -168,6 +178,7 @@ pub async fn run(
         });
     }
     let state = AppState {
+        metrics,
         limiter,
         pool: runtime.pool().clone(),
         topics: runtime.topics(),
@@ -213,8 +224,39 @@ async fn prune_idempotency_keys(
     }
 }
 
+/// The order service's business metrics: orders accepted, and their outcomes (counted once,
+/// after the transaction that records them commits).
+#[derive(Clone, Default)]
+pub struct OrderMetrics {
+    created: Counter,
+    confirmed: Counter,
+    cancelled: Family<ReasonLabel, Counter>,
+}
+
+impl OrderMetrics {
+    fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "orders_created",
+            "Orders accepted (PENDING)",
+            self.created.clone(),
+        );
+        registry.register(
+            "orders_confirmed",
+            "Orders confirmed",
+            self.confirmed.clone(),
+        );
+        registry.register(
+            "orders_cancelled",
+            "Orders cancelled, by reason",
+            self.cancelled.clone(),
+        );
+    }
+}
+
 /// Records the saga's outcome on the order.
-struct OutcomeHandler;
+struct OutcomeHandler {
+    metrics: OrderMetrics,
+}
 
 impl Handler for OutcomeHandler {
     async fn handle(
@@ -222,7 +264,7 @@ impl Handler for OutcomeHandler {
         ctx: &mut HandlerContext,
         envelope: &Envelope,
     ) -> Result<(), HandlerError> {
-        let (order_id, status, updated) = match &envelope.message {
+        let (order_id, status, updated, reason) = match &envelope.message {
             Message::OrderConfirmed(m) => {
                 let lines = serde_json::to_value(&m.lines)
                     .map_err(|e| HandlerError::Rejected(e.to_string()))?;
@@ -238,7 +280,7 @@ impl Handler for OutcomeHandler {
                 .bind(m.payment_id)
                 .execute(ctx.tx())
                 .await?;
-                (m.order_id, "CONFIRMED", done.rows_affected())
+                (m.order_id, "CONFIRMED", done.rows_affected(), None)
             }
             Message::OrderCancelled(m) => {
                 let reason = serde_json::to_value(m.reason)
@@ -249,16 +291,28 @@ impl Handler for OutcomeHandler {
                      updated_at = now(), completed_at = now() WHERE id = $1 AND status = 'PENDING'",
                 )
                 .bind(m.order_id.0)
-                .bind(reason)
+                .bind(&reason)
                 .bind(&m.detail)
                 .execute(ctx.tx())
                 .await?;
-                (m.order_id, "CANCELLED", done.rows_affected())
+                (m.order_id, "CANCELLED", done.rows_affected(), reason)
             }
             _ => return Ok(()),
         };
         if updated == 1 {
             tracing::info!(%order_id, status, "order finished");
+            let metrics = self.metrics.clone();
+            ctx.after_commit(move || match reason {
+                None => {
+                    metrics.confirmed.inc();
+                }
+                Some(reason) => {
+                    metrics
+                        .cancelled
+                        .get_or_create(&ReasonLabel { reason })
+                        .inc();
+                }
+            });
             return Ok(());
         }
         let current: Option<String> = sqlx::query_scalar("SELECT status FROM orders WHERE id = $1")
@@ -278,6 +332,7 @@ impl Handler for OutcomeHandler {
 
 #[derive(Clone)]
 struct AppState {
+    metrics: OrderMetrics,
     pool: PgPool,
     topics: Topics,
     rules: Arc<Rules>,
@@ -439,6 +494,7 @@ async fn create_order(
     }
     insert_order(&mut tx, &state.topics, order_id, &order, now).await?;
     tx.commit().await?;
+    state.metrics.created.inc();
     tracing::info!(%order_id, customer_id = %order.customer_id, lines = order.items.len(), "order accepted");
     Ok((StatusCode::CREATED, location(order_id), Json(accepted)).into_response())
 }
@@ -471,14 +527,16 @@ async fn insert_order(
     now: DateTime<Utc>,
 ) -> Result<(), ApiError> {
     sqlx::query(
-        "INSERT INTO orders (id, customer_id, status, items, payment_token, created_at, updated_at) \
-         VALUES ($1, $2, 'PENDING', $3, $4, $5, $5)",
+        "INSERT INTO orders (id, customer_id, status, items, payment_token, created_at, updated_at, trace_id) \
+         VALUES ($1, $2, 'PENDING', $3, $4, $5, $5, $6)",
     )
     .bind(order_id.0)
     .bind(order.customer_id.as_str())
     .bind(serde_json::to_value(&order.items).map_err(|e| ApiError::internal(&e))?)
     .bind(&order.payment_token)
     .bind(now)
+    // The trace of the request that placed it: where its journey is found in a trace backend.
+    .bind(oms_runtime::telemetry::trace_id(&tracing::Span::current()))
     .execute(&mut *tx)
     .await?;
     let created = OrderCreated {
@@ -533,7 +591,7 @@ async fn replay(
 
 const ORDER_COLUMNS: &str =
     "id, customer_id, status, items, lines, total_minor, currency, payment_id, \
-     cancel_reason, cancel_detail, created_at, updated_at, completed_at";
+     cancel_reason, cancel_detail, created_at, updated_at, completed_at, trace_id";
 
 fn order_view(r: &sqlx::postgres::PgRow) -> Result<OrderView, ApiError> {
     let total_minor: Option<i64> = r.get("total_minor");
@@ -564,6 +622,7 @@ fn order_view(r: &sqlx::postgres::PgRow) -> Result<OrderView, ApiError> {
         created_at: r.get("created_at"),
         updated_at: r.get("updated_at"),
         completed_at: r.get("completed_at"),
+        trace_id: r.get("trace_id"),
     })
 }
 

@@ -6,8 +6,11 @@ use clap::Parser;
 async fn main() -> anyhow::Result<()> {
     let config = oms_order::Config::parse();
     let (runtime, listen) = (config.runtime.clone(), config.listen.clone());
-    oms_runtime::service::main("order service", &runtime, &listen, |listener, shutdown| {
-        oms_order::run(config, listener, shutdown)
-    })
+    oms_runtime::service::main(
+        oms_contracts::ServiceId::Order,
+        &runtime,
+        &listen,
+        |listener, shutdown| oms_order::run(config, listener, shutdown),
+    )
     .await
 }

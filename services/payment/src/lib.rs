@@ -26,6 +26,9 @@ use oms_contracts::{Currency, Envelope, Message, Money, OrderId};
 use oms_runtime::auth::{Admin, Operator};
 use oms_runtime::config::RuntimeConfig;
 use oms_runtime::http::{list_filters, page_of, ApiError, ApiJson, ApiPath, ApiQuery};
+use oms_runtime::metrics::OutcomeLabel;
+use oms_runtime::prometheus_client::metrics::counter::Counter;
+use oms_runtime::prometheus_client::metrics::family::Family;
 use oms_runtime::service::RuntimeError;
 use oms_runtime::{Handler, HandlerContext, HandlerError, Parallelism, Runtime};
 use serde::Deserialize;
@@ -58,12 +61,19 @@ pub async fn run(
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> Result<(), RuntimeError> {
+    let outcomes = Family::<OutcomeLabel, Counter>::default();
     let mut runtime = Runtime::start(
         SERVICE.name(),
         config.runtime.clone(),
         Some(sqlx::migrate!("./migrations")),
         shutdown,
-        |_| {},
+        |r| {
+            r.register(
+                "payments",
+                "Payments by outcome (authorized, declined, refunded, voided)",
+                outcomes.clone(),
+            )
+        },
     )
     .await?;
     let gateway = Simulated::default();
@@ -71,6 +81,7 @@ pub async fn run(
         SERVICE.spec(),
         PaymentHandler {
             gateway: gateway.clone(),
+            outcomes,
         },
     )?;
     let api = router(AppState {
@@ -150,6 +161,23 @@ async fn lock_payment(
 
 struct PaymentHandler<G> {
     gateway: G,
+    /// Payments by outcome: `authorized`, `declined`, `refunded`, `voided` (counted once, when
+    /// the transaction that records it commits; an answer repeated to a retried command is not
+    /// counted again).
+    outcomes: Family<OutcomeLabel, Counter>,
+}
+
+impl<G> PaymentHandler<G> {
+    fn count_after_commit(&self, ctx: &mut HandlerContext, outcome: &'static str) {
+        let outcomes = self.outcomes.clone();
+        ctx.after_commit(move || {
+            outcomes
+                .get_or_create(&OutcomeLabel {
+                    outcome: outcome.to_owned(),
+                })
+                .inc();
+        });
+    }
 }
 
 impl<G: Gateway> Handler for PaymentHandler<G> {
@@ -231,6 +259,12 @@ impl<G: Gateway> Handler for PaymentHandler<G> {
                 .bind(reason.as_ref().map(enum_name))
                 .execute(ctx.tx())
                 .await?;
+                let outcome = if reason.is_none() {
+                    "authorized"
+                } else {
+                    "declined"
+                };
+                self.count_after_commit(ctx, outcome);
                 match reason {
                     None => {
                         ctx.emit(PaymentAuthorized {
@@ -253,6 +287,7 @@ impl<G: Gateway> Handler for PaymentHandler<G> {
                 let (outcome, amount) = match lock_payment(ctx.tx(), cmd.order_id).await? {
                     Some(p) if p.status == Status::Authorized => {
                         set_refunded(ctx.tx(), cmd.order_id, Status::Refunded, cmd.reason).await?;
+                        self.count_after_commit(ctx, "refunded");
                         (RefundOutcome::Refunded, Some(p.amount))
                     }
                     Some(p) if p.status == Status::Refunded => {
@@ -270,6 +305,7 @@ impl<G: Gateway> Handler for PaymentHandler<G> {
                         .bind(enum_name(&cmd.reason))
                         .execute(ctx.tx())
                         .await?;
+                        self.count_after_commit(ctx, "voided");
                         (RefundOutcome::Voided, None)
                     }
                 };

@@ -7,7 +7,7 @@ async fn main() -> anyhow::Result<()> {
     let config = oms_payment::Config::parse();
     let (runtime, listen) = (config.runtime.clone(), config.listen.clone());
     oms_runtime::service::main(
-        "payment service",
+        oms_contracts::ServiceId::Payment,
         &runtime,
         &listen,
         |listener, shutdown| oms_payment::run(config, listener, shutdown),

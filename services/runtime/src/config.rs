@@ -94,6 +94,12 @@ pub struct RuntimeConfig {
     #[arg(long, env = "OMS_LOG", default_value = "info")]
     pub log_filter: String,
 
+    /// OTLP/HTTP endpoint traces are exported to, as a base URL (`/v1/traces` is added), e.g.
+    /// `http://127.0.0.1:4318`. Unset: the standard `OTEL_EXPORTER_OTLP_ENDPOINT`; neither: spans
+    /// are made (trace ids still travel with every message and reach the logs) but not exported.
+    #[arg(long, env = "OMS_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
+
     /// Who may call the HTTP API.
     #[command(flatten)]
     pub auth: crate::auth::AuthConfig,

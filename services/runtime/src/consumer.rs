@@ -94,6 +94,16 @@ pub struct HandlerContext {
     service: Arc<str>,
     topics: Topics,
     attempt: u32,
+    after_commit: Vec<AfterCommit>,
+}
+
+/// Work to do once the handler's transaction has committed.
+type AfterCommit = Box<dyn FnOnce() + Send>;
+
+fn run_after_commit(hooks: Vec<AfterCommit>) {
+    for hook in hooks {
+        hook();
+    }
 }
 
 impl HandlerContext {
@@ -118,6 +128,12 @@ impl HandlerContext {
     /// 1 on the first try, 2 on the first retry, ...
     pub fn attempt(&self) -> u32 {
         self.attempt
+    }
+
+    /// Runs `hook` once the transaction commits, never if it rolls back (a failed try, a batch
+    /// settled again one by one): for counting business outcomes exactly once.
+    pub fn after_commit(&mut self, hook: impl FnOnce() + Send + 'static) {
+        self.after_commit.push(Box::new(hook));
     }
 }
 
@@ -374,6 +390,16 @@ impl Delivery {
                     .collect()
             })
             .unwrap_or_default()
+    }
+
+    /// The value of header `name`, when present and UTF-8.
+    fn header(&self, name: &str) -> Option<&str> {
+        self.msg
+            .headers()?
+            .iter()
+            .find(|h| h.key == name)
+            .and_then(|h| h.value)
+            .and_then(|v| std::str::from_utf8(v).ok())
     }
 
     /// The key its order is kept by: the Kafka key, or the partition for keyless messages.
@@ -814,6 +840,7 @@ impl<H: Handler> Shared<H> {
         let mut first_attempt = vec![1u32; batch.len()];
         if batch.len() > 1 && batch.iter().all(|d| d.decoded.is_ok()) {
             let span = tracing::info_span!(
+                target: crate::telemetry::LOCAL_ONLY,
                 "batch",
                 service = %self.service,
                 group = %self.config.group_id,
@@ -858,17 +885,7 @@ impl<H: Handler> Shared<H> {
             }
         }
         for (delivery, attempt) in batch.iter().zip(first_attempt) {
-            let span = tracing::info_span!(
-                "message",
-                service = %self.service,
-                group = %self.config.group_id,
-                topic = &*delivery.topic,
-                partition = delivery.partition,
-                offset = delivery.offset,
-                message_id = tracing::field::Empty,
-                message_type = tracing::field::Empty,
-                correlation_id = tracing::field::Empty,
-            );
+            let span = self.message_span(delivery, delivery.decoded.as_ref().ok());
             match self
                 .process(delivery, attempt, shutdown)
                 .instrument(span)
@@ -879,6 +896,45 @@ impl<H: Handler> Shared<H> {
             }
         }
         (finished, Settled::Yes)
+    }
+
+    /// The consumer span of one delivery: a child of the `traceparent` it carries (a trace of
+    /// its own without one), linked to the trace it was replayed from, if any.
+    fn message_span(&self, delivery: &Delivery, envelope: Option<&Envelope>) -> tracing::Span {
+        let span = tracing::info_span!(
+            "message",
+            otel.name = %format_args!("process {}", delivery.topic),
+            otel.kind = "consumer",
+            messaging.system = "kafka",
+            messaging.consumer.group.name = %self.config.group_id,
+            service = %self.service,
+            group = %self.config.group_id,
+            topic = &*delivery.topic,
+            partition = delivery.partition,
+            offset = delivery.offset,
+            message_id = tracing::field::Empty,
+            message_type = tracing::field::Empty,
+            correlation_id = tracing::field::Empty,
+            trace_id = tracing::field::Empty,
+            span_id = tracing::field::Empty,
+        );
+        if let Some(envelope) = envelope {
+            span.record("message_id", tracing::field::display(envelope.event_id));
+            span.record("message_type", envelope.message_type().as_str());
+            span.record(
+                "correlation_id",
+                tracing::field::display(envelope.correlation_id),
+            );
+        }
+        crate::telemetry::set_parent(&span, delivery.header(oms_contracts::headers::TRACEPARENT));
+        if let Some(linked) = delivery
+            .header(oms_contracts::headers::REPLAYED_TRACEPARENT)
+            .and_then(crate::telemetry::span_context_of)
+        {
+            use tracing_opentelemetry::OpenTelemetrySpanExt;
+            span.add_link(linked);
+        }
+        span
     }
 
     fn count_settled(&self, handled: u64, duplicates: u64, took: Duration) {
@@ -936,6 +992,7 @@ impl<H: Handler> Shared<H> {
             .await
             .map_err(|e| (e.into(), None))?;
         let (mut handled, mut duplicates) = (0, 0);
+        let mut after_commit = Vec::new();
         for (i, delivery) in batch.iter().enumerate() {
             let Ok(envelope) = &delivery.decoded else {
                 continue;
@@ -950,15 +1007,24 @@ impl<H: Handler> Shared<H> {
                 service: Arc::clone(&self.service),
                 topics: self.config.topic_names.clone(),
                 attempt: 1,
+                after_commit,
             };
-            let result = self.handler.handle(&mut ctx, envelope).await;
+            // Each message is handled in a span of its own trace, whatever the batch.
+            let span = self.message_span(delivery, Some(envelope));
+            let result = self
+                .handler
+                .handle(&mut ctx, envelope)
+                .instrument(span)
+                .await;
             tx = ctx.tx;
+            after_commit = ctx.after_commit;
             if let Err(e) = result {
                 return Err((e.into(), Some(i)));
             }
             handled += 1;
         }
         tx.commit().await.map_err(|e| (e.into(), None))?;
+        run_after_commit(after_commit);
         Ok((handled, duplicates))
     }
 
@@ -1023,13 +1089,6 @@ impl<H: Handler> Shared<H> {
                     .await
             }
         };
-        let span = tracing::Span::current();
-        span.record("message_id", tracing::field::display(envelope.event_id));
-        span.record("message_type", envelope.message_type().as_str());
-        span.record(
-            "correlation_id",
-            tracing::field::display(envelope.correlation_id),
-        );
 
         let policy = self.config.retry_policy();
         let mut attempt = first_attempt - 1;
@@ -1124,9 +1183,11 @@ impl<H: Handler> Shared<H> {
             service: Arc::clone(&self.service),
             topics: self.config.topic_names.clone(),
             attempt,
+            after_commit: Vec::new(),
         };
         self.handler.handle(&mut ctx, envelope).await?;
         ctx.tx.commit().await?;
+        run_after_commit(ctx.after_commit);
         Ok(false)
     }
 

@@ -302,6 +302,71 @@ pub async fn screen_request(
     next.run(req).await
 }
 
+/// What [`observe`] needs: the service's name and metrics.
+#[derive(Clone)]
+pub struct Observe {
+    /// Service name (a span field).
+    pub service: Arc<str>,
+    /// Where request counts and latencies go.
+    pub metrics: Metrics,
+}
+
+/// Routes that are polled, not used: counted, never traced (a scrape every few seconds would
+/// bury the traces that matter).
+const UNTRACED: &[&str] = &["/health/live", "/health/ready", "/metrics"];
+
+/// Middleware: every request is a server span (the parent is the caller's `traceparent` header,
+/// when valid) and is counted by method, route template and status, with its latency. Requests
+/// no route matches are counted under the route `unmatched`.
+pub async fn observe(
+    State(o): State<Observe>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use tracing::Instrument;
+    let started = std::time::Instant::now();
+    let method = req.method().clone();
+    let route = req
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or("unmatched", |p| p.as_str())
+        .to_owned();
+    let response = if UNTRACED.contains(&route.as_str()) {
+        next.run(req).await
+    } else {
+        let span = tracing::info_span!(
+            "http request",
+            otel.name = %format_args!("{method} {route}"),
+            otel.kind = "server",
+            otel.status_code = tracing::field::Empty,
+            http.request.method = %method,
+            http.route = %route,
+            http.response.status_code = tracing::field::Empty,
+            service = %o.service,
+            trace_id = tracing::field::Empty,
+            span_id = tracing::field::Empty,
+        );
+        let parent = req
+            .headers()
+            .get(oms_contracts::headers::TRACEPARENT)
+            .and_then(|v| v.to_str().ok());
+        crate::telemetry::set_parent(&span, parent);
+        let response = next.run(req).instrument(span.clone()).await;
+        span.record("http.response.status_code", response.status().as_u16());
+        if response.status().is_server_error() {
+            span.record("otel.status_code", "error");
+        }
+        response
+    };
+    o.metrics.observe_http(
+        method.as_str(),
+        &route,
+        response.status().as_u16(),
+        started.elapsed().as_secs_f64(),
+    );
+    response
+}
+
 /// The answer to a path no route matches: 404 in the JSON error body.
 pub async fn no_such_route() -> ApiError {
     ApiError::not_found("No such endpoint")

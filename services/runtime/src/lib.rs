@@ -2,7 +2,7 @@
 //!
 //! # Layout
 //! - [`config`]: settings from flags and `OMS_*` environment variables.
-//! - [`telemetry`]: JSON logs through `tracing`.
+//! - [`telemetry`]: JSON logs and OpenTelemetry traces through `tracing`, OTLP export.
 //! - [`db`]: the service's own database, created if missing, migrated at start.
 //! - [`outbox`]: `enqueue` inside the caller's transaction; backlog; pruning.
 //! - [`relay`]: publishes the outbox to Kafka (pipelined, idempotent producer, acks=all, ordered
@@ -11,7 +11,8 @@
 //!   dead-lettering and outage pauses; [`dispatch`]: its per-key queue and offset tracker.
 //! - [`kafka`]: client settings, quiet logging, error classes, topic creation.
 //! - [`http`]: `/health/live`, `/health/ready`, `/metrics` and the JSON error body.
-//! - [`metrics`]: Prometheus metrics.
+//! - [`metrics`]: Prometheus metrics (the `prometheus_client` crate is re-exported for the
+//!   services' own).
 //! - [`service`]: the [`service::Runtime`] that runs all of the above until shutdown.
 //! - [`shutdown`]: SIGTERM/SIGINT handling.
 
@@ -33,4 +34,5 @@ pub mod telemetry;
 
 pub use config::RuntimeConfig;
 pub use consumer::{Handler, HandlerContext, HandlerError, Parallelism};
+pub use prometheus_client;
 pub use service::Runtime;

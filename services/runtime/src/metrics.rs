@@ -1,4 +1,6 @@
-//! Prometheus metrics of the runtime: outbox, relay, consumers. Served as text at `/metrics`.
+//! Prometheus metrics of the runtime: HTTP, outbox, relay, consumers (services add their own
+//! business metrics to the same registry). Served as text at `/metrics`. Every name starts with
+//! `oms_`; no constant labels (which service answered is the scrape's `job`/`instance`).
 
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
@@ -37,8 +39,44 @@ pub struct LagLabels {
     pub partition: String,
 }
 
+/// One `outcome` label, for the services' business counters.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabel {
+    /// What became of it.
+    pub outcome: String,
+}
+
+/// One `reason` label, for the services' business counters.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    /// Why.
+    pub reason: String,
+}
+
+/// Labels of HTTP request counts.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    /// `GET`, `POST`, ...
+    pub method: String,
+    /// Route template (`/orders/{id}`), or `unmatched`.
+    pub route: String,
+    /// Status code.
+    pub status: String,
+}
+
+/// Labels of HTTP latencies.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteLabels {
+    /// `GET`, `POST`, ...
+    pub method: String,
+    /// Route template, or `unmatched`.
+    pub route: String,
+}
+
 struct Inner {
     registry: Registry,
+    http_requests: Family<RequestLabels, Counter>,
+    http_seconds: Family<RouteLabels, Histogram>,
     outbox_published: Counter,
     outbox_retries: Counter,
     outbox_dead_lettered: Counter,
@@ -62,16 +100,30 @@ fn handler_histogram() -> Histogram {
     ))
 }
 
+fn http_histogram() -> Histogram {
+    // 1 ms .. ~4 s.
+    Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
+        0.001, 2.0, 13,
+    ))
+}
+
 impl Metrics {
-    /// Metrics of `service`; `extra` may register the service's own metrics in the same registry.
-    pub fn new(service: &str, extra: impl FnOnce(&mut Registry)) -> Self {
-        let mut registry = Registry::with_prefix_and_labels(
-            "oms",
-            [(
-                std::borrow::Cow::Borrowed("service"),
-                std::borrow::Cow::Owned(service.to_owned()),
-            )]
-            .into_iter(),
+    /// The runtime's metrics; `extra` may register the service's own metrics in the same
+    /// registry (under the `oms_` prefix).
+    pub fn new(extra: impl FnOnce(&mut Registry)) -> Self {
+        let mut registry = Registry::with_prefix("oms");
+        let http_requests = Family::<RequestLabels, Counter>::default();
+        let http_seconds =
+            Family::<RouteLabels, Histogram>::new_with_constructor(http_histogram as fn() -> _);
+        registry.register(
+            "http_requests",
+            "HTTP requests answered, by method, route and status",
+            http_requests.clone(),
+        );
+        registry.register(
+            "http_request_duration_seconds",
+            "Time to answer an HTTP request, by method and route",
+            http_seconds.clone(),
         );
         let outbox_published = Counter::default();
         let outbox_retries = Counter::default();
@@ -138,6 +190,8 @@ impl Metrics {
         extra(&mut registry);
         Self(Arc::new(Inner {
             registry,
+            http_requests,
+            http_seconds,
             outbox_published,
             outbox_retries,
             outbox_dead_lettered,
@@ -157,6 +211,24 @@ impl Metrics {
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.0.registry);
         out
+    }
+
+    pub(crate) fn observe_http(&self, method: &str, route: &str, status: u16, seconds: f64) {
+        self.0
+            .http_requests
+            .get_or_create(&RequestLabels {
+                method: method.to_owned(),
+                route: route.to_owned(),
+                status: status.to_string(),
+            })
+            .inc();
+        self.0
+            .http_seconds
+            .get_or_create(&RouteLabels {
+                method: method.to_owned(),
+                route: route.to_owned(),
+            })
+            .observe(seconds);
     }
 
     pub(crate) fn outbox_published(&self, n: u64) {
@@ -226,18 +298,21 @@ mod tests {
 
     #[test]
     fn exposition_names_every_runtime_metric() {
-        let m = Metrics::new("test-svc", |_| {});
+        let m = Metrics::new(|_| {});
         m.outbox_published(3);
+        m.observe_http("GET", "/orders/{id}", 404, 0.003);
         m.consumed("g", "handled");
         m.observe_handler("g", 0.002);
         m.set_consumer_lag("g", "t", 0, 7);
         let text = m.encode();
         for needle in [
-            "oms_outbox_published_total{service=\"test-svc\"} 3",
-            "oms_outbox_backlog{service=\"test-svc\"} 0",
-            "oms_messages_consumed_total{service=\"test-svc\",group=\"g\",outcome=\"handled\"} 1",
+            "oms_outbox_published_total 3",
+            "oms_outbox_backlog 0",
+            "oms_messages_consumed_total{group=\"g\",outcome=\"handled\"} 1",
             "oms_handler_duration_seconds_bucket",
-            "oms_consumer_lag{service=\"test-svc\",group=\"g\",topic=\"t\",partition=\"0\"} 7",
+            "oms_consumer_lag{group=\"g\",topic=\"t\",partition=\"0\"} 7",
+            "oms_http_requests_total{method=\"GET\",route=\"/orders/{id}\",status=\"404\"} 1",
+            "oms_http_request_duration_seconds_bucket{le=\"0.004\",method=\"GET\",route=\"/orders/{id}\"} 1",
         ] {
             assert!(text.contains(needle), "missing {needle} in\n{text}");
         }

@@ -10,6 +10,7 @@ use std::time::Duration;
 use oms_contracts::Envelope;
 use serde::{Deserialize, Serialize};
 use sqlx::{PgExecutor, PgPool};
+use tracing::Instrument;
 use uuid::Uuid;
 
 /// `LISTEN/NOTIFY` channel that every enqueue notifies on commit.
@@ -192,6 +193,26 @@ pub async fn enqueue_raw<'e>(
     executor: impl PgExecutor<'e>,
     message: &OutgoingMessage,
 ) -> Result<i64, EnqueueError> {
+    // A span of the caller's trace; its context is stored with the row, so the relay's publish
+    // span, and whatever consumes the message, continue this trace.
+    let span = tracing::info_span!(
+        "outbox enqueue",
+        otel.name = %format_args!("enqueue {}", message.topic),
+        otel.kind = "internal",
+        messaging.destination.name = %message.topic,
+        message_type = message.message_type.as_deref(),
+        trace_id = tracing::field::Empty,
+        span_id = tracing::field::Empty,
+    );
+    crate::telemetry::record_ids(&span);
+    let traced;
+    let headers = match crate::telemetry::traceparent(&span) {
+        Some(tp) => {
+            traced = with_traceparent(&message.headers, tp);
+            &traced
+        }
+        None => &message.headers,
+    };
     // One statement: lock the key for this transaction, insert (allocating the id after the lock),
     // notify the relay (delivered at commit, collapsed with other notifies of the transaction).
     let sql = "WITH key_lock AS ( \
@@ -208,16 +229,28 @@ pub async fn enqueue_raw<'e>(
         .bind(&message.topic)
         .bind(message.key.as_deref())
         .bind(message.payload.as_deref())
-        .bind(headers_to_json(&message.headers))
+        .bind(headers_to_json(headers))
         .bind(message.message_id)
         .bind(message.message_type.as_deref())
         .bind(CHANNEL)
         .fetch_one(executor)
+        .instrument(span)
         .await
         .map_err(|source| EnqueueError {
             topic: message.topic.clone(),
             source,
         })
+}
+
+/// `headers` with `traceparent` set to `tp` (replacing the one there, else added).
+pub(crate) fn with_traceparent(headers: &[Header], tp: String) -> Vec<Header> {
+    let mut out: Vec<Header> = headers
+        .iter()
+        .filter(|h| h.name != oms_contracts::headers::TRACEPARENT)
+        .cloned()
+        .collect();
+    out.push(Header::text(oms_contracts::headers::TRACEPARENT, tp));
+    out
 }
 
 pub use oms_contracts::api::{Backlog, PendingRow};

@@ -489,7 +489,28 @@ impl Relay {
         let mut ids = Vec::with_capacity(rows.len());
         let mut deliveries = Vec::with_capacity(rows.len());
         for row in rows {
-            let headers = outbox::headers_from_json(row.headers);
+            let mut headers = outbox::headers_from_json(row.headers);
+            // The publish span is the enqueue span's child and what the message carries on.
+            let span = tracing::info_span!(
+                "outbox publish",
+                otel.name = %format_args!("publish {}", row.topic),
+                otel.kind = "producer",
+                otel.status_code = tracing::field::Empty,
+                messaging.system = "kafka",
+                messaging.destination.name = %row.topic,
+                outbox_id = row.id,
+                trace_id = tracing::field::Empty,
+                span_id = tracing::field::Empty,
+            );
+            let stored = headers
+                .iter()
+                .find(|h| h.name == oms_contracts::headers::TRACEPARENT)
+                .and_then(|h| h.value.as_deref())
+                .and_then(|v| std::str::from_utf8(v).ok());
+            crate::telemetry::set_parent(&span, stored);
+            if let Some(tp) = crate::telemetry::traceparent(&span) {
+                headers = outbox::with_traceparent(&headers, tp);
+            }
             let delivery = loop {
                 match self.publisher.send(
                     &row.topic,
@@ -507,10 +528,16 @@ impl Relay {
             };
             ids.push(row.id);
             deliveries.push(async move {
-                match delivery {
+                let result = match delivery {
                     Ok(d) => d.await.unwrap_or(Err(KafkaError::Canceled)),
                     Err(e) => Err(e),
+                };
+                // The span ends with the broker's answer.
+                if result.is_err() {
+                    span.record("otel.status_code", "error");
                 }
+                drop(span);
+                result
             });
         }
         let n = ids.len();

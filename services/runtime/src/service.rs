@@ -96,7 +96,7 @@ impl Runtime {
         tracing::info!(service = name, database, "database ready");
         Ok(Self {
             name: name.to_owned(),
-            metrics: Metrics::new(name, register_metrics),
+            metrics: Metrics::new(register_metrics),
             config,
             pool,
             shutdown,
@@ -250,6 +250,13 @@ impl Runtime {
             .layer(authenticate)
             .merge(open)
             .fallback(crate::http::no_such_route)
+            .layer(axum::middleware::from_fn_with_state(
+                crate::http::Observe {
+                    service: Arc::from(self.name.as_str()),
+                    metrics: self.metrics.clone(),
+                },
+                crate::http::observe,
+            ))
             .layer(axum::middleware::from_fn(crate::http::screen_request));
         let addr = listener.local_addr()?;
         tracing::info!(service = %self.name, %addr, "serving HTTP");
@@ -346,10 +353,10 @@ where
     }
 }
 
-/// The whole `main` of a service binary: JSON logs, SIGTERM/SIGINT handling, the listener on
-/// `listen`, then `run` until shutdown.
+/// The whole `main` of a service binary: JSON logs and traces, SIGTERM/SIGINT handling, the
+/// listener on `listen`, then `run` until shutdown.
 pub async fn main<F, Fut>(
-    what: &str,
+    service: oms_contracts::ServiceId,
     runtime: &RuntimeConfig,
     listen: &str,
     run: F,
@@ -359,7 +366,18 @@ where
     Fut: Future<Output = Result<(), RuntimeError>>,
 {
     use anyhow::Context;
-    crate::telemetry::init(runtime.log_format, &runtime.log_filter);
+    let what = format!("{} service", service.name());
+    let endpoint = crate::telemetry::otlp_endpoint(runtime.otlp_endpoint.as_deref());
+    let _telemetry = crate::telemetry::init(
+        runtime.log_format,
+        &runtime.log_filter,
+        &format!("oms-{}", service.name()),
+        endpoint.as_deref(),
+    )
+    .with_context(|| format!("{what}: tracing"))?;
+    if let Some(endpoint) = &endpoint {
+        tracing::info!(endpoint = %crate::telemetry::traces_url(endpoint), "exporting traces over OTLP/HTTP");
+    }
     let shutdown = CancellationToken::new();
     crate::shutdown::cancel_on_signal(shutdown.clone());
     let listener = TcpListener::bind(listen)

@@ -15,6 +15,7 @@ pub mod store;
 use oms_contracts::api::{Page, Problem, SagaSummary, SagaView};
 use oms_contracts::ServiceId;
 use std::time::Duration;
+use tracing::Instrument;
 use utoipa::OpenApi as _;
 
 use axum::extract::State;
@@ -35,6 +36,11 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use machine::{Deadlines, Input, SagaState};
+use oms_runtime::metrics::OutcomeLabel;
+use oms_runtime::prometheus_client::metrics::family::Family;
+use oms_runtime::prometheus_client::metrics::gauge::Gauge;
+use oms_runtime::prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use oms_runtime::prometheus_client::registry::Registry;
 
 /// The service's name (logs, message source, database `oms_saga`).
 pub const SERVICE: ServiceId = ServiceId::Saga;
@@ -80,6 +86,82 @@ impl Config {
     }
 }
 
+/// The orchestrator's business metrics.
+#[derive(Clone)]
+pub struct SagaMetrics {
+    /// From `order.created` to the saga's outcome, by outcome (`confirmed`, `cancelled`).
+    duration: Family<OutcomeLabel, Histogram>,
+    /// Sagas past their step deadline (the sweeper moves them within a sweep interval; a
+    /// lasting count means the sweeper or the database is not keeping up).
+    stuck: Gauge,
+    /// Sagas not yet at an outcome.
+    in_progress: Gauge,
+}
+
+fn saga_histogram() -> Histogram {
+    // 5 ms .. ~80 s.
+    Histogram::new(exponential_buckets(0.005, 2.0, 15))
+}
+
+impl Default for SagaMetrics {
+    fn default() -> Self {
+        Self {
+            duration: Family::new_with_constructor(saga_histogram as fn() -> _),
+            stuck: Gauge::default(),
+            in_progress: Gauge::default(),
+        }
+    }
+}
+
+impl SagaMetrics {
+    fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "saga_duration_seconds",
+            "Time from order.created to the saga's outcome, by outcome",
+            self.duration.clone(),
+        );
+        registry.register(
+            "sagas_stuck",
+            "Sagas past their step deadline, not yet moved",
+            self.stuck.clone(),
+        );
+        registry.register(
+            "sagas_in_progress",
+            "Sagas not yet at an outcome",
+            self.in_progress.clone(),
+        );
+    }
+
+    /// Observes, once the transaction commits, a saga that `step` ended `ended_after` seconds
+    /// after it started.
+    fn ended(
+        &self,
+        step: &machine::Step,
+        ended_after: Option<f64>,
+    ) -> Option<impl FnOnce() + Send> {
+        let seconds = ended_after?;
+        let outcome = step.saga.state.as_str().to_ascii_lowercase();
+        let duration = self.duration.clone();
+        Some(move || {
+            duration
+                .get_or_create(&OutcomeLabel { outcome })
+                .observe(seconds);
+        })
+    }
+
+    async fn refresh(&self, pool: &PgPool) -> Result<bool, sqlx::Error> {
+        let (stuck, in_progress): (i64, i64) = sqlx::query_as(
+            "SELECT count(*) FILTER (WHERE deadline_at < now()), count(*) \
+             FROM sagas WHERE deadline_at IS NOT NULL",
+        )
+        .fetch_one(pool)
+        .await?;
+        self.stuck.set(stuck);
+        self.in_progress.set(in_progress);
+        Ok(false)
+    }
+}
+
 /// Runs the orchestrator until `shutdown`: consumer, sweeper, relay and HTTP on `listener`.
 pub async fn run(
     config: Config,
@@ -87,30 +169,49 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<(), RuntimeError> {
     let deadlines = config.deadlines();
+    let metrics = SagaMetrics::default();
     let mut runtime = Runtime::start(
         SERVICE.name(),
         config.runtime.clone(),
         Some(sqlx::migrate!("./migrations")),
         shutdown,
-        |_| {},
+        |r| metrics.register(r),
     )
     .await?;
-    runtime.consume(SERVICE.spec(), SagaHandler { deadlines })?;
+    runtime.consume(
+        SERVICE.spec(),
+        SagaHandler {
+            deadlines,
+            metrics: metrics.clone(),
+        },
+    )?;
     let sweeper = Sweeper {
         pool: runtime.pool().clone(),
         topics: runtime.topics(),
         deadlines,
         interval: config.sweep_interval,
+        metrics: metrics.clone(),
     };
     let token = runtime.shutdown().clone();
     runtime.spawn("deadline sweeper", sweeper.run(token));
+    let (pool, token) = (runtime.pool().clone(), runtime.shutdown().clone());
+    runtime.spawn("saga gauges", async move {
+        oms_runtime::service::every("saga gauges", GAUGE_INTERVAL, token, || {
+            metrics.refresh(&pool)
+        })
+        .await
+    });
     let api = router(runtime.pool().clone());
     runtime.serve(listener, api, ApiDoc::openapi()).await
 }
 
+/// How often the saga gauges are read from the database.
+const GAUGE_INTERVAL: Duration = Duration::from_secs(5);
+
 /// Feeds every event about an order to its saga.
 struct SagaHandler {
     deadlines: Deadlines,
+    metrics: SagaMetrics,
 }
 
 impl Handler for SagaHandler {
@@ -147,7 +248,7 @@ impl Handler for SagaHandler {
         if !step.applied {
             tracing::info!(order_id = %message.order_id(), note = %step.note, "saga input ignored");
         }
-        store::record(
+        let ended_after = store::record(
             ctx.tx(),
             before.as_ref(),
             &step,
@@ -155,6 +256,9 @@ impl Handler for SagaHandler {
             Some(envelope.event_id),
         )
         .await?;
+        if let Some(observe) = self.metrics.ended(&step, ended_after) {
+            ctx.after_commit(observe);
+        }
         for command in step.commands {
             ctx.emit(command).await?;
         }
@@ -168,6 +272,7 @@ struct Sweeper {
     topics: Topics,
     deadlines: Deadlines,
     interval: Duration,
+    metrics: SagaMetrics,
 }
 
 /// Sagas handled per sweeper transaction.
@@ -188,18 +293,38 @@ impl Sweeper {
         let mut tx = self.pool.begin().await?;
         let due = store::lock_due(&mut tx, SWEEP_BATCH).await?;
         let now = Utc::now();
-        for saga in &due {
-            let step = machine::transition(saga, Input::DeadlinePassed, now, &self.deadlines);
-            tracing::info!(order_id = %saga.order_id, from = %saga.state, to = %step.saga.state, note = %step.note, "saga deadline passed");
-            store::record(&mut tx, Some(saga), &step, "deadline", None).await?;
-            for command in step.commands {
-                let envelope = Envelope::new(command, SERVICE.name(), saga.correlation_id);
-                outbox::enqueue_envelope(&mut *tx, &self.topics, &envelope)
-                    .await
-                    .map_err(sqlx::Error::from)?;
+        let mut observe = Vec::new();
+        for (saga, traceparent) in &due {
+            // The deadline is part of the order's journey: a span of its trace.
+            let span = tracing::info_span!(
+                "saga deadline",
+                otel.name = "saga deadline",
+                order_id = %saga.order_id,
+                trace_id = tracing::field::Empty,
+                span_id = tracing::field::Empty,
+            );
+            oms_runtime::telemetry::set_parent(&span, traceparent.as_deref());
+            async {
+                let step = machine::transition(saga, Input::DeadlinePassed, now, &self.deadlines);
+                tracing::info!(order_id = %saga.order_id, from = %saga.state, to = %step.saga.state, note = %step.note, "saga deadline passed");
+                let ended_after =
+                    store::record(&mut tx, Some(saga), &step, "deadline", None).await?;
+                observe.extend(self.metrics.ended(&step, ended_after));
+                for command in step.commands {
+                    let envelope = Envelope::new(command, SERVICE.name(), saga.correlation_id);
+                    outbox::enqueue_envelope(&mut *tx, &self.topics, &envelope)
+                        .await
+                        .map_err(sqlx::Error::from)?;
+                }
+                Ok::<_, sqlx::Error>(())
             }
+            .instrument(span)
+            .await?;
         }
         tx.commit().await?;
+        for f in observe {
+            f();
+        }
         Ok(due.len())
     }
 }

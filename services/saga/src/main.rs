@@ -7,7 +7,7 @@ async fn main() -> anyhow::Result<()> {
     let config = oms_saga::Config::parse();
     let (runtime, listen) = (config.runtime.clone(), config.listen.clone());
     oms_runtime::service::main(
-        "saga orchestrator",
+        oms_contracts::ServiceId::Saga,
         &runtime,
         &listen,
         |listener, shutdown| oms_saga::run(config, listener, shutdown),

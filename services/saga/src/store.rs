@@ -26,15 +26,20 @@ pub async fn lock(conn: &mut PgConnection, order: OrderId) -> Result<Option<Saga
 
 /// Locks up to `limit` running sagas whose deadline has passed, skipping any another worker
 /// holds.
-pub async fn lock_due(conn: &mut PgConnection, limit: i64) -> Result<Vec<Saga>, sqlx::Error> {
+pub async fn lock_due(
+    conn: &mut PgConnection,
+    limit: i64,
+) -> Result<Vec<(Saga, Option<String>)>, sqlx::Error> {
     let rows = sqlx::query(
-        "SELECT data FROM sagas WHERE deadline_at <= now() \
+        "SELECT data, traceparent FROM sagas WHERE deadline_at <= now() \
          ORDER BY deadline_at LIMIT $1 FOR UPDATE SKIP LOCKED",
     )
     .bind(limit)
     .fetch_all(conn)
     .await?;
-    rows.into_iter().map(|r| decode(r.get("data"))).collect()
+    rows.into_iter()
+        .map(|r| Ok((decode(r.get("data"))?, r.get("traceparent"))))
+        .collect()
 }
 
 /// Stores the saga after `step` (inserting it when `before` is none) and the step itself.
@@ -44,31 +49,41 @@ pub async fn record(
     step: &Step,
     input: &str,
     cause_event_id: Option<Uuid>,
-) -> Result<(), sqlx::Error> {
+) -> Result<Option<f64>, sqlx::Error> {
     let saga = &step.saga;
+    let mut ended_after = None;
+    // The span that moved it: what a deadline, later, continues.
+    let traceparent = oms_runtime::telemetry::traceparent(&tracing::Span::current());
     if before.is_none() {
         sqlx::query(
-            "INSERT INTO sagas (order_id, state, customer_id, deadline_at, data) \
-             VALUES ($1, $2, $3, $4, $5)",
+            "INSERT INTO sagas (order_id, state, customer_id, deadline_at, data, traceparent) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
         )
         .bind(saga.order_id.0)
         .bind(saga.state.as_str())
         .bind(saga.customer_id.as_str())
         .bind(saga.deadline_at)
         .bind(encode(saga)?)
+        .bind(&traceparent)
         .execute(&mut *conn)
         .await?;
     } else if step.applied {
-        sqlx::query(
-            "UPDATE sagas SET state = $2, deadline_at = $3, data = $4, updated_at = now() \
-             WHERE order_id = $1",
+        let age: f64 = sqlx::query_scalar(
+            "UPDATE sagas SET state = $2, deadline_at = $3, data = $4, updated_at = now(), \
+             traceparent = coalesce($5, traceparent) \
+             WHERE order_id = $1 RETURNING extract(epoch FROM now() - created_at)::float8",
         )
         .bind(saga.order_id.0)
         .bind(saga.state.as_str())
         .bind(saga.deadline_at)
         .bind(encode(saga)?)
-        .execute(&mut *conn)
+        .bind(&traceparent)
+        .fetch_one(&mut *conn)
         .await?;
+        let was_running = before.is_some_and(|b| !b.state.is_terminal());
+        if was_running && saga.state.is_terminal() {
+            ended_after = Some(age);
+        }
     }
     let sent: Vec<&str> = step
         .commands
@@ -89,7 +104,7 @@ pub async fn record(
     .bind(&sent)
     .execute(conn)
     .await?;
-    Ok(())
+    Ok(ended_after)
 }
 
 pub use oms_contracts::api::{SagaStep, SagaSummary as Summary, SagaView};
