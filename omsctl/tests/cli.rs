@@ -169,6 +169,50 @@ async fn order_commands_create_follow_list_and_trace() -> anyhow::Result<()> {
         "{text}"
     );
 
+    // The order's trace id, and its page in a trace backend when one is configured.
+    let trace_id = trace["traceId"].as_str().unwrap_or_default().to_owned();
+    assert!(
+        trace_id.len() == 32 && trace_id.bytes().all(|b| b.is_ascii_hexdigit()),
+        "no trace id: {}",
+        trace["traceId"]
+    );
+    assert_eq!(trace["traceUrl"], Value::Null);
+    let out = run(
+        omsctl(s)?,
+        &[
+            "order",
+            "trace",
+            &confirmed,
+            "--trace-url",
+            "http://jaeger.example:16686/",
+        ],
+    )
+    .await?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains(&format!(
+            "trace: {trace_id} http://jaeger.example:16686/trace/{trace_id}"
+        )),
+        "{text}"
+    );
+    let mut cmd = omsctl(s)?;
+    cmd.env(
+        "OMS_TRACE_URL",
+        "https://grafana.example/explore?trace={traceId}",
+    );
+    let out = run(cmd, &["order", "trace", &confirmed, "-o", "json"]).await?;
+    assert_eq!(
+        json_of(&out)?["traceUrl"],
+        format!("https://grafana.example/explore?trace={trace_id}")
+    );
+    let out = run(
+        omsctl(s)?,
+        &["order", "trace", &confirmed, "--trace-url", "jaeger:16686"],
+    )
+    .await?;
+    assert_eq!(code(&out), 2, "a trace URL that is no URL is a usage error");
+    assert!(stderr(&out).contains("trace backend"), "{}", stderr(&out));
+
     let out = run(
         omsctl(s)?,
         &[

@@ -25,7 +25,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use oms_contracts::auth::Role;
-use oms_contracts::messages::OrderCreated;
+use oms_contracts::messages::{CancelReason, OrderCreated};
 use oms_contracts::Topics;
 use oms_contracts::{Envelope, Message, OrderId};
 use oms_runtime::auth::Caller;
@@ -235,6 +235,20 @@ pub struct OrderMetrics {
 
 impl OrderMetrics {
     fn register(&self, registry: &mut Registry) {
+        // Every reason from zero, so a first cancellation shows as a rate, not a new series.
+        for reason in [
+            CancelReason::OutOfStock,
+            CancelReason::UnknownProduct,
+            CancelReason::PaymentDeclined,
+            CancelReason::Timeout,
+        ] {
+            if let Some(reason) = serde_json::to_value(reason)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+            {
+                drop(self.cancelled.get_or_create(&ReasonLabel { reason }));
+            }
+        }
         registry.register(
             "orders_created",
             "Orders accepted (PENDING)",

@@ -62,6 +62,12 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<(), RuntimeError> {
     let outcomes = Family::<OutcomeLabel, Counter>::default();
+    // Every outcome from zero, so the first of each shows as a rate, not a new series.
+    for outcome in ["authorized", "declined", "refunded", "voided"] {
+        drop(outcomes.get_or_create(&OutcomeLabel {
+            outcome: outcome.to_owned(),
+        }));
+    }
     let mut runtime = Runtime::start(
         SERVICE.name(),
         config.runtime.clone(),

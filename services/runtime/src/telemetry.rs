@@ -88,8 +88,9 @@ pub fn provider(
 }
 
 /// The layer that turns this runtime's spans into OpenTelemetry spans of `provider`. Only spans
-/// and events of the OMS crates reach it (not the database driver's or the HTTP stack's), and
-/// never those of [`LOCAL_ONLY`].
+/// and events of the OMS crates at `INFO` and above reach it (not the database driver's or the
+/// HTTP stack's), never those of [`LOCAL_ONLY`], and whatever the log filter says: traces do not
+/// vanish when logs are turned down.
 pub fn otel_layer<S>(provider: &SdkTracerProvider) -> impl Layer<S>
 where
     S: tracing::Subscriber + for<'a> LookupSpan<'a>,
@@ -101,7 +102,9 @@ where
         .with_threads(false)
         .with_filter(tracing_subscriber::filter::filter_fn(|meta| {
             let target = meta.target();
-            target.starts_with("oms") && target != LOCAL_ONLY
+            target.starts_with("oms")
+                && target != LOCAL_ONLY
+                && *meta.level() <= tracing::Level::INFO
         }))
 }
 
@@ -117,20 +120,22 @@ pub fn init(
 ) -> Result<Telemetry, TelemetryError> {
     let provider = provider(service, otlp_endpoint)?;
     let filter = EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new("info"));
-    let registry = tracing_subscriber::registry()
-        .with(filter)
-        .with(otel_layer(&provider));
+    let registry = tracing_subscriber::registry().with(otel_layer(&provider));
     let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    // The log filter is the log layer's own.
     let _ = match format {
         LogFormat::Json => registry
             .with(
                 fmt.json()
                     .with_current_span(true)
                     .with_span_list(false)
-                    .flatten_event(true),
+                    .flatten_event(true)
+                    .with_filter(filter),
             )
             .try_init(),
-        LogFormat::Text => registry.with(fmt.with_ansi(false)).try_init(),
+        LogFormat::Text => registry
+            .with(fmt.with_ansi(false).with_filter(filter))
+            .try_init(),
     };
     Ok(Telemetry { provider })
 }
@@ -258,6 +263,32 @@ mod tests {
             traces_url("http://c:4318/v1/traces"),
             "http://c:4318/v1/traces"
         );
+    }
+
+    #[test]
+    fn spans_are_made_when_logs_are_filtered_down() {
+        use tracing_subscriber::layer::SubscriberExt;
+        let provider = provider("t", None).expect("no exporter to build");
+        let subscriber = tracing_subscriber::registry()
+            .with(otel_layer(&provider))
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .with_writer(std::io::sink)
+                    .with_filter(EnvFilter::new("error")),
+            );
+        tracing::subscriber::with_default(subscriber, || {
+            let span = tracing::info_span!(target: "oms_runtime::http", "request");
+            set_parent(&span, None);
+            assert!(
+                trace_id(&span).is_some(),
+                "an info span vanished under OMS_LOG=error"
+            );
+            let local = tracing::info_span!(target: LOCAL_ONLY, "batch");
+            assert!(
+                trace_id(&local).is_none(),
+                "a local-only span reached the trace"
+            );
+        });
     }
 
     #[test]

@@ -115,6 +115,11 @@ impl Default for SagaMetrics {
 
 impl SagaMetrics {
     fn register(&self, registry: &mut Registry) {
+        for state in SagaState::ALL.iter().filter(|s| s.is_terminal()) {
+            drop(self.duration.get_or_create(&OutcomeLabel {
+                outcome: state.as_str().to_ascii_lowercase(),
+            }));
+        }
         registry.register(
             "saga_duration_seconds",
             "Time from order.created to the saga's outcome, by outcome",
