@@ -20,6 +20,12 @@
 #       per order, medians and ratios; then `Gate::check` alone per kind of key (HS256, RS256,
 #       ES256; a token's first check against a remembered one). Summary:
 #       .oms-bench/results-auth/summary.md.
+#   scripts/bench.sh tracing [--repeat N] [--quick]
+#       The cost of tracing: the release process stack exporting every span over OTLP/HTTP to a
+#       receiver (otlp-sink, standing in for Jaeger) and with export off (spans still made, trace
+#       ids still propagated), alternated N times (default 3) on one bench stack; saga p50/p99 and
+#       POST /orders p50 at 1 in flight and at 50 orders/s, the stack's CPU per order, medians and
+#       ratios, and the spans received. Summary: .oms-bench/results-tracing/summary.md.
 #   scripts/bench.sh broker   the local broker alone: idle CPU and hop latency by fetch wait and
 #                             partitions (OMS_BENCH_WAITS, OMS_BENCH_PARTITIONS, OMS_BENCH_ENGINES)
 #   scripts/bench.sh relay|tail|tui   the in-process benchmarks of the tests crate
@@ -206,6 +212,77 @@ auth_summary() {
   ' "$1"/*-*.json
 }
 
+# --- tracing: the saga with span export on and off --------------------------------------------
+
+tracing_bench() {
+  local repeat=3 quick=false long=30s
+  bench_args "$@"
+  if $quick; then long=10s; fi
+  bench_stack_env
+  (cd "$OMS_ROOT" && cargo build --release -q -p oms-tests --bin otlp-sink)
+  local stack="$OMS_ROOT/scripts/stack.sh" omsctl="$OMS_ROOT/target/release/omsctl"
+  local results="$OMS_STATE_DIR/results-tracing" keep mode rep sink_pid endpoint=127.0.0.1:14318
+  keep="$(mktemp -d)"
+  "$OMS_ROOT/target/release/otlp-sink" "$endpoint" >"$keep/sink.log" 2>&1 &
+  sink_pid=$!
+  trap '"$OMS_ROOT/scripts/stack.sh" down >/dev/null 2>&1 || true; kill "$sink_pid" 2>/dev/null || true' EXIT
+  "$stack" wipe >/dev/null 2>&1 || true
+  # The same stack and data throughout; only the services restart, exporting or not.
+  for rep in $(seq 1 "$repeat"); do
+    for mode in export off; do
+      oms_log "=== tracing $mode, run $rep of $repeat ==="
+      "$stack" down >/dev/null 2>&1 || true
+      if [[ "$mode" == export ]]; then
+        OMS_OTLP_ENDPOINT="http://$endpoint" "$stack" up --no-smoke >"$keep/env"
+      else
+        (unset OMS_OTLP_ENDPOINT OTEL_EXPORTER_OTLP_ENDPOINT; "$stack" up --no-smoke >"$keep/env")
+      fi
+      eval "$(cat "$keep/env")"
+      "$omsctl" order create --item mouse-01 --wait >/dev/null 2>&1 || true
+      "$omsctl" bench --stock 1000000 --concurrency 1 --duration "$long" -o json >"$keep/$mode-lone-$rep.json" ||
+        oms_log "bench reported a failure"
+      "$omsctl" bench --stock 1000000 --rate 50/s --duration "$long" -o json >"$keep/$mode-rate50-$rep.json" ||
+        oms_log "bench reported a failure"
+    done
+  done
+  "$stack" down >/dev/null
+  sleep 6 # the sink prints its count every 5 s
+  kill "$sink_pid" 2>/dev/null || true
+  trap - EXIT
+  rm -rf "$results"
+  mkdir -p "$results"
+  mv "$keep"/*.json "$keep/sink.log" "$results"/
+  rm -rf "$keep"
+  {
+    tracing_summary "$results"
+    echo
+    echo "OTLP receiver: $(grep 'spans received' "$results/sink.log" | tail -n1) (export runs only)."
+  } | tee "$results/summary.md"
+}
+
+tracing_summary() {
+  jq -rn '
+    def median: sort | if length == 0 then null else .[(length - 1) / 2 | floor] end;
+    def r2: if . == null then "-" else (. * 100 | round / 100 | tostring) end;
+    [inputs | {file: (input_filename | split("/") | last), doc: .}] as $all
+    | def runs($mode; $load): [$all[] | select(.file | test("^" + $mode + "-" + $load + "-[0-9]+\\.json$")) | .doc];
+      def fig($mode; $load; f): [runs($mode; $load)[] | f // empty] | median;
+      def row($load; $name; $what; f):
+        fig("export"; $load; f) as $on | fig("off"; $load; f) as $off
+        | "| \($name) | \($what) | \($on | r2) | \($off | r2) | \(if ($off // 0) > 0 and $on != null then ($on / $off | r2) + "x" else "-" end) |";
+    "| load | figure | export on | export off | ratio |",
+    "| --- | --- | --- | --- | --- |",
+    row("lone"; "1 in flight"; "saga p50 ms"; .sagaMs.p50),
+    row("lone"; "1 in flight"; "saga p99 ms"; .sagaMs.p99),
+    row("lone"; "1 in flight"; "POST /orders p50 ms"; .acceptMs.p50),
+    row("rate50"; "50/s"; "saga p50 ms"; .sagaMs.p50),
+    row("rate50"; "50/s"; "saga p99 ms"; .sagaMs.p99),
+    row("rate50"; "50/s"; "stack CPU ms/order"; .cpuMsPerOrder),
+    "",
+    "Runs per figure: \(runs("export"; "lone") | length) (medians)."
+  ' "$1"/*-*.json
+}
+
 # Medians over the repeats, as a markdown table.
 saga_summary() {
   local dir="$1" tps
@@ -248,6 +325,8 @@ saga_summary() {
 case "${1:-}" in
   saga) shift; saga_bench "$@" ;;
   auth) shift; auth_bench "$@" ;;
+  tracing) shift; tracing_bench "$@" ;;
+  tracing-summary) tracing_summary "${2:-$OMS_ROOT/.oms-bench/results-tracing}" ;;
   summary) saga_summary "${2:-$OMS_ROOT/.oms-bench/results}" ;;
   auth-summary) auth_summary "${2:-$OMS_ROOT/.oms-bench/results-auth}" ;;
   broker)
@@ -267,5 +346,5 @@ case "${1:-}" in
     cargo build --release -q -p omsctl
     cargo bench -p oms-tests --bench tui
     ;;
-  *) echo "usage: $0 saga [--repeat N] [--quick] | auth [--repeat N] [--quick] | summary [DIR] | auth-summary [DIR] | broker | relay | tail | tui" >&2; exit 2 ;;
+  *) echo "usage: $0 saga [--repeat N] [--quick] | auth [--repeat N] [--quick] | tracing [--repeat N] [--quick] | summary [DIR] | auth-summary [DIR] | tracing-summary [DIR] | broker | relay | tail | tui" >&2; exit 2 ;;
 esac

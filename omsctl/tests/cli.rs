@@ -577,6 +577,8 @@ async fn verify_passes_on_a_healthy_stack_and_catches_broken_invariants() -> any
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stack_up_status_logs_and_down_supervise_the_local_stack() -> anyhow::Result<()> {
     let state = tempfile::tempdir()?;
+    // Every service exports its traces here, as it would to Jaeger.
+    let sink = oms_tests::otlp::OtlpSink::start("127.0.0.1:0", true).await?;
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .map(std::path::Path::to_path_buf)
@@ -599,6 +601,7 @@ async fn stack_up_status_logs_and_down_supervise_the_local_stack() -> anyhow::Re
         ("OMS_SAGA_RESERVE_TIMEOUT".into(), "5s".into()),
         ("OMS_SAGA_PAYMENT_TIMEOUT".into(), "5s".into()),
         ("OMS_SAGA_RELEASE_TIMEOUT".into(), "5s".into()),
+        ("OMS_OTLP_ENDPOINT".into(), sink.endpoint()),
     ];
     for (name, port) in ports {
         envs.push((format!("OMS_{name}_PORT"), port.to_string()));
@@ -675,8 +678,50 @@ async fn stack_up_status_logs_and_down_supervise_the_local_stack() -> anyhow::Re
 
         let mut cmd = omsctl(None)?;
         with_stack(&mut cmd);
-        let out = run(cmd, &["order", "create", "--item", "mouse-01", "--wait"]).await?;
+        let out = run(
+            cmd,
+            &[
+                "order", "create", "--item", "mouse-01", "--wait", "-o", "json",
+            ],
+        )
+        .await?;
         assert_eq!(code(&out), 0, "{}", stderr(&out));
+        let placed = json_of(&out)?;
+        let order_id = placed["orderId"].as_str().unwrap_or_default().to_owned();
+
+        // Its trace, as five processes exported it over OTLP: one trace id, every service.
+        let mut cmd = omsctl(None)?;
+        with_stack(&mut cmd);
+        let out = run(cmd, &["order", "get", &order_id, "-o", "json"]).await?;
+        let trace_id = json_of(&out)?["traceId"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        assert_eq!(trace_id.len(), 32, "no trace id on order {order_id}");
+        let services = eventually(
+            Duration::from_secs(30),
+            "every service's spans of the order at the OTLP receiver",
+            || async {
+                let services: std::collections::BTreeSet<String> = sink
+                    .spans()
+                    .into_iter()
+                    .filter(|s| s.trace_id == trace_id)
+                    .map(|s| s.service)
+                    .collect();
+                Ok((services.len() == 5).then_some(services))
+            },
+        )
+        .await?;
+        assert_eq!(
+            services.into_iter().collect::<Vec<_>>(),
+            [
+                "oms-inventory",
+                "oms-notification",
+                "oms-order",
+                "oms-payment",
+                "oms-saga"
+            ]
+        );
 
         let mut cmd = omsctl(None)?;
         with_stack(&mut cmd);

@@ -4,6 +4,7 @@
 //! Every test gets its own database and its own topics, so tests run in parallel without seeing
 //! each other. Tests that stop the broker start a private one with [`TestBroker`].
 
+pub mod otlp;
 pub mod stack;
 
 use std::future::Future;
