@@ -21,11 +21,13 @@
 #       ES256; a token's first check against a remembered one). Summary:
 #       .oms-bench/results-auth/summary.md.
 #   scripts/bench.sh tracing [--repeat N] [--quick]
-#       The cost of tracing: the release process stack exporting every span over OTLP/HTTP to a
-#       receiver (otlp-sink, standing in for Jaeger) and with export off (spans still made, trace
-#       ids still propagated), alternated N times (default 3) on one bench stack; saga p50/p99 and
-#       POST /orders p50 at 1 in flight and at 50 orders/s, the stack's CPU per order, medians and
-#       ratios, and the spans received. Summary: .oms-bench/results-tracing/summary.md.
+#       The cost of tracing: the release process stack in three modes, alternated N times
+#       (default 3) on one bench stack: `export` (every span sent over OTLP/HTTP to a receiver,
+#       otlp-sink, standing in for Jaeger), `local` (spans made, ids propagated, nothing exported:
+#       the default without an endpoint) and `off` (OMS_TRACING=off: no spans, the baseline);
+#       saga p50/p99 and POST /orders p50 at 1 in flight and at 50 orders/s, the stack's CPU per
+#       order, medians and ratios, and the spans received. Summary:
+#       .oms-bench/results-tracing/summary.md.
 #   scripts/bench.sh broker   the local broker alone: idle CPU and hop latency by fetch wait and
 #                             partitions (OMS_BENCH_WAITS, OMS_BENCH_PARTITIONS, OMS_BENCH_ENGINES)
 #   scripts/bench.sh relay|tail|tui   the in-process benchmarks of the tests crate
@@ -227,16 +229,16 @@ tracing_bench() {
   sink_pid=$!
   trap '"$OMS_ROOT/scripts/stack.sh" down >/dev/null 2>&1 || true; kill "$sink_pid" 2>/dev/null || true' EXIT
   "$stack" wipe >/dev/null 2>&1 || true
-  # The same stack and data throughout; only the services restart, exporting or not.
+  # The same stack and data throughout; only the services restart, in each mode in turn.
   for rep in $(seq 1 "$repeat"); do
-    for mode in export off; do
+    for mode in export local off; do
       oms_log "=== tracing $mode, run $rep of $repeat ==="
       "$stack" down >/dev/null 2>&1 || true
-      if [[ "$mode" == export ]]; then
-        OMS_OTLP_ENDPOINT="http://$endpoint" "$stack" up --no-smoke >"$keep/env"
-      else
-        (unset OMS_OTLP_ENDPOINT OTEL_EXPORTER_OTLP_ENDPOINT; "$stack" up --no-smoke >"$keep/env")
-      fi
+      case "$mode" in
+        export) OMS_OTLP_ENDPOINT="http://$endpoint" "$stack" up --no-smoke >"$keep/env" ;;
+        local) (unset OMS_OTLP_ENDPOINT OTEL_EXPORTER_OTLP_ENDPOINT; "$stack" up --no-smoke >"$keep/env") ;;
+        off) (unset OMS_OTLP_ENDPOINT OTEL_EXPORTER_OTLP_ENDPOINT; OMS_TRACING=off "$stack" up --no-smoke >"$keep/env") ;;
+      esac
       eval "$(cat "$keep/env")"
       "$omsctl" order create --item mouse-01 --wait >/dev/null 2>&1 || true
       "$omsctl" bench --stock 1000000 --concurrency 1 --duration "$long" -o json >"$keep/$mode-lone-$rep.json" ||
@@ -267,11 +269,12 @@ tracing_summary() {
     [inputs | {file: (input_filename | split("/") | last), doc: .}] as $all
     | def runs($mode; $load): [$all[] | select(.file | test("^" + $mode + "-" + $load + "-[0-9]+\\.json$")) | .doc];
       def fig($mode; $load; f): [runs($mode; $load)[] | f // empty] | median;
+      def ratio($a; $b): if ($b // 0) > 0 and $a != null then ($a / $b | r2) + "x" else "-" end;
       def row($load; $name; $what; f):
-        fig("export"; $load; f) as $on | fig("off"; $load; f) as $off
-        | "| \($name) | \($what) | \($on | r2) | \($off | r2) | \(if ($off // 0) > 0 and $on != null then ($on / $off | r2) + "x" else "-" end) |";
-    "| load | figure | export on | export off | ratio |",
-    "| --- | --- | --- | --- | --- |",
+        fig("export"; $load; f) as $on | fig("local"; $load; f) as $local | fig("off"; $load; f) as $off
+        | "| \($name) | \($what) | \($on | r2) | \($local | r2) | \($off | r2) | \(ratio($on; $local)) | \(ratio($on; $off)) |";
+    "| load | figure | export | local (no export) | off (no spans) | export ÷ local | export ÷ off |",
+    "| --- | --- | --- | --- | --- | --- | --- |",
     row("lone"; "1 in flight"; "saga p50 ms"; .sagaMs.p50),
     row("lone"; "1 in flight"; "saga p99 ms"; .sagaMs.p99),
     row("lone"; "1 in flight"; "POST /orders p50 ms"; .acceptMs.p50),

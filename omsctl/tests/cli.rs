@@ -731,6 +731,16 @@ async fn stack_up_status_logs_and_down_supervise_the_local_stack() -> anyhow::Re
             logs.contains("\"service\":\"saga\"") || logs.contains("serving HTTP"),
             "{logs}"
         );
+        // A log line written while handling the order carries its trace id.
+        let mut cmd = omsctl(None)?;
+        with_stack(&mut cmd);
+        let out = run(cmd, &["stack", "logs", "order"]).await?;
+        let logs = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            logs.lines().any(|l| l.contains("order accepted")
+                && l.contains(&format!("\"trace_id\":\"{trace_id}\""))),
+            "no `order accepted` line with trace id {trace_id}:\n{logs}"
+        );
         let mut cmd = omsctl(None)?;
         with_stack(&mut cmd);
         let out = run(cmd, &["stack", "logs", "billing"]).await?;

@@ -65,8 +65,13 @@ fn init_telemetry(runtime: &RuntimeConfig) {
     static TELEMETRY: std::sync::OnceLock<Option<oms_runtime::telemetry::Telemetry>> =
         std::sync::OnceLock::new();
     TELEMETRY.get_or_init(|| {
-        oms_runtime::telemetry::init(runtime.log_format, &runtime.log_filter, "oms-tests", None)
-            .ok()
+        oms_runtime::telemetry::init(
+            runtime.log_format,
+            &runtime.log_filter,
+            "oms-tests",
+            oms_runtime::telemetry::Tracing::Local,
+        )
+        .ok()
     });
 }
 
@@ -164,6 +169,7 @@ impl Stack {
             consumer_idle_poll: Duration::from_millis(100),
             log_format: LogFormat::Text,
             otlp_endpoint: None,
+            tracing: true,
             log_filter: std::env::var("OMS_TEST_LOG").unwrap_or_else(|_| "warn".into()),
             auth: AuthConfig::secret_file(self.secret_dir.path().join("jwt-secret")),
         }

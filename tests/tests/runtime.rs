@@ -40,6 +40,7 @@ fn config(db: DatabaseUrl, brokers: &str) -> RuntimeConfig {
         consumer_idle_poll: Duration::from_millis(100),
         log_format: LogFormat::Text,
         otlp_endpoint: None,
+        tracing: true,
         log_filter: "warn".into(),
         auth: oms_runtime::auth::AuthConfig::off(),
     }

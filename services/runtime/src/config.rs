@@ -100,6 +100,13 @@ pub struct RuntimeConfig {
     #[arg(long, env = "OMS_OTLP_ENDPOINT")]
     pub otlp_endpoint: Option<String>,
 
+    /// `on`: spans for requests, messages, enqueues and publishes (exported when an endpoint is
+    /// set). `off`: no spans at all: messages carry a `traceparent` derived from their
+    /// correlation id, orders record no trace id, nothing can be exported (the baseline of
+    /// `scripts/bench.sh tracing`).
+    #[arg(long, env = "OMS_TRACING", default_value = "on", value_parser = parse_switch)]
+    pub tracing: bool,
+
     /// Who may call the HTTP API.
     #[command(flatten)]
     pub auth: crate::auth::AuthConfig,
@@ -108,6 +115,15 @@ pub struct RuntimeConfig {
 /// Parses `500ms`, `30s`, `1h` and the like.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s).map_err(|e| format!("invalid duration {s:?}: {e}"))
+}
+
+/// Parses `on` or `off`.
+pub fn parse_switch(s: &str) -> Result<bool, String> {
+    match s {
+        "on" => Ok(true),
+        "off" => Ok(false),
+        _ => Err(format!("expected on or off, got {s:?}")),
+    }
 }
 
 /// Parses a duration, or `off` for none.

@@ -367,16 +367,26 @@ where
 {
     use anyhow::Context;
     let what = format!("{} service", service.name());
+    use crate::telemetry::Tracing;
     let endpoint = crate::telemetry::otlp_endpoint(runtime.otlp_endpoint.as_deref());
+    let tracing = match (runtime.tracing, endpoint.as_deref()) {
+        (false, _) => Tracing::Off,
+        (true, None) => Tracing::Local,
+        (true, Some(endpoint)) => Tracing::Export(endpoint),
+    };
     let _telemetry = crate::telemetry::init(
         runtime.log_format,
         &runtime.log_filter,
         &format!("oms-{}", service.name()),
-        endpoint.as_deref(),
+        tracing,
     )
     .with_context(|| format!("{what}: tracing"))?;
-    if let Some(endpoint) = &endpoint {
-        tracing::info!(endpoint = %crate::telemetry::traces_url(endpoint), "exporting traces over OTLP/HTTP");
+    match tracing {
+        Tracing::Export(endpoint) => {
+            tracing::info!(endpoint = %crate::telemetry::traces_url(endpoint), "exporting traces over OTLP/HTTP")
+        }
+        Tracing::Local => tracing::info!("traces: spans made, not exported (no OTLP endpoint)"),
+        Tracing::Off => tracing::info!("traces: off"),
     }
     let shutdown = CancellationToken::new();
     crate::shutdown::cancel_on_signal(shutdown.clone());

@@ -108,19 +108,35 @@ where
         }))
 }
 
+/// What becomes of spans.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tracing<'a> {
+    /// Made and exported over OTLP/HTTP to this endpoint (a base URL).
+    Export(&'a str),
+    /// Made (ids propagate and reach the logs), not exported.
+    Local,
+    /// Not made at all.
+    Off,
+}
+
 /// Installs the global subscriber: logs to stderr in `format`, filtered by `filter`, and
-/// traces of `service`, exported to `otlp_endpoint` when given. Safe to call twice (the second
+/// traces of `service` as `tracing` says. Safe to call twice (the second
 /// subscriber is not installed), which tests that start several services in one process rely on.
 /// Keep the returned value until exit: dropping it flushes what is not exported yet.
 pub fn init(
     format: LogFormat,
     filter: &str,
     service: &str,
-    otlp_endpoint: Option<&str>,
+    tracing: Tracing<'_>,
 ) -> Result<Telemetry, TelemetryError> {
-    let provider = provider(service, otlp_endpoint)?;
+    let endpoint = match tracing {
+        Tracing::Export(endpoint) => Some(endpoint),
+        Tracing::Local | Tracing::Off => None,
+    };
+    let provider = provider(service, endpoint)?;
     let filter = EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new("info"));
-    let registry = tracing_subscriber::registry().with(otel_layer(&provider));
+    let spans = (!matches!(tracing, Tracing::Off)).then(|| otel_layer(&provider));
+    let registry = tracing_subscriber::registry().with(spans);
     let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
     // The log filter is the log layer's own.
     let _ = match format {
@@ -246,6 +262,14 @@ mod tests {
             "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331",
         ] {
             assert!(span_context_of(bad).is_none(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn an_endpoint_that_is_no_url_is_refused_naming_it() {
+        match provider("t", Some("jaeger 4318")) {
+            Err(e) => assert!(e.to_string().contains("jaeger 4318"), "{e}"),
+            Ok(_) => panic!("a broken endpoint was accepted"),
         }
     }
 
