@@ -22,7 +22,7 @@
 #       .oms-bench/results-auth/summary.md.
 #   scripts/bench.sh tracing [--repeat N] [--quick]
 #       The cost of tracing: the release process stack in three modes, alternated N times
-#       (default 3) on one bench stack: `export` (every span sent over OTLP/HTTP to a receiver,
+#       (default 3), each run on a freshly wiped bench stack: `export` (every span sent over OTLP/HTTP to a receiver,
 #       otlp-sink, standing in for Jaeger), `local` (spans made, ids propagated, nothing exported:
 #       the default without an endpoint) and `off` (OMS_TRACING=off: no spans, the baseline);
 #       saga p50/p99 and POST /orders p50 at 1 in flight and at 50 orders/s, the stack's CPU per
@@ -228,12 +228,14 @@ tracing_bench() {
   "$OMS_ROOT/target/release/otlp-sink" "$endpoint" >"$keep/sink.log" 2>&1 &
   sink_pid=$!
   trap '"$OMS_ROOT/scripts/stack.sh" down >/dev/null 2>&1 || true; kill "$sink_pid" 2>/dev/null || true' EXIT
-  "$stack" wipe >/dev/null 2>&1 || true
-  # The same stack and data throughout; only the services restart, in each mode in turn.
+  # Every run on a fresh stack (data left by earlier runs slows the later ones down), and the
+  # order of the modes rotates from one repeat to the next.
+  local modes=(export local off) i
   for rep in $(seq 1 "$repeat"); do
-    for mode in export local off; do
+    for i in 0 1 2; do
+      mode="${modes[$(((rep - 1 + i) % 3))]}"
       oms_log "=== tracing $mode, run $rep of $repeat ==="
-      "$stack" down >/dev/null 2>&1 || true
+      "$stack" wipe >/dev/null 2>&1 || true
       case "$mode" in
         export) OMS_OTLP_ENDPOINT="http://$endpoint" "$stack" up --no-smoke >"$keep/env" ;;
         local) (unset OMS_OTLP_ENDPOINT OTEL_EXPORTER_OTLP_ENDPOINT; "$stack" up --no-smoke >"$keep/env") ;;
