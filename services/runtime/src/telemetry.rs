@@ -1,7 +1,8 @@
 //! Logs and traces.
 //!
-//! Logs are JSON lines (or text) through `tracing`; a line inside a span carries that span's
-//! fields, and the spans this runtime opens record their OpenTelemetry `trace_id` and `span_id`.
+//! Logs are JSON lines (or text) through `tracing`; a line carries the fields of every span it is
+//! in (`spans`, outermost first), and the spans this runtime opens record their OpenTelemetry
+//! `trace_id` and `span_id`.
 //!
 //! Traces: every HTTP request, consumed message, outbox enqueue and relay publish is a span. The
 //! W3C `traceparent` of the incoming request or message is the span's parent; the enqueue span's
@@ -142,9 +143,11 @@ pub fn init(
     let _ = match format {
         LogFormat::Json => registry
             .with(
+                // Every span in scope, outermost first: the request's or message's span (with its
+                // trace and span ids) stays on the line when a handler opens spans of its own.
                 fmt.json()
-                    .with_current_span(true)
-                    .with_span_list(false)
+                    .with_current_span(false)
+                    .with_span_list(true)
                     .flatten_event(true)
                     .with_filter(filter),
             )
