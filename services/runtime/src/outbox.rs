@@ -204,9 +204,9 @@ pub async fn enqueue_raw<'e>(
         trace_id = tracing::field::Empty,
         span_id = tracing::field::Empty,
     );
-    crate::telemetry::record_ids(&span);
+    let cx = crate::telemetry::record_ids(&span);
     let traced;
-    let headers = match crate::telemetry::traceparent(&span) {
+    let headers = match crate::telemetry::traceparent_in(&cx) {
         Some(tp) => {
             traced = with_traceparent(&message.headers, tp);
             &traced

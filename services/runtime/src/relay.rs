@@ -507,8 +507,8 @@ impl Relay {
                 .find(|h| h.name == oms_contracts::headers::TRACEPARENT)
                 .and_then(|h| h.value.as_deref())
                 .and_then(|v| std::str::from_utf8(v).ok());
-            crate::telemetry::set_parent(&span, stored);
-            if let Some(tp) = crate::telemetry::traceparent(&span) {
+            let cx = crate::telemetry::set_parent(&span, stored);
+            if let Some(tp) = crate::telemetry::traceparent_in(&cx) {
                 headers = outbox::with_traceparent(&headers, tp);
             }
             let delivery = loop {

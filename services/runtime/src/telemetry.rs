@@ -208,32 +208,39 @@ pub fn span_context_of(traceparent: &str) -> Option<SpanContext> {
 }
 
 /// Makes `traceparent` the parent of `span` (which must not have been entered yet) and records
-/// the resulting ids on it. Without a valid `traceparent`, `span` starts a trace.
-pub fn set_parent(span: &Span, traceparent: Option<&str>) {
+/// the resulting ids on it; returns its context. Without a valid `traceparent`, `span` starts a
+/// trace.
+pub fn set_parent(span: &Span, traceparent: Option<&str>) -> Context {
     // Fails only when no OpenTelemetry layer is installed (tests without one): nothing to link.
     let _ = span.set_parent(context_of(traceparent));
-    record_ids(span);
+    record_ids(span)
 }
 
-/// Records `span`'s OpenTelemetry ids in its `trace_id` and `span_id` fields (for log lines).
-pub fn record_ids(span: &Span) {
+/// Records `span`'s OpenTelemetry ids in its `trace_id` and `span_id` fields (for log lines);
+/// returns its context (read once: callers that also propagate it pass it to [`traceparent_in`]).
+pub fn record_ids(span: &Span) -> Context {
     let cx = span.context();
     let sc = cx.span().span_context().clone();
     if sc.is_valid() {
         span.record("trace_id", tracing::field::display(sc.trace_id()));
         span.record("span_id", tracing::field::display(sc.span_id()));
     }
+    cx
 }
 
-/// The `traceparent` of `span`, when it is part of a trace.
-pub fn traceparent(span: &Span) -> Option<String> {
-    let cx = span.context();
+/// The `traceparent` naming the span of `cx`, when it is part of a trace.
+pub fn traceparent_in(cx: &Context) -> Option<String> {
     if !cx.span().span_context().is_valid() {
         return None;
     }
     let mut out = Out(None);
-    TraceContextPropagator::new().inject_context(&cx, &mut out);
+    TraceContextPropagator::new().inject_context(cx, &mut out);
     out.0
+}
+
+/// The `traceparent` of `span`, when it is part of a trace.
+pub fn traceparent(span: &Span) -> Option<String> {
+    traceparent_in(&span.context())
 }
 
 /// The trace id of `span` (32 hex digits), when it is part of a trace.
