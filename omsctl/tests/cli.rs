@@ -408,14 +408,7 @@ async fn unreachable_endpoints_and_bad_config_exit_2_naming_them() -> anyhow::Re
 async fn a_dead_letter_round_trip_replays_once_and_completes_the_order() -> anyhow::Result<()> {
     let stack = Stack::start(StackOptions::default()).await?;
     let s = Some(&stack);
-    let faults = format!("{}/gateway/faults", stack.url(Service::Payment)?);
-    stack
-        .http
-        .put(&faults)
-        .json(&json!({"errorRate": 1.0}))
-        .send()
-        .await?
-        .error_for_status()?;
+    stack.set_gateway_faults(json!({"errorRate": 1.0})).await?;
 
     let id = stack
         .place(json!({"items": [{"productId": "stand-01", "quantity": 1}]}))
@@ -459,13 +452,7 @@ async fn a_dead_letter_round_trip_replays_once_and_completes_the_order() -> anyh
     );
 
     // Fix the cause, replay: the order completes.
-    stack
-        .http
-        .put(&faults)
-        .json(&json!({}))
-        .send()
-        .await?
-        .error_for_status()?;
+    stack.set_gateway_faults(json!({})).await?;
     let out = run(
         omsctl(s)?,
         &["dlq", "replay", &entry_id, "--yes", "-o", "json"],

@@ -217,14 +217,7 @@ async fn one_order_is_one_trace_across_every_service_and_a_replay_links_to_it() 
 
     // A dead-lettered authorization, replayed: the replay's handling starts a trace of its own,
     // linked to the span the message was dead-lettered in, and the order's journey goes on in it.
-    let faults = format!("{}/gateway/faults", stack.url(Service::Payment)?);
-    stack
-        .http
-        .put(&faults)
-        .json(&json!({"errorRate": 1.0}))
-        .send()
-        .await?
-        .error_for_status()?;
+    stack.set_gateway_faults(json!({"errorRate": 1.0})).await?;
     let failed = TraceId::from_hex("5bf92f3577b34da6a3ce929d0e0e4737")?;
     let id = place_traced(&stack, failed, caller, "stand-01").await?;
     let entry = eventually(Duration::from_secs(60), "the dead letter", || async {
@@ -237,13 +230,7 @@ async fn one_order_is_one_trace_across_every_service_and_a_replay_links_to_it() 
             .map(str::to_owned))
     })
     .await?;
-    stack
-        .http
-        .put(&faults)
-        .json(&json!({}))
-        .send()
-        .await?
-        .error_for_status()?;
+    stack.set_gateway_faults(json!({})).await?;
     let out = run(omsctl(&stack)?, &["dlq", "replay", &entry, "--yes"]).await?;
     assert!(
         out.status.success(),

@@ -332,6 +332,17 @@ impl Stack {
         Ok(r.json().await?)
     }
 
+    /// Sets the simulated payment gateway's fault knobs (`{}` resets them) as the stack's admin.
+    pub async fn set_gateway_faults(&self, knobs: Value) -> anyhow::Result<()> {
+        self.http
+            .put(format!("{}/gateway/faults", self.url(Service::Payment)?))
+            .json(&knobs)
+            .send()
+            .await?
+            .error_for_status()?;
+        Ok(())
+    }
+
     /// `GET` and return the status with the body.
     pub async fn get_status(&self, service: Service, path: &str) -> anyhow::Result<(u16, Value)> {
         let r = self
