@@ -153,6 +153,28 @@ saga_bench() {
   saga_summary "$results" | tee "$results/summary.md"
 }
 
+# --- the A/B benchmarks (auth, tracing): one stack, the services in two or three modes ---------
+
+# One mode's run: a warm-up order, then 1 in flight and 50 orders/s for DURATION each, into
+# PREFIX-lone-REP.json and PREFIX-rate50-REP.json.  ab_loads OMSCTL DURATION PREFIX REP
+ab_loads() {
+  local omsctl="$1" long="$2" prefix="$3" rep="$4"
+  "$omsctl" order create --item mouse-01 --wait >/dev/null 2>&1 || true
+  "$omsctl" bench --stock 1000000 --concurrency 1 --duration "$long" -o json >"$prefix-lone-$rep.json" ||
+    oms_log "bench reported a failure"
+  "$omsctl" bench --stock 1000000 --rate 50/s --duration "$long" -o json >"$prefix-rate50-$rep.json" ||
+    oms_log "bench reported a failure"
+}
+
+# What both A/B summaries start with: median, r2, and over the JSON files given (MODE-LOAD-N.json)
+# runs($mode; $load) and fig($mode; $load; f), the median of f over those runs.
+AB_JQ_PRELUDE='
+    def median: sort | if length == 0 then null else .[(length - 1) / 2 | floor] end;
+    def r2: if . == null then "-" else (. * 100 | round / 100 | tostring) end;
+    [inputs | {file: (input_filename | split("/") | last), doc: .}] as $all
+    | def runs($mode; $load): [$all[] | select(.file | test("^" + $mode + "-" + $load + "-[0-9]+\\.json$")) | .doc];
+      def fig($mode; $load; f): [runs($mode; $load)[] | f // empty] | median;'
+
 # --- auth: POST /orders with and without token checks ---------------------------------------
 
 auth_bench() {
@@ -173,11 +195,7 @@ auth_bench() {
       "$stack" down >/dev/null 2>&1 || true
       OMS_AUTH="$mode" "$stack" up --no-smoke >"$keep/env"
       eval "$(cat "$keep/env")"
-      "$omsctl" order create --item mouse-01 --wait >/dev/null 2>&1 || true
-      "$omsctl" bench --stock 1000000 --concurrency 1 --duration "$long" -o json >"$keep/$mode-lone-$rep.json" ||
-        oms_log "bench reported a failure"
-      "$omsctl" bench --stock 1000000 --rate 50/s --duration "$long" -o json >"$keep/$mode-rate50-$rep.json" ||
-        oms_log "bench reported a failure"
+      ab_loads "$omsctl" "$long" "$keep/$mode" "$rep"
     done
   done
   "$stack" down >/dev/null
@@ -192,12 +210,7 @@ auth_bench() {
 }
 
 auth_summary() {
-  jq -rn '
-    def median: sort | if length == 0 then null else .[(length - 1) / 2 | floor] end;
-    def r2: if . == null then "-" else (. * 100 | round / 100 | tostring) end;
-    [inputs | {file: (input_filename | split("/") | last), doc: .}] as $all
-    | def runs($mode; $load): [$all[] | select(.file | test("^" + $mode + "-" + $load + "-[0-9]+\\.json$")) | .doc];
-      def fig($mode; $load; f): [runs($mode; $load)[] | f // empty] | median;
+  jq -rn "$AB_JQ_PRELUDE"'
       def order_cpu: [.cpu[] | select(.component == "order") | .msPerOrder][0];
       def row($load; $name; $what; f):
         fig("jwt"; $load; f) as $on | fig("off"; $load; f) as $off
@@ -242,16 +255,13 @@ tracing_bench() {
         off) (unset OMS_OTLP_ENDPOINT OTEL_EXPORTER_OTLP_ENDPOINT; OMS_TRACING=off "$stack" up --no-smoke >"$keep/env") ;;
       esac
       eval "$(cat "$keep/env")"
-      "$omsctl" order create --item mouse-01 --wait >/dev/null 2>&1 || true
-      "$omsctl" bench --stock 1000000 --concurrency 1 --duration "$long" -o json >"$keep/$mode-lone-$rep.json" ||
-        oms_log "bench reported a failure"
-      "$omsctl" bench --stock 1000000 --rate 50/s --duration "$long" -o json >"$keep/$mode-rate50-$rep.json" ||
-        oms_log "bench reported a failure"
+      ab_loads "$omsctl" "$long" "$keep/$mode" "$rep"
     done
   done
   "$stack" down >/dev/null
-  sleep 6 # the sink prints its count every 5 s
+  # Stopped, the sink prints its final count.
   kill "$sink_pid" 2>/dev/null || true
+  wait "$sink_pid" 2>/dev/null || true
   trap - EXIT
   rm -rf "$results"
   mkdir -p "$results"
@@ -265,12 +275,7 @@ tracing_bench() {
 }
 
 tracing_summary() {
-  jq -rn '
-    def median: sort | if length == 0 then null else .[(length - 1) / 2 | floor] end;
-    def r2: if . == null then "-" else (. * 100 | round / 100 | tostring) end;
-    [inputs | {file: (input_filename | split("/") | last), doc: .}] as $all
-    | def runs($mode; $load): [$all[] | select(.file | test("^" + $mode + "-" + $load + "-[0-9]+\\.json$")) | .doc];
-      def fig($mode; $load; f): [runs($mode; $load)[] | f // empty] | median;
+  jq -rn "$AB_JQ_PRELUDE"'
       def ratio($a; $b): if ($b // 0) > 0 and $a != null then ($a / $b | r2) + "x" else "-" end;
       def row($load; $name; $what; f):
         fig("export"; $load; f) as $on | fig("local"; $load; f) as $local | fig("off"; $load; f) as $off
