@@ -1,15 +1,19 @@
-# One image per OMS binary: docker build --build-arg BIN=<package> .
-# (every service package builds a binary of the same name).
+# One image with every OMS binary (omsctl and the five services), built once: compose.yaml and
+# the Kubernetes manifests run each service from it by naming its binary as the command.
+#   docker build -t oms:local .
 FROM rust:1.95-bookworm AS build
-ARG BIN
 WORKDIR /src
 COPY . .
-RUN test -n "$BIN" && cargo build --release --locked -p "$BIN" && cp "target/release/$BIN" /app
+RUN cargo build --release --locked --bins \
+    && mkdir /out \
+    && cp target/release/omsctl target/release/oms-order target/release/oms-payment \
+          target/release/oms-inventory target/release/oms-notification target/release/oms-saga /out/
 
 FROM debian:bookworm-slim
 RUN apt-get update \
     && apt-get install -y --no-install-recommends ca-certificates \
     && rm -rf /var/lib/apt/lists/*
-COPY --from=build /app /usr/local/bin/app
+COPY --from=build /out/ /usr/local/bin/
+# bash answers the compose healthchecks (/dev/tcp), so the image needs no HTTP client.
 USER 10001:10001
-ENTRYPOINT ["/usr/local/bin/app"]
+CMD ["omsctl", "--help"]

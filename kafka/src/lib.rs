@@ -1,11 +1,16 @@
 //! Kafka helpers shared by the services' runtime and omsctl, so neither keeps a copy and omsctl
-//! does not build the runtime (axum, sqlx) for them: topic creation and header copying.
+//! does not build the runtime (axum, sqlx) for them: librdkafka properties passed through
+//! ([`properties`]), topic creation and header copying.
+
+pub mod properties;
+
+pub use properties::{client_config, Properties};
 
 use std::time::Duration;
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
-use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
+use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, Headers, OwnedHeaders};
 
@@ -37,8 +42,17 @@ pub async fn ensure_topics(
     topics: &[String],
     partitions: i32,
 ) -> Result<(), TopicError> {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
+    ensure_topics_with(brokers, &Properties::new(), topics, partitions).await
+}
+
+/// [`ensure_topics`] with librdkafka properties (a secured cluster).
+pub async fn ensure_topics_with(
+    brokers: &str,
+    props: &Properties,
+    topics: &[String],
+    partitions: i32,
+) -> Result<(), TopicError> {
+    let admin: AdminClient<DefaultClientContext> = client_config(brokers, props)
         .set_log_level(RDKafkaLogLevel::Error)
         .create()
         .map_err(|source| TopicError::Admin {

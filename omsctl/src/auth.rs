@@ -127,6 +127,18 @@ impl TokenSource {
         }
     }
 
+    /// Where tokens come from, in words (never the token).
+    pub fn describe(&self) -> &'static str {
+        match self {
+            TokenSource::Given(_) => "given (hidden)",
+            TokenSource::Command { .. } => "from the token command",
+            TokenSource::Local { path, .. } if path.is_file() => {
+                "minted from the local stack's secret"
+            }
+            TokenSource::Local { .. } => "none",
+        }
+    }
+
     /// The token for the next request; `None` when there is none to give.
     pub async fn bearer(&self) -> Result<Option<String>, Failure> {
         match self {

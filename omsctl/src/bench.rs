@@ -26,7 +26,7 @@ use hdrhistogram::Histogram;
 use oms_contracts::api::{CreateOrder, OrderAccepted};
 use oms_contracts::{Envelope, Message};
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::{ClientConfig, Message as _, Offset, TopicPartitionList};
+use rdkafka::{Message as _, Offset, TopicPartitionList};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tokio::sync::{mpsc, oneshot};
@@ -354,15 +354,15 @@ impl Tally {
 /// Reads the order events topic from its current end and turns creations and outcomes into notes.
 /// Blocking: runs on its own thread until `stop`.
 fn watch(
-    brokers: &str,
+    brokers: &crate::ctx::Kafka,
     topic: &str,
     fetch_wait: Duration,
     notes: mpsc::UnboundedSender<Note>,
     stop: Arc<AtomicBool>,
     ready: std::sync::mpsc::Sender<Result<(), String>>,
 ) {
-    let consumer: BaseConsumer = match ClientConfig::new()
-        .set("bootstrap.servers", brokers)
+    let consumer: BaseConsumer = match brokers
+        .config()
         .set("group.id", "omsctl-bench")
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")

@@ -20,8 +20,13 @@ use serde_json::Value;
 use crate::{Failure, Output};
 
 /// Global options.
-#[derive(Debug, Clone, clap::Args)]
+#[derive(Debug, Clone, Default, clap::Args)]
 pub struct Settings {
+    /// The context to operate (a `[contexts.NAME]` of the config file, or the built-in `local`
+    /// and `compose`) [default: the file's current-context, else local].
+    #[arg(long, global = true, env = "OMS_CONTEXT")]
+    pub context: Option<String>,
+
     /// Kafka bootstrap servers [default: 127.0.0.1:19092].
     #[arg(long, global = true, env = "OMS_BROKERS")]
     brokers: Option<String>,
@@ -61,22 +66,40 @@ pub struct Settings {
 
     /// Config file (TOML) [default: ~/.config/omsctl/config.toml if it exists].
     #[arg(long, global = true, env = "OMS_CONFIG")]
-    config: Option<PathBuf>,
+    pub config: Option<PathBuf>,
+
+    /// A librdkafka property for omsctl's Kafka clients, as KEY=VALUE (repeatable), e.g.
+    /// `-X security.protocol=SASL_SSL -X sasl.mechanism=SCRAM-SHA-512`; over the context's
+    /// `kafka` table, `OMS_KAFKA_<PROPERTY>` variables and `OMS_KAFKA_PROPERTIES_FILE`.
+    #[arg(
+        short = 'X',
+        long = "kafka-property",
+        global = true,
+        value_name = "KEY=VALUE"
+    )]
+    kafka_properties: Vec<String>,
 }
 
-/// The config file.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
-struct FileConfig {
-    brokers: Option<String>,
-    topic_prefix: Option<String>,
-    output: Option<String>,
-    state_dir: Option<PathBuf>,
-    token_command: Option<String>,
-    trace_url: Option<String>,
-    /// Service name -> base URL.
-    #[serde(default)]
-    endpoints: std::collections::BTreeMap<String, String>,
+/// The Kafka cluster omsctl talks to: bootstrap servers and librdkafka properties.
+#[derive(Debug, Clone)]
+pub struct Kafka {
+    /// Bootstrap servers.
+    pub servers: String,
+    /// librdkafka properties (security, tuning) for every client.
+    pub props: oms_kafka::Properties,
+}
+
+impl Kafka {
+    /// A client config: the servers and every property.
+    pub fn config(&self) -> rdkafka::ClientConfig {
+        oms_kafka::client_config(&self.servers, &self.props)
+    }
+}
+
+impl std::fmt::Display for Kafka {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.servers)
+    }
 }
 
 /// The state directory when none is configured: `$XDG_STATE_HOME/oms`, else
@@ -108,8 +131,8 @@ pub use oms_contracts::ServiceId as Svc;
 /// Everything a command needs.
 #[derive(Clone)]
 pub struct Ctx {
-    /// Kafka bootstrap servers.
-    pub brokers: String,
+    /// The Kafka cluster: bootstrap servers and properties.
+    pub brokers: Kafka,
     /// Topic names as deployed.
     pub topics: Topics,
     /// Output format.
@@ -121,6 +144,10 @@ pub struct Ctx {
     token: crate::auth::TokenSource,
     /// Template of a trace's page in the trace backend (`{traceId}` in it).
     trace_url: Option<String>,
+    /// The context in use.
+    pub context: crate::context::Resolved,
+    /// The config file's path (it may not exist).
+    pub config_path: Option<PathBuf>,
 }
 
 /// `--trace-url`: a template with `{traceId}`, or a Jaeger UI base URL.
@@ -146,26 +173,14 @@ fn check_url(svc: &str, url: String) -> Result<String, Failure> {
 }
 
 impl Ctx {
-    /// Resolves the settings.
+    /// Resolves the settings: flags, else `OMS_*` variables, else the context's settings in
+    /// the config file, else defaults.
     pub fn new(s: Settings) -> Result<Self, Failure> {
-        let explicit = s.config.is_some();
-        let path = s.config.clone().or_else(|| {
-            std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config/omsctl/config.toml"))
-        });
-        let file: FileConfig = match path {
-            Some(p) if explicit || p.exists() => {
-                let text = std::fs::read_to_string(&p)
-                    .map_err(|e| Failure::usage(format!("config file {}: {e}", p.display())))?;
-                toml::from_str(&text).map_err(|e| {
-                    Failure::usage(format!(
-                        "config file {}: {}",
-                        p.display(),
-                        e.to_string().replace('\n', " ")
-                    ))
-                })?
-            }
-            _ => FileConfig::default(),
-        };
+        let config_path = crate::context::config_path(s.config.as_deref());
+        let file_config = crate::context::read_file(config_path.as_deref(), s.config.is_some())?;
+        let context = crate::context::resolve(&file_config, s.context.as_deref())?;
+        let file = context.config.clone();
+        let is_local = context.target == crate::context::Target::Local;
         let output = match (s.output, file.output.as_deref()) {
             (Some(o), _) => o,
             (None, Some("json")) => Output::Json,
@@ -179,17 +194,31 @@ impl Ctx {
         let prefix = s.topic_prefix.or(file.topic_prefix).unwrap_or_default();
         let prefix =
             oms_contracts::topology::parse_topic_prefix(&prefix).map_err(Failure::usage)?;
+        // Another target's faults are recorded apart from the local stack's.
         let state_dir = s
             .state_dir
             .clone()
             .or(file.state_dir.clone())
-            .unwrap_or_else(default_state_dir);
+            .unwrap_or_else(|| {
+                if is_local {
+                    default_state_dir()
+                } else {
+                    default_state_dir().join("contexts").join(&context.name)
+                }
+            });
         // A stack brought up by `omsctl stack up` in this state directory says where it listens.
-        let local = crate::local::Local::open(&state_dir).ok();
-        for name in file.endpoints.keys() {
-            name.parse::<Svc>()
-                .map_err(|e| Failure::usage(format!("config file: [endpoints] {e}")))?;
+        let local = if is_local {
+            crate::local::Local::open(&state_dir).ok()
+        } else {
+            None
+        };
+        let mut kafka = oms_kafka::Properties::new();
+        for (k, v) in &file.kafka {
+            kafka.set(k, v).map_err(Failure::usage)?;
         }
+        kafka.extend(
+            &oms_kafka::Properties::gather(None, &s.kafka_properties).map_err(Failure::usage)?,
+        );
         let mut urls = Vec::new();
         for svc in Svc::all() {
             let flag = s
@@ -209,8 +238,8 @@ impl Ctx {
             urls.push((svc, check_url(svc.name(), url)?));
         }
         let token = crate::auth::TokenSource::new(
-            s.token,
-            s.token_command.or(file.token_command),
+            s.token.or(file.token.clone()),
+            s.token_command.or(file.token_command.clone()),
             &state_dir,
         );
         let trace_url = s
@@ -222,11 +251,16 @@ impl Ctx {
         Ok(Self {
             trace_url,
             token,
-            brokers: s.brokers.or(file.brokers).unwrap_or_else(|| {
-                local
-                    .as_ref()
-                    .map_or_else(|| "127.0.0.1:19092".into(), |l| l.brokers())
-            }),
+            brokers: Kafka {
+                servers: s.brokers.or(file.brokers).unwrap_or_else(|| {
+                    local
+                        .as_ref()
+                        .map_or_else(|| "127.0.0.1:19092".into(), |l| l.brokers())
+                }),
+                props: kafka,
+            },
+            context,
+            config_path,
             topics: Topics::new(&prefix),
             output,
             state_dir,
@@ -236,6 +270,50 @@ impl Ctx {
                 .connect_timeout(Duration::from_secs(3))
                 .build()
                 .context("creating the HTTP client")?,
+        })
+    }
+
+    /// What `context show` prints: the resolved settings, secrets hidden.
+    pub fn describe(&self) -> Value {
+        let target = match &self.context.target {
+            crate::context::Target::Local => serde_json::json!({"kind": "local"}),
+            crate::context::Target::Compose { project, file } => serde_json::json!({
+                "kind": "compose", "project": project,
+                "file": file.as_ref().map(|f| f.display().to_string()),
+            }),
+            crate::context::Target::Kubernetes {
+                namespace,
+                kube_context,
+                kafka_cluster,
+                postgres_cluster,
+            } => serde_json::json!({
+                "kind": "kubernetes", "namespace": namespace, "kubeContext": kube_context,
+                "kafkaCluster": kafka_cluster, "postgresCluster": postgres_cluster,
+            }),
+        };
+        let kafka: serde_json::Map<String, Value> = self
+            .brokers
+            .props
+            .redacted()
+            .into_iter()
+            .map(|(k, v)| (k, Value::String(v)))
+            .collect();
+        let endpoints: serde_json::Map<String, Value> = self
+            .urls
+            .iter()
+            .map(|(s, u)| (s.name().to_owned(), Value::String(u.clone())))
+            .collect();
+        serde_json::json!({
+            "context": self.context.name,
+            "target": target,
+            "configFile": self.config_path.as_ref().map(|p| p.display().to_string()),
+            "brokers": self.brokers.servers,
+            "kafka": kafka,
+            "topicPrefix": self.topics.prefix(),
+            "endpoints": endpoints,
+            "token": self.token.describe(),
+            "stateDir": self.state_dir.display().to_string(),
+            "traceUrl": self.trace_url,
         })
     }
 
@@ -249,7 +327,7 @@ impl Ctx {
     /// This context pointed at the local stack `local` (its brokers and service ports).
     pub fn for_local(&self, local: &crate::local::Local) -> Result<Self, Failure> {
         let mut here = self.clone();
-        here.brokers = local.brokers();
+        here.brokers.servers = local.brokers();
         here.urls = Svc::all()
             .map(|s| (s, format!("http://127.0.0.1:{}", local.port(s))))
             .collect();

@@ -18,7 +18,6 @@ use oms_contracts::headers::{
 use oms_contracts::Envelope;
 use rdkafka::message::Header;
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::ClientConfig;
 use serde_json::{json, Value};
 
 use oms_contracts::api::OrderView;
@@ -196,9 +195,14 @@ async fn entries(ctx: &Ctx, topic: Option<&str>) -> Result<Vec<Entry>, Failure> 
 /// Audit records, oldest first.
 async fn audit(ctx: &Ctx) -> Result<Vec<Value>, Failure> {
     let topic = ctx.topics.name(AUDIT_TOPIC);
-    oms_kafka::ensure_topics(&ctx.brokers, std::slice::from_ref(&topic), 1)
-        .await
-        .map_err(|e| Failure::usage(format!("broker {}: {e}", ctx.brokers)))?;
+    oms_kafka::ensure_topics_with(
+        &ctx.brokers.servers,
+        &ctx.brokers.props,
+        std::slice::from_ref(&topic),
+        1,
+    )
+    .await
+    .map_err(|e| Failure::usage(format!("broker {}: {e}", ctx.brokers)))?;
     Ok(read(ctx, vec![topic])
         .await?
         .iter()
@@ -584,8 +588,9 @@ async fn send(
     force: bool,
     rate: Option<f64>,
 ) -> Result<(Value, Vec<Value>, usize, String), Failure> {
-    let producer: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", &ctx.brokers)
+    let producer: FutureProducer = ctx
+        .brokers
+        .config()
         .set("enable.idempotence", "true")
         .set("acks", "all")
         .set("message.timeout.ms", "15000")

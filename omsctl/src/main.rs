@@ -3,7 +3,7 @@
 //! # Layout
 //! - this module: the command tree (clap), exit codes and dispatch.
 //! - [`ctx`]: settings (flags, `OMS_*` env, config file, defaults), the HTTP client of the
-//!   services and output helpers.
+//!   services and output helpers; [`context`]: the named targets of the config file.
 //! - [`order`], [`saga`]: orders and sagas through the services' HTTP APIs.
 //! - [`topics`], [`tail`], [`dlq`]: Kafka directly: topics and lag, following topics, dead letters
 //!   and their safe replay.
@@ -20,6 +20,7 @@
 mod auth;
 mod bench;
 mod chaos;
+mod context;
 mod cpu;
 mod ctx;
 mod dlq;
@@ -94,6 +95,9 @@ enum Command {
     /// Tokens for the services' APIs.
     #[command(subcommand)]
     Auth(auth::AuthCommand),
+    /// Contexts: the targets omsctl operates (local, compose, kubernetes).
+    #[command(subcommand)]
+    Context(context::ContextCommand),
     /// Print a shell completion script.
     Completions {
         /// Shell.
@@ -187,6 +191,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Bench(args) => bench::run(&ctx, args).await,
         Command::Tui(args) => tui::run(&ctx, args).await,
         Command::Auth(c) => auth::run(&ctx, c).await,
+        Command::Context(c) => context::run(&ctx, c).await,
         Command::Completions { .. } => Ok(()),
     }
 }

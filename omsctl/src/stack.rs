@@ -126,9 +126,14 @@ async fn up(ctx: &Ctx, infra: bool, smoke: bool, bin_dir: Option<PathBuf>) -> Re
         Err(_) => 1,
     };
     say(format!("creating topics ({partitions} partition(s) each)"));
-    oms_kafka::ensure_topics(&local.brokers(), &ctx.topics.all_with_dlq(), partitions)
-        .await
-        .map_err(|e| Failure::verdict(e.to_string()))?;
+    oms_kafka::ensure_topics_with(
+        &local.brokers(),
+        &ctx.brokers.props,
+        &ctx.topics.all_with_dlq(),
+        partitions,
+    )
+    .await
+    .map_err(|e| Failure::verdict(e.to_string()))?;
     if !infra {
         for svc in Svc::all() {
             Component::Service(svc).start(&local).await?;
@@ -159,6 +164,14 @@ pub async fn down(local: &Local) -> Result<(), Failure> {
 }
 
 pub async fn run(ctx: &Ctx, command: StackCommand) -> Result<(), Failure> {
+    let topology_only = matches!(command, StackCommand::Services { .. });
+    if ctx.context.target != crate::context::Target::Local && !topology_only {
+        return Err(Failure::usage(format!(
+            "`stack` runs the local process stack; context {} is a {} target (switch with `omsctl --context local` or `omsctl context use local`; its own tools start and stop it)",
+            ctx.context.name,
+            ctx.context.target.kind().name()
+        )));
+    }
     match command {
         StackCommand::Up {
             infra,
@@ -325,7 +338,7 @@ async fn status(ctx: &Ctx) -> Result<(), Failure> {
     components.push(json!({
         "component": "broker",
         "pid": Component::Broker.pid(&local),
-        "address": ctx.brokers,
+        "address": ctx.brokers.servers,
         "ready": broker_ok,
     }));
     for svc in Svc::all() {

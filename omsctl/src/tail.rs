@@ -10,7 +10,9 @@ use anyhow::Context;
 use oms_contracts::Envelope;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message, OwnedHeaders};
-use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use rdkafka::{Offset, TopicPartitionList};
+
+use crate::ctx::Kafka;
 use serde_json::{json, Value};
 
 use crate::ctx::Ctx;
@@ -162,9 +164,9 @@ fn record(m: &rdkafka::message::BorrowedMessage<'_>) -> Record {
     }
 }
 
-fn client(brokers: &str) -> anyhow::Result<BaseConsumer> {
-    ClientConfig::new()
-        .set("bootstrap.servers", brokers)
+fn client(brokers: &Kafka) -> anyhow::Result<BaseConsumer> {
+    brokers
+        .config()
         .set("group.id", "omsctl-reader")
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
@@ -179,7 +181,7 @@ const TIMEOUT: Duration = Duration::from_secs(5);
 /// Partitions of `topics` with their (low, high) watermarks; an unknown topic is an error.
 fn partitions(
     consumer: &BaseConsumer,
-    brokers: &str,
+    brokers: &Kafka,
     topics: &[String],
 ) -> Result<Vec<(String, i32, i64, i64)>, Failure> {
     let meta = consumer
@@ -203,7 +205,7 @@ fn partitions(
 /// Reads `topics` from the beginning to their current ends; keeps the records `keep` accepts.
 /// Blocking: call from `spawn_blocking`.
 pub fn scan(
-    brokers: &str,
+    brokers: &Kafka,
     topics: &[String],
     keep: impl Fn(&Record) -> bool,
 ) -> Result<Vec<Record>, Failure> {
@@ -407,7 +409,7 @@ pub async fn run(ctx: &Ctx, args: TailArgs) -> Result<(), Failure> {
 }
 
 fn follow(
-    brokers: &str,
+    brokers: &Kafka,
     topics: &[String],
     args: &TailArgs,
     output: Output,

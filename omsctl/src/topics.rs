@@ -5,7 +5,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::{ClientConfig, TopicPartitionList};
+use rdkafka::TopicPartitionList;
+
+use crate::ctx::Kafka;
 use serde::Serialize;
 
 use crate::ctx::{table, Ctx};
@@ -45,9 +47,14 @@ pub async fn run(ctx: &Ctx, command: TopicsCommand) -> Result<(), Failure> {
         if partitions < 1 {
             return Err(Failure::usage("--partitions must be at least 1"));
         }
-        oms_kafka::ensure_topics(&ctx.brokers, &topics, partitions)
-            .await
-            .map_err(|e| Failure::usage(format!("broker {}: {e}", ctx.brokers)))?;
+        oms_kafka::ensure_topics_with(
+            &ctx.brokers.servers,
+            &ctx.brokers.props,
+            &topics,
+            partitions,
+        )
+        .await
+        .map_err(|e| Failure::usage(format!("broker {}: {e}", ctx.brokers)))?;
     }
     let brokers = ctx.brokers.clone();
     let groups = ctx.consumer_groups();
@@ -74,12 +81,12 @@ pub async fn run(ctx: &Ctx, command: TopicsCommand) -> Result<(), Failure> {
 
 /// Topics with counts, and the lag of `groups` (group, topics it reads).
 pub fn list(
-    brokers: &str,
+    brokers: &Kafka,
     wanted: &[String],
     groups: &[(String, Vec<String>)],
 ) -> Result<Vec<TopicRow>, Failure> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
+    let consumer: BaseConsumer = brokers
+        .config()
         .set_log_level(rdkafka::config::RDKafkaLogLevel::Emerg)
         .create()
         .context("creating the Kafka client")?;
@@ -106,8 +113,8 @@ pub fn list(
             if !reads.iter().any(|t| t == topic.name()) {
                 continue;
             }
-            let reader: BaseConsumer = ClientConfig::new()
-                .set("bootstrap.servers", brokers)
+            let reader: BaseConsumer = brokers
+                .config()
                 .set("group.id", group)
                 .set("enable.auto.commit", "false")
                 .set_log_level(rdkafka::config::RDKafkaLogLevel::Emerg)

@@ -156,6 +156,8 @@ impl Stack {
             database_name: Some(format!("t_{}_{}", service.name(), self.db_suffix)),
             database_max_connections: 5,
             brokers: self.brokers.clone(),
+            kafka_properties: Vec::new(),
+            kafka_properties_file: None,
             topic_prefix: self.prefix.clone(),
             outbox_wakeup: OutboxWakeup::Notify,
             outbox_retention: Duration::from_secs(3600),

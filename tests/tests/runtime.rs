@@ -27,6 +27,8 @@ fn config(db: DatabaseUrl, brokers: &str) -> RuntimeConfig {
         database_name: Some(format!("t_runtime_{}", oms_tests::unique())),
         database_max_connections: 5,
         brokers: brokers.to_owned(),
+        kafka_properties: Vec::new(),
+        kafka_properties_file: None,
         topic_prefix: String::new(),
         outbox_wakeup: OutboxWakeup::Notify,
         outbox_retention: Duration::from_secs(60),

@@ -24,7 +24,7 @@ fn say(line: impl std::fmt::Display) {
 async fn omsctl(ctx: &Ctx, args: &[&str]) -> Result<(), String> {
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
     let mut cmd = tokio::process::Command::new(exe);
-    cmd.env("OMS_BROKERS", &ctx.brokers)
+    cmd.env("OMS_BROKERS", &ctx.brokers.servers)
         .env("OMS_TOPIC_PREFIX", ctx.topics.prefix())
         .env("OMS_STATE_DIR", &ctx.state_dir);
     for svc in Svc::all() {

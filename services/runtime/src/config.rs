@@ -29,6 +29,17 @@ pub struct RuntimeConfig {
     #[arg(long, env = "OMS_BROKERS", default_value = "127.0.0.1:19092")]
     pub brokers: String,
 
+    /// A librdkafka property for every Kafka client of the service, as KEY=VALUE (repeatable),
+    /// e.g. `-X security.protocol=SASL_SSL -X sasl.mechanism=SCRAM-SHA-512`. Also
+    /// `OMS_KAFKA_<PROPERTY>` variables (`OMS_KAFKA_SASL_USERNAME` is `sasl.username`) and a
+    /// properties file; flags win over variables, variables over the file.
+    #[arg(short = 'X', long = "kafka-property", value_name = "KEY=VALUE", value_parser = parse_kafka_property)]
+    pub kafka_properties: Vec<String>,
+
+    /// A file of librdkafka properties (`key=value` lines, `#` comments), e.g. a mounted Secret.
+    #[arg(long, env = "OMS_KAFKA_PROPERTIES_FILE")]
+    pub kafka_properties_file: Option<std::path::PathBuf>,
+
     /// Prefix of every topic name (e.g. `staging.`), so several environments or test runs can
     /// share one cluster. Empty by default.
     #[arg(long, env = "OMS_TOPIC_PREFIX", default_value = "", value_parser = oms_contracts::topology::parse_topic_prefix)]
@@ -110,6 +121,24 @@ pub struct RuntimeConfig {
     /// Who may call the HTTP API.
     #[command(flatten)]
     pub auth: crate::auth::AuthConfig,
+}
+
+/// Checks one `-X KEY=VALUE`.
+fn parse_kafka_property(s: &str) -> Result<String, String> {
+    oms_kafka::Properties::new()
+        .set_pair(s)
+        .map(|()| s.to_owned())
+        .map_err(|e| e.to_string())
+}
+
+impl RuntimeConfig {
+    /// Every librdkafka property the service was given (file, `OMS_KAFKA_*`, `-X`).
+    pub fn kafka(&self) -> Result<oms_kafka::Properties, oms_kafka::properties::PropertyError> {
+        oms_kafka::Properties::gather(
+            self.kafka_properties_file.as_deref(),
+            &self.kafka_properties,
+        )
+    }
 }
 
 /// Parses `500ms`, `30s`, `1h` and the like.
@@ -275,6 +304,18 @@ mod tests {
         assert_eq!(s.runtime.consumer_idle_after, Some(Duration::from_secs(5)));
         let off = Service::try_parse_from(["svc", "--consumer-idle-after", "off"]).expect("off");
         assert_eq!(off.runtime.consumer_idle_after, None);
+        let secured = Service::try_parse_from([
+            "svc",
+            "-X",
+            "security.protocol=SASL_SSL",
+            "--kafka-property",
+            "sasl.mechanism=SCRAM-SHA-512",
+        ])
+        .expect("properties");
+        assert_eq!(
+            secured.runtime.kafka_properties,
+            ["security.protocol=SASL_SSL", "sasl.mechanism=SCRAM-SHA-512"]
+        );
     }
 
     #[test]
@@ -288,6 +329,8 @@ mod tests {
             ("--consumer-idle-after", "0s", "above zero"),
             ("--consumer-idle-after", "never", "invalid duration"),
             ("--consumer-workers", "0", "0"),
+            ("-X", "security.protocol", "KEY=VALUE"),
+            ("--kafka-property", "group.id=mine", "cannot be overridden"),
         ] {
             let err = Service::try_parse_from(["svc", flag, value])
                 .err()

@@ -220,6 +220,8 @@ pub struct ConsumerConfig {
     pub topics: Vec<String>,
     /// Kafka bootstrap servers.
     pub brokers: String,
+    /// The operator's librdkafka properties (security, tuning).
+    pub kafka: oms_kafka::Properties,
     /// Handler tries before dead-lettering.
     pub max_attempts: u32,
     /// First retry delay; doubles per attempt.
@@ -257,6 +259,7 @@ impl ConsumerConfig {
             group_id: group_id.to_owned(),
             topics: topics.iter().map(|t| (*t).to_owned()).collect(),
             brokers: brokers.to_owned(),
+            kafka: oms_kafka::Properties::new(),
             max_attempts: 5,
             base_backoff: Duration::from_millis(100),
             max_backoff: Duration::from_secs(5),
@@ -461,17 +464,21 @@ impl<H: Handler> InboxConsumer<H> {
             group: config.group_id.clone(),
             source,
         };
-        let consumer: StreamConsumer<QuietContext> =
-            kafka::consumer_config(&config.brokers, &config.group_id, &config.service)
-                .set(
-                    "fetch.wait.max.ms",
-                    config.fetch_wait.as_millis().clamp(1, 300_000).to_string(),
-                )
-                .create_with_context(QuietContext::with_lag_metrics(
-                    metrics.clone(),
-                    &config.group_id,
-                ))
-                .map_err(err)?;
+        let consumer: StreamConsumer<QuietContext> = kafka::consumer_config_with(
+            &config.brokers,
+            &config.group_id,
+            &config.service,
+            &config.kafka,
+        )
+        .set(
+            "fetch.wait.max.ms",
+            config.fetch_wait.as_millis().clamp(1, 300_000).to_string(),
+        )
+        .create_with_context(QuietContext::with_lag_metrics(
+            metrics.clone(),
+            &config.group_id,
+        ))
+        .map_err(err)?;
         let topics: Vec<&str> = config.topics.iter().map(String::as_str).collect();
         consumer.subscribe(&topics).map_err(err)?;
         let parallelism = handler.parallelism().capped(config.max_parallelism);

@@ -12,6 +12,7 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::statistics::Statistics;
 
 use crate::metrics::Metrics;
+use oms_kafka::Properties;
 
 /// How long the producer keeps trying one message before reporting it failed to the relay, which
 /// then backs off. Short enough that an outage shows up in the outbox quickly.
@@ -19,18 +20,26 @@ pub const MESSAGE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Producer settings: idempotent, `acks=all`, ordered per partition.
 pub fn producer_config(brokers: &str, client_id: &str) -> ClientConfig {
+    producer_config_with(brokers, client_id, &Properties::new())
+}
+
+/// [`producer_config`] with the operator's librdkafka properties (security, tuning); the
+/// guarantees (idempotence, acks=all) are set after them, and [`Properties`] refuses those keys.
+pub fn producer_config_with(brokers: &str, client_id: &str, props: &Properties) -> ClientConfig {
     let mut config = ClientConfig::new();
     config
-        .set("bootstrap.servers", brokers)
         .set("client.id", client_id)
-        .set("enable.idempotence", "true")
-        .set("acks", "all")
         .set("linger.ms", "0")
         .set(
             "message.timeout.ms",
             MESSAGE_TIMEOUT.as_millis().to_string(),
         )
-        .set("reconnect.backoff.max.ms", "2000")
+        .set("reconnect.backoff.max.ms", "2000");
+    props.apply(&mut config);
+    config
+        .set("bootstrap.servers", brokers)
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
         .set_log_level(RDKafkaLogLevel::Warning);
     config
 }
@@ -43,14 +52,22 @@ pub const DEFAULT_FETCH_WAIT: std::time::Duration = std::time::Duration::from_mi
 /// Consumer settings: offsets are committed automatically, but only offsets the application
 /// stored, and it stores one only after the message's transaction committed.
 pub fn consumer_config(brokers: &str, group_id: &str, client_id: &str) -> ClientConfig {
+    consumer_config_with(brokers, group_id, client_id, &Properties::new())
+}
+
+/// [`consumer_config`] with the operator's librdkafka properties over the defaults; the group
+/// and the offset discipline are set after them (and [`Properties`] refuses those keys).
+pub fn consumer_config_with(
+    brokers: &str,
+    group_id: &str,
+    client_id: &str,
+    props: &Properties,
+) -> ClientConfig {
     let mut config = ClientConfig::new();
     config
-        .set("bootstrap.servers", brokers)
-        .set("group.id", group_id)
         .set("client.id", client_id)
         .set("enable.auto.commit", "true")
         .set("auto.commit.interval.ms", "1000")
-        .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
         .set("enable.partition.eof", "false")
         .set("session.timeout.ms", "10000")
@@ -60,7 +77,12 @@ pub fn consumer_config(brokers: &str, group_id: &str, client_id: &str) -> Client
         // A database outage pauses handling; stay in the group for a long one.
         .set("max.poll.interval.ms", "900000")
         .set("statistics.interval.ms", "5000")
-        .set("reconnect.backoff.max.ms", "2000")
+        .set("reconnect.backoff.max.ms", "2000");
+    props.apply(&mut config);
+    config
+        .set("bootstrap.servers", brokers)
+        .set("group.id", group_id)
+        .set("enable.auto.offset.store", "false")
         .set_log_level(RDKafkaLogLevel::Warning);
     config
 }

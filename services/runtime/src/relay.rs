@@ -63,6 +63,8 @@ pub struct RelayConfig {
     pub service: String,
     /// Kafka bootstrap servers.
     pub brokers: String,
+    /// The operator's librdkafka properties (security, tuning).
+    pub kafka: oms_kafka::Properties,
     /// Wake-up mode.
     pub wakeup: OutboxWakeup,
     /// Rows per batch.
@@ -90,6 +92,7 @@ impl RelayConfig {
         Self {
             service: service.to_owned(),
             brokers: brokers.to_owned(),
+            kafka: oms_kafka::Properties::new(),
             wakeup: OutboxWakeup::Notify,
             batch_size: 500,
             base_backoff: Duration::from_millis(250),
@@ -208,8 +211,11 @@ impl Relay {
     }
 
     fn new_publisher(config: &RelayConfig) -> Result<Publisher, RelayError> {
-        let mut client =
-            kafka::producer_config(&config.brokers, &format!("{}-relay", config.service));
+        let mut client = kafka::producer_config_with(
+            &config.brokers,
+            &format!("{}-relay", config.service),
+            &config.kafka,
+        );
         client.set(
             "message.timeout.ms",
             config.message_timeout.as_millis().max(1).to_string(),

@@ -41,6 +41,9 @@ pub enum RuntimeError {
     /// HTTP server.
     #[error("http server: {0}")]
     Http(#[from] std::io::Error),
+    /// librdkafka properties.
+    #[error(transparent)]
+    KafkaProperties(#[from] oms_kafka::properties::PropertyError),
     /// Authentication settings.
     #[error("auth: {0}")]
     Auth(#[from] crate::auth::AuthError),
@@ -63,6 +66,7 @@ pub struct Runtime {
     shutdown: CancellationToken,
     tasks: JoinSet<(String, Result<(), String>)>,
     gate: Arc<Gate>,
+    kafka: oms_kafka::Properties,
 }
 
 impl Runtime {
@@ -77,6 +81,15 @@ impl Runtime {
     ) -> Result<Self, RuntimeError> {
         // Keys first: a bad key stops start-up before anything else is touched.
         let gate = Arc::new(Gate::from_config(&config.auth)?);
+        let kafka = config.kafka()?;
+        if !kafka.is_empty() {
+            let shown: Vec<String> = kafka
+                .redacted()
+                .into_iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect();
+            tracing::info!(service = name, properties = %shown.join(" "), "kafka properties");
+        }
         if gate.is_on() {
             tracing::info!(service = name, auth = %gate.describe(), "authentication");
         } else {
@@ -102,6 +115,7 @@ impl Runtime {
             shutdown,
             tasks: JoinSet::new(),
             gate,
+            kafka,
         })
     }
 
@@ -172,6 +186,7 @@ impl Runtime {
         let group = names.name(group);
         let mut config = ConsumerConfig::new(&self.name, &group, &topics, &self.config.brokers);
         config.topic_names = names;
+        config.kafka = self.kafka.clone();
         config.handles = handles;
         config.fetch_wait = self.config.consumer_fetch_wait;
         config.max_attempts = self.config.consumer_max_attempts.max(1);
@@ -218,6 +233,7 @@ impl Runtime {
         doc: utoipa::openapi::OpenApi,
     ) -> Result<(), RuntimeError> {
         let mut relay_config = RelayConfig::new(&self.name, &self.config.brokers);
+        relay_config.kafka = self.kafka.clone();
         relay_config.wakeup = self.config.outbox_wakeup;
         relay_config.retention = self.config.outbox_retention;
         relay_config.batch_size = self.config.outbox_batch_size.max(1);

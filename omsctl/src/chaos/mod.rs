@@ -1,4 +1,5 @@
-//! `omsctl chaos`: fault injection on the local stack.
+//! `omsctl chaos`: fault injection on the target of the context: the local stack's processes,
+//! a compose project or a Kubernetes namespace ([`target`] maps each verb to each kind).
 //!
 //! Every fault that lasts (a stopped broker, a paused service, gateway knobs) is recorded in
 //! `<state dir>/chaos.json` before it is applied, with what undoes it. `--for DURATION` keeps
@@ -15,14 +16,16 @@ use oms_contracts::api::GatewayKnobs;
 use oms_contracts::headers;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::ClientConfig;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
+pub mod target;
+
 use crate::ctx::{self, table, Ctx, Svc};
-use crate::local::{self, Component, Local, Signal};
+use crate::local;
 use crate::tail::{self, From};
 use crate::{stack, Failure};
+use target::{AnyTarget, Handle, Target};
 
 #[derive(Debug, clap::Subcommand)]
 pub enum ChaosCommand {
@@ -147,6 +150,9 @@ pub enum Fault {
         action: ServiceFault,
         /// The process paused (a paused service is resumed, not restarted).
         pid: Option<u32>,
+        /// The replicas a Kubernetes Deployment had before it was scaled to zero.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        replicas: Option<u32>,
     },
     /// The payment gateway's fault knobs are set.
     #[serde(rename_all = "camelCase")]
@@ -222,18 +228,22 @@ impl Fault {
         stack::service_named(self.target())
     }
 
-    /// Puts the fault in force.
-    pub async fn apply(&self, ctx: &Ctx, local: &Local) -> Result<(), Failure> {
+    /// Puts the fault in force on `target`; a service fault learns what undoing it needs.
+    pub async fn apply(&mut self, ctx: &Ctx, target: &AnyTarget) -> Result<(), Failure> {
         match self {
-            Fault::Broker => Component::Broker.stop(local).await,
-            Fault::Db => Component::Postgres.stop(local).await,
-            Fault::Service { action, .. } => {
-                let c = Component::Service(self.service()?);
-                match action {
-                    ServiceFault::Killed => c.signal(local, Signal::Kill).map(|_| ()),
-                    ServiceFault::Stopped => c.stop(local).await,
-                    ServiceFault::Paused => c.signal(local, Signal::Stop).map(|_| ()),
-                }
+            Fault::Broker => target.stop_broker().await,
+            Fault::Db => target.stop_db().await,
+            Fault::Service {
+                target: name,
+                action,
+                pid,
+                replicas,
+            } => {
+                let svc = stack::service_named(name)?;
+                let handle = target.hit(svc, *action).await?;
+                *pid = handle.pid.or(*pid);
+                *replicas = handle.replicas;
+                Ok(())
             }
             Fault::Payment { knobs, .. } => set_knobs(ctx, knobs).await.map(|_| ()),
         }
@@ -241,22 +251,21 @@ impl Fault {
 
     /// Takes it back: starts what was stopped (waiting until it is ready), resumes what was
     /// paused, restores the knobs.
-    pub async fn undo(&self, ctx: &Ctx, local: &Local) -> Result<(), Failure> {
+    pub async fn undo(&self, ctx: &Ctx, target: &AnyTarget) -> Result<(), Failure> {
         match self {
-            Fault::Broker => Component::Broker.start(local).await,
-            Fault::Db => Component::Postgres.start(local).await,
-            Fault::Service { action, pid, .. } => {
-                let svc = self.service()?;
-                let c = Component::Service(svc);
-                match (action, pid, c.pid(local)) {
-                    (ServiceFault::Paused, Some(paused), Some(now)) if *paused == now => {
-                        local::signal(now, Signal::Cont)
-                    }
-                    _ => {
-                        c.start(local).await?;
-                        local::wait_ready(local, &[svc], Duration::from_secs(120)).await
-                    }
-                }
+            Fault::Broker => target.start_broker().await,
+            Fault::Db => target.start_db().await,
+            Fault::Service {
+                action,
+                pid,
+                replicas,
+                ..
+            } => {
+                let handle = Handle {
+                    pid: *pid,
+                    replicas: *replicas,
+                };
+                target.heal(self.service()?, *action, handle).await
             }
             Fault::Payment { previous_knobs, .. } => {
                 set_knobs(ctx, previous_knobs).await.map(|_| ())
@@ -396,21 +405,27 @@ fn until(lasting: &Lasting) -> Option<String> {
 
 /// Records `fault`, applies it, and holds it for `--for` (then undoes it) or leaves it in force
 /// until `chaos reset`. A fault that could not be applied is not left recorded.
-async fn inflict(ctx: &Ctx, fault: Fault, lasting: &Lasting) -> Result<(), Failure> {
-    let local = Local::open(&ctx.state_dir)?;
+async fn inflict(ctx: &Ctx, mut fault: Fault, lasting: &Lasting) -> Result<(), Failure> {
+    let target = target_of(ctx)?;
     let faults = Faults::at(ctx);
-    let target = fault.target().to_owned();
-    faults.record(Recorded {
+    let name = fault.target().to_owned();
+    let mut record = Recorded {
         fault: fault.clone(),
         since: now(),
         until: until(lasting),
         holder: lasting.lasting.map(|_| std::process::id()),
-    })?;
-    if let Err(e) = fault.apply(ctx, &local).await {
-        faults.forget(&target)?;
+    };
+    faults.record(record.clone())?;
+    if let Err(e) = fault.apply(ctx, &target).await {
+        faults.forget(&name)?;
         return Err(e);
     }
-    let what = format!("{target} {}", fault.action());
+    if fault != record.fault {
+        // What undoing needs, learnt while applying (a replica count).
+        record.fault = fault.clone();
+        faults.record(record)?;
+    }
+    let what = format!("{name} {}", fault.action());
     let Some(d) = lasting.lasting else {
         eprintln!("omsctl: {what}; in force until `omsctl chaos reset`");
         return Ok(());
@@ -423,17 +438,36 @@ async fn inflict(ctx: &Ctx, fault: Fault, lasting: &Lasting) -> Result<(), Failu
         _ = tokio::time::sleep(d) => {}
         _ = tokio::signal::ctrl_c() => eprintln!("omsctl: interrupted; undoing"),
     }
-    fault.undo(ctx, &local).await?;
-    faults.forget(&target)?;
+    fault.undo(ctx, &target).await?;
+    faults.forget(&name)?;
     eprintln!("omsctl: {what}: undone");
     Ok(())
 }
 
-/// Undoes `fault` now (`chaos broker start`, `service resume`, ...) and forgets it.
+/// The target of the context in use.
+fn target_of(ctx: &Ctx) -> Result<AnyTarget, Failure> {
+    AnyTarget::new(&ctx.context.target, &ctx.state_dir)
+}
+
+/// Undoes `fault` now (`chaos broker start`, `service resume`, ...) and forgets it. The fault
+/// as recorded is undone when there is one of the same kind on the same target: it knows what
+/// undoing needs (the paused pid, the replica count).
 async fn lift(ctx: &Ctx, fault: Fault) -> Result<(), Failure> {
-    let local = Local::open(&ctx.state_dir)?;
-    fault.undo(ctx, &local).await?;
-    Faults::at(ctx).forget(fault.target())
+    let target = target_of(ctx)?;
+    let faults = Faults::at(ctx);
+    let recorded = faults
+        .read()?
+        .into_iter()
+        .map(|r| r.fault)
+        .find(|f| f.target() == fault.target() && f.kind() == fault.kind());
+    let fault = match (recorded, &fault) {
+        // `start` after a kill or a stop, `resume` after a pause: the recorded fault's undo.
+        (Some(r @ Fault::Service { .. }), Fault::Service { .. }) => r,
+        (Some(r), _) if r.kind() == fault.kind() => r,
+        _ => fault,
+    };
+    fault.undo(ctx, &target).await?;
+    faults.forget(fault.target())
 }
 
 async fn set_knobs(ctx: &Ctx, knobs: &GatewayKnobs) -> Result<Value, Failure> {
@@ -475,19 +509,18 @@ pub async fn run(ctx: &Ctx, command: ChaosCommand) -> Result<(), Failure> {
             lasting,
         } => {
             let svc = stack::service_named(&name)?;
-            let local = Local::open(&ctx.state_dir)?;
-            let component = Component::Service(svc);
+            let target = target_of(ctx)?;
+            let pid = match &target {
+                AnyTarget::Local(l) => local::Component::Service(svc).pid(&l.0),
+                _ => None,
+            };
             let hit = |action: ServiceFault| Fault::Service {
                 target: svc.name().to_owned(),
                 action,
-                pid: component.pid(&local),
+                pid,
+                replicas: None,
             };
-            let running = || {
-                component
-                    .pid(&local)
-                    .map(|_| ())
-                    .ok_or_else(|| Failure::usage(format!("{} is not running", svc.name())))
-            };
+            let running = || target.check_running(svc);
             match action {
                 ServiceAction::Kill => {
                     running()?;
@@ -504,8 +537,8 @@ pub async fn run(ctx: &Ctx, command: ChaosCommand) -> Result<(), Failure> {
                 ServiceAction::Resume => lift(ctx, hit(ServiceFault::Paused)).await,
                 ServiceAction::Start => lift(ctx, hit(ServiceFault::Stopped)).await,
                 ServiceAction::Restart => {
-                    component.stop(&local).await?;
-                    lift(ctx, hit(ServiceFault::Stopped)).await
+                    target.restart(svc).await?;
+                    Faults::at(ctx).forget(svc.name())
                 }
             }
         }
@@ -565,7 +598,7 @@ pub async fn run(ctx: &Ctx, command: ChaosCommand) -> Result<(), Failure> {
 
 /// Undoes every recorded fault by its type; the ones it could not undo stay recorded.
 async fn reset(ctx: &Ctx) -> Result<(), Failure> {
-    let local = Local::open(&ctx.state_dir)?;
+    let target = target_of(ctx)?;
     let faults = Faults::at(ctx);
     let mut sorted = faults.read()?;
     sorted.sort_by_key(|r| r.fault.undo_rank());
@@ -573,7 +606,7 @@ async fn reset(ctx: &Ctx) -> Result<(), Failure> {
     let mut left = Vec::new();
     for r in sorted {
         let label = format!("{} {}", r.fault.target(), r.fault.action());
-        match r.fault.undo(ctx, &local).await {
+        match r.fault.undo(ctx, &target).await {
             Ok(()) => {
                 faults.forget(r.fault.target())?;
                 done.push(label);
@@ -615,8 +648,9 @@ async fn reset(ctx: &Ctx) -> Result<(), Failure> {
 }
 
 fn producer(ctx: &Ctx) -> Result<FutureProducer, Failure> {
-    Ok(ClientConfig::new()
-        .set("bootstrap.servers", &ctx.brokers)
+    Ok(ctx
+        .brokers
+        .config()
         .set("enable.idempotence", "true")
         .set("message.timeout.ms", "15000")
         .set_log_level(rdkafka::config::RDKafkaLogLevel::Emerg)
@@ -788,6 +822,7 @@ mod tests {
                 target: "saga".into(),
                 action: ServiceFault::Paused,
                 pid: Some(42),
+                replicas: None,
             },
             since: "2026-01-01T00:00:00Z".into(),
             until: None,
@@ -828,6 +863,7 @@ mod tests {
                                     target: format!("s{w}-{i}"),
                                     action: ServiceFault::Killed,
                                     pid: None,
+                                    replicas: None,
                                 },
                                 since: now(),
                                 until: None,
