@@ -79,9 +79,9 @@ impl Runtime {
         shutdown: CancellationToken,
         register_metrics: impl FnOnce(&mut prometheus_client::registry::Registry),
     ) -> Result<Self, RuntimeError> {
-        // Keys first: a bad key stops start-up before anything else is touched.
-        let gate = Arc::new(Gate::from_config(&config.auth)?);
+        // Settings first: a bad Kafka property or key stops start-up before anything is touched.
         let kafka = config.kafka()?;
+        let gate = Arc::new(Gate::from_config(&config.auth)?);
         if !kafka.is_empty() {
             let shown: Vec<String> = kafka
                 .redacted()

@@ -1,0 +1,402 @@
+//! Contexts and the chaos targets behind them, as a user runs omsctl: config files in a private
+//! XDG config directory, and recording stand-ins for `docker` and `kubectl` on PATH that write
+//! down every command line, so the compose and Kubernetes mappings are checked command by
+//! command, in order, with their undo. No stack is needed.
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::time::Duration;
+
+use assert_cmd::Command;
+use serde_json::Value;
+
+/// A private home for omsctl: config and state directories, and a bin directory of stand-ins.
+struct Home {
+    dir: tempfile::TempDir,
+}
+
+const STAND_IN: &str = r#"#!/bin/sh
+# Records its command line; prints a replica count when asked for one; fails on demand.
+echo "$(basename "$0") $*" >> "$OMS_RECORD"
+if [ -n "$OMS_FAIL_ON" ] && echo "$*" | grep -q -- "$OMS_FAIL_ON"; then
+  echo "error: the cluster said no" >&2
+  exit 1
+fi
+case "$*" in *jsonpath=*) echo 3 ;; esac
+exit 0
+"#;
+
+impl Home {
+    fn new(config: &str) -> anyhow::Result<Self> {
+        let dir = tempfile::tempdir()?;
+        std::fs::create_dir_all(dir.path().join("config/omsctl"))?;
+        std::fs::write(dir.path().join("config/omsctl/config.toml"), config)?;
+        let bin = dir.path().join("bin");
+        std::fs::create_dir_all(&bin)?;
+        for tool in ["docker", "kubectl"] {
+            let path = bin.join(tool);
+            std::fs::write(&path, STAND_IN)?;
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))?;
+        }
+        Ok(Self { dir })
+    }
+
+    fn config_file(&self) -> PathBuf {
+        self.dir.path().join("config/omsctl/config.toml")
+    }
+
+    fn record(&self) -> PathBuf {
+        self.dir.path().join("record.log")
+    }
+
+    /// The command lines the stand-ins recorded since the last call.
+    fn recorded(&self) -> anyhow::Result<Vec<String>> {
+        let text = std::fs::read_to_string(self.record()).unwrap_or_default();
+        std::fs::write(self.record(), "")?;
+        Ok(text.lines().map(str::to_owned).collect())
+    }
+
+    fn omsctl(&self, args: &[&str]) -> anyhow::Result<Output> {
+        self.omsctl_failing(args, "")
+    }
+
+    /// omsctl with the stand-ins failing every command line that contains `fail_on`.
+    fn omsctl_failing(&self, args: &[&str], fail_on: &str) -> anyhow::Result<Output> {
+        let path = format!(
+            "{}:{}",
+            self.dir.path().join("bin").display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
+        let mut cmd = Command::cargo_bin("omsctl")?;
+        cmd.env_clear()
+            .env("PATH", path)
+            .env("HOME", self.dir.path())
+            .env("XDG_CONFIG_HOME", self.dir.path().join("config"))
+            .env("XDG_STATE_HOME", self.dir.path().join("state"))
+            .env("OMS_RECORD", self.record())
+            .env("OMS_FAIL_ON", fail_on)
+            .args(args)
+            .timeout(Duration::from_secs(60));
+        Ok(cmd.output()?)
+    }
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn ok(out: &Output) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        out.status.success(),
+        "exit {:?}\nstdout: {}\nstderr: {}",
+        out.status.code(),
+        stdout(out),
+        stderr(out)
+    );
+    Ok(())
+}
+
+fn json(out: &Output) -> anyhow::Result<Value> {
+    ok(out)?;
+    Ok(serde_json::from_slice(&out.stdout)?)
+}
+
+const CONFIG: &str = r#"# contexts of the test
+[contexts.staging]
+target = "kubernetes"
+brokers = "oms-kafka-kafka-bootstrap.oms-staging.svc:9093"
+namespace = "oms-staging"
+kube-context = "staging-cluster"
+token = "a-literal-token"
+[contexts.staging.kafka]
+"security.protocol" = "SASL_SSL"
+"sasl.mechanism" = "SCRAM-SHA-512"
+"sasl.username" = "omsctl"
+"sasl.password" = "hunter2-secret"
+[contexts.staging.endpoints]
+order = "https://order.staging.example"
+
+[contexts.shop]
+target = "compose"
+compose-project = "shop"
+compose-file = "/srv/shop/compose.yaml"
+brokers = "127.0.0.1:29092"
+"#;
+
+#[test]
+fn contexts_are_listed_switched_and_shown_without_their_secrets() -> anyhow::Result<()> {
+    let home = Home::new(CONFIG)?;
+    let list = json(&home.omsctl(&["context", "list", "-o", "json"])?)?;
+    let names: Vec<(&str, &str, bool)> = list
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|c| {
+            (
+                c["name"].as_str().unwrap_or_default(),
+                c["target"].as_str().unwrap_or_default(),
+                c["current"] == true,
+            )
+        })
+        .collect();
+    assert_eq!(
+        names,
+        [
+            ("compose", "compose", false),
+            ("local", "local", true),
+            ("shop", "compose", false),
+            ("staging", "kubernetes", false),
+        ]
+    );
+
+    ok(&home.omsctl(&["context", "use", "staging"])?)?;
+    let text = std::fs::read_to_string(home.config_file())?;
+    assert!(text.contains("current-context = \"staging\""), "{text}");
+    assert!(
+        text.contains("# contexts of the test"),
+        "comments kept: {text}"
+    );
+
+    let out = home.omsctl(&["context", "show", "-o", "json"])?;
+    let shown = json(&out)?;
+    assert_eq!(shown["context"], "staging");
+    assert_eq!(shown["target"]["kind"], "kubernetes");
+    assert_eq!(shown["target"]["namespace"], "oms-staging");
+    assert_eq!(shown["target"]["kubeContext"], "staging-cluster");
+    assert_eq!(
+        shown["brokers"],
+        "oms-kafka-kafka-bootstrap.oms-staging.svc:9093"
+    );
+    assert_eq!(shown["kafka"]["sasl.mechanism"], "SCRAM-SHA-512");
+    assert_eq!(shown["kafka"]["sasl.password"], "***");
+    assert_eq!(shown["endpoints"]["order"], "https://order.staging.example");
+    assert_eq!(shown["endpoints"]["saga"], "http://127.0.0.1:8085");
+    let table = home.omsctl(&["context", "show"])?;
+    ok(&table)?;
+    for out in [&out, &table] {
+        let all = format!("{}{}", stdout(out), stderr(out));
+        assert!(!all.contains("hunter2-secret"), "a secret printed: {all}");
+        assert!(!all.contains("a-literal-token"), "a token printed: {all}");
+    }
+
+    // Another context by name, and the flag over the file's current one.
+    let shop = json(&home.omsctl(&["--context", "shop", "context", "show", "-o", "json"])?)?;
+    assert_eq!(shop["target"]["project"], "shop");
+    assert_eq!(shop["target"]["file"], "/srv/shop/compose.yaml");
+    let local = json(&home.omsctl(&["context", "show", "local", "-o", "json"])?)?;
+    assert_eq!(local["target"]["kind"], "local");
+    assert_eq!(local["brokers"], "127.0.0.1:19092");
+
+    // The local stack's verbs refuse another target, naming it.
+    let out = home.omsctl(&["stack", "down"])?;
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("context staging is a kubernetes target"),
+        "{}",
+        stderr(&out)
+    );
+    Ok(())
+}
+
+#[test]
+fn bad_contexts_and_properties_are_refused_with_one_line() -> anyhow::Result<()> {
+    let home = Home::new(CONFIG)?;
+    for (args, needle) in [
+        (
+            vec!["--context", "prod", "context", "show"],
+            "no context \"prod\"",
+        ),
+        (vec!["context", "use", "prod"], "no context \"prod\""),
+        (
+            vec!["-X", "group.id=mine", "topics", "list"],
+            "cannot be overridden",
+        ),
+        (vec!["-X", "sasl.mechanism", "topics", "list"], "KEY=VALUE"),
+        // A property librdkafka does not know reaches it, and it says so.
+        (
+            vec!["-X", "no.such.property=1", "topics", "list"],
+            "no.such.property",
+        ),
+    ] {
+        let out = home.omsctl(&args)?;
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
+        let err = stderr(&out);
+        assert!(err.contains(needle), "{args:?}: {err}");
+        assert_eq!(err.trim().lines().count(), 1, "{args:?}: one line: {err}");
+    }
+    // The file was not changed by the refused `use`.
+    assert_eq!(std::fs::read_to_string(home.config_file())?, CONFIG);
+
+    std::fs::write(home.config_file(), "[contexts.x]\ntarget = \"nomad\"\n")?;
+    let out = home.omsctl(&["context", "list"])?;
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("config file"), "{}", stderr(&out));
+    Ok(())
+}
+
+#[test]
+fn compose_chaos_runs_docker_compose_and_reset_undoes_it_in_order() -> anyhow::Result<()> {
+    let home = Home::new(CONFIG)?;
+    let compose = |args: &[&str]| {
+        let mut all = vec!["--context", "shop", "chaos"];
+        all.extend_from_slice(args);
+        home.omsctl(&all)
+    };
+    let base = "docker compose -p shop -f /srv/shop/compose.yaml";
+    ok(&compose(&["service", "kill", "order"])?)?;
+    ok(&compose(&["service", "pause", "saga"])?)?;
+    ok(&compose(&["broker", "stop"])?)?;
+    ok(&compose(&["db", "stop"])?)?;
+    assert_eq!(
+        home.recorded()?,
+        [
+            format!("{base} kill order"),
+            format!("{base} pause saga"),
+            format!("{base} stop kafka"),
+            format!("{base} stop postgres"),
+        ]
+    );
+    let status = json(&compose(&["status", "-o", "json"])?)?;
+    let targets: Vec<&str> = status
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|f| f["target"].as_str())
+        .collect();
+    assert_eq!(targets, ["order", "saga", "broker", "db"]);
+    // The local stack's fault file is not this context's.
+    let local = json(&home.omsctl(&["--context", "local", "chaos", "status", "-o", "json"])?)?;
+    assert_eq!(local, Value::Array(Vec::new()));
+
+    ok(&compose(&["reset"])?)?;
+    assert_eq!(
+        home.recorded()?,
+        [
+            format!("{base} up -d --no-deps --wait postgres"),
+            format!("{base} up -d --no-deps --wait kafka"),
+            format!("{base} up -d --no-deps --wait order"),
+            format!("{base} unpause saga"),
+        ]
+    );
+    let status = json(&compose(&["status", "-o", "json"])?)?;
+    assert_eq!(status, Value::Array(Vec::new()));
+
+    ok(&compose(&["service", "restart", "payment"])?)?;
+    assert_eq!(
+        home.recorded()?,
+        [
+            format!("{base} restart payment"),
+            format!("{base} up -d --no-deps --wait payment"),
+        ]
+    );
+    Ok(())
+}
+
+#[test]
+fn kubernetes_chaos_runs_kubectl_restores_replicas_and_refuses_pause() -> anyhow::Result<()> {
+    let home = Home::new(CONFIG)?;
+    let kube = |args: &[&str]| {
+        let mut all = vec!["--context", "staging", "chaos"];
+        all.extend_from_slice(args);
+        home.omsctl(&all)
+    };
+    let base = "kubectl --context staging-cluster -n oms-staging";
+    ok(&kube(&["service", "stop", "payment"])?)?;
+    ok(&kube(&["service", "kill", "order"])?)?;
+    ok(&kube(&["broker", "stop"])?)?;
+    ok(&kube(&["db", "stop"])?)?;
+    assert_eq!(
+        home.recorded()?,
+        [
+            format!("{base} get deployment/oms-payment -o jsonpath={{.spec.replicas}}"),
+            format!("{base} scale deployment/oms-payment --replicas=0"),
+            format!("{base} delete pod -l app.kubernetes.io/name=oms-order --grace-period=0 --force --wait=false"),
+            format!("{base} delete pod -l strimzi.io/cluster=oms-kafka,strimzi.io/broker-role=true --wait=false"),
+            format!("{base} annotate cluster.postgresql.cnpg.io/oms-postgres cnpg.io/hibernation=on --overwrite"),
+        ]
+    );
+
+    // Pause has no meaning there: refused, nothing run, nothing recorded.
+    let out = kube(&["service", "pause", "saga"])?;
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("pause is not available"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(home.recorded()?.is_empty());
+
+    ok(&kube(&["reset"])?)?;
+    assert_eq!(
+        home.recorded()?,
+        [
+            format!("{base} annotate cluster.postgresql.cnpg.io/oms-postgres cnpg.io/hibernation=off --overwrite"),
+            format!("{base} wait cluster.postgresql.cnpg.io/oms-postgres --for=condition=Ready --timeout=300s"),
+            format!("{base} wait kafka.kafka.strimzi.io/oms-kafka --for=condition=Ready --timeout=300s"),
+            // The replica count read before the stop comes back.
+            format!("{base} scale deployment/oms-payment --replicas=3"),
+            format!("{base} rollout status deployment/oms-payment --timeout=300s"),
+            format!("{base} rollout status deployment/oms-order --timeout=300s"),
+        ]
+    );
+
+    // A command the cluster refuses: exit 2 naming the command line, and no fault left recorded.
+    let out = home.omsctl_failing(
+        &["--context", "staging", "chaos", "service", "stop", "saga"],
+        "scale",
+    )?;
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("scale deployment/oms-saga --replicas=0` failed"),
+        "{err}"
+    );
+    assert!(err.contains("the cluster said no"), "{err}");
+    let status = json(&kube(&["status", "-o", "json"])?)?;
+    assert_eq!(status, Value::Array(Vec::new()));
+    Ok(())
+}
+
+#[test]
+fn a_service_refuses_a_reserved_or_malformed_kafka_property_before_starting() -> anyhow::Result<()>
+{
+    let bin = |name: &str| -> anyhow::Result<PathBuf> {
+        let omsctl = assert_cmd::cargo::cargo_bin("omsctl");
+        let dir = omsctl.parent().map(Path::to_path_buf).unwrap_or_default();
+        Ok(dir.join(name))
+    };
+    let order = bin("oms-order")?;
+    anyhow::ensure!(
+        order.exists(),
+        "{} missing: cargo build --bins first",
+        order.display()
+    );
+    for (flag, needle) in [
+        ("enable.auto.offset.store=true", "cannot be overridden"),
+        ("sasl.mechanism", "KEY=VALUE"),
+    ] {
+        let out = std::process::Command::new(&order)
+            .args(["-X", flag])
+            .env_clear()
+            .output()?;
+        assert_eq!(out.status.code(), Some(2), "{flag}");
+        assert!(stderr(&out).contains(needle), "{flag}: {}", stderr(&out));
+    }
+    // The environment is read too: a reserved property there stops start-up with its name.
+    let out = std::process::Command::new(&order)
+        .env_clear()
+        .env("OMS_KAFKA_GROUP_ID", "someone-elses")
+        .env(
+            "OMS_DATABASE_URL",
+            "postgres://oms:oms@127.0.0.1:1/postgres",
+        )
+        .output()?;
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("group.id"), "{}", stderr(&out));
+    Ok(())
+}
