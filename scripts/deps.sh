@@ -2,8 +2,9 @@
 # Installs what the OMS needs and a fresh machine of this kind may lack: PostgreSQL server
 # binaries (apt), the nisshi Kafka-protocol broker (cargo +nightly install with only the SQLite
 # storage engine the stack uses, once per machine), and with --test: docker-compose (apt) to
-# validate compose.yaml, tmux for the TUI test, and schemathesis (PyPI, in a virtualenv) for the
-# API fuzzing test.
+# validate compose.yaml, tmux for the TUI test, schemathesis (PyPI, in a virtualenv) for the
+# API fuzzing test, and kubernetes-validate with jsonpatch (PyPI, in a virtualenv) for the
+# offline check of deploy/kubernetes.
 # Safe to run again: each step is skipped when its tool is already there.
 source "$(dirname "$0")/lib.sh"
 
@@ -57,5 +58,16 @@ if $want_test_tools; then
     "$OMS_SCHEMATHESIS_VENV/bin/pip" install --quiet --disable-pip-version-check \
       "schemathesis==$OMS_SCHEMATHESIS_VERSION"
     oms_schemathesis_bin >/dev/null || oms_die "schemathesis still missing after pip install"
+  fi
+  if ! oms_kube_validate_python >/dev/null; then
+    if ! python3 -m venv --help >/dev/null 2>&1 || ! python3 -c 'import ensurepip' 2>/dev/null; then
+      apt_install python3 python3-venv
+    fi
+    oms_log "installing kubernetes-validate $OMS_KUBE_VALIDATE_VERSION into $OMS_KUBE_VALIDATE_VENV"
+    rm -rf "$OMS_KUBE_VALIDATE_VENV"
+    python3 -m venv "$OMS_KUBE_VALIDATE_VENV"
+    "$OMS_KUBE_VALIDATE_VENV/bin/pip" install --quiet --disable-pip-version-check \
+      "kubernetes-validate==$OMS_KUBE_VALIDATE_VERSION" "jsonpatch==$OMS_JSONPATCH_VERSION"
+    oms_kube_validate_python >/dev/null || oms_die "kubernetes-validate still missing after pip install"
   fi
 fi

@@ -9,6 +9,11 @@ OMS_NISSHI_VERSION="0.8.1"
 # schemathesis (PyPI), the API fuzzer of the test suite, in a virtualenv of its own.
 OMS_SCHEMATHESIS_VERSION="4.32.5"
 OMS_SCHEMATHESIS_VENV="${XDG_CACHE_HOME:-$HOME/.cache}/oms/schemathesis-$OMS_SCHEMATHESIS_VERSION"
+# kubernetes-validate (PyPI, with the Kubernetes schemas inside) and jsonpatch: the offline check
+# of deploy/kubernetes (deploy/kubernetes/check.py), in a virtualenv of its own.
+OMS_KUBE_VALIDATE_VERSION="1.37.0"
+OMS_JSONPATCH_VERSION="1.33"
+OMS_KUBE_VALIDATE_VENV="${XDG_CACHE_HOME:-$HOME/.cache}/oms/kubernetes-validate-$OMS_KUBE_VALIDATE_VERSION"
 export OMS_ROOT
 
 oms_log() { printf '\033[1m[oms]\033[0m %s\n' "$*" >&2; }
@@ -26,6 +31,13 @@ oms_nisshi_bin() {
   if command -v nisshi >/dev/null 2>&1; then command -v nisshi; return; fi
   if [[ -x "$HOME/.cargo/bin/nisshi" ]]; then echo "$HOME/.cargo/bin/nisshi"; return; fi
   return 1
+}
+
+# The Python of the deploy/kubernetes check's virtualenv, when it has the pinned packages.
+oms_kube_validate_python() {
+  local py="$OMS_KUBE_VALIDATE_VENV/bin/python"
+  [[ -x "$py" ]] && "$py" -c 'import jsonpatch, kubernetes_validate.version as v, sys
+sys.exit(v.__version__ != sys.argv[1])' "$OMS_KUBE_VALIDATE_VERSION" 2>/dev/null && echo "$py"
 }
 
 # The schemathesis command of the pinned version (installed by scripts/deps.sh --test).

@@ -37,6 +37,8 @@ eval "$("$ROOT/scripts/stack.sh" up --infra --debug | sed 's/^export OMS_/export
 if nisshi_bin="$(oms_nisshi_bin)"; then export OMS_NISSHI_BIN="$nisshi_bin"; fi
 OMS_SCHEMATHESIS="$(oms_schemathesis_bin)" || oms_die "schemathesis is missing (scripts/deps.sh --test installs it)"
 export OMS_SCHEMATHESIS
+OMS_KUBE_VALIDATE="$(oms_kube_validate_python)" || oms_die "kubernetes-validate is missing (scripts/deps.sh --test installs it)"
+export OMS_KUBE_VALIDATE
 
 oms_log "cargo test (PostgreSQL 127.0.0.1:$OMS_PG_PORT, broker $OMS_TEST_BROKERS)"
 log="$OMS_STATE_DIR/cargo-test.log"

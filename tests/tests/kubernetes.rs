@@ -1,0 +1,216 @@
+//! deploy/kubernetes, checked offline: both overlays render and every object validates against
+//! the Kubernetes schemas and the CRD schemas (`deploy/kubernetes/check.py`, run with the
+//! virtualenv `scripts/deps.sh --test` installs), and the rendered manifests agree with the
+//! topology: a Deployment per service on its port with probes on the health endpoints, a
+//! Service, PodDisruptionBudget and HorizontalPodAutoscaler each, a KafkaTopic with replication
+//! 3 and min.insync.replicas 2 for every OMS and dead-letter topic, a SCRAM KafkaUser per
+//! service and a database per service.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use anyhow::Context;
+use oms_contracts::{topics, ServiceId};
+use serde_json::Value;
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(PathBuf::from)
+        .unwrap_or_default()
+}
+
+fn python() -> anyhow::Result<String> {
+    std::env::var("OMS_KUBE_VALIDATE")
+        .context("OMS_KUBE_VALIDATE is not set: run through scripts/test.sh (scripts/deps.sh --test installs kubernetes-validate)")
+}
+
+fn check(args: &[&str]) -> anyhow::Result<std::process::Output> {
+    Ok(Command::new(python()?)
+        .arg(root().join("deploy/kubernetes/check.py"))
+        .args(args)
+        .current_dir(root().join("deploy/kubernetes"))
+        .output()?)
+}
+
+fn rendered(overlay: &str) -> anyhow::Result<Vec<Value>> {
+    let out = check(&["render", overlay])?;
+    anyhow::ensure!(
+        out.status.success(),
+        "render {overlay}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(serde_json::from_slice(&out.stdout)?)
+}
+
+fn find<'a>(objects: &'a [Value], kind: &str, name: &str) -> anyhow::Result<&'a Value> {
+    objects
+        .iter()
+        .find(|o| o["kind"] == kind && o["metadata"]["name"] == name)
+        .with_context(|| format!("no {kind}/{name}"))
+}
+
+#[test]
+fn both_overlays_render_and_validate_against_the_kubernetes_and_crd_schemas() -> anyhow::Result<()>
+{
+    let out = check(&["validate", "overlays/dev", "overlays/production"])?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("0 failure(s)"), "{stdout}");
+    Ok(())
+}
+
+#[test]
+fn the_validator_fails_on_bad_objects_and_unrenderable_kustomizations() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let bad = dir.path().join("bad.yaml");
+    std::fs::write(
+        &bad,
+        r#"apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: oms-order
+spec:
+  replicas: three
+  selector: {matchLabels: {a: b}}
+  template:
+    metadata: {labels: {a: b}}
+    spec:
+      containers: [{name: order, image: oms}]
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: oms-saga
+spec:
+  selector: {matchLabels: {a: b}}
+  template:
+    metadata: {labels: {a: b}}
+    spec:
+      containers: [{name: saga, image: oms, portz: []}]
+---
+apiVersion: kafka.strimzi.io/v1beta2
+kind: KafkaTopic
+metadata:
+  name: oms-order-events
+  labels: {strimzi.io/cluster: oms-kafka}
+spec:
+  replica: 3
+---
+apiVersion: example.com/v1
+kind: Widget
+metadata: {name: w}
+spec: {}
+"#,
+    )?;
+    let out = check(&["file", &bad.display().to_string()])?;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("Deployment/oms-order: spec.replicas"), "{err}");
+    assert!(err.contains("Deployment/oms-saga") && err.contains("portz"), "{err}");
+    assert!(err.contains("KafkaTopic/oms-order-events"), "{err}");
+    assert!(err.contains("no schema for example.com/v1 Widget"), "{err}");
+
+    let overlay = dir.path().join("overlay");
+    std::fs::create_dir_all(&overlay)?;
+    std::fs::write(
+        overlay.join("kustomization.yaml"),
+        "resources: [../bad.yaml]\nnamePrefix: x-\n",
+    )?;
+    let out = check(&["validate", &overlay.display().to_string()])?;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("namePrefix"));
+    Ok(())
+}
+
+#[test]
+fn the_rendered_manifests_agree_with_the_topology() -> anyhow::Result<()> {
+    for (overlay, namespace, replicas) in [
+        ("overlays/dev", "oms-dev", 1),
+        ("overlays/production", "oms", 3),
+    ] {
+        let objects = rendered(overlay)?;
+        for o in &objects {
+            if o["kind"] != "Namespace" {
+                assert_eq!(
+                    o["metadata"]["namespace"], namespace,
+                    "{overlay}: {}",
+                    o["metadata"]["name"]
+                );
+            }
+        }
+        for svc in ServiceId::all() {
+            let spec = svc.spec();
+            let app = format!("oms-{}", svc.name());
+            let d = find(&objects, "Deployment", &app)?;
+            assert_eq!(d["spec"]["replicas"], replicas, "{overlay} {app}");
+            let c = &d["spec"]["template"]["spec"]["containers"][0];
+            assert_eq!(c["command"][0], app.as_str());
+            assert_eq!(c["ports"][0]["containerPort"], spec.port, "{app}");
+            assert_eq!(c["readinessProbe"]["httpGet"]["path"], "/health/ready");
+            assert_eq!(c["livenessProbe"]["httpGet"]["path"], "/health/live");
+            assert!(c["resources"]["requests"]["cpu"].is_string(), "{app}");
+            let env: Vec<&str> = c["env"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|e| e["name"].as_str())
+                .collect();
+            for wanted in [
+                "OMS_DATABASE_URL",
+                "OMS_KAFKA_SASL_USERNAME",
+                "OMS_KAFKA_SASL_PASSWORD",
+            ] {
+                assert!(env.contains(&wanted), "{app}: no {wanted}");
+            }
+            let listen = format!("OMS_{}_LISTEN", svc.name().to_uppercase());
+            assert!(env.contains(&listen.as_str()), "{app}: no {listen}");
+            let service = find(&objects, "Service", &app)?;
+            assert_eq!(service["spec"]["ports"][0]["port"], spec.port);
+            find(&objects, "PodDisruptionBudget", &app)?;
+            let hpa = find(&objects, "HorizontalPodAutoscaler", &app)?;
+            assert_eq!(hpa["spec"]["scaleTargetRef"]["name"], app.as_str());
+            let user = find(&objects, "KafkaUser", &app)?;
+            assert_eq!(user["spec"]["authentication"]["type"], "scram-sha-512");
+            let db = format!("oms_{}", svc.name());
+            let has_db = objects.iter().any(|o| {
+                (o["kind"] == "Database" && o["spec"]["name"] == db.as_str())
+                    || (o["kind"] == "Cluster"
+                        && o["spec"]["bootstrap"]["initdb"]["database"] == db.as_str())
+            });
+            assert!(has_db, "{overlay}: no database {db}");
+        }
+        let mut wanted: Vec<String> = topics::ALL
+            .iter()
+            .flat_map(|t| [(*t).to_owned(), topics::dlq(t)])
+            .collect();
+        wanted.sort();
+        let mut declared: Vec<String> = Vec::new();
+        for t in objects.iter().filter(|o| o["kind"] == "KafkaTopic") {
+            let name = t["spec"]["topicName"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
+            assert_eq!(t["spec"]["replicas"], 3, "{name}");
+            assert_eq!(t["spec"]["config"]["min.insync.replicas"], 2, "{name}");
+            assert_eq!(t["metadata"]["labels"]["strimzi.io/cluster"], "oms-kafka");
+            declared.push(name);
+        }
+        declared.sort();
+        assert_eq!(
+            declared, wanted,
+            "{overlay}: KafkaTopics vs the contracts' topics"
+        );
+        let kafka = find(&objects, "Kafka", "oms-kafka")?;
+        assert_eq!(
+            kafka["spec"]["kafka"]["listeners"][0]["authentication"]["type"],
+            "scram-sha-512"
+        );
+        assert_eq!(kafka["spec"]["kafka"]["config"]["min.insync.replicas"], 2);
+    }
+    Ok(())
+}
