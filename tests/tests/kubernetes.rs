@@ -111,7 +111,10 @@ spec: {}
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("Deployment/oms-order: spec.replicas"), "{err}");
-    assert!(err.contains("Deployment/oms-saga") && err.contains("portz"), "{err}");
+    assert!(
+        err.contains("Deployment/oms-saga") && err.contains("portz"),
+        "{err}"
+    );
     assert!(err.contains("KafkaTopic/oms-order-events"), "{err}");
     assert!(err.contains("no schema for example.com/v1 Widget"), "{err}");
 
