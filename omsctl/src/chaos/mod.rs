@@ -460,12 +460,8 @@ async fn lift(ctx: &Ctx, fault: Fault) -> Result<(), Failure> {
         .into_iter()
         .map(|r| r.fault)
         .find(|f| f.target() == fault.target() && f.kind() == fault.kind());
-    let fault = match (recorded, &fault) {
-        // `start` after a kill or a stop, `resume` after a pause: the recorded fault's undo.
-        (Some(r @ Fault::Service { .. }), Fault::Service { .. }) => r,
-        (Some(r), _) if r.kind() == fault.kind() => r,
-        _ => fault,
-    };
+    // `start` after a kill or a stop, `resume` after a pause: the recorded fault's own undo.
+    let fault = recorded.unwrap_or(fault);
     fault.undo(ctx, &target).await?;
     faults.forget(fault.target())
 }
