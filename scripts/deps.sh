@@ -8,6 +8,21 @@
 # Safe to run again: each step is skipped when its tool is already there.
 source "$(dirname "$0")/lib.sh"
 
+# venv_install WHAT VENV CHECK PACKAGE...: a fresh virtualenv VENV with the pinned PACKAGEs, then
+# CHECK (a lib.sh finder) must find them.
+venv_install() {
+  local what="$1" venv="$2" check="$3"
+  shift 3
+  if ! python3 -m venv --help >/dev/null 2>&1 || ! python3 -c 'import ensurepip' 2>/dev/null; then
+    apt_install python3 python3-venv
+  fi
+  oms_log "installing $what into $venv"
+  rm -rf "$venv"
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install --quiet --disable-pip-version-check "$@"
+  "$check" >/dev/null || oms_die "$what still missing after pip install"
+}
+
 want_test_tools=false
 [[ "${1:-}" == "--test" ]] && want_test_tools=true
 
@@ -48,26 +63,11 @@ if $want_test_tools; then
   command -v tmux >/dev/null 2>&1 || missing+=(tmux)
   if ((${#missing[@]})); then apt_install "${missing[@]}"; fi
   # schemathesis: generated requests against every service's OpenAPI document.
-  if ! oms_schemathesis_bin >/dev/null; then
-    if ! python3 -m venv --help >/dev/null 2>&1 || ! python3 -c 'import ensurepip' 2>/dev/null; then
-      apt_install python3 python3-venv
-    fi
-    oms_log "installing schemathesis $OMS_SCHEMATHESIS_VERSION into $OMS_SCHEMATHESIS_VENV"
-    rm -rf "$OMS_SCHEMATHESIS_VENV"
-    python3 -m venv "$OMS_SCHEMATHESIS_VENV"
-    "$OMS_SCHEMATHESIS_VENV/bin/pip" install --quiet --disable-pip-version-check \
+  oms_schemathesis_bin >/dev/null ||
+    venv_install "schemathesis $OMS_SCHEMATHESIS_VERSION" "$OMS_SCHEMATHESIS_VENV" oms_schemathesis_bin \
       "schemathesis==$OMS_SCHEMATHESIS_VERSION"
-    oms_schemathesis_bin >/dev/null || oms_die "schemathesis still missing after pip install"
-  fi
-  if ! oms_kube_validate_python >/dev/null; then
-    if ! python3 -m venv --help >/dev/null 2>&1 || ! python3 -c 'import ensurepip' 2>/dev/null; then
-      apt_install python3 python3-venv
-    fi
-    oms_log "installing kubernetes-validate $OMS_KUBE_VALIDATE_VERSION into $OMS_KUBE_VALIDATE_VENV"
-    rm -rf "$OMS_KUBE_VALIDATE_VENV"
-    python3 -m venv "$OMS_KUBE_VALIDATE_VENV"
-    "$OMS_KUBE_VALIDATE_VENV/bin/pip" install --quiet --disable-pip-version-check \
+  # kubernetes-validate and jsonpatch: the offline check of deploy/kubernetes.
+  oms_kube_validate_python >/dev/null ||
+    venv_install "kubernetes-validate $OMS_KUBE_VALIDATE_VERSION" "$OMS_KUBE_VALIDATE_VENV" oms_kube_validate_python \
       "kubernetes-validate==$OMS_KUBE_VALIDATE_VERSION" "jsonpatch==$OMS_JSONPATCH_VERSION"
-    oms_kube_validate_python >/dev/null || oms_die "kubernetes-validate still missing after pip install"
-  fi
 fi
