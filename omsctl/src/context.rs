@@ -195,16 +195,12 @@ pub fn parse_file(text: &str) -> Result<FileConfig, String> {
     if file.top.target.is_some_and(|t| t != TargetKind::Local) {
         return Err("the top-level keys are the local context's: `target` belongs in a [contexts.NAME] table".into());
     }
+    for name in file.contexts.keys() {
+        check_name(name)?;
+    }
     for (name, c) in std::iter::once(("(top level)", &file.top))
         .chain(file.contexts.iter().map(|(n, c)| (n.as_str(), c)))
     {
-        check_name(name).or_else(|e| {
-            if name == "(top level)" {
-                Ok(())
-            } else {
-                Err(e)
-            }
-        })?;
         for svc in c.endpoints.keys() {
             svc.parse::<crate::ctx::Svc>()
                 .map_err(|e| format!("context {name}: [endpoints] {e}"))?;
