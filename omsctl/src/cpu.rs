@@ -60,15 +60,11 @@ fn components(state_dir: &Path) -> Vec<(String, u32, bool)> {
     let Ok(local) = crate::local::Local::open(state_dir) else {
         return Vec::new();
     };
-    crate::local::Component::all()
+    crate::local::Component::all(&local)
         .into_iter()
         .filter_map(|c| {
             let pid = c.pid(&local)?;
-            Some((
-                c.name().to_owned(),
-                pid,
-                c == crate::local::Component::Postgres,
-            ))
+            Some((c.name(&local), pid, c == crate::local::Component::Postgres))
         })
         .collect()
 }

@@ -39,7 +39,8 @@ pub struct Settings {
     #[arg(short, long, global = true, value_enum)]
     output: Option<Output>,
 
-    /// A service's URL, as NAME=URL (repeatable; `OMS_<NAME>_URL` does the same)
+    /// A service's URL, as NAME=URL (repeatable; `OMS_<NAME>_URL` does the same); several
+    /// replicas as NAME=URL,URL (requests take turns and move on when one refuses connections)
     /// [default: http://127.0.0.1:PORT, the topology's port of each service].
     #[arg(long = "url", global = true, value_name = "NAME=URL", value_parser = service_url)]
     urls: Vec<(Svc, String)>,
@@ -139,7 +140,9 @@ pub struct Ctx {
     pub output: Output,
     /// State directory of the local stack.
     pub state_dir: PathBuf,
-    urls: Vec<(Svc, String)>,
+    urls: Vec<(Svc, Vec<String>)>,
+    /// Turn of the next request among a service's replicas (shared by clones).
+    turn: std::sync::Arc<std::sync::atomic::AtomicUsize>,
     http: reqwest::Client,
     token: crate::auth::TokenSource,
     /// Template of a trace's page in the trace backend (`{traceId}` in it).
@@ -159,6 +162,20 @@ fn trace_template(url: &str) -> Result<String, Failure> {
     };
     check_url("trace backend", template.replace("{traceId}", "0"))?;
     Ok(template)
+}
+
+/// A comma-separated list of a service's URLs (its replicas), each checked.
+fn check_urls(svc: &str, urls: &str) -> Result<Vec<String>, Failure> {
+    let list: Vec<String> = urls
+        .split(',')
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+        .map(|u| check_url(svc, u.to_owned()))
+        .collect::<Result<_, _>>()?;
+    if list.is_empty() {
+        return Err(Failure::usage(format!("no {svc} URL given in {urls:?}")));
+    }
+    Ok(list)
 }
 
 fn check_url(svc: &str, url: String) -> Result<String, Failure> {
@@ -231,11 +248,11 @@ impl Ctx {
             let url = flag
                 .or(env)
                 .or_else(|| file.endpoints.get(svc.name()).cloned())
-                .unwrap_or_else(|| {
-                    let port = local.as_ref().map_or(svc.spec().port, |l| l.port(svc));
-                    format!("http://127.0.0.1:{port}")
+                .unwrap_or_else(|| match &local {
+                    Some(l) => l.urls(svc).join(","),
+                    None => format!("http://127.0.0.1:{}", svc.spec().port),
                 });
-            urls.push((svc, check_url(svc.name(), url)?));
+            urls.push((svc, check_urls(svc.name(), &url)?));
         }
         let token = crate::auth::TokenSource::new(
             s.token.or(file.token.clone()),
@@ -265,6 +282,7 @@ impl Ctx {
             output,
             state_dir,
             urls,
+            turn: Default::default(),
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(15))
                 .connect_timeout(Duration::from_secs(3))
@@ -301,7 +319,7 @@ impl Ctx {
         let endpoints: serde_json::Map<String, Value> = self
             .urls
             .iter()
-            .map(|(s, u)| (s.name().to_owned(), Value::String(u.clone())))
+            .map(|(s, u)| (s.name().to_owned(), Value::String(u.join(","))))
             .collect();
         serde_json::json!({
             "context": self.context.name,
@@ -328,9 +346,7 @@ impl Ctx {
     pub fn for_local(&self, local: &crate::local::Local) -> Result<Self, Failure> {
         let mut here = self.clone();
         here.brokers.servers = local.brokers();
-        here.urls = Svc::all()
-            .map(|s| (s, format!("http://127.0.0.1:{}", local.port(s))))
-            .collect();
+        here.urls = Svc::all().map(|s| (s, local.urls(s))).collect();
         Ok(here)
     }
 
@@ -358,25 +374,29 @@ impl Ctx {
             .collect()
     }
 
-    /// Base URL of a service.
-    pub fn url(&self, svc: Svc) -> &str {
+    /// Base URL of every replica of a service.
+    pub fn urls_of(&self, svc: Svc) -> &[String] {
         self.urls
             .iter()
             .find(|(s, _)| *s == svc)
-            .map(|(_, u)| u.as_str())
-            .unwrap_or_default()
+            .map_or(&[][..], |(_, u)| u.as_slice())
     }
 
-    fn unreachable(&self, svc: Svc, e: &reqwest::Error) -> Failure {
+    fn unreachable(&self, svc: Svc, base: &str, e: &reqwest::Error) -> Failure {
         let why = if e.is_timeout() {
             "timed out"
         } else {
             "unreachable"
         };
+        let all = self.urls_of(svc);
+        let at = if all.len() > 1 {
+            all.join(", ")
+        } else {
+            base.to_owned()
+        };
         Failure::usage(format!(
-            "{} service {why} at {} (is the stack up? `omsctl stack up`)",
-            svc.name(),
-            self.url(svc)
+            "{} service {why} at {at} (is the stack up? `omsctl stack up`)",
+            svc.name()
         ))
     }
 
@@ -391,22 +411,72 @@ impl Ctx {
         })
     }
 
+    /// Sends the request `build` makes for a base URL of `svc`, with the caller's token. The
+    /// replicas take turns; one that refuses the connection (the request never reached it) is
+    /// passed over for the next. Any other error is the answer: a request that may have arrived
+    /// is not sent twice.
+    pub async fn send(
+        &self,
+        svc: Svc,
+        build: impl Fn(&str) -> reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response, Failure> {
+        let bases = self.urls_of(svc);
+        let first = self.turn.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let mut refused = None;
+        for i in 0..bases.len() {
+            let base = &bases[(first + i) % bases.len()];
+            match self.authorized(build(base)).await?.send().await {
+                Ok(r) => return Ok(r),
+                Err(e) if e.is_connect() => refused = Some((base, e)),
+                Err(e) => return Err(self.unreachable(svc, base, &e)),
+            }
+        }
+        Err(match refused {
+            Some((base, e)) => self.unreachable(svc, base, &e),
+            None => Failure::usage(format!("no URL of the {} service", svc.name())),
+        })
+    }
+
     /// `GET` a document of the API (`oms_contracts::api`); `None` on 404.
     pub async fn get_opt<T: DeserializeOwned>(
         &self,
         svc: Svc,
         path: &str,
     ) -> Result<Option<T>, Failure> {
-        let url = format!("{}{path}", self.url(svc));
         let r = self
-            .authorized(self.http.get(&url))
+            .send(svc, |base| self.http.get(format!("{base}{path}")))
+            .await?;
+        Self::document(svc, path, r).await
+    }
+
+    /// `GET` a document from one replica at `base`; `None` on 404.
+    pub async fn get_at<T: DeserializeOwned>(
+        &self,
+        svc: Svc,
+        base: &str,
+        path: &str,
+    ) -> Result<Option<T>, Failure> {
+        let r = self
+            .authorized(self.http.get(format!("{base}{path}")))
             .await?
             .send()
             .await
-            .map_err(|e| self.unreachable(svc, &e))?;
+            .map_err(|e| self.unreachable(svc, base, &e))?;
+        Self::document(svc, path, r).await
+    }
+
+    async fn document<T: DeserializeOwned>(
+        svc: Svc,
+        path: &str,
+        r: reqwest::Response,
+    ) -> Result<Option<T>, Failure> {
         match r.status() {
             StatusCode::NOT_FOUND => Ok(None),
-            s if s.is_success() => Ok(Some(r.json().await.with_context(|| format!("GET {url}"))?)),
+            s if s.is_success() => {
+                Ok(Some(r.json().await.with_context(|| {
+                    format!("GET {path} of the {} service", svc.name())
+                })?))
+            }
             s => {
                 let body: Value = r.json().await.unwrap_or(Value::Null);
                 Err(api_failure(svc, s, &body))
@@ -429,17 +499,15 @@ impl Ctx {
         body: &impl Serialize,
         headers: &[(&str, &str)],
     ) -> Result<(StatusCode, Value), Failure> {
-        let mut request = self
-            .authorized(self.http.post(format!("{}{path}", self.url(svc))))
-            .await?
-            .json(body);
-        for (k, v) in headers {
-            request = request.header(*k, *v);
-        }
-        let r = request
-            .send()
-            .await
-            .map_err(|e| self.unreachable(svc, &e))?;
+        let r = self
+            .send(svc, |base| {
+                let mut request = self.http.post(format!("{base}{path}")).json(body);
+                for (k, v) in headers {
+                    request = request.header(*k, *v);
+                }
+                request
+            })
+            .await?;
         let status = r.status();
         Ok((status, r.json().await.unwrap_or(Value::Null)))
     }
@@ -452,12 +520,28 @@ impl Ctx {
         body: &impl Serialize,
     ) -> Result<(StatusCode, Value), Failure> {
         let r = self
-            .authorized(self.http.put(format!("{}{path}", self.url(svc))))
+            .send(svc, |base| {
+                self.http.put(format!("{base}{path}")).json(body)
+            })
+            .await?;
+        let status = r.status();
+        Ok((status, r.json().await.unwrap_or(Value::Null)))
+    }
+
+    /// `PUT` JSON to one replica at `base`: (status, body).
+    pub async fn put_at(
+        &self,
+        svc: Svc,
+        base: &str,
+        path: &str,
+        body: &impl Serialize,
+    ) -> Result<(StatusCode, Value), Failure> {
+        let r = self
+            .authorized(self.http.put(format!("{base}{path}")).json(body))
             .await?
-            .json(body)
             .send()
             .await
-            .map_err(|e| self.unreachable(svc, &e))?;
+            .map_err(|e| self.unreachable(svc, base, &e))?;
         let status = r.status();
         Ok((status, r.json().await.unwrap_or(Value::Null)))
     }

@@ -116,16 +116,33 @@ where
         .buffer_unordered(load.concurrency.max(1))
 }
 
-/// Places one order: the service's acceptance, or why not.
+/// How often a placement whose answer was lost is sent again (with the same key).
+const PLACE_ATTEMPTS: u32 = 3;
+
+/// Places one order: the service's acceptance, or why not. Each order carries its own
+/// `Idempotency-Key`, so a request whose answer was lost (the replica died mid-request, a
+/// timeout) is sent again, up to three times, and can never make a second order.
 pub async fn place_one(ctx: &Ctx, body: &CreateOrder) -> Result<OrderAccepted, Refusal> {
-    match ctx.post(Svc::Order, "/orders", body, &[]).await {
-        Ok((status, answer)) if status.is_success() => {
-            OrderAccepted::deserialize(&answer).map_err(|e| format!("unreadable answer: {e}"))
+    let key = uuid::Uuid::now_v7().to_string();
+    let headers = [("Idempotency-Key", key.as_str())];
+    let mut attempt = 1;
+    loop {
+        match ctx.post(Svc::Order, "/orders", body, &headers).await {
+            Ok((status, answer)) if status.is_success() => {
+                return OrderAccepted::deserialize(&answer)
+                    .map_err(|e| format!("unreadable answer: {e}"))
+            }
+            Ok((status, answer)) => {
+                return Err(ctx::api_failure(Svc::Order, status, &answer)
+                    .error
+                    .to_string())
+            }
+            Err(_) if attempt < PLACE_ATTEMPTS => {
+                tokio::time::sleep(Duration::from_millis(200 * u64::from(attempt))).await;
+                attempt += 1;
+            }
+            Err(_) => return Err("order service unreachable".into()),
         }
-        Ok((status, answer)) => Err(ctx::api_failure(Svc::Order, status, &answer)
-            .error
-            .to_string()),
-        Err(_) => Err("order service unreachable".into()),
     }
 }
 

@@ -7,7 +7,12 @@
 //!   command (status, chaos restarts) reads it, so it works from any directory.
 //! - `postgres/data`, `postgres/postgres.log`, `postgres/run` (the socket directory).
 //! - `broker/broker.pid`, `broker/broker.log`, `broker/broker.db`.
-//! - `services/NAME.pid`, `services/NAME.log`.
+//! - `services/NAME.pid`, `services/NAME.log` (replica 1), `services/NAME-K.pid`,
+//!   `services/NAME-K.log` (replica K of `stack up --replicas N`).
+//!
+//! Replicas: replica K of a service listens on the service's port + 100 x (K - 1) and shares the
+//! service's database and consumer group with the others; the outbox relay elects its leader
+//! through an advisory lock, the consumer group spreads the partitions.
 
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
@@ -41,11 +46,24 @@ pub struct Local {
     pub broker_port: u16,
     /// Directory of the `oms-*` service binaries.
     pub bin_dir: PathBuf,
-    /// Each service's HTTP port, by name.
+    /// Each service's HTTP port (of its first replica), by name.
     pub service_ports: std::collections::BTreeMap<String, u16>,
+    /// Instances of each service (1 unless `stack up --replicas N`).
+    #[serde(default = "one_replica")]
+    pub replicas: u32,
     #[serde(skip)]
     state_dir: PathBuf,
 }
+
+fn one_replica() -> u32 {
+    1
+}
+
+/// The most replicas of a service `stack up` runs (ports are 100 apart).
+pub const MAX_REPLICAS: u32 = 9;
+
+/// How far apart the ports of two replicas of a service are.
+const REPLICA_PORT_STEP: u16 = 100;
 
 fn env_port(name: &str, default: u16) -> Result<u16, Failure> {
     match std::env::var(name) {
@@ -105,6 +123,7 @@ impl Local {
             broker_port: env_port("OMS_BROKER_PORT", 19092)?,
             bin_dir,
             service_ports,
+            replicas: 1,
             state_dir: state_dir.to_path_buf(),
         })
     }
@@ -124,12 +143,34 @@ impl Local {
         &self.state_dir
     }
 
-    /// A service's HTTP port.
+    /// A service's HTTP port (its first replica's).
     pub fn port(&self, svc: Svc) -> u16 {
         self.service_ports
             .get(svc.name())
             .copied()
             .unwrap_or(svc.spec().port)
+    }
+
+    /// The HTTP port of replica `replica` (1-based) of a service.
+    pub fn replica_port(&self, svc: Svc, replica: u32) -> u16 {
+        let step = u16::try_from(replica.saturating_sub(1))
+            .unwrap_or(u16::MAX)
+            .saturating_mul(REPLICA_PORT_STEP);
+        self.port(svc).saturating_add(step)
+    }
+
+    /// The base URL of every replica of a service, first replica first.
+    pub fn urls(&self, svc: Svc) -> Vec<String> {
+        (1..=self.replicas.max(1))
+            .map(|r| format!("http://127.0.0.1:{}", self.replica_port(svc, r)))
+            .collect()
+    }
+
+    /// Every process of the services: each replica of each service, in start order.
+    pub fn service_components(&self) -> Vec<Component> {
+        Svc::all()
+            .flat_map(|s| (1..=self.replicas.max(1)).map(move |r| Component::Service(s, r)))
+            .collect()
     }
 
     /// The PostgreSQL URL the services get.
@@ -164,9 +205,19 @@ impl Local {
         self.state_dir.join("services")
     }
 
-    /// A service's log file.
-    pub fn log_of(&self, svc: Svc) -> PathBuf {
-        self.service_dir().join(format!("{}.log", svc.name()))
+    /// The log file of replica `replica` of a service.
+    pub fn log_of(&self, svc: Svc, replica: u32) -> PathBuf {
+        self.service_dir().join(format!(
+            "{}.log",
+            Component::Service(svc, replica).file_stem()
+        ))
+    }
+
+    fn pid_path(&self, svc: Svc, replica: u32) -> PathBuf {
+        self.service_dir().join(format!(
+            "{}.pid",
+            Component::Service(svc, replica).file_stem()
+        ))
     }
 }
 
@@ -177,8 +228,8 @@ pub enum Component {
     Postgres,
     /// The Kafka-protocol broker.
     Broker,
-    /// A service of the topology.
-    Service(Svc),
+    /// Replica K (1-based) of a service of the topology.
+    Service(Svc, u32),
 }
 
 /// A signal omsctl sends to a component's process.
@@ -221,16 +272,22 @@ pub fn signal(pid: u32, signal: Signal) -> Result<(), Failure> {
     Ok(())
 }
 
+/// The state letter of a process (`R`, `S`, `T`, `Z`, ...), when it exists.
+fn process_state(pid: u32) -> Option<String> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The state follows the parenthesised command name, which may contain spaces.
+    let after = stat.rsplit_once(')')?.1;
+    after.split_whitespace().next().map(str::to_owned)
+}
+
 /// Whether a process exists and is not a zombie (a killed service nobody reaped yet).
 pub fn alive(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|stat| {
-            // The state follows the parenthesised command name, which may contain spaces.
-            let after = stat.rsplit_once(')')?.1;
-            after.split_whitespace().next().map(|s| s != "Z")
-        })
-        .unwrap_or(false)
+    process_state(pid).is_some_and(|s| s != "Z")
+}
+
+/// Whether a process is stopped by a signal (SIGSTOP: a paused service).
+pub fn frozen(pid: u32) -> bool {
+    process_state(pid).is_some_and(|s| s == "T")
 }
 
 /// The ids of every process on the machine (from `/proc`).
@@ -277,33 +334,53 @@ fn tail(path: &Path, lines: usize) -> String {
 }
 
 impl Component {
-    /// Every component, in start order: PostgreSQL, the broker, then the services.
-    pub fn all() -> Vec<Component> {
+    /// Every component, in start order: PostgreSQL, the broker, then each replica of each
+    /// service.
+    pub fn all(local: &Local) -> Vec<Component> {
         let mut all = vec![Component::Postgres, Component::Broker];
-        all.extend(Svc::all().map(Component::Service));
+        all.extend(local.service_components());
         all
     }
 
-    /// Its name: `postgres`, `broker` or the service's.
-    pub fn name(self) -> &'static str {
+    /// The name its files carry: `postgres`, `broker`, a service's for its first replica,
+    /// `NAME-K` for replica K.
+    pub fn file_stem(self) -> String {
         match self {
-            Component::Postgres => "postgres",
-            Component::Broker => "broker",
-            Component::Service(s) => s.name(),
+            Component::Postgres => "postgres".into(),
+            Component::Broker => "broker".into(),
+            Component::Service(s, 1) => s.name().into(),
+            Component::Service(s, r) => format!("{}-{r}", s.name()),
         }
     }
 
-    /// The component called `name`.
-    pub fn named(name: &str) -> Result<Self, Failure> {
+    /// Its name as reported on `local`: `postgres`, `broker`, a service's (one replica) or
+    /// `NAME-K` (replica K of several).
+    pub fn name(self, local: &Local) -> String {
+        match self {
+            Component::Service(s, r) if local.replicas > 1 => format!("{}-{r}", s.name()),
+            other => other.file_stem(),
+        }
+    }
+
+    /// The components `name` stands for on `local`: `postgres` (or `db`), `broker`, every
+    /// replica of a service (its name), or one replica (`NAME-K`).
+    pub fn named(name: &str, local: &Local) -> Result<Vec<Self>, Failure> {
         match name {
-            "postgres" | "db" => Ok(Component::Postgres),
-            "broker" => Ok(Component::Broker),
-            other => other.parse().map(Component::Service).map_err(|_| {
-                Failure::usage(format!(
-                    "unknown component {other:?}; expected postgres, broker or one of {}",
-                    Svc::names()
-                ))
-            }),
+            "postgres" | "db" => return Ok(vec![Component::Postgres]),
+            "broker" => return Ok(vec![Component::Broker]),
+            _ => {}
+        }
+        let Unit { svc, replica } = Unit::parse(name)?;
+        match replica {
+            None => Ok((1..=local.replicas.max(1))
+                .map(|r| Component::Service(svc, r))
+                .collect()),
+            Some(r) if r <= local.replicas.max(1) => Ok(vec![Component::Service(svc, r)]),
+            Some(r) => Err(Failure::usage(format!(
+                "{name}: the stack runs {} replica(s) of {}, not {r}",
+                local.replicas.max(1),
+                svc.name()
+            ))),
         }
     }
 
@@ -312,7 +389,7 @@ impl Component {
         match self {
             Component::Postgres => local.pg_port,
             Component::Broker => local.broker_port,
-            Component::Service(s) => local.port(s),
+            Component::Service(s, r) => local.replica_port(s, r),
         }
     }
 
@@ -321,9 +398,7 @@ impl Component {
         match self {
             Component::Postgres => postmaster(&local.pg_dir().join("data")),
             Component::Broker => pid_file(&local.broker_dir().join("broker.pid")),
-            Component::Service(s) => {
-                pid_file(&local.service_dir().join(format!("{}.pid", s.name())))
-            }
+            Component::Service(s, r) => pid_file(&local.pid_path(s, r)),
         }
     }
 
@@ -331,8 +406,8 @@ impl Component {
     /// service answers `/health/ready` with 200.
     pub async fn ready(self, local: &Local, http: &reqwest::Client) -> bool {
         match self {
-            Component::Service(s) => {
-                let url = format!("http://127.0.0.1:{}/health/ready", local.port(s));
+            Component::Service(..) => {
+                let url = format!("http://127.0.0.1:{}/health/ready", self.port(local));
                 matches!(http.get(url).send().await, Ok(r) if r.status().is_success())
             }
             other => {
@@ -349,7 +424,7 @@ impl Component {
         match self {
             Component::Postgres => pg_start(local).await,
             Component::Broker => broker_start(local).await,
-            Component::Service(s) => service_start(local, s).await,
+            Component::Service(s, r) => service_start(local, s, r).await,
         }
     }
 
@@ -361,7 +436,7 @@ impl Component {
                 let Some(pid) = other.pid(local) else {
                     return Ok(());
                 };
-                say(format!("stopping {} (pid {pid})", other.name()));
+                say(format!("stopping {} (pid {pid})", other.name(local)));
                 // A frozen process cannot act on TERM: thaw it first.
                 let _ = signal(pid, Signal::Cont);
                 let _ = signal(pid, Signal::Term);
@@ -371,8 +446,8 @@ impl Component {
                     wait_for(Duration::from_secs(5), async || !alive(pid)).await;
                 }
                 let file = match other {
-                    Component::Broker => local.broker_dir().join("broker.pid"),
-                    _ => local.service_dir().join(format!("{}.pid", other.name())),
+                    Component::Service(s, r) => local.pid_path(s, r),
+                    _ => local.broker_dir().join("broker.pid"),
                 };
                 let _ = std::fs::remove_file(file);
                 Ok(())
@@ -384,7 +459,7 @@ impl Component {
     pub fn signal(self, local: &Local, sig: Signal) -> Result<u32, Failure> {
         let pid = self
             .pid(local)
-            .ok_or_else(|| Failure::usage(format!("{} is not running", self.name())))?;
+            .ok_or_else(|| Failure::usage(format!("{} is not running", self.name(local))))?;
         signal(pid, sig)?;
         Ok(pid)
     }
@@ -705,20 +780,22 @@ async fn broker_start(local: &Local) -> Result<(), Failure> {
     }
 }
 
-async fn service_start(local: &Local, svc: Svc) -> Result<(), Failure> {
+async fn service_start(local: &Local, svc: Svc, replica: u32) -> Result<(), Failure> {
     let dir = local.service_dir();
     std::fs::create_dir_all(&dir)?;
-    let port = local.port(svc);
+    let me = Component::Service(svc, replica);
+    let port = me.port(local);
     let name = svc.name();
-    if let Some(pid) = Component::Service(svc).pid(local) {
+    let label = me.name(local);
+    if let Some(pid) = me.pid(local) {
         say(format!(
-            "{name} already running on 127.0.0.1:{port} (pid {pid})"
+            "{label} already running on 127.0.0.1:{port} (pid {pid})"
         ));
         return Ok(());
     }
     if port_open(port) {
         return Err(Failure::usage(format!(
-            "port {port} ({name}) is taken by another process; set OMS_{}_PORT",
+            "port {port} ({label}) is taken by another process; set OMS_{}_PORT",
             name.to_uppercase()
         )));
     }
@@ -739,42 +816,48 @@ async fn service_start(local: &Local, svc: Svc) -> Result<(), Failure> {
             format!("OMS_{}_LISTEN", name.to_uppercase()),
             format!("127.0.0.1:{port}"),
         );
-    let log = local.log_of(svc);
-    let pid = spawn_detached(c, &log, &dir.join(format!("{name}.pid")))?;
+    let log = local.log_of(svc, replica);
+    let pid = spawn_detached(c, &log, &local.pid_path(svc, replica))?;
     say(format!(
-        "started {name} on 127.0.0.1:{port} (pid {pid}, log {})",
+        "started {label} on 127.0.0.1:{port} (pid {pid}, log {})",
         log.display()
     ));
     Ok(())
 }
 
-/// Waits until each of `services` answers ready, failing early when one exits.
-pub async fn wait_ready(local: &Local, services: &[Svc], within: Duration) -> Result<(), Failure> {
+/// Waits until each of `components` (replicas of services) answers ready, failing early when
+/// one exits.
+pub async fn wait_ready(
+    local: &Local,
+    components: &[Component],
+    within: Duration,
+) -> Result<(), Failure> {
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(2))
         .build()
         .map_err(anyhow::Error::from)?;
     let deadline = Instant::now() + within;
-    for svc in services {
-        let c = Component::Service(*svc);
+    for c in components {
+        let Component::Service(svc, replica) = *c else {
+            continue;
+        };
+        let label = c.name(local);
         loop {
             if c.ready(local, &http).await {
-                say(format!("{} ready", svc.name()));
+                say(format!("{label} ready"));
                 break;
             }
-            let log = local.log_of(*svc);
+            let log = local.log_of(svc, replica);
             if c.pid(local).is_none() {
                 return Err(Failure::verdict(format!(
-                    "{} exited during start-up (log: {})\n{}",
-                    svc.name(),
+                    "{label} exited during start-up (log: {})\n{}",
                     log.display(),
                     tail(&log, 20)
                 )));
             }
             if Instant::now() >= deadline {
                 return Err(Failure::verdict(format!(
-                    "{} not ready after {}s (log: {})",
-                    svc.name(),
+                    "{label} not ready after {}s (log: {})",
                     within.as_secs(),
                     log.display()
                 )));
@@ -783,6 +866,50 @@ pub async fn wait_ready(local: &Local, services: &[Svc], within: Duration) -> Re
         }
     }
     Ok(())
+}
+
+/// A service, or one replica of it, as named on the command line: `order` or `order-2`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Unit {
+    /// The service.
+    pub svc: Svc,
+    /// One replica (1-based), or every replica when `None`.
+    pub replica: Option<u32>,
+}
+
+impl Unit {
+    /// Parses `NAME` or `NAME-K`.
+    pub fn parse(name: &str) -> Result<Self, Failure> {
+        if let Ok(svc) = name.parse::<Svc>() {
+            return Ok(Self { svc, replica: None });
+        }
+        let unknown = || {
+            Failure::usage(format!(
+                "unknown component {name:?}; expected postgres, broker, one of {} or a replica such as order-2",
+                Svc::names()
+            ))
+        };
+        let (svc, k) = name.rsplit_once('-').ok_or_else(unknown)?;
+        let svc: Svc = svc.parse().map_err(|_| unknown())?;
+        match k.parse::<u32>() {
+            Ok(k) if (1..=MAX_REPLICAS).contains(&k) => Ok(Self {
+                svc,
+                replica: Some(k),
+            }),
+            _ => Err(Failure::usage(format!(
+                "{name:?}: a replica is numbered 1 to {MAX_REPLICAS}"
+            ))),
+        }
+    }
+}
+
+impl std::fmt::Display for Unit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.replica {
+            None => f.write_str(self.svc.name()),
+            Some(k) => write!(f, "{}-{k}", self.svc.name()),
+        }
+    }
 }
 
 /// Deletes the state directory (and PostgreSQL's data when it lives elsewhere).
@@ -804,17 +931,53 @@ mod tests {
 
     #[test]
     fn components_are_named_and_ordered() {
-        let all = Component::all();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut local = Local::from_env(dir.path(), Some(PathBuf::from("/x"))).expect("local");
+        let all = Component::all(&local);
         assert_eq!(all[0], Component::Postgres);
         assert_eq!(all[1], Component::Broker);
         assert_eq!(all.len(), 2 + SERVICES.len());
-        assert_eq!(Component::named("db").ok(), Some(Component::Postgres));
         assert_eq!(
-            Component::named("saga").ok(),
-            Some(Component::Service(Svc::Saga))
+            Component::named("db", &local).ok(),
+            Some(vec![Component::Postgres])
         );
-        let err = Component::named("brokr").err().map(|f| f.error.to_string());
+        assert_eq!(
+            Component::named("saga", &local).ok(),
+            Some(vec![Component::Service(Svc::Saga, 1)])
+        );
+        assert_eq!(Component::Service(Svc::Saga, 1).name(&local), "saga");
+        let err = Component::named("brokr", &local)
+            .err()
+            .map(|f| f.error.to_string());
         assert!(err.is_some_and(|e| e.contains("brokr") && e.contains("postgres, broker")));
+        assert!(Component::named("saga-2", &local).is_err());
+
+        local.replicas = 3;
+        assert_eq!(Component::all(&local).len(), 2 + 3 * SERVICES.len());
+        assert_eq!(
+            Component::named("order", &local).ok(),
+            Some((1..=3).map(|r| Component::Service(Svc::Order, r)).collect())
+        );
+        assert_eq!(
+            Component::named("order-2", &local).ok(),
+            Some(vec![Component::Service(Svc::Order, 2)])
+        );
+        let third = Component::Service(Svc::Order, 3);
+        assert_eq!(third.name(&local), "order-3");
+        assert_eq!(Component::Service(Svc::Order, 1).name(&local), "order-1");
+        assert_eq!(third.port(&local), local.port(Svc::Order) + 200);
+        assert_eq!(third.file_stem(), "order-3");
+        assert_eq!(Component::Service(Svc::Order, 1).file_stem(), "order");
+        assert_eq!(local.urls(Svc::Order).len(), 3);
+        let err = Component::named("order-4", &local)
+            .err()
+            .map(|f| f.error.to_string());
+        assert!(err.is_some_and(|e| e.contains("3 replica(s)")));
+        for bad in ["order-0", "order-x", "order-", "orders-2", "order-10"] {
+            assert!(Unit::parse(bad).is_err(), "{bad} parsed");
+        }
+        let unit = Unit::parse("payment-2").expect("a replica");
+        assert_eq!(unit.to_string(), "payment-2");
     }
 
     #[test]

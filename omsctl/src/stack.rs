@@ -32,6 +32,12 @@ pub enum StackCommand {
         /// The debug builds next to this omsctl (target/debug).
         #[arg(long)]
         debug: bool,
+        /// Instances of each service (1 to 9): replica K listens on the service's port + 100 x
+        /// (K - 1); the replicas of a service share its database and consumer group. On a
+        /// running stack, replicas are started or stopped to match [default: as the stack runs,
+        /// else 1].
+        #[arg(long, env = "OMS_REPLICAS", value_parser = clap::value_parser!(u32).range(1..=crate::local::MAX_REPLICAS as i64))]
+        replicas: Option<u32>,
     },
     /// Stop everything cleanly (services first, PostgreSQL last).
     Down,
@@ -39,14 +45,14 @@ pub enum StackCommand {
     Wipe,
     /// Each component's pid, port, readiness, outbox backlog and consumer lag.
     Status,
-    /// Start one component (postgres, broker or a service) unless it runs.
+    /// Start one component (postgres, broker, a service or one replica) unless it runs.
     Start {
-        /// postgres, broker, or a service name.
+        /// postgres, broker, a service name (every replica) or one replica (order-2).
         component: String,
     },
     /// Stop one component.
     Stop {
-        /// postgres, broker, or a service name.
+        /// postgres, broker, a service name (every replica) or one replica (order-2).
         component: String,
     },
     /// Print the stack's connection settings as shell exports.
@@ -60,7 +66,8 @@ pub enum StackCommand {
     },
     /// Print a service's log (all services' without a name).
     Logs {
-        /// Service (order, payment, inventory, notification, saga).
+        /// Service (order, payment, inventory, notification, saga: every replica's log), or one
+        /// replica (order-2).
         service: Option<String>,
         /// Keep printing new lines.
         #[arg(short, long)]
@@ -73,12 +80,6 @@ pub enum StackCommand {
         #[arg(long, default_value = "10s", value_parser = crate::ctx::duration)]
         over: Duration,
     },
-}
-
-/// The service called `name`, or a usage error listing the names.
-pub fn service_named(name: &str) -> Result<Svc, Failure> {
-    name.parse()
-        .map_err(|e: oms_contracts::topology::UnknownService| Failure::usage(e.to_string()))
 }
 
 /// How long services get to become ready (`OMS_READY_TIMEOUT` seconds, default 120).
@@ -97,17 +98,43 @@ fn sibling_bin_dir(profile: &str) -> Result<PathBuf, Failure> {
         .ok_or_else(|| Failure::usage("cannot tell where omsctl runs from; pass --bin-dir"))
 }
 
-/// Starts every component that is not running, in order.
-async fn up(ctx: &Ctx, infra: bool, smoke: bool, bin_dir: Option<PathBuf>) -> Result<(), Failure> {
-    let wanted = Local::from_env(&ctx.state_dir, bin_dir)?;
-    if let Ok(current) = Local::open(&ctx.state_dir) {
-        let running = Svc::all().any(|s| Component::Service(s).pid(&current).is_some());
+/// Starts every component that is not running, in order; stops replicas above the count.
+async fn up(
+    ctx: &Ctx,
+    infra: bool,
+    smoke: bool,
+    bin_dir: Option<PathBuf>,
+    replicas: Option<u32>,
+) -> Result<(), Failure> {
+    let mut wanted = Local::from_env(&ctx.state_dir, bin_dir)?;
+    let current = Local::open(&ctx.state_dir).ok();
+    if let Some(current) = &current {
+        let running = current
+            .service_components()
+            .iter()
+            .any(|c| c.pid(current).is_some());
         if running && current.bin_dir != wanted.bin_dir {
             return Err(Failure::usage(format!(
                 "the stack runs the binaries of {}; run `omsctl stack down` first to switch to {}",
                 current.bin_dir.display(),
                 wanted.bin_dir.display()
             )));
+        }
+    }
+    wanted.replicas = replicas
+        .or(current
+            .as_ref()
+            .filter(|_| Local::is_recorded(&ctx.state_dir))
+            .map(|c| c.replicas))
+        .unwrap_or(1);
+    // Replicas above the count are stopped before the record forgets them.
+    if let Some(current) = &current {
+        for c in current.service_components() {
+            if let Component::Service(_, r) = c {
+                if r > wanted.replicas {
+                    c.stop(current).await?;
+                }
+            }
         }
     }
     wanted.record()?;
@@ -120,12 +147,14 @@ async fn up(ctx: &Ctx, infra: bool, smoke: bool, bin_dir: Option<PathBuf>) -> Re
                 "OMS_TOPIC_PARTITIONS={v:?} is not a positive number"
             ))
         })?,
-        // One partition per topic on the local broker: it re-reads every partition of a fetch
-        // each round, so idle CPU and hop latency grow with the partition count
+        // One partition per replica on the local broker: it re-reads every partition of a
+        // fetch each round, so idle CPU and hop latency grow with the partition count
         // (docs/benchmarks.md). Apache Kafka deployments keep the contracts' count.
-        Err(_) => 1,
+        Err(_) => i32::try_from(local.replicas).unwrap_or(1),
     };
-    say(format!("creating topics ({partitions} partition(s) each)"));
+    say(format!(
+        "creating topics ({partitions} partition(s) each; topics made earlier keep theirs)"
+    ));
     oms_kafka::ensure_topics_with(
         &local.brokers(),
         &ctx.brokers.props,
@@ -135,17 +164,21 @@ async fn up(ctx: &Ctx, infra: bool, smoke: bool, bin_dir: Option<PathBuf>) -> Re
     .await
     .map_err(|e| Failure::verdict(e.to_string()))?;
     if !infra {
-        for svc in Svc::all() {
-            Component::Service(svc).start(&local).await?;
+        let services = local.service_components();
+        for c in &services {
+            c.start(&local).await?;
         }
-        let all: Vec<Svc> = Svc::all().collect();
-        crate::local::wait_ready(&local, &all, ready_timeout()).await?;
+        crate::local::wait_ready(&local, &services, ready_timeout()).await?;
         if smoke {
             let here = ctx.for_local(&local)?;
             crate::order::smoke(&here).await?;
         }
     }
-    say("stack is up");
+    say(if local.replicas > 1 {
+        format!("stack is up ({} replicas of each service)", local.replicas)
+    } else {
+        "stack is up".to_owned()
+    });
     print_env(&local);
     Ok(())
 }
@@ -157,7 +190,7 @@ fn print_env(local: &Local) {
 
 /// Stops every component: services first, in reverse start order, PostgreSQL last.
 pub async fn down(local: &Local) -> Result<(), Failure> {
-    for c in Component::all().into_iter().rev() {
+    for c in Component::all(local).into_iter().rev() {
         c.stop(local).await?;
     }
     Ok(())
@@ -179,6 +212,7 @@ pub async fn run(ctx: &Ctx, command: StackCommand) -> Result<(), Failure> {
             bin_dir,
             release,
             debug,
+            replicas,
         } => {
             let bin_dir = match (bin_dir, release, debug) {
                 (Some(d), _, _) => Some(d),
@@ -186,7 +220,7 @@ pub async fn run(ctx: &Ctx, command: StackCommand) -> Result<(), Failure> {
                 (None, _, true) => Some(sibling_bin_dir("debug")?),
                 _ => None,
             };
-            up(ctx, infra, !no_smoke, bin_dir).await
+            up(ctx, infra, !no_smoke, bin_dir, replicas).await
         }
         StackCommand::Down => down(&Local::open(&ctx.state_dir)?).await,
         StackCommand::Wipe => {
@@ -198,17 +232,18 @@ pub async fn run(ctx: &Ctx, command: StackCommand) -> Result<(), Failure> {
         }
         StackCommand::Start { component } => {
             let local = Local::open(&ctx.state_dir)?;
-            let c = Component::named(&component)?;
-            c.start(&local).await?;
-            if let Component::Service(s) = c {
-                crate::local::wait_ready(&local, &[s], ready_timeout()).await?;
+            let named = Component::named(&component, &local)?;
+            for c in &named {
+                c.start(&local).await?;
             }
-            Ok(())
+            crate::local::wait_ready(&local, &named, ready_timeout()).await
         }
         StackCommand::Stop { component } => {
-            Component::named(&component)?
-                .stop(&Local::open(&ctx.state_dir)?)
-                .await
+            let local = Local::open(&ctx.state_dir)?;
+            for c in Component::named(&component, &local)? {
+                c.stop(&local).await?;
+            }
+            Ok(())
         }
         StackCommand::Env => {
             print_env(&Local::open(&ctx.state_dir)?);
@@ -342,36 +377,67 @@ async fn status(ctx: &Ctx) -> Result<(), Failure> {
         "ready": broker_ok,
     }));
     for svc in Svc::all() {
-        let ready = ctx
-            .get_opt::<oms_contracts::api::Readiness>(svc, "/health/ready")
-            .await;
-        let (is_ready, backlog, detail) = match &ready {
-            Ok(Some(r)) => (r.is_ready(), r.outbox.map(|b| b.pending), Value::Null),
-            Ok(None) => (false, None, json!("no /health/ready")),
-            Err(f) => (false, None, json!(f.error.to_string())),
-        };
         let group = ctx.topics.name(svc.spec().group);
         let lag: i64 = lag_rows.iter().filter_map(|r| r.lag.get(&group)).sum();
-        components.push(json!({
-            "component": svc.name(),
-            "pid": Component::Service(svc).pid(&local),
-            "address": ctx.url(svc),
-            "ready": is_ready,
-            "outboxBacklog": backlog,
-            "consumerLag": if broker_ok { json!(lag) } else { Value::Null },
-            "error": detail,
-        }));
+        let bases = ctx.urls_of(svc);
+        for (i, base) in bases.iter().enumerate() {
+            let replica = u32::try_from(i + 1).unwrap_or(u32::MAX);
+            let ready = ctx
+                .get_at::<oms_contracts::api::Readiness>(svc, base, "/health/ready")
+                .await;
+            let (is_ready, backlog, leader, detail) = match &ready {
+                Ok(Some(r)) => (
+                    r.is_ready(),
+                    r.outbox.map(|b| b.pending),
+                    json!(r.relay_leader),
+                    Value::Null,
+                ),
+                Ok(None) => (false, None, Value::Null, json!("no /health/ready")),
+                Err(f) => (false, None, Value::Null, json!(f.error.to_string())),
+            };
+            let name = if bases.len() > 1 {
+                format!("{}-{replica}", svc.name())
+            } else {
+                svc.name().to_owned()
+            };
+            components.push(json!({
+                "component": name,
+                "service": svc.name(),
+                "replica": replica,
+                "pid": Component::Service(svc, replica).pid(&local),
+                "address": base,
+                "ready": is_ready,
+                "relayLeader": leader,
+                "outboxBacklog": backlog,
+                "consumerLag": if broker_ok { json!(lag) } else { Value::Null },
+                "error": detail,
+            }));
+        }
     }
     let all_ready = components.iter().all(|c| c["ready"] == true);
     let doc = json!({"ready": all_ready, "components": components});
     ctx.print(&doc, || {
-        let mut t = table(&["COMPONENT", "PID", "ADDRESS", "READY", "OUTBOX", "LAG"]);
+        let mut t = table(&[
+            "COMPONENT",
+            "PID",
+            "ADDRESS",
+            "READY",
+            "RELAY",
+            "OUTBOX",
+            "LAG",
+        ]);
         for c in &components {
+            let relay = match &c["relayLeader"] {
+                Value::Bool(true) => "leader",
+                Value::Bool(false) => "standby",
+                _ => "-",
+            };
             t.add_row([
                 cell(&c["component"]),
                 cell(&c["pid"]),
                 cell(&c["address"]),
                 if c["ready"] == true { "yes" } else { "NO" }.to_string(),
+                relay.to_owned(),
                 cell(&c["outboxBacklog"]),
                 cell(&c["consumerLag"]),
             ]);
@@ -386,17 +452,24 @@ async fn status(ctx: &Ctx) -> Result<(), Failure> {
 }
 
 async fn logs(ctx: &Ctx, service: Option<&str>, follow: bool) -> Result<(), Failure> {
-    let services: Vec<Svc> = match service {
-        Some(name) => vec![service_named(name)?],
-        None => Svc::all().collect(),
+    let local = Local::open(&ctx.state_dir)?;
+    let services: Vec<Component> = match service {
+        Some(name) => {
+            let unit = crate::local::Unit::parse(name)?;
+            Component::named(&unit.to_string(), &local)?
+        }
+        None => local.service_components(),
     };
     let mut files = Vec::new();
-    for svc in &services {
-        let path = Local::open(&ctx.state_dir)?.log_of(*svc);
-        let file = std::fs::File::open(&path).map_err(|e| {
-            Failure::usage(format!("log of {} at {}: {e}", svc.name(), path.display()))
-        })?;
-        files.push((svc.name(), file));
+    for c in &services {
+        let Component::Service(svc, replica) = *c else {
+            continue;
+        };
+        let path = local.log_of(svc, replica);
+        let name = c.name(&local);
+        let file = std::fs::File::open(&path)
+            .map_err(|e| Failure::usage(format!("log of {name} at {}: {e}", path.display())))?;
+        files.push((name, file));
     }
     let mut out = std::io::stdout().lock();
     let prefix = services.len() > 1;

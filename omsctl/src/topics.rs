@@ -150,3 +150,154 @@ pub fn list(
     rows.sort_by(|a, b| a.topic.cmp(&b.topic));
     Ok(rows)
 }
+
+/// A consumer group as the broker describes it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GroupView {
+    /// `Stable`, `PreparingRebalance`, `CompletingRebalance`, `Empty` or `Dead`.
+    pub state: String,
+    /// Its members.
+    pub members: Vec<MemberView>,
+}
+
+/// A member of a consumer group.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MemberView {
+    /// The member id the coordinator gave it.
+    pub id: String,
+    /// Its `client.id`.
+    pub client_id: String,
+    /// The address it connected from.
+    pub host: String,
+    /// The partitions assigned to it, as (topic, partition).
+    pub assigned: Vec<(String, i32)>,
+}
+
+impl GroupView {
+    /// Every partition assigned to a member.
+    pub fn assigned(&self) -> Vec<(String, i32)> {
+        let mut all: Vec<(String, i32)> = self
+            .members
+            .iter()
+            .flat_map(|m| m.assigned.iter().cloned())
+            .collect();
+        all.sort();
+        all.dedup();
+        all
+    }
+}
+
+/// Describes consumer group `group` (DescribeGroups).
+pub fn describe_group(brokers: &Kafka, group: &str) -> Result<GroupView, Failure> {
+    let consumer: BaseConsumer = brokers
+        .config()
+        .set_log_level(rdkafka::config::RDKafkaLogLevel::Emerg)
+        .create()
+        .context("creating the Kafka client")?;
+    let list = consumer
+        .fetch_group_list(Some(group), Duration::from_secs(5))
+        .map_err(|e| Failure::usage(format!("describing group {group} at {brokers}: {e}")))?;
+    let Some(info) = list.groups().iter().find(|g| g.name() == group) else {
+        return Ok(GroupView {
+            state: "Dead".into(),
+            members: Vec::new(),
+        });
+    };
+    Ok(GroupView {
+        state: info.state().to_owned(),
+        members: info
+            .members()
+            .iter()
+            .map(|m| MemberView {
+                id: m.id().to_owned(),
+                client_id: m.client_id().to_owned(),
+                host: m.client_host().to_owned(),
+                assigned: m
+                    .assignment()
+                    .and_then(parse_assignment)
+                    .unwrap_or_default(),
+            })
+            .collect(),
+    })
+}
+
+/// The partitions of a consumer-protocol assignment (the member's part of a `consumer` group's
+/// sync): version (i16), then topics as (name: i16-length string, partitions: i32 array), then
+/// user data. `None` when the bytes are not such an assignment.
+pub fn parse_assignment(bytes: &[u8]) -> Option<Vec<(String, i32)>> {
+    struct Reader<'a>(&'a [u8]);
+    impl Reader<'_> {
+        fn take(&mut self, n: usize) -> Option<&[u8]> {
+            if self.0.len() < n {
+                return None;
+            }
+            let (head, rest) = self.0.split_at(n);
+            self.0 = rest;
+            Some(head)
+        }
+        fn i16(&mut self) -> Option<i16> {
+            self.take(2).map(|b| i16::from_be_bytes([b[0], b[1]]))
+        }
+        fn i32(&mut self) -> Option<i32> {
+            self.take(4)
+                .map(|b| i32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+        }
+    }
+    if bytes.is_empty() {
+        return Some(Vec::new());
+    }
+    let mut r = Reader(bytes);
+    r.i16().filter(|v| *v >= 0)?;
+    let topics = usize::try_from(r.i32()?).ok()?;
+    let mut out = Vec::new();
+    for _ in 0..topics {
+        let len = usize::try_from(r.i16()?).ok()?;
+        let name = std::str::from_utf8(r.take(len)?).ok()?.to_owned();
+        let count = usize::try_from(r.i32()?).ok()?;
+        for _ in 0..count {
+            out.push((name.clone(), r.i32()?));
+        }
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn assignment(topics: &[(&str, &[i32])]) -> Vec<u8> {
+        let mut b = Vec::new();
+        b.extend(1i16.to_be_bytes());
+        b.extend((topics.len() as i32).to_be_bytes());
+        for (name, parts) in topics {
+            b.extend((name.len() as i16).to_be_bytes());
+            b.extend(name.as_bytes());
+            b.extend((parts.len() as i32).to_be_bytes());
+            for p in *parts {
+                b.extend(p.to_be_bytes());
+            }
+        }
+        b.extend((-1i32).to_be_bytes());
+        b
+    }
+
+    #[test]
+    fn assignments_are_read_and_broken_ones_refused() {
+        let bytes = assignment(&[("oms.a", &[0, 2]), ("oms.b", &[1])]);
+        assert_eq!(
+            parse_assignment(&bytes),
+            Some(vec![
+                ("oms.a".to_owned(), 0),
+                ("oms.a".to_owned(), 2),
+                ("oms.b".to_owned(), 1)
+            ])
+        );
+        assert_eq!(parse_assignment(&[]), Some(Vec::new()));
+        for cut in 1..bytes.len() - 4 {
+            assert_eq!(parse_assignment(&bytes[..cut]), None, "cut at {cut}");
+        }
+        assert_eq!(parse_assignment(&[0xff, 0xff, 0, 0, 0, 0]), None);
+    }
+}

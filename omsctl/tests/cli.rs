@@ -734,7 +734,15 @@ async fn stack_up_status_logs_and_down_supervise_the_local_stack() -> anyhow::Re
         assert_eq!(code(&out), 2);
 
         chaos_on_the_process_stack(&with_stack, &envs).await?;
-        drills_on_the_process_stack(&with_stack, state.path()).await
+        drills_on_the_process_stack(&with_stack, state.path()).await?;
+        // With replicas the URLs come from the stack's record (every replica's), not one each.
+        let with_replicas = |cmd: &mut Command| {
+            with_stack(cmd);
+            for (name, _) in ports {
+                cmd.env_remove(format!("OMS_{name}_URL"));
+            }
+        };
+        replicas_on_the_process_stack(&with_replicas, state.path()).await
     }
     .await;
 
@@ -937,6 +945,142 @@ async fn chaos_on_the_process_stack(
     Ok(())
 }
 
+/// The services of a stack with replicas, as `stack status -o json` lists them: (component,
+/// pid, relay leader).
+async fn service_rows(
+    with_stack: &dyn Fn(&mut Command),
+) -> anyhow::Result<Vec<(String, Option<u64>, bool)>> {
+    let out = in_stack(with_stack, &["stack", "status", "-o", "json"]).await?;
+    Ok(json_of(&out)?["components"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|c| c["service"].is_string())
+        .map(|c| {
+            (
+                c["component"].as_str().unwrap_or_default().to_owned(),
+                c["pid"].as_u64(),
+                c["relayLeader"] == true,
+            )
+        })
+        .collect())
+}
+
+/// `stack up --replicas 2` on the running stack: two of each service, one relay leader each,
+/// a replica named alone by chaos, the replica-failover drill's short form with its takeovers,
+/// and back to one replica.
+async fn replicas_on_the_process_stack(
+    with_stack: &dyn Fn(&mut Command),
+    dir: &std::path::Path,
+) -> anyhow::Result<()> {
+    let mut cmd = omsctl(None)?;
+    with_stack(&mut cmd);
+    cmd.timeout(Duration::from_secs(300));
+    let up = run(
+        cmd,
+        &["stack", "up", "--replicas", "2", "--no-smoke", "--debug"],
+    )
+    .await?;
+    assert_eq!(code(&up), 0, "{}", stderr(&up));
+    assert!(
+        stderr(&up).contains("2 replicas of each service"),
+        "{}",
+        stderr(&up)
+    );
+    // Each service's two replicas run; the relay elects one leader per service.
+    let rows = eventually(
+        Duration::from_secs(30),
+        "one relay leader per service",
+        || async {
+            let rows = service_rows(with_stack).await?;
+            let leaders = rows.iter().filter(|r| r.2).count();
+            Ok((rows.len() == 10 && leaders == 5).then_some(rows))
+        },
+    )
+    .await?;
+    for (name, pid, _) in &rows {
+        assert!(pid.is_some(), "{name} has no pid: {rows:?}");
+    }
+    assert!(rows.iter().any(|r| r.0 == "saga-2"), "{rows:?}");
+    let out = in_stack(with_stack, &["chaos", "service", "kill", "saga-3"]).await?;
+    assert_eq!(code(&out), 2, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("2 replica(s) of saga"),
+        "{}",
+        stderr(&out)
+    );
+    // An order goes through with either order replica (requests take turns).
+    for _ in 0..2 {
+        let out = in_stack(
+            with_stack,
+            &[
+                "order", "create", "--item", "mouse-01", "--wait", "-o", "json",
+            ],
+        )
+        .await?;
+        assert_eq!(code(&out), 0, "{}", stderr(&out));
+    }
+
+    let report = dir.join("replica-failover.json");
+    let report_arg = report.display().to_string();
+    let out = in_stack(
+        with_stack,
+        &[
+            "drill",
+            "run",
+            "replica-failover",
+            "--short",
+            "--report",
+            &report_arg,
+        ],
+    )
+    .await?;
+    assert_eq!(
+        code(&out),
+        0,
+        "replica-failover failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        stderr(&out)
+    );
+    let doc: Value = serde_json::from_slice(&std::fs::read(&report)?)?;
+    assert_eq!(doc["held"], true, "{doc}");
+    assert_eq!(doc["orders"]["lost"], 0, "{doc}");
+    let takeovers = doc["takeovers"].as_array().cloned().unwrap_or_default();
+    let killed: Vec<&str> = takeovers
+        .iter()
+        .filter_map(|t| t["replica"].as_str())
+        .collect();
+    assert_eq!(killed, ["saga-1", "saga-2", "payment-1"], "{doc}");
+    for t in &takeovers {
+        assert!(t["groupSeconds"].as_f64().is_some_and(|s| s > 0.0), "{t}");
+    }
+    // saga-1 and saga-2 died in turn: whichever led the relay, a leader died and was replaced.
+    assert!(
+        takeovers
+            .iter()
+            .any(|t| t["wasRelayLeader"] == true && t["relaySeconds"].as_f64().is_some()),
+        "{doc}"
+    );
+
+    let mut cmd = omsctl(None)?;
+    with_stack(&mut cmd);
+    cmd.timeout(Duration::from_secs(120));
+    let out = run(
+        cmd,
+        &["stack", "up", "--replicas", "1", "--no-smoke", "--debug"],
+    )
+    .await?;
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let rows = service_rows(with_stack).await?;
+    let names: Vec<&str> = rows.iter().map(|r| r.0.as_str()).collect();
+    assert_eq!(
+        names,
+        ["inventory", "payment", "order", "saga", "notification"],
+        "{rows:?}"
+    );
+    Ok(())
+}
+
 /// Every shipped drill in its short form must hold; a drill whose hypothesis fails must say why
 /// and exit 1; a faulty drill file must name its line and exit 2.
 async fn drills_on_the_process_stack(
@@ -950,8 +1094,19 @@ async fn drills_on_the_process_stack(
         .flatten()
         .filter_map(|d| d["name"].as_str().map(str::to_owned))
         .collect();
-    assert_eq!(names.len(), 8, "{names:?}");
+    assert_eq!(names.len(), 9, "{names:?}");
     for name in &names {
+        if name == "replica-failover" {
+            // It needs two replicas of every service: on one it refuses to start, and says so.
+            let out = in_stack(with_stack, &["drill", "run", name, "--short"]).await?;
+            assert_eq!(code(&out), 1, "{}", stderr(&out));
+            assert!(
+                stderr(&out).contains("replicas>=2: inventory has 1 replica(s), 2 wanted"),
+                "{}",
+                stderr(&out)
+            );
+            continue;
+        }
         let report = dir.join(format!("{name}.json"));
         let report_arg = report.display().to_string();
         let out = in_stack(

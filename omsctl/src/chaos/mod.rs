@@ -23,8 +23,9 @@ pub mod target;
 
 use crate::ctx::{self, table, Ctx, Svc};
 use crate::local;
+use crate::local::Unit;
 use crate::tail::{self, From};
-use crate::{stack, Failure};
+use crate::Failure;
 use target::{AnyTarget, Handle, Target};
 
 #[derive(Debug, clap::Subcommand)]
@@ -40,7 +41,8 @@ pub enum ChaosCommand {
     Service {
         /// kill, stop, start, restart, pause or resume.
         action: ServiceAction,
-        /// order, payment, inventory, notification or saga.
+        /// order, payment, inventory, notification or saga (every replica), or one replica of
+        /// the local stack, such as order-2.
         name: String,
         #[command(flatten)]
         lasting: Lasting,
@@ -224,8 +226,8 @@ impl Fault {
         }
     }
 
-    fn service(&self) -> Result<Svc, Failure> {
-        stack::service_named(self.target())
+    fn unit(&self) -> Result<Unit, Failure> {
+        Unit::parse(self.target())
     }
 
     /// Puts the fault in force on `target`; a service fault learns what undoing it needs.
@@ -239,8 +241,7 @@ impl Fault {
                 pid,
                 replicas,
             } => {
-                let svc = stack::service_named(name)?;
-                let handle = target.hit(svc, *action).await?;
+                let handle = target.hit(Unit::parse(name)?, *action).await?;
                 *pid = handle.pid.or(*pid);
                 *replicas = handle.replicas;
                 Ok(())
@@ -265,7 +266,7 @@ impl Fault {
                     pid: *pid,
                     replicas: *replicas,
                 };
-                target.heal(self.service()?, *action, handle).await
+                target.heal(self.unit()?, *action, handle).await
             }
             Fault::Payment { previous_knobs, .. } => {
                 set_knobs(ctx, previous_knobs).await.map(|_| ())
@@ -466,27 +467,20 @@ async fn lift(ctx: &Ctx, fault: Fault) -> Result<(), Failure> {
     faults.forget(fault.target())
 }
 
+/// Sets the gateway's knobs on every replica of the payment service (each holds its own); the
+/// knobs now in force, as the first replica answered.
 async fn set_knobs(ctx: &Ctx, knobs: &GatewayKnobs) -> Result<Value, Failure> {
-    let url = format!("{}/gateway/faults", ctx.url(Svc::Payment));
-    let r = ctx
-        .authorized(reqwest::Client::new().put(&url))
-        .await?
-        .json(knobs)
-        .timeout(Duration::from_secs(10))
-        .send()
-        .await
-        .map_err(|_| {
-            Failure::usage(format!(
-                "payment service unreachable at {}",
-                ctx.url(Svc::Payment)
-            ))
-        })?;
-    let status = r.status();
-    let body: Value = r.json().await.unwrap_or(Value::Null);
-    if !status.is_success() {
-        return Err(ctx::api_failure(Svc::Payment, status, &body));
+    let mut first = None;
+    for base in ctx.urls_of(Svc::Payment) {
+        let (status, body) = ctx
+            .put_at(Svc::Payment, base, "/gateway/faults", knobs)
+            .await?;
+        if !status.is_success() {
+            return Err(ctx::api_failure(Svc::Payment, status, &body));
+        }
+        first.get_or_insert(body);
     }
-    Ok(body)
+    first.ok_or_else(|| Failure::usage("no URL of the payment service"))
 }
 
 pub async fn run(ctx: &Ctx, command: ChaosCommand) -> Result<(), Failure> {
@@ -504,19 +498,15 @@ pub async fn run(ctx: &Ctx, command: ChaosCommand) -> Result<(), Failure> {
             name,
             lasting,
         } => {
-            let svc = stack::service_named(&name)?;
+            let unit = Unit::parse(&name)?;
             let target = target_of(ctx)?;
-            let pid = match &target {
-                AnyTarget::Local(l) => local::Component::Service(svc).pid(&l.0),
-                _ => None,
-            };
             let hit = |action: ServiceFault| Fault::Service {
-                target: svc.name().to_owned(),
+                target: unit.to_string(),
                 action,
-                pid,
+                pid: None,
                 replicas: None,
             };
-            let running = || target.check_running(svc);
+            let running = || target.check_running(unit);
             match action {
                 ServiceAction::Kill => {
                     running()?;
@@ -533,8 +523,8 @@ pub async fn run(ctx: &Ctx, command: ChaosCommand) -> Result<(), Failure> {
                 ServiceAction::Resume => lift(ctx, hit(ServiceFault::Paused)).await,
                 ServiceAction::Start => lift(ctx, hit(ServiceFault::Stopped)).await,
                 ServiceAction::Restart => {
-                    target.restart(svc).await?;
-                    Faults::at(ctx).forget(svc.name())
+                    target.restart(unit).await?;
+                    Faults::at(ctx).forget(&unit.to_string())
                 }
             }
         }

@@ -11,6 +11,10 @@
 //! | undo of pause | SIGCONT | `unpause S` | - |
 //! | service restart | stop + start | `restart S` | `rollout restart`, `rollout status` |
 //!
+//! A service's name hits every replica of it; on the local stack `NAME-K` hits replica K alone
+//! (`stack up --replicas N`). Compose and Kubernetes hit the service as a whole: a single
+//! replica there is a container or pod, for `docker` and `kubectl` themselves.
+//!
 //! On Kubernetes, "broker stop" is a restart of every broker pod at once: the Strimzi operator
 //! recreates them, so the outage lasts as long as they take to come back (a real stop would fight
 //! the operator). Compose and Kubernetes are driven through their CLIs (`docker`, `kubectl` on
@@ -20,7 +24,7 @@ use std::time::Duration;
 
 use crate::context::Target as TargetSpec;
 use crate::ctx::Svc;
-use crate::local::{self, Component, Local, Signal};
+use crate::local::{self, Component, Local, Signal, Unit};
 use crate::Failure;
 
 /// How a service is hit (recorded with the fault).
@@ -47,12 +51,12 @@ pub trait Target {
     async fn stop_db(&self) -> Result<(), Failure>;
     /// Brings PostgreSQL back.
     async fn start_db(&self) -> Result<(), Failure>;
-    /// Hits `svc`; returns what undoing it needs.
-    async fn hit(&self, svc: Svc, how: ServiceFault) -> Result<Handle, Failure>;
-    /// Undoes `how` on `svc`.
-    async fn heal(&self, svc: Svc, how: ServiceFault, handle: Handle) -> Result<(), Failure>;
-    /// Stops and starts `svc`.
-    async fn restart(&self, svc: Svc) -> Result<(), Failure>;
+    /// Hits `unit`; returns what undoing it needs.
+    async fn hit(&self, unit: Unit, how: ServiceFault) -> Result<Handle, Failure>;
+    /// Undoes `how` on `unit`.
+    async fn heal(&self, unit: Unit, how: ServiceFault, handle: Handle) -> Result<(), Failure>;
+    /// Stops and starts `unit`.
+    async fn restart(&self, unit: Unit) -> Result<(), Failure>;
 }
 
 /// The target of a context.
@@ -100,14 +104,19 @@ impl AnyTarget {
         })
     }
 
-    /// Whether `svc` runs, where that can be told without asking a remote API.
-    pub fn check_running(&self, svc: Svc) -> Result<(), Failure> {
+    /// Whether `unit` runs (every replica it names), where that can be told without asking a
+    /// remote API. One replica is a thing of the local stack only.
+    pub fn check_running(&self, unit: Unit) -> Result<(), Failure> {
         match self {
-            AnyTarget::Local(l) => Component::Service(svc)
-                .pid(&l.0)
-                .map(|_| ())
-                .ok_or_else(|| Failure::usage(format!("{} is not running", svc.name()))),
-            _ => Ok(()),
+            AnyTarget::Local(l) => {
+                for c in Component::named(&unit.to_string(), &l.0)? {
+                    if c.pid(&l.0).is_none() {
+                        return Err(Failure::usage(format!("{} is not running", c.name(&l.0))));
+                    }
+                }
+                Ok(())
+            }
+            _ => whole(unit).map(|_| ()),
         }
     }
 }
@@ -135,14 +144,14 @@ impl Target for AnyTarget {
     async fn start_db(&self) -> Result<(), Failure> {
         delegate!(self, t => t.start_db().await)
     }
-    async fn hit(&self, svc: Svc, how: ServiceFault) -> Result<Handle, Failure> {
-        delegate!(self, t => t.hit(svc, how).await)
+    async fn hit(&self, unit: Unit, how: ServiceFault) -> Result<Handle, Failure> {
+        delegate!(self, t => t.hit(unit, how).await)
     }
-    async fn heal(&self, svc: Svc, how: ServiceFault, handle: Handle) -> Result<(), Failure> {
-        delegate!(self, t => t.heal(svc, how, handle).await)
+    async fn heal(&self, unit: Unit, how: ServiceFault, handle: Handle) -> Result<(), Failure> {
+        delegate!(self, t => t.heal(unit, how, handle).await)
     }
-    async fn restart(&self, svc: Svc) -> Result<(), Failure> {
-        delegate!(self, t => t.restart(svc).await)
+    async fn restart(&self, unit: Unit) -> Result<(), Failure> {
+        delegate!(self, t => t.restart(unit).await)
     }
 }
 
@@ -162,36 +171,58 @@ impl Target for LocalTarget {
     async fn start_db(&self) -> Result<(), Failure> {
         Component::Postgres.start(&self.0).await
     }
-    async fn hit(&self, svc: Svc, how: ServiceFault) -> Result<Handle, Failure> {
-        let c = Component::Service(svc);
-        let pid = c.pid(&self.0);
-        match how {
-            ServiceFault::Killed => c.signal(&self.0, Signal::Kill).map(|_| ())?,
-            ServiceFault::Stopped => c.stop(&self.0).await?,
-            ServiceFault::Paused => c.signal(&self.0, Signal::Stop).map(|_| ())?,
+    async fn hit(&self, unit: Unit, how: ServiceFault) -> Result<Handle, Failure> {
+        let hit = Component::named(&unit.to_string(), &self.0)?;
+        let mut pid = None;
+        for c in hit {
+            pid = pid.or(c.pid(&self.0));
+            match how {
+                ServiceFault::Killed => c.signal(&self.0, Signal::Kill).map(|_| ())?,
+                ServiceFault::Stopped => c.stop(&self.0).await?,
+                ServiceFault::Paused => c.signal(&self.0, Signal::Stop).map(|_| ())?,
+            }
         }
         Ok(Handle {
             pid,
             replicas: None,
         })
     }
-    async fn heal(&self, svc: Svc, how: ServiceFault, handle: Handle) -> Result<(), Failure> {
-        let c = Component::Service(svc);
-        match (how, handle.pid, c.pid(&self.0)) {
-            // Resumed only if it is the very process that was paused.
-            (ServiceFault::Paused, Some(paused), Some(now)) if paused == now => {
-                local::signal(now, Signal::Cont)
-            }
-            _ => {
-                c.start(&self.0).await?;
-                local::wait_ready(&self.0, &[svc], Duration::from_secs(120)).await
+    async fn heal(&self, unit: Unit, how: ServiceFault, _: Handle) -> Result<(), Failure> {
+        let hit = Component::named(&unit.to_string(), &self.0)?;
+        let mut started = Vec::new();
+        for c in hit {
+            match (how, c.pid(&self.0)) {
+                // A paused process is resumed (the very one: a frozen process keeps its pid).
+                (ServiceFault::Paused, Some(now)) if local::frozen(now) => {
+                    local::signal(now, Signal::Cont)?;
+                }
+                (_, Some(_)) => {}
+                (_, None) => {
+                    c.start(&self.0).await?;
+                    started.push(c);
+                }
             }
         }
+        local::wait_ready(&self.0, &started, Duration::from_secs(120)).await
     }
-    async fn restart(&self, svc: Svc) -> Result<(), Failure> {
-        Component::Service(svc).stop(&self.0).await?;
-        self.heal(svc, ServiceFault::Stopped, Handle::default())
+    async fn restart(&self, unit: Unit) -> Result<(), Failure> {
+        for c in Component::named(&unit.to_string(), &self.0)? {
+            c.stop(&self.0).await?;
+        }
+        self.heal(unit, ServiceFault::Stopped, Handle::default())
             .await
+    }
+}
+
+/// The service `unit` names, refused when it names one replica: compose and Kubernetes hit a
+/// service as a whole.
+fn whole(unit: Unit) -> Result<Svc, Failure> {
+    match unit.replica {
+        None => Ok(unit.svc),
+        Some(_) => Err(Failure::usage(format!(
+            "{unit}: one replica can be hit on the local stack only; here name the service ({})",
+            unit.svc.name()
+        ))),
     }
 }
 
@@ -283,7 +314,8 @@ impl Target for Cli {
     async fn start_db(&self) -> Result<(), Failure> {
         self.compose_up(COMPOSE_DB).await
     }
-    async fn hit(&self, svc: Svc, how: ServiceFault) -> Result<Handle, Failure> {
+    async fn hit(&self, unit: Unit, how: ServiceFault) -> Result<Handle, Failure> {
+        let svc = whole(unit)?;
         let verb = match how {
             ServiceFault::Killed => "kill",
             ServiceFault::Stopped => "stop",
@@ -292,13 +324,15 @@ impl Target for Cli {
         self.run(&[verb, svc.name()]).await?;
         Ok(Handle::default())
     }
-    async fn heal(&self, svc: Svc, how: ServiceFault, _: Handle) -> Result<(), Failure> {
+    async fn heal(&self, unit: Unit, how: ServiceFault, _: Handle) -> Result<(), Failure> {
+        let svc = whole(unit)?;
         match how {
             ServiceFault::Paused => self.run(&["unpause", svc.name()]).await.map(|_| ()),
             ServiceFault::Killed | ServiceFault::Stopped => self.compose_up(svc.name()).await,
         }
     }
-    async fn restart(&self, svc: Svc) -> Result<(), Failure> {
+    async fn restart(&self, unit: Unit) -> Result<(), Failure> {
+        let svc = whole(unit)?;
         self.run(&["restart", svc.name()]).await?;
         self.compose_up(svc.name()).await
     }
@@ -376,7 +410,8 @@ impl Target for Kube {
             .await
             .map(|_| ())
     }
-    async fn hit(&self, svc: Svc, how: ServiceFault) -> Result<Handle, Failure> {
+    async fn hit(&self, unit: Unit, how: ServiceFault) -> Result<Handle, Failure> {
+        let svc = whole(unit)?;
         let selector = format!("app.kubernetes.io/name=oms-{}", svc.name());
         match how {
             ServiceFault::Killed => {
@@ -417,7 +452,8 @@ impl Target for Kube {
             )),
         }
     }
-    async fn heal(&self, svc: Svc, how: ServiceFault, handle: Handle) -> Result<(), Failure> {
+    async fn heal(&self, unit: Unit, how: ServiceFault, handle: Handle) -> Result<(), Failure> {
+        let svc = whole(unit)?;
         if how == ServiceFault::Stopped {
             // A stop recorded without its count (an older record) comes back with one replica.
             let replicas = format!("--replicas={}", handle.replicas.unwrap_or(1).max(1));
@@ -427,7 +463,8 @@ impl Target for Kube {
         }
         self.rollout_status(svc).await
     }
-    async fn restart(&self, svc: Svc) -> Result<(), Failure> {
+    async fn restart(&self, unit: Unit) -> Result<(), Failure> {
+        let svc = whole(unit)?;
         self.cli
             .run(&["rollout", "restart", &deployment(svc)])
             .await?;

@@ -16,11 +16,14 @@
 //! - [`run`]: running a plan.
 //! - [`verdict`]: the verdict, a pure function of the demands and what was observed.
 //! - [`report`]: the JSON report and the verdict table.
+//! - [`takeover`]: how long a service took to take over from a killed replica (relay leader,
+//!   consumer group).
 
 pub mod plan;
 pub mod report;
 pub mod run;
 pub mod spec;
+pub mod takeover;
 pub mod verdict;
 
 use std::path::{Path, PathBuf};
@@ -141,6 +144,6 @@ mod tests {
             }
             n += 1;
         }
-        assert_eq!(n, 8, "eight drills ship");
+        assert_eq!(n, 9, "nine drills ship");
     }
 }

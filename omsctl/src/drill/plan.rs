@@ -88,22 +88,32 @@ pub enum Probe {
     DlqEmpty,
     /// Every service's outbox backlog is below N.
     Backlog(i64),
+    /// Every service runs at least N replicas (each answering ready).
+    Replicas(usize),
 }
 
 impl Probe {
-    /// Parses `services-ready`, `no-faults`, `dlq-empty` or `outbox-backlog<N>`.
+    /// Parses `services-ready`, `no-faults`, `dlq-empty`, `outbox-backlog<N>` or
+    /// `replicas>=N`.
     pub fn parse(p: &str) -> Result<Self, String> {
+        let unknown = || {
+            format!(
+                "unknown probe {p:?} (services-ready, no-faults, dlq-empty, outbox-backlog<N>, replicas>=N)"
+            )
+        };
         match p {
             "services-ready" => Ok(Probe::Ready),
             "no-faults" => Ok(Probe::NoFaults),
             "dlq-empty" => Ok(Probe::DlqEmpty),
-            other => other
-                .strip_prefix("outbox-backlog<")
-                .and_then(|n| n.parse().ok())
-                .map(Probe::Backlog)
-                .ok_or_else(|| {
-                    format!("unknown probe {other:?} (services-ready, no-faults, dlq-empty, outbox-backlog<N>)")
-                }),
+            other => {
+                if let Some(n) = other.strip_prefix("outbox-backlog<") {
+                    return n.parse().map(Probe::Backlog).map_err(|_| unknown());
+                }
+                match other.strip_prefix("replicas>=").map(str::parse::<usize>) {
+                    Some(Ok(n)) if n >= 1 => Ok(Probe::Replicas(n)),
+                    _ => Err(unknown()),
+                }
+            }
         }
     }
 }

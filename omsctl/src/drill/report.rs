@@ -64,6 +64,9 @@ pub struct Report {
     pub lost_orders: Vec<String>,
     /// Ids of lost and cancelled orders (at most 50).
     pub affected_orders: Vec<String>,
+    /// Each killed replica's takeover (drills that kill one replica of a service).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub takeovers: Vec<super::takeover::Takeover>,
     /// Failed invariant checks, one line each (for the table).
     #[serde(skip)]
     pub failed_checks: Vec<String>,
@@ -109,6 +112,12 @@ impl Report {
                 .map(|s| format!("{s:.1}s"))
                 .unwrap_or_else(|| "not recovered".into()),
         ]);
+        for k in &self.takeovers {
+            t.add_row([
+                format!("takeover of {}", k.replica),
+                format!("relay {}, group {}", k.relay_text(), k.group_text()),
+            ]);
+        }
         t.add_row([
             "VERDICT".to_string(),
             if self.held {

@@ -12,6 +12,7 @@ use tokio::sync::Mutex;
 
 use super::plan::{Action, Plan, Probe};
 use super::report::{Duplicates, Orders, Report};
+use super::takeover;
 use super::verdict::{self, Observed};
 use crate::ctx::{opt, Ctx, Svc};
 use crate::{topics, verify, Failure};
@@ -30,7 +31,7 @@ async fn omsctl(ctx: &Ctx, args: &[&str]) -> Result<(), String> {
     for svc in Svc::all() {
         cmd.env(
             format!("OMS_{}_URL", svc.name().to_uppercase()),
-            ctx.url(svc),
+            ctx.urls_of(svc).join(","),
         );
     }
     let out = cmd
@@ -99,12 +100,26 @@ async fn probe(ctx: &Ctx, p: &Probe) -> Result<(), String> {
     match p {
         Probe::Ready => {
             for svc in Svc::all() {
-                match ctx.get_opt::<Readiness>(svc, "/health/ready").await {
-                    Ok(Some(r)) if r.is_ready() => {}
-                    _ => return Err(format!("{} not ready", svc.name())),
+                for base in ctx.urls_of(svc) {
+                    match ctx.get_at::<Readiness>(svc, base, "/health/ready").await {
+                        Ok(Some(r)) if r.is_ready() => {}
+                        _ => return Err(format!("{} at {base} not ready", svc.name())),
+                    }
                 }
             }
             Ok(())
+        }
+        Probe::Replicas(n) => {
+            for svc in Svc::all() {
+                let have = ctx.urls_of(svc).len();
+                if have < *n {
+                    return Err(format!(
+                        "{} has {have} replica(s), {n} wanted (`omsctl stack up --replicas {n}`)",
+                        svc.name()
+                    ));
+                }
+            }
+            Box::pin(probe(ctx, &Probe::Ready)).await
         }
         Probe::NoFaults => {
             let f = crate::chaos::active(ctx);
@@ -183,11 +198,13 @@ async fn recovery(ctx: Arc<Ctx>, ids: Vec<String>, since: Instant) -> Option<Dur
     None
 }
 
-/// When the load and method ended, the steps that failed, and the recovery watcher.
+/// When the load and method ended, the steps that failed, the recovery watcher, and the
+/// takeovers of killed replicas.
 type MethodDone = (
     Instant,
     Vec<String>,
     tokio::task::JoinHandle<Option<Duration>>,
+    Vec<takeover::Takeover>,
 );
 
 /// What the load did.
@@ -240,6 +257,11 @@ pub async fn execute(ctx: &Ctx, plan: Plan, report: Option<&Path>) -> Result<(),
     let dlq_before = dlq_total(ctx).await.map_err(Failure::usage)?;
 
     let ctx_arc = Arc::new(ctx.clone());
+    // The local stack, when the context is it: replica kills are watched there.
+    let local = (ctx.context.target == crate::context::Target::Local)
+        .then(|| crate::local::Local::open(&ctx.state_dir).ok())
+        .flatten()
+        .map(Arc::new);
     let plan = Arc::new(plan);
     let placed = Arc::new(Mutex::new(Placed::default()));
     let outcome: Result<MethodDone, Failure> = async {
@@ -254,10 +276,20 @@ pub async fn execute(ctx: &Ctx, plan: Plan, report: Option<&Path>) -> Result<(),
         ));
         let t0 = Instant::now();
         let mut errors = Vec::new();
+        let mut watches = Vec::new();
         for (at, action) in &plan.method {
             tokio::select! {
                 _ = tokio::time::sleep_until((t0 + *at).into()) => {}
                 _ = tokio::signal::ctrl_c() => return Err(Failure::verdict("interrupted")),
+            }
+            // A step that kills one replica of the local stack: time the survivors' takeover.
+            if let (Some(unit), Some(local)) = (takeover::victim(action), &local) {
+                let before = takeover::before(ctx, local, unit).await;
+                watches.push(tokio::spawn(takeover::watch(
+                    Arc::clone(&ctx_arc),
+                    Arc::clone(local),
+                    before,
+                )));
             }
             if let Err(e) = act(ctx, action).await {
                 say(format!("step failed: {e}"));
@@ -274,11 +306,23 @@ pub async fn execute(ctx: &Ctx, plan: Plan, report: Option<&Path>) -> Result<(),
             _ = tokio::signal::ctrl_c() => return Err(Failure::verdict("interrupted")),
         }
         say("load and method done; waiting for every order to finish");
-        Ok((Instant::now(), errors, watcher))
+        let mut takeovers = Vec::new();
+        for w in watches {
+            if let Ok(t) = w.await {
+                say(format!(
+                    "takeover of {}: relay {}, group {}",
+                    t.replica,
+                    t.relay_text(),
+                    t.group_text()
+                ));
+                takeovers.push(t);
+            }
+        }
+        Ok((Instant::now(), errors, watcher, takeovers))
     }
     .await;
 
-    let (method_done, step_errors, watcher) = match outcome {
+    let (method_done, step_errors, watcher, takeovers) = match outcome {
         Ok(o) => o,
         Err(e) => {
             rollback(ctx, &plan).await;
@@ -399,6 +443,18 @@ pub async fn execute(ctx: &Ctx, plan: Plan, report: Option<&Path>) -> Result<(),
             failed_checks: failed_checks.clone(),
             steady_state_not_back: after,
             step_errors,
+            no_takeover: takeovers
+                .iter()
+                .filter(|t| !t.healed())
+                .map(|t| {
+                    format!(
+                        "{}: relay {}, group {}",
+                        t.replica,
+                        t.relay_text(),
+                        t.group_text()
+                    )
+                })
+                .collect(),
         },
     );
     // Rollbacks always run, after the verification (they may restore what the drill measured).
@@ -438,6 +494,7 @@ pub async fn execute(ctx: &Ctx, plan: Plan, report: Option<&Path>) -> Result<(),
         time_to_recover_seconds: recover_secs,
         lost_orders: lost,
         affected_orders: affected,
+        takeovers,
         failed_checks,
     };
     let doc = serde_json::to_value(&r)?;

@@ -21,6 +21,8 @@ pub struct Observed {
     pub steady_state_not_back: Vec<String>,
     /// Method steps that failed.
     pub step_errors: Vec<String>,
+    /// Killed replicas whose service did not take over within the watch, one line each.
+    pub no_takeover: Vec<String>,
 }
 
 /// Why the hypothesis did not hold: one reason per broken demand, none when it held.
@@ -77,6 +79,9 @@ pub fn reasons(expect: &Expectations, o: &Observed) -> Vec<String> {
     if !o.step_errors.is_empty() {
         why.push(format!("method steps failed: {}", o.step_errors.join("; ")));
     }
+    if !o.no_takeover.is_empty() {
+        why.push(format!("no takeover: {}", o.no_takeover.join("; ")));
+    }
     why
 }
 
@@ -102,6 +107,17 @@ mod tests {
     #[test]
     fn a_clean_run_holds() {
         assert!(held(&expect(), &Observed::default()));
+    }
+
+    #[test]
+    fn a_replica_nobody_took_over_from_breaks_it() {
+        let o = Observed {
+            no_takeover: vec!["order-1: relay NO LEADER, group 1.00s".into()],
+            ..Observed::default()
+        };
+        let why = reasons(&expect(), &o);
+        assert_eq!(why.len(), 1);
+        assert!(why[0].contains("no takeover: order-1"));
     }
 
     #[test]
