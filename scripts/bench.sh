@@ -28,6 +28,12 @@
 #       saga p50/p99 and POST /orders p50 at 1 in flight and at 50 orders/s, the stack's CPU per
 #       order, medians and ratios, and the spans received. Summary:
 #       .oms-bench/results-tracing/summary.md.
+#   scripts/bench.sh replicas [--repeat N] [--quick]
+#       The release process stack with one and with two replicas of every service (`stack up
+#       --replicas N`, N partitions per topic), alternated N times (default 3), each run on a
+#       freshly wiped bench stack: idle CPU, 20 orders/s (saga p50/p99) and the saturation point
+#       (closed loop, 64 in flight: confirmed orders/s), medians and the ratio 2 : 1. Summary:
+#       .oms-bench/results-replicas/summary.md.
 #   scripts/bench.sh broker   the local broker alone: idle CPU and hop latency by fetch wait and
 #                             partitions (OMS_BENCH_WAITS, OMS_BENCH_PARTITIONS, OMS_BENCH_ENGINES)
 #   scripts/bench.sh relay|tail|tui   the in-process benchmarks of the tests crate
@@ -151,6 +157,67 @@ saga_bench() {
   mv "$keep"/* "$results"/
   rmdir "$keep"
   saga_summary "$results" | tee "$results/summary.md"
+}
+
+# --- replicas: one and two instances of every service ------------------------------------------
+
+replicas_bench() {
+  local repeat=3 quick=false long=30s idle=20s
+  bench_args "$@"
+  if $quick; then long=10s idle=5s; fi
+  bench_stack_env
+  # The replicas' URLs come from the stack's record (replica K listens on the port + 100 (K-1)).
+  local name
+  for name in $("$OMS_ROOT/target/release/omsctl" stack services --names); do unset "OMS_${name^^}_URL"; done
+  local stack="$OMS_ROOT/scripts/stack.sh" omsctl="$OMS_ROOT/target/release/omsctl"
+  local results="$OMS_STATE_DIR/results-replicas" keep n rep
+  keep="$(mktemp -d)"
+  trap '"$OMS_ROOT/scripts/stack.sh" down >/dev/null 2>&1 || true' EXIT
+  for rep in $(seq 1 "$repeat"); do
+    for n in 1 2; do
+      oms_log "=== $n replica(s), run $rep of $repeat ==="
+      "$stack" wipe >/dev/null 2>&1 || true
+      "$stack" up --no-smoke --replicas "$n" >"$keep/env"
+      eval "$(cat "$keep/env")"
+      # Settle: every consumer group joined, then quiet long enough for the idle mode.
+      "$omsctl" order create --item mouse-01 --wait >/dev/null 2>&1 || true
+      sleep 8
+      "$omsctl" stack cpu --over "$idle" -o json >"$keep/r$n-idle-$rep.json"
+      oms_log "bench 20/s, then saturation (64 in flight), $long each"
+      "$omsctl" bench --stock 1000000 --rate 20/s --duration "$long" -o json >"$keep/r$n-rate20-$rep.json" ||
+        oms_log "bench reported a failure"
+      "$omsctl" bench --stock 1000000 --concurrency 64 --duration "$long" -o json >"$keep/r$n-saturation-$rep.json" ||
+        oms_log "bench reported a failure"
+    done
+  done
+  "$stack" down >/dev/null
+  trap - EXIT
+  rm -rf "$results"
+  mkdir -p "$results"
+  mv "$keep"/*.json "$results"/
+  rm -rf "$keep"
+  replicas_summary "$results" | tee "$results/summary.md"
+}
+
+replicas_summary() {
+  jq -rn "$AB_JQ_PRELUDE"'
+      def idle($mode): [$all[] | select(.file | test("^" + $mode + "-idle-[0-9]+\\.json$")) | .doc.totalCorePercent] | median;
+      def ratio($a; $b): if ($b // 0) > 0 and $a != null then ($a / $b | r2) + "x" else "-" end;
+      def row($load; $name; f):
+        fig("r2"; $load; f) as $two | fig("r1"; $load; f) as $one
+        | "| \($name) | \($one | r2) | \($two | r2) | \(ratio($two; $one)) |";
+    "| figure | 1 replica | 2 replicas | ratio 2 : 1 |",
+    "| --- | --- | --- | --- |",
+    row("saturation"; "confirmed orders/s at saturation (64 in flight)"; .confirmed / .durationSeconds),
+    row("saturation"; "saga p50 ms at saturation"; .sagaMs.p50),
+    row("saturation"; "stack CPU ms per order at saturation"; .cpuMsPerOrder),
+    row("rate20"; "saga p50 ms at 20/s"; .sagaMs.p50),
+    row("rate20"; "saga p99 ms at 20/s"; .sagaMs.p99),
+    row("rate20"; "stack CPU ms per order at 20/s"; .cpuMsPerOrder),
+    "| idle stack, % of one core | \(idle("r1") | r2) | \(idle("r2") | r2) | \(ratio(idle("r2"); idle("r1"))) |",
+    "",
+    "Runs per figure: \(runs("r1"; "saturation") | length) (medians); unfinished orders in all runs: \([$all[] | .doc.unfinished // 0] | add)."
+  ' "$1"/*-*.json
 }
 
 # --- the A/B benchmarks (auth, tracing): one stack, the services in two or three modes ---------
@@ -335,6 +402,8 @@ saga_summary() {
 case "${1:-}" in
   saga) shift; saga_bench "$@" ;;
   auth) shift; auth_bench "$@" ;;
+  replicas) shift; replicas_bench "$@" ;;
+  replicas-summary) replicas_summary "${2:-$OMS_ROOT/.oms-bench/results-replicas}" ;;
   tracing) shift; tracing_bench "$@" ;;
   tracing-summary) tracing_summary "${2:-$OMS_ROOT/.oms-bench/results-tracing}" ;;
   summary) saga_summary "${2:-$OMS_ROOT/.oms-bench/results}" ;;
@@ -356,5 +425,5 @@ case "${1:-}" in
     cargo build --release -q -p omsctl
     cargo bench -p oms-tests --bench tui
     ;;
-  *) echo "usage: $0 saga [--repeat N] [--quick] | auth [--repeat N] [--quick] | tracing [--repeat N] [--quick] | summary [DIR] | auth-summary [DIR] | tracing-summary [DIR] | broker | relay | tail | tui" >&2; exit 2 ;;
+  *) echo "usage: $0 saga [--repeat N] [--quick] | auth [--repeat N] [--quick] | replicas [--repeat N] [--quick] | replicas-summary [DIR] | tracing [--repeat N] [--quick] | summary [DIR] | auth-summary [DIR] | tracing-summary [DIR] | broker | relay | tail | tui" >&2; exit 2 ;;
 esac

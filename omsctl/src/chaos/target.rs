@@ -512,4 +512,32 @@ mod tests {
         );
         assert_eq!(k.cnpg_cluster(), "cluster.postgresql.cnpg.io/p");
     }
+
+    #[tokio::test]
+    async fn one_replica_is_refused_off_the_local_stack_before_anything_runs() {
+        let compose = AnyTarget::new(
+            &TargetSpec::Compose {
+                project: "oms".into(),
+                file: None,
+            },
+            std::path::Path::new("/nonexistent"),
+        )
+        .expect("valid");
+        let replica = Unit::parse("order-2").expect("a replica");
+        // `docker` is not even looked for: the refusal comes first.
+        let err = compose
+            .hit(replica, ServiceFault::Killed)
+            .await
+            .err()
+            .map(|f| f.error.to_string());
+        assert!(
+            err.as_deref()
+                .is_some_and(|e| e.contains("order-2") && e.contains("local stack only")),
+            "{err:?}"
+        );
+        assert!(compose.check_running(replica).is_err());
+        assert!(compose
+            .check_running(Unit::parse("order").expect("a service"))
+            .is_ok());
+    }
 }
