@@ -149,14 +149,21 @@ saga_bench() {
   "$pg/pgbench" -i -s 10 -q "$bench_db" >/dev/null 2>&1
   "$pg/pgbench" -N -c 8 -j 2 -T "${long%s}" "$bench_db" \
     >"$keep/pgbench.txt" 2>&1 || oms_die "pgbench failed: $(tail -n 3 "$keep/pgbench.txt")"
-  "$stack" down >/dev/null
-  trap - EXIT
+  keep_results "$keep" "$results" "$keep"/*
+  saga_summary "$results" | tee "$results/summary.md"
+}
 
+# The runs' files of KEEP (the temporary directory) become RESULTS, replacing an earlier run's:
+# stop the bench stack, then move.  keep_results KEEP RESULTS FILE...
+keep_results() {
+  local keep="$1" results="$2"
+  shift 2
+  "$OMS_ROOT/scripts/stack.sh" down >/dev/null
+  trap - EXIT
   rm -rf "$results"
   mkdir -p "$results"
-  mv "$keep"/* "$results"/
-  rmdir "$keep"
-  saga_summary "$results" | tee "$results/summary.md"
+  mv "$@" "$results"/
+  rm -rf "$keep"
 }
 
 # --- replicas: one and two instances of every service ------------------------------------------
@@ -190,19 +197,13 @@ replicas_bench() {
         oms_log "bench reported a failure"
     done
   done
-  "$stack" down >/dev/null
-  trap - EXIT
-  rm -rf "$results"
-  mkdir -p "$results"
-  mv "$keep"/*.json "$results"/
-  rm -rf "$keep"
+  keep_results "$keep" "$results" "$keep"/*.json
   replicas_summary "$results" | tee "$results/summary.md"
 }
 
 replicas_summary() {
   jq -rn "$AB_JQ_PRELUDE"'
       def idle($mode): [$all[] | select(.file | test("^" + $mode + "-idle-[0-9]+\\.json$")) | .doc.totalCorePercent] | median;
-      def ratio($a; $b): if ($b // 0) > 0 and $a != null then ($a / $b | r2) + "x" else "-" end;
       def row($load; $name; f):
         fig("r2"; $load; f) as $two | fig("r1"; $load; f) as $one
         | "| \($name) | \($one | r2) | \($two | r2) | \(ratio($two; $one)) |";
@@ -233,11 +234,12 @@ ab_loads() {
     oms_log "bench reported a failure"
 }
 
-# What both A/B summaries start with: median, r2, and over the JSON files given (MODE-LOAD-N.json)
+# What the A/B summaries start with: median, r2, ratio($a; $b), and over the JSON files given (MODE-LOAD-N.json)
 # runs($mode; $load) and fig($mode; $load; f), the median of f over those runs.
 AB_JQ_PRELUDE='
     def median: sort | if length == 0 then null else .[(length - 1) / 2 | floor] end;
     def r2: if . == null then "-" else (. * 100 | round / 100 | tostring) end;
+    def ratio($a; $b): if ($b // 0) > 0 and $a != null then ($a / $b | r2) + "x" else "-" end;
     [inputs | {file: (input_filename | split("/") | last), doc: .}] as $all
     | def runs($mode; $load): [$all[] | select(.file | test("^" + $mode + "-" + $load + "-[0-9]+\\.json$")) | .doc];
       def fig($mode; $load; f): [runs($mode; $load)[] | f // empty] | median;'
@@ -265,12 +267,7 @@ auth_bench() {
       ab_loads "$omsctl" "$long" "$keep/$mode" "$rep"
     done
   done
-  "$stack" down >/dev/null
-  trap - EXIT
-  rm -rf "$results"
-  mkdir -p "$results"
-  mv "$keep"/*.json "$results"/
-  rm -rf "$keep"
+  keep_results "$keep" "$results" "$keep"/*.json
   auth_summary "$results" | tee "$results/summary.md"
   # The check itself, per kind of key: first sight of a token against a remembered one.
   (cd "$OMS_ROOT" && cargo bench -q -p oms-tests --bench auth) | tee -a "$results/summary.md"
@@ -329,11 +326,7 @@ tracing_bench() {
   # Stopped, the sink prints its final count.
   kill "$sink_pid" 2>/dev/null || true
   wait "$sink_pid" 2>/dev/null || true
-  trap - EXIT
-  rm -rf "$results"
-  mkdir -p "$results"
-  mv "$keep"/*.json "$keep/sink.log" "$results"/
-  rm -rf "$keep"
+  keep_results "$keep" "$results" "$keep"/*.json "$keep/sink.log"
   {
     tracing_summary "$results"
     echo
@@ -343,7 +336,6 @@ tracing_bench() {
 
 tracing_summary() {
   jq -rn "$AB_JQ_PRELUDE"'
-      def ratio($a; $b): if ($b // 0) > 0 and $a != null then ($a / $b | r2) + "x" else "-" end;
       def row($load; $name; $what; f):
         fig("export"; $load; f) as $on | fig("local"; $load; f) as $local | fig("off"; $load; f) as $off
         | "| \($name) | \($what) | \($on | r2) | \($local | r2) | \($off | r2) | \(ratio($on; $local)) | \(ratio($on; $off)) |";
