@@ -29,10 +29,11 @@
 #       order, medians and ratios, and the spans received. Summary:
 #       .oms-bench/results-tracing/summary.md.
 #   scripts/bench.sh replicas [--repeat N] [--quick]
-#       The release process stack with one and with two replicas of every service (`stack up
-#       --replicas N`, N partitions per topic), alternated N times (default 3), each run on a
-#       freshly wiped bench stack: idle CPU, 20 orders/s (saga p50/p99) and the saturation point
-#       (closed loop, 64 in flight: confirmed orders/s), medians and the ratio 2 : 1. Summary:
+#       The release process stack with one replica of every service, with two (`stack up
+#       --replicas 2`, two partitions per topic) and with two on one partition (the second a hot
+#       standby), alternated N times (default 3), each run on a freshly wiped bench stack: idle
+#       CPU, 20 orders/s (saga p50/p99) and the saturation point (closed loop, 64 in flight:
+#       confirmed orders/s, CPU per order, the broker's part), medians and ratios. Summary:
 #       .oms-bench/results-replicas/summary.md.
 #   scripts/bench.sh broker   the local broker alone: idle CPU and hop latency by fetch wait and
 #                             partitions (OMS_BENCH_WAITS, OMS_BENCH_PARTITIONS, OMS_BENCH_ENGINES)
@@ -180,20 +181,28 @@ replicas_bench() {
   local results="$OMS_STATE_DIR/results-replicas" keep n rep
   keep="$(mktemp -d)"
   trap '"$OMS_ROOT/scripts/stack.sh" down >/dev/null 2>&1 || true' EXIT
+  # r1: one replica; r2: two replicas, two partitions per topic (each replica holds one);
+  # r2p1: two replicas, one partition (the second replica's consumers stand by).
+  local mode n partitions
   for rep in $(seq 1 "$repeat"); do
-    for n in 1 2; do
-      oms_log "=== $n replica(s), run $rep of $repeat ==="
+    for mode in r1 r2 r2p1; do
+      case "$mode" in
+        r1) n=1 partitions=1 ;;
+        r2) n=2 partitions=2 ;;
+        r2p1) n=2 partitions=1 ;;
+      esac
+      oms_log "=== $n replica(s), $partitions partition(s) per topic, run $rep of $repeat ==="
       "$stack" wipe >/dev/null 2>&1 || true
-      "$stack" up --no-smoke --replicas "$n" >"$keep/env"
+      OMS_TOPIC_PARTITIONS="$partitions" "$stack" up --no-smoke --replicas "$n" >"$keep/env"
       eval "$(cat "$keep/env")"
       # Settle: every consumer group joined, then quiet long enough for the idle mode.
       "$omsctl" order create --item mouse-01 --wait >/dev/null 2>&1 || true
       sleep 8
-      "$omsctl" stack cpu --over "$idle" -o json >"$keep/r$n-idle-$rep.json"
+      "$omsctl" stack cpu --over "$idle" -o json >"$keep/$mode-idle-$rep.json"
       oms_log "bench 20/s, then saturation (64 in flight), $long each"
-      "$omsctl" bench --stock 1000000 --rate 20/s --duration "$long" -o json >"$keep/r$n-rate20-$rep.json" ||
+      "$omsctl" bench --stock 1000000 --rate 20/s --duration "$long" -o json >"$keep/$mode-rate20-$rep.json" ||
         oms_log "bench reported a failure"
-      "$omsctl" bench --stock 1000000 --concurrency 64 --duration "$long" -o json >"$keep/r$n-saturation-$rep.json" ||
+      "$omsctl" bench --stock 1000000 --concurrency 64 --duration "$long" -o json >"$keep/$mode-saturation-$rep.json" ||
         oms_log "bench reported a failure"
     done
   done
@@ -204,18 +213,20 @@ replicas_bench() {
 replicas_summary() {
   jq -rn "$AB_JQ_PRELUDE"'
       def idle($mode): [$all[] | select(.file | test("^" + $mode + "-idle-[0-9]+\\.json$")) | .doc.totalCorePercent] | median;
-      def row($load; $name; f):
-        fig("r2"; $load; f) as $two | fig("r1"; $load; f) as $one
-        | "| \($name) | \($one | r2) | \($two | r2) | \(ratio($two; $one)) |";
-    "| figure | 1 replica | 2 replicas | ratio 2 : 1 |",
-    "| --- | --- | --- | --- |",
-    row("saturation"; "confirmed orders/s at saturation (64 in flight)"; .confirmed / .durationSeconds),
-    row("saturation"; "saga p50 ms at saturation"; .sagaMs.p50),
-    row("saturation"; "stack CPU ms per order at saturation"; .cpuMsPerOrder),
-    row("rate20"; "saga p50 ms at 20/s"; .sagaMs.p50),
-    row("rate20"; "saga p99 ms at 20/s"; .sagaMs.p99),
-    row("rate20"; "stack CPU ms per order at 20/s"; .cpuMsPerOrder),
-    "| idle stack, % of one core | \(idle("r1") | r2) | \(idle("r2") | r2) | \(ratio(idle("r2"); idle("r1"))) |",
+      def broker($mode; $load): fig($mode; $load; [.cpu[] | select(.component == "broker") | .msPerOrder][0]);
+      def row($name; $one; $two; $standby):
+        "| \($name) | \($one | r2) | \($two | r2) | \($standby | r2) | \(ratio($two; $one)) | \(ratio($standby; $one)) |";
+      def load($load; $name; f): row($name; fig("r1"; $load; f); fig("r2"; $load; f); fig("r2p1"; $load; f));
+    "| figure | 1 replica | 2 replicas, 2 partitions | 2 replicas, 1 partition | 2 : 1 | standby : 1 |",
+    "| --- | --- | --- | --- | --- | --- |",
+    load("saturation"; "confirmed orders/s at saturation (64 in flight)"; .confirmed / .durationSeconds),
+    load("saturation"; "saga p50 ms at saturation"; .sagaMs.p50),
+    load("saturation"; "stack CPU ms per order at saturation"; .cpuMsPerOrder),
+    row("broker CPU ms per order at saturation"; broker("r1"; "saturation"); broker("r2"; "saturation"); broker("r2p1"; "saturation")),
+    load("rate20"; "saga p50 ms at 20/s"; .sagaMs.p50),
+    load("rate20"; "saga p99 ms at 20/s"; .sagaMs.p99),
+    load("rate20"; "stack CPU ms per order at 20/s"; .cpuMsPerOrder),
+    row("idle stack, % of one core"; idle("r1"); idle("r2"); idle("r2p1")),
     "",
     "Runs per figure: \(runs("r1"; "saturation") | length) (medians); unfinished orders in all runs: \([$all[] | .doc.unfinished // 0] | add)."
   ' "$1"/*-*.json

@@ -1002,6 +1002,43 @@ async fn replicas_on_the_process_stack(
         assert!(pid.is_some(), "{name} has no pid: {rows:?}");
     }
     assert!(rows.iter().any(|r| r.0 == "saga-2"), "{rows:?}");
+    // The group put each of the saga's partitions on exactly one replica (each replica's log
+    // says what it holds after every rebalance; the topics kept their one partition).
+    eventually(
+        Duration::from_secs(60),
+        "the saga's partitions held once across its replicas",
+        || async {
+            let mut held: Vec<String> = Vec::new();
+            for replica in ["saga-1", "saga-2"] {
+                let out = in_stack(with_stack, &["stack", "logs", replica]).await?;
+                let text = String::from_utf8_lossy(&out.stdout).into_owned();
+                let Some(line) = text
+                    .lines()
+                    .rev()
+                    .find(|l| l.contains("partitions assigned"))
+                else {
+                    return Ok(None);
+                };
+                let v: Value = serde_json::from_str(line)?;
+                held.extend(
+                    v["partitions"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .split(',')
+                        .filter(|p| !p.is_empty())
+                        .map(str::to_owned),
+                );
+            }
+            held.sort();
+            let all = [
+                "oms.inventory.events/0",
+                "oms.order.events/0",
+                "oms.payment.events/0",
+            ];
+            Ok((held == all).then_some(()))
+        },
+    )
+    .await?;
     let out = in_stack(with_stack, &["chaos", "service", "kill", "saga-3"]).await?;
     assert_eq!(code(&out), 2, "{}", stderr(&out));
     assert!(

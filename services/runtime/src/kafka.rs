@@ -210,7 +210,26 @@ impl ClientContext for QuietContext {
 
 impl ConsumerContext for QuietContext {
     fn pre_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        tracing::info!(rebalance = ?rebalance, "consumer group rebalance starting");
+        match rebalance {
+            Rebalance::Revoke(revoked) => tracing::info!(
+                partitions = %partition_list(revoked),
+                "consumer group rebalance: partitions revoked"
+            ),
+            Rebalance::Assign(_) => {}
+            Rebalance::Error(e) => tracing::warn!(error = %e, "consumer group rebalance failed"),
+        }
+    }
+
+    /// Logs the partitions this member holds after each assignment: with replicas, where the
+    /// group put what (and, after a replica died, that a survivor took its partitions).
+    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Assign(assigned) = rebalance {
+            tracing::info!(
+                count = assigned.count(),
+                partitions = %partition_list(assigned),
+                "consumer group rebalance: partitions assigned"
+            );
+        }
     }
 
     fn commit_callback(
@@ -225,6 +244,15 @@ impl ConsumerContext for QuietContext {
             Err(e) => tracing::debug!(error = %e, "offset commit failed; it is retried"),
         }
     }
+}
+
+/// `topic/partition,...` of a partition list, for logs.
+fn partition_list(list: &rdkafka::TopicPartitionList) -> String {
+    list.elements()
+        .iter()
+        .map(|e| format!("{}/{}", e.topic(), e.partition()))
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// Whether the broker answers a metadata request within `timeout` (blocking; call it from
