@@ -625,3 +625,106 @@ pub fn rate(s: &str) -> Result<f64, String> {
 pub fn duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s).map_err(|e| format!("invalid duration {s:?}: {e}"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_service_may_list_its_replicas() {
+        let two = check_urls("order", "http://127.0.0.1:8081/, http://127.0.0.1:8181,")
+            .expect("two URLs");
+        assert_eq!(two, ["http://127.0.0.1:8081", "http://127.0.0.1:8181"]);
+        assert!(check_urls("order", " , ").is_err());
+        let err = check_urls("order", "http://127.0.0.1:8081,ftp://x")
+            .err()
+            .map(|f| f.error.to_string());
+        assert!(err.is_some_and(|e| e.contains("ftp://x")));
+    }
+
+    /// A port nothing listens on (bound, then let go).
+    fn closed_port() -> u16 {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        l.local_addr().expect("addr").port()
+    }
+
+    /// Answers every request with 200 and `{}`; counts the requests.
+    async fn answering() -> (u16, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let served = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let count = std::sync::Arc::clone(&served);
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                let count = std::sync::Arc::clone(&count);
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 4096];
+                    if s.read(&mut buf).await.is_ok() {
+                        count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        let _ = s
+                            .write_all(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\nconnection: close\r\n\r\n{}")
+                            .await;
+                    }
+                });
+            }
+        });
+        (port, served)
+    }
+
+    #[tokio::test]
+    async fn requests_take_turns_and_pass_over_a_replica_that_refuses() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = dir.path().join("config.toml");
+        std::fs::write(&config, "").expect("config");
+        let (up, served) = answering().await;
+        let (other, served_other) = answering().await;
+        let down = closed_port();
+        let urls =
+            format!("http://127.0.0.1:{down},http://127.0.0.1:{up},http://127.0.0.1:{other}");
+        let ctx = Ctx::new(Settings {
+            urls: vec![(Svc::Order, urls)],
+            config: Some(config),
+            state_dir: Some(dir.path().to_path_buf()),
+            token: Some("t".into()),
+            ..Settings::default()
+        })
+        .expect("settings");
+        assert_eq!(ctx.urls_of(Svc::Order).len(), 3);
+        for _ in 0..6 {
+            let (status, _) = ctx
+                .post(Svc::Order, "/orders", &serde_json::json!({}), &[])
+                .await
+                .expect("a replica answers");
+            assert!(status.is_success());
+        }
+        let (a, b) = (
+            served.load(std::sync::atomic::Ordering::SeqCst),
+            served_other.load(std::sync::atomic::Ordering::SeqCst),
+        );
+        // Six requests, none lost to the refusing replica, both live ones used.
+        assert_eq!(a + b, 6, "{a} + {b}");
+        assert!(a >= 2 && b >= 2, "{a} and {b}");
+
+        let only_down = Ctx::new(Settings {
+            urls: vec![(Svc::Order, format!("http://127.0.0.1:{down}"))],
+            config: ctx.config_path.clone(),
+            state_dir: Some(dir.path().to_path_buf()),
+            token: Some("t".into()),
+            ..Settings::default()
+        })
+        .expect("settings");
+        let err = only_down
+            .get_opt::<Value>(Svc::Order, "/orders")
+            .await
+            .err()
+            .map(|f| f.error.to_string());
+        assert!(
+            err.as_deref()
+                .is_some_and(|e| e.contains("order service unreachable")),
+            "{err:?}"
+        );
+    }
+}

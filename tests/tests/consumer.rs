@@ -541,6 +541,67 @@ async fn many_orders_are_settled_in_batches_once_each_and_in_order_per_order() -
     Ok(())
 }
 
+/// Members and state of consumer group `group`, as the broker describes it.
+fn group_state(group: &str) -> anyhow::Result<(String, usize)> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let client: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .create()?;
+    let list = client.fetch_group_list(Some(group), Duration::from_secs(5))?;
+    Ok(list
+        .groups()
+        .iter()
+        .find(|g| g.name() == group)
+        .map_or((String::new(), 0), |g| {
+            (g.state().to_owned(), g.members().len())
+        }))
+}
+
+/// More members than partitions (replicas of a service over a topic with fewer partitions):
+/// the member left without a partition has nothing to pause, and must wait out the quiet time
+/// again rather than spin on its idle timer (it did, at 40 % of a core per process).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_without_partitions_does_not_spin() -> anyhow::Result<()> {
+    let h = Harness::new("spare").await?;
+    let idle_after = Duration::from_millis(200);
+    let members: Vec<Running> = (0..3)
+        .map(|_| h.start_idling(idle_after))
+        .collect::<anyhow::Result<_>>()?;
+    // Two partitions, three members: once the group is stable, one member holds none.
+    let group = h.group.clone();
+    eventually(
+        Duration::from_secs(60),
+        "the group stable with three members",
+        || {
+            let group = group.clone();
+            async move {
+                let (state, n) = tokio::task::spawn_blocking(move || group_state(&group)).await??;
+                Ok((state == "Stable" && n == 3).then_some(()))
+            }
+        },
+    )
+    .await?;
+    let before: Vec<u64> = members
+        .iter()
+        .map(|m| m.2.idle_checks.load(Ordering::Relaxed))
+        .collect();
+    // A window to count over (not a wait for a condition): ten quiet times of 200 ms.
+    tokio::time::sleep(idle_after * 10).await;
+    for (i, m) in members.iter().enumerate() {
+        let checks = m.2.idle_checks.load(Ordering::Relaxed) - before[i];
+        // About one per quiet time (10), or per 50 ms poll while paused (40); a spin is millions.
+        assert!(checks <= 100, "member {i}: {checks} idle checks in 2 s");
+    }
+    // The spare member still works: every message is handled by someone.
+    h.send(&cancelled(OrderId::new())).await?;
+    h.wait_ledger(1).await?;
+    for (token, handle, _) in members {
+        token.cancel();
+        handle.await?;
+    }
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_consumer_stops_fetching_and_wakes_for_the_next_message() -> anyhow::Result<()> {
     let h = Harness::new("idle").await?;

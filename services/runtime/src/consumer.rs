@@ -294,6 +294,8 @@ pub struct ConsumerStats {
     pub batches: AtomicU64,
     /// Times the consumer went idle (paused its partitions).
     pub idle_periods: AtomicU64,
+    /// Times the idle timer fired (to pause, or while paused to look for new messages).
+    pub idle_checks: AtomicU64,
 }
 
 /// Why a consumer could not start.
@@ -596,6 +598,7 @@ impl<H: Handler> Shared<H> {
                 msg = self.consumer.recv() => msg,
                 _ = tokio::time::sleep_until(idle_at.into()) => {
                     let Some(idle) = self.config.idle else { continue };
+                    self.stats.idle_checks.fetch_add(1, Ordering::Relaxed);
                     if paused {
                         if self.new_messages_waiting().await {
                             self.resume();
@@ -607,6 +610,12 @@ impl<H: Handler> Shared<H> {
                         }
                     } else if last_message.elapsed() >= idle.after && self.lock().queue.is_empty() {
                         paused = self.pause();
+                        if !paused {
+                            // Nothing to pause (a member with no partitions: more replicas
+                            // than partitions) or the pause failed: look again after another
+                            // quiet time, not at once (that would spin).
+                            last_message = Instant::now();
+                        }
                     } else {
                         // Still busy with what came: the quiet time starts when that is done.
                         last_message = Instant::now();
