@@ -311,6 +311,22 @@ async fn two_relays_on_one_outbox_publish_each_row_once() -> anyhow::Result<()> 
         if round == 0 {
             // Both relays run, one publishes. Stop the leader; the standby must take over.
             all_published(&pool, 20, "the first half to be published").await?;
+            // The standby keeps one session between its tries (every 200 ms) instead of
+            // opening one per try. A window to count over: ten tries.
+            let sessions = || async {
+                sqlx::query_scalar::<_, i64>(
+                    "SELECT sessions FROM pg_stat_database WHERE datname = current_database()",
+                )
+                .fetch_one(&pool)
+                .await
+            };
+            let before = sessions().await?;
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            let opened = sessions().await? - before;
+            assert!(
+                opened <= 2,
+                "{opened} sessions opened in 2 s of standing by"
+            );
             let leaders: Vec<usize> = (0..relays.len())
                 .filter(|i| relays[*i].2.is_leader())
                 .collect();

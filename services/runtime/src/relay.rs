@@ -186,6 +186,9 @@ pub struct Relay {
     outage_since: Option<Instant>,
     /// The leader's session: holds the lock and runs the relay's queries.
     leader: Option<PgConnection>,
+    /// A standby's session, kept between its tries for the lock (a new session per try would
+    /// cost PostgreSQL a backend and an authentication every `standby_poll`).
+    candidate: Option<PgConnection>,
     leader_checked: Instant,
     in_flight: VecDeque<InFlight>,
     /// Rows are waiting for a retry (ours or a previous leader's): the idle wait asks when.
@@ -204,6 +207,7 @@ impl Relay {
             publisher,
             outage_since: None,
             leader: None,
+            candidate: None,
             leader_checked: Instant::now(),
             in_flight: VecDeque::new(),
             retries_pending: true,
@@ -406,15 +410,23 @@ impl Relay {
             }
             self.resign();
         }
-        let Ok(mut conn) = crate::db::dedicated_connection(&self.pool).await else {
-            return false;
+        let mut conn = match self.candidate.take() {
+            Some(conn) => conn,
+            None => match crate::db::dedicated_connection(&self.pool).await {
+                Ok(conn) => conn,
+                Err(_) => return false,
+            },
         };
-        let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+        // A broken session is dropped here; the next try opens another.
+        let Ok(got) = sqlx::query_scalar::<_, bool>("SELECT pg_try_advisory_lock($1)")
             .bind(LEADER_LOCK_KEY)
             .fetch_one(&mut conn)
             .await
-            .unwrap_or(false);
+        else {
+            return false;
+        };
         if !got {
+            self.candidate = Some(conn);
             return false;
         }
         if let Err(e) = sqlx::query("SET synchronous_commit = off")
