@@ -3,11 +3,13 @@
 # services of the topology (contracts/src/topology.rs). This script installs what is missing,
 # builds omsctl and the services, and hands over to `omsctl stack`, which owns the components.
 #
-#   scripts/stack.sh up [--debug|--release] [--infra] [--no-smoke]
-#                 install, build (release unless --debug), start everything, wait until each
-#                 service is ready, then send one smoke order through the saga
+#   scripts/stack.sh up [--debug|--release] [--infra] [--no-smoke] [--replicas N]
+#                 install, build (release unless --debug), start everything (N instances of each
+#                 service with --replicas), wait until each is ready, then send one smoke order
+#                 through the saga
 #   scripts/stack.sh down | wipe | status | env | logs [NAME] | start C | stop C | cpu | services
-#                 the same verbs of `omsctl stack` (C: postgres, broker or a service)
+#                 the same verbs of `omsctl stack` (C: postgres, broker, a service or one
+#                 replica of it, e.g. order-2)
 #
 # Release builds are the default: 3-5x less CPU per order than debug builds, which performance
 # work and a laptop's fan both notice (docs/benchmarks.md); --debug halves the first build.
@@ -16,7 +18,7 @@
 source "$(dirname "$0")/lib.sh"
 
 verb="${1:-}"
-[[ -n "$verb" ]] || { echo "usage: $0 up [--debug|--release] [--infra] [--no-smoke] | down | wipe | status | env | logs [NAME] | start C | stop C | cpu | services" >&2; exit 2; }
+[[ -n "$verb" ]] || { echo "usage: $0 up [--debug|--release] [--infra] [--no-smoke] [--replicas N] | down | wipe | status | env | logs [NAME] | start C | stop C | cpu | services" >&2; exit 2; }
 shift
 
 if [[ "$verb" == up ]]; then
