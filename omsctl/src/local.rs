@@ -370,14 +370,20 @@ impl Component {
             "broker" => return Ok(vec![Component::Broker]),
             _ => {}
         }
-        let Unit { svc, replica } = Unit::parse(name)?;
+        Self::of(Unit::parse(name)?, local)
+    }
+
+    /// The processes `unit` stands for on `local`: every replica of its service, or the one
+    /// replica it names (which must run there).
+    pub fn of(unit: Unit, local: &Local) -> Result<Vec<Self>, Failure> {
+        let Unit { svc, replica } = unit;
         match replica {
             None => Ok((1..=local.replicas.max(1))
                 .map(|r| Component::Service(svc, r))
                 .collect()),
             Some(r) if r <= local.replicas.max(1) => Ok(vec![Component::Service(svc, r)]),
             Some(r) => Err(Failure::usage(format!(
-                "{name}: the stack runs {} replica(s) of {}, not {r}",
+                "{unit}: the stack runs {} replica(s) of {}, not {r}",
                 local.replicas.max(1),
                 svc.name()
             ))),

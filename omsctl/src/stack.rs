@@ -456,7 +456,7 @@ async fn logs(ctx: &Ctx, service: Option<&str>, follow: bool) -> Result<(), Fail
     let services: Vec<Component> = match service {
         Some(name) => {
             let unit = crate::local::Unit::parse(name)?;
-            Component::named(&unit.to_string(), &local)?
+            Component::of(unit, &local)?
         }
         None => local.service_components(),
     };

@@ -109,7 +109,7 @@ impl AnyTarget {
     pub fn check_running(&self, unit: Unit) -> Result<(), Failure> {
         match self {
             AnyTarget::Local(l) => {
-                for c in Component::named(&unit.to_string(), &l.0)? {
+                for c in Component::of(unit, &l.0)? {
                     if c.pid(&l.0).is_none() {
                         return Err(Failure::usage(format!("{} is not running", c.name(&l.0))));
                     }
@@ -172,7 +172,7 @@ impl Target for LocalTarget {
         Component::Postgres.start(&self.0).await
     }
     async fn hit(&self, unit: Unit, how: ServiceFault) -> Result<Handle, Failure> {
-        let hit = Component::named(&unit.to_string(), &self.0)?;
+        let hit = Component::of(unit, &self.0)?;
         let mut pid = None;
         for c in hit {
             pid = pid.or(c.pid(&self.0));
@@ -188,7 +188,7 @@ impl Target for LocalTarget {
         })
     }
     async fn heal(&self, unit: Unit, how: ServiceFault, _: Handle) -> Result<(), Failure> {
-        let hit = Component::named(&unit.to_string(), &self.0)?;
+        let hit = Component::of(unit, &self.0)?;
         let mut started = Vec::new();
         for c in hit {
             match (how, c.pid(&self.0)) {
@@ -206,7 +206,7 @@ impl Target for LocalTarget {
         local::wait_ready(&self.0, &started, Duration::from_secs(120)).await
     }
     async fn restart(&self, unit: Unit) -> Result<(), Failure> {
-        for c in Component::named(&unit.to_string(), &self.0)? {
+        for c in Component::of(unit, &self.0)? {
             c.stop(&self.0).await?;
         }
         self.heal(unit, ServiceFault::Stopped, Handle::default())

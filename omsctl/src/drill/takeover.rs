@@ -171,10 +171,10 @@ pub async fn watch(ctx: Arc<Ctx>, local: Arc<Local>, b: Before) -> Takeover {
             }
         }
         if report.group_seconds.is_none() {
-            let running = local
-                .service_components()
+            let every = Unit { svc, replica: None };
+            let running = Component::of(every, &local)
+                .unwrap_or_default()
                 .into_iter()
-                .filter(|c| matches!(c, Component::Service(s, _) if *s == svc))
                 .filter(|c| c.pid(&local).is_some())
                 .count();
             let brokers = ctx.brokers.clone();
