@@ -214,7 +214,12 @@ async fn a_broker_outage_keeps_rows_pending_and_loses_nothing() -> anyhow::Resul
     let topic = fresh_topic(&broker.brokers(), "outage", 2).await?;
     broker.stop()?;
 
-    let (token, handle) = spawn_relay(&pool, relay_config(&broker.brokers()));
+    // Backoffs of 0.4, 0.8 and 1.6 s: each is 0.4 s longer than the one before, more than this
+    // test's sampling of them can be late on a loaded machine.
+    let mut config = relay_config(&broker.brokers());
+    config.base_backoff = Duration::from_millis(400);
+    config.max_backoff = Duration::from_secs(4);
+    let (token, handle) = spawn_relay(&pool, config);
     let keys: Vec<OrderId> = (0..5).map(|_| OrderId::new()).collect();
     for seq in 0..10 {
         for order in &keys {
@@ -262,6 +267,15 @@ async fn a_broker_outage_keeps_rows_pending_and_loses_nothing() -> anyhow::Resul
         backoffs.windows(2).all(|w| w[1] > w[0]),
         "next_attempt_at should move further out with each attempt: {gaps:?}"
     );
+    // Seen after it was set, a gap is at most the backoff the relay chose: 0.4 s doubled per
+    // attempt before it.
+    for (attempts, gap) in &gaps {
+        let backoff = 0.4 * 2f64.powi(attempts - 1);
+        assert!(
+            *gap <= backoff + 0.001,
+            "attempt {attempts} is due {gap:.3}s out, past its backoff of {backoff}s: {gaps:?}"
+        );
+    }
     let last_error: Option<String> =
         sqlx::query_scalar("SELECT last_error FROM outbox WHERE id = $1")
             .bind(first_id)
