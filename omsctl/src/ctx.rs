@@ -201,10 +201,12 @@ impl Ctx {
         let output = match (s.output, file.output.as_deref()) {
             (Some(o), _) => o,
             (None, Some("json")) => Output::Json,
+            (None, Some("yaml")) => Output::Yaml,
+            (None, Some("ids")) => Output::Ids,
             (None, Some("table")) | (None, None) => Output::Table,
             (None, Some(other)) => {
                 return Err(Failure::usage(format!(
-                    "config file: output {other:?} is not table or json"
+                    "config file: output {other:?} is not table, json, yaml or ids"
                 )))
             }
         };
@@ -552,6 +554,15 @@ impl Ctx {
         let mut out = std::io::stdout().lock();
         match self.output {
             Output::Json => writeln!(out, "{}", serde_json::to_string_pretty(value)?)?,
+            Output::Yaml => write!(out, "{}", yaml(value)?)?,
+            Output::Ids => {
+                let ids = ids_of(value).ok_or_else(|| {
+                    Failure::usage("this command's output has no ids: use -o json or -o yaml")
+                })?;
+                for id in ids {
+                    writeln!(out, "{id}")?;
+                }
+            }
             Output::Table => writeln!(out, "{}", table())?,
         }
         Ok(())
@@ -561,6 +572,44 @@ impl Ctx {
     pub fn interactive(&self) -> bool {
         std::io::stderr().is_terminal()
     }
+}
+
+/// A JSON document as YAML.
+pub fn yaml(value: &Value) -> Result<String, Failure> {
+    serde_norway::to_string(value).map_err(|e| Failure::from(anyhow::anyhow!("writing YAML: {e}")))
+}
+
+/// The fields that name a row, most specific first.
+const ID_FIELDS: &[&str] = &["id", "orderId", "auditId", "group", "at", "name", "topic"];
+
+/// Lists inside a document whose rows carry the ids (`plan` of a replay, `results`, ...).
+const ID_LISTS: &[&str] = &["plan", "results", "items", "partitions", "members"];
+
+/// The ids `-o ids` prints: a row's id field, each row's of a list, or the rows of the first
+/// list a document holds. `None` when there are none to print.
+pub fn ids_of(value: &Value) -> Option<Vec<String>> {
+    fn id(row: &Value) -> Option<String> {
+        ID_FIELDS.iter().find_map(|f| match row.get(f)? {
+            Value::String(s) => Some(s.clone()),
+            Value::Number(n) => Some(n.to_string()),
+            _ => None,
+        })
+    }
+    match value {
+        Value::Array(rows) => rows.iter().map(id).collect(),
+        Value::Object(fields) => id(value).map(|i| vec![i]).or_else(|| {
+            ID_LISTS
+                .iter()
+                .find_map(|l| fields.get(*l).filter(|v| v.is_array()))
+                .and_then(ids_of)
+        }),
+        _ => None,
+    }
+}
+
+/// A message's coordinates, one notation everywhere: `topic/partition@offset`.
+pub fn coordinates(topic: &str, partition: i32, offset: i64) -> String {
+    format!("{topic}/{partition}@{offset}")
 }
 
 /// A service's error answer (a [`Problem`], or whatever it sent) as one line.
@@ -629,6 +678,40 @@ pub fn duration(s: &str) -> Result<Duration, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ids_are_the_rows_id_fields_or_the_rows_of_a_documents_list() {
+        use serde_json::json;
+        assert_eq!(
+            ids_of(&json!([{"orderId": "a"}, {"orderId": "b"}])),
+            Some(vec!["a".into(), "b".into()])
+        );
+        assert_eq!(
+            ids_of(&json!({"id": "x", "orderId": "y"})),
+            Some(vec!["x".into()])
+        );
+        assert_eq!(
+            ids_of(&json!({"dryRun": true, "plan": [{"id": "e1"}, {"id": "e2"}]})),
+            Some(vec!["e1".into(), "e2".into()])
+        );
+        assert_eq!(
+            ids_of(&json!([{"group": "g", "lag": 0}])),
+            Some(vec!["g".into()])
+        );
+        // A row without an id makes the whole list unprintable as ids, rather than a short list.
+        assert_eq!(ids_of(&json!([{"orderId": "a"}, {"status": "x"}])), None);
+        assert_eq!(ids_of(&json!({"ok": true})), None);
+        assert_eq!(ids_of(&json!("text")), None);
+        assert_eq!(ids_of(&json!([])), Some(Vec::new()));
+    }
+
+    #[test]
+    fn yaml_is_the_json_document() {
+        let doc = serde_json::json!({"orderId": "a", "items": [{"quantity": 2}]});
+        let text = yaml(&doc).expect("yaml");
+        let back: Value = serde_norway::from_str(&text).expect("parse");
+        assert_eq!(back, doc);
+    }
 
     #[test]
     fn a_service_may_list_its_replicas() {

@@ -1,6 +1,7 @@
 //! `omsctl dlq list | show | replay | audit`: dead letters and their safe replay.
 //!
-//! An entry's id is `<dlq topic>:<partition>:<offset>` (without the topic prefix). A replay
+//! An entry's id is its coordinates `<dlq topic>/<partition>@<offset>` (without the topic
+//! prefix; the older `<dlq topic>:<partition>:<offset>` is still accepted). A replay
 //! re-publishes the original key, value and headers (without the `oms-dlq-*` ones, with
 //! `oms-replayed-from: <id>`) to the origin topic. Every replay is recorded in the audit topic
 //! `oms.dlq.audit` (durable, shared by every operator): an intent record before anything is sent
@@ -22,7 +23,7 @@ use serde_json::{json, Value};
 
 use oms_contracts::api::OrderView;
 
-use crate::ctx::{cell, opt, table, Ctx, Svc};
+use crate::ctx::{cell, coordinates, opt, table, Ctx, Svc};
 use crate::tail::{self, Record};
 use crate::Failure;
 
@@ -118,7 +119,7 @@ impl Entry {
         let described = tail::describe(&record);
         let header = |name: &str| record.header(name).unwrap_or_else(|| "-".into());
         Entry {
-            id: format!("{unprefixed}:{}:{}", record.partition, record.offset),
+            id: coordinates(&unprefixed, record.partition, record.offset),
             origin: {
                 let o = header(dlq_headers::ORIGIN_TOPIC);
                 o.strip_prefix(ctx.topics.prefix())
@@ -211,12 +212,29 @@ async fn audit(ctx: &Ctx) -> Result<Vec<Value>, Failure> {
         .collect())
 }
 
+/// The entries named in audit records, in today's notation (older records wrote
+/// `topic:partition:offset`).
 fn replayed_ids(audit: &[Value]) -> BTreeSet<String> {
     audit
         .iter()
         .flat_map(|a| a["entries"].as_array().cloned().unwrap_or_default())
-        .filter_map(|e| e.as_str().map(str::to_owned))
+        .filter_map(|e| e.as_str().map(normalize_id))
         .collect()
+}
+
+/// An entry id as (unprefixed DLQ topic, partition, offset), from `topic/partition@offset` or
+/// the older `topic:partition:offset`.
+fn split_id(id: &str) -> Option<(&str, i32, i64)> {
+    let (rest, offset) = id.rsplit_once('@').or_else(|| id.rsplit_once(':'))?;
+    let (topic, partition) = rest.rsplit_once('/').or_else(|| rest.rsplit_once(':'))?;
+    Some((topic, partition.parse().ok()?, offset.parse().ok()?))
+}
+
+/// An id in today's notation (unchanged when it does not parse).
+fn normalize_id(id: &str) -> String {
+    split_id(id)
+        .map(|(t, p, o)| coordinates(t, p, o))
+        .unwrap_or_else(|| id.to_owned())
 }
 
 pub async fn run(ctx: &Ctx, command: DlqCommand) -> Result<(), Failure> {
@@ -336,15 +354,11 @@ async fn list(ctx: &Ctx, topic: Option<&str>, group_by: Option<GroupBy>) -> Resu
 fn parse_id(ctx: &Ctx, id: &str) -> Result<(String, i32, i64), Failure> {
     let bad = || {
         Failure::usage(format!(
-            "invalid entry id {id:?}: expected <dlq topic>:<partition>:<offset> (see `omsctl dlq list`)"
+            "invalid entry id {id:?}: expected <dlq topic>/<partition>@<offset> (see `omsctl dlq list`)"
         ))
     };
-    let mut parts = id.rsplitn(3, ':');
-    let offset = parts.next().and_then(|o| o.parse().ok()).ok_or_else(bad)?;
-    let partition = parts.next().and_then(|p| p.parse().ok()).ok_or_else(bad)?;
-    let topic = parts
-        .next()
-        .filter(|t| oms_contracts::topics::is_dlq(t))
+    let (topic, partition, offset) = split_id(id)
+        .filter(|(t, _, _)| oms_contracts::topics::is_dlq(t))
         .ok_or_else(bad)?;
     Ok((ctx.topics.name(topic), partition, offset))
 }
@@ -477,9 +491,10 @@ async fn replay(ctx: &Ctx, args: ReplayArgs) -> Result<(), Failure> {
     } else {
         let mut chosen = Vec::new();
         for id in &args.ids {
+            let wanted = normalize_id(id);
             let e = all
                 .iter()
-                .find(|e| e.id == *id)
+                .find(|e| e.id == wanted)
                 .ok_or_else(|| Failure::verdict(format!("no dead letter {id}")))?;
             if args.filters.iter().all(|(k, v)| e.field(k) == *v) {
                 chosen.push(e);
@@ -700,12 +715,13 @@ pub async fn items(ctx: &Ctx) -> Result<Vec<Item>, Failure> {
 /// one-line summary.
 pub async fn replay_one(ctx: &Ctx, id: &str) -> Result<String, Failure> {
     parse_id(ctx, id)?;
+    let id = normalize_id(id);
     let all = entries(ctx, None).await?;
     let entry = all
         .iter()
         .find(|e| e.id == id)
         .ok_or_else(|| Failure::verdict(format!("no dead letter {id}")))?;
-    if replayed_ids(&audit(ctx).await?).contains(id) {
+    if replayed_ids(&audit(ctx).await?).contains(&id) {
         return Err(Failure::verdict(format!("{id} was already replayed")));
     }
     let (done, _, failed, audit_id) = send(ctx, &[entry], false, None).await?;
@@ -718,4 +734,39 @@ pub async fn replay_one(ctx: &Ctx, id: &str) -> Result<String, Failure> {
         "replayed {id} ({}; audit {audit_id})",
         cell(&done["summary"])
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entry_ids_read_both_notations_and_print_one() {
+        assert_eq!(
+            split_id("oms.payment.commands.dlq/2@17"),
+            Some(("oms.payment.commands.dlq", 2, 17))
+        );
+        assert_eq!(
+            split_id("oms.payment.commands.dlq:2:17"),
+            Some(("oms.payment.commands.dlq", 2, 17))
+        );
+        assert_eq!(
+            normalize_id("oms.payment.commands.dlq:2:17"),
+            "oms.payment.commands.dlq/2@17"
+        );
+        let audit = [json!({"entries": ["oms.a.dlq:0:1", "oms.a.dlq/1@2"]})];
+        assert_eq!(
+            replayed_ids(&audit),
+            BTreeSet::from(["oms.a.dlq/0@1".to_owned(), "oms.a.dlq/1@2".to_owned()])
+        );
+        for bad in [
+            "",
+            "oms.a.dlq",
+            "oms.a.dlq/x@1",
+            "oms.a.dlq/1@",
+            "oms.a.dlq@1",
+        ] {
+            assert_eq!(split_id(bad), None, "{bad}");
+        }
+    }
 }

@@ -5,8 +5,8 @@
 //! - [`ctx`]: settings (flags, `OMS_*` env, config file, defaults), the HTTP client of the
 //!   services and output helpers; [`context`]: the named targets of the config file.
 //! - [`order`], [`saga`]: orders and sagas through the services' HTTP APIs.
-//! - [`topics`], [`tail`], [`dlq`]: Kafka directly: topics and lag, following topics, dead letters
-//!   and their safe replay.
+//! - [`topics`], [`tail`], [`produce`], [`dlq`], [`groups`]: Kafka directly: topics and lag,
+//!   following and producing messages, dead letters and their safe replay, consumer groups.
 //! - [`verify`]: the cross-service invariants.
 //! - [`bench`]: the load generator; [`cpu`]: CPU time of the local stack's processes.
 //! - [`chaos`]: fault injection on the local stack; [`drill`]: scripted drills with a verdict.
@@ -25,9 +25,11 @@ mod cpu;
 mod ctx;
 mod dlq;
 mod drill;
+mod groups;
 mod load;
 mod local;
 mod order;
+mod produce;
 mod saga;
 mod stack;
 mod tail;
@@ -58,6 +60,10 @@ pub enum Output {
     Table,
     /// JSON (JSON Lines for streams); field names are stable.
     Json,
+    /// YAML of the same document as JSON (a document per message for streams).
+    Yaml,
+    /// One id per line (order ids, entry ids, groups, message coordinates): for xargs.
+    Ids,
 }
 
 #[derive(Debug, Subcommand)]
@@ -74,8 +80,13 @@ enum Command {
     /// Kafka topics of the OMS.
     #[command(subcommand)]
     Topics(topics::TopicsCommand),
+    /// Consumer groups: list, describe (lag per partition), reset offsets with a plan first.
+    #[command(subcommand)]
+    Groups(groups::GroupsCommand),
     /// Follow topics, decoding envelopes.
     Tail(tail::TailArgs),
+    /// Produce messages: the NDJSON `tail -o json` writes, checked against the contracts.
+    Produce(produce::ProduceArgs),
     /// Dead letters: list, show, replay.
     #[command(subcommand)]
     Dlq(dlq::DlqCommand),
@@ -183,7 +194,9 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Order(c) => order::run(&ctx, c).await,
         Command::Saga(c) => saga::run(&ctx, c).await,
         Command::Topics(c) => topics::run(&ctx, c).await,
+        Command::Groups(c) => groups::run(&ctx, c).await,
         Command::Tail(args) => tail::run(&ctx, args).await,
+        Command::Produce(args) => produce::run(&ctx, args).await,
         Command::Dlq(c) => dlq::run(&ctx, c).await,
         Command::Verify(args) => verify::run(&ctx, args).await,
         Command::Chaos(c) => chaos::run(&ctx, c).await,

@@ -570,7 +570,11 @@ pub async fn trace_doc(ctx: &Ctx, id: &str) -> Result<Value, Failure> {
     });
     for r in &records {
         let decoded = tail::describe(r);
-        let mut what = format!("{} {}", decoded.type_name, r.topic);
+        let mut what = format!(
+            "{} {}",
+            decoded.type_name,
+            crate::ctx::coordinates(&r.topic, r.partition, r.offset)
+        );
         if let Some(err) = r.header(oms_contracts::headers::dlq::ERROR_MESSAGE) {
             what.push_str(&format!(" DEAD-LETTERED: {err}"));
         }

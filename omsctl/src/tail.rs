@@ -40,10 +40,7 @@ pub struct Record {
 fn text_or_hex(bytes: &[u8]) -> (Option<String>, Option<String>) {
     match std::str::from_utf8(bytes) {
         Ok(s) => (Some(s.to_owned()), None),
-        Err(_) => (
-            None,
-            Some(bytes.iter().map(|b| format!("{b:02x}")).collect()),
-        ),
+        Err(_) => (None, Some(hex::encode(bytes))),
     }
 }
 
@@ -482,6 +479,12 @@ fn follow(
             shown += 1;
             match output {
                 Output::Json => writeln!(out, "{}", r.to_json())?,
+                Output::Yaml => write!(out, "---\n{}", crate::ctx::yaml(&r.to_json())?)?,
+                Output::Ids => writeln!(
+                    out,
+                    "{}",
+                    crate::ctx::coordinates(&r.topic, r.partition, r.offset)
+                )?,
                 Output::Table => {
                     let mut payload = described.payload.clone();
                     if payload.len() > 160 {
@@ -494,11 +497,9 @@ fn follow(
                     }
                     writeln!(
                         out,
-                        "{} {}/{}@{} key={} {} [{}] {}",
+                        "{} {} key={} {} [{}] {}",
                         r.time(),
-                        r.topic,
-                        r.partition,
-                        r.offset,
+                        crate::ctx::coordinates(&r.topic, r.partition, r.offset),
                         r.key_text().unwrap_or_else(|| "-".into()),
                         described.type_name,
                         described.source,

@@ -304,8 +304,8 @@ impl Stack {
             .with_context(|| format!("{} is not running", service.name()))
     }
 
-    /// The environment that points omsctl at this stack: brokers, topic prefix and the five
-    /// service URLs.
+    /// The environment that points omsctl at this stack: brokers, topic prefix and the URLs of
+    /// the services running (a stopped one's URL would be refused anyway: a closed port).
     pub fn omsctl_env(&self) -> anyhow::Result<Vec<(String, String)>> {
         let mut env = vec![
             ("OMS_BROKERS".to_owned(), self.brokers.clone()),
@@ -316,10 +316,12 @@ impl Stack {
             ),
         ];
         for service in Service::all() {
-            env.push((
-                format!("OMS_{}_URL", service.name().to_uppercase()),
-                self.url(service)?.to_owned(),
-            ));
+            if let Ok(url) = self.url(service) {
+                env.push((
+                    format!("OMS_{}_URL", service.name().to_uppercase()),
+                    url.to_owned(),
+                ));
+            }
         }
         Ok(env)
     }

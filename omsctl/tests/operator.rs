@@ -1,0 +1,375 @@
+//! The operator's commands (produce, consumer groups, output formats) as a user runs them,
+//! against the five services running in-process on the test PostgreSQL and broker.
+
+use std::process::Output;
+use std::time::Duration;
+
+use assert_cmd::Command;
+use oms_tests::eventually;
+use oms_tests::stack::{Service, Stack, StackOptions};
+use serde_json::{json, Value};
+
+fn omsctl(stack: &Stack) -> anyhow::Result<Command> {
+    let mut cmd = Command::cargo_bin("omsctl")?;
+    cmd.env_remove("OMS_CONFIG")
+        .env_remove("OMS_STATE_DIR")
+        .env("HOME", std::env::temp_dir())
+        .envs(stack.omsctl_env()?)
+        .timeout(Duration::from_secs(120));
+    Ok(cmd)
+}
+
+async fn run(mut cmd: Command, args: &[&str]) -> anyhow::Result<Output> {
+    cmd.args(args);
+    Ok(tokio::task::spawn_blocking(move || cmd.output()).await??)
+}
+
+async fn run_with_input(mut cmd: Command, args: &[&str], input: &str) -> anyhow::Result<Output> {
+    cmd.args(args).write_stdin(input.to_owned());
+    Ok(tokio::task::spawn_blocking(move || cmd.output()).await??)
+}
+
+fn json_of(out: &Output) -> anyhow::Result<Value> {
+    serde_json::from_slice(&out.stdout).map_err(|e| {
+        anyhow::anyhow!(
+            "stdout is not JSON ({e}): {}\nstderr: {}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn code(out: &Output) -> i32 {
+    out.status.code().unwrap_or(-1)
+}
+
+/// The end offsets of a topic, from `topics list`.
+async fn ends(stack: &Stack, topic: &str) -> anyhow::Result<Value> {
+    let out = run(omsctl(stack)?, &["topics", "list", "-o", "json"]).await?;
+    let name = format!("{}{topic}", stack.topics().prefix());
+    Ok(json_of(&out)?
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|t| t["topic"] == name.as_str())
+        .map(|t| t["endOffsets"].clone())
+        .unwrap_or_default())
+}
+
+/// Tailed lines of one order's messages on `topic`, as `tail -o json` writes them.
+async fn tailed(stack: &Stack, topic: &str, key: &str) -> anyhow::Result<Vec<Value>> {
+    let out = run(
+        omsctl(stack)?,
+        &[
+            "tail",
+            topic,
+            "--from",
+            "beginning",
+            "--exit",
+            "--key",
+            key,
+            "-o",
+            "json",
+        ],
+    )
+    .await?;
+    anyhow::ensure!(code(&out) == 0, "tail: {}", stderr(&out));
+    stdout(&out)
+        .lines()
+        .map(|l| Ok(serde_json::from_str(l)?))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn tailed_messages_produce_back_and_bad_input_sends_nothing() -> anyhow::Result<()> {
+    let stack = Stack::start(StackOptions::default()).await?;
+    let id = stack
+        .place(json!({"items": [{"productId": "stand-01", "quantity": 1}]}))
+        .await?;
+    let done = stack.finished(&id, Duration::from_secs(60)).await?;
+    assert_eq!(done["status"], "CONFIRMED", "{done}");
+    let topic = "oms.payment.commands";
+    let before = tailed(&stack, topic, &id).await?;
+    assert_eq!(before.len(), 1, "{before:?}");
+    let line = serde_json::to_string(&before[0])?;
+
+    // A message of another topic's type, a broken line: refused with the line number, and
+    // nothing of the input is sent (the good first line neither).
+    let events = tailed(&stack, "oms.order.events", &id).await?;
+    let misplaced = serde_json::to_string(&events[0])?;
+    let ends_before = ends(&stack, topic).await?;
+    for (input, says) in [
+        (
+            format!("{line}\n{misplaced}\n"),
+            "stdin:2: invalid message: a order.created belongs on oms.order.events",
+        ),
+        (
+            format!("{line}\n{{\"vale\":1}}\n"),
+            "stdin:2: unknown field \"vale\"",
+        ),
+        ("\n".to_owned(), "no messages"),
+    ] {
+        let out =
+            run_with_input(omsctl(&stack)?, &["produce", topic, "--validate"], &input).await?;
+        assert_eq!(code(&out), 2, "{input}: {}", stderr(&out));
+        assert!(stderr(&out).contains(says), "{says}: {}", stderr(&out));
+        assert_eq!(stderr(&out).lines().count(), 1, "{}", stderr(&out));
+    }
+    let out = run_with_input(
+        omsctl(&stack)?,
+        &["produce", "oms.nope", "--validate"],
+        &line,
+    )
+    .await?;
+    assert_eq!(code(&out), 2);
+    assert!(stderr(&out).contains("oms.nope"), "{}", stderr(&out));
+    let out = run_with_input(
+        omsctl(&stack)?,
+        &["produce", topic, "--validate", "--dry-run"],
+        &line,
+    )
+    .await?;
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(stdout(&out).contains("nothing sent"), "{}", stdout(&out));
+    assert_eq!(
+        ends(&stack, topic).await?,
+        ends_before,
+        "refused input was sent"
+    );
+
+    // The tailed line goes back byte for byte: same key, headers and value, at a new offset.
+    let out = run_with_input(
+        omsctl(&stack)?,
+        &["produce", topic, "--validate", "-o", "json"],
+        &format!("{line}\n"),
+    )
+    .await?;
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let produced = json_of(&out)?;
+    let at = produced[0]["at"].as_str().unwrap_or_default().to_owned();
+    let prefixed = format!("{}{topic}", stack.topics().prefix());
+    assert!(at.starts_with(&format!("{prefixed}/")), "{produced}");
+    let after = tailed(&stack, topic, &id).await?;
+    assert_eq!(after.len(), 2, "{after:?}");
+    for field in ["key", "headers", "value"] {
+        assert_eq!(after[1][field], before[0][field], "{field}");
+    }
+    assert_eq!(
+        format!(
+            "{}/{}@{}",
+            after[1]["topic"].as_str().unwrap_or_default(),
+            after[1]["partition"],
+            after[1]["offset"]
+        ),
+        at
+    );
+    // The payment service takes the duplicate command as one it has handled: nothing changes.
+    let out = run(omsctl(&stack)?, &["verify", "-o", "json"]).await?;
+    assert_eq!(code(&out), 0, "{}", stdout(&out));
+    assert_eq!(
+        stack.get(Service::Order, &format!("/orders/{id}")).await?["status"],
+        "CONFIRMED"
+    );
+
+    // -o ids: one id per line; -o yaml: the same document as YAML.
+    let out = run(omsctl(&stack)?, &["order", "list", "-o", "ids"]).await?;
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(stdout(&out).lines().collect::<Vec<_>>(), vec![id.as_str()]);
+    let out = run(omsctl(&stack)?, &["order", "get", &id, "-o", "yaml"]).await?;
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let yaml: Value = serde_norway::from_slice(&out.stdout)?;
+    assert_eq!(yaml["orderId"], id.as_str(), "{}", stdout(&out));
+    assert_eq!(yaml["status"], "CONFIRMED");
+    stack.shutdown().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn groups_show_lag_and_a_reset_plans_first_and_moves_only_an_idle_group() -> anyhow::Result<()>
+{
+    let mut stack = Stack::start(StackOptions::default()).await?;
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        ids.push(
+            stack
+                .place(json!({"items": [{"productId": "stand-01", "quantity": 1}]}))
+                .await?,
+        );
+    }
+    for id in &ids {
+        let done = stack.finished(id, Duration::from_secs(60)).await?;
+        assert_eq!(done["status"], "CONFIRMED", "{done}");
+    }
+    let group = format!("{}oms-payment", stack.topics().prefix());
+    let commands = format!("{}oms.payment.commands", stack.topics().prefix());
+
+    let out = run(omsctl(&stack)?, &["groups", "list", "-o", "json"]).await?;
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let listed = json_of(&out)?;
+    let row = listed
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|g| g["group"] == group.as_str())
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(row["members"], 1, "{listed}");
+
+    // Every command handled and committed: no lag, the partitions held by the one member.
+    let described = eventually(
+        Duration::from_secs(30),
+        "payment's offsets committed",
+        || async {
+            let out = run(
+                omsctl(&stack)?,
+                &["groups", "describe", &group, "-o", "json"],
+            )
+            .await?;
+            let d = json_of(&out)?;
+            Ok((d["lag"] == 0).then_some(d))
+        },
+    )
+    .await?;
+    let parts: Vec<Value> = described["partitions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|p| p["topic"] == commands.as_str())
+        .cloned()
+        .collect();
+    let total: i64 = parts.iter().filter_map(|p| p["end"].as_i64()).sum();
+    assert_eq!(total, 3, "{described}");
+    let busy = parts
+        .iter()
+        .find(|p| p["end"].as_i64().unwrap_or(0) > 0)
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(busy["committed"], busy["end"], "{described}");
+
+    let out = run(omsctl(&stack)?, &["groups", "describe", "no-such-group"]).await?;
+    assert_eq!(code(&out), 2);
+    assert!(
+        stderr(&out).contains("no consumer group"),
+        "{}",
+        stderr(&out)
+    );
+
+    // A live group: the plan is printed, executing it is refused.
+    let shift = [
+        "groups",
+        "reset-offsets",
+        &group,
+        "--topic",
+        "oms.payment.commands",
+        "--shift-by",
+        "-1",
+    ];
+    let out = run(omsctl(&stack)?, &[&shift[..], &["--execute"]].concat()).await?;
+    assert_eq!(code(&out), 1, "{}", stdout(&out));
+    assert!(stderr(&out).contains("live member"), "{}", stderr(&out));
+
+    stack.stop_service(Service::Payment).await?;
+    let idle = eventually(
+        Duration::from_secs(60),
+        "the payment group to empty",
+        || async {
+            let out = run(
+                omsctl(&stack)?,
+                &["groups", "describe", &group, "-o", "json"],
+            )
+            .await?;
+            let d = json_of(&out)?;
+            Ok((d["members"].as_array().is_some_and(Vec::is_empty)).then_some(d))
+        },
+    )
+    .await?;
+    // Without --execute: a plan, and nothing changes.
+    let out = run(omsctl(&stack)?, &[&shift[..], &["-o", "json"]].concat()).await?;
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let plan = json_of(&out)?;
+    assert_eq!(plan["executed"], false);
+    let moved = plan["plan"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|m| m["partition"] == busy["partition"])
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(moved["current"], busy["end"], "{plan}");
+    assert_eq!(
+        moved["target"].as_i64(),
+        busy["end"].as_i64().map(|e| e - 1)
+    );
+    assert_eq!(moved["lagAfter"], 1);
+    let out = run(
+        omsctl(&stack)?,
+        &["groups", "describe", &group, "-o", "json"],
+    )
+    .await?;
+    assert_eq!(
+        json_of(&out)?["partitions"],
+        idle["partitions"],
+        "a plan changed offsets"
+    );
+    let out = run(
+        omsctl(&stack)?,
+        &[&shift[..], &["--to-offset", "1"]].concat(),
+    )
+    .await?;
+    assert_eq!(
+        code(&out),
+        2,
+        "two targets must be refused: {}",
+        stdout(&out)
+    );
+
+    // Executed: the group starts one message back; the restarted payment service handles it
+    // again, as the duplicate it is, and nothing else changes.
+    let out = run(omsctl(&stack)?, &[&shift[..], &["--execute"]].concat()).await?;
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(stdout(&out).contains("committed"), "{}", stdout(&out));
+    let out = run(
+        omsctl(&stack)?,
+        &["groups", "describe", &group, "-o", "json"],
+    )
+    .await?;
+    let d = json_of(&out)?;
+    let reset = d["partitions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|p| p["topic"] == commands.as_str() && p["partition"] == busy["partition"])
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(reset["lag"], 1, "{d}");
+    stack.start_service(Service::Payment).await?;
+    eventually(
+        Duration::from_secs(60),
+        "payment to catch up again",
+        || async {
+            let out = run(
+                omsctl(&stack)?,
+                &["groups", "describe", &group, "-o", "json"],
+            )
+            .await?;
+            Ok((json_of(&out)?["lag"] == 0).then_some(()))
+        },
+    )
+    .await?;
+    let out = run(omsctl(&stack)?, &["verify"]).await?;
+    assert_eq!(code(&out), 0, "{}", stdout(&out));
+    for id in &ids {
+        assert_eq!(
+            stack.get(Service::Order, &format!("/orders/{id}")).await?["status"],
+            "CONFIRMED"
+        );
+    }
+    stack.shutdown().await
+}
