@@ -24,6 +24,7 @@ use serde_json::{json, Value};
 use oms_contracts::api::OrderView;
 
 use crate::ctx::{cell, coordinates, opt, table, Ctx, Svc};
+use crate::repair;
 use crate::tail::{self, Record};
 use crate::Failure;
 
@@ -80,9 +81,26 @@ pub struct ReplayArgs {
     /// Do not ask for confirmation.
     #[arg(long)]
     yes: bool,
-    /// Replay entries even if they were replayed before.
+    /// Replay entries even if they were replayed before (within --budget).
     #[arg(long)]
     force: bool,
+    /// Open the entry's value in $EDITOR before it is sent (one entry); the edit is checked
+    /// against the contracts and recorded in the audit.
+    #[arg(long, conflicts_with = "patch")]
+    edit: bool,
+    /// Apply this JSON merge patch (RFC 7396) to the entry's value before it is sent (one
+    /// entry); checked and recorded like --edit.
+    #[arg(long, value_name = "FILE")]
+    patch: Option<std::path::PathBuf>,
+    /// Send to this topic instead of the origin topic.
+    #[arg(long, value_name = "TOPIC")]
+    to: Option<String>,
+    /// The most times any entry may be sent, --force or not.
+    #[arg(long, default_value_t = 3)]
+    budget: u32,
+    /// Send what the replay AUDIT (cut short) planned and never sent, under the same audit.
+    #[arg(long, value_name = "AUDIT")]
+    resume: Option<String>,
 }
 
 fn parse_filter(s: &str) -> Result<(String, String), String> {
@@ -212,13 +230,10 @@ async fn audit(ctx: &Ctx) -> Result<Vec<Value>, Failure> {
         .collect())
 }
 
-/// The entries named in audit records, in today's notation (older records wrote
-/// `topic:partition:offset`).
+/// The entries sent at least once by a replay, in today's notation.
 fn replayed_ids(audit: &[Value]) -> BTreeSet<String> {
-    audit
-        .iter()
-        .flat_map(|a| a["entries"].as_array().cloned().unwrap_or_default())
-        .filter_map(|e| e.as_str().map(normalize_id))
+    repair::sent_counts(&repair::replays(audit, normalize_id))
+        .into_keys()
         .collect()
 }
 
@@ -243,24 +258,26 @@ pub async fn run(ctx: &Ctx, command: DlqCommand) -> Result<(), Failure> {
         DlqCommand::Show { id } => show(ctx, &id).await,
         DlqCommand::Replay(args) => replay(ctx, args).await,
         DlqCommand::Audit => {
-            let records = audit(ctx).await?;
-            let value = Value::Array(records.clone());
+            let history = repair::replays(&audit(ctx).await?, normalize_id);
+            let value = Value::Array(history.iter().map(repair::Replay::to_json).collect());
             ctx.print(&value, || {
-                let mut t = table(&["TIME", "AUDIT", "PHASE", "WHO", "ENTRIES", "RESULT"]);
-                for a in &records {
-                    let entries: Vec<String> = a["entries"]
-                        .as_array()
-                        .into_iter()
-                        .flatten()
-                        .map(cell)
-                        .collect();
+                let mut t = table(&[
+                    "STARTED", "AUDIT", "WHO", "STATE", "SENT", "ENTRIES", "EDITED",
+                ]);
+                for r in &history {
+                    let edited: Vec<&str> = r.edits.keys().map(String::as_str).collect();
                     t.add_row([
-                        cell(&a["at"]),
-                        cell(&a["auditId"]),
-                        cell(&a["phase"]),
-                        cell(&a["who"]),
-                        entries.join(" "),
-                        cell(&a["summary"]),
+                        r.started_at.clone(),
+                        r.audit_id.clone(),
+                        r.who.clone(),
+                        if r.resumed_by.is_empty() {
+                            r.state().to_owned()
+                        } else {
+                            format!("{} (resumed)", r.state())
+                        },
+                        format!("{}/{}", r.sent.len(), r.planned.len()),
+                        r.planned.join(" "),
+                        edited.join(" "),
                     ]);
                 }
                 t.to_string()
@@ -471,20 +488,204 @@ async fn write_audit(ctx: &Ctx, producer: &FutureProducer, record: &Value) -> Re
     Ok(())
 }
 
+/// One entry of a replay plan: where it goes and what is sent.
+struct Planned<'a> {
+    entry: &'a Entry,
+    /// Destination topic, as deployed.
+    to: String,
+    /// The value to send: the dead letter's, or the edited one.
+    value: Option<Vec<u8>>,
+    /// What an edit changed (`None`: sent as it was dead-lettered).
+    edit: Option<Value>,
+}
+
+impl Planned<'_> {
+    fn to_json(&self) -> Value {
+        json!({
+            "id": self.entry.id,
+            "to": self.to,
+            "key": self.entry.record.key_text(),
+            "type": self.entry.message_type,
+            "edited": self.edit.is_some(),
+        })
+    }
+}
+
+/// A topic named on the command line, as deployed.
+fn deployed(ctx: &Ctx, t: &str) -> String {
+    let base = t
+        .strip_prefix(ctx.topics.prefix())
+        .filter(|_| !ctx.topics.prefix().is_empty());
+    ctx.topics.name(base.unwrap_or(t))
+}
+
+/// The destination of an entry: `--to`, else its origin topic (as deployed).
+fn destination(ctx: &Ctx, to: Option<&str>, e: &Entry) -> String {
+    match to {
+        Some(t) => deployed(ctx, t),
+        None => ctx.topics.name(&e.origin),
+    }
+}
+
+/// Opens `text` in `$VISUAL`/`$EDITOR` (else `vi`) and returns what was saved.
+fn edit_in_editor(text: &str) -> Result<String, Failure> {
+    let editor = std::env::var("VISUAL")
+        .or_else(|_| std::env::var("EDITOR"))
+        .ok()
+        .filter(|e| !e.trim().is_empty())
+        .unwrap_or_else(|| "vi".into());
+    let dir = std::env::temp_dir();
+    let path = dir.join(format!("omsctl-dlq-{}.json", uuid::Uuid::now_v7()));
+    std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+    // Through the shell, so `EDITOR="code --wait"` works as in git.
+    let status = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!("{editor} \"$1\""))
+        .arg("omsctl")
+        .arg(&path)
+        .status();
+    let edited = std::fs::read_to_string(&path);
+    let _ = std::fs::remove_file(&path);
+    match status {
+        Ok(s) if s.success() => {}
+        Ok(s) => {
+            return Err(Failure::verdict(format!(
+                "the editor ({editor}) exited with {s}; nothing sent"
+            )))
+        }
+        Err(e) => {
+            return Err(Failure::usage(format!(
+                "cannot run the editor {editor:?}: {e}"
+            )))
+        }
+    }
+    Ok(edited.with_context(|| format!("reading back {}", path.display()))?)
+}
+
+/// The edited value of `e` for `to`: checked against the contracts before anything is sent.
+fn edited(ctx: &Ctx, e: &Entry, to: &str, args: &ReplayArgs) -> Result<(Vec<u8>, Value), Failure> {
+    let original = e.record.value.clone().unwrap_or_default();
+    let new_value: Vec<u8> = if let Some(path) = &args.patch {
+        let patch_text = std::fs::read_to_string(path)
+            .map_err(|err| Failure::usage(format!("cannot read {}: {err}", path.display())))?;
+        let patch: Value = serde_json::from_str(&patch_text).map_err(|err| {
+            Failure::usage(format!("{}: not a JSON merge patch: {err}", path.display()))
+        })?;
+        let mut doc: Value = serde_json::from_slice(&original).map_err(|_| {
+            Failure::usage(format!(
+                "{}'s value is not JSON, so it cannot be patched: use --edit",
+                e.id
+            ))
+        })?;
+        repair::merge_patch(&mut doc, &patch);
+        serde_json::to_vec(&doc)?
+    } else {
+        let text = match serde_json::from_slice::<Value>(&original) {
+            Ok(doc) => serde_json::to_string_pretty(&doc)?,
+            Err(_) => String::from_utf8_lossy(&original).into_owned(),
+        };
+        let saved = edit_in_editor(&text)?;
+        // Stored compact, as the services write it.
+        match serde_json::from_str::<Value>(&saved) {
+            Ok(doc) => serde_json::to_vec(&doc)?,
+            Err(_) => saved.into_bytes(),
+        }
+    };
+    let unprefixed = to.strip_prefix(ctx.topics.prefix()).unwrap_or(to);
+    let message = crate::produce::Outgoing {
+        key: e.record.key.clone(),
+        headers: Vec::new(),
+        value: Some(new_value.clone()),
+    };
+    // A topic outside the contracts (a quarantine topic) takes any envelope that decodes.
+    let contract_topic = oms_contracts::topics::ALL.contains(&unprefixed);
+    let check = if contract_topic {
+        crate::produce::validate(&message, unprefixed).map(|_| ())
+    } else {
+        Envelope::decode(&new_value)
+            .map(|_| ())
+            .map_err(|err| format!("{err} ({})", err.class()))
+    };
+    check.map_err(|why| {
+        Failure::usage(format!(
+            "the edited {} breaks the contract: {why}; nothing sent",
+            e.id
+        ))
+    })?;
+    let before: Value = serde_json::from_slice(&original)
+        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&original).into_owned()));
+    let after: Value = serde_json::from_slice(&new_value)?;
+    let changes = repair::changes(&before, &after);
+    Ok((
+        new_value.clone(),
+        json!({"changes": changes, "value": String::from_utf8_lossy(&new_value)}),
+    ))
+}
+
+/// Why an entry is not replayed now, if it is not: its budget is spent, or it was replayed
+/// before and `--force` was not given.
+fn held_back(sent: u32, budget: u32, force: bool) -> Option<String> {
+    if sent >= budget {
+        Some(format!("replay budget of {budget} spent"))
+    } else if sent > 0 && !force {
+        Some("already replayed (use --force to replay again)".into())
+    } else {
+        None
+    }
+}
+
 async fn replay(ctx: &Ctx, args: ReplayArgs) -> Result<(), Failure> {
-    if args.ids.is_empty() && !args.all && args.filters.is_empty() {
+    if args.resume.is_some() {
+        if !args.ids.is_empty() || args.all || !args.filters.is_empty() {
+            return Err(Failure::usage(
+                "--resume replays what the named audit left unsent: give no ids, --all or --filter",
+            ));
+        }
+    } else if args.ids.is_empty() && !args.all && args.filters.is_empty() {
         return Err(Failure::usage(
-            "name entry ids, or --all / --filter FIELD=VALUE (see `omsctl dlq list`)",
+            "name entry ids, or --all / --filter FIELD=VALUE, or --resume AUDIT (see `omsctl dlq list`)",
         ));
     }
     if !args.ids.is_empty() && args.all {
         return Err(Failure::usage("give entry ids or --all, not both"));
     }
+    if args.budget == 0 {
+        return Err(Failure::usage("--budget must be at least 1"));
+    }
     for id in &args.ids {
         parse_id(ctx, id)?;
     }
     let all = entries(ctx, None).await?;
-    let selected: Vec<&Entry> = if args.ids.is_empty() {
+    let history = repair::replays(&audit(ctx).await?, normalize_id);
+    let resumed = match &args.resume {
+        None => None,
+        Some(audit_id) => {
+            let r = history
+                .iter()
+                .find(|r| r.audit_id == *audit_id)
+                .ok_or_else(|| {
+                    Failure::usage(format!(
+                        "no replay audit {audit_id} (see `omsctl dlq audit`)"
+                    ))
+                })?;
+            if r.state() == "finished" {
+                return Err(Failure::verdict(format!(
+                    "replay {audit_id} finished; nothing to resume"
+                )));
+            }
+            Some(r.clone())
+        }
+    };
+    let selected: Vec<&Entry> = if let Some(r) = &resumed {
+        r.unsent()
+            .iter()
+            .map(|id| {
+                all.iter()
+                    .find(|e| e.id == *id)
+                    .ok_or_else(|| Failure::verdict(format!("no dead letter {id}")))
+            })
+            .collect::<Result<_, _>>()?
+    } else if args.ids.is_empty() {
         all.iter()
             .filter(|e| args.filters.iter().all(|(k, v)| e.field(k) == *v))
             .collect()
@@ -502,44 +703,94 @@ async fn replay(ctx: &Ctx, args: ReplayArgs) -> Result<(), Failure> {
         }
         chosen
     };
-    let replayed = replayed_ids(&audit(ctx).await?);
-    let (again, plan): (Vec<&Entry>, Vec<&Entry>) = selected
-        .into_iter()
-        .partition(|e| replayed.contains(&e.id) && !args.force);
-    let plan_json: Vec<Value> = plan
+    let editing = args.edit || args.patch.is_some();
+    if editing && selected.len() != 1 {
+        return Err(Failure::usage(format!(
+            "--edit and --patch repair one entry at a time ({} selected)",
+            selected.len()
+        )));
+    }
+    if let Some(t) = &args.to {
+        crate::produce::exists(ctx, &deployed(ctx, t)).await?;
+    }
+    let counts = repair::sent_counts(&history);
+    let mut plan: Vec<Planned<'_>> = Vec::new();
+    let mut refused: Vec<(String, String)> = Vec::new();
+    for e in selected {
+        let sent = counts.get(&e.id).copied().unwrap_or(0);
+        // A resumed replay sends what it planned and never sent: that is not a second replay.
+        if resumed.is_none() {
+            if let Some(why) = held_back(sent, args.budget, args.force) {
+                refused.push((e.id.clone(), why));
+                continue;
+            }
+        } else if sent >= args.budget {
+            refused.push((
+                e.id.clone(),
+                format!("replay budget of {} spent", args.budget),
+            ));
+            continue;
+        }
+        let planned_edit = resumed.as_ref().and_then(|r| r.edits.get(&e.id).cloned());
+        let to = match resumed.as_ref().and_then(|r| r.targets.get(&e.id)) {
+            Some(t) => t.clone(),
+            None => destination(ctx, args.to.as_deref(), e),
+        };
+        let (value, edit) = if editing {
+            let (v, edit) = edited(ctx, e, &to, &args)?;
+            (Some(v), Some(edit))
+        } else if let Some(edit) = planned_edit {
+            let v = edit["value"].as_str().map(|s| s.as_bytes().to_vec());
+            (v, Some(edit))
+        } else {
+            (e.record.value.clone(), None)
+        };
+        plan.push(Planned {
+            entry: e,
+            to,
+            value,
+            edit,
+        });
+    }
+    let plan_json: Vec<Value> = plan.iter().map(Planned::to_json).collect();
+    let refused_json: Vec<Value> = refused
         .iter()
-        .map(|e| json!({"id": e.id, "to": ctx.topics.name(&e.origin), "key": e.record.key_text(), "type": e.message_type}))
+        .map(|(id, why)| json!({"id": id, "why": why}))
         .collect();
-    let refused: Vec<&str> = again.iter().map(|e| e.id.as_str()).collect();
-    if !refused.is_empty() {
-        eprintln!(
-            "omsctl: already replayed (use --force to replay again): {}",
-            refused.join(" ")
-        );
+    for (id, why) in &refused {
+        eprintln!("omsctl: not replaying {id}: {why}");
     }
     if args.dry_run || plan.is_empty() {
-        let doc = json!({"dryRun": args.dry_run, "plan": plan_json, "refused": refused});
+        let edits: Vec<&Value> = plan.iter().filter_map(|p| p.edit.as_ref()).collect();
+        let doc = json!({"dryRun": args.dry_run, "plan": plan_json, "refused": refused_json, "edits": edits});
         ctx.print(&doc, || {
-            let mut t = table(&["ENTRY", "TO TOPIC", "KEY", "TYPE"]);
+            let mut t = table(&["ENTRY", "TO TOPIC", "KEY", "TYPE", "EDITED"]);
             for p in &plan_json {
                 t.add_row([
                     cell(&p["id"]),
                     cell(&p["to"]),
                     cell(&p["key"]),
                     cell(&p["type"]),
+                    if p["edited"] == true { "yes" } else { "no" }.into(),
                 ]);
+            }
+            let mut text = t.to_string();
+            for edit in &edits {
+                for c in edit["changes"].as_array().into_iter().flatten() {
+                    text.push_str(&format!("\n  {}", change_line(c)));
+                }
             }
             let n = plan.len();
             let entries = if n == 1 { "entry" } else { "entries" };
             if args.dry_run {
-                format!("{t}\nwould replay {n} {entries} (dry run: nothing changed)")
+                format!("{text}\nwould replay {n} {entries} (dry run: nothing changed)")
             } else {
-                format!("{t}\nnothing to replay")
+                format!("{text}\nnothing to replay")
             }
         })?;
         return if !args.dry_run && !refused.is_empty() {
             Err(Failure::verdict(format!(
-                "{} entr{} already replayed; nothing sent",
+                "{} entr{} held back; nothing sent",
                 refused.len(),
                 if refused.len() == 1 { "y" } else { "ies" }
             )))
@@ -554,10 +805,7 @@ async fn replay(ctx: &Ctx, args: ReplayArgs) -> Result<(), Failure> {
                 plan.len()
             )));
         }
-        eprint!(
-            "replay {} entries to their origin topics? [y/N] ",
-            plan.len()
-        );
+        eprint!("replay {} entries? [y/N] ", plan.len());
         std::io::stderr().flush()?;
         let mut answer = String::new();
         std::io::stdin().read_line(&mut answer)?;
@@ -566,19 +814,21 @@ async fn replay(ctx: &Ctx, args: ReplayArgs) -> Result<(), Failure> {
         }
     }
 
-    let (done, results, failed, audit_id) = send(ctx, &plan, args.force, args.rate).await?;
+    let (done, results, failed, audit_id) = send(
+        ctx,
+        &plan,
+        args.force,
+        args.rate,
+        resumed.as_ref().map(|r| r.audit_id.as_str()),
+    )
+    .await?;
     ctx.print(&done, || {
         let mut t = table(&["ENTRY", "RESULT"]);
         for r in &results {
             t.add_row([
                 cell(&r["id"]),
                 if r["ok"] == true {
-                    format!(
-                        "sent to {}/{}@{}",
-                        cell(&r["topic"]),
-                        cell(&r["partition"]),
-                        cell(&r["offset"])
-                    )
+                    format!("sent to {}", cell(&r["at"]))
                 } else {
                     format!("FAILED: {}", cell(&r["error"]))
                 },
@@ -595,13 +845,27 @@ async fn replay(ctx: &Ctx, args: ReplayArgs) -> Result<(), Failure> {
     Ok(())
 }
 
-/// Sends `plan` to the origin topics, with the audit's intent and result records around it:
-/// (result record, per-entry results, failures, audit id).
+/// One change of an edit, for a terminal.
+fn change_line(c: &Value) -> String {
+    let path = cell(&c["path"]);
+    if let Some(v) = c.get("added") {
+        format!("{path}: added {v}")
+    } else if let Some(v) = c.get("removed") {
+        format!("{path}: removed (was {v})")
+    } else {
+        format!("{path}: {} -> {}", c["from"], c["to"])
+    }
+}
+
+/// Sends `plan`, with the audit's records around it: `started` (or `resumed`, under the audit
+/// id it resumes) before anything is sent, `sent` after each delivery, `finished` at the end.
+/// Returns (finished record, per-entry results, failures, audit id).
 async fn send(
     ctx: &Ctx,
-    plan: &[&Entry],
+    plan: &[Planned<'_>],
     force: bool,
     rate: Option<f64>,
+    resumes: Option<&str>,
 ) -> Result<(Value, Vec<Value>, usize, String), Failure> {
     let producer: FutureProducer = ctx
         .brokers
@@ -612,32 +876,64 @@ async fn send(
         .set_log_level(rdkafka::config::RDKafkaLogLevel::Emerg)
         .create()
         .context("creating the Kafka producer")?;
-    let audit_id = uuid::Uuid::now_v7().to_string();
-    let ids: Vec<&str> = plan.iter().map(|e| e.id.as_str()).collect();
-    let base = json!({"auditId": audit_id, "who": who(), "entries": ids, "force": force});
+    let audit_id = resumes
+        .map(str::to_owned)
+        .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
+    let ids: Vec<&str> = plan.iter().map(|p| p.entry.id.as_str()).collect();
+    let base = json!({"auditId": audit_id, "who": who(), "force": force});
     let mut intent = base.clone();
-    intent["phase"] = json!("started");
     intent["at"] = json!(chrono::Utc::now().to_rfc3339());
+    intent["entries"] = json!(ids);
+    if resumes.is_some() {
+        intent["phase"] = json!("resumed");
+    } else {
+        intent["phase"] = json!("started");
+        let targets: BTreeMap<&str, &str> = plan
+            .iter()
+            .map(|p| (p.entry.id.as_str(), p.to.as_str()))
+            .collect();
+        let edits: BTreeMap<&str, &Value> = plan
+            .iter()
+            .filter_map(|p| p.edit.as_ref().map(|e| (p.entry.id.as_str(), e)))
+            .collect();
+        intent["targets"] = json!(targets);
+        intent["edits"] = json!(edits);
+    }
     write_audit(ctx, &producer, &intent).await?;
 
     let interval = rate.map(|r| Duration::from_secs_f64(1.0 / r));
     let mut results = Vec::new();
     let mut failed = 0;
-    for (i, e) in plan.iter().enumerate() {
+    for (i, p) in plan.iter().enumerate() {
         if let (Some(every), true) = (interval, i > 0) {
             tokio::time::sleep(every).await;
         }
-        let to = ctx.topics.name(&e.origin);
+        let e = p.entry;
         // The dead letter's own diagnostics stay behind; every other header travels on. The
         // replay is an operation of its own: its handling starts a trace that links to the one
-        // the message was dead-lettered in, instead of continuing it.
+        // the message was dead-lettered in, instead of continuing it. An edited envelope's
+        // mirror headers (id, type, correlation) are taken from the edit.
+        let mirrored = p
+            .value
+            .as_deref()
+            .filter(|_| p.edit.is_some())
+            .and_then(|v| Envelope::decode(v).ok())
+            .map(|env| env.headers())
+            .unwrap_or_default();
         let mut headers = oms_kafka::headers_where(e.record.headers.as_ref(), |name| {
             !dlq_headers::ALL.contains(&name)
                 && name != REPLAYED_FROM
                 && name != TRACEPARENT
                 && name != REPLAYED_TRACEPARENT
-        })
-        .insert(Header {
+                && !mirrored.iter().any(|(m, _)| *m == name)
+        });
+        for (name, value) in mirrored.iter().filter(|(n, _)| *n != TRACEPARENT) {
+            headers = headers.insert(Header {
+                key: name,
+                value: Some(value.as_bytes()),
+            });
+        }
+        headers = headers.insert(Header {
             key: REPLAYED_FROM,
             value: Some(e.id.as_bytes()),
         });
@@ -647,15 +943,24 @@ async fn send(
                 value: Some(tp.as_bytes()),
             });
         }
-        let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&to).headers(headers);
+        let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&p.to).headers(headers);
         if let Some(k) = &e.record.key {
             record = record.key(k.as_slice());
         }
-        if let Some(v) = &e.record.value {
+        if let Some(v) = &p.value {
             record = record.payload(v.as_slice());
         }
         match producer.send(record, Duration::from_secs(15)).await {
-            Ok(d) => results.push(json!({"id": e.id, "ok": true, "topic": to, "partition": d.partition, "offset": d.offset})),
+            Ok(d) => {
+                let at = coordinates(&p.to, d.partition, d.offset);
+                let mut sent = base.clone();
+                sent["phase"] = json!("sent");
+                sent["entry"] = json!(e.id);
+                sent["to"] = json!(at);
+                sent["at"] = json!(chrono::Utc::now().to_rfc3339());
+                write_audit(ctx, &producer, &sent).await?;
+                results.push(json!({"id": e.id, "ok": true, "topic": p.to, "partition": d.partition, "offset": d.offset, "at": at}));
+            }
             Err((err, _)) => {
                 failed += 1;
                 results.push(json!({"id": e.id, "ok": false, "error": err.to_string()}));
@@ -665,6 +970,7 @@ async fn send(
     let mut done = base;
     done["phase"] = json!("finished");
     done["at"] = json!(chrono::Utc::now().to_rfc3339());
+    done["entries"] = json!(ids);
     done["results"] = json!(results);
     done["summary"] = json!(format!("{} replayed, {failed} failed", plan.len() - failed));
     write_audit(ctx, &producer, &done).await?;
@@ -724,7 +1030,13 @@ pub async fn replay_one(ctx: &Ctx, id: &str) -> Result<String, Failure> {
     if replayed_ids(&audit(ctx).await?).contains(&id) {
         return Err(Failure::verdict(format!("{id} was already replayed")));
     }
-    let (done, _, failed, audit_id) = send(ctx, &[entry], false, None).await?;
+    let planned = Planned {
+        entry,
+        to: destination(ctx, None, entry),
+        value: entry.record.value.clone(),
+        edit: None,
+    };
+    let (done, _, failed, audit_id) = send(ctx, &[planned], false, None, None).await?;
     if failed > 0 {
         return Err(Failure::verdict(format!(
             "replay of {id} failed (audit {audit_id})"
@@ -741,6 +1053,14 @@ mod tests {
     use super::*;
 
     #[test]
+    fn budgets_hold_back_what_was_sent_often_enough_force_or_not() {
+        assert_eq!(held_back(0, 3, false), None);
+        assert!(held_back(1, 3, false).is_some_and(|w| w.contains("--force")));
+        assert_eq!(held_back(2, 3, true), None);
+        assert!(held_back(3, 3, true).is_some_and(|w| w.contains("budget of 3")));
+    }
+
+    #[test]
     fn entry_ids_read_both_notations_and_print_one() {
         assert_eq!(
             split_id("oms.payment.commands.dlq/2@17"),
@@ -754,10 +1074,14 @@ mod tests {
             normalize_id("oms.payment.commands.dlq:2:17"),
             "oms.payment.commands.dlq/2@17"
         );
-        let audit = [json!({"entries": ["oms.a.dlq:0:1", "oms.a.dlq/1@2"]})];
+        // Audit records name entries in either notation; what was sent counts in today's.
+        let audit = [
+            json!({"auditId": "a", "phase": "started", "entries": ["oms.a.dlq:0:1", "oms.a.dlq/1@2"]}),
+            json!({"auditId": "a", "phase": "sent", "entry": "oms.a.dlq:0:1", "to": "oms.a/0@9"}),
+        ];
         assert_eq!(
             replayed_ids(&audit),
-            BTreeSet::from(["oms.a.dlq/0@1".to_owned(), "oms.a.dlq/1@2".to_owned()])
+            BTreeSet::from(["oms.a.dlq/0@1".to_owned()])
         );
         for bad in [
             "",

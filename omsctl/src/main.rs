@@ -30,6 +30,7 @@ mod load;
 mod local;
 mod order;
 mod produce;
+mod repair;
 mod saga;
 mod stack;
 mod tail;

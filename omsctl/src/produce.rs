@@ -257,7 +257,7 @@ pub async fn run(ctx: &Ctx, args: ProduceArgs) -> Result<(), Failure> {
 }
 
 /// Refuses a topic the broker does not have (producing would create it, or wait and fail).
-async fn exists(ctx: &Ctx, topic: &str) -> Result<(), Failure> {
+pub async fn exists(ctx: &Ctx, topic: &str) -> Result<(), Failure> {
     let brokers = ctx.brokers.clone();
     let name = topic.to_owned();
     tokio::task::spawn_blocking(move || -> Result<(), Failure> {

@@ -483,7 +483,7 @@ async fn a_dead_letter_round_trip_replays_once_and_completes_the_order() -> anyh
         .as_array()
         .into_iter()
         .flatten()
-        .find(|a| a["phase"] == "finished")
+        .find(|a| a["state"] == "finished")
         .cloned()
         .unwrap_or_default();
     assert_eq!(finished["entries"], json!([entry_id]));

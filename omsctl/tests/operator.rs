@@ -373,3 +373,280 @@ async fn groups_show_lag_and_a_reset_plans_first_and_moves_only_an_idle_group() 
     }
     stack.shutdown().await
 }
+
+/// The dead letters of `orders`' payment commands, by order id.
+async fn dead_letters(stack: &Stack, n: usize) -> anyhow::Result<Vec<Value>> {
+    eventually(
+        Duration::from_secs(90),
+        "the authorizes to be dead-lettered",
+        || async {
+            let out = run(omsctl(stack)?, &["dlq", "list", "-o", "json"]).await?;
+            let list = json_of(&out)?;
+            Ok(list.as_array().filter(|a| a.len() >= n).cloned())
+        },
+    )
+    .await
+}
+
+async fn audit(stack: &Stack) -> anyhow::Result<Value> {
+    let out = run(omsctl(stack)?, &["dlq", "audit", "-o", "json"]).await?;
+    json_of(&out)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn dead_letters_are_repaired_checked_recorded_and_a_cut_short_replay_resumes(
+) -> anyhow::Result<()> {
+    let stack = Stack::start(StackOptions {
+        payment_timeout: Duration::from_secs(600),
+        ..StackOptions::default()
+    })
+    .await?;
+    stack.set_gateway_faults(json!({"errorRate": 1.0})).await?;
+    let mut orders = Vec::new();
+    for _ in 0..3 {
+        orders.push(
+            stack
+                .place(json!({"items": [{"productId": "stand-01", "quantity": 1}], "paymentToken": "tok_visa"}))
+                .await?,
+        );
+    }
+    let entries = dead_letters(&stack, 3).await?;
+    stack.set_gateway_faults(json!({})).await?;
+    let entry_of = |order: &str| -> String {
+        entries
+            .iter()
+            .find(|e| e["key"] == order)
+            .and_then(|e| e["id"].as_str())
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let (declined, edited, resumed) = (&orders[0], &orders[1], &orders[2]);
+    let dir = tempfile::tempdir()?;
+
+    // A patch that breaks the contract is refused, and nothing is sent or audited.
+    let broken = dir.path().join("broken.json");
+    std::fs::write(&broken, r#"{"payload": {"amount": "lots"}}"#)?;
+    let out = run(
+        omsctl(&stack)?,
+        &[
+            "dlq",
+            "replay",
+            &entry_of(declined),
+            "--patch",
+            broken.to_str().unwrap_or_default(),
+            "--yes",
+        ],
+    )
+    .await?;
+    assert_eq!(code(&out), 2, "{}", stdout(&out));
+    assert!(
+        stderr(&out).contains("breaks the contract"),
+        "{}",
+        stderr(&out)
+    );
+    let wrong_type = dir.path().join("wrong-type.json");
+    std::fs::write(&wrong_type, r#"{"type": "order.cancelled"}"#)?;
+    let out = run(
+        omsctl(&stack)?,
+        &[
+            "dlq",
+            "replay",
+            &entry_of(declined),
+            "--patch",
+            wrong_type.to_str().unwrap_or_default(),
+            "--yes",
+        ],
+    )
+    .await?;
+    assert_eq!(code(&out), 2, "{}", stdout(&out));
+    let out = run(
+        omsctl(&stack)?,
+        &[
+            "dlq",
+            "replay",
+            "--all",
+            "--patch",
+            broken.to_str().unwrap_or_default(),
+            "--yes",
+        ],
+    )
+    .await?;
+    assert_eq!(code(&out), 2);
+    assert!(
+        stderr(&out).contains("one entry at a time"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(
+        audit(&stack).await?,
+        json!([]),
+        "a refused edit was audited"
+    );
+
+    // A good patch: the dry run shows the change and sends nothing; the replay sends the
+    // edited command, which the gateway now declines, and the audit records the change.
+    let decline = dir.path().join("decline.json");
+    std::fs::write(
+        &decline,
+        r#"{"payload": {"paymentToken": "tok_chargeDeclined"}}"#,
+    )?;
+    let patch = [
+        "dlq",
+        "replay",
+        &entry_of(declined),
+        "--patch",
+        decline.to_str().unwrap_or_default(),
+    ];
+    let out = run(omsctl(&stack)?, &[&patch[..], &["--dry-run"]].concat()).await?;
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains(r#"/payload/paymentToken: "tok_visa" -> "tok_chargeDeclined""#),
+        "{}",
+        stdout(&out)
+    );
+    assert_eq!(audit(&stack).await?, json!([]), "a dry run was audited");
+    let out = run(omsctl(&stack)?, &[&patch[..], &["--yes"]].concat()).await?;
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let done = stack.finished(declined, Duration::from_secs(60)).await?;
+    assert_eq!(done["status"], "CANCELLED", "{done}");
+    assert_eq!(done["cancelReason"], "PAYMENT_DECLINED", "{done}");
+    let a = audit(&stack).await?;
+    assert_eq!(a[0]["state"], "finished", "{a}");
+    assert_eq!(
+        a[0]["edits"][entry_of(declined)]["changes"],
+        json!([{"path": "/payload/paymentToken", "from": "tok_visa", "to": "tok_chargeDeclined"}]),
+        "{a}"
+    );
+
+    // --edit runs $EDITOR on the value (here a sed script, as a user's editor would save).
+    let mut cmd = omsctl(&stack)?;
+    cmd.env("EDITOR", "sed -i s/tok_visa/tok_mastercard/")
+        .env_remove("VISUAL");
+    let out = run(
+        cmd,
+        &[
+            "dlq",
+            "replay",
+            &entry_of(edited),
+            "--edit",
+            "--yes",
+            "-o",
+            "json",
+        ],
+    )
+    .await?;
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let done = stack.finished(edited, Duration::from_secs(60)).await?;
+    assert_eq!(done["status"], "CONFIRMED", "{done}");
+    let shown = tailed(&stack, "oms.payment.commands", edited).await?;
+    let replayed = shown.last().cloned().unwrap_or_default();
+    assert!(
+        replayed["value"]
+            .as_str()
+            .is_some_and(|v| v.contains("tok_mastercard")),
+        "{replayed}"
+    );
+    let mut cmd = omsctl(&stack)?;
+    cmd.env("EDITOR", "false").env_remove("VISUAL");
+    let out = run(
+        cmd,
+        &[
+            "dlq",
+            "replay",
+            &entry_of(edited),
+            "--edit",
+            "--force",
+            "--yes",
+        ],
+    )
+    .await?;
+    assert_eq!(code(&out), 1, "a failed editor must send nothing");
+    assert!(stderr(&out).contains("nothing sent"), "{}", stderr(&out));
+
+    // A replay cut short: its started record is in the audit, nothing was sent. It is partial,
+    // the entry is not counted as replayed, and --resume sends it under the same audit.
+    let cut = "0199aaaa-0000-7000-8000-000000000001";
+    let target = format!("{}oms.payment.commands", stack.topics().prefix());
+    let started = json!({
+        "auditId": cut, "phase": "started", "who": "crashed@host", "at": "2026-12-01T10:00:00Z",
+        "entries": [entry_of(resumed)], "targets": {entry_of(resumed): target}, "edits": {}, "force": false,
+    });
+    let line = json!({"key": cut, "headers": [], "value": started.to_string()}).to_string();
+    let out = run_with_input(omsctl(&stack)?, &["produce", "oms.dlq.audit"], &line).await?;
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let a = audit(&stack).await?;
+    let partial = a
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|r| r["auditId"] == cut)
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(partial["state"], "partial", "{a}");
+    let out = run(omsctl(&stack)?, &["dlq", "list", "-o", "json"]).await?;
+    let listed = json_of(&out)?;
+    let row = listed
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|e| e["key"] == resumed.as_str())
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(
+        row["replayed"], false,
+        "started but never sent counts as replayed: {row}"
+    );
+    let out = run(
+        omsctl(&stack)?,
+        &["dlq", "replay", "--resume", cut, "--yes"],
+    )
+    .await?;
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let done = stack.finished(resumed, Duration::from_secs(60)).await?;
+    assert_eq!(done["status"], "CONFIRMED", "{done}");
+    let a = audit(&stack).await?;
+    let finished = a
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|r| r["auditId"] == cut)
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(finished["state"], "finished", "{a}");
+    assert_eq!(
+        finished["sent"].as_array().map(Vec::len),
+        Some(1),
+        "{finished}"
+    );
+    let out = run(
+        omsctl(&stack)?,
+        &["dlq", "replay", "--resume", cut, "--yes"],
+    )
+    .await?;
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("nothing to resume"),
+        "{}",
+        stderr(&out)
+    );
+
+    // The budget holds even with --force; --to must name a topic that exists.
+    let again = ["dlq", "replay", &entry_of(resumed), "--yes", "--force"];
+    let out = run(omsctl(&stack)?, &[&again[..], &["--budget", "1"]].concat()).await?;
+    assert_eq!(code(&out), 1);
+    assert!(
+        stderr(&out).contains("replay budget of 1 spent"),
+        "{}",
+        stderr(&out)
+    );
+    let out = run(
+        omsctl(&stack)?,
+        &[&again[..], &["--to", "oms.nope"]].concat(),
+    )
+    .await?;
+    assert_eq!(code(&out), 2);
+    assert!(stderr(&out).contains("oms.nope"), "{}", stderr(&out));
+    let out = run(omsctl(&stack)?, &["verify"]).await?;
+    assert_eq!(code(&out), 0, "{}", stdout(&out));
+    stack.shutdown().await
+}
