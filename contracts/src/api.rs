@@ -646,6 +646,35 @@ pub struct SagaView {
     pub steps: Option<Vec<SagaStep>>,
 }
 
+/// `POST /sagas/{orderId}/cancel`: why the operator cancels.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CancelSaga {
+    /// Why, for the saga's history and the order's cancel detail (1 to 200 characters, not
+    /// all blank).
+    #[cfg_attr(
+        feature = "openapi",
+        schema(min_length = 1, max_length = 200, pattern = r"\S")
+    )]
+    pub reason: String,
+}
+
+/// The answer of `POST /sagas/{orderId}/retry` and `/cancel`: what the action did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct SagaAction {
+    /// Whether it changed the saga (false: nothing to do, e.g. already cancelled).
+    pub applied: bool,
+    /// What it did or why not, as recorded in the history.
+    pub note: String,
+    /// Message types sent.
+    pub sent: Vec<String>,
+    /// The saga afterwards.
+    pub saga: SagaView,
+}
+
 /// One entry of a saga's history.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]

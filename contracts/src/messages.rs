@@ -236,6 +236,8 @@ pub enum CancelReason {
     PaymentDeclined,
     /// A saga step got no answer before its deadline.
     Timeout,
+    /// An operator cancelled the saga (`POST /sagas/{orderId}/cancel`).
+    OperatorCancelled,
 }
 
 /// `order.cancelled`: the saga gave up; everything it did was compensated.

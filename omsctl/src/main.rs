@@ -75,7 +75,7 @@ enum Command {
     /// Orders: create, get, list, trace.
     #[command(subcommand)]
     Order(order::OrderCommand),
-    /// Sagas: list, show.
+    /// Sagas: list, show, retry a step, cancel with compensation.
     #[command(subcommand)]
     Saga(saga::SagaCommand),
     /// Kafka topics of the OMS.

@@ -1,8 +1,8 @@
-//! `omsctl saga list | show`.
+//! `omsctl saga list | show | retry | cancel`.
 
-use oms_contracts::api::{Page, SagaView};
+use oms_contracts::api::{CancelSaga, Page, SagaAction, SagaView};
 
-use crate::ctx::{opt, table, Ctx, Svc};
+use crate::ctx::{api_failure, opt, table, Ctx, Svc};
 use crate::Failure;
 
 #[derive(Debug, clap::Subcommand)]
@@ -24,6 +24,62 @@ pub enum SagaCommand {
         /// Order id.
         order_id: String,
     },
+    /// Send the current step's command again, with a fresh deadline (recorded as a step).
+    Retry {
+        /// Order id.
+        order_id: String,
+    },
+    /// Cancel the order now: void or refund the payment, release the stock (recorded as a step;
+    /// asking again changes nothing).
+    Cancel {
+        /// Order id.
+        order_id: String,
+        /// Why (recorded in the history and the order's cancel detail).
+        #[arg(long)]
+        reason: String,
+    },
+}
+
+fn order_id_of(order_id: &str) -> Result<(), Failure> {
+    uuid::Uuid::parse_str(order_id)
+        .map(|_| ())
+        .map_err(|_| Failure::usage(format!("invalid order id {order_id:?} (expected a UUID)")))
+}
+
+/// `POST /sagas/{id}/{action}` and prints what it did.
+async fn act(
+    ctx: &Ctx,
+    order_id: &str,
+    action: &str,
+    body: serde_json::Value,
+) -> Result<(), Failure> {
+    order_id_of(order_id)?;
+    let path = format!("/sagas/{order_id}/{action}");
+    let (status, answer) = ctx.post(Svc::Saga, &path, &body, &[]).await?;
+    if status == reqwest::StatusCode::NOT_FOUND {
+        return Err(Failure::verdict(format!("no saga for order {order_id}")));
+    }
+    if status == reqwest::StatusCode::CONFLICT {
+        let what = answer["detail"].as_str().unwrap_or("conflict");
+        return Err(Failure::verdict(format!("saga {action} refused: {what}")));
+    }
+    if !status.is_success() {
+        return Err(api_failure(Svc::Saga, status, &answer));
+    }
+    let done: SagaAction = serde_json::from_value(answer.clone())
+        .map_err(|e| Failure::usage(format!("saga service: unexpected answer to {path}: {e}")))?;
+    ctx.print(&answer, || {
+        let sent = if done.sent.is_empty() {
+            "nothing sent".to_owned()
+        } else {
+            format!("sent {}", done.sent.join(", "))
+        };
+        let verb = if done.applied { "done" } else { "no change" };
+        format!(
+            "{order_id} {}: {verb}: {} ({sent})",
+            done.saga.state, done.note
+        )
+    })
 }
 
 pub async fn run(ctx: &Ctx, command: SagaCommand) -> Result<(), Failure> {
@@ -56,10 +112,20 @@ pub async fn run(ctx: &Ctx, command: SagaCommand) -> Result<(), Failure> {
                 t.to_string()
             })
         }
+        SagaCommand::Retry { order_id } => {
+            act(ctx, &order_id, "retry", serde_json::json!({})).await
+        }
+        SagaCommand::Cancel { order_id, reason } => {
+            if reason.trim().is_empty() || reason.chars().count() > 200 {
+                return Err(Failure::usage(
+                    "--reason must be 1 to 200 characters, not all blank",
+                ));
+            }
+            let body = serde_json::to_value(CancelSaga { reason })?;
+            act(ctx, &order_id, "cancel", body).await
+        }
         SagaCommand::Show { order_id } => {
-            uuid::Uuid::parse_str(&order_id).map_err(|_| {
-                Failure::usage(format!("invalid order id {order_id:?} (expected a UUID)"))
-            })?;
+            order_id_of(&order_id)?;
             let saga: SagaView = ctx
                 .get_opt(Svc::Saga, &format!("/sagas/{order_id}"))
                 .await?

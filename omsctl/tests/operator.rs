@@ -650,3 +650,66 @@ async fn dead_letters_are_repaired_checked_recorded_and_a_cut_short_replay_resum
     assert_eq!(code(&out), 0, "{}", stdout(&out));
     stack.shutdown().await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sagas_are_retried_and_cancelled_from_the_command_line() -> anyhow::Result<()> {
+    let mut stack = Stack::start(StackOptions::default()).await?;
+    stack.stop_service(Service::Payment).await?;
+    let id = stack
+        .place(json!({"items": [{"productId": "stand-01", "quantity": 1}]}))
+        .await?;
+    eventually(
+        Duration::from_secs(60),
+        "the saga to be AUTHORIZING",
+        || async {
+            let saga = stack.get(Service::Saga, &format!("/sagas/{id}")).await?;
+            Ok((saga["state"] == "AUTHORIZING").then_some(()))
+        },
+    )
+    .await?;
+    let out = run(omsctl(&stack)?, &["saga", "retry", &id, "-o", "json"]).await?;
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(json_of(&out)?["sent"], json!(["payment.authorize"]));
+    for (args, want, says) in [
+        (vec!["saga", "cancel", &id, "--reason", " "], 2, "--reason"),
+        (
+            vec!["saga", "cancel", "nope", "--reason", "x"],
+            2,
+            "invalid order id",
+        ),
+        (
+            vec!["saga", "retry", "0199aaaa-0000-7000-8000-000000000001"],
+            1,
+            "no saga",
+        ),
+    ] {
+        let out = run(omsctl(&stack)?, &args).await?;
+        assert_eq!(code(&out), want, "{args:?}: {}", stderr(&out));
+        assert!(stderr(&out).contains(says), "{args:?}: {}", stderr(&out));
+    }
+    let cancel = ["saga", "cancel", &id, "--reason", "duplicate order"];
+    let out = run(omsctl(&stack)?, &cancel).await?;
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(stdout(&out).contains("done"), "{}", stdout(&out));
+    let done = stack.finished(&id, Duration::from_secs(60)).await?;
+    assert_eq!(done["cancelReason"], "OPERATOR_CANCELLED", "{done}");
+    // Idempotent: asked again, nothing changes.
+    let out = run(omsctl(&stack)?, &cancel).await?;
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(stdout(&out).contains("no change"), "{}", stdout(&out));
+    // Finished: nothing to retry.
+    let out = run(omsctl(&stack)?, &["saga", "retry", &id]).await?;
+    assert_eq!(code(&out), 1);
+    assert!(stderr(&out).contains("refused"), "{}", stderr(&out));
+    let out = run(omsctl(&stack)?, &["saga", "show", &id, "-o", "json"]).await?;
+    let inputs: Vec<Value> = json_of(&out)?["steps"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|s| s["input"].clone())
+        .collect();
+    assert!(inputs.contains(&json!("operator.retry")), "{inputs:?}");
+    assert!(inputs.contains(&json!("operator.cancel")), "{inputs:?}");
+    stack.start_service(Service::Payment).await?;
+    stack.shutdown().await
+}

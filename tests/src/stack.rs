@@ -41,6 +41,12 @@ pub struct StackOptions {
     pub consumer_idle_after: Option<Duration>,
     /// Order service: `POST /orders` per client address (`None`: off).
     pub order_rate_limit: Option<oms_order::RateLimit>,
+    /// Saga: broker-outage time given back to a step (zero: none).
+    pub outage_budget: Duration,
+    /// Saga: given on top of the outage time.
+    pub outage_grace: Duration,
+    /// The broker (`None`: the one `scripts/test.sh` runs).
+    pub brokers: Option<String>,
 }
 
 impl Default for StackOptions {
@@ -55,6 +61,9 @@ impl Default for StackOptions {
             consumer_max_batch: None,
             consumer_idle_after: Some(Duration::from_secs(5)),
             order_rate_limit: None,
+            outage_budget: Duration::from_secs(120),
+            outage_grace: Duration::from_secs(10),
+            brokers: None,
         }
     }
 }
@@ -104,7 +113,7 @@ impl Stack {
     pub async fn start(options: StackOptions) -> anyhow::Result<Self> {
         let suffix = unique();
         let prefix = format!("t{suffix}.");
-        let brokers = brokers();
+        let brokers = options.brokers.clone().unwrap_or_else(brokers);
         oms_kafka::ensure_topics(
             &brokers,
             &Topics::new(&prefix).all_with_dlq(),
@@ -243,6 +252,8 @@ impl Stack {
                     payment_timeout: o.payment_timeout,
                     release_timeout: o.release_timeout,
                     sweep_interval: Duration::from_millis(200),
+                    outage_budget: o.outage_budget,
+                    outage_grace: o.outage_grace,
                 },
                 listener,
                 t,
@@ -354,6 +365,26 @@ impl Stack {
             .get(format!("{}{path}", self.url(service)?))
             .send()
             .await?;
+        let status = r.status().as_u16();
+        Ok((status, r.json().await.unwrap_or(Value::Null)))
+    }
+
+    /// `POST` a JSON body to a service, as the admin or with `token`: (status, body).
+    pub async fn post_json(
+        &self,
+        service: Service,
+        path: &str,
+        body: &Value,
+        token: Option<&str>,
+    ) -> anyhow::Result<(u16, Value)> {
+        let mut request = self
+            .http
+            .post(format!("{}{path}", self.url(service)?))
+            .json(body);
+        if let Some(t) = token {
+            request = request.bearer_auth(t);
+        }
+        let r = request.send().await?;
         let status = r.status().as_u16();
         Ok((status, r.json().await.unwrap_or(Value::Null)))
     }

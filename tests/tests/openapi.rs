@@ -73,6 +73,8 @@ const ROUTES: &[(&str, &str, &str)] = &[
     ("saga", "get", "/sagas"),
     ("saga", "get", "/sagas/summary"),
     ("saga", "get", "/sagas/{order_id}"),
+    ("saga", "post", "/sagas/{order_id}/retry"),
+    ("saga", "post", "/sagas/{order_id}/cancel"),
 ];
 
 const OPS: &[&str] = &[

@@ -647,3 +647,207 @@ async fn a_burst_over_the_rate_limit_is_refused_with_retry_after_and_creates_not
     .await?;
     stack.shutdown().await
 }
+
+async fn saga_of(stack: &Stack, id: &str) -> anyhow::Result<Value> {
+    stack.get(Service::Saga, &format!("/sagas/{id}")).await
+}
+
+async fn in_state(stack: &Stack, id: &str, state: &str) -> anyhow::Result<Value> {
+    eventually(FINISH, &format!("the saga to be {state}"), || async {
+        let saga = saga_of(stack, id).await?;
+        Ok((saga["state"] == state).then_some(saga))
+    })
+    .await
+}
+
+fn steps_with(saga: &Value, input: &str) -> Vec<Value> {
+    saga["steps"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|s| s["input"] == input)
+        .cloned()
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn operators_retry_a_stuck_step_and_cancel_with_compensation_recorded_as_steps(
+) -> anyhow::Result<()> {
+    let mut stack = Stack::start(StackOptions::default()).await?;
+    let before = stack.product("stand-01").await?;
+    stack.stop_service(Service::Payment).await?;
+    let retried = stack.place(order("stand-01", 1, "tok_visa")).await?;
+    let cancelled = stack.place(order("stand-01", 2, "tok_visa")).await?;
+    in_state(&stack, &retried, "AUTHORIZING").await?;
+    in_state(&stack, &cancelled, "AUTHORIZING").await?;
+
+    // Retry: the authorization is asked again, recorded as a step by the caller.
+    let (status, answer) = stack
+        .post_json(
+            Service::Saga,
+            &format!("/sagas/{retried}/retry"),
+            &json!({}),
+            None,
+        )
+        .await?;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["applied"], true);
+    assert_eq!(answer["sent"], json!(["payment.authorize"]));
+    assert_eq!(answer["saga"]["state"], "AUTHORIZING");
+
+    // Cancel: the payment voided and the stock released; asking again changes nothing.
+    let cancel = json!({"reason": "customer called"});
+    let path = format!("/sagas/{cancelled}/cancel");
+    let (status, answer) = stack.post_json(Service::Saga, &path, &cancel, None).await?;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["applied"], true);
+    assert_eq!(
+        answer["sent"],
+        json!(["payment.refund", "inventory.release"])
+    );
+    let done = stack.finished(&cancelled, FINISH).await?;
+    assert_eq!(done["status"], "CANCELLED", "{done}");
+    assert_eq!(done["cancelReason"], "OPERATOR_CANCELLED", "{done}");
+    let (status, again) = stack.post_json(Service::Saga, &path, &cancel, None).await?;
+    assert_eq!(status, 200, "{again}");
+    assert_eq!(again["applied"], false, "{again}");
+    assert_eq!(again["sent"], json!([]));
+
+    // Bad requests change nothing.
+    let customer = stack.token("c-test", oms_contracts::auth::Role::Customer, 600)?;
+    for (path, body, token, want) in [
+        (
+            format!("/sagas/{retried}/cancel"),
+            json!({"reason": " "}),
+            None,
+            400,
+        ),
+        (
+            format!("/sagas/{retried}/cancel"),
+            json!({"reason": "x", "why": 1}),
+            None,
+            400,
+        ),
+        (format!("/sagas/{retried}/cancel"), json!({}), None, 400),
+        ("/sagas/not-a-uuid/retry".to_owned(), json!({}), None, 400),
+        (
+            format!("/sagas/{}/retry", uuid::Uuid::now_v7()),
+            json!({}),
+            None,
+            404,
+        ),
+        (
+            format!("/sagas/{retried}/cancel"),
+            cancel.clone(),
+            Some(customer.as_str()),
+            403,
+        ),
+    ] {
+        let (status, body) = stack.post_json(Service::Saga, &path, &body, token).await?;
+        assert_eq!(status, want, "{path}: {body}");
+        assert!(body["title"].is_string(), "not a problem body: {body}");
+    }
+    assert_eq!(saga_of(&stack, &retried).await?["state"], "AUTHORIZING");
+
+    // Payment back: both authorizations of the retried order are answered with one charge;
+    // the cancelled order's late charge is undone.
+    stack.start_service(Service::Payment).await?;
+    let done = stack.finished(&retried, FINISH).await?;
+    assert_eq!(done["status"], "CONFIRMED", "{done}");
+    let payment = eventually(FINISH, "the cancelled order's charge undone", || async {
+        let (status, p) = stack
+            .get_status(Service::Payment, &format!("/payments/{cancelled}"))
+            .await?;
+        Ok((status == 200 && p["status"] != "AUTHORIZED").then_some(p))
+    })
+    .await?;
+    assert!(
+        payment["status"] == "REFUNDED" || payment["status"] == "VOIDED",
+        "{payment}"
+    );
+    let saga = saga_of(&stack, &retried).await?;
+    let retries = steps_with(&saga, "operator.retry");
+    assert_eq!(retries.len(), 1, "{saga}");
+    assert!(
+        retries[0]["note"]
+            .as_str()
+            .is_some_and(|n| n.contains("tests")),
+        "{saga}"
+    );
+    let saga = saga_of(&stack, &cancelled).await?;
+    let cancels = steps_with(&saga, "operator.cancel");
+    assert_eq!(cancels.len(), 2, "{saga}");
+    assert_eq!(
+        cancels
+            .iter()
+            .map(|s| s["applied"].clone())
+            .collect::<Vec<_>>(),
+        vec![json!(true), json!(false)]
+    );
+    // Finished sagas: retry is a conflict, and so is cancelling a confirmed order.
+    for path in [
+        format!("/sagas/{retried}/retry"),
+        format!("/sagas/{retried}/cancel"),
+    ] {
+        let (status, body) = stack.post_json(Service::Saga, &path, &cancel, None).await?;
+        assert_eq!(status, 409, "{path}: {body}");
+    }
+    let after = stack.product("stand-01").await?;
+    assert_eq!(
+        after["available"].as_i64(),
+        before["available"].as_i64().map(|a| a - 1),
+        "only the confirmed order keeps its stock: {after}"
+    );
+    stack.shutdown().await
+}
+
+/// An order held in AUTHORIZING (payment stopped) through a broker outage longer than its
+/// payment deadline: `budget` decides whether the outage may cancel it.
+async fn through_a_broker_outage(budget: Duration) -> anyhow::Result<Value> {
+    let mut broker = oms_tests::TestBroker::start().await?;
+    let mut stack = Stack::start(StackOptions {
+        payment_timeout: Duration::from_secs(5),
+        outage_budget: budget,
+        outage_grace: Duration::from_secs(30),
+        brokers: Some(broker.brokers()),
+        ..StackOptions::default()
+    })
+    .await?;
+    stack.stop_service(Service::Payment).await?;
+    let id = stack.place(order("stand-01", 1, "tok_visa")).await?;
+    in_state(&stack, &id, "AUTHORIZING").await?;
+    broker.stop()?;
+    // The payment deadline passes while the broker is away.
+    eventually(FINISH, "the payment deadline to pass", || async {
+        let saga = saga_of(&stack, &id).await?;
+        Ok((saga["stuck"] == true || saga["state"] != "AUTHORIZING").then_some(()))
+    })
+    .await?;
+    broker.start_again().await?;
+    stack.start_service(Service::Payment).await?;
+    let done = stack.finished(&id, FINISH).await?;
+    let saga = saga_of(&stack, &id).await?;
+    stack.shutdown().await?;
+    Ok(json!({"order": done, "saga": saga}))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_broker_outage_within_the_budget_cancels_no_order_and_without_one_it_does(
+) -> anyhow::Result<()> {
+    let held = through_a_broker_outage(Duration::from_secs(120)).await?;
+    assert_eq!(held["order"]["status"], "CONFIRMED", "{held}");
+    let extended = steps_with(&held["saga"], "outage");
+    assert_eq!(extended.len(), 1, "{held}");
+    assert!(
+        extended[0]["note"]
+            .as_str()
+            .is_some_and(|n| n.contains("deadline extended")),
+        "{held}"
+    );
+    // The same outage with the budget off: the deadline stands.
+    let timed_out = through_a_broker_outage(Duration::ZERO).await?;
+    assert_eq!(timed_out["order"]["status"], "CANCELLED", "{timed_out}");
+    assert_eq!(timed_out["order"]["cancelReason"], "TIMEOUT", "{timed_out}");
+    assert!(steps_with(&timed_out["saga"], "outage").is_empty());
+    Ok(())
+}

@@ -241,6 +241,7 @@ impl OrderMetrics {
             CancelReason::UnknownProduct,
             CancelReason::PaymentDeclined,
             CancelReason::Timeout,
+            CancelReason::OperatorCancelled,
         ] {
             if let Some(reason) = serde_json::to_value(reason)
                 .ok()

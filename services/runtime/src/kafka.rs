@@ -264,6 +264,32 @@ pub fn probe_broker<C: ClientContext>(
     client.fetch_metadata(None, timeout).map(|_| ())
 }
 
+/// A client of its own, kept to ask whether the broker answers (the saga's outage watch).
+pub struct BrokerProbe {
+    consumer: BaseConsumer<QuietContext>,
+    topic: String,
+}
+
+impl BrokerProbe {
+    /// A probe of `brokers` that asks for the metadata of `topic` only.
+    pub fn new(brokers: &str, props: &Properties, topic: &str) -> Result<Self, KafkaError> {
+        let mut config = oms_kafka::client_config(brokers, props);
+        config.set_log_level(RDKafkaLogLevel::Error);
+        Ok(Self {
+            consumer: config.create_with_context(QuietContext::default())?,
+            topic: topic.to_owned(),
+        })
+    }
+
+    /// Whether the broker answers within `timeout` (blocking; call it from `spawn_blocking`).
+    pub fn probe(&self, timeout: Duration) -> Result<(), KafkaError> {
+        use rdkafka::consumer::Consumer;
+        self.consumer
+            .fetch_metadata(Some(&self.topic), timeout)
+            .map(|_| ())
+    }
+}
+
 /// The response code of a delivery error, for logs and the outbox's `last_error`.
 pub fn describe(error: &KafkaError) -> String {
     match error.rdkafka_error_code() {

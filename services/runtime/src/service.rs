@@ -139,6 +139,15 @@ impl Runtime {
         &self.config
     }
 
+    /// A client that asks whether the broker answers, by the metadata of `topic` (as deployed).
+    pub fn broker_probe(&self, topic: &str) -> Result<crate::kafka::BrokerProbe, RuntimeError> {
+        Ok(crate::kafka::BrokerProbe::new(
+            &self.config.brokers,
+            &self.kafka,
+            topic,
+        )?)
+    }
+
     /// Topic names as deployed (with the configured prefix).
     pub fn topics(&self) -> Topics {
         Topics::new(&self.config.topic_prefix)

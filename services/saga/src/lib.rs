@@ -3,8 +3,10 @@
 //! # Layout
 //! - [`machine`]: the saga as a pure transition function, with its states and deadlines.
 //! - [`store`]: sagas and their step history in PostgreSQL.
-//! - this module: the consumer that feeds messages to the machine, the deadline sweeper, the HTTP
-//!   API (`GET /sagas`, `GET /sagas/summary`, `GET /sagas/{orderId}`) and [`run`].
+//! - this module: the consumer that feeds messages to the machine, the deadline sweeper (which
+//!   gives back to running steps the time the broker was unreachable, within a budget), the
+//!   HTTP API (`GET /sagas`, `GET /sagas/summary`, `GET /sagas/{orderId}`, and the operator's
+//!   `POST /sagas/{orderId}/retry` and `/cancel`) and [`run`].
 //!
 //! Every command leaves through the outbox in the transaction that moves the saga, so a saga
 //! never moves without its commands or sends commands without moving.
@@ -12,21 +14,22 @@
 pub mod machine;
 pub mod store;
 
-use oms_contracts::api::{Page, Problem, SagaSummary, SagaView};
+use oms_contracts::api::{CancelSaga, Page, Problem, SagaAction, SagaSummary, SagaView};
 use oms_contracts::ServiceId;
 use std::time::Duration;
 use tracing::Instrument;
 use utoipa::OpenApi as _;
 
-use axum::extract::State;
-use axum::routing::get;
+use axum::extract::{FromRef, State};
+use axum::http::StatusCode;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use chrono::Utc;
 use oms_contracts::Topics;
 use oms_contracts::{Envelope, Message};
 use oms_runtime::auth::Operator;
 use oms_runtime::config::{parse_duration, RuntimeConfig};
-use oms_runtime::http::{ApiError, ApiPath, ApiQuery};
+use oms_runtime::http::{ApiError, ApiJson, ApiPath, ApiQuery};
 use oms_runtime::service::RuntimeError;
 use oms_runtime::{outbox, Handler, HandlerContext, HandlerError, Runtime};
 use serde::Deserialize;
@@ -35,7 +38,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use machine::{Deadlines, Input, SagaState};
+use machine::{Deadlines, Due, Input, Outage, OutagePolicy, SagaState};
 use oms_runtime::metrics::OutcomeLabel;
 use oms_runtime::prometheus_client::metrics::family::Family;
 use oms_runtime::prometheus_client::metrics::gauge::Gauge;
@@ -73,9 +76,27 @@ pub struct Config {
     /// How often the sweeper looks for sagas past their deadline.
     #[arg(long, env = "OMS_SAGA_SWEEP_INTERVAL", default_value = "1s", value_parser = parse_duration)]
     pub sweep_interval: Duration,
+
+    /// The most broker-outage time given back to one saga step: while the broker is unreachable
+    /// no deadline expires, and afterwards each running step gets the outage time back, so an
+    /// outage shorter than this cancels no order with TIMEOUT. `0s` turns it off.
+    #[arg(long, env = "OMS_SAGA_OUTAGE_BUDGET", default_value = "120s", value_parser = parse_duration)]
+    pub outage_budget: Duration,
+
+    /// Given on top of the outage time, once, for the messages held up by it to arrive.
+    #[arg(long, env = "OMS_SAGA_OUTAGE_GRACE", default_value = "10s", value_parser = parse_duration)]
+    pub outage_grace: Duration,
 }
 
 impl Config {
+    /// How deadlines treat broker outages.
+    pub fn outage_policy(&self) -> OutagePolicy {
+        OutagePolicy {
+            budget: self.outage_budget,
+            grace: self.outage_grace,
+        }
+    }
+
     /// The step deadlines.
     pub fn deadlines(&self) -> Deadlines {
         Deadlines {
@@ -190,12 +211,16 @@ pub async fn run(
             metrics: metrics.clone(),
         },
     )?;
+    let topics = runtime.topics();
+    let probe = runtime.broker_probe(&topics.name(oms_contracts::topics::INVENTORY_COMMANDS))?;
     let sweeper = Sweeper {
         pool: runtime.pool().clone(),
-        topics: runtime.topics(),
+        topics: topics.clone(),
         deadlines,
         interval: config.sweep_interval,
         metrics: metrics.clone(),
+        policy: config.outage_policy(),
+        watch: OutageWatch::new(probe),
     };
     let token = runtime.shutdown().clone();
     runtime.spawn("deadline sweeper", sweeper.run(token));
@@ -206,7 +231,7 @@ pub async fn run(
         })
         .await
     });
-    let api = router(runtime.pool().clone());
+    let api = router(runtime.pool().clone(), topics, deadlines);
     runtime.serve(listener, api, ApiDoc::openapi()).await
 }
 
@@ -278,6 +303,61 @@ struct Sweeper {
     deadlines: Deadlines,
     interval: Duration,
     metrics: SagaMetrics,
+    policy: OutagePolicy,
+    watch: OutageWatch,
+}
+
+/// The broker outages this process saw, from a probe before each sweep.
+struct OutageWatch {
+    probe: std::sync::Arc<oms_runtime::kafka::BrokerProbe>,
+    seen: std::sync::Mutex<Vec<Outage>>,
+}
+
+/// Outages remembered (the oldest are forgotten; a step lasts minutes, not hours).
+const OUTAGES_KEPT: usize = 32;
+
+impl OutageWatch {
+    fn new(probe: oms_runtime::kafka::BrokerProbe) -> Self {
+        Self {
+            probe: std::sync::Arc::new(probe),
+            seen: std::sync::Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Probes the broker and returns the outages seen so far (the last one open while it lasts).
+    async fn look(&self) -> Vec<Outage> {
+        let probe = std::sync::Arc::clone(&self.probe);
+        let up = tokio::task::spawn_blocking(move || probe.probe(Duration::from_secs(2)))
+            .await
+            .map(|r| r.is_ok())
+            .unwrap_or(true);
+        let now = Utc::now();
+        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        let open = seen.last().is_some_and(|o| o.end.is_none());
+        match (up, open) {
+            (false, false) => {
+                tracing::warn!("broker unreachable: saga deadlines are held until it is back");
+                seen.push(Outage {
+                    start: now,
+                    end: None,
+                });
+                let excess = seen.len().saturating_sub(OUTAGES_KEPT);
+                seen.drain(..excess);
+            }
+            (true, true) => {
+                if let Some(last) = seen.last_mut() {
+                    last.end = Some(now);
+                    let secs = (now - last.start).num_milliseconds() as f64 / 1000.0;
+                    tracing::info!(
+                        outage_seconds = secs,
+                        "broker reachable again: running saga steps get the outage time back"
+                    );
+                }
+            }
+            _ => {}
+        }
+        seen.clone()
+    }
 }
 
 /// Sagas handled per sweeper transaction.
@@ -293,11 +373,20 @@ impl Sweeper {
         .await
     }
 
-    /// One transaction: time out what is due, send the compensations through the outbox.
+    /// One transaction: time out what is due (or give it back the time the broker was away),
+    /// send the compensations through the outbox.
     async fn sweep_once(&self) -> Result<usize, sqlx::Error> {
+        let outages = if self.policy.budget.is_zero() {
+            Vec::new()
+        } else {
+            self.watch.look().await
+        };
+        let now = Utc::now();
+        if machine::holding(&outages, now, &self.policy) {
+            return Ok(0);
+        }
         let mut tx = self.pool.begin().await?;
         let due = store::lock_due(&mut tx, SWEEP_BATCH).await?;
-        let now = Utc::now();
         let mut observe = Vec::new();
         for (saga, traceparent) in &due {
             // The deadline is part of the order's journey: a span of its trace.
@@ -310,10 +399,18 @@ impl Sweeper {
             );
             oms_runtime::telemetry::set_parent(&span, traceparent.as_deref());
             async {
-                let step = machine::transition(saga, Input::DeadlinePassed, now, &self.deadlines);
+                let (step, input) =
+                    match machine::due(saga, now, &outages, &self.policy, &self.deadlines) {
+                        Due::Extend(step) => (*step, "outage"),
+                        // Not reached while `holding` (the sweep stops before); left as it is.
+                        Due::Hold => return Ok(()),
+                        Due::TimeOut => (
+                            machine::transition(saga, Input::DeadlinePassed, now, &self.deadlines),
+                            "deadline",
+                        ),
+                    };
                 tracing::info!(order_id = %saga.order_id, from = %saga.state, to = %step.saga.state, note = %step.note, "saga deadline passed");
-                let ended_after =
-                    store::record(&mut tx, Some(saga), &step, "deadline", None).await?;
+                let ended_after = store::record(&mut tx, Some(saga), &step, input, None).await?;
                 observe.extend(self.metrics.ended(&step, ended_after));
                 for command in step.commands {
                     let envelope = Envelope::new(command, SERVICE.name(), saga.correlation_id);
@@ -336,7 +433,7 @@ impl Sweeper {
 
 /// This service's routes, documented.
 #[derive(utoipa::OpenApi)]
-#[openapi(paths(list_sagas, saga_summary, get_saga), tags((name = "sagas", description = "Sagas and their history")))]
+#[openapi(paths(list_sagas, saga_summary, get_saga, retry_saga, cancel_saga), tags((name = "sagas", description = "Sagas and their history")))]
 pub struct ApiDoc;
 
 /// The service's whole OpenAPI document (what `GET /openapi.json` serves).
@@ -344,13 +441,33 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
     oms_runtime::http::openapi_document(SERVICE.name(), ApiDoc::openapi())
 }
 
+/// What the API's handlers share.
+#[derive(Clone)]
+struct ApiState {
+    pool: PgPool,
+    topics: Topics,
+    deadlines: Deadlines,
+}
+
+impl FromRef<ApiState> for PgPool {
+    fn from_ref(state: &ApiState) -> Self {
+        state.pool.clone()
+    }
+}
+
 /// The HTTP API.
-pub fn router(pool: PgPool) -> Router {
+pub fn router(pool: PgPool, topics: Topics, deadlines: Deadlines) -> Router {
     Router::new()
         .route("/sagas", get(list_sagas))
         .route("/sagas/summary", get(saga_summary))
         .route("/sagas/{order_id}", get(get_saga))
-        .with_state(pool)
+        .route("/sagas/{order_id}/retry", post(retry_saga))
+        .route("/sagas/{order_id}/cancel", post(cancel_saga))
+        .with_state(ApiState {
+            pool,
+            topics,
+            deadlines,
+        })
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -450,4 +567,118 @@ async fn get_saga(
         .await?
         .map(Json)
         .ok_or_else(|| ApiError::not_found(format!("No saga for order {order_id}")))
+}
+
+/// Applies an operator's input to one saga in one transaction: the step is recorded in its
+/// history and its commands leave through the outbox, like any other input. `conflict` says,
+/// for an input that does not apply, whether that is a conflict (409) rather than a no-op.
+async fn operate(
+    state: &ApiState,
+    order_id: Uuid,
+    input: Input<'_>,
+    conflict: impl Fn(SagaState) -> Option<String>,
+) -> Result<Json<SagaAction>, ApiError> {
+    let mut tx = state.pool.begin().await?;
+    let saga = store::lock(&mut tx, oms_contracts::OrderId(order_id))
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("No saga for order {order_id}")))?;
+    let step = machine::transition(&saga, input, Utc::now(), &state.deadlines);
+    if !step.applied {
+        if let Some(why) = conflict(saga.state) {
+            return Err(ApiError::new(StatusCode::CONFLICT, why));
+        }
+    }
+    tracing::info!(order_id = %order_id, input = input.name(), applied = step.applied, note = %step.note, "operator action on a saga");
+    store::record(&mut tx, Some(&saga), &step, input.name(), None).await?;
+    let sent: Vec<String> = step
+        .commands
+        .iter()
+        .map(|c| c.message_type().as_str().to_owned())
+        .collect();
+    for command in step.commands.iter().cloned() {
+        let envelope = Envelope::new(command, SERVICE.name(), saga.correlation_id);
+        outbox::enqueue_envelope(&mut *tx, &state.topics, &envelope)
+            .await
+            .map_err(|e| ApiError::internal(&e))?;
+    }
+    tx.commit().await?;
+    let mut conn = state.pool.acquire().await?;
+    let view = store::find(&mut conn, order_id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("No saga for order {order_id}")))?;
+    Ok(Json(SagaAction {
+        applied: step.applied,
+        note: step.note,
+        sent,
+        saga: view,
+    }))
+}
+
+fn who(caller: &oms_runtime::auth::Caller) -> String {
+    caller
+        .subject
+        .clone()
+        .unwrap_or_else(|| format!("{:?}", caller.role).to_lowercase())
+}
+
+/// Sends the current step's command again, with a fresh deadline (the services answer a repeated
+/// command with what they did the first time). A finished saga has no step to retry: 409.
+#[utoipa::path(post, path = "/sagas/{order_id}/retry", tag = "sagas", security(("bearer" = ["operator", "admin"])),
+    params(("order_id" = Uuid, Path, description = "Order id")),
+    responses(
+        (status = 200, description = "The step asked again, recorded in the history", body = SagaAction),
+        (status = 400, description = "Not a UUID", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No saga for this order", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The saga is finished: nothing to retry", body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn retry_saga(
+    Operator(caller): Operator,
+    State(state): State<ApiState>,
+    ApiPath(order_id): ApiPath<Uuid>,
+) -> Result<Json<SagaAction>, ApiError> {
+    let who = who(&caller);
+    operate(&state, order_id, Input::Retry { who: &who }, |s| {
+        s.is_terminal()
+            .then(|| format!("The saga is {s}: there is no step to retry"))
+    })
+    .await
+}
+
+/// Cancels the order now, compensating whatever was done (the payment voided or refunded, the
+/// stock released), with reason `OPERATOR_CANCELLED`. Asking again, or while it is already being
+/// cancelled, changes nothing (200, `applied: false`). A confirmed order is not the saga's to
+/// cancel: 409.
+#[utoipa::path(post, path = "/sagas/{order_id}/cancel", tag = "sagas", security(("bearer" = ["operator", "admin"])),
+    params(("order_id" = Uuid, Path, description = "Order id")),
+    request_body = CancelSaga,
+    responses(
+        (status = 200, description = "Cancelling (or already cancelled), recorded in the history", body = SagaAction),
+        (status = 400, description = "Not a UUID, or no reason", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No saga for this order", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The order is confirmed", body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn cancel_saga(
+    Operator(caller): Operator,
+    State(state): State<ApiState>,
+    ApiPath(order_id): ApiPath<Uuid>,
+    ApiJson(body): ApiJson<CancelSaga>,
+) -> Result<Json<SagaAction>, ApiError> {
+    let reason = body.reason.trim();
+    if reason.is_empty() || body.reason.chars().count() > 200 {
+        let mut errors = std::collections::BTreeMap::new();
+        errors.insert(
+            "reason".to_owned(),
+            "must be 1 to 200 characters, not all blank".to_owned(),
+        );
+        return Err(ApiError::validation(errors));
+    }
+    let who = who(&caller);
+    operate(&state, order_id, Input::Cancel { who: &who, reason }, |s| {
+        (s == SagaState::Confirmed).then(|| {
+            "The order is CONFIRMED: the saga cancels only orders it has not finished".to_owned()
+        })
+    })
+    .await
 }

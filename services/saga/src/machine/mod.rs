@@ -83,6 +83,10 @@ pub struct Saga {
     pub refund_requested: bool,
     /// When the current step gives up (none once terminal).
     pub deadline_at: Option<DateTime<Utc>>,
+    /// How far the current step's deadline was pushed out for broker outages (ms); a new step
+    /// starts at zero.
+    #[serde(default)]
+    pub deadline_extended_ms: u64,
 }
 
 /// What arrives at a saga.
@@ -92,14 +96,29 @@ pub enum Input<'a> {
     Message(&'a Message),
     /// The current step's deadline passed.
     DeadlinePassed,
+    /// An operator asks for the current step's command to be sent again (a fresh deadline).
+    Retry {
+        /// Who asked (the token's subject).
+        who: &'a str,
+    },
+    /// An operator cancels the order now: compensate whatever was done.
+    Cancel {
+        /// Who asked.
+        who: &'a str,
+        /// Why, for the record.
+        reason: &'a str,
+    },
 }
 
 impl Input<'_> {
-    /// `order.created`, `inventory.reserved`, ... or `deadline`.
+    /// `order.created`, `inventory.reserved`, ..., `deadline`, `operator.retry` or
+    /// `operator.cancel`.
     pub fn name(&self) -> &'static str {
         match self {
             Input::Message(m) => m.message_type().as_str(),
             Input::DeadlinePassed => "deadline",
+            Input::Retry { .. } => "operator.retry",
+            Input::Cancel { .. } => "operator.cancel",
         }
     }
 }
@@ -145,6 +164,7 @@ pub fn start(
         payment_requested: false,
         refund_requested: false,
         deadline_at: deadline(now, deadlines.reserve),
+        deadline_extended_ms: 0,
     };
     Step {
         commands: vec![ReserveStock {
@@ -340,6 +360,87 @@ pub fn transition(saga: &Saga, input: Input<'_>, now: DateTime<Utc>, d: &Deadlin
             "release not confirmed in time; asked again".to_owned()
         }
 
+        (SagaState::Reserving, Input::Retry { who }) => {
+            next.deadline_at = deadline(now, d.reserve);
+            commands.push(
+                ReserveStock {
+                    order_id,
+                    items: saga.items.clone(),
+                }
+                .into(),
+            );
+            format!("retry by {who}: reservation asked again")
+        }
+        (SagaState::Authorizing, Input::Retry { who }) => {
+            let Some(amount) = saga.total else {
+                return ignore(format!(
+                    "operator.retry by {who} in AUTHORIZING without a total; ignored"
+                ));
+            };
+            // The payment service answers a repeated authorization with its recorded outcome:
+            // asking again never charges twice.
+            next.deadline_at = deadline(now, d.payment);
+            commands.push(
+                AuthorizePayment {
+                    order_id,
+                    customer_id: saga.customer_id.clone(),
+                    amount,
+                    payment_token: saga.payment_token.clone(),
+                }
+                .into(),
+            );
+            format!("retry by {who}: payment authorization asked again")
+        }
+        (SagaState::Releasing, Input::Retry { who }) => {
+            next.deadline_at = deadline(now, d.release);
+            commands.push(
+                ReleaseStock {
+                    order_id,
+                    reason: ReleaseReason::Compensation,
+                }
+                .into(),
+            );
+            format!("retry by {who}: release asked again")
+        }
+        (SagaState::Reserving, Input::Cancel { who, reason }) => {
+            let detail = format!("cancelled by {who}: {reason}");
+            compensate(
+                &mut next,
+                &mut commands,
+                CancelReason::OperatorCancelled,
+                &detail,
+                now,
+                d,
+            );
+            format!("{detail}; releasing whatever was reserved")
+        }
+        (SagaState::Authorizing, Input::Cancel { who, reason }) => {
+            let detail = format!("cancelled by {who}: {reason}");
+            next.refund_requested = true;
+            commands.push(
+                RefundPayment {
+                    order_id,
+                    reason: CancelReason::OperatorCancelled,
+                }
+                .into(),
+            );
+            compensate(
+                &mut next,
+                &mut commands,
+                CancelReason::OperatorCancelled,
+                &detail,
+                now,
+                d,
+            );
+            format!("{detail}; voiding the payment and releasing stock")
+        }
+        (SagaState::Releasing, Input::Cancel { who, .. }) => {
+            return ignore(format!(
+                "operator.cancel by {who} in RELEASING: already being cancelled ({}); ignored",
+                saga.cancel_detail.as_deref().unwrap_or("-")
+            ));
+        }
+
         (state, input) => {
             let why = if state.is_terminal() {
                 "saga already finished"
@@ -349,12 +450,127 @@ pub fn transition(saga: &Saga, input: Input<'_>, now: DateTime<Utc>, d: &Deadlin
             return ignore(format!("{} in {state}: {why}; ignored", input.name()));
         }
     };
+    if next.deadline_at != saga.deadline_at {
+        next.deadline_extended_ms = 0;
+    }
     Step {
         saga: next,
         commands,
         note,
         applied: true,
     }
+}
+
+/// A time the broker could not be reached, as the orchestrator saw it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Outage {
+    /// When it began.
+    pub start: DateTime<Utc>,
+    /// When it ended (none while it lasts).
+    pub end: Option<DateTime<Utc>>,
+}
+
+/// How deadlines treat broker outages: the time a step spent without a broker is given back
+/// (up to `budget`, plus `grace` for the backlog to drain), so an outage shorter than the budget
+/// cancels no order that would otherwise have finished.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OutagePolicy {
+    /// The most outage time given back to one step (zero: none).
+    pub budget: Duration,
+    /// Given on top, once, for the messages held up to arrive.
+    pub grace: Duration,
+}
+
+/// What to do with a saga whose deadline has passed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Due {
+    /// Leave it: the broker is down now (within the budget); its answer cannot come.
+    Hold,
+    /// Give back the outage time: the step (deadline pushed out, no commands).
+    Extend(Box<Step>),
+    /// The deadline stands: apply [`Input::DeadlinePassed`].
+    TimeOut,
+}
+
+fn step_timeout(state: SagaState, d: &Deadlines) -> Option<Duration> {
+    match state {
+        SagaState::Reserving => Some(d.reserve),
+        SagaState::Authorizing => Some(d.payment),
+        SagaState::Releasing => Some(d.release),
+        SagaState::Confirmed | SagaState::Cancelled => None,
+    }
+}
+
+/// Whether no deadline may expire now: the broker is unreachable, for less than the budget.
+pub fn holding(outages: &[Outage], now: DateTime<Utc>, policy: &OutagePolicy) -> bool {
+    !policy.budget.is_zero()
+        && outages.iter().any(|o| {
+            o.end.is_none()
+                && (now - o.start)
+                    .to_std()
+                    .is_ok_and(|lasted| lasted < policy.budget)
+        })
+}
+
+/// Judges a saga past its deadline against the outages seen. Pure, like [`transition`].
+pub fn due(
+    saga: &Saga,
+    now: DateTime<Utc>,
+    outages: &[Outage],
+    policy: &OutagePolicy,
+    d: &Deadlines,
+) -> Due {
+    let (Some(deadline_at), Some(timeout)) = (saga.deadline_at, step_timeout(saga.state, d)) else {
+        return Due::TimeOut;
+    };
+    if policy.budget.is_zero() {
+        return Due::TimeOut;
+    }
+    let ms = |d: chrono::TimeDelta| u64::try_from(d.num_milliseconds()).unwrap_or(0);
+    let budget_ms = u64::try_from(policy.budget.as_millis()).unwrap_or(u64::MAX);
+    if holding(outages, now, policy) {
+        return Due::Hold;
+    }
+    // When the step began: its deadline less its timeout and what it was given already.
+    let extended = saga.deadline_extended_ms;
+    let began = deadline_at
+        - chrono::TimeDelta::from_std(timeout).unwrap_or_default()
+        - chrono::TimeDelta::milliseconds(i64::try_from(extended).unwrap_or(i64::MAX));
+    let overlap: u64 = outages
+        .iter()
+        .map(|o| {
+            let from = o.start.max(began);
+            let to = o.end.unwrap_or(now).min(now);
+            if to > from {
+                ms(to - from)
+            } else {
+                0
+            }
+        })
+        .sum();
+    if overlap == 0 {
+        return Due::TimeOut;
+    }
+    let grace_ms = u64::try_from(policy.grace.as_millis()).unwrap_or(0);
+    let owed = overlap.min(budget_ms) + grace_ms;
+    // Less than a second owed is measurement noise (another replica's view of the same outage).
+    let Some(more) = owed.checked_sub(extended).filter(|m| *m >= 1000) else {
+        return Due::TimeOut;
+    };
+    let mut next = saga.clone();
+    next.deadline_at = deadline(deadline_at, Duration::from_millis(more));
+    next.deadline_extended_ms = extended + more;
+    Due::Extend(Box::new(Step {
+        saga: next,
+        commands: Vec::new(),
+        note: format!(
+            "deadline extended by {:.1}s: the broker was unreachable for {:.1}s of this step (outage budget {})",
+            more as f64 / 1000.0,
+            overlap as f64 / 1000.0,
+            humantime::format_duration(policy.budget)
+        ),
+        applied: true,
+    }))
 }
 
 /// Starts compensation: release the stock, then cancel once inventory confirms.

@@ -468,3 +468,262 @@ proptest! {
         }
     }
 }
+
+/// (state, action) -> (next state, messages sent); `None`: a no-op.
+type ActionTable =
+    BTreeMap<(&'static str, &'static str), Option<(&'static str, Vec<&'static str>)>>;
+
+#[test]
+fn operators_retry_the_current_step_and_cancel_what_is_not_finished() {
+    let table: ActionTable = [
+        (
+            ("RESERVING", "retry"),
+            Some(("RESERVING", vec!["inventory.reserve"])),
+        ),
+        (
+            ("AUTHORIZING", "retry"),
+            Some(("AUTHORIZING", vec!["payment.authorize"])),
+        ),
+        (
+            ("RELEASING", "retry"),
+            Some(("RELEASING", vec!["inventory.release"])),
+        ),
+        (("CONFIRMED", "retry"), None),
+        (("CANCELLED", "retry"), None),
+        (
+            ("RESERVING", "cancel"),
+            Some(("RELEASING", vec!["inventory.release"])),
+        ),
+        (
+            ("AUTHORIZING", "cancel"),
+            Some(("RELEASING", vec!["payment.refund", "inventory.release"])),
+        ),
+        (("RELEASING", "cancel"), None),
+        (("CONFIRMED", "cancel"), None),
+        (("CANCELLED", "cancel"), None),
+    ]
+    .into_iter()
+    .collect();
+    for (state_name, saga) in in_each_state() {
+        for action in ["retry", "cancel"] {
+            let input = if action == "retry" {
+                Input::Retry { who: "ops-1" }
+            } else {
+                Input::Cancel {
+                    who: "ops-1",
+                    reason: "customer called",
+                }
+            };
+            let step = transition(&saga, input, at(50), &d());
+            match &table[&(state_name, action)] {
+                Some((to, sent)) => {
+                    assert!(step.applied, "{state_name} × {action}: {}", step.note);
+                    assert_eq!(step.saga.state.as_str(), *to, "{state_name} × {action}");
+                    assert_eq!(types(&step.commands), *sent, "{state_name} × {action}");
+                    assert!(step.note.contains("ops-1"), "{}", step.note);
+                    // Every action starts the step's clock again.
+                    assert!(
+                        step.saga.deadline_at > saga.deadline_at,
+                        "{state_name} × {action}"
+                    );
+                    if action == "cancel" {
+                        assert_eq!(
+                            step.saga.cancel_reason,
+                            Some(CancelReason::OperatorCancelled)
+                        );
+                        assert!(
+                            step.saga
+                                .cancel_detail
+                                .as_deref()
+                                .is_some_and(|d| d.contains("customer called")),
+                            "{:?}",
+                            step.saga.cancel_detail
+                        );
+                    }
+                }
+                None => {
+                    assert!(!step.applied, "{state_name} × {action}: {}", step.note);
+                    assert_eq!(step.saga, saga);
+                    assert!(step.commands.is_empty());
+                }
+            }
+        }
+    }
+    // Cancelled by an operator, the release confirmed: the order is cancelled with that reason.
+    let cancelling = transition(
+        &after(&started(), &["inventory.reserved"]),
+        Input::Cancel {
+            who: "ops-1",
+            reason: "fraud",
+        },
+        at(2),
+        &d(),
+    )
+    .saga;
+    let done = transition(
+        &cancelling,
+        Input::Message(&input("inventory.released/compensation")),
+        at(3),
+        &d(),
+    );
+    assert_eq!(done.saga.state, SagaState::Cancelled);
+    let Some(Message::OrderCancelled(c)) = done.commands.first() else {
+        panic!("no order.cancelled: {:?}", done.commands)
+    };
+    assert_eq!(c.reason, CancelReason::OperatorCancelled);
+    // A late authorization after the operator's cancel is not refunded twice.
+    let late = transition(
+        &cancelling,
+        Input::Message(&input("payment.authorized")),
+        at(3),
+        &d(),
+    );
+    assert!(!late.applied, "{}", late.note);
+}
+
+fn policy() -> OutagePolicy {
+    OutagePolicy {
+        budget: Duration::from_secs(60),
+        grace: Duration::from_secs(10),
+    }
+}
+
+fn outage(from: i64, to: Option<i64>) -> Outage {
+    Outage {
+        start: at(from),
+        end: to.map(at),
+    }
+}
+
+/// Authorizing since `at(1)`, its deadline at `at(21)` (the payment deadline is 20 s).
+fn authorizing() -> Saga {
+    after(&started(), &["inventory.reserved"])
+}
+
+#[test]
+fn an_outage_within_the_budget_holds_deadlines_and_gives_the_step_its_time_back() {
+    let s = authorizing();
+    assert_eq!(s.deadline_at, Some(at(21)));
+    // No outage, or one before the step began: the deadline stands.
+    assert_eq!(due(&s, at(22), &[], &policy(), &d()), Due::TimeOut);
+    assert_eq!(
+        due(&s, at(22), &[outage(-30, Some(0))], &policy(), &d()),
+        Due::TimeOut
+    );
+    // The broker away now, for less than the budget: nothing expires.
+    assert_eq!(
+        due(&s, at(22), &[outage(5, None)], &policy(), &d()),
+        Due::Hold
+    );
+    assert!(holding(&[outage(5, None)], at(22), &policy()));
+    assert!(!holding(&[outage(5, Some(20))], at(22), &policy()));
+    // Back after 15 s: the step gets the 15 s and the grace, once.
+    let Due::Extend(step) = due(&s, at(22), &[outage(5, Some(20))], &policy(), &d()) else {
+        panic!("not extended")
+    };
+    assert!(step.applied && step.commands.is_empty());
+    assert_eq!(step.saga.deadline_at, Some(at(21 + 25)));
+    assert_eq!(step.saga.deadline_extended_ms, 25_000);
+    assert_eq!(step.saga.state, SagaState::Authorizing);
+    assert!(step.note.contains("15.0s"), "{}", step.note);
+    assert_eq!(
+        due(&step.saga, at(47), &[outage(5, Some(20))], &policy(), &d()),
+        Due::TimeOut,
+        "extended twice for one outage"
+    );
+    // Another outage later in the same step adds its own time (no second grace).
+    let Due::Extend(again) = due(
+        &step.saga,
+        at(47),
+        &[outage(5, Some(20)), outage(30, Some(35))],
+        &policy(),
+        &d(),
+    ) else {
+        panic!("second outage not given back")
+    };
+    assert_eq!(again.saga.deadline_extended_ms, 30_000);
+    // A new step starts from nothing.
+    let next = transition(
+        &again.saga,
+        Input::Message(&input("payment.authorized")),
+        at(48),
+        &d(),
+    );
+    assert_eq!(next.saga.deadline_extended_ms, 0);
+}
+
+#[test]
+fn an_outage_past_the_budget_is_given_back_only_up_to_it() {
+    let s = authorizing();
+    // Still down after 100 s: no longer held; the step gets the budget and the grace, then
+    // its deadline stands.
+    assert!(!holding(&[outage(5, None)], at(105), &policy()));
+    let Due::Extend(step) = due(&s, at(105), &[outage(5, None)], &policy(), &d()) else {
+        panic!("not extended")
+    };
+    assert_eq!(step.saga.deadline_extended_ms, 70_000);
+    assert_eq!(
+        due(
+            &step.saga,
+            at(200),
+            &[outage(5, Some(150))],
+            &policy(),
+            &d()
+        ),
+        Due::TimeOut
+    );
+    // Budget zero: outages change nothing.
+    let off = OutagePolicy {
+        budget: Duration::ZERO,
+        grace: Duration::from_secs(10),
+    };
+    assert_eq!(
+        due(&s, at(22), &[outage(5, None)], &off, &d()),
+        Due::TimeOut
+    );
+    assert!(!holding(&[outage(5, None)], at(22), &off));
+    // A finished saga is never held or extended.
+    let done = after(&started(), &["inventory.reserved", "payment.authorized"]);
+    assert_eq!(
+        due(&done, at(22), &[outage(5, Some(20))], &policy(), &d()),
+        Due::TimeOut
+    );
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2000))]
+
+    /// With operators retrying and cancelling among the messages and deadlines, the saga stays
+    /// valid, finishes once, refunds at most once and never refunds a confirmed order.
+    #[test]
+    fn operator_actions_never_break_the_saga(picks in proptest::collection::vec(0usize..18, 0..40)) {
+        let pool = inputs();
+        let mut saga = started();
+        let mut sent: Vec<&'static str> = vec!["inventory.reserve"];
+        for (i, pick) in picks.iter().enumerate() {
+            let message = pool.get(*pick).map(|(_, m)| m.clone());
+            let input = match (&message, *pick) {
+                (Some(m), _) => Input::Message(m),
+                (None, 15) => Input::DeadlinePassed,
+                (None, 16) => Input::Retry { who: "ops" },
+                _ => Input::Cancel { who: "ops", reason: "test" },
+            };
+            let step = transition(&saga, input, at(i as i64), &d());
+            if saga.state.is_terminal() {
+                prop_assert_eq!(step.saga.state, saga.state, "a finished saga moved");
+            }
+            if saga.state == SagaState::Confirmed {
+                prop_assert!(step.commands.iter().all(|c| c.message_type().as_str() != "payment.refund"));
+            }
+            prop_assert!(check_invariants(&step.saga).is_ok(), "{:?}", check_invariants(&step.saga));
+            sent.extend(step.commands.iter().map(|c| c.message_type().as_str()));
+            saga = step.saga;
+        }
+        let count = |t: &str| sent.iter().filter(|s| **s == t).count();
+        prop_assert!(count("order.confirmed") + count("order.cancelled") <= 1, "finished twice: {:?}", sent);
+        prop_assert!(count("payment.refund") <= 1, "refunded twice: {:?}", sent);
+        if count("payment.refund") == 1 {
+            prop_assert!(saga.state != SagaState::Confirmed, "refunded a confirmed order");
+        }
+    }
+}
