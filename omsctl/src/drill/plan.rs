@@ -133,6 +133,8 @@ pub struct Expectations {
     pub min_dlq: Option<i64>,
     /// At most this many orders refused at the door.
     pub max_refused: Option<u64>,
+    /// At most this many cancelled orders per cancel reason.
+    pub max_cancelled: std::collections::BTreeMap<String, u64>,
 }
 
 /// A drill ready to run.
@@ -272,8 +274,26 @@ pub fn resolve(path: &Path, text: &str, drill: &Drill, short: bool) -> Result<Pl
             max_dlq: drill.verify.max_dlq,
             min_dlq: s.and_then(|s| s.min_dlq).or(drill.verify.min_dlq),
             max_refused: drill.verify.max_refused,
+            max_cancelled: cancel_limits(&drill.verify.max_cancelled)
+                .map_err(|e| Failure::usage(format!("{}: {e}", path.display())))?,
         },
     })
+}
+
+/// `max_cancelled`: every key a cancel reason the contracts define.
+fn cancel_limits(
+    limits: &std::collections::BTreeMap<String, u64>,
+) -> Result<std::collections::BTreeMap<String, u64>, String> {
+    for reason in limits.keys() {
+        let known: Result<oms_contracts::messages::CancelReason, _> =
+            serde_json::from_value(serde_json::Value::String(reason.clone()));
+        if known.is_err() {
+            return Err(format!(
+                "verify.max_cancelled: {reason:?} is not a cancel reason (OUT_OF_STOCK, UNKNOWN_PRODUCT, PAYMENT_DECLINED, TIMEOUT, OPERATOR_CANCELLED)"
+            ));
+        }
+    }
+    Ok(limits.clone())
 }
 
 #[cfg(test)]
@@ -287,6 +307,20 @@ mod tests {
     }
 
     const HEAD: &str = "name = \"x\"\ndescription = \"d\"\nhypothesis = \"h\"\n";
+
+    #[test]
+    fn cancel_limits_name_cancel_reasons() {
+        let with = |limits: &str| {
+            plan(
+                &format!("{HEAD}[load]\nrate = 1\nitems = [\"mouse-01:1\"]\n[verify]\ndeadline = \"10s\"\nmax_cancelled = {limits}\n"),
+                false,
+            )
+        };
+        let p = with("{ TIMEOUT = 0 }").expect("a known reason");
+        assert_eq!(p.expect.max_cancelled.get("TIMEOUT"), Some(&0));
+        let e = with("{ LATE = 0 }").expect_err("an unknown reason");
+        assert!(e.contains("\"LATE\" is not a cancel reason"), "{e}");
+    }
 
     #[test]
     fn actions_are_parsed_by_the_real_command_parser() {

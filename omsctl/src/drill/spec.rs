@@ -97,6 +97,9 @@ pub struct VerifySpec {
     /// At most this many orders refused at the door (HTTP errors), when given.
     #[serde(default)]
     pub max_refused: Option<u64>,
+    /// At most this many cancelled orders per cancel reason (`{ TIMEOUT = 0 }`), when given.
+    #[serde(default)]
+    pub max_cancelled: std::collections::BTreeMap<String, u64>,
 }
 
 /// Short-form overrides.

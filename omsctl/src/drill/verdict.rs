@@ -13,6 +13,8 @@ pub struct Observed {
     pub confirmed: u64,
     /// Orders refused at the door.
     pub refused: u64,
+    /// Cancelled orders by cancel reason.
+    pub cancelled: std::collections::BTreeMap<String, u64>,
     /// Dead letters written during the drill.
     pub dlq_new: i64,
     /// Failed invariant checks of `verify`, one line each (title: first failures).
@@ -76,6 +78,14 @@ pub fn reasons(expect: &Expectations, o: &Observed) -> Vec<String> {
             ));
         }
     }
+    for (reason, max) in &expect.max_cancelled {
+        let n = o.cancelled.get(reason).copied().unwrap_or(0);
+        if n > *max {
+            why.push(format!(
+                "{n} order(s) cancelled {reason}, at most {max} expected"
+            ));
+        }
+    }
     if !o.step_errors.is_empty() {
         why.push(format!("method steps failed: {}", o.step_errors.join("; ")));
     }
@@ -102,6 +112,25 @@ mod tests {
 
     fn held(e: &Expectations, o: &Observed) -> bool {
         reasons(e, o).is_empty()
+    }
+
+    #[test]
+    fn cancellations_over_their_reasons_limit_break_it() {
+        let e = Expectations {
+            max_cancelled: [("TIMEOUT".to_owned(), 0)].into(),
+            ..expect()
+        };
+        let declined = Observed {
+            cancelled: [("PAYMENT_DECLINED".to_owned(), 4)].into(),
+            ..Observed::default()
+        };
+        assert!(held(&e, &declined));
+        let timed_out = Observed {
+            cancelled: [("TIMEOUT".to_owned(), 1)].into(),
+            ..Observed::default()
+        };
+        let why = reasons(&e, &timed_out);
+        assert_eq!(why, vec!["1 order(s) cancelled TIMEOUT, at most 0 expected".to_owned()]);
     }
 
     #[test]
