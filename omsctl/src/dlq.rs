@@ -50,6 +50,10 @@ pub enum DlqCommand {
         /// Group by error class, origin topic or message type.
         #[arg(long)]
         group_by: Option<GroupBy>,
+        /// Only entries whose decoded envelope matches FIELD OP VALUE
+        /// (payload.reason=OUT_OF_STOCK; OP = != > >= < <= ~); repeatable, all must match.
+        #[arg(long = "where", value_parser = crate::filter::parse)]
+        conditions: Vec<crate::filter::Where>,
     },
     /// One dead letter: the original message, its diagnosis, a decode attempt, the order now.
     Show {
@@ -72,6 +76,9 @@ pub struct ReplayArgs {
     /// Only entries with FIELD=VALUE (class, origin, type, key, service); repeatable.
     #[arg(long = "filter", value_parser = parse_filter)]
     filters: Vec<(String, String)>,
+    /// Only entries whose decoded envelope matches FIELD OP VALUE (as `dlq list --where`).
+    #[arg(long = "where", value_parser = crate::filter::parse)]
+    conditions: Vec<crate::filter::Where>,
     /// Print the plan and change nothing.
     #[arg(long)]
     dry_run: bool,
@@ -254,7 +261,11 @@ fn normalize_id(id: &str) -> String {
 
 pub async fn run(ctx: &Ctx, command: DlqCommand) -> Result<(), Failure> {
     match command {
-        DlqCommand::List { topic, group_by } => list(ctx, topic.as_deref(), group_by).await,
+        DlqCommand::List {
+            topic,
+            group_by,
+            conditions,
+        } => list(ctx, topic.as_deref(), group_by, &conditions).await,
         DlqCommand::Show { id } => show(ctx, &id).await,
         DlqCommand::Replay(args) => replay(ctx, args).await,
         DlqCommand::Audit => {
@@ -286,8 +297,14 @@ pub async fn run(ctx: &Ctx, command: DlqCommand) -> Result<(), Failure> {
     }
 }
 
-async fn list(ctx: &Ctx, topic: Option<&str>, group_by: Option<GroupBy>) -> Result<(), Failure> {
-    let all = entries(ctx, topic).await?;
+async fn list(
+    ctx: &Ctx,
+    topic: Option<&str>,
+    group_by: Option<GroupBy>,
+    conditions: &[crate::filter::Where],
+) -> Result<(), Failure> {
+    let mut all = entries(ctx, topic).await?;
+    all.retain(|e| crate::filter::all_match(conditions, e.record.value.as_deref()));
     let replayed = replayed_ids(&audit(ctx).await?);
     let Some(by) = group_by else {
         let value = Value::Array(
@@ -636,14 +653,22 @@ fn held_back(sent: u32, budget: u32, force: bool) -> Option<String> {
 
 async fn replay(ctx: &Ctx, args: ReplayArgs) -> Result<(), Failure> {
     if args.resume.is_some() {
-        if !args.ids.is_empty() || args.all || !args.filters.is_empty() {
+        if !args.ids.is_empty()
+            || args.all
+            || !args.filters.is_empty()
+            || !args.conditions.is_empty()
+        {
             return Err(Failure::usage(
                 "--resume replays what the named audit left unsent: give no ids, --all or --filter",
             ));
         }
-    } else if args.ids.is_empty() && !args.all && args.filters.is_empty() {
+    } else if args.ids.is_empty()
+        && !args.all
+        && args.filters.is_empty()
+        && args.conditions.is_empty()
+    {
         return Err(Failure::usage(
-            "name entry ids, or --all / --filter FIELD=VALUE, or --resume AUDIT (see `omsctl dlq list`)",
+            "name entry ids, or --all / --filter FIELD=VALUE / --where FIELD=VALUE, or --resume AUDIT (see `omsctl dlq list`)",
         ));
     }
     if !args.ids.is_empty() && args.all {
@@ -688,6 +713,7 @@ async fn replay(ctx: &Ctx, args: ReplayArgs) -> Result<(), Failure> {
     } else if args.ids.is_empty() {
         all.iter()
             .filter(|e| args.filters.iter().all(|(k, v)| e.field(k) == *v))
+            .filter(|e| crate::filter::all_match(&args.conditions, e.record.value.as_deref()))
             .collect()
     } else {
         let mut chosen = Vec::new();
@@ -697,7 +723,9 @@ async fn replay(ctx: &Ctx, args: ReplayArgs) -> Result<(), Failure> {
                 .iter()
                 .find(|e| e.id == wanted)
                 .ok_or_else(|| Failure::verdict(format!("no dead letter {id}")))?;
-            if args.filters.iter().all(|(k, v)| e.field(k) == *v) {
+            if args.filters.iter().all(|(k, v)| e.field(k) == *v)
+                && crate::filter::all_match(&args.conditions, e.record.value.as_deref())
+            {
                 chosen.push(e);
             }
         }

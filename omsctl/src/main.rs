@@ -25,6 +25,7 @@ mod cpu;
 mod ctx;
 mod dlq;
 mod drill;
+mod filter;
 mod groups;
 mod load;
 mod local;

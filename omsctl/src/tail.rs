@@ -344,6 +344,37 @@ pub struct TailArgs {
     /// Only messages whose key, value or headers contain this text.
     #[arg(long)]
     grep: Option<String>,
+    /// Only messages whose decoded envelope matches FIELD OP VALUE (payload.reason=OUT_OF_STOCK,
+    /// payload.amount.amountMinor>=10000; OP = != > >= < <= ~); repeatable, all must match.
+    #[arg(long = "where", value_parser = crate::filter::parse)]
+    conditions: Vec<crate::filter::Where>,
+    /// Stop at this offset (exclusive) or time (@TIMESTAMP, @-DURATION) in every partition,
+    /// and at the current end (as --exit).
+    #[arg(long, value_parser = parse_until, allow_hyphen_values = true)]
+    until: Option<Until>,
+    /// Only these partitions (repeatable).
+    #[arg(long = "partition")]
+    partitions: Vec<i32>,
+}
+
+/// Where `--until` stops.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Until {
+    /// Before this offset.
+    Offset(i64),
+    /// After this time (ms since the epoch).
+    Time(i64),
+}
+
+/// Parses `OFFSET`, `@RFC3339` or `@-DURATION`.
+pub fn parse_until(s: &str) -> Result<Until, String> {
+    match parse_from(s) {
+        Ok(From::Offset(n)) => Ok(Until::Offset(n)),
+        Ok(From::Time(ms)) => Ok(Until::Time(ms)),
+        _ => Err(format!(
+            "invalid --until {s:?}: expected OFFSET, @TIMESTAMP (RFC 3339) or @-DURATION (e.g. @-5m)"
+        )),
+    }
 }
 
 impl TailArgs {
@@ -363,6 +394,9 @@ impl TailArgs {
             .iter()
             .all(|(k, v)| r.header(k).as_deref() == Some(v.as_str()))
         {
+            return false;
+        }
+        if !crate::filter::all_match(&self.conditions, r.value.as_deref()) {
             return false;
         }
         if let Some(g) = &self.grep {
@@ -412,7 +446,21 @@ fn follow(
     output: Output,
 ) -> Result<(), Failure> {
     let consumer = client(brokers)?;
-    let parts = partitions(&consumer, brokers, topics)?;
+    let mut parts = partitions(&consumer, brokers, topics)?;
+    if !args.partitions.is_empty() {
+        if let Some(missing) = args
+            .partitions
+            .iter()
+            .find(|p| !parts.iter().any(|(_, id, _, _)| id == *p))
+        {
+            return Err(Failure::usage(format!(
+                "no partition {missing} in {}",
+                topics.join(", ")
+            )));
+        }
+        parts.retain(|(_, id, _, _)| args.partitions.contains(id));
+    }
+    let exit = args.exit || args.until.is_some();
     let mut tpl = TopicPartitionList::new();
     for (topic, p, low, high) in &parts {
         let offset = match args.from {
@@ -432,12 +480,19 @@ fn follow(
         // A partition with nothing at or after the time resolves to Offset::End: new messages.
     }
     consumer.assign(&tpl).context("assigning partitions")?;
-    // With --exit: stop once every partition reached the end it had when we started.
+    // With --exit: stop once every partition reached the end it had when we started (or the
+    // --until offset, if that comes first).
     let mut pending: std::collections::HashMap<(String, i32), i64> = parts
         .iter()
-        .map(|(t, p, _, h)| ((t.clone(), *p), *h))
+        .map(|(t, p, _, h)| {
+            let end = match args.until {
+                Some(Until::Offset(n)) => (*h).min(n),
+                _ => *h,
+            };
+            ((t.clone(), *p), end)
+        })
         .collect();
-    if args.exit {
+    if exit {
         let starts: std::collections::HashMap<(String, i32), i64> = tpl
             .elements()
             .iter()
@@ -450,7 +505,7 @@ fn follow(
     }
     let mut out = std::io::stdout().lock();
     let mut shown = 0u64;
-    if args.exit && pending.is_empty() {
+    if exit && pending.is_empty() {
         return Ok(());
     }
     loop {
@@ -462,7 +517,17 @@ fn follow(
         };
         let m = result.map_err(|e| Failure::usage(format!("reading topics: {e}")))?;
         let r = record(&m);
-        if args.exit {
+        if let (Some(Until::Time(until)), Some(at)) = (args.until, r.timestamp_ms) {
+            if at > until {
+                // Past the time: this partition is done.
+                pending.remove(&(r.topic.clone(), r.partition));
+                if pending.is_empty() {
+                    return Ok(());
+                }
+                continue;
+            }
+        }
+        if exit {
             if let Some(end) = pending.get(&(r.topic.clone(), r.partition)).copied() {
                 if r.offset >= end {
                     continue;
@@ -509,7 +574,7 @@ fn follow(
             }
             out.flush()?;
         }
-        if args.exit && pending.is_empty() {
+        if exit && pending.is_empty() {
             return Ok(());
         }
     }

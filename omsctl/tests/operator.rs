@@ -421,6 +421,25 @@ async fn dead_letters_are_repaired_checked_recorded_and_a_cut_short_replay_resum
             .to_owned()
     };
     let (declined, edited, resumed) = (&orders[0], &orders[1], &orders[2]);
+    // Payload filters pick dead letters by what their envelope says.
+    for (condition, n) in [
+        ("payload.paymentToken=tok_visa", 3),
+        ("payload.paymentToken=tok_amex", 0),
+        ("payload.amount.amountMinor>0", 3),
+    ] {
+        let out = run(
+            omsctl(&stack)?,
+            &["dlq", "list", "--where", condition, "-o", "ids"],
+        )
+        .await?;
+        assert_eq!(code(&out), 0, "{}", stderr(&out));
+        assert_eq!(
+            stdout(&out).lines().count(),
+            n,
+            "{condition}: {}",
+            stdout(&out)
+        );
+    }
     let dir = tempfile::tempdir()?;
 
     // A patch that breaks the contract is refused, and nothing is sent or audited.
@@ -711,5 +730,106 @@ async fn sagas_are_retried_and_cancelled_from_the_command_line() -> anyhow::Resu
     assert!(inputs.contains(&json!("operator.retry")), "{inputs:?}");
     assert!(inputs.contains(&json!("operator.cancel")), "{inputs:?}");
     stack.start_service(Service::Payment).await?;
+    stack.shutdown().await
+}
+
+/// `tail oms.order.events --from beginning --exit EXTRA…`.
+async fn tail_of(stack: &Stack, extra: &[&str]) -> anyhow::Result<Output> {
+    let mut args = vec!["tail", "oms.order.events", "--from", "beginning", "--exit"];
+    args.extend_from_slice(extra);
+    run(omsctl(stack)?, &args).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn tail_filters_on_payload_fields_partitions_and_an_end() -> anyhow::Result<()> {
+    let stack = Stack::start(StackOptions::default()).await?;
+    let mut confirmed = Vec::new();
+    for _ in 0..2 {
+        confirmed.push(
+            stack
+                .place(json!({"items": [{"productId": "stand-01", "quantity": 1}]}))
+                .await?,
+        );
+    }
+    let declined = stack
+        .place(json!({"items": [{"productId": "stand-01", "quantity": 1}], "paymentToken": "tok_chargeDeclined"}))
+        .await?;
+    for id in confirmed.iter().chain([&declined]) {
+        stack.finished(id, Duration::from_secs(60)).await?;
+    }
+    let lines = |out: &Output| -> Vec<Value> {
+        stdout(out)
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    };
+    let out = tail_of(
+        &stack,
+        &["--where", "payload.reason=PAYMENT_DECLINED", "-o", "json"],
+    )
+    .await?;
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let got = lines(&out);
+    assert_eq!(got.len(), 1, "{}", stdout(&out));
+    assert_eq!(got[0]["key"], declined.as_str());
+    let out = tail_of(
+        &stack,
+        &[
+            "--where",
+            "payload.total.amountMinor>=1",
+            "--where",
+            "type=order.confirmed",
+            "-o",
+            "json",
+        ],
+    )
+    .await?;
+    let keys: std::collections::BTreeSet<String> = lines(&out)
+        .iter()
+        .filter_map(|l| l["key"].as_str().map(str::to_owned))
+        .collect();
+    assert_eq!(
+        keys,
+        confirmed.iter().cloned().collect(),
+        "{}",
+        stdout(&out)
+    );
+
+    // An end offset: the first message of each partition only.
+    let out = tail_of(&stack, &["--until", "1", "-o", "ids"]).await?;
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let ids: Vec<String> = stdout(&out).lines().map(str::to_owned).collect();
+    assert!(
+        !ids.is_empty() && ids.iter().all(|c| c.ends_with("@0")),
+        "{ids:?}"
+    );
+    // One partition: only its messages.
+    let partition = ids[0]
+        .rsplit_once('/')
+        .and_then(|(_, rest)| rest.split_once('@'))
+        .map(|(p, _)| p.to_owned())
+        .unwrap_or_default();
+    let out = tail_of(&stack, &["--partition", &partition, "-o", "ids"]).await?;
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(
+        stdout(&out)
+            .lines()
+            .all(|c| c.contains(&format!("/{partition}@"))),
+        "{}",
+        stdout(&out)
+    );
+    // A time before every message: nothing.
+    let out = tail_of(&stack, &["--until", "@-1h"]).await?;
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(stdout(&out), "");
+    for (bad, says) in [
+        (vec!["--partition", "99"], "no partition 99"),
+        (vec!["--where", "payload.reason"], "--where"),
+        (vec!["--until", "soon"], "--until"),
+    ] {
+        let out = tail_of(&stack, &bad).await?;
+        assert_eq!(code(&out), 2, "{bad:?}");
+        assert!(stderr(&out).contains(says), "{bad:?}: {}", stderr(&out));
+    }
     stack.shutdown().await
 }

@@ -130,7 +130,10 @@ mod tests {
             ..Observed::default()
         };
         let why = reasons(&e, &timed_out);
-        assert_eq!(why, vec!["1 order(s) cancelled TIMEOUT, at most 0 expected".to_owned()]);
+        assert_eq!(
+            why,
+            vec!["1 order(s) cancelled TIMEOUT, at most 0 expected".to_owned()]
+        );
     }
 
     #[test]
