@@ -780,7 +780,12 @@ async fn replay(ctx: &Ctx, args: ReplayArgs) -> Result<(), Failure> {
             edit,
         });
     }
-    let plan_json: Vec<Value> = plan.iter().map(Planned::to_json).collect();
+    let mut plan_json: Vec<Value> = plan.iter().map(Planned::to_json).collect();
+    if args.dry_run && !plan.is_empty() {
+        for (doc, p) in plan_json.iter_mut().zip(predictions(ctx, &plan).await?) {
+            doc["prediction"] = serde_json::to_value(p)?;
+        }
+    }
     let refused_json: Vec<Value> = refused
         .iter()
         .map(|(id, why)| json!({"id": id, "why": why}))
@@ -792,7 +797,7 @@ async fn replay(ctx: &Ctx, args: ReplayArgs) -> Result<(), Failure> {
         let edits: Vec<&Value> = plan.iter().filter_map(|p| p.edit.as_ref()).collect();
         let doc = json!({"dryRun": args.dry_run, "plan": plan_json, "refused": refused_json, "edits": edits});
         ctx.print(&doc, || {
-            let mut t = table(&["ENTRY", "TO TOPIC", "KEY", "TYPE", "EDITED"]);
+            let mut t = table(&["ENTRY", "TO TOPIC", "KEY", "TYPE", "EDITED", "PREDICTION"]);
             for p in &plan_json {
                 t.add_row([
                     cell(&p["id"]),
@@ -800,6 +805,15 @@ async fn replay(ctx: &Ctx, args: ReplayArgs) -> Result<(), Failure> {
                     cell(&p["key"]),
                     cell(&p["type"]),
                     if p["edited"] == true { "yes" } else { "no" }.into(),
+                    if p["prediction"].is_object() {
+                        format!(
+                            "{}: {}",
+                            cell(&p["prediction"]["outcome"]),
+                            cell(&p["prediction"]["detail"])
+                        )
+                    } else {
+                        "-".into()
+                    },
                 ]);
             }
             let mut text = t.to_string();
@@ -871,6 +885,55 @@ async fn replay(ctx: &Ctx, args: ReplayArgs) -> Result<(), Failure> {
         )));
     }
     Ok(())
+}
+
+/// What replaying each planned entry will do (`--dry-run`), from the services' current state:
+/// the order's saga and payment, and whether the event already caused a message (it was
+/// handled). Read-only.
+async fn predictions(
+    ctx: &Ctx,
+    plan: &[Planned<'_>],
+) -> Result<Vec<crate::predict::Prediction>, Failure> {
+    // Which events caused which messages, over the saga's topics (the causation id of each).
+    let brokers = ctx.brokers.clone();
+    let topics = ctx.saga_topics();
+    let records = tokio::task::spawn_blocking(move || tail::scan(&brokers, &topics, |_| true))
+        .await
+        .map_err(anyhow::Error::from)??;
+    let mut caused: BTreeMap<uuid::Uuid, String> = BTreeMap::new();
+    for r in &records {
+        if let Some(Ok(env)) = r.value.as_deref().map(Envelope::decode) {
+            if let Some(cause) = env.causation_id {
+                caused
+                    .entry(cause)
+                    .or_insert_with(|| coordinates(&r.topic, r.partition, r.offset));
+            }
+        }
+    }
+    let now = chrono::Utc::now();
+    let mut out = Vec::new();
+    for p in plan {
+        let env = p.value.as_deref().and_then(|v| Envelope::decode(v).ok());
+        let order = env.as_ref().map(|e| e.message.order_id().to_string());
+        let mut facts = crate::predict::Facts {
+            caused: env.as_ref().and_then(|e| caused.get(&e.event_id).cloned()),
+            ..Default::default()
+        };
+        if let Some(order) = &order {
+            facts.saga = ctx.get_opt(Svc::Saga, &format!("/sagas/{order}")).await?;
+            if env
+                .as_ref()
+                .is_some_and(|e| e.topic() == oms_contracts::topics::PAYMENT_COMMANDS)
+            {
+                facts.payment = ctx
+                    .get_opt(Svc::Payment, &format!("/payments/{order}"))
+                    .await?;
+            }
+        }
+        let to = p.to.strip_prefix(ctx.topics.prefix()).unwrap_or(&p.to);
+        out.push(crate::predict::predict(p.value.as_deref(), to, &facts, now));
+    }
+    Ok(out)
 }
 
 /// One change of an edit, for a terminal.

@@ -30,6 +30,7 @@ mod groups;
 mod load;
 mod local;
 mod order;
+mod predict;
 mod produce;
 mod repair;
 mod saga;

@@ -565,6 +565,38 @@ async fn dead_letters_are_repaired_checked_recorded_and_a_cut_short_replay_resum
             .is_some_and(|v| v.contains("tok_mastercard")),
         "{replayed}"
     );
+    // Sent again, it is a duplicate: predicted, and then the payment service changes nothing.
+    let again = ["dlq", "replay", &entry_of(edited), "--force"];
+    let out = run(
+        omsctl(&stack)?,
+        &[&again[..], &["--dry-run", "-o", "json"]].concat(),
+    )
+    .await?;
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let predicted = json_of(&out)?["plan"][0]["prediction"].clone();
+    assert_eq!(predicted["outcome"], "duplicate", "{predicted}");
+    let answers_before = tailed(&stack, "oms.payment.events", edited).await?.len();
+    let out = run(omsctl(&stack)?, &[&again[..], &["--yes"]].concat()).await?;
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let group = format!("{}oms-payment", stack.topics().prefix());
+    eventually(
+        Duration::from_secs(60),
+        "payment to take the duplicate",
+        || async {
+            let out = run(
+                omsctl(&stack)?,
+                &["groups", "describe", &group, "-o", "json"],
+            )
+            .await?;
+            Ok((json_of(&out)?["lag"] == 0).then_some(()))
+        },
+    )
+    .await?;
+    assert_eq!(
+        tailed(&stack, "oms.payment.events", edited).await?.len(),
+        answers_before,
+        "a duplicate was answered"
+    );
     let mut cmd = omsctl(&stack)?;
     cmd.env("EDITOR", "false").env_remove("VISUAL");
     let out = run(
@@ -614,6 +646,22 @@ async fn dead_letters_are_repaired_checked_recorded_and_a_cut_short_replay_resum
     assert_eq!(
         row["replayed"], false,
         "started but never sent counts as replayed: {row}"
+    );
+    // The dry run predicts what the resume does: the saga waits in AUTHORIZING, no payment
+    // yet, so the authorize is handled and the order confirmed.
+    let out = run(
+        omsctl(&stack)?,
+        &["dlq", "replay", "--resume", cut, "--dry-run", "-o", "json"],
+    )
+    .await?;
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let predicted = json_of(&out)?["plan"][0]["prediction"].clone();
+    assert_eq!(predicted["outcome"], "handled", "{predicted}");
+    assert!(
+        predicted["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("AUTHORIZING -> CONFIRMED")),
+        "{predicted}"
     );
     let out = run(
         omsctl(&stack)?,

@@ -1,7 +1,8 @@
 //! The saga orchestrator: owns the order process, not the data (docs/architecture.md, "The order saga").
 //!
 //! # Layout
-//! - [`machine`]: the saga as a pure transition function, with its states and deadlines.
+//! - [`machine`] (the `oms-saga-machine` crate, shared with omsctl): the saga as a pure
+//!   transition function, with its states, deadlines and outage rule.
 //! - [`store`]: sagas and their step history in PostgreSQL.
 //! - this module: the consumer that feeds messages to the machine, the deadline sweeper (which
 //!   gives back to running steps the time the broker was unreachable, within a budget), the
@@ -11,7 +12,7 @@
 //! Every command leaves through the outbox in the transaction that moves the saga, so a saga
 //! never moves without its commands or sends commands without moving.
 
-pub mod machine;
+pub use oms_saga_machine as machine;
 pub mod store;
 
 use oms_contracts::api::{CancelSaga, Page, Problem, SagaAction, SagaSummary, SagaView};

@@ -10,8 +10,13 @@
 //!                                 RELEASING ──inventory.released──► CANCELLED
 //! ```
 //!
-//! Nothing here touches a database or a clock: the service loads the saga, calls [`transition`]
-//! and stores what comes back, so every rule is unit- and property-tested on its own. A message
+//! Operators add two inputs (`Input::Retry`, `Input::Cancel`), and [`due`] decides whether a
+//! deadline that passed during a broker outage stands.
+//!
+//! Its own crate so that omsctl predicts with the very function the orchestrator runs
+//! (`omsctl dlq replay --dry-run`). Nothing here touches a database or a clock: the service
+//! loads the saga, calls [`transition`] and stores what comes back, so every rule is unit- and
+//! property-tested on its own. A message
 //! that does not fit the state (a duplicate, a late answer) is a no-op with a note saying why,
 //! never a silent wrong transition. Whenever a payment may exist that no confirmed order stands
 //! behind, a `payment.refund` goes out (the payment service refunds or voids it).
