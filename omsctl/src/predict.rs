@@ -176,13 +176,13 @@ pub fn predict(value: Option<&[u8]>, topic: &str, facts: &Facts, now: DateTime<U
                         }),
                         now,
                     );
-                    says(
-                        r.outcome,
-                        format!(
-                            "payment charges {} if the gateway approves: {}; if it declines: {}",
-                            cmd.amount, r.detail, declined.detail
-                        ),
+                    // The payment does not exist yet: its id in the saga's note is a placeholder.
+                    let detail = format!(
+                        "payment charges {} if the gateway approves: {}; if it declines: {}",
+                        cmd.amount, r.detail, declined.detail
                     )
+                    .replace(&format!("payment {} ", uuid::Uuid::nil()), "the payment ");
+                    says(r.outcome, detail)
                 }
             }
         }

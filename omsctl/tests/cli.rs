@@ -1162,7 +1162,50 @@ async fn drills_on_the_process_stack(
         assert_eq!(doc["held"], true, "{doc}");
         assert_eq!(doc["orders"]["lost"], 0, "{doc}");
         assert!(doc["orders"]["created"].as_u64().unwrap_or(0) > 0, "{doc}");
+        // The journal: every activity with its phase, times and status, in order.
+        let journal = doc["journal"].as_array().cloned().unwrap_or_default();
+        let phases: Vec<&str> = journal.iter().filter_map(|a| a["phase"].as_str()).collect();
+        assert_eq!(
+            phases.first(),
+            Some(&"steady-state-before"),
+            "{name}: {phases:?}"
+        );
+        assert!(phases.contains(&"method"), "{name}: {phases:?}");
+        assert!(
+            journal
+                .iter()
+                .all(|a| a["status"] == "succeeded" && a["start"].as_str() <= a["end"].as_str()),
+            "{name}: {journal:?}"
+        );
     }
+
+    // Validate and a dry run: the plan, and nothing run.
+    let out = in_stack(with_stack, &["drill", "validate", "broker-outage"]).await?;
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let out = in_stack(
+        with_stack,
+        &[
+            "drill",
+            "run",
+            "broker-outage",
+            "--short",
+            "--dry-run",
+            "-o",
+            "json",
+        ],
+    )
+    .await?;
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let plan = json_of(&out)?;
+    assert_eq!(
+        plan["method"][0]["action"], "chaos broker stop --for 5s",
+        "{plan}"
+    );
+    assert_eq!(plan["verify"]["maxCancelled"]["TIMEOUT"], 0, "{plan}");
+    assert!(
+        faults(with_stack).await?.is_empty(),
+        "a dry run injected a fault"
+    );
 
     let failing = dir.join("too-hopeful.toml");
     std::fs::write(

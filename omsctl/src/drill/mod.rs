@@ -54,7 +54,109 @@ pub enum DrillCommand {
         /// Write the JSON report here too.
         #[arg(long)]
         report: Option<PathBuf>,
+        /// Print the resolved plan (steady state, setup, load, method with times, rollback,
+        /// what the verdict demands) and run nothing.
+        #[arg(long)]
+        dry_run: bool,
     },
+    /// Check a drill file (both forms) without running it.
+    Validate {
+        /// A name from `drill list`, or a path to a TOML file.
+        drill: String,
+    },
+}
+
+/// The file of a drill named by name or path.
+fn locate(drill: &str) -> Result<PathBuf, Failure> {
+    if Path::new(drill).is_file() {
+        return Ok(PathBuf::from(drill));
+    }
+    if drill.ends_with(".toml") || drill.contains('/') {
+        return Err(Failure::usage(format!("no drill file {drill:?}")));
+    }
+    spec::drills_dir()
+        .map(|d| d.join(format!("{drill}.toml")))
+        .filter(|p| p.is_file())
+        .ok_or_else(|| Failure::usage(format!("no drill {drill:?} (see `omsctl drill list`)")))
+}
+
+/// The resolved plan, for people and for `-o json`.
+fn describe(p: &plan::Plan) -> Value {
+    let secs = |d: std::time::Duration| humantime::format_duration(d).to_string();
+    json!({
+        "drill": p.name,
+        "short": p.short,
+        "hypothesis": p.hypothesis,
+        "steadyState": p.steady_state.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>(),
+        "setup": p.setup.iter().map(plan::Action::describe).collect::<Vec<_>>(),
+        "load": p.load_text,
+        "method": p.method.iter().map(|(at, a)| json!({"at": secs(*at), "action": a.describe()})).collect::<Vec<_>>(),
+        "rollback": p.rollback.iter().map(plan::Action::describe).collect::<Vec<_>>(),
+        "verify": {
+            "deadline": secs(p.expect.deadline),
+            "maxLost": p.expect.max_lost,
+            "confirmed": p.expect.confirmed,
+            "maxDlq": p.expect.max_dlq,
+            "minDlq": p.expect.min_dlq,
+            "maxRefused": p.expect.max_refused,
+            "maxCancelled": p.expect.max_cancelled,
+        },
+    })
+}
+
+fn plan_table(doc: &Value) -> String {
+    let mut t = table(&["PLAN", ""]);
+    let list = |v: &Value| -> String {
+        v.as_array()
+            .into_iter()
+            .flatten()
+            .map(cell)
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    t.add_row([
+        "drill".to_string(),
+        format!(
+            "{}{}",
+            cell(&doc["drill"]),
+            if doc["short"] == true { " (short)" } else { "" }
+        ),
+    ]);
+    t.add_row(["hypothesis".to_string(), cell(&doc["hypothesis"])]);
+    t.add_row(["steady state".to_string(), list(&doc["steadyState"])]);
+    t.add_row(["setup".to_string(), list(&doc["setup"])]);
+    t.add_row(["load".to_string(), cell(&doc["load"])]);
+    let method: Vec<String> = doc["method"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|m| format!("at {}: {}", cell(&m["at"]), cell(&m["action"])))
+        .collect();
+    t.add_row(["method".to_string(), method.join("\n")]);
+    t.add_row(["rollback".to_string(), list(&doc["rollback"])]);
+    let v = &doc["verify"];
+    let mut demands = vec![
+        format!(
+            "every order finished {} after the load",
+            cell(&v["deadline"])
+        ),
+        format!("at most {} lost", cell(&v["maxLost"])),
+    ];
+    for (key, text) in [
+        ("confirmed", "exactly {} confirmed"),
+        ("maxDlq", "at most {} new dead letters"),
+        ("minDlq", "at least {} new dead letters"),
+        ("maxRefused", "at most {} refused at the door"),
+    ] {
+        if !v[key].is_null() {
+            demands.push(text.replace("{}", &cell(&v[key])));
+        }
+    }
+    for (reason, n) in v["maxCancelled"].as_object().into_iter().flatten() {
+        demands.push(format!("at most {n} cancelled {reason}"));
+    }
+    t.add_row(["verify".to_string(), demands.join("\n")]);
+    t.to_string()
 }
 
 pub async fn run(ctx: &Ctx, command: DrillCommand) -> Result<(), Failure> {
@@ -89,22 +191,41 @@ pub async fn run(ctx: &Ctx, command: DrillCommand) -> Result<(), Failure> {
             drill,
             short,
             report,
+            dry_run,
         } => {
-            let path = if Path::new(&drill).is_file() {
-                PathBuf::from(&drill)
-            } else {
-                spec::drills_dir()
-                    .map(|d| d.join(format!("{drill}.toml")))
-                    .filter(|p| p.is_file())
-                    .ok_or_else(|| {
-                        Failure::usage(format!("no drill {drill:?} (see `omsctl drill list`)"))
-                    })?
-            };
+            let path = locate(&drill)?;
             let text = std::fs::read_to_string(&path)
                 .map_err(|e| Failure::usage(format!("{}: {e}", path.display())))?;
             let d = parse(&path, &text)?;
             let plan = plan::resolve(&path, &text, &d, short)?;
+            if dry_run {
+                let doc = describe(&plan);
+                return ctx.print(&doc, || {
+                    format!("{}\ndry run: nothing was run", plan_table(&doc))
+                });
+            }
             run::execute(ctx, plan, report.as_deref()).await
+        }
+        DrillCommand::Validate { drill } => {
+            let path = locate(&drill)?;
+            let text = std::fs::read_to_string(&path)
+                .map_err(|e| Failure::usage(format!("{}: {e}", path.display())))?;
+            // `parse` resolves both forms: any mistake in either is reported with its line.
+            let d = parse(&path, &text)?;
+            let full = plan::resolve(&path, &text, &d, false)?;
+            let short = plan::resolve(&path, &text, &d, true)?;
+            let doc = json!({"valid": true, "file": path.display().to_string(), "full": describe(&full), "short": describe(&short)});
+            ctx.print(&doc, || {
+                format!(
+                    "{}: valid ({}; full form: {} method step(s), load {}; short form: {} step(s), load {})",
+                    path.display(),
+                    d.name,
+                    full.method.len(),
+                    full.load_text,
+                    short.method.len(),
+                    short.load_text
+                )
+            })
         }
     }
 }
@@ -130,6 +251,30 @@ mod tests {
             .replace("explode", "chaos broker stop")
             .replace("\"1s\"", "\"soon\"");
         assert!(parse(Path::new("x.toml"), &bad_duration).is_err());
+    }
+
+    #[test]
+    fn a_plan_is_described_with_every_step_and_demand() {
+        let text = "name = \"x\"\ndescription = \"d\"\nhypothesis = \"h\"\nsetup = [\"stock mouse-01 5\"]\nrollback = [\"chaos reset\"]\n[load]\nrate = 2\nduration = \"10s\"\nitems = [\"mouse-01:1\"]\n[[method]]\nat = \"3s\"\naction = \"chaos broker stop --for 5s\"\n[verify]\ndeadline = \"30s\"\nmax_dlq = 0\nmax_cancelled = { TIMEOUT = 0 }\n";
+        let path = Path::new("x.toml");
+        let d = parse(path, text).expect("valid");
+        let p = plan::resolve(path, text, &d, false).expect("resolves");
+        let doc = describe(&p);
+        assert_eq!(
+            doc["method"],
+            json!([{"at": "3s", "action": "chaos broker stop --for 5s"}])
+        );
+        assert_eq!(doc["setup"], json!(["stock mouse-01 5"]));
+        assert_eq!(doc["verify"]["maxCancelled"], json!({"TIMEOUT": 0}));
+        let shown = plan_table(&doc);
+        for part in [
+            "at 3s: chaos broker stop --for 5s",
+            "at most 0 cancelled TIMEOUT",
+            "at most 0 new dead letters",
+            "chaos reset",
+        ] {
+            assert!(shown.contains(part), "{part}: {shown}");
+        }
     }
 
     #[test]

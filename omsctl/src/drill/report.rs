@@ -70,6 +70,8 @@ pub struct Report {
     /// Failed invariant checks, one line each (for the table).
     #[serde(skip)]
     pub failed_checks: Vec<String>,
+    /// Every probe and action of the run: phase, start, end, status, output.
+    pub journal: Vec<super::run::Activity>,
 }
 
 impl Report {

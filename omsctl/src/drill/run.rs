@@ -21,8 +21,92 @@ fn say(line: impl std::fmt::Display) {
     eprintln!("[drill {}] {line}", chrono::Utc::now().format("%H:%M:%S"));
 }
 
-/// Runs another omsctl command with the same settings; its output goes to the progress lines.
-async fn omsctl(ctx: &Ctx, args: &[&str]) -> Result<(), String> {
+/// The run's journal: every activity with its start, end, status and output, in the order they
+/// ended (the report's `journal`, as Chaos Toolkit records a run).
+pub type Journal = Arc<std::sync::Mutex<Vec<Activity>>>;
+
+/// One activity of a run.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Activity {
+    /// `steady-state-before`, `setup`, `method`, `rollback` or `steady-state-after`.
+    pub phase: &'static str,
+    /// The action or probe as written.
+    pub activity: String,
+    /// When it started (RFC 3339).
+    pub start: String,
+    /// When it ended.
+    pub end: String,
+    /// `succeeded` or `failed`.
+    pub status: &'static str,
+    /// What it printed, or why it failed.
+    pub output: Vec<String>,
+}
+
+fn now_text() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+/// Records one finished activity.
+fn record(
+    journal: &Journal,
+    phase: &'static str,
+    activity: String,
+    start: String,
+    result: &Result<(), String>,
+    mut output: Vec<String>,
+) {
+    if let Err(e) = result {
+        output.push(e.clone());
+    }
+    let entry = Activity {
+        phase,
+        activity,
+        start,
+        end: now_text(),
+        status: if result.is_ok() {
+            "succeeded"
+        } else {
+            "failed"
+        },
+        output,
+    };
+    journal
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .push(entry);
+}
+
+/// Runs `action` as an activity of `phase`, recorded in the journal.
+async fn act_logged(
+    ctx: &Ctx,
+    journal: &Journal,
+    phase: &'static str,
+    action: &Action,
+) -> Result<(), String> {
+    let start = now_text();
+    let mut output = Vec::new();
+    let result = act(ctx, action, &mut output).await;
+    record(journal, phase, action.describe(), start, &result, output);
+    result
+}
+
+/// Runs probe `p` (named `name`) as an activity of `phase`, recorded in the journal.
+async fn probe_logged(
+    ctx: &Ctx,
+    journal: &Journal,
+    phase: &'static str,
+    name: &str,
+    p: &Probe,
+) -> Result<(), String> {
+    let start = now_text();
+    let result = probe(ctx, p).await;
+    record(journal, phase, name.to_owned(), start, &result, Vec::new());
+    result
+}
+
+/// Runs another omsctl command with the same settings; its output goes to the progress lines
+/// and to `output`.
+async fn omsctl(ctx: &Ctx, args: &[&str], output: &mut Vec<String>) -> Result<(), String> {
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
     let mut cmd = tokio::process::Command::new(exe);
     cmd.env("OMS_BROKERS", &ctx.brokers.servers)
@@ -46,6 +130,7 @@ async fn omsctl(ctx: &Ctx, args: &[&str]) -> Result<(), String> {
         .chain(String::from_utf8_lossy(&out.stderr).lines())
     {
         say(format!("  {line}"));
+        output.push(line.to_owned());
     }
     if out.status.success() {
         Ok(())
@@ -58,7 +143,7 @@ async fn omsctl(ctx: &Ctx, args: &[&str]) -> Result<(), String> {
     }
 }
 
-async fn act(ctx: &Ctx, action: &Action) -> Result<(), String> {
+async fn act(ctx: &Ctx, action: &Action, output: &mut Vec<String>) -> Result<(), String> {
     say(format!("step: {}", action.describe()));
     match action {
         Action::Stock { product, available } => {
@@ -91,7 +176,7 @@ async fn act(ctx: &Ctx, action: &Action) -> Result<(), String> {
         }
         Action::Omsctl(words) => {
             let words: Vec<&str> = words.iter().map(String::as_str).collect();
-            omsctl(ctx, &words).await
+            omsctl(ctx, &words, output).await
         }
     }
 }
@@ -225,9 +310,9 @@ async fn load(ctx: Arc<Ctx>, plan: Arc<Plan>, placed: Arc<Mutex<Placed>>) {
     }
 }
 
-async fn rollback(ctx: &Ctx, plan: &Plan) {
+async fn rollback(ctx: &Ctx, plan: &Plan, journal: &Journal) {
     for a in &plan.rollback {
-        if let Err(e) = act(ctx, a).await {
+        if let Err(e) = act_logged(ctx, journal, "rollback", a).await {
             say(format!("rollback {} failed: {e}", a.describe()));
         }
     }
@@ -242,9 +327,10 @@ pub async fn execute(ctx: &Ctx, plan: Plan, report: Option<&Path>) -> Result<(),
         if plan.short { " (short form)" } else { "" },
         plan.hypothesis
     ));
+    let journal: Journal = Arc::default();
     let mut before = Vec::new();
     for (name, p) in &plan.steady_state {
-        if let Err(e) = probe(ctx, p).await {
+        if let Err(e) = probe_logged(ctx, &journal, "steady-state-before", name, p).await {
             before.push(format!("{name}: {e}"));
         }
     }
@@ -266,7 +352,9 @@ pub async fn execute(ctx: &Ctx, plan: Plan, report: Option<&Path>) -> Result<(),
     let placed = Arc::new(Mutex::new(Placed::default()));
     let outcome: Result<MethodDone, Failure> = async {
         for a in &plan.setup {
-            act(ctx, a).await.map_err(Failure::verdict)?;
+            act_logged(ctx, &journal, "setup", a)
+                .await
+                .map_err(Failure::verdict)?;
         }
         say(format!("load: {}", plan.load_text));
         let load_task = tokio::spawn(load(
@@ -291,7 +379,7 @@ pub async fn execute(ctx: &Ctx, plan: Plan, report: Option<&Path>) -> Result<(),
                     before,
                 )));
             }
-            if let Err(e) = act(ctx, action).await {
+            if let Err(e) = act_logged(ctx, &journal, "method", action).await {
                 say(format!("step failed: {e}"));
                 errors.push(e);
             }
@@ -325,7 +413,7 @@ pub async fn execute(ctx: &Ctx, plan: Plan, report: Option<&Path>) -> Result<(),
     let (method_done, step_errors, watcher, takeovers) = match outcome {
         Ok(o) => o,
         Err(e) => {
-            rollback(ctx, &plan).await;
+            rollback(ctx, &plan, &journal).await;
             return Err(e);
         }
     };
@@ -379,6 +467,7 @@ pub async fn execute(ctx: &Ctx, plan: Plan, report: Option<&Path>) -> Result<(),
     let mut after = Vec::new();
     for (name, p) in &plan.steady_state {
         // The steady state must come back; give it until the deadline.
+        let start = now_text();
         let mut last = Err(String::new());
         while Instant::now() <= end + Duration::from_secs(5) {
             last = probe(ctx, p).await;
@@ -387,6 +476,14 @@ pub async fn execute(ctx: &Ctx, plan: Plan, report: Option<&Path>) -> Result<(),
             }
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
+        record(
+            &journal,
+            "steady-state-after",
+            name.clone(),
+            start,
+            &last,
+            Vec::new(),
+        );
         if let Err(e) = last {
             after.push(format!("{name}: {e}"));
         }
@@ -459,7 +556,7 @@ pub async fn execute(ctx: &Ctx, plan: Plan, report: Option<&Path>) -> Result<(),
         },
     );
     // Rollbacks always run, after the verification (they may restore what the drill measured).
-    rollback(ctx, &plan).await;
+    rollback(ctx, &plan, &journal).await;
     let affected: Vec<String> = lost
         .iter()
         .cloned()
@@ -497,6 +594,7 @@ pub async fn execute(ctx: &Ctx, plan: Plan, report: Option<&Path>) -> Result<(),
         affected_orders: affected,
         takeovers,
         failed_checks,
+        journal: journal.lock().unwrap_or_else(|p| p.into_inner()).clone(),
     };
     let doc = serde_json::to_value(&r)?;
     if let Some(path) = report {
