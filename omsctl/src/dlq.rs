@@ -46,6 +46,7 @@ pub enum DlqCommand {
     /// Dead letters (of one origin topic, or all), or groups of them.
     List {
         /// Origin topic (e.g. oms.payment.commands) or its DLQ.
+        #[arg(add = clap_complete::ArgValueCandidates::new(crate::complete::topics))]
         topic: Option<String>,
         /// Group by error class, origin topic or message type.
         #[arg(long)]

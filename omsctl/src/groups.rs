@@ -29,6 +29,7 @@ pub enum GroupsCommand {
     /// and the member that holds it.
     Describe {
         /// Group id (e.g. oms-payment).
+        #[arg(add = clap_complete::ArgValueCandidates::new(crate::complete::groups))]
         group: String,
     },
     /// Move a group's committed offsets. Prints the plan; changes nothing without --execute.
@@ -59,9 +60,10 @@ pub struct Target {
 #[derive(Debug, clap::Args)]
 pub struct ResetArgs {
     /// Group id.
+    #[arg(add = clap_complete::ArgValueCandidates::new(crate::complete::groups))]
     group: String,
     /// Only these topics (contract names; default: every topic the group reads).
-    #[arg(long = "topic")]
+    #[arg(long = "topic", add = clap_complete::ArgValueCandidates::new(crate::complete::topics))]
     topics: Vec<String>,
     #[command(flatten)]
     target: Target,

@@ -20,6 +20,7 @@
 mod auth;
 mod bench;
 mod chaos;
+mod complete;
 mod context;
 mod cpu;
 mod ctx;
@@ -112,10 +113,12 @@ enum Command {
     /// Contexts: the targets omsctl operates (local, compose, kubernetes).
     #[command(subcommand)]
     Context(context::ContextCommand),
-    /// Print a shell completion script.
+    /// Print the script that registers omsctl's completions with a shell (bash, zsh, fish,
+    /// elvish, powershell); completions are asked of omsctl as you type, so topics, groups,
+    /// drills, components, saga states and order statuses complete too.
     Completions {
         /// Shell.
-        shell: clap_complete::Shell,
+        shell: String,
     },
 }
 
@@ -156,6 +159,8 @@ impl<E: Into<anyhow::Error>> From<E> for Failure {
 }
 
 fn main() -> ExitCode {
+    // `COMPLETE=<shell> omsctl -- …` (the registered completion script): answer and exit.
+    clap_complete::CompleteEnv::with_factory(Cli::command).complete();
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -183,11 +188,9 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> Result<(), Failure> {
-    if let Command::Completions { shell } = cli.command {
+    if let Command::Completions { shell } = &cli.command {
         use std::io::Write;
-        let mut command = Cli::command();
-        let mut script = Vec::new();
-        clap_complete::generate(shell, &mut command, "omsctl", &mut script);
+        let script = complete::registration(shell)?;
         std::io::stdout().lock().write_all(&script)?;
         return Ok(());
     }

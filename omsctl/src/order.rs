@@ -27,7 +27,7 @@ pub enum OrderCommand {
     /// List orders, newest first.
     List {
         /// Only this status (PENDING, CONFIRMED, CANCELLED).
-        #[arg(long)]
+        #[arg(long, add = clap_complete::ArgValueCandidates::new(crate::complete::order_statuses))]
         status: Option<String>,
         /// Only this customer.
         #[arg(long)]

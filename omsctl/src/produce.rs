@@ -21,6 +21,7 @@ use crate::Failure;
 #[derive(Debug, clap::Args)]
 pub struct ProduceArgs {
     /// Topic (contract name such as oms.payment.commands; the prefix is added).
+    #[arg(add = clap_complete::ArgValueCandidates::new(crate::complete::topics))]
     topic: String,
     /// Read this file instead of standard input (`-` is standard input).
     #[arg(long, short = 'f')]

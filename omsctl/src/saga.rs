@@ -10,7 +10,7 @@ pub enum SagaCommand {
     /// List sagas, newest first.
     List {
         /// Only this state (RESERVING, AUTHORIZING, RELEASING, CONFIRMED, CANCELLED).
-        #[arg(long)]
+        #[arg(long, add = clap_complete::ArgValueCandidates::new(crate::complete::saga_states))]
         state: Option<String>,
         /// Only running sagas past their step deadline.
         #[arg(long)]

@@ -48,11 +48,13 @@ pub enum StackCommand {
     /// Start one component (postgres, broker, a service or one replica) unless it runs.
     Start {
         /// postgres, broker, a service name (every replica) or one replica (order-2).
+        #[arg(add = clap_complete::ArgValueCandidates::new(crate::complete::components))]
         component: String,
     },
     /// Stop one component.
     Stop {
         /// postgres, broker, a service name (every replica) or one replica (order-2).
+        #[arg(add = clap_complete::ArgValueCandidates::new(crate::complete::components))]
         component: String,
     },
     /// Print the stack's connection settings as shell exports.
@@ -68,6 +70,7 @@ pub enum StackCommand {
     Logs {
         /// Service (order, payment, inventory, notification, saga: every replica's log), or one
         /// replica (order-2).
+        #[arg(add = clap_complete::ArgValueCandidates::new(crate::complete::services))]
         service: Option<String>,
         /// Keep printing new lines.
         #[arg(short, long)]

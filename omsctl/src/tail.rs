@@ -321,7 +321,7 @@ fn parse_header(s: &str) -> Result<(String, String), String> {
 pub struct TailArgs {
     /// Topics (contract names such as oms.order.events, the prefix is added; `all` for every
     /// topic and DLQ).
-    #[arg(required = true)]
+    #[arg(required = true, add = clap_complete::ArgValueCandidates::new(crate::complete::tail_topics))]
     topics: Vec<String>,
     /// Where to start: beginning, end, OFFSET, -N (last N per partition), @TIMESTAMP or @-10m.
     #[arg(long, default_value = "end", value_parser = parse_from, allow_hyphen_values = true)]

@@ -881,3 +881,50 @@ async fn tail_filters_on_payload_fields_partitions_and_an_end() -> anyhow::Resul
     }
     stack.shutdown().await
 }
+
+/// What the shell gets when it asks omsctl to complete `words` (fish's protocol: one per line).
+fn completions(words: &[&str]) -> anyhow::Result<Vec<String>> {
+    let mut cmd = Command::cargo_bin("omsctl")?;
+    cmd.env("COMPLETE", "fish")
+        .env("OMS_TOPIC_PREFIX", "x.")
+        .arg("--")
+        .arg("omsctl")
+        .args(words);
+    let out = cmd.output()?;
+    anyhow::ensure!(out.status.success(), "{}", stderr(&out));
+    Ok(stdout(&out)
+        .lines()
+        .map(|l| l.split('\t').next().unwrap_or_default().to_owned())
+        .collect())
+}
+
+#[test]
+fn the_shell_completes_topics_groups_drills_components_and_states() -> anyhow::Result<()> {
+    let topics = completions(&["tail", ""])?;
+    assert!(
+        topics.contains(&"x.oms.payment.commands.dlq".to_owned()),
+        "{topics:?}"
+    );
+    assert!(topics.contains(&"all".to_owned()), "{topics:?}");
+    assert!(completions(&["groups", "describe", ""])?.contains(&"x.oms-payment".to_owned()));
+    assert!(completions(&["drill", "run", ""])?.contains(&"broker-outage".to_owned()));
+    assert!(completions(&["stack", "stop", ""])?.contains(&"broker".to_owned()));
+    assert!(completions(&["saga", "list", "--state", ""])?.contains(&"AUTHORIZING".to_owned()));
+    assert!(completions(&["order", "list", "--status", ""])?.contains(&"CANCELLED".to_owned()));
+    assert!(completions(&["groups", "res"])?.contains(&"reset-offsets".to_owned()));
+    let out = Command::cargo_bin("omsctl")?
+        .args(["completions", "zsh"])
+        .output()?;
+    assert!(out.status.success());
+    assert!(stdout(&out).contains("COMPLETE"), "{}", stdout(&out));
+    let out = Command::cargo_bin("omsctl")?
+        .args(["completions", "tcsh"])
+        .output()?;
+    assert_eq!(code(&out), 2);
+    assert!(
+        stderr(&out).contains("no completions for \"tcsh\""),
+        "{}",
+        stderr(&out)
+    );
+    Ok(())
+}

@@ -43,6 +43,7 @@ pub enum ChaosCommand {
         action: ServiceAction,
         /// order, payment, inventory, notification or saga (every replica), or one replica of
         /// the local stack, such as order-2.
+        #[arg(add = clap_complete::ArgValueCandidates::new(crate::complete::services))]
         name: String,
         #[command(flatten)]
         lasting: Lasting,
@@ -57,6 +58,7 @@ pub enum ChaosCommand {
     /// Write malformed messages to a topic (each consumer group dead-letters them).
     Poison {
         /// Topic (contract name, e.g. oms.payment.commands).
+        #[arg(add = clap_complete::ArgValueCandidates::new(crate::complete::topics))]
         topic: String,
         /// How many.
         #[arg(long, default_value_t = 1)]

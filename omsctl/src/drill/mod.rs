@@ -47,6 +47,7 @@ pub enum DrillCommand {
     /// Run a drill by name or file.
     Run {
         /// A name from `drill list`, or a path to a TOML file.
+        #[arg(add = clap_complete::ArgValueCandidates::new(crate::complete::drills))]
         drill: String,
         /// The short form (small load, short durations), as CI runs it.
         #[arg(long)]
@@ -62,6 +63,7 @@ pub enum DrillCommand {
     /// Check a drill file (both forms) without running it.
     Validate {
         /// A name from `drill list`, or a path to a TOML file.
+        #[arg(add = clap_complete::ArgValueCandidates::new(crate::complete::drills))]
         drill: String,
     },
 }

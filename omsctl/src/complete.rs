@@ -1,0 +1,150 @@
+//! Dynamic shell completions: the shell asks omsctl itself (`COMPLETE=bash omsctl -- …`, the
+//! clap_complete engine), so topics, consumer groups, drills, components, saga states and order
+//! statuses are completed from what this omsctl knows: the topology (with `OMS_TOPIC_PREFIX`),
+//! the drills directory and the contracts' enums.
+//!
+//! `omsctl completions SHELL` prints the script that registers this with the shell.
+
+use clap_complete::CompletionCandidate;
+
+fn prefixed(name: &str) -> String {
+    let prefix = std::env::var("OMS_TOPIC_PREFIX").unwrap_or_default();
+    oms_contracts::Topics::new(&prefix).name(name)
+}
+
+/// The OMS topics and their dead-letter topics (as deployed).
+pub fn topics() -> Vec<CompletionCandidate> {
+    oms_contracts::topics::all_with_dlq()
+        .iter()
+        .map(|t| CompletionCandidate::new(prefixed(t)))
+        .collect()
+}
+
+/// `tail`'s topics: every topic, its DLQ, and `all`.
+pub fn tail_topics() -> Vec<CompletionCandidate> {
+    let mut out = topics();
+    out.push(CompletionCandidate::new("all").help(Some("every topic and DLQ".into())));
+    out
+}
+
+/// The services' consumer groups (as deployed).
+pub fn groups() -> Vec<CompletionCandidate> {
+    oms_contracts::topology::SERVICES
+        .iter()
+        .map(|s| {
+            CompletionCandidate::new(prefixed(s.group))
+                .help(Some(format!("{} service", s.id.name()).into()))
+        })
+        .collect()
+}
+
+/// The drills shipped in the drills directory.
+pub fn drills() -> Vec<CompletionCandidate> {
+    let Some(dir) = crate::drill::spec::drills_dir() else {
+        return Vec::new();
+    };
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+        .filter_map(|p| p.file_stem().map(|s| s.to_string_lossy().into_owned()))
+        .collect();
+    names.sort();
+    names.into_iter().map(CompletionCandidate::new).collect()
+}
+
+/// The services of the topology.
+pub fn services() -> Vec<CompletionCandidate> {
+    oms_contracts::ServiceId::all()
+        .map(|s| CompletionCandidate::new(s.name()))
+        .collect()
+}
+
+/// Local stack components: postgres, broker, each service (replicas are `order-2` ...).
+pub fn components() -> Vec<CompletionCandidate> {
+    let mut out = vec![
+        CompletionCandidate::new("postgres"),
+        CompletionCandidate::new("broker"),
+    ];
+    out.extend(services());
+    out
+}
+
+/// Saga states.
+pub fn saga_states() -> Vec<CompletionCandidate> {
+    oms_contracts::api::SagaState::ALL
+        .iter()
+        .map(|s| CompletionCandidate::new(s.as_str()))
+        .collect()
+}
+
+/// Order statuses.
+pub fn order_statuses() -> Vec<CompletionCandidate> {
+    oms_contracts::api::OrderStatus::ALL
+        .iter()
+        .map(|s| CompletionCandidate::new(s.to_string()))
+        .collect()
+}
+
+/// The registration script for `shell` (bash, zsh, fish, elvish, powershell): it calls this
+/// omsctl back with `COMPLETE=<shell>` to complete.
+pub fn registration(shell: &str) -> Result<Vec<u8>, crate::Failure> {
+    let shells = clap_complete::env::Shells::builtins();
+    let completer = shells.completer(shell).ok_or_else(|| {
+        crate::Failure::usage(format!(
+            "no completions for {shell:?} (expected one of {})",
+            shells.names().collect::<Vec<_>>().join(", ")
+        ))
+    })?;
+    let bin = std::env::current_exe()
+        .ok()
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|| "omsctl".into());
+    let mut script = Vec::new();
+    completer.write_registration("COMPLETE", "omsctl", &bin, &bin, &mut script)?;
+    Ok(script)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(c: Vec<CompletionCandidate>) -> Vec<String> {
+        c.iter()
+            .map(|c| c.get_value().to_string_lossy().into_owned())
+            .collect()
+    }
+
+    #[test]
+    fn candidates_come_from_the_topology_and_the_contracts() {
+        let topics = names(tail_topics());
+        assert!(
+            topics.iter().any(|t| t.ends_with("oms.payment.commands")),
+            "{topics:?}"
+        );
+        assert!(
+            topics
+                .iter()
+                .any(|t| t.ends_with("oms.payment.commands.dlq")),
+            "{topics:?}"
+        );
+        assert!(topics.contains(&"all".to_owned()));
+        assert!(names(groups()).iter().any(|g| g.ends_with("oms-saga")));
+        assert!(names(components()).contains(&"broker".to_owned()));
+        assert!(names(saga_states()).contains(&"AUTHORIZING".to_owned()));
+        assert!(names(order_statuses()).contains(&"CONFIRMED".to_owned()));
+    }
+
+    #[test]
+    fn every_known_shell_registers_and_others_are_refused() {
+        for shell in ["bash", "zsh", "fish", "elvish", "powershell"] {
+            let script = registration(shell).expect(shell);
+            assert!(
+                String::from_utf8_lossy(&script).contains("COMPLETE"),
+                "{shell}"
+            );
+        }
+        assert!(registration("tcsh").is_err());
+    }
+}
