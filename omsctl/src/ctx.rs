@@ -376,6 +376,22 @@ impl Ctx {
             .collect()
     }
 
+    /// This omsctl as a child process with the same brokers, prefix, state directory and
+    /// service URLs (drill steps, the dashboard's `:` commands).
+    pub fn omsctl_command(&self) -> std::io::Result<tokio::process::Command> {
+        let mut cmd = tokio::process::Command::new(std::env::current_exe()?);
+        cmd.env("OMS_BROKERS", &self.brokers.servers)
+            .env("OMS_TOPIC_PREFIX", self.topics.prefix())
+            .env("OMS_STATE_DIR", &self.state_dir);
+        for svc in Svc::all() {
+            cmd.env(
+                format!("OMS_{}_URL", svc.name().to_uppercase()),
+                self.urls_of(svc).join(","),
+            );
+        }
+        Ok(cmd)
+    }
+
     /// Base URL of every replica of a service.
     pub fn urls_of(&self, svc: Svc) -> &[String] {
         self.urls

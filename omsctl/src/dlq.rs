@@ -1070,7 +1070,8 @@ async fn send(
 }
 
 /// A dead letter as the TUI shows it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Item {
     /// Entry id.
     pub id: String,

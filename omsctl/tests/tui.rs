@@ -114,6 +114,62 @@ async fn the_dashboard_shows_live_counts_opens_help_and_quits_cleanly() -> anyho
     assert!(help.contains("freeze / resume updates"), "{help}");
 
     tmux(&["send-keys", "-t", &name, "Escape"])?;
+
+    // The raw JSON of the selected saga.
+    tmux(&["send-keys", "-t", &name, "2"])?;
+    tmux(&["send-keys", "-t", &name, "v"])?;
+    let raw = eventually(Duration::from_secs(10), "the raw JSON view", || async {
+        let text = pane()?;
+        Ok(text.contains("raw JSON (y copies").then_some(text))
+    })
+    .await?;
+    assert!(raw.contains("\"orderId\":"), "{raw}");
+    tmux(&["send-keys", "-t", &name, "Escape"])?;
+
+    // A command: checked, asked, then run; "n" changes nothing, "y" does it.
+    let knobs = || async { stack.get(Service::Payment, "/gateway/faults").await };
+    let before = knobs().await?;
+    let command = |keys: &'static str| {
+        let name = name.clone();
+        async move {
+            tmux(&["send-keys", "-t", &name, ":"])?;
+            tmux(&["send-keys", "-t", &name, "-l", keys])?;
+            tmux(&["send-keys", "-t", &name, "Enter"])?;
+            eventually(Duration::from_secs(10), "the confirmation", || async {
+                let text = tmux(&["capture-pane", "-p", "-t", &name])?;
+                Ok(text.contains("y: yes").then_some(text))
+            })
+            .await
+        }
+    };
+    let asked = command("chaos payment --error-rate 0.5").await?;
+    assert!(
+        asked.contains("Run `omsctl chaos payment --error-rate 0.5`?"),
+        "{asked}"
+    );
+    tmux(&["send-keys", "-t", &name, "n"])?;
+    eventually(Duration::from_secs(10), "the answer no", || async {
+        Ok(pane()?.contains("nothing changed").then_some(()))
+    })
+    .await?;
+    assert_eq!(knobs().await?, before, "a refused command ran");
+    command("chaos payment --error-rate 0.5").await?;
+    tmux(&["send-keys", "-t", &name, "y"])?;
+    eventually(
+        Duration::from_secs(30),
+        "the knob set from the dashboard",
+        || async { Ok((knobs().await?["errorRate"] == 0.5).then_some(())) },
+    )
+    .await?;
+    command("chaos reset").await?;
+    tmux(&["send-keys", "-t", &name, "y"])?;
+    eventually(
+        Duration::from_secs(30),
+        "the knob reset from the dashboard",
+        || async { Ok((knobs().await? == before).then_some(())) },
+    )
+    .await?;
+
     tmux(&["send-keys", "-t", &name, "q"])?;
     let code = eventually(Duration::from_secs(10), "omsctl tui to exit", || async {
         Ok(std::fs::read_to_string(&exit_file).ok())

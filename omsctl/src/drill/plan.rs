@@ -28,6 +28,25 @@ pub enum Action {
     WaitReady,
 }
 
+/// Checks `words` (an omsctl command line without `omsctl`) with omsctl's own parser; the
+/// error is the parser's first line.
+pub fn check_command(words: &[String]) -> Result<(), String> {
+    let argv = std::iter::once("omsctl").chain(words.iter().map(String::as_str));
+    match crate::Cli::try_parse_from(argv) {
+        Ok(_) => Ok(()),
+        Err(e) => {
+            let rendered = e.render().to_string();
+            let first = rendered
+                .lines()
+                .find(|l| !l.trim().is_empty())
+                .unwrap_or("not a valid command")
+                .trim_start_matches("error: ")
+                .to_owned();
+            Err(format!("`omsctl {}`: {first}", words.join(" ")))
+        }
+    }
+}
+
 impl Action {
     /// Parses an action; `omsctl` commands go through the real command-line parser, and only
     /// `chaos` and `dlq` are allowed.
@@ -48,22 +67,7 @@ impl Action {
             [first, ..] if !matches!(*first, "chaos" | "dlq") => Err(format!(
                 "unknown action {text:?} (expected `chaos …`, `dlq …`, `stock PRODUCT N` or `wait-ready`)"
             )),
-            _ => {
-                let argv = std::iter::once("omsctl").chain(refs.iter().copied());
-                match crate::Cli::try_parse_from(argv) {
-                    Ok(_) => Ok(Action::Omsctl(words)),
-                    Err(e) => {
-                        let rendered = e.render().to_string();
-                        let first = rendered
-                            .lines()
-                            .find(|l| !l.trim().is_empty())
-                            .unwrap_or("not a valid command")
-                            .trim_start_matches("error: ")
-                            .to_owned();
-                        Err(format!("`omsctl {text}`: {first}"))
-                    }
-                }
-            }
+            _ => check_command(&words).map(|()| Action::Omsctl(words)),
         }
     }
 

@@ -107,17 +107,7 @@ async fn probe_logged(
 /// Runs another omsctl command with the same settings; its output goes to the progress lines
 /// and to `output`.
 async fn omsctl(ctx: &Ctx, args: &[&str], output: &mut Vec<String>) -> Result<(), String> {
-    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-    let mut cmd = tokio::process::Command::new(exe);
-    cmd.env("OMS_BROKERS", &ctx.brokers.servers)
-        .env("OMS_TOPIC_PREFIX", ctx.topics.prefix())
-        .env("OMS_STATE_DIR", &ctx.state_dir);
-    for svc in Svc::all() {
-        cmd.env(
-            format!("OMS_{}_URL", svc.name().to_uppercase()),
-            ctx.urls_of(svc).join(","),
-        );
-    }
+    let mut cmd = ctx.omsctl_command().map_err(|e| e.to_string())?;
     let out = cmd
         .args(args)
         .stdout(std::process::Stdio::piped())

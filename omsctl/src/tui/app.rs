@@ -21,11 +21,13 @@ pub enum View {
     Dlq,
     /// One order's timeline.
     Detail,
+    /// A service's log (local stack).
+    Logs,
 }
 
 impl View {
     /// Views reachable with Tab and number keys.
-    pub const TABS: [View; 3] = [View::Overview, View::Sagas, View::Dlq];
+    pub const TABS: [View; 4] = [View::Overview, View::Sagas, View::Dlq, View::Logs];
 
     /// Tab title.
     pub fn title(self) -> &'static str {
@@ -33,6 +35,7 @@ impl View {
             View::Overview => "1 Overview",
             View::Sagas => "2 Sagas",
             View::Dlq => "3 DLQ",
+            View::Logs => "4 Logs",
             View::Detail => "Detail",
         }
     }
@@ -67,7 +70,8 @@ pub struct Health {
 }
 
 /// One row of the sagas table.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct SagaRow {
     /// Order id.
     pub order_id: String,
@@ -136,11 +140,13 @@ pub enum Sort {
     State,
 }
 
-/// A confirmation being asked.
+/// A confirmation being asked: every action that changes something goes through it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Confirm {
-    /// The DLQ entry to replay.
-    pub entry: String,
+    /// The question.
+    pub what: String,
+    /// What happens on yes.
+    pub effect: Effect,
 }
 
 /// What happens to the state.
@@ -178,6 +184,32 @@ pub enum Action {
     Open,
     /// Ask to replay the selected dead letter.
     AskReplay,
+    /// Selection to the first row.
+    First,
+    /// Selection to the last row.
+    Last,
+    /// Selection a page up.
+    PageUp,
+    /// Selection a page down.
+    PageDown,
+    /// Start typing a `:` command (with this text already typed).
+    StartCommand(String),
+    /// A character of the command.
+    CommandChar(char),
+    /// Delete the command's last character.
+    CommandBackspace,
+    /// Run the command typed (after the confirmation).
+    CommandDone,
+    /// Show or hide the selected row as raw JSON.
+    ToggleRaw,
+    /// Copy the raw JSON shown to the clipboard.
+    CopyRaw,
+    /// Show the next service's log.
+    NextLog,
+    /// Log lines arrived (for this service).
+    Logs(String, Result<Vec<String>, String>),
+    /// A `:` command finished: its summary.
+    Ran(Result<String, String>),
     /// The answer to the confirmation.
     Confirm(bool),
     /// Fresh data.
@@ -199,7 +231,19 @@ pub enum Effect {
     LoadDlq,
     /// Replay this entry (already confirmed).
     Replay(String),
+    /// Run omsctl with these arguments (already confirmed).
+    Run(Vec<String>),
+    /// Read the last lines of this service's log.
+    LoadLogs(String),
+    /// Put this text on the clipboard (OSC 52, through the terminal).
+    Copy(String),
 }
+
+/// Rows a page key moves.
+pub const PAGE: usize = 10;
+
+/// The services whose logs the Logs view cycles through.
+pub const LOG_SERVICES: [&str; 5] = ["order", "inventory", "payment", "saga", "notification"];
 
 /// Saga states the `s` key cycles through (`None` = all).
 pub const STATE_FILTERS: [Option<&str>; 6] = [
@@ -249,6 +293,12 @@ pub struct App {
     pub confirm: Option<Confirm>,
     /// A message for the status line.
     pub message: Option<String>,
+    /// The `:` command being typed.
+    pub command: Option<String>,
+    /// Raw JSON of a row being shown.
+    pub raw: Option<String>,
+    /// Index into [`LOG_SERVICES`] and the lines of the Logs view.
+    pub logs: (usize, Load<Vec<String>>),
     /// How often data is polled.
     pub refresh: Duration,
     /// State of each saga at the previous poll, and the poll number it last changed at.
@@ -277,6 +327,9 @@ impl App {
             dlq: Load::Idle,
             confirm: None,
             message: None,
+            command: None,
+            raw: None,
+            logs: (0, Load::Idle),
             refresh,
             changed: HashMap::new(),
             polls: 0,
@@ -344,7 +397,47 @@ impl App {
                 .as_ref()
                 .map(|(id, _)| self.dlq_of(id).len())
                 .unwrap_or(0),
-            View::Overview => 0,
+            View::Overview | View::Logs => 0,
+        }
+    }
+
+    /// The selected saga's order id (Sagas view, or the Detail view's order).
+    pub fn selected_order(&self) -> Option<String> {
+        match self.view {
+            View::Sagas => self
+                .visible_sagas()
+                .get(self.selected)
+                .map(|r| r.order_id.clone()),
+            View::Detail => self.detail.as_ref().map(|(id, _)| id.clone()),
+            View::Dlq => match &self.dlq {
+                Load::Loaded(items) => items
+                    .get(self.selected)
+                    .map(|i| i.key.clone())
+                    .filter(|k| !k.is_empty()),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+
+    /// The selected row as JSON (a saga row, a dead letter, or the open trace).
+    fn selected_json(&self) -> Option<Value> {
+        match self.view {
+            View::Sagas => self
+                .visible_sagas()
+                .get(self.selected)
+                .and_then(|r| serde_json::to_value(r).ok()),
+            View::Dlq => match &self.dlq {
+                Load::Loaded(items) => items
+                    .get(self.selected)
+                    .and_then(|i| serde_json::to_value(i).ok()),
+                _ => None,
+            },
+            View::Detail => match &self.detail {
+                Some((_, Load::Loaded(v))) => Some(v.clone()),
+                _ => None,
+            },
+            View::Overview | View::Logs => None,
         }
     }
 
@@ -367,6 +460,23 @@ impl App {
 pub fn key_action(app: &App, key: KeyEvent) -> Option<Action> {
     if key.modifiers.contains(KeyModifiers::CONTROL) && key.code == KeyCode::Char('c') {
         return Some(Action::Quit);
+    }
+    if app.command.is_some() {
+        return match key.code {
+            KeyCode::Enter => Some(Action::CommandDone),
+            KeyCode::Esc => Some(Action::Back),
+            KeyCode::Backspace => Some(Action::CommandBackspace),
+            KeyCode::Char(c) => Some(Action::CommandChar(c)),
+            _ => None,
+        };
+    }
+    if app.raw.is_some() {
+        return match key.code {
+            KeyCode::Char('y') => Some(Action::CopyRaw),
+            KeyCode::Char('v') | KeyCode::Esc => Some(Action::ToggleRaw),
+            KeyCode::Char('q') => Some(Action::Quit),
+            _ => None,
+        };
     }
     if app.confirm.is_some() {
         return match key.code {
@@ -392,6 +502,22 @@ pub fn key_action(app: &App, key: KeyEvent) -> Option<Action> {
         KeyCode::Char('1') => Action::Show(View::Overview),
         KeyCode::Char('2') => Action::Show(View::Sagas),
         KeyCode::Char('3') => Action::Show(View::Dlq),
+        KeyCode::Char('4') => Action::Show(View::Logs),
+        KeyCode::Char('g') | KeyCode::Home => Action::First,
+        KeyCode::Char('G') | KeyCode::End => Action::Last,
+        KeyCode::PageUp => Action::PageUp,
+        KeyCode::PageDown => Action::PageDown,
+        KeyCode::Char(':') => Action::StartCommand(String::new()),
+        KeyCode::Char('v') => Action::ToggleRaw,
+        KeyCode::Char(']') => Action::NextLog,
+        KeyCode::Char('c') => match app.selected_order() {
+            Some(id) => Action::StartCommand(format!("saga cancel {id} ")),
+            None => Action::StartCommand("saga cancel ".into()),
+        },
+        KeyCode::Char('t') => match app.selected_order() {
+            Some(id) => Action::StartCommand(format!("saga retry {id}")),
+            None => Action::StartCommand("saga retry ".into()),
+        },
         KeyCode::Char('f') => Action::ToggleFreeze,
         KeyCode::Char('/') => Action::StartFilter,
         KeyCode::Char('s') => Action::CycleState,
@@ -402,6 +528,74 @@ pub fn key_action(app: &App, key: KeyEvent) -> Option<Action> {
         KeyCode::Char('r') => Action::AskReplay,
         _ => return None,
     })
+}
+
+/// The omsctl arguments of a `:` command, checked by omsctl's own parser. `replay [ENTRY]`
+/// (the selected dead letter by default), `saga retry [ID]`, `saga cancel [ID] REASON…` (the
+/// selected saga by default), `chaos …` (a trailing duration is `--for`), `dlq …`.
+pub fn command_args(line: &str, app: &App) -> Result<Vec<String>, String> {
+    let words: Vec<&str> = line.split_whitespace().collect();
+    let is_id = |w: &&str| uuid::Uuid::parse_str(w).is_ok();
+    let args: Vec<String> = match words.as_slice() {
+        [] => return Err("empty command".into()),
+        ["replay"] => match app.selected_dlq_entry() {
+            Some(entry) => vec!["dlq".into(), "replay".into(), entry, "--yes".into()],
+            None => return Err(":replay needs an entry, or a selected dead letter".into()),
+        },
+        ["replay", entry] => vec![
+            "dlq".into(),
+            "replay".into(),
+            (*entry).into(),
+            "--yes".into(),
+        ],
+        ["saga", "retry"] => match app.selected_order() {
+            Some(id) => vec!["saga".into(), "retry".into(), id],
+            None => return Err(":saga retry needs an order id, or a selected saga".into()),
+        },
+        ["saga", "cancel", rest @ ..] => {
+            let (id, reason) = match rest {
+                [first, reason @ ..] if is_id(first) => ((*first).to_owned(), reason.join(" ")),
+                reason => match app.selected_order() {
+                    Some(id) => (id, reason.join(" ")),
+                    None => return Err(":saga cancel needs an order id, or a selected saga".into()),
+                },
+            };
+            if reason.trim().is_empty() {
+                return Err(":saga cancel needs a reason: saga cancel [ID] REASON".into());
+            }
+            vec![
+                "saga".into(),
+                "cancel".into(),
+                id,
+                "--reason".into(),
+                reason,
+            ]
+        }
+        ["chaos", rest @ ..] => {
+            let mut args: Vec<String> = std::iter::once("chaos")
+                .chain(rest.iter().copied())
+                .map(str::to_owned)
+                .collect();
+            let last_is_duration = rest
+                .last()
+                .is_some_and(|w| humantime::parse_duration(w).is_ok());
+            if last_is_duration && !rest.contains(&"--for") {
+                let d = args.pop().unwrap_or_default();
+                args.extend(["--for".to_owned(), d]);
+            }
+            args
+        }
+        [first, ..] if matches!(*first, "saga" | "dlq") => {
+            words.iter().map(|w| (*w).to_owned()).collect()
+        }
+        [first, ..] => {
+            return Err(format!(
+                "unknown command {first:?} (replay, saga retry, saga cancel, chaos …, dlq …)"
+            ))
+        }
+    };
+    crate::drill::plan::check_command(&args)?;
+    Ok(args)
 }
 
 /// Applies one action; returns what must be done outside.
@@ -420,6 +614,10 @@ pub fn update(app: &mut App, action: Action) -> Vec<Effect> {
                 app.dlq = Load::Loading;
                 effects.push(Effect::LoadDlq);
             }
+            if view == View::Logs {
+                app.logs.1 = Load::Loading;
+                effects.push(Effect::LoadLogs(LOG_SERVICES[app.logs.0].to_owned()));
+            }
         }
         Action::NextTab => {
             let i = View::TABS.iter().position(|v| *v == app.view).unwrap_or(0);
@@ -427,7 +625,11 @@ pub fn update(app: &mut App, action: Action) -> Vec<Effect> {
             return update(app, Action::Show(next));
         }
         Action::Back => {
-            if app.help {
+            if app.command.is_some() {
+                app.command = None;
+            } else if app.raw.is_some() {
+                app.raw = None;
+            } else if app.help {
                 app.help = false;
             } else if app.editing {
                 app.editing = false;
@@ -508,7 +710,10 @@ pub fn update(app: &mut App, action: Action) -> Vec<Effect> {
                 if already {
                     app.message = Some(format!("{entry} was already replayed"));
                 } else {
-                    app.confirm = Some(Confirm { entry });
+                    app.confirm = Some(Confirm {
+                        what: format!("Replay {entry} to its origin topic?"),
+                        effect: Effect::Replay(entry),
+                    });
                 }
             }
             None => app.message = Some("no dead letter selected".into()),
@@ -516,11 +721,89 @@ pub fn update(app: &mut App, action: Action) -> Vec<Effect> {
         Action::Confirm(yes) => {
             if let Some(c) = app.confirm.take() {
                 if yes {
-                    app.message = Some(format!("replaying {} ...", c.entry));
-                    effects.push(Effect::Replay(c.entry));
+                    app.message = Some(match &c.effect {
+                        Effect::Replay(entry) => format!("replaying {entry} ..."),
+                        Effect::Run(args) => format!("running omsctl {} ...", args.join(" ")),
+                        _ => "...".into(),
+                    });
+                    effects.push(c.effect);
                 } else {
-                    app.message = Some("replay cancelled".into());
+                    app.message = Some("cancelled: nothing changed".into());
                 }
+            }
+        }
+        Action::First => app.selected = 0,
+        Action::Last => app.selected = app.rows_in_view().saturating_sub(1),
+        Action::PageUp => app.selected = app.selected.saturating_sub(PAGE),
+        Action::PageDown => {
+            app.selected = (app.selected + PAGE).min(app.rows_in_view().saturating_sub(1));
+        }
+        Action::StartCommand(text) => {
+            app.help = false;
+            app.command = Some(text);
+        }
+        Action::CommandChar(c) => {
+            if let Some(line) = app.command.as_mut() {
+                line.push(c);
+            }
+        }
+        Action::CommandBackspace => {
+            if let Some(line) = app.command.as_mut() {
+                line.pop();
+            }
+        }
+        Action::CommandDone => {
+            if let Some(line) = app.command.take() {
+                match command_args(&line, app) {
+                    Ok(args) => {
+                        app.confirm = Some(Confirm {
+                            what: format!("Run `omsctl {}`?", args.join(" ")),
+                            effect: Effect::Run(args),
+                        });
+                    }
+                    Err(e) => app.message = Some(e),
+                }
+            }
+        }
+        Action::ToggleRaw => {
+            if app.raw.is_some() {
+                app.raw = None;
+            } else {
+                match app.selected_json() {
+                    Some(v) => {
+                        app.raw = Some(serde_json::to_string_pretty(&v).unwrap_or_default());
+                    }
+                    None => app.message = Some("no row selected to show".into()),
+                }
+            }
+        }
+        Action::CopyRaw => {
+            if let Some(text) = &app.raw {
+                effects.push(Effect::Copy(text.clone()));
+                app.message = Some("copied to the clipboard (OSC 52)".into());
+            }
+        }
+        Action::NextLog => {
+            if app.view == View::Logs {
+                app.logs = ((app.logs.0 + 1) % LOG_SERVICES.len(), Load::Loading);
+                effects.push(Effect::LoadLogs(LOG_SERVICES[app.logs.0].to_owned()));
+            }
+        }
+        Action::Logs(service, result) => {
+            if LOG_SERVICES.get(app.logs.0) == Some(&service.as_str()) {
+                app.logs.1 = match result {
+                    Ok(lines) => Load::Loaded(lines),
+                    Err(e) => Load::Error(e),
+                };
+            }
+        }
+        Action::Ran(result) => {
+            app.message = Some(match result {
+                Ok(m) => m,
+                Err(e) => format!("failed: {e}"),
+            });
+            if app.view == View::Dlq {
+                effects.push(Effect::LoadDlq);
             }
         }
         Action::Data(snapshot) => {
@@ -563,6 +846,9 @@ pub fn update(app: &mut App, action: Action) -> Vec<Effect> {
                 snapshot.dlq_depth = previous.and_then(|p| p.dlq_depth);
             }
             app.data = Load::Loaded(snapshot);
+            if app.view == View::Logs {
+                effects.push(Effect::LoadLogs(LOG_SERVICES[app.logs.0].to_owned()));
+            }
             let n = app.rows_in_view();
             if n > 0 && app.selected >= n {
                 app.selected = n - 1;
@@ -657,6 +943,11 @@ mod tests {
         assert_eq!(app.view, View::Sagas);
         let effects = press(&mut app, KeyEvent::new(KeyCode::Tab, KeyModifiers::NONE));
         assert_eq!((app.view, effects), (View::Dlq, vec![Effect::LoadDlq]));
+        let effects = press(&mut app, KeyEvent::new(KeyCode::Tab, KeyModifiers::NONE));
+        assert_eq!(
+            (app.view, effects),
+            (View::Logs, vec![Effect::LoadLogs("order".into())])
+        );
         press(&mut app, KeyEvent::new(KeyCode::Tab, KeyModifiers::NONE));
         assert_eq!(app.view, View::Overview);
         press(&mut app, key('q'));
@@ -777,10 +1068,8 @@ mod tests {
         );
         assert!(press(&mut app, key('r')).is_empty());
         assert_eq!(
-            app.confirm,
-            Some(Confirm {
-                entry: "d:0:1".into()
-            })
+            app.confirm.as_ref().map(|c| &c.effect),
+            Some(&Effect::Replay("d:0:1".into()))
         );
         assert_eq!(press(&mut app, key('n')), Vec::<Effect>::new());
         assert!(app.confirm.is_none());
@@ -796,6 +1085,156 @@ mod tests {
             .message
             .as_deref()
             .is_some_and(|m| m.contains("already replayed")));
+    }
+
+    fn type_text(app: &mut App, text: &str) {
+        for c in text.chars() {
+            press(app, key(c));
+        }
+    }
+
+    fn enter(app: &mut App) -> Vec<Effect> {
+        press(app, KeyEvent::new(KeyCode::Enter, KeyModifiers::NONE))
+    }
+
+    const ID: &str = "01a208f8-0186-74f7-9d14-5485ac29c81b";
+
+    fn with_sagas() -> App {
+        let mut app = App::new(Duration::from_secs(1));
+        let rows: Vec<SagaRow> = (0..25)
+            .map(|i| {
+                row(
+                    &format!("0190aaaa-0000-7000-8000-{i:012}"),
+                    "AUTHORIZING",
+                    &format!("t{i:02}"),
+                )
+            })
+            .chain([row(ID, "AUTHORIZING", "t99")])
+            .collect();
+        update(&mut app, Action::Data(Box::new(snapshot(1.0, 1, rows))));
+        press(&mut app, key('2'));
+        app
+    }
+
+    #[test]
+    fn jumps_and_pages_stay_inside_the_table() {
+        let mut app = with_sagas();
+        press(&mut app, key('G'));
+        assert_eq!(app.selected, 25);
+        press(&mut app, key('g'));
+        assert_eq!(app.selected, 0);
+        let page = |app: &mut App, code| press(app, KeyEvent::new(code, KeyModifiers::NONE));
+        page(&mut app, KeyCode::PageDown);
+        assert_eq!(app.selected, PAGE);
+        page(&mut app, KeyCode::PageDown);
+        page(&mut app, KeyCode::PageDown);
+        assert_eq!(app.selected, 25);
+        page(&mut app, KeyCode::PageUp);
+        assert_eq!(app.selected, 25 - PAGE);
+        page(&mut app, KeyCode::End);
+        page(&mut app, KeyCode::Home);
+        assert_eq!(app.selected, 0);
+    }
+
+    #[test]
+    fn commands_are_checked_then_confirmed_then_run() {
+        let mut app = with_sagas();
+        // Newest first: the selected saga is ID. `c` fills in the command for it.
+        press(&mut app, key('c'));
+        assert_eq!(
+            app.command.as_deref(),
+            Some(format!("saga cancel {ID} ").as_str())
+        );
+        type_text(&mut app, "customer called");
+        assert!(
+            enter(&mut app).is_empty(),
+            "nothing runs before the confirmation"
+        );
+        let confirm = app.confirm.clone().expect("asked");
+        assert!(
+            confirm.what.contains("omsctl saga cancel"),
+            "{}",
+            confirm.what
+        );
+        assert_eq!(
+            press(&mut app, key('y')),
+            vec![Effect::Run(
+                ["saga", "cancel", ID, "--reason", "customer called"]
+                    .map(String::from)
+                    .to_vec()
+            )]
+        );
+        // Refused by the parser: a message, no confirmation, nothing run.
+        press(&mut app, key(':'));
+        type_text(&mut app, "chaos brokr stop");
+        assert!(enter(&mut app).is_empty());
+        assert!(app.confirm.is_none());
+        assert!(
+            app.message.as_deref().is_some_and(|m| m.contains("brokr")),
+            "{:?}",
+            app.message
+        );
+        // A trailing duration is --for; Esc drops a half-typed command.
+        assert_eq!(
+            command_args("chaos broker stop 30s", &app),
+            Ok(["chaos", "broker", "stop", "--for", "30s"]
+                .map(String::from)
+                .to_vec())
+        );
+        press(&mut app, key(':'));
+        type_text(&mut app, "saga");
+        press(&mut app, KeyEvent::new(KeyCode::Esc, KeyModifiers::NONE));
+        assert!(app.command.is_none() && app.confirm.is_none());
+        assert!(command_args("saga cancel", &App::new(Duration::from_secs(1))).is_err());
+        assert!(command_args("saga cancel x", &app).is_ok_and(|a| a.contains(&ID.to_owned())));
+        assert!(command_args("rm -rf /", &app).is_err());
+        assert!(
+            command_args("replay", &app).is_err(),
+            "no dead letter selected"
+        );
+        // Saying no changes nothing.
+        press(&mut app, key('t'));
+        enter(&mut app);
+        assert_eq!(press(&mut app, key('n')), Vec::<Effect>::new());
+        assert!(app
+            .message
+            .as_deref()
+            .is_some_and(|m| m.contains("nothing changed")));
+    }
+
+    #[test]
+    fn the_raw_view_shows_the_selected_row_and_copies_it() {
+        let mut app = with_sagas();
+        press(&mut app, key('v'));
+        let raw = app.raw.clone().expect("raw shown");
+        assert!(raw.contains(&format!("\"orderId\": \"{ID}\"")), "{raw}");
+        assert_eq!(press(&mut app, key('y')), vec![Effect::Copy(raw)]);
+        press(&mut app, key('v'));
+        assert!(app.raw.is_none());
+    }
+
+    #[test]
+    fn the_logs_view_cycles_services_and_keeps_the_latest_answer() {
+        let mut app = App::new(Duration::from_secs(1));
+        assert_eq!(
+            press(&mut app, key('4')),
+            vec![Effect::LoadLogs("order".into())]
+        );
+        assert_eq!(
+            press(&mut app, key(']')),
+            vec![Effect::LoadLogs("inventory".into())]
+        );
+        // A late answer for the previous service is dropped.
+        update(
+            &mut app,
+            Action::Logs("order".into(), Ok(vec!["old".into()])),
+        );
+        assert_eq!(app.logs.1, Load::Loading);
+        update(
+            &mut app,
+            Action::Logs("inventory".into(), Ok(vec!["line".into()])),
+        );
+        assert_eq!(app.logs.1, Load::Loaded(vec!["line".into()]));
     }
 
     #[test]

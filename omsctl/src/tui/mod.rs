@@ -184,9 +184,74 @@ fn spawn_effect(ctx: Arc<Ctx>, tx: mpsc::UnboundedSender<Msg>, effect: Effect) {
                 tracing::info!(entry = %id, ?result, "replay from the tui");
                 Action::Replayed(result)
             }
+            Effect::Run(args) => {
+                let result = run_omsctl(&ctx, &args).await;
+                tracing::info!(?args, ?result, "command from the tui");
+                Action::Ran(result)
+            }
+            Effect::LoadLogs(service) => {
+                let result = log_tail(&ctx, &service, LOG_LINES);
+                Action::Logs(service, result)
+            }
+            Effect::Copy(text) => {
+                // OSC 52: the terminal (and tmux with set-clipboard on) puts it on the clipboard.
+                use base64::Engine as _;
+                use std::io::Write;
+                let encoded = base64::engine::general_purpose::STANDARD.encode(text.as_bytes());
+                let mut out = std::io::stdout().lock();
+                let _ = write!(out, "\x1b]52;c;{encoded}\x07");
+                let _ = out.flush();
+                return;
+            }
         };
         let _ = tx.send(Msg::Action(action));
     });
+}
+
+/// Lines of a log the Logs view shows.
+const LOG_LINES: usize = 200;
+
+/// Runs omsctl with `args` (the same settings) and sums up how it went in one line.
+async fn run_omsctl(ctx: &Ctx, args: &[String]) -> Result<String, String> {
+    let mut cmd = ctx.omsctl_command().map_err(|e| e.to_string())?;
+    let out = cmd
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .await
+        .map_err(|e| e.to_string())?;
+    let last = |bytes: &[u8]| {
+        String::from_utf8_lossy(bytes)
+            .lines()
+            .rev()
+            .find(|l| !l.trim().is_empty())
+            .map(str::to_owned)
+    };
+    if out.status.success() {
+        Ok(format!(
+            "omsctl {}: {}",
+            args.join(" "),
+            last(&out.stdout).unwrap_or_else(|| "done".into())
+        ))
+    } else {
+        Err(last(&out.stderr).unwrap_or_else(|| format!("exited with {}", out.status)))
+    }
+}
+
+/// The last `n` lines of a service's log on the local stack (replica 1).
+fn log_tail(ctx: &Ctx, service: &str, n: usize) -> Result<Vec<String>, String> {
+    if ctx.context.target != crate::context::Target::Local {
+        return Err("logs are shown for the local stack only (kubectl logs / docker compose logs elsewhere)".into());
+    }
+    let svc: Svc = service
+        .parse()
+        .map_err(|e: oms_contracts::topology::UnknownService| e.to_string())?;
+    let local = crate::local::Local::open(&ctx.state_dir).map_err(|f| f.error.to_string())?;
+    let path = local.log_of(svc, 1);
+    let text = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let text = String::from_utf8_lossy(&text);
+    let lines: Vec<String> = text.lines().map(str::to_owned).collect();
+    Ok(lines[lines.len().saturating_sub(n)..].to_vec())
 }
 
 /// What the broker says, fetched less often than the services.

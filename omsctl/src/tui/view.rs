@@ -14,16 +14,31 @@ use crate::dlq::Item as DlqItem;
 /// Every key, for the help overlay.
 pub const KEYS: &[(&str, &str)] = &[
     ("?", "show or hide this help"),
-    ("Tab / 1 2 3", "switch view: overview, sagas, DLQ"),
+    ("Tab / 1 2 3 4", "switch view: overview, sagas, DLQ, logs"),
     ("/", "filter sagas by text (Enter keeps it, Esc clears it)"),
     ("s", "cycle the saga-state filter"),
     ("o", "cycle the sort: newest, oldest, state"),
     ("j k / ↓ ↑", "move the selection"),
+    ("g G / Home End", "first / last row"),
+    ("PgUp PgDn", "a page up / down"),
     (
         "Enter",
         "open the timeline of the selected saga (or dead letter's order)",
     ),
     ("r", "replay the selected dead letter (asks first)"),
+    (
+        ":",
+        "a command: replay, saga retry, saga cancel REASON, chaos … (asks first)",
+    ),
+    (
+        "c / t",
+        "cancel / retry the selected saga (fills in the command)",
+    ),
+    (
+        "v",
+        "raw JSON of the selected row (y copies it, v or Esc closes)",
+    ),
+    ("]", "logs view: the next service's log"),
     ("f", "freeze / resume updates"),
     ("Esc", "back: close help, filter, detail"),
     ("q / Ctrl-C", "quit"),
@@ -43,23 +58,66 @@ pub fn draw(frame: &mut Frame<'_>, app: &App, now: f64) {
         View::Sagas => draw_sagas(frame, app, body),
         View::Dlq => draw_dlq(frame, app, body),
         View::Detail => draw_detail(frame, app, body),
+        View::Logs => draw_logs(frame, app, body),
     }
-    draw_status(frame, app, status, now);
+    match &app.command {
+        Some(line) => frame.render_widget(Paragraph::new(format!(":{line}▏")), status),
+        None => draw_status(frame, app, status, now),
+    }
     if app.help {
         draw_help(frame);
     }
+    if let Some(raw) = &app.raw {
+        let area = centered(frame.area(), 100, 30);
+        frame.render_widget(Clear, area);
+        frame.render_widget(
+            Paragraph::new(raw.as_str())
+                .wrap(Wrap { trim: false })
+                .block(
+                    Block::default()
+                        .borders(Borders::ALL)
+                        .title(" raw JSON (y copies, v or Esc closes) "),
+                ),
+            area,
+        );
+    }
     if let Some(c) = &app.confirm {
-        let area = centered(frame.area(), 70, 5);
+        let area = centered(frame.area(), 100, 5);
         frame.render_widget(Clear, area);
         frame.render_widget(
             Paragraph::new(vec![
-                Line::from(format!("Replay {} to its origin topic?", c.entry)),
-                Line::from("y: replay   n / Esc: cancel"),
+                Line::from(c.what.clone()),
+                Line::from("y: yes   n / Esc: cancel"),
             ])
+            .wrap(Wrap { trim: false })
             .block(Block::default().borders(Borders::ALL).title(" confirm ")),
             area,
         );
     }
+}
+
+fn draw_logs(frame: &mut Frame<'_>, app: &App, area: Rect) {
+    let service = super::app::LOG_SERVICES
+        .get(app.logs.0)
+        .copied()
+        .unwrap_or("-");
+    let title = format!(" {service} log (] next service) ");
+    let lines: Vec<Line<'_>> = match &app.logs.1 {
+        Load::Loaded(lines) => {
+            // The newest lines that fit.
+            let fit = usize::from(area.height.saturating_sub(2));
+            lines[lines.len().saturating_sub(fit)..]
+                .iter()
+                .map(|l| Line::from(l.as_str()))
+                .collect()
+        }
+        Load::Error(e) => vec![Line::from(format!("cannot read the log: {e}"))],
+        Load::Loading | Load::Idle => vec![Line::from("loading ...")],
+    };
+    frame.render_widget(
+        Paragraph::new(lines).block(Block::default().borders(Borders::ALL).title(title)),
+        area,
+    );
 }
 
 fn centered(area: Rect, width: u16, height: u16) -> Rect {
