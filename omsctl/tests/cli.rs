@@ -1207,6 +1207,36 @@ async fn drills_on_the_process_stack(
         "a dry run injected a fault"
     );
 
+    // Probes during the method, recorded in the journal.
+    let probing = dir.join("probing.toml");
+    std::fs::write(
+        &probing,
+        "name = \"probing\"\ndescription = \"probes while orders flow\"\nhypothesis = \"fast enough\"\n\
+         [load]\nrate = 4\nduration = \"6s\"\nitems = [\"mouse-01:1\"]\n\
+         [[method]]\nat = \"4s\"\naction = \"probe p99<60s\"\n\
+         [[method]]\nat = \"5s\"\naction = \"probe services-ready\"\n\
+         [verify]\ndeadline = \"60s\"\n",
+    )?;
+    let report = dir.join("probing.json");
+    let (path, report_arg) = (probing.display().to_string(), report.display().to_string());
+    let out = in_stack(
+        with_stack,
+        &["drill", "run", &path, "--report", &report_arg],
+    )
+    .await?;
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let doc: Value = serde_json::from_slice(&std::fs::read(&report)?)?;
+    let probes: Vec<Value> = doc["journal"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|a| a["phase"] == "method")
+        .cloned()
+        .collect();
+    assert_eq!(probes.len(), 2, "{doc}");
+    assert_eq!(probes[0]["activity"], "probe p99<60s");
+    assert_eq!(probes[0]["status"], "succeeded", "{doc}");
+
     let failing = dir.join("too-hopeful.toml");
     std::fs::write(
         &failing,

@@ -26,6 +26,8 @@ pub enum Action {
     },
     /// Wait until every service is ready.
     WaitReady,
+    /// Check a probe now, during the method (`probe p99<3s`): a failure fails the drill.
+    Check(String, Probe),
 }
 
 /// Checks `words` (an omsctl command line without `omsctl`) with omsctl's own parser; the
@@ -56,6 +58,8 @@ impl Action {
         match refs.as_slice() {
             [] => Err("empty action".into()),
             ["wait-ready"] => Ok(Action::WaitReady),
+            ["probe", p] => Probe::parse(p).map(|k| Action::Check((*p).to_owned(), k)),
+            ["probe", ..] => Err(format!("{text:?}: expected `probe NAME` (one probe)")),
             ["stock", product, n] => n
                 .parse()
                 .map(|available| Action::Stock {
@@ -65,7 +69,7 @@ impl Action {
                 .map_err(|_| format!("stock {product} {n}: {n:?} is not a whole number")),
             ["stock", ..] => Err(format!("{text:?}: expected `stock PRODUCT N`")),
             [first, ..] if !matches!(*first, "chaos" | "dlq") => Err(format!(
-                "unknown action {text:?} (expected `chaos …`, `dlq …`, `stock PRODUCT N` or `wait-ready`)"
+                "unknown action {text:?} (expected `chaos …`, `dlq …`, `stock PRODUCT N`, `wait-ready` or `probe NAME`)"
             )),
             _ => check_command(&words).map(|()| Action::Omsctl(words)),
         }
@@ -77,6 +81,7 @@ impl Action {
             Action::Omsctl(words) => words.join(" "),
             Action::Stock { product, available } => format!("stock {product} {available}"),
             Action::WaitReady => "wait-ready".into(),
+            Action::Check(name, _) => format!("probe {name}"),
         }
     }
 }
@@ -84,6 +89,9 @@ impl Action {
 /// A steady-state probe.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Probe {
+    /// The p99 from accepted to finished of the orders that finished in the last
+    /// [`LATENCY_WINDOW`] is under this (`p99<3s`); at least one must have finished.
+    P99Under(Duration),
     /// Every service answers ready.
     Ready,
     /// No chaos fault is recorded.
@@ -97,14 +105,21 @@ pub enum Probe {
 }
 
 impl Probe {
-    /// Parses `services-ready`, `no-faults`, `dlq-empty`, `outbox-backlog<N>` or
-    /// `replicas>=N`.
+    /// Parses `services-ready`, `no-faults`, `dlq-empty`, `outbox-backlog<N>`, `replicas>=N`
+    /// or `p99<DURATION`.
     pub fn parse(p: &str) -> Result<Self, String> {
         let unknown = || {
             format!(
-                "unknown probe {p:?} (services-ready, no-faults, dlq-empty, outbox-backlog<N>, replicas>=N)"
+                "unknown probe {p:?} (services-ready, no-faults, dlq-empty, outbox-backlog<N>, replicas>=N, p99<DURATION)"
             )
         };
+        if let Some(d) = p.strip_prefix("p99<") {
+            return humantime::parse_duration(d)
+                .ok()
+                .filter(|d| !d.is_zero())
+                .map(Probe::P99Under)
+                .ok_or_else(unknown);
+        }
         match p {
             "services-ready" => Ok(Probe::Ready),
             "no-faults" => Ok(Probe::NoFaults),
@@ -121,6 +136,9 @@ impl Probe {
         }
     }
 }
+
+/// The window of finished orders a `p99<…` probe looks at.
+pub const LATENCY_WINDOW: Duration = Duration::from_secs(10);
 
 /// What the verdict demands.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -344,6 +362,16 @@ mod tests {
             })
         );
         assert_eq!(Action::parse("wait-ready"), Ok(Action::WaitReady));
+        assert_eq!(
+            Action::parse("probe p99<3s"),
+            Ok(Action::Check(
+                "p99<3s".into(),
+                Probe::P99Under(Duration::from_secs(3))
+            ))
+        );
+        assert!(Action::parse("probe p99<soon").is_err());
+        assert!(Action::parse("probe p99<0s").is_err());
+        assert!(Action::parse("probe").is_err());
         let typo = Action::parse("chaos brokr stop").expect_err("typo accepted");
         assert!(typo.contains("brokr"), "{typo}");
         let bad_flag = Action::parse("chaos broker stop --for soon").expect_err("bad duration");

@@ -168,11 +168,64 @@ async fn act(ctx: &Ctx, action: &Action, output: &mut Vec<String>) -> Result<(),
             let words: Vec<&str> = words.iter().map(String::as_str).collect();
             omsctl(ctx, &words, output).await
         }
+        Action::Check(name, p) => {
+            let result = probe(ctx, p).await;
+            let line = match &result {
+                Ok(()) => format!("probe {name}: holds"),
+                Err(e) => format!("probe {name}: {e}"),
+            };
+            say(format!("  {line}"));
+            output.push(line);
+            result.map_err(|e| format!("probe {name}: {e}"))
+        }
     }
+}
+
+/// p99 in ms of accepted-to-finished over orders finished in `window` before `now`, with
+/// how many there were; `None` when none finished.
+pub fn p99_of(
+    orders: &[OrderView],
+    now: chrono::DateTime<chrono::Utc>,
+    window: Duration,
+) -> Option<(f64, usize)> {
+    let since = now - chrono::TimeDelta::from_std(window).unwrap_or_default();
+    let mut ms: Vec<f64> = orders
+        .iter()
+        .filter_map(|o| {
+            let done = o.completed_at?;
+            (done >= since).then(|| (done - o.created_at).as_seconds_f64() * 1000.0)
+        })
+        .collect();
+    if ms.is_empty() {
+        return None;
+    }
+    ms.sort_by(f64::total_cmp);
+    let at = ((ms.len() as f64 - 1.0) * 0.99).round() as usize;
+    ms.get(at).map(|p| (*p, ms.len()))
 }
 
 async fn probe(ctx: &Ctx, p: &Probe) -> Result<(), String> {
     match p {
+        Probe::P99Under(max) => {
+            let page: oms_contracts::api::Page<OrderView> = ctx
+                .get(Svc::Order, "/orders?limit=500")
+                .await
+                .map_err(|f| f.error.to_string())?;
+            let window = super::plan::LATENCY_WINDOW;
+            match p99_of(&page.items, chrono::Utc::now(), window) {
+                None => Err(format!(
+                    "no order finished in the last {}",
+                    humantime::format_duration(window)
+                )),
+                Some((ms, _)) if ms < max.as_secs_f64() * 1000.0 => Ok(()),
+                Some((ms, n)) => Err(format!(
+                    "p99 {:.0} ms over {n} order(s) finished in the last {}, not under {}",
+                    ms,
+                    humantime::format_duration(window),
+                    humantime::format_duration(*max)
+                )),
+            }
+        }
         Probe::Ready => {
             for svc in Svc::all() {
                 for base in ctx.urls_of(svc) {
@@ -600,5 +653,40 @@ pub async fn execute(ctx: &Ctx, plan: Plan, report: Option<&Path>) -> Result<(),
             r.drill,
             r.why.join("; ")
         )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn order(created: &str, completed: Option<&str>) -> OrderView {
+        serde_json::from_value(serde_json::json!({
+            "orderId": "0190aaaa-0000-7000-8000-000000000001", "customerId": "c-1",
+            "status": if completed.is_some() { "CONFIRMED" } else { "PENDING" },
+            "items": [{"productId": "mouse-01", "quantity": 1}],
+            "createdAt": created, "updatedAt": created, "completedAt": completed,
+            "lines": null, "total": null, "paymentId": null, "cancelReason": null, "cancelDetail": null,
+        }))
+        .expect("an order view")
+    }
+
+    #[test]
+    fn p99_looks_at_orders_finished_in_the_window_only() {
+        let now = chrono::DateTime::parse_from_rfc3339("2026-12-01T10:00:30Z")
+            .expect("time")
+            .to_utc();
+        let orders = vec![
+            order("2026-12-01T10:00:20Z", Some("2026-12-01T10:00:20.100Z")),
+            order("2026-12-01T10:00:21Z", Some("2026-12-01T10:00:23Z")),
+            // Finished before the window: not counted, however slow.
+            order("2026-12-01T09:00:00Z", Some("2026-12-01T10:00:10Z")),
+            order("2026-12-01T10:00:25Z", None),
+        ];
+        assert_eq!(
+            p99_of(&orders, now, Duration::from_secs(10)),
+            Some((2000.0, 2))
+        );
+        assert_eq!(p99_of(&orders[2..], now, Duration::from_secs(10)), None);
     }
 }
