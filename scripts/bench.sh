@@ -35,6 +35,13 @@
 #       CPU, 20 orders/s (saga p50/p99) and the saturation point (closed loop, 64 in flight:
 #       confirmed orders/s, CPU per order, the broker's part), medians and ratios. Summary:
 #       .oms-bench/results-replicas/summary.md.
+#   scripts/bench.sh outage [--repeat N] [--quick]
+#       The cost of the saga's outage watch (a broker metadata probe before every deadline
+#       sweep): the release process stack with it (`budget`, the default 120 s) and without it
+#       (`off`, OMS_SAGA_OUTAGE_BUDGET=0s), alternated N times (default 3), each run on a
+#       freshly wiped bench stack: idle CPU of the stack and of the saga, 20 orders/s (saga
+#       p50/p99) and the saturation point (64 in flight), medians and ratios. Summary:
+#       .oms-bench/results-outage/summary.md.
 #   scripts/bench.sh broker   the local broker alone: idle CPU and hop latency by fetch wait and
 #                             partitions (OMS_BENCH_WAITS, OMS_BENCH_PARTITIONS, OMS_BENCH_ENGINES)
 #   scripts/bench.sh relay|tail|tui   the in-process benchmarks of the tests crate
@@ -232,6 +239,59 @@ replicas_summary() {
   ' "$1"/*-*.json
 }
 
+# --- outage: the saga's broker probe on and off --------------------------------------------------
+
+outage_bench() {
+  local repeat=3 quick=false long=30s idle=20s
+  bench_args "$@"
+  if $quick; then long=10s idle=5s; fi
+  bench_stack_env
+  local stack="$OMS_ROOT/scripts/stack.sh" omsctl="$OMS_ROOT/target/release/omsctl"
+  local results="$OMS_STATE_DIR/results-outage" keep mode rep
+  keep="$(mktemp -d)"
+  trap '"$OMS_ROOT/scripts/stack.sh" down >/dev/null 2>&1 || true' EXIT
+  for rep in $(seq 1 "$repeat"); do
+    for mode in budget off; do
+      oms_log "=== outage watch $mode, run $rep of $repeat ==="
+      "$stack" wipe >/dev/null 2>&1 || true
+      (
+        if [[ "$mode" == off ]]; then export OMS_SAGA_OUTAGE_BUDGET=0s; fi
+        "$stack" up --no-smoke >"$keep/env"
+      )
+      eval "$(cat "$keep/env")"
+      "$omsctl" order create --item mouse-01 --wait >/dev/null 2>&1 || true
+      sleep 8
+      "$omsctl" stack cpu --over "$idle" -o json >"$keep/$mode-idle-$rep.json"
+      oms_log "bench 20/s, then saturation (64 in flight), $long each"
+      "$omsctl" bench --stock 1000000 --rate 20/s --duration "$long" -o json >"$keep/$mode-rate20-$rep.json" ||
+        oms_log "bench reported a failure"
+      "$omsctl" bench --stock 1000000 --concurrency 64 --duration "$long" -o json >"$keep/$mode-saturation-$rep.json" ||
+        oms_log "bench reported a failure"
+    done
+  done
+  keep_results "$keep" "$results" "$keep"/*.json
+  outage_summary "$results" | tee "$results/summary.md"
+}
+
+outage_summary() {
+  jq -rn "$AB_JQ_PRELUDE"'
+      def idle($mode; f): [$all[] | select(.file | test("^" + $mode + "-idle-[0-9]+\\.json$")) | .doc | f] | median;
+      def row($name; $on; $off): "| \($name) | \($on | r2) | \($off | r2) | \(ratio($on; $off)) |";
+      def load($load; $name; f): row($name; fig("budget"; $load; f); fig("off"; $load; f));
+      def saga_idle: [.components[]? | select(.component == "saga") | .corePercent] | add;
+    "| figure | outage watch on (budget 120 s) | off (budget 0 s) | on : off |",
+    "| --- | --- | --- | --- |",
+    row("idle stack, % of one core"; idle("budget"; .totalCorePercent); idle("off"; .totalCorePercent)),
+    row("idle saga, % of one core"; idle("budget"; saga_idle); idle("off"; saga_idle)),
+    load("rate20"; "saga p50 ms at 20/s"; .sagaMs.p50),
+    load("rate20"; "saga p99 ms at 20/s"; .sagaMs.p99),
+    load("saturation"; "confirmed orders/s at saturation (64 in flight)"; .confirmed / .durationSeconds),
+    load("saturation"; "stack CPU ms per order at saturation"; .cpuMsPerOrder),
+    "",
+    "Runs per figure: \(runs("budget"; "saturation") | length) (medians); unfinished orders in all runs: \([$all[] | .doc.unfinished // 0] | add)."
+  ' "$1"/*-*.json
+}
+
 # --- the A/B benchmarks (auth, tracing): one stack, the services in two or three modes ---------
 
 # One mode's run: a warm-up order, then 1 in flight and 50 orders/s for DURATION each, into
@@ -406,6 +466,8 @@ case "${1:-}" in
   saga) shift; saga_bench "$@" ;;
   auth) shift; auth_bench "$@" ;;
   replicas) shift; replicas_bench "$@" ;;
+  outage) shift; outage_bench "$@" ;;
+  outage-summary) outage_summary "${2:-$OMS_ROOT/.oms-bench/results-outage}" ;;
   replicas-summary) replicas_summary "${2:-$OMS_ROOT/.oms-bench/results-replicas}" ;;
   tracing) shift; tracing_bench "$@" ;;
   tracing-summary) tracing_summary "${2:-$OMS_ROOT/.oms-bench/results-tracing}" ;;
@@ -428,5 +490,5 @@ case "${1:-}" in
     cargo build --release -q -p omsctl
     cargo bench -p oms-tests --bench tui
     ;;
-  *) echo "usage: $0 saga [--repeat N] [--quick] | auth [--repeat N] [--quick] | replicas [--repeat N] [--quick] | replicas-summary [DIR] | tracing [--repeat N] [--quick] | summary [DIR] | auth-summary [DIR] | tracing-summary [DIR] | broker | relay | tail | tui" >&2; exit 2 ;;
+  *) echo "usage: $0 saga [--repeat N] [--quick] | auth [--repeat N] [--quick] | replicas [--repeat N] [--quick] | replicas-summary [DIR] | outage [--repeat N] [--quick] | outage-summary [DIR] | tracing [--repeat N] [--quick] | summary [DIR] | auth-summary [DIR] | tracing-summary [DIR] | broker | relay | tail | tui" >&2; exit 2 ;;
 esac

@@ -403,14 +403,14 @@ async fn dead_letters_are_repaired_checked_recorded_and_a_cut_short_replay_resum
     .await?;
     stack.set_gateway_faults(json!({"errorRate": 1.0})).await?;
     let mut orders = Vec::new();
-    for _ in 0..3 {
+    for token in ["tok_visa", "tok_visa", "tok_visa", "tok_amex"] {
         orders.push(
             stack
-                .place(json!({"items": [{"productId": "stand-01", "quantity": 1}], "paymentToken": "tok_visa"}))
+                .place(json!({"items": [{"productId": "stand-01", "quantity": 1}], "paymentToken": token}))
                 .await?,
         );
     }
-    let entries = dead_letters(&stack, 3).await?;
+    let entries = dead_letters(&stack, 4).await?;
     stack.set_gateway_faults(json!({})).await?;
     let entry_of = |order: &str| -> String {
         entries
@@ -424,8 +424,9 @@ async fn dead_letters_are_repaired_checked_recorded_and_a_cut_short_replay_resum
     // Payload filters pick dead letters by what their envelope says.
     for (condition, n) in [
         ("payload.paymentToken=tok_visa", 3),
-        ("payload.paymentToken=tok_amex", 0),
-        ("payload.amount.amountMinor>0", 3),
+        ("payload.paymentToken=tok_amex", 1),
+        ("payload.paymentToken=tok_mastercard", 0),
+        ("payload.amount.amountMinor>0", 4),
     ] {
         let out = run(
             omsctl(&stack)?,
@@ -713,6 +714,60 @@ async fn dead_letters_are_repaired_checked_recorded_and_a_cut_short_replay_resum
     .await?;
     assert_eq!(code(&out), 2);
     assert!(stderr(&out).contains("oms.nope"), "{}", stderr(&out));
+
+    // An order an operator cancelled while its authorize sat in the DLQ: the payment is voided,
+    // so the replay is predicted to be ignored, and then nothing is charged.
+    let voided = &orders[3];
+    let out = run(
+        omsctl(&stack)?,
+        &["saga", "cancel", voided, "--reason", "no longer wanted"],
+    )
+    .await?;
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let done = stack.finished(voided, Duration::from_secs(60)).await?;
+    assert_eq!(done["cancelReason"], "OPERATOR_CANCELLED", "{done}");
+    let payment = || async {
+        let (status, p) = stack
+            .get_status(Service::Payment, &format!("/payments/{voided}"))
+            .await?;
+        anyhow::Ok((status == 200).then_some(p))
+    };
+    let before = eventually(Duration::from_secs(60), "the payment voided", || async {
+        Ok(payment().await?.filter(|p| p["status"] != "AUTHORIZED"))
+    })
+    .await?;
+    let replay_voided = ["dlq", "replay", &entry_of(voided)];
+    let out = run(
+        omsctl(&stack)?,
+        &[&replay_voided[..], &["--dry-run", "-o", "json"]].concat(),
+    )
+    .await?;
+    let predicted = json_of(&out)?["plan"][0]["prediction"].clone();
+    assert_eq!(predicted["outcome"], "ignored", "{predicted}");
+    let answers_before = tailed(&stack, "oms.payment.events", voided).await?.len();
+    let out = run(omsctl(&stack)?, &[&replay_voided[..], &["--yes"]].concat()).await?;
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let group = format!("{}oms-payment", stack.topics().prefix());
+    eventually(
+        Duration::from_secs(60),
+        "payment to take the replay",
+        || async {
+            let out = run(
+                omsctl(&stack)?,
+                &["groups", "describe", &group, "-o", "json"],
+            )
+            .await?;
+            Ok((json_of(&out)?["lag"] == 0).then_some(()))
+        },
+    )
+    .await?;
+    assert_eq!(payment().await?, Some(before), "the voided payment changed");
+    assert_eq!(
+        tailed(&stack, "oms.payment.events", voided).await?.len(),
+        answers_before,
+        "the ignored replay was answered"
+    );
+
     let out = run(omsctl(&stack)?, &["verify"]).await?;
     assert_eq!(code(&out), 0, "{}", stdout(&out));
     stack.shutdown().await
