@@ -174,6 +174,17 @@ keep_results() {
   rm -rf "$keep"
 }
 
+# 20 orders/s, then the saturation point (64 in flight), DURATION each, into
+# PREFIX-rate20-REP.json and PREFIX-saturation-REP.json.  rate20_and_saturation OMSCTL DURATION PREFIX REP
+rate20_and_saturation() {
+  local omsctl="$1" long="$2" prefix="$3" rep="$4"
+  oms_log "bench 20/s, then saturation (64 in flight), $long each"
+  "$omsctl" bench --stock 1000000 --rate 20/s --duration "$long" -o json >"$prefix-rate20-$rep.json" ||
+    oms_log "bench reported a failure"
+  "$omsctl" bench --stock 1000000 --concurrency 64 --duration "$long" -o json >"$prefix-saturation-$rep.json" ||
+    oms_log "bench reported a failure"
+}
+
 # --- replicas: one and two instances of every service ------------------------------------------
 
 replicas_bench() {
@@ -206,11 +217,7 @@ replicas_bench() {
       "$omsctl" order create --item mouse-01 --wait >/dev/null 2>&1 || true
       sleep 8
       "$omsctl" stack cpu --over "$idle" -o json >"$keep/$mode-idle-$rep.json"
-      oms_log "bench 20/s, then saturation (64 in flight), $long each"
-      "$omsctl" bench --stock 1000000 --rate 20/s --duration "$long" -o json >"$keep/$mode-rate20-$rep.json" ||
-        oms_log "bench reported a failure"
-      "$omsctl" bench --stock 1000000 --concurrency 64 --duration "$long" -o json >"$keep/$mode-saturation-$rep.json" ||
-        oms_log "bench reported a failure"
+      rate20_and_saturation "$omsctl" "$long" "$keep/$mode" "$rep"
     done
   done
   keep_results "$keep" "$results" "$keep"/*.json
@@ -262,11 +269,7 @@ outage_bench() {
       "$omsctl" order create --item mouse-01 --wait >/dev/null 2>&1 || true
       sleep 8
       "$omsctl" stack cpu --over "$idle" -o json >"$keep/$mode-idle-$rep.json"
-      oms_log "bench 20/s, then saturation (64 in flight), $long each"
-      "$omsctl" bench --stock 1000000 --rate 20/s --duration "$long" -o json >"$keep/$mode-rate20-$rep.json" ||
-        oms_log "bench reported a failure"
-      "$omsctl" bench --stock 1000000 --concurrency 64 --duration "$long" -o json >"$keep/$mode-saturation-$rep.json" ||
-        oms_log "bench reported a failure"
+      rate20_and_saturation "$omsctl" "$long" "$keep/$mode" "$rep"
     done
   done
   keep_results "$keep" "$results" "$keep"/*.json

@@ -376,6 +376,21 @@ impl Ctx {
             .collect()
     }
 
+    /// An idempotent producer (acks from every replica) for what omsctl writes: produced
+    /// messages, replays, poison, the replay audit.
+    pub fn producer(&self) -> Result<rdkafka::producer::FutureProducer, Failure> {
+        use anyhow::Context as _;
+        Ok(self
+            .brokers
+            .config()
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("message.timeout.ms", "15000")
+            .set_log_level(rdkafka::config::RDKafkaLogLevel::Emerg)
+            .create()
+            .context("creating the Kafka producer")?)
+    }
+
     /// This omsctl as a child process with the same brokers, prefix, state directory and
     /// service URLs (drill steps, the dashboard's `:` commands).
     pub fn omsctl_command(&self) -> std::io::Result<tokio::process::Command> {

@@ -959,15 +959,7 @@ async fn send(
     rate: Option<f64>,
     resumes: Option<&str>,
 ) -> Result<(Value, Vec<Value>, usize, String), Failure> {
-    let producer: FutureProducer = ctx
-        .brokers
-        .config()
-        .set("enable.idempotence", "true")
-        .set("acks", "all")
-        .set("message.timeout.ms", "15000")
-        .set_log_level(rdkafka::config::RDKafkaLogLevel::Emerg)
-        .create()
-        .context("creating the Kafka producer")?;
+    let producer: FutureProducer = ctx.producer()?;
     let audit_id = resumes
         .map(str::to_owned)
         .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());

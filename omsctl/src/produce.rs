@@ -203,15 +203,7 @@ pub async fn run(ctx: &Ctx, args: ProduceArgs) -> Result<(), Failure> {
             )
         });
     }
-    let producer: FutureProducer = ctx
-        .brokers
-        .config()
-        .set("enable.idempotence", "true")
-        .set("acks", "all")
-        .set("message.timeout.ms", "15000")
-        .set_log_level(rdkafka::config::RDKafkaLogLevel::Emerg)
-        .create()
-        .context("creating the Kafka producer")?;
+    let producer: FutureProducer = ctx.producer()?;
     let mut sent = Vec::new();
     for (i, m) in messages.iter().enumerate() {
         let mut headers = OwnedHeaders::new();

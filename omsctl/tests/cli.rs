@@ -9,41 +9,8 @@ use oms_tests::eventually;
 use oms_tests::stack::{Service, Stack, StackOptions};
 use serde_json::{json, Value};
 
-fn omsctl(stack: Option<&Stack>) -> anyhow::Result<Command> {
-    let mut cmd = Command::cargo_bin("omsctl")?;
-    cmd.env_remove("OMS_CONFIG")
-        .env_remove("OMS_STATE_DIR")
-        .env("HOME", std::env::temp_dir())
-        .timeout(Duration::from_secs(120));
-    if let Some(stack) = stack {
-        cmd.envs(stack.omsctl_env()?);
-    }
-    Ok(cmd)
-}
-
-/// Runs omsctl off the async threads (the services run on them).
-async fn run(mut cmd: Command, args: &[&str]) -> anyhow::Result<Output> {
-    cmd.args(args);
-    Ok(tokio::task::spawn_blocking(move || cmd.output()).await??)
-}
-
-fn json_of(out: &Output) -> anyhow::Result<Value> {
-    serde_json::from_slice(&out.stdout).map_err(|e| {
-        anyhow::anyhow!(
-            "stdout is not JSON ({e}): {}\nstderr: {}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        )
-    })
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-fn code(out: &Output) -> i32 {
-    out.status.code().unwrap_or(-1)
-}
+mod common;
+use common::{code, json_of, omsctl, run, stderr};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn order_commands_create_follow_list_and_trace() -> anyhow::Result<()> {

@@ -9,46 +9,11 @@ use oms_tests::eventually;
 use oms_tests::stack::{Service, Stack, StackOptions};
 use serde_json::{json, Value};
 
+mod common;
+use common::{code, json_of, run, run_with_input, stderr, stdout};
+
 fn omsctl(stack: &Stack) -> anyhow::Result<Command> {
-    let mut cmd = Command::cargo_bin("omsctl")?;
-    cmd.env_remove("OMS_CONFIG")
-        .env_remove("OMS_STATE_DIR")
-        .env("HOME", std::env::temp_dir())
-        .envs(stack.omsctl_env()?)
-        .timeout(Duration::from_secs(120));
-    Ok(cmd)
-}
-
-async fn run(mut cmd: Command, args: &[&str]) -> anyhow::Result<Output> {
-    cmd.args(args);
-    Ok(tokio::task::spawn_blocking(move || cmd.output()).await??)
-}
-
-async fn run_with_input(mut cmd: Command, args: &[&str], input: &str) -> anyhow::Result<Output> {
-    cmd.args(args).write_stdin(input.to_owned());
-    Ok(tokio::task::spawn_blocking(move || cmd.output()).await??)
-}
-
-fn json_of(out: &Output) -> anyhow::Result<Value> {
-    serde_json::from_slice(&out.stdout).map_err(|e| {
-        anyhow::anyhow!(
-            "stdout is not JSON ({e}): {}\nstderr: {}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        )
-    })
-}
-
-fn stdout(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-fn code(out: &Output) -> i32 {
-    out.status.code().unwrap_or(-1)
+    common::omsctl(Some(stack))
 }
 
 /// The end offsets of a topic, from `topics list`.
@@ -350,19 +315,7 @@ async fn groups_show_lag_and_a_reset_plans_first_and_moves_only_an_idle_group() 
         .unwrap_or_default();
     assert_eq!(reset["lag"], 1, "{d}");
     stack.start_service(Service::Payment).await?;
-    eventually(
-        Duration::from_secs(60),
-        "payment to catch up again",
-        || async {
-            let out = run(
-                omsctl(&stack)?,
-                &["groups", "describe", &group, "-o", "json"],
-            )
-            .await?;
-            Ok((json_of(&out)?["lag"] == 0).then_some(()))
-        },
-    )
-    .await?;
+    payment_caught_up(&stack, "payment to catch up again").await?;
     let out = run(omsctl(&stack)?, &["verify"]).await?;
     assert_eq!(code(&out), 0, "{}", stdout(&out));
     for id in &ids {
@@ -372,6 +325,20 @@ async fn groups_show_lag_and_a_reset_plans_first_and_moves_only_an_idle_group() 
         );
     }
     stack.shutdown().await
+}
+
+/// Waits until the payment service's group has handled every payment command.
+async fn payment_caught_up(stack: &Stack, what: &str) -> anyhow::Result<()> {
+    let group = format!("{}oms-payment", stack.topics().prefix());
+    eventually(Duration::from_secs(60), what, || async {
+        let out = run(
+            omsctl(stack)?,
+            &["groups", "describe", &group, "-o", "json"],
+        )
+        .await?;
+        Ok((json_of(&out)?["lag"] == 0).then_some(()))
+    })
+    .await
 }
 
 /// The dead letters of `orders`' payment commands, by order id.
@@ -579,20 +546,7 @@ async fn dead_letters_are_repaired_checked_recorded_and_a_cut_short_replay_resum
     let answers_before = tailed(&stack, "oms.payment.events", edited).await?.len();
     let out = run(omsctl(&stack)?, &[&again[..], &["--yes"]].concat()).await?;
     assert_eq!(code(&out), 0, "{}", stderr(&out));
-    let group = format!("{}oms-payment", stack.topics().prefix());
-    eventually(
-        Duration::from_secs(60),
-        "payment to take the duplicate",
-        || async {
-            let out = run(
-                omsctl(&stack)?,
-                &["groups", "describe", &group, "-o", "json"],
-            )
-            .await?;
-            Ok((json_of(&out)?["lag"] == 0).then_some(()))
-        },
-    )
-    .await?;
+    payment_caught_up(&stack, "payment to take the duplicate").await?;
     assert_eq!(
         tailed(&stack, "oms.payment.events", edited).await?.len(),
         answers_before,
@@ -747,20 +701,7 @@ async fn dead_letters_are_repaired_checked_recorded_and_a_cut_short_replay_resum
     let answers_before = tailed(&stack, "oms.payment.events", voided).await?.len();
     let out = run(omsctl(&stack)?, &[&replay_voided[..], &["--yes"]].concat()).await?;
     assert_eq!(code(&out), 0, "{}", stderr(&out));
-    let group = format!("{}oms-payment", stack.topics().prefix());
-    eventually(
-        Duration::from_secs(60),
-        "payment to take the replay",
-        || async {
-            let out = run(
-                omsctl(&stack)?,
-                &["groups", "describe", &group, "-o", "json"],
-            )
-            .await?;
-            Ok((json_of(&out)?["lag"] == 0).then_some(()))
-        },
-    )
-    .await?;
+    payment_caught_up(&stack, "payment to take the replay").await?;
     assert_eq!(payment().await?, Some(before), "the voided payment changed");
     assert_eq!(
         tailed(&stack, "oms.payment.events", voided).await?.len(),

@@ -15,7 +15,7 @@ use anyhow::Context;
 use oms_contracts::api::GatewayKnobs;
 use oms_contracts::headers;
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::FutureRecord;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
@@ -635,17 +635,6 @@ async fn reset(ctx: &Ctx) -> Result<(), Failure> {
     }
 }
 
-fn producer(ctx: &Ctx) -> Result<FutureProducer, Failure> {
-    Ok(ctx
-        .brokers
-        .config()
-        .set("enable.idempotence", "true")
-        .set("message.timeout.ms", "15000")
-        .set_log_level(rdkafka::config::RDKafkaLogLevel::Emerg)
-        .create()
-        .context("creating the Kafka producer")?)
-}
-
 fn topic_name(ctx: &Ctx, topic: &str) -> Result<String, Failure> {
     let base = topic.strip_prefix(ctx.topics.prefix()).unwrap_or(topic);
     if !oms_contracts::topics::ALL.contains(&base) {
@@ -662,7 +651,7 @@ async fn poison(ctx: &Ctx, topic: &str, count: u32, kind: PoisonKind) -> Result<
         return Err(Failure::usage("--count must be at least 1"));
     }
     let to = topic_name(ctx, topic)?;
-    let producer = producer(ctx)?;
+    let producer = ctx.producer()?;
     let mut written = Vec::new();
     for i in 0..count {
         let order = uuid::Uuid::now_v7();
@@ -747,7 +736,7 @@ async fn duplicate(ctx: &Ctx, topic: &str, from: From) -> Result<(), Failure> {
         };
         chosen.extend(keep);
     }
-    let producer = producer(ctx)?;
+    let producer = ctx.producer()?;
     for r in &chosen {
         let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&to);
         if let Some(hs) = &r.headers {
