@@ -160,6 +160,22 @@ async fn a_declined_card_releases_the_reservation_and_cancels() -> anyhow::Resul
     stack.shutdown().await
 }
 
+/// Waits until the order's payment is no longer AUTHORIZED, and checks it was refunded or voided.
+async fn charge_undone(stack: &Stack, id: &str) -> anyhow::Result<()> {
+    let payment = eventually(FINISH, "the late charge to be undone", || async {
+        let (status, p) = stack
+            .get_status(Service::Payment, &format!("/payments/{id}"))
+            .await?;
+        Ok((status == 200 && p["status"] != "AUTHORIZED").then_some(p))
+    })
+    .await?;
+    assert!(
+        payment["status"] == "REFUNDED" || payment["status"] == "VOIDED",
+        "{payment}"
+    );
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn with_payment_down_the_saga_times_out_releases_stock_and_the_late_charge_is_undone(
 ) -> anyhow::Result<()> {
@@ -186,17 +202,7 @@ async fn with_payment_down_the_saga_times_out_releases_stock_and_the_late_charge
 
     // Payment comes back: the queued authorize charges, the queued void refunds it.
     stack.start_service(Service::Payment).await?;
-    let payment = eventually(FINISH, "the late charge to be undone", || async {
-        let (status, p) = stack
-            .get_status(Service::Payment, &format!("/payments/{id}"))
-            .await?;
-        Ok((status == 200 && p["status"] != "AUTHORIZED").then_some(p))
-    })
-    .await?;
-    assert!(
-        payment["status"] == "REFUNDED" || payment["status"] == "VOIDED",
-        "{payment}"
-    );
+    charge_undone(&stack, &id).await?;
     let order_now = stack.get(Service::Order, &format!("/orders/{id}")).await?;
     assert_eq!(order_now["status"], "CANCELLED");
     stack.shutdown().await
@@ -754,17 +760,7 @@ async fn operators_retry_a_stuck_step_and_cancel_with_compensation_recorded_as_s
     stack.start_service(Service::Payment).await?;
     let done = stack.finished(&retried, FINISH).await?;
     assert_eq!(done["status"], "CONFIRMED", "{done}");
-    let payment = eventually(FINISH, "the cancelled order's charge undone", || async {
-        let (status, p) = stack
-            .get_status(Service::Payment, &format!("/payments/{cancelled}"))
-            .await?;
-        Ok((status == 200 && p["status"] != "AUTHORIZED").then_some(p))
-    })
-    .await?;
-    assert!(
-        payment["status"] == "REFUNDED" || payment["status"] == "VOIDED",
-        "{payment}"
-    );
+    charge_undone(&stack, &cancelled).await?;
     let saga = saga_of(&stack, &retried).await?;
     let retries = steps_with(&saga, "operator.retry");
     assert_eq!(retries.len(), 1, "{saga}");
