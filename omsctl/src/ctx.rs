@@ -376,6 +376,14 @@ impl Ctx {
             .collect()
     }
 
+    /// A topic named on the command line, as deployed: the prefix is added unless it is there
+    /// (completions offer prefixed names, people type contract names).
+    pub fn deployed_topic(&self, t: &str) -> String {
+        let prefix = self.topics.prefix();
+        let base = t.strip_prefix(prefix).filter(|_| !prefix.is_empty());
+        self.topics.name(base.unwrap_or(t))
+    }
+
     /// An idempotent producer (acks from every replica) for what omsctl writes: produced
     /// messages, replays, poison, the replay audit.
     pub fn producer(&self) -> Result<rdkafka::producer::FutureProducer, Failure> {

@@ -531,10 +531,7 @@ impl Planned<'_> {
 
 /// A topic named on the command line, as deployed.
 fn deployed(ctx: &Ctx, t: &str) -> String {
-    let base = t
-        .strip_prefix(ctx.topics.prefix())
-        .filter(|_| !ctx.topics.prefix().is_empty());
-    ctx.topics.name(base.unwrap_or(t))
+    ctx.deployed_topic(t)
 }
 
 /// The destination of an entry: `--to`, else its origin topic (as deployed).

@@ -155,6 +155,18 @@ fn client(brokers: &Kafka, group: &str) -> Result<BaseConsumer, Failure> {
         .context("creating the Kafka client")?)
 }
 
+/// A group named on the command line: an OMS group by its contract name (`oms-payment`) gets
+/// the topic prefix; any other name is taken as it is.
+fn group_name(ctx: &Ctx, group: &str) -> String {
+    let known = ctx.consumer_groups();
+    let prefixed = format!("{}{group}", ctx.topics.prefix());
+    if !known.iter().any(|(g, _)| g == group) && known.iter().any(|(g, _)| *g == prefixed) {
+        prefixed
+    } else {
+        group.to_owned()
+    }
+}
+
 /// The topics `group` reads: the topology's for an OMS group, else every topic on which it has
 /// a committed offset.
 fn topics_of(ctx: &Ctx, group: &str) -> Option<Vec<String>> {
@@ -245,8 +257,11 @@ async fn blocking<T: Send + 'static>(
 pub async fn run(ctx: &Ctx, command: GroupsCommand) -> Result<(), Failure> {
     match command {
         GroupsCommand::List => list(ctx).await,
-        GroupsCommand::Describe { group } => describe(ctx, &group).await,
-        GroupsCommand::ResetOffsets(args) => reset(ctx, args).await,
+        GroupsCommand::Describe { group } => describe(ctx, &group_name(ctx, &group)).await,
+        GroupsCommand::ResetOffsets(mut args) => {
+            args.group = group_name(ctx, &args.group);
+            reset(ctx, args).await
+        }
     }
 }
 
@@ -367,7 +382,7 @@ async fn reset(ctx: &Ctx, args: ResetArgs) -> Result<(), Failure> {
     let topics: Option<Vec<String>> = if args.topics.is_empty() {
         topics_of(ctx, &args.group)
     } else {
-        Some(args.topics.iter().map(|t| ctx.topics.name(t)).collect())
+        Some(args.topics.iter().map(|t| ctx.deployed_topic(t)).collect())
     };
     if let Some(o) = args.target.to_offset.filter(|o| *o < 0) {
         return Err(Failure::usage(format!(

@@ -173,13 +173,11 @@ fn read_all(
 }
 
 pub async fn run(ctx: &Ctx, args: ProduceArgs) -> Result<(), Failure> {
-    let unprefixed = args
-        .topic
+    let topic = ctx.deployed_topic(&args.topic);
+    let unprefixed = topic
         .strip_prefix(ctx.topics.prefix())
-        .filter(|_| !ctx.topics.prefix().is_empty())
-        .unwrap_or(&args.topic)
+        .unwrap_or(&topic)
         .to_owned();
-    let topic = ctx.topics.name(&unprefixed);
     let check = args.validate.then_some(unprefixed.as_str());
     let messages = match args.file.as_deref() {
         None => read_all(std::io::stdin().lock(), "stdin", check)?,

@@ -421,16 +421,7 @@ pub async fn run(ctx: &Ctx, args: TailArgs) -> Result<(), Failure> {
     let topics: Vec<String> = if args.topics.iter().any(|t| t == "all") {
         ctx.topics.all_with_dlq()
     } else {
-        args.topics
-            .iter()
-            .map(|t| {
-                if !ctx.topics.prefix().is_empty() && t.starts_with(ctx.topics.prefix()) {
-                    t.clone()
-                } else {
-                    ctx.topics.name(t)
-                }
-            })
-            .collect()
+        args.topics.iter().map(|t| ctx.deployed_topic(t)).collect()
     };
     let brokers = ctx.brokers.clone();
     let output = ctx.output;

@@ -218,6 +218,14 @@ async fn groups_show_lag_and_a_reset_plans_first_and_moves_only_an_idle_group() 
         .unwrap_or_default();
     assert_eq!(busy["committed"], busy["end"], "{described}");
 
+    // The contract name works too: the prefix is added to an OMS group's name.
+    let out = run(
+        omsctl(&stack)?,
+        &["groups", "describe", "oms-payment", "-o", "json"],
+    )
+    .await?;
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(json_of(&out)?["group"], group.as_str());
     let out = run(omsctl(&stack)?, &["groups", "describe", "no-such-group"]).await?;
     assert_eq!(code(&out), 2);
     assert!(
