@@ -114,9 +114,19 @@ async fn the_dashboard_shows_live_counts_opens_help_and_quits_cleanly() -> anyho
     assert!(help.contains("freeze / resume updates"), "{help}");
 
     tmux(&["send-keys", "-t", &name, "Escape"])?;
+    eventually(
+        Duration::from_secs(10),
+        "the help overlay to close",
+        || async { Ok((!pane()?.contains("keys (? or Esc closes)")).then_some(())) },
+    )
+    .await?;
 
     // The raw JSON of the selected saga.
     tmux(&["send-keys", "-t", &name, "2"])?;
+    eventually(Duration::from_secs(10), "the sagas view", || async {
+        Ok(pane()?.contains("STATE").then_some(()))
+    })
+    .await?;
     tmux(&["send-keys", "-t", &name, "v"])?;
     let raw = eventually(Duration::from_secs(10), "the raw JSON view", || async {
         let text = pane()?;
@@ -125,6 +135,13 @@ async fn the_dashboard_shows_live_counts_opens_help_and_quits_cleanly() -> anyho
     .await?;
     assert!(raw.contains("\"orderId\":"), "{raw}");
     tmux(&["send-keys", "-t", &name, "Escape"])?;
+    // Until the overlay is gone: a key right after Escape can be read as Alt+key.
+    eventually(
+        Duration::from_secs(10),
+        "the raw JSON view to close",
+        || async { Ok((!pane()?.contains("raw JSON (y copies")).then_some(())) },
+    )
+    .await?;
 
     // A command: checked, asked, then run; "n" changes nothing, "y" does it.
     let knobs = || async { stack.get(Service::Payment, "/gateway/faults").await };
@@ -133,6 +150,11 @@ async fn the_dashboard_shows_live_counts_opens_help_and_quits_cleanly() -> anyho
         let name = name.clone();
         async move {
             tmux(&["send-keys", "-t", &name, ":"])?;
+            eventually(Duration::from_secs(10), "the command line", || async {
+                let text = tmux(&["capture-pane", "-p", "-t", &name])?;
+                Ok(text.lines().any(|l| l.starts_with(':')).then_some(()))
+            })
+            .await?;
             tmux(&["send-keys", "-t", &name, "-l", keys])?;
             tmux(&["send-keys", "-t", &name, "Enter"])?;
             eventually(Duration::from_secs(10), "the confirmation", || async {
