@@ -172,11 +172,7 @@ pub fn start(
         deadline_extended_ms: 0,
     };
     Step {
-        commands: vec![ReserveStock {
-            order_id: created.order_id,
-            items: created.items.clone(),
-        }
-        .into()],
+        commands: vec![reserve(&saga)],
         saga,
         note: "order accepted; reserving stock".into(),
         applied: true,
@@ -210,13 +206,10 @@ pub fn transition(saga: &Saga, input: Input<'_>, now: DateTime<Utc>, d: &Deadlin
                     "late payment.authorized in {state}; its refund is already requested"
                 ));
             }
-            next.refund_requested = true;
-            commands.push(
-                RefundPayment {
-                    order_id,
-                    reason: saga.cancel_reason.unwrap_or(CancelReason::Timeout),
-                }
-                .into(),
+            request_refund(
+                &mut next,
+                &mut commands,
+                saga.cancel_reason.unwrap_or(CancelReason::Timeout),
             );
             format!(
                 "late payment.authorized ({}) in {state}; refund requested",
@@ -230,15 +223,7 @@ pub fn transition(saga: &Saga, input: Input<'_>, now: DateTime<Utc>, d: &Deadlin
             next.total = Some(m.total);
             next.payment_requested = true;
             next.deadline_at = deadline(now, d.payment);
-            commands.push(
-                AuthorizePayment {
-                    order_id,
-                    customer_id: saga.customer_id.clone(),
-                    amount: m.total,
-                    payment_token: saga.payment_token.clone(),
-                }
-                .into(),
-            );
+            commands.push(authorize(saga, m.total));
             format!("stock reserved ({}); authorizing payment", m.total)
         }
         (SagaState::Reserving, Input::Message(Message::InventoryRejected(m))) => {
@@ -307,14 +292,7 @@ pub fn transition(saga: &Saga, input: Input<'_>, now: DateTime<Utc>, d: &Deadlin
             if m.reason == ReleaseReason::Expired =>
         {
             let detail = "reservation expired before the payment outcome".to_owned();
-            next.refund_requested = true;
-            commands.push(
-                RefundPayment {
-                    order_id,
-                    reason: CancelReason::Timeout,
-                }
-                .into(),
-            );
+            request_refund(&mut next, &mut commands, CancelReason::Timeout);
             cancel(
                 &mut next,
                 &mut commands,
@@ -328,14 +306,7 @@ pub fn transition(saga: &Saga, input: Input<'_>, now: DateTime<Utc>, d: &Deadlin
                 "no payment outcome within {}",
                 humantime::format_duration(d.payment)
             );
-            next.refund_requested = true;
-            commands.push(
-                RefundPayment {
-                    order_id,
-                    reason: CancelReason::Timeout,
-                }
-                .into(),
-            );
+            request_refund(&mut next, &mut commands, CancelReason::Timeout);
             compensate(
                 &mut next,
                 &mut commands,
@@ -355,25 +326,13 @@ pub fn transition(saga: &Saga, input: Input<'_>, now: DateTime<Utc>, d: &Deadlin
         }
         (SagaState::Releasing, Input::DeadlinePassed) => {
             next.deadline_at = deadline(now, d.release);
-            commands.push(
-                ReleaseStock {
-                    order_id,
-                    reason: ReleaseReason::Compensation,
-                }
-                .into(),
-            );
+            commands.push(release(order_id));
             "release not confirmed in time; asked again".to_owned()
         }
 
         (SagaState::Reserving, Input::Retry { who }) => {
             next.deadline_at = deadline(now, d.reserve);
-            commands.push(
-                ReserveStock {
-                    order_id,
-                    items: saga.items.clone(),
-                }
-                .into(),
-            );
+            commands.push(reserve(saga));
             format!("retry by {who}: reservation asked again")
         }
         (SagaState::Authorizing, Input::Retry { who }) => {
@@ -385,26 +344,12 @@ pub fn transition(saga: &Saga, input: Input<'_>, now: DateTime<Utc>, d: &Deadlin
             // The payment service answers a repeated authorization with its recorded outcome:
             // asking again never charges twice.
             next.deadline_at = deadline(now, d.payment);
-            commands.push(
-                AuthorizePayment {
-                    order_id,
-                    customer_id: saga.customer_id.clone(),
-                    amount,
-                    payment_token: saga.payment_token.clone(),
-                }
-                .into(),
-            );
+            commands.push(authorize(saga, amount));
             format!("retry by {who}: payment authorization asked again")
         }
         (SagaState::Releasing, Input::Retry { who }) => {
             next.deadline_at = deadline(now, d.release);
-            commands.push(
-                ReleaseStock {
-                    order_id,
-                    reason: ReleaseReason::Compensation,
-                }
-                .into(),
-            );
+            commands.push(release(order_id));
             format!("retry by {who}: release asked again")
         }
         (SagaState::Reserving, Input::Cancel { who, reason }) => {
@@ -421,14 +366,7 @@ pub fn transition(saga: &Saga, input: Input<'_>, now: DateTime<Utc>, d: &Deadlin
         }
         (SagaState::Authorizing, Input::Cancel { who, reason }) => {
             let detail = format!("cancelled by {who}: {reason}");
-            next.refund_requested = true;
-            commands.push(
-                RefundPayment {
-                    order_id,
-                    reason: CancelReason::OperatorCancelled,
-                }
-                .into(),
-            );
+            request_refund(&mut next, &mut commands, CancelReason::OperatorCancelled);
             compensate(
                 &mut next,
                 &mut commands,
@@ -591,10 +529,45 @@ fn compensate(
     saga.cancel_reason = Some(reason);
     saga.cancel_detail = Some(detail.to_owned());
     saga.deadline_at = deadline(now, d.release);
+    commands.push(release(saga.order_id));
+}
+
+/// `inventory.reserve` of every line the saga's order has.
+fn reserve(saga: &Saga) -> Message {
+    ReserveStock {
+        order_id: saga.order_id,
+        items: saga.items.clone(),
+    }
+    .into()
+}
+
+/// `payment.authorize` of `amount` with the saga's customer and token.
+fn authorize(saga: &Saga, amount: Money) -> Message {
+    AuthorizePayment {
+        order_id: saga.order_id,
+        customer_id: saga.customer_id.clone(),
+        amount,
+        payment_token: saga.payment_token.clone(),
+    }
+    .into()
+}
+
+/// `inventory.release` of whatever the order holds, as compensation.
+fn release(order_id: OrderId) -> Message {
+    ReleaseStock {
+        order_id,
+        reason: ReleaseReason::Compensation,
+    }
+    .into()
+}
+
+/// Asks for the payment to be refunded (or voided), once: the flag guards a second request.
+fn request_refund(saga: &mut Saga, commands: &mut Vec<Message>, reason: CancelReason) {
+    saga.refund_requested = true;
     commands.push(
-        ReleaseStock {
+        RefundPayment {
             order_id: saga.order_id,
-            reason: ReleaseReason::Compensation,
+            reason,
         }
         .into(),
     );
