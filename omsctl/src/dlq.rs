@@ -529,15 +529,10 @@ impl Planned<'_> {
     }
 }
 
-/// A topic named on the command line, as deployed.
-fn deployed(ctx: &Ctx, t: &str) -> String {
-    ctx.deployed_topic(t)
-}
-
 /// The destination of an entry: `--to`, else its origin topic (as deployed).
 fn destination(ctx: &Ctx, to: Option<&str>, e: &Entry) -> String {
     match to {
-        Some(t) => deployed(ctx, t),
+        Some(t) => ctx.deployed_topic(t),
         None => ctx.topics.name(&e.origin),
     }
 }
@@ -737,7 +732,7 @@ async fn replay(ctx: &Ctx, args: ReplayArgs) -> Result<(), Failure> {
         )));
     }
     if let Some(t) = &args.to {
-        crate::produce::exists(ctx, &deployed(ctx, t)).await?;
+        crate::produce::exists(ctx, &ctx.deployed_topic(t)).await?;
     }
     let counts = repair::sent_counts(&history);
     let mut plan: Vec<Planned<'_>> = Vec::new();
