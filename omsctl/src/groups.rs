@@ -22,8 +22,8 @@ const TIMEOUT: Duration = Duration::from_secs(5);
 
 #[derive(Debug, clap::Subcommand)]
 pub enum GroupsCommand {
-    /// Consumer groups: the OMS services' and any other the broker knows, with state, members
-    /// and total lag.
+    /// Consumer groups: the OMS services' (with their topics and total lag) and any other the
+    /// broker knows (state and members; `describe` works out its lag).
     List,
     /// One group: its members and, per partition, the committed offset, the end offset, the lag
     /// and the member that holds it.
@@ -277,23 +277,40 @@ async fn list(ctx: &Ctx) -> Result<(), Failure> {
         let listed = lister
             .fetch_group_list(None, TIMEOUT)
             .map_err(|e| Failure::usage(format!("listing groups at {brokers}: {e}")))?;
-        let mut names: Vec<String> = known.iter().map(|(g, _)| g.clone()).collect();
-        for g in listed.groups() {
-            if !names.iter().any(|n| n == g.name()) && g.name() != "omsctl-reader" {
-                names.push(g.name().to_owned());
-            }
-        }
+        // One ListGroups answer gives every group's state and members. Lag is worked out for
+        // the OMS groups, whose topics the topology names; any other group's lag takes a scan of
+        // every topic's committed offsets, which `groups describe GROUP` does for one group.
+        let view = |name: &str| {
+            listed
+                .groups()
+                .iter()
+                .find(|g| g.name() == name)
+                .map(GroupView::of)
+                .unwrap_or_else(GroupView::dead)
+        };
         let mut rows = Vec::new();
-        for name in names {
-            let view = describe_group(&brokers, &name)?;
-            let topics = known.iter().find(|(g, _)| *g == name).map(|(_, t)| t.clone());
-            let parts = partitions(&brokers, &name, topics.as_deref(), &view)?;
+        for (name, topics) in &known {
+            let view = view(name);
+            let parts = partitions(&brokers, name, Some(topics), &view)?;
             rows.push(json!({
                 "group": name,
                 "state": view.state,
                 "members": view.members.len(),
                 "topics": parts.iter().map(|p| p.topic.clone()).collect::<std::collections::BTreeSet<_>>(),
                 "lag": parts.iter().map(|p| p.lag).sum::<i64>(),
+            }));
+        }
+        for g in listed.groups() {
+            if known.iter().any(|(n, _)| n == g.name()) || g.name() == "omsctl-reader" {
+                continue;
+            }
+            let view = GroupView::of(g);
+            rows.push(json!({
+                "group": g.name(),
+                "state": view.state,
+                "members": view.members.len(),
+                "topics": [],
+                "lag": null,
             }));
         }
         Ok(rows)

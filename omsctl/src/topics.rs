@@ -199,28 +199,42 @@ pub fn describe_group(brokers: &Kafka, group: &str) -> Result<GroupView, Failure
     let list = consumer
         .fetch_group_list(Some(group), Duration::from_secs(5))
         .map_err(|e| Failure::usage(format!("describing group {group} at {brokers}: {e}")))?;
-    let Some(info) = list.groups().iter().find(|g| g.name() == group) else {
-        return Ok(GroupView {
+    Ok(list
+        .groups()
+        .iter()
+        .find(|g| g.name() == group)
+        .map(GroupView::of)
+        .unwrap_or_else(GroupView::dead))
+}
+
+impl GroupView {
+    /// A group the broker does not know.
+    pub fn dead() -> Self {
+        GroupView {
             state: "Dead".into(),
             members: Vec::new(),
-        });
-    };
-    Ok(GroupView {
-        state: info.state().to_owned(),
-        members: info
-            .members()
-            .iter()
-            .map(|m| MemberView {
-                id: m.id().to_owned(),
-                client_id: m.client_id().to_owned(),
-                host: m.client_host().to_owned(),
-                assigned: m
-                    .assignment()
-                    .and_then(parse_assignment)
-                    .unwrap_or_default(),
-            })
-            .collect(),
-    })
+        }
+    }
+
+    /// A group as a ListGroups/DescribeGroups answer gives it.
+    pub fn of(info: &rdkafka::groups::GroupInfo) -> Self {
+        GroupView {
+            state: info.state().to_owned(),
+            members: info
+                .members()
+                .iter()
+                .map(|m| MemberView {
+                    id: m.id().to_owned(),
+                    client_id: m.client_id().to_owned(),
+                    host: m.client_host().to_owned(),
+                    assigned: m
+                        .assignment()
+                        .and_then(parse_assignment)
+                        .unwrap_or_default(),
+                })
+                .collect(),
+        }
+    }
 }
 
 /// The partitions of a consumer-protocol assignment (the member's part of a `consumer` group's

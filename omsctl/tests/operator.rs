@@ -421,57 +421,27 @@ async fn dead_letters_are_repaired_checked_recorded_and_a_cut_short_replay_resum
     // A patch that breaks the contract is refused, and nothing is sent or audited.
     let broken = dir.path().join("broken.json");
     std::fs::write(&broken, r#"{"payload": {"amount": "lots"}}"#)?;
-    let out = run(
-        omsctl(&stack)?,
-        &[
-            "dlq",
-            "replay",
-            &entry_of(declined),
-            "--patch",
-            broken.to_str().unwrap_or_default(),
-            "--yes",
-        ],
-    )
-    .await?;
-    assert_eq!(code(&out), 2, "{}", stdout(&out));
-    assert!(
-        stderr(&out).contains("breaks the contract"),
-        "{}",
-        stderr(&out)
-    );
     let wrong_type = dir.path().join("wrong-type.json");
     std::fs::write(&wrong_type, r#"{"type": "order.cancelled"}"#)?;
-    let out = run(
-        omsctl(&stack)?,
-        &[
-            "dlq",
-            "replay",
-            &entry_of(declined),
-            "--patch",
-            wrong_type.to_str().unwrap_or_default(),
-            "--yes",
-        ],
-    )
-    .await?;
-    assert_eq!(code(&out), 2, "{}", stdout(&out));
-    let out = run(
-        omsctl(&stack)?,
-        &[
-            "dlq",
-            "replay",
-            "--all",
-            "--patch",
-            broken.to_str().unwrap_or_default(),
-            "--yes",
-        ],
-    )
-    .await?;
-    assert_eq!(code(&out), 2);
-    assert!(
-        stderr(&out).contains("one entry at a time"),
-        "{}",
-        stderr(&out)
-    );
+    let declined_entry = entry_of(declined);
+    for (target, patch, says) in [
+        (declined_entry.as_str(), &broken, "breaks the contract"),
+        (declined_entry.as_str(), &wrong_type, "breaks the contract"),
+        ("--all", &broken, "one entry at a time"),
+    ] {
+        let patch = patch.to_str().unwrap_or_default();
+        let out = run(
+            omsctl(&stack)?,
+            &["dlq", "replay", target, "--patch", patch, "--yes"],
+        )
+        .await?;
+        assert_eq!(code(&out), 2, "{target} {patch}: {}", stdout(&out));
+        assert!(
+            stderr(&out).contains(says),
+            "{target} {patch}: {}",
+            stderr(&out)
+        );
+    }
     assert_eq!(
         audit(&stack).await?,
         json!([]),
