@@ -11,7 +11,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::values::{CustomerId, Money, OrderLine, PricedLine};
+use crate::values::{CustomerId, Money, OrderLine, PricedLine, ShippingAddress};
 
 /// The whole number `n` stands for: JSON Schema counts `3.0` as the integer 3, so a body the spec
 /// allows must not be refused for writing it that way. `None` for a fraction or beyond what an
@@ -228,17 +228,23 @@ pub struct PendingRow {
 pub enum OrderStatus {
     /// Accepted; the saga runs.
     Pending,
-    /// Stock sold, payment authorized.
+    /// Stock held for it, payment authorized; being fulfilled.
     Confirmed,
-    /// Rejected, declined or timed out; everything undone.
+    /// The carrier has it.
+    Shipped,
+    /// The customer has it (terminal).
+    Delivered,
+    /// Rejected, declined, timed out or cancelled; everything undone, a charge refunded.
     Cancelled,
 }
 
 impl OrderStatus {
     /// Every status.
-    pub const ALL: [OrderStatus; 3] = [
+    pub const ALL: [OrderStatus; 5] = [
         OrderStatus::Pending,
         OrderStatus::Confirmed,
+        OrderStatus::Shipped,
+        OrderStatus::Delivered,
         OrderStatus::Cancelled,
     ];
 
@@ -247,8 +253,23 @@ impl OrderStatus {
         match self {
             OrderStatus::Pending => "PENDING",
             OrderStatus::Confirmed => "CONFIRMED",
+            OrderStatus::Shipped => "SHIPPED",
+            OrderStatus::Delivered => "DELIVERED",
             OrderStatus::Cancelled => "CANCELLED",
         }
+    }
+
+    /// Confirmed, shipped or delivered: the order was placed (paid, stock held) and not undone.
+    pub fn is_placed(self) -> bool {
+        matches!(
+            self,
+            OrderStatus::Confirmed | OrderStatus::Shipped | OrderStatus::Delivered
+        )
+    }
+
+    /// Delivered or cancelled: nothing more will happen.
+    pub fn is_final(self) -> bool {
+        matches!(self, OrderStatus::Delivered | OrderStatus::Cancelled)
     }
 }
 
@@ -266,7 +287,7 @@ impl FromStr for OrderStatus {
             .into_iter()
             .find(|x| x.as_str().eq_ignore_ascii_case(s))
             .ok_or_else(|| {
-                format!("unknown order status {s:?} (expected PENDING, CONFIRMED or CANCELLED)")
+                format!("unknown order status {s:?} (expected PENDING, CONFIRMED, SHIPPED, DELIVERED or CANCELLED)")
             })
     }
 }
@@ -299,6 +320,9 @@ pub struct CreateOrder {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "openapi", schema(pattern = r"^[A-Za-z0-9_]{1,64}$"))]
     pub payment_token: Option<String>,
+    /// Where it ships to (left out: the customer's address on file).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shipping_address: Option<ShippingAddress>,
 }
 
 /// A line of [`CreateOrder`].
@@ -358,8 +382,26 @@ pub struct OrderView {
     pub created_at: DateTime<Utc>,
     /// Last changed.
     pub updated_at: DateTime<Utc>,
-    /// Reached its outcome.
+    /// Reached its outcome: confirmed or cancelled (delivery is `deliveredAt`).
     pub completed_at: Option<DateTime<Utc>>,
+    /// Where it ships to (absent: the customer's address on file).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shipping_address: Option<ShippingAddress>,
+    /// When its shipment was picked: from then on it can no longer be cancelled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub picked_at: Option<DateTime<Utc>>,
+    /// When the carrier took it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shipped_at: Option<DateTime<Utc>>,
+    /// When it was delivered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delivered_at: Option<DateTime<Utc>>,
+    /// The carrier's tracking number (once shipped).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tracking_number: Option<String>,
+    /// When the customer asked for it to be cancelled (`POST /orders/{id}/cancel`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cancel_requested_at: Option<DateTime<Utc>>,
     /// The trace of the request that placed it (32 hex digits): its journey through every
     /// service in a trace backend. Absent for orders placed before tracing.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -417,25 +459,182 @@ pub struct GatewayKnobs {
     pub error_rate: f64,
 }
 
+/// Reasons per field why fault knobs are out of range: rates in 0..=1, a latency of at most
+/// [`MAX_GATEWAY_LATENCY_MS`].
+fn knob_problems(rates: &[(&'static str, f64)], latency_ms: u64) -> Vec<(&'static str, String)> {
+    let mut out = Vec::new();
+    for (field, rate) in rates {
+        if !(0.0..=1.0).contains(rate) {
+            out.push((*field, "must be between 0 and 1".to_owned()));
+        }
+    }
+    if latency_ms > MAX_GATEWAY_LATENCY_MS {
+        out.push((
+            "latencyMs",
+            format!("must be at most {MAX_GATEWAY_LATENCY_MS}"),
+        ));
+    }
+    out
+}
+
 impl GatewayKnobs {
     /// Reasons per field why these knobs are out of range.
     pub fn problems(&self) -> Vec<(&'static str, String)> {
-        let mut out = Vec::new();
-        for (field, rate) in [
-            ("declineRate", self.decline_rate),
-            ("errorRate", self.error_rate),
-        ] {
-            if !(0.0..=1.0).contains(&rate) {
-                out.push((field, "must be between 0 and 1".to_owned()));
-            }
+        knob_problems(
+            &[
+                ("declineRate", self.decline_rate),
+                ("errorRate", self.error_rate),
+            ],
+            self.latency_ms,
+        )
+    }
+
+    /// Whether every knob is off.
+    pub fn is_off(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
+// --- fulfillment service ------------------------------------------------------------------------
+
+/// Where a shipment stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ShipmentStatus {
+    /// Created; waiting to be booked with the carrier and picked. Still cancellable.
+    Pending,
+    /// Off the shelf (stock sold); no longer cancellable.
+    Picked,
+    /// With the carrier.
+    Shipped,
+    /// Delivered (terminal).
+    Delivered,
+    /// The carrier refused it before pick (terminal).
+    Failed,
+    /// Cancelled before pick (terminal).
+    Cancelled,
+}
+
+impl ShipmentStatus {
+    /// Every status.
+    pub const ALL: [ShipmentStatus; 6] = [
+        ShipmentStatus::Pending,
+        ShipmentStatus::Picked,
+        ShipmentStatus::Shipped,
+        ShipmentStatus::Delivered,
+        ShipmentStatus::Failed,
+        ShipmentStatus::Cancelled,
+    ];
+
+    /// The stored and displayed name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ShipmentStatus::Pending => "PENDING",
+            ShipmentStatus::Picked => "PICKED",
+            ShipmentStatus::Shipped => "SHIPPED",
+            ShipmentStatus::Delivered => "DELIVERED",
+            ShipmentStatus::Failed => "FAILED",
+            ShipmentStatus::Cancelled => "CANCELLED",
         }
-        if self.latency_ms > MAX_GATEWAY_LATENCY_MS {
-            out.push((
-                "latencyMs",
-                format!("must be at most {MAX_GATEWAY_LATENCY_MS}"),
-            ));
-        }
-        out
+    }
+
+    /// Whether goods left the shelf (picked, shipped or delivered).
+    pub fn is_picked(self) -> bool {
+        matches!(
+            self,
+            ShipmentStatus::Picked | ShipmentStatus::Shipped | ShipmentStatus::Delivered
+        )
+    }
+}
+
+impl fmt::Display for ShipmentStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for ShipmentStatus {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        ShipmentStatus::ALL
+            .into_iter()
+            .find(|x| x.as_str().eq_ignore_ascii_case(s))
+            .ok_or_else(|| {
+                format!("unknown shipment status {s:?} (expected PENDING, PICKED, SHIPPED, DELIVERED, FAILED or CANCELLED)")
+            })
+    }
+}
+
+/// `GET /shipments/{orderId}`, and the entries of `GET /shipments`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct ShipmentView {
+    /// The order shipped.
+    pub order_id: Uuid,
+    /// The shipment.
+    pub shipment_id: Uuid,
+    /// Where it stands.
+    pub status: ShipmentStatus,
+    /// Who receives it (none for a cancellation that came before the shipment was asked for).
+    pub customer_id: Option<String>,
+    /// What it holds.
+    pub lines: Vec<PricedLine>,
+    /// Where to (absent: the customer's address on file).
+    pub shipping_address: Option<ShippingAddress>,
+    /// The carrier's tracking number (once shipped).
+    pub tracking_number: Option<String>,
+    /// Why the carrier refused it.
+    pub fail_reason: Option<String>,
+    /// Why it was cancelled.
+    pub cancel_reason: Option<String>,
+    /// Carrier calls that failed transiently so far.
+    pub attempts: i32,
+    /// The last transient carrier error.
+    pub last_error: Option<String>,
+    /// Created.
+    pub created_at: DateTime<Utc>,
+    /// Last changed.
+    pub updated_at: DateTime<Utc>,
+    /// Picked.
+    pub picked_at: Option<DateTime<Utc>>,
+    /// Handed to the carrier.
+    pub shipped_at: Option<DateTime<Utc>>,
+    /// Delivered.
+    pub delivered_at: Option<DateTime<Utc>>,
+}
+
+/// `GET` / `PUT /carrier/faults`: the simulated carrier's fault knobs (fields left out are zero).
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CarrierKnobs {
+    /// Share of otherwise deliverable shipments the carrier refuses at booking (0 to 1).
+    #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(minimum = 0, maximum = 1))]
+    pub failure_rate: f64,
+    /// Added to every carrier step, in milliseconds (at most 120,000).
+    #[serde(default, deserialize_with = "whole")]
+    #[cfg_attr(feature = "openapi", schema(maximum = 120_000))]
+    pub latency_ms: u64,
+    /// Share of carrier calls that fail transiently and are retried (0 to 1; 1 is an outage).
+    #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(minimum = 0, maximum = 1))]
+    pub error_rate: f64,
+}
+
+impl CarrierKnobs {
+    /// Reasons per field why these knobs are out of range.
+    pub fn problems(&self) -> Vec<(&'static str, String)> {
+        knob_problems(
+            &[
+                ("failureRate", self.failure_rate),
+                ("errorRate", self.error_rate),
+            ],
+            self.latency_ms,
+        )
     }
 
     /// Whether every knob is off.
@@ -602,6 +801,88 @@ impl FromStr for SagaState {
     }
 }
 
+/// Where the fulfillment part of a saga stands (after the order was confirmed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum FulfillmentState {
+    /// `fulfillment.ship` sent; waiting for the pick (or a carrier refusal).
+    Shipping,
+    /// Picked: stock sold, no longer cancellable; waiting for the carrier.
+    Picked,
+    /// With the carrier; waiting for delivery.
+    Shipped,
+    /// Terminal: delivered, `order.delivered` sent.
+    Delivered,
+    /// The customer cancelled: `fulfillment.cancel` sent; waiting for fulfillment's answer.
+    Cancelling,
+    /// The shipment is off: refund and release sent; waiting for both.
+    Refunding,
+    /// Terminal: refunded, released, `order.cancelled` sent.
+    Cancelled,
+}
+
+impl FulfillmentState {
+    /// Every state.
+    pub const ALL: [FulfillmentState; 7] = [
+        FulfillmentState::Shipping,
+        FulfillmentState::Picked,
+        FulfillmentState::Shipped,
+        FulfillmentState::Delivered,
+        FulfillmentState::Cancelling,
+        FulfillmentState::Refunding,
+        FulfillmentState::Cancelled,
+    ];
+
+    /// The displayed name (`SHIPPING`, ...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FulfillmentState::Shipping => "SHIPPING",
+            FulfillmentState::Picked => "PICKED",
+            FulfillmentState::Shipped => "SHIPPED",
+            FulfillmentState::Delivered => "DELIVERED",
+            FulfillmentState::Cancelling => "CANCELLING",
+            FulfillmentState::Refunding => "REFUNDING",
+            FulfillmentState::Cancelled => "CANCELLED",
+        }
+    }
+
+    /// Delivered or cancelled: nothing more will happen.
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            FulfillmentState::Delivered | FulfillmentState::Cancelled
+        )
+    }
+}
+
+impl fmt::Display for FulfillmentState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The fulfillment part of a [`SagaView`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct FulfillmentView {
+    /// Where it stands.
+    pub state: FulfillmentState,
+    /// The shipment (once fulfillment named it).
+    pub shipment_id: Option<Uuid>,
+    /// The carrier's tracking number (once shipped).
+    pub tracking_number: Option<String>,
+    /// Why it is being or was cancelled.
+    pub cancel_reason: Option<String>,
+    /// The customer asked for a cancellation that came too late (after the pick).
+    pub cancel_refused: bool,
+    /// `payment.refund` was sent.
+    pub refund_requested: bool,
+    /// When the current step asks again.
+    pub deadline_at: Option<DateTime<Utc>>,
+}
+
 /// `GET /sagas/{orderId}` (with `steps`), and the entries of `GET /sagas` (without).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -633,6 +914,9 @@ pub struct SagaView {
     pub refund_requested: bool,
     /// When the current step gives up (none once terminal).
     pub deadline_at: Option<DateTime<Utc>>,
+    /// After confirmation: the shipment's part of the process.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fulfillment: Option<FulfillmentView>,
     /// Past its deadline and still running.
     pub stuck: bool,
     /// The note of its latest applied step.
@@ -721,7 +1005,26 @@ mod tests {
         for s in SagaState::ALL {
             assert_eq!(s.as_str().parse::<SagaState>(), Ok(s));
         }
-        assert!("SHIPPED".parse::<OrderStatus>().is_err());
+        for s in ShipmentStatus::ALL {
+            assert_eq!(s.as_str().parse::<ShipmentStatus>(), Ok(s));
+        }
+        assert!("PICKED".parse::<OrderStatus>().is_err());
+        assert!("SHIPPING".parse::<ShipmentStatus>().is_err());
+        let placed: Vec<OrderStatus> = OrderStatus::ALL
+            .into_iter()
+            .filter(|s| s.is_placed())
+            .collect();
+        assert_eq!(
+            placed,
+            [
+                OrderStatus::Confirmed,
+                OrderStatus::Shipped,
+                OrderStatus::Delivered
+            ]
+        );
+        assert!(
+            FulfillmentState::Delivered.is_terminal() && !FulfillmentState::Picked.is_terminal()
+        );
         assert!(SagaState::Cancelled.is_terminal() && !SagaState::Releasing.is_terminal());
     }
 

@@ -243,6 +243,7 @@ mod tests {
                     quantity: 2,
                 }],
                 payment_token: "tok_visa".into(),
+                shipping_address: None,
             },
             "order-service",
             order_id.0,

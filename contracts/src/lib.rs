@@ -26,4 +26,6 @@ pub mod values;
 pub use envelope::{DecodeError, Envelope};
 pub use messages::{Message, MessageKind, MessageType};
 pub use topology::{ServiceId, ServiceSpec, Topics};
-pub use values::{Currency, CustomerId, Money, OrderId, OrderLine, PricedLine, ProductId};
+pub use values::{
+    Currency, CustomerId, Money, OrderId, OrderLine, PricedLine, ProductId, ShippingAddress,
+};

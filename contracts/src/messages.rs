@@ -12,7 +12,9 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::topics;
-use crate::values::{CustomerId, Money, OrderId, OrderLine, PricedLine, ProductId};
+use crate::values::{
+    CustomerId, Money, OrderId, OrderLine, PricedLine, ProductId, ShippingAddress,
+};
 
 /// Whether a message asks for an action or states a fact.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -122,6 +124,16 @@ message_types! {
     PaymentAuthorized => "payment.authorized", Event, topics::PAYMENT_EVENTS, PaymentAuthorized;
     PaymentDeclined => "payment.declined", Event, topics::PAYMENT_EVENTS, PaymentDeclined;
     PaymentRefunded => "payment.refunded", Event, topics::PAYMENT_EVENTS, PaymentRefunded;
+    OrderCancelRequested => "order.cancel-requested", Event, topics::ORDER_EVENTS, CancelRequested;
+    OrderShipped => "order.shipped", Event, topics::ORDER_EVENTS, OrderShipped;
+    OrderDelivered => "order.delivered", Event, topics::ORDER_EVENTS, OrderDelivered;
+    FulfillmentShip => "fulfillment.ship", Command, topics::FULFILLMENT_COMMANDS, ShipOrder;
+    FulfillmentCancel => "fulfillment.cancel", Command, topics::FULFILLMENT_COMMANDS, CancelShipment;
+    FulfillmentPicked => "fulfillment.picked", Event, topics::FULFILLMENT_EVENTS, ShipmentPicked;
+    FulfillmentShipped => "fulfillment.shipped", Event, topics::FULFILLMENT_EVENTS, ShipmentShipped;
+    FulfillmentDelivered => "fulfillment.delivered", Event, topics::FULFILLMENT_EVENTS, ShipmentDelivered;
+    FulfillmentFailed => "fulfillment.failed", Event, topics::FULFILLMENT_EVENTS, ShipmentFailed;
+    FulfillmentCancelled => "fulfillment.cancelled", Event, topics::FULFILLMENT_EVENTS, ShipmentCancelled;
 }
 
 impl MessageType {
@@ -180,11 +192,28 @@ pub(crate) fn check_contract(message: &Message) -> Result<(), String> {
         }
         Ok(())
     }
+    fn address(address: Option<&ShippingAddress>) -> Result<(), String> {
+        let problems = address.map(ShippingAddress::problems).unwrap_or_default();
+        if problems.is_empty() {
+            return Ok(());
+        }
+        Err(problems
+            .into_iter()
+            .map(|(field, reason)| format!("{field} {reason}"))
+            .collect::<Vec<_>>()
+            .join("; "))
+    }
     match message {
-        Message::OrderCreated(m) => lines(&m.items),
+        Message::OrderCreated(m) => {
+            lines(&m.items).and_then(|()| address(m.shipping_address.as_ref()))
+        }
         Message::InventoryReserve(m) => lines(&m.items),
         Message::InventoryReserved(m) => priced(&m.lines, &m.total),
         Message::OrderConfirmed(m) => priced(&m.lines, &m.total),
+        Message::FulfillmentShip(m) if m.lines.is_empty() => {
+            Err("a shipment needs at least one line".into())
+        }
+        Message::FulfillmentShip(m) => address(m.shipping_address.as_ref()),
         Message::InventoryRejected(m) if m.product_ids.is_empty() => {
             Err("a rejection names at least one product".into())
         }
@@ -204,6 +233,9 @@ pub struct OrderCreated {
     pub items: Vec<OrderLine>,
     /// Payment method token of the simulated gateway (`tok_visa`, ...).
     pub payment_token: String,
+    /// Where it ships to (added within v1; absent: the customer's address on file).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shipping_address: Option<ShippingAddress>,
 }
 
 /// `order.confirmed`: the saga completed; stock is sold and the payment authorized.
@@ -238,6 +270,10 @@ pub enum CancelReason {
     Timeout,
     /// An operator cancelled the saga (`POST /sagas/{orderId}/cancel`).
     OperatorCancelled,
+    /// The customer cancelled before the shipment was picked (`POST /orders/{id}/cancel`).
+    CustomerCancelled,
+    /// The carrier refused the shipment; the payment was refunded and the stock released.
+    FulfillmentFailed,
 }
 
 /// `order.cancelled`: the saga gave up; everything it did was compensated.
@@ -254,6 +290,142 @@ pub struct OrderCancelled {
     /// Who placed the order (added within v1: absent from messages of earlier builds).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub customer_id: Option<CustomerId>,
+}
+
+/// `order.cancel-requested`: the customer asked for the order to be cancelled. The saga decides:
+/// before the shipment is picked it is cancelled and refunded, afterwards the request is refused.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CancelRequested {
+    /// The order.
+    pub order_id: OrderId,
+    /// Whose order it is.
+    pub customer_id: CustomerId,
+    /// Who asked (the token's subject).
+    pub requested_by: String,
+}
+
+/// `order.shipped`: the carrier has the parcel.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OrderShipped {
+    /// The order.
+    pub order_id: OrderId,
+    /// Its shipment.
+    pub shipment_id: Uuid,
+    /// The carrier's tracking number.
+    pub tracking_number: String,
+    /// Who placed the order.
+    pub customer_id: CustomerId,
+}
+
+/// `order.delivered`: the customer has the parcel; the order's life is over.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OrderDelivered {
+    /// The order.
+    pub order_id: OrderId,
+    /// Its shipment.
+    pub shipment_id: Uuid,
+    /// Who placed the order.
+    pub customer_id: CustomerId,
+}
+
+/// `fulfillment.ship`: create the order's shipment and drive it to delivery (idempotent: asked
+/// again, fulfillment answers with the shipment's latest fact).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ShipOrder {
+    /// The order.
+    pub order_id: OrderId,
+    /// Who receives it.
+    pub customer_id: CustomerId,
+    /// What to pick, as sold.
+    pub lines: Vec<PricedLine>,
+    /// Where to (absent: the customer's address on file).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shipping_address: Option<ShippingAddress>,
+}
+
+/// `fulfillment.cancel`: cancel the shipment if it is not picked yet. Fulfillment answers
+/// `fulfillment.cancelled`, or, once picked, the shipment's latest fact (the cancel lost).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CancelShipment {
+    /// The order.
+    pub order_id: OrderId,
+    /// Why.
+    pub reason: CancelReason,
+}
+
+/// `fulfillment.picked`: the goods left the shelf; the stock is sold now.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ShipmentPicked {
+    /// The order.
+    pub order_id: OrderId,
+    /// The shipment.
+    pub shipment_id: Uuid,
+    /// What was picked.
+    pub lines: Vec<PricedLine>,
+}
+
+/// `fulfillment.shipped`: handed to the carrier.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ShipmentShipped {
+    /// The order.
+    pub order_id: OrderId,
+    /// The shipment.
+    pub shipment_id: Uuid,
+    /// The carrier's tracking number.
+    pub tracking_number: String,
+}
+
+/// `fulfillment.delivered`: the carrier delivered it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ShipmentDelivered {
+    /// The order.
+    pub order_id: OrderId,
+    /// The shipment.
+    pub shipment_id: Uuid,
+}
+
+/// Why the carrier refused a shipment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum FailReason {
+    /// The carrier does not serve the destination's region.
+    RegionNotServed,
+    /// The carrier cannot deliver to the address.
+    AddressUndeliverable,
+    /// The carrier refused it for no stated reason (the failure-rate knob).
+    CarrierRejected,
+}
+
+/// `fulfillment.failed`: the carrier refused the shipment before it was picked; nothing left the
+/// shelf.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ShipmentFailed {
+    /// The order.
+    pub order_id: OrderId,
+    /// The shipment.
+    pub shipment_id: Uuid,
+    /// Why.
+    pub reason: FailReason,
+}
+
+/// `fulfillment.cancelled`: the shipment is cancelled and will never be picked.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ShipmentCancelled {
+    /// The order.
+    pub order_id: OrderId,
+    /// The shipment (none when the cancellation came before the shipment was asked for).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shipment_id: Option<Uuid>,
 }
 
 /// `inventory.reserve`: reserve every line or none.

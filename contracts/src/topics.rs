@@ -1,7 +1,8 @@
 //! Topic names. One topic per bounded context and kind, keyed by order id, dead letters in
 //! `<topic>.dlq`.
 
-/// Order lifecycle events: `order.created`, `order.confirmed`, `order.cancelled`.
+/// Order lifecycle events: `order.created`, `order.confirmed`, `order.shipped`,
+/// `order.delivered`, `order.cancelled`, and the customer's `order.cancel-requested`.
 pub const ORDER_EVENTS: &str = "oms.order.events";
 /// Commands to inventory: `inventory.reserve`, `inventory.release`.
 pub const INVENTORY_COMMANDS: &str = "oms.inventory.commands";
@@ -12,6 +13,12 @@ pub const PAYMENT_COMMANDS: &str = "oms.payment.commands";
 /// Payment outcomes: `payment.authorized`, `payment.declined`, `payment.refunded`.
 pub const PAYMENT_EVENTS: &str = "oms.payment.events";
 
+/// Commands to fulfillment: `fulfillment.ship`, `fulfillment.cancel`.
+pub const FULFILLMENT_COMMANDS: &str = "oms.fulfillment.commands";
+/// Shipment facts: `fulfillment.picked`, `fulfillment.shipped`, `fulfillment.delivered`,
+/// `fulfillment.failed`, `fulfillment.cancelled`.
+pub const FULFILLMENT_EVENTS: &str = "oms.fulfillment.events";
+
 /// Every topic messages are published on (dead-letter topics excluded).
 pub const ALL: &[&str] = &[
     ORDER_EVENTS,
@@ -19,6 +26,8 @@ pub const ALL: &[&str] = &[
     INVENTORY_EVENTS,
     PAYMENT_COMMANDS,
     PAYMENT_EVENTS,
+    FULFILLMENT_COMMANDS,
+    FULFILLMENT_EVENTS,
 ];
 
 /// Partitions of every topic, its dead-letter topic included.

@@ -25,6 +25,8 @@ pub enum ServiceId {
     Notification,
     /// Orchestrates the order saga.
     Saga,
+    /// Ships confirmed orders through a simulated carrier.
+    Fulfillment,
 }
 
 /// One row of the topology table.
@@ -54,7 +56,12 @@ pub const SERVICES: &[ServiceSpec] = &[
         name: "inventory",
         port: 8083,
         group: "oms-inventory",
-        handles: &[M::InventoryReserve, M::InventoryRelease, M::OrderConfirmed],
+        handles: &[
+            M::InventoryReserve,
+            M::InventoryRelease,
+            M::OrderConfirmed,
+            M::FulfillmentPicked,
+        ],
         emits: &[
             M::InventoryReserved,
             M::InventoryRejected,
@@ -70,12 +77,32 @@ pub const SERVICES: &[ServiceSpec] = &[
         emits: &[M::PaymentAuthorized, M::PaymentDeclined, M::PaymentRefunded],
     },
     ServiceSpec {
+        id: ServiceId::Fulfillment,
+        name: "fulfillment",
+        port: 8086,
+        group: "oms-fulfillment",
+        handles: &[M::FulfillmentShip, M::FulfillmentCancel],
+        emits: &[
+            M::FulfillmentPicked,
+            M::FulfillmentShipped,
+            M::FulfillmentDelivered,
+            M::FulfillmentFailed,
+            M::FulfillmentCancelled,
+        ],
+    },
+    ServiceSpec {
         id: ServiceId::Order,
         name: "order",
         port: 8081,
         group: "oms-order",
-        handles: &[M::OrderConfirmed, M::OrderCancelled],
-        emits: &[M::OrderCreated],
+        handles: &[
+            M::OrderConfirmed,
+            M::OrderShipped,
+            M::OrderDelivered,
+            M::OrderCancelled,
+            M::FulfillmentPicked,
+        ],
+        emits: &[M::OrderCreated, M::OrderCancelRequested],
     },
     ServiceSpec {
         id: ServiceId::Saga,
@@ -90,13 +117,23 @@ pub const SERVICES: &[ServiceSpec] = &[
             M::PaymentAuthorized,
             M::PaymentDeclined,
             M::PaymentRefunded,
+            M::OrderCancelRequested,
+            M::FulfillmentPicked,
+            M::FulfillmentShipped,
+            M::FulfillmentDelivered,
+            M::FulfillmentFailed,
+            M::FulfillmentCancelled,
         ],
         emits: &[
             M::InventoryReserve,
             M::InventoryRelease,
             M::PaymentAuthorize,
             M::PaymentRefund,
+            M::FulfillmentShip,
+            M::FulfillmentCancel,
             M::OrderConfirmed,
+            M::OrderShipped,
+            M::OrderDelivered,
             M::OrderCancelled,
         ],
     },
@@ -105,7 +142,12 @@ pub const SERVICES: &[ServiceSpec] = &[
         name: "notification",
         port: 8084,
         group: "oms-notification",
-        handles: &[M::OrderConfirmed, M::OrderCancelled],
+        handles: &[
+            M::OrderConfirmed,
+            M::OrderShipped,
+            M::OrderDelivered,
+            M::OrderCancelled,
+        ],
         emits: &[],
     },
 ];
@@ -260,6 +302,7 @@ mod tests {
             ServiceId::Inventory,
             ServiceId::Notification,
             ServiceId::Saga,
+            ServiceId::Fulfillment,
         ] {
             assert_eq!(SERVICES.iter().filter(|s| s.id == id).count(), 1, "{id:?}");
             assert_eq!(id.spec().id, id);
@@ -323,7 +366,7 @@ mod tests {
             .expect_err("not a service")
             .to_string();
         assert!(
-            err.contains("brokr") && err.contains("inventory, payment, order"),
+            err.contains("brokr") && err.contains("inventory, payment, fulfillment, order"),
             "{err}"
         );
     }
@@ -339,7 +382,11 @@ mod tests {
         assert_eq!(group, "dev.oms-inventory");
         assert_eq!(
             reads,
-            ["dev.oms.inventory.commands", "dev.oms.order.events"]
+            [
+                "dev.oms.inventory.commands",
+                "dev.oms.order.events",
+                "dev.oms.fulfillment.events"
+            ]
         );
     }
 }

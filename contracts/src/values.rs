@@ -312,9 +312,96 @@ pub struct PricedLine {
     pub unit_price: Money,
 }
 
+/// Where an order ships to. Deliberately simple: the simulated carrier keys its rules on two
+/// test values, like the payment gateway's tokens (country `XX`: a region it does not serve;
+/// postal code `00000`: an address it cannot deliver to).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ShippingAddress {
+    /// Street and number (1 to 200 characters).
+    #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 200))]
+    pub line1: String,
+    /// City (1 to 100 characters).
+    #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 100))]
+    pub city: String,
+    /// Postal code (1 to 16 letters, digits, spaces or dashes).
+    #[cfg_attr(
+        feature = "openapi",
+        schema(min_length = 1, max_length = 16, pattern = "^[A-Za-z0-9 -]{1,16}$")
+    )]
+    pub postal_code: String,
+    /// ISO 3166-1 alpha-2 country code, upper case.
+    #[cfg_attr(feature = "openapi", schema(pattern = "^[A-Z]{2}$"))]
+    pub country: String,
+}
+
+impl ShippingAddress {
+    /// Reasons per field (`shippingAddress.city`, ...) why this address is malformed.
+    pub fn problems(&self) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        let mut text = |field: &str, value: &str, max: usize| {
+            let n = value.chars().count();
+            if value.trim().is_empty() || n > max || value.chars().any(char::is_control) {
+                out.push((
+                    format!("shippingAddress.{field}"),
+                    format!("must be 1 to {max} characters of visible text"),
+                ));
+            }
+        };
+        text("line1", &self.line1, 200);
+        text("city", &self.city, 100);
+        let postal_ok = (1..=16).contains(&self.postal_code.len())
+            && self
+                .postal_code
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == ' ' || c == '-');
+        if !postal_ok {
+            out.push((
+                "shippingAddress.postalCode".into(),
+                "must be 1 to 16 letters, digits, spaces or dashes".into(),
+            ));
+        }
+        if !(self.country.len() == 2 && self.country.chars().all(|c| c.is_ascii_uppercase())) {
+            out.push((
+                "shippingAddress.country".into(),
+                "must be an ISO 3166-1 alpha-2 code such as DE".into(),
+            ));
+        }
+        out
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn shipping_addresses_are_checked_field_by_field() {
+        let good = ShippingAddress {
+            line1: "Hauptstraße 1".into(),
+            city: "Berlin".into(),
+            postal_code: "10115".into(),
+            country: "DE".into(),
+        };
+        assert!(good.problems().is_empty());
+        let bad = ShippingAddress {
+            line1: " ".into(),
+            city: "x".repeat(101),
+            postal_code: "10_115".into(),
+            country: "de".into(),
+        };
+        let fields: Vec<String> = bad.problems().into_iter().map(|(f, _)| f).collect();
+        assert_eq!(
+            fields,
+            [
+                "shippingAddress.line1",
+                "shippingAddress.city",
+                "shippingAddress.postalCode",
+                "shippingAddress.country"
+            ]
+        );
+    }
 
     #[test]
     fn product_ids_are_validated() {

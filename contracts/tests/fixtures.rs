@@ -10,7 +10,7 @@ use chrono::{DateTime, Utc};
 use oms_contracts::messages::*;
 use oms_contracts::{
     Currency, CustomerId, Envelope, Message, MessageType, Money, OrderId, OrderLine, PricedLine,
-    ProductId,
+    ProductId, ShippingAddress,
 };
 use uuid::Uuid;
 
@@ -57,12 +57,15 @@ fn sample(t: MessageType) -> Envelope {
         },
     ];
     let payment_id = uuid("0192f0c4-5a1e-7cc0-8000-0000000000aa");
+    let shipment_id = uuid("0192f0c4-5a1e-7cc0-8000-0000000000bb");
+    let customer = CustomerId::try_from("cust-42").expect("fixture customer");
     let message: Message = match t {
         MessageType::OrderCreated => OrderCreated {
             order_id,
             customer_id: CustomerId::try_from("cust-42").expect("fixture customer"),
             items,
             payment_token: "tok_visa".into(),
+            shipping_address: None,
         }
         .into(),
         MessageType::OrderConfirmed => OrderConfirmed {
@@ -131,6 +134,70 @@ fn sample(t: MessageType) -> Envelope {
             order_id,
             outcome: RefundOutcome::Refunded,
             amount: Some(eur(8997)),
+        }
+        .into(),
+        MessageType::OrderCancelRequested => CancelRequested {
+            order_id,
+            customer_id: customer.clone(),
+            requested_by: "cust-42".into(),
+        }
+        .into(),
+        MessageType::OrderShipped => OrderShipped {
+            order_id,
+            shipment_id,
+            tracking_number: "SIM0192F0C4000001".into(),
+            customer_id: customer.clone(),
+        }
+        .into(),
+        MessageType::OrderDelivered => OrderDelivered {
+            order_id,
+            shipment_id,
+            customer_id: customer.clone(),
+        }
+        .into(),
+        MessageType::FulfillmentShip => ShipOrder {
+            order_id,
+            customer_id: customer.clone(),
+            lines: priced,
+            shipping_address: Some(ShippingAddress {
+                line1: "Hauptstraße 1".into(),
+                city: "Berlin".into(),
+                postal_code: "10115".into(),
+                country: "DE".into(),
+            }),
+        }
+        .into(),
+        MessageType::FulfillmentCancel => CancelShipment {
+            order_id,
+            reason: CancelReason::CustomerCancelled,
+        }
+        .into(),
+        MessageType::FulfillmentPicked => ShipmentPicked {
+            order_id,
+            shipment_id,
+            lines: priced,
+        }
+        .into(),
+        MessageType::FulfillmentShipped => ShipmentShipped {
+            order_id,
+            shipment_id,
+            tracking_number: "SIM0192F0C4000001".into(),
+        }
+        .into(),
+        MessageType::FulfillmentDelivered => ShipmentDelivered {
+            order_id,
+            shipment_id,
+        }
+        .into(),
+        MessageType::FulfillmentFailed => ShipmentFailed {
+            order_id,
+            shipment_id,
+            reason: FailReason::RegionNotServed,
+        }
+        .into(),
+        MessageType::FulfillmentCancelled => ShipmentCancelled {
+            order_id,
+            shipment_id: Some(shipment_id),
         }
         .into(),
     };

@@ -28,12 +28,16 @@ use oms_contracts::messages::{
     AuthorizePayment, CancelReason, OrderCancelled, OrderConfirmed, OrderCreated, RefundPayment,
     RejectReason, ReleaseReason, ReleaseStock, ReserveStock,
 };
-use oms_contracts::{CustomerId, Message, Money, OrderId, OrderLine, PricedLine};
+use oms_contracts::{CustomerId, Message, Money, OrderId, OrderLine, PricedLine, ShippingAddress};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-/// Where a saga stands: the API's type, so omsctl and the orchestrator share its names.
-pub use oms_contracts::api::SagaState;
+pub mod fulfillment;
+
+pub use fulfillment::Fulfillment;
+/// Where a saga and its fulfillment stand: the API's types, so omsctl and the orchestrator share
+/// their names.
+pub use oms_contracts::api::{FulfillmentState, SagaState};
 
 /// How long each step may wait for its answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,6 +48,9 @@ pub struct Deadlines {
     pub payment: Duration,
     /// Waiting for inventory to confirm a release; past it the release is sent again.
     pub release: Duration,
+    /// Waiting for each fulfillment step (pick, ship, delivery, cancellation, refund); past it
+    /// the step's command is sent again.
+    pub fulfillment: Duration,
 }
 
 impl Default for Deadlines {
@@ -52,6 +59,7 @@ impl Default for Deadlines {
             reserve: Duration::from_secs(30),
             payment: Duration::from_secs(30),
             release: Duration::from_secs(30),
+            fulfillment: Duration::from_secs(60),
         }
     }
 }
@@ -92,6 +100,13 @@ pub struct Saga {
     /// starts at zero.
     #[serde(default)]
     pub deadline_extended_ms: u64,
+    /// Where the order ships to (none: the customer's address on file).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shipping_address: Option<ShippingAddress>,
+    /// After confirmation: the shipment's part of the process (none for sagas confirmed before
+    /// fulfillment existed, which stay finished).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fulfillment: Option<Fulfillment>,
 }
 
 /// What arrives at a saga.
@@ -141,7 +156,7 @@ pub struct Step {
     pub applied: bool,
 }
 
-fn deadline(now: DateTime<Utc>, after: Duration) -> Option<DateTime<Utc>> {
+pub(crate) fn deadline(now: DateTime<Utc>, after: Duration) -> Option<DateTime<Utc>> {
     chrono::TimeDelta::from_std(after)
         .ok()
         .and_then(|d| now.checked_add_signed(d))
@@ -170,6 +185,8 @@ pub fn start(
         refund_requested: false,
         deadline_at: deadline(now, deadlines.reserve),
         deadline_extended_ms: 0,
+        shipping_address: created.shipping_address.clone(),
+        fulfillment: None,
     };
     Step {
         commands: vec![reserve(&saga)],
@@ -181,6 +198,9 @@ pub fn start(
 
 /// Applies one input to `saga`. Pure: the same arguments always give the same step.
 pub fn transition(saga: &Saga, input: Input<'_>, now: DateTime<Utc>, d: &Deadlines) -> Step {
+    if let (SagaState::Confirmed, Some(f)) = (saga.state, &saga.fulfillment) {
+        return fulfillment::transition(saga, f, input, now, d);
+    }
     let mut next = saga.clone();
     let mut commands: Vec<Message> = Vec::new();
     let order_id = saga.order_id;
@@ -270,7 +290,11 @@ pub fn transition(saga: &Saga, input: Input<'_>, now: DateTime<Utc>, d: &Deadlin
                 }
                 .into(),
             );
-            format!("payment {} authorized; order confirmed", m.payment_id)
+            fulfillment::start(&mut next, &mut commands, now, d);
+            format!(
+                "payment {} authorized; order confirmed, shipment requested",
+                m.payment_id
+            )
         }
         (SagaState::Authorizing, Input::Message(Message::PaymentDeclined(m))) => {
             let reason = serde_json::to_value(m.reason)
@@ -352,31 +376,27 @@ pub fn transition(saga: &Saga, input: Input<'_>, now: DateTime<Utc>, d: &Deadlin
             commands.push(release(order_id));
             format!("retry by {who}: release asked again")
         }
-        (SagaState::Reserving, Input::Cancel { who, reason }) => {
-            let detail = format!("cancelled by {who}: {reason}");
-            compensate(
+        (SagaState::Reserving | SagaState::Authorizing, Input::Cancel { who, reason }) => {
+            cancel_running(
                 &mut next,
                 &mut commands,
                 CancelReason::OperatorCancelled,
-                &detail,
+                format!("cancelled by {who}: {reason}"),
                 now,
                 d,
-            );
-            format!("{detail}; releasing whatever was reserved")
+            )
         }
-        (SagaState::Authorizing, Input::Cancel { who, reason }) => {
-            let detail = format!("cancelled by {who}: {reason}");
-            request_refund(&mut next, &mut commands, CancelReason::OperatorCancelled);
-            compensate(
-                &mut next,
-                &mut commands,
-                CancelReason::OperatorCancelled,
-                &detail,
-                now,
-                d,
-            );
-            format!("{detail}; voiding the payment and releasing stock")
-        }
+        (
+            SagaState::Reserving | SagaState::Authorizing,
+            Input::Message(Message::OrderCancelRequested(m)),
+        ) => cancel_running(
+            &mut next,
+            &mut commands,
+            CancelReason::CustomerCancelled,
+            format!("cancelled by the customer ({})", m.requested_by),
+            now,
+            d,
+        ),
         (SagaState::Releasing, Input::Cancel { who, .. }) => {
             return ignore(format!(
                 "operator.cancel by {who} in RELEASING: already being cancelled ({}); ignored",
@@ -514,6 +534,28 @@ pub fn due(
         ),
         applied: true,
     }))
+}
+
+/// Cancels a saga that is reserving or authorizing (an operator or the customer asks): void
+/// whatever payment may exist, release the stock, cancel once inventory confirms.
+fn cancel_running(
+    saga: &mut Saga,
+    commands: &mut Vec<Message>,
+    reason: CancelReason,
+    detail: String,
+    now: DateTime<Utc>,
+    d: &Deadlines,
+) -> String {
+    let authorizing = saga.state == SagaState::Authorizing;
+    if authorizing {
+        request_refund(saga, commands, reason);
+    }
+    compensate(saga, commands, reason, &detail, now, d);
+    if authorizing {
+        format!("{detail}; voiding the payment and releasing stock")
+    } else {
+        format!("{detail}; releasing whatever was reserved")
+    }
 }
 
 /// Starts compensation: release the stock, then cancel once inventory confirms.

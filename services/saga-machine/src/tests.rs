@@ -137,6 +137,7 @@ fn d() -> Deadlines {
         reserve: Duration::from_secs(10),
         payment: Duration::from_secs(20),
         release: Duration::from_secs(30),
+        fulfillment: Duration::from_secs(40),
     }
 }
 
@@ -199,7 +200,11 @@ fn every_state_and_input_pair_does_what_the_table_says() {
         ),
         (
             ("AUTHORIZING", "payment.authorized"),
-            ("CONFIRMED", vec!["order.confirmed"]),
+            ("CONFIRMED", vec!["order.confirmed", "fulfillment.ship"]),
+        ),
+        (
+            ("CONFIRMED", "deadline"),
+            ("CONFIRMED", vec!["fulfillment.ship"]),
         ),
         (
             ("AUTHORIZING", "payment.declined"),
@@ -409,7 +414,9 @@ fn check_invariants(s: &Saga) -> Result<(), String> {
         }
         _ => {}
     }
-    if s.state.is_terminal() != s.deadline_at.is_none() {
+    let finished =
+        s.state.is_terminal() && s.fulfillment.as_ref().is_none_or(|f| f.state.is_terminal());
+    if finished != s.deadline_at.is_none() {
         return fail("deadline set on a finished saga or missing on a running one");
     }
     Ok(())
@@ -488,7 +495,10 @@ fn operators_retry_the_current_step_and_cancel_what_is_not_finished() {
             ("RELEASING", "retry"),
             Some(("RELEASING", vec!["inventory.release"])),
         ),
-        (("CONFIRMED", "retry"), None),
+        (
+            ("CONFIRMED", "retry"),
+            Some(("CONFIRMED", vec!["fulfillment.ship"])),
+        ),
         (("CANCELLED", "retry"), None),
         (
             ("RESERVING", "cancel"),
@@ -724,6 +734,385 @@ proptest! {
         prop_assert!(count("payment.refund") <= 1, "refunded twice: {:?}", sent);
         if count("payment.refund") == 1 {
             prop_assert!(saga.state != SagaState::Confirmed, "refunded a confirmed order");
+        }
+    }
+}
+
+// --- fulfillment ---------------------------------------------------------------------------------
+
+/// One sample of every input fulfillment may see (named as in the table).
+fn fulfillment_inputs() -> Vec<(&'static str, Message)> {
+    let sid = Uuid::from_u128(9);
+    let lines = json!([{"productId": "mouse-01", "quantity": 2,
+        "unitPrice": {"amountMinor": 2500, "currency": "EUR"}}]);
+    vec![
+        (
+            "fulfillment.picked",
+            msg(
+                "fulfillment.picked",
+                json!({"shipmentId": sid, "lines": lines}),
+            ),
+        ),
+        (
+            "fulfillment.shipped",
+            msg(
+                "fulfillment.shipped",
+                json!({"shipmentId": sid, "trackingNumber": "SIM1"}),
+            ),
+        ),
+        (
+            "fulfillment.delivered",
+            msg("fulfillment.delivered", json!({"shipmentId": sid})),
+        ),
+        (
+            "fulfillment.failed",
+            msg(
+                "fulfillment.failed",
+                json!({"shipmentId": sid, "reason": "REGION_NOT_SERVED"}),
+            ),
+        ),
+        (
+            "fulfillment.cancelled",
+            msg("fulfillment.cancelled", json!({"shipmentId": sid})),
+        ),
+        (
+            "order.cancel-requested",
+            msg(
+                "order.cancel-requested",
+                json!({"customerId": "c-1", "requestedBy": "c-1"}),
+            ),
+        ),
+        ("payment.refunded", input("payment.refunded")),
+        (
+            "inventory.released/compensation",
+            input("inventory.released/compensation"),
+        ),
+        ("payment.authorized", input("payment.authorized")),
+    ]
+}
+
+fn f_input(name: &str) -> Message {
+    fulfillment_inputs()
+        .into_iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, m)| m)
+        .unwrap_or_else(|| panic!("no sample {name}"))
+}
+
+fn f_after(saga: &Saga, names: &[&str]) -> Saga {
+    names.iter().fold(saga.clone(), |s, name| {
+        let step = transition(&s, Input::Message(&f_input(name)), at(2), &d());
+        assert!(step.applied, "{name} was not applied: {}", step.note);
+        step.saga
+    })
+}
+
+fn f_state(s: &Saga) -> &'static str {
+    s.fulfillment.as_ref().map_or("-", |f| f.state.as_str())
+}
+
+/// A saga in each fulfillment state, reached the usual way.
+fn in_each_fulfillment_state() -> Vec<(&'static str, Saga)> {
+    let confirmed = after(&started(), &["inventory.reserved", "payment.authorized"]);
+    let cancelling = f_after(&confirmed, &["order.cancel-requested"]);
+    let refunding = f_after(&cancelling, &["fulfillment.cancelled"]);
+    vec![
+        ("SHIPPING", confirmed.clone()),
+        ("PICKED", f_after(&confirmed, &["fulfillment.picked"])),
+        (
+            "SHIPPED",
+            f_after(&confirmed, &["fulfillment.picked", "fulfillment.shipped"]),
+        ),
+        (
+            "DELIVERED",
+            f_after(
+                &confirmed,
+                &[
+                    "fulfillment.picked",
+                    "fulfillment.shipped",
+                    "fulfillment.delivered",
+                ],
+            ),
+        ),
+        ("CANCELLING", cancelling),
+        ("REFUNDING", refunding.clone()),
+        (
+            "CANCELLED",
+            f_after(
+                &refunding,
+                &["payment.refunded", "inventory.released/compensation"],
+            ),
+        ),
+    ]
+}
+
+#[test]
+fn every_fulfillment_state_and_input_pair_does_what_the_table_says() {
+    // (state, input) -> (next state, messages sent). Pairs not listed are no-ops.
+    let table: BTreeMap<(&str, &str), (&str, Vec<&str>)> = [
+        (("SHIPPING", "fulfillment.picked"), ("PICKED", vec![])),
+        (
+            ("SHIPPING", "fulfillment.shipped"),
+            ("SHIPPED", vec!["order.shipped"]),
+        ),
+        (
+            ("SHIPPING", "fulfillment.delivered"),
+            ("DELIVERED", vec!["order.delivered"]),
+        ),
+        (
+            ("SHIPPING", "fulfillment.failed"),
+            ("REFUNDING", vec!["payment.refund", "inventory.release"]),
+        ),
+        (
+            ("SHIPPING", "fulfillment.cancelled"),
+            ("REFUNDING", vec!["payment.refund", "inventory.release"]),
+        ),
+        (
+            ("SHIPPING", "order.cancel-requested"),
+            ("CANCELLING", vec!["fulfillment.cancel"]),
+        ),
+        (
+            ("SHIPPING", "deadline"),
+            ("SHIPPING", vec!["fulfillment.ship"]),
+        ),
+        (
+            ("PICKED", "fulfillment.shipped"),
+            ("SHIPPED", vec!["order.shipped"]),
+        ),
+        (
+            ("PICKED", "fulfillment.delivered"),
+            ("DELIVERED", vec!["order.delivered"]),
+        ),
+        (("PICKED", "order.cancel-requested"), ("PICKED", vec![])),
+        (("PICKED", "deadline"), ("PICKED", vec!["fulfillment.ship"])),
+        (
+            ("SHIPPED", "fulfillment.delivered"),
+            ("DELIVERED", vec!["order.delivered"]),
+        ),
+        (("SHIPPED", "order.cancel-requested"), ("SHIPPED", vec![])),
+        (
+            ("SHIPPED", "deadline"),
+            ("SHIPPED", vec!["fulfillment.ship"]),
+        ),
+        (
+            ("DELIVERED", "order.cancel-requested"),
+            ("DELIVERED", vec![]),
+        ),
+        (("CANCELLING", "fulfillment.picked"), ("PICKED", vec![])),
+        (
+            ("CANCELLING", "fulfillment.shipped"),
+            ("SHIPPED", vec!["order.shipped"]),
+        ),
+        (
+            ("CANCELLING", "fulfillment.delivered"),
+            ("DELIVERED", vec!["order.delivered"]),
+        ),
+        (
+            ("CANCELLING", "fulfillment.failed"),
+            ("REFUNDING", vec!["payment.refund", "inventory.release"]),
+        ),
+        (
+            ("CANCELLING", "fulfillment.cancelled"),
+            ("REFUNDING", vec!["payment.refund", "inventory.release"]),
+        ),
+        (
+            ("CANCELLING", "deadline"),
+            ("CANCELLING", vec!["fulfillment.cancel"]),
+        ),
+        (("REFUNDING", "payment.refunded"), ("REFUNDING", vec![])),
+        (
+            ("REFUNDING", "inventory.released/compensation"),
+            ("REFUNDING", vec![]),
+        ),
+        (
+            ("REFUNDING", "deadline"),
+            ("REFUNDING", vec!["payment.refund", "inventory.release"]),
+        ),
+        // Late carrier facts after the cancellation: the cancel is asked again, nothing else.
+        (
+            ("REFUNDING", "fulfillment.picked"),
+            ("REFUNDING", vec!["fulfillment.cancel"]),
+        ),
+        (
+            ("REFUNDING", "fulfillment.shipped"),
+            ("REFUNDING", vec!["fulfillment.cancel"]),
+        ),
+        (
+            ("REFUNDING", "fulfillment.delivered"),
+            ("REFUNDING", vec!["fulfillment.cancel"]),
+        ),
+        (
+            ("CANCELLED", "fulfillment.picked"),
+            ("CANCELLED", vec!["fulfillment.cancel"]),
+        ),
+        (
+            ("CANCELLED", "fulfillment.shipped"),
+            ("CANCELLED", vec!["fulfillment.cancel"]),
+        ),
+        (
+            ("CANCELLED", "fulfillment.delivered"),
+            ("CANCELLED", vec!["fulfillment.cancel"]),
+        ),
+    ]
+    .into_iter()
+    .collect();
+
+    let mut checked = 0;
+    for (state_name, saga) in in_each_fulfillment_state() {
+        assert_eq!(f_state(&saga), state_name);
+        assert_eq!(
+            saga.state,
+            SagaState::Confirmed,
+            "placement stays confirmed"
+        );
+        let mut all: Vec<(&str, Option<Message>)> = fulfillment_inputs()
+            .into_iter()
+            .map(|(n, m)| (n, Some(m)))
+            .collect();
+        all.push(("deadline", None));
+        for (name, message) in &all {
+            let input = match message {
+                Some(m) => Input::Message(m),
+                None => Input::DeadlinePassed,
+            };
+            let step = transition(&saga, input, at(5), &d());
+            match table.get(&(state_name, *name)) {
+                Some((to, sent)) => {
+                    assert!(step.applied, "{state_name} × {name}: {}", step.note);
+                    assert_eq!(f_state(&step.saga), *to, "{state_name} × {name}");
+                    assert_eq!(types(&step.commands), *sent, "{state_name} × {name}");
+                }
+                None => {
+                    assert!(
+                        !step.applied,
+                        "{state_name} × {name}: applied ({})",
+                        step.note
+                    );
+                    assert_eq!(step.saga, saga, "{state_name} × {name} changed the saga");
+                    assert!(step.commands.is_empty());
+                }
+            }
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, 7 * 10);
+}
+
+#[test]
+fn a_cancellation_refunds_and_releases_before_the_order_is_cancelled() {
+    let saga = in_each_fulfillment_state()
+        .into_iter()
+        .find(|(n, _)| *n == "CANCELLED")
+        .map(|(_, s)| s)
+        .expect("a cancelled saga");
+    let f = saga.fulfillment.as_ref().expect("fulfillment");
+    assert_eq!(f.cancel_reason, Some(CancelReason::CustomerCancelled));
+    assert!(f.refunded && f.released && saga.deadline_at.is_none());
+    // The last compensation's answer sent the cancellation, with the customer's reason.
+    let refunding = in_each_fulfillment_state()
+        .into_iter()
+        .find(|(n, _)| *n == "REFUNDING")
+        .map(|(_, s)| s)
+        .expect("a refunding saga");
+    let half = f_after(&refunding, &["inventory.released/compensation"]);
+    let step = transition(
+        &half,
+        Input::Message(&f_input("payment.refunded")),
+        at(3),
+        &d(),
+    );
+    let [Message::OrderCancelled(c)] = step.commands.as_slice() else {
+        panic!("expected order.cancelled, got {:?}", types(&step.commands));
+    };
+    assert_eq!(c.reason, CancelReason::CustomerCancelled);
+    // A carrier failure cancels with its own reason and says why.
+    let failed = f_after(
+        &after(&started(), &["inventory.reserved", "payment.authorized"]),
+        &["fulfillment.failed"],
+    );
+    let f = failed.fulfillment.as_ref().expect("fulfillment");
+    assert_eq!(f.cancel_reason, Some(CancelReason::FulfillmentFailed));
+    assert!(f
+        .cancel_detail
+        .as_deref()
+        .is_some_and(|d| d.contains("REGION_NOT_SERVED")));
+}
+
+#[test]
+fn a_cancellation_that_loses_the_race_to_the_pick_is_refused_and_shipping_goes_on() {
+    let confirmed = after(&started(), &["inventory.reserved", "payment.authorized"]);
+    let saga = f_after(
+        &confirmed,
+        &[
+            "order.cancel-requested",
+            "fulfillment.picked",
+            "fulfillment.shipped",
+            "fulfillment.delivered",
+        ],
+    );
+    let f = saga.fulfillment.as_ref().expect("fulfillment");
+    assert_eq!(f.state, FulfillmentState::Delivered);
+    assert!(f.cancel_refused && !f.refund_requested && f.cancel_reason.is_none());
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2000))]
+
+    /// Any sequence of fulfillment facts, customer cancellations, compensation answers, late
+    /// charges, deadlines and retries (duplicated, reordered, late): never shipped and refunded,
+    /// never refunded twice, finished at most once, a late carrier fact after the cancellation
+    /// is answered by asking for the cancellation again, and a cancelled order is refunded.
+    #[test]
+    fn no_fulfillment_sequence_ships_and_refunds(picks in proptest::collection::vec(0usize..11, 0..40)) {
+        let pool = fulfillment_inputs();
+        let mut saga = after(&started(), &["inventory.reserved", "payment.authorized"]);
+        let mut sent: Vec<&'static str> = Vec::new();
+        let mut refunds_from_messages = 0;
+        for (i, pick) in picks.iter().enumerate() {
+            let message = pool.get(*pick).map(|(_, m)| m.clone());
+            let input = match (&message, *pick) {
+                (Some(m), _) => Input::Message(m),
+                (None, 9) => Input::DeadlinePassed,
+                _ => Input::Retry { who: "ops" },
+            };
+            let before = saga.fulfillment.clone().expect("fulfillment");
+            let step = transition(&saga, input, at(i as i64), &d());
+            prop_assert_eq!(step.saga.state, SagaState::Confirmed);
+            if !step.applied {
+                prop_assert_eq!(&step.saga, &saga);
+                prop_assert!(step.commands.is_empty());
+            }
+            let types_sent = types(&step.commands);
+            if message.is_some() {
+                refunds_from_messages += types_sent.iter().filter(|t| **t == "payment.refund").count();
+            }
+            let late_fact = matches!(
+                message,
+                Some(Message::FulfillmentPicked(_) | Message::FulfillmentShipped(_) | Message::FulfillmentDelivered(_))
+            );
+            if late_fact
+                && matches!(before.state, FulfillmentState::Refunding | FulfillmentState::Cancelled)
+                && !before.recall_requested
+            {
+                prop_assert_eq!(types_sent.clone(), vec!["fulfillment.cancel"], "a late carrier fact was not compensated");
+            }
+            prop_assert!(check_invariants(&step.saga).is_ok(), "{:?}", check_invariants(&step.saga));
+            sent.extend(types_sent);
+            saga = step.saga;
+        }
+        let count = |t: &str| sent.iter().filter(|s| **s == t).count();
+        let announced = count("order.shipped") + count("order.delivered") > 0;
+        prop_assert!(!(announced && count("payment.refund") > 0), "shipped and refunded: {:?}", sent);
+        prop_assert!(refunds_from_messages <= 1, "refunded twice: {:?}", sent);
+        prop_assert!(count("order.delivered") + count("order.cancelled") <= 1, "finished twice: {:?}", sent);
+        let f = saga.fulfillment.as_ref().expect("fulfillment");
+        if f.state == FulfillmentState::Cancelled {
+            prop_assert!(f.refund_requested && f.refunded && f.released);
+            prop_assert_eq!(count("order.cancelled"), 1);
+        }
+        if f.state == FulfillmentState::Delivered {
+            prop_assert_eq!(count("order.delivered"), 1);
+            prop_assert!(!f.refund_requested);
         }
     }
 }
