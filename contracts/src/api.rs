@@ -722,7 +722,7 @@ pub struct NotificationView {
     /// Whose order (absent for notifications of events that did not say).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub customer_id: Option<CustomerId>,
-    /// `ORDER_CONFIRMED` or `ORDER_CANCELLED`.
+    /// `ORDER_CONFIRMED`, `ORDER_SHIPPED`, `ORDER_DELIVERED` or `ORDER_CANCELLED`.
     pub kind: String,
     /// The cancel reason.
     pub reason: Option<String>,

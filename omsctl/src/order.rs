@@ -149,6 +149,7 @@ pub(crate) fn body(
             })
             .collect(),
         payment_token: token.map(str::to_owned),
+        shipping_address: None,
     }
 }
 
@@ -182,6 +183,12 @@ async fn follow(ctx: &Ctx, id: &str, timeout: Duration) -> Result<Option<OrderVi
 fn outcome_line(order: &OrderView) -> String {
     match order.status {
         OrderStatus::Confirmed => format!("CONFIRMED (total {})", opt(order.total)),
+        OrderStatus::Shipped => format!(
+            "SHIPPED (total {}, tracking {})",
+            opt(order.total),
+            opt(order.tracking_number.as_ref())
+        ),
+        OrderStatus::Delivered => format!("DELIVERED (total {})", opt(order.total)),
         OrderStatus::Cancelled => format!(
             "CANCELLED: {} ({})",
             opt(order.cancel_reason.as_ref()),
@@ -222,7 +229,7 @@ async fn create_one(ctx: &Ctx, args: CreateArgs) -> Result<(), Failure> {
             ctx.print(&serde_json::to_value(&order)?, || {
                 format!("{id} {}", outcome_line(&order))
             })?;
-            if order.status == OrderStatus::Confirmed {
+            if order.status.is_placed() {
                 Ok(())
             } else {
                 Err(Failure {
@@ -305,7 +312,7 @@ async fn create_many(ctx: &Ctx, args: CreateArgs) -> Result<(), Failure> {
     for outcome in &outcomes {
         match outcome {
             Ok(order) => {
-                if order.status == OrderStatus::Confirmed {
+                if order.status.is_placed() {
                     confirmed += 1;
                 } else {
                     *cancelled
@@ -674,10 +681,26 @@ fn verdict(
         .unwrap_or_else(|| "never reserved".into());
     match order.status {
         OrderStatus::Confirmed => format!(
-            "CONFIRMED: {} charged (payment {}); stock {}",
+            "CONFIRMED: {} charged (payment {}); stock {}{}",
             opt(order.total),
             opt(order.payment_id),
-            reservation_state
+            reservation_state,
+            match (order.picked_at, order.cancel_requested_at) {
+                (Some(at), _) => format!(
+                    "; picked at {}",
+                    at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+                ),
+                (None, Some(_)) => "; cancellation requested".to_owned(),
+                (None, None) => "; waiting for the pick".to_owned(),
+            }
+        ),
+        OrderStatus::Shipped | OrderStatus::Delivered => format!(
+            "{}: {} charged (payment {}); stock {}; tracking {}",
+            order.status,
+            opt(order.total),
+            opt(order.payment_id),
+            reservation_state,
+            opt(order.tracking_number.as_ref())
         ),
         OrderStatus::Cancelled => {
             let charge = match payment.map(|p| p.status.as_str()) {

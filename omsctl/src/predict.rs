@@ -62,6 +62,30 @@ pub fn saga_of(view: &SagaView) -> Saga {
         refund_requested: view.refund_requested,
         deadline_at: view.deadline_at,
         deadline_extended_ms: 0,
+        shipping_address: None,
+        fulfillment: view
+            .fulfillment
+            .as_ref()
+            .map(|f| oms_saga_machine::Fulfillment {
+                state: f.state,
+                shipment_id: f.shipment_id,
+                tracking_number: f.tracking_number.clone(),
+                cancel_reason: f.cancel_reason.as_ref().and_then(|r| {
+                    serde_json::from_value(serde_json::Value::String(r.clone())).ok()
+                }),
+                cancel_detail: None,
+                cancel_refused: f.cancel_refused,
+                refund_requested: f.refund_requested,
+                // Not published: a prediction in REFUNDING assumes neither answer came yet.
+                refunded: false,
+                released: false,
+                shipped_announced: matches!(
+                    f.state,
+                    oms_saga_machine::FulfillmentState::Shipped
+                        | oms_saga_machine::FulfillmentState::Delivered
+                ),
+                recall_requested: false,
+            }),
     }
 }
 

@@ -16,6 +16,7 @@ use uuid::Uuid;
 
 use crate::ctx::{self, table, Ctx, Svc};
 use crate::{topics, Failure};
+use oms_contracts::api::{FulfillmentState, ShipmentStatus, ShipmentView};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct VerifyArgs {
@@ -46,6 +47,8 @@ pub enum CheckId {
     ReservationsAgree,
     /// Stock adds up and matches the reservations.
     StockConserved,
+    /// No shipment without a paid, confirmed order; sold stock is exactly the picked shipments.
+    ShipmentsAgree,
     /// Outbox backlog per service (reported, never fails).
     OutboxBacklog,
     /// Dead letters per topic (reported, never fails).
@@ -63,6 +66,9 @@ impl CheckId {
             }
             CheckId::ReservationsAgree => "reservations agree with orders",
             CheckId::StockConserved => "stock is conserved",
+            CheckId::ShipmentsAgree => {
+                "no shipment without a paid order; sold stock is picked shipments"
+            }
             CheckId::OutboxBacklog => "outbox backlog (reported)",
             CheckId::DeadLetters => "dead letters (reported)",
         }
@@ -228,6 +234,8 @@ pub struct Snapshot {
     pub reservations: Vec<ReservationView>,
     /// The catalog.
     pub products: Vec<ProductView>,
+    /// Shipments by order.
+    pub shipments: HashMap<Uuid, ShipmentView>,
 }
 
 /// Reads everything, runs every check.
@@ -256,12 +264,18 @@ pub async fn evaluate(ctx: &Ctx, args: &VerifyArgs) -> Result<Report, Failure> {
         .get(Svc::Inventory, "/reservations?limit=100000")
         .await?;
     let products: Page<ProductView> = ctx.get(Svc::Inventory, "/products").await?;
+    let shipments = all_pages::<ShipmentView>(ctx, Svc::Fulfillment, "/shipments")
+        .await?
+        .into_iter()
+        .map(|s| (s.order_id, s))
+        .collect();
     let snapshot = Snapshot {
         orders,
         sagas,
         payments,
         reservations: reservations.items,
         products: products.items,
+        shipments,
     };
     let mut checks = judge(&snapshot, now, args, since.is_some());
 
@@ -331,8 +345,19 @@ pub fn judge(s: &Snapshot, now: DateTime<Utc>, args: &VerifyArgs, scoped: bool) 
         }
         let saga_state = s.sagas.get(&id).map(|s| s.state);
         saga_agrees.checked += 1;
+        let fulfillment = s
+            .sagas
+            .get(&id)
+            .and_then(|s| s.fulfillment.as_ref())
+            .map(|f| f.state);
         let agree = match (status, saga_state) {
-            (OrderStatus::Confirmed, Some(SagaState::Confirmed))
+            (OrderStatus::Cancelled, Some(SagaState::Confirmed)) => {
+                fulfillment == Some(FulfillmentState::Cancelled)
+            }
+            (OrderStatus::Delivered, Some(SagaState::Confirmed)) => {
+                fulfillment == Some(FulfillmentState::Delivered)
+            }
+            (OrderStatus::Confirmed | OrderStatus::Shipped, Some(SagaState::Confirmed))
             | (OrderStatus::Cancelled, Some(SagaState::Cancelled)) => true,
             (OrderStatus::Pending, Some(st)) => !st.is_terminal(),
             _ => false,
@@ -346,7 +371,7 @@ pub fn judge(s: &Snapshot, now: DateTime<Utc>, args: &VerifyArgs, scoped: bool) 
         let payment = s.payments.get(&id);
         payment_agrees.checked += 1;
         match (status, payment.map(|p| p.status.as_str())) {
-            (OrderStatus::Confirmed, Some("AUTHORIZED")) => {
+            (st, Some("AUTHORIZED")) if st.is_placed() => {
                 if let Some(p) = payment {
                     if Some(p.amount) != o.total || Some(p.payment_id) != o.payment_id {
                         payment_agrees.failures.push(format!(
@@ -358,8 +383,8 @@ pub fn judge(s: &Snapshot, now: DateTime<Utc>, args: &VerifyArgs, scoped: bool) 
                     }
                 }
             }
-            (OrderStatus::Confirmed, other) => payment_agrees.failures.push(format!(
-                "{id}: CONFIRMED but payment {}",
+            (st, other) if st.is_placed() => payment_agrees.failures.push(format!(
+                "{id}: {st} but payment {}",
                 other.unwrap_or("missing")
             )),
             (OrderStatus::Cancelled, Some("AUTHORIZED")) => payment_agrees.failures.push(format!(
@@ -369,8 +394,14 @@ pub fn judge(s: &Snapshot, now: DateTime<Utc>, args: &VerifyArgs, scoped: bool) 
         }
         let reservation_status = reservations.get(&id).map(|r| r.status.as_str());
         reservation_agrees.checked += 1;
+        let picked = s.shipments.get(&id).is_some_and(|sh| sh.status.is_picked());
         let ok = match status {
-            OrderStatus::Confirmed => reservation_status == Some("COMMITTED"),
+            // Held until the pick, sold from then on.
+            OrderStatus::Confirmed if picked => reservation_status == Some("COMMITTED"),
+            OrderStatus::Confirmed => reservation_status == Some("RESERVED"),
+            OrderStatus::Shipped | OrderStatus::Delivered => {
+                reservation_status == Some("COMMITTED")
+            }
             OrderStatus::Cancelled => !matches!(reservation_status, Some("RESERVED" | "COMMITTED")),
             OrderStatus::Pending => true,
         };
@@ -422,11 +453,76 @@ pub fn judge(s: &Snapshot, now: DateTime<Utc>, args: &VerifyArgs, scoped: bool) 
             ));
         }
     }
+    let shipments = shipments_agree(s, &reservations, now, settle, scoped);
     vec![
         terminal,
         saga_agrees,
         payment_agrees,
         reservation_agrees,
         stock,
+        shipments,
     ]
+}
+
+/// No shipment without a paid, confirmed order (a picked one never for a cancelled order), and
+/// sold stock is exactly the picked shipments: a reservation is sold if and only if its order's
+/// shipment was picked.
+fn shipments_agree(
+    s: &Snapshot,
+    reservations: &HashMap<Uuid, &ReservationView>,
+    now: DateTime<Utc>,
+    settle: chrono::TimeDelta,
+    scoped: bool,
+) -> Check {
+    let mut check = Check::new(CheckId::ShipmentsAgree);
+    let orders: HashMap<Uuid, &OrderView> = s.orders.iter().map(|o| (o.order_id, o)).collect();
+    for (id, sh) in &s.shipments {
+        if now - sh.updated_at < settle {
+            continue;
+        }
+        let Some(order) = orders.get(id) else {
+            if !scoped && sh.status != ShipmentStatus::Cancelled {
+                check
+                    .failures
+                    .push(format!("{id}: shipment {} without an order", sh.status));
+            }
+            continue;
+        };
+        if now - order.updated_at < settle {
+            continue;
+        }
+        check.checked += 1;
+        let paid = s.payments.get(id).is_some_and(|p| p.status == "AUTHORIZED");
+        let live = sh.status.is_picked() || sh.status == ShipmentStatus::Pending;
+        if live && !(order.status.is_placed() && paid) {
+            check.failures.push(format!(
+                "{id}: shipment {} but the order is {} and its payment {}",
+                sh.status,
+                order.status,
+                s.payments.get(id).map_or("missing", |p| p.status.as_str())
+            ));
+        }
+        let sold = reservations
+            .get(id)
+            .is_some_and(|r| r.status == "COMMITTED");
+        if sh.status.is_picked() != sold {
+            check.failures.push(format!(
+                "{id}: shipment {} but reservation {}",
+                sh.status,
+                reservations
+                    .get(id)
+                    .map_or("missing", |r| r.status.as_str())
+            ));
+        }
+    }
+    for (id, r) in reservations {
+        let in_scope = orders.get(id).is_some_and(|o| now - o.updated_at >= settle);
+        if r.status == "COMMITTED" && in_scope && !s.shipments.contains_key(id) {
+            check.checked += 1;
+            check
+                .failures
+                .push(format!("{id}: stock sold but no shipment was picked"));
+        }
+    }
+    check
 }

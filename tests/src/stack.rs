@@ -47,6 +47,14 @@ pub struct StackOptions {
     pub outage_grace: Duration,
     /// The broker (`None`: the one `scripts/test.sh` runs).
     pub brokers: Option<String>,
+    /// Saga: each fulfillment step's deadline (past it the step is asked again).
+    pub fulfillment_timeout: Duration,
+    /// Fulfillment: from the shipment request to the pick.
+    pub pick_after: Duration,
+    /// Fulfillment: from the pick to the carrier.
+    pub ship_after: Duration,
+    /// Fulfillment: from the carrier to delivery.
+    pub deliver_after: Duration,
 }
 
 impl Default for StackOptions {
@@ -63,6 +71,10 @@ impl Default for StackOptions {
             order_rate_limit: None,
             outage_budget: Duration::from_secs(120),
             outage_grace: Duration::from_secs(10),
+            fulfillment_timeout: Duration::from_secs(60),
+            pick_after: Duration::from_millis(100),
+            ship_after: Duration::from_millis(100),
+            deliver_after: Duration::from_millis(100),
             brokers: None,
         }
     }
@@ -254,6 +266,19 @@ impl Stack {
                     sweep_interval: Duration::from_millis(200),
                     outage_budget: o.outage_budget,
                     outage_grace: o.outage_grace,
+                    fulfillment_timeout: o.fulfillment_timeout,
+                },
+                listener,
+                t,
+            )),
+            Service::Fulfillment => tokio::spawn(oms_fulfillment::run(
+                oms_fulfillment::Config {
+                    runtime,
+                    listen: String::new(),
+                    pick_after: o.pick_after,
+                    ship_after: o.ship_after,
+                    deliver_after: o.deliver_after,
+                    carrier_interval: Duration::from_millis(50),
                 },
                 listener,
                 t,
@@ -349,8 +374,19 @@ impl Stack {
 
     /// Sets the simulated payment gateway's fault knobs (`{}` resets them) as the stack's admin.
     pub async fn set_gateway_faults(&self, knobs: Value) -> anyhow::Result<()> {
+        self.put_knobs(Service::Payment, "/gateway/faults", knobs)
+            .await
+    }
+
+    /// Sets the simulated carrier's fault knobs (`{}` resets them) as the stack's admin.
+    pub async fn set_carrier_faults(&self, knobs: Value) -> anyhow::Result<()> {
+        self.put_knobs(Service::Fulfillment, "/carrier/faults", knobs)
+            .await
+    }
+
+    async fn put_knobs(&self, service: Service, path: &str, knobs: Value) -> anyhow::Result<()> {
         self.http
-            .put(format!("{}/gateway/faults", self.url(Service::Payment)?))
+            .put(format!("{}{path}", self.url(service)?))
             .json(&knobs)
             .send()
             .await?
@@ -426,6 +462,18 @@ impl Stack {
                 .get(Service::Order, &format!("/orders/{order_id}"))
                 .await?;
             Ok((order["status"] != "PENDING").then_some(order))
+        })
+        .await
+    }
+
+    /// Waits until the order's life is over (DELIVERED or CANCELLED); returns it.
+    pub async fn settled(&self, order_id: &str, within: Duration) -> anyhow::Result<Value> {
+        eventually(within, &format!("order {order_id} to settle"), || async {
+            let order = self
+                .get(Service::Order, &format!("/orders/{order_id}"))
+                .await?;
+            let done = order["status"] == "DELIVERED" || order["status"] == "CANCELLED";
+            Ok(done.then_some(order))
         })
         .await
     }

@@ -16,6 +16,7 @@ fn document(service: Service) -> anyhow::Result<Value> {
         Service::Inventory => oms_inventory::openapi(),
         Service::Notification => oms_notification::openapi(),
         Service::Saga => oms_saga::openapi(),
+        Service::Fulfillment => oms_fulfillment::openapi(),
     };
     Ok(serde_json::from_str(&doc.to_pretty_json()?)?)
 }
@@ -60,6 +61,11 @@ const ROUTES: &[(&str, &str, &str)] = &[
     ("order", "post", "/orders"),
     ("order", "get", "/orders"),
     ("order", "get", "/orders/{id}"),
+    ("order", "post", "/orders/{id}/cancel"),
+    ("fulfillment", "get", "/shipments"),
+    ("fulfillment", "get", "/shipments/{order_id}"),
+    ("fulfillment", "get", "/carrier/faults"),
+    ("fulfillment", "put", "/carrier/faults"),
     ("payment", "get", "/payments"),
     ("payment", "get", "/payments/{order_id}"),
     ("payment", "get", "/gateway/faults"),

@@ -56,8 +56,9 @@ pub struct Config {
     #[arg(long, env = "OMS_INVENTORY_LISTEN", default_value_t = oms_runtime::config::default_listen(SERVICE))]
     pub listen: String,
 
-    /// How long a reservation holds stock unless its order is confirmed. Keep it longer than the
-    /// saga's reserve and payment timeouts together.
+    /// How long a reservation holds stock unless its order is confirmed (a confirmed order's
+    /// stock is held until its shipment is picked, then sold). Keep it longer than the saga's
+    /// reserve and payment timeouts together.
     #[arg(long, env = "OMS_INVENTORY_RESERVATION_TTL", default_value = "15m", value_parser = parse_duration)]
     pub reservation_ttl: Duration,
 
@@ -235,7 +236,7 @@ impl Handler for InventoryHandler {
                     }
                     Some(stored) if stored.status == Status::Committed => {
                         return Err(HandlerError::Rejected(format!(
-                            "order {} is confirmed; its sold stock cannot be released",
+                            "order {} was picked; its sold stock cannot be released",
                             cmd.order_id
                         )));
                     }
@@ -251,25 +252,73 @@ impl Handler for InventoryHandler {
                 })
                 .await?;
             }
+            // Confirmed: the hold lasts until the pick (no expiry) or a release.
             Message::OrderConfirmed(event) => {
                 match stock::lock_reservation(ctx.tx(), event.order_id).await? {
                     Some(stored) if stored.status == Status::Reserved => {
-                        stock::commit(ctx.tx(), event.order_id, &stored.lines).await?;
+                        stock::hold(ctx.tx(), event.order_id).await?;
                     }
                     Some(stored) if stored.status == Status::Committed => {}
                     Some(stored) if matches!(stored.status, Status::Expired | Status::Released) => {
-                        if !stock::commit_lapsed(ctx.tx(), event.order_id, &event.lines).await? {
+                        if !stock::take_lapsed(
+                            ctx.tx(),
+                            event.order_id,
+                            &event.lines,
+                            Status::Reserved,
+                        )
+                        .await?
+                        {
                             return Err(HandlerError::Rejected(format!(
                                 "order {} was confirmed after its reservation {} and the stock is gone",
                                 event.order_id,
                                 stored.status.as_str().to_lowercase()
                             )));
                         }
-                        tracing::warn!(order_id = %event.order_id, "order confirmed after its reservation lapsed; stock taken again");
+                        tracing::warn!(order_id = %event.order_id, "order confirmed after its reservation lapsed; stock held again");
                     }
                     _ => {
                         return Err(HandlerError::Rejected(format!(
                             "order {} was confirmed without a reservation",
+                            event.order_id
+                        )))
+                    }
+                }
+            }
+            // Picked: the held stock is sold.
+            Message::FulfillmentPicked(event) => {
+                match stock::lock_reservation(ctx.tx(), event.order_id).await? {
+                    Some(stored) if stored.status == Status::Reserved => {
+                        stock::commit(ctx.tx(), event.order_id, &stored.lines).await?;
+                    }
+                    Some(stored) if stored.status == Status::Committed => {}
+                    // Released is a cancellation's compensation: fulfillment confirmed the
+                    // shipment would never leave, so a pick now is a stale or forged fact.
+                    Some(stored) if stored.status == Status::Released => {
+                        return Err(HandlerError::Rejected(format!(
+                            "order {} was picked after its stock was released for a cancellation; nothing sold",
+                            event.order_id
+                        )));
+                    }
+                    Some(stored) if stored.status == Status::Expired => {
+                        if !stock::take_lapsed(
+                            ctx.tx(),
+                            event.order_id,
+                            &event.lines,
+                            Status::Committed,
+                        )
+                        .await?
+                        {
+                            return Err(HandlerError::Rejected(format!(
+                                "order {} was picked after its reservation was {} and the stock is gone",
+                                event.order_id,
+                                stored.status.as_str().to_lowercase()
+                            )));
+                        }
+                        tracing::warn!(order_id = %event.order_id, "shipment picked after its reservation lapsed; stock taken again");
+                    }
+                    _ => {
+                        return Err(HandlerError::Rejected(format!(
+                            "order {} was picked without a reservation",
                             event.order_id
                         )))
                     }

@@ -346,11 +346,24 @@ pub async fn commit(
     Ok(())
 }
 
-/// Sells stock whose hold had lapsed, if it is still there; `Ok(false)` when it is not.
-pub async fn commit_lapsed(
+/// Keeps a confirmed order's reservation until its shipment is picked: no expiry any more.
+pub async fn hold(conn: &mut PgConnection, order: OrderId) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE reservations SET expires_at = NULL, updated_at = now() WHERE order_id = $1",
+    )
+    .bind(order.0)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Takes stock whose hold had lapsed again, if it is still there, as `to` (held without expiry,
+/// or sold); `Ok(false)` when it is not.
+pub async fn take_lapsed(
     conn: &mut PgConnection,
     order: OrderId,
     lines: &[PricedLine],
+    to: Status,
 ) -> Result<bool, StockError> {
     let ids: Vec<&str> = lines.iter().map(|l| l.product_id.as_str()).collect();
     let products = lock_products(conn, &ids).await?;
@@ -362,11 +375,22 @@ pub async fn commit_lapsed(
     if !enough {
         return Ok(false);
     }
+    let sold = to == Status::Committed;
     for line in sorted(lines) {
         let q = i64::from(line.quantity);
-        shift(conn, line.product_id.as_str(), -q, 0, q).await?;
+        let (held, out) = if sold { (0, q) } else { (q, 0) };
+        shift(conn, line.product_id.as_str(), -q, held, out).await?;
     }
-    set_status(conn, order, Status::Committed).await?;
+    let lines = serde_json::to_value(lines).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
+    sqlx::query(
+        "UPDATE reservations SET status = $2, expires_at = NULL, updated_at = now(), \
+         lines = CASE WHEN lines = '[]'::jsonb THEN $3 ELSE lines END WHERE order_id = $1",
+    )
+    .bind(order.0)
+    .bind(to.as_str())
+    .bind(lines)
+    .execute(conn)
+    .await?;
     Ok(true)
 }
 

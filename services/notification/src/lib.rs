@@ -107,6 +107,23 @@ impl Handler for Notifier {
                     format!("Your order {} was cancelled: {why}.", m.order_id),
                 )
             }
+            Message::OrderShipped(m) => (
+                m.order_id,
+                Some(&m.customer_id),
+                "ORDER_SHIPPED",
+                None,
+                format!(
+                    "Your order {} is on its way. Tracking number: {}.",
+                    m.order_id, m.tracking_number
+                ),
+            ),
+            Message::OrderDelivered(m) => (
+                m.order_id,
+                Some(&m.customer_id),
+                "ORDER_DELIVERED",
+                None,
+                format!("Your order {} was delivered.", m.order_id),
+            ),
             _ => return Ok(()),
         };
         let inserted = sqlx::query(

@@ -21,11 +21,11 @@ use axum::body::Bytes;
 use axum::extract::{ConnectInfo, DefaultBodyLimit, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use oms_contracts::auth::Role;
-use oms_contracts::messages::{CancelReason, OrderCreated};
+use oms_contracts::messages::{CancelReason, CancelRequested, OrderCreated};
 use oms_contracts::Topics;
 use oms_contracts::{Envelope, Message, OrderId};
 use oms_runtime::auth::Caller;
@@ -242,6 +242,8 @@ impl OrderMetrics {
             CancelReason::PaymentDeclined,
             CancelReason::Timeout,
             CancelReason::OperatorCancelled,
+            CancelReason::CustomerCancelled,
+            CancelReason::FulfillmentFailed,
         ] {
             if let Some(reason) = serde_json::to_value(reason)
                 .ok()
@@ -266,6 +268,28 @@ impl OrderMetrics {
             self.cancelled.clone(),
         );
     }
+}
+
+/// Records a step of the order's life after confirmation (shipped, delivered, picked). A
+/// duplicate or one overtaken by a later step changes nothing.
+async fn progress(
+    ctx: &mut HandlerContext,
+    order_id: OrderId,
+    sql: &str,
+    text: Option<&str>,
+    what: &str,
+) -> Result<(), HandlerError> {
+    let done = sqlx::query(sql)
+        .bind(order_id.0)
+        .bind(text)
+        .execute(ctx.tx())
+        .await?;
+    if done.rows_affected() == 1 {
+        tracing::info!(%order_id, step = what, "order moved on");
+    } else {
+        tracing::info!(%order_id, step = what, "order step already recorded or overtaken; unchanged");
+    }
+    Ok(())
 }
 
 /// Records the saga's outcome on the order.
@@ -301,9 +325,12 @@ impl Handler for OutcomeHandler {
                 let reason = serde_json::to_value(m.reason)
                     .ok()
                     .and_then(|v| v.as_str().map(str::to_owned));
+                // Before shipping only: the saga cancels a confirmed order only once fulfillment
+                // confirmed its shipment will never leave.
                 let done = sqlx::query(
                     "UPDATE orders SET status = 'CANCELLED', cancel_reason = $2, cancel_detail = $3, \
-                     updated_at = now(), completed_at = now() WHERE id = $1 AND status = 'PENDING'",
+                     updated_at = now(), completed_at = now() \
+                     WHERE id = $1 AND status IN ('PENDING', 'CONFIRMED') AND picked_at IS NULL",
                 )
                 .bind(m.order_id.0)
                 .bind(&reason)
@@ -311,6 +338,40 @@ impl Handler for OutcomeHandler {
                 .execute(ctx.tx())
                 .await?;
                 (m.order_id, "CANCELLED", done.rows_affected(), reason)
+            }
+            Message::OrderShipped(m) => {
+                return progress(
+                    ctx,
+                    m.order_id,
+                    "UPDATE orders SET status = 'SHIPPED', tracking_number = $2, \
+                     shipped_at = now(), updated_at = now() WHERE id = $1 AND status = 'CONFIRMED'",
+                    Some(&m.tracking_number),
+                    "shipped",
+                )
+                .await;
+            }
+            Message::OrderDelivered(m) => {
+                return progress(
+                    ctx,
+                    m.order_id,
+                    "UPDATE orders SET status = 'DELIVERED', delivered_at = now(), \
+                     shipped_at = coalesce(shipped_at, now()), updated_at = now() \
+                     WHERE id = $1 AND status IN ('CONFIRMED', 'SHIPPED') AND $2::text IS NULL",
+                    None,
+                    "delivered",
+                )
+                .await;
+            }
+            Message::FulfillmentPicked(m) => {
+                return progress(
+                    ctx,
+                    m.order_id,
+                    "UPDATE orders SET picked_at = now(), updated_at = now() \
+                     WHERE id = $1 AND picked_at IS NULL AND status <> 'CANCELLED' AND $2::text IS NULL",
+                    None,
+                    "picked",
+                )
+                .await;
             }
             _ => return Ok(()),
         };
@@ -358,6 +419,7 @@ fn router(state: AppState, max_body: usize) -> Router {
     Router::new()
         .route("/orders", get(list_orders).post(create_order))
         .route("/orders/{id}", get(get_order))
+        .route("/orders/{id}/cancel", post(cancel_order))
         .layer(DefaultBodyLimit::max(max_body))
         .with_state(state)
 }
@@ -383,7 +445,7 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
 
 /// This service's routes, documented.
 #[derive(utoipa::OpenApi)]
-#[openapi(paths(create_order, get_order, list_orders), tags((name = "orders", description = "Orders and their status")))]
+#[openapi(paths(create_order, get_order, cancel_order, list_orders), tags((name = "orders", description = "Orders and their status")))]
 pub struct ApiDoc;
 
 /// The service's whole OpenAPI document (what `GET /openapi.json` serves).
@@ -542,8 +604,8 @@ async fn insert_order(
     now: DateTime<Utc>,
 ) -> Result<(), ApiError> {
     sqlx::query(
-        "INSERT INTO orders (id, customer_id, status, items, payment_token, created_at, updated_at, trace_id) \
-         VALUES ($1, $2, 'PENDING', $3, $4, $5, $5, $6)",
+        "INSERT INTO orders (id, customer_id, status, items, payment_token, created_at, updated_at, trace_id, \
+         shipping_address) VALUES ($1, $2, 'PENDING', $3, $4, $5, $5, $6, $7)",
     )
     .bind(order_id.0)
     .bind(order.customer_id.as_str())
@@ -552,6 +614,14 @@ async fn insert_order(
     .bind(now)
     // The trace of the request that placed it: where its journey is found in a trace backend.
     .bind(oms_runtime::telemetry::trace_id(&tracing::Span::current()))
+    .bind(
+        order
+            .shipping_address
+            .as_ref()
+            .map(serde_json::to_value)
+            .transpose()
+            .map_err(|e| ApiError::internal(&e))?,
+    )
     .execute(&mut *tx)
     .await?;
     let created = OrderCreated {
@@ -559,6 +629,7 @@ async fn insert_order(
         customer_id: order.customer_id.clone(),
         items: order.items.clone(),
         payment_token: order.payment_token.clone(),
+        shipping_address: order.shipping_address.clone(),
     };
     // The order's journey is correlated by its id.
     let envelope = Envelope::new(created, SERVICE.name(), order_id.0);
@@ -606,7 +677,8 @@ async fn replay(
 
 const ORDER_COLUMNS: &str =
     "id, customer_id, status, items, lines, total_minor, currency, payment_id, \
-     cancel_reason, cancel_detail, created_at, updated_at, completed_at, trace_id";
+     cancel_reason, cancel_detail, created_at, updated_at, completed_at, trace_id, \
+     shipping_address, picked_at, shipped_at, delivered_at, tracking_number, cancel_requested_at";
 
 fn order_view(r: &sqlx::postgres::PgRow) -> Result<OrderView, ApiError> {
     let total_minor: Option<i64> = r.get("total_minor");
@@ -637,6 +709,16 @@ fn order_view(r: &sqlx::postgres::PgRow) -> Result<OrderView, ApiError> {
         created_at: r.get("created_at"),
         updated_at: r.get("updated_at"),
         completed_at: r.get("completed_at"),
+        shipping_address: r
+            .get::<Option<serde_json::Value>, _>("shipping_address")
+            .map(serde_json::from_value)
+            .transpose()
+            .map_err(json)?,
+        picked_at: r.get("picked_at"),
+        shipped_at: r.get("shipped_at"),
+        delivered_at: r.get("delivered_at"),
+        tracking_number: r.get("tracking_number"),
+        cancel_requested_at: r.get("cancel_requested_at"),
         trace_id: r.get("trace_id"),
     })
 }
@@ -668,11 +750,110 @@ async fn get_order(
     }
 }
 
+/// Cancels an order before its shipment is picked (idempotent). The answer is 202 with the
+/// order while the saga refunds, releases and cancels it (`cancelRequestedAt` is set; poll
+/// `GET /orders/{id}` for `CANCELLED`), 200 once it is cancelled, and 409 once it was picked.
+/// Fulfillment owns the pick: a cancellation accepted here can still lose the race to a pick
+/// under way, and the order then ships (its saga records the refusal).
+#[utoipa::path(post, path = "/orders/{id}/cancel", tag = "orders", security(("bearer" = [])),
+    params(("id" = Uuid, Path, description = "Order id")),
+    responses(
+        (status = 200, description = "Already cancelled", body = OrderView),
+        (status = 202, description = "Cancellation requested (or requested before)", body = OrderView),
+        (status = 400, description = "Not a UUID", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Operators read; orders are cancelled by their customer or an admin", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such order (or, to a customer, not its own)", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Too late: the order was picked, shipped or delivered", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Database unavailable", body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn cancel_order(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(id): ApiPath<Uuid>,
+) -> Result<Response, ApiError> {
+    if caller.role == Role::Operator {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "Operators read; orders are cancelled by their customer or an admin (operators cancel sagas: POST /sagas/{id}/cancel)",
+        ));
+    }
+    let mut tx = state.pool.begin().await?;
+    let row = sqlx::query(
+        "SELECT customer_id, status, picked_at, shipped_at, delivered_at, cancel_requested_at, correlation          FROM (SELECT *, id AS correlation FROM orders) o          WHERE id = $1 AND ($2::text IS NULL OR customer_id = $2) FOR UPDATE",
+    )
+    .bind(id)
+    .bind(caller.customer())
+    .fetch_optional(&mut *tx)
+    .await?
+    .ok_or_else(|| ApiError::not_found(format!("No order {id}")))?;
+    let status: OrderStatus = row
+        .get::<String, _>("status")
+        .parse()
+        .map_err(|e: String| ApiError::internal(&e))?;
+    let at = |column: &str| row.get::<Option<DateTime<Utc>>, _>(column);
+    let too_late = |what: &str, when: Option<DateTime<Utc>>| {
+        let when = when.map(|w| {
+            format!(
+                " at {}",
+                w.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            )
+        });
+        ApiError::new(
+            StatusCode::CONFLICT,
+            format!(
+                "Order {id} was {what}{}; it can no longer be cancelled",
+                when.unwrap_or_default()
+            ),
+        )
+    };
+    let code = match status {
+        OrderStatus::Cancelled => StatusCode::OK,
+        OrderStatus::Delivered => return Err(too_late("delivered", at("delivered_at"))),
+        OrderStatus::Shipped => return Err(too_late("shipped", at("shipped_at"))),
+        _ if at("picked_at").is_some() => return Err(too_late("picked", at("picked_at"))),
+        _ if at("cancel_requested_at").is_some() => StatusCode::ACCEPTED,
+        OrderStatus::Pending | OrderStatus::Confirmed => {
+            let customer_id = CustomerId::try_from(row.get::<String, _>("customer_id"))
+                .map_err(|e| ApiError::internal(&e))?;
+            let requested_by = caller
+                .subject
+                .clone()
+                .unwrap_or_else(|| customer_id.as_str().to_owned());
+            sqlx::query(
+                "UPDATE orders SET cancel_requested_at = now(), cancel_requested_by = $2, \
+                 updated_at = now() WHERE id = $1",
+            )
+            .bind(id)
+            .bind(&requested_by)
+            .execute(&mut *tx)
+            .await?;
+            let requested = CancelRequested {
+                order_id: OrderId(id),
+                customer_id,
+                requested_by,
+            };
+            let envelope = Envelope::new(requested, SERVICE.name(), id);
+            outbox::enqueue_envelope(&mut *tx, &state.topics, &envelope)
+                .await
+                .map_err(|e| ApiError::from(sqlx::Error::from(e)))?;
+            tracing::info!(order_id = %id, "cancellation requested");
+            StatusCode::ACCEPTED
+        }
+    };
+    let view = sqlx::query(&format!("SELECT {ORDER_COLUMNS} FROM orders WHERE id = $1"))
+        .bind(id)
+        .fetch_one(&mut *tx)
+        .await?;
+    let view = order_view(&view)?;
+    tx.commit().await?;
+    Ok((code, Json(view)).into_response())
+}
+
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 struct ListQuery {
-    /// Only this status: PENDING, CONFIRMED or CANCELLED (any case).
+    /// Only this status: PENDING, CONFIRMED, SHIPPED, DELIVERED or CANCELLED (any case).
     #[param(value_type = Option<OrderStatus>)]
     status: Option<String>,
     /// Only this customer's orders (a customer's token sees its own only, whatever this says);
@@ -705,7 +886,7 @@ async fn list_orders(
     };
     let (status, limit) = list_filters(
         q.status,
-        &["PENDING", "CONFIRMED", "CANCELLED"],
+        &OrderStatus::ALL.map(OrderStatus::as_str),
         q.limit,
         (50, 1000),
     )?;

@@ -3,8 +3,8 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use oms_contracts::{CustomerId, OrderLine, ProductId};
-use serde::Serialize;
+use oms_contracts::{CustomerId, OrderLine, ProductId, ShippingAddress};
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 /// Limits and defaults of an order request.
@@ -42,6 +42,9 @@ pub struct NewOrder {
     pub items: Vec<OrderLine>,
     /// How they pay.
     pub payment_token: String,
+    /// Where it ships to (none: the customer's address on file).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shipping_address: Option<ShippingAddress>,
 }
 
 /// Per-field reasons.
@@ -76,7 +79,10 @@ pub fn parse_order(body: &[u8], rules: &Rules) -> Result<NewOrder, FieldErrors> 
         return Err(errors);
     };
     for name in fields.keys() {
-        if !matches!(name.as_str(), "customerId" | "items" | "paymentToken") {
+        if !matches!(
+            name.as_str(),
+            "customerId" | "items" | "paymentToken" | "shippingAddress"
+        ) {
             errors.insert(name.clone(), "unknown field".into());
         }
     }
@@ -153,12 +159,27 @@ pub fn parse_order(body: &[u8], rules: &Rules) -> Result<NewOrder, FieldErrors> 
         }
     };
 
+    let shipping_address = match fields.get("shippingAddress") {
+        None | Some(Value::Null) => None,
+        Some(value) => match ShippingAddress::deserialize(value) {
+            Ok(address) => {
+                errors.extend(address.problems());
+                Some(address)
+            }
+            Err(e) => {
+                errors.insert("shippingAddress".into(), e.to_string());
+                None
+            }
+        },
+    };
+
     match (customer_id, items, payment_token) {
         (Some(customer_id), Some(items), Some(payment_token)) if errors.is_empty() => {
             Ok(NewOrder {
                 customer_id,
                 items,
                 payment_token,
+                shipping_address,
             })
         }
         _ => Err(errors),
@@ -271,6 +292,37 @@ fn parse_lines(items: &[Value], rules: &Rules, errors: &mut FieldErrors) -> Opti
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_shipping_address_is_checked_field_by_field() {
+        let ok = parse_order(
+            br#"{"items":[{"productId":"mouse-01","quantity":1}],
+                "shippingAddress":{"line1":"Hauptstr. 1","city":"Berlin","postalCode":"10115","country":"DE"}}"#,
+            &Rules::default(),
+        )
+        .expect("valid order");
+        assert_eq!(
+            ok.shipping_address.map(|a| a.country),
+            Some("DE".to_owned())
+        );
+        let e = errors_of(
+            r#"{"items":[{"productId":"mouse-01","quantity":1}],
+                "shippingAddress":{"line1":"","city":"Berlin","postalCode":"10115","country":"Germany"}}"#,
+        );
+        assert!(e.contains_key("shippingAddress.line1"), "{e:?}");
+        assert!(e.contains_key("shippingAddress.country"), "{e:?}");
+        let e = errors_of(
+            r#"{"items":[{"productId":"mouse-01","quantity":1}],"shippingAddress":{"city":"Berlin"}}"#,
+        );
+        assert!(
+            e.get("shippingAddress")
+                .is_some_and(|r| r.contains("missing field")),
+            "{e:?}"
+        );
+        let e =
+            errors_of(r#"{"items":[{"productId":"mouse-01","quantity":1}],"shippingAddress":7}"#);
+        assert!(e.contains_key("shippingAddress"), "{e:?}");
+    }
 
     fn errors_of(body: &str) -> FieldErrors {
         match parse_order(body.as_bytes(), &Rules::default()) {

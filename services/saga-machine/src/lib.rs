@@ -109,6 +109,17 @@ pub struct Saga {
     pub fulfillment: Option<Fulfillment>,
 }
 
+impl Saga {
+    /// Nothing more will happen: placement finished, and fulfillment too if it started.
+    pub fn is_finished(&self) -> bool {
+        self.state.is_terminal()
+            && self
+                .fulfillment
+                .as_ref()
+                .is_none_or(|f| f.state.is_terminal())
+    }
+}
+
 /// What arrives at a saga.
 #[derive(Debug, Clone, Copy)]
 pub enum Input<'a> {

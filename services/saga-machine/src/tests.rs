@@ -414,9 +414,7 @@ fn check_invariants(s: &Saga) -> Result<(), String> {
         }
         _ => {}
     }
-    let finished =
-        s.state.is_terminal() && s.fulfillment.as_ref().is_none_or(|f| f.state.is_terminal());
-    if finished != s.deadline_at.is_none() {
+    if s.is_finished() != s.deadline_at.is_none() {
         return fail("deadline set on a finished saga or missing on a running one");
     }
     Ok(())

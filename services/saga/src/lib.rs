@@ -74,6 +74,12 @@ pub struct Config {
     #[arg(long, env = "OMS_SAGA_RELEASE_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
     pub release_timeout: Duration,
 
+    /// How long each fulfillment step (pick, shipping, delivery, a cancellation, its refund and
+    /// release) may wait before its command is sent again. Fulfillment never gives up by itself:
+    /// goods may be on their way.
+    #[arg(long, env = "OMS_SAGA_FULFILLMENT_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
+    pub fulfillment_timeout: Duration,
+
     /// How often the sweeper looks for sagas past their deadline.
     #[arg(long, env = "OMS_SAGA_SWEEP_INTERVAL", default_value = "1s", value_parser = parse_duration)]
     pub sweep_interval: Duration,
@@ -104,6 +110,7 @@ impl Config {
             reserve: self.reserve_timeout,
             payment: self.payment_timeout,
             release: self.release_timeout,
+            fulfillment: self.fulfillment_timeout,
         }
     }
 }
@@ -577,7 +584,7 @@ async fn operate(
     state: &ApiState,
     order_id: Uuid,
     input: Input<'_>,
-    conflict: impl Fn(SagaState) -> Option<String>,
+    conflict: impl Fn(&machine::Saga) -> Option<String>,
 ) -> Result<Json<SagaAction>, ApiError> {
     let mut tx = state.pool.begin().await?;
     let saga = store::lock(&mut tx, oms_contracts::OrderId(order_id))
@@ -585,7 +592,7 @@ async fn operate(
         .ok_or_else(|| ApiError::not_found(format!("No saga for order {order_id}")))?;
     let step = machine::transition(&saga, input, Utc::now(), &state.deadlines);
     if !step.applied {
-        if let Some(why) = conflict(saga.state) {
+        if let Some(why) = conflict(&saga) {
             return Err(ApiError::new(StatusCode::CONFLICT, why));
         }
     }
@@ -639,8 +646,13 @@ async fn retry_saga(
 ) -> Result<Json<SagaAction>, ApiError> {
     let who = who(&caller);
     operate(&state, order_id, Input::Retry { who: &who }, |s| {
-        s.is_terminal()
-            .then(|| format!("The saga is {s}: there is no step to retry"))
+        s.is_finished().then(|| {
+            let at = s
+                .fulfillment
+                .as_ref()
+                .map_or(s.state.as_str(), |f| f.state.as_str());
+            format!("The saga is {at}: there is no step to retry")
+        })
     })
     .await
 }
@@ -677,8 +689,8 @@ async fn cancel_saga(
     }
     let who = who(&caller);
     operate(&state, order_id, Input::Cancel { who: &who, reason }, |s| {
-        (s == SagaState::Confirmed).then(|| {
-            "The order is CONFIRMED: the saga cancels only orders it has not finished".to_owned()
+        (s.state == SagaState::Confirmed).then(|| {
+            "The order is CONFIRMED: the saga cancels only orders it has not confirmed (the customer cancels a confirmed order before its pick: POST /orders/{id}/cancel)".to_owned()
         })
     })
     .await

@@ -42,6 +42,19 @@ pub async fn lock_due(
         .collect()
 }
 
+/// The state a step records: the fulfillment's once it runs (the step that confirms records
+/// `CONFIRMED`), the placement's before.
+fn step_state(saga: &Saga) -> &'static str {
+    match &saga.fulfillment {
+        Some(f) if saga.state == SagaState::Confirmed => f.state.as_str(),
+        _ => saga.state.as_str(),
+    }
+}
+
+fn fulfillment_state(saga: &Saga) -> Option<&'static str> {
+    saga.fulfillment.as_ref().map(|f| f.state.as_str())
+}
+
 /// Stores the saga after `step` (inserting it when `before` is none) and the step itself.
 pub async fn record(
     conn: &mut PgConnection,
@@ -56,8 +69,8 @@ pub async fn record(
     let traceparent = oms_runtime::telemetry::traceparent(&tracing::Span::current());
     if before.is_none() {
         sqlx::query(
-            "INSERT INTO sagas (order_id, state, customer_id, deadline_at, data, traceparent) \
-             VALUES ($1, $2, $3, $4, $5, $6)",
+            "INSERT INTO sagas (order_id, state, customer_id, deadline_at, data, traceparent, fulfillment_state) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
         )
         .bind(saga.order_id.0)
         .bind(saga.state.as_str())
@@ -65,12 +78,13 @@ pub async fn record(
         .bind(saga.deadline_at)
         .bind(encode(saga)?)
         .bind(&traceparent)
+        .bind(fulfillment_state(saga))
         .execute(&mut *conn)
         .await?;
     } else if step.applied {
         let age: f64 = sqlx::query_scalar(
             "UPDATE sagas SET state = $2, deadline_at = $3, data = $4, updated_at = now(), \
-             traceparent = coalesce($5, traceparent) \
+             traceparent = coalesce($5, traceparent), fulfillment_state = $6 \
              WHERE order_id = $1 RETURNING extract(epoch FROM now() - created_at)::float8",
         )
         .bind(saga.order_id.0)
@@ -78,6 +92,7 @@ pub async fn record(
         .bind(saga.deadline_at)
         .bind(encode(saga)?)
         .bind(&traceparent)
+        .bind(fulfillment_state(saga))
         .fetch_one(&mut *conn)
         .await?;
         let was_running = before.is_some_and(|b| !b.state.is_terminal());
@@ -95,8 +110,12 @@ pub async fn record(
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
     )
     .bind(saga.order_id.0)
-    .bind(before.map(|b| b.state.as_str()))
-    .bind(saga.state.as_str())
+    .bind(before.map(step_state))
+    .bind(if before.is_some_and(|b| b.state != SagaState::Confirmed) {
+        saga.state.as_str()
+    } else {
+        step_state(saga)
+    })
     .bind(input)
     .bind(cause_event_id)
     .bind(step.applied)
@@ -107,7 +126,7 @@ pub async fn record(
     Ok(ended_after)
 }
 
-pub use oms_contracts::api::{SagaStep, SagaSummary as Summary, SagaView};
+pub use oms_contracts::api::{FulfillmentView, SagaStep, SagaSummary as Summary, SagaView};
 
 fn view(row: &sqlx::postgres::PgRow) -> Result<SagaView, sqlx::Error> {
     let saga: Saga =
@@ -129,6 +148,18 @@ fn view(row: &sqlx::postgres::PgRow) -> Result<SagaView, sqlx::Error> {
         payment_requested: saga.payment_requested,
         refund_requested: saga.refund_requested,
         deadline_at: saga.deadline_at,
+        fulfillment: saga.fulfillment.as_ref().map(|f| FulfillmentView {
+            state: f.state,
+            shipment_id: f.shipment_id,
+            tracking_number: f.tracking_number.clone(),
+            cancel_reason: f
+                .cancel_reason
+                .and_then(|r| serde_json::to_value(r).ok())
+                .and_then(|v| v.as_str().map(str::to_owned)),
+            cancel_refused: f.cancel_refused,
+            refund_requested: f.refund_requested,
+            deadline_at: saga.deadline_at.filter(|_| !f.state.is_terminal()),
+        }),
         stuck: row.get("stuck"),
         last_step: row.get("last_step"),
         created_at: row.get("created_at"),
