@@ -1,4 +1,4 @@
-# One image with every OMS binary (omsctl and the five services), built once: compose.yaml and
+# One image with every OMS binary (omsctl and the six services), built once: compose.yaml and
 # the Kubernetes manifests run each service from it by naming its binary as the command.
 #   docker build -t oms:local .
 FROM rust:1.95-bookworm AS build
@@ -7,7 +7,8 @@ COPY . .
 RUN cargo build --release --locked --bins \
     && mkdir /out \
     && cp target/release/omsctl target/release/oms-order target/release/oms-payment \
-          target/release/oms-inventory target/release/oms-notification target/release/oms-saga /out/
+          target/release/oms-inventory target/release/oms-notification target/release/oms-saga \
+          target/release/oms-fulfillment /out/
 
 FROM debian:bookworm-slim
 RUN apt-get update \

@@ -989,6 +989,9 @@ pub struct SagaStep {
 pub struct SagaSummary {
     /// Count per state (every state present, zero included).
     pub by_state: BTreeMap<String, i64>,
+    /// Confirmed sagas per fulfillment state (every state present, zero included).
+    #[serde(default)]
+    pub by_fulfillment_state: BTreeMap<String, i64>,
     /// Running sagas past their deadline.
     pub stuck: i64,
 }

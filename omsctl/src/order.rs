@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 
 use oms_contracts::api::{
     CreateOrder, NotificationView, OrderAccepted, OrderStatus, OrderView, Page, PaymentView,
-    PendingRow, ProductView, RequestedLine, ReservationView, SagaView,
+    PendingRow, ProductView, RequestedLine, ReservationView, SagaView, ShipmentView,
 };
 
 use crate::ctx::{self, cell, opt, table, Ctx, Svc};
@@ -40,6 +40,18 @@ pub enum OrderCommand {
     Trace {
         /// Order id.
         id: String,
+    },
+    /// Cancel an order before its shipment is picked (as its customer or an admin): refunded,
+    /// stock released. Refused (exit 1) once picked.
+    Cancel {
+        /// Order id.
+        id: String,
+        /// Follow it until it is cancelled (exit 0) or ships anyway (exit 1: the pick won).
+        #[arg(long)]
+        wait: bool,
+        /// How long --wait waits.
+        #[arg(long, default_value = "60s", value_parser = ctx::duration)]
+        timeout: Duration,
     },
 }
 
@@ -104,6 +116,7 @@ pub async fn run(ctx: &Ctx, command: OrderCommand) -> Result<(), Failure> {
             limit,
         } => list(ctx, status, customer, limit).await,
         OrderCommand::Trace { id } => trace(ctx, &id).await,
+        OrderCommand::Cancel { id, wait, timeout } => cancel(ctx, &id, wait, timeout).await,
     }
 }
 
@@ -376,6 +389,62 @@ async fn create_many(ctx: &Ctx, args: CreateArgs) -> Result<(), Failure> {
     }
 }
 
+/// `POST /orders/{id}/cancel`, then (with `wait`) the order until it is cancelled or ships.
+async fn cancel(ctx: &Ctx, id: &str, wait: bool, timeout: Duration) -> Result<(), Failure> {
+    check_id(id)?;
+    let (status, answer) = ctx
+        .post(Svc::Order, &format!("/orders/{id}/cancel"), &json!({}), &[])
+        .await?;
+    if !status.is_success() {
+        let mut failure = ctx::api_failure(Svc::Order, status, &answer);
+        // Too late is an answer about the order, not a mistake in the command.
+        if status == reqwest::StatusCode::CONFLICT {
+            failure.code = 1;
+        }
+        return Err(failure);
+    }
+    let mut order: OrderView = serde_json::from_value(answer).map_err(anyhow::Error::from)?;
+    if wait && order.status != OrderStatus::Cancelled {
+        let deadline = Instant::now() + timeout;
+        let mut pause = Duration::from_millis(50);
+        loop {
+            order = ctx.get(Svc::Order, &format!("/orders/{id}")).await?;
+            if order.status == OrderStatus::Cancelled || order.picked_at.is_some() {
+                break;
+            }
+            if Instant::now() >= deadline {
+                return Err(Failure::verdict(format!(
+                    "order {id} still {} after {} (see `omsctl order trace {id}`)",
+                    order.status,
+                    humantime::format_duration(timeout)
+                )));
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(250));
+        }
+    }
+    let line = match (order.status, order.picked_at) {
+        (OrderStatus::Cancelled, _) => format!("{id} {}", outcome_line(&order)),
+        (_, Some(at)) => format!(
+            "{id} {}: the shipment was picked at {} before the cancellation; it ships",
+            order.status,
+            at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+        ),
+        _ => format!(
+            "{id} {}: cancellation requested; the saga refunds and releases it (--wait follows it)",
+            order.status
+        ),
+    };
+    ctx.print(&serde_json::to_value(&order)?, || line.clone())?;
+    if wait && order.status != OrderStatus::Cancelled {
+        return Err(Failure {
+            code: 1,
+            error: anyhow::anyhow!("{line}"),
+        });
+    }
+    Ok(())
+}
+
 async fn get(ctx: &Ctx, id: &str) -> Result<(), Failure> {
     check_id(id)?;
     let order: OrderView = ctx
@@ -394,6 +463,21 @@ async fn get(ctx: &Ctx, id: &str) -> Result<(), Failure> {
             ("created", order.created_at.to_rfc3339()),
             ("completed", opt(order.completed_at.map(|t| t.to_rfc3339()))),
             ("total", opt(order.total)),
+            (
+                "ship to",
+                opt(order
+                    .shipping_address
+                    .as_ref()
+                    .map(|a| format!("{}, {} {}, {}", a.line1, a.postal_code, a.city, a.country))),
+            ),
+            ("picked", opt(order.picked_at.map(|t| t.to_rfc3339()))),
+            ("shipped", opt(order.shipped_at.map(|t| t.to_rfc3339()))),
+            ("delivered", opt(order.delivered_at.map(|t| t.to_rfc3339()))),
+            ("tracking", opt(order.tracking_number.as_ref())),
+            (
+                "cancel requested",
+                opt(order.cancel_requested_at.map(|t| t.to_rfc3339())),
+            ),
         ] {
             t.add_row([label.to_string(), value]);
         }
@@ -475,7 +559,7 @@ pub async fn smoke(ctx: &Ctx) -> Result<(), Failure> {
         .ok_or_else(|| Failure::verdict(format!("smoke order {id} still PENDING after 60 s")))?;
     trace(ctx, &id).await?;
     crate::local::say(format!("order {id}: {}", outcome_line(&order)));
-    if order.status == OrderStatus::Confirmed {
+    if order.status.is_placed() {
         Ok(())
     } else {
         Err(Failure::verdict(format!(
@@ -500,6 +584,21 @@ async fn trace(ctx: &Ctx, id: &str) -> Result<(), Failure> {
                 opt(PaymentView::deserialize(p).ok().map(|p| p.amount))
             ),
         };
+        let shipment_line = match &doc["shipment"] {
+            Value::Null => "shipment: none".to_owned(),
+            sh => format!(
+                "shipment: {}{}{}",
+                cell(&sh["status"]),
+                sh["trackingNumber"]
+                    .as_str()
+                    .map(|t| format!(", tracking {t}"))
+                    .unwrap_or_default(),
+                sh["failReason"]
+                    .as_str()
+                    .map(|r| format!(", refused: {r}"))
+                    .unwrap_or_default()
+            ),
+        };
         let reservation_line = match &doc["reservation"] {
             Value::Null => "reservation: none".to_owned(),
             r => format!(
@@ -509,7 +608,7 @@ async fn trace(ctx: &Ctx, id: &str) -> Result<(), Failure> {
             ),
         };
         format!(
-            "{t}\n{payment_line}\n{reservation_line}\n{}\n{}",
+            "{t}\n{payment_line}\n{reservation_line}\n{shipment_line}\n{}\n{}",
             trace_line(&doc),
             cell(&doc["verdict"])
         )
@@ -541,6 +640,12 @@ pub async fn trace_doc(ctx: &Ctx, id: &str) -> Result<Value, Failure> {
     let reservation: Option<ReservationView> = ctx
         .get_opt(Svc::Inventory, &format!("/reservations/{id}"))
         .await?;
+    // Fulfillment down leaves the shipment out, like a pending outbox.
+    let shipment: Option<ShipmentView> = ctx
+        .get_opt(Svc::Fulfillment, &format!("/shipments/{id}"))
+        .await
+        .ok()
+        .flatten();
     let notifications: Page<NotificationView> = ctx
         .get(Svc::Notification, &format!("/notifications?orderId={id}"))
         .await?;
@@ -646,6 +751,7 @@ pub async fn trace_doc(ctx: &Ctx, id: &str) -> Result<Value, Failure> {
         "saga": saga,
         "payment": payment,
         "reservation": reservation,
+        "shipment": shipment,
         "notifications": notifications.items,
         "outboxPending": pending
             .iter()

@@ -526,3 +526,108 @@ fn shipments_agree(
     }
     check
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const T: &str = "2026-12-01T10:00:00Z";
+    const ID: &str = "01a23173-32bf-70a1-a897-e2343f144a2a";
+
+    fn view<V: DeserializeOwned>(v: Value) -> V {
+        serde_json::from_value(v).expect("a valid view")
+    }
+
+    /// One order in `status` with its payment, reservation and shipment as given.
+    fn snapshot(
+        status: &str,
+        payment: &str,
+        reservation: &str,
+        shipment: Option<&str>,
+    ) -> Snapshot {
+        let id: Uuid = ID.parse().expect("uuid");
+        let eur = json!({"amountMinor": 2499, "currency": "EUR"});
+        let line = json!([{"productId": "mouse-01", "quantity": 1, "unitPrice": eur}]);
+        let order: OrderView = view(json!({
+            "orderId": ID, "customerId": "c", "status": status,
+            "items": [{"productId": "mouse-01", "quantity": 1}], "lines": line, "total": eur,
+            "paymentId": ID, "cancelReason": null, "cancelDetail": null,
+            "createdAt": T, "updatedAt": T, "completedAt": T,
+        }));
+        let payment: PaymentView = view(json!({
+            "orderId": ID, "paymentId": ID, "status": payment, "amount": eur,
+            "customerId": "c", "declineReason": null, "refundReason": null,
+            "createdAt": T, "updatedAt": T,
+        }));
+        let reservation: ReservationView = view(json!({
+            "orderId": ID, "status": reservation, "lines": line, "total": eur,
+            "rejectReason": null, "rejectedProductIds": [], "expiresAt": null,
+            "createdAt": T, "updatedAt": T,
+        }));
+        let shipments = shipment
+            .map(|st| {
+                let s: ShipmentView = view(json!({
+                    "orderId": ID, "shipmentId": ID, "status": st, "customerId": "c",
+                    "lines": line, "shippingAddress": null, "trackingNumber": null,
+                    "failReason": null, "cancelReason": null, "attempts": 0, "lastError": null,
+                    "createdAt": T, "updatedAt": T, "pickedAt": null, "shippedAt": null,
+                    "deliveredAt": null,
+                }));
+                (id, s)
+            })
+            .into_iter()
+            .collect();
+        Snapshot {
+            orders: vec![order],
+            sagas: HashMap::new(),
+            payments: [(id, payment)].into(),
+            reservations: vec![reservation],
+            products: Vec::new(),
+            shipments,
+        }
+    }
+
+    fn failures(s: &Snapshot) -> Vec<String> {
+        let now = DateTime::parse_from_rfc3339("2026-12-01T11:00:00Z")
+            .expect("time")
+            .with_timezone(&Utc);
+        let args = VerifyArgs {
+            since: None,
+            deadline: Duration::from_secs(3600),
+            settle: Duration::ZERO,
+        };
+        judge(s, now, &args, false)
+            .into_iter()
+            .find(|c| c.id == CheckId::ShipmentsAgree)
+            .map(|c| c.failures)
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn shipments_agree_with_paid_orders_and_sold_stock() {
+        let good = snapshot("DELIVERED", "AUTHORIZED", "COMMITTED", Some("DELIVERED"));
+        assert_eq!(failures(&good), Vec::<String>::new());
+        let waiting = snapshot("CONFIRMED", "AUTHORIZED", "RESERVED", Some("PENDING"));
+        assert_eq!(failures(&waiting), Vec::<String>::new());
+        let refunded_cancel = snapshot("CANCELLED", "REFUNDED", "RELEASED", Some("CANCELLED"));
+        assert_eq!(failures(&refunded_cancel), Vec::<String>::new());
+
+        // Shipped and refunded: the one thing that must never happen.
+        let both = snapshot("CANCELLED", "REFUNDED", "COMMITTED", Some("SHIPPED"));
+        let f = failures(&both);
+        assert!(
+            f.iter()
+                .any(|l| l.contains("shipment SHIPPED but the order is CANCELLED")),
+            "{f:?}"
+        );
+        // Sold without a pick, and picked without a sale.
+        let sold = snapshot("CONFIRMED", "AUTHORIZED", "COMMITTED", None);
+        assert!(failures(&sold)
+            .iter()
+            .any(|l| l.contains("no shipment was picked")));
+        let unsold = snapshot("CONFIRMED", "AUTHORIZED", "RESERVED", Some("PICKED"));
+        assert!(failures(&unsold)
+            .iter()
+            .any(|l| l.contains("but reservation RESERVED")));
+    }
+}

@@ -36,7 +36,7 @@ async fn order_commands_create_follow_list_and_trace() -> anyhow::Result<()> {
     .await?;
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     let order = json_of(&out)?;
-    assert_eq!(order["status"], "CONFIRMED");
+    assert!(oms_tests::placed(&order), "{order}");
     assert_eq!(order["total"]["amountMinor"], 2 * 2499 + 3999);
     let confirmed = order["orderId"].as_str().unwrap_or_default().to_owned();
 
@@ -87,9 +87,42 @@ async fn order_commands_create_follow_list_and_trace() -> anyhow::Result<()> {
     let out = run(omsctl(s)?, &["order", "get", "nonsense"]).await?;
     assert_eq!(code(&out), 2);
 
+    // Fulfillment takes it on to DELIVERED; from then on a cancellation is refused.
+    let delivered = stack.settled(&confirmed, Duration::from_secs(60)).await?;
+    assert_eq!(delivered["status"], "DELIVERED", "{delivered}");
+    let out = run(omsctl(s)?, &["order", "cancel", &confirmed]).await?;
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("can no longer be cancelled"),
+        "{}",
+        stderr(&out)
+    );
+    let out = run(omsctl(s)?, &["order", "cancel", "nonsense"]).await?;
+    assert_eq!(code(&out), 2);
+    // Before the pick (a slow carrier holds it): cancelled and refunded.
+    stack
+        .set_carrier_faults(json!({"latencyMs": 20_000}))
+        .await?;
+    let held = stack
+        .place(json!({"items": [{"productId": "stand-01", "quantity": 1}]}))
+        .await?;
+    assert!(oms_tests::placed(
+        &stack.finished(&held, Duration::from_secs(60)).await?
+    ));
     let out = run(
         omsctl(s)?,
-        &["order", "list", "--status", "confirmed", "-o", "json"],
+        &["order", "cancel", &held, "--wait", "-o", "json"],
+    )
+    .await?;
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let cancelled = json_of(&out)?;
+    assert_eq!(cancelled["status"], "CANCELLED", "{cancelled}");
+    assert_eq!(cancelled["cancelReason"], "CUSTOMER_CANCELLED");
+    stack.set_carrier_faults(json!({})).await?;
+
+    let out = run(
+        omsctl(s)?,
+        &["order", "list", "--status", "delivered", "-o", "json"],
     )
     .await?;
     let listed = json_of(&out)?;
@@ -106,7 +139,9 @@ async fn order_commands_create_follow_list_and_trace() -> anyhow::Result<()> {
     assert!(
         trace["verdict"]
             .as_str()
-            .is_some_and(|v| v.starts_with("CONFIRMED")),
+            .is_some_and(|v| ["CONFIRMED", "SHIPPED", "DELIVERED"]
+                .iter()
+                .any(|s| v.starts_with(s))),
         "{}",
         trace["verdict"]
     );
@@ -124,6 +159,10 @@ async fn order_commands_create_follow_list_and_trace() -> anyhow::Result<()> {
         "payment.authorize",
         "payment.authorized",
         "order.confirmed",
+        "fulfillment.ship",
+        "fulfillment.picked",
+        "fulfillment.delivered",
+        "order.delivered",
     ] {
         assert!(types.iter().any(|x| x == t), "trace lacks {t}: {types:?}");
     }
@@ -132,7 +171,7 @@ async fn order_commands_create_follow_list_and_trace() -> anyhow::Result<()> {
     assert!(
         text.lines()
             .last()
-            .is_some_and(|l| l.starts_with("CONFIRMED:")),
+            .is_some_and(|l| l.starts_with("DELIVERED:")),
         "{text}"
     );
 
@@ -218,14 +257,16 @@ async fn sagas_topics_tail_status_and_completions() -> anyhow::Result<()> {
     let id = stack
         .place(json!({"items": [{"productId": "keyboard-01", "quantity": 1}]}))
         .await?;
-    stack.finished(&id, Duration::from_secs(60)).await?;
+    stack.settled(&id, Duration::from_secs(60)).await?;
 
     let out = run(omsctl(s)?, &["saga", "list", "-o", "json"]).await?;
     let sagas = json_of(&out)?;
     assert_eq!(sagas[0]["orderId"], id.as_str());
     assert_eq!(sagas[0]["state"], "CONFIRMED");
+    assert_eq!(sagas[0]["fulfillment"]["state"], "DELIVERED");
     let out = run(omsctl(s)?, &["saga", "show", &id, "-o", "json"]).await?;
-    assert_eq!(json_of(&out)?["steps"].as_array().map(Vec::len), Some(3));
+    // Reserve, authorize, confirm; then picked, shipped, delivered.
+    assert_eq!(json_of(&out)?["steps"].as_array().map(Vec::len), Some(6));
     let out = run(omsctl(s)?, &["saga", "list", "--state", "lost"]).await?;
     assert_eq!(code(&out), 2, "{}", stderr(&out));
 
@@ -238,7 +279,8 @@ async fn sagas_topics_tail_status_and_completions() -> anyhow::Result<()> {
         .find(|t| t["topic"] == format!("{}oms.order.events", stack.prefix))
         .cloned()
         .unwrap_or_default();
-    assert_eq!(order_events["messages"], 2, "{order_events}");
+    // created, confirmed, shipped, delivered.
+    assert_eq!(order_events["messages"], 4, "{order_events}");
     assert!(
         order_events["lag"]
             .get(format!("{}oms-saga", stack.prefix))
@@ -267,7 +309,9 @@ async fn sagas_topics_tail_status_and_completions() -> anyhow::Result<()> {
         .lines()
         .map(serde_json::from_str)
         .collect::<Result<_, _>>()?;
-    assert_eq!(lines.len(), 6, "{lines:?}");
+    // Six of the placement, six of fulfillment (ship, picked, shipped, delivered, and the
+    // order's shipped and delivered).
+    assert_eq!(lines.len(), 12, "{lines:?}");
     for l in &lines {
         for field in [
             "topic",
@@ -288,7 +332,7 @@ async fn sagas_topics_tail_status_and_completions() -> anyhow::Result<()> {
         &[
             "tail",
             "oms.order.events",
-            "--from=-1",
+            "--from=-4",
             "--exit",
             "--type",
             "order.confirmed",
@@ -311,7 +355,10 @@ async fn sagas_topics_tail_status_and_completions() -> anyhow::Result<()> {
     let out = run(omsctl(s)?, &["stack", "status", "-o", "json"]).await?;
     let status = json_of(&out)?;
     assert_eq!(status["ready"], true, "{status}");
-    assert_eq!(status["components"].as_array().map(Vec::len), Some(6));
+    assert_eq!(
+        status["components"].as_array().map(Vec::len),
+        Some(oms_contracts::topology::SERVICES.len() + 1)
+    );
 
     let out = run(omsctl(None)?, &["completions", "bash"]).await?;
     assert!(String::from_utf8_lossy(&out.stdout).contains("_omsctl"));
@@ -427,7 +474,7 @@ async fn a_dead_letter_round_trip_replays_once_and_completes_the_order() -> anyh
     .await?;
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     let done = stack.finished(&id, Duration::from_secs(60)).await?;
-    assert_eq!(done["status"], "CONFIRMED", "{done}");
+    assert!(oms_tests::placed(&done), "{done}");
 
     let out = run(omsctl(s)?, &["dlq", "replay", &entry_id, "--yes"]).await?;
     assert_eq!(code(&out), 1, "a second replay must be refused");
@@ -591,7 +638,7 @@ async fn stack_up_status_logs_and_down_supervise_the_local_stack() -> anyhow::Re
             assert!(c["pid"].is_u64(), "no pid recorded for {c}");
         }
 
-        // The CPU of every component over a window: all seven are measured, the total adds up.
+        // The CPU of every component over a window: all eight are measured, the total adds up.
         let mut cmd = omsctl(None)?;
         with_stack(&mut cmd);
         let out = run(cmd, &["stack", "cpu", "--over", "1s", "-o", "json"]).await?;
@@ -608,6 +655,7 @@ async fn stack_up_status_logs_and_down_supervise_the_local_stack() -> anyhow::Re
             names,
             [
                 "broker",
+                "fulfillment",
                 "inventory",
                 "notification",
                 "order",
@@ -643,7 +691,8 @@ async fn stack_up_status_logs_and_down_supervise_the_local_stack() -> anyhow::Re
         let placed = json_of(&out)?;
         let order_id = placed["orderId"].as_str().unwrap_or_default().to_owned();
 
-        // Its trace, as five processes exported it over OTLP: one trace id, every service.
+        // Its trace, as six processes exported it over OTLP: one trace id, every service (the
+        // carrier's steps continue the trace of the shipment request).
         let mut cmd = omsctl(None)?;
         with_stack(&mut cmd);
         let out = run(cmd, &["order", "get", &order_id, "-o", "json"]).await?;
@@ -662,13 +711,14 @@ async fn stack_up_status_logs_and_down_supervise_the_local_stack() -> anyhow::Re
                     .filter(|s| s.trace_id == trace_id)
                     .map(|s| s.service)
                     .collect();
-                Ok((services.len() == 5).then_some(services))
+                Ok((services.len() == oms_contracts::topology::SERVICES.len()).then_some(services))
             },
         )
         .await?;
         assert_eq!(
             services.into_iter().collect::<Vec<_>>(),
             [
+                "oms-fulfillment",
                 "oms-inventory",
                 "oms-notification",
                 "oms-order",
@@ -784,7 +834,7 @@ async fn chaos_on_the_process_stack(
         "the held order to finish",
         || async {
             let out = in_stack(with_stack, &["order", "get", &id, "-o", "json"]).await?;
-            Ok((json_of(&out)?["status"] == "CONFIRMED").then_some(()))
+            Ok(oms_tests::placed(&json_of(&out)?).then_some(()))
         },
     )
     .await?;
@@ -961,7 +1011,8 @@ async fn replicas_on_the_process_stack(
         || async {
             let rows = service_rows(with_stack).await?;
             let leaders = rows.iter().filter(|r| r.2).count();
-            Ok((rows.len() == 10 && leaders == 5).then_some(rows))
+            let services = oms_contracts::topology::SERVICES.len();
+            Ok((rows.len() == 2 * services && leaders == services).then_some(rows))
         },
     )
     .await?;
@@ -1098,7 +1149,7 @@ async fn drills_on_the_process_stack(
         .flatten()
         .filter_map(|d| d["name"].as_str().map(str::to_owned))
         .collect();
-    assert_eq!(names.len(), 9, "{names:?}");
+    assert_eq!(names.len(), 11, "{names:?}");
     for name in &names {
         if name == "replica-failover" {
             // It needs two replicas of every service: on one it refuses to start, and says so.
@@ -1128,6 +1179,23 @@ async fn drills_on_the_process_stack(
         let doc: Value = serde_json::from_slice(&std::fs::read(&report)?)?;
         assert_eq!(doc["held"], true, "{doc}");
         assert_eq!(doc["orders"]["lost"], 0, "{doc}");
+        if name == "customer-cancel-race" {
+            // Both ends were reached: some delivered, some cancelled by their customer.
+            let orders = &doc["orders"];
+            assert!(orders["delivered"].as_u64().unwrap_or(0) > 0, "{orders}");
+            assert!(
+                orders["cancelled"]["CUSTOMER_CANCELLED"]
+                    .as_u64()
+                    .unwrap_or(0)
+                    > 0,
+                "{orders}"
+            );
+            assert!(orders["cancelRequests"]["accepted"].as_u64().unwrap_or(0) > 0);
+        }
+        if name == "carrier-outage" {
+            let orders = &doc["orders"];
+            assert_eq!(orders["delivered"], orders["created"], "{orders}");
+        }
         assert!(doc["orders"]["created"].as_u64().unwrap_or(0) > 0, "{doc}");
         // The journal: every activity with its phase, times and status, in order.
         let journal = doc["journal"].as_array().cloned().unwrap_or_default();

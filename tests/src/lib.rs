@@ -22,6 +22,15 @@ use rdkafka::ClientConfig;
 use sqlx::PgPool;
 use uuid::Uuid;
 
+/// Whether an order (its JSON) was placed and not undone: CONFIRMED, SHIPPED or DELIVERED.
+/// Fulfillment moves a confirmed order on within a second, so tests of the placement take any.
+pub fn placed(order: &serde_json::Value) -> bool {
+    matches!(
+        order["status"].as_str(),
+        Some("CONFIRMED" | "SHIPPED" | "DELIVERED")
+    )
+}
+
 /// The test cluster's server URL.
 pub fn database_url() -> DatabaseUrl {
     let url = std::env::var("OMS_TEST_DATABASE_URL")

@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
-use oms_contracts::api::GatewayKnobs;
+use oms_contracts::api::{CarrierKnobs, GatewayKnobs};
 use oms_contracts::headers;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::FutureRecord;
@@ -84,6 +84,21 @@ pub enum ChaosCommand {
         #[arg(long, value_parser = ctx::duration)]
         latency: Option<Duration>,
         /// Share of calls failing transiently (0 to 1).
+        #[arg(long, default_value_t = 0.0)]
+        error_rate: f64,
+        #[command(flatten)]
+        lasting: Lasting,
+    },
+    /// Set the simulated carrier's fault knobs (unset knobs are zero): refusals at booking,
+    /// latency on every step, transient errors (`--error-rate 1` is a carrier outage).
+    Carrier {
+        /// Share of deliverable shipments refused at booking (0 to 1).
+        #[arg(long, default_value_t = 0.0)]
+        failure_rate: f64,
+        /// Added to every carrier step.
+        #[arg(long, value_parser = ctx::duration)]
+        latency: Option<Duration>,
+        /// Share of carrier calls failing transiently, retried (0 to 1).
         #[arg(long, default_value_t = 0.0)]
         error_rate: f64,
         #[command(flatten)]
@@ -166,6 +181,14 @@ pub enum Fault {
         /// The knobs to restore.
         previous_knobs: GatewayKnobs,
     },
+    /// The simulated carrier's fault knobs are set.
+    #[serde(rename_all = "camelCase")]
+    Carrier {
+        /// The knobs set.
+        knobs: CarrierKnobs,
+        /// The knobs to restore.
+        previous_knobs: CarrierKnobs,
+    },
 }
 
 /// How a service was hit.
@@ -181,23 +204,26 @@ pub enum ServiceFault {
 }
 
 impl Fault {
-    /// What it hits: `broker`, `db`, a service name or `gateway`. One fault per target.
+    /// What it hits: `broker`, `db`, a service name, `gateway` or `carrier`. One fault per
+    /// target.
     pub fn target(&self) -> &str {
         match self {
             Fault::Broker => "broker",
             Fault::Db => "db",
             Fault::Service { target, .. } => target,
             Fault::Payment { .. } => "gateway",
+            Fault::Carrier { .. } => "carrier",
         }
     }
 
-    /// Its kind as recorded: `broker`, `db`, `service` or `payment`.
+    /// Its kind as recorded: `broker`, `db`, `service`, `payment` or `carrier`.
     pub fn kind(&self) -> &'static str {
         match self {
             Fault::Broker => "broker",
             Fault::Db => "db",
             Fault::Service { .. } => "service",
             Fault::Payment { .. } => "payment",
+            Fault::Carrier { .. } => "carrier",
         }
     }
 
@@ -214,6 +240,9 @@ impl Fault {
             Fault::Payment { knobs, .. } => {
                 format!("knobs {}", serde_json::to_string(knobs).unwrap_or_default())
             }
+            Fault::Carrier { knobs, .. } => {
+                format!("knobs {}", serde_json::to_string(knobs).unwrap_or_default())
+            }
         }
     }
 
@@ -224,7 +253,7 @@ impl Fault {
             Fault::Db => 0,
             Fault::Broker => 1,
             Fault::Service { .. } => 2,
-            Fault::Payment { .. } => 3,
+            Fault::Payment { .. } | Fault::Carrier { .. } => 3,
         }
     }
 
@@ -248,7 +277,8 @@ impl Fault {
                 *replicas = handle.replicas;
                 Ok(())
             }
-            Fault::Payment { knobs, .. } => set_knobs(ctx, knobs).await.map(|_| ()),
+            Fault::Payment { knobs, .. } => set_knobs(ctx, GATEWAY, knobs).await.map(|_| ()),
+            Fault::Carrier { knobs, .. } => set_knobs(ctx, CARRIER, knobs).await.map(|_| ()),
         }
     }
 
@@ -271,7 +301,10 @@ impl Fault {
                 target.heal(self.unit()?, *action, handle).await
             }
             Fault::Payment { previous_knobs, .. } => {
-                set_knobs(ctx, previous_knobs).await.map(|_| ())
+                set_knobs(ctx, GATEWAY, previous_knobs).await.map(|_| ())
+            }
+            Fault::Carrier { previous_knobs, .. } => {
+                set_knobs(ctx, CARRIER, previous_knobs).await.map(|_| ())
             }
         }
     }
@@ -325,6 +358,7 @@ pub fn active(ctx: &Ctx) -> Vec<String> {
                 Fault::Payment { .. } => {
                     format!("payment gateway: {}{overdue}", r.fault.action())
                 }
+                Fault::Carrier { .. } => format!("carrier: {}{overdue}", r.fault.action()),
                 f => format!(
                     "{} {} since {}{overdue}",
                     f.target(),
@@ -469,20 +503,33 @@ async fn lift(ctx: &Ctx, fault: Fault) -> Result<(), Failure> {
     faults.forget(fault.target())
 }
 
-/// Sets the gateway's knobs on every replica of the payment service (each holds its own); the
-/// knobs now in force, as the first replica answered.
-async fn set_knobs(ctx: &Ctx, knobs: &GatewayKnobs) -> Result<Value, Failure> {
+/// Where a simulation's knobs live: the service and its path.
+type Knobs = (Svc, &'static str);
+/// The payment gateway's knobs.
+const GATEWAY: Knobs = (Svc::Payment, "/gateway/faults");
+/// The carrier's knobs.
+const CARRIER: Knobs = (Svc::Fulfillment, "/carrier/faults");
+
+/// Sets a simulation's knobs on every replica of its service (each holds its own); the knobs
+/// now in force, as the first replica answered.
+async fn set_knobs<T: Serialize>(
+    ctx: &Ctx,
+    (svc, path): Knobs,
+    knobs: &T,
+) -> Result<Value, Failure> {
     let mut first = None;
-    for base in ctx.urls_of(Svc::Payment) {
-        let (status, body) = ctx
-            .put_at(Svc::Payment, base, "/gateway/faults", knobs)
-            .await?;
+    for base in ctx.urls_of(svc) {
+        let (status, body) = ctx.put_at(svc, base, path, knobs).await?;
         if !status.is_success() {
-            return Err(ctx::api_failure(Svc::Payment, status, &body));
+            return Err(ctx::api_failure(svc, status, &body));
         }
         first.get_or_insert(body);
     }
-    first.ok_or_else(|| Failure::usage("no URL of the payment service"))
+    first.ok_or_else(|| Failure::usage(format!("no URL of the {} service", svc.name())))
+}
+
+fn millis(d: Option<Duration>) -> u64 {
+    d.map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 pub async fn run(ctx: &Ctx, command: ChaosCommand) -> Result<(), Failure> {
@@ -539,7 +586,7 @@ pub async fn run(ctx: &Ctx, command: ChaosCommand) -> Result<(), Failure> {
             let previous: GatewayKnobs = ctx.get(Svc::Payment, "/gateway/faults").await?;
             let knobs = GatewayKnobs {
                 decline_rate,
-                latency_ms: latency.map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+                latency_ms: millis(latency),
                 error_rate,
             };
             let fault = Fault::Payment {
@@ -547,7 +594,29 @@ pub async fn run(ctx: &Ctx, command: ChaosCommand) -> Result<(), Failure> {
                 previous_knobs: previous,
             };
             if knobs.is_off() {
-                set_knobs(ctx, &knobs).await?;
+                set_knobs(ctx, GATEWAY, &knobs).await?;
+                return Faults::at(ctx).forget(fault.target());
+            }
+            inflict(ctx, fault, &lasting).await
+        }
+        ChaosCommand::Carrier {
+            failure_rate,
+            latency,
+            error_rate,
+            lasting,
+        } => {
+            let previous: CarrierKnobs = ctx.get(Svc::Fulfillment, "/carrier/faults").await?;
+            let knobs = CarrierKnobs {
+                failure_rate,
+                latency_ms: millis(latency),
+                error_rate,
+            };
+            let fault = Fault::Carrier {
+                knobs,
+                previous_knobs: previous,
+            };
+            if knobs.is_off() {
+                set_knobs(ctx, CARRIER, &knobs).await?;
                 return Faults::at(ctx).forget(fault.target());
             }
             inflict(ctx, fault, &lasting).await

@@ -92,6 +92,7 @@ fn describe(p: &plan::Plan) -> Value {
         "steadyState": p.steady_state.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>(),
         "setup": p.setup.iter().map(plan::Action::describe).collect::<Vec<_>>(),
         "load": p.load_text,
+        "cancels": p.cancels.map(|c| json!({"share": c.share, "within": secs(c.within)})),
         "method": p.method.iter().map(|(at, a)| json!({"at": secs(*at), "action": a.describe()})).collect::<Vec<_>>(),
         "rollback": p.rollback.iter().map(plan::Action::describe).collect::<Vec<_>>(),
         "verify": {
@@ -102,6 +103,7 @@ fn describe(p: &plan::Plan) -> Value {
             "minDlq": p.expect.min_dlq,
             "maxRefused": p.expect.max_refused,
             "maxCancelled": p.expect.max_cancelled,
+            "settled": p.expect.settled,
         },
     })
 }
@@ -127,7 +129,15 @@ fn plan_table(doc: &Value) -> String {
     t.add_row(["hypothesis".to_string(), cell(&doc["hypothesis"])]);
     t.add_row(["steady state".to_string(), list(&doc["steadyState"])]);
     t.add_row(["setup".to_string(), list(&doc["setup"])]);
-    t.add_row(["load".to_string(), cell(&doc["load"])]);
+    let mut load = cell(&doc["load"]);
+    if let Some(c) = doc["cancels"].as_object() {
+        load.push_str(&format!(
+            "; the customer cancels {}% of them within {}",
+            (c["share"].as_f64().unwrap_or(0.0) * 100.0).round(),
+            cell(&c["within"])
+        ));
+    }
+    t.add_row(["load".to_string(), load]);
     let method: Vec<String> = doc["method"]
         .as_array()
         .into_iter()
@@ -139,7 +149,12 @@ fn plan_table(doc: &Value) -> String {
     let v = &doc["verify"];
     let mut demands = vec![
         format!(
-            "every order finished {} after the load",
+            "every order {} {} after the load",
+            if v["settled"] == true {
+                "delivered or cancelled"
+            } else {
+                "finished"
+            },
             cell(&v["deadline"])
         ),
         format!("at most {} lost", cell(&v["maxLost"])),
@@ -291,6 +306,6 @@ mod tests {
             }
             n += 1;
         }
-        assert_eq!(n, 9, "nine drills ship");
+        assert_eq!(n, 11, "eleven drills ship");
     }
 }

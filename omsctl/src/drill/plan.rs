@@ -157,6 +157,17 @@ pub struct Expectations {
     pub max_refused: Option<u64>,
     /// At most this many cancelled orders per cancel reason.
     pub max_cancelled: std::collections::BTreeMap<String, u64>,
+    /// Orders must be DELIVERED or CANCELLED, not only placed.
+    pub settled: bool,
+}
+
+/// Customers cancelling their orders during the load.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Cancels {
+    /// Share of accepted orders cancelled.
+    pub share: f64,
+    /// At a random moment within this long of acceptance.
+    pub within: Duration,
 }
 
 /// A drill ready to run.
@@ -174,6 +185,8 @@ pub struct Plan {
     pub setup: Vec<Action>,
     /// The orders.
     pub load: Load,
+    /// Cancellations by customers during the load, if any.
+    pub cancels: Option<Cancels>,
     /// How the load is paced, for people (`3/s for 12s`, `15 orders at once`).
     pub load_text: String,
     /// Steps at times from the start of the load, in time order.
@@ -251,6 +264,19 @@ pub fn resolve(path: &Path, text: &str, drill: &Drill, short: bool) -> Result<Pl
             format!("{rate}/s for {}", humantime::format_duration(load_duration)),
         )
     };
+    let share = drill.load.cancel_share;
+    if !(0.0..=1.0).contains(&share) {
+        return Err(whole("load.cancel_share must be between 0 and 1"));
+    }
+    let cancels = if share > 0.0 {
+        let within = match &drill.load.cancel_within {
+            Some(w) => duration(w)?,
+            None => Duration::from_secs(2),
+        };
+        Some(Cancels { share, within })
+    } else {
+        None
+    };
     let steady_state = drill
         .steady_state
         .iter()
@@ -282,6 +308,7 @@ pub fn resolve(path: &Path, text: &str, drill: &Drill, short: bool) -> Result<Pl
             },
             customer: Customer::Numbered("drill".into()),
         },
+        cancels,
         load_text,
         method,
         rollback: drill
@@ -298,6 +325,7 @@ pub fn resolve(path: &Path, text: &str, drill: &Drill, short: bool) -> Result<Pl
             max_refused: drill.verify.max_refused,
             max_cancelled: cancel_limits(&drill.verify.max_cancelled)
                 .map_err(|e| Failure::usage(format!("{}: {e}", path.display())))?,
+            settled: drill.verify.settled,
         },
     })
 }
@@ -311,7 +339,7 @@ fn cancel_limits(
             serde_json::from_value(serde_json::Value::String(reason.clone()));
         if known.is_err() {
             return Err(format!(
-                "verify.max_cancelled: {reason:?} is not a cancel reason (OUT_OF_STOCK, UNKNOWN_PRODUCT, PAYMENT_DECLINED, TIMEOUT, OPERATOR_CANCELLED)"
+                "verify.max_cancelled: {reason:?} is not a cancel reason (OUT_OF_STOCK, UNKNOWN_PRODUCT, PAYMENT_DECLINED, TIMEOUT, OPERATOR_CANCELLED, CUSTOMER_CANCELLED, FULFILLMENT_FAILED)"
             ));
         }
     }

@@ -13,12 +13,17 @@ pub struct Orders {
     pub created: usize,
     /// Refused at the door, by reason.
     pub refused: BTreeMap<String, u64>,
-    /// Confirmed.
+    /// Placed: confirmed, shipped or delivered.
     pub confirmed: u64,
+    /// Of those, delivered.
+    pub delivered: u64,
     /// Cancelled, by reason.
     pub cancelled: BTreeMap<String, u64>,
     /// Not finished by the deadline.
     pub lost: usize,
+    /// The answers to customers' cancellations (drills that cancel), by kind.
+    #[serde(rename = "cancelRequests", skip_serializing_if = "BTreeMap::is_empty")]
+    pub cancel_requests: BTreeMap<String, u64>,
 }
 
 /// Double charges: one payment per order by key, so a second charge shows as a payment without
@@ -91,6 +96,15 @@ impl Report {
             self.orders.refused.values().sum::<u64>().to_string(),
         ]);
         t.add_row(["confirmed".to_string(), self.orders.confirmed.to_string()]);
+        if self.orders.delivered > 0 {
+            t.add_row([
+                "of them delivered".to_string(),
+                self.orders.delivered.to_string(),
+            ]);
+        }
+        for (answer, n) in &self.orders.cancel_requests {
+            t.add_row([format!("cancel requests {answer}"), n.to_string()]);
+        }
         for (r, n) in &self.orders.cancelled {
             t.add_row([format!("cancelled {r}"), n.to_string()]);
         }

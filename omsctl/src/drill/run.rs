@@ -340,17 +340,59 @@ type MethodDone = (
 struct Placed {
     ids: Vec<String>,
     refused: BTreeMap<String, u64>,
+    /// The answers to the customers' cancellations: `accepted`, `too late (409)`, or the error.
+    cancels: BTreeMap<String, u64>,
 }
 
 async fn load(ctx: Arc<Ctx>, plan: Arc<Plan>, placed: Arc<Mutex<Placed>>) {
+    let mut cancels = Vec::new();
     let mut orders = crate::load::place(&ctx, &plan.load, |accepted| async move { Ok(accepted) });
     while let Some(result) = orders.next().await {
         let mut p = placed.lock().await;
         match result {
-            Ok(a) => p.ids.push(a.order_id.to_string()),
+            Ok(a) => {
+                let id = a.order_id.to_string();
+                if let Some(c) = plan.cancels.filter(|c| fastrand::f64() < c.share) {
+                    let after = c.within.mul_f64(fastrand::f64());
+                    cancels.push(tokio::spawn(cancel_later(
+                        Arc::clone(&ctx),
+                        id.clone(),
+                        after,
+                        Arc::clone(&placed),
+                    )));
+                }
+                p.ids.push(id);
+            }
             Err(why) => *p.refused.entry(why).or_default() += 1,
         }
     }
+    drop(orders);
+    for c in cancels {
+        let _ = c.await;
+    }
+}
+
+/// The customer cancels order `id` after `after`; the answer is counted.
+async fn cancel_later(ctx: Arc<Ctx>, id: String, after: Duration, placed: Arc<Mutex<Placed>>) {
+    tokio::time::sleep(after).await;
+    let answer = ctx
+        .post(
+            Svc::Order,
+            &format!("/orders/{id}/cancel"),
+            &serde_json::json!({}),
+            &[],
+        )
+        .await;
+    let kind = match answer {
+        Ok((status, _)) if status.is_success() => "accepted".to_owned(),
+        Ok((status, _)) if status == reqwest::StatusCode::CONFLICT => "too late (409)".to_owned(),
+        Ok((status, body)) => format!(
+            "error: {}",
+            crate::ctx::api_failure(Svc::Order, status, &body).error
+        ),
+        Err(e) => format!("error: {}", e.error),
+    };
+    *placed.lock().await.cancels.entry(kind).or_default() += 1;
 }
 
 async fn rollback(ctx: &Ctx, plan: &Plan, journal: &Journal) {
@@ -461,9 +503,17 @@ pub async fn execute(ctx: &Ctx, plan: Plan, report: Option<&Path>) -> Result<(),
         }
     };
 
-    let (ids, refused) = {
+    let (ids, refused, cancel_answers) = {
         let p = placed.lock().await;
-        (p.ids.clone(), p.refused.clone())
+        (p.ids.clone(), p.refused.clone(), p.cancels.clone())
+    };
+    // Finished: its placement's outcome, or with `settled` the end of its life.
+    let done = |o: &OrderView| {
+        if plan.expect.settled {
+            o.status.is_final()
+        } else {
+            o.status != OrderStatus::Pending
+        }
     };
     let end = method_done + plan.expect.deadline;
     let mut finished: BTreeMap<String, OrderView> = BTreeMap::new();
@@ -479,7 +529,7 @@ pub async fn execute(ctx: &Ctx, plan: Plan, report: Option<&Path>) -> Result<(),
                 .get_opt::<OrderView>(Svc::Order, &format!("/orders/{id}"))
                 .await
             {
-                if o.status != OrderStatus::Pending {
+                if done(&o) {
                     finished.insert(id.clone(), o);
                 }
             }
@@ -499,10 +549,12 @@ pub async fn execute(ctx: &Ctx, plan: Plan, report: Option<&Path>) -> Result<(),
         .cloned()
         .collect();
     let mut confirmed = 0u64;
+    let mut delivered = 0u64;
     let mut cancelled: BTreeMap<String, u64> = BTreeMap::new();
     for o in finished.values() {
-        if o.status == OrderStatus::Confirmed {
+        if o.status.is_placed() {
             confirmed += 1;
+            delivered += u64::from(o.status == OrderStatus::Delivered);
         } else {
             *cancelled.entry(opt(o.cancel_reason.as_ref())).or_default() += 1;
         }
@@ -583,7 +635,15 @@ pub async fn execute(ctx: &Ctx, plan: Plan, report: Option<&Path>) -> Result<(),
             dlq_new,
             failed_checks: failed_checks.clone(),
             steady_state_not_back: after,
-            step_errors,
+            step_errors: step_errors
+                .into_iter()
+                .chain(
+                    cancel_answers
+                        .iter()
+                        .filter(|(k, _)| k.starts_with("error"))
+                        .map(|(k, n)| format!("{n} cancellation(s) failed: {k}")),
+                )
+                .collect(),
             no_takeover: takeovers
                 .iter()
                 .filter(|t| !t.healed())
@@ -622,8 +682,10 @@ pub async fn execute(ctx: &Ctx, plan: Plan, report: Option<&Path>) -> Result<(),
             created: ids.len(),
             refused,
             confirmed,
+            delivered,
             cancelled,
             lost: lost.len(),
+            cancel_requests: cancel_answers,
         },
         charged_without_confirmed_order: charged_unconfirmed,
         duplicates: Duplicates {

@@ -60,6 +60,13 @@ pub struct LoadSpec {
     /// Requests in flight at most.
     #[serde(default = "eight")]
     pub concurrency: usize,
+    /// Share of accepted orders their customer then cancels (0 to 1), each at a random moment
+    /// within `cancel_within` of its acceptance.
+    #[serde(default)]
+    pub cancel_share: f64,
+    /// How long after acceptance a cancellation may come (default 2s).
+    #[serde(default)]
+    pub cancel_within: Option<Spanned<String>>,
 }
 
 fn eight() -> usize {
@@ -100,6 +107,10 @@ pub struct VerifySpec {
     /// At most this many cancelled orders per cancel reason (`{ TIMEOUT = 0 }`), when given.
     #[serde(default)]
     pub max_cancelled: std::collections::BTreeMap<String, u64>,
+    /// Every order must reach the end of its life (DELIVERED or CANCELLED) by the deadline,
+    /// not only its placement's outcome.
+    #[serde(default)]
+    pub settled: bool,
 }
 
 /// Short-form overrides.

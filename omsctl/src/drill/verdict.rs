@@ -32,8 +32,13 @@ pub fn reasons(expect: &Expectations, o: &Observed) -> Vec<String> {
     let mut why = Vec::new();
     if o.lost > expect.max_lost {
         why.push(format!(
-            "{} order(s) lost (not finished {} after the load)",
+            "{} order(s) lost (not {} {} after the load)",
             o.lost,
+            if expect.settled {
+                "delivered or cancelled"
+            } else {
+                "finished"
+            },
             humantime::format_duration(round_secs(expect.deadline))
         ));
     }

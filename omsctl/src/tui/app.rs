@@ -89,6 +89,8 @@ pub struct SagaRow {
     pub total: String,
     /// Past its deadline.
     pub stuck: bool,
+    /// The fulfillment part's state (empty before confirmation).
+    pub shipment: String,
 }
 
 /// Everything one poll brings.
@@ -96,6 +98,8 @@ pub struct SagaRow {
 pub struct Snapshot {
     /// Saga counts by state.
     pub by_state: Vec<(String, i64)>,
+    /// Confirmed sagas by fulfillment state.
+    pub by_fulfillment_state: Vec<(String, i64)>,
     /// Running sagas past their deadline.
     pub stuck: i64,
     /// Recent sagas, newest first.
@@ -909,6 +913,7 @@ mod tests {
             customer: "alice".into(),
             total: "24.99 EUR".into(),
             stuck: false,
+            shipment: String::new(),
         }
     }
 
@@ -921,6 +926,7 @@ mod tests {
                 ("RELEASING".into(), 0),
                 ("RESERVING".into(), 1),
             ],
+            by_fulfillment_state: Vec::new(),
             stuck: 0,
             sagas,
             services: Vec::new(),

@@ -361,6 +361,7 @@ async fn snapshot(ctx: &Ctx, kafka: &Mutex<Option<KafkaInfo>>) -> Snapshot {
     match summary {
         Ok(v) => {
             s.by_state = v.by_state.into_iter().collect();
+            s.by_fulfillment_state = v.by_fulfillment_state.into_iter().collect();
             s.stuck = v.stuck;
         }
         Err(_) => errors.push("saga".to_owned()),
@@ -380,6 +381,10 @@ async fn snapshot(ctx: &Ctx, kafka: &Mutex<Option<KafkaInfo>>) -> Snapshot {
                 customer: r.customer_id.to_string(),
                 total: ctx::opt(r.total),
                 stuck: r.stuck,
+                shipment: r
+                    .fulfillment
+                    .map(|f| f.state.to_string())
+                    .unwrap_or_default(),
             })
             .collect();
     }

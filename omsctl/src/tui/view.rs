@@ -186,8 +186,32 @@ fn draw_overview(frame: &mut Frame<'_>, app: &App, area: Rect) {
         return;
     };
     let [top, bottom] = Layout::vertical([Constraint::Length(12), Constraint::Min(4)]).areas(area);
-    let [counts, throughput] =
-        Layout::horizontal([Constraint::Length(32), Constraint::Min(20)]).areas(top);
+    let [counts, shipments, throughput] = Layout::horizontal([
+        Constraint::Length(32),
+        Constraint::Length(26),
+        Constraint::Min(20),
+    ])
+    .areas(top);
+    let fulfillment: Vec<Line<'_>> = oms_contracts::api::FulfillmentState::ALL
+        .iter()
+        .map(|state| {
+            let n = s
+                .by_fulfillment_state
+                .iter()
+                .find(|(st, _)| st == state.as_str())
+                .map(|(_, n)| *n)
+                .unwrap_or(0);
+            Line::from(format!("{:<12} {n:>10}", state.as_str()))
+        })
+        .collect();
+    frame.render_widget(
+        Paragraph::new(fulfillment).block(
+            Block::default()
+                .borders(Borders::ALL)
+                .title(" fulfillment "),
+        ),
+        shipments,
+    );
 
     let mut lines: Vec<Line<'_>> = STATE_FILTERS
         .iter()
@@ -337,6 +361,7 @@ fn draw_sagas(frame: &mut Frame<'_>, app: &App, area: Rect) {
                 } else {
                     r.state.clone()
                 }),
+                Cell::from(r.shipment.clone()),
                 Cell::from(format!("{}s", r.age_secs)),
                 Cell::from(r.last_step.clone()),
                 Cell::from(r.customer.clone()),
@@ -359,6 +384,7 @@ fn draw_sagas(frame: &mut Frame<'_>, app: &App, area: Rect) {
             [
                 Constraint::Length(38),
                 Constraint::Length(17),
+                Constraint::Length(11),
                 Constraint::Length(7),
                 Constraint::Min(20),
                 Constraint::Length(12),
@@ -369,6 +395,7 @@ fn draw_sagas(frame: &mut Frame<'_>, app: &App, area: Rect) {
             Row::new(vec![
                 "ORDER",
                 "STATE",
+                "SHIPMENT",
                 "AGE",
                 "LAST STEP",
                 "CUSTOMER",
@@ -638,6 +665,7 @@ mod tests {
                 ("RELEASING".into(), 2),
                 ("RESERVING".into(), 3),
             ],
+            by_fulfillment_state: vec![("DELIVERED".into(), 1200), ("PICKED".into(), 7)],
             stuck: 1,
             sagas: vec![SagaRow {
                 order_id: "01a208f8-0186-74f7-9d14-5485ac29c81b".into(),
@@ -648,6 +676,7 @@ mod tests {
                 customer: "alice".into(),
                 total: "39.99 EUR".into(),
                 stuck: false,
+                shipment: "REFUNDING".into(),
             }],
             services: vec![
                 Health {
@@ -684,6 +713,9 @@ mod tests {
             "total              1260",
             "STUCK                 1",
             "p50 71 ms · p99 310 ms",
+            "DELIVERED          1200",
+            "PICKED                7",
+            "CANCELLING            0",
             "oms.payment.commands.dlq 3",
             "payment gateway: errorRate 1",
             "LIVE · refresh 1s · updated 0.5s ago",
@@ -708,6 +740,7 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("stock released; order cancelled"));
+        assert!(text.contains("REFUNDING"), "{text}");
         assert!(
             text.contains("state ALL · filter - · sort Newest · 1 of 1"),
             "{text}"

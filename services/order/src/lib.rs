@@ -755,7 +755,7 @@ async fn get_order(
 /// `GET /orders/{id}` for `CANCELLED`), 200 once it is cancelled, and 409 once it was picked.
 /// Fulfillment owns the pick: a cancellation accepted here can still lose the race to a pick
 /// under way, and the order then ships (its saga records the refusal).
-#[utoipa::path(post, path = "/orders/{id}/cancel", tag = "orders", security(("bearer" = [])),
+#[utoipa::path(post, path = "/orders/{id}/cancel", tag = "orders", security(("bearer" = ["customer", "admin"])),
     params(("id" = Uuid, Path, description = "Order id")),
     responses(
         (status = 200, description = "Already cancelled", body = OrderView),

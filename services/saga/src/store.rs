@@ -256,8 +256,26 @@ pub async fn summary(conn: &mut PgConnection) -> Result<Summary, sqlx::Error> {
     {
         by_state.insert(row.get("state"), row.get("n"));
     }
+    let mut by_fulfillment_state: std::collections::BTreeMap<String, i64> =
+        crate::machine::FulfillmentState::ALL
+            .iter()
+            .map(|s| (s.as_str().to_owned(), 0))
+            .collect();
+    for row in sqlx::query(
+        "SELECT fulfillment_state, count(*) AS n FROM sagas \
+         WHERE fulfillment_state IS NOT NULL GROUP BY fulfillment_state",
+    )
+    .fetch_all(&mut *conn)
+    .await?
+    {
+        by_fulfillment_state.insert(row.get("fulfillment_state"), row.get("n"));
+    }
     let stuck: i64 = sqlx::query_scalar("SELECT count(*) FROM sagas WHERE deadline_at < now()")
         .fetch_one(conn)
         .await?;
-    Ok(Summary { by_state, stuck })
+    Ok(Summary {
+        by_state,
+        by_fulfillment_state,
+        stuck,
+    })
 }
