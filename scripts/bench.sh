@@ -42,6 +42,13 @@
 #       freshly wiped bench stack: idle CPU of the stack and of the saga, 20 orders/s (saga
 #       p50/p99) and the saturation point (64 in flight), medians and ratios. Summary:
 #       .oms-bench/results-outage/summary.md.
+#   scripts/bench.sh fulfillment [--repeat N] [--quick]
+#       What fulfillment adds to each order: the release process stack with every service
+#       (`on`: each confirmed order is then picked, shipped and delivered, six more messages and
+#       the carrier's steps) and with the fulfillment service stopped (`stopped`: its commands
+#       wait in their topic), alternated N times (default 3), each run on a freshly wiped bench
+#       stack: idle CPU, 20 orders/s (saga p50/p99 to CONFIRMED) and the saturation point (64 in
+#       flight), medians and ratios. Summary: .oms-bench/results-fulfillment/summary.md.
 #   scripts/bench.sh broker   the local broker alone: idle CPU and hop latency by fetch wait and
 #                             partitions (OMS_BENCH_WAITS, OMS_BENCH_PARTITIONS, OMS_BENCH_ENGINES)
 #   scripts/bench.sh relay|tail|tui   the in-process benchmarks of the tests crate
@@ -276,6 +283,74 @@ outage_bench() {
   outage_summary "$results" | tee "$results/summary.md"
 }
 
+# A lone customer's orders end to end: N orders one after the other on the idle stack, each
+# followed to DELIVERED; the order service's createdAt → deliveredAt of each, in ms, as JSON
+# {"ms": [...]}.  delivered_latency OMSCTL N OUT
+delivered_latency() {
+  local omsctl="$1" n="$2" out="$3" i id status ms=()
+  for i in $(seq 1 "$n"); do
+    id="$("$omsctl" order create --item mouse-01 -o ids)"
+    for _ in $(seq 1 600); do
+      status="$("$omsctl" order get "$id" -o json | jq -r .status)"
+      [[ "$status" == DELIVERED || "$status" == CANCELLED ]] && break
+      sleep 0.05
+    done
+    ms+=("$("$omsctl" order get "$id" -o json | jq '
+      def epoch: (sub("\\.[0-9]+"; "") | fromdate) + ((capture("(?<f>\\.[0-9]+)") // {f: "0"}).f | tonumber);
+      ((.deliveredAt | epoch) - (.createdAt | epoch)) * 1000')")
+  done
+  printf '%s\n' "${ms[@]}" | jq -s '{ms: .}' >"$out"
+}
+
+fulfillment_bench() {
+  local repeat=3 quick=false long=30s idle=20s
+  bench_args "$@"
+  if $quick; then long=10s idle=5s; fi
+  bench_stack_env
+  local stack="$OMS_ROOT/scripts/stack.sh" omsctl="$OMS_ROOT/target/release/omsctl"
+  local results="$OMS_STATE_DIR/results-fulfillment" keep mode rep
+  keep="$(mktemp -d)"
+  trap '"$OMS_ROOT/scripts/stack.sh" down >/dev/null 2>&1 || true' EXIT
+  for rep in $(seq 1 "$repeat"); do
+    for mode in on stopped; do
+      oms_log "=== fulfillment $mode, run $rep of $repeat ==="
+      "$stack" wipe >/dev/null 2>&1 || true
+      "$stack" up --no-smoke >"$keep/env"
+      eval "$(cat "$keep/env")"
+      if [[ "$mode" == stopped ]]; then "$omsctl" stack stop fulfillment >/dev/null; fi
+      "$omsctl" order create --item mouse-01 --wait >/dev/null 2>&1 || true
+      sleep 8
+      "$omsctl" stack cpu --over "$idle" -o json >"$keep/$mode-idle-$rep.json"
+      if [[ "$mode" == on ]]; then delivered_latency "$omsctl" 20 "$keep/on-delivered-$rep.json"; fi
+      rate20_and_saturation "$omsctl" "$long" "$keep/$mode" "$rep"
+    done
+  done
+  keep_results "$keep" "$results" "$keep"/*.json
+  fulfillment_summary "$results" | tee "$results/summary.md"
+}
+
+fulfillment_summary() {
+  jq -rn "$AB_JQ_PRELUDE"'
+      def idle($mode; f): [$all[] | select(.file | test("^" + $mode + "-idle-[0-9]+\\.json$")) | .doc | f] | median;
+      def row($name; $on; $off): "| \($name) | \($on | r2) | \($off | r2) | \(ratio($on; $off)) |";
+      def load($load; $name; f): row($name; fig("on"; $load; f); fig("stopped"; $load; f));
+    "| figure | fulfillment on | fulfillment stopped | on : stopped |",
+    "| --- | --- | --- | --- |",
+    row("idle stack, % of one core"; idle("on"; .totalCorePercent); idle("stopped"; .totalCorePercent)),
+    load("rate20"; "saga p50 ms at 20/s"; .sagaMs.p50),
+    load("rate20"; "saga p99 ms at 20/s"; .sagaMs.p99),
+    load("rate20"; "stack CPU ms per order at 20/s"; .cpuMsPerOrder),
+    load("saturation"; "confirmed orders/s at saturation (64 in flight)"; .confirmed / .durationSeconds),
+    load("saturation"; "stack CPU ms per order at saturation"; .cpuMsPerOrder),
+    "",
+    "",
+    "Runs per figure: \(runs("on"; "saturation") | length) (medians); unfinished orders in all runs: \([$all[] | .doc.unfinished // 0] | add).",
+    "",
+    ([$all[] | select(.file | test("^on-delivered-")) | .doc.ms[]] as $d
+      | "Idle stack, a lone customer: created → DELIVERED p50 \($d | median | r2) ms, min \($d | min | r2) ms, max \($d | max | r2) ms over \($d | length) orders (the simulated carrier itself waits 300 + 300 + 600 ms).")
+  ' "$1"/*-*.json
+}
+
 outage_summary() {
   jq -rn "$AB_JQ_PRELUDE"'
       def idle($mode; f): [$all[] | select(.file | test("^" + $mode + "-idle-[0-9]+\\.json$")) | .doc | f] | median;
@@ -470,6 +545,8 @@ case "${1:-}" in
   auth) shift; auth_bench "$@" ;;
   replicas) shift; replicas_bench "$@" ;;
   outage) shift; outage_bench "$@" ;;
+  fulfillment) shift; fulfillment_bench "$@" ;;
+  fulfillment-summary) fulfillment_summary "${2:-$OMS_ROOT/.oms-bench/results-fulfillment}" ;;
   outage-summary) outage_summary "${2:-$OMS_ROOT/.oms-bench/results-outage}" ;;
   replicas-summary) replicas_summary "${2:-$OMS_ROOT/.oms-bench/results-replicas}" ;;
   tracing) shift; tracing_bench "$@" ;;
@@ -493,5 +570,5 @@ case "${1:-}" in
     cargo build --release -q -p omsctl
     cargo bench -p oms-tests --bench tui
     ;;
-  *) echo "usage: $0 saga [--repeat N] [--quick] | auth [--repeat N] [--quick] | replicas [--repeat N] [--quick] | replicas-summary [DIR] | outage [--repeat N] [--quick] | outage-summary [DIR] | tracing [--repeat N] [--quick] | summary [DIR] | auth-summary [DIR] | tracing-summary [DIR] | broker | relay | tail | tui" >&2; exit 2 ;;
+  *) echo "usage: $0 saga [--repeat N] [--quick] | auth [--repeat N] [--quick] | replicas [--repeat N] [--quick] | replicas-summary [DIR] | outage [--repeat N] [--quick] | outage-summary [DIR] | fulfillment [--repeat N] [--quick] | fulfillment-summary [DIR] | tracing [--repeat N] [--quick] | summary [DIR] | auth-summary [DIR] | tracing-summary [DIR] | broker | relay | tail | tui" >&2; exit 2 ;;
 esac

@@ -26,7 +26,7 @@ pub enum OrderCommand {
     },
     /// List orders, newest first.
     List {
-        /// Only this status (PENDING, CONFIRMED, CANCELLED).
+        /// Only this status (PENDING, CONFIRMED, SHIPPED, DELIVERED, CANCELLED).
         #[arg(long, add = clap_complete::ArgValueCandidates::new(crate::complete::order_statuses))]
         status: Option<String>,
         /// Only this customer.
@@ -541,8 +541,8 @@ struct Event {
     what: String,
 }
 
-/// The smoke order of `stack up`: one mouse paid with the test card, followed to its outcome,
-/// then its journey. An order that does not confirm fails the smoke test.
+/// The smoke order of `stack up`: one mouse paid with the test card, followed to its delivery,
+/// then its journey. An order that is not delivered within a minute fails the smoke test.
 pub async fn smoke(ctx: &Ctx) -> Result<(), Failure> {
     let b = body(
         &[("mouse-01".to_owned(), 1)],
@@ -554,12 +554,18 @@ pub async fn smoke(ctx: &Ctx) -> Result<(), Failure> {
     crate::local::say(format!(
         "order {id} accepted (PENDING); following it through the saga"
     ));
-    let order = follow(ctx, &id, Duration::from_secs(60))
+    let mut order = follow(ctx, &id, Duration::from_secs(60))
         .await?
         .ok_or_else(|| Failure::verdict(format!("smoke order {id} still PENDING after 60 s")))?;
+    // Placed: follow it through fulfillment to its delivery (a second or two).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while order.status.is_placed() && !order.status.is_final() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        order = ctx.get(Svc::Order, &format!("/orders/{id}")).await?;
+    }
     trace(ctx, &id).await?;
     crate::local::say(format!("order {id}: {}", outcome_line(&order)));
-    if order.status.is_placed() {
+    if order.status == OrderStatus::Delivered {
         Ok(())
     } else {
         Err(Failure::verdict(format!(

@@ -528,6 +528,23 @@ async fn set_knobs<T: Serialize>(
     first.ok_or_else(|| Failure::usage(format!("no URL of the {} service", svc.name())))
 }
 
+/// Puts a simulation's knobs in force as a fault (undone by `reset` or `--for`); knobs that are
+/// all off are only set, and the fault forgotten.
+async fn knob_fault<T: Serialize>(
+    ctx: &Ctx,
+    fault: Fault,
+    off: bool,
+    at: Knobs,
+    knobs: &T,
+    lasting: &Lasting,
+) -> Result<(), Failure> {
+    if off {
+        set_knobs(ctx, at, knobs).await?;
+        return Faults::at(ctx).forget(fault.target());
+    }
+    inflict(ctx, fault, lasting).await
+}
+
 fn millis(d: Option<Duration>) -> u64 {
     d.map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
@@ -583,7 +600,7 @@ pub async fn run(ctx: &Ctx, command: ChaosCommand) -> Result<(), Failure> {
             error_rate,
             lasting,
         } => {
-            let previous: GatewayKnobs = ctx.get(Svc::Payment, "/gateway/faults").await?;
+            let previous: GatewayKnobs = ctx.get(GATEWAY.0, GATEWAY.1).await?;
             let knobs = GatewayKnobs {
                 decline_rate,
                 latency_ms: millis(latency),
@@ -593,11 +610,7 @@ pub async fn run(ctx: &Ctx, command: ChaosCommand) -> Result<(), Failure> {
                 knobs,
                 previous_knobs: previous,
             };
-            if knobs.is_off() {
-                set_knobs(ctx, GATEWAY, &knobs).await?;
-                return Faults::at(ctx).forget(fault.target());
-            }
-            inflict(ctx, fault, &lasting).await
+            knob_fault(ctx, fault, knobs.is_off(), GATEWAY, &knobs, &lasting).await
         }
         ChaosCommand::Carrier {
             failure_rate,
@@ -605,7 +618,7 @@ pub async fn run(ctx: &Ctx, command: ChaosCommand) -> Result<(), Failure> {
             error_rate,
             lasting,
         } => {
-            let previous: CarrierKnobs = ctx.get(Svc::Fulfillment, "/carrier/faults").await?;
+            let previous: CarrierKnobs = ctx.get(CARRIER.0, CARRIER.1).await?;
             let knobs = CarrierKnobs {
                 failure_rate,
                 latency_ms: millis(latency),
@@ -615,11 +628,7 @@ pub async fn run(ctx: &Ctx, command: ChaosCommand) -> Result<(), Failure> {
                 knobs,
                 previous_knobs: previous,
             };
-            if knobs.is_off() {
-                set_knobs(ctx, CARRIER, &knobs).await?;
-                return Faults::at(ctx).forget(fault.target());
-            }
-            inflict(ctx, fault, &lasting).await
+            knob_fault(ctx, fault, knobs.is_off(), CARRIER, &knobs, &lasting).await
         }
         ChaosCommand::Poison { topic, count, kind } => poison(ctx, &topic, count, kind).await,
         ChaosCommand::Duplicate { topic, from } => duplicate(ctx, &topic, from).await,

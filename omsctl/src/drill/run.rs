@@ -302,9 +302,14 @@ async fn dlq_total(ctx: &Ctx) -> Result<i64, String> {
     Ok(rows.iter().map(|r| r.messages).sum())
 }
 
-/// How long after `since` every order in `ids` was finished (polled every 250 ms, for at most
-/// ten minutes).
-async fn recovery(ctx: Arc<Ctx>, ids: Vec<String>, since: Instant) -> Option<Duration> {
+/// How long after `since` every order in `ids` was finished (with `settled`: delivered or
+/// cancelled), polled every 250 ms for at most ten minutes.
+async fn recovery(
+    ctx: Arc<Ctx>,
+    ids: Vec<String>,
+    since: Instant,
+    settled: bool,
+) -> Option<Duration> {
     let mut open = ids;
     while since.elapsed() < Duration::from_secs(600) {
         let mut still = Vec::new();
@@ -313,7 +318,7 @@ async fn recovery(ctx: Arc<Ctx>, ids: Vec<String>, since: Instant) -> Option<Dur
                 .get_opt::<OrderView>(Svc::Order, &format!("/orders/{id}"))
                 .await
             {
-                Ok(Some(o)) if o.status != OrderStatus::Pending => {}
+                Ok(Some(o)) if is_finished(&o, settled) => {}
                 _ => still.push(id),
             }
         }
@@ -324,6 +329,16 @@ async fn recovery(ctx: Arc<Ctx>, ids: Vec<String>, since: Instant) -> Option<Dur
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     None
+}
+
+/// Whether an order is finished: its placement's outcome, or with `settled` the end of its
+/// life (delivered or cancelled).
+fn is_finished(o: &OrderView, settled: bool) -> bool {
+    if settled {
+        o.status.is_final()
+    } else {
+        o.status != OrderStatus::Pending
+    }
 }
 
 /// When the load and method ended, the steps that failed, the recovery watcher, and the
@@ -473,7 +488,12 @@ pub async fn execute(ctx: &Ctx, plan: Plan, report: Option<&Path>) -> Result<(),
         // far has finished, measured while the load may still run.
         let faults_over = Instant::now();
         let backlog = placed.lock().await.ids.clone();
-        let watcher = tokio::spawn(recovery(Arc::clone(&ctx_arc), backlog, faults_over));
+        let watcher = tokio::spawn(recovery(
+            Arc::clone(&ctx_arc),
+            backlog,
+            faults_over,
+            plan.expect.settled,
+        ));
         tokio::select! {
             _ = load_task => {}
             _ = tokio::signal::ctrl_c() => return Err(Failure::verdict("interrupted")),
@@ -507,14 +527,7 @@ pub async fn execute(ctx: &Ctx, plan: Plan, report: Option<&Path>) -> Result<(),
         let p = placed.lock().await;
         (p.ids.clone(), p.refused.clone(), p.cancels.clone())
     };
-    // Finished: its placement's outcome, or with `settled` the end of its life.
-    let done = |o: &OrderView| {
-        if plan.expect.settled {
-            o.status.is_final()
-        } else {
-            o.status != OrderStatus::Pending
-        }
-    };
+    let done = |o: &OrderView| is_finished(o, plan.expect.settled);
     let end = method_done + plan.expect.deadline;
     let mut finished: BTreeMap<String, OrderView> = BTreeMap::new();
     let mut recovered_at: Option<Instant> = None;

@@ -6,7 +6,6 @@
 //! is deliverable. The knobs add a refusal rate, latency (added to every step's schedule) and a
 //! transient error rate (1 is a carrier outage: every call fails and is retried).
 
-use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use oms_contracts::messages::FailReason;
@@ -50,24 +49,18 @@ pub fn tracking_number(shipment_id: Uuid) -> String {
 /// The simulated carrier, with knobs shared with the HTTP API.
 #[derive(Debug, Clone, Default)]
 pub struct Simulated {
-    knobs: Arc<RwLock<Knobs>>,
+    knobs: oms_runtime::knobs::Shared<Knobs>,
 }
 
 impl Simulated {
     /// Current knobs.
     pub fn knobs(&self) -> Knobs {
-        match self.knobs.read() {
-            Ok(k) => *k,
-            Err(poisoned) => *poisoned.into_inner(),
-        }
+        self.knobs.get()
     }
 
     /// Replaces the knobs (validate them first).
     pub fn set_knobs(&self, knobs: Knobs) {
-        match self.knobs.write() {
-            Ok(mut k) => *k = knobs,
-            Err(poisoned) => *poisoned.into_inner() = knobs,
-        }
+        self.knobs.set(knobs);
     }
 
     /// The latency knob, added to every step's schedule.

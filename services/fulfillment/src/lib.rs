@@ -741,15 +741,7 @@ async fn set_faults(
     State(state): State<AppState>,
     ApiJson(knobs): ApiJson<CarrierKnobs>,
 ) -> Result<Json<CarrierKnobs>, ApiError> {
-    let problems = knobs.problems();
-    if !problems.is_empty() {
-        return Err(ApiError::validation(
-            problems
-                .into_iter()
-                .map(|(f, r)| (f.to_owned(), r))
-                .collect(),
-        ));
-    }
+    ApiError::check(knobs.problems())?;
     state.carrier.set_knobs(knobs);
     tracing::warn!(?knobs, "carrier fault knobs changed");
     Ok(Json(knobs))

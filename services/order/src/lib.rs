@@ -275,15 +275,10 @@ impl OrderMetrics {
 async fn progress(
     ctx: &mut HandlerContext,
     order_id: OrderId,
-    sql: &str,
-    text: Option<&str>,
+    update: sqlx::query::Query<'_, sqlx::Postgres, sqlx::postgres::PgArguments>,
     what: &str,
 ) -> Result<(), HandlerError> {
-    let done = sqlx::query(sql)
-        .bind(order_id.0)
-        .bind(text)
-        .execute(ctx.tx())
-        .await?;
+    let done = update.execute(ctx.tx()).await?;
     if done.rows_affected() == 1 {
         tracing::info!(%order_id, step = what, "order moved on");
     } else {
@@ -340,38 +335,30 @@ impl Handler for OutcomeHandler {
                 (m.order_id, "CANCELLED", done.rows_affected(), reason)
             }
             Message::OrderShipped(m) => {
-                return progress(
-                    ctx,
-                    m.order_id,
+                let q = sqlx::query(
                     "UPDATE orders SET status = 'SHIPPED', tracking_number = $2, \
                      shipped_at = now(), updated_at = now() WHERE id = $1 AND status = 'CONFIRMED'",
-                    Some(&m.tracking_number),
-                    "shipped",
                 )
-                .await;
+                .bind(m.order_id.0)
+                .bind(&m.tracking_number);
+                return progress(ctx, m.order_id, q, "shipped").await;
             }
             Message::OrderDelivered(m) => {
-                return progress(
-                    ctx,
-                    m.order_id,
+                let q = sqlx::query(
                     "UPDATE orders SET status = 'DELIVERED', delivered_at = now(), \
                      shipped_at = coalesce(shipped_at, now()), updated_at = now() \
-                     WHERE id = $1 AND status IN ('CONFIRMED', 'SHIPPED') AND $2::text IS NULL",
-                    None,
-                    "delivered",
+                     WHERE id = $1 AND status IN ('CONFIRMED', 'SHIPPED')",
                 )
-                .await;
+                .bind(m.order_id.0);
+                return progress(ctx, m.order_id, q, "delivered").await;
             }
             Message::FulfillmentPicked(m) => {
-                return progress(
-                    ctx,
-                    m.order_id,
+                let q = sqlx::query(
                     "UPDATE orders SET picked_at = now(), updated_at = now() \
-                     WHERE id = $1 AND picked_at IS NULL AND status <> 'CANCELLED' AND $2::text IS NULL",
-                    None,
-                    "picked",
+                     WHERE id = $1 AND picked_at IS NULL AND status <> 'CANCELLED'",
                 )
-                .await;
+                .bind(m.order_id.0);
+                return progress(ctx, m.order_id, q, "picked").await;
             }
             _ => return Ok(()),
         };

@@ -6,7 +6,6 @@
 //! decline rate, latency and a transient error rate on top.
 
 use std::future::Future;
-use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use oms_contracts::messages::DeclineReason;
@@ -60,24 +59,18 @@ pub fn decide_by_token(token: &str) -> Decision {
 /// The simulated gateway, with knobs shared with the HTTP API.
 #[derive(Debug, Clone, Default)]
 pub struct Simulated {
-    knobs: Arc<RwLock<Knobs>>,
+    knobs: oms_runtime::knobs::Shared<Knobs>,
 }
 
 impl Simulated {
     /// Current knobs.
     pub fn knobs(&self) -> Knobs {
-        match self.knobs.read() {
-            Ok(k) => *k,
-            Err(poisoned) => *poisoned.into_inner(),
-        }
+        self.knobs.get()
     }
 
     /// Replaces the knobs (validate them first).
     pub fn set_knobs(&self, knobs: Knobs) {
-        match self.knobs.write() {
-            Ok(mut k) => *k = knobs,
-            Err(poisoned) => *poisoned.into_inner() = knobs,
-        }
+        self.knobs.set(knobs);
     }
 }
 

@@ -486,15 +486,7 @@ async fn set_faults(
     State(state): State<AppState>,
     ApiJson(knobs): ApiJson<Knobs>,
 ) -> Result<Json<Knobs>, ApiError> {
-    let problems = knobs.problems();
-    if !problems.is_empty() {
-        return Err(ApiError::validation(
-            problems
-                .into_iter()
-                .map(|(f, r)| (f.to_owned(), r))
-                .collect(),
-        ));
-    }
+    ApiError::check(knobs.problems())?;
     state.gateway.set_knobs(knobs);
     tracing::warn!(?knobs, "gateway fault knobs changed");
     Ok(Json(knobs))

@@ -77,6 +77,19 @@ impl ApiError {
         Self::new(StatusCode::NOT_FOUND, message)
     }
 
+    /// Ok when `problems` (field, reason) is empty, otherwise [`ApiError::validation`] of them.
+    pub fn check(problems: Vec<(&'static str, String)>) -> Result<(), Self> {
+        if problems.is_empty() {
+            return Ok(());
+        }
+        Err(Self::validation(
+            problems
+                .into_iter()
+                .map(|(f, r)| (f.to_owned(), r))
+                .collect(),
+        ))
+    }
+
     /// A 400 validation problem with one reason per field.
     pub fn validation(errors: BTreeMap<String, String>) -> Self {
         let fields: Vec<&str> = errors.keys().map(String::as_str).collect();

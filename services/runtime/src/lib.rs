@@ -23,6 +23,7 @@ pub mod db;
 pub mod dispatch;
 pub mod http;
 pub mod kafka;
+pub mod knobs;
 pub mod metrics;
 pub mod outbox;
 pub mod publisher;

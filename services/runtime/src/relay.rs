@@ -479,9 +479,12 @@ impl Relay {
             return Ok(0);
         };
         // Due rows in id order, skipping rows in flight and any row with an earlier pending row
-        // of the same topic and key that is waiting for a retry or still in flight: it must not
-        // be overtaken. (An in-flight row can still fail, by a delivery timeout during a broker
-        // outage; had its successor gone out in a later batch, the retry would land after it.)
+        // of the same topic and key that is waiting for a retry, still in flight, or has failed
+        // before: it must not be overtaken. (An in-flight row can still fail, by a delivery
+        // timeout during a broker outage; had its successor gone out in a later batch, the retry
+        // would land after it. And after failures a key's rows go one at a time until its head
+        // is through: two of them in one batch, the first failing again while the second is
+        // acked as the broker comes back, arrive out of order.)
         let rows: Vec<StoredRow> = sqlx::query_as(
             "SELECT o.id, o.topic, o.message_key, o.payload, o.headers FROM outbox o \
              WHERE o.published_at IS NULL AND o.failed_at IS NULL \
@@ -492,7 +495,8 @@ impl Relay {
                    WHERE p.topic = o.topic \
                      AND p.message_key IS NOT DISTINCT FROM o.message_key \
                      AND p.id < o.id AND p.published_at IS NULL AND p.failed_at IS NULL \
-                     AND (p.next_attempt_at > clock_timestamp() OR p.id = ANY($2))) \
+                     AND (p.next_attempt_at > clock_timestamp() OR p.id = ANY($2) \
+                          OR p.attempts > 0)) \
              ORDER BY o.id LIMIT $1",
         )
         .bind(i64::from(self.config.batch_size))
