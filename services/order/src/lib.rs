@@ -378,14 +378,23 @@ impl Handler for OutcomeHandler {
             });
             return Ok(());
         }
-        let current: Option<String> = sqlx::query_scalar("SELECT status FROM orders WHERE id = $1")
-            .bind(order_id.0)
-            .fetch_optional(ctx.tx())
-            .await?;
+        let current: Option<(String, Option<Uuid>)> =
+            sqlx::query_as("SELECT status, payment_id FROM orders WHERE id = $1")
+                .bind(order_id.0)
+                .fetch_optional(ctx.tx())
+                .await?;
+        // The same confirmation again, after the order moved on (shipped, delivered, or
+        // cancelled by its customer): a duplicate, not a conflict.
+        let confirmed_before = match &envelope.message {
+            Message::OrderConfirmed(m) => current
+                .as_ref()
+                .is_some_and(|(_, paid)| *paid == Some(m.payment_id)),
+            _ => false,
+        };
         match current {
             None => Err(HandlerError::Rejected(format!("no order {order_id}"))),
-            Some(s) if s == status => Ok(()),
-            Some(s) => {
+            Some((s, _)) if s == status || confirmed_before => Ok(()),
+            Some((s, _)) => {
                 tracing::error!(%order_id, current = %s, outcome = status, "conflicting outcome for a finished order; kept the first");
                 Ok(())
             }
