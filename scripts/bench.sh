@@ -253,34 +253,52 @@ replicas_summary() {
   ' "$1"/*-*.json
 }
 
-# --- outage: the saga's broker probe on and off --------------------------------------------------
+# --- two modes of one stack side by side (outage, fulfillment) ----------------------------------
 
-outage_bench() {
+# Two modes of the release process stack, alternated REPEAT times, each run on a freshly wiped
+# bench stack: idle CPU, then 20 orders/s and the saturation point, into MODE-LOAD-REP.json.
+#   two_mode_bench NAME "MODE_A MODE_B" UP AFTER_IDLE [--repeat N] [--quick]
+# UP MODE starts the stack in that mode (in a subshell, printing its environment like
+# `stack.sh up`); AFTER_IDLE MODE OMSCTL DIR REP ("" for none) measures more on the idle
+# stack. Results in .oms-bench/results-NAME; the summary is NAME_summary's.
+two_mode_bench() {
+  local name="$1" modes="$2" up="$3" after_idle="${4:-}"
+  shift 4
   local repeat=3 quick=false long=30s idle=20s
   bench_args "$@"
   if $quick; then long=10s idle=5s; fi
   bench_stack_env
-  local stack="$OMS_ROOT/scripts/stack.sh" omsctl="$OMS_ROOT/target/release/omsctl"
-  local results="$OMS_STATE_DIR/results-outage" keep mode rep
+  local omsctl="$OMS_ROOT/target/release/omsctl"
+  local results="$OMS_STATE_DIR/results-$name" keep mode rep
   keep="$(mktemp -d)"
   trap '"$OMS_ROOT/scripts/stack.sh" down >/dev/null 2>&1 || true' EXIT
   for rep in $(seq 1 "$repeat"); do
-    for mode in budget off; do
-      oms_log "=== outage watch $mode, run $rep of $repeat ==="
-      "$stack" wipe >/dev/null 2>&1 || true
-      (
-        if [[ "$mode" == off ]]; then export OMS_SAGA_OUTAGE_BUDGET=0s; fi
-        "$stack" up --no-smoke >"$keep/env"
-      )
+    for mode in $modes; do
+      oms_log "=== $name $mode, run $rep of $repeat ==="
+      "$OMS_ROOT/scripts/stack.sh" wipe >/dev/null 2>&1 || true
+      ("$up" "$mode") >"$keep/env"
       eval "$(cat "$keep/env")"
       "$omsctl" order create --item mouse-01 --wait >/dev/null 2>&1 || true
       sleep 8
       "$omsctl" stack cpu --over "$idle" -o json >"$keep/$mode-idle-$rep.json"
+      if [[ -n "$after_idle" ]]; then "$after_idle" "$mode" "$omsctl" "$keep" "$rep"; fi
       rate20_and_saturation "$omsctl" "$long" "$keep/$mode" "$rep"
     done
   done
   keep_results "$keep" "$results" "$keep"/*.json
-  outage_summary "$results" | tee "$results/summary.md"
+  "${name}_summary" "$results" | tee "$results/summary.md"
+}
+
+# --- outage: the saga's broker probe on and off --------------------------------------------------
+
+# The saga's outage watch with its budget (the default) and without (`off`).
+outage_up() {
+  if [[ "$1" == off ]]; then export OMS_SAGA_OUTAGE_BUDGET=0s; fi
+  "$OMS_ROOT/scripts/stack.sh" up --no-smoke
+}
+
+outage_bench() {
+  two_mode_bench outage "budget off" outage_up "" "$@"
 }
 
 # A lone customer's orders end to end: N orders one after the other on the idle stack, each
@@ -302,31 +320,19 @@ delivered_latency() {
   printf '%s\n' "${ms[@]}" | jq -s '{ms: .}' >"$out"
 }
 
+# Every service (`on`), or the fulfillment service stopped once the stack is up (`stopped`).
+fulfillment_up() {
+  "$OMS_ROOT/scripts/stack.sh" up --no-smoke
+  if [[ "$1" == stopped ]]; then "$OMS_ROOT/target/release/omsctl" stack stop fulfillment >/dev/null; fi
+}
+
+# With fulfillment on, a lone customer's created → DELIVERED, 20 orders.
+fulfillment_after_idle() {
+  if [[ "$1" == on ]]; then delivered_latency "$2" 20 "$3/on-delivered-$4.json"; fi
+}
+
 fulfillment_bench() {
-  local repeat=3 quick=false long=30s idle=20s
-  bench_args "$@"
-  if $quick; then long=10s idle=5s; fi
-  bench_stack_env
-  local stack="$OMS_ROOT/scripts/stack.sh" omsctl="$OMS_ROOT/target/release/omsctl"
-  local results="$OMS_STATE_DIR/results-fulfillment" keep mode rep
-  keep="$(mktemp -d)"
-  trap '"$OMS_ROOT/scripts/stack.sh" down >/dev/null 2>&1 || true' EXIT
-  for rep in $(seq 1 "$repeat"); do
-    for mode in on stopped; do
-      oms_log "=== fulfillment $mode, run $rep of $repeat ==="
-      "$stack" wipe >/dev/null 2>&1 || true
-      "$stack" up --no-smoke >"$keep/env"
-      eval "$(cat "$keep/env")"
-      if [[ "$mode" == stopped ]]; then "$omsctl" stack stop fulfillment >/dev/null; fi
-      "$omsctl" order create --item mouse-01 --wait >/dev/null 2>&1 || true
-      sleep 8
-      "$omsctl" stack cpu --over "$idle" -o json >"$keep/$mode-idle-$rep.json"
-      if [[ "$mode" == on ]]; then delivered_latency "$omsctl" 20 "$keep/on-delivered-$rep.json"; fi
-      rate20_and_saturation "$omsctl" "$long" "$keep/$mode" "$rep"
-    done
-  done
-  keep_results "$keep" "$results" "$keep"/*.json
-  fulfillment_summary "$results" | tee "$results/summary.md"
+  two_mode_bench fulfillment "on stopped" fulfillment_up fulfillment_after_idle "$@"
 }
 
 fulfillment_summary() {

@@ -24,8 +24,43 @@ pub mod topology;
 pub mod values;
 
 pub use envelope::{DecodeError, Envelope};
+
+/// The wire name of a unit enum value (`CUSTOMER_CANCELLED`, `REGION_NOT_SERVED`, ...), as
+/// serde writes it; empty for a value that does not serialize to a string.
+pub fn wire_name<T: serde::Serialize>(value: &T) -> String {
+    serde_json::to_value(value)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default()
+}
+
+/// The unit enum value a wire name stands for, if it names one.
+pub fn from_wire_name<T: serde::de::DeserializeOwned>(name: &str) -> Option<T> {
+    serde_json::from_value(serde_json::Value::String(name.to_owned())).ok()
+}
+
 pub use messages::{Message, MessageKind, MessageType};
 pub use topology::{ServiceId, ServiceSpec, Topics};
 pub use values::{
     Currency, CustomerId, Money, OrderId, OrderLine, PricedLine, ProductId, ShippingAddress,
 };
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use messages::CancelReason;
+
+    #[test]
+    fn wire_names_round_trip() {
+        assert_eq!(
+            wire_name(&CancelReason::CustomerCancelled),
+            "CUSTOMER_CANCELLED"
+        );
+        assert_eq!(
+            from_wire_name::<CancelReason>("CUSTOMER_CANCELLED"),
+            Some(CancelReason::CustomerCancelled)
+        );
+        assert_eq!(from_wire_name::<CancelReason>("LATER"), None);
+        assert_eq!(wire_name(&7), "");
+    }
+}

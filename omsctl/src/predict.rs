@@ -55,8 +55,8 @@ pub fn saga_of(view: &SagaView) -> Saga {
         payment_id: view.payment_id,
         cancel_reason: view
             .cancel_reason
-            .as_ref()
-            .and_then(|r| serde_json::from_value(serde_json::Value::String(r.clone())).ok()),
+            .as_deref()
+            .and_then(oms_contracts::from_wire_name),
         cancel_detail: view.cancel_detail.clone(),
         payment_requested: view.payment_requested,
         refund_requested: view.refund_requested,
@@ -70,9 +70,10 @@ pub fn saga_of(view: &SagaView) -> Saga {
                 state: f.state,
                 shipment_id: f.shipment_id,
                 tracking_number: f.tracking_number.clone(),
-                cancel_reason: f.cancel_reason.as_ref().and_then(|r| {
-                    serde_json::from_value(serde_json::Value::String(r.clone())).ok()
-                }),
+                cancel_reason: f
+                    .cancel_reason
+                    .as_deref()
+                    .and_then(oms_contracts::from_wire_name),
                 cancel_detail: None,
                 cancel_refused: f.cancel_refused,
                 refund_requested: f.refund_requested,

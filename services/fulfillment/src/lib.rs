@@ -26,11 +26,14 @@ use oms_contracts::messages::{
     CancelReason, FailReason, ShipmentCancelled, ShipmentDelivered, ShipmentFailed, ShipmentPicked,
     ShipmentShipped,
 };
-use oms_contracts::{Envelope, Message, OrderId, PricedLine, ServiceId, ShippingAddress, Topics};
+use oms_contracts::{
+    from_wire_name, wire_name, Envelope, Message, OrderId, PricedLine, ServiceId, ShippingAddress,
+    Topics,
+};
 use oms_runtime::auth::{Admin, Operator};
 use oms_runtime::config::{parse_duration, RuntimeConfig};
 use oms_runtime::http::{list_filters, page_of, ApiError, ApiJson, ApiPath, ApiQuery};
-use oms_runtime::metrics::OutcomeLabel;
+use oms_runtime::metrics::{count_outcome_after_commit, OutcomeLabel};
 use oms_runtime::prometheus_client::metrics::counter::Counter;
 use oms_runtime::prometheus_client::metrics::family::Family;
 use oms_runtime::service::RuntimeError;
@@ -147,17 +150,6 @@ pub async fn run(
     runtime.serve(listener, api, ApiDoc::openapi()).await
 }
 
-fn enum_name<T: serde::Serialize>(value: &T) -> String {
-    serde_json::to_value(value)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_owned))
-        .unwrap_or_default()
-}
-
-fn from_name<T: serde::de::DeserializeOwned>(name: Option<String>) -> Option<T> {
-    name.and_then(|n| serde_json::from_value(serde_json::Value::String(n)).ok())
-}
-
 /// A shipment as the handler and the worker need it.
 struct Shipment {
     order_id: OrderId,
@@ -193,7 +185,9 @@ fn shipment(row: &sqlx::postgres::PgRow) -> Result<Shipment, sqlx::Error> {
         lines,
         shipping_address,
         tracking_number: row.get("tracking_number"),
-        fail_reason: from_name(row.get("fail_reason")),
+        fail_reason: row
+            .get::<Option<&str>, _>("fail_reason")
+            .and_then(from_wire_name),
         attempts: row.get("attempts"),
         traceparent: row.get("traceparent"),
     })
@@ -268,21 +262,6 @@ struct FulfillmentHandler {
     outcomes: Family<OutcomeLabel, Counter>,
 }
 
-fn count_after_commit(
-    outcomes: &Family<OutcomeLabel, Counter>,
-    ctx: &mut HandlerContext,
-    outcome: &'static str,
-) {
-    let outcomes = outcomes.clone();
-    ctx.after_commit(move || {
-        outcomes
-            .get_or_create(&OutcomeLabel {
-                outcome: outcome.to_owned(),
-            })
-            .inc();
-    });
-}
-
 impl Handler for FulfillmentHandler {
     async fn handle(
         &self,
@@ -332,7 +311,7 @@ impl Handler for FulfillmentHandler {
                 let answer: Message = match lock_shipment(ctx.tx(), cmd.order_id).await? {
                     Some(s) if s.status == ShipmentStatus::Pending => {
                         set_cancelled(ctx.tx(), cmd.order_id, cmd.reason).await?;
-                        count_after_commit(&self.outcomes, ctx, "cancelled");
+                        count_outcome_after_commit(&self.outcomes, ctx, "cancelled");
                         ShipmentCancelled {
                             order_id: cmd.order_id,
                             shipment_id: Some(s.shipment_id),
@@ -354,10 +333,10 @@ impl Handler for FulfillmentHandler {
                         .bind(cmd.order_id.0)
                         .bind(shipment_id)
                         .bind(envelope.correlation_id)
-                        .bind(enum_name(&cmd.reason))
+                        .bind(wire_name(&cmd.reason))
                         .execute(ctx.tx())
                         .await?;
-                        count_after_commit(&self.outcomes, ctx, "cancelled");
+                        count_outcome_after_commit(&self.outcomes, ctx, "cancelled");
                         ShipmentCancelled {
                             order_id: cmd.order_id,
                             shipment_id: Some(shipment_id),
@@ -383,7 +362,7 @@ async fn set_cancelled(
          updated_at = now() WHERE order_id = $1",
     )
     .bind(order.0)
-    .bind(enum_name(&reason))
+    .bind(wire_name(&reason))
     .execute(conn)
     .await?;
     Ok(())
@@ -561,7 +540,7 @@ impl CarrierWorker {
                     _ => None,
                 };
                 let fail_reason = match &fact {
-                    Message::FulfillmentFailed(m) => Some(enum_name(&m.reason)),
+                    Message::FulfillmentFailed(m) => Some(wire_name(&m.reason)),
                     _ => None,
                 };
                 sqlx::query(

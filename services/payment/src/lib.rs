@@ -22,7 +22,7 @@ use axum::{Json, Router};
 use oms_contracts::messages::{
     CancelReason, DeclineReason, PaymentAuthorized, PaymentDeclined, PaymentRefunded, RefundOutcome,
 };
-use oms_contracts::{Currency, Envelope, Message, Money, OrderId};
+use oms_contracts::{from_wire_name, wire_name, Currency, Envelope, Message, Money, OrderId};
 use oms_runtime::auth::{Admin, Operator};
 use oms_runtime::config::RuntimeConfig;
 use oms_runtime::http::{list_filters, page_of, ApiError, ApiJson, ApiPath, ApiQuery};
@@ -123,13 +123,6 @@ struct Payment {
     decline_reason: Option<DeclineReason>,
 }
 
-fn enum_name<T: serde::Serialize>(value: &T) -> String {
-    serde_json::to_value(value)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_owned))
-        .unwrap_or_default()
-}
-
 async fn lock_payment(
     conn: &mut PgConnection,
     order: OrderId,
@@ -156,7 +149,7 @@ async fn lock_payment(
     let amount = Money::new(row.get("amount_minor"), currency).map_err(|e| bad(e.0))?;
     let decline_reason = row
         .get::<Option<String>, _>("decline_reason")
-        .and_then(|r| serde_json::from_value(serde_json::Value::String(r)).ok());
+        .and_then(|r| from_wire_name(&r));
     Ok(Some(Payment {
         payment_id: row.get("payment_id"),
         status,
@@ -175,14 +168,7 @@ struct PaymentHandler<G> {
 
 impl<G> PaymentHandler<G> {
     fn count_after_commit(&self, ctx: &mut HandlerContext, outcome: &'static str) {
-        let outcomes = self.outcomes.clone();
-        ctx.after_commit(move || {
-            outcomes
-                .get_or_create(&OutcomeLabel {
-                    outcome: outcome.to_owned(),
-                })
-                .inc();
-        });
+        oms_runtime::metrics::count_outcome_after_commit(&self.outcomes, ctx, outcome);
     }
 }
 
@@ -262,7 +248,7 @@ impl<G: Gateway> Handler for PaymentHandler<G> {
                 .bind(cmd.amount.currency.as_str())
                 .bind(cmd.customer_id.as_str())
                 .bind(&cmd.payment_token)
-                .bind(reason.as_ref().map(enum_name))
+                .bind(reason.as_ref().map(wire_name))
                 .execute(ctx.tx())
                 .await?;
                 let outcome = if reason.is_none() {
@@ -308,7 +294,7 @@ impl<G: Gateway> Handler for PaymentHandler<G> {
                         )
                         .bind(cmd.order_id.0)
                         .bind(Uuid::now_v7())
-                        .bind(enum_name(&cmd.reason))
+                        .bind(wire_name(&cmd.reason))
                         .execute(ctx.tx())
                         .await?;
                         self.count_after_commit(ctx, "voided");
@@ -339,7 +325,7 @@ async fn set_refunded(
     )
     .bind(order.0)
     .bind(to.as_str())
-    .bind(enum_name(&reason))
+    .bind(wire_name(&reason))
     .execute(conn)
     .await?;
     Ok(())

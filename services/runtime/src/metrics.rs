@@ -46,6 +46,23 @@ pub struct OutcomeLabel {
     pub outcome: String,
 }
 
+/// Counts `outcome` in `outcomes` once the handler's transaction commits (a rolled-back attempt
+/// counts nothing).
+pub fn count_outcome_after_commit(
+    outcomes: &Family<OutcomeLabel, Counter>,
+    ctx: &mut crate::HandlerContext,
+    outcome: &'static str,
+) {
+    let outcomes = outcomes.clone();
+    ctx.after_commit(move || {
+        outcomes
+            .get_or_create(&OutcomeLabel {
+                outcome: outcome.to_owned(),
+            })
+            .inc();
+    });
+}
+
 /// One `reason` label, for the services' business counters.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReasonLabel {

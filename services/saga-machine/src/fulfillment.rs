@@ -19,8 +19,8 @@
 use chrono::{DateTime, Utc};
 use oms_contracts::api::FulfillmentState;
 use oms_contracts::messages::{
-    CancelReason, CancelShipment, FailReason, OrderCancelled, OrderDelivered, OrderShipped,
-    RefundPayment, ReleaseReason, ReleaseStock, ShipOrder,
+    CancelReason, CancelShipment, OrderCancelled, OrderDelivered, OrderShipped, RefundPayment,
+    ReleaseReason, ReleaseStock, ShipOrder,
 };
 use oms_contracts::Message;
 use serde::{Deserialize, Serialize};
@@ -104,11 +104,11 @@ fn cancel_shipment(saga: &Saga, reason: CancelReason) -> Message {
     .into()
 }
 
-fn name(reason: FailReason) -> String {
-    serde_json::to_value(reason)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_owned))
-        .unwrap_or_default()
+/// A cancellation that came too late: the shipment goes on, the cancel is forgotten.
+fn refuse_cancel(g: &mut Fulfillment) {
+    g.cancel_refused = true;
+    g.cancel_reason = None;
+    g.cancel_detail = None;
 }
 
 /// Applies one input to a confirmed saga's fulfillment `f`.
@@ -139,14 +139,11 @@ pub(crate) fn transition(
         (
             S::Refunding | S::Cancelled,
             Input::Message(
-                Message::FulfillmentPicked(_)
+                m @ (Message::FulfillmentPicked(_)
                 | Message::FulfillmentShipped(_)
-                | Message::FulfillmentDelivered(_),
+                | Message::FulfillmentDelivered(_)),
             ),
         ) => {
-            let Input::Message(m) = input else {
-                unreachable!("matched a message")
-            };
             if f.recall_requested {
                 return ignore(format!(
                     "late {} in {}: its cancellation was asked again already; ignored",
@@ -159,11 +156,7 @@ pub(crate) fn transition(
                 saga,
                 f.cancel_reason.unwrap_or(CancelReason::CustomerCancelled),
             ));
-            if f.state == S::Cancelled {
-                due = None;
-            } else {
-                due = saga.deadline_at;
-            }
+            due = saga.deadline_at;
             format!(
                 "late {} after the cancellation; the shipment's cancellation asked again",
                 m.message_type()
@@ -174,9 +167,7 @@ pub(crate) fn transition(
             g.state = S::Picked;
             g.shipment_id = Some(m.shipment_id);
             if f.state == S::Cancelling {
-                g.cancel_refused = true;
-                g.cancel_reason = None;
-                g.cancel_detail = None;
+                refuse_cancel(&mut g);
                 "picked before the cancellation arrived: the cancellation is refused, shipping on"
                     .to_owned()
             } else {
@@ -188,9 +179,7 @@ pub(crate) fn transition(
             Input::Message(Message::FulfillmentShipped(m)),
         ) => {
             if f.state == S::Cancelling {
-                g.cancel_refused = true;
-                g.cancel_reason = None;
-                g.cancel_detail = None;
+                refuse_cancel(&mut g);
             }
             g.state = S::Shipped;
             g.shipment_id = Some(m.shipment_id);
@@ -212,9 +201,7 @@ pub(crate) fn transition(
             Input::Message(Message::FulfillmentDelivered(m)),
         ) => {
             if f.state == S::Cancelling {
-                g.cancel_refused = true;
-                g.cancel_reason = None;
-                g.cancel_detail = None;
+                refuse_cancel(&mut g);
             }
             g.state = S::Delivered;
             g.shipment_id = Some(m.shipment_id);
@@ -236,7 +223,10 @@ pub(crate) fn transition(
             } else {
                 CancelReason::FulfillmentFailed
             };
-            let detail = format!("the carrier refused the shipment: {}", name(m.reason));
+            let detail = format!(
+                "the carrier refused the shipment: {}",
+                oms_contracts::wire_name(&m.reason)
+            );
             g.shipment_id = Some(m.shipment_id);
             refund(saga, &mut g, &mut commands, reason, detail.clone());
             format!("{detail}; refunding the payment and releasing the stock")

@@ -140,10 +140,7 @@ fn view(row: &sqlx::postgres::PgRow) -> Result<SagaView, sqlx::Error> {
         lines: saga.lines,
         total: saga.total,
         payment_id: saga.payment_id,
-        cancel_reason: saga
-            .cancel_reason
-            .and_then(|r| serde_json::to_value(r).ok())
-            .and_then(|v| v.as_str().map(str::to_owned)),
+        cancel_reason: saga.cancel_reason.as_ref().map(oms_contracts::wire_name),
         cancel_detail: saga.cancel_detail,
         payment_requested: saga.payment_requested,
         refund_requested: saga.refund_requested,
@@ -152,10 +149,7 @@ fn view(row: &sqlx::postgres::PgRow) -> Result<SagaView, sqlx::Error> {
             state: f.state,
             shipment_id: f.shipment_id,
             tracking_number: f.tracking_number.clone(),
-            cancel_reason: f
-                .cancel_reason
-                .and_then(|r| serde_json::to_value(r).ok())
-                .and_then(|v| v.as_str().map(str::to_owned)),
+            cancel_reason: f.cancel_reason.as_ref().map(oms_contracts::wire_name),
             cancel_refused: f.cancel_refused,
             refund_requested: f.refund_requested,
             deadline_at: saga.deadline_at.filter(|_| !f.state.is_terminal()),
