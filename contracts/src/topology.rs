@@ -220,6 +220,106 @@ impl ServiceSpec {
     pub fn handles(&self, message_type: MessageType) -> bool {
         self.handles.contains(&message_type)
     }
+
+    /// Its Kafka user (SCRAM) on a secured cluster: `oms-NAME`, as the Kubernetes KafkaUsers are
+    /// named.
+    pub fn kafka_user(&self) -> String {
+        format!("oms-{}", self.name)
+    }
+
+    /// Everything its Kafka user may do, and nothing more, as deployed: read the topics of the
+    /// types it handles, through its own consumer group only; write the topics of the types it
+    /// emits, and the dead-letter topic of every topic it reads (its runtime dead-letters
+    /// there). Broker ACLs are made from this (locally and in Kubernetes, whose manifest test
+    /// compares).
+    pub fn grants(&self, topics: &Topics) -> Vec<Grant> {
+        let mut out = Vec::new();
+        for t in self.reads() {
+            out.push(Grant::new(Operation::Read, Resource::Topic(topics.name(t))));
+        }
+        if !self.reads().is_empty() {
+            out.push(Grant::new(
+                Operation::Read,
+                Resource::Group(topics.name(self.group)),
+            ));
+        }
+        for t in self.writes() {
+            out.push(Grant::new(
+                Operation::Write,
+                Resource::Topic(topics.name(t)),
+            ));
+        }
+        for t in self.reads() {
+            out.push(Grant::new(
+                Operation::Write,
+                Resource::Topic(topics.name(&topics::dlq(t))),
+            ));
+        }
+        out
+    }
+}
+
+/// What a grant allows (each implies `Describe` of its resource, as Kafka's ACLs do).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Operation {
+    /// Consume a topic, or join a consumer group and commit its offsets.
+    Read,
+    /// Produce to a topic.
+    Write,
+}
+
+impl Operation {
+    /// Kafka's name of the operation (`READ`, `WRITE`).
+    pub fn kafka_name(self) -> &'static str {
+        match self {
+            Operation::Read => "READ",
+            Operation::Write => "WRITE",
+        }
+    }
+}
+
+/// A Kafka resource, named as deployed (prefix included).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Resource {
+    /// A topic.
+    Topic(String),
+    /// A consumer group.
+    Group(String),
+}
+
+impl Resource {
+    /// Kafka's name of the resource type (`TOPIC`, `GROUP`).
+    pub fn kafka_type(&self) -> &'static str {
+        match self {
+            Resource::Topic(_) => "TOPIC",
+            Resource::Group(_) => "GROUP",
+        }
+    }
+
+    /// The resource's name.
+    pub fn name(&self) -> &str {
+        match self {
+            Resource::Topic(n) | Resource::Group(n) => n,
+        }
+    }
+}
+
+/// One right of a service's Kafka user: an operation on one literally named resource.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Grant {
+    /// What it may do.
+    pub operation: Operation,
+    /// On what.
+    pub resource: Resource,
+}
+
+impl Grant {
+    fn new(operation: Operation, resource: Resource) -> Self {
+        Self {
+            operation,
+            resource,
+        }
+    }
 }
 
 fn unique_topics(types: &[MessageType]) -> Vec<&'static str> {
@@ -356,6 +456,73 @@ mod tests {
             let n = SERVICES.iter().filter(|s| s.emits.contains(t)).count();
             assert_eq!(n, 1, "{} is emitted by {n} services", t.as_str());
         }
+    }
+
+    #[test]
+    fn a_service_may_read_what_it_handles_and_write_what_it_emits_and_nothing_else() {
+        let t = Topics::new("dev.");
+        let payment = ServiceId::Payment.spec();
+        assert_eq!(payment.kafka_user(), "oms-payment");
+        let grants: Vec<(Operation, String)> = payment
+            .grants(&t)
+            .into_iter()
+            .map(|g| {
+                (
+                    g.operation,
+                    format!("{}:{}", g.resource.kafka_type(), g.resource.name()),
+                )
+            })
+            .collect();
+        assert_eq!(
+            grants,
+            [
+                (Operation::Read, "TOPIC:dev.oms.payment.commands".to_owned()),
+                (Operation::Read, "GROUP:dev.oms-payment".to_owned()),
+                (Operation::Write, "TOPIC:dev.oms.payment.events".to_owned()),
+                (
+                    Operation::Write,
+                    "TOPIC:dev.oms.payment.commands.dlq".to_owned()
+                ),
+            ]
+        );
+        for s in SERVICES {
+            let grants = s.grants(&t);
+            // Every topic a service writes is one it emits or a dead-letter topic of one it
+            // reads; no service may write another's events or read another's group.
+            for g in &grants {
+                match (&g.operation, &g.resource) {
+                    (Operation::Write, Resource::Topic(name)) => {
+                        let base = name.trim_start_matches("dev.");
+                        assert!(
+                            s.writes().contains(&base)
+                                || s.reads().iter().any(|r| topics::dlq(r) == base),
+                            "{} may write {name}",
+                            s.name
+                        );
+                    }
+                    (Operation::Read, Resource::Group(group)) => {
+                        assert_eq!(group, &t.name(s.group), "{}", s.name);
+                    }
+                    (Operation::Read, Resource::Topic(name)) => {
+                        assert!(s.reads().contains(&name.trim_start_matches("dev.")));
+                    }
+                    (Operation::Write, Resource::Group(_)) => panic!("{}: no group writes", s.name),
+                }
+            }
+        }
+        // A service that reads nothing joins no group.
+        let silent = ServiceSpec {
+            id: ServiceId::Order,
+            name: "silent",
+            port: 1,
+            group: "oms-silent",
+            handles: &[],
+            emits: &[MessageType::OrderCreated],
+        };
+        assert!(silent
+            .grants(&t)
+            .iter()
+            .all(|g| !matches!(g.resource, Resource::Group(_))));
     }
 
     #[test]

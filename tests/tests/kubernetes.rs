@@ -4,7 +4,8 @@
 //! topology: a Deployment per service on its port with probes on the health endpoints, a
 //! Service, PodDisruptionBudget and HorizontalPodAutoscaler each, a KafkaTopic with replication
 //! 3 and min.insync.replicas 2 for every OMS and dead-letter topic, a SCRAM KafkaUser per
-//! service and a database per service.
+//! service holding exactly the ACLs its row of the topology grants (as the local stack's secured
+//! Kafka has them) and a database per service.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -179,6 +180,38 @@ fn the_rendered_manifests_agree_with_the_topology() -> anyhow::Result<()> {
             assert_eq!(hpa["spec"]["scaleTargetRef"]["name"], app.as_str());
             let user = find(&objects, "KafkaUser", &app)?;
             assert_eq!(user["spec"]["authentication"]["type"], "scram-sha-512");
+            assert_eq!(app, spec.kafka_user());
+            // Exactly the topology's grants: (type, name, operation), each literal.
+            let mut acls: Vec<(String, String, String)> = Vec::new();
+            for acl in user["spec"]["authorization"]["acls"]
+                .as_array()
+                .into_iter()
+                .flatten()
+            {
+                let r = &acl["resource"];
+                assert_eq!(r["patternType"], "literal", "{app}: {acl}");
+                for op in acl["operations"].as_array().into_iter().flatten() {
+                    acls.push((
+                        r["type"].as_str().unwrap_or_default().to_uppercase(),
+                        r["name"].as_str().unwrap_or_default().to_owned(),
+                        op.as_str().unwrap_or_default().to_uppercase(),
+                    ));
+                }
+            }
+            let mut granted: Vec<(String, String, String)> = spec
+                .grants(&oms_contracts::Topics::default())
+                .into_iter()
+                .map(|g| {
+                    (
+                        g.resource.kafka_type().to_owned(),
+                        g.resource.name().to_owned(),
+                        g.operation.kafka_name().to_owned(),
+                    )
+                })
+                .collect();
+            acls.sort();
+            granted.sort();
+            assert_eq!(acls, granted, "{overlay}: {app}'s ACLs vs the topology");
             let db = format!("oms_{}", svc.name());
             let has_db = objects.iter().any(|o| {
                 (o["kind"] == "Database" && o["spec"]["name"] == db.as_str())
