@@ -11,8 +11,9 @@ RUN cargo build --release --locked --bins \
           target/release/oms-fulfillment /out/
 
 FROM debian:bookworm-slim
+# libssl3: librdkafka speaks TLS and SASL/SCRAM through the system's OpenSSL.
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends ca-certificates \
+    && apt-get install -y --no-install-recommends ca-certificates libssl3 \
     && rm -rf /var/lib/apt/lists/*
 COPY --from=build /out/ /usr/local/bin/
 # bash answers the compose healthchecks (/dev/tcp), so the image needs no HTTP client.

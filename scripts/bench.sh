@@ -58,7 +58,6 @@ infra_env() {
   # `up` prints the stack's settings as exports: the benches get them under OMS_TEST_*.
   eval "$("$OMS_ROOT/scripts/stack.sh" up --infra | sed 's/^export OMS_/export OMS_TEST_/')"
   export OMS_OMSCTL_BIN="$OMS_ROOT/target/release/omsctl"
-  if nisshi_bin="$(oms_nisshi_bin)"; then export OMS_NISSHI_BIN="$nisshi_bin"; fi
   cd "$OMS_ROOT"
 }
 

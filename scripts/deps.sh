@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Installs what the OMS needs and a fresh machine of this kind may lack: PostgreSQL server
-# binaries (apt), the nisshi Kafka-protocol broker (cargo +nightly install with only the SQLite
-# storage engine the stack uses, once per machine), and with --test: docker-compose (apt) to
-# validate compose.yaml, tmux for the TUI test, schemathesis (PyPI, in a virtualenv) for the
-# API fuzzing test, and kubernetes-validate with jsonpatch (PyPI, in a virtualenv) for the
-# offline check of deploy/kubernetes.
+# binaries (apt), OpenSSL's headers (apt: librdkafka speaks TLS and SASL/SCRAM through it), a JDK
+# and Maven (apt) and Apache Kafka's jars from Maven Central (kafka/dist/pom.xml, every jar checked
+# against kafka/dist/jars.sha256, once per machine under the user's cache), and with --test:
+# docker-compose (apt) to validate compose.yaml, tmux for the TUI test, kcat for the test that
+# reads the OMS topics with standard tools, schemathesis (PyPI, in a virtualenv) for the API
+# fuzzing test, and kubernetes-validate with jsonpatch (PyPI, in a virtualenv) for the offline
+# check of deploy/kubernetes.
 # Safe to run again: each step is skipped when its tool is already there.
 source "$(dirname "$0")/lib.sh"
 
@@ -44,16 +46,35 @@ missing=()
 for tool in curl jq; do command -v "$tool" >/dev/null 2>&1 || missing+=("$tool"); done
 if ((${#missing[@]})); then apt_install "${missing[@]}"; fi
 
-if ! oms_nisshi_bin >/dev/null; then
-  # nisshi needs rustc >= 1.96; this kind of machine has a nightly toolchain for that.
-  toolchain=""
-  if rustup toolchain list 2>/dev/null | grep -q '^nightly'; then toolchain="+nightly"; fi
-  # Only the storage engine the stack uses (SQLite, via libsql). nisshi 0.8.1 still compiles its
-  # PostgreSQL and object-store dependencies (they are not optional upstream; docs/benchmarks.md),
-  # so this saves nothing yet, but it will as soon as they are.
-  oms_log "building the nisshi broker $OMS_NISSHI_VERSION with SQLite storage (cargo $toolchain install; about 18 minutes on 2 cores, once per machine)"
-  cargo $toolchain install --locked nisshi --version "$OMS_NISSHI_VERSION" --no-default-features --features libsql
-  oms_nisshi_bin >/dev/null || oms_die "nisshi is not on PATH or in ~/.cargo/bin after installing"
+# OpenSSL's headers and pkg-config: rdkafka builds librdkafka with TLS and SASL/SCRAM.
+if ! pkg-config --exists openssl 2>/dev/null; then apt_install libssl-dev pkg-config; fi
+
+# Java 17 or newer (Kafka 4 needs it) and Maven (it resolves Kafka's jars from Maven Central).
+java_major() { java -version 2>&1 | sed -n 's/.*version "\([0-9]*\).*/\1/p' | head -n1; }
+if ! command -v java >/dev/null 2>&1 || (( $(java_major || echo 0) < 17 )); then
+  apt_install openjdk-17-jre-headless
+  (( $(java_major || echo 0) >= 17 )) || oms_die "Kafka $OMS_KAFKA_VERSION needs Java 17 or newer; java -version says $(java_major)"
+fi
+if ! command -v mvn >/dev/null 2>&1; then apt_install maven; fi
+
+if ! oms_kafka_home >/dev/null; then
+  oms_log "installing Apache Kafka $OMS_KAFKA_VERSION from Maven Central into $OMS_BROKER_HOME (once per machine)"
+  mkdir -p "$(dirname "$OMS_BROKER_HOME")"
+  staging="$(mktemp -d "$(dirname "$OMS_BROKER_HOME")/.kafka-install-XXXXXX")"
+  trap 'rm -rf "$staging"' EXIT
+  mvn -q -B -Dstyle.color=never -f "$OMS_ROOT/kafka/dist/pom.xml" dependency:copy-dependencies \
+    -DincludeScope=runtime -DoutputDirectory="$staging/libs" >&2 ||
+    oms_die "Maven could not resolve kafka/dist/pom.xml (is Maven Central reachable?)"
+  # The bytes of every jar, and no jar beyond the list.
+  (cd "$staging/libs" && sha256sum --quiet --strict -c "$OMS_ROOT/kafka/dist/jars.sha256") ||
+    oms_die "a jar does not match kafka/dist/jars.sha256"
+  extra="$(comm -13 <(awk '{print $2}' "$OMS_ROOT/kafka/dist/jars.sha256" | sort) <(ls "$staging/libs" | sort))"
+  [[ -z "$extra" ]] || oms_die "Maven resolved jars kafka/dist/jars.sha256 does not list: $extra"
+  cp "$OMS_ROOT/kafka/dist/jars.sha256" "$staging/libs/.checked"
+  rm -rf "$OMS_BROKER_HOME"
+  mv "$staging" "$OMS_BROKER_HOME"
+  trap - EXIT
+  oms_kafka_home >/dev/null || oms_die "Kafka is still not installed in $OMS_BROKER_HOME"
 fi
 
 if $want_test_tools; then
@@ -61,6 +82,8 @@ if $want_test_tools; then
   command -v docker-compose >/dev/null 2>&1 || missing+=(docker-compose)
   # tmux: the real-terminal test of `omsctl tui`.
   command -v tmux >/dev/null 2>&1 || missing+=(tmux)
+  # kcat: a standard tool reading the OMS topics (the test of what other tools see).
+  command -v kcat >/dev/null 2>&1 || missing+=(kcat)
   if ((${#missing[@]})); then apt_install "${missing[@]}"; fi
   # schemathesis: generated requests against every service's OpenAPI document.
   oms_schemathesis_bin >/dev/null ||

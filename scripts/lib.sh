@@ -5,7 +5,11 @@
 set -euo pipefail
 
 OMS_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-OMS_NISSHI_VERSION="0.8.1"
+# Apache Kafka, the local and test broker: the version kafka/dist/pom.xml pins (one place), its
+# jars under the user's cache (what omsctl and the tests look for; OMS_BROKER_HOME overrides).
+OMS_KAFKA_VERSION="$(sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' "$OMS_ROOT/kafka/dist/pom.xml")"
+OMS_BROKER_HOME="${OMS_BROKER_HOME:-${XDG_CACHE_HOME:-$HOME/.cache}/oms/kafka-$OMS_KAFKA_VERSION}"
+export OMS_BROKER_HOME
 # schemathesis (PyPI), the API fuzzer of the test suite, in a virtualenv of its own.
 OMS_SCHEMATHESIS_VERSION="4.32.5"
 OMS_SCHEMATHESIS_VENV="${XDG_CACHE_HOME:-$HOME/.cache}/oms/schemathesis-$OMS_SCHEMATHESIS_VERSION"
@@ -26,11 +30,10 @@ oms_pg_bin() {
   [[ -n "$dir" && -x "$dir/initdb" ]] && echo "$dir"
 }
 
-oms_nisshi_bin() {
-  if [[ -n "${OMS_NISSHI_BIN:-}" && -x "${OMS_NISSHI_BIN}" ]]; then echo "$OMS_NISSHI_BIN"; return; fi
-  if command -v nisshi >/dev/null 2>&1; then command -v nisshi; return; fi
-  if [[ -x "$HOME/.cargo/bin/nisshi" ]]; then echo "$HOME/.cargo/bin/nisshi"; return; fi
-  return 1
+# The Kafka installation, when its jars were checked against this checkout's
+# kafka/dist/jars.sha256 (scripts/deps.sh keeps the list it checked as libs/.checked).
+oms_kafka_home() {
+  cmp -s "$OMS_BROKER_HOME/libs/.checked" "$OMS_ROOT/kafka/dist/jars.sha256" && echo "$OMS_BROKER_HOME"
 }
 
 # The Python of the deploy/kubernetes check's virtualenv, when it has the pinned packages.

@@ -1,15 +1,15 @@
 #!/usr/bin/env bash
-# The local stack: a private PostgreSQL cluster, the nisshi broker with the OMS topics, and the
-# services of the topology (contracts/src/topology.rs). This script installs what is missing,
+# The local stack: a private PostgreSQL cluster, Apache Kafka (one node, or three with --brokers 3)
+# with the OMS topics, and the services of the topology (contracts/src/topology.rs). This script installs what is missing,
 # builds omsctl and the services, and hands over to `omsctl stack`, which owns the components.
 #
-#   scripts/stack.sh up [--debug|--release] [--infra] [--no-smoke] [--replicas N]
+#   scripts/stack.sh up [--debug|--release] [--infra] [--no-smoke] [--replicas N] [--brokers 1|3]
 #                 install, build (release unless --debug), start everything (N instances of each
-#                 service with --replicas), wait until each is ready, then send one smoke order
-#                 through the saga
+#                 service with --replicas, a three-node Kafka cluster with --brokers 3), wait until
+#                 each is ready, then send one smoke order through the saga
 #   scripts/stack.sh down | wipe | status | env | logs [NAME] | start C | stop C | cpu | services
-#                 the same verbs of `omsctl stack` (C: postgres, broker, a service or one
-#                 replica of it, e.g. order-2)
+#                 the same verbs of `omsctl stack` (C: postgres, broker (every node) or one node,
+#                 e.g. broker-2, a service or one replica of it, e.g. order-2)
 #
 # Release builds are the default: 3-5x less CPU per order than debug builds, which performance
 # work and a laptop's fan both notice (docs/benchmarks.md); --debug halves the first build.
@@ -18,7 +18,7 @@
 source "$(dirname "$0")/lib.sh"
 
 verb="${1:-}"
-[[ -n "$verb" ]] || { echo "usage: $0 up [--debug|--release] [--infra] [--no-smoke] [--replicas N] | down | wipe | status | env | logs [NAME] | start C | stop C | cpu | services" >&2; exit 2; }
+[[ -n "$verb" ]] || { echo "usage: $0 up [--debug|--release] [--infra] [--no-smoke] [--replicas N] [--brokers 1|3] | down | wipe | status | env | logs [NAME] | start C | stop C | cpu | services" >&2; exit 2; }
 shift
 
 if [[ "$verb" == up ]]; then
@@ -28,6 +28,8 @@ if [[ "$verb" == up ]]; then
       --debug) profile=debug ;;
       --release) profile=release ;;
       --infra) infra=true; rest+=("$flag") ;;
+      # omsctl's --brokers is the global bootstrap list; its node count is --broker-nodes.
+      --brokers) rest+=(--broker-nodes) ;;
       *) rest+=("$flag") ;;
     esac
   done

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs the whole test suite: formatting, lints, compose validation, unit tests and the end-to-end
-# tests against a real PostgreSQL and nisshi broker. It installs what is missing, starts a private
+# tests against a real PostgreSQL and Apache Kafka. It installs what is missing, starts a private
 # test stack (state in <repo>/.oms-test, ports 55433 and 19093, wiped on every run so runs do not
 # see each other), and stops it when done, pass or fail.
 set -euo pipefail
@@ -34,7 +34,9 @@ trap '"$ROOT/scripts/stack.sh" down' EXIT
 # `up` prints the stack's settings as exports: the tests get them under OMS_TEST_*.
 eval "$("$ROOT/scripts/stack.sh" up --infra --debug | sed 's/^export OMS_/export OMS_TEST_/')"
 [[ -n "${OMS_TEST_DATABASE_URL:-}" && -n "${OMS_TEST_BROKERS:-}" ]] || oms_die "stack up printed no settings"
-if nisshi_bin="$(oms_nisshi_bin)"; then export OMS_NISSHI_BIN="$nisshi_bin"; fi
+# Kafka's jars, for the tests' own brokers and for omsctl run with another HOME.
+OMS_BROKER_HOME="$(oms_kafka_home)" || oms_die "Apache Kafka is missing (scripts/deps.sh installs it)"
+export OMS_BROKER_HOME
 OMS_SCHEMATHESIS="$(oms_schemathesis_bin)" || oms_die "schemathesis is missing (scripts/deps.sh --test installs it)"
 export OMS_SCHEMATHESIS
 OMS_KUBE_VALIDATE="$(oms_kube_validate_python)" || oms_die "kubernetes-validate is missing (scripts/deps.sh --test installs it)"

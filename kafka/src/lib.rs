@@ -1,7 +1,8 @@
-//! Kafka helpers shared by the services' runtime and omsctl, so neither keeps a copy and omsctl
-//! does not build the runtime (axum, sqlx) for them: librdkafka properties passed through
-//! ([`properties`]), topic creation and header copying.
+//! Kafka helpers shared by the services' runtime, omsctl and the tests, so none keeps a copy and
+//! omsctl does not build the runtime (axum, sqlx) for them: librdkafka properties passed through
+//! ([`properties`]), the local Apache Kafka cluster ([`node`]), topic creation and header copying.
 
+pub mod node;
 pub mod properties;
 
 pub use properties::{client_config, Properties};
@@ -36,7 +37,9 @@ pub enum TopicError {
     },
 }
 
-/// Creates each topic with `partitions` partitions unless it exists.
+/// Creates each topic with `partitions` partitions unless it exists, replicated as the cluster's
+/// `default.replication.factor` says (and held to its `min.insync.replicas`): one copy on a
+/// single node, three on three nodes, whatever compose or Strimzi configured.
 pub async fn ensure_topics(
     brokers: &str,
     topics: &[String],
@@ -61,7 +64,8 @@ pub async fn ensure_topics_with(
         })?;
     let new: Vec<NewTopic<'_>> = topics
         .iter()
-        .map(|t| NewTopic::new(t, partitions, TopicReplication::Fixed(1)))
+        // -1: the broker's default (KIP-464).
+        .map(|t| NewTopic::new(t, partitions, TopicReplication::Fixed(-1)))
         .collect();
     let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
     let results = admin

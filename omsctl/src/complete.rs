@@ -61,13 +61,25 @@ pub fn services() -> Vec<CompletionCandidate> {
         .collect()
 }
 
-/// Local stack components: postgres, broker, each service (replicas are `order-2` ...).
+/// Local stack components: postgres, the broker and its nodes, each service (replicas are
+/// `order-2` ...).
 pub fn components() -> Vec<CompletionCandidate> {
-    let mut out = vec![
-        CompletionCandidate::new("postgres"),
-        CompletionCandidate::new("broker"),
-    ];
+    let mut out = vec![CompletionCandidate::new("postgres")];
+    out.extend(broker_nodes());
     out.extend(services());
+    out
+}
+
+/// What a broker fault names: `broker` (every node), `leader`, and each node of a cluster of
+/// three (`broker-1` ...).
+pub fn broker_nodes() -> Vec<CompletionCandidate> {
+    let mut out = vec![
+        CompletionCandidate::new("broker"),
+        CompletionCandidate::new("leader"),
+    ];
+    out.extend(
+        (1..=oms_kafka::node::MAX_NODES).map(|k| CompletionCandidate::new(format!("broker-{k}"))),
+    );
     out
 }
 

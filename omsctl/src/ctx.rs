@@ -238,6 +238,12 @@ impl Ctx {
         kafka.extend(
             &oms_kafka::Properties::gather(None, &s.kafka_properties).map_err(Failure::usage)?,
         );
+        // A secured local stack is reached as its operator's Kafka user, unless told otherwise.
+        if let Some(l) = &local {
+            let mut base = l.operator_properties()?;
+            base.extend(&kafka);
+            kafka = base;
+        }
         let mut urls = Vec::new();
         for svc in Svc::all() {
             let flag = s
@@ -344,10 +350,14 @@ impl Ctx {
             .map(|t| t.replace("{traceId}", trace_id))
     }
 
-    /// This context pointed at the local stack `local` (its brokers and service ports).
+    /// This context pointed at the local stack `local` (its brokers, its operator's Kafka user
+    /// when it is secured, and its service ports).
     pub fn for_local(&self, local: &crate::local::Local) -> Result<Self, Failure> {
         let mut here = self.clone();
         here.brokers.servers = local.brokers();
+        let mut props = local.operator_properties()?;
+        props.extend(&self.brokers.props);
+        here.brokers.props = props;
         here.urls = Svc::all().map(|s| (s, local.urls(s))).collect();
         Ok(here)
     }

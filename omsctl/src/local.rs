@@ -1,18 +1,25 @@
-//! The local process stack as a component model: a private PostgreSQL cluster, the nisshi broker
-//! and the services of the topology, each started detached with a pid file and a log under the
-//! state directory (chaos needs a killed service to stay dead, and the stack outlives omsctl).
+//! The local process stack as a component model: a private PostgreSQL cluster, Apache Kafka (one
+//! node, or three with `stack up --brokers 3`) and the services of the topology, each started
+//! detached with a pid file and a log under the state directory (chaos needs a killed service to
+//! stay dead, and the stack outlives omsctl).
 //!
 //! Layout of the state directory:
 //! - `stack.json`: ports and binary directory of the stack, written by `stack up`; every later
 //!   command (status, chaos restarts) reads it, so it works from any directory.
 //! - `postgres/data`, `postgres/postgres.log`, `postgres/run` (the socket directory).
-//! - `broker/broker.pid`, `broker/broker.log`, `broker/broker.db`.
+//! - `broker/broker.pid`, `broker/broker.log` (node 1), `broker/broker-K.pid`,
+//!   `broker/broker-K.log` (node K of several); `broker/cluster.id` and `broker/node-K/` (its
+//!   `server.properties` and data), laid out by [`oms_kafka::node`].
 //! - `services/NAME.pid`, `services/NAME.log` (replica 1), `services/NAME-K.pid`,
 //!   `services/NAME-K.log` (replica K of `stack up --replicas N`).
 //!
 //! Replicas: replica K of a service listens on the service's port + 100 x (K - 1) and shares the
 //! service's database and consumer group with the others; the outbox relay elects its leader
 //! through an advisory lock, the consumer group spreads the partitions.
+//!
+//! Brokers: node K of the Kafka cluster takes clients on the broker port + 10 x (K - 1) (its
+//! controller and replication listeners are 100 and 200 above that); every node is a KRaft
+//! controller and a broker.
 
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
@@ -42,8 +49,15 @@ pub fn say(text: impl std::fmt::Display) {
 pub struct Local {
     /// PostgreSQL port on 127.0.0.1.
     pub pg_port: u16,
-    /// Broker port on 127.0.0.1.
+    /// Client port of the first broker node on 127.0.0.1.
     pub broker_port: u16,
+    /// Kafka nodes (1 unless `stack up --broker-nodes 3`).
+    #[serde(default = "one_replica")]
+    pub broker_nodes: u32,
+    /// Whether Kafka takes clients over SASL_SSL with a SCRAM user each and ACLs from the
+    /// topology (`stack up --secure`), instead of PLAINTEXT.
+    #[serde(default)]
+    pub secure: bool,
     /// Directory of the `oms-*` service binaries.
     pub bin_dir: PathBuf,
     /// Each service's HTTP port (of its first replica), by name.
@@ -121,6 +135,8 @@ impl Local {
         Ok(Self {
             pg_port: env_port("OMS_PG_PORT", 55432)?,
             broker_port: env_port("OMS_BROKER_PORT", 19092)?,
+            broker_nodes: 1,
+            secure: false,
             bin_dir,
             service_ports,
             replicas: 1,
@@ -181,9 +197,34 @@ impl Local {
         )
     }
 
-    /// The broker's bootstrap address.
+    /// The Kafka cluster: its nodes' ports and files.
+    pub fn cluster(&self) -> oms_kafka::node::Cluster {
+        oms_kafka::node::Cluster::local(&self.broker_dir(), self.broker_port, self.broker_nodes)
+            .secured(self.secure)
+    }
+
+    /// The librdkafka properties omsctl reaches a secured stack's Kafka with (its operator
+    /// user); none for a plain one.
+    pub fn operator_properties(&self) -> Result<oms_kafka::Properties, Failure> {
+        if !self.secure {
+            return Ok(oms_kafka::Properties::new());
+        }
+        self.cluster()
+            .security()
+            .client_properties(oms_kafka::node::security::OPERATOR)
+            .map_err(|e| Failure::usage(format!("{e} (run `omsctl stack up --secure`)")))
+    }
+
+    /// The brokers' bootstrap list (every node's client listener).
     pub fn brokers(&self) -> String {
-        format!("127.0.0.1:{}", self.broker_port)
+        self.cluster().bootstrap()
+    }
+
+    /// Every node of the Kafka cluster, in start order.
+    pub fn broker_components(&self) -> Vec<Component> {
+        (1..=self.broker_nodes.max(1))
+            .map(Component::Broker)
+            .collect()
     }
 
     fn pg_dir(&self) -> PathBuf {
@@ -219,6 +260,17 @@ impl Local {
             Component::Service(svc, replica).file_stem()
         ))
     }
+
+    /// The log file of Kafka node `node`.
+    pub fn broker_log(&self, node: u32) -> PathBuf {
+        self.broker_dir()
+            .join(format!("{}.log", Component::Broker(node).file_stem()))
+    }
+
+    fn broker_pid_path(&self, node: u32) -> PathBuf {
+        self.broker_dir()
+            .join(format!("{}.pid", Component::Broker(node).file_stem()))
+    }
 }
 
 /// One part of the local stack.
@@ -226,8 +278,8 @@ impl Local {
 pub enum Component {
     /// The PostgreSQL cluster (one database per service).
     Postgres,
-    /// The Kafka-protocol broker.
-    Broker,
+    /// Node K (1-based) of the Kafka cluster.
+    Broker(u32),
     /// Replica K (1-based) of a service of the topology.
     Service(Svc, u32),
 }
@@ -334,41 +386,57 @@ fn tail(path: &Path, lines: usize) -> String {
 }
 
 impl Component {
-    /// Every component, in start order: PostgreSQL, the broker, then each replica of each
+    /// Every component, in start order: PostgreSQL, each Kafka node, then each replica of each
     /// service.
     pub fn all(local: &Local) -> Vec<Component> {
-        let mut all = vec![Component::Postgres, Component::Broker];
+        let mut all = vec![Component::Postgres];
+        all.extend(local.broker_components());
         all.extend(local.service_components());
         all
     }
 
-    /// The name its files carry: `postgres`, `broker`, a service's for its first replica,
-    /// `NAME-K` for replica K.
+    /// The name its files carry: `postgres`, `broker` for the first Kafka node, `broker-K` for
+    /// node K, a service's for its first replica, `NAME-K` for replica K.
     pub fn file_stem(self) -> String {
         match self {
             Component::Postgres => "postgres".into(),
-            Component::Broker => "broker".into(),
+            Component::Broker(1) => "broker".into(),
+            Component::Broker(k) => format!("broker-{k}"),
             Component::Service(s, 1) => s.name().into(),
             Component::Service(s, r) => format!("{}-{r}", s.name()),
         }
     }
 
-    /// Its name as reported on `local`: `postgres`, `broker`, a service's (one replica) or
-    /// `NAME-K` (replica K of several).
+    /// Its name as reported on `local`: `postgres`, `broker` (one node) or `broker-K` (node K of
+    /// several), a service's (one replica) or `NAME-K` (replica K of several).
     pub fn name(self, local: &Local) -> String {
         match self {
             Component::Service(s, r) if local.replicas > 1 => format!("{}-{r}", s.name()),
+            Component::Broker(k) if local.broker_nodes > 1 => format!("broker-{k}"),
             other => other.file_stem(),
         }
     }
 
-    /// The components `name` stands for on `local`: `postgres` (or `db`), `broker`, every
-    /// replica of a service (its name), or one replica (`NAME-K`).
+    /// The components `name` stands for on `local`: `postgres` (or `db`), `broker` (every
+    /// Kafka node), `broker-K` (node K), every replica of a service (its name), or one replica
+    /// (`NAME-K`).
     pub fn named(name: &str, local: &Local) -> Result<Vec<Self>, Failure> {
         match name {
             "postgres" | "db" => return Ok(vec![Component::Postgres]),
-            "broker" => return Ok(vec![Component::Broker]),
+            "broker" => return Ok(local.broker_components()),
             _ => {}
+        }
+        if let Some(k) = name.strip_prefix("broker-") {
+            return match k.parse::<u32>() {
+                Ok(k) if (1..=local.broker_nodes.max(1)).contains(&k) => {
+                    Ok(vec![Component::Broker(k)])
+                }
+                _ => Err(Failure::usage(format!(
+                    "{name:?}: the stack runs {} Kafka node(s), broker-1 to broker-{}",
+                    local.broker_nodes.max(1),
+                    local.broker_nodes.max(1)
+                ))),
+            };
         }
         Self::of(Unit::parse(name)?, local)
     }
@@ -394,7 +462,7 @@ impl Component {
     pub fn port(self, local: &Local) -> u16 {
         match self {
             Component::Postgres => local.pg_port,
-            Component::Broker => local.broker_port,
+            Component::Broker(k) => oms_kafka::node::Ports::of_node(local.broker_port, k).client,
             Component::Service(s, r) => local.replica_port(s, r),
         }
     }
@@ -403,18 +471,29 @@ impl Component {
     pub fn pid(self, local: &Local) -> Option<u32> {
         match self {
             Component::Postgres => postmaster(&local.pg_dir().join("data")),
-            Component::Broker => pid_file(&local.broker_dir().join("broker.pid")),
+            Component::Broker(k) => pid_file(&local.broker_pid_path(k)),
             Component::Service(s, r) => pid_file(&local.pid_path(s, r)),
         }
     }
 
-    /// Whether it answers: PostgreSQL and the broker accept connections on their port, a
-    /// service answers `/health/ready` with 200.
+    /// Whether it answers: PostgreSQL accepts connections on its port, a Kafka node answers a
+    /// metadata request, a service answers `/health/ready` with 200.
     pub async fn ready(self, local: &Local, http: &reqwest::Client) -> bool {
         match self {
             Component::Service(..) => {
                 let url = format!("http://127.0.0.1:{}/health/ready", self.port(local));
                 matches!(http.get(url).send().await, Ok(r) if r.status().is_success())
+            }
+            Component::Broker(k) => {
+                let Ok((address, props)) = local.cluster().probe(k) else {
+                    return false;
+                };
+                tokio::task::spawn_blocking(move || {
+                    oms_kafka::node::brokers_answering(&address, &props, Duration::from_secs(2))
+                        .is_ok_and(|n| n > 0)
+                })
+                .await
+                .unwrap_or(false)
             }
             other => {
                 let port = other.port(local);
@@ -425,39 +504,27 @@ impl Component {
         }
     }
 
-    /// Starts it unless it runs; returns once it is ready.
+    /// Starts it unless it runs. PostgreSQL is ready when this returns; a Kafka node or a
+    /// service is once [`wait_ready`] says so.
     pub async fn start(self, local: &Local) -> Result<(), Failure> {
         match self {
             Component::Postgres => pg_start(local).await,
-            Component::Broker => broker_start(local).await,
+            Component::Broker(k) => broker_start(local, k).await,
             Component::Service(s, r) => service_start(local, s, r).await,
         }
     }
 
     /// Stops it (politely, then by force) unless it is stopped.
     pub async fn stop(self, local: &Local) -> Result<(), Failure> {
+        stop_all(local, &[self]).await
+    }
+
+    /// How long it may take to stop after SIGTERM before it is killed: a Kafka node hands its
+    /// partitions' leadership over first.
+    fn grace(self) -> Duration {
         match self {
-            Component::Postgres => pg_stop(local).await,
-            other => {
-                let Some(pid) = other.pid(local) else {
-                    return Ok(());
-                };
-                say(format!("stopping {} (pid {pid})", other.name(local)));
-                // A frozen process cannot act on TERM: thaw it first.
-                let _ = signal(pid, Signal::Cont);
-                let _ = signal(pid, Signal::Term);
-                let gone = wait_for(Duration::from_secs(10), async || !alive(pid)).await;
-                if !gone {
-                    let _ = signal(pid, Signal::Kill);
-                    wait_for(Duration::from_secs(5), async || !alive(pid)).await;
-                }
-                let file = match other {
-                    Component::Service(s, r) => local.pid_path(s, r),
-                    _ => local.broker_dir().join("broker.pid"),
-                };
-                let _ = std::fs::remove_file(file);
-                Ok(())
-            }
+            Component::Broker(_) => Duration::from_secs(30),
+            _ => Duration::from_secs(10),
         }
     }
 
@@ -469,6 +536,47 @@ impl Component {
         signal(pid, sig)?;
         Ok(pid)
     }
+}
+
+/// Stops `components` (politely, then by force), those that run: every process is asked at once
+/// and then waited for, so the nodes of a Kafka cluster go down together instead of the last ones
+/// waiting for a quorum that left. PostgreSQL stops last, with `pg_ctl`.
+pub async fn stop_all(local: &Local, components: &[Component]) -> Result<(), Failure> {
+    let mut asked = Vec::new();
+    for &c in components {
+        if c == Component::Postgres {
+            continue;
+        }
+        let Some(pid) = c.pid(local) else {
+            continue;
+        };
+        say(format!("stopping {} (pid {pid})", c.name(local)));
+        // A frozen process cannot act on TERM: thaw it first.
+        let _ = signal(pid, Signal::Cont);
+        let _ = signal(pid, Signal::Term);
+        asked.push((c, pid));
+    }
+    for (c, pid) in asked {
+        if !wait_for(c.grace(), async || !alive(pid)).await {
+            say(format!(
+                "{} did not stop in {}s; killing it",
+                c.name(local),
+                c.grace().as_secs()
+            ));
+            let _ = signal(pid, Signal::Kill);
+            wait_for(Duration::from_secs(5), async || !alive(pid)).await;
+        }
+        let file = match c {
+            Component::Service(s, r) => local.pid_path(s, r),
+            Component::Broker(k) => local.broker_pid_path(k),
+            Component::Postgres => continue,
+        };
+        let _ = std::fs::remove_file(file);
+    }
+    if components.contains(&Component::Postgres) {
+        pg_stop(local).await?;
+    }
+    Ok(())
 }
 
 /// The postmaster of the cluster in `data`: from `postmaster.pid` when readable, else the
@@ -700,28 +808,6 @@ async fn pg_stop(local: &Local) -> Result<(), Failure> {
 
 // --- broker and services ------------------------------------------------------------------------
 
-fn nisshi_bin() -> Result<PathBuf, Failure> {
-    if let Some(p) = std::env::var_os("OMS_NISSHI_BIN").map(PathBuf::from) {
-        if p.is_file() {
-            return Ok(p);
-        }
-    }
-    let mut candidates: Vec<PathBuf> = std::env::var_os("PATH")
-        .map(|p| {
-            std::env::split_paths(&p)
-                .map(|d| d.join("nisshi"))
-                .collect()
-        })
-        .unwrap_or_default();
-    if let Some(home) = std::env::var_os("HOME") {
-        candidates.push(PathBuf::from(home).join(".cargo/bin/nisshi"));
-    }
-    candidates
-        .into_iter()
-        .find(|p| p.is_file())
-        .ok_or_else(|| Failure::usage("nisshi not found; run scripts/deps.sh"))
-}
-
 /// Starts `program` detached: its own process group (a Ctrl-C in the terminal does not reach
 /// it), stdin closed, output appended to `log`, its pid written to `pid_path`. It outlives
 /// omsctl.
@@ -747,43 +833,67 @@ fn spawn_detached(mut command: Command, log: &Path, pid_path: &Path) -> Result<u
     Ok(pid)
 }
 
-async fn broker_start(local: &Local) -> Result<(), Failure> {
-    let dir = local.broker_dir();
-    std::fs::create_dir_all(&dir)?;
-    let port = local.broker_port;
-    if let Some(pid) = Component::Broker.pid(local) {
+/// The Kafka users of a secured stack: the operator (omsctl) and one per service.
+pub fn kafka_users() -> Vec<String> {
+    oms_kafka::node::security::Plan::for_topology(&oms_contracts::Topics::default()).users
+}
+
+/// Starts Kafka node `node` unless it runs: its files written and its storage formatted on the
+/// first start ([`oms_kafka::node::Cluster::prepare`]). Returns once the process runs; it is
+/// ready when [`wait_ready`] says so (a node of three cannot be before a majority runs).
+async fn broker_start(local: &Local, node: u32) -> Result<(), Failure> {
+    let me = Component::Broker(node);
+    let label = me.name(local);
+    let port = me.port(local);
+    if let Some(pid) = me.pid(local) {
         say(format!(
-            "broker already running on 127.0.0.1:{port} (pid {pid})"
+            "{label} already running on 127.0.0.1:{port} (pid {pid})"
         ));
         return Ok(());
     }
-    if port_open(port) {
-        return Err(Failure::usage(format!(
-            "port {port} is taken by another process; set OMS_BROKER_PORT"
-        )));
+    let cluster = local.cluster();
+    let ports = cluster
+        .ports(node)
+        .map_err(|e| Failure::usage(e.to_string()))?;
+    for p in [ports.client, ports.controller, ports.internal] {
+        if port_open(p) {
+            return Err(Failure::usage(format!(
+                "port {p} ({label}) is taken by another process; set OMS_BROKER_PORT"
+            )));
+        }
     }
-    let nisshi = nisshi_bin()?;
+    let install = oms_kafka::node::Install::locate().map_err(|e| Failure::usage(e.to_string()))?;
+    let formatted = tokio::task::spawn_blocking({
+        let cluster = cluster.clone();
+        let install = install.clone();
+        move || {
+            if cluster.is_secure() {
+                cluster.security().ensure(&kafka_users())?;
+            }
+            cluster.prepare(node, &install)
+        }
+    })
+    .await
+    .map_err(anyhow::Error::from)?
+    .map_err(|e| Failure::verdict(e.to_string()))?;
+    if formatted {
+        say(format!(
+            "formatted the storage of {label} in {}",
+            cluster.node_dir(node).display()
+        ));
+    }
+    let log = local.broker_log(node);
+    let pid = spawn_detached(
+        Command::from(cluster.command(node, &install)),
+        &log,
+        &local.broker_pid_path(node),
+    )?;
     say(format!(
-        "starting the nisshi broker on 127.0.0.1:{port} (SQLite storage)"
+        "started {label} (Apache Kafka {}) on 127.0.0.1:{port} (pid {pid}, log {})",
+        oms_kafka::node::KAFKA_VERSION,
+        log.display()
     ));
-    let url = format!("tcp://127.0.0.1:{port}");
-    let mut c = Command::new(nisshi);
-    // nisshi reads a .env from its working directory: run it from its own directory.
-    c.current_dir(&dir)
-        .arg("broker")
-        .args(["--listener-url", &url, "--advertised-listener-url", &url])
-        .args(["--storage-engine", "sqlite://broker.db"])
-        .args(["--group-initial-rebalance-delay", "0s"]);
-    let log = dir.join("broker.log");
-    spawn_detached(c, &log, &dir.join("broker.pid"))?;
-    if wait_for(Duration::from_secs(30), async || port_open(port)).await {
-        Ok(())
-    } else {
-        Err(Failure::verdict(format!(
-            "the broker did not open port {port}\n{}",
-            tail(&log, 20)
-        )))
-    }
+    Ok(())
 }
 
 async fn service_start(local: &Local, svc: Svc, replica: u32) -> Result<(), Failure> {
@@ -815,6 +925,14 @@ async fn service_start(local: &Local, svc: Svc, replica: u32) -> Result<(), Fail
     // The services check tokens against the stack's own secret (made on first start).
     let secret = crate::auth::ensure_secret(local.state_dir())?;
     let mut c = Command::new(&binary);
+    if local.secure {
+        // Its own Kafka user: SASL_SSL, SCRAM, only the ACLs its row of the topology grants.
+        let file = local
+            .cluster()
+            .security()
+            .user_file(&svc.spec().kafka_user());
+        c.env(oms_kafka::properties::ENV_FILE, file);
+    }
     c.env("OMS_JWT_SECRET_FILE", secret)
         .env("OMS_DATABASE_URL", local.database_url())
         .env("OMS_BROKERS", local.brokers())
@@ -831,8 +949,8 @@ async fn service_start(local: &Local, svc: Svc, replica: u32) -> Result<(), Fail
     Ok(())
 }
 
-/// Waits until each of `components` (replicas of services) answers ready, failing early when
-/// one exits.
+/// Waits until each of `components` (Kafka nodes, replicas of services) answers ready, failing
+/// early when one exits.
 pub async fn wait_ready(
     local: &Local,
     components: &[Component],
@@ -844,8 +962,10 @@ pub async fn wait_ready(
         .map_err(anyhow::Error::from)?;
     let deadline = Instant::now() + within;
     for c in components {
-        let Component::Service(svc, replica) = *c else {
-            continue;
+        let log = match *c {
+            Component::Service(svc, replica) => local.log_of(svc, replica),
+            Component::Broker(node) => local.broker_log(node),
+            Component::Postgres => continue,
         };
         let label = c.name(local);
         loop {
@@ -853,7 +973,6 @@ pub async fn wait_ready(
                 say(format!("{label} ready"));
                 break;
             }
-            let log = local.log_of(svc, replica);
             if c.pid(local).is_none() {
                 return Err(Failure::verdict(format!(
                     "{label} exited during start-up (log: {})\n{}",
@@ -941,8 +1060,14 @@ mod tests {
         let mut local = Local::from_env(dir.path(), Some(PathBuf::from("/x"))).expect("local");
         let all = Component::all(&local);
         assert_eq!(all[0], Component::Postgres);
-        assert_eq!(all[1], Component::Broker);
+        assert_eq!(all[1], Component::Broker(1));
         assert_eq!(all.len(), 2 + SERVICES.len());
+        assert_eq!(Component::Broker(1).name(&local), "broker");
+        assert_eq!(
+            Component::named("broker", &local).ok(),
+            Some(vec![Component::Broker(1)])
+        );
+        assert!(Component::named("broker-2", &local).is_err());
         assert_eq!(
             Component::named("db", &local).ok(),
             Some(vec![Component::Postgres])
@@ -959,7 +1084,32 @@ mod tests {
         assert!(Component::named("saga-2", &local).is_err());
 
         local.replicas = 3;
-        assert_eq!(Component::all(&local).len(), 2 + 3 * SERVICES.len());
+        local.broker_nodes = 3;
+        assert_eq!(Component::all(&local).len(), 1 + 3 + 3 * SERVICES.len());
+        assert_eq!(
+            Component::named("broker", &local).ok(),
+            Some((1..=3).map(Component::Broker).collect())
+        );
+        assert_eq!(
+            Component::named("broker-2", &local).ok(),
+            Some(vec![Component::Broker(2)])
+        );
+        let err = Component::named("broker-4", &local)
+            .err()
+            .map(|f| f.error.to_string());
+        assert!(err.is_some_and(|e| e.contains("3 Kafka node(s)")));
+        assert_eq!(Component::Broker(1).name(&local), "broker-1");
+        assert_eq!(Component::Broker(1).file_stem(), "broker");
+        assert_eq!(Component::Broker(3).port(&local), local.broker_port + 20);
+        assert_eq!(
+            local.brokers(),
+            format!(
+                "127.0.0.1:{},127.0.0.1:{},127.0.0.1:{}",
+                local.broker_port,
+                local.broker_port + 10,
+                local.broker_port + 20
+            )
+        );
         assert_eq!(
             Component::named("order", &local).ok(),
             Some((1..=3).map(|r| Component::Service(Svc::Order, r)).collect())

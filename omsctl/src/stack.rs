@@ -38,6 +38,22 @@ pub enum StackCommand {
         /// else 1].
         #[arg(long, env = "OMS_REPLICAS", value_parser = clap::value_parser!(u32).range(1..=crate::local::MAX_REPLICAS as i64))]
         replicas: Option<u32>,
+        /// Kafka nodes: 1, or 3 (a KRaft cluster of three controller+broker nodes, topics
+        /// replicated three times with min.insync.replicas=2, so one node may die). Node K takes
+        /// clients on the broker port + 10 x (K - 1). Changing it needs `stack wipe` first
+        /// [default: as the stack was made, else 1]. (`--brokers` is the global bootstrap list.)
+        #[arg(long = "broker-nodes", env = "OMS_BROKER_NODES", value_parser = parse_broker_nodes)]
+        broker_nodes: Option<u32>,
+        /// Secure Kafka: clients over SASL_SSL (a local CA, SCRAM-SHA-512), one Kafka user per
+        /// service and one for omsctl, ACLs derived from the topology (a service writes only
+        /// the topics it emits, reads only those it handles, joins only its own group), mutual
+        /// TLS between the nodes. Files in <state dir>/broker/security [default: as the stack
+        /// was made, else plain].
+        #[arg(long, overrides_with = "plain")]
+        secure: bool,
+        /// Plain Kafka (PLAINTEXT, no users, no ACLs).
+        #[arg(long, overrides_with = "secure")]
+        plain: bool,
     },
     /// Stop everything cleanly (services first, PostgreSQL last).
     Down,
@@ -101,14 +117,38 @@ fn sibling_bin_dir(profile: &str) -> Result<PathBuf, Failure> {
         .ok_or_else(|| Failure::usage("cannot tell where omsctl runs from; pass --bin-dir"))
 }
 
-/// Starts every component that is not running, in order; stops replicas above the count.
-async fn up(
-    ctx: &Ctx,
+/// `--brokers`: 1 or 3 (two nodes would stop at the first loss: a quorum of two needs both).
+fn parse_broker_nodes(s: &str) -> Result<u32, String> {
+    match s {
+        "1" => Ok(1),
+        "3" => Ok(3),
+        _ => Err(format!(
+            "{s:?}: the local Kafka cluster has 1 or 3 nodes (with 2, losing either stops it)"
+        )),
+    }
+}
+
+/// What `stack up` was asked for.
+struct Up {
     infra: bool,
     smoke: bool,
     bin_dir: Option<PathBuf>,
     replicas: Option<u32>,
-) -> Result<(), Failure> {
+    broker_nodes: Option<u32>,
+    /// `Some(true)` for --secure, `Some(false)` for --plain.
+    secure: Option<bool>,
+}
+
+/// Starts every component that is not running, in order; stops replicas above the count.
+async fn up(ctx: &Ctx, asked: Up) -> Result<(), Failure> {
+    let Up {
+        infra,
+        smoke,
+        bin_dir,
+        replicas,
+        broker_nodes,
+        secure,
+    } = asked;
     let mut wanted = Local::from_env(&ctx.state_dir, bin_dir)?;
     let current = Local::open(&ctx.state_dir).ok();
     if let Some(current) = &current {
@@ -130,6 +170,36 @@ async fn up(
             .filter(|_| Local::is_recorded(&ctx.state_dir))
             .map(|c| c.replicas))
         .unwrap_or(1);
+    // The Kafka cluster keeps the size its storage was formatted with.
+    let formatted = current
+        .as_ref()
+        .filter(|c| c.cluster().dir().join("cluster.id").is_file())
+        .map(|c| c.broker_nodes.max(1));
+    wanted.broker_nodes = broker_nodes.or(formatted).unwrap_or(1);
+    if let Some(had) = formatted.filter(|had| *had != wanted.broker_nodes) {
+        return Err(Failure::usage(format!(
+            "the stack's Kafka cluster has {had} node(s); run `omsctl stack wipe` first to make one of {}",
+            wanted.broker_nodes
+        )));
+    }
+    let recorded_secure = current
+        .as_ref()
+        .filter(|_| Local::is_recorded(&ctx.state_dir))
+        .map(|c| c.secure);
+    wanted.secure = secure.or(recorded_secure).unwrap_or(false);
+    if let Some(current) = &current {
+        let broker_runs = current
+            .broker_components()
+            .iter()
+            .any(|c| c.pid(current).is_some());
+        if broker_runs && current.secure != wanted.secure {
+            return Err(Failure::usage(format!(
+                "the stack's Kafka runs {}; run `omsctl stack down` first to switch it to {}",
+                if current.secure { "secured" } else { "plain" },
+                if wanted.secure { "secured" } else { "plain" }
+            )));
+        }
+    }
     // Replicas above the count are stopped before the record forgets them.
     if let Some(current) = &current {
         for c in current.service_components() {
@@ -143,24 +213,30 @@ async fn up(
     wanted.record()?;
     let local = wanted;
     Component::Postgres.start(&local).await?;
-    Component::Broker.start(&local).await?;
+    let nodes = local.broker_components();
+    for c in &nodes {
+        c.start(&local).await?;
+    }
+    crate::local::wait_ready(&local, &nodes, ready_timeout()).await?;
+    if local.secure {
+        apply_security(ctx, &local).await?;
+    }
+    let here = ctx.for_local(&local)?;
     let partitions: i32 = match std::env::var("OMS_TOPIC_PARTITIONS") {
         Ok(v) => v.parse().ok().filter(|p| *p > 0).ok_or_else(|| {
             Failure::usage(format!(
                 "OMS_TOPIC_PARTITIONS={v:?} is not a positive number"
             ))
         })?,
-        // One partition per replica on the local broker: it re-reads every partition of a
-        // fetch each round, so idle CPU and hop latency grow with the partition count
-        // (docs/benchmarks.md). Apache Kafka deployments keep the contracts' count.
-        Err(_) => i32::try_from(local.replicas).unwrap_or(1),
+        // The contracts' count, as compose and Kubernetes have it.
+        Err(_) => oms_contracts::topics::PARTITIONS,
     };
     say(format!(
         "creating topics ({partitions} partition(s) each; topics made earlier keep theirs)"
     ));
     oms_kafka::ensure_topics_with(
         &local.brokers(),
-        &ctx.brokers.props,
+        &here.brokers.props,
         &ctx.topics.all_with_dlq(),
         partitions,
     )
@@ -173,7 +249,6 @@ async fn up(
         }
         crate::local::wait_ready(&local, &services, ready_timeout()).await?;
         if smoke {
-            let here = ctx.for_local(&local)?;
             crate::order::smoke(&here).await?;
         }
     }
@@ -189,14 +264,51 @@ async fn up(
 fn print_env(local: &Local) {
     println!("export OMS_DATABASE_URL={}", local.database_url());
     println!("export OMS_BROKERS={}", local.brokers());
+    if local.secure {
+        // omsctl's own user (a super user): what tools of the operator connect as.
+        let file = local
+            .cluster()
+            .security()
+            .user_file(oms_kafka::node::security::OPERATOR);
+        println!(
+            "export {}={}",
+            oms_kafka::properties::ENV_FILE,
+            file.display()
+        );
+    }
 }
 
-/// Stops every component: services first, in reverse start order, PostgreSQL last.
+/// Applies the security plan of the topology to a secured stack's Kafka (SCRAM users and
+/// ACLs, [`oms_kafka::node::security`]) and keeps what Kafka reports in `security/acls.txt`.
+async fn apply_security(ctx: &Ctx, local: &Local) -> Result<(), Failure> {
+    let cluster = local.cluster();
+    let plan = oms_kafka::node::security::Plan::for_topology(&ctx.topics);
+    let report = tokio::task::spawn_blocking(move || {
+        let install = oms_kafka::node::Install::locate()?;
+        cluster.security().apply(&cluster, &install, &plan)
+    })
+    .await
+    .map_err(anyhow::Error::from)?
+    .map_err(|e| Failure::verdict(e.to_string()))?;
+    let dir = local.cluster().dir().join("security");
+    let listed = dir.join("acls.txt");
+    std::fs::write(&listed, &report)?;
+    say(format!(
+        "Kafka secured: SASL_SSL with SCRAM-SHA-512, {} (ACLs in {})",
+        report.lines().next().unwrap_or("plan applied"),
+        listed.display()
+    ));
+    Ok(())
+}
+
+/// Stops every component: services first, in reverse start order, then the Kafka nodes
+/// together, PostgreSQL last.
 pub async fn down(local: &Local) -> Result<(), Failure> {
-    for c in Component::all(local).into_iter().rev() {
+    for c in local.service_components().into_iter().rev() {
         c.stop(local).await?;
     }
-    Ok(())
+    crate::local::stop_all(local, &local.broker_components()).await?;
+    Component::Postgres.stop(local).await
 }
 
 pub async fn run(ctx: &Ctx, command: StackCommand) -> Result<(), Failure> {
@@ -216,6 +328,9 @@ pub async fn run(ctx: &Ctx, command: StackCommand) -> Result<(), Failure> {
             release,
             debug,
             replicas,
+            broker_nodes,
+            secure,
+            plain,
         } => {
             let bin_dir = match (bin_dir, release, debug) {
                 (Some(d), _, _) => Some(d),
@@ -223,7 +338,18 @@ pub async fn run(ctx: &Ctx, command: StackCommand) -> Result<(), Failure> {
                 (None, _, true) => Some(sibling_bin_dir("debug")?),
                 _ => None,
             };
-            up(ctx, infra, !no_smoke, bin_dir, replicas).await
+            up(
+                ctx,
+                Up {
+                    infra,
+                    smoke: !no_smoke,
+                    bin_dir,
+                    replicas,
+                    broker_nodes,
+                    secure: (secure || plain).then_some(secure),
+                },
+            )
+            .await
         }
         StackCommand::Down => down(&Local::open(&ctx.state_dir)?).await,
         StackCommand::Wipe => {
@@ -243,10 +369,7 @@ pub async fn run(ctx: &Ctx, command: StackCommand) -> Result<(), Failure> {
         }
         StackCommand::Stop { component } => {
             let local = Local::open(&ctx.state_dir)?;
-            for c in Component::named(&component, &local)? {
-                c.stop(&local).await?;
-            }
-            Ok(())
+            crate::local::stop_all(&local, &Component::named(&component, &local)?).await
         }
         StackCommand::Env => {
             print_env(&Local::open(&ctx.state_dir)?);
@@ -373,12 +496,25 @@ async fn status(ctx: &Ctx) -> Result<(), Failure> {
             "ready": Component::Postgres.ready(&local, &http).await,
         }));
     }
-    components.push(json!({
-        "component": "broker",
-        "pid": Component::Broker.pid(&local),
-        "address": ctx.brokers.servers,
-        "ready": broker_ok,
-    }));
+    if Local::is_recorded(&ctx.state_dir) {
+        // Each Kafka node of the stack, ready when it answers a metadata request itself.
+        let http = reqwest::Client::new();
+        for node in local.broker_components() {
+            components.push(json!({
+                "component": node.name(&local),
+                "pid": node.pid(&local),
+                "address": format!("127.0.0.1:{}", node.port(&local)),
+                "ready": node.ready(&local, &http).await,
+            }));
+        }
+    } else {
+        components.push(json!({
+            "component": "broker",
+            "pid": Value::Null,
+            "address": ctx.brokers.servers,
+            "ready": broker_ok,
+        }));
+    }
     for svc in Svc::all() {
         let group = ctx.topics.name(svc.spec().group);
         let lag: i64 = lag_rows.iter().filter_map(|r| r.lag.get(&group)).sum();

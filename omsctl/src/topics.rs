@@ -151,6 +151,60 @@ pub fn list(
     Ok(rows)
 }
 
+/// One partition's leadership as the cluster's metadata gives it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Leadership {
+    /// Topic.
+    pub topic: String,
+    /// Partition.
+    pub partition: i32,
+    /// The node that leads it (-1: none, while a new leader is elected).
+    pub leader: i32,
+    /// The in-sync replicas.
+    pub isr: Vec<i32>,
+}
+
+/// Who leads each partition of `wanted` (topics the cluster does not know are left out).
+pub fn leadership(brokers: &Kafka, wanted: &[String]) -> Result<Vec<Leadership>, Failure> {
+    let consumer: BaseConsumer = brokers
+        .config()
+        .set_log_level(rdkafka::config::RDKafkaLogLevel::Emerg)
+        .create()
+        .context("creating the Kafka client")?;
+    let metadata = consumer
+        .fetch_metadata(None, Duration::from_secs(5))
+        .map_err(|e| Failure::usage(format!("broker unreachable at {brokers}: {e}")))?;
+    let mut out = Vec::new();
+    for topic in metadata.topics() {
+        if !wanted.iter().any(|w| w == topic.name()) {
+            continue;
+        }
+        for p in topic.partitions() {
+            out.push(Leadership {
+                topic: topic.name().to_owned(),
+                partition: p.id(),
+                leader: p.leader(),
+                isr: p.isr().to_vec(),
+            });
+        }
+    }
+    out.sort_by(|a, b| (&a.topic, a.partition).cmp(&(&b.topic, b.partition)));
+    Ok(out)
+}
+
+/// The node that leads the most of `partitions` (the lowest id of those tied), if any leads.
+pub fn busiest_leader(partitions: &[Leadership]) -> Option<i32> {
+    let mut counts: BTreeMap<i32, usize> = BTreeMap::new();
+    for p in partitions.iter().filter(|p| p.leader >= 0) {
+        *counts.entry(p.leader).or_default() += 1;
+    }
+    let most = counts.values().copied().max()?;
+    counts
+        .into_iter()
+        .find(|(_, n)| *n == most)
+        .map(|(id, _)| id)
+}
+
 /// A consumer group as the broker describes it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -280,6 +334,23 @@ pub fn parse_assignment(bytes: &[u8]) -> Option<Vec<(String, i32)>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_busiest_leader_leads_the_most_partitions_ties_to_the_lowest_id() {
+        let p = |partition: i32, leader: i32| Leadership {
+            topic: "t".into(),
+            partition,
+            leader,
+            isr: vec![],
+        };
+        assert_eq!(
+            busiest_leader(&[p(0, 2), p(1, 3), p(2, 2), p(3, -1)]),
+            Some(2)
+        );
+        assert_eq!(busiest_leader(&[p(0, 3), p(1, 1)]), Some(1));
+        assert_eq!(busiest_leader(&[p(0, -1)]), None);
+        assert_eq!(busiest_leader(&[]), None);
+    }
 
     fn assignment(topics: &[(&str, &[i32])]) -> Vec<u8> {
         let mut b = Vec::new();

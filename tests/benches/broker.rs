@@ -1,47 +1,33 @@
 //! The local broker on its own: prints figures, asserts nothing (these machines are shared and
 //! noisy).
 //!
-//! For each storage engine and each consumer setting (`fetch.wait.max.ms`, partitions per topic),
-//! a private nisshi broker serves what the OMS asks of it: five consumer groups subscribed as the
-//! five services are, to the five OMS topics. Measured:
-//! - **idle**: the broker's CPU while the five consumers wait for messages that never come;
+//! For each JVM setting and each consumer setting (`fetch.wait.max.ms`, partitions per topic), a
+//! private Apache Kafka node ([`TestBroker`]) serves what the OMS asks of it: one consumer group
+//! per service of the topology, subscribed to the topics it reads. Measured:
+//! - **start**: from the JVM's start until the node answers a metadata request;
+//! - **idle**: the broker's CPU while the consumers wait for messages that never come, and its
+//!   resident memory then;
 //! - **hop**: one message at a time (irregular gaps) from an idempotent `acks=all` producer to a
 //!   consumer of the order group, send to receive (one hop of the saga, without the services);
-//! - **load**: 200 messages/s for 10 s on the order events topic (read by four groups, as in the
-//!   stack): the broker's CPU per message produced, idle cost subtracted.
+//! - **load**: 200 messages/s for 10 s on the order events topic (read by every group that reads
+//!   it in the stack): the broker's CPU per message produced, idle cost subtracted, and its
+//!   resident memory after.
 //!
-//! Engines come from `OMS_BENCH_ENGINES` (comma-separated: `sqlite`, `postgres` — on the test
-//! cluster, `memory` — when the broker was built with it); settings from `OMS_BENCH_WAITS`
-//! (milliseconds) and `OMS_BENCH_PARTITIONS`. `scripts/bench.sh broker` runs it.
+//! JVM settings come from `OMS_BENCH_JVMS` (`;`-separated option lists, `default` for the
+//! node's defaults), consumer settings from `OMS_BENCH_WAITS` (milliseconds) and
+//! `OMS_BENCH_PARTITIONS`. `scripts/bench.sh broker` runs it.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use oms_tests::{cpu_seconds, database_url, unique, TestBroker};
+use oms_contracts::topology::SERVICES;
+use oms_contracts::ServiceId;
+use oms_tests::{cpu_seconds, unique, TestBroker};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{ClientConfig, Message};
-
-/// The OMS topics and which groups read which (as the services subscribe).
-const TOPICS: [&str; 5] = [
-    "order.events",
-    "inventory.commands",
-    "inventory.events",
-    "payment.commands",
-    "payment.events",
-];
-const GROUPS: [(&str, &[&str]); 5] = [
-    ("order", &["order.events"]),
-    ("notification", &["order.events"]),
-    ("inventory", &["inventory.commands", "order.events"]),
-    ("payment", &["payment.commands"]),
-    (
-        "saga",
-        &["order.events", "inventory.events", "payment.events"],
-    ),
-];
 
 fn list(var: &str, default: &str) -> Vec<String> {
     std::env::var(var)
@@ -53,6 +39,9 @@ fn list(var: &str, default: &str) -> Vec<String> {
 }
 
 struct Figures {
+    start_s: f64,
+    idle_rss_mb: f64,
+    loaded_rss_mb: f64,
     idle_cores: f64,
     hop_p50_ms: f64,
     hop_p99_ms: f64,
@@ -85,17 +74,22 @@ fn start_consumers(
     let stop = Arc::new(AtomicBool::new(false));
     let mut threads = Vec::new();
     let assigned = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    for (group, topics) in GROUPS {
+    let groups: Vec<_> = SERVICES.iter().filter(|s| !s.reads().is_empty()).collect();
+    for service in &groups {
         let consumer: BaseConsumer = ClientConfig::new()
             .set("bootstrap.servers", brokers)
-            .set("group.id", format!("{prefix}{group}"))
+            .set("group.id", format!("{prefix}{}", service.group))
             .set("enable.auto.commit", "true")
             .set("auto.commit.interval.ms", "1000")
             .set("auto.offset.reset", "latest")
             .set("fetch.wait.max.ms", wait_ms.to_string())
             .set("heartbeat.interval.ms", "1000")
             .create()?;
-        let names: Vec<String> = topics.iter().map(|t| format!("{prefix}{t}")).collect();
+        let names: Vec<String> = service
+            .reads()
+            .iter()
+            .map(|t| format!("{prefix}{t}"))
+            .collect();
         let names: Vec<&str> = names.iter().map(String::as_str).collect();
         consumer.subscribe(&names)?;
         let (stop, sent, hops, assigned) = (
@@ -104,7 +98,7 @@ fn start_consumers(
             Arc::clone(&hops),
             Arc::clone(&assigned),
         );
-        let timed = group == "order";
+        let timed = service.id == ServiceId::Order;
         threads.push(std::thread::spawn(move || {
             let mut counted = false;
             while !stop.load(Ordering::Relaxed) {
@@ -131,7 +125,7 @@ fn start_consumers(
         }));
     }
     let deadline = Instant::now() + Duration::from_secs(60);
-    while assigned.load(Ordering::Relaxed) < GROUPS.len() {
+    while assigned.load(Ordering::Relaxed) < groups.len() {
         anyhow::ensure!(
             Instant::now() < deadline,
             "consumer groups not formed in 60s"
@@ -141,6 +135,21 @@ fn start_consumers(
     Ok(Consumers { stop, threads })
 }
 
+/// The broker's resident memory in MB, from `/proc/<pid>/status`.
+fn broker_rss_mb(broker: &TestBroker) -> anyhow::Result<f64> {
+    let pid = broker
+        .pid()
+        .ok_or_else(|| anyhow::anyhow!("the broker does not run"))?;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let kb: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| anyhow::anyhow!("no VmRSS for pid {pid}"))?;
+    Ok(kb / 1024.0)
+}
+
 fn broker_cpu(broker: &TestBroker) -> anyhow::Result<f64> {
     broker
         .pid()
@@ -148,10 +157,17 @@ fn broker_cpu(broker: &TestBroker) -> anyhow::Result<f64> {
         .ok_or_else(|| anyhow::anyhow!("cannot read the broker's CPU time"))
 }
 
-async fn measure(broker: &TestBroker, partitions: i32, wait_ms: u64) -> anyhow::Result<Figures> {
+async fn measure(jvm: Vec<String>, partitions: i32, wait_ms: u64) -> anyhow::Result<Figures> {
+    let started = Instant::now();
+    // A broker of its own per setting: nothing left over from the last one.
+    let broker = &TestBroker::start_with_jvm(jvm).await?;
+    let start_s = started.elapsed().as_secs_f64();
     let brokers = broker.brokers();
     let prefix = format!("b{}.", unique());
-    let topics: Vec<String> = TOPICS.iter().map(|t| format!("{prefix}{t}")).collect();
+    let topics: Vec<String> = oms_contracts::topics::ALL
+        .iter()
+        .map(|t| format!("{prefix}{t}"))
+        .collect();
     oms_kafka::ensure_topics(&brokers, &topics, partitions).await?;
     let sent: Arc<Mutex<HashMap<u64, Instant>>> = Arc::default();
     let hops: Arc<Mutex<Vec<f64>>> = Arc::default();
@@ -165,7 +181,7 @@ async fn measure(broker: &TestBroker, partitions: i32, wait_ms: u64) -> anyhow::
     let producer: FutureProducer = oms_runtime::kafka::producer_config(&brokers, "bench")
         .set("linger.ms", "0")
         .create()?;
-    let order_events = &topics[0];
+    let order_events = &format!("{prefix}{}", oms_contracts::topics::ORDER_EVENTS);
     let send = |seq: u64| {
         let key = format!("order-{}", seq % 97);
         let payload = seq.to_string();
@@ -199,6 +215,7 @@ async fn measure(broker: &TestBroker, partitions: i32, wait_ms: u64) -> anyhow::
     let before = broker_cpu(broker)?;
     tokio::time::sleep(idle_window).await;
     let idle_cores = (broker_cpu(broker)? - before) / idle_window.as_secs_f64();
+    let idle_rss_mb = broker_rss_mb(broker)?;
 
     // One message at a time, irregular gaps (a fixed pseudo-random sequence).
     let mut seed: u64 = 0x9E37_79B9_7F4A_7C15;
@@ -236,8 +253,12 @@ async fn measure(broker: &TestBroker, partitions: i32, wait_ms: u64) -> anyhow::
     let elapsed = started.elapsed().as_secs_f64();
     let per_message =
         (spent - idle_cores * elapsed).max(0.0) * 1000.0 / (rate * window.as_secs()) as f64;
+    let loaded_rss_mb = broker_rss_mb(broker)?;
     drop(consumers);
     Ok(Figures {
+        start_s,
+        idle_rss_mb,
+        loaded_rss_mb,
         idle_cores,
         hop_p50_ms: pct(0.5),
         hop_p99_ms: pct(0.99),
@@ -247,7 +268,12 @@ async fn measure(broker: &TestBroker, partitions: i32, wait_ms: u64) -> anyhow::
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> anyhow::Result<()> {
-    let engines = list("OMS_BENCH_ENGINES", "sqlite");
+    let jvms: Vec<String> = std::env::var("OMS_BENCH_JVMS")
+        .unwrap_or_else(|_| "default".to_owned())
+        .split(';')
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty())
+        .collect();
     let waits: Vec<u64> = list("OMS_BENCH_WAITS", "20,100,500")
         .iter()
         .map(|w| w.parse())
@@ -256,38 +282,46 @@ async fn main() -> anyhow::Result<()> {
         .iter()
         .map(|p| p.parse())
         .collect::<Result<_, _>>()?;
-    println!("broker: 5 consumer groups as the services subscribe, idle 10 s, 100 single hops, 200 msg/s for 10 s");
     println!(
-        "{:<10} {:>10} {:>11} {:>12} {:>12} {:>12} {:>14}",
-        "engine",
-        "partitions",
-        "fetch wait",
-        "idle cores",
-        "hop p50 ms",
-        "hop p99 ms",
-        "cpu ms/message"
+        "broker: Apache Kafka {}, one consumer group per service, idle 10 s, 100 single hops, 200 msg/s for 10 s",
+        oms_kafka::node::KAFKA_VERSION
     );
-    for engine in &engines {
-        let url = match engine.as_str() {
-            "sqlite" => "sqlite://broker.db".to_owned(),
-            "memory" => "memory://nisshi/".to_owned(),
-            "postgres" => {
-                let name = format!("nisshi_bench_{}", unique());
-                oms_runtime::db::ensure_database(&database_url(), &name).await?;
-                let mut url = reqwest::Url::parse(database_url().expose())?;
-                url.set_path(&name);
-                url.to_string()
-            }
-            other => anyhow::bail!("unknown engine {other:?} (sqlite, postgres, memory)"),
+    println!(
+        "{:<44} {:>5} {:>6} {:>7} {:>10} {:>8} {:>8} {:>9} {:>9} {:>9}",
+        "jvm",
+        "parts",
+        "wait",
+        "start s",
+        "idle cores",
+        "idle MB",
+        "load MB",
+        "hop p50",
+        "hop p99",
+        "cpu ms/msg"
+    );
+    for jvm in &jvms {
+        let options: Vec<String> = if jvm == "default" {
+            oms_kafka::node::DEFAULT_JVM_OPTS
+                .iter()
+                .map(|s| (*s).to_owned())
+                .collect()
+        } else {
+            jvm.split_whitespace().map(str::to_owned).collect()
         };
         for &p in &partitions {
             for &w in &waits {
-                // A broker of its own per setting: nothing left over from the last one.
-                let broker = TestBroker::start_with(&url).await?;
-                let f = measure(&broker, p, w).await?;
+                let f = measure(options.clone(), p, w).await?;
                 println!(
-                    "{engine:<10} {p:>10} {:>9}ms {:>12.3} {:>12.1} {:>12.1} {:>14.2}",
-                    w, f.idle_cores, f.hop_p50_ms, f.hop_p99_ms, f.cpu_ms_per_message
+                    "{:<44} {p:>5} {:>4}ms {:>7.1} {:>10.3} {:>8.0} {:>8.0} {:>9.1} {:>9.1} {:>9.3}",
+                    jvm,
+                    w,
+                    f.start_s,
+                    f.idle_cores,
+                    f.idle_rss_mb,
+                    f.loaded_rss_mb,
+                    f.hop_p50_ms,
+                    f.hop_p99_ms,
+                    f.cpu_ms_per_message
                 );
             }
         }

@@ -1,4 +1,4 @@
-//! Support for the OMS's end-to-end tests, which run against the real PostgreSQL and nisshi broker
+//! Support for the OMS's end-to-end tests, which run against the real PostgreSQL and Apache Kafka
 //! that `scripts/test.sh` starts (`OMS_TEST_DATABASE_URL`, `OMS_TEST_BROKERS`).
 //!
 //! Every test gets its own database and its own topics, so tests run in parallel without seeing
@@ -9,11 +9,12 @@ pub mod stack;
 
 use std::future::Future;
 use std::net::TcpListener;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
+use oms_kafka::node::security::Plan;
+use oms_kafka::node::{Cluster, Install, Ports};
 use oms_runtime::config::DatabaseUrl;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message};
@@ -223,99 +224,156 @@ pub fn cpu_seconds(pid: u32) -> Option<f64> {
     Some(ticks as f64 / 100.0)
 }
 
-/// A private nisshi broker (SQLite storage in a temporary directory unless told otherwise) that a
-/// test may stop and start again; topics, data and committed offsets survive a restart.
+/// A private Apache Kafka node (in a temporary directory, on free ports) that a test may kill and
+/// start again; topics, data and committed offsets survive a restart. The same node the local
+/// stack runs ([`oms_kafka::node`]), as Testcontainers users expect, without Docker.
 pub struct TestBroker {
     dir: tempfile::TempDir,
-    port: u16,
-    storage: String,
+    cluster: Cluster,
+    install: Install,
+    jvm_options: Vec<String>,
     child: Option<Child>,
 }
 
-fn nisshi() -> anyhow::Result<PathBuf> {
-    if let Ok(p) = std::env::var("OMS_NISSHI_BIN") {
-        return Ok(PathBuf::from(p));
-    }
-    if let Some(home) = std::env::var_os("HOME") {
-        let p = PathBuf::from(home).join(".cargo/bin/nisshi");
-        if p.exists() {
-            return Ok(p);
-        }
-    }
-    Ok(PathBuf::from("nisshi"))
-}
-
-fn free_port() -> anyhow::Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
-}
+/// How long a test broker gets to answer after its start (a JVM on a busy 2-core box).
+const BROKER_START: Duration = Duration::from_secs(90);
 
 impl TestBroker {
-    /// Starts a broker on a free port and waits until it accepts connections.
+    /// Starts a node on free ports and waits until it answers a metadata request.
     pub async fn start() -> anyhow::Result<Self> {
-        Self::start_with("sqlite://broker.db").await
+        Self::start_with_jvm(oms_kafka::node::jvm_options()).await
     }
 
-    /// Starts a broker on `storage` (a nisshi storage engine URL; a relative SQLite path is in
-    /// the broker's own temporary directory).
-    pub async fn start_with(storage: &str) -> anyhow::Result<Self> {
+    /// [`TestBroker::start`] with these JVM options.
+    pub async fn start_with_jvm(jvm_options: Vec<String>) -> anyhow::Result<Self> {
+        Self::launch(jvm_options, false).await
+    }
+
+    /// A secured node, as `omsctl stack up --secure` runs it: clients over SASL_SSL with a SCRAM
+    /// user each (the operator and one per service, passwords in [`TestBroker::security`]),
+    /// ACLs enforced; no ACL exists until [`TestBroker::grant`].
+    pub async fn start_secure() -> anyhow::Result<Self> {
+        Self::launch(oms_kafka::node::jvm_options(), true).await
+    }
+
+    async fn launch(jvm_options: Vec<String>, secure: bool) -> anyhow::Result<Self> {
+        let dir = tempfile::tempdir()?;
+        // Held together so that no two are the same; released just before the node binds them.
+        let held: Vec<TcpListener> = (0..3)
+            .map(|_| TcpListener::bind("127.0.0.1:0"))
+            .collect::<Result<_, _>>()?;
+        let port = |i: usize| -> anyhow::Result<u16> { Ok(held[i].local_addr()?.port()) };
+        let ports = Ports {
+            client: port(0)?,
+            controller: port(1)?,
+            internal: port(2)?,
+        };
+        drop(held);
+        let cluster = Cluster::with_ports(dir.path(), vec![ports]).secured(secure);
+        let install = Install::locate().context("the test broker needs Apache Kafka")?;
+        let prepared = {
+            let (cluster, install) = (cluster.clone(), install.clone());
+            tokio::task::spawn_blocking(move || {
+                if secure {
+                    let users = Plan::for_topology(&oms_contracts::Topics::default()).users;
+                    cluster.security().ensure(&users)?;
+                }
+                cluster.prepare(1, &install)
+            })
+            .await?
+        };
+        prepared?;
         let mut broker = Self {
-            dir: tempfile::tempdir()?,
-            port: free_port()?,
-            storage: storage.to_owned(),
+            dir,
+            cluster,
+            install,
+            jvm_options,
             child: None,
         };
         broker.start_again().await?;
         Ok(broker)
     }
 
-    /// The broker's process id, while it runs.
+    /// The node's process id, while it runs.
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)
     }
 
     /// `host:port` of this broker.
     pub fn brokers(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
+        self.cluster.bootstrap()
     }
 
-    /// Starts the stopped broker again on the same port and storage.
+    /// A secured node's users and TLS material.
+    pub fn security(&self) -> oms_kafka::node::Security {
+        self.cluster.security()
+    }
+
+    /// The librdkafka properties of Kafka user `user` of a secured node (none on a plain one).
+    pub fn client_properties(&self, user: &str) -> anyhow::Result<oms_kafka::Properties> {
+        if !self.cluster.is_secure() {
+            return Ok(oms_kafka::Properties::new());
+        }
+        Ok(self.security().client_properties(user)?)
+    }
+
+    /// Applies the OMS's security plan for topics named by `topics` to a secured node (SCRAM
+    /// users, the topology's ACLs); returns the ACLs the node then has, as `acl` lines.
+    pub async fn grant(&self, topics: &oms_contracts::Topics) -> anyhow::Result<Vec<String>> {
+        let (cluster, install) = (self.cluster.clone(), self.install.clone());
+        let plan = Plan::for_topology(topics);
+        let report = tokio::task::spawn_blocking(move || {
+            cluster.security().apply(&cluster, &install, &plan)
+        })
+        .await??;
+        Ok(report
+            .lines()
+            .filter(|l| l.starts_with("acl "))
+            .map(str::to_owned)
+            .collect())
+    }
+
+    /// Starts the stopped node again on the same ports and storage; returns once it answers.
     pub async fn start_again(&mut self) -> anyhow::Result<()> {
         if self.child.is_some() {
             return Ok(());
         }
-        let url = format!("tcp://127.0.0.1:{}", self.port);
-        let log = std::fs::File::create(self.dir.path().join("broker.log"))?;
-        let child = Command::new(nisshi()?)
-            .current_dir(self.dir.path())
-            .args([
-                "broker",
-                "--listener-url",
-                &url,
-                "--advertised-listener-url",
-                &url,
-            ])
-            .args(["--storage-engine", &self.storage])
-            .args(["--group-initial-rebalance-delay", "0s"])
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("broker.log"))?;
+        let child = self
+            .cluster
+            .command_with(1, &self.install, &self.jvm_options)
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
+            .stdout(log.try_clone()?)
             .stderr(log)
             .spawn()
-            .context("starting nisshi (install it with scripts/deps.sh)")?;
+            .context("starting the test broker (java)")?;
         self.child = Some(child);
-        let port = self.port;
-        eventually(
-            Duration::from_secs(30),
-            "the test broker's port",
-            || async move {
-                Ok(std::net::TcpStream::connect(("127.0.0.1", port))
-                    .ok()
-                    .map(|_| ()))
-            },
-        )
-        .await
+        let (address, props) = self.cluster.probe(1)?;
+        let answered = eventually(BROKER_START, "the test broker to answer", || {
+            let (address, props) = (address.clone(), props.clone());
+            async move {
+                let n = tokio::task::spawn_blocking(move || {
+                    oms_kafka::node::brokers_answering(&address, &props, Duration::from_secs(2))
+                })
+                .await??;
+                Ok((n > 0).then_some(()))
+            }
+        })
+        .await;
+        if let Err(e) = answered {
+            let log =
+                std::fs::read_to_string(self.dir.path().join("broker.log")).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(20).collect();
+            let tail: Vec<&str> = tail.into_iter().rev().collect();
+            bail!("{e:#}\n{}", tail.join("\n"));
+        }
+        Ok(())
     }
 
-    /// Stops the broker (SIGKILL, like a crash) and waits until it is gone.
+    /// Stops the node (SIGKILL, like a crash) and waits until it is gone.
     pub fn stop(&mut self) -> anyhow::Result<()> {
         if let Some(mut child) = self.child.take() {
             child.kill()?;

@@ -47,6 +47,12 @@ pub struct StackOptions {
     pub outage_grace: Duration,
     /// The broker (`None`: the one `scripts/test.sh` runs).
     pub brokers: Option<String>,
+    /// A secured broker's users (`None`: a plain broker): the stack's topics are created as the
+    /// operator and each service connects as its own Kafka user.
+    pub kafka_security: Option<oms_kafka::node::Security>,
+    /// The stack's topic and group prefix (`None`: a fresh one), e.g. one whose ACLs the test
+    /// granted first.
+    pub prefix: Option<String>,
     /// Saga: each fulfillment step's deadline (past it the step is asked again).
     pub fulfillment_timeout: Duration,
     /// Fulfillment: from the shipment request to the pick.
@@ -76,6 +82,8 @@ impl Default for StackOptions {
             ship_after: Duration::from_millis(100),
             deliver_after: Duration::from_millis(100),
             brokers: None,
+            kafka_security: None,
+            prefix: None,
         }
     }
 }
@@ -124,10 +132,18 @@ impl Stack {
     /// Creates the topics and starts all five services; returns once each is ready.
     pub async fn start(options: StackOptions) -> anyhow::Result<Self> {
         let suffix = unique();
-        let prefix = format!("t{suffix}.");
+        let prefix = options
+            .prefix
+            .clone()
+            .unwrap_or_else(|| format!("t{suffix}."));
         let brokers = options.brokers.clone().unwrap_or_else(brokers);
-        oms_kafka::ensure_topics(
+        let operator = match &options.kafka_security {
+            Some(sec) => sec.client_properties(oms_kafka::node::security::OPERATOR)?,
+            None => oms_kafka::Properties::new(),
+        };
+        oms_kafka::ensure_topics_with(
             &brokers,
+            &operator,
             &Topics::new(&prefix).all_with_dlq(),
             oms_contracts::topics::PARTITIONS,
         )
@@ -178,7 +194,11 @@ impl Stack {
             database_max_connections: 5,
             brokers: self.brokers.clone(),
             kafka_properties: Vec::new(),
-            kafka_properties_file: None,
+            kafka_properties_file: self
+                .options
+                .kafka_security
+                .as_ref()
+                .map(|sec| sec.user_file(&service.spec().kafka_user())),
             topic_prefix: self.prefix.clone(),
             outbox_wakeup: OutboxWakeup::Notify,
             outbox_retention: Duration::from_secs(3600),
@@ -186,6 +206,7 @@ impl Stack {
             outbox_max_backoff: Duration::from_secs(2),
             consumer_max_attempts: 3,
             consumer_fetch_wait: self.options.fetch_wait,
+            consumer_group_protocol: Default::default(),
             consumer_workers: self.options.consumer_workers,
             consumer_max_batch: self.options.consumer_max_batch,
             consumer_idle_after: self.options.consumer_idle_after,

@@ -36,6 +36,7 @@ fn config(db: DatabaseUrl, brokers: &str) -> RuntimeConfig {
         outbox_max_backoff: Duration::from_secs(2),
         consumer_max_attempts: 3,
         consumer_fetch_wait: oms_runtime::kafka::DEFAULT_FETCH_WAIT,
+        consumer_group_protocol: Default::default(),
         consumer_workers: None,
         consumer_max_batch: None,
         consumer_idle_after: None,

@@ -30,10 +30,15 @@ use target::{AnyTarget, Handle, Target};
 
 #[derive(Debug, clap::Subcommand)]
 pub enum ChaosCommand {
-    /// Stop or start the broker.
+    /// Stop (SIGTERM: a clean shutdown), kill (SIGKILL: a crash) or start the broker: every
+    /// node, or one node of a cluster of three (`stack up --broker-nodes 3`).
     Broker {
-        /// stop or start.
-        action: OnOff,
+        /// stop, kill or start.
+        action: BrokerAction,
+        /// broker (every node), one node (broker-2), or `leader`: the node that leads the most
+        /// partitions of the OMS topics right now. One node is a thing of the local stack.
+        #[arg(default_value = "broker", add = clap_complete::ArgValueCandidates::new(crate::complete::broker_nodes))]
+        node: String,
         #[command(flatten)]
         lasting: Lasting,
     },
@@ -119,6 +124,16 @@ pub enum OnOff {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum BrokerAction {
+    /// SIGTERM and wait (a clean shutdown: leadership handed over first).
+    Stop,
+    /// SIGKILL, like a crash or a lost machine.
+    Kill,
+    /// Start it again and wait until it answers.
+    Start,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum ServiceAction {
     /// SIGKILL, like a crash.
     Kill,
@@ -156,8 +171,16 @@ pub struct Lasting {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "camelCase")]
 pub enum Fault {
-    /// The broker is stopped.
-    Broker,
+    /// The broker, or one of its nodes, is down.
+    #[serde(rename_all = "camelCase")]
+    Broker {
+        /// The node (1-based), or every node when absent.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        node: Option<u32>,
+        /// Killed (SIGKILL) rather than stopped.
+        #[serde(default)]
+        killed: bool,
+    },
     /// PostgreSQL is stopped.
     Db,
     /// A service is down or frozen.
@@ -204,22 +227,23 @@ pub enum ServiceFault {
 }
 
 impl Fault {
-    /// What it hits: `broker`, `db`, a service name, `gateway` or `carrier`. One fault per
-    /// target.
-    pub fn target(&self) -> &str {
+    /// What it hits: `broker` (every node), `broker-K`, `db`, a service name, `gateway` or
+    /// `carrier`. One fault per target.
+    pub fn target(&self) -> String {
         match self {
-            Fault::Broker => "broker",
-            Fault::Db => "db",
-            Fault::Service { target, .. } => target,
-            Fault::Payment { .. } => "gateway",
-            Fault::Carrier { .. } => "carrier",
+            Fault::Broker { node: None, .. } => "broker".into(),
+            Fault::Broker { node: Some(k), .. } => format!("broker-{k}"),
+            Fault::Db => "db".into(),
+            Fault::Service { target, .. } => target.clone(),
+            Fault::Payment { .. } => "gateway".into(),
+            Fault::Carrier { .. } => "carrier".into(),
         }
     }
 
     /// Its kind as recorded: `broker`, `db`, `service`, `payment` or `carrier`.
     pub fn kind(&self) -> &'static str {
         match self {
-            Fault::Broker => "broker",
+            Fault::Broker { .. } => "broker",
             Fault::Db => "db",
             Fault::Service { .. } => "service",
             Fault::Payment { .. } => "payment",
@@ -230,7 +254,8 @@ impl Fault {
     /// What was done, in a word or two.
     pub fn action(&self) -> String {
         match self {
-            Fault::Broker | Fault::Db => "stopped".into(),
+            Fault::Broker { killed: true, .. } => "killed".into(),
+            Fault::Broker { .. } | Fault::Db => "stopped".into(),
             Fault::Service { action, .. } => match action {
                 ServiceFault::Killed => "killed",
                 ServiceFault::Stopped => "stopped",
@@ -251,20 +276,20 @@ impl Fault {
     fn undo_rank(&self) -> u8 {
         match self {
             Fault::Db => 0,
-            Fault::Broker => 1,
+            Fault::Broker { .. } => 1,
             Fault::Service { .. } => 2,
             Fault::Payment { .. } | Fault::Carrier { .. } => 3,
         }
     }
 
     fn unit(&self) -> Result<Unit, Failure> {
-        Unit::parse(self.target())
+        Unit::parse(&self.target())
     }
 
     /// Puts the fault in force on `target`; a service fault learns what undoing it needs.
     pub async fn apply(&mut self, ctx: &Ctx, target: &AnyTarget) -> Result<(), Failure> {
         match self {
-            Fault::Broker => target.stop_broker().await,
+            Fault::Broker { node, killed } => target.stop_broker(*node, *killed).await,
             Fault::Db => target.stop_db().await,
             Fault::Service {
                 target: name,
@@ -286,7 +311,7 @@ impl Fault {
     /// paused, restores the knobs.
     pub async fn undo(&self, ctx: &Ctx, target: &AnyTarget) -> Result<(), Failure> {
         match self {
-            Fault::Broker => target.start_broker().await,
+            Fault::Broker { node, .. } => target.start_broker(*node).await,
             Fault::Db => target.start_db().await,
             Fault::Service {
                 action,
@@ -481,6 +506,37 @@ async fn inflict(ctx: &Ctx, mut fault: Fault, lasting: &Lasting) -> Result<(), F
     Ok(())
 }
 
+/// The node a broker fault names: `None` for `broker` (every node), K for `broker-K`, and for
+/// `leader` the node leading the most partitions of the OMS topics now.
+async fn broker_node(ctx: &Ctx, name: &str, action: BrokerAction) -> Result<Option<u32>, Failure> {
+    match name {
+        "broker" => Ok(None),
+        "leader" if action == BrokerAction::Start => Err(Failure::usage(
+            "`leader` names a running node; start a node by its name (broker-2) or all (broker)",
+        )),
+        "leader" => {
+            let brokers = ctx.brokers.clone();
+            let wanted = ctx.saga_topics();
+            let led =
+                tokio::task::spawn_blocking(move || crate::topics::leadership(&brokers, &wanted))
+                    .await
+                    .map_err(anyhow::Error::from)??;
+            let id = crate::topics::busiest_leader(&led)
+                .ok_or_else(|| Failure::verdict("no partition of the OMS topics has a leader"))?;
+            let node = u32::try_from(id)
+                .map_err(|_| Failure::verdict(format!("node id {id} is not a local node")))?;
+            eprintln!("omsctl: broker-{node} leads the most partitions of the OMS topics");
+            Ok(Some(node))
+        }
+        other => match other.strip_prefix("broker-").map(str::parse::<u32>) {
+            Some(Ok(k)) if k >= 1 => Ok(Some(k)),
+            _ => Err(Failure::usage(format!(
+                "{other:?}: expected broker (every node), broker-K (one node) or leader"
+            ))),
+        },
+    }
+}
+
 /// The target of the context in use.
 fn target_of(ctx: &Ctx) -> Result<AnyTarget, Failure> {
     AnyTarget::new(&ctx.context.target, &ctx.state_dir)
@@ -500,7 +556,7 @@ async fn lift(ctx: &Ctx, fault: Fault) -> Result<(), Failure> {
     // `start` after a kill or a stop, `resume` after a pause: the recorded fault's own undo.
     let fault = recorded.unwrap_or(fault);
     fault.undo(ctx, &target).await?;
-    faults.forget(fault.target())
+    faults.forget(&fault.target())
 }
 
 /// Where a simulation's knobs live: the service and its path.
@@ -540,7 +596,7 @@ async fn knob_fault<T: Serialize>(
 ) -> Result<(), Failure> {
     if off {
         set_knobs(ctx, at, knobs).await?;
-        return Faults::at(ctx).forget(fault.target());
+        return Faults::at(ctx).forget(&fault.target());
     }
     inflict(ctx, fault, lasting).await
 }
@@ -551,10 +607,19 @@ fn millis(d: Option<Duration>) -> u64 {
 
 pub async fn run(ctx: &Ctx, command: ChaosCommand) -> Result<(), Failure> {
     match command {
-        ChaosCommand::Broker { action, lasting } => match action {
-            OnOff::Stop => inflict(ctx, Fault::Broker, &lasting).await,
-            OnOff::Start => lift(ctx, Fault::Broker).await,
-        },
+        ChaosCommand::Broker {
+            action,
+            node,
+            lasting,
+        } => {
+            let node = broker_node(ctx, &node, action).await?;
+            let fault = |killed| Fault::Broker { node, killed };
+            match action {
+                BrokerAction::Stop => inflict(ctx, fault(false), &lasting).await,
+                BrokerAction::Kill => inflict(ctx, fault(true), &lasting).await,
+                BrokerAction::Start => lift(ctx, fault(false)).await,
+            }
+        }
         ChaosCommand::Db { action, lasting } => match action {
             OnOff::Stop => inflict(ctx, Fault::Db, &lasting).await,
             OnOff::Start => lift(ctx, Fault::Db).await,
@@ -674,7 +739,7 @@ async fn reset(ctx: &Ctx) -> Result<(), Failure> {
         let label = format!("{} {}", r.fault.target(), r.fault.action());
         match r.fault.undo(ctx, &target).await {
             Ok(()) => {
-                faults.forget(r.fault.target())?;
+                faults.forget(&r.fault.target())?;
                 done.push(label);
             }
             Err(e) => {
@@ -849,7 +914,10 @@ mod tests {
 
     fn recorded(until: Option<&str>, holder: Option<u32>) -> Recorded {
         Recorded {
-            fault: Fault::Broker,
+            fault: Fault::Broker {
+                node: None,
+                killed: false,
+            },
             since: "2026-01-01T00:00:00Z".into(),
             until: until.map(str::to_owned),
             holder,
@@ -890,7 +958,24 @@ mod tests {
         let back: Recorded = serde_json::from_value(json).unwrap_or_else(|_| recorded(None, None));
         assert_eq!(back, f);
         assert_eq!(back.fault.undo_rank(), 2);
-        assert!(Fault::Db.undo_rank() < Fault::Broker.undo_rank());
+        let node = Fault::Broker {
+            node: Some(2),
+            killed: true,
+        };
+        assert!(Fault::Db.undo_rank() < node.undo_rank());
+        assert_eq!(
+            (node.target().as_str(), node.action().as_str()),
+            ("broker-2", "killed")
+        );
+        // A broker fault recorded before nodes existed reads as the whole broker, stopped.
+        let old: Fault = serde_json::from_value(json!({"kind": "broker"})).unwrap_or(Fault::Db);
+        assert_eq!(
+            old,
+            Fault::Broker {
+                node: None,
+                killed: false
+            }
+        );
         let knobs = Fault::Payment {
             knobs: GatewayKnobs {
                 decline_rate: 1.0,

@@ -2,7 +2,8 @@
 //!
 //! | fault | local (pids) | compose (`docker compose -p P`) | kubernetes (`kubectl -n NS`) |
 //! | --- | --- | --- | --- |
-//! | broker stop / start | stop / start nisshi | `stop kafka` / `up -d --no-deps --wait kafka` | delete the Strimzi broker pods / wait for the `Kafka` to be Ready |
+//! | broker stop / start | SIGTERM / start every Kafka node (or one: `broker-2`) | `stop kafka` / `up -d --no-deps --wait kafka` | delete the Strimzi broker pods / wait for the `Kafka` to be Ready |
+//! | broker kill | SIGKILL every node (or one) | `kill kafka` | delete the broker pods at once (`--grace-period=0`) |
 //! | db stop / start | `pg_ctl stop` / start | `stop postgres` / `up -d --no-deps --wait postgres` | CloudNativePG hibernation on / off, wait for Ready |
 //! | service kill | SIGKILL | `kill S` | delete the pods of `oms-S` at once (the Deployment replaces them) |
 //! | service stop | SIGTERM | `stop S` | `scale deployment/oms-S --replicas=0` (the count is recorded) |
@@ -43,10 +44,11 @@ pub struct Handle {
 /// it brought back is ready.
 #[allow(async_fn_in_trait)]
 pub trait Target {
-    /// Stops the broker (or, where it cannot be held stopped, takes it down).
-    async fn stop_broker(&self) -> Result<(), Failure>;
-    /// Brings the broker back.
-    async fn start_broker(&self) -> Result<(), Failure>;
+    /// Stops the broker, every node or node `node` (or, where it cannot be held stopped, takes
+    /// it down); with `kill`, without a clean shutdown.
+    async fn stop_broker(&self, node: Option<u32>, kill: bool) -> Result<(), Failure>;
+    /// Brings the broker back (every node, or node `node`).
+    async fn start_broker(&self, node: Option<u32>) -> Result<(), Failure>;
     /// Stops PostgreSQL.
     async fn stop_db(&self) -> Result<(), Failure>;
     /// Brings PostgreSQL back.
@@ -132,11 +134,11 @@ macro_rules! delegate {
 }
 
 impl Target for AnyTarget {
-    async fn stop_broker(&self) -> Result<(), Failure> {
-        delegate!(self, t => t.stop_broker().await)
+    async fn stop_broker(&self, node: Option<u32>, kill: bool) -> Result<(), Failure> {
+        delegate!(self, t => t.stop_broker(node, kill).await)
     }
-    async fn start_broker(&self) -> Result<(), Failure> {
-        delegate!(self, t => t.start_broker().await)
+    async fn start_broker(&self, node: Option<u32>) -> Result<(), Failure> {
+        delegate!(self, t => t.start_broker(node).await)
     }
     async fn stop_db(&self) -> Result<(), Failure> {
         delegate!(self, t => t.stop_db().await)
@@ -158,12 +160,46 @@ impl Target for AnyTarget {
 /// The local process stack.
 pub struct LocalTarget(pub Local);
 
-impl Target for LocalTarget {
-    async fn stop_broker(&self) -> Result<(), Failure> {
-        Component::Broker.stop(&self.0).await
+impl LocalTarget {
+    /// The Kafka nodes a broker fault hits: every one, or node `node` (which must exist).
+    fn nodes(&self, node: Option<u32>) -> Result<Vec<Component>, Failure> {
+        match node {
+            None => Ok(self.0.broker_components()),
+            Some(k) => Component::named(&format!("broker-{k}"), &self.0),
+        }
     }
-    async fn start_broker(&self) -> Result<(), Failure> {
-        Component::Broker.start(&self.0).await
+}
+
+/// Refuses one broker node where the target hits the broker as a whole.
+fn whole_broker(node: Option<u32>) -> Result<(), Failure> {
+    match node {
+        None => Ok(()),
+        Some(k) => Err(Failure::usage(format!(
+            "broker-{k}: one broker node can be hit on the local stack only; here name the broker"
+        ))),
+    }
+}
+
+impl Target for LocalTarget {
+    async fn stop_broker(&self, node: Option<u32>, kill: bool) -> Result<(), Failure> {
+        let nodes = self.nodes(node)?;
+        if !kill {
+            return local::stop_all(&self.0, &nodes).await;
+        }
+        for c in &nodes {
+            if let Some(pid) = c.pid(&self.0) {
+                local::signal(pid, Signal::Kill)?;
+                local::say(format!("killed {} (pid {pid})", c.name(&self.0)));
+            }
+        }
+        Ok(())
+    }
+    async fn start_broker(&self, node: Option<u32>) -> Result<(), Failure> {
+        let nodes = self.nodes(node)?;
+        for c in &nodes {
+            c.start(&self.0).await?;
+        }
+        local::wait_ready(&self.0, &nodes, Duration::from_secs(120)).await
     }
     async fn stop_db(&self) -> Result<(), Failure> {
         Component::Postgres.stop(&self.0).await
@@ -302,10 +338,13 @@ impl Cli {
 }
 
 impl Target for Cli {
-    async fn stop_broker(&self) -> Result<(), Failure> {
-        self.run(&["stop", COMPOSE_BROKER]).await.map(|_| ())
+    async fn stop_broker(&self, node: Option<u32>, kill: bool) -> Result<(), Failure> {
+        whole_broker(node)?;
+        let verb = if kill { "kill" } else { "stop" };
+        self.run(&[verb, COMPOSE_BROKER]).await.map(|_| ())
     }
-    async fn start_broker(&self) -> Result<(), Failure> {
+    async fn start_broker(&self, node: Option<u32>) -> Result<(), Failure> {
+        whole_broker(node)?;
         self.compose_up(COMPOSE_BROKER).await
     }
     async fn stop_db(&self) -> Result<(), Failure> {
@@ -367,17 +406,20 @@ impl Kube {
 }
 
 impl Target for Kube {
-    async fn stop_broker(&self) -> Result<(), Failure> {
+    async fn stop_broker(&self, node: Option<u32>, kill: bool) -> Result<(), Failure> {
+        whole_broker(node)?;
         let selector = format!(
             "strimzi.io/cluster={},strimzi.io/broker-role=true",
             self.kafka_cluster
         );
-        self.cli
-            .run(&["delete", "pod", "-l", &selector, "--wait=false"])
-            .await
-            .map(|_| ())
+        let mut args = vec!["delete", "pod", "-l", &selector, "--wait=false"];
+        if kill {
+            args.push("--grace-period=0");
+        }
+        self.cli.run(&args).await.map(|_| ())
     }
-    async fn start_broker(&self) -> Result<(), Failure> {
+    async fn start_broker(&self, node: Option<u32>) -> Result<(), Failure> {
+        whole_broker(node)?;
         let kafka = format!("kafka.kafka.strimzi.io/{}", self.kafka_cluster);
         self.cli
             .run(&["wait", &kafka, "--for=condition=Ready", KUBE_WAIT])

@@ -19,6 +19,7 @@
 //! - [`takeover`]: how long a service took to take over from a killed replica (relay leader,
 //!   consumer group).
 
+pub mod failover;
 pub mod plan;
 pub mod report;
 pub mod run;
@@ -306,6 +307,6 @@ mod tests {
             }
             n += 1;
         }
-        assert_eq!(n, 11, "eleven drills ship");
+        assert_eq!(n, 12, "twelve drills ship");
     }
 }

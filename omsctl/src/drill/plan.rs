@@ -102,15 +102,17 @@ pub enum Probe {
     Backlog(i64),
     /// Every service runs at least N replicas (each answering ready).
     Replicas(usize),
+    /// The Kafka cluster has at least N brokers answering.
+    Brokers(usize),
 }
 
 impl Probe {
-    /// Parses `services-ready`, `no-faults`, `dlq-empty`, `outbox-backlog<N>`, `replicas>=N`
-    /// or `p99<DURATION`.
+    /// Parses `services-ready`, `no-faults`, `dlq-empty`, `outbox-backlog<N>`, `replicas>=N`,
+    /// `brokers>=N` or `p99<DURATION`.
     pub fn parse(p: &str) -> Result<Self, String> {
         let unknown = || {
             format!(
-                "unknown probe {p:?} (services-ready, no-faults, dlq-empty, outbox-backlog<N>, replicas>=N, p99<DURATION)"
+                "unknown probe {p:?} (services-ready, no-faults, dlq-empty, outbox-backlog<N>, replicas>=N, brokers>=N, p99<DURATION)"
             )
         };
         if let Some(d) = p.strip_prefix("p99<") {
@@ -127,6 +129,12 @@ impl Probe {
             other => {
                 if let Some(n) = other.strip_prefix("outbox-backlog<") {
                     return n.parse().map(Probe::Backlog).map_err(|_| unknown());
+                }
+                if let Some(n) = other.strip_prefix("brokers>=") {
+                    return match n.parse::<usize>() {
+                        Ok(n) if n >= 1 => Ok(Probe::Brokers(n)),
+                        _ => Err(unknown()),
+                    };
                 }
                 match other.strip_prefix("replicas>=").map(str::parse::<usize>) {
                     Some(Ok(n)) if n >= 1 => Ok(Probe::Replicas(n)),

@@ -72,6 +72,9 @@ pub struct Report {
     /// Each killed replica's takeover (drills that kill one replica of a service).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub takeovers: Vec<super::takeover::Takeover>,
+    /// Each lost broker node's failover (drills that stop or kill a Kafka node).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub failovers: Vec<super::failover::Failover>,
     /// Failed invariant checks, one line each (for the table).
     #[serde(skip)]
     pub failed_checks: Vec<String>,
@@ -132,6 +135,24 @@ impl Report {
             t.add_row([
                 format!("takeover of {}", k.replica),
                 format!("relay {}, group {}", k.relay_text(), k.group_text()),
+            ]);
+        }
+        for f in &self.failovers {
+            t.add_row([
+                format!("failover of {}", f.node),
+                format!(
+                    "led {} partition(s); new leaders in {}; back {}",
+                    f.led_before,
+                    f.election_text(),
+                    if f.back_at.is_some() { "yes" } else { "NO" }
+                ),
+            ]);
+            t.add_row([
+                format!("orders in flight while {} was down", f.node),
+                match f.in_flight_p99_ms {
+                    Some(p99) => format!("{}, p99 {:.0} ms", f.in_flight, p99),
+                    None => "none".into(),
+                },
             ]);
         }
         t.add_row([

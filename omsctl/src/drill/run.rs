@@ -12,8 +12,8 @@ use tokio::sync::Mutex;
 
 use super::plan::{Action, Plan, Probe};
 use super::report::{Duplicates, Orders, Report};
-use super::takeover;
 use super::verdict::{self, Observed};
+use super::{failover, takeover};
 use crate::ctx::{opt, Ctx, Svc};
 use crate::{topics, verify, Failure};
 
@@ -249,6 +249,21 @@ async fn probe(ctx: &Ctx, p: &Probe) -> Result<(), String> {
             }
             Box::pin(probe(ctx, &Probe::Ready)).await
         }
+        Probe::Brokers(n) => {
+            let (servers, props) = (ctx.brokers.servers.clone(), ctx.brokers.props.clone());
+            let have = tokio::task::spawn_blocking(move || {
+                oms_kafka::node::brokers_answering(&servers, &props, Duration::from_secs(5))
+            })
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| format!("the broker does not answer: {e}"))?;
+            if have < *n {
+                return Err(format!(
+                    "{have} broker(s) answer, {n} wanted (`omsctl stack up --broker-nodes {n}`)"
+                ));
+            }
+            Ok(())
+        }
         Probe::NoFaults => {
             let f = crate::chaos::active(ctx);
             if f.is_empty() {
@@ -341,13 +356,14 @@ fn is_finished(o: &OrderView, settled: bool) -> bool {
     }
 }
 
-/// When the load and method ended, the steps that failed, the recovery watcher, and the
-/// takeovers of killed replicas.
+/// When the load and method ended, the steps that failed, the recovery watcher, the takeovers
+/// of killed replicas and the failovers of lost broker nodes.
 type MethodDone = (
     Instant,
     Vec<String>,
     tokio::task::JoinHandle<Option<Duration>>,
     Vec<takeover::Takeover>,
+    Vec<failover::Failover>,
 );
 
 /// What the load did.
@@ -465,6 +481,7 @@ pub async fn execute(ctx: &Ctx, plan: Plan, report: Option<&Path>) -> Result<(),
         let t0 = Instant::now();
         let mut errors = Vec::new();
         let mut watches = Vec::new();
+        let mut broker_watches = Vec::new();
         for (at, action) in &plan.method {
             tokio::select! {
                 _ = tokio::time::sleep_until((t0 + *at).into()) => {}
@@ -474,6 +491,15 @@ pub async fn execute(ctx: &Ctx, plan: Plan, report: Option<&Path>) -> Result<(),
             if let (Some(unit), Some(local)) = (takeover::victim(action), &local) {
                 let before = takeover::before(ctx, local, unit).await;
                 watches.push(tokio::spawn(takeover::watch(
+                    Arc::clone(&ctx_arc),
+                    Arc::clone(local),
+                    before,
+                )));
+            }
+            // A step that stops or kills a Kafka node: time the election of new leaders.
+            if let (true, Some(local)) = (failover::hits_broker(action), &local) {
+                let before = failover::before(ctx, local).await;
+                broker_watches.push(tokio::spawn(failover::watch(
                     Arc::clone(&ctx_arc),
                     Arc::clone(local),
                     before,
@@ -511,11 +537,23 @@ pub async fn execute(ctx: &Ctx, plan: Plan, report: Option<&Path>) -> Result<(),
                 takeovers.push(t);
             }
         }
-        Ok((Instant::now(), errors, watcher, takeovers))
+        let mut failovers = Vec::new();
+        for w in broker_watches {
+            if let Ok(Some(f)) = w.await {
+                say(format!(
+                    "failover of {}: {} partition(s) it led had new leaders in {}",
+                    f.node,
+                    f.led_before,
+                    f.election_text()
+                ));
+                failovers.push(f);
+            }
+        }
+        Ok((Instant::now(), errors, watcher, takeovers, failovers))
     }
     .await;
 
-    let (method_done, step_errors, watcher, takeovers) = match outcome {
+    let (method_done, step_errors, watcher, takeovers, mut failovers) = match outcome {
         Ok(o) => o,
         Err(e) => {
             rollback(ctx, &plan, &journal).await;
@@ -561,6 +599,10 @@ pub async fn execute(ctx: &Ctx, plan: Plan, report: Option<&Path>) -> Result<(),
         .filter(|id| !finished.contains_key(*id))
         .cloned()
         .collect();
+    let finished_orders: Vec<OrderView> = finished.values().cloned().collect();
+    for f in &mut failovers {
+        f.measure(&finished_orders);
+    }
     let mut confirmed = 0u64;
     let mut delivered = 0u64;
     let mut cancelled: BTreeMap<String, u64> = BTreeMap::new();
@@ -668,6 +710,12 @@ pub async fn execute(ctx: &Ctx, plan: Plan, report: Option<&Path>) -> Result<(),
                         t.group_text()
                     )
                 })
+                .chain(
+                    failovers
+                        .iter()
+                        .filter(|f| !f.elected())
+                        .map(|f| format!("{}: no new leader for what it led", f.node)),
+                )
                 .collect(),
         },
     );
@@ -711,6 +759,7 @@ pub async fn execute(ctx: &Ctx, plan: Plan, report: Option<&Path>) -> Result<(),
         lost_orders: lost,
         affected_orders: affected,
         takeovers,
+        failovers,
         failed_checks,
         journal: journal.lock().unwrap_or_else(|p| p.into_inner()).clone(),
     };

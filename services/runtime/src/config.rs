@@ -86,6 +86,13 @@ pub struct RuntimeConfig {
     #[arg(long, env = "OMS_CONSUMER_IDLE_POLL", default_value = "250ms", value_parser = parse_duration)]
     pub consumer_idle_poll: Duration,
 
+    /// How each service's consumer group shares its partitions out: `consumer` (KIP-848: the
+    /// broker assigns, members learn their part on heartbeats, a change stops nobody) or
+    /// `classic` (every member rejoins on every change). Measured on the local Kafka in
+    /// docs/benchmarks.md.
+    #[arg(long, env = "OMS_CONSUMER_GROUP_PROTOCOL", default_value = "consumer")]
+    pub consumer_group_protocol: crate::kafka::GroupProtocol,
+
     /// Most workers of each consumer (transactions in flight at once, each on its own orders);
     /// a handler may ask for fewer. Unset: the handler's choice. `1` with a batch of `1` is the
     /// one-message-at-a-time design of comparable projects.

@@ -239,6 +239,8 @@ pub struct ConsumerConfig {
     pub max_parallelism: Parallelism,
     /// Pause when idle (`None`: always fetch).
     pub idle: Option<IdleConfig>,
+    /// How the group shares its partitions out.
+    pub group_protocol: kafka::GroupProtocol,
 }
 
 impl ConsumerConfig {
@@ -271,6 +273,7 @@ impl ConsumerConfig {
                 max_batch: 256,
             },
             idle: None,
+            group_protocol: kafka::GroupProtocol::default(),
         }
     }
 }
@@ -471,6 +474,7 @@ impl<H: Handler> InboxConsumer<H> {
             &config.group_id,
             &config.service,
             &config.kafka,
+            config.group_protocol,
         )
         .set(
             "fetch.wait.max.ms",

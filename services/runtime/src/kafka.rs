@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use rdkafka::client::ClientContext;
 use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
-use rdkafka::consumer::{BaseConsumer, ConsumerContext, Rebalance};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::statistics::Statistics;
 
@@ -49,10 +49,52 @@ pub fn producer_config_with(brokers: &str, client_id: &str, props: &Properties) 
 /// fetch requests for millisecond hops.
 pub const DEFAULT_FETCH_WAIT: std::time::Duration = std::time::Duration::from_millis(20);
 
+/// How a consumer group shares its partitions out (librdkafka's `group.protocol`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum GroupProtocol {
+    /// The classic protocol: every member rejoins on every change (an eager rebalance), the
+    /// session timeout and heartbeat set by the client.
+    Classic,
+    /// KIP-848's protocol: the broker computes the assignment and hands each member its part on
+    /// its heartbeats, incrementally, without stopping the others; session timeout and heartbeat
+    /// interval are the broker's (`group.consumer.*`).
+    #[default]
+    Consumer,
+}
+
+impl std::str::FromStr for GroupProtocol {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "classic" => Ok(Self::Classic),
+            "consumer" => Ok(Self::Consumer),
+            _ => Err(format!(
+                "invalid group protocol {s:?}: expected `consumer` (KIP-848) or `classic`"
+            )),
+        }
+    }
+}
+
+impl std::fmt::Display for GroupProtocol {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Classic => "classic",
+            Self::Consumer => "consumer",
+        })
+    }
+}
+
 /// Consumer settings: offsets are committed automatically, but only offsets the application
 /// stored, and it stores one only after the message's transaction committed.
 pub fn consumer_config(brokers: &str, group_id: &str, client_id: &str) -> ClientConfig {
-    consumer_config_with(brokers, group_id, client_id, &Properties::new())
+    consumer_config_with(
+        brokers,
+        group_id,
+        client_id,
+        &Properties::new(),
+        GroupProtocol::default(),
+    )
 }
 
 /// [`consumer_config`] with the operator's librdkafka properties over the defaults; the group
@@ -62,6 +104,7 @@ pub fn consumer_config_with(
     group_id: &str,
     client_id: &str,
     props: &Properties,
+    protocol: GroupProtocol,
 ) -> ClientConfig {
     let mut config = ClientConfig::new();
     config
@@ -70,10 +113,15 @@ pub fn consumer_config_with(
         .set("auto.commit.interval.ms", "1000")
         .set("auto.offset.reset", "earliest")
         .set("enable.partition.eof", "false")
-        .set("session.timeout.ms", "10000")
-        // A third of the session timeout, as Kafka recommends: each heartbeat costs the local
-        // broker a storage read and write.
-        .set("heartbeat.interval.ms", "3000")
+        .set("group.protocol", protocol.to_string());
+    if protocol == GroupProtocol::Classic {
+        // A dead member's partitions move after 10 s; a third of that between heartbeats, as
+        // Kafka recommends. (The consumer protocol takes both from the broker and refuses them.)
+        config
+            .set("session.timeout.ms", "10000")
+            .set("heartbeat.interval.ms", "3000");
+    }
+    config
         // A database outage pauses handling; stay in the group for a long one.
         .set("max.poll.interval.ms", "900000")
         .set("statistics.interval.ms", "5000")
@@ -220,13 +268,18 @@ impl ConsumerContext for QuietContext {
         }
     }
 
-    /// Logs the partitions this member holds after each assignment: with replicas, where the
-    /// group put what (and, after a replica died, that a survivor took its partitions).
-    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        if let Rebalance::Assign(assigned) = rebalance {
+    /// Logs the partitions this member holds after each assignment (`partitions`, `count`) and
+    /// what the assignment added (`added`: all of them with the classic protocol's eager
+    /// rebalances, only the new ones with the consumer protocol's incremental ones): with
+    /// replicas, where the group put what (and, after a replica died, that a survivor took its
+    /// partitions).
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Assign(added) = rebalance {
+            let holding = consumer.assignment().unwrap_or_else(|_| (*added).clone());
             tracing::info!(
-                count = assigned.count(),
-                partitions = %partition_list(assigned),
+                count = holding.count(),
+                partitions = %partition_list(&holding),
+                added = %partition_list(added),
                 "consumer group rebalance: partitions assigned"
             );
         }

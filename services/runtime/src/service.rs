@@ -198,6 +198,7 @@ impl Runtime {
         config.kafka = self.kafka.clone();
         config.handles = handles;
         config.fetch_wait = self.config.consumer_fetch_wait;
+        config.group_protocol = self.config.consumer_group_protocol;
         config.max_attempts = self.config.consumer_max_attempts.max(1);
         config.idle = self
             .config
