@@ -49,8 +49,26 @@
 #       wait in their topic), alternated N times (default 3), each run on a freshly wiped bench
 #       stack: idle CPU, 20 orders/s (saga p50/p99 to CONFIRMED) and the saturation point (64 in
 #       flight), medians and ratios. Summary: .oms-bench/results-fulfillment/summary.md.
-#   scripts/bench.sh broker   the local broker alone: idle CPU and hop latency by fetch wait and
-#                             partitions (OMS_BENCH_WAITS, OMS_BENCH_PARTITIONS, OMS_BENCH_ENGINES)
+#   scripts/bench.sh consumers [--repeat N] [--quick]
+#       The consumers' idle mode decided again on Kafka: `idle` (pause after 5 s, look every
+#       250 ms, 20 ms fetch wait: what nisshi needed) against `longpoll` (no idle mode, 500 ms
+#       fetch wait), alternated N times (default 3) on freshly wiped bench stacks: idle CPU, the
+#       first order after a quiet spell, 20 orders/s and saturation. Summary:
+#       .oms-bench/results-consumers/summary.md.
+#   scripts/bench.sh kafka [--repeat N] [--quick]
+#       What the broker's shape costs: one plain node, one secured node (SASL_SSL, SCRAM, ACLs)
+#       and three plain nodes (replication 3, min.insync.replicas 2), alternated N times (default
+#       3): idle CPU, 20 orders/s and saturation, the brokers' CPU per order. Summary:
+#       .oms-bench/results-kafka/summary.md.
+#   scripts/bench.sh groups [--repeat N]
+#       The consumer group protocol, classic against KIP-848's `consumer`, alternated N times
+#       (default 3): replica-failover's short form on two replicas (group and relay takeover) and
+#       broker-outage's on one (time until every order finished). Summary:
+#       .oms-bench/results-groups/summary.md.
+#   scripts/bench.sh broker   the local broker alone (a private Kafka node per setting): start
+#                             time, idle CPU and memory, hop latency and CPU per message by JVM
+#                             options, fetch wait and partitions (OMS_BENCH_JVMS: `;`-separated
+#                             option lists, OMS_BENCH_WAITS, OMS_BENCH_PARTITIONS)
 #   scripts/bench.sh relay|tail|tui   the in-process benchmarks of the tests crate
 source "$(dirname "$0")/lib.sh"
 
@@ -276,6 +294,8 @@ two_mode_bench() {
       oms_log "=== $name $mode, run $rep of $repeat ==="
       "$OMS_ROOT/scripts/stack.sh" wipe >/dev/null 2>&1 || true
       ("$up" "$mode") >"$keep/env"
+      # A secured mode exports omsctl's Kafka user; the next mode may be plain.
+      unset OMS_KAFKA_PROPERTIES_FILE
       eval "$(cat "$keep/env")"
       "$omsctl" order create --item mouse-01 --wait >/dev/null 2>&1 || true
       sleep 8
@@ -286,6 +306,153 @@ two_mode_bench() {
   done
   keep_results "$keep" "$results" "$keep"/*.json
   "${name}_summary" "$results" | tee "$results/summary.md"
+}
+
+# --- consumers: the idle mode and the fetch wait, decided again on Kafka ----------------------
+
+# `idle`: what nisshi needed (pause after 5 s quiet, look every 250 ms, 20 ms fetch wait);
+# `longpoll`: a plain long poll (no idle mode, 500 ms fetch wait: Kafka answers a waiting fetch as
+# soon as a message arrives).
+consumers_up() {
+  if [[ "$1" == idle ]]; then
+    export OMS_CONSUMER_IDLE_AFTER=5s OMS_CONSUMER_IDLE_POLL=250ms OMS_CONSUMER_FETCH_WAIT=20ms
+  else
+    export OMS_CONSUMER_IDLE_AFTER=off OMS_CONSUMER_FETCH_WAIT=500ms
+  fi
+  "$OMS_ROOT/scripts/stack.sh" up --no-smoke
+}
+
+# One order on the stack that has been quiet for the idle window: what the first customer after
+# a quiet spell waits (into MODE-quiet-REP.json).
+quiet_order() {
+  local mode="$1" omsctl="$2" keep="$3" rep="$4"
+  "$omsctl" order create --item mouse-01 --wait -o json >"$keep/$mode-quiet-$rep.json" ||
+    oms_log "the quiet order did not finish"
+}
+
+consumers_bench() {
+  two_mode_bench consumers "idle longpoll" consumers_up quiet_order "$@"
+}
+
+# Seconds since the epoch of an RFC 3339 time with a fraction (jq's fromdate drops it).
+TS_JQ='def ts: capture("(?<s>[^.Z]*)(?<f>\\.[0-9]+)?Z") | (.s + "Z" | fromdateiso8601) + ((.f // "0") | tonumber);'
+
+consumers_summary() {
+  jq -rn "$AB_JQ_PRELUDE $TS_JQ"'
+      def idle($mode; f): [$all[] | select(.file | test("^" + $mode + "-idle-[0-9]+\\.json$")) | .doc | f] | median;
+      def quiet($mode): [$all[] | select(.file | test("^" + $mode + "-quiet-[0-9]+\\.json$")) | .doc
+        | select(.completedAt != null) | ((.completedAt | ts) - (.createdAt | ts)) * 1000] | median;
+      def broker_idle: [.components[]? | select(.component | startswith("broker")) | .corePercent] | add;
+      def row($name; $a; $b): "| \($name) | \($a | r2) | \($b | r2) | \(ratio($b; $a)) |";
+      def load($load; $name; f): row($name; fig("idle"; $load; f); fig("longpoll"; $load; f));
+    "| figure | idle mode (5 s, 250 ms polls, 20 ms fetch wait) | long poll (no idle mode, 500 ms fetch wait) | long poll : idle |",
+    "| --- | --- | --- | --- |",
+    row("idle stack, % of one core"; idle("idle"; .totalCorePercent); idle("longpoll"; .totalCorePercent)),
+    row("idle broker, % of one core"; idle("idle"; broker_idle); idle("longpoll"; broker_idle)),
+    row("first order after 20 s quiet, accepted to finished, ms"; quiet("idle"); quiet("longpoll")),
+    load("rate20"; "saga p50 ms at 20/s"; .sagaMs.p50),
+    load("rate20"; "saga p99 ms at 20/s"; .sagaMs.p99),
+    load("rate20"; "stack CPU ms per order at 20/s"; .cpuMsPerOrder),
+    load("saturation"; "confirmed orders/s at saturation (64 in flight)"; .confirmed / .durationSeconds),
+    load("saturation"; "stack CPU ms per order at saturation"; .cpuMsPerOrder),
+    "",
+    "Runs per figure: \(runs("idle"; "saturation") | length) (medians); unfinished orders in all runs: \([$all[] | .doc.unfinished // 0] | add)."
+  ' "$1"/*-*.json
+}
+
+# --- kafka: one plain node, one secured node, three nodes ---------------------------------------
+
+# `plain`: one node, PLAINTEXT; `secure`: one node, SASL_SSL with SCRAM and ACLs; `three`: three
+# nodes, replication 3, min.insync.replicas 2, plain.
+kafka_up() {
+  case "$1" in
+    plain) "$OMS_ROOT/scripts/stack.sh" up --no-smoke --plain ;;
+    secure) "$OMS_ROOT/scripts/stack.sh" up --no-smoke --secure ;;
+    three) "$OMS_ROOT/scripts/stack.sh" up --no-smoke --plain --brokers 3 ;;
+  esac
+}
+
+kafka_bench() {
+  two_mode_bench kafka "plain secure three" kafka_up "" "$@"
+}
+
+kafka_summary() {
+  jq -rn "$AB_JQ_PRELUDE"'
+      def idle($mode; f): [$all[] | select(.file | test("^" + $mode + "-idle-[0-9]+\\.json$")) | .doc | f] | median;
+      def broker_idle: [.components[]? | select(.component | startswith("broker")) | .corePercent] | add;
+      def broker($mode; $load): fig($mode; $load; [.cpu[] | select(.component | startswith("broker")) | .msPerOrder] | add);
+      def row($name; $p; $s; $t): "| \($name) | \($p | r2) | \($s | r2) | \($t | r2) | \(ratio($s; $p)) | \(ratio($t; $p)) |";
+      def load($load; $name; f): row($name; fig("plain"; $load; f); fig("secure"; $load; f); fig("three"; $load; f));
+    "| figure | 1 node, plain | 1 node, SASL_SSL + ACLs | 3 nodes, plain | secure : plain | 3 : 1 |",
+    "| --- | --- | --- | --- | --- | --- |",
+    row("idle stack, % of one core"; idle("plain"; .totalCorePercent); idle("secure"; .totalCorePercent); idle("three"; .totalCorePercent)),
+    row("idle broker (all nodes), % of one core"; idle("plain"; broker_idle); idle("secure"; broker_idle); idle("three"; broker_idle)),
+    load("rate20"; "saga p50 ms at 20/s"; .sagaMs.p50),
+    load("rate20"; "saga p99 ms at 20/s"; .sagaMs.p99),
+    load("rate20"; "stack CPU ms per order at 20/s"; .cpuMsPerOrder),
+    row("broker CPU ms per order at 20/s"; broker("plain"; "rate20"); broker("secure"; "rate20"); broker("three"; "rate20")),
+    load("saturation"; "confirmed orders/s at saturation (64 in flight)"; .confirmed / .durationSeconds),
+    load("saturation"; "stack CPU ms per order at saturation"; .cpuMsPerOrder),
+    row("broker CPU ms per order at saturation"; broker("plain"; "saturation"); broker("secure"; "saturation"); broker("three"; "saturation")),
+    "",
+    "Runs per figure: \(runs("plain"; "saturation") | length) (medians); unfinished orders in all runs: \([$all[] | .doc.unfinished // 0] | add)."
+  ' "$1"/*-*.json
+}
+
+# --- groups: the consumer group protocol and membership -----------------------------------------
+
+# For each group protocol (`classic`, `consumer`: KIP-848's), alternated REPEAT times on a freshly wiped bench stack: replica-failover's short form on two
+# replicas (how long until a killed replica's partitions are held again), then broker-outage's
+# short form on one (how long until every order finished after the broker came back). Reports in
+# .oms-bench/results-groups.
+groups_bench() {
+  local repeat=3 quick=false
+  bench_args "$@"
+  bench_stack_env
+  local name
+  for name in $("$OMS_ROOT/target/release/omsctl" stack services --names); do unset "OMS_${name^^}_URL"; done
+  local stack="$OMS_ROOT/scripts/stack.sh" omsctl="$OMS_ROOT/target/release/omsctl"
+  local results="$OMS_STATE_DIR/results-groups" keep mode rep
+  keep="$(mktemp -d)"
+  trap '"$OMS_ROOT/scripts/stack.sh" down >/dev/null 2>&1 || true' EXIT
+  for rep in $(seq 1 "$repeat"); do
+    for mode in classic consumer; do
+      oms_log "=== consumer group protocol $mode, run $rep of $repeat ==="
+      "$stack" wipe >/dev/null 2>&1 || true
+      export OMS_CONSUMER_GROUP_PROTOCOL="$mode"
+      "$stack" up --no-smoke --replicas 2 >"$keep/env"
+      eval "$(cat "$keep/env")"
+      "$omsctl" order create --item mouse-01 --wait >/dev/null 2>&1 || true
+      "$omsctl" drill run replica-failover --short --report "$keep/$mode-failover-$rep.json" >/dev/null ||
+        oms_log "replica-failover did not hold"
+      "$stack" up --no-smoke --replicas 1 >/dev/null
+      "$omsctl" drill run broker-outage --short --report "$keep/$mode-outage-$rep.json" >/dev/null ||
+        oms_log "broker-outage did not hold"
+    done
+  done
+  unset OMS_CONSUMER_GROUP_PROTOCOL
+  keep_results "$keep" "$results" "$keep"/*.json
+  groups_summary "$results" | tee "$results/summary.md"
+}
+
+groups_summary() {
+  jq -rn "$AB_JQ_PRELUDE"'
+      def takeovers($p): [runs($p; "failover")[] | .takeovers[]? | .groupSeconds // empty];
+      def relays($p): [runs($p; "failover")[] | .takeovers[]? | .relaySeconds // empty];
+      def held($m): [runs($m; "failover")[], runs($m; "outage")[] | select(.held)] | length;
+      def row($name; f): "| \($name) | \("classic" | f | r2) | \("consumer" | f | r2) |";
+    "| figure | classic | consumer (KIP-848) |",
+    "| --- | --- | --- |",
+    row("replica-failover: group takeover, median s"; takeovers(.) | median),
+    row("replica-failover: group takeover, slowest s"; takeovers(.) | max),
+    row("replica-failover: relay takeover, median s"; relays(.) | median),
+    row("broker-outage: every order finished after the broker is back, median s"; . as $m | fig($m; "outage"; .timeToRecoverSeconds)),
+    row("broker-outage: orders cancelled TIMEOUT, median"; . as $m | fig($m; "outage"; .orders.cancelled.TIMEOUT // 0)),
+    row("replica-failover: orders cancelled TIMEOUT, median"; . as $m | fig($m; "failover"; .orders.cancelled.TIMEOUT // 0)),
+    row("drills that held"; held(.)),
+    "",
+    "Runs per protocol: \(runs("classic"; "failover") | length) of each drill."
+  ' "$1"/*-*.json
 }
 
 # --- outage: the saga's broker probe on and off --------------------------------------------------
@@ -555,6 +722,12 @@ case "${1:-}" in
   outage-summary) outage_summary "${2:-$OMS_ROOT/.oms-bench/results-outage}" ;;
   replicas-summary) replicas_summary "${2:-$OMS_ROOT/.oms-bench/results-replicas}" ;;
   tracing) shift; tracing_bench "$@" ;;
+  consumers) shift; consumers_bench "$@" ;;
+  consumers-summary) consumers_summary "${2:-$OMS_ROOT/.oms-bench/results-consumers}" ;;
+  kafka) shift; kafka_bench "$@" ;;
+  kafka-summary) kafka_summary "${2:-$OMS_ROOT/.oms-bench/results-kafka}" ;;
+  groups) shift; groups_bench "$@" ;;
+  groups-summary) groups_summary "${2:-$OMS_ROOT/.oms-bench/results-groups}" ;;
   tracing-summary) tracing_summary "${2:-$OMS_ROOT/.oms-bench/results-tracing}" ;;
   summary) saga_summary "${2:-$OMS_ROOT/.oms-bench/results}" ;;
   auth-summary) auth_summary "${2:-$OMS_ROOT/.oms-bench/results-auth}" ;;
@@ -575,5 +748,5 @@ case "${1:-}" in
     cargo build --release -q -p omsctl
     cargo bench -p oms-tests --bench tui
     ;;
-  *) echo "usage: $0 saga [--repeat N] [--quick] | auth [--repeat N] [--quick] | replicas [--repeat N] [--quick] | replicas-summary [DIR] | outage [--repeat N] [--quick] | outage-summary [DIR] | fulfillment [--repeat N] [--quick] | fulfillment-summary [DIR] | tracing [--repeat N] [--quick] | summary [DIR] | auth-summary [DIR] | tracing-summary [DIR] | broker | relay | tail | tui" >&2; exit 2 ;;
+  *) echo "usage: $0 saga [--repeat N] [--quick] | consumers|kafka|groups [--repeat N] [--quick] | consumers-summary|kafka-summary|groups-summary [DIR] | auth [--repeat N] [--quick] | replicas [--repeat N] [--quick] | replicas-summary [DIR] | outage [--repeat N] [--quick] | outage-summary [DIR] | fulfillment [--repeat N] [--quick] | fulfillment-summary [DIR] | tracing [--repeat N] [--quick] | summary [DIR] | auth-summary [DIR] | tracing-summary [DIR] | broker | relay | tail | tui" >&2; exit 2 ;;
 esac

@@ -18,13 +18,14 @@ pub const ENV_PREFIX: &str = "OMS_KAFKA_";
 /// The environment variable naming a properties file (not itself a property).
 pub const ENV_FILE: &str = "OMS_KAFKA_PROPERTIES_FILE";
 
-/// Properties that cannot be passed through: the brokers have their own setting, and the rest
-/// carry the at-least-once-in, exactly-once-effect design (offsets stored only after the
-/// transaction commits; an idempotent, acks=all producer; one group per service).
+/// Properties that cannot be passed through: the brokers and the group protocol have settings of
+/// their own, and the rest carry the at-least-once-in, exactly-once-effect design (offsets stored
+/// only after the transaction commits; an idempotent, acks=all producer; one group per service).
 pub const RESERVED: &[&str] = &[
     "bootstrap.servers",
     "metadata.broker.list",
     "group.id",
+    "group.protocol",
     "enable.auto.offset.store",
     "enable.idempotence",
     "acks",

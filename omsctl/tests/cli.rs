@@ -10,7 +10,7 @@ use oms_tests::stack::{Service, Stack, StackOptions};
 use serde_json::{json, Value};
 
 mod common;
-use common::{code, json_of, omsctl, run, stderr};
+use common::{code, json_of, omsctl, run, stderr, stdout};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn order_commands_create_follow_list_and_trace() -> anyhow::Result<()> {
@@ -759,7 +759,19 @@ async fn stack_up_status_logs_and_down_supervise_the_local_stack() -> anyhow::Re
                 cmd.env_remove(format!("OMS_{name}_URL"));
             }
         };
-        replicas_on_the_process_stack(&with_replicas, state.path()).await
+        replicas_on_the_process_stack(&with_replicas, state.path()).await?;
+        // Three Kafka nodes: the bootstrap list comes from the stack's record (every node's),
+        // not the one address of the environment. The saga keeps its own deadlines there: a
+        // node's loss holds the partitions it led for the controller's session timeout and an
+        // election (~10-15 s), which the 5 s deadlines above are too short for by design.
+        let with_nodes = |cmd: &mut Command| {
+            with_replicas(cmd);
+            cmd.env_remove("OMS_BROKERS");
+            for step in ["RESERVE", "PAYMENT", "RELEASE"] {
+                cmd.env_remove(format!("OMS_SAGA_{step}_TIMEOUT"));
+            }
+        };
+        brokers_on_the_process_stack(&with_nodes, state.path()).await
     }
     .await;
 
@@ -1137,6 +1149,115 @@ async fn replicas_on_the_process_stack(
         .map(|s| s.name)
         .collect();
     assert_eq!(names, expected, "{rows:?}");
+    Ok(())
+}
+
+/// Three secured Kafka nodes under the process stack: the size is kept until a wipe, every node
+/// is named and ready, each service runs as its own Kafka user, and the broker-failover drill's
+/// short form holds (the node leading the most partitions killed, new leaders elected).
+async fn brokers_on_the_process_stack(
+    with_stack: &dyn Fn(&mut Command),
+    dir: &std::path::Path,
+) -> anyhow::Result<()> {
+    let up = |args: &'static [&'static str]| async move {
+        let mut cmd = omsctl(None)?;
+        with_stack(&mut cmd);
+        cmd.timeout(Duration::from_secs(600));
+        run(cmd, args).await
+    };
+    let out = up(&[
+        "stack",
+        "up",
+        "--broker-nodes",
+        "3",
+        "--no-smoke",
+        "--debug",
+    ])
+    .await?;
+    assert_eq!(code(&out), 2, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("has 1 node(s); run `omsctl stack wipe` first"),
+        "{}",
+        stderr(&out)
+    );
+    let out = in_stack(with_stack, &["stack", "wipe"]).await?;
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let out = up(&[
+        "stack",
+        "up",
+        "--broker-nodes",
+        "3",
+        "--secure",
+        "--no-smoke",
+        "--debug",
+    ])
+    .await?;
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("Kafka secured: SASL_SSL with SCRAM-SHA-512"),
+        "{}",
+        stderr(&out)
+    );
+    // `stack env` names omsctl's Kafka user (a private file), as tools would use it.
+    let printed = stdout(&out);
+    let file = printed
+        .lines()
+        .find_map(|l| l.strip_prefix("export OMS_KAFKA_PROPERTIES_FILE="))
+        .ok_or_else(|| anyhow::anyhow!("no properties file exported:\n{printed}"))?;
+    let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(file)?.permissions());
+    assert_eq!(mode & 0o077, 0, "{file} is readable by others");
+    let out = in_stack(with_stack, &["stack", "status", "-o", "json"]).await?;
+    let status = json_of(&out)?;
+    assert_eq!(status["ready"], true, "{status}");
+    let brokers: Vec<&str> = status["components"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|c| c["component"].as_str())
+        .filter(|c| c.starts_with("broker"))
+        .collect();
+    assert_eq!(brokers, ["broker-1", "broker-2", "broker-3"], "{status}");
+    // Each service connected as its own user: no authentication failed in any log.
+    let out = in_stack(with_stack, &["stack", "logs"]).await?;
+    assert!(
+        !stdout(&out).contains("SASL authentication error"),
+        "{}",
+        stdout(&out)
+    );
+
+    let report = dir.join("broker-failover.json");
+    let report_arg = report.display().to_string();
+    let out = in_stack(
+        with_stack,
+        &[
+            "drill",
+            "run",
+            "broker-failover",
+            "--short",
+            "--report",
+            &report_arg,
+        ],
+    )
+    .await?;
+    assert_eq!(
+        code(&out),
+        0,
+        "broker-failover failed:\n{}\n{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    let doc: Value = serde_json::from_slice(&std::fs::read(&report)?)?;
+    assert_eq!(doc["held"], true, "{doc}");
+    assert_eq!(doc["orders"]["lost"], 0, "{doc}");
+    let failovers = doc["failovers"].as_array().cloned().unwrap_or_default();
+    assert_eq!(failovers.len(), 1, "{doc}");
+    let f = &failovers[0];
+    assert!(f["ledBefore"].as_u64().unwrap_or(0) > 0, "{f}");
+    assert!(
+        f["electionSeconds"].as_f64().is_some_and(|s| s > 0.0),
+        "{f}"
+    );
+    assert!(f["backAt"].is_string(), "{f}");
     Ok(())
 }
 

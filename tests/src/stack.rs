@@ -76,7 +76,7 @@ impl Default for StackOptions {
             consumer_idle_after: Some(Duration::from_secs(5)),
             order_rate_limit: None,
             outage_budget: Duration::from_secs(120),
-            outage_grace: Duration::from_secs(10),
+            outage_grace: Duration::from_secs(20),
             fulfillment_timeout: Duration::from_secs(60),
             pick_after: Duration::from_millis(100),
             ship_after: Duration::from_millis(100),

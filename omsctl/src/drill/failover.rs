@@ -91,13 +91,19 @@ impl Failover {
     }
 }
 
-/// Whether a method step stops or kills Kafka nodes.
+/// Whether a method step stops or kills one Kafka node (`leader` or `broker-K`): a loss the
+/// others can take over from. Stopping the whole broker is an outage, not a failover.
 pub fn hits_broker(action: &Action) -> bool {
     let Action::Omsctl(words) = action else {
         return false;
     };
     let words: Vec<&str> = words.iter().map(String::as_str).collect();
-    matches!(words.as_slice(), ["chaos", "broker", "kill" | "stop", ..])
+    match words.as_slice() {
+        ["chaos", "broker", "kill" | "stop", node, ..] => {
+            *node == "leader" || node.starts_with("broker-")
+        }
+        _ => false,
+    }
 }
 
 /// What is known just before the step: every node's process and who leads what.
@@ -106,8 +112,12 @@ pub struct Before {
     leadership: Vec<Leadership>,
 }
 
-/// Reads the nodes' processes and the OMS topics' leadership.
-pub async fn before(ctx: &Ctx, local: &Local) -> Before {
+/// Reads the nodes' processes and the OMS topics' leadership; `None` on a single node, where
+/// nothing can take over.
+pub async fn before(ctx: &Ctx, local: &Local) -> Option<Before> {
+    if local.broker_nodes < 2 {
+        return None;
+    }
     let pids = local
         .broker_components()
         .into_iter()
@@ -120,7 +130,7 @@ pub async fn before(ctx: &Ctx, local: &Local) -> Before {
         .ok()
         .and_then(Result::ok)
         .unwrap_or_default();
-    Before { pids, leadership }
+    Some(Before { pids, leadership })
 }
 
 /// Watches the failover: waits for one node's process to be gone (the first of several), then
@@ -209,6 +219,9 @@ mod tests {
         assert!(hits_broker(&words("chaos broker kill leader --for 30s")));
         assert!(hits_broker(&words("chaos broker stop broker-2")));
         assert!(!hits_broker(&words("chaos broker start")));
+        // The whole broker: an outage, nobody to take over.
+        assert!(!hits_broker(&words("chaos broker stop --for 5s")));
+        assert!(!hits_broker(&words("chaos broker kill broker --for 5s")));
         assert!(!hits_broker(&words("chaos service kill order-2")));
         assert!(!hits_broker(&Action::WaitReady));
     }

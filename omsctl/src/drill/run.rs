@@ -498,12 +498,13 @@ pub async fn execute(ctx: &Ctx, plan: Plan, report: Option<&Path>) -> Result<(),
             }
             // A step that stops or kills a Kafka node: time the election of new leaders.
             if let (true, Some(local)) = (failover::hits_broker(action), &local) {
-                let before = failover::before(ctx, local).await;
-                broker_watches.push(tokio::spawn(failover::watch(
-                    Arc::clone(&ctx_arc),
-                    Arc::clone(local),
-                    before,
-                )));
+                if let Some(before) = failover::before(ctx, local).await {
+                    broker_watches.push(tokio::spawn(failover::watch(
+                        Arc::clone(&ctx_arc),
+                        Arc::clone(local),
+                        before,
+                    )));
+                }
             }
             if let Err(e) = act_logged(ctx, &journal, "method", action).await {
                 say(format!("step failed: {e}"));

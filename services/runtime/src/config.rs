@@ -86,11 +86,13 @@ pub struct RuntimeConfig {
     #[arg(long, env = "OMS_CONSUMER_IDLE_POLL", default_value = "250ms", value_parser = parse_duration)]
     pub consumer_idle_poll: Duration,
 
-    /// How each service's consumer group shares its partitions out: `consumer` (KIP-848: the
-    /// broker assigns, members learn their part on heartbeats, a change stops nobody) or
-    /// `classic` (every member rejoins on every change). Measured on the local Kafka in
-    /// docs/benchmarks.md.
-    #[arg(long, env = "OMS_CONSUMER_GROUP_PROTOCOL", default_value = "consumer")]
+    /// How each service's consumer group shares its partitions out: `classic` (every member
+    /// rejoins on every change) or `consumer` (KIP-848, Kafka 4: the broker assigns, members
+    /// learn their part on heartbeats, a change stops nobody; after a broker outage the groups
+    /// carry on in ~2 s where classic ones wait out a lapsed session, ~10 s). Classic is the
+    /// default because omsctl (rdkafka 0.39, which has no DescribeConsumerGroups) cannot show a
+    /// `consumer` group's members and assignment. docs/benchmarks.md has the figures.
+    #[arg(long, env = "OMS_CONSUMER_GROUP_PROTOCOL", default_value = "classic")]
     pub consumer_group_protocol: crate::kafka::GroupProtocol,
 
     /// Most workers of each consumer (transactions in flight at once, each on its own orders);

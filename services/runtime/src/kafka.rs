@@ -54,11 +54,11 @@ pub const DEFAULT_FETCH_WAIT: std::time::Duration = std::time::Duration::from_mi
 pub enum GroupProtocol {
     /// The classic protocol: every member rejoins on every change (an eager rebalance), the
     /// session timeout and heartbeat set by the client.
+    #[default]
     Classic,
     /// KIP-848's protocol: the broker computes the assignment and hands each member its part on
     /// its heartbeats, incrementally, without stopping the others; session timeout and heartbeat
     /// interval are the broker's (`group.consumer.*`).
-    #[default]
     Consumer,
 }
 
