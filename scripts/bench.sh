@@ -5,8 +5,9 @@
 #       The whole process stack in release builds, driven by `omsctl bench`, run twice side by
 #       side on a bench stack of its own (state .oms-bench, ports 55435/19095/1818x, wiped first):
 #         oms         this design, default settings
-#         comparable  the design of comparable projects: relay polling every 500 ms, consumers'
-#                     fetch wait 500 ms, one message per transaction, one at a time, no idle mode
+#         comparable  the design of comparable projects: relay polling every 500 ms, consumers
+#                     handling one message per transaction, one at a time (the same 500 ms
+#                     fetch wait as this design)
 #       Each design: idle CPU, a lone customer (closed loop, 1 in flight), 20 orders/s and the
 #       saturation point (closed loop, 64 in flight); this design also 50 orders/s and 120 orders/s
 #       for 60 s followed by `omsctl verify`. Then the `pgbench -N` ceiling of the same cluster
@@ -49,17 +50,15 @@
 #       wait in their topic), alternated N times (default 3), each run on a freshly wiped bench
 #       stack: idle CPU, 20 orders/s (saga p50/p99 to CONFIRMED) and the saturation point (64 in
 #       flight), medians and ratios. Summary: .oms-bench/results-fulfillment/summary.md.
-#   scripts/bench.sh consumers [--repeat N] [--quick]
-#       The consumers' idle mode decided again on Kafka: `idle` (pause after 5 s, look every
-#       250 ms, 20 ms fetch wait: what nisshi needed) against `longpoll` (no idle mode, 500 ms
-#       fetch wait), alternated N times (default 3) on freshly wiped bench stacks: idle CPU, the
-#       first order after a quiet spell, 20 orders/s and saturation. Summary:
-#       .oms-bench/results-consumers/summary.md.
 #   scripts/bench.sh kafka [--repeat N] [--quick]
 #       What the broker's shape costs: one plain node, one secured node (SASL_SSL, SCRAM, ACLs)
 #       and three plain nodes (replication 3, min.insync.replicas 2), alternated N times (default
 #       3): idle CPU, 20 orders/s and saturation, the brokers' CPU per order. Summary:
 #       .oms-bench/results-kafka/summary.md.
+#   scripts/bench.sh linger [--repeat N] [--quick]
+#       The producers' linger.ms, 0 (the default) against 5 ms, alternated N times (default 3):
+#       20 orders/s and saturation, the broker's CPU per order. Summary:
+#       .oms-bench/results-linger/summary.md.
 #   scripts/bench.sh groups [--repeat N]
 #       The consumer group protocol, classic against KIP-848's `consumer`, alternated N times
 #       (default 3): replica-failover's short form on two replicas (group and relay takeover) and
@@ -121,7 +120,7 @@ saga_bench() {
 
   # The comparable design, as settings of the same binaries.
   local comparable=(OMS_OUTBOX_WAKEUP=poll:500ms OMS_CONSUMER_FETCH_WAIT=500ms
-    OMS_CONSUMER_WORKERS=1 OMS_CONSUMER_MAX_BATCH=1 OMS_CONSUMER_IDLE_AFTER=off)
+    OMS_CONSUMER_WORKERS=1 OMS_CONSUMER_MAX_BATCH=1)
 
   commits() {
     "$(oms_pg_bin)/psql" "$OMS_DATABASE_URL" -Atqc "SELECT sum(xact_commit) FROM pg_stat_database"
@@ -152,7 +151,7 @@ saga_bench() {
       )
       # `up` prints OMS_DATABASE_URL and OMS_BROKERS as exports.
       eval "$(cat "$keep/env")"
-      # Settle: consumer groups joined, then quiet long enough for the idle mode to set in.
+      # Settle: consumer groups joined and the first order through.
       "$omsctl" order create --item mouse-01 --wait >/dev/null 2>&1 || true
       sleep 8
       "$omsctl" stack cpu --over "$idle" -o json >"$keep/$design-idle-$rep.json"
@@ -237,7 +236,7 @@ replicas_bench() {
       "$stack" wipe >/dev/null 2>&1 || true
       OMS_TOPIC_PARTITIONS="$partitions" "$stack" up --no-smoke --replicas "$n" >"$keep/env"
       eval "$(cat "$keep/env")"
-      # Settle: every consumer group joined, then quiet long enough for the idle mode.
+      # Settle: every consumer group joined and the first order through.
       "$omsctl" order create --item mouse-01 --wait >/dev/null 2>&1 || true
       sleep 8
       "$omsctl" stack cpu --over "$idle" -o json >"$keep/$mode-idle-$rep.json"
@@ -308,55 +307,36 @@ two_mode_bench() {
   "${name}_summary" "$results" | tee "$results/summary.md"
 }
 
-# --- consumers: the idle mode and the fetch wait, decided again on Kafka ----------------------
+# --- linger: the producers' linger.ms, 0 against 5 ms ------------------------------------------
 
-# `idle`: what nisshi needed (pause after 5 s quiet, look every 250 ms, 20 ms fetch wait);
-# `longpoll`: a plain long poll (no idle mode, 500 ms fetch wait: Kafka answers a waiting fetch as
-# soon as a message arrives).
-consumers_up() {
-  if [[ "$1" == idle ]]; then
-    export OMS_CONSUMER_IDLE_AFTER=5s OMS_CONSUMER_IDLE_POLL=250ms OMS_CONSUMER_FETCH_WAIT=20ms
-  else
-    export OMS_CONSUMER_IDLE_AFTER=off OMS_CONSUMER_FETCH_WAIT=500ms
-  fi
+# `0ms`: the default (a message is sent as soon as the relay hands it over); `5ms`: librdkafka
+# waits up to 5 ms to fill a batch (OMS_KAFKA_LINGER_MS reaches every client as linger.ms).
+linger_up() {
+  export OMS_KAFKA_LINGER_MS="${1%ms}"
   "$OMS_ROOT/scripts/stack.sh" up --no-smoke
 }
 
-# One order on the stack that has been quiet for the idle window: what the first customer after
-# a quiet spell waits (into MODE-quiet-REP.json).
-quiet_order() {
-  local mode="$1" omsctl="$2" keep="$3" rep="$4"
-  "$omsctl" order create --item mouse-01 --wait -o json >"$keep/$mode-quiet-$rep.json" ||
-    oms_log "the quiet order did not finish"
+linger_bench() {
+  two_mode_bench linger "0ms 5ms" linger_up "" "$@"
 }
 
-consumers_bench() {
-  two_mode_bench consumers "idle longpoll" consumers_up quiet_order "$@"
-}
-
-# Seconds since the epoch of an RFC 3339 time with a fraction (jq's fromdate drops it).
-TS_JQ='def ts: capture("(?<s>[^.Z]*)(?<f>\\.[0-9]+)?Z") | (.s + "Z" | fromdateiso8601) + ((.f // "0") | tonumber);'
-
-consumers_summary() {
-  jq -rn "$AB_JQ_PRELUDE $TS_JQ"'
-      def idle($mode; f): [$all[] | select(.file | test("^" + $mode + "-idle-[0-9]+\\.json$")) | .doc | f] | median;
-      def quiet($mode): [$all[] | select(.file | test("^" + $mode + "-quiet-[0-9]+\\.json$")) | .doc
-        | select(.completedAt != null) | ((.completedAt | ts) - (.createdAt | ts)) * 1000] | median;
-      def broker_idle: [.components[]? | select(.component | startswith("broker")) | .corePercent] | add;
+linger_summary() {
+  jq -rn "$AB_JQ_PRELUDE"'
+      def broker($mode; $load): fig($mode; $load; [.cpu[] | select(.component | startswith("broker")) | .msPerOrder] | add);
       def row($name; $a; $b): "| \($name) | \($a | r2) | \($b | r2) | \(ratio($b; $a)) |";
-      def load($load; $name; f): row($name; fig("idle"; $load; f); fig("longpoll"; $load; f));
-    "| figure | idle mode (5 s, 250 ms polls, 20 ms fetch wait) | long poll (no idle mode, 500 ms fetch wait) | long poll : idle |",
+      def load($load; $name; f): row($name; fig("0ms"; $load; f); fig("5ms"; $load; f));
+    "| figure | linger.ms 0 | linger.ms 5 | 5 : 0 |",
     "| --- | --- | --- | --- |",
-    row("idle stack, % of one core"; idle("idle"; .totalCorePercent); idle("longpoll"; .totalCorePercent)),
-    row("idle broker, % of one core"; idle("idle"; broker_idle); idle("longpoll"; broker_idle)),
-    row("first order after 20 s quiet, accepted to finished, ms"; quiet("idle"); quiet("longpoll")),
     load("rate20"; "saga p50 ms at 20/s"; .sagaMs.p50),
     load("rate20"; "saga p99 ms at 20/s"; .sagaMs.p99),
     load("rate20"; "stack CPU ms per order at 20/s"; .cpuMsPerOrder),
+    row("broker CPU ms per order at 20/s"; broker("0ms"; "rate20"); broker("5ms"; "rate20")),
     load("saturation"; "confirmed orders/s at saturation (64 in flight)"; .confirmed / .durationSeconds),
+    load("saturation"; "saga p50 ms at saturation"; .sagaMs.p50),
     load("saturation"; "stack CPU ms per order at saturation"; .cpuMsPerOrder),
+    row("broker CPU ms per order at saturation"; broker("0ms"; "saturation"); broker("5ms"; "saturation")),
     "",
-    "Runs per figure: \(runs("idle"; "saturation") | length) (medians); unfinished orders in all runs: \([$all[] | .doc.unfinished // 0] | add)."
+    "Runs per figure: \(runs("0ms"; "saturation") | length) (medians); unfinished orders in all runs: \([$all[] | .doc.unfinished // 0] | add)."
   ' "$1"/*-*.json
 }
 
@@ -722,9 +702,9 @@ case "${1:-}" in
   outage-summary) outage_summary "${2:-$OMS_ROOT/.oms-bench/results-outage}" ;;
   replicas-summary) replicas_summary "${2:-$OMS_ROOT/.oms-bench/results-replicas}" ;;
   tracing) shift; tracing_bench "$@" ;;
-  consumers) shift; consumers_bench "$@" ;;
-  consumers-summary) consumers_summary "${2:-$OMS_ROOT/.oms-bench/results-consumers}" ;;
   kafka) shift; kafka_bench "$@" ;;
+  linger) shift; linger_bench "$@" ;;
+  linger-summary) linger_summary "${2:-$OMS_ROOT/.oms-bench/results-linger}" ;;
   kafka-summary) kafka_summary "${2:-$OMS_ROOT/.oms-bench/results-kafka}" ;;
   groups) shift; groups_bench "$@" ;;
   groups-summary) groups_summary "${2:-$OMS_ROOT/.oms-bench/results-groups}" ;;
@@ -748,5 +728,5 @@ case "${1:-}" in
     cargo build --release -q -p omsctl
     cargo bench -p oms-tests --bench tui
     ;;
-  *) echo "usage: $0 saga [--repeat N] [--quick] | consumers|kafka|groups [--repeat N] [--quick] | consumers-summary|kafka-summary|groups-summary [DIR] | auth [--repeat N] [--quick] | replicas [--repeat N] [--quick] | replicas-summary [DIR] | outage [--repeat N] [--quick] | outage-summary [DIR] | fulfillment [--repeat N] [--quick] | fulfillment-summary [DIR] | tracing [--repeat N] [--quick] | summary [DIR] | auth-summary [DIR] | tracing-summary [DIR] | broker | relay | tail | tui" >&2; exit 2 ;;
+  *) echo "usage: $0 saga [--repeat N] [--quick] | kafka|linger|groups [--repeat N] [--quick] | kafka-summary|linger-summary|groups-summary [DIR] | auth [--repeat N] [--quick] | replicas [--repeat N] [--quick] | replicas-summary [DIR] | outage [--repeat N] [--quick] | outage-summary [DIR] | fulfillment [--repeat N] [--quick] | fulfillment-summary [DIR] | tracing [--repeat N] [--quick] | summary [DIR] | auth-summary [DIR] | tracing-summary [DIR] | broker | relay | tail | tui" >&2; exit 2 ;;
 esac

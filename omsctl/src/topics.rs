@@ -164,8 +164,25 @@ pub struct Leadership {
     pub isr: Vec<i32>,
 }
 
-/// Who leads each partition of `wanted` (topics the cluster does not know are left out).
-pub fn leadership(brokers: &Kafka, wanted: &[String]) -> Result<Vec<Leadership>, Failure> {
+/// The cluster as its metadata shows it: the brokers that answer, and who leads each partition.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Leaders {
+    /// Ids of the live brokers, ascending.
+    pub brokers: Vec<i32>,
+    /// Each partition of the topics asked for.
+    pub partitions: Vec<Leadership>,
+}
+
+impl Leaders {
+    /// How many of the partitions node `id` leads.
+    pub fn led_by(&self, id: i32) -> usize {
+        self.partitions.iter().filter(|p| p.leader == id).count()
+    }
+}
+
+/// The live brokers and who leads each partition of `wanted` (topics the cluster does not know
+/// are left out).
+pub fn leadership(brokers: &Kafka, wanted: &[String]) -> Result<Leaders, Failure> {
     let consumer: BaseConsumer = brokers
         .config()
         .set_log_level(rdkafka::config::RDKafkaLogLevel::Emerg)
@@ -189,7 +206,12 @@ pub fn leadership(brokers: &Kafka, wanted: &[String]) -> Result<Vec<Leadership>,
         }
     }
     out.sort_by(|a, b| (&a.topic, a.partition).cmp(&(&b.topic, b.partition)));
-    Ok(out)
+    let mut live: Vec<i32> = metadata.brokers().iter().map(|b| b.id()).collect();
+    live.sort_unstable();
+    Ok(Leaders {
+        brokers: live,
+        partitions: out,
+    })
 }
 
 /// The node that leads the most of `partitions` (the lowest id of those tied), if any leads.

@@ -5,6 +5,7 @@
 //! private Apache Kafka node ([`TestBroker`]) serves what the OMS asks of it: one consumer group
 //! per service of the topology, subscribed to the topics it reads. Measured:
 //! - **start**: from the JVM's start until the node answers a metadata request;
+//! - then 30 s of the load below, unmeasured, so the JVM has compiled its hot paths;
 //! - **idle**: the broker's CPU while the consumers wait for messages that never come, and its
 //!   resident memory then;
 //! - **hop**: one message at a time (irregular gaps) from an idempotent `acks=all` producer to a
@@ -47,6 +48,9 @@ struct Figures {
     hop_p99_ms: f64,
     cpu_ms_per_message: f64,
 }
+
+/// How long the load runs before anything is measured.
+const WARM_UP: Duration = Duration::from_secs(30);
 
 /// Consumers of one setting, each on its own thread; received payloads (send sequence numbers)
 /// of the `order` group are timed.
@@ -201,11 +205,24 @@ async fn measure(jvm: Vec<String>, partitions: i32, wait_ms: u64) -> anyhow::Res
                 .map_err(|(e, _)| anyhow::anyhow!("producing: {e}"))
         }
     };
-    // Warm up: metadata, producer id, fetch sessions.
+    // Warm up: metadata, producer id, fetch sessions, then WARM_UP of the load itself, so the
+    // JVM's compilers are done with the hot paths before anything is measured (a stack's broker
+    // runs for hours; its first seconds are not what it costs).
     for seq in 0..20 {
         send(1_000_000 + seq).await?;
     }
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    let rate = 200u64;
+    let started = Instant::now();
+    let mut pending = Vec::new();
+    for i in 0..rate * WARM_UP.as_secs() {
+        let due = started + Duration::from_secs_f64(i as f64 / rate as f64);
+        tokio::time::sleep_until(due.into()).await;
+        pending.push(tokio::spawn(send(3_000_000 + i)));
+    }
+    for p in pending {
+        p.await??;
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
     hops.lock()
         .map_err(|_| anyhow::anyhow!("poisoned"))?
         .clear();
@@ -236,7 +253,6 @@ async fn measure(jvm: Vec<String>, partitions: i32, wait_ms: u64) -> anyhow::Res
     let pct = |p: f64| ms[((ms.len() as f64 - 1.0) * p).round() as usize];
 
     // Load: 200 messages/s for 10 s.
-    let rate = 200u64;
     let window = Duration::from_secs(10);
     let before = broker_cpu(broker)?;
     let started = Instant::now();
@@ -283,7 +299,7 @@ async fn main() -> anyhow::Result<()> {
         .map(|p| p.parse())
         .collect::<Result<_, _>>()?;
     println!(
-        "broker: Apache Kafka {}, one consumer group per service, idle 10 s, 100 single hops, 200 msg/s for 10 s",
+        "broker: Apache Kafka {}, one consumer group per service, 30 s warm-up at 200 msg/s, then idle 10 s, 100 single hops, 200 msg/s for 10 s",
         oms_kafka::node::KAFKA_VERSION
     );
     println!(

@@ -37,8 +37,6 @@ pub struct StackOptions {
     pub consumer_workers: Option<u16>,
     /// Every consumer: at most this many messages per transaction (`None`: the handler's choice).
     pub consumer_max_batch: Option<u16>,
-    /// Every consumer: pause after this long without a message (`None`: never).
-    pub consumer_idle_after: Option<Duration>,
     /// Order service: `POST /orders` per client address (`None`: off).
     pub order_rate_limit: Option<oms_order::RateLimit>,
     /// Saga: broker-outage time given back to a step (zero: none).
@@ -73,7 +71,6 @@ impl Default for StackOptions {
             fetch_wait: oms_runtime::kafka::DEFAULT_FETCH_WAIT,
             consumer_workers: None,
             consumer_max_batch: None,
-            consumer_idle_after: Some(Duration::from_secs(5)),
             order_rate_limit: None,
             outage_budget: Duration::from_secs(120),
             outage_grace: Duration::from_secs(20),
@@ -209,8 +206,6 @@ impl Stack {
             consumer_group_protocol: Default::default(),
             consumer_workers: self.options.consumer_workers,
             consumer_max_batch: self.options.consumer_max_batch,
-            consumer_idle_after: self.options.consumer_idle_after,
-            consumer_idle_poll: Duration::from_millis(100),
             log_format: LogFormat::Text,
             otlp_endpoint: None,
             tracing: true,

@@ -39,8 +39,6 @@ fn config(db: DatabaseUrl, brokers: &str) -> RuntimeConfig {
         consumer_group_protocol: Default::default(),
         consumer_workers: None,
         consumer_max_batch: None,
-        consumer_idle_after: None,
-        consumer_idle_poll: Duration::from_millis(100),
         log_format: LogFormat::Text,
         otlp_endpoint: None,
         tracing: true,

@@ -521,7 +521,7 @@ async fn broker_node(ctx: &Ctx, name: &str, action: BrokerAction) -> Result<Opti
                 tokio::task::spawn_blocking(move || crate::topics::leadership(&brokers, &wanted))
                     .await
                     .map_err(anyhow::Error::from)??;
-            let id = crate::topics::busiest_leader(&led)
+            let id = crate::topics::busiest_leader(&led.partitions)
                 .ok_or_else(|| Failure::verdict("no partition of the OMS topics has a leader"))?;
             let node = u32::try_from(id)
                 .map_err(|_| Failure::verdict(format!("node id {id} is not a local node")))?;

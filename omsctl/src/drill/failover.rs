@@ -129,6 +129,7 @@ pub async fn before(ctx: &Ctx, local: &Local) -> Option<Before> {
         .await
         .ok()
         .and_then(Result::ok)
+        .map(|l| l.partitions)
         .unwrap_or_default();
     Some(Before { pids, leadership })
 }
@@ -177,7 +178,8 @@ pub async fn watch(ctx: Arc<Ctx>, local: Arc<Local>, b: Before) -> Option<Failov
                 .and_then(Result::ok);
             if let Some(now) = now {
                 let moved = led.iter().all(|(t, p)| {
-                    now.iter()
+                    now.partitions
+                        .iter()
                         .find(|l| &l.topic == t && l.partition == *p)
                         .is_some_and(|l| l.leader >= 0 && l.leader != id)
                 });

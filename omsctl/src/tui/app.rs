@@ -69,6 +69,17 @@ pub struct Health {
     pub error: Option<String>,
 }
 
+/// A Kafka node as the dashboard shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct BrokerNode {
+    /// `broker`, `broker-2` (the local stack's names) or `broker ID`.
+    pub name: String,
+    /// Whether the cluster's metadata names it (`None`: the cluster was not asked).
+    pub up: Option<bool>,
+    /// Partitions of the OMS topics it leads.
+    pub leads: usize,
+}
+
 /// One row of the sagas table.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -108,6 +119,8 @@ pub struct Snapshot {
     pub services: Vec<Health>,
     /// Dead letters per DLQ topic (`None`: broker not asked this time).
     pub dlq_depth: Option<Vec<(String, i64)>>,
+    /// The Kafka nodes.
+    pub brokers: Vec<BrokerNode>,
     /// Active faults (gateway knobs that are not zero).
     pub faults: Vec<String>,
     /// p50 and p99 milliseconds from accepted to finished, over recent orders.
@@ -931,6 +944,7 @@ mod tests {
             sagas,
             services: Vec::new(),
             dlq_depth: Some(vec![("oms.payment.commands.dlq".into(), 1)]),
+            brokers: Vec::new(),
             faults: Vec::new(),
             latency_ms: Some((70.0, 300.0)),
             fetched_at: at,

@@ -20,6 +20,7 @@ use tokio::sync::mpsc;
 
 use crate::ctx::{self, Ctx, Svc};
 use crate::{dlq, order, topics, Failure};
+use app::BrokerNode;
 use app::{Action, App, Effect, Health, SagaRow, Snapshot};
 
 /// `omsctl tui` arguments.
@@ -259,6 +260,40 @@ fn log_tail(ctx: &Ctx, service: &str, n: usize) -> Result<Vec<String>, String> {
 struct KafkaInfo {
     dlq_depth: Vec<(String, i64)>,
     lag: Vec<(String, i64)>,
+    nodes: Vec<BrokerNode>,
+}
+
+/// The Kafka nodes as the panel shows them: each node the local stack runs (so a dead one shows
+/// as down), else each one the cluster's metadata names; with the partitions of the OMS topics
+/// each leads.
+fn broker_nodes(ctx: &Ctx, leaders: Option<&topics::Leaders>) -> Vec<BrokerNode> {
+    let local = (ctx.context.target == crate::context::Target::Local)
+        .then(|| crate::local::Local::open(&ctx.state_dir).ok())
+        .flatten()
+        .filter(|_| crate::local::Local::is_recorded(&ctx.state_dir));
+    let node = |name: String, id: i32| BrokerNode {
+        up: leaders.map(|l| l.brokers.contains(&id)),
+        leads: leaders.map_or(0, |l| l.led_by(id)),
+        name,
+    };
+    match (local, leaders) {
+        (Some(local), _) => local
+            .broker_components()
+            .into_iter()
+            .filter_map(|c| match c {
+                crate::local::Component::Broker(k) => {
+                    Some(node(c.name(&local), i32::try_from(k).unwrap_or(-1)))
+                }
+                _ => None,
+            })
+            .collect(),
+        (None, Some(l)) => l
+            .brokers
+            .iter()
+            .map(|id| node(format!("broker {id}"), *id))
+            .collect(),
+        (None, None) => Vec::new(),
+    }
 }
 
 async fn poll_kafka(ctx: Arc<Ctx>, out: Arc<Mutex<Option<KafkaInfo>>>, every: Duration) {
@@ -266,12 +301,16 @@ async fn poll_kafka(ctx: Arc<Ctx>, out: Arc<Mutex<Option<KafkaInfo>>>, every: Du
         let brokers = ctx.brokers.clone();
         let groups = ctx.consumer_groups();
         let wanted = ctx.topics.all_with_dlq();
+        let saga_topics = ctx.saga_topics();
         let prefix = ctx.topics.prefix().to_owned();
         // Awaited to the end: never two broker reads at once.
-        let result =
-            tokio::task::spawn_blocking(move || topics::list(&brokers, &wanted, &groups)).await;
+        let result = tokio::task::spawn_blocking(move || {
+            let rows = topics::list(&brokers, &wanted, &groups)?;
+            Ok::<_, crate::Failure>((rows, topics::leadership(&brokers, &saga_topics).ok()))
+        })
+        .await;
         let info = match result {
-            Ok(Ok(rows)) => {
+            Ok(Ok((rows, leaders))) => {
                 let dlq_depth = rows
                     .iter()
                     .filter(|r| oms_contracts::topics::is_dlq(&r.topic))
@@ -288,7 +327,11 @@ async fn poll_kafka(ctx: Arc<Ctx>, out: Arc<Mutex<Option<KafkaInfo>>>, every: Du
                     let total = rows.iter().filter_map(|r| r.lag.get(&group)).sum();
                     lag.push((svc.name().to_owned(), total));
                 }
-                Some(KafkaInfo { dlq_depth, lag })
+                Some(KafkaInfo {
+                    dlq_depth,
+                    lag,
+                    nodes: broker_nodes(&ctx, leaders.as_ref()),
+                })
             }
             Ok(Err(f)) => {
                 tracing::warn!(error = %f.error, "broker poll failed");
@@ -356,6 +399,9 @@ async fn snapshot(ctx: &Ctx, kafka: &Mutex<Option<KafkaInfo>>) -> Snapshot {
     let mut s = Snapshot {
         fetched_at,
         dlq_depth: kafka.as_ref().map(|k| k.dlq_depth.clone()),
+        brokers: kafka
+            .as_ref()
+            .map_or_else(|| broker_nodes(ctx, None), |k| k.nodes.clone()),
         ..Snapshot::default()
     };
     match summary {

@@ -312,6 +312,16 @@ fn draw_overview(frame: &mut Frame<'_>, app: &App, area: Rect) {
         Some(_) => side_lines.push(Line::from("  none")),
         None => side_lines.push(Line::from("  unknown (broker)")),
     }
+    if !s.brokers.is_empty() {
+        side_lines.push(Line::from("brokers").bold());
+        for b in &s.brokers {
+            side_lines.push(Line::from(match b.up {
+                Some(true) => format!("  {} up, leads {}", b.name, b.leads),
+                Some(false) => format!("  {} DOWN", b.name),
+                None => format!("  {} unknown", b.name),
+            }));
+        }
+    }
     side_lines.push(Line::from("active faults").bold());
     if s.faults.is_empty() {
         side_lines.push(Line::from("  none"));
@@ -634,7 +644,7 @@ mod tests {
     use ratatui::backend::TestBackend;
     use ratatui::Terminal;
 
-    use super::super::app::{update, Action, App, Health, SagaRow, Snapshot};
+    use super::super::app::{update, Action, App, BrokerNode, Health, SagaRow, Snapshot};
     use super::*;
 
     fn render(app: &App) -> String {
@@ -695,6 +705,18 @@ mod tests {
                 },
             ],
             dlq_depth: Some(vec![("oms.payment.commands.dlq".into(), 3)]),
+            brokers: vec![
+                BrokerNode {
+                    name: "broker-1".into(),
+                    up: Some(true),
+                    leads: 21,
+                },
+                BrokerNode {
+                    name: "broker-2".into(),
+                    up: Some(false),
+                    leads: 0,
+                },
+            ],
             faults: vec!["payment gateway: errorRate 1".into()],
             latency_ms: Some((71.0, 310.0)),
             fetched_at: 1_000.0,
@@ -717,6 +739,8 @@ mod tests {
             "PICKED                7",
             "CANCELLING            0",
             "oms.payment.commands.dlq 3",
+            "broker-1 up, leads 21",
+            "broker-2 DOWN",
             "payment gateway: errorRate 1",
             "LIVE · refresh 1s · updated 0.5s ago",
             "unreachable: payment",

@@ -66,25 +66,12 @@ pub struct RuntimeConfig {
     #[arg(long, env = "OMS_CONSUMER_MAX_ATTEMPTS", default_value_t = 5)]
     pub consumer_max_attempts: u32,
 
-    /// Longest time the broker may hold a consumer's fetch open waiting for data: the worst
-    /// added latency per saga hop on a quiet topic.
-    #[arg(long, env = "OMS_CONSUMER_FETCH_WAIT", default_value = "20ms", value_parser = parse_duration)]
+    /// Longest time the broker may hold a consumer's fetch open waiting for data. Kafka answers
+    /// a waiting fetch the moment a message arrives, so this costs no latency: it only sets how
+    /// often an idle consumer asks (500 ms idles at half the broker CPU of 20 ms;
+    /// docs/benchmarks.md).
+    #[arg(long, env = "OMS_CONSUMER_FETCH_WAIT", default_value = "500ms", value_parser = parse_duration)]
     pub consumer_fetch_wait: Duration,
-
-    /// Quiet time after which a consumer pauses its partitions and only checks their end offsets
-    /// every --consumer-idle-poll (a broker that serves long-polling fetches by re-reading its
-    /// storage, as the local nisshi broker does, then idles too). `off`: always fetch (the choice
-    /// for Apache Kafka, whose long poll costs nothing while idle).
-    #[arg(long, env = "OMS_CONSUMER_IDLE_AFTER", default_value = "5s", value_parser = parse_optional_duration)]
-    // Spelled out so clap takes the parser's `Option` as the value instead of making the flag
-    // optional (which panics at parse time with this parser).
-    pub consumer_idle_after: std::option::Option<Duration>,
-
-    /// How often an idle consumer checks for new messages: the most the first message after a
-    /// quiet spell waits per hop. Each check costs the local broker a storage read per partition:
-    /// 250 ms keeps the idle stack under 5 % of a core (100 ms: ~9 %; docs/benchmarks.md).
-    #[arg(long, env = "OMS_CONSUMER_IDLE_POLL", default_value = "250ms", value_parser = parse_duration)]
-    pub consumer_idle_poll: Duration,
 
     /// How each service's consumer group shares its partitions out: `classic` (every member
     /// rejoins on every change) or `consumer` (KIP-848, Kafka 4: the broker assigns, members
@@ -162,18 +149,6 @@ pub fn parse_switch(s: &str) -> Result<bool, String> {
         "off" => Ok(false),
         _ => Err(format!("expected on or off, got {s:?}")),
     }
-}
-
-/// Parses a duration, or `off` for none.
-pub fn parse_optional_duration(s: &str) -> Result<Option<Duration>, String> {
-    if s == "off" {
-        return Ok(None);
-    }
-    let d = parse_duration(s)?;
-    if d.is_zero() {
-        return Err("must be above zero (or `off`)".into());
-    }
-    Ok(Some(d))
 }
 
 /// The default listen address of `service` on the local stack: loopback and its topology port.
@@ -310,9 +285,7 @@ mod tests {
         assert_eq!(s.runtime.outbox_retention, Duration::from_secs(600));
         assert_eq!(s.runtime.consumer_max_attempts, 7);
         assert_eq!(s.runtime.log_format, LogFormat::Json);
-        assert_eq!(s.runtime.consumer_idle_after, Some(Duration::from_secs(5)));
-        let off = Service::try_parse_from(["svc", "--consumer-idle-after", "off"]).expect("off");
-        assert_eq!(off.runtime.consumer_idle_after, None);
+        assert_eq!(s.runtime.consumer_fetch_wait, Duration::from_millis(500));
         let secured = Service::try_parse_from([
             "svc",
             "-X",
@@ -335,8 +308,8 @@ mod tests {
             ("--database-url", "mysql://x", "PostgreSQL URL"),
             ("--consumer-max-attempts", "-1", "-1"),
             ("--topic-prefix", "a b", "topic prefix"),
-            ("--consumer-idle-after", "0s", "above zero"),
-            ("--consumer-idle-after", "never", "invalid duration"),
+            ("--consumer-fetch-wait", "soon", "invalid duration"),
+            ("--consumer-group-protocol", "eager", "classic"),
             ("--consumer-workers", "0", "0"),
             ("-X", "security.protocol", "KEY=VALUE"),
             ("--kafka-property", "group.id=mine", "cannot be overridden"),

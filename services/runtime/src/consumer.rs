@@ -17,11 +17,8 @@
 //!   batch never changes what happens to a message, only how many commits it costs.
 //! - **Interest.** A message type the handler declares no interest in is acknowledged without a
 //!   transaction: it would change nothing, so it needs no inbox row either.
-//! - **Idle.** After [`IdleConfig::after`] without a message, the consumer pauses its partitions
-//!   and only asks the broker for their end offsets every [`IdleConfig::poll`], resuming as soon as
-//!   one is past its position. A broker that answers long-polling fetches by re-reading storage
-//!   (as the local nisshi broker does) then does no work for an idle stack; the first message
-//!   after a quiet spell waits up to one poll.
+//! - **Long poll.** An idle consumer waits in a fetch the broker parks and answers the moment a
+//!   message arrives (`fetch.wait.max.ms`, 500 ms by default, only bounds how often it asks).
 //!
 //! Failures:
 //! - **Poison** (undecodable, unknown type, contract violation) and [`HandlerError::Rejected`] go
@@ -52,7 +49,6 @@ use oms_contracts::headers::dlq as dlq_headers;
 use oms_contracts::{topics, Envelope, Message, MessageType};
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::{Headers, Message as KafkaMessage, OwnedMessage};
-use rdkafka::{Offset, TopicPartitionList};
 use sqlx::{PgConnection, PgPool, Postgres, Transaction};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -196,19 +192,6 @@ pub trait Handler: Send + Sync + 'static {
     ) -> impl Future<Output = Result<(), HandlerError>> + Send + 'a;
 }
 
-/// After waking from idle, how long the consumer stays awake before it may pause again, so the
-/// fetch the wake-up is for has time to happen.
-const RESUME_GRACE: Duration = Duration::from_secs(1);
-
-/// When a consumer with nothing to do stops fetching.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct IdleConfig {
-    /// Quiet time after which the partitions are paused.
-    pub after: Duration,
-    /// How often a paused consumer checks for new messages.
-    pub poll: Duration,
-}
-
 /// Consumer settings.
 #[derive(Debug, Clone)]
 pub struct ConsumerConfig {
@@ -237,8 +220,6 @@ pub struct ConsumerConfig {
     pub fetch_wait: Duration,
     /// The most workers and batch size an operator allows (the handler may ask for less).
     pub max_parallelism: Parallelism,
-    /// Pause when idle (`None`: always fetch).
-    pub idle: Option<IdleConfig>,
     /// How the group shares its partitions out.
     pub group_protocol: kafka::GroupProtocol,
 }
@@ -272,7 +253,6 @@ impl ConsumerConfig {
                 workers: 64,
                 max_batch: 256,
             },
-            idle: None,
             group_protocol: kafka::GroupProtocol::default(),
         }
     }
@@ -295,10 +275,6 @@ pub struct ConsumerStats {
     pub outage_waits: AtomicU64,
     /// Transactions that settled more than one message.
     pub batches: AtomicU64,
-    /// Times the consumer went idle (paused its partitions).
-    pub idle_periods: AtomicU64,
-    /// Times the idle timer fired (to pause, or while paused to look for new messages).
-    pub idle_checks: AtomicU64,
 }
 
 /// Why a consumer could not start.
@@ -573,8 +549,6 @@ impl<H: Handler> Shared<H> {
 
     async fn receive_loop(self: &Arc<Self>, shutdown: &CancellationToken) {
         let mut last_recv_error: Option<Instant> = None;
-        let mut last_message = Instant::now();
-        let mut paused = false;
         loop {
             // Back-pressure: while the workers are behind (or the database is down), stop
             // taking messages from Kafka.
@@ -590,48 +564,11 @@ impl<H: Handler> Shared<H> {
                     _ = room => {}
                 }
             }
-            let idle_at = match self.config.idle {
-                Some(idle) if paused => Instant::now() + idle.poll,
-                Some(idle) => last_message + idle.after,
-                // Never: a day from now, again and again.
-                None => Instant::now() + Duration::from_secs(86_400),
-            };
             let msg = tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => return,
                 msg = self.consumer.recv() => msg,
-                _ = tokio::time::sleep_until(idle_at.into()) => {
-                    let Some(idle) = self.config.idle else { continue };
-                    self.stats.idle_checks.fetch_add(1, Ordering::Relaxed);
-                    if paused {
-                        if self.new_messages_waiting().await {
-                            self.resume();
-                            paused = false;
-                            self.wake_fetcher().await;
-                            // The quiet time restarts once librdkafka has fetched again, which
-                            // for a partition never read here first needs its start offset.
-                            last_message = Instant::now() + RESUME_GRACE;
-                        }
-                    } else if last_message.elapsed() >= idle.after && self.lock().queue.is_empty() {
-                        paused = self.pause();
-                        if !paused {
-                            // Nothing to pause (a member with no partitions: more replicas
-                            // than partitions) or the pause failed: look again after another
-                            // quiet time, not at once (that would spin).
-                            last_message = Instant::now();
-                        }
-                    } else {
-                        // Still busy with what came: the quiet time starts when that is done.
-                        last_message = Instant::now();
-                    }
-                    continue;
-                }
             };
-            last_message = Instant::now();
-            if paused {
-                self.resume();
-                paused = false;
-            }
             let msg = match msg {
                 Ok(msg) => msg.detach(),
                 Err(e) => {
@@ -671,138 +608,6 @@ impl<H: Handler> Shared<H> {
                 }
             }
         }
-    }
-
-    /// Pauses every assigned partition; whether the consumer is now idle.
-    fn pause(&self) -> bool {
-        let assignment = match self.consumer.assignment() {
-            Ok(a) if a.count() > 0 => a,
-            _ => return false,
-        };
-        match self.consumer.pause(&assignment) {
-            Ok(()) => {
-                self.stats.idle_periods.fetch_add(1, Ordering::Relaxed);
-                tracing::debug!(group = %self.config.group_id, "idle: partitions paused");
-                true
-            }
-            Err(e) => {
-                tracing::debug!(group = %self.config.group_id, error = %e, "pausing failed; staying active");
-                false
-            }
-        }
-    }
-
-    fn resume(&self) {
-        match self.consumer.assignment() {
-            Ok(a) => {
-                if let Err(e) = self.consumer.resume(&a) {
-                    tracing::warn!(group = %self.config.group_id, error = %e, "resuming the partitions failed");
-                }
-            }
-            Err(e) => {
-                tracing::warn!(group = %self.config.group_id, error = %e, "reading the assignment to resume failed")
-            }
-        }
-        tracing::debug!(group = %self.config.group_id, "new messages: partitions resumed");
-    }
-
-    /// librdkafka applies a resume on its main thread and its fetcher notices only when it next
-    /// wakes, up to a second later. A request to the partitions' broker wakes it now.
-    async fn wake_fetcher(self: &Arc<Self>) {
-        // Let the main thread apply the resume first.
-        tokio::time::sleep(Duration::from_millis(2)).await;
-        let shared = Arc::clone(self);
-        let _ = tokio::task::spawn_blocking(move || {
-            let Ok(assignment) = shared.consumer.assignment() else {
-                return;
-            };
-            let mut ends = TopicPartitionList::new();
-            for e in assignment.elements() {
-                if ends
-                    .add_partition_offset(e.topic(), e.partition(), Offset::End)
-                    .is_err()
-                {
-                    return;
-                }
-            }
-            let _ = shared
-                .consumer
-                .offsets_for_times(ends, Duration::from_secs(1));
-        })
-        .await;
-    }
-
-    /// Whether a paused partition has messages past this consumer's position. Any doubt (an
-    /// error, an unknown offset) counts as yes: a needless resume costs a fetch, a missed one
-    /// would stall the consumer.
-    async fn new_messages_waiting(self: &Arc<Self>) -> bool {
-        let shared = Arc::clone(self);
-        tokio::task::spawn_blocking(move || shared.new_messages_waiting_blocking())
-            .await
-            .unwrap_or(true)
-    }
-
-    fn new_messages_waiting_blocking(&self) -> bool {
-        const TIMEOUT: Duration = Duration::from_secs(2);
-        let Ok(assignment) = self.consumer.assignment() else {
-            return true;
-        };
-        if assignment.count() == 0 {
-            return false;
-        }
-        // Partitions assigned since the pause are paused too, and checked below.
-        if self.consumer.pause(&assignment).is_err() {
-            return true;
-        }
-        let mut ends = TopicPartitionList::new();
-        for e in assignment.elements() {
-            if ends
-                .add_partition_offset(e.topic(), e.partition(), Offset::End)
-                .is_err()
-            {
-                return true;
-            }
-        }
-        // `End` as the timestamp asks for each partition's end offset, in one request.
-        let Ok(ends) = self.consumer.offsets_for_times(ends, TIMEOUT) else {
-            return true;
-        };
-        let Ok(positions) = self.consumer.position() else {
-            return true;
-        };
-        let mut committed: Option<TopicPartitionList> = None;
-        for e in ends.elements() {
-            let Offset::Offset(end) = e.offset() else {
-                return true;
-            };
-            let position = positions
-                .find_partition(e.topic(), e.partition())
-                .map(|p| p.offset());
-            let from = match position {
-                Some(Offset::Offset(o)) => o,
-                // Nothing consumed here yet: the group's committed offset, or the start.
-                _ => {
-                    if committed.is_none() {
-                        match self.consumer.committed(TIMEOUT) {
-                            Ok(c) => committed = Some(c),
-                            Err(_) => return true,
-                        }
-                    }
-                    match committed
-                        .as_ref()
-                        .and_then(|c| c.find_partition(e.topic(), e.partition()))
-                        .map(|p| p.offset())
-                    {
-                        Some(Offset::Offset(o)) => o,
-                        _ => 0,
-                    }
-                }
-            };
-            if end > from {
-                return true;
-            }
-        }
-        false
     }
 
     async fn work_loop(&self, shutdown: &CancellationToken) {

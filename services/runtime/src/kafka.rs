@@ -44,10 +44,10 @@ pub fn producer_config_with(brokers: &str, client_id: &str, props: &Properties) 
     config
 }
 
-/// How long the broker may hold a fetch open waiting for data. librdkafka's 500 ms default
-/// costs up to that much per saga hop on an idle topic; a short wait trades a few more idle
-/// fetch requests for millisecond hops.
-pub const DEFAULT_FETCH_WAIT: std::time::Duration = std::time::Duration::from_millis(20);
+/// How long the broker may hold a fetch open waiting for data (librdkafka's default). Kafka
+/// answers a waiting fetch as soon as a message arrives, so the wait costs no latency per hop; it
+/// only bounds how often an idle consumer asks (docs/benchmarks.md).
+pub const DEFAULT_FETCH_WAIT: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// How a consumer group shares its partitions out (librdkafka's `group.protocol`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

@@ -200,13 +200,6 @@ impl Runtime {
         config.fetch_wait = self.config.consumer_fetch_wait;
         config.group_protocol = self.config.consumer_group_protocol;
         config.max_attempts = self.config.consumer_max_attempts.max(1);
-        config.idle = self
-            .config
-            .consumer_idle_after
-            .map(|after| crate::consumer::IdleConfig {
-                after,
-                poll: self.config.consumer_idle_poll,
-            });
         if let Some(w) = self.config.consumer_workers {
             config.max_parallelism.workers = usize::from(w);
         }
