@@ -292,9 +292,9 @@ two_mode_bench() {
     for mode in $modes; do
       oms_log "=== $name $mode, run $rep of $repeat ==="
       "$OMS_ROOT/scripts/stack.sh" wipe >/dev/null 2>&1 || true
-      ("$up" "$mode") >"$keep/env"
-      # A secured mode exports omsctl's Kafka user; the next mode may be plain.
+      # A secured mode exports omsctl's Kafka user, whose file the wipe removed.
       unset OMS_KAFKA_PROPERTIES_FILE
+      ("$up" "$mode") >"$keep/env"
       eval "$(cat "$keep/env")"
       "$omsctl" order create --item mouse-01 --wait >/dev/null 2>&1 || true
       sleep 8
