@@ -139,6 +139,11 @@ struct Up {
     secure: Option<bool>,
 }
 
+/// Whether any of `components` has a live process.
+fn any_runs(local: &Local, components: &[Component]) -> bool {
+    components.iter().any(|c| c.pid(local).is_some())
+}
+
 /// Starts every component that is not running, in order; stops replicas above the count.
 async fn up(ctx: &Ctx, asked: Up) -> Result<(), Failure> {
     let Up {
@@ -152,11 +157,7 @@ async fn up(ctx: &Ctx, asked: Up) -> Result<(), Failure> {
     let mut wanted = Local::from_env(&ctx.state_dir, bin_dir)?;
     let current = Local::open(&ctx.state_dir).ok();
     if let Some(current) = &current {
-        let running = current
-            .service_components()
-            .iter()
-            .any(|c| c.pid(current).is_some());
-        if running && current.bin_dir != wanted.bin_dir {
+        if any_runs(current, &current.service_components()) && current.bin_dir != wanted.bin_dir {
             return Err(Failure::usage(format!(
                 "the stack runs the binaries of {}; run `omsctl stack down` first to switch to {}",
                 current.bin_dir.display(),
@@ -164,12 +165,11 @@ async fn up(ctx: &Ctx, asked: Up) -> Result<(), Failure> {
             )));
         }
     }
-    wanted.replicas = replicas
-        .or(current
-            .as_ref()
-            .filter(|_| Local::is_recorded(&ctx.state_dir))
-            .map(|c| c.replicas))
-        .unwrap_or(1);
+    // What the last `up` recorded, where it recorded anything.
+    let recorded = current
+        .as_ref()
+        .filter(|_| Local::is_recorded(&ctx.state_dir));
+    wanted.replicas = replicas.or(recorded.map(|c| c.replicas)).unwrap_or(1);
     // The Kafka cluster keeps the size its storage was formatted with.
     let formatted = current
         .as_ref()
@@ -182,17 +182,9 @@ async fn up(ctx: &Ctx, asked: Up) -> Result<(), Failure> {
             wanted.broker_nodes
         )));
     }
-    let recorded_secure = current
-        .as_ref()
-        .filter(|_| Local::is_recorded(&ctx.state_dir))
-        .map(|c| c.secure);
-    wanted.secure = secure.or(recorded_secure).unwrap_or(false);
+    wanted.secure = secure.or(recorded.map(|c| c.secure)).unwrap_or(false);
     if let Some(current) = &current {
-        let broker_runs = current
-            .broker_components()
-            .iter()
-            .any(|c| c.pid(current).is_some());
-        if broker_runs && current.secure != wanted.secure {
+        if any_runs(current, &current.broker_components()) && current.secure != wanted.secure {
             return Err(Failure::usage(format!(
                 "the stack's Kafka runs {}; run `omsctl stack down` first to switch it to {}",
                 if current.secure { "secured" } else { "plain" },

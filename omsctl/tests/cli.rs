@@ -811,6 +811,29 @@ async fn in_stack(with_stack: &dyn Fn(&mut Command), args: &[&str]) -> anyhow::R
     run(cmd, args).await
 }
 
+/// Runs one drill in its short form, which must exit 0, and returns its JSON report.
+async fn short_drill_report(
+    with_stack: &dyn Fn(&mut Command),
+    dir: &std::path::Path,
+    drill: &str,
+) -> anyhow::Result<Value> {
+    let report = dir.join(format!("{drill}.json"));
+    let report_arg = report.display().to_string();
+    let out = in_stack(
+        with_stack,
+        &["drill", "run", drill, "--short", "--report", &report_arg],
+    )
+    .await?;
+    assert_eq!(
+        code(&out),
+        0,
+        "{drill} failed:\n{}\n{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    Ok(serde_json::from_slice(&std::fs::read(&report)?)?)
+}
+
 async fn faults(with_stack: &dyn Fn(&mut Command)) -> anyhow::Result<Vec<Value>> {
     let out = in_stack(with_stack, &["chaos", "status", "-o", "json"]).await?;
     Ok(json_of(&out)?.as_array().cloned().unwrap_or_default())
@@ -1092,28 +1115,7 @@ async fn replicas_on_the_process_stack(
         assert_eq!(code(&out), 0, "{}", stderr(&out));
     }
 
-    let report = dir.join("replica-failover.json");
-    let report_arg = report.display().to_string();
-    let out = in_stack(
-        with_stack,
-        &[
-            "drill",
-            "run",
-            "replica-failover",
-            "--short",
-            "--report",
-            &report_arg,
-        ],
-    )
-    .await?;
-    assert_eq!(
-        code(&out),
-        0,
-        "replica-failover failed:\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        stderr(&out)
-    );
-    let doc: Value = serde_json::from_slice(&std::fs::read(&report)?)?;
+    let doc = short_drill_report(with_stack, dir, "replica-failover").await?;
     assert_eq!(doc["held"], true, "{doc}");
     assert_eq!(doc["orders"]["lost"], 0, "{doc}");
     let takeovers = doc["takeovers"].as_array().cloned().unwrap_or_default();
@@ -1225,28 +1227,7 @@ async fn brokers_on_the_process_stack(
         stdout(&out)
     );
 
-    let report = dir.join("broker-failover.json");
-    let report_arg = report.display().to_string();
-    let out = in_stack(
-        with_stack,
-        &[
-            "drill",
-            "run",
-            "broker-failover",
-            "--short",
-            "--report",
-            &report_arg,
-        ],
-    )
-    .await?;
-    assert_eq!(
-        code(&out),
-        0,
-        "broker-failover failed:\n{}\n{}",
-        stdout(&out),
-        stderr(&out)
-    );
-    let doc: Value = serde_json::from_slice(&std::fs::read(&report)?)?;
+    let doc = short_drill_report(with_stack, dir, "broker-failover").await?;
     assert_eq!(doc["held"], true, "{doc}");
     assert_eq!(doc["orders"]["lost"], 0, "{doc}");
     let failovers = doc["failovers"].as_array().cloned().unwrap_or_default();

@@ -161,6 +161,26 @@ fn broker_cpu(broker: &TestBroker) -> anyhow::Result<f64> {
         .ok_or_else(|| anyhow::anyhow!("cannot read the broker's CPU time"))
 }
 
+/// Sends `rate` messages a second for `window` (sequence numbers from `first`), each on its own
+/// task so that a slow answer does not hold the pace back, then waits for every answer.
+async fn paced<F, Fut>(rate: u64, window: Duration, first: u64, send: &F) -> anyhow::Result<()>
+where
+    F: Fn(u64) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>> + Send + 'static,
+{
+    let started = Instant::now();
+    let mut pending = Vec::new();
+    for i in 0..rate * window.as_secs() {
+        let due = started + Duration::from_secs_f64(i as f64 / rate as f64);
+        tokio::time::sleep_until(due.into()).await;
+        pending.push(tokio::spawn(send(first + i)));
+    }
+    for p in pending {
+        p.await??;
+    }
+    Ok(())
+}
+
 async fn measure(jvm: Vec<String>, partitions: i32, wait_ms: u64) -> anyhow::Result<Figures> {
     let started = Instant::now();
     // A broker of its own per setting: nothing left over from the last one.
@@ -212,16 +232,7 @@ async fn measure(jvm: Vec<String>, partitions: i32, wait_ms: u64) -> anyhow::Res
         send(1_000_000 + seq).await?;
     }
     let rate = 200u64;
-    let started = Instant::now();
-    let mut pending = Vec::new();
-    for i in 0..rate * WARM_UP.as_secs() {
-        let due = started + Duration::from_secs_f64(i as f64 / rate as f64);
-        tokio::time::sleep_until(due.into()).await;
-        pending.push(tokio::spawn(send(3_000_000 + i)));
-    }
-    for p in pending {
-        p.await??;
-    }
+    paced(rate, WARM_UP, 3_000_000, &send).await?;
     tokio::time::sleep(Duration::from_secs(3)).await;
     hops.lock()
         .map_err(|_| anyhow::anyhow!("poisoned"))?
@@ -256,15 +267,7 @@ async fn measure(jvm: Vec<String>, partitions: i32, wait_ms: u64) -> anyhow::Res
     let window = Duration::from_secs(10);
     let before = broker_cpu(broker)?;
     let started = Instant::now();
-    let mut pending = Vec::new();
-    for i in 0..rate * window.as_secs() {
-        let due = started + Duration::from_secs_f64(i as f64 / rate as f64);
-        tokio::time::sleep_until(due.into()).await;
-        pending.push(tokio::spawn(send(2_000_000 + i)));
-    }
-    for p in pending {
-        p.await??;
-    }
+    paced(rate, window, 2_000_000, &send).await?;
     let spent = broker_cpu(broker)? - before;
     let elapsed = started.elapsed().as_secs_f64();
     let per_message =

@@ -1,4 +1,4 @@
-//! The idempotent consumer loop, against real PostgreSQL and the nisshi broker.
+//! The idempotent consumer loop, against real PostgreSQL and Apache Kafka.
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;

@@ -1,4 +1,4 @@
-//! The transactional outbox and its relay, against real PostgreSQL and the nisshi broker.
+//! The transactional outbox and its relay, against real PostgreSQL and Apache Kafka.
 
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;

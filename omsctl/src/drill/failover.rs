@@ -205,14 +205,7 @@ mod tests {
     use super::*;
 
     fn order(created: &str, completed: &str) -> oms_contracts::api::OrderView {
-        serde_json::from_value(serde_json::json!({
-            "orderId": "0190aaaa-0000-7000-8000-000000000001", "customerId": "c-1",
-            "status": "CONFIRMED",
-            "items": [{"productId": "mouse-01", "quantity": 1}],
-            "createdAt": created, "updatedAt": created, "completedAt": completed,
-            "lines": null, "total": null, "paymentId": null, "cancelReason": null, "cancelDetail": null,
-        }))
-        .expect("an order view")
+        crate::drill::run::tests::order(created, Some(completed))
     }
 
     #[test]

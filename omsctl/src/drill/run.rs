@@ -782,10 +782,11 @@ pub async fn execute(ctx: &Ctx, plan: Plan, report: Option<&Path>) -> Result<(),
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn order(created: &str, completed: Option<&str>) -> OrderView {
+    /// An order view created and (when `completed` is given) confirmed at those times.
+    pub(crate) fn order(created: &str, completed: Option<&str>) -> OrderView {
         serde_json::from_value(serde_json::json!({
             "orderId": "0190aaaa-0000-7000-8000-000000000001", "customerId": "c-1",
             "status": if completed.is_some() { "CONFIRMED" } else { "PENDING" },

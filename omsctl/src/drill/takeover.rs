@@ -184,8 +184,8 @@ pub async fn watch(ctx: Arc<Ctx>, local: Arc<Local>, b: Before) -> Takeover {
                 .ok()
                 .and_then(Result::ok);
             if let Some(g) = view {
-                // nisshi describes members without their assignment: there, membership alone
-                // decides (the broker reassigns on every rebalance).
+                // A member whose assignment the description leaves empty (a client that
+                // does not publish it) is judged by membership alone.
                 let assigned = g.assigned();
                 let covered =
                     assigned.is_empty() || b.partitions.iter().all(|p| assigned.contains(p));
