@@ -59,6 +59,11 @@
 #       The producers' linger.ms, 0 (the default) against 5 ms, alternated N times (default 3):
 #       20 orders/s and saturation, the broker's CPU per order. Summary:
 #       .oms-bench/results-linger/summary.md.
+#   scripts/bench.sh batch [--repeat N] [--quick]
+#       The consumers' batch, each handler's choice (payment 1, the others up to 32 messages in
+#       one transaction) against one message a transaction everywhere, alternated N times
+#       (default 3): 20 orders/s and saturation, CPU per order. Summary:
+#       .oms-bench/results-batch/summary.md.
 #   scripts/bench.sh groups [--repeat N]
 #       The consumer group protocol, classic against KIP-848's `consumer`, alternated N times
 #       (default 3): replica-failover's short form on two replicas (group and relay takeover) and
@@ -305,6 +310,36 @@ two_mode_bench() {
   done
   keep_results "$keep" "$results" "$keep"/*.json
   "${name}_summary" "$results" | tee "$results/summary.md"
+}
+
+# --- batch: the consumers' batch, each handler's choice against one message ------------------
+
+# `handlers`: the default (OMS_CONSUMER_MAX_BATCH unset, each handler's own limit); `one`: every
+# consumer settles one message per transaction.
+batch_up() {
+  if [[ "$1" == one ]]; then export OMS_CONSUMER_MAX_BATCH=1; else unset OMS_CONSUMER_MAX_BATCH; fi
+  "$OMS_ROOT/scripts/stack.sh" up --no-smoke
+}
+
+batch_bench() {
+  two_mode_bench batch "handlers one" batch_up "" "$@"
+}
+
+batch_summary() {
+  jq -rn "$AB_JQ_PRELUDE"'
+      def row($name; $a; $b): "| \($name) | \($a | r2) | \($b | r2) | \(ratio($b; $a)) |";
+      def load($load; $name; f): row($name; fig("handlers"; $load; f); fig("one"; $load; f));
+    "| figure | each handler'"'"'s batch | one message | one : handlers |",
+    "| --- | --- | --- | --- |",
+    load("rate20"; "saga p50 ms at 20/s"; .sagaMs.p50),
+    load("rate20"; "saga p99 ms at 20/s"; .sagaMs.p99),
+    load("rate20"; "stack CPU ms per order at 20/s"; .cpuMsPerOrder),
+    load("saturation"; "confirmed orders/s at saturation (64 in flight)"; .confirmed / .durationSeconds),
+    load("saturation"; "saga p50 ms at saturation"; .sagaMs.p50),
+    load("saturation"; "stack CPU ms per order at saturation"; .cpuMsPerOrder),
+    "",
+    "Runs per figure: \(runs("handlers"; "saturation") | length) (medians); unfinished orders in all runs: \([$all[] | .doc.unfinished // 0] | add)."
+  ' "$1"/*-*.json
 }
 
 # --- linger: the producers' linger.ms, 0 against 5 ms ------------------------------------------
@@ -704,6 +739,8 @@ case "${1:-}" in
   tracing) shift; tracing_bench "$@" ;;
   kafka) shift; kafka_bench "$@" ;;
   linger) shift; linger_bench "$@" ;;
+  batch) shift; batch_bench "$@" ;;
+  batch-summary) batch_summary "${2:-$OMS_ROOT/.oms-bench/results-batch}" ;;
   linger-summary) linger_summary "${2:-$OMS_ROOT/.oms-bench/results-linger}" ;;
   kafka-summary) kafka_summary "${2:-$OMS_ROOT/.oms-bench/results-kafka}" ;;
   groups) shift; groups_bench "$@" ;;
