@@ -50,14 +50,24 @@ if ((${#missing[@]})); then apt_install "${missing[@]}"; fi
 if ! pkg-config --exists openssl 2>/dev/null; then apt_install libssl-dev pkg-config; fi
 
 # Java 17 or newer (Kafka 4 needs it) and Maven (it resolves Kafka's jars from Maven Central).
-java_major() { java -version 2>&1 | sed -n 's/.*version "\([0-9]*\).*/\1/p' | head -n1; }
-if ! command -v java >/dev/null 2>&1 || (( $(java_major || echo 0) < 17 )); then
+# The java the broker runs: $JAVA_HOME's when set, as kafka/src/node/mod.rs picks it.
+java_bin="${JAVA_HOME:+$JAVA_HOME/bin/}java"
+java_major() { "$java_bin" -version 2>&1 | sed -n 's/.*version "\([0-9]*\).*/\1/p' | head -n1; }
+if ! command -v "$java_bin" >/dev/null 2>&1 || (( $(java_major || echo 0) < 17 )); then
+  if [[ -n "${JAVA_HOME:-}" ]]; then
+    [[ -x "$java_bin" ]] || oms_die "JAVA_HOME=$JAVA_HOME has no bin/java (unset it or point it at a JDK 17 or newer)"
+    oms_die "Kafka $OMS_KAFKA_VERSION needs Java 17 or newer; JAVA_HOME=$JAVA_HOME has Java $(java_major) (unset it or point it at a JDK 17 or newer)"
+  fi
   apt_install openjdk-17-jre-headless
   (( $(java_major || echo 0) >= 17 )) || oms_die "Kafka $OMS_KAFKA_VERSION needs Java 17 or newer; java -version says $(java_major)"
 fi
 if ! command -v mvn >/dev/null 2>&1; then apt_install maven; fi
 
 if ! oms_kafka_home >/dev/null; then
+  # Only an install of ours (an older list) is replaced: OMS_BROKER_HOME may name anything.
+  if [[ -n "$(ls -A "$OMS_BROKER_HOME" 2>/dev/null)" && ! -f "$OMS_BROKER_HOME/libs/.checked" ]]; then
+    oms_die "$OMS_BROKER_HOME exists but is not a Kafka install of scripts/deps.sh (no libs/.checked); point OMS_BROKER_HOME at a new directory or remove it"
+  fi
   oms_log "installing Apache Kafka $OMS_KAFKA_VERSION from Maven Central into $OMS_BROKER_HOME (once per machine)"
   mkdir -p "$(dirname "$OMS_BROKER_HOME")"
   staging="$(mktemp -d "$(dirname "$OMS_BROKER_HOME")/.kafka-install-XXXXXX")"

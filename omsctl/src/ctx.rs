@@ -88,6 +88,9 @@ pub struct Kafka {
     pub servers: String,
     /// librdkafka properties (security, tuning) for every client.
     pub props: oms_kafka::Properties,
+    /// The caller's own properties (context file, `-X`, environment), without a local stack's:
+    /// what [`Ctx::for_local`] lays over the stack it points at.
+    pub own: oms_kafka::Properties,
 }
 
 impl Kafka {
@@ -238,11 +241,18 @@ impl Ctx {
         kafka.extend(
             &oms_kafka::Properties::gather(None, &s.kafka_properties).map_err(Failure::usage)?,
         );
+        let own = kafka.clone();
         // A secured local stack is reached as its operator's Kafka user, unless told otherwise.
+        // Its user file missing (an `up --secure` that failed early) must not lock out `stack
+        // down`, `wipe` or `up --plain`: those go on, told why Kafka may refuse them.
         if let Some(l) = &local {
-            let mut base = l.operator_properties()?;
-            base.extend(&kafka);
-            kafka = base;
+            match l.operator_properties() {
+                Ok(mut base) => {
+                    base.extend(&kafka);
+                    kafka = base;
+                }
+                Err(e) => eprintln!("omsctl: warning: {:#}", e.error),
+            }
         }
         let mut urls = Vec::new();
         for svc in Svc::all() {
@@ -283,6 +293,7 @@ impl Ctx {
                         .map_or_else(|| "127.0.0.1:19092".into(), |l| l.brokers())
                 }),
                 props: kafka,
+                own,
             },
             context,
             config_path,
@@ -356,7 +367,7 @@ impl Ctx {
         let mut here = self.clone();
         here.brokers.servers = local.brokers();
         let mut props = local.operator_properties()?;
-        props.extend(&self.brokers.props);
+        props.extend(&self.brokers.own);
         here.brokers.props = props;
         here.urls = Svc::all().map(|s| (s, local.urls(s))).collect();
         Ok(here)

@@ -1,5 +1,5 @@
 //! The local process stack as a component model: a private PostgreSQL cluster, Apache Kafka (one
-//! node, or three with `stack up --brokers 3`) and the services of the topology, each started
+//! node, or three with `stack up --broker-nodes 3`) and the services of the topology, each started
 //! detached with a pid file and a log under the state directory (chaos needs a killed service to
 //! stay dead, and the stack outlives omsctl).
 //!
@@ -88,6 +88,19 @@ fn env_port(name: &str, default: u16) -> Result<u16, Failure> {
     }
 }
 
+/// The first client port of the Kafka cluster (`OMS_BROKER_PORT`), with room above it for every
+/// node's listeners.
+fn broker_port() -> Result<u16, Failure> {
+    let port = env_port("OMS_BROKER_PORT", 19092)?;
+    match port.checked_add(oms_kafka::node::PORT_SPAN) {
+        Some(_) => Ok(port),
+        None => Err(Failure::usage(format!(
+            "OMS_BROKER_PORT={port} leaves no room for the Kafka nodes' other listeners (at most {})",
+            u16::MAX - oms_kafka::node::PORT_SPAN
+        ))),
+    }
+}
+
 impl Local {
     /// The stack under `state_dir`: as recorded by `stack up` when it ran, else from the
     /// environment (`OMS_PG_PORT`, `OMS_BROKER_PORT`, `OMS_<NAME>_PORT`, `OMS_BIN_DIR`) and the
@@ -134,7 +147,7 @@ impl Local {
         }
         Ok(Self {
             pg_port: env_port("OMS_PG_PORT", 55432)?,
-            broker_port: env_port("OMS_BROKER_PORT", 19092)?,
+            broker_port: broker_port()?,
             broker_nodes: 1,
             secure: false,
             bin_dir,
@@ -811,6 +824,23 @@ async fn pg_stop(local: &Local) -> Result<(), Failure> {
 /// Starts `program` detached: its own process group (a Ctrl-C in the terminal does not reach
 /// it), stdin closed, output appended to `log`, its pid written to `pid_path`. It outlives
 /// omsctl.
+/// The `OMS_KAFKA_*` variables among `names` that set who a client is (`security.*`, `sasl.*`,
+/// `ssl.*`); tuning such as `OMS_KAFKA_LINGER_MS` passes through.
+fn security_vars(names: impl IntoIterator<Item = std::ffi::OsString>) -> Vec<std::ffi::OsString> {
+    names
+        .into_iter()
+        .filter(|n| {
+            n.to_str()
+                .and_then(|n| n.strip_prefix(oms_kafka::properties::ENV_PREFIX))
+                .is_some_and(|p| {
+                    ["SECURITY_", "SASL_", "SSL_"]
+                        .iter()
+                        .any(|s| p.starts_with(s))
+                })
+        })
+        .collect()
+}
+
 fn spawn_detached(mut command: Command, log: &Path, pid_path: &Path) -> Result<u32, Failure> {
     let out = std::fs::OpenOptions::new()
         .create(true)
@@ -925,6 +955,12 @@ async fn service_start(local: &Local, svc: Svc, replica: u32) -> Result<(), Fail
     // The services check tokens against the stack's own secret (made on first start).
     let secret = crate::auth::ensure_secret(local.state_dir())?;
     let mut c = Command::new(&binary);
+    // The caller's Kafka identity stays with the caller: a service of a plain stack must not
+    // inherit a secured stack's file, nor one of a secured stack someone else's user.
+    for name in security_vars(std::env::vars_os().map(|(k, _)| k)) {
+        c.env_remove(name);
+    }
+    c.env_remove(oms_kafka::properties::ENV_FILE);
     if local.secure {
         // Its own Kafka user: SASL_SSL, SCRAM, only the ACLs its row of the topology grants.
         let file = local
@@ -1053,6 +1089,28 @@ pub fn wipe(local: &Local) -> Result<(), Failure> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_service_sheds_the_callers_kafka_identity_but_not_its_tuning() {
+        let names = [
+            "OMS_KAFKA_SASL_USERNAME",
+            "OMS_KAFKA_SECURITY_PROTOCOL",
+            "OMS_KAFKA_SSL_CA_LOCATION",
+            "OMS_KAFKA_LINGER_MS",
+            "OMS_KAFKA_PROPERTIES_FILE",
+            "OMS_BROKERS",
+        ]
+        .map(std::ffi::OsString::from);
+        assert_eq!(
+            security_vars(names),
+            [
+                "OMS_KAFKA_SASL_USERNAME",
+                "OMS_KAFKA_SECURITY_PROTOCOL",
+                "OMS_KAFKA_SSL_CA_LOCATION"
+            ]
+            .map(std::ffi::OsString::from)
+        );
+    }
 
     #[test]
     fn components_are_named_and_ordered() {

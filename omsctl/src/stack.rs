@@ -117,7 +117,7 @@ fn sibling_bin_dir(profile: &str) -> Result<PathBuf, Failure> {
         .ok_or_else(|| Failure::usage("cannot tell where omsctl runs from; pass --bin-dir"))
 }
 
-/// `--brokers`: 1 or 3 (two nodes would stop at the first loss: a quorum of two needs both).
+/// `--broker-nodes`: 1 or 3 (two nodes would stop at the first loss: a quorum of two needs both).
 fn parse_broker_nodes(s: &str) -> Result<u32, String> {
     match s {
         "1" => Ok(1),
@@ -184,9 +184,12 @@ async fn up(ctx: &Ctx, asked: Up) -> Result<(), Failure> {
     }
     wanted.secure = secure.or(recorded.map(|c| c.secure)).unwrap_or(false);
     if let Some(current) = &current {
-        if any_runs(current, &current.broker_components()) && current.secure != wanted.secure {
+        // Services that run hold the old mode's settings as much as the nodes do.
+        let runs = any_runs(current, &current.broker_components())
+            || any_runs(current, &current.service_components());
+        if runs && current.secure != wanted.secure {
             return Err(Failure::usage(format!(
-                "the stack's Kafka runs {}; run `omsctl stack down` first to switch it to {}",
+                "the stack runs on {} Kafka; run `omsctl stack down` first to switch it to {}",
                 if current.secure { "secured" } else { "plain" },
                 if wanted.secure { "secured" } else { "plain" }
             )));

@@ -1239,6 +1239,27 @@ async fn brokers_on_the_process_stack(
         "{f}"
     );
     assert!(f["backAt"].is_string(), "{f}");
+
+    // Back to plain: refused while anything runs secured; after `down` the stack comes up
+    // plain and is reached without the secured stack's user.
+    let out = up(&["stack", "up", "--plain", "--infra", "--debug"]).await?;
+    assert_eq!(code(&out), 2, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("run `omsctl stack down` first to switch it to plain"),
+        "{}",
+        stderr(&out)
+    );
+    let out = in_stack(with_stack, &["stack", "down"]).await?;
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let out = up(&["stack", "up", "--plain", "--infra", "--debug"]).await?;
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(
+        !stdout(&out).contains("OMS_KAFKA_PROPERTIES_FILE"),
+        "{}",
+        stdout(&out)
+    );
+    let out = in_stack(with_stack, &["topics", "list", "-o", "json"]).await?;
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
     Ok(())
 }
 

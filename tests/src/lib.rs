@@ -268,7 +268,6 @@ impl TestBroker {
             controller: port(1)?,
             internal: port(2)?,
         };
-        drop(held);
         let cluster = Cluster::with_ports(dir.path(), vec![ports]).secured(secure);
         let install = Install::locate().context("the test broker needs Apache Kafka")?;
         let prepared = {
@@ -290,6 +289,7 @@ impl TestBroker {
             jvm_options,
             child: None,
         };
+        drop(held);
         broker.start_again().await?;
         Ok(broker)
     }

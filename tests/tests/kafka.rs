@@ -82,8 +82,11 @@ async fn consume_error(
 /// `kcat` reading `topic` from the beginning to its end, as JSON lines (`-J`), with `extra`
 /// arguments (`-F users/omsctl.properties` on a secured broker).
 fn kcat(brokers: &str, topic: &str, extra: &[&str]) -> anyhow::Result<Vec<Value>> {
-    let out = Command::new("kcat")
+    // Bounded: kcat waits for ever for a broker that never answers.
+    let out = Command::new("timeout")
         .args([
+            "120",
+            "kcat",
             "-C",
             "-b",
             brokers,
@@ -97,10 +100,19 @@ fn kcat(brokers: &str, topic: &str, extra: &[&str]) -> anyhow::Result<Vec<Value>
         ])
         .args(extra)
         .output()
-        .map_err(|e| anyhow::anyhow!("running kcat (scripts/deps.sh --test installs it): {e}"))?;
+        .map_err(|e| anyhow::anyhow!("running kcat under timeout: {e}"))?;
+    anyhow::ensure!(
+        out.status.code() != Some(127),
+        "kcat is not installed (scripts/deps.sh --test installs it)"
+    );
     anyhow::ensure!(
         out.status.success(),
-        "kcat failed: {}",
+        "kcat failed ({}): {}",
+        if out.status.code() == Some(124) {
+            "no answer within 120 s"
+        } else {
+            "exit"
+        },
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout)

@@ -12,7 +12,8 @@
 //! - `users/NAME.jvm.properties`: the same for Java clients (Kafka's own tools'
 //!   `--command-config`/`--consumer.config`, Kafbat, kafkactl's properties);
 //! - `plan.txt`, `admin.properties`, `OmsSecurity.java`: what [`Security::apply`] hands Kafka's
-//!   Admin API, as the super user over the nodes' own listener.
+//!   Admin API, as the super user over the nodes' own listener (the plan, which holds the
+//!   passwords, is removed once applied).
 
 use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
@@ -429,6 +430,8 @@ impl Security {
                 String::from_utf8_lossy(&out.stderr).trim()
             )));
         }
+        // It holds every user's password: kept only while it may explain a failure.
+        std::fs::remove_file(&plan_file).map_err(io("removing", &plan_file))?;
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 }

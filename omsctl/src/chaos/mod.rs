@@ -515,7 +515,12 @@ async fn broker_node(ctx: &Ctx, name: &str, action: BrokerAction) -> Result<Opti
             "`leader` names a running node; start a node by its name (broker-2) or all (broker)",
         )),
         "leader" => {
-            let brokers = ctx.brokers.clone();
+            // On the local stack, every node it runs: the context's list may name one only,
+            // and that one may be the node about to go.
+            let brokers = match target_of(ctx)? {
+                AnyTarget::Local(local) => ctx.for_local(&local.0)?.brokers,
+                _ => ctx.brokers.clone(),
+            };
             let wanted = ctx.saga_topics();
             let led =
                 tokio::task::spawn_blocking(move || crate::topics::leadership(&brokers, &wanted))

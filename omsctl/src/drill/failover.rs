@@ -112,6 +112,13 @@ pub struct Before {
     leadership: Vec<Leadership>,
 }
 
+/// Every node of the local stack to ask for metadata: the context's list may name one node only,
+/// and that may be the node that went.
+fn stack_brokers(ctx: &Ctx, local: &Local) -> crate::ctx::Kafka {
+    ctx.for_local(local)
+        .map_or_else(|_| ctx.brokers.clone(), |here| here.brokers)
+}
+
 /// Reads the nodes' processes and the OMS topics' leadership; `None` on a single node, where
 /// nothing can take over.
 pub async fn before(ctx: &Ctx, local: &Local) -> Option<Before> {
@@ -123,7 +130,7 @@ pub async fn before(ctx: &Ctx, local: &Local) -> Option<Before> {
         .into_iter()
         .filter_map(|c| c.pid(local).map(|pid| (c, pid)))
         .collect();
-    let brokers = ctx.brokers.clone();
+    let brokers = stack_brokers(ctx, local);
     let wanted = ctx.saga_topics();
     let leadership = tokio::task::spawn_blocking(move || topics::leadership(&brokers, &wanted))
         .await
@@ -170,7 +177,7 @@ pub async fn watch(ctx: Arc<Ctx>, local: Arc<Local>, b: Before) -> Option<Failov
     let http = reqwest::Client::new();
     while died.elapsed() < WITHIN {
         if report.election_seconds.is_none() && !led.is_empty() {
-            let brokers = ctx.brokers.clone();
+            let brokers = stack_brokers(&ctx, &local);
             let wanted = ctx.saga_topics();
             let now = tokio::task::spawn_blocking(move || topics::leadership(&brokers, &wanted))
                 .await
