@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use oms_contracts::auth::Role;
 use oms_tests::stack::{Service, Stack, StackOptions};
 use oms_tests::{eventually, placed, wait_caught_up};
 use serde_json::{json, Value};
@@ -278,6 +279,33 @@ async fn idempotency_keys_replay_refuse_mismatches_and_survive_a_race() -> anyho
         .await?;
     assert_eq!(clash, 409, "{c}");
     assert_eq!(c["status"], 409);
+
+    // A key is its caller's own: Bob's key, reused by Alice with her own order, is her order,
+    // not a conflict with his; each replays only their own.
+    let url = format!("{}/orders", stack.url(Service::Order)?);
+    let post_as = |customer: &'static str| {
+        let token = stack.token(customer, Role::Customer, 600);
+        let (http, url) = (stack.http.clone(), url.clone());
+        async move {
+            let r = http
+                .post(&url)
+                .bearer_auth(token?)
+                .header("Idempotency-Key", "shared-key")
+                .json(&json!({"customerId": customer,
+                    "items": [{"productId": "mouse-01", "quantity": 1}], "paymentToken": "tok_visa"}))
+                .send()
+                .await?;
+            let status = r.status().as_u16();
+            anyhow::Ok((status, r.json::<Value>().await?))
+        }
+    };
+    let (bob, bobs) = post_as("c-bob").await?;
+    assert_eq!(bob, 201, "{bobs}");
+    let (alice, alices) = post_as("c-alice").await?;
+    assert_eq!(alice, 201, "Alice met Bob's key: {alices}");
+    assert_ne!(alices["orderId"], bobs["orderId"]);
+    let (again, bobs_again) = post_as("c-bob").await?;
+    assert_eq!((again, &bobs_again["orderId"]), (200, &bobs["orderId"]));
 
     // Ten at once with one fresh key: one order, no 500.
     let race = json!({"customerId": "c-race", "items": [{"productId": "hub-01", "quantity": 1}]});

@@ -547,12 +547,15 @@ async fn create_order(
     let response = serde_json::to_value(&accepted).map_err(|e| ApiError::internal(&e))?;
 
     let mut tx = state.pool.begin().await?;
+    // Keys are scoped by the caller: another caller's key of the same text is not this one.
+    let subject = caller.subject.as_deref().unwrap_or_default();
     if let Some(key) = &key {
         // A second request with this key waits here until the first commits, then finds its row.
         let claimed = sqlx::query(
-            "INSERT INTO idempotency_keys (key, request, order_id, response) VALUES ($1, $2, $3, $4) \
-             ON CONFLICT (key) DO NOTHING",
+            "INSERT INTO idempotency_keys (subject, key, request, order_id, response) \
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (subject, key) DO NOTHING",
         )
+        .bind(subject)
         .bind(key)
         .bind(&request)
         .bind(order_id.0)
@@ -562,7 +565,7 @@ async fn create_order(
         .rows_affected();
         if claimed == 0 {
             tx.rollback().await?;
-            return replay(&state.pool, key, &request).await;
+            return replay(&state.pool, subject, key, &request).await;
         }
     }
     insert_order(&mut tx, &state.topics, order_id, &order, now).await?;
@@ -635,22 +638,27 @@ async fn insert_order(
     Ok(())
 }
 
-/// The answer to a key seen before: the first response for the same request, 409 otherwise.
+/// The answer to a key `subject` used before: the first response for the same request, 409
+/// otherwise.
 async fn replay(
     pool: &PgPool,
+    subject: &str,
     key: &str,
     request: &serde_json::Value,
 ) -> Result<Response, ApiError> {
-    let row = sqlx::query("SELECT request, response FROM idempotency_keys WHERE key = $1")
-        .bind(key)
-        .fetch_optional(pool)
-        .await?
-        .ok_or_else(|| {
-            ApiError::new(
-                StatusCode::CONFLICT,
-                "Idempotency-Key is being used by a request that did not finish; retry",
-            )
-        })?;
+    let row = sqlx::query(
+        "SELECT request, response FROM idempotency_keys WHERE subject = $1 AND key = $2",
+    )
+    .bind(subject)
+    .bind(key)
+    .fetch_optional(pool)
+    .await?
+    .ok_or_else(|| {
+        ApiError::new(
+            StatusCode::CONFLICT,
+            "Idempotency-Key is being used by a request that did not finish; retry",
+        )
+    })?;
     let first: serde_json::Value = row.get("request");
     if first != *request {
         return Err(ApiError::new(

@@ -271,6 +271,8 @@ impl Gate {
         }
         let mut validation = Validation::new(key.algorithm);
         validation.leeway = LEEWAY_SECS;
+        // A token is good from its `nbf` (when it has one), not only until its `exp`.
+        validation.validate_nbf = true;
         validation.set_issuer(&[&self.issuer]);
         validation.set_audience(&[&self.audience]);
         validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
@@ -592,6 +594,15 @@ mod tests {
                     SECRET,
                 ),
                 "token lacks a required claim (exp, iss, aud, sub)",
+            ),
+            // Valid only from tomorrow: refused today, whatever its expiry.
+            (
+                token(
+                    &serde_json::json!({"sub": "x", "role": "admin", "iss": LOCAL_ISSUER,
+                        "aud": AUDIENCE, "nbf": now() + 86_400, "exp": now() + 2 * 86_400}),
+                    SECRET,
+                ),
+                "token not valid yet",
             ),
         ];
         for (t, why) in cases {
