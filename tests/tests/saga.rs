@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use oms_contracts::auth::Role;
 use oms_tests::stack::{Service, Stack, StackOptions};
-use oms_tests::{eventually, placed, wait_caught_up};
+use oms_tests::{eventually, placed, wait_caught_up, Received};
 use serde_json::{json, Value};
 
 const FINISH: Duration = Duration::from_secs(90);
@@ -204,6 +204,76 @@ async fn charge_undone(stack: &Stack, id: &str) -> anyhow::Result<()> {
         "{payment}"
     );
     Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_forged_authorization_of_another_amount_is_dead_lettered_and_confirms_nothing(
+) -> anyhow::Result<()> {
+    let mut stack = Stack::start(StackOptions {
+        payment_timeout: Duration::from_secs(120),
+        ..StackOptions::default()
+    })
+    .await?;
+    // The payment service is stopped: the order waits in AUTHORIZING for an answer.
+    stack.stop_service(Service::Payment).await?;
+    let id = stack.place(order("mouse-01", 2, "tok_visa")).await?;
+    let saga_url = format!("/sagas/{id}");
+    eventually(
+        Duration::from_secs(30),
+        "the saga in AUTHORIZING",
+        || async {
+            let saga = stack.get(Service::Saga, &saga_url).await?;
+            Ok((saga["state"] == "AUTHORIZING").then_some(()))
+        },
+    )
+    .await?;
+
+    // Someone who may write the payment events hands the saga a 1-cent authorization.
+    let topic = stack.topics().name(oms_contracts::topics::PAYMENT_EVENTS);
+    let forged = json!({
+        "eventId": uuid::Uuid::now_v7(), "type": "payment.authorized", "schemaVersion": 1,
+        "occurredAt": chrono::Utc::now(), "correlationId": id, "source": "payment-service",
+        "payload": {"orderId": id, "paymentId": uuid::Uuid::now_v7(),
+            "amount": {"amountMinor": 1, "currency": "EUR"}},
+    })
+    .to_string();
+    let p = oms_tests::producer(stack.brokers())?;
+    oms_tests::produce(&p, &topic, &id, forged.as_bytes(), &[]).await?;
+
+    // The saga dead-letters it, saying what disagrees, and the order stays where it was.
+    let dlq = oms_contracts::topics::dlq(&topic);
+    let brokers = stack.brokers().to_owned();
+    let dead = tokio::task::spawn_blocking(move || {
+        oms_tests::read_topic(
+            &brokers,
+            &dlq,
+            1,
+            Duration::from_secs(60),
+            Duration::from_millis(200),
+        )
+    })
+    .await??;
+    let reason = dead
+        .iter()
+        .find(|m| m.key_str() == id)
+        .and_then(|m| m.header(oms_contracts::headers::dlq::ERROR_MESSAGE))
+        .unwrap_or_default();
+    assert!(
+        reason.contains("0.01 EUR") && reason.contains("does not match"),
+        "{reason:?} in the dead letters of {:?}",
+        dead.iter().map(Received::key_str).collect::<Vec<_>>()
+    );
+    let saga = stack.get(Service::Saga, &saga_url).await?;
+    assert_eq!(saga["state"], "AUTHORIZING", "{saga}");
+    let placed = stack.get(Service::Order, &format!("/orders/{id}")).await?;
+    assert_eq!(placed["status"], "PENDING", "{placed}");
+
+    // The real answer still confirms it, at the order's own total.
+    stack.start_service(Service::Payment).await?;
+    let done = stack.finished(&id, FINISH).await?;
+    assert_eq!(done["status"], "CONFIRMED", "{done}");
+    assert_ne!(done["total"]["amountMinor"], 1, "{done}");
+    stack.shutdown().await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

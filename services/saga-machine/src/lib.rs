@@ -207,6 +207,28 @@ pub fn start(
     }
 }
 
+/// Why `message` cannot be a true answer to what this saga asked for, if it cannot: a
+/// `payment.authorized` whose amount or currency differs from the total the saga asked the
+/// gateway to authorize. Such a fact is never acted on (the service dead-letters it with this
+/// reason): a forged or corrupted authorization must not confirm an order.
+pub fn refusal(saga: &Saga, message: &Message) -> Option<String> {
+    match message {
+        Message::PaymentAuthorized(m) => match saga.total {
+            Some(total) if m.amount != total => Some(format!(
+                "payment.authorized of {} for order {} does not match the {} the saga asked to \
+                 authorize (payment {})",
+                m.amount, saga.order_id, total, m.payment_id
+            )),
+            None if saga.payment_requested => Some(format!(
+                "payment.authorized for order {} whose total the saga does not know (payment {})",
+                saga.order_id, m.payment_id
+            )),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
 /// Applies one input to `saga`. Pure: the same arguments always give the same step.
 pub fn transition(saga: &Saga, input: Input<'_>, now: DateTime<Utc>, d: &Deadlines) -> Step {
     if let (SagaState::Confirmed, Some(f)) = (saga.state, &saga.fulfillment) {
@@ -287,6 +309,7 @@ pub fn transition(saga: &Saga, input: Input<'_>, now: DateTime<Utc>, d: &Deadlin
         }
 
         (SagaState::Authorizing, Input::Message(Message::PaymentAuthorized(m))) => {
+            // `refusal` has checked it against the total asked for; the saga's own is confirmed.
             let total = saga.total.unwrap_or(m.amount);
             next.state = SagaState::Confirmed;
             next.payment_id = Some(m.payment_id);

@@ -312,6 +312,33 @@ fn the_payment_request_carries_the_catalog_total_and_the_token() {
 }
 
 #[test]
+fn an_authorization_of_another_amount_or_currency_is_refused_before_it_is_applied() {
+    let saga = authorizing();
+    let authorized = |amount: serde_json::Value| {
+        msg(
+            "payment.authorized",
+            json!({"paymentId": Uuid::from_u128(7), "amount": amount}),
+        )
+    };
+    let right = authorized(json!({"amountMinor": 5000, "currency": "EUR"}));
+    assert_eq!(refusal(&saga, &right), None);
+    for wrong in [
+        json!({"amountMinor": 1, "currency": "EUR"}),
+        json!({"amountMinor": 5000, "currency": "USD"}),
+    ] {
+        let why = refusal(&saga, &authorized(wrong.clone())).unwrap_or_default();
+        assert!(
+            why.contains("does not match") && why.contains("50.00 EUR"),
+            "{wrong}: {why:?}"
+        );
+    }
+    // Other facts, and an authorization before any payment was asked for, pass through (the
+    // transition ignores the latter).
+    assert_eq!(refusal(&saga, &input("payment.declined")), None);
+    assert_eq!(refusal(&started(), &right), None);
+}
+
+#[test]
 fn a_declined_payment_cancels_with_its_reason_once_stock_is_back() {
     let saga = after(
         &started(),

@@ -281,6 +281,12 @@ impl Handler for SagaHandler {
                 return Ok(());
             }
             (Some(saga), _) => {
+                // A fact that cannot answer what the saga asked is dead-lettered, never applied.
+                if let Some(why) = machine::refusal(&saga, message) {
+                    tracing::error!(order_id = %message.order_id(), source = %envelope.source,
+                        reason = %why, "saga input refused");
+                    return Err(HandlerError::Rejected(why));
+                }
                 let step =
                     machine::transition(&saga, Input::Message(message), now, &self.deadlines);
                 (Some(saga), step)
