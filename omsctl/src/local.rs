@@ -821,9 +821,6 @@ async fn pg_stop(local: &Local) -> Result<(), Failure> {
 
 // --- broker and services ------------------------------------------------------------------------
 
-/// Starts `program` detached: its own process group (a Ctrl-C in the terminal does not reach
-/// it), stdin closed, output appended to `log`, its pid written to `pid_path`. It outlives
-/// omsctl.
 /// The `OMS_KAFKA_*` variables among `names` that set who a client is (`security.*`, `sasl.*`,
 /// `ssl.*`); tuning such as `OMS_KAFKA_LINGER_MS` passes through.
 fn security_vars(names: impl IntoIterator<Item = std::ffi::OsString>) -> Vec<std::ffi::OsString> {
@@ -841,6 +838,9 @@ fn security_vars(names: impl IntoIterator<Item = std::ffi::OsString>) -> Vec<std
         .collect()
 }
 
+/// Starts `program` detached: its own process group (a Ctrl-C in the terminal does not reach
+/// it), stdin closed, output appended to `log`, its pid written to `pid_path`. It outlives
+/// omsctl.
 fn spawn_detached(mut command: Command, log: &Path, pid_path: &Path) -> Result<u32, Failure> {
     let out = std::fs::OpenOptions::new()
         .create(true)

@@ -1301,21 +1301,7 @@ async fn drills_on_the_process_stack(
             );
             continue;
         }
-        let report = dir.join(format!("{name}.json"));
-        let report_arg = report.display().to_string();
-        let out = in_stack(
-            with_stack,
-            &["drill", "run", name, "--short", "--report", &report_arg],
-        )
-        .await?;
-        assert_eq!(
-            code(&out),
-            0,
-            "drill {name} failed:\n{}\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            stderr(&out)
-        );
-        let doc: Value = serde_json::from_slice(&std::fs::read(&report)?)?;
+        let doc = short_drill_report(with_stack, dir, name).await?;
         assert_eq!(doc["held"], true, "{doc}");
         assert_eq!(doc["orders"]["lost"], 0, "{doc}");
         if name == "customer-cancel-race" {

@@ -206,16 +206,22 @@ async fn charge_undone(stack: &Stack, id: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_forged_authorization_of_another_amount_is_dead_lettered_and_confirms_nothing(
-) -> anyhow::Result<()> {
+/// A stack whose saga waits `payment_timeout` for the payment service, which is stopped.
+async fn with_payment_down(payment_timeout: Duration) -> anyhow::Result<Stack> {
     let mut stack = Stack::start(StackOptions {
-        payment_timeout: Duration::from_secs(120),
+        payment_timeout,
         ..StackOptions::default()
     })
     .await?;
-    // The payment service is stopped: the order waits in AUTHORIZING for an answer.
     stack.stop_service(Service::Payment).await?;
+    Ok(stack)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_forged_authorization_of_another_amount_is_dead_lettered_and_confirms_nothing(
+) -> anyhow::Result<()> {
+    // The payment service is stopped: the order waits in AUTHORIZING for an answer.
+    let mut stack = with_payment_down(Duration::from_secs(120)).await?;
     let id = stack.place(order("mouse-01", 2, "tok_visa")).await?;
     let saga_url = format!("/sagas/{id}");
     eventually(
@@ -279,13 +285,8 @@ async fn a_forged_authorization_of_another_amount_is_dead_lettered_and_confirms_
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn with_payment_down_the_saga_times_out_releases_stock_and_the_late_charge_is_undone(
 ) -> anyhow::Result<()> {
-    let mut stack = Stack::start(StackOptions {
-        payment_timeout: Duration::from_secs(3),
-        ..StackOptions::default()
-    })
-    .await?;
+    let mut stack = with_payment_down(Duration::from_secs(3)).await?;
     let before = stack.product("stand-01").await?;
-    stack.stop_service(Service::Payment).await?;
 
     let id = stack.place(order("stand-01", 4, "tok_visa")).await?;
     let done = stack.finished(&id, FINISH).await?;

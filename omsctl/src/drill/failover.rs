@@ -175,10 +175,10 @@ pub async fn watch(ctx: Arc<Ctx>, local: Arc<Local>, b: Before) -> Option<Failov
         in_flight_p99_ms: None,
     };
     let http = reqwest::Client::new();
+    let (brokers, wanted) = (stack_brokers(&ctx, &local), ctx.saga_topics());
     while died.elapsed() < WITHIN {
         if report.election_seconds.is_none() && !led.is_empty() {
-            let brokers = stack_brokers(&ctx, &local);
-            let wanted = ctx.saga_topics();
+            let (brokers, wanted) = (brokers.clone(), wanted.clone());
             let now = tokio::task::spawn_blocking(move || topics::leadership(&brokers, &wanted))
                 .await
                 .ok()
