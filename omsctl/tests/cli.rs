@@ -827,11 +827,38 @@ async fn short_drill_report(
     assert_eq!(
         code(&out),
         0,
-        "{drill} failed:\n{}\n{}",
+        "{drill} failed:\n{}\n{}\nwhat the services said meanwhile:\n{}",
         stdout(&out),
-        stderr(&out)
+        stderr(&out),
+        service_warnings(dir)
     );
     Ok(serde_json::from_slice(&std::fs::read(&report)?)?)
+}
+
+/// The last warnings, errors and rebalances in the services' logs under the state directory
+/// `dir`, oldest first: what a failed drill leaves to diagnose it by once the stack is wiped.
+fn service_warnings(dir: &std::path::Path) -> String {
+    let mut lines: Vec<String> = std::fs::read_dir(dir.join("services"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.path().extension().is_some_and(|x| x == "log"))
+        .filter_map(|e| std::fs::read_to_string(e.path()).ok())
+        .flat_map(|text| {
+            text.lines()
+                .filter(|l| {
+                    l.contains("\"level\":\"WARN\"")
+                        || l.contains("\"level\":\"ERROR\"")
+                        || l.contains("rebalance")
+                })
+                .map(|l| l.chars().take(400).collect::<String>())
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    // Every line starts with its timestamp.
+    lines.sort();
+    let skip = lines.len().saturating_sub(80);
+    lines.split_off(skip).join("\n")
 }
 
 async fn faults(with_stack: &dyn Fn(&mut Command)) -> anyhow::Result<Vec<Value>> {

@@ -302,7 +302,17 @@ async fn quiescent(ctx: &Ctx) -> Result<(), String> {
         .map_err(|f| f.error.to_string())?;
     let lag: i64 = rows.iter().flat_map(|r| r.lag.values()).sum();
     if lag > 0 {
-        return Err(format!("consumer lag {lag}"));
+        // Name who is behind where: a drill that fails here says which consumer to look at.
+        let behind: Vec<String> = rows
+            .iter()
+            .flat_map(|r| {
+                r.lag
+                    .iter()
+                    .filter(|(_, l)| **l > 0)
+                    .map(move |(g, l)| format!("{g} on {} {l}", r.topic))
+            })
+            .collect();
+        return Err(format!("consumer lag {lag} ({})", behind.join(", ")));
     }
     Ok(())
 }

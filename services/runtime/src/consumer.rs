@@ -345,17 +345,20 @@ struct Delivery {
     topic: Arc<str>,
     partition: i32,
     offset: i64,
+    /// The assignment of its partition it came in (see [`kafka::Assignments`]).
+    epoch: u64,
     decoded: Result<Envelope, (&'static str, String)>,
 }
 
 impl Delivery {
-    fn of(msg: OwnedMessage) -> Self {
+    fn of(msg: OwnedMessage, epoch: u64) -> Self {
         let decoded = Envelope::decode(msg.payload().unwrap_or_default())
             .map_err(|e| (e.class(), e.to_string()));
         Self {
             topic: Arc::from(msg.topic()),
             partition: msg.partition(),
             offset: msg.offset(),
+            epoch,
             msg,
             decoded,
         }
@@ -398,12 +401,20 @@ impl Delivery {
         (Arc::clone(&self.topic), self.partition)
     }
 
+    /// Where it sits, for the offset tracker: partition, assignment epoch, offset.
+    fn position(&self) -> Position {
+        (self.partition_id(), self.epoch, self.offset)
+    }
+
     /// Inbox key of a dead-lettered delivery: stable for redeliveries of this offset only.
     fn coordinates_id(&self) -> Uuid {
         let name = format!("kafka://{}/{}/{}", self.topic, self.partition, self.offset);
         Uuid::new_v5(&Uuid::NAMESPACE_URL, name.as_bytes())
     }
 }
+
+/// A delivery's partition, assignment epoch and offset.
+type Position = ((Arc<str>, i32), u64, i64);
 
 /// What the receive loop and the workers share.
 struct State {
@@ -549,6 +560,9 @@ impl<H: Handler> Shared<H> {
 
     async fn receive_loop(self: &Arc<Self>, shutdown: &CancellationToken) {
         let mut last_recv_error: Option<Instant> = None;
+        // This loop's copy of the partitions' assignment epochs, renewed after a rebalance.
+        let assignments = self.consumer.context().assignments();
+        let (mut seen_changes, mut epochs) = (0, std::collections::HashMap::new());
         loop {
             // Back-pressure: while the workers are behind (or the database is down), stop
             // taking messages from Kafka.
@@ -581,7 +595,16 @@ impl<H: Handler> Shared<H> {
                     continue;
                 }
             };
-            let delivery = Delivery::of(msg);
+            if assignments.changes() != seen_changes {
+                seen_changes = assignments.changes();
+                epochs = assignments.epochs();
+            }
+            let epoch = epochs
+                .get(msg.topic())
+                .and_then(|t| t.get(&msg.partition()))
+                .copied()
+                .unwrap_or(0);
+            let delivery = Delivery::of(msg, epoch);
             let partition = delivery.partition_id();
             let of_interest = match &delivery.decoded {
                 Ok(envelope) => {
@@ -593,13 +616,17 @@ impl<H: Handler> Shared<H> {
                 Err(_) => true,
             };
             let mut state = self.lock();
-            state.offsets.received(&partition, delivery.offset);
+            state
+                .offsets
+                .received(&partition, delivery.epoch, delivery.offset);
             if of_interest {
                 state.queue.push(delivery.order_key(), delivery);
                 drop(state);
                 self.work.notify_waiters();
             } else {
-                let stored = state.offsets.finished(&partition, delivery.offset);
+                let stored = state
+                    .offsets
+                    .finished(&partition, delivery.epoch, delivery.offset);
                 drop(state);
                 self.stats.ignored.fetch_add(1, Ordering::Relaxed);
                 self.metrics.consumed(&self.config.group_id, "ignored");
@@ -635,8 +662,8 @@ impl<H: Handler> Shared<H> {
             let mut stores = Vec::new();
             {
                 let mut state = self.lock();
-                for (partition, offset) in &finished {
-                    if let Some(o) = state.offsets.finished(partition, *offset) {
+                for (partition, epoch, offset) in &finished {
+                    if let Some(o) = state.offsets.finished(partition, *epoch, *offset) {
                         stores.push((partition.clone(), o));
                     }
                 }
@@ -660,7 +687,7 @@ impl<H: Handler> Shared<H> {
         &self,
         batch: Vec<Delivery>,
         shutdown: &CancellationToken,
-    ) -> (Vec<((Arc<str>, i32), i64)>, Settled) {
+    ) -> (Vec<Position>, Settled) {
         let mut finished = Vec::with_capacity(batch.len());
         let mut first_attempt = vec![1u32; batch.len()];
         if batch.len() > 1 && batch.iter().all(|d| d.decoded.is_ok()) {
@@ -679,7 +706,7 @@ impl<H: Handler> Shared<H> {
                         self.resumed(outage);
                         self.stats.batches.fetch_add(1, Ordering::Relaxed);
                         self.count_settled(handled, duplicates, started.elapsed());
-                        let done = batch.iter().map(|d| (d.partition_id(), d.offset));
+                        let done = batch.iter().map(Delivery::position);
                         return (done.collect(), Settled::Yes);
                     }
                     Err((Failure::Outage(reason), _)) => {
@@ -716,7 +743,7 @@ impl<H: Handler> Shared<H> {
                 .instrument(span)
                 .await
             {
-                Settled::Yes => finished.push((delivery.partition_id(), delivery.offset)),
+                Settled::Yes => finished.push(delivery.position()),
                 Settled::Interrupted => return (finished, Settled::Interrupted),
             }
         }

@@ -104,6 +104,8 @@ pub struct OffsetTracker<P> {
 
 #[derive(Debug, Default)]
 struct Partition {
+    /// The assignment these deliveries came in (see [`OffsetTracker::received`]).
+    epoch: u64,
     lowest_received: Option<i64>,
     unfinished: BTreeSet<i64>,
     highest_finished: Option<i64>,
@@ -111,17 +113,31 @@ struct Partition {
 }
 
 impl<P: Ord + Clone> OffsetTracker<P> {
-    /// A delivery of `offset` was received.
-    pub fn received(&mut self, partition: &P, offset: i64) {
+    /// A delivery of `offset` was received while the partition was held under assignment
+    /// `epoch`. A new epoch (the partition was assigned again, so Kafka forgot what was stored
+    /// and fetches again from the last commit) starts the partition afresh: what the old one
+    /// stored is no reason not to store the same offsets again, and the old epoch's deliveries
+    /// no longer move the offset (they are fetched again, and skipped as duplicates).
+    pub fn received(&mut self, partition: &P, epoch: u64, offset: i64) {
         let p = self.partitions.entry(partition.clone()).or_default();
+        if p.epoch != epoch {
+            *p = Partition {
+                epoch,
+                ..Partition::default()
+            };
+        }
         p.lowest_received = Some(p.lowest_received.map_or(offset, |l| l.min(offset)));
         p.unfinished.insert(offset);
     }
 
-    /// The delivery of `offset` is finished (handled, skipped or dead-lettered, durably). Returns
-    /// the offset of the last message that may now be stored as consumed, when it moved forward.
-    pub fn finished(&mut self, partition: &P, offset: i64) -> Option<i64> {
-        let p = self.partitions.get_mut(partition)?;
+    /// The delivery of `offset`, received in `epoch`, is finished (handled, skipped or
+    /// dead-lettered, durably). Returns the offset of the last message that may now be stored as
+    /// consumed, when it moved forward.
+    pub fn finished(&mut self, partition: &P, epoch: u64, offset: i64) -> Option<i64> {
+        let p = self
+            .partitions
+            .get_mut(partition)
+            .filter(|p| p.epoch == epoch)?;
         p.unfinished.remove(&offset);
         p.highest_finished = Some(p.highest_finished.map_or(offset, |h| h.max(offset)));
         let safe = match p.unfinished.first() {
@@ -182,27 +198,52 @@ mod tests {
     fn the_stored_offset_never_passes_an_unfinished_delivery() {
         let mut t: OffsetTracker<i32> = OffsetTracker::default();
         for o in 10..15 {
-            t.received(&0, o);
+            t.received(&0, 0, o);
         }
-        assert_eq!(t.finished(&0, 12), None, "10 and 11 are not finished");
-        assert_eq!(t.finished(&0, 10), Some(10));
-        assert_eq!(t.finished(&0, 11), Some(12));
-        assert_eq!(t.finished(&0, 14), None, "13 is not finished");
-        assert_eq!(t.finished(&0, 13), Some(14));
+        assert_eq!(t.finished(&0, 0, 12), None, "10 and 11 are not finished");
+        assert_eq!(t.finished(&0, 0, 10), Some(10));
+        assert_eq!(t.finished(&0, 0, 11), Some(12));
+        assert_eq!(t.finished(&0, 0, 14), None, "13 is not finished");
+        assert_eq!(t.finished(&0, 0, 13), Some(14));
         assert_eq!(t.unfinished(), 0);
         // A redelivery of something already stored does not move the offset back.
-        t.received(&0, 11);
-        assert_eq!(t.finished(&0, 11), None);
+        t.received(&0, 0, 11);
+        assert_eq!(t.finished(&0, 0, 11), None);
     }
 
     #[test]
     fn partitions_are_independent() {
         let mut t: OffsetTracker<i32> = OffsetTracker::default();
-        t.received(&0, 5);
-        t.received(&1, 7);
-        assert_eq!(t.finished(&1, 7), Some(7));
-        assert_eq!(t.finished(&0, 5), Some(5));
-        assert_eq!(t.finished(&2, 1), None, "never received");
+        t.received(&0, 0, 5);
+        t.received(&1, 0, 7);
+        assert_eq!(t.finished(&1, 0, 7), Some(7));
+        assert_eq!(t.finished(&0, 0, 5), Some(5));
+        assert_eq!(t.finished(&2, 0, 1), None, "never received");
+    }
+
+    #[test]
+    fn a_partition_assigned_again_stores_its_redelivered_offsets_again() {
+        let mut t: OffsetTracker<i32> = OffsetTracker::default();
+        for o in 0..6 {
+            t.received(&0, 1, o);
+        }
+        t.received(&0, 1, 6);
+        for o in 0..6 {
+            t.finished(&0, 1, o);
+        }
+        // Revoked and assigned again before 0..=5 were committed: Kafka forgot the stored 5 and
+        // fetches from the last commit, 3. The redeliveries must store 5 again, or the commit
+        // stays at 3 until new messages come (lag that never drains on a quiet topic).
+        for o in 3..7 {
+            t.received(&0, 2, o);
+        }
+        assert_eq!(t.finished(&0, 2, 3), Some(3));
+        assert_eq!(t.finished(&0, 2, 4), Some(4));
+        assert_eq!(t.finished(&0, 2, 5), Some(5));
+        // 6 of the first assignment finishes late: it no longer moves the offset, its
+        // redelivery (still unfinished) holds it.
+        assert_eq!(t.finished(&0, 1, 6), None);
+        assert_eq!(t.finished(&0, 2, 6), Some(6));
     }
 
     proptest! {
@@ -260,13 +301,13 @@ mod tests {
         fn stored_offsets_are_safe_and_complete(order in Just((0i64..40).collect::<Vec<_>>()).prop_shuffle()) {
             let mut t: OffsetTracker<u8> = OffsetTracker::default();
             for o in 0..40 {
-                t.received(&0, o);
+                t.received(&0, 0, o);
             }
             let mut finished = BTreeSet::new();
             let mut stored = None;
             for o in order {
                 finished.insert(o);
-                if let Some(s) = t.finished(&0, o) {
+                if let Some(s) = t.finished(&0, 0, o) {
                     prop_assert!((0..=s).all(|x| finished.contains(&x)), "stored {} past an unfinished one", s);
                     prop_assert!(stored.is_none_or(|p| s > p));
                     stored = Some(s);

@@ -2,6 +2,7 @@
 //! only after their work is durable, and a client context that keeps outages from flooding the
 //! logs (topic creation is in `oms-kafka`).
 
+use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -163,6 +164,47 @@ pub fn is_permanent_produce_error(error: &KafkaError) -> bool {
 pub struct QuietContext {
     last_connectivity_warning: Mutex<Option<Instant>>,
     metrics: Option<(Metrics, String)>,
+    assignments: Assignments,
+}
+
+/// Which assignment each partition this consumer holds came with: every rebalance that hands a
+/// partition over gives it a new epoch. librdkafka forgets a partition's stored offset when it is
+/// assigned, so the consumer's offset tracker must forget it too (see
+/// [`crate::dispatch::OffsetTracker::received`]).
+#[derive(Default)]
+pub struct Assignments {
+    /// Bumped on every assignment, so a reader can tell its copy of `epochs` is stale.
+    changes: std::sync::atomic::AtomicU64,
+    /// Topic, then partition, to epoch.
+    epochs: Mutex<HashMap<String, HashMap<i32, u64>>>,
+}
+
+impl Assignments {
+    /// How many assignments there were so far.
+    pub fn changes(&self) -> u64 {
+        self.changes.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// The epoch of every partition assigned so far.
+    pub fn epochs(&self) -> HashMap<String, HashMap<i32, u64>> {
+        self.epochs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn assigned(&self, added: &rdkafka::TopicPartitionList) {
+        let mut epochs = self.epochs.lock().unwrap_or_else(|p| p.into_inner());
+        let epoch = self.changes() + 1;
+        for e in added.elements() {
+            epochs
+                .entry(e.topic().to_owned())
+                .or_default()
+                .insert(e.partition(), epoch);
+        }
+        self.changes
+            .store(epoch, std::sync::atomic::Ordering::Release);
+    }
 }
 
 impl QuietContext {
@@ -171,7 +213,13 @@ impl QuietContext {
         Self {
             last_connectivity_warning: Mutex::new(None),
             metrics: Some((metrics, group.to_owned())),
+            assignments: Assignments::default(),
         }
+    }
+
+    /// The partitions' assignment epochs (consumers only).
+    pub fn assignments(&self) -> &Assignments {
+        &self.assignments
     }
 
     fn connectivity(&self, message: &str) {
@@ -275,6 +323,7 @@ impl ConsumerContext for QuietContext {
     /// partitions).
     fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Assign(added) = rebalance {
+            self.assignments.assigned(added);
             let holding = consumer.assignment().unwrap_or_else(|_| (*added).clone());
             tracing::info!(
                 count = holding.count(),

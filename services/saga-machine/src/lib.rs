@@ -468,8 +468,9 @@ pub struct Outage {
 }
 
 /// How deadlines treat broker outages: the time a step spent without a broker is given back
-/// (up to `budget`, plus `grace` for the backlog to drain), so an outage shorter than the budget
-/// cancels no order that would otherwise have finished.
+/// (up to `budget`, plus `grace` for the backlog to drain and the consumer groups to rejoin; a
+/// step that begins within `grace` of an outage's end gets the grace too), so an outage shorter
+/// than the budget cancels no order that would otherwise have finished.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct OutagePolicy {
     /// The most outage time given back to one step (zero: none).
@@ -545,10 +546,19 @@ pub fn due(
             }
         })
         .sum();
-    if overlap == 0 {
+    let grace_ms = u64::try_from(policy.grace.as_millis()).unwrap_or(0);
+    // A step that began just after an outage is held up by it too: its command or its answer
+    // waits in a backlog, or for a consumer group that lost its session while the broker was
+    // away and is rejoining (each group on its own clock, so the saga may be back well before
+    // the service it asks). It gets the grace as well.
+    let grace = chrono::TimeDelta::milliseconds(i64::try_from(grace_ms).unwrap_or(i64::MAX));
+    let after_one = outages
+        .iter()
+        .filter_map(|o| o.end)
+        .any(|end| began >= end && began < end + grace);
+    if overlap == 0 && !after_one {
         return Due::TimeOut;
     }
-    let grace_ms = u64::try_from(policy.grace.as_millis()).unwrap_or(0);
     let owed = overlap.min(budget_ms) + grace_ms;
     // Less than a second owed is measurement noise (another replica's view of the same outage).
     let Some(more) = owed.checked_sub(extended).filter(|m| *m >= 1000) else {
@@ -560,12 +570,20 @@ pub fn due(
     Due::Extend(Box::new(Step {
         saga: next,
         commands: Vec::new(),
-        note: format!(
-            "deadline extended by {:.1}s: the broker was unreachable for {:.1}s of this step (outage budget {})",
-            more as f64 / 1000.0,
-            overlap as f64 / 1000.0,
-            humantime::format_duration(policy.budget)
-        ),
+        note: if overlap == 0 {
+            format!(
+                "deadline extended by {:.1}s: the step began within {} of a broker outage's end",
+                more as f64 / 1000.0,
+                humantime::format_duration(policy.grace)
+            )
+        } else {
+            format!(
+                "deadline extended by {:.1}s: the broker was unreachable for {:.1}s of this step (outage budget {})",
+                more as f64 / 1000.0,
+                overlap as f64 / 1000.0,
+                humantime::format_duration(policy.budget)
+            )
+        },
         applied: true,
     }))
 }

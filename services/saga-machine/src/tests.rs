@@ -639,11 +639,34 @@ fn authorizing() -> Saga {
 fn an_outage_within_the_budget_holds_deadlines_and_gives_the_step_its_time_back() {
     let s = authorizing();
     assert_eq!(s.deadline_at, Some(at(21)));
-    // No outage, or one before the step began: the deadline stands.
+    // No outage, or one that ended more than the grace before the step began: the deadline
+    // stands.
     assert_eq!(due(&s, at(22), &[], &policy(), &d()), Due::TimeOut);
     assert_eq!(
-        due(&s, at(22), &[outage(-30, Some(0))], &policy(), &d()),
+        due(&s, at(22), &[outage(-30, Some(-10))], &policy(), &d()),
         Due::TimeOut
+    );
+    // One that ended just before the step began (its groups may still be rejoining, its
+    // backlog draining): the grace, and nothing more.
+    let Due::Extend(after_one) = due(&s, at(22), &[outage(-30, Some(0))], &policy(), &d()) else {
+        panic!("a step begun 1 s after an outage got no grace")
+    };
+    assert_eq!(after_one.saga.deadline_extended_ms, 10_000);
+    assert!(
+        after_one.note.contains("began within 10s"),
+        "{}",
+        after_one.note
+    );
+    assert_eq!(
+        due(
+            &after_one.saga,
+            at(32),
+            &[outage(-30, Some(0))],
+            &policy(),
+            &d()
+        ),
+        Due::TimeOut,
+        "the grace given twice"
     );
     // The broker away now, for less than the budget: nothing expires.
     assert_eq!(
