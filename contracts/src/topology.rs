@@ -205,6 +205,34 @@ impl FromStr for ServiceId {
     }
 }
 
+/// The one service that emits `message_type` (the table proves there is exactly one).
+pub fn emitter(message_type: MessageType) -> &'static ServiceSpec {
+    SERVICES
+        .iter()
+        .find(|s| s.emits.contains(&message_type))
+        .unwrap_or(&SERVICES[0])
+}
+
+/// Why a message could not have come from where it says: a type its topic does not carry, or an
+/// emitter other than the one service that emits its type. `topic` is the contract topic it was
+/// read from (the deployment's prefix removed).
+pub fn misrouted(message_type: MessageType, source: &str, topic: &str) -> Option<String> {
+    let t = message_type.as_str();
+    if message_type.topic() != topic {
+        return Some(format!(
+            "{t} read from {topic}: it belongs on {}",
+            message_type.topic()
+        ));
+    }
+    let emitter = emitter(message_type).name;
+    if source != emitter {
+        return Some(format!(
+            "{t} says it comes from {source:?}: only {emitter} emits it"
+        ));
+    }
+    None
+}
+
 impl ServiceSpec {
     /// Contract topics its consumer reads: the topics of the types it handles, in first-seen order.
     pub fn reads(&self) -> Vec<&'static str> {
@@ -447,6 +475,30 @@ mod tests {
         let all = topics::all_with_dlq();
         for t in &read {
             assert!(all.contains(&topics::dlq(t)));
+        }
+    }
+
+    #[test]
+    fn a_message_off_its_topic_or_from_another_emitter_is_misrouted() {
+        for t in MessageType::ALL {
+            let from = emitter(*t);
+            assert!(from.emits.contains(t));
+            assert_eq!(misrouted(*t, from.name, t.topic()), None, "{}", t.as_str());
+            for other in SERVICES.iter().filter(|s| s.name != from.name) {
+                let why = misrouted(*t, other.name, t.topic()).unwrap_or_default();
+                assert!(
+                    why.contains(&format!("only {} emits it", from.name)),
+                    "{why}"
+                );
+            }
+            for topic in MessageType::ALL
+                .iter()
+                .map(|m| m.topic())
+                .filter(|x| *x != t.topic())
+            {
+                let why = misrouted(*t, from.name, topic).unwrap_or_default();
+                assert!(why.contains(&format!("belongs on {}", t.topic())), "{why}");
+            }
         }
     }
 

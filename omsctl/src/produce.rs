@@ -139,6 +139,14 @@ pub fn validate(message: &Outgoing, topic: &str) -> Result<Envelope, String> {
             ty.topic()
         ));
     }
+    let emitter = oms_contracts::topology::emitter(ty).name;
+    if env.source != emitter {
+        return Err(format!(
+            "a {} comes from {emitter}, not {:?} (consumers dead-letter any other source)",
+            ty.as_str(),
+            env.source
+        ));
+    }
     let key = env.key();
     if message.key.as_deref() != Some(key.as_bytes()) {
         return Err(format!(
@@ -327,7 +335,7 @@ mod tests {
                 order_id: order,
                 reason: CancelReason::Timeout,
             }),
-            "test",
+            "saga",
             uuid::Uuid::now_v7(),
         );
         let good = Outgoing {
@@ -338,6 +346,25 @@ mod tests {
         assert!(validate(&good, env.topic()).is_ok());
         let e = validate(&good, "oms.order.events").expect_err("wrong topic");
         assert!(e.contains("belongs on"), "{e}");
+        let stranger = Outgoing {
+            value: Some(
+                Envelope::new(
+                    Message::PaymentRefund(RefundPayment {
+                        order_id: order,
+                        reason: CancelReason::Timeout,
+                    }),
+                    "order",
+                    uuid::Uuid::now_v7(),
+                )
+                .encode(),
+            ),
+            ..good.clone()
+        };
+        let e = validate(&stranger, env.topic()).expect_err("another emitter");
+        assert!(
+            e.contains("a payment.refund comes from saga, not \"order\""),
+            "{e}"
+        );
         let mut other_key = good.clone();
         other_key.key = Some(b"someone-else".to_vec());
         let e = validate(&other_key, env.topic()).expect_err("wrong key");

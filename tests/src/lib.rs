@@ -74,6 +74,25 @@ pub async fn fresh_topic(brokers: &str, prefix: &str, partitions: i32) -> anyhow
     Ok(topic)
 }
 
+/// A fresh `oms.order.events` behind a unique topic prefix, with its dead-letter topic: where a
+/// consumer configured with that prefix accepts the saga's order events (it refuses a type off
+/// its contract topic). Returns the prefix and the topic.
+pub async fn fresh_order_events(
+    brokers: &str,
+    name: &str,
+    partitions: i32,
+) -> anyhow::Result<(String, String)> {
+    let prefix = format!("test.{name}.{}.", unique());
+    let topic = format!("{prefix}{}", oms_contracts::topics::ORDER_EVENTS);
+    oms_kafka::ensure_topics(
+        brokers,
+        &[topic.clone(), oms_contracts::topics::dlq(&topic)],
+        partitions,
+    )
+    .await?;
+    Ok((prefix, topic))
+}
+
 /// Polls `check` every 50 ms until it returns `Some`, or fails after `within`.
 pub async fn eventually<T, F, Fut>(within: Duration, what: &str, mut check: F) -> anyhow::Result<T>
 where

@@ -6,13 +6,14 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use oms_contracts::messages::{CancelReason, OrderCancelled, ReleaseReason, StockReleased};
+use oms_contracts::topology::Topics;
 use oms_contracts::{Envelope, Message, OrderId};
 use oms_runtime::consumer::{ConsumerConfig, ConsumerStats, InboxConsumer};
 use oms_runtime::metrics::Metrics;
 use oms_runtime::relay::{Relay, RelayConfig};
 use oms_runtime::{Handler, HandlerContext, HandlerError};
 use oms_tests::{
-    brokers, database_url, eventually, fresh_db, fresh_topic, produce, producer, read_topic,
+    brokers, database_url, eventually, fresh_db, fresh_order_events, produce, producer, read_topic,
     CuttableProxy,
 };
 use sqlx::postgres::PgPoolOptions;
@@ -79,7 +80,7 @@ fn cancelled(order: OrderId) -> Envelope {
             detail: None,
             customer_id: None,
         },
-        "consumer-test",
+        "saga",
         order.0,
     )
 }
@@ -93,6 +94,8 @@ type Running = (
 struct Harness {
     pool: PgPool,
     topic: String,
+    /// The topic prefix `topic` sits behind (it is the contract's `oms.order.events`).
+    prefix: String,
     group: String,
 }
 
@@ -106,11 +109,12 @@ impl Harness {
         )
         .execute(&pool)
         .await?;
-        let topic = fresh_topic(&brokers(), name, 2).await?;
+        let (prefix, topic) = fresh_order_events(&brokers(), name, 2).await?;
         Ok(Self {
             pool,
             group: format!("{name}-{}", oms_tests::unique()),
             topic,
+            prefix,
         })
     }
 
@@ -120,7 +124,9 @@ impl Harness {
 
     /// A member of the harness's group with the runtime's defaults.
     fn start_member(&self) -> anyhow::Result<Running> {
-        let config = ConsumerConfig::new("consumer-test", &self.group, &[&self.topic], &brokers());
+        let mut config =
+            ConsumerConfig::new("consumer-test", &self.group, &[&self.topic], &brokers());
+        config.topic_names = Topics::new(&self.prefix);
         self.run(config, self.pool.clone(), Ledger::default())
     }
 
@@ -149,6 +155,7 @@ impl Harness {
     ) -> anyhow::Result<Running> {
         let mut config =
             ConsumerConfig::new("consumer-test", &self.group, &[&self.topic], &brokers());
+        config.topic_names = Topics::new(&self.prefix);
         config.max_attempts = max_attempts;
         config.base_backoff = Duration::from_millis(20);
         self.run(config, pool, handler)
@@ -486,7 +493,7 @@ fn numbered(order: OrderId, seq: usize) -> Envelope {
             detail: Some(seq.to_string()),
             customer_id: None,
         },
-        "consumer-test",
+        "saga",
         order.0,
     )
 }

@@ -355,7 +355,7 @@ async fn duplicate_and_reordered_carrier_facts_change_nothing() -> anyhow::Resul
         let envelope = json!({
             "eventId": uuid::Uuid::now_v7(), "type": kind, "schemaVersion": 1,
             "occurredAt": chrono::Utc::now(), "correlationId": order_id,
-            "source": "test-replay", "payload": payload,
+            "source": "fulfillment", "payload": payload,
         });
         let bytes = envelope.to_string();
         assert!(Envelope::decode(bytes.as_bytes()).is_ok(), "{bytes}");

@@ -6,7 +6,7 @@ use axum::Router;
 use oms_contracts::Envelope;
 use oms_runtime::config::{DatabaseUrl, LogFormat, OutboxWakeup, RuntimeConfig};
 use oms_runtime::{Handler, HandlerContext, HandlerError, Runtime};
-use oms_tests::{database_url, eventually, fresh_topic, TestBroker};
+use oms_tests::{database_url, eventually, fresh_order_events, TestBroker};
 use tokio_util::sync::CancellationToken;
 
 struct Ignore;
@@ -50,17 +50,24 @@ fn config(db: DatabaseUrl, brokers: &str) -> RuntimeConfig {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_service_reports_health_and_metrics_and_shuts_down_gracefully() -> anyhow::Result<()> {
     let mut broker = TestBroker::start().await?;
-    let topic = fresh_topic(&broker.brokers(), "runtime", 1).await?;
+    let (prefix, topic) = fresh_order_events(&broker.brokers(), "runtime", 1).await?;
     let shutdown = CancellationToken::new();
     let mut runtime = Runtime::start(
         "runtime-test",
-        config(database_url(), &broker.brokers()),
+        RuntimeConfig {
+            topic_prefix: prefix.clone(),
+            ..config(database_url(), &broker.brokers())
+        },
         None,
         shutdown.clone(),
         |_| {},
     )
     .await?;
-    runtime.consume_topics("runtime-test", &[&topic], Ignore)?;
+    runtime.consume_topics(
+        "runtime-test",
+        &[oms_contracts::topics::ORDER_EVENTS],
+        Ignore,
+    )?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let base = format!("http://{}", listener.local_addr()?);
     let server = tokio::spawn(runtime.serve(
@@ -125,7 +132,7 @@ async fn a_service_reports_health_and_metrics_and_shuts_down_gracefully() -> any
             detail: None,
             customer_id: None,
         },
-        "runtime-test",
+        "saga",
         order.0,
     );
     let p = oms_tests::producer(&broker.brokers())?;
@@ -140,11 +147,10 @@ async fn a_service_reports_health_and_metrics_and_shuts_down_gracefully() -> any
                 .await?
                 .text()
                 .await?;
-            Ok(text
-                .contains(
-                    r#"oms_messages_consumed_total{group="runtime-test",outcome="handled"} 1"#,
-                )
-                .then_some(text))
+            let handled = format!(
+                r#"oms_messages_consumed_total{{group="{prefix}runtime-test",outcome="handled"}} 1"#
+            );
+            Ok(text.contains(&handled).then_some(text))
         },
     )
     .await?;

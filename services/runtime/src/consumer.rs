@@ -21,8 +21,9 @@
 //!   message arrives (`fetch.wait.max.ms`, 500 ms by default, only bounds how often it asks).
 //!
 //! Failures:
-//! - **Poison** (undecodable, unknown type, contract violation) and [`HandlerError::Rejected`] go
-//!   straight to `<topic>.dlq`.
+//! - **Poison** (undecodable, unknown type, contract violation, or misrouted: a type its topic
+//!   does not carry, or an emitter other than the one the topology names) and
+//!   [`HandlerError::Rejected`] go straight to `<topic>.dlq`.
 //! - **Handler errors** are retried with capped exponential backoff, up to `max_attempts` tries in
 //!   all, then dead-lettered; the decision after each failed try is [`crate::retry::RetryPolicy`]'s.
 //!   Only the failing message's key waits; other keys go on.
@@ -604,7 +605,23 @@ impl<H: Handler> Shared<H> {
                 .and_then(|t| t.get(&msg.partition()))
                 .copied()
                 .unwrap_or(0);
-            let delivery = Delivery::of(msg, epoch);
+            let mut delivery = Delivery::of(msg, epoch);
+            if let Ok(envelope) = &delivery.decoded {
+                // Only what could have come from here is acted on: the broker lets only a type's
+                // emitter write its topic (ACLs from the same table), so a type off its topic
+                // or a stranger's name on it is a forgery or a bug, and goes to the DLQ.
+                let topic = &delivery.topic;
+                let contract_topic = topic
+                    .strip_prefix(self.config.topic_names.prefix())
+                    .unwrap_or(topic);
+                if let Some(why) = oms_contracts::topology::misrouted(
+                    envelope.message_type(),
+                    &envelope.source,
+                    contract_topic,
+                ) {
+                    delivery.decoded = Err(("poison.misrouted", why));
+                }
+            }
             let partition = delivery.partition_id();
             let of_interest = match &delivery.decoded {
                 Ok(envelope) => {
