@@ -108,6 +108,12 @@ pub enum AuthError {
         /// Why.
         source: std::io::Error,
     },
+    /// Auth is off on a listener others can reach.
+    #[error("auth is off, which makes every caller an admin: refused on {addr}, which is not a loopback address (listen on 127.0.0.1, or turn auth on)")]
+    OffBeyondLoopback {
+        /// The listener's address.
+        addr: std::net::SocketAddr,
+    },
     /// A key file holds no usable key.
     #[error("{path}: {reason}")]
     BadKey {
@@ -209,6 +215,16 @@ impl Gate {
     /// Whether tokens are checked.
     pub fn is_on(&self) -> bool {
         self.keys.is_some()
+    }
+
+    /// Whether this gate may guard a listener on `addr`: with auth off, only a loopback one
+    /// (the benchmarks of the bare path), never one other hosts reach.
+    pub fn may_listen_on(&self, addr: std::net::SocketAddr) -> Result<(), AuthError> {
+        if self.is_on() || addr.ip().is_loopback() {
+            Ok(())
+        } else {
+            Err(AuthError::OffBeyondLoopback { addr })
+        }
     }
 
     /// What the service says about its auth at start-up (never the key).
@@ -786,9 +802,28 @@ mod tests {
         };
         let g = Gate::from_config(&off).ok();
         assert_eq!(
-            g.and_then(|g| g.check(None).ok()).map(|c| c.role),
+            g.as_ref().and_then(|g| g.check(None).ok()).map(|c| c.role),
             Some(Role::Admin)
         );
+        // Off makes every caller an admin: loopback listeners only.
+        let g = g.expect("an off gate");
+        for addr in ["127.0.0.1:8081", "[::1]:8081"] {
+            assert!(
+                g.may_listen_on(addr.parse().expect("addr")).is_ok(),
+                "{addr}"
+            );
+        }
+        for addr in ["0.0.0.0:8081", "10.0.0.7:8081", "[::]:8081"] {
+            let e = g.may_listen_on(addr.parse().expect("addr")).err();
+            assert!(
+                e.is_some_and(|e| e.to_string().contains("not a loopback address")),
+                "{addr}"
+            );
+        }
+        let on = gate(&[7u8; 32]).expect("a gate");
+        assert!(on
+            .may_listen_on("0.0.0.0:8081".parse().expect("addr"))
+            .is_ok());
     }
 
     #[test]

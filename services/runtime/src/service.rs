@@ -235,6 +235,7 @@ impl Runtime {
         api: Router,
         doc: utoipa::openapi::OpenApi,
     ) -> Result<(), RuntimeError> {
+        self.gate.may_listen_on(listener.local_addr()?)?;
         let mut relay_config = RelayConfig::new(&self.name, &self.config.brokers);
         relay_config.kafka = self.kafka.clone();
         relay_config.wakeup = self.config.outbox_wakeup;
