@@ -544,9 +544,17 @@ fn edit_in_editor(text: &str) -> Result<String, Failure> {
         .ok()
         .filter(|e| !e.trim().is_empty())
         .unwrap_or_else(|| "vi".into());
-    let dir = std::env::temp_dir();
-    let path = dir.join(format!("omsctl-dlq-{}.json", uuid::Uuid::now_v7()));
-    std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+    // The message may hold a customer's address or a payment token: a file only its owner may
+    // read (0600, created anew, never an existing path), deleted when done.
+    let mut file = tempfile::Builder::new()
+        .prefix("omsctl-dlq-")
+        .suffix(".json")
+        .tempfile()
+        .context("creating the file to edit")?;
+    let path = file.path().to_path_buf();
+    std::io::Write::write_all(&mut file, text.as_bytes())
+        .and_then(|()| std::io::Write::flush(&mut file))
+        .with_context(|| format!("writing {}", path.display()))?;
     // Through the shell, so `EDITOR="code --wait"` works as in git.
     let status = std::process::Command::new("sh")
         .arg("-c")
@@ -555,7 +563,7 @@ fn edit_in_editor(text: &str) -> Result<String, Failure> {
         .arg(&path)
         .status();
     let edited = std::fs::read_to_string(&path);
-    let _ = std::fs::remove_file(&path);
+    drop(file);
     match status {
         Ok(s) if s.success() => {}
         Ok(s) => {

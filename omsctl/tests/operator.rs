@@ -528,8 +528,13 @@ async fn dead_letters_are_repaired_checked_recorded_and_a_cut_short_replay_resum
         answers_before,
         "a duplicate was answered"
     );
+    // An editor that fails sends nothing; the file it was given was its owner's alone.
     let mut cmd = omsctl(&stack)?;
-    cmd.env("EDITOR", "false").env_remove("VISUAL");
+    cmd.env(
+        "EDITOR",
+        r#"sh -c 'stat -c "mode %a" "$0" >&2; exit 1'"#,
+    )
+    .env_remove("VISUAL");
     let out = run(
         cmd,
         &[
@@ -544,6 +549,7 @@ async fn dead_letters_are_repaired_checked_recorded_and_a_cut_short_replay_resum
     .await?;
     assert_eq!(code(&out), 1, "a failed editor must send nothing");
     assert!(stderr(&out).contains("nothing sent"), "{}", stderr(&out));
+    assert!(stderr(&out).contains("mode 600"), "{}", stderr(&out));
 
     // A replay cut short: its started record is in the audit, nothing was sent. It is partial,
     // the entry is not counted as replayed, and --resume sends it under the same audit.
