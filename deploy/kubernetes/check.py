@@ -7,7 +7,7 @@
 
 Rendering: neither kustomize nor kubectl can be installed on this project's machines, so this
 renders the subset of kustomize the manifests use, with kustomize's meaning: `resources` (files
-and directories with a kustomization.yaml), `namespace`, `images` (name -> newName/newTag),
+and directories with a kustomization.yaml), `namespace`, `images` (name -> newName/newTag/digest),
 `replicas` (Deployments by name) and `patches` with an inline JSON 6902 patch and a target by
 kind and/or name. A kustomization with any other field is refused, so a manifest can never rely
 on a feature this check would skip.
@@ -76,6 +76,10 @@ def render(directory):
                 name, tag = split_image(c.get("image", ""))
                 if name == image["name"]:
                     new = image.get("newName", name)
+                    if "digest" in image:
+                        # kustomize: a digest replaces the tag.
+                        c["image"] = f"{new}@{image['digest']}"
+                        continue
                     new_tag = image.get("newTag", tag)
                     c["image"] = f"{new}:{new_tag}" if new_tag else new
     for rep in k.get("replicas", []):

@@ -5,7 +5,9 @@
 //! Service, PodDisruptionBudget and HorizontalPodAutoscaler each, a KafkaTopic with replication
 //! 3 and min.insync.replicas 2 for every OMS and dead-letter topic, a SCRAM KafkaUser per
 //! service holding exactly the ACLs its row of the topology grants (as the local stack's secured
-//! Kafka has them) and a database per service.
+//! Kafka has them), a database per service owned by its own role over TLS, and least privilege:
+//! no service-account token, an fsGroup, no replicas beside an autoscaler, egress only to
+//! PostgreSQL, Kafka, DNS and OTLP, the production image pinned by digest.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -151,8 +153,17 @@ fn the_rendered_manifests_agree_with_the_topology() -> anyhow::Result<()> {
             let spec = svc.spec();
             let app = format!("oms-{}", svc.name());
             let d = find(&objects, "Deployment", &app)?;
-            assert_eq!(d["spec"]["replicas"], replicas, "{overlay} {app}");
-            let c = &d["spec"]["template"]["spec"]["containers"][0];
+            // The autoscaler owns the count: no replicas on the Deployment to fight it.
+            assert!(d["spec"]["replicas"].is_null(), "{overlay} {app}: {d}");
+            let pod = &d["spec"]["template"]["spec"];
+            assert_eq!(pod["automountServiceAccountToken"], false, "{app}");
+            assert_eq!(pod["securityContext"]["fsGroup"], 10001, "{app}");
+            assert_eq!(pod["securityContext"]["runAsNonRoot"], true, "{app}");
+            let c = &pod["containers"][0];
+            if overlay.ends_with("production") {
+                let image = c["image"].as_str().unwrap_or_default();
+                assert!(image.contains("@sha256:"), "{app}: {image} is not pinned");
+            }
             assert_eq!(c["command"][0], app.as_str());
             assert_eq!(c["ports"][0]["containerPort"], spec.port, "{app}");
             assert_eq!(c["readinessProbe"]["httpGet"]["path"], "/health/ready");
@@ -171,6 +182,31 @@ fn the_rendered_manifests_agree_with_the_topology() -> anyhow::Result<()> {
             ] {
                 assert!(env.contains(&wanted), "{app}: no {wanted}");
             }
+            // Its own database role and Secret, over TLS.
+            let var = |name: &str| {
+                c["env"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .find(|e| e["name"] == name)
+                    .cloned()
+                    .unwrap_or_default()
+            };
+            let role = format!("oms_{}", svc.name());
+            let url = var("OMS_DATABASE_URL")["value"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
+            assert!(
+                url.starts_with(&format!("postgres://{role}:")),
+                "{app}: {url}"
+            );
+            assert!(url.ends_with("?sslmode=require"), "{app}: {url}");
+            assert_eq!(
+                var("OMS_DB_PASSWORD")["valueFrom"]["secretKeyRef"]["name"],
+                format!("oms-db-{}", svc.name()),
+                "{app}"
+            );
             let listen = format!("OMS_{}_LISTEN", svc.name().to_uppercase());
             assert!(env.contains(&listen.as_str()), "{app}: no {listen}");
             let service = find(&objects, "Service", &app)?;
@@ -178,6 +214,7 @@ fn the_rendered_manifests_agree_with_the_topology() -> anyhow::Result<()> {
             find(&objects, "PodDisruptionBudget", &app)?;
             let hpa = find(&objects, "HorizontalPodAutoscaler", &app)?;
             assert_eq!(hpa["spec"]["scaleTargetRef"]["name"], app.as_str());
+            assert_eq!(hpa["spec"]["minReplicas"], replicas, "{overlay} {app}");
             let user = find(&objects, "KafkaUser", &app)?;
             assert_eq!(user["spec"]["authentication"]["type"], "scram-sha-512");
             assert_eq!(app, spec.kafka_user());
@@ -212,13 +249,31 @@ fn the_rendered_manifests_agree_with_the_topology() -> anyhow::Result<()> {
             acls.sort();
             granted.sort();
             assert_eq!(acls, granted, "{overlay}: {app}'s ACLs vs the topology");
-            let db = format!("oms_{}", svc.name());
+            // A database per service, owned by the service's role, which may do nothing else.
+            let db = role.as_str();
             let has_db = objects.iter().any(|o| {
-                (o["kind"] == "Database" && o["spec"]["name"] == db.as_str())
+                (o["kind"] == "Database" && o["spec"]["name"] == db && o["spec"]["owner"] == db)
                     || (o["kind"] == "Cluster"
-                        && o["spec"]["bootstrap"]["initdb"]["database"] == db.as_str())
+                        && o["spec"]["bootstrap"]["initdb"]["database"] == db
+                        && o["spec"]["bootstrap"]["initdb"]["owner"] == db)
             });
-            assert!(has_db, "{overlay}: no database {db}");
+            assert!(has_db, "{overlay}: no database {db} owned by {db}");
+            let cluster = find(&objects, "Cluster", "oms-postgres")?;
+            let managed = cluster["spec"]["managed"]["roles"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|r| r["name"] == db)
+                .cloned()
+                .unwrap_or_default();
+            assert_eq!(managed["login"], true, "{db}: {managed}");
+            assert_eq!(managed["superuser"], false, "{db}: {managed}");
+            assert_eq!(managed["createdb"], false, "{db}: {managed}");
+            assert_eq!(
+                managed["passwordSecret"]["name"],
+                format!("oms-db-{}", svc.name()),
+                "{db}: {managed}"
+            );
         }
         let mut wanted: Vec<String> = topics::ALL
             .iter()
@@ -241,6 +296,45 @@ fn the_rendered_manifests_agree_with_the_topology() -> anyhow::Result<()> {
             declared, wanted,
             "{overlay}: KafkaTopics vs the contracts' topics"
         );
+        // No shared database role; password logins over TLS only.
+        let cluster = find(&objects, "Cluster", "oms-postgres")?;
+        let roles = cluster["spec"]["managed"]["roles"].as_array().map(Vec::len);
+        assert_eq!(
+            roles,
+            Some(ServiceId::all().count()),
+            "{overlay}: {cluster}"
+        );
+        let hba: Vec<&str> = cluster["spec"]["postgresql"]["pg_hba"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .collect();
+        assert_eq!(
+            hba,
+            [
+                "hostssl all all all scram-sha-256",
+                "hostnossl all all all reject"
+            ]
+        );
+        // The services reach PostgreSQL, Kafka's TLS listener, DNS and an OTLP collector only.
+        let egress = find(&objects, "NetworkPolicy", "oms-services-egress")?;
+        assert_eq!(
+            egress["spec"]["podSelector"]["matchLabels"]["app.kubernetes.io/part-of"],
+            "oms"
+        );
+        assert_eq!(egress["spec"]["policyTypes"], serde_json::json!(["Egress"]));
+        let mut ports: Vec<i64> = egress["spec"]["egress"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .inspect(|rule| assert!(rule["to"].is_array(), "an egress rule to anywhere: {rule}"))
+            .flat_map(|rule| rule["ports"].as_array().cloned().unwrap_or_default())
+            .filter_map(|p| p["port"].as_i64())
+            .collect();
+        ports.sort_unstable();
+        ports.dedup();
+        assert_eq!(ports, [53, 4318, 5432, 9093], "{overlay}");
         let kafka = find(&objects, "Kafka", "oms-kafka")?;
         assert_eq!(
             kafka["spec"]["kafka"]["listeners"][0]["authentication"]["type"],
