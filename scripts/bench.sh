@@ -15,8 +15,8 @@
 #       (default 1) and the summary quotes medians. --quick: 10 s runs (a smoke of the script).
 #       JSON of every run: .oms-bench/results/; summary: .oms-bench/results/summary.md.
 #   scripts/bench.sh auth [--repeat N] [--quick]
-#       The cost of token checks: the release process stack with auth on (HS256, the local
-#       stack's secret) and off (OMS_AUTH=off), alternated N times (default 3) on one bench stack;
+#       The cost of token checks: the release process stack with auth on (ES256, the local
+#       stack's JWKS) and off (OMS_AUTH=off), alternated N times (default 3) on one bench stack;
 #       POST /orders latency p50/p99 (1 in flight, and 50 orders/s) and the order service's CPU
 #       per order, medians and ratios; then `Gate::check` alone per kind of key (HS256, RS256,
 #       ES256; a token's first check against a remembered one). Summary:
@@ -593,7 +593,7 @@ auth_bench() {
   trap '"$OMS_ROOT/scripts/stack.sh" down >/dev/null 2>&1 || true' EXIT
   "$stack" wipe >/dev/null 2>&1 || true
   # The same stack and data throughout; only the services restart, with token checks on (jwt:
-  # HS256 secret of the state directory) or off. omsctl sends its token either way.
+  # the state directory's ES256 JWKS) or off. omsctl sends its token either way.
   for rep in $(seq 1 "$repeat"); do
     for mode in jwt off; do
       oms_log "=== auth $mode, run $rep of $repeat ==="

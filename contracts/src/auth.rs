@@ -13,29 +13,36 @@ pub const AUDIENCE: &str = "oms";
 /// The claim that carries the role.
 pub const ROLE_CLAIM: &str = "role";
 
-/// What a caller may do. Ordered: each role may do what the ones before it may.
+/// What a caller may do. Ordered: from `customer` on, each role may do what the ones before it
+/// may; `metrics` stands apart (it reads `/metrics` and nothing else, not even what a customer
+/// may).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum Role {
+    /// A scraper (Prometheus): `GET /metrics` only.
+    Metrics,
     /// A shopper: the token's subject is its customer id. Places orders for itself, reads its
     /// own orders and notifications and the catalog; anything else is forbidden.
     Customer,
-    /// Operations staff: reads everything (orders, sagas, payments, reservations,
-    /// notifications, outbox, metrics) and changes nothing.
+    /// Operations staff on call: reads everything (orders, sagas, payments, reservations,
+    /// shipments, notifications, outbox, metrics) and repairs a saga in flight (retry its
+    /// current step, or cancel it as `OPERATOR_CANCELLED`), each action recorded with the
+    /// token's subject. Changes no data of its own accord: no stock, no fault knobs, no orders.
     Operator,
-    /// Also changes stock and the payment gateway's fault knobs, and places orders for any
-    /// customer.
+    /// Also changes stock and the payment gateway's and carrier's fault knobs, and places orders
+    /// for any customer.
     Admin,
 }
 
 impl Role {
     /// Every role, least powerful first.
-    pub const ALL: [Role; 3] = [Role::Customer, Role::Operator, Role::Admin];
+    pub const ALL: [Role; 4] = [Role::Metrics, Role::Customer, Role::Operator, Role::Admin];
 
     /// The role's name as tokens carry it.
     pub fn as_str(self) -> &'static str {
         match self {
+            Role::Metrics => "metrics",
             Role::Customer => "customer",
             Role::Operator => "operator",
             Role::Admin => "admin",
@@ -51,7 +58,7 @@ impl std::fmt::Display for Role {
 
 /// A role name that is not one of [`Role::ALL`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown role {0:?} (expected customer, operator or admin)")]
+#[error("unknown role {0:?} (expected metrics, customer, operator or admin)")]
 pub struct UnknownRole(pub String);
 
 impl std::str::FromStr for Role {

@@ -1,16 +1,24 @@
-//! Tokens: the local stack's secret, tokens minted from it (`omsctl auth token`), and the token
-//! every request to a service carries.
+//! Tokens: the local stack's issuer key, tokens signed with it (`omsctl auth token`), and the
+//! token every request to a service carries.
+//!
+//! The local stack's tokens are ES256: the private key (`jwt-issuer.pem`, 0600) never leaves
+//! omsctl's state directory; the services get only the public key, as a JWKS file (`jwks.json`)
+//! they re-read when it changes. No service can mint a token. A state directory of an older
+//! stack that only holds an HS256 secret (`jwt-secret`) is still used as it is.
 //!
 //! Which token a request carries: `--token` / `OMS_TOKEN`, else the output of `--token-command`
 //! / `OMS_TOKEN_COMMAND` (or `token-command` in the config file; run once per omsctl run), else,
-//! when the state directory holds the local stack's secret, a short-lived admin token minted
-//! from it for each request. The token is never printed except by `auth token`.
+//! when the state directory holds the local stack's key, a short-lived admin token signed with
+//! it for each request, naming the person who runs omsctl. The token is never printed except by
+//! `auth token`.
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use jsonwebtoken::jwk::{Jwk, JwkSet, ThumbprintHash};
+use jsonwebtoken::{Algorithm, EncodingKey};
 use oms_contracts::auth::{Claims, Role};
 use oms_contracts::CustomerId;
 use serde_json::json;
@@ -18,8 +26,15 @@ use serde_json::json;
 use crate::ctx::Ctx;
 use crate::Failure;
 
-/// The file in the state directory holding the local stack's HS256 secret.
+/// The file in the state directory holding an older local stack's HS256 secret.
 pub const SECRET_FILE: &str = "jwt-secret";
+
+/// The file in the state directory holding the local stack's ES256 private key (PKCS#8 PEM).
+pub const ISSUER_KEY_FILE: &str = "jwt-issuer.pem";
+
+/// The file in the state directory holding the issuer's public key as a JWKS: what the
+/// services verify tokens with.
+pub const JWKS_FILE: &str = "jwks.json";
 
 /// How long the admin tokens omsctl mints for its own requests live.
 const OWN_TOKEN_TTL: u64 = 300;
@@ -27,35 +42,152 @@ const OWN_TOKEN_TTL: u64 = 300;
 /// Longest `--ttl` of `auth token`.
 const MAX_TTL: Duration = Duration::from_secs(90 * 86_400);
 
-/// Where the local stack's secret lives in `state_dir`.
+/// Where an older local stack's secret lives in `state_dir`.
 pub fn secret_path(state_dir: &Path) -> PathBuf {
     state_dir.join(SECRET_FILE)
 }
 
-/// The local stack's secret file, created (32 random bytes, hex; mode 0600) when missing.
-pub fn ensure_secret(state_dir: &Path) -> Result<PathBuf, Failure> {
-    let path = secret_path(state_dir);
-    if path.is_file() {
-        return Ok(path);
-    }
-    std::fs::create_dir_all(state_dir)?;
-    let mut bytes = [0u8; 32];
-    getrandom::fill(&mut bytes).map_err(|e| Failure::usage(format!("no randomness: {e}")))?;
-    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    // Written aside and renamed into place: a reader never sees half a secret.
-    let partial = state_dir.join(format!(".{SECRET_FILE}.{}", std::process::id()));
+/// Where the local stack's private key lives in `state_dir`.
+pub fn issuer_key_path(state_dir: &Path) -> PathBuf {
+    state_dir.join(ISSUER_KEY_FILE)
+}
+
+/// Where the local stack's JWKS lives in `state_dir`.
+pub fn jwks_path(state_dir: &Path) -> PathBuf {
+    state_dir.join(JWKS_FILE)
+}
+
+/// Writes `bytes` to `path` with `mode`: aside first, then renamed into place, so a reader
+/// (a service re-reading its JWKS) never sees half a file.
+pub(crate) fn write_atomically(path: &Path, bytes: &[u8], mode: u32) -> Result<(), Failure> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
+    let partial = path.with_file_name(format!(".{name}.{}", std::process::id()));
     {
-        use std::os::unix::fs::OpenOptionsExt;
         let mut f = std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
-            .mode(0o600)
-            .open(&partial)?;
-        f.write_all(hex.as_bytes())?;
+            .mode(mode)
+            .open(&partial)
+            .map_err(|e| Failure::usage(format!("cannot write {}: {e}", partial.display())))?;
+        f.write_all(bytes)?;
         f.sync_all()?;
     }
-    std::fs::rename(&partial, &path)?;
-    Ok(path)
+    std::fs::rename(&partial, path)?;
+    Ok(())
+}
+
+/// The local stack's issuer: its private key made once (ES256, P-256; mode 0600) and its JWKS
+/// (re)written from it (mode 0644: it is public). Returns the JWKS file, what the services are
+/// given.
+pub fn ensure_issuer(state_dir: &Path) -> Result<PathBuf, Failure> {
+    std::fs::create_dir_all(state_dir)?;
+    let key_path = issuer_key_path(state_dir);
+    if !key_path.is_file() {
+        let group = openssl::ec::EcGroup::from_curve_name(openssl::nid::Nid::X9_62_PRIME256V1)
+            .and_then(|g| openssl::ec::EcKey::generate(&g))
+            .and_then(openssl::pkey::PKey::from_ec_key)
+            .and_then(|k| k.private_key_to_pem_pkcs8())
+            .map_err(|e| Failure::usage(format!("cannot make the issuer key: {e}")))?;
+        write_atomically(&key_path, &group, 0o600)?;
+    }
+    let issuer = Issuer::load(&key_path)?;
+    let jwks = jwks_path(state_dir);
+    let document = serde_json::to_vec_pretty(&JwkSet {
+        keys: vec![issuer.jwk.clone()],
+    })?;
+    if std::fs::read(&jwks).ok().as_deref() != Some(document.as_slice()) {
+        write_atomically(&jwks, &document, 0o644)?;
+    }
+    Ok(jwks)
+}
+
+/// The local stack's signing key.
+#[derive(Clone)]
+pub struct Issuer {
+    key: EncodingKey,
+    /// Its public half, with its `kid` (the RFC 7638 thumbprint).
+    jwk: Jwk,
+}
+
+impl Issuer {
+    /// The issuer whose private key is the PEM file `path`.
+    pub fn load(path: &Path) -> Result<Self, Failure> {
+        let pem = std::fs::read(path)
+            .map_err(|e| Failure::usage(format!("cannot read {}: {e}", path.display())))?;
+        let bad = |e: jsonwebtoken::errors::Error| {
+            Failure::usage(format!("{}: not a P-256 private key: {e}", path.display()))
+        };
+        let key = EncodingKey::from_ec_pem(&pem).map_err(bad)?;
+        let mut jwk = Jwk::from_encoding_key(&key, Algorithm::ES256).map_err(bad)?;
+        jwk.common.key_id = Some(jwk.thumbprint(ThumbprintHash::SHA256));
+        Ok(Self { key, jwk })
+    }
+
+    /// Its key id.
+    pub fn kid(&self) -> Option<&str> {
+        self.jwk.common.key_id.as_deref()
+    }
+
+    /// Signs `claims` (ES256, with the `kid`).
+    pub fn sign(&self, claims: &Claims) -> Result<String, Failure> {
+        let mut header = jsonwebtoken::Header::new(Algorithm::ES256);
+        header.kid = self.jwk.common.key_id.clone();
+        jsonwebtoken::encode(&header, claims, &self.key)
+            .map_err(|e| Failure::usage(format!("cannot sign a token: {e}")))
+    }
+}
+
+/// What the local stack's tokens are signed with: its ES256 issuer key, or an older stack's
+/// HS256 secret.
+#[derive(Clone)]
+pub enum Signer {
+    /// The issuer's private key.
+    Issuer(Box<Issuer>),
+    /// An older stack's shared secret.
+    Secret(Vec<u8>),
+}
+
+impl Signer {
+    /// The local stack's signer in `state_dir`: its issuer key, else an older stack's secret.
+    pub fn local(state_dir: &Path) -> Result<Option<Self>, Failure> {
+        let key = issuer_key_path(state_dir);
+        if key.is_file() {
+            return Issuer::load(&key).map(|i| Some(Signer::Issuer(Box::new(i))));
+        }
+        let secret = secret_path(state_dir);
+        if secret.is_file() {
+            return read_secret(&secret).map(|s| Some(Signer::Secret(s)));
+        }
+        Ok(None)
+    }
+
+    /// The key id its tokens carry (none for a secret).
+    pub fn kid(&self) -> Option<&str> {
+        match self {
+            Signer::Issuer(i) => i.kid(),
+            Signer::Secret(_) => None,
+        }
+    }
+
+    /// Signs `claims`.
+    pub fn sign(&self, claims: &Claims) -> Result<String, Failure> {
+        match self {
+            Signer::Issuer(i) => i.sign(claims),
+            Signer::Secret(s) => mint(s, claims),
+        }
+    }
+}
+
+/// Who runs omsctl, for the subject of the tokens it signs: `$USER` (else `$LOGNAME`), else
+/// `omsctl`. A saga step an operator took through omsctl records this name.
+pub fn person() -> String {
+    ["USER", "LOGNAME"]
+        .iter()
+        .filter_map(|v| std::env::var(v).ok())
+        .map(|u| u.trim().to_owned())
+        .find(|u| !u.is_empty() && u.len() <= 64 && !u.contains(char::is_control))
+        .unwrap_or_else(|| "omsctl".to_owned())
 }
 
 /// The secret in a secret file (the bytes without surrounding whitespace, as the services read it).
@@ -91,12 +223,12 @@ pub enum TokenSource {
         /// Its answer.
         token: Arc<tokio::sync::OnceCell<String>>,
     },
-    /// Minted from the local stack's secret (read once, on first use), if it exists.
+    /// Signed with the local stack's key (read once, on first use), if it exists.
     Local {
-        /// The secret file.
-        path: PathBuf,
-        /// Its secret.
-        secret: Arc<OnceLock<Vec<u8>>>,
+        /// The state directory.
+        state_dir: PathBuf,
+        /// Its signer.
+        signer: Arc<OnceLock<Signer>>,
     },
 }
 
@@ -106,7 +238,9 @@ impl std::fmt::Debug for TokenSource {
         match self {
             TokenSource::Given(_) => f.write_str("TokenSource::Given"),
             TokenSource::Command { command, .. } => write!(f, "TokenSource::Command({command})"),
-            TokenSource::Local { path, .. } => write!(f, "TokenSource::Local({})", path.display()),
+            TokenSource::Local { state_dir, .. } => {
+                write!(f, "TokenSource::Local({})", state_dir.display())
+            }
         }
     }
 }
@@ -121,8 +255,8 @@ impl TokenSource {
                 token: Arc::new(tokio::sync::OnceCell::new()),
             },
             (None, None) => TokenSource::Local {
-                path: secret_path(state_dir),
-                secret: Arc::new(OnceLock::new()),
+                state_dir: state_dir.to_owned(),
+                signer: Arc::new(OnceLock::new()),
             },
         }
     }
@@ -132,8 +266,11 @@ impl TokenSource {
         match self {
             TokenSource::Given(_) => "given (hidden)",
             TokenSource::Command { .. } => "from the token command",
-            TokenSource::Local { path, .. } if path.is_file() => {
-                "minted from the local stack's secret"
+            TokenSource::Local { state_dir, .. } if issuer_key_path(state_dir).is_file() => {
+                "signed with the local stack's issuer key (ES256)"
+            }
+            TokenSource::Local { state_dir, .. } if secret_path(state_dir).is_file() => {
+                "minted from the local stack's secret (HS256)"
             }
             TokenSource::Local { .. } => "none",
         }
@@ -147,17 +284,16 @@ impl TokenSource {
                 .get_or_try_init(|| run_token_command(command))
                 .await
                 .map(|t| Some(t.clone())),
-            TokenSource::Local { path, secret } => {
-                let secret = match secret.get() {
+            TokenSource::Local { state_dir, signer } => {
+                let signer = match signer.get() {
                     Some(s) => s,
-                    None if path.is_file() => {
-                        let s = read_secret(path)?;
-                        secret.get_or_init(|| s)
-                    }
-                    None => return Ok(None),
+                    None => match Signer::local(state_dir)? {
+                        Some(s) => signer.get_or_init(|| s),
+                        None => return Ok(None),
+                    },
                 };
-                let claims = Claims::local("omsctl", Role::Admin, now(), OWN_TOKEN_TTL);
-                mint(secret, &claims).map(Some)
+                let claims = Claims::local(&person(), Role::Admin, now(), OWN_TOKEN_TTL);
+                signer.sign(&claims).map(Some)
             }
         }
     }
@@ -190,9 +326,21 @@ async fn run_token_command(command: &str) -> Result<String, Failure> {
 /// `omsctl auth ...`.
 #[derive(Debug, clap::Subcommand)]
 pub enum AuthCommand {
+    /// Make the issuer key in the state directory (once; ES256, mode 0600) and write its public
+    /// half as a JWKS: what a deployment's services are given (compose and Kubernetes run this
+    /// where the key is to live; `stack up` does it for the local stack).
+    Init(InitArgs),
     /// Print a token minted from the local stack's secret (for curl, scripts, a browser):
     /// `export OMS_TOKEN=$(omsctl auth token --role operator)`.
     Token(TokenArgs),
+}
+
+/// `omsctl auth init`.
+#[derive(Debug, clap::Args)]
+pub struct InitArgs {
+    /// Also write the JWKS here (mode 0644), for the services to mount.
+    #[arg(long)]
+    jwks_out: Option<PathBuf>,
 }
 
 /// `omsctl auth token`.
@@ -206,9 +354,10 @@ pub struct TokenArgs {
     #[arg(long)]
     customer: Option<String>,
 
-    /// Subject of an operator or admin token (a user or client name).
-    #[arg(long, default_value = "omsctl")]
-    subject: String,
+    /// Subject of an operator or admin token (a user or client name) [default: who runs
+    /// omsctl, `$USER`].
+    #[arg(long)]
+    subject: Option<String>,
 
     /// How long the token is valid (at most 90 days).
     #[arg(long, default_value = "1h", value_parser = crate::ctx::duration)]
@@ -223,8 +372,34 @@ fn parse_role(s: &str) -> Result<Role, String> {
 /// Runs an `auth` command.
 pub async fn run(ctx: &Ctx, command: AuthCommand) -> Result<(), Failure> {
     match command {
+        AuthCommand::Init(args) => init(ctx, args),
         AuthCommand::Token(args) => token(ctx, args),
     }
+}
+
+fn init(ctx: &Ctx, args: InitArgs) -> Result<(), Failure> {
+    let jwks = ensure_issuer(&ctx.state_dir)?;
+    let mut written = vec![jwks.clone()];
+    if let Some(out) = args.jwks_out.filter(|o| *o != jwks) {
+        let document = std::fs::read(&jwks)?;
+        write_atomically(&out, &document, 0o644)?;
+        written.push(out);
+    }
+    let kid = Issuer::load(&issuer_key_path(&ctx.state_dir))?
+        .kid()
+        .map(str::to_owned);
+    let value = json!({
+        "issuerKey": issuer_key_path(&ctx.state_dir),
+        "keyId": kid,
+        "jwks": written,
+    });
+    ctx.print(&value, || {
+        written
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect::<Vec<_>>()
+            .join("\n")
+    })
 }
 
 /// The subject of the token `args` ask for, checked.
@@ -239,10 +414,11 @@ fn subject_of(args: &TokenArgs) -> Result<String, Failure> {
         (_, Some(_)) => Err(Failure::usage(
             "--customer goes with --role customer only (use --subject to name an operator or admin)",
         )),
-        (_, None) if args.subject.trim().is_empty() => {
-            Err(Failure::usage("--subject must not be empty"))
-        }
-        (_, None) => Ok(args.subject.clone()),
+        (_, None) => match &args.subject {
+            Some(s) if s.trim().is_empty() => Err(Failure::usage("--subject must not be empty")),
+            Some(s) => Ok(s.clone()),
+            None => Ok(person()),
+        },
     }
 }
 
@@ -253,16 +429,14 @@ fn token(ctx: &Ctx, args: TokenArgs) -> Result<(), Failure> {
         ));
     }
     let subject = subject_of(&args)?;
-    let path = secret_path(&ctx.state_dir);
-    if !path.is_file() {
+    let Some(signer) = Signer::local(&ctx.state_dir)? else {
         return Err(Failure::usage(format!(
-            "no local stack secret at {} (`omsctl stack up` creates it); a deployment's tokens come from its identity provider",
-            path.display()
+            "no local stack issuer key at {} (`omsctl stack up` creates it); a deployment's tokens come from its identity provider",
+            issuer_key_path(&ctx.state_dir).display()
         )));
-    }
-    let secret = read_secret(&path)?;
+    };
     let claims = Claims::local(&subject, args.role, now(), args.ttl.as_secs());
-    let token = mint(&secret, &claims)?;
+    let token = signer.sign(&claims)?;
     let expires =
         chrono::DateTime::from_timestamp(i64::try_from(claims.exp).unwrap_or(i64::MAX), 0)
             .map(|t| t.to_rfc3339());
@@ -272,6 +446,7 @@ fn token(ctx: &Ctx, args: TokenArgs) -> Result<(), Failure> {
         "subject": claims.sub,
         "issuer": claims.iss,
         "audience": claims.aud,
+        "keyId": signer.kid(),
         "expiresAt": expires,
     });
     // The table form is the bare token, so `$(omsctl auth token ...)` works.
@@ -293,6 +468,7 @@ mod tests {
         let argv = ["auth", "token"].iter().chain(argv).copied();
         match Cli::try_parse_from(argv).ok()?.command {
             AuthCommand::Token(a) => Some(a),
+            AuthCommand::Init(_) => None,
         }
     }
 
@@ -321,24 +497,47 @@ mod tests {
     }
 
     #[test]
-    fn the_secret_is_made_once_private_and_long_enough() {
+    fn the_issuer_key_is_made_once_private_and_only_its_public_half_is_published() {
+        use std::os::unix::fs::PermissionsExt;
         let Ok(dir) = tempfile::tempdir() else {
             panic!("tempdir")
         };
-        let path = ensure_secret(dir.path()).ok();
-        let first = path.as_deref().map(read_secret).and_then(Result::ok);
-        assert_eq!(first.as_ref().map(Vec::len), Some(64));
-        let again = ensure_secret(dir.path())
-            .ok()
+        let mode = |p: &Path| {
+            std::fs::metadata(p)
+                .ok()
+                .map(|m| m.permissions().mode() & 0o777)
+        };
+        let jwks = ensure_issuer(dir.path()).ok();
+        let key = issuer_key_path(dir.path());
+        assert_eq!(mode(&key), Some(0o600));
+        assert_eq!(jwks.as_deref().and_then(mode), Some(0o644));
+        let first = std::fs::read(&key).ok();
+        assert!(ensure_issuer(dir.path()).is_ok());
+        assert_eq!(std::fs::read(&key).ok(), first, "the key was made again");
+        // The JWKS holds one ES256 public key, named by its thumbprint, and nothing private.
+        let text = jwks
             .as_deref()
-            .map(read_secret)
-            .and_then(Result::ok);
-        assert_eq!(first, again);
-        use std::os::unix::fs::PermissionsExt;
-        let mode = path
-            .and_then(|p| std::fs::metadata(p).ok())
-            .map(|m| m.permissions().mode() & 0o777);
-        assert_eq!(mode, Some(0o600));
+            .and_then(|p| std::fs::read_to_string(p).ok())
+            .unwrap_or_default();
+        let set: JwkSet = serde_json::from_str(&text).unwrap_or(JwkSet { keys: Vec::new() });
+        assert_eq!(set.keys.len(), 1, "{text}");
+        assert!(!text.contains("\"d\""), "a private parameter in {text}");
+        let issuer = Issuer::load(&key).ok();
+        let kid = issuer.as_ref().and_then(|i| i.kid().map(str::to_owned));
+        assert_eq!(set.keys[0].common.key_id, kid);
+        // What it signs verifies with the published key, and names its kid.
+        let claims = Claims::local("alice", Role::Operator, now(), 60);
+        let token = issuer.map(|i| i.sign(&claims)).and_then(Result::ok);
+        let token = token.unwrap_or_default();
+        let header = jsonwebtoken::decode_header(&token).ok();
+        assert_eq!(header.as_ref().map(|h| h.alg), Some(Algorithm::ES256));
+        assert_eq!(header.and_then(|h| h.kid), kid);
+        let decoding = jsonwebtoken::DecodingKey::from_jwk(&set.keys[0]).ok();
+        let mut validation = jsonwebtoken::Validation::new(Algorithm::ES256);
+        validation.set_audience(&[oms_contracts::auth::AUDIENCE]);
+        let verified =
+            decoding.and_then(|k| jsonwebtoken::decode::<Claims>(&token, &k, &validation).ok());
+        assert_eq!(verified.map(|d| d.claims.sub), Some("alice".to_owned()));
     }
 
     #[tokio::test]
@@ -350,13 +549,21 @@ mod tests {
         assert_eq!(given.bearer().await.ok(), Some(Some("abc".into())));
         let local = TokenSource::new(None, None, dir.path());
         assert_eq!(local.bearer().await.ok(), Some(None));
-        assert!(ensure_secret(dir.path()).is_ok());
+        assert!(ensure_issuer(dir.path()).is_ok());
         let minted = TokenSource::new(None, None, dir.path())
             .bearer()
             .await
             .ok()
-            .flatten();
-        assert_eq!(minted.map(|t| t.split('.').count()), Some(3));
+            .flatten()
+            .unwrap_or_default();
+        // An admin token naming the person who runs omsctl, signed ES256.
+        let header = jsonwebtoken::decode_header(&minted).ok();
+        assert_eq!(header.map(|h| h.alg), Some(Algorithm::ES256));
+        let claims = jsonwebtoken::dangerous::insecure_decode::<Claims>(&minted)
+            .ok()
+            .map(|d| d.claims);
+        assert_eq!(claims.as_ref().map(|c| c.role), Some(Role::Admin));
+        assert_eq!(claims.map(|c| c.sub), Some(person()));
         let command = TokenSource::new(None, Some("echo xyz".into()), dir.path());
         assert_eq!(command.bearer().await.ok(), Some(Some("xyz".into())));
         let failing = TokenSource::new(None, Some("exit 3".into()), dir.path());

@@ -952,9 +952,13 @@ async fn service_start(local: &Local, svc: Svc, replica: u32) -> Result<(), Fail
             binary.display()
         )));
     }
-    // The services check tokens against the stack's own secret (made on first start).
-    let secret = crate::auth::ensure_secret(local.state_dir())?;
+    // The services check tokens with the public half of the stack's issuer key (made on first
+    // start); the private half stays in the state directory, with omsctl.
+    let jwks = crate::auth::ensure_issuer(local.state_dir())?;
     let mut c = Command::new(&binary);
+    for name in ["OMS_JWT_SECRET_FILE", "OMS_JWT_PUBLIC_KEY_FILE"] {
+        c.env_remove(name);
+    }
     // The caller's Kafka identity stays with the caller: a service of a plain stack must not
     // inherit a secured stack's file, nor one of a secured stack someone else's user.
     for name in security_vars(std::env::vars_os().map(|(k, _)| k)) {
@@ -969,7 +973,7 @@ async fn service_start(local: &Local, svc: Svc, replica: u32) -> Result<(), Fail
             .user_file(&svc.spec().kafka_user());
         c.env(oms_kafka::properties::ENV_FILE, file);
     }
-    c.env("OMS_JWT_SECRET_FILE", secret)
+    c.env("OMS_JWT_JWKS_FILE", jwks)
         .env("OMS_DATABASE_URL", local.database_url())
         .env("OMS_BROKERS", local.brokers())
         .env(

@@ -530,11 +530,8 @@ async fn dead_letters_are_repaired_checked_recorded_and_a_cut_short_replay_resum
     );
     // An editor that fails sends nothing; the file it was given was its owner's alone.
     let mut cmd = omsctl(&stack)?;
-    cmd.env(
-        "EDITOR",
-        r#"sh -c 'stat -c "mode %a" "$0" >&2; exit 1'"#,
-    )
-    .env_remove("VISUAL");
+    cmd.env("EDITOR", r#"sh -c 'stat -c "mode %a" "$0" >&2; exit 1'"#)
+        .env_remove("VISUAL");
     let out = run(
         cmd,
         &[

@@ -70,6 +70,11 @@ async fn every_documented_operation_enforces_the_roles_it_names() -> anyhow::Res
     let stack = Stack::start(StackOptions::default()).await?;
     let http = anonymous()?;
     let tokens: Vec<(Role, String)> = vec![
+        // Prometheus' role: /metrics, and 403 on everything else.
+        (
+            Role::Metrics,
+            stack.token("prometheus", Role::Metrics, HOUR)?,
+        ),
         (
             Role::Customer,
             stack.token("c-roles", Role::Customer, HOUR)?,

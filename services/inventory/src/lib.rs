@@ -395,7 +395,7 @@ pub fn router(pool: PgPool) -> Router {
 }
 
 /// The whole catalog.
-#[utoipa::path(get, path = "/products", tag = "products", security(("bearer" = [])),
+#[utoipa::path(get, path = "/products", tag = "products", security(("bearer" = ["customer", "operator", "admin"])),
     responses((status = 200, description = "Every product", body = Page<ProductView>)))]
 async fn list_products(
     _: Caller,
@@ -412,7 +412,7 @@ fn product_id(id: String) -> Result<ProductId, ApiError> {
 }
 
 /// One product.
-#[utoipa::path(get, path = "/products/{id}", tag = "products", security(("bearer" = [])),
+#[utoipa::path(get, path = "/products/{id}", tag = "products", security(("bearer" = ["customer", "operator", "admin"])),
     params(("id" = String, Path, description = "Product id", pattern = r"^[a-z0-9._-]{1,64}$")),
     responses(
         (status = 200, description = "The product", body = ProductView),

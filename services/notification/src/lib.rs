@@ -159,7 +159,7 @@ struct ListQuery {
 
 /// Notifications sent, newest first (to a customer: its own only).
 #[utoipa::path(get, path = "/notifications", tag = "notifications", params(ListQuery),
-    security(("bearer" = [])),
+    security(("bearer" = ["customer", "operator", "admin"])),
     responses(
         (status = 200, description = "Notifications", body = Page<NotificationView>),
         (status = 400, description = "Bad filter", body = Problem, content_type = "application/problem+json"),

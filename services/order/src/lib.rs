@@ -728,7 +728,7 @@ fn order_view(r: &sqlx::postgres::PgRow) -> Result<OrderView, ApiError> {
 }
 
 /// One order.
-#[utoipa::path(get, path = "/orders/{id}", tag = "orders", security(("bearer" = [])),
+#[utoipa::path(get, path = "/orders/{id}", tag = "orders", security(("bearer" = ["customer", "operator", "admin"])),
     params(("id" = Uuid, Path, description = "Order id")),
     responses(
         (status = 200, description = "The order", body = OrderView),
@@ -872,7 +872,7 @@ struct ListQuery {
 }
 
 /// Orders, newest first, paged by `nextCursor`.
-#[utoipa::path(get, path = "/orders", tag = "orders", params(ListQuery), security(("bearer" = [])),
+#[utoipa::path(get, path = "/orders", tag = "orders", params(ListQuery), security(("bearer" = ["customer", "operator", "admin"])),
     responses(
         (status = 200, description = "A page of orders", body = Page<OrderView>),
         (status = 400, description = "Bad filter", body = Problem, content_type = "application/problem+json"),

@@ -2,13 +2,17 @@
 //!
 //! Every route but `/health/*` and `/openapi.json` needs a JWT (`Authorization: Bearer ...`)
 //! whose signature, `exp`, `iss` and `aud` check out and which carries a `sub` and a `role`
-//! ([`Role`]). Keys: an HS256 secret file (the local stack generates one), or a PEM public key
-//! (RS256 or ES256) or a JWKS file (keys picked by `kid`) for tokens of an identity provider.
+//! ([`Role`]). Keys: a JWKS file (keys picked by `kid`; the local stack writes the public half of
+//! its ES256 issuer key into one), a PEM public key (RS256 or ES256), or an HS256 secret file.
+//! The key file is looked at every [`KEY_REFRESH`] and re-read when it changed: a new key is
+//! accepted and a removed one refused without a restart.
 //! Missing or bad tokens answer 401, a role that may not do something 403, both as problem
 //! details. Handlers say what they need with the extractors [`Caller`], [`Operator`], [`Admin`].
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
 
 use axum::extract::{FromRequestParts, Request, State};
 use axum::http::request::Parts;
@@ -165,6 +169,94 @@ struct Key {
 /// How many verified tokens a gate remembers.
 const VERIFIED_CAPACITY: usize = 4096;
 
+/// How often a gate looks at its key file for a change.
+pub const KEY_REFRESH: Duration = Duration::from_secs(2);
+
+/// The keys a gate verifies with, and the file they came from, re-read when it changes.
+struct KeyRing {
+    current: RwLock<Arc<Vec<Key>>>,
+    config: AuthConfig,
+    /// The key file as last read: (modified, length, inode).
+    stamp: Mutex<Option<FileStamp>>,
+    /// When the file is next due a look, in ms since `born`.
+    next_look_ms: AtomicU64,
+    born: Instant,
+    every: Duration,
+}
+
+type FileStamp = (Option<std::time::SystemTime>, u64, u64);
+
+fn stamp_of(path: &Path) -> Option<FileStamp> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(path).ok()?;
+    Some((m.modified().ok(), m.len(), m.ino()))
+}
+
+impl KeyRing {
+    fn new(config: &AuthConfig) -> Result<Self, AuthError> {
+        let stamp = key_file(config).and_then(stamp_of);
+        Ok(Self {
+            current: RwLock::new(Arc::new(load_keys(config)?)),
+            config: config.clone(),
+            stamp: Mutex::new(stamp),
+            next_look_ms: AtomicU64::new(0),
+            born: Instant::now(),
+            every: KEY_REFRESH,
+        })
+    }
+
+    fn keys(&self) -> Arc<Vec<Key>> {
+        Arc::clone(&self.current.read().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Re-reads the key file when it is due a look and changed; true when the keys changed.
+    /// One caller looks; the others go on with the keys they have.
+    fn refresh(&self) -> bool {
+        let now = u64::try_from(self.born.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let due = self.next_look_ms.load(Ordering::Relaxed);
+        let next = now.saturating_add(u64::try_from(self.every.as_millis()).unwrap_or(0));
+        if now < due
+            || self
+                .next_look_ms
+                .compare_exchange(due, next, Ordering::Relaxed, Ordering::Relaxed)
+                .is_err()
+        {
+            return false;
+        }
+        let Some(path) = key_file(&self.config) else {
+            return false;
+        };
+        let stamp = stamp_of(path);
+        {
+            let mut last = self.stamp.lock().unwrap_or_else(|p| p.into_inner());
+            if *last == stamp {
+                return false;
+            }
+            *last = stamp;
+        }
+        match load_keys(&self.config) {
+            Ok(keys) => {
+                tracing::info!(file = %path.display(), keys = keys.len(), "verification keys re-read");
+                *self.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(keys);
+                true
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "verification keys not re-read; the previous ones stay");
+                false
+            }
+        }
+    }
+}
+
+/// The file `config` takes its keys from.
+fn key_file(config: &AuthConfig) -> Option<&Path> {
+    config
+        .jwt_jwks_file
+        .as_deref()
+        .or(config.jwt_public_key_file.as_deref())
+        .or(config.jwt_secret_file.as_deref())
+}
+
 /// Checks bearer tokens (or, when off, lets everyone in as admin).
 ///
 /// A client sends one token with many requests, and an RS256 or ES256 signature costs hundreds
@@ -173,7 +265,7 @@ const VERIFIED_CAPACITY: usize = 4096;
 /// expiry: until then it passes again without a signature check; after it, it is refused as
 /// expired like any other.
 pub struct Gate {
-    keys: Option<Vec<Key>>,
+    keys: Option<KeyRing>,
     issuer: String,
     audience: String,
     verified: quick_cache::sync::Cache<String, Verified>,
@@ -202,7 +294,7 @@ impl Gate {
     pub fn from_config(config: &AuthConfig) -> Result<Self, AuthError> {
         let keys = match config.mode {
             AuthMode::Off => None,
-            AuthMode::Jwt => Some(load_keys(config)?),
+            AuthMode::Jwt => Some(KeyRing::new(config)?),
         };
         Ok(Self {
             keys,
@@ -210,6 +302,14 @@ impl Gate {
             audience: config.jwt_audience.clone(),
             verified: quick_cache::sync::Cache::new(VERIFIED_CAPACITY),
         })
+    }
+
+    /// How often the key file is looked at for a change ([`KEY_REFRESH`] unless set).
+    pub fn refresh_every(mut self, every: Duration) -> Self {
+        if let Some(ring) = &mut self.keys {
+            ring.every = every;
+        }
+        self
     }
 
     /// Whether tokens are checked.
@@ -231,7 +331,8 @@ impl Gate {
     pub fn describe(&self) -> String {
         match &self.keys {
             None => "off: every caller is an admin".to_owned(),
-            Some(keys) => {
+            Some(ring) => {
+                let keys = ring.keys();
                 let mut algs: Vec<String> =
                     keys.iter().map(|k| format!("{:?}", k.algorithm)).collect();
                 algs.sort();
@@ -255,12 +356,17 @@ impl Gate {
     /// [`Gate::check`] at `now` (seconds since the epoch) for remembered tokens; a token checked
     /// for the first time is judged by the clock.
     fn check_at(&self, authorization: Option<&[u8]>, now: u64) -> Result<Caller, Unauthorized> {
-        let Some(keys) = &self.keys else {
+        let Some(ring) = &self.keys else {
             return Ok(Caller {
                 role: Role::Admin,
                 subject: None,
             });
         };
+        if ring.refresh() {
+            // A removed key's tokens must stop passing: forget every verdict.
+            self.verified.clear();
+        }
+        let keys = ring.keys();
         let value = authorization.ok_or(Unauthorized::Missing)?;
         let value = std::str::from_utf8(value).map_err(|_| Unauthorized::Missing)?;
         let token = match value.split_once(' ') {
@@ -469,12 +575,41 @@ impl<S: Send + Sync> FromRequestParts<S> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        // Fails closed: a route outside the middleware has no caller and answers 401.
-        parts
-            .extensions
-            .get::<Caller>()
-            .cloned()
-            .ok_or_else(|| ApiError::from(Unauthorized::Missing))
+        // Fails closed: a route outside the middleware has no caller and answers 401, and a
+        // metrics token is no caller of anything but /metrics ([`MetricsReader`]).
+        let caller = authenticated(parts)?;
+        if caller.role == Role::Metrics {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "A metrics token reads /metrics and nothing else",
+            ));
+        }
+        Ok(caller)
+    }
+}
+
+fn authenticated(parts: &Parts) -> Result<Caller, ApiError> {
+    parts
+        .extensions
+        .get::<Caller>()
+        .cloned()
+        .ok_or_else(|| ApiError::from(Unauthorized::Missing))
+}
+
+/// A caller that may read `/metrics`: the metrics role, an operator or an admin (403
+/// otherwise).
+#[derive(Debug, Clone)]
+pub struct MetricsReader(pub Caller);
+
+impl<S: Send + Sync> FromRequestParts<S> for MetricsReader {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        let caller = authenticated(parts)?;
+        if caller.role != Role::Metrics {
+            caller.require(Role::Operator)?;
+        }
+        Ok(Self(caller))
     }
 }
 
@@ -778,6 +913,80 @@ mod tests {
             by(Algorithm::RS256, None, "rs256-private.pem"),
             Err(Unauthorized::Invalid("no key for this token's kid"))
         );
+    }
+
+    #[test]
+    fn a_changed_jwks_is_re_read_adding_and_removing_keys_without_a_restart() {
+        use jsonwebtoken::jwk::{Jwk, JwkSet};
+        let jwk = |private: &str, alg: Algorithm, kid: &str| {
+            let pem = std::fs::read(testdata(private)).unwrap_or_default();
+            let key = match alg {
+                Algorithm::RS256 => EncodingKey::from_rsa_pem(&pem),
+                _ => EncodingKey::from_ec_pem(&pem),
+            };
+            let mut jwk = key.and_then(|k| Jwk::from_encoding_key(&k, alg)).ok();
+            if let Some(j) = &mut jwk {
+                j.common.key_id = Some(kid.to_owned());
+            }
+            jwk
+        };
+        let (Some(ec), Some(rsa)) = (
+            jwk("es256-private.pem", Algorithm::ES256, "e1"),
+            jwk("rs256-private.pem", Algorithm::RS256, "r1"),
+        ) else {
+            panic!("jwks")
+        };
+        let Ok(dir) = tempfile::tempdir() else {
+            panic!("tempdir")
+        };
+        let path = dir.path().join("jwks.json");
+        // Written aside and renamed into place, as omsctl and a Secret volume update do.
+        let publish = |keys: Vec<Jwk>| {
+            let aside = dir.path().join(".jwks.json.new");
+            let set = serde_json::to_vec(&JwkSet { keys }).unwrap_or_default();
+            assert!(std::fs::write(&aside, set).is_ok());
+            assert!(std::fs::rename(&aside, &path).is_ok());
+        };
+        publish(vec![ec.clone()]);
+        let Ok(g) = Gate::from_config(&AuthConfig {
+            jwt_secret_file: None,
+            jwt_jwks_file: Some(path.clone()),
+            ..AuthConfig::secret_file("x")
+        }) else {
+            panic!("jwks gate")
+        };
+        let g = g.refresh_every(Duration::ZERO);
+        let claims = Claims::local("ops", Role::Operator, now(), 600);
+        let by_ec = bearer(&signed(
+            Algorithm::ES256,
+            Some("e1"),
+            "es256-private.pem",
+            &claims,
+        ));
+        let by_rsa = bearer(&signed(
+            Algorithm::RS256,
+            Some("r1"),
+            "rs256-private.pem",
+            &claims,
+        ));
+        assert!(g.check(Some(&by_ec)).is_ok());
+        assert_eq!(
+            g.check(Some(&by_rsa)),
+            Err(Unauthorized::Invalid("no key for this token's kid"))
+        );
+        // A key added: accepted at once.
+        publish(vec![ec.clone(), rsa.clone()]);
+        assert!(g.check(Some(&by_rsa)).is_ok());
+        // A key removed: its tokens are refused, even one that passed before.
+        publish(vec![rsa]);
+        assert_eq!(
+            g.check(Some(&by_ec)),
+            Err(Unauthorized::Invalid("no key for this token's kid"))
+        );
+        assert!(g.check(Some(&by_rsa)).is_ok());
+        // A broken file keeps the keys the gate had.
+        assert!(std::fs::write(&path, b"{not json").is_ok());
+        assert!(g.check(Some(&by_rsa)).is_ok());
     }
 
     #[test]

@@ -16,7 +16,7 @@ use oms_contracts::api::{
 };
 use sqlx::PgPool;
 
-use crate::auth::Operator;
+use crate::auth::{MetricsReader, Operator};
 use crate::metrics::Metrics;
 use crate::outbox;
 use crate::relay::RelayStatus;
@@ -452,9 +452,9 @@ fn document_auth(doc: &mut utoipa::openapi::OpenApi) {
     let mut scheme = Http::new(HttpAuthScheme::Bearer);
     scheme.bearer_format = Some("JWT".into());
     scheme.description = Some(
-        "A JWT (HS256 with the stack's secret, or RS256/ES256 of the configured issuer) with \
-         `sub`, `role` (customer, operator or admin), `iss`, `aud` and `exp`. The roles an \
-         operation lists are the ones allowed; none listed: any role."
+        "A JWT (ES256 of the local stack's issuer key, RS256/ES256 of the configured issuer, or \
+         HS256 with a configured secret) with `sub`, `role` (metrics, customer, operator or \
+         admin), `iss`, `aud` and `exp`. The roles an operation lists are the ones allowed."
             .into(),
     );
     doc.components
@@ -498,7 +498,7 @@ fn document_auth(doc: &mut utoipa::openapi::OpenApi) {
             if !roles.is_empty() {
                 responses.entry("403".into()).or_insert_with(|| {
                     ResponseBuilder::new()
-                        .description(format!("The token's role is not {}", roles.join(" or ")))
+                        .description(format!("The token's role is not {}", one_of(&roles)))
                         .content(PROBLEM_JSON, problem())
                         .build()
                         .into()
@@ -616,10 +616,10 @@ async fn outbox_pending(
 }
 
 /// Metrics in the OpenMetrics text format.
-#[utoipa::path(get, path = "/metrics", tag = "operations", security(("bearer" = ["operator", "admin"])),
+#[utoipa::path(get, path = "/metrics", tag = "operations", security(("bearer" = ["metrics", "operator", "admin"])),
     responses((status = 200, description = "OpenMetrics text", body = String,
         content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8")))]
-async fn metrics(_: Operator, State(state): State<OpsState>) -> Response {
+async fn metrics(_: MetricsReader, State(state): State<OpsState>) -> Response {
     (
         [(
             header::CONTENT_TYPE,
@@ -639,6 +639,15 @@ async fn openapi_json(State(state): State<OpsState>) -> Response {
         state.openapi.as_ref().clone(),
     )
         .into_response()
+}
+
+/// `a`, `a or b`, `a, b or c`.
+fn one_of(words: &[String]) -> String {
+    match words.split_last() {
+        Some((last, rest)) if !rest.is_empty() => format!("{} or {last}", rest.join(", ")),
+        Some((last, _)) => last.clone(),
+        None => String::new(),
+    }
 }
 
 #[cfg(test)]
