@@ -150,13 +150,16 @@ pub enum Signer {
 
 impl Signer {
     /// The local stack's signer in `state_dir`: its issuer key, else an older stack's secret.
+    /// Either must be private to its owner: a key others can read is refused, not used.
     pub fn local(state_dir: &Path) -> Result<Option<Self>, Failure> {
         let key = issuer_key_path(state_dir);
         if key.is_file() {
+            private(&key)?;
             return Issuer::load(&key).map(|i| Some(Signer::Issuer(Box::new(i))));
         }
         let secret = secret_path(state_dir);
         if secret.is_file() {
+            private(&secret)?;
             return read_secret(&secret).map(|s| Some(Signer::Secret(s)));
         }
         Ok(None)
@@ -177,6 +180,19 @@ impl Signer {
             Signer::Secret(s) => mint(s, claims),
         }
     }
+}
+
+/// Refuses a signing key file that anyone but its owner may read or write.
+fn private(path: &Path) -> Result<(), Failure> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(path)?.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(Failure::usage(format!(
+            "{} may be read by others (mode {mode:o}): anyone who can read it can sign admin tokens; `chmod 600` it (or make a new key: delete it and run `omsctl stack up`)",
+            path.display()
+        )));
+    }
+    Ok(())
 }
 
 /// Who runs omsctl, for the subject of the tokens it signs: `$USER` (else `$LOGNAME`), else
@@ -538,6 +554,17 @@ mod tests {
         let verified =
             decoding.and_then(|k| jsonwebtoken::decode::<Claims>(&token, &k, &validation).ok());
         assert_eq!(verified.map(|d| d.claims.sub), Some("alice".to_owned()));
+        // A key others may read is refused, not used.
+        assert!(Signer::local(dir.path()).is_ok_and(|s| s.is_some()));
+        let opened = std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644));
+        assert!(opened.is_ok());
+        let refused = Signer::local(dir.path()).err().map(|f| f.error.to_string());
+        assert!(
+            refused
+                .as_ref()
+                .is_some_and(|e| e.contains("may be read by others (mode 644)")),
+            "{refused:?}"
+        );
     }
 
     #[tokio::test]

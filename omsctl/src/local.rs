@@ -33,10 +33,15 @@ use tokio::process::Command;
 use crate::ctx::Svc;
 use crate::Failure;
 
-/// The PostgreSQL role and password of the local cluster: loopback-only, development data, not a
-/// secret.
+/// The PostgreSQL role of the local cluster.
 pub const PG_USER: &str = "oms";
-const PG_PASSWORD: &str = "oms";
+
+/// The file in the state directory holding the local cluster's password (random, made with the
+/// cluster, mode 0600).
+const PG_PASSWORD_FILE: &str = "pg-password";
+
+/// The password of a cluster made before the password file existed (it was fixed).
+const LEGACY_PG_PASSWORD: &str = "oms";
 
 /// Prints a progress line of the stack to stderr.
 pub fn say(text: impl std::fmt::Display) {
@@ -205,9 +210,20 @@ impl Local {
     /// The PostgreSQL URL the services get.
     pub fn database_url(&self) -> String {
         format!(
-            "postgres://{PG_USER}:{PG_PASSWORD}@127.0.0.1:{}/postgres",
+            "postgres://{PG_USER}:{}@127.0.0.1:{}/postgres",
+            self.pg_password(),
             self.pg_port
         )
+    }
+
+    /// The cluster's password: the state directory's (hex, so it needs no escaping in a URL),
+    /// else the fixed one of a cluster made before there was one.
+    fn pg_password(&self) -> String {
+        std::fs::read_to_string(self.state_dir.join(PG_PASSWORD_FILE))
+            .map(|s| s.trim().to_owned())
+            .ok()
+            .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_hexdigit()))
+            .unwrap_or_else(|| LEGACY_PG_PASSWORD.to_owned())
     }
 
     /// The Kafka cluster: its nodes' ports and files.
@@ -642,6 +658,64 @@ fn pg_bin() -> Result<PathBuf, Failure> {
     })
 }
 
+/// Who may own the PostgreSQL directory: this process's user, and `postgres` when we are root.
+fn pg_dir_owners() -> Vec<u32> {
+    use std::os::unix::fs::MetadataExt;
+    let mut owners: Vec<u32> = std::fs::metadata("/proc/self")
+        .map(|m| m.uid())
+        .into_iter()
+        .collect();
+    if is_root() {
+        let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
+        owners.extend(
+            passwd
+                .lines()
+                .filter_map(|l| l.strip_prefix("postgres:"))
+                .filter_map(|rest| rest.split(':').nth(1)?.parse::<u32>().ok()),
+        );
+    }
+    owners
+}
+
+/// An existing PostgreSQL directory (or the link to it the state directory holds) is used only
+/// when it is a directory owned by one of `owners` that nobody else may write: a directory or
+/// link someone else prepared (a planted link in a shared /var/tmp, say) is refused, not
+/// `chown`ed or written through.
+fn check_pg_dir(dir: &Path, owners: &[u32]) -> Result<(), Failure> {
+    use std::os::unix::fs::MetadataExt;
+    let refuse = |why: String| {
+        Err(Failure::usage(format!(
+            "{}: {why}; refusing to keep PostgreSQL's data there (`omsctl stack wipe` starts afresh)",
+            dir.display()
+        )))
+    };
+    let target = std::fs::canonicalize(dir)
+        .map_err(|e| Failure::usage(format!("{}: {e}", dir.display())))?;
+    let link = std::fs::symlink_metadata(dir)?;
+    if link.file_type().is_symlink() && !owners.contains(&link.uid()) {
+        return refuse(format!("a link owned by uid {}", link.uid()));
+    }
+    let meta = std::fs::metadata(&target)?;
+    if !meta.is_dir() {
+        return refuse(format!("{} is not a directory", target.display()));
+    }
+    if !owners.contains(&meta.uid()) {
+        return refuse(format!(
+            "{} is owned by uid {}, not by this user or postgres",
+            target.display(),
+            meta.uid()
+        ));
+    }
+    if meta.mode() & 0o022 != 0 {
+        return refuse(format!(
+            "{} may be written by others (mode {:o})",
+            target.display(),
+            meta.mode() & 0o777
+        ));
+    }
+    Ok(())
+}
+
 fn is_root() -> bool {
     std::fs::read_to_string("/proc/self/status")
         .ok()
@@ -687,12 +761,14 @@ async fn checked(c: Command, what: &str) -> Result<(), Failure> {
 
 /// As root, the cluster belongs to the `postgres` system user, which must be able to reach the
 /// data directory. When the state directory sits where it cannot (say under /root), the data
-/// lives in /var/tmp and the state directory links to it.
+/// lives in a directory of a random name made anew in /var/tmp (never one that was there), and
+/// the state directory links to it. An existing directory is used only if it is ours
+/// ([`check_pg_dir`]).
 async fn prepare_pg_dir(local: &Local) -> Result<(), Failure> {
     let dir = local.pg_dir();
     std::fs::create_dir_all(local.state_dir())?;
-    if dir.exists() {
-        return Ok(());
+    if std::fs::symlink_metadata(&dir).is_ok() {
+        return check_pg_dir(&dir, &pg_dir_owners());
     }
     if !is_root() {
         std::fs::create_dir_all(&dir)?;
@@ -714,15 +790,13 @@ async fn prepare_pg_dir(local: &Local) -> Result<(), Failure> {
         return Ok(());
     }
     std::fs::remove_dir(&dir)?;
-    let digest: u64 = local
-        .state_dir()
-        .to_string_lossy()
-        .bytes()
-        .fold(0xcbf29ce484222325, |h, b| {
-            (h ^ u64::from(b)).wrapping_mul(0x100000001b3)
-        });
-    let elsewhere = PathBuf::from(format!("/var/tmp/oms-postgres-{digest:016x}"));
-    std::fs::create_dir_all(&elsewhere)?;
+    // mkdtemp: a new directory (0700) of an unpredictable name, or an error; never a path
+    // someone prepared.
+    let elsewhere = tempfile::Builder::new()
+        .prefix("oms-postgres-")
+        .tempdir_in("/var/tmp")
+        .map_err(|e| Failure::usage(format!("cannot make a directory in /var/tmp: {e}")))?
+        .keep();
     let mut chown = Command::new("chown");
     chown.arg("postgres:").arg(&elsewhere);
     checked(chown, "chown of the PostgreSQL directory").await?;
@@ -751,10 +825,19 @@ async fn pg_start(local: &Local) -> Result<(), Failure> {
             "initialising a PostgreSQL cluster in {}",
             data.display()
         ));
+        // A password of its own, kept in the state directory (0600) for the services' URL.
+        let mut bytes = [0u8; 24];
+        getrandom::fill(&mut bytes).map_err(|e| Failure::usage(format!("no randomness: {e}")))?;
+        let password: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        crate::auth::write_atomically(
+            &local.state_dir().join(PG_PASSWORD_FILE),
+            password.as_bytes(),
+            0o600,
+        )?;
         let pwfile = dir.join(".pwfile");
         let mut write = as_pg_user(Path::new("sh"));
         write.args(["-c", "umask 077; printf '%s\\n' \"$1\" > \"$2\"", "sh"]);
-        write.arg(PG_PASSWORD).arg(&pwfile);
+        write.arg(&password).arg(&pwfile);
         checked(write, "writing the initdb password file").await?;
         let mut initdb = as_pg_user(&bin.join("initdb"));
         initdb
@@ -842,10 +925,14 @@ fn security_vars(names: impl IntoIterator<Item = std::ffi::OsString>) -> Vec<std
 /// it), stdin closed, output appended to `log`, its pid written to `pid_path`. It outlives
 /// omsctl.
 fn spawn_detached(mut command: Command, log: &Path, pid_path: &Path) -> Result<u32, Failure> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    // Logs name customers and orders: the owner and its group read them, nobody else.
     let out = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
+        .mode(0o640)
         .open(log)?;
+    out.set_permissions(std::fs::Permissions::from_mode(0o640))?;
     let err = out.try_clone()?;
     command
         .stdin(Stdio::null())
@@ -1093,6 +1180,45 @@ pub fn wipe(local: &Local) -> Result<(), Failure> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_postgres_directory_someone_else_prepared_is_refused() {
+        use std::os::unix::fs::{symlink, MetadataExt, PermissionsExt};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let me = std::fs::metadata(dir.path()).expect("meta").uid();
+        let mine = dir.path().join("mine");
+        std::fs::create_dir(&mine).expect("mkdir");
+        std::fs::set_permissions(&mine, std::fs::Permissions::from_mode(0o700)).expect("chmod");
+        assert!(check_pg_dir(&mine, &[me]).is_ok());
+        // Anyone may write it: refused.
+        let open = dir.path().join("open");
+        std::fs::create_dir(&open).expect("mkdir");
+        std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).expect("chmod");
+        let e = check_pg_dir(&open, &[me])
+            .err()
+            .map(|f| f.error.to_string());
+        assert!(e.is_some_and(|e| e.contains("written by others")));
+        // A link to it: refused the same; a link to a file: refused.
+        let link = dir.path().join("link");
+        symlink(&open, &link).expect("symlink");
+        assert!(check_pg_dir(&link, &[me]).is_err());
+        let file = dir.path().join("file");
+        std::fs::write(&file, b"x").expect("write");
+        let to_file = dir.path().join("to-file");
+        symlink(&file, &to_file).expect("symlink");
+        let e = check_pg_dir(&to_file, &[me])
+            .err()
+            .map(|f| f.error.to_string());
+        assert!(e.is_some_and(|e| e.contains("not a directory")));
+        // Owned by someone else (here: not among the owners given).
+        let e = check_pg_dir(&mine, &[me.wrapping_add(1)])
+            .err()
+            .map(|f| f.error.to_string());
+        assert!(
+            e.as_ref().is_some_and(|e| e.contains("is owned by uid")),
+            "{e:?}"
+        );
+    }
 
     #[test]
     fn a_service_sheds_the_callers_kafka_identity_but_not_its_tuning() {

@@ -638,6 +638,57 @@ async fn stack_up_status_logs_and_down_supervise_the_local_stack() -> anyhow::Re
             assert!(c["pid"].is_u64(), "no pid recorded for {c}");
         }
 
+        // Tokens: the issuer's private key stays in the state directory (0600); the services
+        // have only its public half (a JWKS); there is no shared secret any service could sign
+        // with. A token names the person who asked for it, and the services take it.
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = |name: &str| {
+                std::fs::metadata(state.path().join(name))
+                    .ok()
+                    .map(|m| m.permissions().mode() & 0o777)
+            };
+            assert_eq!(mode("jwt-issuer.pem"), Some(0o600));
+            assert_eq!(mode("jwks.json"), Some(0o644));
+            assert_eq!(mode("jwt-secret"), None, "a shared secret was made");
+            // Logs name customers and orders: not world-readable.
+            assert_eq!(mode("services/order.log"), Some(0o640));
+            // The database's password is the cluster's own, private, and what the services get.
+            assert_eq!(mode("pg-password"), Some(0o600));
+            let password = std::fs::read_to_string(state.path().join("pg-password"))?;
+            let mut cmd = omsctl(None)?;
+            with_stack(&mut cmd);
+            let env = run(cmd, &["stack", "env"]).await?;
+            assert!(
+                stdout(&env).contains(&format!("postgres://oms:{}@", password.trim())),
+                "{}",
+                stdout(&env)
+            );
+            assert!(password.trim().len() >= 32, "a short password");
+        }
+        let mut cmd = omsctl(None)?;
+        with_stack(&mut cmd);
+        cmd.env("USER", "alice");
+        let out = run(
+            cmd,
+            &[
+                "auth", "token", "--role", "operator", "--ttl", "10m", "-o", "json",
+            ],
+        )
+        .await?;
+        assert_eq!(code(&out), 0, "{}", stderr(&out));
+        let issued = json_of(&out)?;
+        assert_eq!(issued["subject"], "alice", "{issued}");
+        assert!(
+            issued["keyId"].as_str().is_some_and(|k| !k.is_empty()),
+            "{issued}"
+        );
+        let mut cmd = omsctl(None)?;
+        with_stack(&mut cmd);
+        cmd.env("OMS_TOKEN", issued["token"].as_str().unwrap_or_default());
+        let out = run(cmd, &["order", "list", "-o", "json"]).await?;
+        assert_eq!(code(&out), 0, "{}", stderr(&out));
+
         // The CPU of every component over a window: all eight are measured, the total adds up.
         let mut cmd = omsctl(None)?;
         with_stack(&mut cmd);
