@@ -373,13 +373,10 @@ pub fn judge(s: &Snapshot, now: DateTime<Utc>, args: &VerifyArgs, scoped: bool) 
         match (status, payment.map(|p| p.status.as_str())) {
             (st, Some("AUTHORIZED")) if st.is_placed() => {
                 if let Some(p) = payment {
-                    if Some(p.amount) != o.total || Some(p.payment_id) != o.payment_id {
-                        payment_agrees.failures.push(format!(
-                            "{id}: confirmed total {} but payment {} {}",
-                            ctx::opt(o.total),
-                            p.payment_id,
-                            p.amount
-                        ));
+                    if let Some(what) =
+                        payment_disagreement(o.total, o.payment_id, p.amount, p.payment_id)
+                    {
+                        payment_agrees.failures.push(format!("{id}: {what}"));
                     }
                 }
             }
@@ -527,8 +524,51 @@ fn shipments_agree(
     check
 }
 
+/// What disagrees between a placed order and its authorized payment, each difference named
+/// with both sides ("amount: order 49.98 EUR, payment 0.01 EUR"), or `None` when they agree.
+fn payment_disagreement<M: PartialEq + std::fmt::Display, P: PartialEq + std::fmt::Display>(
+    order_total: Option<M>,
+    order_payment: Option<P>,
+    amount: M,
+    payment_id: P,
+) -> Option<String> {
+    let mut diffs = Vec::new();
+    if order_total.as_ref() != Some(&amount) {
+        diffs.push(format!(
+            "amount: order {}, payment {amount}",
+            order_total.map_or("none".to_owned(), |t| t.to_string())
+        ));
+    }
+    if order_payment.as_ref() != Some(&payment_id) {
+        diffs.push(format!(
+            "payment id: order {}, payment service {payment_id}",
+            order_payment.map_or("none".to_owned(), |p| p.to_string())
+        ));
+    }
+    (!diffs.is_empty()).then(|| format!("placed, but its payment disagrees: {}", diffs.join("; ")))
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_disagreeing_payment_names_each_difference_with_both_sides() {
+        assert_eq!(payment_disagreement(Some(4998), Some(7), 4998, 7), None);
+        let amount = payment_disagreement(Some(4998), Some(7), 1, 7).unwrap_or_default();
+        assert!(amount.contains("amount: order 4998, payment 1"), "{amount}");
+        assert!(!amount.contains("payment id"), "{amount}");
+        let id = payment_disagreement(Some(4998), Some(7), 4998, 8).unwrap_or_default();
+        assert!(
+            id.contains("payment id: order 7, payment service 8"),
+            "{id}"
+        );
+        assert!(!id.contains("amount"), "{id}");
+        let both = payment_disagreement(None::<i64>, None::<i64>, 1, 8).unwrap_or_default();
+        assert!(
+            both.contains("amount: order none") && both.contains("payment id: order none"),
+            "{both}"
+        );
+    }
+
     use super::*;
 
     const T: &str = "2026-12-01T10:00:00Z";
