@@ -39,6 +39,10 @@ pub struct StackOptions {
     pub consumer_max_batch: Option<u16>,
     /// Order service: `POST /orders` per client address (`None`: off).
     pub order_rate_limit: Option<oms_order::RateLimit>,
+    /// Order service: `POST /orders` per customer (`None`: off).
+    pub customer_rate_limit: Option<oms_order::RateLimit>,
+    /// Every service: requests refused for their token, per address (`None`: off).
+    pub unauthenticated_rate_limit: Option<oms_order::RateLimit>,
     /// Saga: broker-outage time given back to a step (zero: none).
     pub outage_budget: Duration,
     /// Saga: given on top of the outage time.
@@ -72,6 +76,8 @@ impl Default for StackOptions {
             consumer_workers: None,
             consumer_max_batch: None,
             order_rate_limit: None,
+            customer_rate_limit: None,
+            unauthenticated_rate_limit: None,
             outage_budget: Duration::from_secs(120),
             outage_grace: Duration::from_secs(20),
             fulfillment_timeout: Duration::from_secs(60),
@@ -210,7 +216,10 @@ impl Stack {
             otlp_endpoint: None,
             tracing: true,
             log_filter: std::env::var("OMS_TEST_LOG").unwrap_or_else(|_| "warn".into()),
-            auth: AuthConfig::secret_file(self.secret_dir.path().join("jwt-secret")),
+            auth: AuthConfig {
+                unauthenticated_rate_limit: self.options.unauthenticated_rate_limit,
+                ..AuthConfig::secret_file(self.secret_dir.path().join("jwt-secret"))
+            },
         }
     }
 
@@ -250,6 +259,7 @@ impl Stack {
                     max_body_bytes: 64 * 1024,
                     idempotency_retention: Duration::from_secs(86_400),
                     rate_limit: o.order_rate_limit,
+                    customer_rate_limit: o.customer_rate_limit,
                 },
                 listener,
                 t,

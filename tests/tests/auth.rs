@@ -436,3 +436,74 @@ async fn the_rate_limit_counts_per_token_subject() -> anyhow::Result<()> {
     assert_eq!(d.status, 201, "{d:?}");
     stack.shutdown().await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_customer_and_refused_requests_are_rate_limited_and_admins_are_not() -> anyhow::Result<()>
+{
+    let limit = |per_second, burst| Some(oms_order::RateLimit { per_second, burst });
+    let stack = Stack::start(StackOptions {
+        customer_rate_limit: limit(1, 3),
+        unauthenticated_rate_limit: limit(1, 5),
+        ..StackOptions::default()
+    })
+    .await?;
+    let http = anonymous()?;
+    let orders = format!("{}/orders", stack.url(Service::Order)?);
+    let line = json!([{"productId": "mouse-01", "quantity": 1}]);
+
+    // A script ordering as one customer: its burst of 3 (plus at most one refill) passes, the
+    // rest is refused with 429 and creates nothing.
+    let erin = stack.token("erin", Role::Customer, HOUR)?;
+    let mut statuses = Vec::new();
+    for _ in 0..8 {
+        let a = send(
+            http.post(&orders)
+                .bearer_auth(&erin)
+                .json(&json!({"items": line})),
+        )
+        .await?;
+        if a.status == 429 {
+            assert!(is_problem(&a, 429), "{a:?}");
+        }
+        statuses.push(a.status);
+    }
+    let created = statuses.iter().filter(|s| **s == 201).count();
+    if !(3..=4).contains(&created) || statuses.iter().any(|s| *s != 201 && *s != 429) {
+        bail!(
+            "erin's burst of 3 (plus at most one refill) passes, the rest is limited: {statuses:?}"
+        );
+    }
+    let page = send(http.get(&orders).bearer_auth(&erin)).await?;
+    let listed = page.body["items"].as_array().map(Vec::len);
+    assert_eq!(
+        listed,
+        Some(created),
+        "a refused order was created: {page:?}"
+    );
+
+    // An admin placing orders for many customers is not held by the customer limit.
+    let root = stack.token("root", Role::Admin, HOUR)?;
+    for i in 0..8 {
+        let body = json!({"customerId": format!("c-{i}"), "items": line});
+        let a = send(http.post(&orders).bearer_auth(&root).json(&body)).await?;
+        assert_eq!(a.status, 201, "{a:?}");
+    }
+
+    // Bad tokens from one address: 401 for the burst of 5 (plus at most one refill), then 429;
+    // a good token from the same address still passes.
+    let mut refused = Vec::new();
+    for _ in 0..10 {
+        refused.push(
+            send(http.get(&orders).bearer_auth("not-a-token"))
+                .await?
+                .status,
+        );
+    }
+    let unauthorized = refused.iter().filter(|s| **s == 401).count();
+    if !(5..=6).contains(&unauthorized) || refused.iter().any(|s| *s != 401 && *s != 429) {
+        bail!("5 refusals (plus at most one refill) answer 401, the rest 429: {refused:?}");
+    }
+    let a = send(http.get(&orders).bearer_auth(&root)).await?;
+    assert_eq!(a.status, 200, "{a:?}");
+    stack.shutdown().await
+}

@@ -81,38 +81,20 @@ pub struct Config {
     pub idempotency_retention: Duration,
 
     /// `POST /orders` per token subject (per client address with auth off): `N/s` (bursts of
-    /// up to twice that), or `off`. A request over it is answered 429 with `Retry-After` and
-    /// creates nothing.
+    /// up to twice that), `N/s:BURST`, or `off`. A request over it is answered 429 with
+    /// `Retry-After` and creates nothing. Per replica.
     // The full path keeps clap from reading `Option` as "the flag may be left out": the parser
     // itself answers `None` for `off`.
     #[arg(long, env = "OMS_ORDER_RATE_LIMIT", default_value = "500/s", value_parser = parse_rate_limit)]
     pub rate_limit: std::option::Option<RateLimit>,
+
+    /// `POST /orders` of one customer (a customer token's subject), on top of `--rate-limit`:
+    /// what a person never meets and a script does. Same forms; per replica.
+    #[arg(long, env = "OMS_ORDER_CUSTOMER_RATE_LIMIT", default_value = "2/s:10", value_parser = parse_rate_limit)]
+    pub customer_rate_limit: std::option::Option<RateLimit>,
 }
 
-/// A sustained rate and the burst allowed above it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RateLimit {
-    /// Requests per second, sustained.
-    pub per_second: u32,
-    /// Requests at once after a quiet spell.
-    pub burst: u32,
-}
-
-/// Parses `N/s` (burst 2N) or `off`.
-pub fn parse_rate_limit(s: &str) -> Result<Option<RateLimit>, String> {
-    if s == "off" {
-        return Ok(None);
-    }
-    match s.strip_suffix("/s").unwrap_or(s).parse::<u32>() {
-        Ok(n) if n > 0 => Ok(Some(RateLimit {
-            per_second: n,
-            burst: n.saturating_mul(2),
-        })),
-        _ => Err(format!(
-            "invalid rate limit {s:?} (expected N/s with N a whole number above 0, or off)"
-        )),
-    }
-}
+pub use oms_runtime::limit::{parse_rate_limit, RateLimit};
 
 /// Whom a rate limit counts: the token's subject, else (auth off) the client's address.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -121,16 +103,7 @@ enum Client {
     Address(std::net::IpAddr),
 }
 
-/// Requests per client.
-type Limiter = governor::DefaultKeyedRateLimiter<Client>;
-
-fn limiter(limit: RateLimit) -> Option<Limiter> {
-    let per_second = std::num::NonZeroU32::new(limit.per_second)?;
-    let burst = std::num::NonZeroU32::new(limit.burst.max(1))?;
-    Some(governor::RateLimiter::hashmap(
-        governor::Quota::per_second(per_second).allow_burst(burst),
-    ))
-}
+type Limiter = oms_runtime::limit::Limiter<Client>;
 
 /// Runs the service until `shutdown`.
 pub async fn run(
@@ -160,26 +133,24 @@ pub async fn run(
         "idempotency key pruning",
         prune_idempotency_keys(pool, retention, token),
     );
-    let limiter = config.rate_limit.and_then(limiter).map(Arc::new);
-    if let Some(l) = &limiter {
+    let limiter = config.rate_limit.and_then(Limiter::new).map(Arc::new);
+    let customer_limiter = config
+        .customer_rate_limit
+        .and_then(oms_runtime::limit::Limiter::new)
+        .map(Arc::new);
+    for l in [&limiter].into_iter().flatten() {
         // Forget clients that have been quiet long enough to be back at a full burst.
-        let l = Arc::clone(l);
         let token = runtime.shutdown().clone();
-        runtime.spawn("rate limiter upkeep", async move {
-            loop {
-                tokio::select! {
-                    _ = token.cancelled() => return Ok(()),
-                    _ = tokio::time::sleep(Duration::from_secs(60)) => {
-                        l.retain_recent();
-                        l.shrink_to_fit();
-                    }
-                }
-            }
-        });
+        runtime.spawn("rate limiter upkeep", Arc::clone(l).upkeep(token));
+    }
+    if let Some(l) = &customer_limiter {
+        let token = runtime.shutdown().clone();
+        runtime.spawn("customer rate limiter upkeep", Arc::clone(l).upkeep(token));
     }
     let state = AppState {
         metrics,
         limiter,
+        customer_limiter,
         pool: runtime.pool().clone(),
         topics: runtime.topics(),
         rules: Arc::new(Rules {
@@ -409,6 +380,7 @@ struct AppState {
     topics: Topics,
     rules: Arc<Rules>,
     limiter: Option<Arc<Limiter>>,
+    customer_limiter: Option<Arc<oms_runtime::limit::Limiter<String>>>,
 }
 
 fn router(state: AppState, max_body: usize) -> Router {
@@ -488,11 +460,19 @@ async fn create_order(
             Some(s) => Client::Subject(s.clone()),
             None => Client::Address(address.ip()),
         };
-        if let Err(not_until) = limiter.check_key(&client) {
-            let wait = not_until.wait_time_from(governor::clock::Clock::now(
-                &governor::clock::DefaultClock::default(),
+        if let Err(wait) = limiter.check(&client) {
+            return Err(oms_runtime::limit::too_many(
+                "orders from this client",
+                wait,
             ));
-            return Err(too_many_requests(wait));
+        }
+    }
+    if let (Some(limiter), Some(customer)) = (&state.customer_limiter, caller.customer()) {
+        if let Err(wait) = limiter.check(&customer.to_owned()) {
+            return Err(oms_runtime::limit::too_many(
+                "orders from this customer",
+                wait,
+            ));
         }
     }
     let body = body.map_err(|e| {
@@ -576,19 +556,6 @@ async fn create_order(
 }
 
 /// 429 with `Retry-After` in whole seconds (at least 1).
-fn too_many_requests(wait: Duration) -> ApiError {
-    let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-    let mut e = ApiError::new(
-        StatusCode::TOO_MANY_REQUESTS,
-        format!(
-            "Too many orders from this client; retry in {}s",
-            secs.max(1)
-        ),
-    );
-    e.retry_after = Some(u32::try_from(secs.max(1)).unwrap_or(u32::MAX));
-    e
-}
-
 fn location(order_id: OrderId) -> [(header::HeaderName, HeaderValue); 1] {
     let value = HeaderValue::from_str(&format!("/orders/{order_id}"))
         .unwrap_or_else(|_| HeaderValue::from_static("/orders"));
@@ -915,33 +882,35 @@ mod tests {
     use clap::Parser;
 
     #[test]
-    fn rate_limits_parse_and_bad_ones_are_refused() {
+    fn the_rate_limit_flags_parse_with_their_defaults() {
+        // The flags as the service reads them, defaults included (the forms are the runtime's
+        // `parse_rate_limit`, tested there).
+        let c = Config::try_parse_from(["oms-order"]).ok();
+        let limits = c.map(|c| (c.rate_limit, c.customer_rate_limit));
         assert_eq!(
-            parse_rate_limit("20/s"),
-            Ok(Some(RateLimit {
-                per_second: 20,
-                burst: 40
-            }))
+            limits,
+            Some((
+                Some(RateLimit {
+                    per_second: 500,
+                    burst: 1000
+                }),
+                Some(RateLimit {
+                    per_second: 2,
+                    burst: 10
+                })
+            ))
         );
-        assert_eq!(parse_rate_limit("off"), Ok(None));
-        for bad in ["0/s", "-1/s", "fast", "1.5/s", ""] {
-            assert!(parse_rate_limit(bad).is_err(), "{bad}");
-        }
-        // The flag as the service reads it, default included.
-        let c = Config::try_parse_from(["oms-order"])
-            .map(|c| c.rate_limit)
-            .ok();
-        assert_eq!(c.flatten().map(|r| r.per_second), Some(500));
-        let off =
-            Config::try_parse_from(["oms-order", "--rate-limit", "off"]).map(|c| c.rate_limit);
+        let off = Config::try_parse_from(["oms-order", "--customer-rate-limit", "off"])
+            .map(|c| c.customer_rate_limit);
         assert_eq!(off.ok(), Some(None));
         assert!(Config::try_parse_from(["oms-order", "--rate-limit", "soon"]).is_err());
     }
 
     #[test]
     fn retry_after_is_whole_seconds_rounded_up() {
-        let e = too_many_requests(Duration::from_millis(1200));
+        let too_many = oms_runtime::limit::too_many;
+        let e = too_many("orders", Duration::from_millis(1200));
         assert_eq!((e.problem.status, e.retry_after), (429, Some(2)));
-        assert_eq!(too_many_requests(Duration::ZERO).retry_after, Some(1));
+        assert_eq!(too_many("orders", Duration::ZERO).retry_after, Some(1));
     }
 }

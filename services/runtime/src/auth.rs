@@ -61,6 +61,14 @@ pub struct AuthConfig {
     /// The audience (`aud`) tokens must name.
     #[arg(long, env = "OMS_JWT_AUDIENCE", default_value = AUDIENCE)]
     pub jwt_audience: String,
+
+    /// Requests with no token or a bad one, per client address: `N/s` (bursts of twice that),
+    /// `N/s:BURST`, or `off`. Over it they are answered 429 with `Retry-After` instead of 401:
+    /// guessing tokens or flooding the checks from one address gets nowhere fast. Per replica.
+    // The full path keeps clap from reading `Option` as "the flag may be left out".
+    #[arg(long, env = "OMS_UNAUTHENTICATED_RATE_LIMIT", default_value = "20/s",
+          value_parser = crate::limit::parse_rate_limit)]
+    pub unauthenticated_rate_limit: std::option::Option<crate::limit::RateLimit>,
 }
 
 impl AuthConfig {
@@ -82,6 +90,7 @@ impl AuthConfig {
             jwt_jwks_file: None,
             jwt_issuer: LOCAL_ISSUER.to_owned(),
             jwt_audience: AUDIENCE.to_owned(),
+            unauthenticated_rate_limit: None,
         }
     }
 }
@@ -266,6 +275,8 @@ fn key_file(config: &AuthConfig) -> Option<&Path> {
 /// expired like any other.
 pub struct Gate {
     keys: Option<KeyRing>,
+    /// Refused requests per client address, when limited.
+    refusals: Option<Arc<crate::limit::Limiter<std::net::IpAddr>>>,
     issuer: String,
     audience: String,
     verified: quick_cache::sync::Cache<String, Verified>,
@@ -296,12 +307,26 @@ impl Gate {
             AuthMode::Off => None,
             AuthMode::Jwt => Some(KeyRing::new(config)?),
         };
+        let refusals = match config.mode {
+            AuthMode::Off => None,
+            AuthMode::Jwt => config
+                .unauthenticated_rate_limit
+                .and_then(crate::limit::Limiter::new)
+                .map(Arc::new),
+        };
         Ok(Self {
             keys,
+            refusals,
             issuer: config.jwt_issuer.clone(),
             audience: config.jwt_audience.clone(),
             verified: quick_cache::sync::Cache::new(VERIFIED_CAPACITY),
         })
+    }
+
+    /// The limiter of refused requests per address, when there is one (its upkeep is the
+    /// runtime's).
+    pub fn refusal_limiter(&self) -> Option<Arc<crate::limit::Limiter<std::net::IpAddr>>> {
+        self.refusals.clone()
     }
 
     /// How often the key file is looked at for a change ([`KEY_REFRESH`] unless set).
@@ -566,6 +591,19 @@ pub async fn authenticate(State(gate): State<Arc<Gate>>, mut req: Request, next:
         }
         Err(why) => {
             tracing::debug!(path = %req.uri().path(), ?why, "unauthenticated request refused");
+            let address = req
+                .extensions()
+                .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+                .map(|c| c.0.ip());
+            if let (Some(limiter), Some(address)) = (&gate.refusals, address) {
+                if let Err(wait) = limiter.check(&address) {
+                    return crate::limit::too_many(
+                        "requests without a valid token from this address",
+                        wait,
+                    )
+                    .into_response();
+                }
+            }
             ApiError::from(why).into_response()
         }
     }

@@ -24,6 +24,7 @@ pub mod dispatch;
 pub mod http;
 pub mod kafka;
 pub mod knobs;
+pub mod limit;
 pub mod metrics;
 pub mod outbox;
 pub mod publisher;

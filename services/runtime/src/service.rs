@@ -107,7 +107,8 @@ impl Runtime {
         )
         .await?;
         tracing::info!(service = name, database, "database ready");
-        Ok(Self {
+        let refusals = gate.refusal_limiter();
+        let mut runtime = Self {
             name: name.to_owned(),
             metrics: Metrics::new(register_metrics),
             config,
@@ -116,7 +117,12 @@ impl Runtime {
             tasks: JoinSet::new(),
             gate,
             kafka,
-        })
+        };
+        if let Some(limiter) = refusals {
+            let token = runtime.shutdown.clone();
+            runtime.spawn("refused-request limiter upkeep", limiter.upkeep(token));
+        }
+        Ok(runtime)
     }
 
     /// The service's database pool.
