@@ -11,6 +11,7 @@
 //!   dead-lettering and outage pauses; [`dispatch`]: its per-key queue and offset tracker.
 //! - [`kafka`]: client settings, quiet logging, error classes, topic creation.
 //! - [`http`]: `/health/live`, `/health/ready`, `/metrics` and the JSON error body.
+//! - [`auth`]: bearer tokens (JWKS re-read on change), roles; [`limit`]: rate limits per client.
 //! - [`metrics`]: Prometheus metrics (the `prometheus_client` crate is re-exported for the
 //!   services' own).
 //! - [`service`]: the [`service::Runtime`] that runs all of the above until shutdown.
