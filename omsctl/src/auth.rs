@@ -245,6 +245,10 @@ pub enum TokenSource {
         state_dir: PathBuf,
         /// Its signer.
         signer: Arc<OnceLock<Signer>>,
+        /// The last token signed and its `exp`: requests share it until a minute before it
+        /// expires (the services remember a token they verified, so a shared one costs them a
+        /// lookup instead of an ES256 verification per request).
+        current: Arc<std::sync::Mutex<Option<(String, u64)>>>,
     },
 }
 
@@ -273,6 +277,7 @@ impl TokenSource {
             (None, None) => TokenSource::Local {
                 state_dir: state_dir.to_owned(),
                 signer: Arc::new(OnceLock::new()),
+                current: Arc::new(std::sync::Mutex::new(None)),
             },
         }
     }
@@ -300,7 +305,18 @@ impl TokenSource {
                 .get_or_try_init(|| run_token_command(command))
                 .await
                 .map(|t| Some(t.clone())),
-            TokenSource::Local { state_dir, signer } => {
+            TokenSource::Local {
+                state_dir,
+                signer,
+                current,
+            } => {
+                let mut current = current.lock().unwrap_or_else(|p| p.into_inner());
+                let now = now();
+                if let Some((token, exp)) = current.as_ref() {
+                    if now + 60 < *exp {
+                        return Ok(Some(token.clone()));
+                    }
+                }
                 let signer = match signer.get() {
                     Some(s) => s,
                     None => match Signer::local(state_dir)? {
@@ -308,8 +324,10 @@ impl TokenSource {
                         None => return Ok(None),
                     },
                 };
-                let claims = Claims::local(&person(), Role::Admin, now(), OWN_TOKEN_TTL);
-                signer.sign(&claims).map(Some)
+                let claims = Claims::local(&person(), Role::Admin, now, OWN_TOKEN_TTL);
+                let token = signer.sign(&claims)?;
+                *current = Some((token.clone(), claims.exp));
+                Ok(Some(token))
             }
         }
     }
@@ -583,6 +601,11 @@ mod tests {
             .ok()
             .flatten()
             .unwrap_or_default();
+        // Requests share one token while it is fresh.
+        let source = TokenSource::new(None, None, dir.path());
+        let (a, b) = (source.bearer().await.ok(), source.bearer().await.ok());
+        assert!(a.as_ref().is_some_and(Option::is_some));
+        assert_eq!(a, b, "a new token per request");
         // An admin token naming the person who runs omsctl, signed ES256.
         let header = jsonwebtoken::decode_header(&minted).ok();
         assert_eq!(header.map(|h| h.alg), Some(Algorithm::ES256));
