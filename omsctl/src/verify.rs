@@ -238,6 +238,25 @@ pub struct Snapshot {
     pub shipments: HashMap<Uuid, ShipmentView>,
 }
 
+/// How many times the stock is read while it keeps moving before it is judged as it is.
+const STOCK_READS: u32 = 5;
+
+/// Whether two reads of the products show the same stock (no reservation, pick, release or
+/// adjustment happened between them).
+fn same_stock(before: &[ProductView], after: &[ProductView]) -> bool {
+    let key = |p: &ProductView| {
+        (
+            p.product_id.clone(),
+            p.available,
+            p.reserved,
+            p.sold,
+            p.adjusted,
+            p.updated_at,
+        )
+    };
+    before.len() == after.len() && before.iter().map(key).eq(after.iter().map(key))
+}
+
 /// Reads everything, runs every check.
 pub async fn evaluate(ctx: &Ctx, args: &VerifyArgs) -> Result<Report, Failure> {
     let now = Utc::now();
@@ -260,10 +279,24 @@ pub async fn evaluate(ctx: &Ctx, args: &VerifyArgs) -> Result<Report, Failure> {
         .into_iter()
         .map(|p| (p.order_id, p))
         .collect();
-    let reservations: Page<ReservationView> = ctx
-        .get(Svc::Inventory, "/reservations?limit=100000")
-        .await?;
-    let products: Page<ProductView> = ctx.get(Svc::Inventory, "/products").await?;
+    // Reservations and product counters are two reads, and a busy stack moves stock between
+    // them (a pick turns a reservation COMMITTED and a product's reserved into sold in one
+    // transaction, but this reader sees one side before it and the other after). Read the
+    // products on both sides of the reservations: when they did not change, nothing in the
+    // inventory did, and the two agree as of one moment; else read again (a few times).
+    let mut attempts = 0;
+    let (reservations, products) = loop {
+        attempts += 1;
+        let before: Page<ProductView> = ctx.get(Svc::Inventory, "/products").await?;
+        let reservations: Page<ReservationView> = ctx
+            .get(Svc::Inventory, "/reservations?limit=100000")
+            .await?;
+        let after: Page<ProductView> = ctx.get(Svc::Inventory, "/products").await?;
+        if same_stock(&before.items, &after.items) || attempts >= STOCK_READS {
+            break (reservations, after);
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
     let shipments = all_pages::<ShipmentView>(ctx, Svc::Fulfillment, "/shipments")
         .await?
         .into_iter()
@@ -550,6 +583,29 @@ fn payment_disagreement<M: PartialEq + std::fmt::Display, P: PartialEq + std::fm
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_stock_is_judged_only_as_of_one_moment() {
+        let product = |reserved: i32, sold: i32| ProductView {
+            product_id: "mouse-01".into(),
+            name: "Mouse".into(),
+            unit_price: oms_contracts::Money {
+                amount_minor: 2499,
+                currency: oms_contracts::Currency::EUR,
+            },
+            available: 100 - reserved - sold,
+            reserved,
+            sold,
+            on_hand: 100 - sold,
+            initial: 100,
+            adjusted: 0,
+            updated_at: chrono::DateTime::<Utc>::UNIX_EPOCH,
+        };
+        assert!(same_stock(&[product(3, 5)], &[product(3, 5)]));
+        // A pick between the two reads: the same total, but moving.
+        assert!(!same_stock(&[product(3, 5)], &[product(2, 6)]));
+        assert!(!same_stock(&[product(3, 5)], &[]));
+    }
+
     #[test]
     fn a_disagreeing_payment_names_each_difference_with_both_sides() {
         assert_eq!(payment_disagreement(Some(4998), Some(7), 4998, 7), None);
