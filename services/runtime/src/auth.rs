@@ -899,21 +899,25 @@ mod tests {
         assert!(public_key_gate("README.md").is_none());
     }
 
+    /// The public JWK of the test key `private` (for `alg`), named `kid`.
+    fn jwk(private: &str, alg: Algorithm, kid: &str) -> Option<jsonwebtoken::jwk::Jwk> {
+        let pem = std::fs::read(testdata(private)).unwrap_or_default();
+        let key = match alg {
+            Algorithm::RS256 => EncodingKey::from_rsa_pem(&pem),
+            _ => EncodingKey::from_ec_pem(&pem),
+        };
+        let mut jwk = key
+            .and_then(|k| jsonwebtoken::jwk::Jwk::from_encoding_key(&k, alg))
+            .ok();
+        if let Some(j) = &mut jwk {
+            j.common.key_id = Some(kid.to_owned());
+        }
+        jwk
+    }
+
     #[test]
     fn a_jwks_picks_the_key_by_kid() {
         use jsonwebtoken::jwk::{Jwk, JwkSet};
-        let jwk = |private: &str, alg: Algorithm, kid: &str| {
-            let pem = std::fs::read(testdata(private)).unwrap_or_default();
-            let key = match alg {
-                Algorithm::RS256 => EncodingKey::from_rsa_pem(&pem),
-                _ => EncodingKey::from_ec_pem(&pem),
-            };
-            let mut jwk = key.and_then(|k| Jwk::from_encoding_key(&k, alg)).ok();
-            if let Some(j) = &mut jwk {
-                j.common.key_id = Some(kid.to_owned());
-            }
-            jwk
-        };
         let keys: Vec<Jwk> = [
             jwk("rs256-private.pem", Algorithm::RS256, "r1"),
             jwk("es256-private.pem", Algorithm::ES256, "e1"),
@@ -956,18 +960,6 @@ mod tests {
     #[test]
     fn a_changed_jwks_is_re_read_adding_and_removing_keys_without_a_restart() {
         use jsonwebtoken::jwk::{Jwk, JwkSet};
-        let jwk = |private: &str, alg: Algorithm, kid: &str| {
-            let pem = std::fs::read(testdata(private)).unwrap_or_default();
-            let key = match alg {
-                Algorithm::RS256 => EncodingKey::from_rsa_pem(&pem),
-                _ => EncodingKey::from_ec_pem(&pem),
-            };
-            let mut jwk = key.and_then(|k| Jwk::from_encoding_key(&k, alg)).ok();
-            if let Some(j) = &mut jwk {
-                j.common.key_id = Some(kid.to_owned());
-            }
-            jwk
-        };
         let (Some(ec), Some(rsa)) = (
             jwk("es256-private.pem", Algorithm::ES256, "e1"),
             jwk("rs256-private.pem", Algorithm::RS256, "r1"),
