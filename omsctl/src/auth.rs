@@ -8,9 +8,9 @@
 //!
 //! Which token a request carries: `--token` / `OMS_TOKEN`, else the output of `--token-command`
 //! / `OMS_TOKEN_COMMAND` (or `token-command` in the config file; run once per omsctl run), else,
-//! when the state directory holds the local stack's key, a short-lived admin token signed with
-//! it for each request, naming the person who runs omsctl. The token is never printed except by
-//! `auth token`.
+//! when the state directory holds the local stack's key, a five-minute admin token signed with
+//! it, naming the person who runs omsctl, shared by the requests until a minute before it
+//! expires. The token is never printed except by `auth token`.
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
