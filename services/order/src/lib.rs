@@ -138,8 +138,8 @@ pub async fn run(
         .customer_rate_limit
         .and_then(oms_runtime::limit::Limiter::new)
         .map(Arc::new);
-    for l in [&limiter].into_iter().flatten() {
-        // Forget clients that have been quiet long enough to be back at a full burst.
+    // Forget clients that have been quiet long enough to be back at a full burst.
+    if let Some(l) = &limiter {
         let token = runtime.shutdown().clone();
         runtime.spawn("rate limiter upkeep", Arc::clone(l).upkeep(token));
     }
@@ -461,15 +461,12 @@ async fn create_order(
             None => Client::Address(address.ip()),
         };
         if let Err(wait) = limiter.check(&client) {
-            return Err(oms_runtime::limit::too_many(
-                "orders from this client",
-                wait,
-            ));
+            return Err(oms_runtime::http::too_many("orders from this client", wait));
         }
     }
     if let (Some(limiter), Some(customer)) = (&state.customer_limiter, caller.customer()) {
         if let Err(wait) = limiter.check(&customer.to_owned()) {
-            return Err(oms_runtime::limit::too_many(
+            return Err(oms_runtime::http::too_many(
                 "orders from this customer",
                 wait,
             ));
@@ -908,7 +905,7 @@ mod tests {
 
     #[test]
     fn retry_after_is_whole_seconds_rounded_up() {
-        let too_many = oms_runtime::limit::too_many;
+        let too_many = oms_runtime::http::too_many;
         let e = too_many("orders", Duration::from_millis(1200));
         assert_eq!((e.problem.status, e.retry_after), (429, Some(2)));
         assert_eq!(too_many("orders", Duration::ZERO).retry_after, Some(1));

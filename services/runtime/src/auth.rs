@@ -597,7 +597,7 @@ pub async fn authenticate(State(gate): State<Arc<Gate>>, mut req: Request, next:
                 .map(|c| c.0.ip());
             if let (Some(limiter), Some(address)) = (&gate.refusals, address) {
                 if let Err(wait) = limiter.check(&address) {
-                    return crate::limit::too_many(
+                    return crate::http::too_many(
                         "requests without a valid token from this address",
                         wait,
                     )

@@ -641,6 +641,18 @@ async fn openapi_json(State(state): State<OpsState>) -> Response {
         .into_response()
 }
 
+/// The 429 of a request over a limit: `what` is too many, retry after `wait` (whole seconds,
+/// at least one, in `Retry-After` too).
+pub fn too_many(what: &str, wait: Duration) -> ApiError {
+    let secs = (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1);
+    let mut e = ApiError::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        format!("Too many {what}; retry in {secs}s"),
+    );
+    e.retry_after = Some(u32::try_from(secs).unwrap_or(u32::MAX));
+    e
+}
+
 /// `a`, `a or b`, `a, b or c`.
 fn one_of(words: &[String]) -> String {
     match words.split_last() {
@@ -653,6 +665,13 @@ fn one_of(words: &[String]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_request_over_a_limit_is_told_when_to_come_back() {
+        let e = too_many("orders from this customer", Duration::from_millis(1));
+        assert_eq!(e.retry_after, Some(1));
+        assert_eq!(e.problem.status, 429);
+    }
     use axum::extract::FromRequest;
 
     #[derive(Debug, serde::Deserialize, PartialEq)]

@@ -1,15 +1,13 @@
 //! Rate limits per client (a token's subject, an address): how they are written in settings
-//! (`N/s`, `N/s:B`, `off`), the keyed limiter behind them, and the 429 a request over one gets.
+//! (`N/s`, `N/s:B`, `off`) and the keyed limiter behind them. The 429 a request over one gets is
+//! `http::too_many`.
 
 use std::hash::Hash;
 use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::http::StatusCode;
 use tokio_util::sync::CancellationToken;
-
-use crate::http::ApiError;
 
 /// A sustained rate and the burst allowed above it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -87,18 +85,6 @@ impl<K: Hash + Eq + Clone + Send + Sync + 'static> Limiter<K> {
     }
 }
 
-/// The 429 of a request over a limit: `what` is too many, retry after `wait` (whole seconds,
-/// at least one, in `Retry-After` too).
-pub fn too_many(what: &str, wait: Duration) -> ApiError {
-    let secs = (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1);
-    let mut e = ApiError::new(
-        StatusCode::TOO_MANY_REQUESTS,
-        format!("Too many {what}; retry in {secs}s"),
-    );
-    e.retry_after = Some(u32::try_from(secs).unwrap_or(u32::MAX));
-    e
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -134,8 +120,5 @@ mod tests {
             "{wait:?}"
         );
         assert!(l.check(&"bob").is_ok());
-        let e = too_many("orders from this customer", Duration::from_millis(1));
-        assert_eq!(e.retry_after, Some(1));
-        assert_eq!(e.problem.status, 429);
     }
 }
