@@ -42,6 +42,8 @@ export OMS_SCHEMATHESIS
 OMS_KUBE_VALIDATE="$(oms_kube_validate_python)" || oms_die "kubernetes-validate is missing (scripts/deps.sh --test installs it)"
 export OMS_KUBE_VALIDATE
 
+# Failures print their message, not pages of backtrace (OMS_TEST_BACKTRACE=1 brings them back).
+export RUST_BACKTRACE="${OMS_TEST_BACKTRACE:-0}" RUST_LIB_BACKTRACE="${OMS_TEST_BACKTRACE:-0}"
 oms_log "cargo test (PostgreSQL 127.0.0.1:$OMS_PG_PORT, broker $OMS_TEST_BROKERS)"
 log="$OMS_STATE_DIR/cargo-test.log"
 status=0
@@ -49,6 +51,15 @@ cargo test --workspace --no-fail-fast 2>&1 | tee "$log" || status=$?
 trap - EXIT
 "$ROOT/scripts/stack.sh" down
 oms_log "test run took $((SECONDS - started))s"
+# Each failure in short (its first 40 lines, each cut at 300 characters) where a reader of the
+# run's tail sees it, whatever else the run printed before.
+awk '/^---- .* stdout ----$/ { on = 1; n = 0; print; next }
+     on && (/^failures:$/ || /^---- /) { on = 0 }
+     on && n < 40 { print substr($0, 1, 300); n++ }' "$log" >"$OMS_STATE_DIR/failures.txt" || true
+if [[ -s "$OMS_STATE_DIR/failures.txt" ]]; then
+  echo "failures, in short:"
+  cat "$OMS_STATE_DIR/failures.txt"
+fi
 # The closing line: totals over every test binary.
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
      END { printf "tests: %d passed, %d failed\n", p, f }' "$log"

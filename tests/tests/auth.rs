@@ -261,28 +261,56 @@ async fn customers_see_and_place_only_their_own_orders() -> anyhow::Result<()> {
     .await?;
     assert_eq!(customers_of(&of_bob.body), ["bob"]);
 
-    // Notifications: Alice's are hers, Bob sees none of them, the operator sees all.
+    // Notifications: Alice's are hers, Bob sees none of them, the operator sees all. An order
+    // that is CONFIRMED goes on to be shipped and delivered meanwhile, each with its own
+    // notification: the confirmations are counted, and every notification a customer sees must
+    // be their own.
     stack.finished(&alices, Duration::from_secs(60)).await?;
     stack.finished(&bobs, Duration::from_secs(60)).await?;
     let notifications = format!("{}/notifications", stack.url(Service::Notification)?);
-    let count_for = |token: String| {
+    let seen_by = |token: String| {
         let http = http.clone();
         let url = notifications.clone();
         async move {
-            let a = send(http.get(&url).bearer_auth(token)).await?;
-            Ok::<_, anyhow::Error>(customers_of(&a.body))
+            let page = send(http.get(&url).bearer_auth(token)).await?.body;
+            let kinds: Vec<(String, String)> = page["items"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|n| {
+                    let field = |k: &str| n[k].as_str().unwrap_or_default().to_owned();
+                    (field("customerId"), field("kind"))
+                })
+                .collect();
+            Ok::<_, anyhow::Error>(kinds)
         }
+    };
+    let confirmed = |seen: &[(String, String)]| -> Vec<String> {
+        let mut customers: Vec<String> = seen
+            .iter()
+            .filter(|(_, kind)| kind == "ORDER_CONFIRMED")
+            .map(|(customer, _)| customer.clone())
+            .collect();
+        customers.sort();
+        customers
     };
     // The whole saga of three orders, on a box that runs this binary's five stacks at once:
     // the same 90 s the other tests give an order to finish.
     eventually(
         Duration::from_secs(90),
-        "every order's notification",
-        || async { Ok((count_for(ops.clone()).await?.len() == 3).then_some(())) },
+        "every order's confirmation notification",
+        || async { Ok((confirmed(&seen_by(ops.clone()).await?).len() == 3).then_some(())) },
     )
     .await?;
-    assert_eq!(count_for(alice.clone()).await?, ["alice", "alice"]);
-    assert_eq!(count_for(bob.clone()).await?, ["bob"]);
+    let alices_own = seen_by(alice.clone()).await?;
+    assert_eq!(confirmed(&alices_own), ["alice", "alice"], "{alices_own:?}");
+    assert!(
+        alices_own.iter().all(|(c, _)| c == "alice"),
+        "{alices_own:?}"
+    );
+    let bobs_own = seen_by(bob.clone()).await?;
+    assert_eq!(confirmed(&bobs_own), ["bob"], "{bobs_own:?}");
+    assert!(bobs_own.iter().all(|(c, _)| c == "bob"), "{bobs_own:?}");
     let for_alices_order = send(
         http.get(format!("{notifications}?orderId={alices}"))
             .bearer_auth(&bob),
