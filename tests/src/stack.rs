@@ -63,6 +63,10 @@ pub struct StackOptions {
     pub ship_after: Duration,
     /// Fulfillment: from the carrier to delivery.
     pub deliver_after: Duration,
+    /// Fulfillment: the longest the carrier worker sleeps unless woken.
+    pub carrier_interval: Duration,
+    /// Every service: how long its inbox remembers a settled message.
+    pub inbox_retention: Duration,
 }
 
 impl Default for StackOptions {
@@ -84,6 +88,8 @@ impl Default for StackOptions {
             pick_after: Duration::from_millis(100),
             ship_after: Duration::from_millis(100),
             deliver_after: Duration::from_millis(100),
+            carrier_interval: Duration::from_secs(1),
+            inbox_retention: Duration::from_secs(30 * 86_400),
             brokers: None,
             kafka_security: None,
             prefix: None,
@@ -205,6 +211,7 @@ impl Stack {
             topic_prefix: self.prefix.clone(),
             outbox_wakeup: OutboxWakeup::Notify,
             outbox_retention: Duration::from_secs(3600),
+            inbox_retention: self.options.inbox_retention,
             outbox_batch_size: 500,
             outbox_max_backoff: Duration::from_secs(2),
             consumer_max_attempts: 3,
@@ -304,7 +311,7 @@ impl Stack {
                     pick_after: o.pick_after,
                     ship_after: o.ship_after,
                     deliver_after: o.deliver_after,
-                    carrier_interval: Duration::from_millis(50),
+                    carrier_interval: o.carrier_interval,
                 },
                 listener,
                 t,

@@ -613,3 +613,54 @@ async fn a_spare_member_takes_over_when_the_others_leave() -> anyhow::Result<()>
     );
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_inbox_forgets_only_what_is_older_than_its_retention() -> anyhow::Result<()> {
+    let h = Harness::new("prune").await?;
+    let (old, recent) = (cancelled(OrderId::new()), cancelled(OrderId::new()));
+    h.send(&old).await?;
+    h.send(&recent).await?;
+    let (token, handle, stats) = h.start(Ledger::default(), 3)?;
+    h.wait_ledger(2).await?;
+    token.cancel();
+    handle.await?;
+    // One settled two hours ago, one just now.
+    sqlx::query(
+        "UPDATE processed_messages SET processed_at = clock_timestamp() - interval '2 hours' \
+         WHERE message_id = $1",
+    )
+    .bind(old.event_id)
+    .execute(&h.pool)
+    .await?;
+    let remembered = || async {
+        let ids: Vec<Uuid> =
+            sqlx::query_scalar("SELECT message_id FROM processed_messages ORDER BY processed_at")
+                .fetch_all(&h.pool)
+                .await?;
+        Ok::<_, anyhow::Error>(ids)
+    };
+    assert_eq!(remembered().await?, [old.event_id, recent.event_id]);
+
+    let hour = Duration::from_secs(3600);
+    assert_eq!(oms_runtime::inbox::prune(&h.pool, hour, 10).await?, 1);
+    assert_eq!(remembered().await?, [recent.event_id]);
+    assert_eq!(oms_runtime::inbox::prune(&h.pool, hour, 10).await?, 0);
+
+    // The recent one delivered again is still recognised; nothing changes.
+    h.send(&recent).await?;
+    let sentinel = cancelled(OrderId::new());
+    h.send(&sentinel).await?;
+    let (token, handle, again) = h.start(Ledger::default(), 3)?;
+    h.wait_ledger(3).await?;
+    eventually(
+        Duration::from_secs(20),
+        "the duplicate to be skipped",
+        || async { Ok((again.duplicates.load(Ordering::Relaxed) >= 1).then_some(())) },
+    )
+    .await?;
+    token.cancel();
+    handle.await?;
+    assert_eq!(h.ledger_count().await?, 3, "the duplicate changed state");
+    assert_eq!(stats.duplicates.load(Ordering::Relaxed), 0);
+    Ok(())
+}

@@ -411,3 +411,61 @@ async fn duplicate_and_reordered_carrier_facts_change_nothing() -> anyhow::Resul
     assert_eq!(shipment["status"], "CANCELLED");
     stack.shutdown().await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_carrier_wakes_for_a_new_shipment_and_for_each_step_falling_due() -> anyhow::Result<()>
+{
+    // The worker's own interval is an hour: only the wake-up on a committed request and the
+    // sleep until the next known step can move the shipment along in time.
+    let stack = Stack::start(StackOptions {
+        carrier_interval: Duration::from_secs(3600),
+        pick_after: Duration::ZERO,
+        ship_after: Duration::from_millis(300),
+        deliver_after: Duration::from_millis(300),
+        ..StackOptions::default()
+    })
+    .await?;
+    for _ in 0..2 {
+        let id = stack.place(order("carol", 1, "DE")).await?;
+        let done = stack.settled(&id, SETTLE).await?;
+        assert_eq!(done["status"], "DELIVERED", "{done}");
+        let shipment = stack
+            .get(Service::Fulfillment, &format!("/shipments/{id}"))
+            .await?;
+        assert_eq!(shipment["status"], "DELIVERED", "{shipment}");
+    }
+    stack.shutdown().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_service_prunes_its_inbox_past_the_retention() -> anyhow::Result<()> {
+    let stack = Stack::start(StackOptions {
+        inbox_retention: Duration::from_secs(1),
+        ..StackOptions::default()
+    })
+    .await?;
+    let id = stack.place(order("dave", 1, "DE")).await?;
+    let done = stack.settled(&id, SETTLE).await?;
+    assert_eq!(done["status"], "DELIVERED", "{done}");
+    for service in Service::all() {
+        let pool = stack.pool(service).await?;
+        let count = || async {
+            let n: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM processed_messages \
+                 WHERE processed_at < clock_timestamp() - interval '5 seconds'",
+            )
+            .fetch_one(&pool)
+            .await?;
+            Ok::<_, anyhow::Error>(n)
+        };
+        // The order's messages were settled seconds ago: none is kept much past the second of
+        // retention (the pruner looks every second).
+        eventually(
+            Duration::from_secs(30),
+            &format!("the inbox of {service:?} to be pruned"),
+            || async { Ok((count().await? == 0).then_some(())) },
+        )
+        .await?;
+    }
+    stack.shutdown().await
+}

@@ -32,6 +32,7 @@ fn config(db: DatabaseUrl, brokers: &str) -> RuntimeConfig {
         topic_prefix: String::new(),
         outbox_wakeup: OutboxWakeup::Notify,
         outbox_retention: Duration::from_secs(60),
+        inbox_retention: Duration::from_secs(3600),
         outbox_batch_size: 100,
         outbox_max_backoff: Duration::from_secs(2),
         consumer_max_attempts: 3,

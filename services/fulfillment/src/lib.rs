@@ -15,6 +15,7 @@
 
 pub mod carrier;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::State;
@@ -41,6 +42,7 @@ use oms_runtime::{outbox, Handler, HandlerContext, HandlerError, Runtime};
 use serde::Deserialize;
 use sqlx::{PgConnection, PgPool, Row};
 use tokio::net::TcpListener;
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 use utoipa::OpenApi as _;
@@ -76,8 +78,10 @@ pub struct Config {
     #[arg(long, env = "OMS_FULFILLMENT_DELIVER_AFTER", default_value = "600ms", value_parser = parse_duration)]
     pub deliver_after: Duration,
 
-    /// How often the carrier worker looks for shipments due for their next step.
-    #[arg(long, env = "OMS_FULFILLMENT_CARRIER_INTERVAL", default_value = "100ms", value_parser = parse_duration)]
+    /// The longest the carrier worker sleeps between looks for due shipments. It wakes earlier
+    /// when this replica records a shipment request or the next step it knows of falls due; the
+    /// interval bounds the wait for steps written by another replica.
+    #[arg(long, env = "OMS_FULFILLMENT_CARRIER_INTERVAL", default_value = "1s", value_parser = parse_duration)]
     pub carrier_interval: Duration,
 }
 
@@ -119,6 +123,7 @@ pub async fn run(
     )
     .await?;
     let carrier = Simulated::default();
+    let wake = Arc::new(Notify::new());
     let schedule = Schedule {
         pick_after: config.pick_after,
         ship_after: config.ship_after,
@@ -130,6 +135,7 @@ pub async fn run(
             carrier: carrier.clone(),
             schedule,
             outcomes: outcomes.clone(),
+            wake: wake.clone(),
         },
     )?;
     let worker = CarrierWorker {
@@ -138,10 +144,12 @@ pub async fn run(
         carrier: carrier.clone(),
         schedule,
         outcomes,
+        wake,
     };
     let (token, interval) = (runtime.shutdown().clone(), config.carrier_interval);
     runtime.spawn("carrier", async move {
-        oms_runtime::service::every("carrier", interval, token, || worker.tick()).await
+        worker.run(interval, token).await;
+        Ok::<(), String>(())
     });
     let api = router(AppState {
         pool: runtime.pool().clone(),
@@ -260,6 +268,8 @@ struct FulfillmentHandler {
     carrier: Simulated,
     schedule: Schedule,
     outcomes: Family<OutcomeLabel, Counter>,
+    /// Wakes this replica's carrier worker once a new shipment is committed.
+    wake: Arc<Notify>,
 }
 
 impl Handler for FulfillmentHandler {
@@ -305,6 +315,8 @@ impl Handler for FulfillmentHandler {
                     .bind(traceparent)
                     .execute(ctx.tx())
                     .await?;
+                    let wake = self.wake.clone();
+                    ctx.after_commit(move || wake.notify_one());
                 }
             },
             Message::FulfillmentCancel(cmd) => {
@@ -375,6 +387,8 @@ struct CarrierWorker {
     carrier: Simulated,
     schedule: Schedule,
     outcomes: Family<OutcomeLabel, Counter>,
+    /// Rung by the handler when a shipment is committed.
+    wake: Arc<Notify>,
 }
 
 /// Shipments moved per transaction.
@@ -404,9 +418,85 @@ enum Moved {
     Retry(String),
 }
 
+/// When the carrier worker looks again, after a tick.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Next {
+    /// A full batch: more may be due now.
+    Now,
+    /// The next step it knows of falls due after this long.
+    After(Duration),
+    /// No shipment has a next step.
+    Idle,
+}
+
+impl Next {
+    /// How long to sleep (unless woken), at most `ceiling`.
+    fn pause(self, ceiling: Duration) -> Duration {
+        match self {
+            Next::Now => Duration::ZERO,
+            Next::After(d) => d.min(ceiling),
+            Next::Idle => ceiling,
+        }
+    }
+}
+
 impl CarrierWorker {
-    /// One transaction over the due shipments; `Ok(true)` when a full batch suggests more.
-    async fn tick(&self) -> Result<bool, sqlx::Error> {
+    /// Moves due shipments until `shutdown`: after each tick it sleeps until the next step falls
+    /// due, a new shipment is committed here, or `ceiling` passes, whichever comes first.
+    async fn run(self, ceiling: Duration, shutdown: CancellationToken) {
+        let mut failing = false;
+        loop {
+            let pause = match self.tick().await {
+                Ok(next) => {
+                    if failing {
+                        tracing::info!(task = "carrier", "recovered");
+                        failing = false;
+                    }
+                    next.pause(ceiling)
+                }
+                Err(e) => {
+                    if !failing {
+                        tracing::warn!(task = "carrier", error = %e, "failed; retrying");
+                        failing = true;
+                    }
+                    ceiling.max(Duration::from_secs(1))
+                }
+            };
+            if pause.is_zero() {
+                if shutdown.is_cancelled() {
+                    return;
+                }
+                continue;
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(pause) => {}
+                _ = self.wake.notified() => {}
+            }
+        }
+    }
+
+    /// One transaction over the due shipments; then when the next one falls due.
+    async fn tick(&self) -> Result<Next, sqlx::Error> {
+        let moved = self.step_due().await?;
+        if moved == CARRIER_BATCH {
+            return Ok(Next::Now);
+        }
+        let due_in: Option<f64> = sqlx::query_scalar(
+            "SELECT extract(epoch FROM min(next_at) - clock_timestamp())::float8 \
+             FROM shipments WHERE next_at IS NOT NULL",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(match due_in {
+            None => Next::Idle,
+            Some(s) if s <= 0.0 => Next::Now,
+            Some(s) => Next::After(Duration::try_from_secs_f64(s).unwrap_or(Duration::MAX)),
+        })
+    }
+
+    /// Moves the due shipments in one transaction; returns how many it looked at.
+    async fn step_due(&self) -> Result<i64, sqlx::Error> {
         let mut tx = self.pool.begin().await?;
         let rows = sqlx::query(&format!(
             "SELECT {SHIPMENT_FIELDS} FROM shipments WHERE next_at <= now() \
@@ -416,7 +506,7 @@ impl CarrierWorker {
         .fetch_all(&mut *tx)
         .await?;
         if rows.is_empty() {
-            return Ok(false);
+            return Ok(0);
         }
         let mut counted = Vec::new();
         for row in &rows {
@@ -441,7 +531,7 @@ impl CarrierWorker {
                 })
                 .inc();
         }
-        Ok(rows.len() as i64 == CARRIER_BATCH)
+        Ok(rows.len() as i64)
     }
 
     /// Decides and records one shipment's next step.
@@ -737,5 +827,15 @@ mod tests {
         assert_eq!(backoff(4), Duration::from_millis(1600));
         assert_eq!(backoff(10), MAX_BACKOFF);
         assert_eq!(backoff(i32::MAX), MAX_BACKOFF);
+    }
+
+    #[test]
+    fn the_carrier_sleeps_until_the_next_step_at_most_its_ceiling() {
+        let ceiling = Duration::from_secs(1);
+        assert_eq!(Next::Now.pause(ceiling), Duration::ZERO);
+        let soon = Duration::from_millis(30);
+        assert_eq!(Next::After(soon).pause(ceiling), soon);
+        assert_eq!(Next::After(Duration::MAX).pause(ceiling), ceiling);
+        assert_eq!(Next::Idle.pause(ceiling), ceiling);
     }
 }

@@ -54,6 +54,12 @@ pub struct RuntimeConfig {
     #[arg(long, env = "OMS_OUTBOX_RETENTION", default_value = "1h", value_parser = parse_duration)]
     pub outbox_retention: Duration,
 
+    /// How long the inbox (`processed_messages`) remembers a settled message: a redelivery or a
+    /// dead-letter replay of it within this window is recognised and skipped. Default: the
+    /// dead-letter topics' retention (30 days), the oldest a message can come back.
+    #[arg(long, env = "OMS_INBOX_RETENTION", default_value = "30d", value_parser = parse_duration)]
+    pub inbox_retention: Duration,
+
     /// Rows the relay publishes per batch.
     #[arg(long, env = "OMS_OUTBOX_BATCH_SIZE", default_value_t = 500)]
     pub outbox_batch_size: u32,

@@ -23,6 +23,7 @@ pub mod consumer;
 pub mod db;
 pub mod dispatch;
 pub mod http;
+pub mod inbox;
 pub mod kafka;
 pub mod knobs;
 pub mod limit;

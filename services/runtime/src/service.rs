@@ -255,6 +255,15 @@ impl Runtime {
         self.spawn("outbox relay", async move {
             relay.run(token).await.map_err(|e| e.to_string())
         });
+        let (pool, retention, token) = (
+            self.pool.clone(),
+            self.config.inbox_retention,
+            self.shutdown.clone(),
+        );
+        self.spawn("inbox pruning", async move {
+            crate::inbox::run_pruner(pool, retention, token).await;
+            Ok(())
+        });
 
         let doc = crate::http::openapi_document(&self.name, doc);
         let rendered = doc.to_pretty_json().map_err(|e| RuntimeError::Task {
