@@ -6,7 +6,7 @@
 //! after a rebalance or an offset reset (as old as the topic's retention, 7 days for event
 //! topics), or a replay from a dead-letter topic (30 days), which reaches every group of the
 //! topic. The default retention is therefore the dead-letter topics' 30 days; a shorter one
-//! trades that protection for a smaller table (docs/operations.md).
+//! trades that protection for a smaller table (docs/architecture.md).
 
 use std::time::Duration;
 
