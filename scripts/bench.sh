@@ -14,6 +14,14 @@
 #       divided by the commits per order measured at saturation. Every run is repeated N times
 #       (default 1) and the summary quotes medians. --quick: 10 s runs (a smoke of the script).
 #       JSON of every run: .oms-bench/results/; summary: .oms-bench/results/summary.md.
+#       The simulated carrier answers at once (pick, ship and deliver after 0 s), so the delivery
+#       figures (CONFIRMED -> DELIVERED) are this design's own cost.
+#   scripts/bench.sh soak [--minutes 30] [--rate 50/s] [--window 5]
+#       One release stack under a steady open-loop rate for the whole run, reported per window
+#       (an `omsctl bench` each): saga and delivery p50/p99, CPU per order, then the rows and
+#       bytes of every service's inbox and outbox, the databases' sizes and every component's
+#       memory (PSS). Inbox and outbox retention 2 minutes, so the pruning shows. Ends with
+#       `omsctl verify`. Summary: .oms-bench/results-soak/summary.md (last window against first).
 #   scripts/bench.sh auth [--repeat N] [--quick]
 #       The cost of token checks: the release process stack with auth on (ES256, the local
 #       stack's JWKS) and off (OMS_AUTH=off), alternated N times (default 3) on one bench stack;
@@ -111,10 +119,16 @@ bench_stack_env() {
 
 # --- saga: the process stack under omsctl bench ----------------------------------------------
 
+# The simulated carrier answers at once, so the delivery figures are this design's own cost.
+carrier_at_once() {
+  export OMS_FULFILLMENT_PICK_AFTER=0s OMS_FULFILLMENT_SHIP_AFTER=0s OMS_FULFILLMENT_DELIVER_AFTER=0s
+}
+
 saga_bench() {
   local repeat=1 quick=false
   bench_args "$@"
   bench_stack_env
+  carrier_at_once
   local stack="$OMS_ROOT/scripts/stack.sh" omsctl="$OMS_ROOT/target/release/omsctl"
   local results="$OMS_STATE_DIR/results" keep
   keep="$(mktemp -d)"
@@ -689,6 +703,103 @@ tracing_summary() {
 }
 
 # Medians over the repeats, as a markdown table.
+# --- soak: a long run at a steady rate, in windows ------------------------------------------
+
+# The inbox and outbox of every service database: rows and bytes, one JSON object per database.
+soak_tables() {
+  local pg db
+  pg="$(oms_pg_bin)"
+  for db in $("$pg/psql" "$OMS_DATABASE_URL" -Atqc "SELECT datname FROM pg_database WHERE datname LIKE 'oms\_%' ORDER BY 1"); do
+    "$pg/psql" "${OMS_DATABASE_URL%/postgres}/$db" -Atqc "SELECT json_build_object(
+        'database', current_database(),
+        'inboxRows', (SELECT count(*) FROM processed_messages),
+        'outboxRows', (SELECT count(*) FROM outbox),
+        'inboxBytes', pg_total_relation_size('processed_messages'),
+        'outboxBytes', pg_total_relation_size('outbox'),
+        'databaseBytes', pg_database_size(current_database()))"
+  done | jq -s .
+}
+
+# The proportional set size (kB) of every component the stack records; PostgreSQL's includes its
+# backends.
+soak_memory() {
+  "$OMS_ROOT/target/release/omsctl" stack status -o json | jq -r '.components[] | select(.pid != null) | "\(.component) \(.pid)"' |
+    while read -r name pid; do
+      local pids="$pid" kb=0 p
+      if [[ "$name" == postgres ]]; then pids="$pid $(pgrep -P "$pid" | tr '\n' ' ')"; fi
+      for p in $pids; do
+        kb=$((kb + $(awk '/^Pss:/ {print $2}' "/proc/$p/smaps_rollup" 2>/dev/null || echo 0)))
+      done
+      jq -nc --arg c "$name" --argjson kb "$kb" '{component: $c, pssKb: $kb}'
+    done | jq -s .
+}
+
+# 30 minutes at 50 orders/s (release), in 5-minute windows, each a full `omsctl bench` report
+# followed by the tables' and the processes' sizes. The retentions are shorter than the run
+# (2 minutes), so the run shows the pruning hold the tables at rate x retention.
+#   soak_bench [--minutes 30] [--rate 50/s] [--window 5]
+soak_bench() {
+  local minutes=30 rate=50/s window=5
+  while (($#)); do
+    case "$1" in
+      --minutes) minutes="${2:?--minutes needs a number}"; shift 2 ;;
+      --rate) rate="${2:?--rate needs a rate such as 50/s}"; shift 2 ;;
+      --window) window="${2:?--window needs minutes}"; shift 2 ;;
+      *) oms_die "unexpected argument $1 (expected --minutes N, --rate R/s or --window M)" ;;
+    esac
+  done
+  [[ "$minutes" =~ ^[1-9][0-9]*$ && "$window" =~ ^[1-9][0-9]*$ ]] || oms_die "--minutes and --window must be whole numbers of minutes"
+  ((minutes >= window)) || oms_die "--minutes must be at least one --window"
+  command -v jq >/dev/null || oms_die "jq is missing; run scripts/deps.sh"
+  bench_stack_env
+  carrier_at_once
+  export OMS_INBOX_RETENTION=2m OMS_OUTBOX_RETENTION=2m
+  local stack="$OMS_ROOT/scripts/stack.sh" omsctl="$OMS_ROOT/target/release/omsctl"
+  local results="$OMS_STATE_DIR/results-soak" keep w
+  keep="$(mktemp -d)"
+  trap '"$OMS_ROOT/scripts/stack.sh" down >/dev/null 2>&1 || true' EXIT
+  "$stack" wipe >/dev/null 2>&1 || true
+  "$stack" up --no-smoke >"$keep/env"
+  eval "$(cat "$keep/env")"
+  "$omsctl" order create --item mouse-01 --wait >/dev/null 2>&1 || true
+  for w in $(seq 1 $((minutes / window))); do
+    oms_log "soak window $w of $((minutes / window)): $rate for ${window}m"
+    "$omsctl" bench --stock 1000000 --rate "$rate" --duration "${window}m" -o json >"$keep/window-$w.json" ||
+      oms_log "window $w reported a failure"
+    soak_tables >"$keep/tables-$w.json"
+    soak_memory >"$keep/memory-$w.json"
+  done
+  if "$omsctl" verify >"$keep/verify-soak.txt" 2>&1; then
+    echo "omsctl verify after the soak: passed" >"$keep/verify.txt"
+  else
+    echo "omsctl verify after the soak: FAILED ($(tail -n1 "$keep/verify-soak.txt"))" >"$keep/verify.txt"
+  fi
+  keep_results "$keep" "$results" "$keep"/*
+  soak_summary "$results" | tee "$results/summary.md"
+}
+
+soak_summary() {
+  local dir="$1" w
+  echo "| window | finished/s | saga p50 ms | saga p99 ms | delivery p50 ms | delivery p99 ms | CPU ms/order | unfinished | inbox rows | outbox rows | inbox+outbox MB | databases MB | memory MB (PSS) |"
+  echo "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
+  for w in $(ls "$dir"/window-*.json 2>/dev/null | sed 's/.*window-\([0-9]*\)\.json/\1/' | sort -n); do
+    jq -rn --arg w "$w" \
+      --slurpfile b "$dir/window-$w.json" --slurpfile t "$dir/tables-$w.json" --slurpfile m "$dir/memory-$w.json" '
+      def r1: if . == null then "-" else (. * 10 | round / 10 | tostring) end;
+      def r0: if . == null then "-" else (round | tostring) end;
+      ($b[0]) as $b | ($t[0]) as $t | ($m[0]) as $m
+      | "| \($w) | \($b.finishedRate | r1) | \($b.sagaMs.p50 | r0) | \($b.sagaMs.p99 | r0) | \($b.deliveredMs.p50 | r0) | \($b.deliveredMs.p99 | r0) | \($b.cpuMsPerOrder | r1) | \($b.unfinished + $b.undelivered) | \([$t[].inboxRows] | add) | \([$t[].outboxRows] | add) | \(([$t[] | .inboxBytes + .outboxBytes] | add) / 1048576 | r1) | \(([$t[].databaseBytes] | add) / 1048576 | r1) | \(([$m[].pssKb] | add) / 1024 | r0) |"'
+  done
+  local first last
+  first="$(ls "$dir"/window-*.json | sort -V | head -n1)"
+  last="$(ls "$dir"/window-*.json | sort -V | tail -n1)"
+  jq -rn --slurpfile a "$first" --slurpfile b "$last" '
+    def pct: if . == null then "-" else ((. - 1) * 100 | round | tostring) + " %" end;
+    "",
+    "last window against the first: saga p99 \(if $a[0].sagaMs.p99 > 0 then ($b[0].sagaMs.p99 / $a[0].sagaMs.p99 | pct) else "-" end), CPU per order \(if $a[0].cpuMsPerOrder > 0 then ($b[0].cpuMsPerOrder / $a[0].cpuMsPerOrder | pct) else "-" end)"'
+  if [[ -f "$dir/verify.txt" ]]; then cat "$dir/verify.txt"; fi
+}
+
 saga_summary() {
   local dir="$1" tps
   tps="$(awk '/^tps = / {print $3; exit}' "$dir/pgbench.txt")"
@@ -702,15 +813,16 @@ saga_summary() {
       def row($design; $load; $name):
         runs($design; $load) as $r
         | if ($r | length) == 0 then empty else
-          "| \($design) | \($name) | \([$r[].finishedRate] | median | r1) | \([$r[].sagaMs.p50 // empty] | median | r0) | \([$r[].sagaMs.p99 // empty] | median | r0) | \([$r[].acceptMs.p50 // empty] | median | r1) | \([$r[].cpuMsPerOrder // empty] | median | r1) | \([$r[].cpuTotalCores // empty] | median | (. // null) | if . == null then "-" else (. * 100 | round | tostring) + " %" end) | \([$r[].commitsPerOrder // empty] | median | r1) | \([$r[].unfinished] | add) |"
+          "| \($design) | \($name) | \([$r[].finishedRate] | median | r1) | \([$r[].sagaMs.p50 // empty] | median | r0) | \([$r[].sagaMs.p99 // empty] | median | r0) | \([$r[].deliveredMs.p50 // empty] | median | r0) | \([$r[].deliveredMs.p99 // empty] | median | r0) | \([$r[].acceptMs.p50 // empty] | median | r1) | \([$r[].cpuMsPerOrder // empty] | median | r1) | \([$r[].cpuTotalCores // empty] | median | (. // null) | if . == null then "-" else (. * 100 | round | tostring) + " %" end) | \([$r[].commitsPerOrder // empty] | median | r1) | \([$r[] | .unfinished + (.undelivered // 0)] | add) |"
           end;
       def idle($design):
         [$all[] | select(.file | test("^" + $design + "-idle-[0-9]+\\.json$")) | .doc.totalCorePercent] | median;
       def sat($design): [runs($design; "saturation")[] | .finishedRate] | median;
       def p50($design): [runs($design; "rate20")[] | .sagaMs.p50 // empty] | median;
+      def d50($design): [runs($design; "rate20")[] | .deliveredMs.p50 // empty] | median;
       def cpo($design): [runs($design; "saturation")[] | .commitsPerOrder // empty] | median;
-    "| design | load | finished/s | saga p50 ms | saga p99 ms | accept p50 ms | CPU ms/order | CPU (cores) | commits/order | unfinished |",
-    "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    "| design | load | finished/s | saga p50 ms | saga p99 ms | delivery p50 ms | delivery p99 ms | accept p50 ms | CPU ms/order | CPU (cores) | commits/order | unfinished |",
+    "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     (["oms", "comparable"][] as $d
       | row($d; "lone"; "1 in flight"), row($d; "rate20"; "20/s"), row($d; "rate50"; "50/s"),
         row($d; "rate120"; "120/s sustained"), row($d; "saturation"; "saturation (64 in flight)")),
@@ -719,6 +831,7 @@ saga_summary() {
     "| --- | --- | --- | --- |",
     "| idle stack, % of one core | \(idle("oms") | r1) | \(idle("comparable") | r1) | \(if idle("oms") > 0 then (idle("comparable") / idle("oms") | r1) + "x" else "-" end) |",
     "| saga p50 at 20/s, ms | \(p50("oms") | r0) | \(p50("comparable") | r0) | \(if (p50("oms") // 0) > 0 then (p50("comparable") / p50("oms") | r1) + "x lower" else "-" end) |",
+    "| delivery p50 at 20/s, ms | \(d50("oms") | r0) | \(d50("comparable") | r0) | \(if (d50("oms") // 0) > 0 then (d50("comparable") / d50("oms") | r1) + "x lower" else "-" end) |",
     "| saturation, orders/s | \(sat("oms") | r1) | \(sat("comparable") | r1) | \(if (sat("comparable") // 0) > 0 then (sat("oms") / sat("comparable") | r1) + "x" else "-" end) |",
     "| pgbench -N ceiling ÷ commits/order, orders/s | \(if (cpo("oms") // 0) > 0 then ($tps / cpo("oms") | r0) else "-" end) | \(if (cpo("comparable") // 0) > 0 then ($tps / cpo("comparable") | r0) else "-" end) | |",
     "",
@@ -729,6 +842,8 @@ saga_summary() {
 
 case "${1:-}" in
   saga) shift; saga_bench "$@" ;;
+  soak) shift; soak_bench "$@" ;;
+  soak-summary) soak_summary "${2:-$OMS_ROOT/.oms-bench/results-soak}" ;;
   auth) shift; auth_bench "$@" ;;
   replicas) shift; replicas_bench "$@" ;;
   outage) shift; outage_bench "$@" ;;

@@ -73,6 +73,19 @@ pub struct BenchArgs {
     /// `fetch.wait.max.ms` of the outcome watcher (as the services' --consumer-fetch-wait).
     #[arg(long, default_value = "20ms", value_parser = ctx::duration)]
     watch_fetch_wait: Duration,
+    /// Follow each order until it is decided (`confirmed`) or through its whole life
+    /// (`delivered`: the run also waits for the deliveries, and times CONFIRMED → DELIVERED).
+    #[arg(long, value_enum, default_value_t = Until::Delivered)]
+    until: Until,
+}
+
+/// How far the bench follows an order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Until {
+    /// Until its outcome (CONFIRMED or CANCELLED).
+    Confirmed,
+    /// Until a confirmed order is DELIVERED (or cancelled after all).
+    Delivered,
 }
 
 /// Open or closed loop.
@@ -107,6 +120,10 @@ enum Note {
         at: DateTime<Utc>,
         seen: Instant,
     },
+    Delivered {
+        id: Uuid,
+        seen: Instant,
+    },
     LoadDone,
 }
 
@@ -115,6 +132,7 @@ enum Note {
 struct Early {
     created: Option<DateTime<Utc>>,
     outcome: Option<(String, DateTime<Utc>)>,
+    delivered: Option<Instant>,
 }
 
 struct Pending {
@@ -191,9 +209,17 @@ pub struct Report {
     unfinished: u64,
     refused: BTreeMap<String, u64>,
     skipped: u64,
+    /// Confirmed orders seen DELIVERED (followed with `--until delivered`).
+    delivered: u64,
+    /// Confirmed orders cancelled afterwards (a carrier refusal), by reason.
+    cancelled_after_confirmation: BTreeMap<String, u64>,
+    /// Confirmed orders neither delivered nor cancelled by the end (`--until delivered`).
+    undelivered: u64,
     accept_ms: Option<Latency>,
     saga_ms: Option<Latency>,
     decided_ms: Option<Latency>,
+    /// CONFIRMED seen → DELIVERED seen.
+    delivered_ms: Option<Latency>,
     saga_histogram: Vec<(f64, u64)>,
     cpu: Vec<CpuFigure>,
     cpu_total_cores: Option<f64>,
@@ -205,6 +231,11 @@ struct Tally {
     accept: Histogram<u64>,
     saga: Histogram<u64>,
     decided: Histogram<u64>,
+    delivery: Histogram<u64>,
+    delivered: u64,
+    cancelled_after_confirmation: BTreeMap<String, u64>,
+    /// Measured orders confirmed and not yet delivered: when their confirmation was seen.
+    confirmed_at: HashMap<Uuid, Instant>,
     accepted: u64,
     finished: u64,
     confirmed: u64,
@@ -225,6 +256,10 @@ impl Tally {
             accept: histogram(),
             saga: histogram(),
             decided: histogram(),
+            delivery: histogram(),
+            delivered: 0,
+            cancelled_after_confirmation: BTreeMap::new(),
+            confirmed_at: HashMap::new(),
             accepted: 0,
             finished: 0,
             confirmed: 0,
@@ -276,7 +311,10 @@ impl Tally {
             }
             match outcome.strip_prefix("CANCELLED ") {
                 Some(reason) => *self.cancelled.entry(reason.to_owned()).or_default() += 1,
-                None => self.confirmed += 1,
+                None => {
+                    self.confirmed += 1;
+                    self.confirmed_at.insert(id, seen);
+                }
             }
         }
         self.created_at.remove(&id);
@@ -313,7 +351,12 @@ impl Tally {
                         match early.outcome {
                             // The outcome beat the HTTP reply: the saga took no measurable time
                             // after the reply, so it counts as seen at the reply.
-                            Some((o, at)) => self.finish(id, pending, &o, at, answered),
+                            Some((o, at)) => {
+                                self.finish(id, pending, &o, at, answered);
+                                if let Some(seen) = early.delivered {
+                                    self.deliver(id, seen.max(answered));
+                                }
+                            }
                             None => {
                                 self.pending.insert(id, pending);
                             }
@@ -344,9 +387,42 @@ impl Tally {
                 seen,
             } => match self.pending.remove(&id) {
                 Some(p) => self.finish(id, p, &outcome, at, seen),
-                None => self.early_entry(id, now).outcome = Some((outcome, at)),
+                None => match (
+                    self.confirmed_at.contains_key(&id),
+                    outcome.strip_prefix("CANCELLED "),
+                ) {
+                    // Confirmed, then cancelled after all (the carrier refused it).
+                    (true, Some(reason)) => {
+                        self.confirmed_at.remove(&id);
+                        *self
+                            .cancelled_after_confirmation
+                            .entry(reason.to_owned())
+                            .or_default() += 1;
+                    }
+                    // A redelivered confirmation changes nothing.
+                    (true, None) => {}
+                    (false, _) => self.early_entry(id, now).outcome = Some((outcome, at)),
+                },
             },
+            Note::Delivered { id, seen } => {
+                if self.confirmed_at.contains_key(&id) {
+                    self.deliver(id, seen);
+                } else if !self.pending.contains_key(&id) {
+                    self.early_entry(id, now).delivered = Some(seen);
+                }
+            }
             Note::LoadDone => {}
+        }
+    }
+
+    /// A measured, confirmed order was seen DELIVERED at `seen`.
+    fn deliver(&mut self, id: Uuid, seen: Instant) {
+        if let Some(confirmed) = self.confirmed_at.remove(&id) {
+            self.delivered += 1;
+            record(
+                &mut self.delivery,
+                seen.saturating_duration_since(confirmed),
+            );
         }
     }
 }
@@ -443,6 +519,10 @@ fn watch(
                         .unwrap_or_else(|| "UNKNOWN".into())
                 ),
                 at: envelope.occurred_at,
+                seen,
+            },
+            Message::OrderDelivered(d) => Note::Delivered {
+                id: d.order_id.0,
                 seen,
             },
             _ => continue,
@@ -679,7 +759,9 @@ pub async fn run(ctx: &Ctx, args: BenchArgs) -> Result<(), Failure> {
                 ));
             }
         }
-        if load_done && (tally.pending.is_empty() || give_up.is_some_and(|g| Instant::now() >= g)) {
+        let followed = tally.pending.is_empty()
+            && (args.until == Until::Confirmed || tally.confirmed_at.is_empty());
+        if load_done && (followed || give_up.is_some_and(|g| Instant::now() >= g)) {
             break;
         }
     }
@@ -690,6 +772,10 @@ pub async fn run(ctx: &Ctx, args: BenchArgs) -> Result<(), Failure> {
     let cpu_end = cpu_end.unwrap_or_else(|| cpu::Snapshot::take(&ctx.state_dir));
 
     let unfinished = tally.pending.values().filter(|p| p.measured).count() as u64;
+    let undelivered = match args.until {
+        Until::Delivered => tally.confirmed_at.len() as u64,
+        Until::Confirmed => 0,
+    };
     let window = args.duration.as_secs_f64();
     let per_order = |s: f64| (tally.accepted > 0).then(|| s * 1000.0 / tally.accepted as f64);
     let cpu: Vec<CpuFigure> = match &cpu_start {
@@ -729,11 +815,15 @@ pub async fn run(ctx: &Ctx, args: BenchArgs) -> Result<(), Failure> {
         confirmed: tally.confirmed,
         cancelled: tally.cancelled.clone(),
         unfinished,
+        delivered: tally.delivered,
+        cancelled_after_confirmation: tally.cancelled_after_confirmation.clone(),
+        undelivered,
         refused: tally.refused.clone(),
         skipped: tally.skipped,
         accept_ms: latency(&tally.accept),
         saga_ms: latency(&tally.saga),
         decided_ms: latency(&tally.decided),
+        delivered_ms: latency(&tally.delivery),
         saga_histogram,
         cpu_total_cores: (!cpu.is_empty()).then_some(cpu_total / window),
         cpu_ms_per_order: if cpu.is_empty() {
@@ -746,9 +836,10 @@ pub async fn run(ctx: &Ctx, args: BenchArgs) -> Result<(), Failure> {
     let doc = serde_json::to_value(&report).context("encoding the report")?;
     ctx.print(&doc, || render(&report))?;
     let refused: u64 = report.refused.values().sum();
-    if unfinished > 0 || refused > 0 {
+    if unfinished > 0 || refused > 0 || undelivered > 0 {
         return Err(Failure::verdict(format!(
-            "{unfinished} accepted order(s) without an outcome after {}, {refused} refused",
+            "{unfinished} accepted order(s) without an outcome and {undelivered} confirmed \
+             order(s) not delivered after {}, {refused} refused",
             humantime::format_duration(args.timeout)
         )));
     }
@@ -897,6 +988,16 @@ fn render(r: &Report) -> String {
         summary.add_row([format!("cancelled {reason}"), n.to_string()]);
     }
     summary.add_row(["unfinished".to_owned(), r.unfinished.to_string()]);
+    if r.delivered > 0 || r.undelivered > 0 {
+        summary.add_row(["delivered".to_owned(), r.delivered.to_string()]);
+        for (reason, n) in &r.cancelled_after_confirmation {
+            summary.add_row([
+                format!("cancelled after confirmation {reason}"),
+                n.to_string(),
+            ]);
+        }
+        summary.add_row(["undelivered".to_owned(), r.undelivered.to_string()]);
+    }
     for (reason, n) in &r.refused {
         summary.add_row([format!("refused: {reason}"), n.to_string()]);
     }
@@ -914,6 +1015,7 @@ fn render(r: &Report) -> String {
         ("accept (POST /orders)", &r.accept_ms),
         ("saga (accepted → outcome seen)", &r.saga_ms),
         ("decided (created → outcome event)", &r.decided_ms),
+        ("delivery (CONFIRMED → DELIVERED seen)", &r.delivered_ms),
     ] {
         let [a, b, c, d, e, f] = fmt_latency(l);
         lat.add_row([name.to_owned(), a, b, c, d, e, f]);
@@ -1006,6 +1108,46 @@ mod tests {
         assert!(t.pending.is_empty());
         let saga = latency(&t.saga).expect("two samples");
         assert!(saga.max >= 39.0 && saga.max <= 41.0, "{saga:?}");
+    }
+
+    #[test]
+    fn a_confirmed_order_is_followed_to_its_delivery_or_a_late_cancellation() {
+        let mut t = Tally::new();
+        let now = Instant::now();
+        let (a, b, warm) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
+        for (id, measured) in [(a, true), (b, true), (warm, false)] {
+            t.note(accepted(id, now, measured));
+            t.note(Note::Finished {
+                id,
+                outcome: "CONFIRMED".into(),
+                at: Utc::now(),
+                seen: now + Duration::from_millis(10),
+            });
+        }
+        assert_eq!(t.confirmed_at.len(), 2, "only measured orders are followed");
+        t.note(Note::Delivered {
+            id: a,
+            seen: now + Duration::from_millis(35),
+        });
+        t.note(Note::Delivered {
+            id: warm,
+            seen: now + Duration::from_millis(35),
+        });
+        t.note(Note::Finished {
+            id: b,
+            outcome: "CANCELLED FULFILLMENT_FAILED".into(),
+            at: Utc::now(),
+            seen: now + Duration::from_millis(50),
+        });
+        assert_eq!(t.delivered, 1);
+        assert!(t.confirmed_at.is_empty(), "{:?}", t.confirmed_at);
+        assert_eq!(
+            t.cancelled_after_confirmation.get("FULFILLMENT_FAILED"),
+            Some(&1)
+        );
+        let delivery = latency(&t.delivery).expect("one delivery timed");
+        assert!((delivery.p50 - 25.0).abs() < 0.1, "{delivery:?}");
+        assert_eq!(t.cancelled.get("FULFILLMENT_FAILED"), None);
     }
 
     #[test]
