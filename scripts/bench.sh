@@ -16,6 +16,13 @@
 #       JSON of every run: .oms-bench/results/; summary: .oms-bench/results/summary.md.
 #       The simulated carrier answers at once (pick, ship and deliver after 0 s), so the delivery
 #       figures (CONFIRMED -> DELIVERED) are this design's own cost.
+#   scripts/bench.sh profile [--seconds 30]
+#       Where an order's CPU goes: the release stack at 20/s, 50/s and saturation (64 in flight),
+#       each under `perf record` (49 Hz, DWARF call graphs, every component) and
+#       pg_stat_statements (loaded through OMS_PG_OPTIONS): CPU per order per component,
+#       statements and commits per order per database, the heaviest statements, each
+#       component's hottest symbols and (with inferno installed) its flame graph. Figures under
+#       perf run slower than the saga bench's. Results and summary: .oms-bench/results-profile/.
 #   scripts/bench.sh soak [--minutes 30] [--rate 50/s] [--window 5]
 #       One release stack under a steady open-loop rate for the whole run, reported per window
 #       (an `omsctl bench` each): saga and delivery p50/p99, CPU per order, then the rows and
@@ -703,6 +710,128 @@ tracing_summary() {
 }
 
 # Medians over the repeats, as a markdown table.
+# --- profile: where an order's CPU goes ------------------------------------------------------
+
+# One load under perf and pg_stat_statements: CPU samples of every component (with call graphs,
+# for flame graphs), the statements and commits per order of every database.
+#   profile_bench [--seconds 30]
+profile_bench() {
+  local seconds=30
+  while (($#)); do
+    case "$1" in
+      --seconds) seconds="${2:?--seconds needs a number}"; shift 2 ;;
+      *) oms_die "unexpected argument $1 (expected --seconds N)" ;;
+    esac
+  done
+  [[ "$seconds" =~ ^[1-9][0-9]*$ ]] || oms_die "--seconds must be a whole number"
+  command -v perf >/dev/null || oms_die "perf is missing (apt-get install linux-perf)"
+  command -v jq >/dev/null || oms_die "jq is missing; run scripts/deps.sh"
+  local flame=true
+  command -v inferno-flamegraph >/dev/null || { flame=false; oms_log "no inferno-flamegraph (cargo install inferno): text profiles only"; }
+  bench_stack_env
+  carrier_at_once
+  # pg_stat_statements, and the plans of statements slower than 5 ms and lock waits over 5 ms
+  # in PostgreSQL's log.
+  export OMS_PG_OPTIONS="-c shared_preload_libraries=pg_stat_statements,auto_explain -c pg_stat_statements.track=top -c auto_explain.log_min_duration=5 -c log_lock_waits=on -c deadlock_timeout=5ms"
+  local stack="$OMS_ROOT/scripts/stack.sh" omsctl="$OMS_ROOT/target/release/omsctl"
+  local results="$OMS_STATE_DIR/results-profile" keep pg load
+  keep="$(mktemp -d)"
+  trap '"$OMS_ROOT/scripts/stack.sh" down >/dev/null 2>&1 || true' EXIT
+  "$stack" wipe >/dev/null 2>&1 || true
+  "$stack" up --no-smoke >"$keep/env"
+  eval "$(cat "$keep/env")"
+  pg="$(oms_pg_bin)"
+  local dbs
+  dbs="$("$pg/psql" "$OMS_DATABASE_URL" -Atqc "SELECT datname FROM pg_database WHERE datname LIKE 'oms\_%' ORDER BY 1")"
+  for db in postgres $dbs; do
+    "$pg/psql" "${OMS_DATABASE_URL%/postgres}/$db" -qc "CREATE EXTENSION IF NOT EXISTS pg_stat_statements" >/dev/null
+  done
+  "$omsctl" order create --item mouse-01 --wait >/dev/null 2>&1 || true
+  sleep 5
+  for load in rate20 rate50 saturation; do
+    local args=(--rate 20/s)
+    case "$load" in
+      rate50) args=(--rate 50/s) ;;
+      saturation) args=(--concurrency 64) ;;
+    esac
+    # Every component's pid, as the stack recorded it (PostgreSQL: the postmaster and backends).
+    local pids
+    pids="$("$omsctl" stack status -o json | jq -r '.components[] | select(.pid != null) | "\(.component) \(.pid)"')"
+    echo "$pids" >"$keep/pids-$load.txt"
+    local all
+    all="$(echo "$pids" | awk '{print $2}' | while read -r p; do echo "$p"; pgrep -P "$p" || true; done | paste -sd,)"
+    "$pg/psql" "$OMS_DATABASE_URL" -Atqc "SELECT pg_stat_statements_reset()" >/dev/null
+    "$pg/psql" "$OMS_DATABASE_URL" -Atqc "SELECT pg_stat_reset()" >/dev/null
+    for db in $dbs; do "$pg/psql" "${OMS_DATABASE_URL%/postgres}/$db" -Atqc "SELECT pg_stat_reset()" >/dev/null; done
+    oms_log "profile $load: perf on $(echo "$pids" | wc -l) components for ${seconds}s"
+    # The warm-up of the bench (5 s) runs before perf starts.
+    ( sleep 5; perf record -q -F 49 --call-graph dwarf,16384 -p "$all" -o "$keep/perf-$load.data" -- sleep "$seconds" >/dev/null 2>&1 ) &
+    local perf_job=$!
+    "$omsctl" bench --stock 1000000 "${args[@]}" --duration "${seconds}s" -o json >"$keep/$load.json" ||
+      oms_log "bench $load reported a failure"
+    wait "$perf_job" || oms_log "perf record failed for $load"
+    # Statements per order and the heaviest statements, over the databases of the stack.
+    local finished
+    finished="$(jq -r '.finished // 0' "$keep/$load.json")"
+    "$pg/psql" "$OMS_DATABASE_URL" -Atq -F $'\t' -c "
+      SELECT d.datname, sum(s.calls), round(sum(s.total_exec_time)::numeric, 1)
+      FROM pg_stat_statements s JOIN pg_database d ON d.oid = s.dbid
+      WHERE d.datname LIKE 'oms\_%' GROUP BY 1 ORDER BY 1" >"$keep/statements-$load.tsv"
+    "$pg/psql" "$OMS_DATABASE_URL" -Atq -F $'\t' -c "
+      SELECT datname, xact_commit FROM pg_stat_database WHERE datname LIKE 'oms\_%' ORDER BY 1" >"$keep/commits-$load.tsv"
+    "$pg/psql" "$OMS_DATABASE_URL" -Atq -F $'\t' -c "
+      SELECT d.datname, s.calls, round(s.total_exec_time::numeric, 1), round(s.mean_exec_time::numeric, 3),
+             left(regexp_replace(s.query, '\s+', ' ', 'g'), 160)
+      FROM pg_stat_statements s JOIN pg_database d ON d.oid = s.dbid
+      WHERE d.datname LIKE 'oms\_%' ORDER BY s.total_exec_time DESC LIMIT 25" >"$keep/top-statements-$load.tsv"
+    echo "$finished" >"$keep/finished-$load.txt"
+    # Per component: the hottest symbols (self time), and a flame graph.
+    local name pid
+    while read -r name pid; do
+      local these="$pid"
+      if [[ "$name" == postgres ]]; then these="$pid,$(pgrep -P "$pid" | paste -sd,)"; fi
+      perf report -q -i "$keep/perf-$load.data" --pid "$these" --no-children --no-inline --percentage relative --sort symbol --stdio 2>/dev/null |
+        grep -v '^$' | grep -v '^#' | head -n 25 >"$keep/symbols-$load-$name.txt" || true
+      if $flame && [[ "$load" == saturation ]]; then
+        perf script -i "$keep/perf-$load.data" --no-inline --pid "$these" 2>/dev/null | inferno-collapse-perf 2>/dev/null |
+          inferno-flamegraph --title "$name, $load" >"$keep/flame-$load-$name.svg" 2>/dev/null || rm -f "$keep/flame-$load-$name.svg"
+      fi
+    done <<<"$pids"
+    rm -f "$keep/perf-$load.data"
+  done
+  # What PostgreSQL logged of slow plans and lock waits.
+  grep -E "duration: |still waiting|acquired" "$OMS_STATE_DIR/postgres/postgres.log" 2>/dev/null | tail -n 200 >"$keep/postgres-slow.log" || true
+  keep_results "$keep" "$results" "$keep"/*
+  profile_summary "$results" | tee "$results/summary.md"
+}
+
+profile_summary() {
+  local dir="$1" load
+  for load in rate20 rate50 saturation; do
+    [[ -f "$dir/$load.json" ]] || continue
+    local finished
+    finished="$(cat "$dir/finished-$load.txt")"
+    echo "### $load: $(jq -r '"\(.finishedRate * 10 | round / 10) orders/s finished, saga p50 \(.sagaMs.p50 // "-") ms, delivery p50 \(.deliveredMs.p50 // "-") ms, \(.cpuMsPerOrder // 0 | . * 10 | round / 10) ms CPU per order (under perf)"' "$dir/$load.json")"
+    echo
+    echo "| component | ms CPU per order |"
+    echo "| --- | --- |"
+    jq -r '.cpu[] | "| \(.component) | \(.msPerOrder // 0 | . * 10 | round / 10) |"' "$dir/$load.json"
+    echo
+    echo "| database | statements per order | commits per order | statement ms per order |"
+    echo "| --- | --- | --- | --- |"
+    join -t $'\t' "$dir/statements-$load.tsv" "$dir/commits-$load.tsv" |
+      awk -F'\t' -v n="$finished" 'n > 0 { printf "| %s | %.1f | %.1f | %.2f |\n", $1, $2 / n, $4 / n, $3 / n; s += $2; c += $4; t += $3 }
+        END { if (n > 0) printf "| all | %.1f | %.1f | %.2f |\n", s / n, c / n, t / n }'
+    echo
+    echo "Heaviest statements:"
+    echo
+    echo "| database | calls | total ms | mean ms | statement |"
+    echo "| --- | --- | --- | --- | --- |"
+    head -n 10 "$dir/top-statements-$load.tsv" | awk -F'\t' '{ gsub(/\|/, "\\|", $5); printf "| %s | %s | %s | %s | `%s` |\n", $1, $2, $3, $4, $5 }'
+    echo
+  done
+}
+
 # --- soak: a long run at a steady rate, in windows ------------------------------------------
 
 # The inbox and outbox of every service database: rows and bytes, one JSON object per database.
@@ -843,6 +972,8 @@ saga_summary() {
 case "${1:-}" in
   saga) shift; saga_bench "$@" ;;
   soak) shift; soak_bench "$@" ;;
+  profile) shift; profile_bench "$@" ;;
+  profile-summary) profile_summary "${2:-$OMS_ROOT/.oms-bench/results-profile}" ;;
   soak-summary) soak_summary "${2:-$OMS_ROOT/.oms-bench/results-soak}" ;;
   auth) shift; auth_bench "$@" ;;
   replicas) shift; replicas_bench "$@" ;;

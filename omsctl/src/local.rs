@@ -878,14 +878,38 @@ async fn pg_start(local: &Local) -> Result<(), Failure> {
         .arg(&log)
         .args(["-w", "-t", "60", "-o"])
         .arg(format!(
-            "-p {} -k {} -c listen_addresses=127.0.0.1 -c max_connections=400",
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c max_connections=400{}",
             local.pg_port,
-            dir.join("run").display()
+            dir.join("run").display(),
+            pg_options()?
         ))
         .arg("start");
     checked(start, "starting PostgreSQL")
         .await
         .map_err(|f| Failure::verdict(format!("{}\n{}", f.error, tail(&log, 20))))
+}
+
+/// Extra server settings from `OMS_PG_OPTIONS` (e.g. `-c shared_preload_libraries=pg_stat_statements`
+/// for a profile), with a leading space; empty when unset. pg_ctl hands them to a shell, so only
+/// plain settings are taken.
+fn pg_options() -> Result<String, Failure> {
+    let Ok(options) = std::env::var("OMS_PG_OPTIONS") else {
+        return Ok(String::new());
+    };
+    check_pg_options(&options)
+        .map(|()| format!(" {}", options.trim()))
+        .map_err(Failure::usage)
+}
+
+fn check_pg_options(options: &str) -> Result<(), String> {
+    let plain = |c: char| c.is_ascii_alphanumeric() || " _-=.,:/".contains(c);
+    match options.chars().find(|c| !plain(*c)) {
+        None => Ok(()),
+        Some(c) => Err(format!(
+            "OMS_PG_OPTIONS may hold only settings such as `-c name=value` (letters, digits, \
+             spaces and _-=.,:/), not {c:?}"
+        )),
+    }
 }
 
 async fn pg_stop(local: &Local) -> Result<(), Failure> {
@@ -1322,6 +1346,22 @@ mod tests {
         }
         let unit = Unit::parse("payment-2").expect("a replica");
         assert_eq!(unit.to_string(), "payment-2");
+    }
+
+    #[test]
+    fn postgres_options_are_plain_settings_only() {
+        assert!(check_pg_options("-c shared_preload_libraries=pg_stat_statements").is_ok());
+        assert!(check_pg_options("-c work_mem=8MB -c log_min_duration_statement=5").is_ok());
+        for bad in [
+            "-c x=1; rm -rf /",
+            "$(id)",
+            "-c a='b'",
+            "`id`",
+            "a|b",
+            "a&b",
+        ] {
+            assert!(check_pg_options(bad).is_err(), "{bad} taken");
+        }
     }
 
     #[test]
