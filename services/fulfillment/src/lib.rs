@@ -391,6 +391,9 @@ struct CarrierWorker {
     wake: Arc<Notify>,
 }
 
+/// How soon the carrier worker looks again at a due shipment another replica is moving.
+const HELD_ELSEWHERE: Duration = Duration::from_millis(20);
+
 /// Shipments moved per transaction.
 const CARRIER_BATCH: i64 = 32;
 
@@ -476,27 +479,9 @@ impl CarrierWorker {
         }
     }
 
-    /// One transaction over the due shipments; then when the next one falls due.
+    /// Moves the due shipments in one transaction, which also learns when the next step falls
+    /// due.
     async fn tick(&self) -> Result<Next, sqlx::Error> {
-        let moved = self.step_due().await?;
-        if moved == CARRIER_BATCH {
-            return Ok(Next::Now);
-        }
-        let due_in: Option<f64> = sqlx::query_scalar(
-            "SELECT extract(epoch FROM min(next_at) - clock_timestamp())::float8 \
-             FROM shipments WHERE next_at IS NOT NULL",
-        )
-        .fetch_one(&self.pool)
-        .await?;
-        Ok(match due_in {
-            None => Next::Idle,
-            Some(s) if s <= 0.0 => Next::Now,
-            Some(s) => Next::After(Duration::try_from_secs_f64(s).unwrap_or(Duration::MAX)),
-        })
-    }
-
-    /// Moves the due shipments in one transaction; returns how many it looked at.
-    async fn step_due(&self) -> Result<i64, sqlx::Error> {
         let mut tx = self.pool.begin().await?;
         let rows = sqlx::query(&format!(
             "SELECT {SHIPMENT_FIELDS} FROM shipments WHERE next_at <= now() \
@@ -505,9 +490,6 @@ impl CarrierWorker {
         .bind(CARRIER_BATCH)
         .fetch_all(&mut *tx)
         .await?;
-        if rows.is_empty() {
-            return Ok(0);
-        }
         let mut counted = Vec::new();
         for row in &rows {
             let s = shipment(row)?;
@@ -523,7 +505,29 @@ impl CarrierWorker {
                 counted.push(outcome);
             }
         }
+        let next = if rows.len() as i64 == CARRIER_BATCH {
+            Next::Now
+        } else {
+            // Our own moves included; rows another replica holds count as they were.
+            let due_in: Option<f64> = sqlx::query_scalar(
+                "SELECT extract(epoch FROM min(next_at) - clock_timestamp())::float8 \
+                 FROM shipments WHERE next_at IS NOT NULL",
+            )
+            .fetch_one(&mut *tx)
+            .await?;
+            match due_in {
+                None => Next::Idle,
+                // Due already: a step we just made (go on at once), or a row another replica
+                // holds (look again shortly rather than spin on it).
+                Some(s) if s <= 0.0 && !rows.is_empty() => Next::Now,
+                Some(s) if s <= 0.0 => Next::After(HELD_ELSEWHERE),
+                Some(s) => Next::After(Duration::try_from_secs_f64(s).unwrap_or(Duration::MAX)),
+            }
+        };
         tx.commit().await?;
+        if !counted.is_empty() {
+            outbox::notify(&self.pool).await;
+        }
         for outcome in counted {
             self.outcomes
                 .get_or_create(&OutcomeLabel {
@@ -531,7 +535,7 @@ impl CarrierWorker {
                 })
                 .inc();
         }
-        Ok(rows.len() as i64)
+        Ok(next)
     }
 
     /// Decides and records one shipment's next step.
