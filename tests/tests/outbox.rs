@@ -456,6 +456,8 @@ async fn a_permanently_failing_row_is_set_aside_and_the_rest_flows() -> anyhow::
 async fn notify_wakes_the_relay_without_waiting_for_a_poll() -> anyhow::Result<()> {
     let pool = fresh_db("notify").await?;
     let topic = fresh_topic(&brokers(), "notify", 1).await?;
+    let (prefix, _) = oms_tests::fresh_order_events(&brokers(), "notify", 1).await?;
+    let topics = oms_contracts::topology::Topics::new(&prefix);
     let mut config = relay_config(&brokers());
     config.wakeup = OutboxWakeup::Notify;
     // With a one-minute fallback poll, only NOTIFY can make the relay publish within seconds.
@@ -476,6 +478,17 @@ async fn notify_wakes_the_relay_without_waiting_for_a_poll() -> anyhow::Result<(
         let order = OrderId::new();
         outbox::enqueue(&pool, &topic, &order.to_string(), &numbered(order, seq)).await?;
         all_published(&pool, 10, "a notified publish").await?;
+    }
+    // What the services do: rows written without a NOTIFY in the transaction, and one
+    // notification after the commit.
+    for seq in 0..3 {
+        let order = OrderId::new();
+        let mut tx = pool.begin().await?;
+        outbox::enqueue_envelope(&mut *tx, &topics, &numbered(order, seq)).await?;
+        outbox::enqueue_envelope(&mut *tx, &topics, &numbered(order, seq + 10)).await?;
+        tx.commit().await?;
+        outbox::notify(&pool).await;
+        all_published(&pool, 10, "a publish notified after the commit").await?;
     }
     token.cancel();
     handle.await?;

@@ -366,6 +366,7 @@ impl Expiry {
             .await
             .map_err(sqlx::Error::from)?;
         tx.commit().await?;
+        outbox::notify(&self.pool).await;
         tracing::info!(%order_id, "reservation expired; stock given back");
         Ok(true)
     }

@@ -547,6 +547,7 @@ async fn create_order(
     }
     insert_order(&mut tx, &state.topics, order_id, &order, now).await?;
     tx.commit().await?;
+    outbox::notify(&state.pool).await;
     state.metrics.created.inc();
     tracing::info!(%order_id, customer_id = %order.customer_id, lines = order.items.len(), "order accepted");
     Ok((StatusCode::CREATED, location(order_id), Json(accepted)).into_response())
@@ -814,6 +815,9 @@ async fn cancel_order(
         .await?;
     let view = order_view(&view)?;
     tx.commit().await?;
+    if code == StatusCode::ACCEPTED {
+        outbox::notify(&state.pool).await;
+    }
     Ok((code, Json(view)).into_response())
 }
 

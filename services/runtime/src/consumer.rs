@@ -92,6 +92,8 @@ pub struct HandlerContext {
     topics: Topics,
     attempt: u32,
     after_commit: Vec<AfterCommit>,
+    /// Whether the transaction wrote outbox rows (the relay is notified after the commit).
+    emitted: bool,
 }
 
 /// Work to do once the handler's transaction has committed.
@@ -114,6 +116,7 @@ impl HandlerContext {
     pub async fn emit(&mut self, message: impl Into<Message>) -> Result<Envelope, HandlerError> {
         let envelope = Envelope::caused_by(&self.cause, message, &self.service);
         outbox::enqueue_envelope(&mut *self.tx, &self.topics, &envelope).await?;
+        self.emitted = true;
         Ok(envelope)
     }
 
@@ -862,6 +865,7 @@ impl<H: Handler> Shared<H> {
             .map_err(|e| (e.into(), None))?;
         let (mut handled, mut duplicates) = (0, 0);
         let mut after_commit = Vec::new();
+        let mut emitted = false;
         for (i, delivery) in batch.iter().enumerate() {
             let Ok(envelope) = &delivery.decoded else {
                 continue;
@@ -877,6 +881,7 @@ impl<H: Handler> Shared<H> {
                 topics: self.config.topic_names.clone(),
                 attempt: 1,
                 after_commit,
+                emitted,
             };
             // Each message is handled in a span of its own trace, whatever the batch.
             let span = self.message_span(delivery, Some(envelope));
@@ -887,12 +892,16 @@ impl<H: Handler> Shared<H> {
                 .await;
             tx = ctx.tx;
             after_commit = ctx.after_commit;
+            emitted = ctx.emitted;
             if let Err(e) = result {
                 return Err((e.into(), Some(i)));
             }
             handled += 1;
         }
         tx.commit().await.map_err(|e| (e.into(), None))?;
+        if emitted {
+            outbox::notify(&self.pool).await;
+        }
         run_after_commit(after_commit);
         Ok((handled, duplicates))
     }
@@ -1053,9 +1062,13 @@ impl<H: Handler> Shared<H> {
             topics: self.config.topic_names.clone(),
             attempt,
             after_commit: Vec::new(),
+            emitted: false,
         };
         self.handler.handle(&mut ctx, envelope).await?;
         ctx.tx.commit().await?;
+        if ctx.emitted {
+            outbox::notify(&self.pool).await;
+        }
         run_after_commit(ctx.after_commit);
         Ok(false)
     }

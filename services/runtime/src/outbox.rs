@@ -174,24 +174,51 @@ pub async fn enqueue<'e>(
 
 /// Writes `envelope` to its contract topic as `topics` spells it, keyed by its order: what every
 /// service does with the messages it emits.
+///
+/// Unlike [`enqueue`], it does not notify the relay inside the transaction: the caller calls
+/// [`notify`] once its transaction has committed. A `NOTIFY` inside a writing transaction takes
+/// PostgreSQL's cluster-wide notification lock at commit and holds it through the commit's WAL
+/// flush, so every such commit of every database queues behind the others (the profile in
+/// docs/benchmarks.md); a notification sent after the commit writes no WAL and holds the lock
+/// for microseconds. Forgetting [`notify`] costs latency (the relay's fallback poll), never a
+/// message.
 pub async fn enqueue_envelope<'e>(
     executor: impl PgExecutor<'e>,
     topics: &oms_contracts::Topics,
     envelope: &Envelope,
 ) -> Result<i64, EnqueueError> {
-    enqueue(
-        executor,
-        &topics.name(envelope.topic()),
-        &envelope.key(),
-        envelope,
-    )
-    .await
+    let message =
+        OutgoingMessage::envelope(&topics.name(envelope.topic()), &envelope.key(), envelope);
+    insert(executor, &message, false).await
 }
 
-/// Writes any message (used for dead letters, whose value may not be an envelope).
+/// Tells the relay of this database that rows are waiting: call it after the commit of a
+/// transaction that used [`enqueue_envelope`]. A failure is only logged (the relay's fallback
+/// poll finds the rows).
+pub async fn notify<'e>(executor: impl PgExecutor<'e>) {
+    if let Err(e) = sqlx::query("SELECT pg_notify($1, '')")
+        .bind(CHANNEL)
+        .execute(executor)
+        .await
+    {
+        tracing::debug!(error = %e, "notifying the outbox relay failed; its poll will find the rows");
+    }
+}
+
+/// Writes any message (used for dead letters, whose value may not be an envelope), notifying
+/// the relay at commit.
 pub async fn enqueue_raw<'e>(
     executor: impl PgExecutor<'e>,
     message: &OutgoingMessage,
+) -> Result<i64, EnqueueError> {
+    insert(executor, message, true).await
+}
+
+/// The insert behind every enqueue; `notify_at_commit` adds a `NOTIFY` to the transaction.
+async fn insert<'e>(
+    executor: impl PgExecutor<'e>,
+    message: &OutgoingMessage,
+    notify_at_commit: bool,
 ) -> Result<i64, EnqueueError> {
     // A span of the caller's trace; its context is stored with the row, so the relay's publish
     // span, and whatever consumes the message, continue this trace.
@@ -214,16 +241,28 @@ pub async fn enqueue_raw<'e>(
         None => &message.headers,
     };
     // One statement: lock the key for this transaction, insert (allocating the id after the lock),
-    // notify the relay (delivered at commit, collapsed with other notifies of the transaction).
-    let sql = "WITH key_lock AS ( \
-                   SELECT pg_advisory_xact_lock($1, hashtext(coalesce(encode($3, 'hex'), ''))) \
-               ), inserted AS ( \
-                   INSERT INTO outbox (topic, message_key, payload, headers, message_id, message_type) \
-                   SELECT $2, $3, $4, $5, $6, $7 FROM key_lock \
-                   RETURNING id \
-               ) \
-               SELECT inserted.id FROM inserted \
-               CROSS JOIN (SELECT pg_notify($8, '')) AS notified";
+    // and, when asked, notify the relay (delivered at commit, collapsed with other notifies of
+    // the transaction).
+    let sql = if notify_at_commit {
+        "WITH key_lock AS ( \
+             SELECT pg_advisory_xact_lock($1, hashtext(coalesce(encode($3, 'hex'), ''))) \
+         ), inserted AS ( \
+             INSERT INTO outbox (topic, message_key, payload, headers, message_id, message_type) \
+             SELECT $2, $3, $4, $5, $6, $7 FROM key_lock \
+             RETURNING id \
+         ) \
+         SELECT inserted.id FROM inserted \
+         CROSS JOIN (SELECT pg_notify($8, '')) AS notified"
+    } else {
+        "WITH key_lock AS ( \
+             SELECT pg_advisory_xact_lock($1, hashtext(coalesce(encode($3, 'hex'), ''))) \
+         ), inserted AS ( \
+             INSERT INTO outbox (topic, message_key, payload, headers, message_id, message_type) \
+             SELECT $2, $3, $4, $5, $6, $7 FROM key_lock \
+             RETURNING id \
+         ) \
+         SELECT inserted.id FROM inserted WHERE $8::text IS NOT NULL"
+    };
     sqlx::query_scalar::<_, i64>(sql)
         .bind(KEY_LOCK_CLASS)
         .bind(&message.topic)

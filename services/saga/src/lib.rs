@@ -441,6 +441,9 @@ impl Sweeper {
             .await?;
         }
         tx.commit().await?;
+        if !due.is_empty() {
+            outbox::notify(&self.pool).await;
+        }
         for f in observe {
             f();
         }
@@ -619,6 +622,7 @@ async fn operate(
             .map_err(|e| ApiError::internal(&e))?;
     }
     tx.commit().await?;
+    outbox::notify(&state.pool).await;
     let mut conn = state.pool.acquire().await?;
     let view = store::find(&mut conn, order_id)
         .await?
