@@ -790,7 +790,7 @@ profile_bench() {
     while read -r name pid; do
       local these="$pid"
       if [[ "$name" == postgres ]]; then these="$pid,$(pgrep -P "$pid" | paste -sd,)"; fi
-      perf report -q -i "$keep/perf-$load.data" --pid "$these" --no-children --no-inline --percentage relative --sort symbol --stdio 2>/dev/null |
+      perf report -q -i "$keep/perf-$load.data" --pid "$these" --no-children --no-inline -g none --percentage relative --sort symbol --stdio 2>/dev/null |
         grep -v '^$' | grep -v '^#' | head -n 25 >"$keep/symbols-$load-$name.txt" || true
       if $flame && [[ "$load" == saturation ]]; then
         perf script -i "$keep/perf-$load.data" --no-inline --pid "$these" 2>/dev/null | inferno-collapse-perf 2>/dev/null |
