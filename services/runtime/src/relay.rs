@@ -243,9 +243,6 @@ impl Relay {
         let mut listener = None;
         let mut last_prune = Instant::now();
         let mut last_backlog: Option<Instant> = None;
-        // Rows may be waiting: at the start, after a notification, a timer or a full batch. An
-        // ack alone brings none, so it does not cost a query.
-        let mut dirty = true;
         tracing::info!(service = %self.config.service, wakeup = ?self.config.wakeup, "outbox relay started");
         loop {
             self.status.beat();
@@ -260,7 +257,6 @@ impl Relay {
                 }
             }
             if !self.lead().await {
-                dirty = true;
                 tokio::select! {
                     _ = shutdown.cancelled() => break,
                     _ = tokio::time::sleep(self.config.standby_poll) => continue,
@@ -272,12 +268,12 @@ impl Relay {
 
             // Fill the pipeline.
             let mut more = false;
-            while dirty && self.in_flight.len() < PIPELINE_DEPTH {
+            while self.in_flight.len() < PIPELINE_DEPTH {
                 match self.send_next().await {
                     Ok(sent) => {
                         more = sent >= self.config.batch_size as usize;
                         if !more {
-                            dirty = false;
+                            break;
                         }
                     }
                     Err(e) => {
@@ -351,11 +347,8 @@ impl Relay {
                         self.finish(batch.ids, results).await;
                     }
                 }
-                Wake::Notified(false) => {
-                    listener = None;
-                    dirty = true;
-                }
-                Wake::Notified(true) | Wake::Timer => dirty = true,
+                Wake::Notified(false) => listener = None,
+                Wake::Notified(true) | Wake::Timer => {}
             }
         }
         // Let what is in flight land and mark it, so the next leader does not send it again.
