@@ -490,6 +490,17 @@ async fn notify_wakes_the_relay_without_waiting_for_a_poll() -> anyhow::Result<(
         outbox::notify(&pool).await;
         all_published(&pool, 10, "a publish notified after the commit").await?;
     }
+    // Rows of one key committed one after another while the earlier ones are in flight: the
+    // relay holds a row back until its key's earlier row is acked, and must then pick it up
+    // without another notification.
+    let order = OrderId::new();
+    for seq in 0..20 {
+        let mut tx = pool.begin().await?;
+        outbox::enqueue_envelope(&mut *tx, &topics, &numbered(order, 100 + seq)).await?;
+        tx.commit().await?;
+        outbox::notify(&pool).await;
+    }
+    all_published(&pool, 10, "one key's rows, each after the one before").await?;
     token.cancel();
     handle.await?;
     Ok(())
