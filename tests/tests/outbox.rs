@@ -406,6 +406,28 @@ async fn published_rows_are_pruned_after_the_retention() -> anyhow::Result<()> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pruning_goes_on_while_whole_batches_come_back_up_to_its_rounds() -> anyhow::Result<()> {
+    let pool = fresh_db("prune_rounds").await?;
+    // 25 rows published an hour ago, 5 just now.
+    sqlx::query(
+        "INSERT INTO outbox (topic, payload, published_at) \
+         SELECT 't', 'x'::bytea, clock_timestamp() - interval '1 hour' FROM generate_series(1, 25) \
+         UNION ALL SELECT 't', 'x'::bytea, clock_timestamp() FROM generate_series(1, 5)",
+    )
+    .execute(&pool)
+    .await?;
+    let retention = Duration::from_secs(60);
+    assert_eq!(outbox::prune_rounds(&pool, retention, 10, 2).await?, 20);
+    assert_eq!(outbox::prune_rounds(&pool, retention, 10, 10).await?, 5);
+    assert_eq!(outbox::prune_rounds(&pool, retention, 10, 10).await?, 0);
+    let left: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox")
+        .fetch_one(&pool)
+        .await?;
+    assert_eq!(left, 5, "the recent rows stay");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_permanently_failing_row_is_set_aside_and_the_rest_flows() -> anyhow::Result<()> {
     let pool = fresh_db("permanent").await?;
     let topic = fresh_topic(&brokers(), "permanent", 1).await?;

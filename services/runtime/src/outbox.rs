@@ -214,6 +214,33 @@ pub async fn enqueue_raw<'e>(
     insert(executor, message, true).await
 }
 
+/// Locks the key for the transaction and inserts the row (its id allocated after the lock); the
+/// statements below end it.
+macro_rules! insert_after_key_lock {
+    () => {
+        "WITH key_lock AS ( \
+             SELECT pg_advisory_xact_lock($1, hashtext(coalesce(encode($3, 'hex'), ''))) \
+         ), inserted AS ( \
+             INSERT INTO outbox (topic, message_key, payload, headers, message_id, message_type) \
+             SELECT $2, $3, $4, $5, $6, $7 FROM key_lock \
+             RETURNING id \
+         ) "
+    };
+}
+
+/// The insert, and a notification of the relay delivered at commit (collapsed with the
+/// transaction's other notifications).
+const INSERT_NOTIFYING: &str = concat!(
+    insert_after_key_lock!(),
+    "SELECT inserted.id FROM inserted CROSS JOIN (SELECT pg_notify($8, '')) AS notified"
+);
+
+/// The insert alone (the channel parameter is bound but unused, so both take the same binds).
+const INSERT_QUIETLY: &str = concat!(
+    insert_after_key_lock!(),
+    "SELECT inserted.id FROM inserted WHERE $8::text IS NOT NULL"
+);
+
 /// The insert behind every enqueue; `notify_at_commit` adds a `NOTIFY` to the transaction.
 async fn insert<'e>(
     executor: impl PgExecutor<'e>,
@@ -244,24 +271,9 @@ async fn insert<'e>(
     // and, when asked, notify the relay (delivered at commit, collapsed with other notifies of
     // the transaction).
     let sql = if notify_at_commit {
-        "WITH key_lock AS ( \
-             SELECT pg_advisory_xact_lock($1, hashtext(coalesce(encode($3, 'hex'), ''))) \
-         ), inserted AS ( \
-             INSERT INTO outbox (topic, message_key, payload, headers, message_id, message_type) \
-             SELECT $2, $3, $4, $5, $6, $7 FROM key_lock \
-             RETURNING id \
-         ) \
-         SELECT inserted.id FROM inserted \
-         CROSS JOIN (SELECT pg_notify($8, '')) AS notified"
+        INSERT_NOTIFYING
     } else {
-        "WITH key_lock AS ( \
-             SELECT pg_advisory_xact_lock($1, hashtext(coalesce(encode($3, 'hex'), ''))) \
-         ), inserted AS ( \
-             INSERT INTO outbox (topic, message_key, payload, headers, message_id, message_type) \
-             SELECT $2, $3, $4, $5, $6, $7 FROM key_lock \
-             RETURNING id \
-         ) \
-         SELECT inserted.id FROM inserted WHERE $8::text IS NOT NULL"
+        INSERT_QUIETLY
     };
     sqlx::query_scalar::<_, i64>(sql)
         .bind(KEY_LOCK_CLASS)
@@ -327,6 +339,25 @@ pub async fn prune(pool: &PgPool, retention: Duration, limit: i64) -> Result<u64
     .execute(pool)
     .await?;
     Ok(done.rows_affected())
+}
+
+/// [`prune`] in batches of `limit` while whole batches come back, at most `rounds` of them.
+/// Returns how many rows were deleted.
+pub async fn prune_rounds(
+    pool: &PgPool,
+    retention: Duration,
+    limit: i64,
+    rounds: usize,
+) -> Result<u64, sqlx::Error> {
+    let mut total = 0;
+    for _ in 0..rounds {
+        let n = prune(pool, retention, limit).await?;
+        total += n;
+        if n < limit.max(0) as u64 {
+            break;
+        }
+    }
+    Ok(total)
 }
 
 /// Rows not yet published (pending or set aside), oldest first, optionally of one key.

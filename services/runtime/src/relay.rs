@@ -44,6 +44,12 @@ use crate::metrics::Metrics;
 use crate::outbox;
 use crate::publisher::Publisher;
 
+/// Published rows deleted per statement when pruning.
+const PRUNE_BATCH: i64 = 10_000;
+
+/// Most prune statements per look (every `prune_interval`): 100,000 rows a minute.
+const PRUNE_ROUNDS: usize = 10;
+
 /// Session advisory lock key held by the leading relay of an outbox (one per database).
 const LEADER_LOCK_KEY: i64 = 0x0A5B_0000_0000_0001;
 
@@ -296,10 +302,25 @@ impl Relay {
 
             if last_prune.elapsed() >= self.config.prune_interval {
                 last_prune = Instant::now();
-                match outbox::prune(&self.pool, self.config.retention, 10_000).await {
-                    Ok(0) => {}
-                    Ok(n) => tracing::debug!(rows = n, "pruned published outbox rows"),
-                    Err(e) => tracing::debug!(error = %e, "pruning the outbox failed"),
+                // Batches of PRUNE_BATCH while whole ones come back, at most PRUNE_ROUNDS per
+                // look: one batch a minute (166 rows/s) fell behind the saga's outbox at 50
+                // orders/s (350 rows/s) in the soak.
+                let pruned = match outbox::prune_rounds(
+                    &self.pool,
+                    self.config.retention,
+                    PRUNE_BATCH,
+                    PRUNE_ROUNDS,
+                )
+                .await
+                {
+                    Ok(n) => n,
+                    Err(e) => {
+                        tracing::debug!(error = %e, "pruning the outbox failed");
+                        0
+                    }
+                };
+                if pruned > 0 {
+                    tracing::debug!(rows = pruned, "pruned published outbox rows");
                 }
             }
 
