@@ -447,36 +447,10 @@ impl CarrierWorker {
     /// Moves due shipments until `shutdown`: after each tick it sleeps until the next step falls
     /// due, a new shipment is committed here, or `ceiling` passes, whichever comes first.
     async fn run(self, ceiling: Duration, shutdown: CancellationToken) {
-        let mut failing = false;
-        loop {
-            let pause = match self.tick().await {
-                Ok(next) => {
-                    if failing {
-                        tracing::info!(task = "carrier", "recovered");
-                        failing = false;
-                    }
-                    next.pause(ceiling)
-                }
-                Err(e) => {
-                    if !failing {
-                        tracing::warn!(task = "carrier", error = %e, "failed; retrying");
-                        failing = true;
-                    }
-                    ceiling.max(Duration::from_secs(1))
-                }
-            };
-            if pause.is_zero() {
-                if shutdown.is_cancelled() {
-                    return;
-                }
-                continue;
-            }
-            tokio::select! {
-                _ = shutdown.cancelled() => return,
-                _ = tokio::time::sleep(pause) => {}
-                _ = self.wake.notified() => {}
-            }
-        }
+        oms_runtime::service::paced("carrier", ceiling, shutdown, Some(&self.wake), || async {
+            self.tick().await.map(|next| next.pause(ceiling))
+        })
+        .await;
     }
 
     /// Moves the due shipments in one transaction, which also learns when the next step falls

@@ -11,7 +11,6 @@
 use std::time::Duration;
 
 use sqlx::PgPool;
-use tokio_util::sync::CancellationToken;
 
 /// Rows deleted per statement: short transactions that never hold many locks.
 pub const PRUNE_BATCH: i64 = 10_000;
@@ -33,47 +32,10 @@ pub async fn prune(pool: &PgPool, retention: Duration, limit: i64) -> Result<u64
     Ok(done.rows_affected())
 }
 
-/// How often the pruner looks: a tenth of the retention, between 1 s and a minute.
+/// How often the pruner looks (each look deletes batches while whole ones come back): a tenth
+/// of the retention, between 1 s and a minute.
 pub fn prune_interval(retention: Duration) -> Duration {
     (retention / 10).clamp(Duration::from_secs(1), Duration::from_secs(60))
-}
-
-/// Prunes the inbox every [`prune_interval`] until `shutdown`, a batch at a time while whole
-/// batches come back. A failure is logged once and tried again at the next interval.
-pub async fn run_pruner(pool: PgPool, retention: Duration, shutdown: CancellationToken) {
-    let interval = prune_interval(retention);
-    let mut failing = false;
-    loop {
-        let mut total = 0u64;
-        loop {
-            match prune(&pool, retention, PRUNE_BATCH).await {
-                Ok(n) => {
-                    if failing {
-                        tracing::info!(task = "inbox pruning", "recovered");
-                        failing = false;
-                    }
-                    total += n;
-                    if n < PRUNE_BATCH as u64 || shutdown.is_cancelled() {
-                        break;
-                    }
-                }
-                Err(e) => {
-                    if !failing {
-                        tracing::warn!(task = "inbox pruning", error = %e, "failed; retrying");
-                        failing = true;
-                    }
-                    break;
-                }
-            }
-        }
-        if total > 0 {
-            tracing::debug!(rows = total, "pruned the inbox");
-        }
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(interval) => {}
-        }
-    }
 }
 
 #[cfg(test)]

@@ -261,8 +261,18 @@ impl Runtime {
             self.shutdown.clone(),
         );
         self.spawn("inbox pruning", async move {
-            crate::inbox::run_pruner(pool, retention, token).await;
-            Ok(())
+            let pool = &pool;
+            every(
+                "inbox pruning",
+                crate::inbox::prune_interval(retention),
+                token,
+                || async move {
+                    let batch = crate::inbox::PRUNE_BATCH;
+                    let n = crate::inbox::prune(pool, retention, batch).await?;
+                    Ok::<_, sqlx::Error>(n >= batch as u64)
+                },
+            )
+            .await
         });
 
         let doc = crate::http::openapi_document(&self.name, doc);
@@ -359,31 +369,60 @@ where
     Fut: Future<Output = Result<bool, E>>,
     E: Display,
 {
+    paced(what, interval, shutdown, None, || {
+        let ticked = tick();
+        async move {
+            ticked
+                .await
+                .map(|more| if more { Duration::ZERO } else { interval })
+        }
+    })
+    .await;
+    Ok(())
+}
+
+/// Runs `tick` until `shutdown`, sleeping after each the pause it returns, cut short when
+/// `wake` is notified. A failure is logged once (and its recovery), then retried after
+/// `on_error`, at least a second.
+pub async fn paced<F, Fut, E>(
+    what: &str,
+    on_error: Duration,
+    shutdown: CancellationToken,
+    wake: Option<&tokio::sync::Notify>,
+    mut tick: F,
+) where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<Duration, E>>,
+    E: Display,
+{
     let mut failing = false;
     loop {
         let pause = match tick().await {
-            Ok(more) => {
+            Ok(pause) => {
                 if failing {
                     tracing::info!(task = what, "recovered");
                     failing = false;
                 }
-                if more {
-                    Duration::ZERO
-                } else {
-                    interval
-                }
+                pause
             }
             Err(e) => {
                 if !failing {
                     tracing::warn!(task = what, error = %e, "failed; retrying");
                     failing = true;
                 }
-                interval.max(Duration::from_secs(1))
+                on_error.max(Duration::from_secs(1))
+            }
+        };
+        let woken = async {
+            match wake {
+                Some(w) => w.notified().await,
+                None => std::future::pending().await,
             }
         };
         tokio::select! {
-            _ = shutdown.cancelled() => return Ok(()),
+            _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(pause) => {}
+            _ = woken => {}
         }
     }
 }
