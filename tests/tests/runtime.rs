@@ -203,3 +203,48 @@ async fn a_service_reports_health_and_metrics_and_shuts_down_gracefully() -> any
     );
     Ok(())
 }
+
+/// The pool pings only connections idle for a second or more (a ping per transaction was a
+/// round trip on every message): one whose server went away while it sat idle is found dead
+/// and replaced before anybody gets it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pool_replaces_connections_the_server_dropped_while_they_sat_idle() -> anyhow::Result<()>
+{
+    let pool = oms_tests::fresh_db("idle_ping").await?;
+    let database: String = sqlx::query_scalar("SELECT current_database()")
+        .fetch_one(&pool)
+        .await?;
+    // Several connections in the pool, all idle afterwards.
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        held.push(pool.acquire().await?);
+    }
+    drop(held);
+    let admin = oms_tests::fresh_db("idle_ping_admin").await?;
+    let terminated: Vec<bool> = sqlx::query_scalar(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1",
+    )
+    .bind(&database)
+    .fetch_all(&admin)
+    .await?;
+    assert!(
+        terminated.len() >= 3,
+        "the pool's connections: {terminated:?}"
+    );
+    eventually(Duration::from_secs(10), "the sessions to end", || async {
+        let left: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM pg_stat_activity WHERE datname = $1")
+                .bind(&database)
+                .fetch_one(&admin)
+                .await?;
+        Ok((left == 0).then_some(()))
+    })
+    .await?;
+    // The input here is the idle time itself: past it, every connection is pinged first.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    for _ in 0..3 {
+        let one: i32 = sqlx::query_scalar("SELECT 1").fetch_one(&pool).await?;
+        assert_eq!(one, 1);
+    }
+    Ok(())
+}

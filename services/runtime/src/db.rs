@@ -91,6 +91,9 @@ pub async fn ensure_database(url: &DatabaseUrl, name: &str) -> Result<(), DbErro
     Ok(())
 }
 
+/// A pooled connection idle this long is pinged before it is handed out.
+const PING_AFTER_IDLE: Duration = Duration::from_secs(1);
+
 /// Creates (if needed), connects to and migrates the service's database.
 pub async fn connect(
     url: &DatabaseUrl,
@@ -111,6 +114,18 @@ pub async fn connect(
     let pool = PgPoolOptions::new()
         .max_connections(max_connections)
         .acquire_timeout(Duration::from_secs(5))
+        // sqlx pings every connection it hands out (a round trip per transaction). One used
+        // within the last second is alive as far as a ping could tell; an older one is pinged,
+        // so a pool idle through a database restart still finds its dead connections.
+        .test_before_acquire(false)
+        .before_acquire(|conn, meta| {
+            Box::pin(async move {
+                if meta.idle_for >= PING_AFTER_IDLE {
+                    conn.ping().await?;
+                }
+                Ok(true)
+            })
+        })
         .connect_with(options)
         .await
         .map_err(err)?;
