@@ -502,16 +502,29 @@ async fn notify_wakes_the_relay_without_waiting_for_a_poll() -> anyhow::Result<(
         all_published(&pool, 10, "a notified publish").await?;
     }
     // What the services do: rows written without a NOTIFY in the transaction, and one
-    // notification after the commit.
+    // wake-up after the commit. The relay leads in this process, so it is woken in memory.
     for seq in 0..3 {
         let order = OrderId::new();
         let mut tx = pool.begin().await?;
         outbox::enqueue_envelope(&mut *tx, &topics, &numbered(order, seq)).await?;
         outbox::enqueue_envelope(&mut *tx, &topics, &numbered(order, seq + 10)).await?;
         tx.commit().await?;
-        outbox::notify(&pool).await;
+        assert_eq!(outbox::notify(&pool).await, outbox::Woken::InProcess);
+        all_published(&pool, 10, "a publish woken in memory after the commit").await?;
+    }
+    // A service whose relay leads in another process wakes it with a `pg_notify` after its
+    // commit.
+    for seq in 0..3 {
+        let order = OrderId::new();
+        let mut tx = pool.begin().await?;
+        outbox::enqueue_envelope(&mut *tx, &topics, &numbered(order, seq + 20)).await?;
+        tx.commit().await?;
+        outbox::notify_listeners(&pool).await;
         all_published(&pool, 10, "a publish notified after the commit").await?;
     }
+    // No relay of another database is woken in memory.
+    let elsewhere = fresh_db("notify_elsewhere").await?;
+    assert_eq!(outbox::notify(&elsewhere).await, outbox::Woken::Listeners);
     // Rows of one key committed one after another while the earlier ones are in flight: the
     // relay holds a row back until its key's earlier row is acked, and must then pick it up
     // without another notification.

@@ -192,16 +192,114 @@ pub async fn enqueue_envelope<'e>(
     insert(executor, &message, false).await
 }
 
+/// How [`notify`] reached the relay.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Woken {
+    /// The relay leading for this database runs in this process: woken in memory, without a
+    /// round trip to PostgreSQL.
+    InProcess,
+    /// Through `pg_notify` on [`CHANNEL`], for a leader in another process (or none yet).
+    Listeners,
+}
+
 /// Tells the relay of this database that rows are waiting: call it after the commit of a
-/// transaction that used [`enqueue_envelope`]. A failure is only logged (the relay's fallback
-/// poll finds the rows).
-pub async fn notify<'e>(executor: impl PgExecutor<'e>) {
+/// transaction that used [`enqueue_envelope`]. When this process's relay leads for the
+/// database, it is woken in memory; otherwise a `pg_notify` wakes whichever relay leads. A
+/// failure is only logged (the relay's fallback poll finds the rows).
+pub async fn notify(pool: &PgPool) -> Woken {
+    if local::wake(pool) {
+        return Woken::InProcess;
+    }
+    notify_listeners(pool).await;
+    Woken::Listeners
+}
+
+/// Sends the `pg_notify` on [`CHANNEL`] that wakes the leading relay of the database, wherever
+/// it runs.
+pub async fn notify_listeners<'e>(executor: impl PgExecutor<'e>) {
     if let Err(e) = sqlx::query("SELECT pg_notify($1, '')")
         .bind(CHANNEL)
         .execute(executor)
         .await
     {
         tracing::debug!(error = %e, "notifying the outbox relay failed; its poll will find the rows");
+    }
+}
+
+/// The relays running in this process, by the database they publish from. A service's commit
+/// wakes its own leading relay through here: a `pg_notify` would cost a transaction and three
+/// round trips (acquire, query, release) per commit that emitted something.
+pub(crate) mod local {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex, PoisonError, Weak};
+
+    use sqlx::PgPool;
+    use tokio::sync::Notify;
+
+    /// One relay's in-process wake-up.
+    #[derive(Debug)]
+    pub(crate) struct LocalRelay {
+        database: String,
+        leading: AtomicBool,
+        wake: Notify,
+    }
+
+    impl LocalRelay {
+        /// Whether this relay holds the leader lock (only a leader is woken in memory).
+        pub(crate) fn set_leading(&self, leading: bool) {
+            self.leading.store(leading, Ordering::SeqCst);
+        }
+
+        /// Resolves at the next wake-up (one stored if it came while nobody waited).
+        pub(crate) async fn woken(&self) {
+            self.wake.notified().await;
+        }
+    }
+
+    static RELAYS: Mutex<Vec<Weak<LocalRelay>>> = Mutex::new(Vec::new());
+
+    /// Which database `pool` reaches: server, port and name.
+    fn database_of(pool: &PgPool) -> String {
+        let options = pool.connect_options();
+        format!(
+            "{}:{}/{}",
+            options.get_host(),
+            options.get_port(),
+            options.get_database().unwrap_or_default()
+        )
+    }
+
+    /// Registers a relay publishing from `pool`'s database; it is forgotten when dropped.
+    pub(crate) fn register(pool: &PgPool) -> Arc<LocalRelay> {
+        let relay = Arc::new(LocalRelay {
+            database: database_of(pool),
+            leading: AtomicBool::new(false),
+            wake: Notify::new(),
+        });
+        let mut relays = RELAYS.lock().unwrap_or_else(PoisonError::into_inner);
+        relays.retain(|r| r.strong_count() > 0);
+        relays.push(Arc::downgrade(&relay));
+        relay
+    }
+
+    /// Wakes the leading relay of `pool`'s database if it runs in this process.
+    pub(crate) fn wake(pool: &PgPool) -> bool {
+        let relays = RELAYS.lock().unwrap_or_else(PoisonError::into_inner);
+        if relays.is_empty() {
+            return false;
+        }
+        let database = database_of(pool);
+        let leader = relays
+            .iter()
+            .filter_map(Weak::upgrade)
+            .find(|r| r.database == database && r.leading.load(Ordering::SeqCst));
+        match leader {
+            Some(relay) => {
+                relay.wake.notify_one();
+                true
+            }
+            None => false,
+        }
     }
 }
 

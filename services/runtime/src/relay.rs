@@ -14,9 +14,11 @@
 //! - **Cheap marks.** Marks commit without waiting for the WAL flush (`synchronous_commit = off`
 //!   on the leader's session): a mark lost in a database crash only means that row is published
 //!   again, which consumers skip as a duplicate. It saves an fsync per batch.
-//! - **Wake-up.** In `notify` mode the relay `LISTEN`s on [`crate::outbox::CHANNEL`] and every
-//!   enqueue wakes it at commit, with a slow poll as a fallback; in `poll:<interval>` mode it
-//!   polls.
+//! - **Wake-up.** In `notify` mode the relay `LISTEN`s on [`crate::outbox::CHANNEL`], with a
+//!   slow poll as a fallback; a service wakes it after each commit that wrote rows
+//!   ([`crate::outbox::notify`]): in memory when the leading relay runs in the same process,
+//!   else by `pg_notify`. Rows written by tools notify at their commit. In `poll:<interval>`
+//!   mode it polls.
 //! - **Failures.** A transient failure (broker down, timeout) leaves the row pending with
 //!   `attempts + 1` and `next_attempt_at` pushed out by capped exponential backoff; later rows of
 //!   the same topic and key wait behind it, so they cannot overtake it. An outage is logged once
@@ -199,6 +201,8 @@ pub struct Relay {
     in_flight: VecDeque<InFlight>,
     /// Rows are waiting for a retry (ours or a previous leader's): the idle wait asks when.
     retries_pending: bool,
+    /// In `notify` mode, the wake-up this process's commits use while this relay leads.
+    local: Option<Arc<outbox::local::LocalRelay>>,
 }
 
 impl Relay {
@@ -217,6 +221,7 @@ impl Relay {
             leader_checked: Instant::now(),
             in_flight: VecDeque::new(),
             retries_pending: true,
+            local: None,
         })
     }
 
@@ -250,6 +255,10 @@ impl Relay {
         let mut last_prune = Instant::now();
         let mut last_backlog: Option<Instant> = None;
         tracing::info!(service = %self.config.service, wakeup = ?self.config.wakeup, "outbox relay started");
+        if self.config.wakeup == OutboxWakeup::Notify {
+            self.local = Some(outbox::local::register(&self.pool));
+        }
+        let local = self.local.clone();
         loop {
             self.status.beat();
             if shutdown.is_cancelled() {
@@ -341,6 +350,12 @@ impl Relay {
                         None => std::future::pending().await,
                     }
                 };
+                let woken_here = async {
+                    match &local {
+                        Some(l) => l.woken().await,
+                        None => std::future::pending().await,
+                    }
+                };
                 let woken = async {
                     match (&mut listener, self.config.wakeup) {
                         (Some(l), OutboxWakeup::Notify) => {
@@ -358,6 +373,7 @@ impl Relay {
                     _ = shutdown.cancelled() => Wake::Shutdown,
                     results = acked => Wake::Acked(results),
                     ok = woken => Wake::Notified(ok),
+                    _ = woken_here => Wake::Notified(true),
                     _ = tokio::time::sleep(wait) => Wake::Timer,
                 }
             };
@@ -463,6 +479,9 @@ impl Relay {
         self.retries_pending = true;
         self.status.leader.store(true, Ordering::Relaxed);
         self.metrics.set_leader(true);
+        if let Some(local) = &self.local {
+            local.set_leading(true);
+        }
         true
     }
 
@@ -471,6 +490,9 @@ impl Relay {
             tracing::info!(service = %self.config.service, "outbox relay gave up leadership");
         }
         // Dropping the connection ends the session and releases the lock.
+        if let Some(local) = &self.local {
+            local.set_leading(false);
+        }
         self.status.leader.store(false, Ordering::Relaxed);
         self.metrics.set_leader(false);
     }
