@@ -55,7 +55,40 @@ fn fulfillment_state(saga: &Saga) -> Option<&'static str> {
     saga.fulfillment.as_ref().map(|f| f.state.as_str())
 }
 
-/// Stores the saga after `step` (inserting it when `before` is none) and the step itself.
+/// The `saga_steps` columns a step records, in the order `bind_step!` binds them.
+macro_rules! step_columns {
+    () => {
+        "saga_steps (order_id, from_state, to_state, input, cause_event_id, applied, note, sent)"
+    };
+}
+
+/// Binds a step's values after the statement's own parameters (`$1` is the order in all).
+macro_rules! bind_step {
+    ($query:expr, $step:expr) => {
+        $query
+            .bind($step.from_state)
+            .bind($step.to_state)
+            .bind($step.input)
+            .bind($step.cause_event_id)
+            .bind($step.applied)
+            .bind($step.note)
+            .bind($step.sent)
+    };
+}
+
+/// One row of `saga_steps` but its order id.
+struct StepRow<'a> {
+    from_state: Option<&'static str>,
+    to_state: &'static str,
+    input: &'a str,
+    cause_event_id: Option<Uuid>,
+    applied: bool,
+    note: &'a str,
+    sent: Vec<&'static str>,
+}
+
+/// Stores the saga after `step` (inserting it when `before` is none) and the step itself, in
+/// one statement (one round trip per input: the saga takes seven of them per order).
 pub async fn record(
     conn: &mut PgConnection,
     before: Option<&Saga>,
@@ -67,62 +100,70 @@ pub async fn record(
     let mut ended_after = None;
     // The span that moved it: what a deadline, later, continues.
     let traceparent = oms_runtime::telemetry::traceparent(&tracing::Span::current());
+    let row = StepRow {
+        from_state: before.map(step_state),
+        to_state: if before.is_some_and(|b| b.state != SagaState::Confirmed) {
+            saga.state.as_str()
+        } else {
+            step_state(saga)
+        },
+        input,
+        cause_event_id,
+        applied: step.applied,
+        note: &step.note,
+        sent: step
+            .commands
+            .iter()
+            .map(|c| c.message_type().as_str())
+            .collect(),
+    };
     if before.is_none() {
-        sqlx::query(
-            "INSERT INTO sagas (order_id, state, customer_id, deadline_at, data, traceparent, fulfillment_state) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
-        )
+        let query = sqlx::query(concat!(
+            "WITH saga AS ( \
+                 INSERT INTO sagas (order_id, state, customer_id, deadline_at, data, traceparent, fulfillment_state) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7) \
+             ) INSERT INTO ",
+            step_columns!(),
+            " VALUES ($1, $8, $9, $10, $11, $12, $13, $14)"
+        ))
         .bind(saga.order_id.0)
         .bind(saga.state.as_str())
         .bind(saga.customer_id.as_str())
         .bind(saga.deadline_at)
         .bind(encode(saga)?)
         .bind(&traceparent)
-        .bind(fulfillment_state(saga))
-        .execute(&mut *conn)
-        .await?;
+        .bind(fulfillment_state(saga));
+        bind_step!(query, row).execute(conn).await?;
     } else if step.applied {
-        let age: f64 = sqlx::query_scalar(
-            "UPDATE sagas SET state = $2, deadline_at = $3, data = $4, updated_at = now(), \
-             traceparent = coalesce($5, traceparent), fulfillment_state = $6 \
-             WHERE order_id = $1 RETURNING extract(epoch FROM now() - created_at)::float8",
-        )
+        let query = sqlx::query_scalar(concat!(
+            "WITH saga AS ( \
+                 UPDATE sagas SET state = $2, deadline_at = $3, data = $4, updated_at = now(), \
+                 traceparent = coalesce($5, traceparent), fulfillment_state = $6 \
+                 WHERE order_id = $1 RETURNING extract(epoch FROM now() - created_at)::float8 AS age \
+             ), step AS (INSERT INTO ",
+            step_columns!(),
+            " VALUES ($1, $7, $8, $9, $10, $11, $12, $13)) SELECT age FROM saga"
+        ))
         .bind(saga.order_id.0)
         .bind(saga.state.as_str())
         .bind(saga.deadline_at)
         .bind(encode(saga)?)
         .bind(&traceparent)
-        .bind(fulfillment_state(saga))
-        .fetch_one(&mut *conn)
-        .await?;
+        .bind(fulfillment_state(saga));
+        let age: f64 = bind_step!(query, row).fetch_one(conn).await?;
         let was_running = before.is_some_and(|b| !b.state.is_terminal());
         if was_running && saga.state.is_terminal() {
             ended_after = Some(age);
         }
-    }
-    let sent: Vec<&str> = step
-        .commands
-        .iter()
-        .map(|c| c.message_type().as_str())
-        .collect();
-    sqlx::query(
-        "INSERT INTO saga_steps (order_id, from_state, to_state, input, cause_event_id, applied, note, sent) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-    )
-    .bind(saga.order_id.0)
-    .bind(before.map(step_state))
-    .bind(if before.is_some_and(|b| b.state != SagaState::Confirmed) {
-        saga.state.as_str()
     } else {
-        step_state(saga)
-    })
-    .bind(input)
-    .bind(cause_event_id)
-    .bind(step.applied)
-    .bind(&step.note)
-    .bind(&sent)
-    .execute(conn)
-    .await?;
+        let query = sqlx::query(concat!(
+            "INSERT INTO ",
+            step_columns!(),
+            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
+        ))
+        .bind(saga.order_id.0);
+        bind_step!(query, row).execute(conn).await?;
+    }
     Ok(ended_after)
 }
 
