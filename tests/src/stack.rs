@@ -219,6 +219,7 @@ impl Stack {
             consumer_group_protocol: Default::default(),
             consumer_workers: self.options.consumer_workers,
             consumer_max_batch: self.options.consumer_max_batch,
+            worker_threads: 1,
             log_format: LogFormat::Text,
             otlp_endpoint: None,
             tracing: true,

@@ -40,6 +40,7 @@ fn config(db: DatabaseUrl, brokers: &str) -> RuntimeConfig {
         consumer_group_protocol: Default::default(),
         consumer_workers: None,
         consumer_max_batch: None,
+        worker_threads: 1,
         log_format: LogFormat::Text,
         otlp_endpoint: None,
         tracing: true,

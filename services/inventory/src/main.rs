@@ -2,15 +2,13 @@
 
 use clap::Parser;
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
     let config = oms_inventory::Config::parse();
     let (runtime, listen) = (config.runtime.clone(), config.listen.clone());
-    oms_runtime::service::main(
+    oms_runtime::service::start(
         oms_contracts::ServiceId::Inventory,
         &runtime,
         &listen,
         |listener, shutdown| oms_inventory::run(config, listener, shutdown),
     )
-    .await
 }

@@ -99,6 +99,13 @@ pub struct RuntimeConfig {
     #[arg(long, env = "OMS_CONSUMER_MAX_BATCH", value_parser = clap::value_parser!(u16).range(1..))]
     pub consumer_max_batch: Option<u16>,
 
+    /// Threads of the service's async runtime. The services wait on PostgreSQL and Kafka far
+    /// more than they compute, and one thread wakes fewer threads per message: on the 2-core
+    /// bench box it carried more orders per second than one per core (docs/benchmarks.md).
+    /// More let one replica use more cores.
+    #[arg(long, env = "OMS_WORKER_THREADS", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
+    pub worker_threads: u16,
+
     /// Log format: `json` (one object per line) or `text`.
     #[arg(long, env = "OMS_LOG_FORMAT", default_value = "json")]
     pub log_format: LogFormat,
@@ -292,6 +299,7 @@ mod tests {
         assert_eq!(s.runtime.consumer_max_attempts, 7);
         assert_eq!(s.runtime.log_format, LogFormat::Json);
         assert_eq!(s.runtime.consumer_fetch_wait, Duration::from_millis(500));
+        assert_eq!(s.runtime.worker_threads, 1);
         let secured = Service::try_parse_from([
             "svc",
             "-X",
@@ -317,6 +325,7 @@ mod tests {
             ("--consumer-fetch-wait", "soon", "invalid duration"),
             ("--consumer-group-protocol", "eager", "classic"),
             ("--consumer-workers", "0", "0"),
+            ("--worker-threads", "0", "0"),
             ("-X", "security.protocol", "KEY=VALUE"),
             ("--kafka-property", "group.id=mine", "cannot be overridden"),
         ] {

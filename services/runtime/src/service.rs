@@ -427,6 +427,27 @@ pub async fn paced<F, Fut, E>(
     }
 }
 
+/// The whole `main` of a service binary, on a runtime of `--worker-threads` threads: see
+/// [`main`].
+pub fn start<F, Fut>(
+    service: oms_contracts::ServiceId,
+    runtime: &RuntimeConfig,
+    listen: &str,
+    run: F,
+) -> anyhow::Result<()>
+where
+    F: FnOnce(TcpListener, CancellationToken) -> Fut,
+    Fut: Future<Output = Result<(), RuntimeError>>,
+{
+    use anyhow::Context;
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(usize::from(runtime.worker_threads.max(1)))
+        .enable_all()
+        .build()
+        .with_context(|| format!("{} service: async runtime", service.name()))?
+        .block_on(main(service, runtime, listen, run))
+}
+
 /// The whole `main` of a service binary: JSON logs and traces, SIGTERM/SIGINT handling, the
 /// listener on `listen`, then `run` until shutdown.
 pub async fn main<F, Fut>(

@@ -2,15 +2,13 @@
 
 use clap::Parser;
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
     let config = oms_saga::Config::parse();
     let (runtime, listen) = (config.runtime.clone(), config.listen.clone());
-    oms_runtime::service::main(
+    oms_runtime::service::start(
         oms_contracts::ServiceId::Saga,
         &runtime,
         &listen,
         |listener, shutdown| oms_saga::run(config, listener, shutdown),
     )
-    .await
 }
