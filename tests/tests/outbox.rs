@@ -540,3 +540,74 @@ async fn notify_wakes_the_relay_without_waiting_for_a_poll() -> anyhow::Result<(
     handle.await?;
     Ok(())
 }
+
+/// After an ack the relay queries again only when its last query may have left rows behind (it
+/// ran while rows were in flight, or came back full): a row held back behind its key's row in
+/// flight must go out when that row is acked, with no wake-up of its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_row_held_back_behind_its_key_goes_out_when_that_row_is_acked() -> anyhow::Result<()> {
+    let pool = fresh_db("held_back").await?;
+    let (prefix, _) = oms_tests::fresh_order_events(&brokers(), "held_back", 1).await?;
+    let topics = oms_contracts::topology::Topics::new(&prefix);
+    let mut config = relay_config(&brokers());
+    config.wakeup = OutboxWakeup::Notify;
+    config.fallback_poll = Duration::from_secs(60);
+    // Each batch stays in flight for a second: long enough to commit the next row behind it.
+    config.kafka.set("linger.ms", "1000")?;
+    config.message_timeout = Duration::from_secs(10);
+    let (token, handle) = spawn_relay(&pool, config);
+    let leader_pid = || async {
+        sqlx::query_scalar::<_, i32>(
+            "SELECT l.pid FROM pg_locks l WHERE l.locktype = 'advisory' AND l.granted \
+             AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+        )
+        .fetch_optional(&pool)
+        .await
+    };
+    let leader = eventually(Duration::from_secs(10), "the relay to lead", || async {
+        Ok(leader_pid().await?)
+    })
+    .await?;
+    let order = OrderId::new();
+    let mut tx = pool.begin().await?;
+    outbox::enqueue_envelope(&mut *tx, &topics, &numbered(order, 0)).await?;
+    tx.commit().await?;
+    let committed: chrono::DateTime<chrono::Utc> = sqlx::query_scalar("SELECT clock_timestamp()")
+        .fetch_one(&pool)
+        .await?;
+    assert_eq!(outbox::notify(&pool).await, outbox::Woken::InProcess);
+    // The relay has read the first row (and sent it) once its session ran a query after the
+    // commit; the row is then in flight for about a second.
+    eventually(
+        Duration::from_secs(10),
+        "the relay to read the first row",
+        || async {
+            let read: bool = sqlx::query_scalar(
+                "SELECT query_start > $2 AND query LIKE 'SELECT o.id%' \
+             FROM pg_stat_activity WHERE pid = $1",
+            )
+            .bind(leader)
+            .bind(committed)
+            .fetch_optional(&pool)
+            .await?
+            .unwrap_or(false);
+            Ok(read.then_some(()))
+        },
+    )
+    .await?;
+    assert_eq!(
+        pending(&pool).await?,
+        1,
+        "the first row is in flight, not yet acked"
+    );
+    let mut tx = pool.begin().await?;
+    outbox::enqueue_envelope(&mut *tx, &topics, &numbered(order, 1)).await?;
+    tx.commit().await?;
+    outbox::notify(&pool).await;
+    // The query this wake-up causes holds the second row back; only the query after the first
+    // row's ack can send it (the fallback poll is a minute away).
+    all_published(&pool, 10, "the held-back row after its key's ack").await?;
+    token.cancel();
+    handle.await?;
+    Ok(())
+}

@@ -11,6 +11,8 @@
 //!   are still on their way (up to [`PIPELINE_DEPTH`] batches), and marks each batch when its
 //!   acks are in, oldest first. librdkafka keeps the order of sends per partition, and rows are
 //!   sent in id order, so the pipeline keeps per-key order.
+//!   After an ack it queries again only if its last query may have left rows behind (it ran
+//!   while rows were in flight, or came back full); anything else new comes with a wake-up.
 //! - **Cheap marks.** Marks commit without waiting for the WAL flush (`synchronous_commit = off`
 //!   on the leader's session): a mark lost in a database crash only means that row is published
 //!   again, which consumers skip as a duplicate. It saves an fsync per batch.
@@ -203,6 +205,12 @@ pub struct Relay {
     retries_pending: bool,
     /// In `notify` mode, the wake-up this process's commits use while this relay leads.
     local: Option<Arc<outbox::local::LocalRelay>>,
+    /// Rows may be waiting: at the start, on taking the lead, after a wake-up or a timer, and
+    /// after an ack when the last query may have left rows behind. Cleared by a query.
+    select_due: bool,
+    /// The last query ran while rows were in flight (it holds back any row whose key has an
+    /// earlier row in flight, which the ack of that row frees) or came back full.
+    rows_left_behind: bool,
 }
 
 impl Relay {
@@ -222,6 +230,8 @@ impl Relay {
             in_flight: VecDeque::new(),
             retries_pending: true,
             local: None,
+            select_due: true,
+            rows_left_behind: false,
         })
     }
 
@@ -281,15 +291,18 @@ impl Relay {
                 listener = self.listen().await;
             }
 
-            // Fill the pipeline.
+            // Fill the pipeline, when rows may be waiting: an ack alone brings none, unless the
+            // last query left some behind.
             let mut more = false;
-            while self.in_flight.len() < PIPELINE_DEPTH {
+            while self.select_due && self.in_flight.len() < PIPELINE_DEPTH {
+                self.select_due = false;
                 match self.send_next().await {
                     Ok(sent) => {
                         more = sent >= self.config.batch_size as usize;
                         if !more {
                             break;
                         }
+                        self.select_due = true;
                     }
                     Err(e) => {
                         // The leader's session is gone: whoever leads next republishes what
@@ -383,9 +396,13 @@ impl Relay {
                     if let Some(batch) = self.in_flight.pop_front() {
                         self.finish(batch.ids, results).await;
                     }
+                    self.select_due |= self.rows_left_behind;
                 }
-                Wake::Notified(false) => listener = None,
-                Wake::Notified(true) | Wake::Timer => {}
+                Wake::Notified(false) => {
+                    listener = None;
+                    self.select_due = true;
+                }
+                Wake::Notified(true) | Wake::Timer => self.select_due = true,
             }
         }
         // Let what is in flight land and mark it, so the next leader does not send it again.
@@ -477,6 +494,7 @@ impl Relay {
         self.leader = Some(conn);
         self.leader_checked = Instant::now();
         self.retries_pending = true;
+        self.select_due = true;
         self.status.leader.store(true, Ordering::Relaxed);
         self.metrics.set_leader(true);
         if let Some(local) = &self.local {
@@ -486,6 +504,7 @@ impl Relay {
     }
 
     fn resign(&mut self) {
+        self.select_due = true;
         if self.leader.take().is_some() {
             tracing::info!(service = %self.config.service, "outbox relay gave up leadership");
         }
@@ -521,6 +540,8 @@ impl Relay {
         let Some(conn) = self.leader.as_mut() else {
             return Ok(0);
         };
+        // Rows held back behind one in flight are freed by its ack: then query again.
+        self.rows_left_behind = !in_flight.is_empty();
         // Due rows in id order, skipping rows in flight and any row with an earlier pending row
         // of the same topic and key that is waiting for a retry, still in flight, or has failed
         // before: it must not be overtaken. (An in-flight row can still fail, by a delivery
@@ -547,6 +568,9 @@ impl Relay {
         .fetch_all(&mut *conn)
         .await?;
         self.leader_checked = Instant::now();
+        if rows.len() >= self.config.batch_size as usize {
+            self.rows_left_behind = true;
+        }
         if rows.is_empty() {
             return Ok(0);
         }
