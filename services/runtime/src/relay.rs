@@ -208,8 +208,9 @@ pub struct Relay {
     /// Rows may be waiting: at the start, on taking the lead, after a wake-up or a timer, and
     /// after an ack when the last query may have left rows behind. Cleared by a query.
     select_due: bool,
-    /// The last query ran while rows were in flight (it holds back any row whose key has an
-    /// earlier row in flight, which the ack of that row frees) or came back full.
+    /// The last query ran while rows were in flight or retried rows were pending (it holds
+    /// back any row whose key has such an earlier row, which the ack of that row frees) or came
+    /// back full.
     rows_left_behind: bool,
 }
 
@@ -540,8 +541,9 @@ impl Relay {
         let Some(conn) = self.leader.as_mut() else {
             return Ok(0);
         };
-        // Rows held back behind one in flight are freed by its ack: then query again.
-        self.rows_left_behind = !in_flight.is_empty();
+        // Rows held back behind one in flight, or behind a retried row (`attempts > 0`, which
+        // only exist while `retries_pending`), are freed by its ack: then query again.
+        self.rows_left_behind = !in_flight.is_empty() || self.retries_pending;
         // Due rows in id order, skipping rows in flight and any row with an earlier pending row
         // of the same topic and key that is waiting for a retry, still in flight, or has failed
         // before: it must not be overtaken. (An in-flight row can still fail, by a delivery
