@@ -854,10 +854,15 @@ async fn pg_start(local: &Local) -> Result<(), Failure> {
         let result = checked(initdb, "initdb").await;
         let _ = std::fs::remove_file(&pwfile);
         result?;
-        let mut mkdir = as_pg_user(Path::new("mkdir"));
-        mkdir.arg("-p").arg(dir.join("run"));
-        checked(mkdir, "creating the socket directory").await?;
     }
+    // Local connections are trusted (`pg_ctl -w` and the owner's own tools use the socket), so
+    // the socket's directory is the owner's alone: nobody else reaches the server without the
+    // password. A cluster made before this had it open to all.
+    let mut socket_dir = as_pg_user(Path::new("sh"));
+    socket_dir
+        .args(["-c", "mkdir -p \"$1\" && chmod 700 \"$1\"", "sh"])
+        .arg(dir.join("run"));
+    checked(socket_dir, "making the socket directory private").await?;
     if pg_running(&bin, &data).await? {
         say(format!(
             "PostgreSQL already running on 127.0.0.1:{}",

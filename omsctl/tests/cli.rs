@@ -655,6 +655,8 @@ async fn stack_up_status_logs_and_down_supervise_the_local_stack() -> anyhow::Re
             assert_eq!(mode("services/order.log"), Some(0o640));
             // The database's password is the cluster's own, private, and what the services get.
             assert_eq!(mode("pg-password"), Some(0o600));
+            // Local connections are trusted: only the cluster's owner may reach its socket.
+            assert_eq!(mode("postgres/run"), Some(0o700));
             let password = std::fs::read_to_string(state.path().join("pg-password"))?;
             let mut cmd = omsctl(None)?;
             with_stack(&mut cmd);
