@@ -304,6 +304,42 @@ fn observability_dir() -> PathBuf {
         .unwrap_or_else(|_| PathBuf::from("../deploy/observability"))
 }
 
+/// The alternatives of every `job=~"a|b"` selector in `text` (a YAML rule file, or a dashboard
+/// whose JSON escapes the quotes).
+fn job_selectors(text: &str) -> Vec<BTreeSet<String>> {
+    text.match_indices("job=~")
+        .filter_map(|(i, m)| {
+            let rest = &text[i + m.len()..];
+            let rest = rest
+                .strip_prefix("\\\"")
+                .or_else(|| rest.strip_prefix('"'))?;
+            let end = rest.find(['"', '\\'])?;
+            Some(rest[..end].split('|').map(str::to_owned).collect())
+        })
+        .collect()
+}
+
+/// A service missing from a `job=~` selector is one whose death nobody sees (fulfillment was).
+#[test]
+fn every_job_selector_of_the_alerts_and_dashboards_names_every_service() -> anyhow::Result<()> {
+    let services: BTreeSet<String> = Service::all().map(|s| s.name().to_owned()).collect();
+    let dir = observability_dir();
+    let mut files = vec![dir.join("rules/oms-alerts.yml")];
+    for entry in std::fs::read_dir(dir.join("grafana/dashboards"))? {
+        files.push(entry?.path());
+    }
+    let mut selectors = 0;
+    for file in &files {
+        for jobs in job_selectors(&std::fs::read_to_string(file)?) {
+            assert_eq!(jobs, services, "{}", file.display());
+            selectors += 1;
+        }
+    }
+    // The service-down alert and the dashboard's "up" panel, at least.
+    assert!(selectors >= 2, "{selectors} job selectors in {files:?}");
+    Ok(())
+}
+
 /// The metric names `expr` selects (after checking that it parses).
 fn metric_names(expr: &str) -> Result<BTreeSet<String>, String> {
     use promql_parser::parser::Expr;
