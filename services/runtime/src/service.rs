@@ -427,8 +427,8 @@ pub async fn paced<F, Fut, E>(
     }
 }
 
-/// The whole `main` of a service binary, on a runtime of `--worker-threads` threads: see
-/// [`main`].
+/// The whole `main` of a service binary, on a runtime of `--worker-threads` threads: JSON logs
+/// and traces, SIGTERM/SIGINT handling, the listener on `listen`, then `run` until shutdown.
 pub fn start<F, Fut>(
     service: oms_contracts::ServiceId,
     runtime: &RuntimeConfig,
@@ -440,55 +440,41 @@ where
     Fut: Future<Output = Result<(), RuntimeError>>,
 {
     use anyhow::Context;
+    let what = format!("{} service", service.name());
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(usize::from(runtime.worker_threads.max(1)))
         .enable_all()
         .build()
-        .with_context(|| format!("{} service: async runtime", service.name()))?
-        .block_on(main(service, runtime, listen, run))
-}
-
-/// The whole `main` of a service binary: JSON logs and traces, SIGTERM/SIGINT handling, the
-/// listener on `listen`, then `run` until shutdown.
-pub async fn main<F, Fut>(
-    service: oms_contracts::ServiceId,
-    runtime: &RuntimeConfig,
-    listen: &str,
-    run: F,
-) -> anyhow::Result<()>
-where
-    F: FnOnce(TcpListener, CancellationToken) -> Fut,
-    Fut: Future<Output = Result<(), RuntimeError>>,
-{
-    use anyhow::Context;
-    let what = format!("{} service", service.name());
-    use crate::telemetry::Tracing;
-    let endpoint = crate::telemetry::otlp_endpoint(runtime.otlp_endpoint.as_deref());
-    let tracing = match (runtime.tracing, endpoint.as_deref()) {
-        (false, _) => Tracing::Off,
-        (true, None) => Tracing::Local,
-        (true, Some(endpoint)) => Tracing::Export(endpoint),
-    };
-    let _telemetry = crate::telemetry::init(
-        runtime.log_format,
-        &runtime.log_filter,
-        &format!("oms-{}", service.name()),
-        tracing,
-    )
-    .with_context(|| format!("{what}: tracing"))?;
-    match tracing {
-        Tracing::Export(endpoint) => {
-            tracing::info!(endpoint = %crate::telemetry::traces_url(endpoint), "exporting traces over OTLP/HTTP")
-        }
-        Tracing::Local => tracing::info!("traces: spans made, not exported (no OTLP endpoint)"),
-        Tracing::Off => tracing::info!("traces: off"),
-    }
-    let shutdown = CancellationToken::new();
-    crate::shutdown::cancel_on_signal(shutdown.clone());
-    let listener = TcpListener::bind(listen)
-        .await
-        .with_context(|| format!("cannot listen on {listen}"))?;
-    run(listener, shutdown)
-        .await
-        .with_context(|| format!("{what} stopped"))
+        .with_context(|| format!("{what}: async runtime"))?
+        .block_on(async move {
+            use crate::telemetry::Tracing;
+            let endpoint = crate::telemetry::otlp_endpoint(runtime.otlp_endpoint.as_deref());
+            let tracing = match (runtime.tracing, endpoint.as_deref()) {
+                (false, _) => Tracing::Off,
+                (true, None) => Tracing::Local,
+                (true, Some(endpoint)) => Tracing::Export(endpoint),
+            };
+            let _telemetry = crate::telemetry::init(
+                runtime.log_format,
+                &runtime.log_filter,
+                &format!("oms-{}", service.name()),
+                tracing,
+            )
+            .with_context(|| format!("{what}: tracing"))?;
+            match tracing {
+                Tracing::Export(endpoint) => {
+                    tracing::info!(endpoint = %crate::telemetry::traces_url(endpoint), "exporting traces over OTLP/HTTP")
+                }
+                Tracing::Local => tracing::info!("traces: spans made, not exported (no OTLP endpoint)"),
+                Tracing::Off => tracing::info!("traces: off"),
+            }
+            let shutdown = CancellationToken::new();
+            crate::shutdown::cancel_on_signal(shutdown.clone());
+            let listener = TcpListener::bind(listen)
+                .await
+                .with_context(|| format!("cannot listen on {listen}"))?;
+            run(listener, shutdown)
+                .await
+                .with_context(|| format!("{what} stopped"))
+        })
 }
