@@ -80,6 +80,32 @@ async fn pending(pool: &PgPool) -> anyhow::Result<i64> {
     .await?)
 }
 
+/// Waits (at most 10 s) for a relay to lead on `pool`'s database; the pid of its session.
+async fn relay_leader(pool: &PgPool) -> anyhow::Result<i32> {
+    eventually(Duration::from_secs(10), "a relay to lead", || async {
+        // The leader lock is the one-key form (`objsubid` 1); enqueues take the two-key form.
+        Ok(sqlx::query_scalar::<_, i32>(
+            "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted AND objsubid = 1 \
+             AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+        )
+        .fetch_optional(pool)
+        .await?)
+    })
+    .await
+}
+
+/// What a service does: `envelope` written in a transaction of its own, without a `NOTIFY`.
+async fn enqueue_committed(
+    pool: &PgPool,
+    topics: &oms_contracts::topology::Topics,
+    envelope: &Envelope,
+) -> anyhow::Result<()> {
+    let mut tx = pool.begin().await?;
+    outbox::enqueue_envelope(&mut *tx, topics, envelope).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
 /// Waits (at most `secs`) until no outbox row is pending.
 async fn all_published(pool: &PgPool, secs: u64, what: &str) -> anyhow::Result<()> {
     eventually(Duration::from_secs(secs), what, || async {
@@ -486,16 +512,7 @@ async fn notify_wakes_the_relay_without_waiting_for_a_poll() -> anyhow::Result<(
     config.fallback_poll = Duration::from_secs(60);
     let (token, handle) = spawn_relay(&pool, config);
     // Let the relay become leader, LISTEN and go idle.
-    eventually(Duration::from_secs(10), "the relay to lead", || async {
-        let leaders: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted \
-             AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
-        )
-        .fetch_one(&pool)
-        .await?;
-        Ok((leaders >= 1).then_some(()))
-    })
-    .await?;
+    relay_leader(&pool).await?;
     for seq in 0..3 {
         let order = OrderId::new();
         outbox::enqueue(&pool, &topic, &order.to_string(), &numbered(order, seq)).await?;
@@ -516,9 +533,7 @@ async fn notify_wakes_the_relay_without_waiting_for_a_poll() -> anyhow::Result<(
     // commit.
     for seq in 0..3 {
         let order = OrderId::new();
-        let mut tx = pool.begin().await?;
-        outbox::enqueue_envelope(&mut *tx, &topics, &numbered(order, seq + 20)).await?;
-        tx.commit().await?;
+        enqueue_committed(&pool, &topics, &numbered(order, seq + 20)).await?;
         outbox::notify_listeners(&pool).await;
         all_published(&pool, 10, "a publish notified after the commit").await?;
     }
@@ -530,9 +545,7 @@ async fn notify_wakes_the_relay_without_waiting_for_a_poll() -> anyhow::Result<(
     // without another notification.
     let order = OrderId::new();
     for seq in 0..20 {
-        let mut tx = pool.begin().await?;
-        outbox::enqueue_envelope(&mut *tx, &topics, &numbered(order, 100 + seq)).await?;
-        tx.commit().await?;
+        enqueue_committed(&pool, &topics, &numbered(order, 100 + seq)).await?;
         outbox::notify(&pool).await;
     }
     all_published(&pool, 10, "one key's rows, each after the one before").await?;
@@ -542,8 +555,9 @@ async fn notify_wakes_the_relay_without_waiting_for_a_poll() -> anyhow::Result<(
 }
 
 /// After an ack the relay queries again only when its last query may have left rows behind (it
-/// ran while rows were in flight, or came back full): a row held back behind its key's row in
-/// flight must go out when that row is acked, with no wake-up of its own.
+/// ran while rows were in flight or retried rows were pending, or came back full): a row held
+/// back behind its key's row in flight must go out when that row is acked, with no wake-up of
+/// its own.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_row_held_back_behind_its_key_goes_out_when_that_row_is_acked() -> anyhow::Result<()> {
     let pool = fresh_db("held_back").await?;
@@ -556,22 +570,9 @@ async fn a_row_held_back_behind_its_key_goes_out_when_that_row_is_acked() -> any
     config.kafka.set("linger.ms", "1000")?;
     config.message_timeout = Duration::from_secs(10);
     let (token, handle) = spawn_relay(&pool, config);
-    let leader_pid = || async {
-        sqlx::query_scalar::<_, i32>(
-            "SELECT l.pid FROM pg_locks l WHERE l.locktype = 'advisory' AND l.granted \
-             AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())",
-        )
-        .fetch_optional(&pool)
-        .await
-    };
-    let leader = eventually(Duration::from_secs(10), "the relay to lead", || async {
-        Ok(leader_pid().await?)
-    })
-    .await?;
+    let leader = relay_leader(&pool).await?;
     let order = OrderId::new();
-    let mut tx = pool.begin().await?;
-    outbox::enqueue_envelope(&mut *tx, &topics, &numbered(order, 0)).await?;
-    tx.commit().await?;
+    enqueue_committed(&pool, &topics, &numbered(order, 0)).await?;
     let committed: chrono::DateTime<chrono::Utc> = sqlx::query_scalar("SELECT clock_timestamp()")
         .fetch_one(&pool)
         .await?;
@@ -600,9 +601,7 @@ async fn a_row_held_back_behind_its_key_goes_out_when_that_row_is_acked() -> any
         1,
         "the first row is in flight, not yet acked"
     );
-    let mut tx = pool.begin().await?;
-    outbox::enqueue_envelope(&mut *tx, &topics, &numbered(order, 1)).await?;
-    tx.commit().await?;
+    enqueue_committed(&pool, &topics, &numbered(order, 1)).await?;
     outbox::notify(&pool).await;
     // The query this wake-up causes holds the second row back; only the query after the first
     // row's ack can send it (the fallback poll is a minute away).
