@@ -7,12 +7,13 @@ pub mod properties;
 
 pub use properties::{client_config, Properties};
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::RDKafkaLogLevel;
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::consumer::{Consumer, ConsumerContext};
+use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
 use rdkafka::message::{Header, Headers, OwnedHeaders};
 
 /// Errors while creating topics.
@@ -84,6 +85,44 @@ pub async fn ensure_topics_with(
     Ok(())
 }
 
+/// The low and high watermarks of one partition. Right after brokers start or stop, leadership
+/// moves and a broker answers "not leader" until the client's metadata catches up; such answers
+/// are asked again, a moment apart, until `timeout` has passed. Any other error returns at once.
+pub fn watermarks<X: ConsumerContext, C: Consumer<X>>(
+    consumer: &C,
+    topic: &str,
+    partition: i32,
+    timeout: Duration,
+) -> KafkaResult<(i64, i64)> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match consumer.fetch_watermarks(topic, partition, left) {
+            Err(e) if leader_moving(&e) && Instant::now() + RETRY_AFTER < deadline => {
+                std::thread::sleep(RETRY_AFTER);
+            }
+            answer => return answer,
+        }
+    }
+}
+
+/// How long [`watermarks`] waits before asking again.
+const RETRY_AFTER: Duration = Duration::from_millis(100);
+
+/// True for the answers of a partition whose leader is being elected or has just moved.
+fn leader_moving(e: &KafkaError) -> bool {
+    matches!(
+        e.rdkafka_error_code(),
+        Some(
+            RDKafkaErrorCode::LeaderNotAvailable
+                | RDKafkaErrorCode::NotLeaderForPartition
+                | RDKafkaErrorCode::FencedLeaderEpoch
+                | RDKafkaErrorCode::UnknownLeaderEpoch
+                | RDKafkaErrorCode::PreferredLeaderNotAvailable
+        )
+    )
+}
+
 /// The headers of `from` that `keep` accepts, in order, as headers to produce with. A record read
 /// with `detach()` carries its headers already owned: hand them on as they are
 /// (`msg.headers().cloned()`) when nothing is dropped; this is for when some are.
@@ -137,5 +176,21 @@ mod tests {
             ]
         );
         assert_eq!(headers_where::<OwnedHeaders>(None, |_| true).count(), 0);
+    }
+
+    #[test]
+    fn only_a_moving_leader_is_asked_again() {
+        let fetch = |code| KafkaError::MetadataFetch(code);
+        assert!(leader_moving(&fetch(
+            RDKafkaErrorCode::NotLeaderForPartition
+        )));
+        assert!(leader_moving(&fetch(RDKafkaErrorCode::LeaderNotAvailable)));
+        assert!(!leader_moving(&fetch(
+            RDKafkaErrorCode::UnknownTopicOrPartition
+        )));
+        assert!(!leader_moving(&fetch(
+            RDKafkaErrorCode::TopicAuthorizationFailed
+        )));
+        assert!(!leader_moving(&KafkaError::NoMessageReceived));
     }
 }

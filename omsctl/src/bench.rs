@@ -473,8 +473,7 @@ fn watch(
         }
         let mut tpl = TopicPartitionList::new();
         for p in partitions {
-            let (_, high) = consumer
-                .fetch_watermarks(topic, p, timeout)
+            let (_, high) = oms_kafka::watermarks(&consumer, topic, p, timeout)
                 .map_err(|e| format!("watermarks of {topic}/{p}: {e}"))?;
             tpl.add_partition_offset(topic, p, Offset::Offset(high))
                 .map_err(|e| e.to_string())?;

@@ -229,8 +229,7 @@ fn partitions(
         if topics.is_none() && at.is_none() {
             continue;
         }
-        let (start, end) = consumer
-            .fetch_watermarks(e.topic(), e.partition(), TIMEOUT)
+        let (start, end) = oms_kafka::watermarks(&consumer, e.topic(), e.partition(), TIMEOUT)
             .with_context(|| format!("watermarks of {}/{}", e.topic(), e.partition()))?;
         out.push(PartitionLag {
             topic: e.topic().to_owned(),

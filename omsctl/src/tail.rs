@@ -190,8 +190,7 @@ fn partitions(
             return Err(Failure::usage(format!("no topic {topic:?} on {brokers}")));
         };
         for p in t.partitions() {
-            let (low, high) = consumer
-                .fetch_watermarks(topic, p.id(), TIMEOUT)
+            let (low, high) = oms_kafka::watermarks(consumer, topic, p.id(), TIMEOUT)
                 .with_context(|| format!("watermarks of {topic}/{}", p.id()))?;
             out.push((topic.clone(), p.id(), low, high));
         }

@@ -102,8 +102,7 @@ pub fn list(
         let mut messages = 0;
         let mut end_offsets = Vec::new();
         for p in topic.partitions() {
-            let (low, high) = consumer
-                .fetch_watermarks(topic.name(), p.id(), timeout)
+            let (low, high) = oms_kafka::watermarks(&consumer, topic.name(), p.id(), timeout)
                 .with_context(|| format!("watermarks of {}/{}", topic.name(), p.id()))?;
             messages += high - low;
             end_offsets.push(high);

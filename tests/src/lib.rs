@@ -511,7 +511,8 @@ pub async fn wait_caught_up(
                     let meta = consumer.fetch_metadata(Some(topic), timeout)?;
                     for t in meta.topics() {
                         for p in t.partitions() {
-                            let (_, high) = consumer.fetch_watermarks(topic, p.id(), timeout)?;
+                            let (_, high) =
+                                oms_kafka::watermarks(&*consumer, topic, p.id(), timeout)?;
                             tpl.add_partition(topic, p.id());
                             ends.push((topic.clone(), p.id(), high));
                         }
@@ -543,7 +544,7 @@ pub fn topic_size(brokers: &str, topic: &str) -> anyhow::Result<usize> {
     let mut total = 0i64;
     for t in meta.topics() {
         for p in t.partitions() {
-            let (low, high) = consumer.fetch_watermarks(topic, p.id(), timeout)?;
+            let (low, high) = oms_kafka::watermarks(&consumer, topic, p.id(), timeout)?;
             total += high - low;
         }
     }
