@@ -394,7 +394,7 @@ pub struct TokenArgs {
     subject: Option<String>,
 
     /// How long the token is valid (at most 90 days).
-    #[arg(long, default_value = "1h", value_parser = crate::ctx::duration)]
+    #[arg(long, default_value = "1h", value_parser = crate::args::duration)]
     ttl: Duration,
 }
 

@@ -32,25 +32,27 @@ use serde_json::json;
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
-use crate::ctx::{self, table, Ctx, Svc};
+use crate::ctx::{self, Ctx};
+use crate::render::table;
 use crate::{cpu, order, Failure};
+use oms_contracts::ServiceId as Svc;
 
 /// Arguments of `omsctl bench`.
 #[derive(Debug, clap::Args)]
 pub struct BenchArgs {
     /// Open loop: orders per second (e.g. 50/s), sent on schedule whatever the stack's speed.
-    #[arg(long, value_parser = ctx::rate)]
+    #[arg(long, value_parser = crate::args::rate)]
     rate: Option<f64>,
     /// Closed loop (without --rate): customers placing an order and waiting for its outcome
     /// before the next.
     #[arg(long, default_value_t = 16)]
     concurrency: usize,
     /// How long the measured load runs (after the warm-up).
-    #[arg(long, default_value = "30s", value_parser = ctx::duration)]
+    #[arg(long, default_value = "30s", value_parser = crate::args::duration)]
     duration: Duration,
     /// Load before the measured window: connections, consumer fetch sessions and caches warm up;
     /// its orders are followed but not counted.
-    #[arg(long, default_value = "5s", value_parser = ctx::duration)]
+    #[arg(long, default_value = "5s", value_parser = crate::args::duration)]
     warmup: Duration,
     /// A line PRODUCT[:QTY] to choose from (repeatable); each order takes one at random.
     /// Default: every catalog product, quantity 1.
@@ -60,7 +62,7 @@ pub struct BenchArgs {
     #[arg(long = "payment-token")]
     tokens: Vec<String>,
     /// How long to wait for the outcomes of the last orders once the load has stopped.
-    #[arg(long, default_value = "60s", value_parser = ctx::duration)]
+    #[arg(long, default_value = "60s", value_parser = crate::args::duration)]
     timeout: Duration,
     /// Open loop: HTTP requests in flight at most; a send that falls due while this many are
     /// waiting is skipped and counted.
@@ -71,7 +73,7 @@ pub struct BenchArgs {
     #[arg(long)]
     stock: Option<i64>,
     /// `fetch.wait.max.ms` of the outcome watcher (as the services' --consumer-fetch-wait).
-    #[arg(long, default_value = "20ms", value_parser = ctx::duration)]
+    #[arg(long, default_value = "20ms", value_parser = crate::args::duration)]
     watch_fetch_wait: Duration,
     /// Follow each order until it is decided (`confirmed`) or through its whole life
     /// (`delivered`: the run also waits for the deliveries, and times CONFIRMED → DELIVERED).

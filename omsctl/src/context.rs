@@ -15,7 +15,8 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use crate::ctx::{table, Ctx};
+use crate::ctx::Ctx;
+use crate::render::table;
 use crate::Failure;
 
 /// What a context operates.
@@ -202,7 +203,7 @@ pub fn parse_file(text: &str) -> Result<FileConfig, String> {
         .chain(file.contexts.iter().map(|(n, c)| (n.as_str(), c)))
     {
         for svc in c.endpoints.keys() {
-            svc.parse::<crate::ctx::Svc>()
+            svc.parse::<oms_contracts::ServiceId>()
                 .map_err(|e| format!("context {name}: [endpoints] {e}"))?;
         }
         for (k, v) in &c.kafka {
@@ -425,8 +426,8 @@ pub async fn run(ctx: &Ctx, command: ContextCommand) -> Result<(), Failure> {
                 for r in &rows {
                     t.add_row([
                         if r["current"] == true { "*" } else { "" }.to_owned(),
-                        crate::ctx::cell(&r["name"]),
-                        crate::ctx::cell(&r["target"]),
+                        crate::render::cell(&r["name"]),
+                        crate::render::cell(&r["target"]),
                         r["brokers"].as_str().unwrap_or("(default)").to_owned(),
                     ]);
                 }
@@ -462,10 +463,10 @@ pub async fn run(ctx: &Ctx, command: ContextCommand) -> Result<(), Failure> {
                         serde_json::Value::Object(m) if m.is_empty() => "-".to_owned(),
                         serde_json::Value::Object(m) => m
                             .iter()
-                            .map(|(k, v)| format!("{k}={}", crate::ctx::cell(v)))
+                            .map(|(k, v)| format!("{k}={}", crate::render::cell(v)))
                             .collect::<Vec<_>>()
                             .join(" "),
-                        other => crate::ctx::cell(other),
+                        other => crate::render::cell(other),
                     };
                     t.add_row([k.clone(), v]);
                 }

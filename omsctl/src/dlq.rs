@@ -23,10 +23,12 @@ use serde_json::{json, Value};
 
 use oms_contracts::api::OrderView;
 
-use crate::ctx::{cell, coordinates, opt, table, Ctx, Svc};
+use crate::ctx::Ctx;
+use crate::render::{cell, coordinates, opt, table};
 use crate::repair;
 use crate::tail::{self, Record};
 use crate::Failure;
+use oms_contracts::ServiceId as Svc;
 
 /// The audit topic (before the prefix).
 pub const AUDIT_TOPIC: &str = "oms.dlq.audit";
@@ -84,7 +86,7 @@ pub struct ReplayArgs {
     #[arg(long)]
     dry_run: bool,
     /// At most this many messages per second (e.g. 10/s).
-    #[arg(long, value_parser = crate::ctx::rate)]
+    #[arg(long, value_parser = crate::args::rate)]
     rate: Option<f64>,
     /// Do not ask for confirmation.
     #[arg(long)]

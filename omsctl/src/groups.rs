@@ -14,7 +14,8 @@ use rdkafka::{Offset, TopicPartitionList};
 use serde::Serialize;
 use serde_json::{json, Value};
 
-use crate::ctx::{cell, table, Ctx, Kafka};
+use crate::ctx::{Ctx, Kafka};
+use crate::render::{cell, table};
 use crate::topics::{describe_group, GroupView};
 use crate::Failure;
 

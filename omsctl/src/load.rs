@@ -9,7 +9,8 @@ use futures::{Stream, StreamExt};
 use oms_contracts::api::{CreateOrder, OrderAccepted};
 use serde::Deserialize;
 
-use crate::ctx::{self, Ctx, Svc};
+use crate::ctx::{self, Ctx};
+use oms_contracts::ServiceId as Svc;
 
 /// Which lines each order gets.
 #[derive(Debug, Clone, PartialEq, Eq)]

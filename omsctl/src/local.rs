@@ -30,8 +30,8 @@ use oms_contracts::topology::SERVICES;
 use serde::{Deserialize, Serialize};
 use tokio::process::Command;
 
-use crate::ctx::Svc;
 use crate::Failure;
+use oms_contracts::ServiceId as Svc;
 
 /// The PostgreSQL role of the local cluster.
 pub const PG_USER: &str = "oms";

@@ -17,6 +17,7 @@
 //! Exit codes: 0 ok, 1 a failed check or verdict, 2 a usage error or an unreachable dependency
 //! (one line on stderr names it). omsctl never writes a service's database.
 
+mod args;
 mod auth;
 mod bench;
 mod chaos;
@@ -33,6 +34,7 @@ mod local;
 mod order;
 mod predict;
 mod produce;
+mod render;
 mod repair;
 mod saga;
 mod stack;
@@ -177,7 +179,7 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(f) => {
             // A closed pipe (`omsctl tail | head`) is a normal way to stop.
-            if ctx::is_broken_pipe(&f.error) {
+            if crate::render::is_broken_pipe(&f.error) {
                 return ExitCode::SUCCESS;
             }
             let line = format!("{:#}", f.error).replace('\n', " ");

@@ -12,8 +12,10 @@ use oms_contracts::api::{
     PendingRow, ProductView, RequestedLine, ReservationView, SagaView, ShipmentView,
 };
 
-use crate::ctx::{self, cell, opt, table, Ctx, Svc};
+use crate::ctx::{self, Ctx};
+use crate::render::{cell, opt, table};
 use crate::{tail, Failure, Output};
+use oms_contracts::ServiceId as Svc;
 
 #[derive(Debug, clap::Subcommand)]
 pub enum OrderCommand {
@@ -50,7 +52,7 @@ pub enum OrderCommand {
         #[arg(long)]
         wait: bool,
         /// How long --wait waits.
-        #[arg(long, default_value = "60s", value_parser = ctx::duration)]
+        #[arg(long, default_value = "60s", value_parser = crate::args::duration)]
         timeout: Duration,
     },
 }
@@ -73,13 +75,13 @@ pub struct CreateArgs {
     #[arg(long)]
     wait: bool,
     /// How long --wait (or --count) waits for an outcome.
-    #[arg(long, default_value = "30s", value_parser = ctx::duration)]
+    #[arg(long, default_value = "30s", value_parser = crate::args::duration)]
     timeout: Duration,
     /// Create this many orders (random catalog lines unless --item is given) and summarize.
     #[arg(long)]
     count: Option<u32>,
     /// With --count: orders per second, e.g. 20/s.
-    #[arg(long, value_parser = ctx::rate)]
+    #[arg(long, value_parser = crate::args::rate)]
     rate: Option<f64>,
     /// With --count: requests in flight at once.
     #[arg(long, default_value_t = 8)]
@@ -691,7 +693,7 @@ pub async fn trace_doc(ctx: &Ctx, id: &str) -> Result<Value, Failure> {
         let mut what = format!(
             "{} {}",
             decoded.type_name,
-            crate::ctx::coordinates(&r.topic, r.partition, r.offset)
+            crate::render::coordinates(&r.topic, r.partition, r.offset)
         );
         if let Some(err) = r.header(oms_contracts::headers::dlq::ERROR_MESSAGE) {
             what.push_str(&format!(" DEAD-LETTERED: {err}"));

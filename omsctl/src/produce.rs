@@ -14,7 +14,8 @@ use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde_json::{json, Value};
 
-use crate::ctx::{cell, table, Ctx};
+use crate::ctx::Ctx;
+use crate::render::{cell, table};
 use crate::Failure;
 
 /// `omsctl produce` arguments.
@@ -241,7 +242,7 @@ pub async fn run(ctx: &Ctx, args: ProduceArgs) -> Result<(), Failure> {
             "topic": topic,
             "partition": delivery.partition,
             "offset": delivery.offset,
-            "at": crate::ctx::coordinates(&topic, delivery.partition, delivery.offset),
+            "at": crate::render::coordinates(&topic, delivery.partition, delivery.offset),
         }));
     }
     let doc = Value::Array(sent);

@@ -2,8 +2,10 @@
 
 use oms_contracts::api::{CancelSaga, Page, SagaAction, SagaView};
 
-use crate::ctx::{api_failure, opt, table, Ctx, Svc};
+use crate::ctx::{api_failure, Ctx};
+use crate::render::{opt, table};
 use crate::Failure;
+use oms_contracts::ServiceId as Svc;
 
 #[derive(Debug, clap::Subcommand)]
 pub enum SagaCommand {

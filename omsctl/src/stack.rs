@@ -7,9 +7,11 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::ctx::{cell, table, Ctx, Svc};
+use crate::ctx::Ctx;
 use crate::local::{say, Component, Local};
+use crate::render::{cell, table};
 use crate::{topics, Failure};
+use oms_contracts::ServiceId as Svc;
 
 #[derive(Debug, clap::Subcommand)]
 pub enum StackCommand {
@@ -96,7 +98,7 @@ pub enum StackCommand {
     /// the stack when nothing else runs).
     Cpu {
         /// How long to measure.
-        #[arg(long, default_value = "10s", value_parser = crate::ctx::duration)]
+        #[arg(long, default_value = "10s", value_parser = crate::args::duration)]
         over: Duration,
     },
 }

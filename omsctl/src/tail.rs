@@ -534,11 +534,11 @@ fn follow(
             shown += 1;
             match output {
                 Output::Json => writeln!(out, "{}", r.to_json())?,
-                Output::Yaml => write!(out, "---\n{}", crate::ctx::yaml(&r.to_json())?)?,
+                Output::Yaml => write!(out, "---\n{}", crate::render::yaml(&r.to_json())?)?,
                 Output::Ids => writeln!(
                     out,
                     "{}",
-                    crate::ctx::coordinates(&r.topic, r.partition, r.offset)
+                    crate::render::coordinates(&r.topic, r.partition, r.offset)
                 )?,
                 Output::Table => {
                     let mut payload = described.payload.clone();
@@ -554,7 +554,7 @@ fn follow(
                         out,
                         "{} {} key={} {} [{}] {}",
                         r.time(),
-                        crate::ctx::coordinates(&r.topic, r.partition, r.offset),
+                        crate::render::coordinates(&r.topic, r.partition, r.offset),
                         r.key_text().unwrap_or_else(|| "-".into()),
                         described.type_name,
                         described.source,

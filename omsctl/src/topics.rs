@@ -10,7 +10,8 @@ use rdkafka::TopicPartitionList;
 use crate::ctx::Kafka;
 use serde::Serialize;
 
-use crate::ctx::{table, Ctx};
+use crate::ctx::Ctx;
+use crate::render::table;
 use crate::Failure;
 
 #[derive(Debug, clap::Subcommand)]

@@ -14,21 +14,23 @@ use serde::Serialize;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-use crate::ctx::{self, table, Ctx, Svc};
+use crate::ctx::Ctx;
+use crate::render::table;
 use crate::{topics, Failure};
 use oms_contracts::api::{FulfillmentState, ShipmentStatus, ShipmentView};
+use oms_contracts::ServiceId as Svc;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct VerifyArgs {
     /// Only orders created within this long (stock is always checked as a whole).
-    #[arg(long, value_parser = ctx::duration)]
+    #[arg(long, value_parser = crate::args::duration)]
     pub since: Option<Duration>,
     /// Orders older than this must be finished (the saga's step deadlines added up, with margin).
-    #[arg(long, default_value = "2m", value_parser = ctx::duration)]
+    #[arg(long, default_value = "2m", value_parser = crate::args::duration)]
     pub deadline: Duration,
     /// Orders changed within this long are skipped by the cross-service checks (their messages
     /// may still be in flight).
-    #[arg(long, default_value = "10s", value_parser = ctx::duration)]
+    #[arg(long, default_value = "10s", value_parser = crate::args::duration)]
     pub settle: Duration,
 }
 

@@ -21,11 +21,13 @@ use serde_json::{json, Value};
 
 pub mod target;
 
-use crate::ctx::{self, table, Ctx, Svc};
+use crate::ctx::{self, Ctx};
 use crate::local;
 use crate::local::Unit;
+use crate::render::table;
 use crate::tail::{self, From};
 use crate::Failure;
+use oms_contracts::ServiceId as Svc;
 use target::{AnyTarget, Handle, Target};
 
 #[derive(Debug, clap::Subcommand)]
@@ -86,7 +88,7 @@ pub enum ChaosCommand {
         #[arg(long, default_value_t = 0.0)]
         decline_rate: f64,
         /// Added to every gateway call.
-        #[arg(long, value_parser = ctx::duration)]
+        #[arg(long, value_parser = crate::args::duration)]
         latency: Option<Duration>,
         /// Share of calls failing transiently (0 to 1).
         #[arg(long, default_value_t = 0.0)]
@@ -101,7 +103,7 @@ pub enum ChaosCommand {
         #[arg(long, default_value_t = 0.0)]
         failure_rate: f64,
         /// Added to every carrier step.
-        #[arg(long, value_parser = ctx::duration)]
+        #[arg(long, value_parser = crate::args::duration)]
         latency: Option<Duration>,
         /// Share of carrier calls failing transiently, retried (0 to 1).
         #[arg(long, default_value_t = 0.0)]
@@ -163,7 +165,7 @@ pub enum PoisonKind {
 #[derive(Debug, Clone, clap::Args)]
 pub struct Lasting {
     /// Undo the fault by itself after this long (omsctl waits in the foreground).
-    #[arg(long = "for", value_parser = ctx::duration)]
+    #[arg(long = "for", value_parser = crate::args::duration)]
     lasting: Option<Duration>,
 }
 

@@ -24,9 +24,9 @@
 use std::time::Duration;
 
 use crate::context::Target as TargetSpec;
-use crate::ctx::Svc;
 use crate::local::{self, Component, Local, Signal, Unit};
 use crate::Failure;
+use oms_contracts::ServiceId as Svc;
 
 /// How a service is hit (recorded with the fault).
 pub use super::ServiceFault;

@@ -31,7 +31,8 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{json, Value};
 
-use crate::ctx::{cell, table, Ctx};
+use crate::ctx::Ctx;
+use crate::render::{cell, table};
 use crate::Failure;
 
 /// Reads and checks a drill file (both forms).

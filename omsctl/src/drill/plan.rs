@@ -221,7 +221,7 @@ pub fn resolve(path: &Path, text: &str, drill: &Drill, short: bool) -> Result<Pl
             line_of(text, s.span().start)
         ))
     };
-    let duration = |s: &Spanned<String>| crate::ctx::duration(s.get_ref()).map_err(|e| at(s, e));
+    let duration = |s: &Spanned<String>| crate::args::duration(s.get_ref()).map_err(|e| at(s, e));
     let action = |s: &Spanned<String>| Action::parse(s.get_ref()).map_err(|e| at(s, e));
     let steps = |steps: &[StepSpec]| -> Result<Vec<(Duration, Action)>, Failure> {
         let mut out = steps

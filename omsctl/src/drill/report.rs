@@ -85,7 +85,7 @@ pub struct Report {
 impl Report {
     /// The verdict table.
     pub fn table(&self) -> String {
-        let mut t = crate::ctx::table(&["VERDICT TABLE", ""]);
+        let mut t = crate::render::table(&["VERDICT TABLE", ""]);
         t.add_row([
             "drill".to_string(),
             format!("{}{}", self.drill, if self.short { " (short)" } else { "" }),

@@ -14,8 +14,10 @@ use super::plan::{Action, Plan, Probe};
 use super::report::{Duplicates, Orders, Report};
 use super::verdict::{self, Observed};
 use super::{failover, takeover};
-use crate::ctx::{opt, Ctx, Svc};
+use crate::ctx::Ctx;
+use crate::render::opt;
 use crate::{topics, verify, Failure};
+use oms_contracts::ServiceId as Svc;
 
 fn say(line: impl std::fmt::Display) {
     eprintln!("[drill {}] {line}", chrono::Utc::now().format("%H:%M:%S"));

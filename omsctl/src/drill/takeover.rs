@@ -10,9 +10,10 @@ use oms_contracts::api::Readiness;
 use serde::Serialize;
 
 use super::plan::Action;
-use crate::ctx::{Ctx, Svc};
+use crate::ctx::Ctx;
 use crate::local::{self, Component, Local, Unit};
 use crate::topics;
+use oms_contracts::ServiceId as Svc;
 
 /// How long a takeover is waited for.
 const WITHIN: Duration = Duration::from_secs(60);

@@ -18,16 +18,17 @@ use oms_contracts::api::{GatewayKnobs, OrderView, Page, Readiness, SagaSummary, 
 use ratatui::crossterm::event::{self, Event, KeyEvent, KeyEventKind};
 use tokio::sync::mpsc;
 
-use crate::ctx::{self, Ctx, Svc};
+use crate::ctx::Ctx;
 use crate::{dlq, order, topics, Failure};
 use app::BrokerNode;
 use app::{Action, App, Effect, Health, SagaRow, Snapshot};
+use oms_contracts::ServiceId as Svc;
 
 /// `omsctl tui` arguments.
 #[derive(Debug, clap::Args)]
 pub struct TuiArgs {
     /// How often data is polled.
-    #[arg(long, default_value = "1s", value_parser = ctx::duration)]
+    #[arg(long, default_value = "1s", value_parser = crate::args::duration)]
     refresh: Duration,
     /// Log file [default: <state dir>/omsctl-tui.log].
     #[arg(long)]
@@ -425,7 +426,7 @@ async fn snapshot(ctx: &Ctx, kafka: &Mutex<Option<KafkaInfo>>) -> Snapshot {
                 age_secs: (fetched_at as i64 - r.created_at.timestamp()).max(0),
                 last_step: r.last_step.unwrap_or_default(),
                 customer: r.customer_id.to_string(),
-                total: ctx::opt(r.total),
+                total: crate::render::opt(r.total),
                 stuck: r.stuck,
                 shipment: r
                     .fulfillment

@@ -8,8 +8,8 @@ use ratatui::Frame;
 use serde_json::Value;
 
 use super::app::{App, Load, View, STATE_FILTERS};
-use crate::ctx::cell;
 use crate::dlq::Item as DlqItem;
+use crate::render::cell;
 
 /// Every key, for the help overlay.
 pub const KEYS: &[(&str, &str)] = &[
