@@ -2,7 +2,7 @@
 //! config file as `[contexts.NAME]` with the brokers, service URLs, token or token command,
 //! librdkafka properties and the kind of target: `local` (the process stack `omsctl stack up`
 //! runs), `compose` (compose.yaml) or `kubernetes` (deploy/kubernetes). Chaos verbs act on the
-//! target of the context ([`crate::chaos::target`]).
+//! target of the context.
 //!
 //! The context in use is `--context`, else `OMS_CONTEXT`, else the file's `current-context`,
 //! else `local`. Two contexts exist without a file: `local` (the top-level keys of the file
@@ -13,10 +13,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 
-use crate::ctx::Ctx;
-use crate::render::table;
 use crate::Failure;
 
 /// What a context operates.
@@ -385,95 +382,6 @@ pub fn set_current(path: &Path, name: &str) -> Result<(), Failure> {
     std::fs::write(&tmp, doc.to_string())
         .and_then(|()| std::fs::rename(&tmp, path))
         .map_err(|e| Failure::usage(format!("writing {}: {e}", path.display())))
-}
-
-/// `omsctl context`.
-#[derive(Debug, clap::Subcommand)]
-pub enum ContextCommand {
-    /// Every context: name, target, brokers; `*` marks the one in use.
-    List,
-    /// Make NAME the context used when none is named (writes `current-context`).
-    Use {
-        /// A context name.
-        name: String,
-    },
-    /// The settings of the context in use (or of NAME), secrets hidden.
-    Show {
-        /// A context name [default: the one in use].
-        name: Option<String>,
-    },
-}
-
-/// Runs a context command. `ctx` is resolved for the context in use.
-pub async fn run(ctx: &Ctx, command: ContextCommand) -> Result<(), Failure> {
-    let path = ctx.config_path.clone();
-    let file = read_file(path.as_deref(), false)?;
-    match command {
-        ContextCommand::List => {
-            let mut rows = Vec::new();
-            for name in names(&file) {
-                let r = resolve(&file, Some(&name))?;
-                rows.push(json!({
-                    "name": name,
-                    "current": name == ctx.context.name,
-                    "target": r.target.kind().name(),
-                    "brokers": r.config.brokers.clone(),
-                }));
-            }
-            let doc = serde_json::Value::Array(rows.clone());
-            ctx.print(&doc, || {
-                let mut t = table(&["", "NAME", "TARGET", "BROKERS"]);
-                for r in &rows {
-                    t.add_row([
-                        if r["current"] == true { "*" } else { "" }.to_owned(),
-                        crate::render::cell(&r["name"]),
-                        crate::render::cell(&r["target"]),
-                        r["brokers"].as_str().unwrap_or("(default)").to_owned(),
-                    ]);
-                }
-                t.to_string()
-            })
-        }
-        ContextCommand::Use { name } => {
-            let path = path.ok_or_else(|| {
-                Failure::usage("no config file path: set HOME, XDG_CONFIG_HOME or --config")
-            })?;
-            set_current(&path, &name)?;
-            eprintln!(
-                "omsctl: context {name} is now the current context ({})",
-                path.display()
-            );
-            Ok(())
-        }
-        ContextCommand::Show { name } => {
-            let shown = match name {
-                Some(n) if n != ctx.context.name => {
-                    let mut s = crate::ctx::Settings::default();
-                    s.context = Some(n);
-                    s.config = ctx.config_path.clone();
-                    Ctx::new(s)?
-                }
-                _ => ctx.clone(),
-            };
-            let doc = shown.describe();
-            ctx.print(&doc, || {
-                let mut t = table(&["SETTING", "VALUE"]);
-                for (k, v) in doc.as_object().into_iter().flatten() {
-                    let v = match v {
-                        serde_json::Value::Object(m) if m.is_empty() => "-".to_owned(),
-                        serde_json::Value::Object(m) => m
-                            .iter()
-                            .map(|(k, v)| format!("{k}={}", crate::render::cell(v)))
-                            .collect::<Vec<_>>()
-                            .join(" "),
-                        other => crate::render::cell(other),
-                    };
-                    t.add_row([k.clone(), v]);
-                }
-                t.to_string()
-            })
-        }
-    }
 }
 
 #[cfg(test)]

@@ -21,6 +21,7 @@ mod args;
 mod auth;
 mod bench;
 mod chaos;
+mod cmd;
 mod complete;
 mod context;
 mod cpu;
@@ -111,10 +112,10 @@ enum Command {
     Tui(tui::TuiArgs),
     /// Tokens for the services' APIs.
     #[command(subcommand)]
-    Auth(auth::AuthCommand),
+    Auth(cmd::auth::AuthCommand),
     /// Contexts: the targets omsctl operates (local, compose, kubernetes).
     #[command(subcommand)]
-    Context(context::ContextCommand),
+    Context(cmd::context::ContextCommand),
     /// Print the script that registers omsctl's completions with a shell (bash, zsh, fish,
     /// elvish, powershell); completions are asked of omsctl as you type, so topics, groups,
     /// drills, components, saga states and order statuses complete too.
@@ -211,8 +212,8 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Drill(c) => drill::run(&ctx, c).await,
         Command::Bench(args) => bench::run(&ctx, args).await,
         Command::Tui(args) => tui::run(&ctx, args).await,
-        Command::Auth(c) => auth::run(&ctx, c).await,
-        Command::Context(c) => context::run(&ctx, c).await,
+        Command::Auth(c) => cmd::auth::run(&ctx, c).await,
+        Command::Context(c) => cmd::context::run(&ctx, c).await,
         Command::Completions { .. } => Ok(()),
     }
 }

@@ -1,0 +1,97 @@
+//! `omsctl context`: list the contexts, pick one, show one's settings.
+
+use serde_json::json;
+
+use crate::context::{names, read_file, resolve, set_current};
+use crate::ctx::Ctx;
+use crate::render::table;
+use crate::Failure;
+
+/// `omsctl context`.
+#[derive(Debug, clap::Subcommand)]
+pub enum ContextCommand {
+    /// Every context: name, target, brokers; `*` marks the one in use.
+    List,
+    /// Make NAME the context used when none is named (writes `current-context`).
+    Use {
+        /// A context name.
+        name: String,
+    },
+    /// The settings of the context in use (or of NAME), secrets hidden.
+    Show {
+        /// A context name [default: the one in use].
+        name: Option<String>,
+    },
+}
+
+/// Runs a context command. `ctx` is resolved for the context in use.
+pub async fn run(ctx: &Ctx, command: ContextCommand) -> Result<(), Failure> {
+    let path = ctx.config_path.clone();
+    let file = read_file(path.as_deref(), false)?;
+    match command {
+        ContextCommand::List => {
+            let mut rows = Vec::new();
+            for name in names(&file) {
+                let r = resolve(&file, Some(&name))?;
+                rows.push(json!({
+                    "name": name,
+                    "current": name == ctx.context.name,
+                    "target": r.target.kind().name(),
+                    "brokers": r.config.brokers.clone(),
+                }));
+            }
+            let doc = serde_json::Value::Array(rows.clone());
+            ctx.print(&doc, || {
+                let mut t = table(&["", "NAME", "TARGET", "BROKERS"]);
+                for r in &rows {
+                    t.add_row([
+                        if r["current"] == true { "*" } else { "" }.to_owned(),
+                        crate::render::cell(&r["name"]),
+                        crate::render::cell(&r["target"]),
+                        r["brokers"].as_str().unwrap_or("(default)").to_owned(),
+                    ]);
+                }
+                t.to_string()
+            })
+        }
+        ContextCommand::Use { name } => {
+            let path = path.ok_or_else(|| {
+                Failure::usage("no config file path: set HOME, XDG_CONFIG_HOME or --config")
+            })?;
+            set_current(&path, &name)?;
+            eprintln!(
+                "omsctl: context {name} is now the current context ({})",
+                path.display()
+            );
+            Ok(())
+        }
+        ContextCommand::Show { name } => {
+            let shown = match name {
+                Some(n) if n != ctx.context.name => {
+                    let mut s = crate::ctx::Settings::default();
+                    s.context = Some(n);
+                    s.config = ctx.config_path.clone();
+                    Ctx::new(s)?
+                }
+                _ => ctx.clone(),
+            };
+            let doc = shown.describe();
+            ctx.print(&doc, || {
+                let mut t = table(&["SETTING", "VALUE"]);
+                for (k, v) in doc.as_object().into_iter().flatten() {
+                    let v = match v {
+                        serde_json::Value::Object(m) if m.is_empty() => "-".to_owned(),
+                        serde_json::Value::Object(m) => m
+                            .iter()
+                            .map(|(k, v)| format!("{k}={}", crate::render::cell(v)))
+                            .collect::<Vec<_>>()
+                            .join(" "),
+                        other => crate::render::cell(other),
+                    };
+                    t.add_row([k.clone(), v]);
+                }
+                t.to_string()
+            })
+        }
+    }
+}
