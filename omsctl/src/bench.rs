@@ -23,18 +23,18 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use chrono::{DateTime, Utc};
 use hdrhistogram::Histogram;
-use oms_contracts::api::{CreateOrder, OrderAccepted};
+use oms_contracts::api::CreateOrder;
 use oms_contracts::{Envelope, Message};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{Message as _, Offset, TopicPartitionList};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::json;
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
 use crate::ctx::{self, Ctx};
 use crate::render::table;
-use crate::{cpu, order, Failure};
+use crate::{cpu, Failure};
 use oms_contracts::ServiceId as Svc;
 
 /// Arguments of `omsctl bench`.
@@ -56,7 +56,7 @@ pub struct BenchArgs {
     warmup: Duration,
     /// A line PRODUCT[:QTY] to choose from (repeatable); each order takes one at random.
     /// Default: every catalog product, quantity 1.
-    #[arg(long = "item", value_parser = order::parse_item)]
+    #[arg(long = "item", value_parser = crate::place::parse_item)]
     items: Vec<(String, u32)>,
     /// A payment token to choose from (repeatable) [default: tok_visa].
     #[arg(long = "payment-token")]
@@ -542,7 +542,7 @@ fn body(items: &[(String, u32)], tokens: &[String], i: u64) -> CreateOrder {
     } else {
         tokens[fastrand::usize(0..tokens.len())].as_str()
     };
-    crate::order::body(
+    crate::place::body(
         &[(product.clone(), *qty)],
         Some(&format!("bench-{i}")),
         Some(token),
@@ -557,26 +557,13 @@ async fn place(
     measured: bool,
     waiter: Option<oneshot::Sender<()>>,
 ) -> Note {
-    match ctx.post(Svc::Order, "/orders", body, &[]).await {
-        Ok((status, answer)) if status.is_success() => {
-            let answered = Instant::now();
-            match OrderAccepted::deserialize(&answer).ok().map(|a| a.order_id) {
-                Some(id) => Note::Accepted {
-                    id,
-                    due,
-                    answered,
-                    measured,
-                    waiter,
-                },
-                None => Note::Refused {
-                    reason: format!("HTTP {} without an orderId", status.as_u16()),
-                    measured,
-                },
-            }
-        }
-        Ok((status, _)) => Note::Refused {
-            reason: format!("HTTP {}", status.as_u16()),
+    match crate::place::try_place(ctx, body, None).await {
+        Ok(accepted) => Note::Accepted {
+            id: accepted.order_id,
+            due,
+            answered: Instant::now(),
             measured,
+            waiter,
         },
         Err(f) => Note::Refused {
             reason: f
@@ -617,7 +604,7 @@ fn check(args: &BenchArgs) -> Result<Mode, Failure> {
 pub async fn run(ctx: &Ctx, args: BenchArgs) -> Result<(), Failure> {
     let mode = check(&args)?;
     let items: Vec<(String, u32)> = if args.items.is_empty() {
-        order::catalog(ctx)
+        crate::place::catalog(ctx)
             .await
             .filter(|p| !p.is_empty())
             .ok_or_else(|| {
@@ -627,7 +614,7 @@ pub async fn run(ctx: &Ctx, args: BenchArgs) -> Result<(), Failure> {
             .map(|p| (p, 1))
             .collect()
     } else {
-        order::check_items(ctx, &args.items).await?;
+        crate::place::check_items(ctx, &args.items).await?;
         args.items.clone()
     };
     if let Some(stock) = args.stock {

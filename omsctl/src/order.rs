@@ -8,13 +8,13 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use oms_contracts::api::{
-    CreateOrder, NotificationView, OrderAccepted, OrderStatus, OrderView, Page, PaymentView,
-    PendingRow, ProductView, RequestedLine, ReservationView, SagaView, ShipmentView,
+    NotificationView, OrderStatus, OrderView, Page, PaymentView, PendingRow, ReservationView,
+    SagaView, ShipmentView,
 };
 
 use crate::ctx::{self, Ctx};
 use crate::render::{cell, opt, table};
-use crate::{tail, Failure, Output};
+use crate::{place, tail, Failure, Output};
 use oms_contracts::ServiceId as Svc;
 
 #[derive(Debug, clap::Subcommand)]
@@ -60,7 +60,7 @@ pub enum OrderCommand {
 #[derive(Debug, clap::Args)]
 pub struct CreateArgs {
     /// A line as PRODUCT[:QUANTITY] (repeatable), e.g. mouse-01:2.
-    #[arg(long = "item", value_parser = parse_item)]
+    #[arg(long = "item", value_parser = crate::place::parse_item)]
     items: Vec<(String, u32)>,
     /// Customer id.
     #[arg(long)]
@@ -88,25 +88,6 @@ pub struct CreateArgs {
     concurrency: usize,
 }
 
-pub(crate) fn parse_item(s: &str) -> Result<(String, u32), String> {
-    let (product, quantity) = match s.split_once(':') {
-        Some((p, q)) => {
-            let q: u32 = q.parse().map_err(|_| {
-                format!("invalid quantity {q:?} in {s:?} (expected PRODUCT[:QUANTITY])")
-            })?;
-            (p, q)
-        }
-        None => (s, 1),
-    };
-    if product.is_empty() {
-        return Err(format!("invalid item {s:?}: no product"));
-    }
-    if quantity == 0 {
-        return Err(format!("invalid item {s:?}: quantity must be at least 1"));
-    }
-    Ok((product.to_owned(), quantity))
-}
-
 pub async fn run(ctx: &Ctx, command: OrderCommand) -> Result<(), Failure> {
     match command {
         OrderCommand::Create(args) if args.count.is_some() => create_many(ctx, args).await,
@@ -126,56 +107,6 @@ fn check_id(id: &str) -> Result<(), Failure> {
     uuid::Uuid::parse_str(id)
         .map(|_| ())
         .map_err(|_| Failure::usage(format!("invalid order id {id:?} (expected a UUID)")))
-}
-
-/// Product ids of the catalog, or `None` when inventory cannot be asked.
-pub(crate) async fn catalog(ctx: &Ctx) -> Option<Vec<String>> {
-    let products: Page<ProductView> = ctx.get(Svc::Inventory, "/products").await.ok()?;
-    Some(products.items.into_iter().map(|p| p.product_id).collect())
-}
-
-pub(crate) async fn check_items(ctx: &Ctx, items: &[(String, u32)]) -> Result<(), Failure> {
-    let Some(known) = catalog(ctx).await else {
-        eprintln!("omsctl: warning: inventory unreachable; items not checked against the catalog");
-        return Ok(());
-    };
-    if let Some((unknown, _)) = items.iter().find(|(p, _)| !known.contains(p)) {
-        return Err(Failure::usage(format!(
-            "unknown item {unknown:?}; the catalog has {}",
-            known.join(", ")
-        )));
-    }
-    Ok(())
-}
-
-/// The `POST /orders` body for these lines.
-pub(crate) fn body(
-    items: &[(String, u32)],
-    customer: Option<&str>,
-    token: Option<&str>,
-) -> CreateOrder {
-    CreateOrder {
-        customer_id: customer.map(str::to_owned),
-        items: items
-            .iter()
-            .map(|(p, q)| RequestedLine {
-                product_id: p.clone(),
-                quantity: *q,
-            })
-            .collect(),
-        payment_token: token.map(str::to_owned),
-        shipping_address: None,
-    }
-}
-
-/// Places one order: the service's acceptance, or its refusal.
-async fn place(ctx: &Ctx, body: &CreateOrder, key: Option<&str>) -> Result<OrderAccepted, Failure> {
-    let headers: Vec<(&str, &str)> = key.map(|k| ("Idempotency-Key", k)).into_iter().collect();
-    let (status, answer) = ctx.post(Svc::Order, "/orders", body, &headers).await?;
-    if !status.is_success() {
-        return Err(ctx::api_failure(Svc::Order, status, &answer));
-    }
-    Ok(serde_json::from_value(answer).map_err(anyhow::Error::from)?)
 }
 
 /// Polls the order until it is no longer PENDING.
@@ -219,13 +150,13 @@ async fn create_one(ctx: &Ctx, args: CreateArgs) -> Result<(), Failure> {
             "at least one --item PRODUCT[:QUANTITY] is needed (or --count N for random orders)",
         ));
     }
-    check_items(ctx, &args.items).await?;
-    let b = body(
+    place::check_items(ctx, &args.items).await?;
+    let b = place::body(
         &args.items,
         args.customer.as_deref(),
         args.payment_token.as_deref(),
     );
-    let answer = place(ctx, &b, args.idempotency_key.as_deref()).await?;
+    let answer = place::place_one(ctx, &b, args.idempotency_key.as_deref()).await?;
     let id = answer.order_id.to_string();
     if !args.wait {
         return ctx.print(&serde_json::to_value(&answer)?, || {
@@ -265,14 +196,14 @@ async fn create_many(ctx: &Ctx, args: CreateArgs) -> Result<(), Failure> {
         return Err(Failure::usage("--concurrency must be at least 1"));
     }
     let products = if args.items.is_empty() {
-        catalog(ctx)
+        place::catalog(ctx)
             .await
             .filter(|p| !p.is_empty())
             .ok_or_else(|| {
                 Failure::usage("inventory unreachable: cannot pick random items (give --item)")
             })?
     } else {
-        check_items(ctx, &args.items).await?;
+        place::check_items(ctx, &args.items).await?;
         Vec::new()
     };
     let bar = if ctx.interactive() {
@@ -288,23 +219,23 @@ async fn create_many(ctx: &Ctx, args: CreateArgs) -> Result<(), Failure> {
         indicatif::ProgressBar::hidden()
     };
     let started = Instant::now();
-    let load = crate::load::Load {
+    let load = place::Load {
         count: count as usize,
         rate: args.rate,
         concurrency: args.concurrency,
         lines: if args.items.is_empty() {
-            crate::load::Lines::FromCatalog(products)
+            place::Lines::FromCatalog(products)
         } else {
-            crate::load::Lines::All(args.items.clone())
+            place::Lines::All(args.items.clone())
         },
         tokens: args.payment_token.iter().cloned().collect(),
         customer: match &args.customer {
-            Some(c) => crate::load::Customer::Fixed(c.clone()),
-            None => crate::load::Customer::Default,
+            Some(c) => place::Customer::Fixed(c.clone()),
+            None => place::Customer::Default,
         },
     };
     let timeout = args.timeout;
-    let outcomes: Vec<Result<OrderView, String>> = crate::load::place(ctx, &load, |accepted| {
+    let outcomes: Vec<Result<OrderView, String>> = place::place(ctx, &load, |accepted| {
         let bar = bar.clone();
         async move {
             let id = accepted.order_id.to_string();
@@ -546,12 +477,12 @@ struct Event {
 /// The smoke order of `stack up`: one mouse paid with the test card, followed to its delivery,
 /// then its journey. An order that is not delivered within a minute fails the smoke test.
 pub async fn smoke(ctx: &Ctx) -> Result<(), Failure> {
-    let b = body(
+    let b = place::body(
         &[("mouse-01".to_owned(), 1)],
         Some("demo"),
         Some("tok_visa"),
     );
-    let answer = place(ctx, &b, None).await?;
+    let answer = place::place_one(ctx, &b, None).await?;
     let id = answer.order_id.to_string();
     crate::local::say(format!(
         "order {id} accepted (PENDING); following it through the saga"

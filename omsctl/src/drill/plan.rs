@@ -9,7 +9,7 @@ use clap::Parser;
 use toml::Spanned;
 
 use super::spec::{line_of, Drill, StepSpec};
-use crate::load::{Customer, Lines, Load};
+use crate::place::{Customer, Lines, Load};
 use crate::Failure;
 
 /// A step of a drill.
@@ -257,7 +257,7 @@ pub fn resolve(path: &Path, text: &str, drill: &Drill, short: bool) -> Result<Pl
     }
     let mut items = Vec::new();
     for item in &drill.load.items {
-        let parsed = crate::order::parse_item(item.get_ref()).map_err(|e| at(item, e))?;
+        let parsed = crate::place::parse_item(item.get_ref()).map_err(|e| at(item, e))?;
         items.push(parsed);
     }
     if items.is_empty() {

@@ -389,7 +389,7 @@ struct Placed {
 
 async fn load(ctx: Arc<Ctx>, plan: Arc<Plan>, placed: Arc<Mutex<Placed>>) {
     let mut cancels = Vec::new();
-    let mut orders = crate::load::place(&ctx, &plan.load, |accepted| async move { Ok(accepted) });
+    let mut orders = crate::place::place(&ctx, &plan.load, |accepted| async move { Ok(accepted) });
     while let Some(result) = orders.next().await {
         let mut p = placed.lock().await;
         match result {

@@ -1,15 +1,18 @@
-//! The load generator of `order create --count` and of drills: N orders, paced at a rate or all at
-//! once, at most C requests in flight, each with lines from a mix and a payment token from a list.
-//! (`omsctl bench` measures with its own open/closed loop and HDR histograms.)
+//! Placing orders, one path for every command: the `POST /orders` body, the request with its
+//! `Idempotency-Key` and its refusal, and the load generator of `order create --count` and of
+//! drills (N orders, paced at a rate or all at once, at most C requests in flight, each with lines
+//! from a mix and a payment token from a list). `omsctl bench` sends through [`try_place`] with
+//! its own open/closed loop and HDR histograms.
 
 use std::future::Future;
 use std::time::{Duration, Instant};
 
 use futures::{Stream, StreamExt};
-use oms_contracts::api::{CreateOrder, OrderAccepted};
+use oms_contracts::api::{CreateOrder, OrderAccepted, Page, ProductView, RequestedLine};
 use serde::Deserialize;
 
 use crate::ctx::{self, Ctx};
+use crate::Failure;
 use oms_contracts::ServiceId as Svc;
 
 /// Which lines each order gets.
@@ -80,7 +83,7 @@ impl Load {
             Customer::Fixed(c) => Some(c.clone()),
             Customer::Numbered(p) => Some(format!("{p}-{i}")),
         };
-        crate::order::body(&lines, customer.as_deref(), token)
+        body(&lines, customer.as_deref(), token)
     }
 }
 
@@ -110,7 +113,9 @@ where
                     let due = started + every.mul_f64(i as f64);
                     tokio::time::sleep_until(due.into()).await;
                 }
-                let accepted = place_one(ctx, &load.body(i)).await?;
+                let accepted = place_one(ctx, &load.body(i), None)
+                    .await
+                    .map_err(|f| f.error.to_string())?;
                 then(accepted).await
             }
         })
@@ -120,30 +125,113 @@ where
 /// How often a placement whose answer was lost is sent again (with the same key).
 const PLACE_ATTEMPTS: u32 = 3;
 
-/// Places one order: the service's acceptance, or why not. Each order carries its own
-/// `Idempotency-Key`, so a request whose answer was lost (the replica died mid-request, a
-/// timeout) is sent again, up to three times, and can never make a second order.
-pub async fn place_one(ctx: &Ctx, body: &CreateOrder) -> Result<OrderAccepted, Refusal> {
-    let key = uuid::Uuid::now_v7().to_string();
-    let headers = [("Idempotency-Key", key.as_str())];
+/// Sends one `POST /orders`, once: the service's acceptance, or its refusal (exit 2 for a
+/// request it refused, 1 otherwise).
+pub async fn try_place(
+    ctx: &Ctx,
+    body: &CreateOrder,
+    key: Option<&str>,
+) -> Result<OrderAccepted, Failure> {
+    let headers: Vec<(&str, &str)> = key.map(|k| ("Idempotency-Key", k)).into_iter().collect();
+    let (status, answer) = ctx.post(Svc::Order, "/orders", body, &headers).await?;
+    if !status.is_success() {
+        return Err(ctx::api_failure(Svc::Order, status, &answer));
+    }
+    OrderAccepted::deserialize(&answer)
+        .map_err(|e| Failure::from(anyhow::anyhow!("order service: unreadable answer: {e}")))
+}
+
+/// Places one order: the service's acceptance, or why not. Each order carries an
+/// `Idempotency-Key` (`key`, else a fresh one), so a request whose answer was lost (the replica
+/// died mid-request, a timeout) is sent again, up to three times, and can never make a second
+/// order.
+pub async fn place_one(
+    ctx: &Ctx,
+    body: &CreateOrder,
+    key: Option<&str>,
+) -> Result<OrderAccepted, Failure> {
+    let fresh;
+    let key = match key {
+        Some(k) => k,
+        None => {
+            fresh = uuid::Uuid::now_v7().to_string();
+            fresh.as_str()
+        }
+    };
+    let headers = [("Idempotency-Key", key)];
     let mut attempt = 1;
     loop {
         match ctx.post(Svc::Order, "/orders", body, &headers).await {
             Ok((status, answer)) if status.is_success() => {
-                return OrderAccepted::deserialize(&answer)
-                    .map_err(|e| format!("unreadable answer: {e}"))
+                return OrderAccepted::deserialize(&answer).map_err(|e| {
+                    Failure::from(anyhow::anyhow!("order service: unreadable answer: {e}"))
+                })
             }
-            Ok((status, answer)) => {
-                return Err(ctx::api_failure(Svc::Order, status, &answer)
-                    .error
-                    .to_string())
-            }
+            Ok((status, answer)) => return Err(ctx::api_failure(Svc::Order, status, &answer)),
             Err(_) if attempt < PLACE_ATTEMPTS => {
                 tokio::time::sleep(Duration::from_millis(200 * u64::from(attempt))).await;
                 attempt += 1;
             }
-            Err(_) => return Err("order service unreachable".into()),
+            Err(f) => return Err(f),
         }
+    }
+}
+
+/// `--item PRODUCT[:QUANTITY]`.
+pub fn parse_item(s: &str) -> Result<(String, u32), String> {
+    let (product, quantity) = match s.split_once(':') {
+        Some((p, q)) => {
+            let q: u32 = q.parse().map_err(|_| {
+                format!("invalid quantity {q:?} in {s:?} (expected PRODUCT[:QUANTITY])")
+            })?;
+            (p, q)
+        }
+        None => (s, 1),
+    };
+    if product.is_empty() {
+        return Err(format!("invalid item {s:?}: no product"));
+    }
+    if quantity == 0 {
+        return Err(format!("invalid item {s:?}: quantity must be at least 1"));
+    }
+    Ok((product.to_owned(), quantity))
+}
+
+/// Product ids of the catalog, or `None` when inventory cannot be asked.
+pub async fn catalog(ctx: &Ctx) -> Option<Vec<String>> {
+    let products: Page<ProductView> = ctx.get(Svc::Inventory, "/products").await.ok()?;
+    Some(products.items.into_iter().map(|p| p.product_id).collect())
+}
+
+/// Refuses lines whose product the catalog lacks (unchecked, with a warning, when inventory
+/// cannot be asked).
+pub async fn check_items(ctx: &Ctx, items: &[(String, u32)]) -> Result<(), Failure> {
+    let Some(known) = catalog(ctx).await else {
+        eprintln!("omsctl: warning: inventory unreachable; items not checked against the catalog");
+        return Ok(());
+    };
+    if let Some((unknown, _)) = items.iter().find(|(p, _)| !known.contains(p)) {
+        return Err(Failure::usage(format!(
+            "unknown item {unknown:?}; the catalog has {}",
+            known.join(", ")
+        )));
+    }
+    Ok(())
+}
+
+/// The `POST /orders` body for these lines.
+pub fn body(items: &[(String, u32)], customer: Option<&str>, token: Option<&str>) -> CreateOrder {
+    CreateOrder {
+        customer_id: customer.map(str::to_owned),
+        items: items
+            .iter()
+            .map(|(p, q)| RequestedLine {
+                product_id: p.clone(),
+                quantity: *q,
+            })
+            .collect(),
+        payment_token: token.map(str::to_owned),
+        shipping_address: None,
     }
 }
 
