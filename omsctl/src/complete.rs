@@ -40,7 +40,7 @@ pub fn groups() -> Vec<CompletionCandidate> {
 
 /// The drills shipped in the drills directory.
 pub fn drills() -> Vec<CompletionCandidate> {
-    let Some(dir) = crate::drill::spec::drills_dir() else {
+    let Some(dir) = crate::paths::drills_dir() else {
         return Vec::new();
     };
     let mut names: Vec<String> = std::fs::read_dir(dir)

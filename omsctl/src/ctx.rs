@@ -106,18 +106,6 @@ impl std::fmt::Display for Kafka {
     }
 }
 
-/// The state directory when none is configured: `$XDG_STATE_HOME/oms`, else
-/// `~/.local/state/oms` (the same from every working directory), else `.oms`.
-pub fn default_state_dir() -> PathBuf {
-    if let Some(d) = std::env::var_os("XDG_STATE_HOME").filter(|d| !d.is_empty()) {
-        return PathBuf::from(d).join("oms");
-    }
-    match std::env::var_os("HOME") {
-        Some(h) => PathBuf::from(h).join(".local/state/oms"),
-        None => PathBuf::from(".oms"),
-    }
-}
-
 /// `--url NAME=URL`.
 fn service_url(s: &str) -> Result<(Svc, String), String> {
     let (name, url) = s
@@ -223,9 +211,11 @@ impl Ctx {
             .or(file.state_dir.clone())
             .unwrap_or_else(|| {
                 if is_local {
-                    default_state_dir()
+                    crate::paths::default_state_dir()
                 } else {
-                    default_state_dir().join("contexts").join(&context.name)
+                    crate::paths::default_state_dir()
+                        .join("contexts")
+                        .join(&context.name)
                 }
             });
         // A stack brought up by `omsctl stack up` in this state directory says where it listens.

@@ -32,6 +32,7 @@ mod filter;
 mod groups;
 mod local;
 mod order;
+mod paths;
 mod place;
 mod predict;
 mod produce;

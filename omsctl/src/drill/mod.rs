@@ -78,7 +78,7 @@ fn locate(drill: &str) -> Result<PathBuf, Failure> {
     if drill.ends_with(".toml") || drill.contains('/') {
         return Err(Failure::usage(format!("no drill file {drill:?}")));
     }
-    spec::drills_dir()
+    crate::paths::drills_dir()
         .map(|d| d.join(format!("{drill}.toml")))
         .filter(|p| p.is_file())
         .ok_or_else(|| Failure::usage(format!("no drill {drill:?} (see `omsctl drill list`)")))
@@ -181,7 +181,7 @@ fn plan_table(doc: &Value) -> String {
 pub async fn run(ctx: &Ctx, command: DrillCommand) -> Result<(), Failure> {
     match command {
         DrillCommand::List => {
-            let dir = spec::drills_dir().ok_or_else(|| {
+            let dir = crate::paths::drills_dir().ok_or_else(|| {
                 Failure::usage("scripts/drills not found next to this omsctl: set OMS_DRILLS_DIR (or OMS_ROOT to the repository)")
             })?;
             let mut rows = Vec::new();

@@ -79,7 +79,24 @@ pub struct Report {
     #[serde(skip)]
     pub failed_checks: Vec<String>,
     /// Every probe and action of the run: phase, start, end, status, output.
-    pub journal: Vec<super::run::Activity>,
+    pub journal: Vec<Activity>,
+}
+
+/// One activity of a run.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Activity {
+    /// `steady-state-before`, `setup`, `method`, `rollback` or `steady-state-after`.
+    pub phase: &'static str,
+    /// The action or probe as written.
+    pub activity: String,
+    /// When it started (RFC 3339).
+    pub start: String,
+    /// When it ended.
+    pub end: String,
+    /// `succeeded` or `failed`.
+    pub status: &'static str,
+    /// What it printed, or why it failed.
+    pub output: Vec<String>,
 }
 
 impl Report {

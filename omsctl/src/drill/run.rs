@@ -11,7 +11,7 @@ use oms_contracts::api::{OrderStatus, OrderView, Readiness, SetStock};
 use tokio::sync::Mutex;
 
 use super::plan::{Action, Plan, Probe};
-use super::report::{Duplicates, Orders, Report};
+use super::report::{Activity, Duplicates, Orders, Report};
 use super::verdict::{self, Observed};
 use super::{failover, takeover};
 use crate::ctx::Ctx;
@@ -26,23 +26,6 @@ fn say(line: impl std::fmt::Display) {
 /// The run's journal: every activity with its start, end, status and output, in the order they
 /// ended (the report's `journal`, as Chaos Toolkit records a run).
 pub type Journal = Arc<std::sync::Mutex<Vec<Activity>>>;
-
-/// One activity of a run.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct Activity {
-    /// `steady-state-before`, `setup`, `method`, `rollback` or `steady-state-after`.
-    pub phase: &'static str,
-    /// The action or probe as written.
-    pub activity: String,
-    /// When it started (RFC 3339).
-    pub start: String,
-    /// When it ended.
-    pub end: String,
-    /// `succeeded` or `failed`.
-    pub status: &'static str,
-    /// What it printed, or why it failed.
-    pub output: Vec<String>,
-}
 
 fn now_text() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)

@@ -1,7 +1,7 @@
 //! The drill file format (`scripts/drills/*.toml`), as written: strings where the file has
 //! strings. [`super::plan`] turns a file into a checked plan.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use serde::Deserialize;
 use toml::Spanned;
@@ -138,26 +138,6 @@ pub struct ShortSpec {
     /// Replacement minimum of new dead letters.
     #[serde(default)]
     pub min_dlq: Option<i64>,
-}
-
-/// Where the shipped drills live: `OMS_DRILLS_DIR`, `OMS_ROOT/scripts/drills`, else next to the
-/// omsctl binary's repository (`target/*/omsctl` → `scripts/drills`).
-pub fn drills_dir() -> Option<PathBuf> {
-    if let Some(d) = std::env::var_os("OMS_DRILLS_DIR").map(PathBuf::from) {
-        return Some(d);
-    }
-    let mut starts: Vec<PathBuf> = Vec::new();
-    if let Ok(root) = std::env::var("OMS_ROOT") {
-        starts.push(PathBuf::from(root));
-    }
-    if let Ok(exe) = std::env::current_exe() {
-        starts.push(exe);
-    }
-    starts.into_iter().find_map(|s| {
-        s.ancestors()
-            .map(|d| d.join("scripts/drills"))
-            .find(|d| d.is_dir())
-    })
 }
 
 /// The 1-based line of byte offset `at` in `text`.
