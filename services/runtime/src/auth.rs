@@ -22,10 +22,10 @@ use axum::response::{IntoResponse, Response};
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, JwkSet, KeyAlgorithm};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
-use oms_contracts::auth::{Role, AUDIENCE, LOCAL_ISSUER};
+use oms_contracts::auth::Role;
 use oms_contracts::CustomerId;
 
-use crate::http::{ApiError, Challenge};
+use crate::problem::{ApiError, Challenge};
 
 /// Shortest accepted HS256 secret, in bytes (RFC 7518 §3.2: at least the hash size).
 pub const MIN_SECRET_BYTES: usize = 32;
@@ -33,76 +33,7 @@ pub const MIN_SECRET_BYTES: usize = 32;
 /// How long after `exp` (and before `nbf`) a token still passes: clock skew between hosts.
 const LEEWAY_SECS: u64 = 30;
 
-/// Authentication settings. Flattened into [`crate::config::RuntimeConfig`].
-#[derive(Debug, Clone, clap::Args)]
-pub struct AuthConfig {
-    /// `jwt`: every route but /health/* and /openapi.json needs a bearer token; `off`: nothing is
-    /// checked and every caller is an admin (benchmarks of the bare path only).
-    #[arg(long = "auth", env = "OMS_AUTH", default_value = "jwt")]
-    pub mode: AuthMode,
-
-    /// File holding the HS256 secret (at least 32 bytes; surrounding whitespace is ignored).
-    /// `omsctl stack up` generates one in its state directory.
-    #[arg(long, env = "OMS_JWT_SECRET_FILE")]
-    pub jwt_secret_file: Option<PathBuf>,
-
-    /// PEM public key (RSA for RS256, P-256 for ES256) of the issuer of the tokens.
-    #[arg(long, env = "OMS_JWT_PUBLIC_KEY_FILE")]
-    pub jwt_public_key_file: Option<PathBuf>,
-
-    /// JWKS file (`{"keys": [...]}`) of the issuer: RS256 and ES256 keys, picked by the token's `kid`.
-    #[arg(long, env = "OMS_JWT_JWKS_FILE")]
-    pub jwt_jwks_file: Option<PathBuf>,
-
-    /// The issuer (`iss`) tokens must name.
-    #[arg(long, env = "OMS_JWT_ISSUER", default_value = LOCAL_ISSUER)]
-    pub jwt_issuer: String,
-
-    /// The audience (`aud`) tokens must name.
-    #[arg(long, env = "OMS_JWT_AUDIENCE", default_value = AUDIENCE)]
-    pub jwt_audience: String,
-
-    /// Requests with no token or a bad one, per client address: `N/s` (bursts of twice that),
-    /// `N/s:BURST`, or `off`. Over it they are answered 429 with `Retry-After` instead of 401:
-    /// guessing tokens or flooding the checks from one address gets nowhere fast. Per replica.
-    // The full path keeps clap from reading `Option` as "the flag may be left out".
-    #[arg(long, env = "OMS_UNAUTHENTICATED_RATE_LIMIT", default_value = "20/s",
-          value_parser = crate::limit::parse_rate_limit)]
-    pub unauthenticated_rate_limit: std::option::Option<crate::limit::RateLimit>,
-}
-
-impl AuthConfig {
-    /// No checks: every caller is an admin.
-    pub fn off() -> Self {
-        Self {
-            mode: AuthMode::Off,
-            jwt_secret_file: None,
-            ..Self::secret_file("")
-        }
-    }
-
-    /// HS256 with the secret in `file`, the local issuer and audience.
-    pub fn secret_file(file: impl Into<PathBuf>) -> Self {
-        Self {
-            mode: AuthMode::Jwt,
-            jwt_secret_file: Some(file.into()),
-            jwt_public_key_file: None,
-            jwt_jwks_file: None,
-            jwt_issuer: LOCAL_ISSUER.to_owned(),
-            jwt_audience: AUDIENCE.to_owned(),
-            unauthenticated_rate_limit: None,
-        }
-    }
-}
-
-/// Whether tokens are checked.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum AuthMode {
-    /// Bearer JWTs are required.
-    Jwt,
-    /// No checks: every caller is an admin.
-    Off,
-}
+pub use crate::config::{AuthConfig, AuthMode};
 
 /// Why the authentication settings cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -597,7 +528,7 @@ pub async fn authenticate(State(gate): State<Arc<Gate>>, mut req: Request, next:
                 .map(|c| c.0.ip());
             if let (Some(limiter), Some(address)) = (&gate.refusals, address) {
                 if let Err(wait) = limiter.check(&address) {
-                    return crate::http::too_many(
+                    return crate::problem::too_many(
                         "requests without a valid token from this address",
                         wait,
                     )
@@ -684,6 +615,7 @@ mod tests {
     use super::*;
     use jsonwebtoken::{encode, EncodingKey, Header};
     use oms_contracts::auth::Claims;
+    use oms_contracts::auth::{AUDIENCE, LOCAL_ISSUER};
 
     const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef";
 

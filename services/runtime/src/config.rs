@@ -1,9 +1,11 @@
 //! Runtime configuration shared by every service, from flags and `OMS_*` environment variables.
 
 use std::fmt;
+use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
+use oms_contracts::auth::{AUDIENCE, LOCAL_ISSUER};
 use sqlx::postgres::PgConnectOptions;
 
 /// Settings every service has. Flatten it into the service's own `clap::Parser`.
@@ -129,7 +131,7 @@ pub struct RuntimeConfig {
 
     /// Who may call the HTTP API.
     #[command(flatten)]
-    pub auth: crate::auth::AuthConfig,
+    pub auth: AuthConfig,
 }
 
 /// Checks one `-X KEY=VALUE`.
@@ -263,6 +265,78 @@ pub enum LogFormat {
     Json,
     /// Human-readable lines.
     Text,
+}
+
+/// Authentication settings. Flattened into [`RuntimeConfig`]; the auth module checks
+/// tokens with them.
+#[derive(Debug, Clone, clap::Args)]
+pub struct AuthConfig {
+    /// `jwt`: every route but /health/* and /openapi.json needs a bearer token; `off`: nothing is
+    /// checked and every caller is an admin (benchmarks of the bare path only).
+    #[arg(long = "auth", env = "OMS_AUTH", default_value = "jwt")]
+    pub mode: AuthMode,
+
+    /// File holding the HS256 secret (at least 32 bytes; surrounding whitespace is ignored).
+    /// `omsctl stack up` generates one in its state directory.
+    #[arg(long, env = "OMS_JWT_SECRET_FILE")]
+    pub jwt_secret_file: Option<PathBuf>,
+
+    /// PEM public key (RSA for RS256, P-256 for ES256) of the issuer of the tokens.
+    #[arg(long, env = "OMS_JWT_PUBLIC_KEY_FILE")]
+    pub jwt_public_key_file: Option<PathBuf>,
+
+    /// JWKS file (`{"keys": [...]}`) of the issuer: RS256 and ES256 keys, picked by the token's `kid`.
+    #[arg(long, env = "OMS_JWT_JWKS_FILE")]
+    pub jwt_jwks_file: Option<PathBuf>,
+
+    /// The issuer (`iss`) tokens must name.
+    #[arg(long, env = "OMS_JWT_ISSUER", default_value = LOCAL_ISSUER)]
+    pub jwt_issuer: String,
+
+    /// The audience (`aud`) tokens must name.
+    #[arg(long, env = "OMS_JWT_AUDIENCE", default_value = AUDIENCE)]
+    pub jwt_audience: String,
+
+    /// Requests with no token or a bad one, per client address: `N/s` (bursts of twice that),
+    /// `N/s:BURST`, or `off`. Over it they are answered 429 with `Retry-After` instead of 401:
+    /// guessing tokens or flooding the checks from one address gets nowhere fast. Per replica.
+    // The full path keeps clap from reading `Option` as "the flag may be left out".
+    #[arg(long, env = "OMS_UNAUTHENTICATED_RATE_LIMIT", default_value = "20/s",
+          value_parser = crate::limit::parse_rate_limit)]
+    pub unauthenticated_rate_limit: std::option::Option<crate::limit::RateLimit>,
+}
+
+impl AuthConfig {
+    /// No checks: every caller is an admin.
+    pub fn off() -> Self {
+        Self {
+            mode: AuthMode::Off,
+            jwt_secret_file: None,
+            ..Self::secret_file("")
+        }
+    }
+
+    /// HS256 with the secret in `file`, the local issuer and audience.
+    pub fn secret_file(file: impl Into<PathBuf>) -> Self {
+        Self {
+            mode: AuthMode::Jwt,
+            jwt_secret_file: Some(file.into()),
+            jwt_public_key_file: None,
+            jwt_jwks_file: None,
+            jwt_issuer: LOCAL_ISSUER.to_owned(),
+            jwt_audience: AUDIENCE.to_owned(),
+            unauthenticated_rate_limit: None,
+        }
+    }
+}
+
+/// Whether tokens are checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum AuthMode {
+    /// Bearer JWTs are required.
+    Jwt,
+    /// No checks: every caller is an admin.
+    Off,
 }
 
 #[cfg(test)]

@@ -10,7 +10,8 @@
 //! - [`consumer`]: the idempotent consumer: key-ordered workers, batched transactions, retries,
 //!   dead-lettering and outage pauses; [`dispatch`]: its per-key queue and offset tracker.
 //! - [`kafka`]: client settings, quiet logging, error classes, topic creation.
-//! - [`http`]: `/health/live`, `/health/ready`, `/metrics` and the JSON error body.
+//! - [`http`]: `/health/live`, `/health/ready`, `/metrics`, list filters, JSON extractors;
+//!   [`problem`]: the problem+json error body every endpoint answers with.
 //! - [`auth`]: bearer tokens (JWKS re-read on change), roles; [`limit`]: rate limits per client.
 //! - [`metrics`]: Prometheus metrics (the `prometheus_client` crate is re-exported for the
 //!   services' own).
@@ -29,6 +30,7 @@ pub mod knobs;
 pub mod limit;
 pub mod metrics;
 pub mod outbox;
+pub mod problem;
 pub mod publisher;
 pub mod relay;
 pub mod retry;

@@ -1,5 +1,5 @@
 //! The transactional outbox: a message is a row written by the same transaction as the state
-//! change that causes it, so both commit or neither does. The [`crate::relay`] publishes rows.
+//! change that causes it, so both commit or neither does. The relay publishes rows.
 //!
 //! Per-key order: `enqueue` takes a transaction-scoped advisory lock on the message key before it
 //! allocates the row id, so two transactions writing for the same key are serialized and row id
