@@ -19,6 +19,7 @@ pub mod auth;
 pub mod envelope;
 pub mod headers;
 pub mod messages;
+pub mod routes;
 pub mod topics;
 pub mod topology;
 pub mod values;

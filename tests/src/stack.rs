@@ -1,4 +1,4 @@
-//! The five services in-process, on the real test PostgreSQL and broker, isolated from every other
+//! The six services in-process, on the real test PostgreSQL and broker, isolated from every other
 //! test by their own databases and a topic (and consumer group) prefix of their own.
 
 use std::collections::BTreeMap;
@@ -6,11 +6,14 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use oms_contracts::auth::{Claims, Role};
+use oms_contracts::routes::{Method, Route, RouteSpec};
 use oms_contracts::Topics;
 use oms_runtime::auth::AuthConfig;
 use oms_runtime::config::{LogFormat, OutboxWakeup, RuntimeConfig};
 use oms_runtime::service::RuntimeError;
 use reqwest::StatusCode;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
 use serde_json::Value;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -394,6 +397,60 @@ impl Stack {
             }
         }
         Ok(env)
+    }
+
+    /// Calls `route` (its `{parameters}` filled with `params`) with `body` (none for `()`), as
+    /// the stack's admin: the answer as the route's type when the status is 2xx, an error naming
+    /// the route, the status and the body otherwise.
+    pub async fn call<B: Serialize + 'static, A: DeserializeOwned>(
+        &self,
+        route: Route<B, A>,
+        params: &[&str],
+        body: &B,
+    ) -> anyhow::Result<A> {
+        let (status, text) = self.call_raw(route.spec, params, body, None).await?;
+        if !(200..300).contains(&status) {
+            bail!("{}: {status} {text}", route.spec);
+        }
+        serde_json::from_str(&text)
+            .with_context(|| format!("{}: unreadable answer {text}", route.spec))
+    }
+
+    /// `GET`s `route`: [`Stack::call`] without a body.
+    pub async fn read<A: DeserializeOwned>(
+        &self,
+        route: Route<(), A>,
+        params: &[&str],
+    ) -> anyhow::Result<A> {
+        self.call(route, params, &()).await
+    }
+
+    /// Calls `route` as the admin or with `token`, whatever the answer: (status, body text).
+    pub async fn call_raw<B: Serialize + 'static>(
+        &self,
+        route: RouteSpec,
+        params: &[&str],
+        body: &B,
+        token: Option<&str>,
+    ) -> anyhow::Result<(u16, String)> {
+        let path = route
+            .path_with(params)
+            .with_context(|| format!("{route}: {} parameter(s) given", params.len()))?;
+        let url = format!("{}{path}", self.url(route.service)?);
+        let method = match route.method {
+            Method::Get => reqwest::Method::GET,
+            Method::Post => reqwest::Method::POST,
+            Method::Put => reqwest::Method::PUT,
+        };
+        let mut request = self.http.request(method, &url);
+        if std::any::TypeId::of::<B>() != std::any::TypeId::of::<()>() {
+            request = request.json(body);
+        }
+        if let Some(t) = token {
+            request = request.bearer_auth(t);
+        }
+        let r = request.send().await?;
+        Ok((r.status().as_u16(), r.text().await?))
     }
 
     /// `GET` a JSON document from a service; any status but 200 is an error.

@@ -6,6 +6,7 @@
 
 use std::path::PathBuf;
 
+use oms_contracts::routes;
 use oms_tests::stack::{Service, Stack, StackOptions};
 use serde_json::Value;
 
@@ -55,42 +56,6 @@ fn the_checked_in_documents_are_the_generated_ones() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Every route each service serves, by method and path: a route added without documenting it
-/// (or documented but not served) fails here and in the served-document test.
-const ROUTES: &[(&str, &str, &str)] = &[
-    ("order", "post", "/orders"),
-    ("order", "get", "/orders"),
-    ("order", "get", "/orders/{id}"),
-    ("order", "post", "/orders/{id}/cancel"),
-    ("fulfillment", "get", "/shipments"),
-    ("fulfillment", "get", "/shipments/{order_id}"),
-    ("fulfillment", "get", "/carrier/faults"),
-    ("fulfillment", "put", "/carrier/faults"),
-    ("payment", "get", "/payments"),
-    ("payment", "get", "/payments/{order_id}"),
-    ("payment", "get", "/gateway/faults"),
-    ("payment", "put", "/gateway/faults"),
-    ("inventory", "get", "/products"),
-    ("inventory", "get", "/products/{id}"),
-    ("inventory", "put", "/products/{id}/stock"),
-    ("inventory", "get", "/reservations"),
-    ("inventory", "get", "/reservations/{order_id}"),
-    ("notification", "get", "/notifications"),
-    ("saga", "get", "/sagas"),
-    ("saga", "get", "/sagas/summary"),
-    ("saga", "get", "/sagas/{order_id}"),
-    ("saga", "post", "/sagas/{order_id}/retry"),
-    ("saga", "post", "/sagas/{order_id}/cancel"),
-];
-
-const OPS: &[&str] = &[
-    "/health/live",
-    "/health/ready",
-    "/metrics",
-    "/outbox/pending",
-    "/openapi.json",
-];
-
 #[test]
 fn every_route_is_documented_with_its_errors_as_problem_details() -> anyhow::Result<()> {
     for service in Service::all() {
@@ -113,11 +78,16 @@ fn every_route_is_documented_with_its_errors_as_problem_details() -> anyhow::Res
                 }
             }
         }
-        let mut expected: Vec<(String, String)> = ROUTES
-            .iter()
-            .filter(|(s, _, _)| *s == service.name())
-            .map(|(_, m, p)| ((*m).to_owned(), (*p).to_owned()))
-            .chain(OPS.iter().map(|p| ("get".to_owned(), (*p).to_owned())))
+        // Every route the contracts define for the service, and the operational ones: a route
+        // added without documenting it (or documented but not served) fails here and in the
+        // served-document test.
+        let mut expected: Vec<(String, String)> = routes::of(service)
+            .map(|r| (r.method.as_str().to_lowercase(), r.path.to_owned()))
+            .chain(
+                routes::OPS
+                    .iter()
+                    .map(|p| ("get".to_owned(), (*p).to_owned())),
+            )
             .collect();
         expected.sort();
         documented.sort();
