@@ -8,9 +8,9 @@ use std::fmt;
 use std::marker::PhantomData;
 
 use crate::api::{
-    CancelSaga, CarrierKnobs, CreateOrder, GatewayKnobs, NotificationView, OrderAccepted,
-    OrderView, Page, PaymentView, ProductView, ReservationView, SagaAction, SagaSummary, SagaView,
-    SetStock, ShipmentView,
+    CancelSaga, CarrierKnobs, CreateOrder, GatewayKnobs, Liveness, NotificationView, OrderAccepted,
+    OrderView, Page, PaymentView, PendingRow, ProductView, Readiness, ReservationView, SagaAction,
+    SagaSummary, SagaView, SetStock, ShipmentView,
 };
 use crate::ServiceId;
 
@@ -230,6 +230,34 @@ pub const OPS: &[&str] = &[
     "/openapi.json",
 ];
 
+/// A `GET` route every service serves, answering with `A`.
+pub struct OpsRoute<A> {
+    /// Its path.
+    pub path: &'static str,
+    answer: PhantomData<fn() -> A>,
+}
+
+impl<A> OpsRoute<A> {
+    const fn new(path: &'static str) -> Self {
+        Self {
+            path,
+            answer: PhantomData,
+        }
+    }
+
+    /// The route as `service` serves it.
+    pub fn of(&self, service: ServiceId) -> Route<(), A> {
+        Route::new(service, Get, self.path)
+    }
+}
+
+/// `GET /health/live`: the process answers.
+pub const HEALTH_LIVE: OpsRoute<Liveness> = OpsRoute::new("/health/live");
+/// `GET /health/ready`: the service's dependencies and outbox backlog (503 when not ready).
+pub const HEALTH_READY: OpsRoute<Readiness> = OpsRoute::new("/health/ready");
+/// `GET /outbox/pending`: the outbox rows not yet published (`key=` filters by message key).
+pub const OUTBOX_PENDING: OpsRoute<Page<PendingRow>> = OpsRoute::new("/outbox/pending");
+
 /// The routes `service` serves of its own.
 pub fn of(service: ServiceId) -> impl Iterator<Item = &'static RouteSpec> {
     ALL.iter().filter(move |r| r.service == service)
@@ -264,6 +292,9 @@ mod tests {
         }
         for s in ServiceId::all() {
             assert!(of(s).next().is_some(), "{} serves no route", s.name());
+        }
+        for path in [HEALTH_LIVE.path, HEALTH_READY.path, OUTBOX_PENDING.path] {
+            assert!(OPS.contains(&path), "{path} is not listed in OPS");
         }
     }
 }

@@ -23,19 +23,19 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use chrono::{DateTime, Utc};
 use hdrhistogram::Histogram;
-use oms_contracts::api::CreateOrder;
+use oms_contracts::api::{CreateOrder, SetStock};
+use oms_contracts::routes;
 use oms_contracts::{Envelope, Message};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{Message as _, Offset, TopicPartitionList};
 use serde::Serialize;
-use serde_json::json;
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
-use crate::ctx::{self, Ctx};
+use crate::client::Request;
+use crate::ctx::Ctx;
 use crate::render::table;
 use crate::{cpu, Failure};
-use oms_contracts::ServiceId as Svc;
 
 /// Arguments of `omsctl bench`.
 #[derive(Debug, clap::Args)]
@@ -622,16 +622,9 @@ pub async fn run(ctx: &Ctx, args: BenchArgs) -> Result<(), Failure> {
         products.sort();
         products.dedup();
         for p in products {
-            let (status, answer) = ctx
-                .put(
-                    Svc::Inventory,
-                    &format!("/products/{p}/stock"),
-                    &json!({ "available": stock }),
-                )
+            let body = SetStock { available: stock };
+            ctx.act(routes::SET_STOCK, Request::to(&[p]).body(&body))
                 .await?;
-            if !status.is_success() {
-                return Err(ctx::api_failure(Svc::Inventory, status, &answer));
-            }
         }
     }
 

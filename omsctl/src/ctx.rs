@@ -10,11 +10,7 @@ use std::time::Duration;
 
 use crate::render::{ids_of, yaml};
 use anyhow::Context;
-use oms_contracts::api::Problem;
 use oms_contracts::Topics;
-use reqwest::StatusCode;
-use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::{Failure, Output};
@@ -29,41 +25,41 @@ pub struct Settings {
 
     /// Kafka bootstrap servers [default: 127.0.0.1:19092].
     #[arg(long, global = true, env = "OMS_BROKERS")]
-    brokers: Option<String>,
+    pub brokers: Option<String>,
 
     /// Prefix of every topic and consumer group (as the services' --topic-prefix).
     #[arg(long, global = true, env = "OMS_TOPIC_PREFIX")]
-    topic_prefix: Option<String>,
+    pub topic_prefix: Option<String>,
 
     /// Output format.
     #[arg(short, long, global = true, value_enum)]
-    output: Option<Output>,
+    pub output: Option<Output>,
 
     /// A service's URL, as NAME=URL (repeatable; `OMS_<NAME>_URL` does the same); several
     /// replicas as NAME=URL,URL (requests take turns and move on when one refuses connections)
     /// [default: http://127.0.0.1:PORT, the topology's port of each service].
     #[arg(long = "url", global = true, value_name = "NAME=URL", value_parser = service_url)]
-    urls: Vec<(Svc, String)>,
+    pub urls: Vec<(Svc, String)>,
 
     /// State directory of the local stack (pid files, logs)
     /// [default: $XDG_STATE_HOME/oms, else ~/.local/state/oms].
     #[arg(long, global = true, env = "OMS_STATE_DIR")]
-    state_dir: Option<PathBuf>,
+    pub state_dir: Option<PathBuf>,
 
     /// Bearer token for the services' APIs [default: one minted from the local stack's secret,
     /// when the state directory has one].
     #[arg(long, global = true, env = "OMS_TOKEN", hide_env_values = true)]
-    token: Option<String>,
+    pub token: Option<String>,
 
     /// A command that prints the bearer token (run once, with `sh -c`), e.g. an identity
     /// provider's CLI.
     #[arg(long, global = true, env = "OMS_TOKEN_COMMAND")]
-    token_command: Option<String>,
+    pub token_command: Option<String>,
 
     /// The trace backend's page of a trace, to link traces to: a URL with `{traceId}` in it, or
     /// a Jaeger UI base URL (`/trace/{traceId}` is added), e.g. http://127.0.0.1:16686.
     #[arg(long, global = true, env = "OMS_TRACE_URL")]
-    trace_url: Option<String>,
+    pub trace_url: Option<String>,
 
     /// Config file (TOML) [default: ~/.config/omsctl/config.toml if it exists].
     #[arg(long, global = true, env = "OMS_CONFIG")]
@@ -78,7 +74,7 @@ pub struct Settings {
         global = true,
         value_name = "KEY=VALUE"
     )]
-    kafka_properties: Vec<String>,
+    pub kafka_properties: Vec<String>,
 }
 
 /// The Kafka cluster omsctl talks to: bootstrap servers and librdkafka properties.
@@ -133,9 +129,9 @@ pub struct Ctx {
     pub state_dir: PathBuf,
     urls: Vec<(Svc, Vec<String>)>,
     /// Turn of the next request among a service's replicas (shared by clones).
-    turn: std::sync::Arc<std::sync::atomic::AtomicUsize>,
-    http: reqwest::Client,
-    token: crate::auth::TokenSource,
+    pub(crate) turn: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    pub(crate) http: reqwest::Client,
+    pub(crate) token: crate::auth::TokenSource,
     /// Template of a trace's page in the trace backend (`{traceId}` in it).
     trace_url: Option<String>,
     /// The context in use.
@@ -434,170 +430,6 @@ impl Ctx {
             .map_or(&[][..], |(_, u)| u.as_slice())
     }
 
-    fn unreachable(&self, svc: Svc, base: &str, e: &reqwest::Error) -> Failure {
-        let why = if e.is_timeout() {
-            "timed out"
-        } else {
-            "unreachable"
-        };
-        let all = self.urls_of(svc);
-        let at = if all.len() > 1 {
-            all.join(", ")
-        } else {
-            base.to_owned()
-        };
-        Failure::usage(format!(
-            "{} service {why} at {at} (is the stack up? `omsctl stack up`)",
-            svc.name()
-        ))
-    }
-
-    /// `request` with the caller's bearer token, when there is one.
-    pub async fn authorized(
-        &self,
-        request: reqwest::RequestBuilder,
-    ) -> Result<reqwest::RequestBuilder, Failure> {
-        Ok(match self.token.bearer().await? {
-            Some(token) => request.bearer_auth(token),
-            None => request,
-        })
-    }
-
-    /// Sends the request `build` makes for a base URL of `svc`, with the caller's token. The
-    /// replicas take turns; one that refuses the connection (the request never reached it) is
-    /// passed over for the next. Any other error is the answer: a request that may have arrived
-    /// is not sent twice.
-    pub async fn send(
-        &self,
-        svc: Svc,
-        build: impl Fn(&str) -> reqwest::RequestBuilder,
-    ) -> Result<reqwest::Response, Failure> {
-        let bases = self.urls_of(svc);
-        let first = self.turn.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let mut refused = None;
-        for i in 0..bases.len() {
-            let base = &bases[(first + i) % bases.len()];
-            match self.authorized(build(base)).await?.send().await {
-                Ok(r) => return Ok(r),
-                Err(e) if e.is_connect() => refused = Some((base, e)),
-                Err(e) => return Err(self.unreachable(svc, base, &e)),
-            }
-        }
-        Err(match refused {
-            Some((base, e)) => self.unreachable(svc, base, &e),
-            None => Failure::usage(format!("no URL of the {} service", svc.name())),
-        })
-    }
-
-    /// `GET` a document of the API (`oms_contracts::api`); `None` on 404.
-    pub async fn get_opt<T: DeserializeOwned>(
-        &self,
-        svc: Svc,
-        path: &str,
-    ) -> Result<Option<T>, Failure> {
-        let r = self
-            .send(svc, |base| self.http.get(format!("{base}{path}")))
-            .await?;
-        Self::document(svc, path, r).await
-    }
-
-    /// `GET` a document from one replica at `base`; `None` on 404.
-    pub async fn get_at<T: DeserializeOwned>(
-        &self,
-        svc: Svc,
-        base: &str,
-        path: &str,
-    ) -> Result<Option<T>, Failure> {
-        let r = self
-            .authorized(self.http.get(format!("{base}{path}")))
-            .await?
-            .send()
-            .await
-            .map_err(|e| self.unreachable(svc, base, &e))?;
-        Self::document(svc, path, r).await
-    }
-
-    async fn document<T: DeserializeOwned>(
-        svc: Svc,
-        path: &str,
-        r: reqwest::Response,
-    ) -> Result<Option<T>, Failure> {
-        match r.status() {
-            StatusCode::NOT_FOUND => Ok(None),
-            s if s.is_success() => {
-                Ok(Some(r.json().await.with_context(|| {
-                    format!("GET {path} of the {} service", svc.name())
-                })?))
-            }
-            s => {
-                let body: Value = r.json().await.unwrap_or(Value::Null);
-                Err(api_failure(svc, s, &body))
-            }
-        }
-    }
-
-    /// `GET` a document of the API that must exist.
-    pub async fn get<T: DeserializeOwned>(&self, svc: Svc, path: &str) -> Result<T, Failure> {
-        self.get_opt(svc, path)
-            .await?
-            .ok_or_else(|| Failure::verdict(format!("{} service: {path} not found", svc.name())))
-    }
-
-    /// `POST` JSON: (status, body).
-    pub async fn post(
-        &self,
-        svc: Svc,
-        path: &str,
-        body: &impl Serialize,
-        headers: &[(&str, &str)],
-    ) -> Result<(StatusCode, Value), Failure> {
-        let r = self
-            .send(svc, |base| {
-                let mut request = self.http.post(format!("{base}{path}")).json(body);
-                for (k, v) in headers {
-                    request = request.header(*k, *v);
-                }
-                request
-            })
-            .await?;
-        let status = r.status();
-        Ok((status, r.json().await.unwrap_or(Value::Null)))
-    }
-
-    /// `PUT` JSON: (status, body).
-    pub async fn put(
-        &self,
-        svc: Svc,
-        path: &str,
-        body: &impl Serialize,
-    ) -> Result<(StatusCode, Value), Failure> {
-        let r = self
-            .send(svc, |base| {
-                self.http.put(format!("{base}{path}")).json(body)
-            })
-            .await?;
-        let status = r.status();
-        Ok((status, r.json().await.unwrap_or(Value::Null)))
-    }
-
-    /// `PUT` JSON to one replica at `base`: (status, body).
-    pub async fn put_at(
-        &self,
-        svc: Svc,
-        base: &str,
-        path: &str,
-        body: &impl Serialize,
-    ) -> Result<(StatusCode, Value), Failure> {
-        let r = self
-            .authorized(self.http.put(format!("{base}{path}")).json(body))
-            .await?
-            .send()
-            .await
-            .map_err(|e| self.unreachable(svc, base, &e))?;
-        let status = r.status();
-        Ok((status, r.json().await.unwrap_or(Value::Null)))
-    }
-
     /// Prints `value` as JSON, or `table` when the output is a table.
     pub fn print(&self, value: &Value, table: impl FnOnce() -> String) -> Result<(), Failure> {
         use std::io::Write;
@@ -624,25 +456,6 @@ impl Ctx {
     }
 }
 
-/// A service's error answer (a [`Problem`], or whatever it sent) as one line.
-pub fn api_failure(svc: Svc, status: StatusCode, body: &Value) -> Failure {
-    let what = Problem::deserialize(body)
-        .map(|p| p.summary())
-        .unwrap_or_else(|_| status.canonical_reason().unwrap_or("error").to_owned());
-    let code = if status.is_client_error() { 2 } else { 1 };
-    let hint = match status {
-        StatusCode::UNAUTHORIZED => {
-            " (give a token: --token, OMS_TOKEN or --token-command; against the local stack, `omsctl stack up` makes the secret omsctl mints its own from)"
-        }
-        StatusCode::FORBIDDEN => " (the token's role may not do this)",
-        _ => "",
-    };
-    Failure {
-        code,
-        error: anyhow::anyhow!("{} service: {} {what}{hint}", svc.name(), status.as_u16()),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -657,91 +470,5 @@ mod tests {
             .err()
             .map(|f| f.error.to_string());
         assert!(err.is_some_and(|e| e.contains("ftp://x")));
-    }
-
-    /// A port nothing listens on (bound, then let go).
-    fn closed_port() -> u16 {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        l.local_addr().expect("addr").port()
-    }
-
-    /// Answers every request with 200 and `{}`; counts the requests.
-    async fn answering() -> (u16, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let port = listener.local_addr().expect("addr").port();
-        let served = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let count = std::sync::Arc::clone(&served);
-        tokio::spawn(async move {
-            while let Ok((mut s, _)) = listener.accept().await {
-                let count = std::sync::Arc::clone(&count);
-                tokio::spawn(async move {
-                    let mut buf = [0u8; 4096];
-                    if s.read(&mut buf).await.is_ok() {
-                        count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                        let _ = s
-                            .write_all(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\nconnection: close\r\n\r\n{}")
-                            .await;
-                    }
-                });
-            }
-        });
-        (port, served)
-    }
-
-    #[tokio::test]
-    async fn requests_take_turns_and_pass_over_a_replica_that_refuses() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let config = dir.path().join("config.toml");
-        std::fs::write(&config, "").expect("config");
-        let (up, served) = answering().await;
-        let (other, served_other) = answering().await;
-        let down = closed_port();
-        let urls =
-            format!("http://127.0.0.1:{down},http://127.0.0.1:{up},http://127.0.0.1:{other}");
-        let ctx = Ctx::new(Settings {
-            urls: vec![(Svc::Order, urls)],
-            config: Some(config),
-            state_dir: Some(dir.path().to_path_buf()),
-            token: Some("t".into()),
-            ..Settings::default()
-        })
-        .expect("settings");
-        assert_eq!(ctx.urls_of(Svc::Order).len(), 3);
-        for _ in 0..6 {
-            let (status, _) = ctx
-                .post(Svc::Order, "/orders", &serde_json::json!({}), &[])
-                .await
-                .expect("a replica answers");
-            assert!(status.is_success());
-        }
-        let (a, b) = (
-            served.load(std::sync::atomic::Ordering::SeqCst),
-            served_other.load(std::sync::atomic::Ordering::SeqCst),
-        );
-        // Six requests, none lost to the refusing replica, both live ones used.
-        assert_eq!(a + b, 6, "{a} + {b}");
-        assert!(a >= 2 && b >= 2, "{a} and {b}");
-
-        let only_down = Ctx::new(Settings {
-            urls: vec![(Svc::Order, format!("http://127.0.0.1:{down}"))],
-            config: ctx.config_path.clone(),
-            state_dir: Some(dir.path().to_path_buf()),
-            token: Some("t".into()),
-            ..Settings::default()
-        })
-        .expect("settings");
-        let err = only_down
-            .get_opt::<Value>(Svc::Order, "/orders")
-            .await
-            .err()
-            .map(|f| f.error.to_string());
-        assert!(
-            err.as_deref()
-                .is_some_and(|e| e.contains("order service unreachable")),
-            "{err:?}"
-        );
     }
 }

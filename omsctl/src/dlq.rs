@@ -22,13 +22,13 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde_json::{json, Value};
 
 use oms_contracts::api::OrderView;
+use oms_contracts::routes;
 
 use crate::ctx::Ctx;
 use crate::render::{cell, coordinates, opt, table};
 use crate::repair;
 use crate::tail::{self, Record};
 use crate::Failure;
-use oms_contracts::ServiceId as Svc;
 
 /// The audit topic (before the prefix).
 pub const AUDIT_TOPIC: &str = "oms.dlq.audit";
@@ -424,11 +424,7 @@ async fn show(ctx: &Ctx, id: &str) -> Result<(), Failure> {
         .key_text()
         .filter(|k| uuid::Uuid::parse_str(k).is_ok())
     {
-        Some(k) => ctx
-            .get_opt(Svc::Order, &format!("/orders/{k}"))
-            .await
-            .ok()
-            .flatten(),
+        Some(k) => ctx.read_opt(routes::GET_ORDER, &[&k]).await.ok().flatten(),
         None => None,
     };
     let replayed = replayed_ids(&audit(ctx).await?).contains(&e.id);
@@ -923,14 +919,12 @@ async fn predictions(
             ..Default::default()
         };
         if let Some(order) = &order {
-            facts.saga = ctx.get_opt(Svc::Saga, &format!("/sagas/{order}")).await?;
+            facts.saga = ctx.read_opt(routes::GET_SAGA, &[order]).await?;
             if env
                 .as_ref()
                 .is_some_and(|e| e.topic() == oms_contracts::topics::PAYMENT_COMMANDS)
             {
-                facts.payment = ctx
-                    .get_opt(Svc::Payment, &format!("/payments/{order}"))
-                    .await?;
+                facts.payment = ctx.read_opt(routes::GET_PAYMENT, &[order]).await?;
             }
         }
         let to = p.to.strip_prefix(ctx.topics.prefix()).unwrap_or(&p.to);

@@ -21,6 +21,7 @@ mod args;
 mod auth;
 mod bench;
 mod chaos;
+mod client;
 mod cmd;
 mod complete;
 mod context;

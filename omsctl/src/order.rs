@@ -12,7 +12,10 @@ use oms_contracts::api::{
     SagaView, ShipmentView,
 };
 
-use crate::ctx::{self, Ctx};
+use oms_contracts::routes;
+
+use crate::client::Request;
+use crate::ctx::Ctx;
 use crate::render::{cell, opt, table};
 use crate::{place, tail, Failure, Output};
 use oms_contracts::ServiceId as Svc;
@@ -114,7 +117,7 @@ async fn follow(ctx: &Ctx, id: &str, timeout: Duration) -> Result<Option<OrderVi
     let deadline = Instant::now() + timeout;
     let mut pause = Duration::from_millis(20);
     loop {
-        let order: OrderView = ctx.get(Svc::Order, &format!("/orders/{id}")).await?;
+        let order: OrderView = ctx.read(routes::GET_ORDER, &[id]).await?;
         if order.status != OrderStatus::Pending {
             return Ok(Some(order));
         }
@@ -325,23 +328,22 @@ async fn create_many(ctx: &Ctx, args: CreateArgs) -> Result<(), Failure> {
 /// `POST /orders/{id}/cancel`, then (with `wait`) the order until it is cancelled or ships.
 async fn cancel(ctx: &Ctx, id: &str, wait: bool, timeout: Duration) -> Result<(), Failure> {
     check_id(id)?;
-    let (status, answer) = ctx
-        .post(Svc::Order, &format!("/orders/{id}/cancel"), &json!({}), &[])
-        .await?;
-    if !status.is_success() {
-        let mut failure = ctx::api_failure(Svc::Order, status, &answer);
-        // Too late is an answer about the order, not a mistake in the command.
-        if status == reqwest::StatusCode::CONFLICT {
-            failure.code = 1;
+    let mut order = match ctx.call(routes::CANCEL_ORDER, Request::to(&[id])).await? {
+        Ok(order) => order,
+        Err(refusal) => {
+            let mut failure = refusal.failure();
+            // Too late is an answer about the order, not a mistake in the command.
+            if refusal.status == reqwest::StatusCode::CONFLICT {
+                failure.code = 1;
+            }
+            return Err(failure);
         }
-        return Err(failure);
-    }
-    let mut order: OrderView = serde_json::from_value(answer).map_err(anyhow::Error::from)?;
+    };
     if wait && order.status != OrderStatus::Cancelled {
         let deadline = Instant::now() + timeout;
         let mut pause = Duration::from_millis(50);
         loop {
-            order = ctx.get(Svc::Order, &format!("/orders/{id}")).await?;
+            order = ctx.read(routes::GET_ORDER, &[id]).await?;
             if order.status == OrderStatus::Cancelled || order.picked_at.is_some() {
                 break;
             }
@@ -381,7 +383,7 @@ async fn cancel(ctx: &Ctx, id: &str, wait: bool, timeout: Duration) -> Result<()
 async fn get(ctx: &Ctx, id: &str) -> Result<(), Failure> {
     check_id(id)?;
     let order: OrderView = ctx
-        .get_opt(Svc::Order, &format!("/orders/{id}"))
+        .read_opt(routes::GET_ORDER, &[id])
         .await?
         .ok_or_else(|| Failure::verdict(format!("no order {id}")))?;
     ctx.print(&serde_json::to_value(&order)?, || {
@@ -442,14 +444,14 @@ async fn list(
     customer: Option<String>,
     limit: u32,
 ) -> Result<(), Failure> {
-    let mut query = format!("/orders?limit={limit}");
+    let mut query = vec![("limit", limit.to_string())];
     if let Some(s) = status {
-        query.push_str(&format!("&status={}", s.to_ascii_uppercase()));
+        query.push(("status", s.to_ascii_uppercase()));
     }
     if let Some(c) = customer {
-        query.push_str(&format!("&customerId={c}"));
+        query.push(("customerId", c));
     }
-    let page: Page<OrderView> = ctx.get(Svc::Order, &query).await?;
+    let page = ctx.page(routes::LIST_ORDERS, &query).await?;
     ctx.print(&serde_json::to_value(&page.items)?, || {
         let mut t = table(&["ORDER", "STATUS", "CUSTOMER", "TOTAL", "REASON", "CREATED"]);
         for o in &page.items {
@@ -494,7 +496,7 @@ pub async fn smoke(ctx: &Ctx) -> Result<(), Failure> {
     let deadline = Instant::now() + Duration::from_secs(60);
     while order.status.is_placed() && !order.status.is_final() && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(100)).await;
-        order = ctx.get(Svc::Order, &format!("/orders/{id}")).await?;
+        order = ctx.read(routes::GET_ORDER, &[&id]).await?;
     }
     trace(ctx, &id).await?;
     crate::local::say(format!("order {id}: {}", outcome_line(&order)));
@@ -569,33 +571,28 @@ pub(crate) fn trace_line(doc: &Value) -> String {
 pub async fn trace_doc(ctx: &Ctx, id: &str) -> Result<Value, Failure> {
     check_id(id)?;
     let order: OrderView = ctx
-        .get_opt(Svc::Order, &format!("/orders/{id}"))
+        .read_opt(routes::GET_ORDER, &[id])
         .await?
         .ok_or_else(|| Failure::verdict(format!("no order {id}")))?;
-    let saga: Option<SagaView> = ctx.get_opt(Svc::Saga, &format!("/sagas/{id}")).await?;
-    let payment: Option<PaymentView> = ctx
-        .get_opt(Svc::Payment, &format!("/payments/{id}"))
-        .await?;
-    let reservation: Option<ReservationView> = ctx
-        .get_opt(Svc::Inventory, &format!("/reservations/{id}"))
-        .await?;
+    let saga: Option<SagaView> = ctx.read_opt(routes::GET_SAGA, &[id]).await?;
+    let payment: Option<PaymentView> = ctx.read_opt(routes::GET_PAYMENT, &[id]).await?;
+    let reservation: Option<ReservationView> = ctx.read_opt(routes::GET_RESERVATION, &[id]).await?;
     // Fulfillment down leaves the shipment out, like a pending outbox.
     let shipment: Option<ShipmentView> = ctx
-        .get_opt(Svc::Fulfillment, &format!("/shipments/{id}"))
+        .read_opt(routes::GET_SHIPMENT, &[id])
         .await
         .ok()
         .flatten();
     let notifications: Page<NotificationView> = ctx
-        .get(Svc::Notification, &format!("/notifications?orderId={id}"))
+        .page(routes::LIST_NOTIFICATIONS, &[("orderId", id.to_owned())])
         .await?;
     let mut pending: Vec<(Svc, PendingRow)> = Vec::new();
     for svc in Svc::all() {
         // A service that is down cannot say; the trace goes on without it.
         let rows: Option<Page<PendingRow>> = ctx
-            .get_opt(svc, &format!("/outbox/pending?key={id}"))
+            .page(routes::OUTBOX_PENDING.of(svc), &[("key", id.to_owned())])
             .await
-            .ok()
-            .flatten();
+            .ok();
         for row in rows.into_iter().flat_map(|p| p.items) {
             pending.push((svc, row));
         }

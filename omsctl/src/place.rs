@@ -9,11 +9,11 @@ use std::time::{Duration, Instant};
 
 use futures::{Stream, StreamExt};
 use oms_contracts::api::{CreateOrder, OrderAccepted, Page, ProductView, RequestedLine};
-use serde::Deserialize;
+use oms_contracts::routes;
 
-use crate::ctx::{self, Ctx};
+use crate::client::Request;
+use crate::ctx::Ctx;
 use crate::Failure;
-use oms_contracts::ServiceId as Svc;
 
 /// Which lines each order gets.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -133,12 +133,11 @@ pub async fn try_place(
     key: Option<&str>,
 ) -> Result<OrderAccepted, Failure> {
     let headers: Vec<(&str, &str)> = key.map(|k| ("Idempotency-Key", k)).into_iter().collect();
-    let (status, answer) = ctx.post(Svc::Order, "/orders", body, &headers).await?;
-    if !status.is_success() {
-        return Err(ctx::api_failure(Svc::Order, status, &answer));
-    }
-    OrderAccepted::deserialize(&answer)
-        .map_err(|e| Failure::from(anyhow::anyhow!("order service: unreadable answer: {e}")))
+    ctx.act(
+        routes::CREATE_ORDER,
+        Request::to(&[]).body(body).headers(&headers),
+    )
+    .await
 }
 
 /// Places one order: the service's acceptance, or why not. Each order carries an
@@ -161,13 +160,9 @@ pub async fn place_one(
     let headers = [("Idempotency-Key", key)];
     let mut attempt = 1;
     loop {
-        match ctx.post(Svc::Order, "/orders", body, &headers).await {
-            Ok((status, answer)) if status.is_success() => {
-                return OrderAccepted::deserialize(&answer).map_err(|e| {
-                    Failure::from(anyhow::anyhow!("order service: unreadable answer: {e}"))
-                })
-            }
-            Ok((status, answer)) => return Err(ctx::api_failure(Svc::Order, status, &answer)),
+        let request = Request::to(&[]).body(body).headers(&headers);
+        match ctx.call(routes::CREATE_ORDER, request).await {
+            Ok(answer) => return answer.map_err(|r| r.failure()),
             Err(_) if attempt < PLACE_ATTEMPTS => {
                 tokio::time::sleep(Duration::from_millis(200 * u64::from(attempt))).await;
                 attempt += 1;
@@ -199,7 +194,7 @@ pub fn parse_item(s: &str) -> Result<(String, u32), String> {
 
 /// Product ids of the catalog, or `None` when inventory cannot be asked.
 pub async fn catalog(ctx: &Ctx) -> Option<Vec<String>> {
-    let products: Page<ProductView> = ctx.get(Svc::Inventory, "/products").await.ok()?;
+    let products: Page<ProductView> = ctx.page(routes::LIST_PRODUCTS, &[]).await.ok()?;
     Some(products.items.into_iter().map(|p| p.product_id).collect())
 }
 

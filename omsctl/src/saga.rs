@@ -1,11 +1,12 @@
 //! `omsctl saga list | show | retry | cancel`.
 
-use oms_contracts::api::{CancelSaga, Page, SagaAction, SagaView};
+use oms_contracts::api::{CancelSaga, SagaAction, SagaView};
+use oms_contracts::routes::{self, Route};
 
-use crate::ctx::{api_failure, Ctx};
+use crate::client::Request;
+use crate::ctx::Ctx;
 use crate::render::{opt, table};
 use crate::Failure;
-use oms_contracts::ServiceId as Svc;
 
 #[derive(Debug, clap::Subcommand)]
 pub enum SagaCommand {
@@ -48,29 +49,33 @@ fn order_id_of(order_id: &str) -> Result<(), Failure> {
         .map_err(|_| Failure::usage(format!("invalid order id {order_id:?} (expected a UUID)")))
 }
 
-/// `POST /sagas/{id}/{action}` and prints what it did.
-async fn act(
+/// Retries or cancels a saga (`route`) and prints what it did.
+async fn act<B: serde::Serialize + 'static>(
     ctx: &Ctx,
     order_id: &str,
-    action: &str,
-    body: serde_json::Value,
+    route: Route<B, SagaAction>,
+    body: &B,
 ) -> Result<(), Failure> {
     order_id_of(order_id)?;
-    let path = format!("/sagas/{order_id}/{action}");
-    let (status, answer) = ctx.post(Svc::Saga, &path, &body, &[]).await?;
-    if status == reqwest::StatusCode::NOT_FOUND {
-        return Err(Failure::verdict(format!("no saga for order {order_id}")));
-    }
-    if status == reqwest::StatusCode::CONFLICT {
-        let what = answer["detail"].as_str().unwrap_or("conflict");
-        return Err(Failure::verdict(format!("saga {action} refused: {what}")));
-    }
-    if !status.is_success() {
-        return Err(api_failure(Svc::Saga, status, &answer));
-    }
-    let done: SagaAction = serde_json::from_value(answer.clone())
-        .map_err(|e| Failure::usage(format!("saga service: unexpected answer to {path}: {e}")))?;
-    ctx.print(&answer, || {
+    let action = if route.spec == routes::RETRY_SAGA.spec {
+        "retry"
+    } else {
+        "cancel"
+    };
+    let done = match ctx.call(route, Request::to(&[order_id]).body(body)).await? {
+        Ok(done) => done,
+        Err(r) if r.status == reqwest::StatusCode::NOT_FOUND => {
+            return Err(Failure::verdict(format!("no saga for order {order_id}")))
+        }
+        Err(r) if r.status == reqwest::StatusCode::CONFLICT => {
+            return Err(Failure::verdict(format!(
+                "saga {action} refused: {}",
+                r.detail()
+            )))
+        }
+        Err(r) => return Err(r.failure()),
+    };
+    ctx.print(&serde_json::to_value(&done)?, || {
         let sent = if done.sent.is_empty() {
             "nothing sent".to_owned()
         } else {
@@ -91,11 +96,11 @@ pub async fn run(ctx: &Ctx, command: SagaCommand) -> Result<(), Failure> {
             stuck,
             limit,
         } => {
-            let mut query = format!("/sagas?limit={limit}&stuck={stuck}");
+            let mut query = vec![("limit", limit.to_string()), ("stuck", stuck.to_string())];
             if let Some(s) = state {
-                query.push_str(&format!("&state={}", s.to_ascii_uppercase()));
+                query.push(("state", s.to_ascii_uppercase()));
             }
-            let page: Page<SagaView> = ctx.get(Svc::Saga, &query).await?;
+            let page = ctx.page(routes::LIST_SAGAS, &query).await?;
             ctx.print(&serde_json::to_value(&page.items)?, || {
                 let mut t = table(&[
                     "ORDER", "STATE", "CUSTOMER", "TOTAL", "DEADLINE", "STUCK", "UPDATED",
@@ -114,22 +119,19 @@ pub async fn run(ctx: &Ctx, command: SagaCommand) -> Result<(), Failure> {
                 t.to_string()
             })
         }
-        SagaCommand::Retry { order_id } => {
-            act(ctx, &order_id, "retry", serde_json::json!({})).await
-        }
+        SagaCommand::Retry { order_id } => act(ctx, &order_id, routes::RETRY_SAGA, &()).await,
         SagaCommand::Cancel { order_id, reason } => {
             if reason.trim().is_empty() || reason.chars().count() > 200 {
                 return Err(Failure::usage(
                     "--reason must be 1 to 200 characters, not all blank",
                 ));
             }
-            let body = serde_json::to_value(CancelSaga { reason })?;
-            act(ctx, &order_id, "cancel", body).await
+            act(ctx, &order_id, routes::CANCEL_SAGA, &CancelSaga { reason }).await
         }
         SagaCommand::Show { order_id } => {
             order_id_of(&order_id)?;
             let saga: SagaView = ctx
-                .get_opt(Svc::Saga, &format!("/sagas/{order_id}"))
+                .read_opt(routes::GET_SAGA, &[&order_id])
                 .await?
                 .ok_or_else(|| Failure::verdict(format!("no saga for order {order_id}")))?;
             ctx.print(&serde_json::to_value(&saga)?, || {

@@ -519,7 +519,7 @@ async fn status(ctx: &Ctx) -> Result<(), Failure> {
         for (i, base) in bases.iter().enumerate() {
             let replica = u32::try_from(i + 1).unwrap_or(u32::MAX);
             let ready = ctx
-                .get_at::<oms_contracts::api::Readiness>(svc, base, "/health/ready")
+                .read_opt_at(oms_contracts::routes::HEALTH_READY.of(svc), base)
                 .await;
             let (is_ready, backlog, leader, detail) = match &ready {
                 Ok(Some(r)) => (

@@ -6,13 +6,14 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use oms_contracts::api::{
-    OrderStatus, OrderView, Page, PaymentView, ProductView, Readiness, ReservationView, SagaState,
-    SagaView,
+    OrderStatus, OrderView, Page, PaymentView, ProductView, ReservationView, SagaState, SagaView,
 };
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::{json, Value};
 use uuid::Uuid;
+
+use oms_contracts::routes::{self, Route};
 
 use crate::ctx::Ctx;
 use crate::render::table;
@@ -162,18 +163,16 @@ impl Report {
 /// Every page of a cursor-paged list.
 async fn all_pages<T: DeserializeOwned>(
     ctx: &Ctx,
-    svc: Svc,
-    path: &str,
+    route: Route<(), Page<T>>,
 ) -> Result<Vec<T>, Failure> {
     let mut out = Vec::new();
     let mut cursor: Option<uuid::Uuid> = None;
     loop {
-        let sep = if path.contains('?') { '&' } else { '?' };
-        let url = match &cursor {
-            Some(c) => format!("{path}{sep}limit=1000&cursor={c}"),
-            None => format!("{path}{sep}limit=1000"),
-        };
-        let page: Page<T> = ctx.get(svc, &url).await?;
+        let mut query = vec![("limit", "1000".to_owned())];
+        if let Some(c) = cursor {
+            query.push(("cursor", c.to_string()));
+        }
+        let page = ctx.page(route, &query).await?;
         out.extend(page.items);
         match page.next_cursor {
             Some(c) => cursor = Some(c),
@@ -266,17 +265,17 @@ pub async fn evaluate(ctx: &Ctx, args: &VerifyArgs) -> Result<Report, Failure> {
         .since
         .and_then(|d| chrono::TimeDelta::from_std(d).ok())
         .map(|d| now - d);
-    let orders: Vec<OrderView> = all_pages::<OrderView>(ctx, Svc::Order, "/orders")
+    let orders: Vec<OrderView> = all_pages(ctx, routes::LIST_ORDERS)
         .await?
         .into_iter()
         .filter(|o| since.is_none_or(|s| o.created_at >= s))
         .collect();
-    let sagas = all_pages::<SagaView>(ctx, Svc::Saga, "/sagas")
+    let sagas = all_pages(ctx, routes::LIST_SAGAS)
         .await?
         .into_iter()
         .map(|s| (s.order_id, s))
         .collect();
-    let payments = all_pages::<PaymentView>(ctx, Svc::Payment, "/payments")
+    let payments = all_pages(ctx, routes::LIST_PAYMENTS)
         .await?
         .into_iter()
         .map(|p| (p.order_id, p))
@@ -289,17 +288,17 @@ pub async fn evaluate(ctx: &Ctx, args: &VerifyArgs) -> Result<Report, Failure> {
     let mut attempts = 0;
     let (reservations, products) = loop {
         attempts += 1;
-        let before: Page<ProductView> = ctx.get(Svc::Inventory, "/products").await?;
-        let reservations: Page<ReservationView> = ctx
-            .get(Svc::Inventory, "/reservations?limit=100000")
+        let before = ctx.page(routes::LIST_PRODUCTS, &[]).await?;
+        let reservations = ctx
+            .page(routes::LIST_RESERVATIONS, &[("limit", "100000".to_owned())])
             .await?;
-        let after: Page<ProductView> = ctx.get(Svc::Inventory, "/products").await?;
+        let after = ctx.page(routes::LIST_PRODUCTS, &[]).await?;
         if same_stock(&before.items, &after.items) || attempts >= STOCK_READS {
             break (reservations, after);
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     };
-    let shipments = all_pages::<ShipmentView>(ctx, Svc::Fulfillment, "/shipments")
+    let shipments = all_pages(ctx, routes::LIST_SHIPMENTS)
         .await?
         .into_iter()
         .map(|s| (s.order_id, s))
@@ -317,7 +316,7 @@ pub async fn evaluate(ctx: &Ctx, args: &VerifyArgs) -> Result<Report, Failure> {
     let mut backlog = Check::new(CheckId::OutboxBacklog);
     let mut parts = Vec::new();
     for svc in Svc::all() {
-        let ready: Result<Option<Readiness>, _> = ctx.get_opt(svc, "/health/ready").await;
+        let ready = ctx.read_opt(routes::HEALTH_READY.of(svc), &[]).await;
         let text = match ready {
             Ok(Some(r)) => format!(
                 "{} {} pending",

@@ -13,6 +13,10 @@ use std::time::Duration;
 
 use anyhow::Context;
 use oms_contracts::api::{CarrierKnobs, GatewayKnobs};
+use oms_contracts::routes::{self, Route};
+use serde::de::DeserializeOwned;
+
+use crate::client::Request;
 use oms_contracts::headers;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::FutureRecord;
@@ -21,13 +25,12 @@ use serde_json::{json, Value};
 
 pub mod target;
 
-use crate::ctx::{self, Ctx};
+use crate::ctx::Ctx;
 use crate::local;
 use crate::local::Unit;
 use crate::render::table;
 use crate::tail::{self, From};
 use crate::Failure;
-use oms_contracts::ServiceId as Svc;
 use target::{AnyTarget, Handle, Target};
 
 #[derive(Debug, clap::Subcommand)]
@@ -304,8 +307,8 @@ impl Fault {
                 *replicas = handle.replicas;
                 Ok(())
             }
-            Fault::Payment { knobs, .. } => set_knobs(ctx, GATEWAY, knobs).await.map(|_| ()),
-            Fault::Carrier { knobs, .. } => set_knobs(ctx, CARRIER, knobs).await.map(|_| ()),
+            Fault::Payment { knobs, .. } => set_knobs(ctx, routes::SET_GATEWAY_FAULTS, knobs).await,
+            Fault::Carrier { knobs, .. } => set_knobs(ctx, routes::SET_CARRIER_FAULTS, knobs).await,
         }
     }
 
@@ -328,10 +331,10 @@ impl Fault {
                 target.heal(self.unit()?, *action, handle).await
             }
             Fault::Payment { previous_knobs, .. } => {
-                set_knobs(ctx, GATEWAY, previous_knobs).await.map(|_| ())
+                set_knobs(ctx, routes::SET_GATEWAY_FAULTS, previous_knobs).await
             }
             Fault::Carrier { previous_knobs, .. } => {
-                set_knobs(ctx, CARRIER, previous_knobs).await.map(|_| ())
+                set_knobs(ctx, routes::SET_CARRIER_FAULTS, previous_knobs).await
             }
         }
     }
@@ -566,39 +569,38 @@ async fn lift(ctx: &Ctx, fault: Fault) -> Result<(), Failure> {
     faults.forget(&fault.target())
 }
 
-/// Where a simulation's knobs live: the service and its path.
-type Knobs = (Svc, &'static str);
-/// The payment gateway's knobs.
-const GATEWAY: Knobs = (Svc::Payment, "/gateway/faults");
-/// The carrier's knobs.
-const CARRIER: Knobs = (Svc::Fulfillment, "/carrier/faults");
+/// The route that sets a simulation's knobs.
+type Knobs<K> = Route<K, K>;
 
-/// Sets a simulation's knobs on every replica of its service (each holds its own); the knobs
-/// now in force, as the first replica answered.
-async fn set_knobs<T: Serialize>(
+/// Sets a simulation's knobs on every replica of its service (each holds its own).
+async fn set_knobs<K: Serialize + DeserializeOwned + 'static>(
     ctx: &Ctx,
-    (svc, path): Knobs,
-    knobs: &T,
-) -> Result<Value, Failure> {
-    let mut first = None;
-    for base in ctx.urls_of(svc) {
-        let (status, body) = ctx.put_at(svc, base, path, knobs).await?;
-        if !status.is_success() {
-            return Err(ctx::api_failure(svc, status, &body));
-        }
-        first.get_or_insert(body);
+    route: Knobs<K>,
+    knobs: &K,
+) -> Result<(), Failure> {
+    let svc = route.spec.service;
+    let bases = ctx.urls_of(svc);
+    if bases.is_empty() {
+        return Err(Failure::usage(format!(
+            "no URL of the {} service",
+            svc.name()
+        )));
     }
-    first.ok_or_else(|| Failure::usage(format!("no URL of the {} service", svc.name())))
+    for base in bases {
+        ctx.act(route, Request::to(&[]).body(knobs).replica(base))
+            .await?;
+    }
+    Ok(())
 }
 
 /// Puts a simulation's knobs in force as a fault (undone by `reset` or `--for`); knobs that are
 /// all off are only set, and the fault forgotten.
-async fn knob_fault<T: Serialize>(
+async fn knob_fault<K: Serialize + DeserializeOwned + 'static>(
     ctx: &Ctx,
     fault: Fault,
     off: bool,
-    at: Knobs,
-    knobs: &T,
+    at: Knobs<K>,
+    knobs: &K,
     lasting: &Lasting,
 ) -> Result<(), Failure> {
     if off {
@@ -672,7 +674,7 @@ pub async fn run(ctx: &Ctx, command: ChaosCommand) -> Result<(), Failure> {
             error_rate,
             lasting,
         } => {
-            let previous: GatewayKnobs = ctx.get(GATEWAY.0, GATEWAY.1).await?;
+            let previous = ctx.read(routes::GET_GATEWAY_FAULTS, &[]).await?;
             let knobs = GatewayKnobs {
                 decline_rate,
                 latency_ms: millis(latency),
@@ -682,7 +684,15 @@ pub async fn run(ctx: &Ctx, command: ChaosCommand) -> Result<(), Failure> {
                 knobs,
                 previous_knobs: previous,
             };
-            knob_fault(ctx, fault, knobs.is_off(), GATEWAY, &knobs, &lasting).await
+            knob_fault(
+                ctx,
+                fault,
+                knobs.is_off(),
+                routes::SET_GATEWAY_FAULTS,
+                &knobs,
+                &lasting,
+            )
+            .await
         }
         ChaosCommand::Carrier {
             failure_rate,
@@ -690,7 +700,7 @@ pub async fn run(ctx: &Ctx, command: ChaosCommand) -> Result<(), Failure> {
             error_rate,
             lasting,
         } => {
-            let previous: CarrierKnobs = ctx.get(CARRIER.0, CARRIER.1).await?;
+            let previous = ctx.read(routes::GET_CARRIER_FAULTS, &[]).await?;
             let knobs = CarrierKnobs {
                 failure_rate,
                 latency_ms: millis(latency),
@@ -700,7 +710,15 @@ pub async fn run(ctx: &Ctx, command: ChaosCommand) -> Result<(), Failure> {
                 knobs,
                 previous_knobs: previous,
             };
-            knob_fault(ctx, fault, knobs.is_off(), CARRIER, &knobs, &lasting).await
+            knob_fault(
+                ctx,
+                fault,
+                knobs.is_off(),
+                routes::SET_CARRIER_FAULTS,
+                &knobs,
+                &lasting,
+            )
+            .await
         }
         ChaosCommand::Poison { topic, count, kind } => poison(ctx, &topic, count, kind).await,
         ChaosCommand::Duplicate { topic, from } => duplicate(ctx, &topic, from).await,

@@ -67,12 +67,11 @@ pub async fn run(ctx: &Ctx, command: ContextCommand) -> Result<(), Failure> {
         }
         ContextCommand::Show { name } => {
             let shown = match name {
-                Some(n) if n != ctx.context.name => {
-                    let mut s = crate::ctx::Settings::default();
-                    s.context = Some(n);
-                    s.config = ctx.config_path.clone();
-                    Ctx::new(s)?
-                }
+                Some(n) if n != ctx.context.name => Ctx::new(crate::ctx::Settings {
+                    context: Some(n),
+                    config: ctx.config_path.clone(),
+                    ..Default::default()
+                })?,
                 _ => ctx.clone(),
             };
             let doc = shown.describe();

@@ -7,7 +7,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use oms_contracts::api::{OrderStatus, OrderView, Readiness, SetStock};
+use oms_contracts::api::{OrderStatus, OrderView, SetStock};
+use oms_contracts::routes;
 use tokio::sync::Mutex;
 
 use super::plan::{Action, Plan, Probe};
@@ -122,20 +123,19 @@ async fn act(ctx: &Ctx, action: &Action, output: &mut Vec<String>) -> Result<(),
     say(format!("step: {}", action.describe()));
     match action {
         Action::Stock { product, available } => {
-            let (status, _) = ctx
-                .put(
-                    Svc::Inventory,
-                    &format!("/products/{product}/stock"),
-                    &SetStock {
-                        available: *available,
-                    },
-                )
+            let stock = SetStock {
+                available: *available,
+            };
+            let params = [product.as_str()];
+            let request = crate::client::Request::to(&params).body(&stock);
+            match ctx
+                .call(routes::SET_STOCK, request)
                 .await
-                .map_err(|f| f.error.to_string())?;
-            if !status.is_success() {
-                return Err(format!("setting stock of {product}: {status}"));
+                .map_err(|f| f.error.to_string())?
+            {
+                Ok(_) => Ok(()),
+                Err(r) => Err(format!("setting stock of {product}: {}", r.status)),
             }
-            Ok(())
         }
         Action::WaitReady => {
             let deadline = Instant::now() + Duration::from_secs(120);
@@ -192,8 +192,8 @@ pub fn p99_of(
 async fn probe(ctx: &Ctx, p: &Probe) -> Result<(), String> {
     match p {
         Probe::P99Under(max) => {
-            let page: oms_contracts::api::Page<OrderView> = ctx
-                .get(Svc::Order, "/orders?limit=500")
+            let page = ctx
+                .page(routes::LIST_ORDERS, &[("limit", "500".to_owned())])
                 .await
                 .map_err(|f| f.error.to_string())?;
             let window = super::plan::LATENCY_WINDOW;
@@ -214,7 +214,7 @@ async fn probe(ctx: &Ctx, p: &Probe) -> Result<(), String> {
         Probe::Ready => {
             for svc in Svc::all() {
                 for base in ctx.urls_of(svc) {
-                    match ctx.get_at::<Readiness>(svc, base, "/health/ready").await {
+                    match ctx.read_opt_at(routes::HEALTH_READY.of(svc), base).await {
                         Ok(Some(r)) if r.is_ready() => {}
                         _ => return Err(format!("{} at {base} not ready", svc.name())),
                     }
@@ -264,7 +264,11 @@ async fn probe(ctx: &Ctx, p: &Probe) -> Result<(), String> {
         },
         Probe::Backlog(max) => {
             for svc in Svc::all() {
-                let r: Option<Readiness> = ctx.get_opt(svc, "/health/ready").await.ok().flatten();
+                let r = ctx
+                    .read_opt(routes::HEALTH_READY.of(svc), &[])
+                    .await
+                    .ok()
+                    .flatten();
                 let n = r.and_then(|r| r.outbox).map_or(i64::MAX, |b| b.pending);
                 if n >= *max {
                     return Err(format!("{} outbox backlog {n}", svc.name()));
@@ -324,10 +328,7 @@ async fn recovery(
     while since.elapsed() < Duration::from_secs(600) {
         let mut still = Vec::new();
         for id in open {
-            match ctx
-                .get_opt::<OrderView>(Svc::Order, &format!("/orders/{id}"))
-                .await
-            {
+            match ctx.read_opt(routes::GET_ORDER, &[id.as_str()]).await {
                 Ok(Some(o)) if is_finished(&o, settled) => {}
                 _ => still.push(id),
             }
@@ -402,20 +403,12 @@ async fn load(ctx: Arc<Ctx>, plan: Arc<Plan>, placed: Arc<Mutex<Placed>>) {
 async fn cancel_later(ctx: Arc<Ctx>, id: String, after: Duration, placed: Arc<Mutex<Placed>>) {
     tokio::time::sleep(after).await;
     let answer = ctx
-        .post(
-            Svc::Order,
-            &format!("/orders/{id}/cancel"),
-            &serde_json::json!({}),
-            &[],
-        )
+        .call(routes::CANCEL_ORDER, crate::client::Request::to(&[&id]))
         .await;
     let kind = match answer {
-        Ok((status, _)) if status.is_success() => "accepted".to_owned(),
-        Ok((status, _)) if status == reqwest::StatusCode::CONFLICT => "too late (409)".to_owned(),
-        Ok((status, body)) => format!(
-            "error: {}",
-            crate::ctx::api_failure(Svc::Order, status, &body).error
-        ),
+        Ok(Ok(_)) => "accepted".to_owned(),
+        Ok(Err(r)) if r.status == reqwest::StatusCode::CONFLICT => "too late (409)".to_owned(),
+        Ok(Err(r)) => format!("error: {}", r.failure().error),
         Err(e) => format!("error: {}", e.error),
     };
     *placed.lock().await.cancels.entry(kind).or_default() += 1;
@@ -572,10 +565,7 @@ pub async fn execute(ctx: &Ctx, plan: Plan, report: Option<&Path>) -> Result<(),
             .cloned()
             .collect();
         for id in &open {
-            if let Ok(Some(o)) = ctx
-                .get_opt::<OrderView>(Svc::Order, &format!("/orders/{id}"))
-                .await
-            {
+            if let Ok(Some(o)) = ctx.read_opt(routes::GET_ORDER, &[id.as_str()]).await {
                 if done(&o) {
                     finished.insert(id.clone(), o);
                 }

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use oms_contracts::api::Readiness;
+use oms_contracts::routes;
 use serde::Serialize;
 
 use super::plan::Action;
@@ -97,7 +97,7 @@ pub async fn before(ctx: &Ctx, local: &Local, unit: Unit) -> Before {
         .cloned()
         .unwrap_or_default();
     let was_leader = matches!(
-        ctx.get_at::<Readiness>(unit.svc, &base, "/health/ready").await,
+        ctx.read_opt_at(routes::HEALTH_READY.of(unit.svc), &base).await,
         Ok(Some(r)) if r.relay_leader
     );
     let (group, reads) = ctx.topics.consumer(unit.svc.spec());
@@ -163,7 +163,7 @@ pub async fn watch(ctx: Arc<Ctx>, local: Arc<Local>, b: Before) -> Takeover {
     while died.elapsed() < WITHIN {
         if b.was_leader && report.relay_seconds.is_none() {
             for base in &survivors {
-                if let Ok(Some(r)) = ctx.get_at::<Readiness>(svc, base, "/health/ready").await {
+                if let Ok(Some(r)) = ctx.read_opt_at(routes::HEALTH_READY.of(svc), base).await {
                     if r.relay_leader {
                         report.relay_seconds = Some(died.elapsed().as_secs_f64());
                         break;

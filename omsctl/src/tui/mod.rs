@@ -14,7 +14,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use oms_contracts::api::{GatewayKnobs, OrderView, Page, Readiness, SagaSummary, SagaView};
+use oms_contracts::routes;
 use ratatui::crossterm::event::{self, Event, KeyEvent, KeyEventKind};
 use tokio::sync::mpsc;
 
@@ -350,8 +350,12 @@ async fn poll_kafka(ctx: Arc<Ctx>, out: Arc<Mutex<Option<KafkaInfo>>>, every: Du
     }
 }
 
-async fn get<T: serde::de::DeserializeOwned>(ctx: &Ctx, svc: Svc, path: &str) -> Result<T, String> {
-    match tokio::time::timeout(Duration::from_secs(2), ctx.get(svc, path)).await {
+/// A read of the dashboard: its answer, else why not (in two seconds at most).
+async fn within<T>(
+    svc: Svc,
+    read: impl std::future::Future<Output = Result<T, Failure>>,
+) -> Result<T, String> {
+    match tokio::time::timeout(Duration::from_secs(2), read).await {
         Ok(Ok(v)) => Ok(v),
         Ok(Err(f)) => Err(f.error.to_string()),
         Err(_) => Err(format!("{} timed out", svc.name())),
@@ -377,17 +381,18 @@ async fn poll_services(
 }
 
 async fn snapshot(ctx: &Ctx, kafka: &Mutex<Option<KafkaInfo>>) -> Snapshot {
+    let newest = [("limit", "200".to_owned())];
     let (summary, sagas, orders, faults) = tokio::join!(
-        get::<SagaSummary>(ctx, Svc::Saga, "/sagas/summary"),
-        get::<Page<SagaView>>(ctx, Svc::Saga, "/sagas?limit=200"),
-        get::<Page<OrderView>>(ctx, Svc::Order, "/orders?limit=200"),
-        get::<GatewayKnobs>(ctx, Svc::Payment, "/gateway/faults"),
+        within(Svc::Saga, ctx.read(routes::SAGA_SUMMARY, &[])),
+        within(Svc::Saga, ctx.page(routes::LIST_SAGAS, &newest)),
+        within(Svc::Order, ctx.page(routes::LIST_ORDERS, &newest)),
+        within(Svc::Payment, ctx.read(routes::GET_GATEWAY_FAULTS, &[])),
     );
     let health = futures::future::join_all(Svc::all().map(|svc| async move {
         // Readiness probes the broker for up to 2 s itself: allow it more than that.
         let r = tokio::time::timeout(
             Duration::from_secs(5),
-            ctx.get_opt::<Readiness>(svc, "/health/ready"),
+            ctx.read_opt(routes::HEALTH_READY.of(svc), &[]),
         )
         .await;
         (svc, r)
