@@ -431,14 +431,18 @@ impl Ctx {
     }
 
     /// Prints `value` as JSON, or `table` when the output is a table.
-    pub fn print(&self, value: &Value, table: impl FnOnce() -> String) -> Result<(), Failure> {
+    pub fn print(
+        &self,
+        value: &impl serde::Serialize,
+        table: impl FnOnce() -> String,
+    ) -> Result<(), Failure> {
         use std::io::Write;
         let mut out = std::io::stdout().lock();
         match self.output {
             Output::Json => writeln!(out, "{}", serde_json::to_string_pretty(value)?)?,
             Output::Yaml => write!(out, "{}", yaml(value)?)?,
             Output::Ids => {
-                let ids = ids_of(value).ok_or_else(|| {
+                let ids = ids_of(&serde_json::to_value(value)?).ok_or_else(|| {
                     Failure::usage("this command's output has no ids: use -o json or -o yaml")
                 })?;
                 for id in ids {

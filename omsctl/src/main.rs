@@ -35,10 +35,8 @@ mod local;
 mod order;
 mod paths;
 mod place;
-mod predict;
 mod produce;
 mod render;
-mod repair;
 mod saga;
 mod stack;
 mod tail;
@@ -77,7 +75,7 @@ pub enum Output {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// The local stack: PostgreSQL, broker and the five services.
+    /// The local stack: PostgreSQL, the Kafka broker(s) and the six services.
     #[command(subcommand)]
     Stack(stack::StackCommand),
     /// Orders: create, get, list, trace.
@@ -99,8 +97,8 @@ enum Command {
     /// Dead letters: list, show, replay.
     #[command(subcommand)]
     Dlq(dlq::DlqCommand),
-    /// Inject faults into the local stack: broker, database, services, poison, duplicates,
-    /// gateway knobs.
+    /// Inject faults into the context's target (local stack, compose or Kubernetes): broker,
+    /// database, services, poison, duplicates, payment and carrier knobs.
     #[command(subcommand)]
     Chaos(chaos::ChaosCommand),
     /// Scripted chaos drills with a verdict.
@@ -230,5 +228,85 @@ mod tests {
     #[test]
     fn the_command_tree_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    /// The command tree as the reference shows it: the same on every machine (no environment
+    /// values in it).
+    fn documented() -> clap::Command {
+        fn hide_env(cmd: clap::Command) -> clap::Command {
+            cmd.mut_args(|a| a.hide_env_values(true))
+                .mut_subcommands(hide_env)
+        }
+        hide_env(Cli::command())
+    }
+
+    /// The generated reference: `docs/reference/omsctl.md` and a man page per command in
+    /// `docs/man/`, from the clap definitions.
+    fn reference() -> Vec<(std::path::PathBuf, Vec<u8>)> {
+        let mut out = vec![(
+            "reference/omsctl.md".into(),
+            clap_markdown::help_markdown_command_custom(
+                &documented(),
+                &clap_markdown::MarkdownOptions::new()
+                    .title("omsctl reference".to_owned())
+                    .show_footer(false),
+            )
+            .into_bytes(),
+        )];
+        fn pages(cmd: &clap::Command, out: &mut Vec<(std::path::PathBuf, Vec<u8>)>) {
+            let name = cmd.get_display_name().unwrap_or(cmd.get_name()).to_owned();
+            let mut page = Vec::new();
+            if clap_mangen::Man::new(cmd.clone()).render(&mut page).is_ok() {
+                out.push((format!("man/{name}.1").into(), page));
+            }
+            for sub in cmd
+                .get_subcommands()
+                .filter(|s| !s.is_hide_set() && s.get_name() != "help")
+            {
+                pages(sub, out);
+            }
+        }
+        let mut cmd = documented();
+        cmd.build();
+        pages(&cmd, &mut out);
+        out
+    }
+
+    /// The reference and man pages in docs/ are what the definitions make: a flag or help text
+    /// changed without them fails here. `OMS_BLESS=1 cargo test -p omsctl reference` writes
+    /// them again.
+    #[test]
+    fn the_reference_and_man_pages_match_the_definitions() {
+        let docs = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs");
+        let generated = reference();
+        assert!(generated.len() > 20, "only {} pages", generated.len());
+        if std::env::var_os("OMS_BLESS").is_some() {
+            let _ = std::fs::remove_dir_all(docs.join("man"));
+            for (path, bytes) in &generated {
+                let path = docs.join(path);
+                if let Some(dir) = path.parent() {
+                    std::fs::create_dir_all(dir).expect("docs dir");
+                }
+                std::fs::write(&path, bytes).expect("write the reference");
+            }
+        }
+        let mut stale = Vec::new();
+        for (path, bytes) in &generated {
+            if std::fs::read(docs.join(path)).ok().as_ref() != Some(bytes) {
+                stale.push(path.display().to_string());
+            }
+        }
+        let pages: Vec<String> = std::fs::read_dir(docs.join("man"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| format!("man/{}", e.file_name().to_string_lossy()))
+            .filter(|p| !generated.iter().any(|(g, _)| g.display().to_string() == *p))
+            .collect();
+        assert!(
+            stale.is_empty() && pages.is_empty(),
+            "docs/ is stale: {stale:?} differ, {pages:?} are left over; run \
+             `OMS_BLESS=1 cargo test -p omsctl reference` and commit docs/"
+        );
     }
 }

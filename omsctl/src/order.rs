@@ -697,7 +697,7 @@ pub async fn trace_doc(ctx: &Ctx, id: &str) -> Result<Value, Failure> {
                 v
             })
             .collect::<Vec<_>>(),
-        "messages": records.iter().map(tail::Record::to_json).collect::<Vec<_>>(),
+        "messages": records.iter().map(tail::Record::line).collect::<Vec<_>>(),
         "timeline": events.iter().map(|e| json!({"at": e.at, "source": e.source, "what": e.what})).collect::<Vec<_>>(),
         "verdict": verdict,
     });

@@ -6,7 +6,7 @@ use serde_json::Value;
 use crate::Failure;
 
 /// A JSON document as YAML.
-pub fn yaml(value: &Value) -> Result<String, Failure> {
+pub fn yaml(value: &impl serde::Serialize) -> Result<String, Failure> {
     serde_norway::to_string(value).map_err(|e| Failure::from(anyhow::anyhow!("writing YAML: {e}")))
 }
 

@@ -86,8 +86,8 @@ pub enum StackCommand {
     },
     /// Print a service's log (all services' without a name).
     Logs {
-        /// Service (order, payment, inventory, notification, saga: every replica's log), or one
-        /// replica (order-2).
+        /// Service (order, inventory, payment, saga, fulfillment, notification: every replica's
+        /// log), or one replica (order-2).
         #[arg(add = clap_complete::ArgValueCandidates::new(crate::complete::services))]
         service: Option<String>,
         /// Keep printing new lines.

@@ -13,7 +13,7 @@ use rdkafka::message::{Headers, Message, OwnedHeaders};
 use rdkafka::{Offset, TopicPartitionList};
 
 use crate::ctx::Kafka;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
 
 use crate::ctx::Ctx;
 use crate::{Failure, Output};
@@ -78,38 +78,91 @@ impl Record {
 
     /// The stable JSON form (one NDJSON line of `tail -o json`): enough to produce it again.
     /// Text parts are strings; a part that is not UTF-8 is given as hex under `…Hex`.
-    pub fn to_json(&self) -> Value {
+    pub fn line(&self) -> TailLine {
         let (key, key_hex) = self.key.as_deref().map(text_or_hex).unwrap_or((None, None));
         let (value, value_hex) = self
             .value
             .as_deref()
             .map(text_or_hex)
             .unwrap_or((None, None));
-        let headers: Vec<Value> = self
+        let headers = self
             .header_list()
-            .map(|(name, v)| match v.map(text_or_hex) {
-                None => json!({"name": name, "value": null}),
-                Some((Some(t), _)) => json!({"name": name, "value": t}),
-                Some((None, hex)) => json!({"name": name, "valueHex": hex}),
+            .map(|(name, v)| HeaderLine {
+                name: name.to_owned(),
+                value: match v.map(text_or_hex) {
+                    None => HeaderValue::Text { value: None },
+                    Some((Some(t), _)) => HeaderValue::Text { value: Some(t) },
+                    Some((None, hex)) => HeaderValue::Hex {
+                        value_hex: hex.unwrap_or_default(),
+                    },
+                },
             })
             .collect();
-        let mut doc = json!({
-            "topic": self.topic,
-            "partition": self.partition,
-            "offset": self.offset,
-            "timestamp": self.time(),
-            "key": key,
-            "headers": headers,
-            "value": value,
-        });
-        if let Some(h) = key_hex {
-            doc["keyHex"] = json!(h);
+        TailLine {
+            topic: self.topic.clone(),
+            partition: self.partition,
+            offset: self.offset,
+            timestamp: self.time(),
+            key,
+            key_hex,
+            headers,
+            value,
+            value_hex,
         }
-        if let Some(h) = value_hex {
-            doc["valueHex"] = json!(h);
-        }
-        doc
     }
+}
+
+/// One message as `tail -o json` writes it (one NDJSON line) and `produce` reads it back.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TailLine {
+    /// Topic as deployed.
+    pub topic: String,
+    /// Partition.
+    pub partition: i32,
+    /// Offset.
+    pub offset: i64,
+    /// The broker's timestamp, RFC 3339 (`-` when it gave none).
+    pub timestamp: String,
+    /// The key, when it is UTF-8 text.
+    pub key: Option<String>,
+    /// The key in hex, when it is not text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_hex: Option<String>,
+    /// Headers in order.
+    pub headers: Vec<HeaderLine>,
+    /// The value, when it is UTF-8 text.
+    pub value: Option<String>,
+    /// The value in hex, when it is not text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value_hex: Option<String>,
+}
+
+/// One header of a [`TailLine`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeaderLine {
+    /// Its name.
+    pub name: String,
+    /// Its value.
+    #[serde(flatten)]
+    pub value: HeaderValue,
+}
+
+/// A header's value: text (or null), or hex when it is not UTF-8.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum HeaderValue {
+    /// `"valueHex": "00ff"`.
+    Hex {
+        /// The bytes in hex.
+        #[serde(rename = "valueHex")]
+        value_hex: String,
+    },
+    /// `"value": "text"` or `"value": null`.
+    Text {
+        /// The text.
+        value: Option<String>,
+    },
 }
 
 /// What a message says, as far as it can be decoded.
@@ -533,8 +586,8 @@ fn follow(
         if args.matches(&r, &described) {
             shown += 1;
             match output {
-                Output::Json => writeln!(out, "{}", r.to_json())?,
-                Output::Yaml => write!(out, "---\n{}", crate::render::yaml(&r.to_json())?)?,
+                Output::Json => writeln!(out, "{}", serde_json::to_string(&r.line())?)?,
+                Output::Yaml => write!(out, "---\n{}", crate::render::yaml(&r.line())?)?,
                 Output::Ids => writeln!(
                     out,
                     "{}",
@@ -613,10 +666,15 @@ mod tests {
                     }),
             ),
         };
-        let j = r.to_json();
+        // The wire shape, field by field: what `produce` and users' scripts read.
+        let line = r.line();
+        let j = serde_json::to_value(&line).expect("json");
         assert_eq!(j["key"], "k");
         assert_eq!(j["valueHex"], "ff00");
         assert_eq!(j["headers"][0]["value"], "b");
         assert!(j["headers"][1]["value"].is_null());
+        assert!(j.get("keyHex").is_none() && j.get("value").is_some_and(|v| v.is_null()));
+        let back: TailLine = serde_json::from_value(j).expect("reads back");
+        assert_eq!(back, line);
     }
 }

@@ -51,8 +51,8 @@ pub enum ChaosCommand {
     Service {
         /// kill, stop, start, restart, pause or resume.
         action: ServiceAction,
-        /// order, payment, inventory, notification or saga (every replica), or one replica of
-        /// the local stack, such as order-2.
+        /// A service of the topology (order, inventory, payment, saga, fulfillment,
+        /// notification: every replica), or one replica of the local stack, such as order-2.
         #[arg(add = clap_complete::ArgValueCandidates::new(crate::complete::services))]
         name: String,
         #[command(flatten)]

@@ -259,8 +259,17 @@ pub enum Effect {
 /// Rows a page key moves.
 pub const PAGE: usize = 10;
 
-/// The services whose logs the Logs view cycles through.
-pub const LOG_SERVICES: [&str; 5] = ["order", "inventory", "payment", "saga", "notification"];
+/// The services the Logs view cycles through: order first, then the rest of the topology.
+pub fn log_services() -> impl Iterator<Item = oms_contracts::ServiceId> {
+    use oms_contracts::ServiceId;
+    std::iter::once(ServiceId::Order).chain(ServiceId::all().filter(|s| *s != ServiceId::Order))
+}
+
+/// The service whose log the Logs view shows at `i`.
+pub fn log_service(i: usize) -> &'static str {
+    let n = log_services().count().max(1);
+    log_services().nth(i % n).map_or("-", |s| s.name())
+}
 
 /// Saga states the `s` key cycles through (`None` = all).
 pub const STATE_FILTERS: [Option<&str>; 6] = [
@@ -314,7 +323,7 @@ pub struct App {
     pub command: Option<String>,
     /// Raw JSON of a row being shown.
     pub raw: Option<String>,
-    /// Index into [`LOG_SERVICES`] and the lines of the Logs view.
+    /// Which service's log ([`log_service`]) and the lines of the Logs view.
     pub logs: (usize, Load<Vec<String>>),
     /// How often data is polled.
     pub refresh: Duration,
@@ -390,7 +399,10 @@ impl App {
     /// Dead letters of the given order.
     pub fn dlq_of(&self, order_id: &str) -> Vec<&Item> {
         match &self.dlq {
-            Load::Loaded(items) => items.iter().filter(|i| i.key == order_id).collect(),
+            Load::Loaded(items) => items
+                .iter()
+                .filter(|i| i.key.as_deref() == Some(order_id))
+                .collect(),
             _ => Vec::new(),
         }
     }
@@ -429,7 +441,7 @@ impl App {
             View::Dlq => match &self.dlq {
                 Load::Loaded(items) => items
                     .get(self.selected)
-                    .map(|i| i.key.clone())
+                    .and_then(|i| i.key.clone())
                     .filter(|k| !k.is_empty()),
                 _ => None,
             },
@@ -633,7 +645,7 @@ pub fn update(app: &mut App, action: Action) -> Vec<Effect> {
             }
             if view == View::Logs {
                 app.logs.1 = Load::Loading;
-                effects.push(Effect::LoadLogs(LOG_SERVICES[app.logs.0].to_owned()));
+                effects.push(Effect::LoadLogs(log_service(app.logs.0).to_owned()));
             }
         }
         Action::NextTab => {
@@ -706,7 +718,7 @@ pub fn update(app: &mut App, action: Action) -> Vec<Effect> {
                 }
             } else if app.view == View::Dlq {
                 let key = match &app.dlq {
-                    Load::Loaded(items) => items.get(app.selected).map(|i| i.key.clone()),
+                    Load::Loaded(items) => items.get(app.selected).and_then(|i| i.key.clone()),
                     _ => None,
                 };
                 if let Some(id) = key.filter(|k| !k.is_empty()) {
@@ -802,12 +814,12 @@ pub fn update(app: &mut App, action: Action) -> Vec<Effect> {
         }
         Action::NextLog => {
             if app.view == View::Logs {
-                app.logs = ((app.logs.0 + 1) % LOG_SERVICES.len(), Load::Loading);
-                effects.push(Effect::LoadLogs(LOG_SERVICES[app.logs.0].to_owned()));
+                app.logs = ((app.logs.0 + 1) % log_services().count(), Load::Loading);
+                effects.push(Effect::LoadLogs(log_service(app.logs.0).to_owned()));
             }
         }
         Action::Logs(service, result) => {
-            if LOG_SERVICES.get(app.logs.0) == Some(&service.as_str()) {
+            if log_service(app.logs.0) == service {
                 app.logs.1 = match result {
                     Ok(lines) => Load::Loaded(lines),
                     Err(e) => Load::Error(e),
@@ -864,7 +876,7 @@ pub fn update(app: &mut App, action: Action) -> Vec<Effect> {
             }
             app.data = Load::Loaded(snapshot);
             if app.view == View::Logs {
-                effects.push(Effect::LoadLogs(LOG_SERVICES[app.logs.0].to_owned()));
+                effects.push(Effect::LoadLogs(log_service(app.logs.0).to_owned()));
             }
             let n = app.rows_in_view();
             if n > 0 && app.selected >= n {
@@ -1074,11 +1086,12 @@ mod tests {
         press(&mut app, key('3'));
         let item = |id: &str, replayed: bool| Item {
             id: id.into(),
-            origin: "oms.payment.commands".into(),
+            origin_topic: "oms.payment.commands".into(),
             message_type: "payment.authorize".into(),
-            key: "o-1".into(),
-            class: "handler.exhausted".into(),
+            key: Some("o-1".into()),
+            error_class: "handler.exhausted".into(),
             error: "gateway unavailable".into(),
+            service: "payment".into(),
             failed_at: "t".into(),
             replayed,
         };
@@ -1235,26 +1248,40 @@ mod tests {
 
     #[test]
     fn the_logs_view_cycles_services_and_keeps_the_latest_answer() {
+        let all: Vec<String> = log_services().map(|s| s.name().to_owned()).collect();
+        assert_eq!(all.len(), oms_contracts::ServiceId::all().count());
         let mut app = App::new(Duration::from_secs(1));
         assert_eq!(
             press(&mut app, key('4')),
-            vec![Effect::LoadLogs("order".into())]
+            vec![Effect::LoadLogs(all[0].clone())]
         );
         assert_eq!(
             press(&mut app, key(']')),
-            vec![Effect::LoadLogs("inventory".into())]
+            vec![Effect::LoadLogs(all[1].clone())]
         );
         // A late answer for the previous service is dropped.
         update(
             &mut app,
-            Action::Logs("order".into(), Ok(vec!["old".into()])),
+            Action::Logs(all[0].clone(), Ok(vec!["old".into()])),
         );
         assert_eq!(app.logs.1, Load::Loading);
         update(
             &mut app,
-            Action::Logs("inventory".into(), Ok(vec!["line".into()])),
+            Action::Logs(all[1].clone(), Ok(vec!["line".into()])),
         );
         assert_eq!(app.logs.1, Load::Loaded(vec!["line".into()]));
+        // Every service of the topology in turn (fulfillment too), then the first again.
+        let mut seen = all[..2].to_vec();
+        loop {
+            match press(&mut app, key(']')).as_slice() {
+                [Effect::LoadLogs(s)] if *s == all[0] => break,
+                [Effect::LoadLogs(s)] => seen.push(s.clone()),
+                other => panic!("{other:?}"),
+            }
+            assert!(seen.len() <= all.len(), "{seen:?}");
+        }
+        assert_eq!(seen, all);
+        assert!(seen.iter().any(|s| s == "fulfillment"));
     }
 
     #[test]

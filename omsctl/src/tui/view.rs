@@ -97,10 +97,7 @@ pub fn draw(frame: &mut Frame<'_>, app: &App, now: f64) {
 }
 
 fn draw_logs(frame: &mut Frame<'_>, app: &App, area: Rect) {
-    let service = super::app::LOG_SERVICES
-        .get(app.logs.0)
-        .copied()
-        .unwrap_or("-");
+    let service = super::app::log_service(app.logs.0);
     let title = format!(" {service} log (] next service) ");
     let lines: Vec<Line<'_>> = match &app.logs.1 {
         Load::Loaded(lines) => {
@@ -444,7 +441,7 @@ fn draw_dlq(frame: &mut Frame<'_>, app: &App, area: Rect) {
         std::collections::BTreeMap::new();
     for i in items {
         *by_class
-            .entry((i.class.as_str(), i.origin.as_str()))
+            .entry((i.error_class.as_str(), i.origin_topic.as_str()))
             .or_default() += 1;
     }
     let summary: Vec<String> = by_class
@@ -469,8 +466,8 @@ fn draw_dlq(frame: &mut Frame<'_>, app: &App, area: Rect) {
         vec![
             d.id.clone(),
             d.message_type.clone(),
-            d.key.clone(),
-            d.class.clone(),
+            d.key.clone().unwrap_or_default(),
+            d.error_class.clone(),
             d.error.clone(),
             if d.replayed { "yes" } else { "no" }.into(),
         ]
@@ -570,7 +567,7 @@ fn draw_detail(frame: &mut Frame<'_>, app: &App, area: Rect) {
         let rows = dead_letter_rows(dead.iter().copied(), app.selected, |d| {
             vec![
                 d.id.clone(),
-                d.class.clone(),
+                d.error_class.clone(),
                 d.error.clone(),
                 if d.replayed { "replayed" } else { "r: replay" }.into(),
             ]

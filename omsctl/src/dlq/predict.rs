@@ -10,7 +10,7 @@ use oms_contracts::api::{PaymentView, SagaView};
 use oms_contracts::messages::{PaymentAuthorized, PaymentDeclined};
 use oms_contracts::{Envelope, Message};
 use oms_saga_machine::{transition, Deadlines, Input, Saga};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// What the system holds about an entry's order.
 #[derive(Debug, Clone, Default)]
@@ -23,17 +23,55 @@ pub struct Facts {
     pub caused: Option<String>,
 }
 
+/// What replaying an entry comes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Outcome {
+    /// The handler acts on it.
+    Handled,
+    /// It was handled before: the inbox drops it.
+    Duplicate,
+    /// It is handled, and changes nothing.
+    Ignored,
+    /// A late authorization is refunded.
+    LateChargeRefunded,
+    /// It fails again and goes back to the dead letters.
+    DeadLetter,
+    /// The facts do not say.
+    Unknown,
+}
+
+impl Outcome {
+    /// Its wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Handled => "handled",
+            Outcome::Duplicate => "duplicate",
+            Outcome::Ignored => "ignored",
+            Outcome::LateChargeRefunded => "late-charge-refunded",
+            Outcome::DeadLetter => "dead-letter",
+            Outcome::Unknown => "unknown",
+        }
+    }
+}
+
+impl std::fmt::Display for Outcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// One entry's predicted fate.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Prediction {
-    /// `handled`, `duplicate`, `ignored`, `late-charge-refunded`, `dead-letter` or `unknown`.
-    pub outcome: &'static str,
+    /// What it comes to.
+    pub outcome: Outcome,
     /// Why, in a sentence.
     pub detail: String,
 }
 
-fn says(outcome: &'static str, detail: impl Into<String>) -> Prediction {
+fn says(outcome: Outcome, detail: impl Into<String>) -> Prediction {
     Prediction {
         outcome,
         detail: detail.into(),
@@ -105,15 +143,15 @@ fn saga_reaction(saga: &SagaView, message: &Message, now: DateTime<Utc>) -> Pred
         .collect();
     if !step.applied {
         return says(
-            "ignored",
+            Outcome::Ignored,
             format!("the saga ({}) ignores it: {}", saga.state, step.note),
         );
     }
     let refunds = sent.contains(&"payment.refund");
     let outcome = if refunds && matches!(message, Message::PaymentAuthorized(_)) {
-        "late-charge-refunded"
+        Outcome::LateChargeRefunded
     } else {
-        "handled"
+        Outcome::Handled
     };
     let then = if sent.is_empty() {
         String::new()
@@ -135,21 +173,21 @@ pub fn predict(value: Option<&[u8]>, topic: &str, facts: &Facts, now: DateTime<U
         Some(Ok(env)) => env,
         Some(Err(e)) => {
             return says(
-                "dead-letter",
+                Outcome::DeadLetter,
                 format!("dead-lettered again at once: {e} ({})", e.class()),
             )
         }
-        None => return says("dead-letter", "dead-lettered again at once: no value"),
+        None => return says(Outcome::DeadLetter, "dead-lettered again at once: no value"),
     };
     if !oms_contracts::topics::ALL.contains(&topic) {
         return says(
-            "unknown",
+            Outcome::Unknown,
             format!("sent to {topic}, which no OMS service reads"),
         );
     }
     if let Some(at) = &facts.caused {
         return says(
-            "duplicate",
+            Outcome::Duplicate,
             format!(
                 "ignored as a duplicate: event {} was handled (it caused {at})",
                 env.event_id
@@ -158,7 +196,7 @@ pub fn predict(value: Option<&[u8]>, topic: &str, facts: &Facts, now: DateTime<U
     }
     let Some(saga) = &facts.saga else {
         return says(
-            "unknown",
+            Outcome::Unknown,
             "the order has no saga: the saga ignores what this causes",
         );
     };
@@ -179,13 +217,16 @@ pub fn predict(value: Option<&[u8]>, topic: &str, facts: &Facts, now: DateTime<U
                 )
                 }
                 Some(p) if p.status == "DECLINED" => says(
-                    "ignored",
+                    Outcome::Ignored,
                     format!(
                         "payment answers its recorded decline again; the saga ({}) has it already",
                         saga.state
                     ),
                 ),
-                Some(p) => says("ignored", format!("payment was {}: not charged", p.status)),
+                Some(p) => says(
+                    Outcome::Ignored,
+                    format!("payment was {}: not charged", p.status),
+                ),
                 None => {
                     let approved = Message::PaymentAuthorized(PaymentAuthorized {
                         order_id,
@@ -213,19 +254,22 @@ pub fn predict(value: Option<&[u8]>, topic: &str, facts: &Facts, now: DateTime<U
         }
         Message::PaymentRefund(_) => match &facts.payment {
             Some(p) if p.status == "AUTHORIZED" => says(
-                "handled",
+                Outcome::Handled,
                 format!("payment refunds {} (payment {})", p.amount, p.payment_id),
             ),
-            Some(p) => says("ignored", format!("payment was {} already", p.status)),
+            Some(p) => says(
+                Outcome::Ignored,
+                format!("payment was {} already", p.status),
+            ),
             None => says(
-                "handled",
+                Outcome::Handled,
                 "payment voids the order: a later authorization is not charged",
             ),
         },
         Message::InventoryReserve(_) | Message::InventoryRelease(_) => {
             if saga.state.is_terminal() && matches!(env.message, Message::InventoryReserve(_)) {
                 says(
-                    "ignored",
+                    Outcome::Ignored,
                     format!(
                         "inventory answers; the saga is {} and ignores the answer",
                         saga.state
@@ -233,7 +277,7 @@ pub fn predict(value: Option<&[u8]>, topic: &str, facts: &Facts, now: DateTime<U
                 )
             } else {
                 says(
-                    "handled",
+                    Outcome::Handled,
                     format!("inventory handles it and answers the saga ({})", saga.state),
                 )
             }
@@ -305,28 +349,28 @@ mod tests {
             saga: Some(view("AUTHORIZING", true, false)),
             ..Facts::default()
         });
-        assert_eq!(p.outcome, "handled", "{p:?}");
+        assert_eq!(p.outcome, Outcome::Handled, "{p:?}");
         assert!(p.detail.contains("AUTHORIZING -> CONFIRMED"), "{p:?}");
         // The saga gave up (timed out, refund not yet requested): a late charge, refunded.
         let p = outcome(&Facts {
             saga: Some(view("CANCELLED", true, false)),
             ..Facts::default()
         });
-        assert_eq!(p.outcome, "late-charge-refunded", "{p:?}");
+        assert_eq!(p.outcome, Outcome::LateChargeRefunded, "{p:?}");
         // Its refund already requested: the payment was voided, nothing charged.
         let p = outcome(&Facts {
             saga: Some(view("CANCELLED", true, true)),
             payment: Some(payment("VOIDED")),
             ..Facts::default()
         });
-        assert_eq!(p.outcome, "ignored", "{p:?}");
+        assert_eq!(p.outcome, Outcome::Ignored, "{p:?}");
         // Handled before: a duplicate, whatever the rest says.
         let p = outcome(&Facts {
             saga: Some(view("AUTHORIZING", true, false)),
             caused: Some("oms.payment.events/0@3".into()),
             ..Facts::default()
         });
-        assert_eq!(p.outcome, "duplicate", "{p:?}");
+        assert_eq!(p.outcome, Outcome::Duplicate, "{p:?}");
         assert!(p.detail.contains("oms.payment.events/0@3"), "{p:?}");
         // Charged already: answered again, no second charge.
         let p = outcome(&Facts {
@@ -334,7 +378,7 @@ mod tests {
             payment: Some(payment("AUTHORIZED")),
             ..Facts::default()
         });
-        assert_eq!(p.outcome, "ignored", "{p:?}");
+        assert_eq!(p.outcome, Outcome::Ignored, "{p:?}");
         assert!(p.detail.contains("no second charge"), "{p:?}");
     }
 
@@ -346,7 +390,7 @@ mod tests {
             &Facts::default(),
             Utc::now(),
         );
-        assert_eq!(p.outcome, "dead-letter");
+        assert_eq!(p.outcome, Outcome::DeadLetter);
         assert!(p.detail.contains("poison.malformed"), "{p:?}");
         let p = predict(
             Some(&authorize()),
@@ -354,14 +398,14 @@ mod tests {
             &Facts::default(),
             Utc::now(),
         );
-        assert_eq!(p.outcome, "unknown");
+        assert_eq!(p.outcome, Outcome::Unknown);
         let p = predict(
             Some(&authorize()),
             "oms.payment.commands",
             &Facts::default(),
             Utc::now(),
         );
-        assert_eq!(p.outcome, "unknown");
+        assert_eq!(p.outcome, Outcome::Unknown);
         assert!(p.detail.contains("no saga"), "{p:?}");
     }
 }
