@@ -1,4 +1,4 @@
-//! omsctl as a user runs it (assert_cmd), against the five services running in-process on the
+//! omsctl as a user runs it (assert_cmd), against the six services running in-process on the
 //! test PostgreSQL and broker (`scripts/test.sh`), each test with its own databases and topics.
 
 use std::process::Output;

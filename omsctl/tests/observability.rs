@@ -1,4 +1,4 @@
-//! Observability end to end, on the five services in-process (real PostgreSQL and broker):
+//! Observability end to end, on the six services in-process (real PostgreSQL and broker):
 //! one order is one trace across every service and Kafka hop, a DLQ replay starts a trace linked
 //! to the original, and every metric the dashboard and the alert rules query is exported.
 //!
@@ -172,9 +172,9 @@ async fn one_order_is_one_trace_across_every_service_and_a_replay_links_to_it() 
 {
     spans();
     let stack = Stack::start(StackOptions::default()).await?;
-    let all_five: BTreeSet<String> = Service::all().map(|s| s.name().to_owned()).collect();
+    let every_service: BTreeSet<String> = Service::all().map(|s| s.name().to_owned()).collect();
 
-    // A confirmed order: one trace, the caller's, through all five services.
+    // A confirmed order: one trace, the caller's, through all six services.
     let trace = TraceId::from_hex("4bf92f3577b34da6a3ce929d0e0e4736")?;
     let caller = SpanId::from_hex("00f067aa0ba902b7")?;
     let id = place_traced(&stack, trace, caller, "mouse-01").await?;
@@ -187,16 +187,16 @@ async fn one_order_is_one_trace_across_every_service_and_a_replay_links_to_it() 
     );
     let services = eventually(
         Duration::from_secs(30),
-        "spans of all five services in the order's trace",
+        "spans of all six services in the order's trace",
         || async {
             let all = finished_spans();
             let services =
                 check_links(&trace_of(&all, trace), Some(caller)).map_err(anyhow::Error::msg)?;
-            Ok((services == all_five).then_some(services))
+            Ok((services == every_service).then_some(services))
         },
     )
     .await?;
-    assert_eq!(services, all_five);
+    assert_eq!(services, every_service);
     let all = finished_spans();
     let in_trace = trace_of(&all, trace);
     let hops = in_trace

@@ -1,5 +1,5 @@
 //! The operator's commands (produce, consumer groups, output formats) as a user runs them,
-//! against the five services running in-process on the test PostgreSQL and broker.
+//! against the six services running in-process on the test PostgreSQL and broker.
 
 use std::process::Output;
 use std::time::Duration;

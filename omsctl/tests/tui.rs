@@ -1,4 +1,4 @@
-//! `omsctl tui` in a real terminal: tmux runs it against the five services (in-process, on the
+//! `omsctl tui` in a real terminal: tmux runs it against the six services (in-process, on the
 //! test PostgreSQL and broker) while orders flow; the pane's text is what a user would see.
 
 use std::process::Command;

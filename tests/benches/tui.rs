@@ -1,7 +1,7 @@
 //! `omsctl tui` responsiveness: prints figures, asserts nothing (these machines are shared and
 //! noisy).
 //!
-//! The release `omsctl tui` runs in tmux against the five services (in-process, release build);
+//! The release `omsctl tui` runs in tmux against the six services (in-process, release build);
 //! the time from a key press (`tmux send-keys`) to the screen showing the switched view
 //! (`tmux capture-pane`, polled every 5 ms, so figures include up to ~5 ms of polling) is
 //! measured 30 times. Side by side: an empty database and no load (baseline), then 10,000 sagas
