@@ -645,7 +645,11 @@ mod tests {
     use super::*;
 
     fn render(app: &App) -> String {
-        let mut terminal = match Terminal::new(TestBackend::new(140, 40)) {
+        render_at(app, 140, 40)
+    }
+
+    fn render_at(app: &App, width: u16, height: u16) -> String {
+        let mut terminal = match Terminal::new(TestBackend::new(width, height)) {
             Ok(t) => t,
             Err(e) => panic!("test terminal: {e}"),
         };
@@ -748,6 +752,34 @@ mod tests {
             text.lines()
                 .any(|l| l.contains("payment") && l.contains("DOWN") && l.contains("unreachable")),
             "payment not shown as down:\n{text}"
+        );
+    }
+
+    /// The README's picture of the TUI is the Overview of this fixture as it renders: a layout
+    /// change that is not shown there fails here (`OMS_BLESS=1` redraws it).
+    #[test]
+    fn the_readme_shows_the_overview_as_it_renders() {
+        let picture: String = render_at(&fixed(), 118, 30)
+            .lines()
+            .map(|l| format!("{}\n", l.trim_end()))
+            .collect();
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md");
+        let readme = std::fs::read_to_string(&path).unwrap_or_default();
+        let (start, end) = ("<!-- tui:start -->\n```text\n", "```\n<!-- tui:end -->");
+        let (Some(a), Some(b)) = (readme.find(start), readme.find(end)) else {
+            panic!("README.md lacks the {start:?} ... {end:?} block");
+        };
+        let shown = &readme[a + start.len()..b];
+        if std::env::var_os("OMS_BLESS").is_some() && shown != picture {
+            let redrawn = format!("{}{picture}{}", &readme[..a + start.len()], &readme[b..]);
+            if let Err(e) = std::fs::write(&path, redrawn) {
+                panic!("writing README.md: {e}");
+            }
+            return;
+        }
+        assert!(
+            shown == picture,
+            "README.md's TUI picture is stale; `OMS_BLESS=1 cargo test -p omsctl readme` redraws it:\n{picture}"
         );
     }
 
