@@ -7,6 +7,7 @@
 
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use oms_contracts::Envelope;
 use serde::{Deserialize, Serialize};
 use sqlx::{PgExecutor, PgPool};
@@ -464,8 +465,7 @@ pub async fn pending(
     key: Option<&str>,
     limit: i64,
 ) -> Result<Vec<PendingRow>, sqlx::Error> {
-    use sqlx::Row;
-    let rows = sqlx::query(
+    let rows: Vec<PendingRecord> = sqlx::query_as(
         "SELECT id, topic, convert_from(message_key, 'UTF8') AS key, message_id, message_type, \
          created_at, attempts, next_attempt_at, last_error, failed_at FROM outbox \
          WHERE published_at IS NULL AND ($1::text IS NULL OR message_key = convert_to($1, 'UTF8')) \
@@ -475,21 +475,40 @@ pub async fn pending(
     .bind(limit)
     .fetch_all(pool)
     .await?;
-    Ok(rows
-        .iter()
-        .map(|r| PendingRow {
-            id: r.get("id"),
-            topic: r.get("topic"),
-            key: r.get("key"),
-            message_id: r.get("message_id"),
-            message_type: r.get("message_type"),
-            created_at: r.get("created_at"),
-            attempts: r.get("attempts"),
-            next_attempt_at: r.get("next_attempt_at"),
-            last_error: r.get("last_error"),
-            failed_at: r.get("failed_at"),
-        })
-        .collect())
+    Ok(rows.into_iter().map(PendingRow::from).collect())
+}
+
+/// A row of [`pending`] as its query returns it (the API's [`PendingRow`] lives in the
+/// contracts, which know nothing of the database).
+#[derive(sqlx::FromRow)]
+struct PendingRecord {
+    id: i64,
+    topic: String,
+    key: Option<String>,
+    message_id: Option<Uuid>,
+    message_type: Option<String>,
+    created_at: DateTime<Utc>,
+    attempts: i32,
+    next_attempt_at: DateTime<Utc>,
+    last_error: Option<String>,
+    failed_at: Option<DateTime<Utc>>,
+}
+
+impl From<PendingRecord> for PendingRow {
+    fn from(r: PendingRecord) -> Self {
+        PendingRow {
+            id: r.id,
+            topic: r.topic,
+            key: r.key,
+            message_id: r.message_id,
+            message_type: r.message_type,
+            created_at: r.created_at,
+            attempts: r.attempts,
+            next_attempt_at: r.next_attempt_at,
+            last_error: r.last_error,
+            failed_at: r.failed_at,
+        }
+    }
 }
 
 #[cfg(test)]
