@@ -8,6 +8,8 @@ use std::time::Duration;
 use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use serde_json::Value;
 
+use crate::order::trace::Trace;
+
 use crate::dlq::Item;
 
 /// The views, in Tab order.
@@ -232,7 +234,7 @@ pub enum Action {
     /// Fresh data.
     Data(Box<Snapshot>),
     /// A trace arrived (for this order id).
-    Detail(String, Result<Value, String>),
+    Detail(String, Result<Box<Trace>, String>),
     /// Dead letters arrived.
     Dlq(Result<Vec<Item>, String>),
     /// A replay finished.
@@ -312,7 +314,7 @@ pub struct App {
     /// Created / confirmed / cancelled per second, per poll.
     pub rates: VecDeque<(u64, u64, u64)>,
     /// Order id and trace of the detail view.
-    pub detail: Option<(String, Load<Value>)>,
+    pub detail: Option<(String, Load<Box<Trace>>)>,
     /// Dead letters.
     pub dlq: Load<Vec<Item>>,
     /// Replay confirmation being asked.
@@ -463,7 +465,7 @@ impl App {
                 _ => None,
             },
             View::Detail => match &self.detail {
-                Some((_, Load::Loaded(v))) => Some(v.clone()),
+                Some((_, Load::Loaded(t))) => serde_json::to_value(t).ok(),
                 _ => None,
             },
             View::Overview | View::Logs => None,
@@ -1071,7 +1073,7 @@ mod tests {
             &mut app,
             Action::Detail(
                 "a-1".into(),
-                Ok(serde_json::json!({"verdict": "CONFIRMED"})),
+                Ok(Box::new(crate::order::trace::example("CONFIRMED", None))),
             ),
         );
         assert!(matches!(app.detail, Some((_, Load::Loaded(_)))));

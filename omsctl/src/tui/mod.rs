@@ -173,8 +173,9 @@ fn spawn_effect(ctx: Arc<Ctx>, tx: mpsc::UnboundedSender<Msg>, effect: Effect) {
     tokio::spawn(async move {
         let action = match effect {
             Effect::LoadDetail(id) => {
-                let result = order::trace_doc(&ctx, &id)
+                let result = order::trace::trace(&ctx, &id)
                     .await
+                    .map(Box::new)
                     .map_err(|f| f.error.to_string());
                 Action::Detail(id, result)
             }

@@ -5,11 +5,9 @@ use ratatui::style::{Modifier, Style, Stylize};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Borders, Cell, Clear, Paragraph, Row, Sparkline, Table, Tabs, Wrap};
 use ratatui::Frame;
-use serde_json::Value;
 
 use super::app::{App, Load, View, STATE_FILTERS};
 use crate::dlq::Item as DlqItem;
-use crate::render::cell;
 
 /// Every key, for the help overlay.
 pub const KEYS: &[(&str, &str)] = &[
@@ -497,8 +495,8 @@ fn draw_detail(frame: &mut Frame<'_>, app: &App, area: Rect) {
     let block = Block::default()
         .borders(Borders::ALL)
         .title(format!(" order {id} (Esc back) "));
-    let doc: &Value = match load {
-        Load::Loaded(doc) => doc,
+    let trace = match load {
+        Load::Loaded(trace) => trace,
         Load::Error(e) => {
             frame.render_widget(
                 Paragraph::new(format!("cannot trace: {e}")).block(block),
@@ -524,29 +522,23 @@ fn draw_detail(frame: &mut Frame<'_>, app: &App, area: Rect) {
     ])
     .areas(area);
     frame.render_widget(
-        Paragraph::new(format!(
-            "{}\n{}",
-            cell(&doc["verdict"]),
-            crate::order::trace_line(doc)
-        ))
-        .wrap(Wrap { trim: true })
-        .block(
-            Block::default()
-                .borders(Borders::ALL)
-                .title(format!(" order {id} (Esc back) ")),
-        ),
+        Paragraph::new(format!("{}\n{}", trace.verdict, trace.trace_line()))
+            .wrap(Wrap { trim: true })
+            .block(
+                Block::default()
+                    .borders(Borders::ALL)
+                    .title(format!(" order {id} (Esc back) ")),
+            ),
         verdict,
     );
-    let rows: Vec<Row<'_>> = doc["timeline"]
-        .as_array()
-        .into_iter()
-        .flatten()
+    let rows: Vec<Row<'_>> = trace
+        .timeline
+        .iter()
         .map(|e| {
-            let at = cell(&e["at"]);
             Row::new(vec![
-                at.get(11..23).unwrap_or(&at).to_owned(),
-                cell(&e["source"]),
-                cell(&e["what"]),
+                e.at.get(11..23).unwrap_or(&e.at).to_owned(),
+                e.source.clone(),
+                e.what.clone(),
             ])
         })
         .collect();
@@ -828,11 +820,10 @@ mod tests {
             &mut app,
             Action::Detail(
                 id.clone(),
-                Ok(serde_json::json!({
-                    "verdict": "CANCELLED (PAYMENT_DECLINED): payment declined: INSUFFICIENT_FUNDS",
-                    "traceId": "0af7651916cd43dd8448eb211c80319c",
-                    "timeline": [{"at": "2026-11-23T15:13:20.774731Z", "source": "order", "what": "POST /orders accepted (PENDING)"}],
-                })),
+                Ok(Box::new(crate::order::trace::example(
+                    "CANCELLED (PAYMENT_DECLINED): payment declined: INSUFFICIENT_FUNDS",
+                    Some("0af7651916cd43dd8448eb211c80319c"),
+                ))),
             ),
         );
         update(&mut app, Action::ToggleFreeze);

@@ -4,21 +4,18 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::json;
 
-use oms_contracts::api::{
-    NotificationView, OrderStatus, OrderView, Page, PaymentView, PendingRow, ReservationView,
-    SagaView, ShipmentView,
-};
+use oms_contracts::api::{OrderStatus, OrderView};
 
 use oms_contracts::routes;
 
 use crate::client::Request;
 use crate::ctx::Ctx;
-use crate::render::{cell, opt, table};
-use crate::{place, tail, Failure, Output};
-use oms_contracts::ServiceId as Svc;
+use crate::render::{opt, table};
+use crate::{place, Failure, Output};
+
+pub mod trace;
 
 #[derive(Debug, clap::Subcommand)]
 pub enum OrderCommand {
@@ -101,7 +98,7 @@ pub async fn run(ctx: &Ctx, command: OrderCommand) -> Result<(), Failure> {
             customer,
             limit,
         } => list(ctx, status, customer, limit).await,
-        OrderCommand::Trace { id } => trace(ctx, &id).await,
+        OrderCommand::Trace { id } => print_trace(ctx, &id).await,
         OrderCommand::Cancel { id, wait, timeout } => cancel(ctx, &id, wait, timeout).await,
     }
 }
@@ -469,13 +466,6 @@ async fn list(
     })
 }
 
-/// One event of a trace.
-struct Event {
-    at: String,
-    source: String,
-    what: String,
-}
-
 /// The smoke order of `stack up`: one mouse paid with the test card, followed to its delivery,
 /// then its journey. An order that is not delivered within a minute fails the smoke test.
 pub async fn smoke(ctx: &Ctx) -> Result<(), Failure> {
@@ -498,7 +488,7 @@ pub async fn smoke(ctx: &Ctx) -> Result<(), Failure> {
         tokio::time::sleep(Duration::from_millis(100)).await;
         order = ctx.read(routes::GET_ORDER, &[&id]).await?;
     }
-    trace(ctx, &id).await?;
+    print_trace(ctx, &id).await?;
     crate::local::say(format!("order {id}: {}", outcome_line(&order)));
     if order.status == OrderStatus::Delivered {
         Ok(())
@@ -510,264 +500,45 @@ pub async fn smoke(ctx: &Ctx) -> Result<(), Failure> {
     }
 }
 
-async fn trace(ctx: &Ctx, id: &str) -> Result<(), Failure> {
-    let doc = trace_doc(ctx, id).await?;
-    ctx.print(&doc, || {
-        let mut t = table(&["TIME", "SOURCE", "EVENT"]);
-        for e in doc["timeline"].as_array().into_iter().flatten() {
-            t.add_row([cell(&e["at"]), cell(&e["source"]), cell(&e["what"])]);
+async fn print_trace(ctx: &Ctx, id: &str) -> Result<(), Failure> {
+    let t = trace::trace(ctx, id).await?;
+    ctx.print(&t, || {
+        let mut table = table(&["TIME", "SOURCE", "EVENT"]);
+        for e in &t.timeline {
+            table.add_row([e.at.clone(), e.source.clone(), e.what.clone()]);
         }
-        let payment_line = match &doc["payment"] {
-            Value::Null => "payment: none".to_owned(),
-            p => format!(
-                "payment: {} {}",
-                cell(&p["status"]),
-                opt(PaymentView::deserialize(p).ok().map(|p| p.amount))
-            ),
+        let payment_line = match &t.payment {
+            None => "payment: none".to_owned(),
+            Some(p) => format!("payment: {} {}", p.status, p.amount),
         };
-        let shipment_line = match &doc["shipment"] {
-            Value::Null => "shipment: none".to_owned(),
-            sh => format!(
+        let shipment_line = match &t.shipment {
+            None => "shipment: none".to_owned(),
+            Some(sh) => format!(
                 "shipment: {}{}{}",
-                cell(&sh["status"]),
-                sh["trackingNumber"]
-                    .as_str()
-                    .map(|t| format!(", tracking {t}"))
+                sh.status,
+                sh.tracking_number
+                    .as_deref()
+                    .map(|n| format!(", tracking {n}"))
                     .unwrap_or_default(),
-                sh["failReason"]
-                    .as_str()
+                sh.fail_reason
+                    .as_deref()
                     .map(|r| format!(", refused: {r}"))
                     .unwrap_or_default()
             ),
         };
-        let reservation_line = match &doc["reservation"] {
-            Value::Null => "reservation: none".to_owned(),
-            r => format!(
+        let reservation_line = match &t.reservation {
+            None => "reservation: none".to_owned(),
+            Some(r) => format!(
                 "reservation: {} (updated {})",
-                cell(&r["status"]),
-                cell(&r["updatedAt"])
+                r.status,
+                r.updated_at
+                    .to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
             ),
         };
         format!(
-            "{t}\n{payment_line}\n{reservation_line}\n{shipment_line}\n{}\n{}",
-            trace_line(&doc),
-            cell(&doc["verdict"])
+            "{table}\n{payment_line}\n{reservation_line}\n{shipment_line}\n{}\n{}",
+            t.trace_line(),
+            t.verdict
         )
     })
-}
-
-/// `trace: ID (URL)`, or why there is none.
-pub(crate) fn trace_line(doc: &Value) -> String {
-    match (doc["traceId"].as_str(), doc["traceUrl"].as_str()) {
-        (Some(id), Some(url)) => format!("trace: {id} {url}"),
-        (Some(id), None) => format!("trace: {id} (set --trace-url or OMS_TRACE_URL to link it)"),
-        _ => "trace: none recorded".to_owned(),
-    }
-}
-
-/// Everything known about one order's journey: its trace id (and the trace backend's page of
-/// it, when configured), the services' views, every Kafka message with
-/// its key, pending outbox rows, a time-ordered `timeline` and the `verdict`.
-pub async fn trace_doc(ctx: &Ctx, id: &str) -> Result<Value, Failure> {
-    check_id(id)?;
-    let order: OrderView = ctx
-        .read_opt(routes::GET_ORDER, &[id])
-        .await?
-        .ok_or_else(|| Failure::verdict(format!("no order {id}")))?;
-    let saga: Option<SagaView> = ctx.read_opt(routes::GET_SAGA, &[id]).await?;
-    let payment: Option<PaymentView> = ctx.read_opt(routes::GET_PAYMENT, &[id]).await?;
-    let reservation: Option<ReservationView> = ctx.read_opt(routes::GET_RESERVATION, &[id]).await?;
-    // Fulfillment down leaves the shipment out, like a pending outbox.
-    let shipment: Option<ShipmentView> = ctx
-        .read_opt(routes::GET_SHIPMENT, &[id])
-        .await
-        .ok()
-        .flatten();
-    let notifications: Page<NotificationView> = ctx
-        .page(routes::LIST_NOTIFICATIONS, &[("orderId", id.to_owned())])
-        .await?;
-    let mut pending: Vec<(Svc, PendingRow)> = Vec::new();
-    for svc in Svc::all() {
-        // A service that is down cannot say; the trace goes on without it.
-        let rows: Option<Page<PendingRow>> = ctx
-            .page(routes::OUTBOX_PENDING.of(svc), &[("key", id.to_owned())])
-            .await
-            .ok();
-        for row in rows.into_iter().flat_map(|p| p.items) {
-            pending.push((svc, row));
-        }
-    }
-    let topics = ctx.topics.all_with_dlq();
-    let brokers = ctx.brokers.clone();
-    let key = id.to_owned();
-    let records = tokio::task::spawn_blocking(move || {
-        tail::scan(&brokers, &topics, |r| {
-            r.key.as_deref() == Some(key.as_bytes())
-        })
-    })
-    .await
-    .map_err(anyhow::Error::from)??;
-
-    let mut events: Vec<Event> = Vec::new();
-    let at =
-        |t: &chrono::DateTime<chrono::Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
-    events.push(Event {
-        at: at(&order.created_at),
-        source: "order".into(),
-        what: "POST /orders accepted (PENDING)".into(),
-    });
-    for r in &records {
-        let decoded = tail::describe(r);
-        let mut what = format!(
-            "{} {}",
-            decoded.type_name,
-            crate::render::coordinates(&r.topic, r.partition, r.offset)
-        );
-        if let Some(err) = r.header(oms_contracts::headers::dlq::ERROR_MESSAGE) {
-            what.push_str(&format!(" DEAD-LETTERED: {err}"));
-        }
-        if let Some(from) = r.header(oms_contracts::headers::REPLAYED_FROM) {
-            what.push_str(&format!(" (replayed from {from})"));
-        }
-        events.push(Event {
-            at: r.time(),
-            source: decoded.source,
-            what,
-        });
-    }
-    for s in saga.iter().flat_map(|s| s.steps.iter().flatten()) {
-        events.push(Event {
-            at: at(&s.at),
-            source: "saga".into(),
-            what: format!(
-                "{} -> {} on {}{}: {}",
-                s.from.as_deref().unwrap_or("-"),
-                s.to,
-                s.input,
-                if s.applied { "" } else { " (ignored)" },
-                s.note
-            ),
-        });
-    }
-    for (svc, p) in &pending {
-        events.push(Event {
-            at: at(&p.created_at),
-            source: svc.name().to_owned(),
-            what: format!(
-                "{} to {} NOT YET PUBLISHED (attempts {}, {})",
-                opt(p.message_type.as_ref()),
-                p.topic,
-                p.attempts,
-                match &p.failed_at {
-                    None => format!("next try {}", at(&p.next_attempt_at)),
-                    Some(_) => format!("set aside: {}", opt(p.last_error.as_ref())),
-                }
-            ),
-        });
-    }
-    for n in &notifications.items {
-        events.push(Event {
-            at: at(&n.created_at),
-            source: "notification".into(),
-            what: n.message.clone(),
-        });
-    }
-    events.sort_by(|a, b| a.at.cmp(&b.at));
-    let verdict = verdict(
-        &order,
-        saga.as_ref(),
-        payment.as_ref(),
-        reservation.as_ref(),
-    );
-    let trace_url = order.trace_id.as_deref().and_then(|t| ctx.trace_link(t));
-    let doc = json!({
-        "traceId": order.trace_id,
-        "traceUrl": trace_url,
-        "order": order,
-        "saga": saga,
-        "payment": payment,
-        "reservation": reservation,
-        "shipment": shipment,
-        "notifications": notifications.items,
-        "outboxPending": pending
-            .iter()
-            .map(|(svc, p)| {
-                let mut v = serde_json::to_value(p).unwrap_or(Value::Null);
-                v["service"] = json!(svc.name());
-                v
-            })
-            .collect::<Vec<_>>(),
-        "messages": records.iter().map(tail::Record::line).collect::<Vec<_>>(),
-        "timeline": events.iter().map(|e| json!({"at": e.at, "source": e.source, "what": e.what})).collect::<Vec<_>>(),
-        "verdict": verdict,
-    });
-    Ok(doc)
-}
-
-/// The one-line summary of where an order stands and why.
-fn verdict(
-    order: &OrderView,
-    saga: Option<&SagaView>,
-    payment: Option<&PaymentView>,
-    reservation: Option<&ReservationView>,
-) -> String {
-    let reservation_state = reservation
-        .map(|r| {
-            format!(
-                "{} at {}",
-                r.status.to_lowercase(),
-                r.updated_at
-                    .to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
-            )
-        })
-        .unwrap_or_else(|| "never reserved".into());
-    match order.status {
-        OrderStatus::Confirmed => format!(
-            "CONFIRMED: {} charged (payment {}); stock {}{}",
-            opt(order.total),
-            opt(order.payment_id),
-            reservation_state,
-            match (order.picked_at, order.cancel_requested_at) {
-                (Some(at), _) => format!(
-                    "; picked at {}",
-                    at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
-                ),
-                (None, Some(_)) => "; cancellation requested".to_owned(),
-                (None, None) => "; waiting for the pick".to_owned(),
-            }
-        ),
-        OrderStatus::Shipped | OrderStatus::Delivered => format!(
-            "{}: {} charged (payment {}); stock {}; tracking {}",
-            order.status,
-            opt(order.total),
-            opt(order.payment_id),
-            reservation_state,
-            opt(order.tracking_number.as_ref())
-        ),
-        OrderStatus::Cancelled => {
-            let charge = match payment.map(|p| p.status.as_str()) {
-                None | Some("DECLINED") => "nothing charged".to_owned(),
-                Some("REFUNDED") => "the charge was refunded".to_owned(),
-                Some("VOIDED") => "the payment was voided".to_owned(),
-                Some(other) => format!("payment {}", other.to_lowercase()),
-            };
-            let reason = opt(order.cancel_reason.as_ref());
-            let why = match order.cancel_detail.as_deref() {
-                Some(d) if !d.is_empty() => d.to_owned(),
-                _ => reason.to_lowercase().replace('_', " "),
-            };
-            format!("CANCELLED ({reason}): {why}; {charge}; stock {reservation_state}")
-        }
-        OrderStatus::Pending => match saga {
-            Some(s) => format!(
-                "PENDING: saga {} (deadline {}{})",
-                s.state,
-                opt(s
-                    .deadline_at
-                    .map(|d| d.to_rfc3339_opts(chrono::SecondsFormat::Micros, true))),
-                if s.stuck { ", STUCK past it" } else { "" }
-            ),
-            None => "PENDING: the saga has not seen this order yet".into(),
-        },
-    }
 }
