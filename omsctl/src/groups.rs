@@ -11,11 +11,10 @@ use std::time::Duration;
 use anyhow::Context;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::{Offset, TopicPartitionList};
-use serde::Serialize;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
 
 use crate::ctx::{Ctx, Kafka};
-use crate::render::{cell, table};
+use crate::render::{opt, table};
 use crate::topics::{describe_group, GroupView};
 use crate::Failure;
 
@@ -89,7 +88,50 @@ fn parse_datetime(s: &str) -> Result<i64, String> {
 }
 
 /// One partition of a group.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+/// A consumer group of `groups list`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupRow {
+    /// Its name.
+    pub group: String,
+    /// Its state.
+    pub state: String,
+    /// How many members.
+    pub members: usize,
+    /// The topics it has committed offsets on (the OMS groups').
+    pub topics: std::collections::BTreeSet<String>,
+    /// Its lag (the OMS groups').
+    pub lag: Option<i64>,
+}
+
+/// One consumer group in full (`groups describe`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupDetail {
+    /// Its name.
+    pub group: String,
+    /// Its state.
+    pub state: String,
+    /// Its members.
+    pub members: Vec<crate::topics::MemberView>,
+    /// Each partition's offsets and lag.
+    pub partitions: Vec<PartitionLag>,
+    /// The sum of their lag.
+    pub lag: i64,
+}
+
+/// `groups reset`: what moves (or would move).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResetReport {
+    /// The group.
+    pub group: String,
+    /// Its state.
+    pub state: String,
+    /// Whether the moves were made.
+    pub executed: bool,
+    /// The moves.
+    pub plan: Vec<Move>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct PartitionLag {
     /// Topic.
@@ -114,7 +156,7 @@ pub fn lag(committed: Option<i64>, start: i64, end: i64) -> i64 {
 }
 
 /// What a reset does to one partition.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Move {
     /// Topic.
@@ -292,45 +334,39 @@ async fn list(ctx: &Ctx) -> Result<(), Failure> {
         for (name, topics) in &known {
             let view = view(name);
             let parts = partitions(&brokers, name, Some(topics), &view)?;
-            rows.push(json!({
-                "group": name,
-                "state": view.state,
-                "members": view.members.len(),
-                "topics": parts.iter().map(|p| p.topic.clone()).collect::<std::collections::BTreeSet<_>>(),
-                "lag": parts.iter().map(|p| p.lag).sum::<i64>(),
-            }));
+            rows.push(GroupRow {
+                group: name.clone(),
+                state: view.state,
+                members: view.members.len(),
+                topics: parts.iter().map(|p| p.topic.clone()).collect(),
+                lag: Some(parts.iter().map(|p| p.lag).sum()),
+            });
         }
         for g in listed.groups() {
             if known.iter().any(|(n, _)| n == g.name()) || g.name() == "omsctl-reader" {
                 continue;
             }
             let view = GroupView::of(g);
-            rows.push(json!({
-                "group": g.name(),
-                "state": view.state,
-                "members": view.members.len(),
-                "topics": [],
-                "lag": null,
-            }));
+            rows.push(GroupRow {
+                group: g.name().to_owned(),
+                state: view.state,
+                members: view.members.len(),
+                topics: std::collections::BTreeSet::new(),
+                lag: None,
+            });
         }
         Ok(rows)
     })
     .await?;
-    let value = Value::Array(rows.clone());
-    ctx.print(&value, || {
+    ctx.print(&rows, || {
         let mut t = table(&["GROUP", "STATE", "MEMBERS", "LAG", "TOPICS"]);
         for r in &rows {
-            let topics: Vec<String> = r["topics"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .map(cell)
-                .collect();
+            let topics: Vec<&str> = r.topics.iter().map(String::as_str).collect();
             t.add_row([
-                cell(&r["group"]),
-                cell(&r["state"]),
-                cell(&r["members"]),
-                cell(&r["lag"]),
+                r.group.clone(),
+                r.state.clone(),
+                r.members.to_string(),
+                opt(r.lag),
                 topics.join(" "),
             ]);
         }
@@ -353,13 +389,13 @@ async fn describe(ctx: &Ctx, group: &str) -> Result<(), Failure> {
             "no consumer group {group:?} (see `omsctl groups list`)"
         )));
     }
-    let doc = json!({
-        "group": group,
-        "state": view.state,
-        "members": view.members,
-        "partitions": parts,
-        "lag": parts.iter().map(|p| p.lag).sum::<i64>(),
-    });
+    let doc = GroupDetail {
+        group: group.to_owned(),
+        lag: parts.iter().map(|p| p.lag).sum(),
+        state: view.state.clone(),
+        members: view.members.clone(),
+        partitions: parts.clone(),
+    };
     ctx.print(&doc, || {
         let mut m = table(&["MEMBER", "CLIENT", "HOST", "ASSIGNED"]);
         for member in &view.members {
@@ -390,7 +426,7 @@ async fn describe(ctx: &Ctx, group: &str) -> Result<(), Failure> {
             "group {group}: {} with {} member(s), lag {}\n{m}\n{t}",
             view.state,
             view.members.len(),
-            doc["lag"]
+            doc.lag
         )
     })
 }
@@ -476,12 +512,12 @@ async fn reset(ctx: &Ctx, args: ResetArgs) -> Result<(), Failure> {
         Ok((view, moves))
     })
     .await?;
-    let doc = json!({
-        "group": args.group,
-        "state": view.state,
-        "executed": execute,
-        "plan": moves,
-    });
+    let doc = ResetReport {
+        group: args.group.clone(),
+        state: view.state.clone(),
+        executed: execute,
+        plan: moves.clone(),
+    };
     ctx.print(&doc, || {
         let mut t = table(&["PARTITION", "CURRENT", "TARGET", "CHANGE", "LAG AFTER"]);
         for m in &moves {

@@ -15,7 +15,7 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde_json::{json, Value};
 
 use crate::ctx::Ctx;
-use crate::render::{cell, table};
+use crate::render::table;
 use crate::Failure;
 
 /// `omsctl produce` arguments.
@@ -238,22 +238,33 @@ pub async fn run(ctx: &Ctx, args: ProduceArgs) -> Result<(), Failure> {
                     sent.len()
                 ))
             })?;
-        sent.push(json!({
-            "topic": topic,
-            "partition": delivery.partition,
-            "offset": delivery.offset,
-            "at": crate::render::coordinates(&topic, delivery.partition, delivery.offset),
-        }));
+        sent.push(Produced {
+            topic: topic.clone(),
+            partition: delivery.partition,
+            offset: delivery.offset,
+            at: crate::render::coordinates(&topic, delivery.partition, delivery.offset),
+        });
     }
-    let doc = Value::Array(sent);
-    ctx.print(&doc, || {
-        let rows = doc.as_array().map(Vec::as_slice).unwrap_or_default();
+    ctx.print(&sent, || {
         let mut t = table(&["PRODUCED AT"]);
-        for r in rows {
-            t.add_row([cell(&r["at"])]);
+        for r in &sent {
+            t.add_row([r.at.clone()]);
         }
-        format!("{t}\nproduced {} message(s) to {topic}", rows.len())
+        format!("{t}\nproduced {} message(s) to {topic}", sent.len())
     })
+}
+
+/// Where a message was produced.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Produced {
+    /// Topic as deployed.
+    pub topic: String,
+    /// Partition.
+    pub partition: i32,
+    /// Offset.
+    pub offset: i64,
+    /// `topic/partition@offset`.
+    pub at: String,
 }
 
 /// Refuses a topic the broker does not have (producing would create it, or wait and fail).

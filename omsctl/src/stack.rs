@@ -5,11 +5,11 @@ use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
 
 use crate::ctx::Ctx;
 use crate::local::{say, Component, Local};
-use crate::render::{cell, table};
+use crate::render::{opt, table};
 use crate::{topics, Failure};
 use oms_contracts::ServiceId as Svc;
 
@@ -379,6 +379,106 @@ pub async fn run(ctx: &Ctx, command: StackCommand) -> Result<(), Failure> {
     }
 }
 
+/// A service of the topology, as deployed (`stack services`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceRow {
+    /// Its name.
+    pub name: String,
+    /// Its port on the local stack.
+    pub default_port: u16,
+    /// Its consumer group.
+    pub group: String,
+    /// The topics it reads.
+    pub reads: Vec<String>,
+    /// The topics it writes.
+    pub writes: Vec<String>,
+}
+
+/// CPU spent by each component of the local stack over a while (`stack cpu`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CpuReport {
+    /// Over how long.
+    pub seconds: f64,
+    /// Per component.
+    pub components: Vec<CpuRow>,
+    /// All of them.
+    pub total_cpu_seconds: f64,
+    /// All of them, in percent of one core.
+    pub total_core_percent: f64,
+}
+
+/// One component's CPU.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CpuRow {
+    /// Its name.
+    pub component: String,
+    /// CPU seconds spent.
+    pub cpu_seconds: f64,
+    /// In percent of one core.
+    pub core_percent: f64,
+}
+
+/// Whether the stack is ready, component by component (`stack status`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StackStatus {
+    /// Every component is ready.
+    pub ready: bool,
+    /// PostgreSQL, each broker, each service replica.
+    pub components: Vec<ComponentStatus>,
+}
+
+/// One component of the stack.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ComponentStatus {
+    /// Its name (`order-2` for a second replica).
+    pub component: String,
+    /// The service, for a service replica.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<String>,
+    /// The replica number, for a service replica.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replica: Option<u32>,
+    /// Its process, when omsctl started it.
+    pub pid: Option<u32>,
+    /// Where it listens.
+    pub address: String,
+    /// It answers and is ready.
+    pub ready: bool,
+    /// Whether its relay leads (services).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub relay_leader: Option<bool>,
+    /// Its outbox rows not yet published (services).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outbox_backlog: Option<i64>,
+    /// Its consumer group's lag (services, when the broker answers).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consumer_lag: Option<i64>,
+    /// Why it is not ready, when it did not say.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl ComponentStatus {
+    fn infra(name: &str, pid: Option<u32>, address: String, ready: bool) -> Self {
+        ComponentStatus {
+            component: name.to_owned(),
+            service: None,
+            replica: None,
+            pid,
+            address,
+            ready,
+            relay_leader: None,
+            outbox_backlog: None,
+            consumer_lag: None,
+            error: None,
+        }
+    }
+}
+
 fn services(ctx: &Ctx, names_only: bool) -> Result<(), Failure> {
     if names_only {
         for s in oms_contracts::topology::SERVICES {
@@ -386,36 +486,25 @@ fn services(ctx: &Ctx, names_only: bool) -> Result<(), Failure> {
         }
         return Ok(());
     }
-    let rows: Vec<Value> = oms_contracts::topology::SERVICES
+    let rows: Vec<ServiceRow> = oms_contracts::topology::SERVICES
         .iter()
-        .map(|s| {
-            json!({
-                "name": s.name,
-                "defaultPort": s.port,
-                "group": ctx.topics.name(s.group),
-                "reads": s.reads().iter().map(|t| ctx.topics.name(t)).collect::<Vec<_>>(),
-                "writes": s.writes().iter().map(|t| ctx.topics.name(t)).collect::<Vec<_>>(),
-            })
+        .map(|s| ServiceRow {
+            name: s.name.to_owned(),
+            default_port: s.port,
+            group: ctx.topics.name(s.group),
+            reads: s.reads().iter().map(|t| ctx.topics.name(t)).collect(),
+            writes: s.writes().iter().map(|t| ctx.topics.name(t)).collect(),
         })
         .collect();
-    let doc = Value::Array(rows);
-    ctx.print(&doc, || {
+    ctx.print(&rows, || {
         let mut t = table(&["SERVICE", "DEFAULT PORT", "GROUP", "READS", "WRITES"]);
-        for r in doc.as_array().into_iter().flatten() {
-            let list = |v: &Value| {
-                v.as_array()
-                    .into_iter()
-                    .flatten()
-                    .filter_map(Value::as_str)
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            };
+        for r in &rows {
             t.add_row([
-                cell(&r["name"]),
-                cell(&r["defaultPort"]),
-                cell(&r["group"]),
-                list(&r["reads"]),
-                list(&r["writes"]),
+                r.name.clone(),
+                r.default_port.to_string(),
+                r.group.clone(),
+                r.reads.join(", "),
+                r.writes.join(", "),
             ]);
         }
         t.to_string()
@@ -443,16 +532,19 @@ async fn cpu(ctx: &Ctx, over: Duration) -> Result<(), Failure> {
     }
     let total: f64 = spent.iter().map(|(_, s)| s).sum();
     let percent = |s: f64| (s / seconds * 1000.0).round() / 10.0;
-    let components: Vec<Value> = spent
-        .iter()
-        .map(|(name, s)| json!({"component": name, "cpuSeconds": s, "corePercent": percent(*s)}))
-        .collect();
-    let doc = json!({
-        "seconds": seconds,
-        "components": components,
-        "totalCpuSeconds": total,
-        "totalCorePercent": percent(total),
-    });
+    let doc = CpuReport {
+        seconds,
+        components: spent
+            .iter()
+            .map(|(name, s)| CpuRow {
+                component: name.clone(),
+                cpu_seconds: *s,
+                core_percent: percent(*s),
+            })
+            .collect(),
+        total_cpu_seconds: total,
+        total_core_percent: percent(total),
+    };
     ctx.print(&doc, || {
         let mut t = table(&["COMPONENT", "CPU SECONDS", "% OF ONE CORE"]);
         for (name, s) in &spent {
@@ -486,31 +578,31 @@ async fn status(ctx: &Ctx) -> Result<(), Failure> {
     // databases are behind its services (their readiness covers them).
     if Local::is_recorded(&ctx.state_dir) {
         let http = reqwest::Client::new();
-        components.push(json!({
-            "component": "postgres",
-            "pid": Component::Postgres.pid(&local),
-            "address": format!("127.0.0.1:{}", local.pg_port),
-            "ready": Component::Postgres.ready(&local, &http).await,
-        }));
+        components.push(ComponentStatus::infra(
+            "postgres",
+            Component::Postgres.pid(&local),
+            format!("127.0.0.1:{}", local.pg_port),
+            Component::Postgres.ready(&local, &http).await,
+        ));
     }
     if Local::is_recorded(&ctx.state_dir) {
         // Each Kafka node of the stack, ready when it answers a metadata request itself.
         let http = reqwest::Client::new();
         for node in local.broker_components() {
-            components.push(json!({
-                "component": node.name(&local),
-                "pid": node.pid(&local),
-                "address": format!("127.0.0.1:{}", node.port(&local)),
-                "ready": node.ready(&local, &http).await,
-            }));
+            components.push(ComponentStatus::infra(
+                &node.name(&local),
+                node.pid(&local),
+                format!("127.0.0.1:{}", node.port(&local)),
+                node.ready(&local, &http).await,
+            ));
         }
     } else {
-        components.push(json!({
-            "component": "broker",
-            "pid": Value::Null,
-            "address": ctx.brokers.servers,
-            "ready": broker_ok,
-        }));
+        components.push(ComponentStatus::infra(
+            "broker",
+            None,
+            ctx.brokers.servers.clone(),
+            broker_ok,
+        ));
     }
     for svc in Svc::all() {
         let group = ctx.topics.name(svc.spec().group);
@@ -525,33 +617,36 @@ async fn status(ctx: &Ctx) -> Result<(), Failure> {
                 Ok(Some(r)) => (
                     r.is_ready(),
                     r.outbox.map(|b| b.pending),
-                    json!(r.relay_leader),
-                    Value::Null,
+                    Some(r.relay_leader),
+                    None,
                 ),
-                Ok(None) => (false, None, Value::Null, json!("no /health/ready")),
-                Err(f) => (false, None, Value::Null, json!(f.error.to_string())),
+                Ok(None) => (false, None, None, Some("no /health/ready".to_owned())),
+                Err(f) => (false, None, None, Some(f.error.to_string())),
             };
             let name = if bases.len() > 1 {
                 format!("{}-{replica}", svc.name())
             } else {
                 svc.name().to_owned()
             };
-            components.push(json!({
-                "component": name,
-                "service": svc.name(),
-                "replica": replica,
-                "pid": Component::Service(svc, replica).pid(&local),
-                "address": base,
-                "ready": is_ready,
-                "relayLeader": leader,
-                "outboxBacklog": backlog,
-                "consumerLag": if broker_ok { json!(lag) } else { Value::Null },
-                "error": detail,
-            }));
+            components.push(ComponentStatus {
+                component: name,
+                service: Some(svc.name().to_owned()),
+                replica: Some(replica),
+                pid: Component::Service(svc, replica).pid(&local),
+                address: base.clone(),
+                ready: is_ready,
+                relay_leader: leader,
+                outbox_backlog: backlog,
+                consumer_lag: broker_ok.then_some(lag),
+                error: detail,
+            });
         }
     }
-    let all_ready = components.iter().all(|c| c["ready"] == true);
-    let doc = json!({"ready": all_ready, "components": components});
+    let all_ready = components.iter().all(|c| c.ready);
+    let doc = StackStatus {
+        ready: all_ready,
+        components,
+    };
     ctx.print(&doc, || {
         let mut t = table(&[
             "COMPONENT",
@@ -562,20 +657,20 @@ async fn status(ctx: &Ctx) -> Result<(), Failure> {
             "OUTBOX",
             "LAG",
         ]);
-        for c in &components {
-            let relay = match &c["relayLeader"] {
-                Value::Bool(true) => "leader",
-                Value::Bool(false) => "standby",
-                _ => "-",
+        for c in &doc.components {
+            let relay = match c.relay_leader {
+                Some(true) => "leader",
+                Some(false) => "standby",
+                None => "-",
             };
             t.add_row([
-                cell(&c["component"]),
-                cell(&c["pid"]),
-                cell(&c["address"]),
-                if c["ready"] == true { "yes" } else { "NO" }.to_string(),
+                c.component.clone(),
+                opt(c.pid),
+                c.address.clone(),
+                if c.ready { "yes" } else { "NO" }.to_string(),
                 relay.to_owned(),
-                cell(&c["outboxBacklog"]),
-                cell(&c["consumerLag"]),
+                opt(c.outbox_backlog),
+                opt(c.consumer_lag),
             ]);
         }
         t.to_string()

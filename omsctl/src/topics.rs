@@ -228,7 +228,7 @@ pub fn busiest_leader(partitions: &[Leadership]) -> Option<i32> {
 }
 
 /// A consumer group as the broker describes it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct GroupView {
     /// `Stable`, `PreparingRebalance`, `CompletingRebalance`, `Empty` or `Dead`.
@@ -238,7 +238,7 @@ pub struct GroupView {
 }
 
 /// A member of a consumer group.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct MemberView {
     /// The member id the coordinator gave it.

@@ -9,8 +9,7 @@ use oms_contracts::api::{
     OrderStatus, OrderView, Page, PaymentView, ProductView, ReservationView, SagaState, SagaView,
 };
 use serde::de::DeserializeOwned;
-use serde::Serialize;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use oms_contracts::routes::{self, Route};
@@ -37,7 +36,7 @@ pub struct VerifyArgs {
 
 /// An invariant `verify` checks, with a stable id (JSON `id`) that tools and the drill verdict
 /// read; the title (JSON `check`) is for people and may change.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum CheckId {
     /// Orders older than the deadline are CONFIRMED or CANCELLED.
@@ -79,7 +78,7 @@ impl CheckId {
 }
 
 /// PASS, FAIL, or INFO for a reported figure.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "UPPERCASE")]
 pub enum Outcome {
     /// Held for everything checked.
@@ -123,6 +122,34 @@ impl Check {
     }
 }
 
+/// `verify -o json`: every check's result.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VerifyView {
+    /// No check failed.
+    pub ok: bool,
+    /// Orders looked at.
+    pub orders: usize,
+    /// Every check, in a fixed order.
+    pub checks: Vec<CheckView>,
+}
+
+/// One check's result, for `-o json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckView {
+    /// Its stable id.
+    pub id: CheckId,
+    /// Its title, for people.
+    pub check: String,
+    /// PASS, FAIL or INFO.
+    pub result: Outcome,
+    /// How many things were checked.
+    pub checked: usize,
+    /// One line per breach.
+    pub failures: Vec<String>,
+    /// The figure of a reported check.
+    pub info: Option<String>,
+}
+
 /// Everything `verify` found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Report {
@@ -143,20 +170,24 @@ impl Report {
         self.checks.iter().find(|c| c.id == id)
     }
 
-    /// The JSON document of `verify -o json`.
-    pub fn to_json(&self) -> Value {
-        json!({
-            "ok": self.failed().next().is_none(),
-            "orders": self.orders,
-            "checks": self.checks.iter().map(|c| json!({
-                "id": c.id,
-                "check": c.id.title(),
-                "result": c.outcome(),
-                "checked": c.checked,
-                "failures": c.failures,
-                "info": c.info,
-            })).collect::<Vec<_>>(),
-        })
+    /// The document of `verify -o json`.
+    pub fn view(&self) -> VerifyView {
+        VerifyView {
+            ok: self.failed().next().is_none(),
+            orders: self.orders,
+            checks: self
+                .checks
+                .iter()
+                .map(|c| CheckView {
+                    id: c.id,
+                    check: c.id.title().to_owned(),
+                    result: c.outcome(),
+                    checked: c.checked,
+                    failures: c.failures.clone(),
+                    info: c.info.clone(),
+                })
+                .collect(),
+        }
     }
 }
 
@@ -184,7 +215,7 @@ async fn all_pages<T: DeserializeOwned>(
 pub async fn run(ctx: &Ctx, args: VerifyArgs) -> Result<(), Failure> {
     let report = evaluate(ctx, &args).await?;
     let failed = report.failed().count();
-    ctx.print(&report.to_json(), || {
+    ctx.print(&report.view(), || {
         let mut t = table(&["CHECK", "RESULT", "CHECKED", "DETAIL"]);
         for c in &report.checks {
             let detail = match c.outcome() {
@@ -584,6 +615,8 @@ fn payment_disagreement<M: PartialEq + std::fmt::Display, P: PartialEq + std::fm
 
 #[cfg(test)]
 mod tests {
+    use serde_json::{json, Value};
+
     #[test]
     fn the_stock_is_judged_only_as_of_one_moment() {
         let product = |reserved: i32, sold: i32| ProductView {

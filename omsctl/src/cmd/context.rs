@@ -1,7 +1,5 @@
 //! `omsctl context`: list the contexts, pick one, show one's settings.
 
-use serde_json::json;
-
 use crate::context::{names, read_file, resolve, set_current};
 use crate::ctx::Ctx;
 use crate::render::table;
@@ -24,6 +22,19 @@ pub enum ContextCommand {
     },
 }
 
+/// A context of `context list`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ContextRow {
+    /// Its name.
+    pub name: String,
+    /// It is the one in use.
+    pub current: bool,
+    /// `local`, `compose` or `kubernetes`.
+    pub target: String,
+    /// Its bootstrap servers, when it names them.
+    pub brokers: Option<String>,
+}
+
 /// Runs a context command. `ctx` is resolved for the context in use.
 pub async fn run(ctx: &Ctx, command: ContextCommand) -> Result<(), Failure> {
     let path = ctx.config_path.clone();
@@ -33,22 +44,21 @@ pub async fn run(ctx: &Ctx, command: ContextCommand) -> Result<(), Failure> {
             let mut rows = Vec::new();
             for name in names(&file) {
                 let r = resolve(&file, Some(&name))?;
-                rows.push(json!({
-                    "name": name,
-                    "current": name == ctx.context.name,
-                    "target": r.target.kind().name(),
-                    "brokers": r.config.brokers.clone(),
-                }));
+                rows.push(ContextRow {
+                    current: name == ctx.context.name,
+                    target: r.target.kind().name().to_owned(),
+                    brokers: r.config.brokers.clone(),
+                    name,
+                });
             }
-            let doc = serde_json::Value::Array(rows.clone());
-            ctx.print(&doc, || {
+            ctx.print(&rows, || {
                 let mut t = table(&["", "NAME", "TARGET", "BROKERS"]);
                 for r in &rows {
                     t.add_row([
-                        if r["current"] == true { "*" } else { "" }.to_owned(),
-                        crate::render::cell(&r["name"]),
-                        crate::render::cell(&r["target"]),
-                        r["brokers"].as_str().unwrap_or("(default)").to_owned(),
+                        if r.current { "*" } else { "" }.to_owned(),
+                        r.name.clone(),
+                        r.target.clone(),
+                        r.brokers.clone().unwrap_or_else(|| "(default)".to_owned()),
                     ]);
                 }
                 t.to_string()

@@ -16,6 +16,7 @@
 //! - [`run`]: running a plan.
 //! - [`verdict`]: the verdict, a pure function of the demands and what was observed.
 //! - [`report`]: the JSON report and the verdict table.
+//! - [`view`]: a plan and the drill list as `drill run --dry-run`, `validate` and `list` show them.
 //! - [`takeover`]: how long a service took to take over from a killed replica (relay leader,
 //!   consumer group).
 
@@ -26,13 +27,12 @@ pub mod run;
 pub mod spec;
 pub mod takeover;
 pub mod verdict;
+pub mod view;
 
 use std::path::{Path, PathBuf};
 
-use serde_json::{json, Value};
-
 use crate::ctx::Ctx;
-use crate::render::{cell, table};
+use crate::render::table;
 use crate::Failure;
 
 /// Reads and checks a drill file (both forms).
@@ -84,107 +84,13 @@ fn locate(drill: &str) -> Result<PathBuf, Failure> {
         .ok_or_else(|| Failure::usage(format!("no drill {drill:?} (see `omsctl drill list`)")))
 }
 
-/// The resolved plan, for people and for `-o json`.
-fn describe(p: &plan::Plan) -> Value {
-    let secs = |d: std::time::Duration| humantime::format_duration(d).to_string();
-    json!({
-        "drill": p.name,
-        "short": p.short,
-        "hypothesis": p.hypothesis,
-        "steadyState": p.steady_state.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>(),
-        "setup": p.setup.iter().map(plan::Action::describe).collect::<Vec<_>>(),
-        "load": p.load_text,
-        "cancels": p.cancels.map(|c| json!({"share": c.share, "within": secs(c.within)})),
-        "method": p.method.iter().map(|(at, a)| json!({"at": secs(*at), "action": a.describe()})).collect::<Vec<_>>(),
-        "rollback": p.rollback.iter().map(plan::Action::describe).collect::<Vec<_>>(),
-        "verify": {
-            "deadline": secs(p.expect.deadline),
-            "maxLost": p.expect.max_lost,
-            "confirmed": p.expect.confirmed,
-            "maxDlq": p.expect.max_dlq,
-            "minDlq": p.expect.min_dlq,
-            "maxRefused": p.expect.max_refused,
-            "maxCancelled": p.expect.max_cancelled,
-            "settled": p.expect.settled,
-        },
-    })
-}
-
-fn plan_table(doc: &Value) -> String {
-    let mut t = table(&["PLAN", ""]);
-    let list = |v: &Value| -> String {
-        v.as_array()
-            .into_iter()
-            .flatten()
-            .map(cell)
-            .collect::<Vec<_>>()
-            .join("\n")
-    };
-    t.add_row([
-        "drill".to_string(),
-        format!(
-            "{}{}",
-            cell(&doc["drill"]),
-            if doc["short"] == true { " (short)" } else { "" }
-        ),
-    ]);
-    t.add_row(["hypothesis".to_string(), cell(&doc["hypothesis"])]);
-    t.add_row(["steady state".to_string(), list(&doc["steadyState"])]);
-    t.add_row(["setup".to_string(), list(&doc["setup"])]);
-    let mut load = cell(&doc["load"]);
-    if let Some(c) = doc["cancels"].as_object() {
-        load.push_str(&format!(
-            "; the customer cancels {}% of them within {}",
-            (c["share"].as_f64().unwrap_or(0.0) * 100.0).round(),
-            cell(&c["within"])
-        ));
-    }
-    t.add_row(["load".to_string(), load]);
-    let method: Vec<String> = doc["method"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|m| format!("at {}: {}", cell(&m["at"]), cell(&m["action"])))
-        .collect();
-    t.add_row(["method".to_string(), method.join("\n")]);
-    t.add_row(["rollback".to_string(), list(&doc["rollback"])]);
-    let v = &doc["verify"];
-    let mut demands = vec![
-        format!(
-            "every order {} {} after the load",
-            if v["settled"] == true {
-                "delivered or cancelled"
-            } else {
-                "finished"
-            },
-            cell(&v["deadline"])
-        ),
-        format!("at most {} lost", cell(&v["maxLost"])),
-    ];
-    for (key, text) in [
-        ("confirmed", "exactly {} confirmed"),
-        ("maxDlq", "at most {} new dead letters"),
-        ("minDlq", "at least {} new dead letters"),
-        ("maxRefused", "at most {} refused at the door"),
-    ] {
-        if !v[key].is_null() {
-            demands.push(text.replace("{}", &cell(&v[key])));
-        }
-    }
-    for (reason, n) in v["maxCancelled"].as_object().into_iter().flatten() {
-        demands.push(format!("at most {n} cancelled {reason}"));
-    }
-    t.add_row(["verify".to_string(), demands.join("\n")]);
-    t.to_string()
-}
-
 pub async fn run(ctx: &Ctx, command: DrillCommand) -> Result<(), Failure> {
     match command {
         DrillCommand::List => {
             let dir = crate::paths::drills_dir().ok_or_else(|| {
                 Failure::usage("scripts/drills not found next to this omsctl: set OMS_DRILLS_DIR (or OMS_ROOT to the repository)")
             })?;
-            let mut rows = Vec::new();
+            let mut rows: Vec<view::DrillRow> = Vec::new();
             let mut entries: Vec<PathBuf> = std::fs::read_dir(&dir)
                 .map_err(|e| Failure::usage(format!("{}: {e}", dir.display())))?
                 .filter_map(|e| e.ok().map(|e| e.path()))
@@ -195,13 +101,17 @@ pub async fn run(ctx: &Ctx, command: DrillCommand) -> Result<(), Failure> {
                 let text = std::fs::read_to_string(&p)
                     .map_err(|e| Failure::usage(format!("{}: {e}", p.display())))?;
                 let d = parse(&p, &text)?;
-                rows.push(json!({"name": d.name, "description": d.description, "hypothesis": d.hypothesis, "file": p.display().to_string()}));
+                rows.push(view::DrillRow {
+                    name: d.name,
+                    description: d.description,
+                    hypothesis: d.hypothesis,
+                    file: p.display().to_string(),
+                });
             }
-            let value = Value::Array(rows.clone());
-            ctx.print(&value, || {
+            ctx.print(&rows, || {
                 let mut t = table(&["DRILL", "HYPOTHESIS"]);
                 for r in &rows {
-                    t.add_row([cell(&r["name"]), cell(&r["hypothesis"])]);
+                    t.add_row([r.name.clone(), r.hypothesis.clone()]);
                 }
                 t.to_string()
             })
@@ -218,9 +128,9 @@ pub async fn run(ctx: &Ctx, command: DrillCommand) -> Result<(), Failure> {
             let d = parse(&path, &text)?;
             let plan = plan::resolve(&path, &text, &d, short)?;
             if dry_run {
-                let doc = describe(&plan);
-                return ctx.print(&doc, || {
-                    format!("{}\ndry run: nothing was run", plan_table(&doc))
+                let shown = view::PlanView::of(&plan);
+                return ctx.print(&shown, || {
+                    format!("{}\ndry run: nothing was run", shown.table())
                 });
             }
             run::execute(ctx, plan, report.as_deref()).await
@@ -233,7 +143,12 @@ pub async fn run(ctx: &Ctx, command: DrillCommand) -> Result<(), Failure> {
             let d = parse(&path, &text)?;
             let full = plan::resolve(&path, &text, &d, false)?;
             let short = plan::resolve(&path, &text, &d, true)?;
-            let doc = json!({"valid": true, "file": path.display().to_string(), "full": describe(&full), "short": describe(&short)});
+            let doc = view::Validation {
+                valid: true,
+                file: path.display().to_string(),
+                full: view::PlanView::of(&full),
+                short: view::PlanView::of(&short),
+            };
             ctx.print(&doc, || {
                 format!(
                     "{}: valid ({}; full form: {} method step(s), load {}; short form: {} step(s), load {})",
@@ -278,14 +193,20 @@ mod tests {
         let path = Path::new("x.toml");
         let d = parse(path, text).expect("valid");
         let p = plan::resolve(path, text, &d, false).expect("resolves");
-        let doc = describe(&p);
+        let doc = view::PlanView::of(&p);
         assert_eq!(
-            doc["method"],
-            json!([{"at": "3s", "action": "chaos broker stop --for 5s"}])
+            doc.method,
+            [view::Step {
+                at: "3s".into(),
+                action: "chaos broker stop --for 5s".into()
+            }]
         );
-        assert_eq!(doc["setup"], json!(["stock mouse-01 5"]));
-        assert_eq!(doc["verify"]["maxCancelled"], json!({"TIMEOUT": 0}));
-        let shown = plan_table(&doc);
+        assert_eq!(doc.setup, ["stock mouse-01 5"]);
+        assert_eq!(
+            doc.verify.max_cancelled,
+            std::collections::BTreeMap::from([("TIMEOUT".to_owned(), 0)])
+        );
+        let shown = doc.table();
         for part in [
             "at 3s: chaos broker stop --for 5s",
             "at most 0 cancelled TIMEOUT",

@@ -4,7 +4,6 @@
 use std::collections::BTreeMap;
 
 use serde::Serialize;
-use serde_json::Value;
 
 /// Order counts of a run.
 #[derive(Debug, Clone, Serialize)]
@@ -62,7 +61,7 @@ pub struct Report {
     /// Dead letters written during the run.
     pub dlq_new: i64,
     /// `omsctl verify`'s document.
-    pub invariants: Value,
+    pub invariants: crate::verify::VerifyView,
     /// From the last fault undone until every order was finished.
     pub time_to_recover_seconds: Option<f64>,
     /// Ids of lost orders.
