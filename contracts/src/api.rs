@@ -4,8 +4,6 @@
 //! Field names are camelCase on the wire. Lists are [`Page`]s; every error is a [`Problem`] (RFC 9457).
 
 use std::collections::BTreeMap;
-use std::fmt;
-use std::str::FromStr;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -221,44 +219,27 @@ pub struct PendingRow {
 
 // --- order service ------------------------------------------------------------------------------
 
-/// Where an order stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum OrderStatus {
-    /// Accepted; the saga runs.
-    Pending,
-    /// Stock held for it, payment authorized; being fulfilled.
-    Confirmed,
-    /// The carrier has it.
-    Shipped,
-    /// The customer has it (terminal).
-    Delivered,
-    /// Rejected, declined, timed out or cancelled; everything undone, a charge refunded.
-    Cancelled,
+crate::values::wire_enum! {
+    /// Where an order stands.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+    #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+    pub enum OrderStatus {
+        /// Accepted; the saga runs.
+        Pending = "PENDING",
+        /// Stock held for it, payment authorized; being fulfilled.
+        Confirmed = "CONFIRMED",
+        /// The carrier has it.
+        Shipped = "SHIPPED",
+        /// The customer has it (terminal).
+        Delivered = "DELIVERED",
+        /// Rejected, declined, timed out or cancelled; everything undone, a charge refunded.
+        Cancelled = "CANCELLED",
+    }
+    /// A name that is no [`OrderStatus`] (in any case).
+    pub struct UnknownOrderStatus("order status", any_case);
 }
 
 impl OrderStatus {
-    /// Every status.
-    pub const ALL: [OrderStatus; 5] = [
-        OrderStatus::Pending,
-        OrderStatus::Confirmed,
-        OrderStatus::Shipped,
-        OrderStatus::Delivered,
-        OrderStatus::Cancelled,
-    ];
-
-    /// The stored and displayed name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            OrderStatus::Pending => "PENDING",
-            OrderStatus::Confirmed => "CONFIRMED",
-            OrderStatus::Shipped => "SHIPPED",
-            OrderStatus::Delivered => "DELIVERED",
-            OrderStatus::Cancelled => "CANCELLED",
-        }
-    }
-
     /// Confirmed, shipped or delivered: the order was placed (paid, stock held) and not undone.
     pub fn is_placed(self) -> bool {
         matches!(
@@ -270,25 +251,6 @@ impl OrderStatus {
     /// Delivered or cancelled: nothing more will happen.
     pub fn is_final(self) -> bool {
         matches!(self, OrderStatus::Delivered | OrderStatus::Cancelled)
-    }
-}
-
-impl fmt::Display for OrderStatus {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for OrderStatus {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        OrderStatus::ALL
-            .into_iter()
-            .find(|x| x.as_str().eq_ignore_ascii_case(s))
-            .ok_or_else(|| {
-                format!("unknown order status {s:?} (expected PENDING, CONFIRMED, SHIPPED, DELIVERED or CANCELLED)")
-            })
     }
 }
 
@@ -497,73 +459,35 @@ impl GatewayKnobs {
 
 // --- fulfillment service ------------------------------------------------------------------------
 
-/// Where a shipment stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum ShipmentStatus {
-    /// Created; waiting to be booked with the carrier and picked. Still cancellable.
-    Pending,
-    /// Off the shelf (stock sold); no longer cancellable.
-    Picked,
-    /// With the carrier.
-    Shipped,
-    /// Delivered (terminal).
-    Delivered,
-    /// The carrier refused it before pick (terminal).
-    Failed,
-    /// Cancelled before pick (terminal).
-    Cancelled,
+crate::values::wire_enum! {
+    /// Where a shipment stands.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+    #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+    pub enum ShipmentStatus {
+        /// Created; waiting to be booked with the carrier and picked. Still cancellable.
+        Pending = "PENDING",
+        /// Off the shelf (stock sold); no longer cancellable.
+        Picked = "PICKED",
+        /// With the carrier.
+        Shipped = "SHIPPED",
+        /// Delivered (terminal).
+        Delivered = "DELIVERED",
+        /// The carrier refused it before pick (terminal).
+        Failed = "FAILED",
+        /// Cancelled before pick (terminal).
+        Cancelled = "CANCELLED",
+    }
+    /// A name that is no [`ShipmentStatus`] (in any case).
+    pub struct UnknownShipmentStatus("shipment status", any_case);
 }
 
 impl ShipmentStatus {
-    /// Every status.
-    pub const ALL: [ShipmentStatus; 6] = [
-        ShipmentStatus::Pending,
-        ShipmentStatus::Picked,
-        ShipmentStatus::Shipped,
-        ShipmentStatus::Delivered,
-        ShipmentStatus::Failed,
-        ShipmentStatus::Cancelled,
-    ];
-
-    /// The stored and displayed name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ShipmentStatus::Pending => "PENDING",
-            ShipmentStatus::Picked => "PICKED",
-            ShipmentStatus::Shipped => "SHIPPED",
-            ShipmentStatus::Delivered => "DELIVERED",
-            ShipmentStatus::Failed => "FAILED",
-            ShipmentStatus::Cancelled => "CANCELLED",
-        }
-    }
-
     /// Whether goods left the shelf (picked, shipped or delivered).
     pub fn is_picked(self) -> bool {
         matches!(
             self,
             ShipmentStatus::Picked | ShipmentStatus::Shipped | ShipmentStatus::Delivered
         )
-    }
-}
-
-impl fmt::Display for ShipmentStatus {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for ShipmentStatus {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        ShipmentStatus::ALL
-            .into_iter()
-            .find(|x| x.as_str().eq_ignore_ascii_case(s))
-            .ok_or_else(|| {
-                format!("unknown shipment status {s:?} (expected PENDING, PICKED, SHIPPED, DELIVERED, FAILED or CANCELLED)")
-            })
     }
 }
 
@@ -736,129 +660,64 @@ pub struct NotificationView {
 
 // --- saga orchestrator --------------------------------------------------------------------------
 
-/// Where a saga stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum SagaState {
-    /// `inventory.reserve` sent; waiting for reserved or rejected.
-    Reserving,
-    /// Stock reserved, `payment.authorize` sent; waiting for its outcome.
-    Authorizing,
-    /// Compensating: `inventory.release` sent; the order is cancelled once stock is back.
-    Releasing,
-    /// Terminal: stock sold, payment authorized, `order.confirmed` sent.
-    Confirmed,
-    /// Terminal: everything undone, `order.cancelled` sent.
-    Cancelled,
+crate::values::wire_enum! {
+    /// Where a saga stands.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+    #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+    pub enum SagaState {
+        /// `inventory.reserve` sent; waiting for reserved or rejected.
+        Reserving = "RESERVING",
+        /// Stock reserved, `payment.authorize` sent; waiting for its outcome.
+        Authorizing = "AUTHORIZING",
+        /// Compensating: `inventory.release` sent; the order is cancelled once stock is back.
+        Releasing = "RELEASING",
+        /// Terminal: stock sold, payment authorized, `order.confirmed` sent.
+        Confirmed = "CONFIRMED",
+        /// Terminal: everything undone, `order.cancelled` sent.
+        Cancelled = "CANCELLED",
+    }
+    /// A name that is no [`SagaState`] (in any case).
+    pub struct UnknownSagaState("saga state", any_case);
 }
 
 impl SagaState {
-    /// Every state.
-    pub const ALL: [SagaState; 5] = [
-        SagaState::Reserving,
-        SagaState::Authorizing,
-        SagaState::Releasing,
-        SagaState::Confirmed,
-        SagaState::Cancelled,
-    ];
-
-    /// The stored and displayed name (`RESERVING`, ...).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            SagaState::Reserving => "RESERVING",
-            SagaState::Authorizing => "AUTHORIZING",
-            SagaState::Releasing => "RELEASING",
-            SagaState::Confirmed => "CONFIRMED",
-            SagaState::Cancelled => "CANCELLED",
-        }
-    }
-
     /// Confirmed or cancelled: nothing more will happen.
     pub fn is_terminal(self) -> bool {
         matches!(self, SagaState::Confirmed | SagaState::Cancelled)
     }
 }
 
-impl fmt::Display for SagaState {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+crate::values::wire_enum! {
+    /// Where the fulfillment part of a saga stands (after the order was confirmed).
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+    #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+    pub enum FulfillmentState {
+        /// `fulfillment.ship` sent; waiting for the pick (or a carrier refusal).
+        Shipping = "SHIPPING",
+        /// Picked: stock sold, no longer cancellable; waiting for the carrier.
+        Picked = "PICKED",
+        /// With the carrier; waiting for delivery.
+        Shipped = "SHIPPED",
+        /// Terminal: delivered, `order.delivered` sent.
+        Delivered = "DELIVERED",
+        /// The customer cancelled: `fulfillment.cancel` sent; waiting for fulfillment's answer.
+        Cancelling = "CANCELLING",
+        /// The shipment is off: refund and release sent; waiting for both.
+        Refunding = "REFUNDING",
+        /// Terminal: refunded, released, `order.cancelled` sent.
+        Cancelled = "CANCELLED",
     }
-}
-
-impl FromStr for SagaState {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        SagaState::ALL
-            .into_iter()
-            .find(|state| state.as_str().eq_ignore_ascii_case(s))
-            .ok_or_else(|| {
-                format!(
-                    "unknown saga state {s:?} (expected one of RESERVING, AUTHORIZING, RELEASING, CONFIRMED, CANCELLED)"
-                )
-            })
-    }
-}
-
-/// Where the fulfillment part of a saga stands (after the order was confirmed).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum FulfillmentState {
-    /// `fulfillment.ship` sent; waiting for the pick (or a carrier refusal).
-    Shipping,
-    /// Picked: stock sold, no longer cancellable; waiting for the carrier.
-    Picked,
-    /// With the carrier; waiting for delivery.
-    Shipped,
-    /// Terminal: delivered, `order.delivered` sent.
-    Delivered,
-    /// The customer cancelled: `fulfillment.cancel` sent; waiting for fulfillment's answer.
-    Cancelling,
-    /// The shipment is off: refund and release sent; waiting for both.
-    Refunding,
-    /// Terminal: refunded, released, `order.cancelled` sent.
-    Cancelled,
+    /// A name that is no [`FulfillmentState`] (in any case).
+    pub struct UnknownFulfillmentState("fulfillment state", any_case);
 }
 
 impl FulfillmentState {
-    /// Every state.
-    pub const ALL: [FulfillmentState; 7] = [
-        FulfillmentState::Shipping,
-        FulfillmentState::Picked,
-        FulfillmentState::Shipped,
-        FulfillmentState::Delivered,
-        FulfillmentState::Cancelling,
-        FulfillmentState::Refunding,
-        FulfillmentState::Cancelled,
-    ];
-
-    /// The displayed name (`SHIPPING`, ...).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            FulfillmentState::Shipping => "SHIPPING",
-            FulfillmentState::Picked => "PICKED",
-            FulfillmentState::Shipped => "SHIPPED",
-            FulfillmentState::Delivered => "DELIVERED",
-            FulfillmentState::Cancelling => "CANCELLING",
-            FulfillmentState::Refunding => "REFUNDING",
-            FulfillmentState::Cancelled => "CANCELLED",
-        }
-    }
-
     /// Delivered or cancelled: nothing more will happen.
     pub fn is_terminal(self) -> bool {
         matches!(
             self,
             FulfillmentState::Delivered | FulfillmentState::Cancelled
         )
-    }
-}
-
-impl fmt::Display for FulfillmentState {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
     }
 }
 
@@ -1029,6 +888,68 @@ mod tests {
             FulfillmentState::Delivered.is_terminal() && !FulfillmentState::Picked.is_terminal()
         );
         assert!(SagaState::Cancelled.is_terminal() && !SagaState::Releasing.is_terminal());
+    }
+
+    #[test]
+    fn statuses_and_states_are_wire_enums_with_their_names() {
+        use crate::values::check_wire_enum;
+        check_wire_enum(&OrderStatus::ALL, OrderStatus::as_str, true);
+        check_wire_enum(&ShipmentStatus::ALL, ShipmentStatus::as_str, true);
+        check_wire_enum(&SagaState::ALL, SagaState::as_str, true);
+        check_wire_enum(&FulfillmentState::ALL, FulfillmentState::as_str, true);
+        // The wire, byte for byte: JSON, the status columns and the APIs' filters carry these.
+        let json = |v: serde_json::Result<String>| v.unwrap_or_default();
+        assert_eq!(
+            json(serde_json::to_string(&OrderStatus::ALL)),
+            r#"["PENDING","CONFIRMED","SHIPPED","DELIVERED","CANCELLED"]"#
+        );
+        assert_eq!(
+            json(serde_json::to_string(&ShipmentStatus::ALL)),
+            r#"["PENDING","PICKED","SHIPPED","DELIVERED","FAILED","CANCELLED"]"#
+        );
+        assert_eq!(
+            json(serde_json::to_string(&SagaState::ALL)),
+            r#"["RESERVING","AUTHORIZING","RELEASING","CONFIRMED","CANCELLED"]"#
+        );
+        assert_eq!(
+            json(serde_json::to_string(&FulfillmentState::ALL)),
+            r#"["SHIPPING","PICKED","SHIPPED","DELIVERED","CANCELLING","REFUNDING","CANCELLED"]"#
+        );
+        assert_eq!(
+            "LOST".parse::<SagaState>().map_err(|e| e.to_string()),
+            Err(r#"unknown saga state "LOST" (expected one of RESERVING, AUTHORIZING, RELEASING, CONFIRMED, CANCELLED)"#.to_owned())
+        );
+    }
+
+    /// The OpenAPI schemas list the wire names (`cargo test -p oms-contracts --features openapi`).
+    #[cfg(feature = "openapi")]
+    #[test]
+    fn openapi_schemas_list_the_wire_names() {
+        use utoipa::PartialSchema;
+        fn names<T: PartialSchema>() -> serde_json::Value {
+            serde_json::to_value(T::schema()).unwrap_or_default()["enum"].clone()
+        }
+        let wire = |names: &[&str]| serde_json::json!(names);
+        assert_eq!(
+            names::<OrderStatus>(),
+            wire(&OrderStatus::ALL.map(OrderStatus::as_str))
+        );
+        assert_eq!(
+            names::<ShipmentStatus>(),
+            wire(&ShipmentStatus::ALL.map(ShipmentStatus::as_str))
+        );
+        assert_eq!(
+            names::<SagaState>(),
+            wire(&SagaState::ALL.map(SagaState::as_str))
+        );
+        assert_eq!(
+            names::<FulfillmentState>(),
+            wire(&FulfillmentState::ALL.map(FulfillmentState::as_str))
+        );
+        assert_eq!(
+            names::<crate::auth::Role>(),
+            wire(&crate::auth::Role::ALL.map(crate::auth::Role::as_str))
+        );
     }
 
     #[test]

@@ -13,63 +13,30 @@ pub const AUDIENCE: &str = "oms";
 /// The claim that carries the role.
 pub const ROLE_CLAIM: &str = "role";
 
-/// What a caller may do. Ordered: from `customer` on, each role may do what the ones before it
-/// may; `metrics` stands apart (it reads `/metrics` and nothing else, not even what a customer
-/// may).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-pub enum Role {
-    /// A scraper (Prometheus): `GET /metrics` only.
-    Metrics,
-    /// A shopper: the token's subject is its customer id. Places orders for itself, reads its
-    /// own orders and notifications and the catalog; anything else is forbidden.
-    Customer,
-    /// Operations staff on call: reads everything (orders, sagas, payments, reservations,
-    /// shipments, notifications, outbox, metrics) and repairs a saga in flight (retry its
-    /// current step, or cancel it as `OPERATOR_CANCELLED`), each action recorded with the
-    /// token's subject. Changes no data of its own accord: no stock, no fault knobs, no orders.
-    Operator,
-    /// Also changes stock and the payment gateway's and carrier's fault knobs, and places orders
-    /// for any customer.
-    Admin,
-}
-
-impl Role {
-    /// Every role, least powerful first.
-    pub const ALL: [Role; 4] = [Role::Metrics, Role::Customer, Role::Operator, Role::Admin];
-
-    /// The role's name as tokens carry it.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Metrics => "metrics",
-            Role::Customer => "customer",
-            Role::Operator => "operator",
-            Role::Admin => "admin",
-        }
+crate::values::wire_enum! {
+    /// What a caller may do. Ordered: from `customer` on, each role may do what the ones before
+    /// it may; `metrics` stands apart (it reads `/metrics` and nothing else, not even what a
+    /// customer may). `ALL` lists them least powerful first.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+    #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+    pub enum Role {
+        /// A scraper (Prometheus): `GET /metrics` only.
+        Metrics = "metrics",
+        /// A shopper: the token's subject is its customer id. Places orders for itself, reads its
+        /// own orders and notifications and the catalog; anything else is forbidden.
+        Customer = "customer",
+        /// Operations staff on call: reads everything (orders, sagas, payments, reservations,
+        /// shipments, notifications, outbox, metrics) and repairs a saga in flight (retry its
+        /// current step, or cancel it as `OPERATOR_CANCELLED`), each action recorded with the
+        /// token's subject. Changes no data of its own accord: no stock, no fault knobs, no
+        /// orders.
+        Operator = "operator",
+        /// Also changes stock and the payment gateway's and carrier's fault knobs, and places
+        /// orders for any customer.
+        Admin = "admin",
     }
-}
-
-impl std::fmt::Display for Role {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// A role name that is not one of [`Role::ALL`].
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown role {0:?} (expected metrics, customer, operator or admin)")]
-pub struct UnknownRole(pub String);
-
-impl std::str::FromStr for Role {
-    type Err = UnknownRole;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Role::ALL
-            .into_iter()
-            .find(|r| r.as_str() == s)
-            .ok_or_else(|| UnknownRole(s.to_owned()))
-    }
+    /// A role name that is not one of [`Role::ALL`] (names are lower case, exactly).
+    pub struct UnknownRole("role");
 }
 
 /// The claims of a token minted for the OMS (`omsctl auth token`): registered claims plus the
@@ -111,6 +78,18 @@ mod tests {
 
     #[test]
     fn roles_are_ordered_by_power_and_round_trip_by_name() {
+        crate::values::check_wire_enum(&Role::ALL, Role::as_str, false);
+        assert_eq!(
+            serde_json::to_string(&Role::ALL).unwrap_or_default(),
+            r#"["metrics","customer","operator","admin"]"#
+        );
+        assert_eq!(
+            "root".parse::<Role>().map_err(|e| e.to_string()),
+            Err(
+                r#"unknown role "root" (expected one of metrics, customer, operator, admin)"#
+                    .to_owned()
+            )
+        );
         assert!(Role::Customer < Role::Operator && Role::Operator < Role::Admin);
         for r in Role::ALL {
             assert_eq!(r.as_str().parse::<Role>(), Ok(r));

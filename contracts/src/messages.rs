@@ -4,9 +4,6 @@
 //! state facts (`inventory.reserved`, `order.confirmed`, ...). Each message type has exactly one
 //! topic, one schema version and one payload struct.
 
-use std::fmt;
-use std::str::FromStr;
-
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -27,25 +24,21 @@ pub enum MessageKind {
 
 macro_rules! message_types {
     ($( $variant:ident => $name:literal, $kind:ident, $topic:path, $payload:ident; )+) => {
-        /// The type of a message, as carried in the envelope's `type` field and the
-        /// `oms-message-type` header.
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-        pub enum MessageType {
-            $(
-                #[doc = concat!("`", $name, "`")]
-                $variant,
-            )+
+        crate::values::wire_enum! {
+            /// The type of a message, as carried in the envelope's `type` field and the
+            /// `oms-message-type` header.
+            #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+            pub enum MessageType {
+                $(
+                    #[doc = concat!("`", $name, "`")]
+                    $variant = $name,
+                )+
+            }
+            /// A message type name nobody defined.
+            pub struct UnknownMessageType("message type", all_by_ref);
         }
 
         impl MessageType {
-            /// Every message type, in declaration order.
-            pub const ALL: &'static [MessageType] = &[$(MessageType::$variant),+];
-
-            /// The wire name, such as `order.created`.
-            pub fn as_str(self) -> &'static str {
-                match self { $(MessageType::$variant => $name),+ }
-            }
-
             /// Command or event.
             pub fn kind(self) -> MessageKind {
                 match self { $(MessageType::$variant => MessageKind::$kind),+ }
@@ -54,17 +47,6 @@ macro_rules! message_types {
             /// The topic messages of this type are published on.
             pub fn topic(self) -> &'static str {
                 match self { $(MessageType::$variant => $topic),+ }
-            }
-        }
-
-        impl FromStr for MessageType {
-            type Err = UnknownMessageType;
-
-            fn from_str(s: &str) -> Result<Self, Self::Err> {
-                match s {
-                    $($name => Ok(MessageType::$variant),)+
-                    other => Err(UnknownMessageType(other.to_owned())),
-                }
             }
         }
 
@@ -143,17 +125,6 @@ impl MessageType {
         1
     }
 }
-
-impl fmt::Display for MessageType {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// A message type name nobody defined.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown message type {0:?}")]
-pub struct UnknownMessageType(pub String);
 
 /// Checks that no message carries an impossible value (the parts serde cannot express).
 pub(crate) fn check_contract(message: &Message) -> Result<(), String> {
@@ -256,24 +227,27 @@ pub struct OrderConfirmed {
     pub customer_id: Option<CustomerId>,
 }
 
-/// Why an order was cancelled.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum CancelReason {
-    /// Not enough stock for at least one line.
-    OutOfStock,
-    /// A line names a product the catalog does not have.
-    UnknownProduct,
-    /// The payment was declined.
-    PaymentDeclined,
-    /// A saga step got no answer before its deadline.
-    Timeout,
-    /// An operator cancelled the saga (`POST /sagas/{orderId}/cancel`).
-    OperatorCancelled,
-    /// The customer cancelled before the shipment was picked (`POST /orders/{id}/cancel`).
-    CustomerCancelled,
-    /// The carrier refused the shipment; the payment was refunded and the stock released.
-    FulfillmentFailed,
+crate::values::wire_enum! {
+    /// Why an order was cancelled.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+    pub enum CancelReason {
+        /// Not enough stock for at least one line.
+        OutOfStock = "OUT_OF_STOCK",
+        /// A line names a product the catalog does not have.
+        UnknownProduct = "UNKNOWN_PRODUCT",
+        /// The payment was declined.
+        PaymentDeclined = "PAYMENT_DECLINED",
+        /// A saga step got no answer before its deadline.
+        Timeout = "TIMEOUT",
+        /// An operator cancelled the saga (`POST /sagas/{orderId}/cancel`).
+        OperatorCancelled = "OPERATOR_CANCELLED",
+        /// The customer cancelled before the shipment was picked (`POST /orders/{id}/cancel`).
+        CustomerCancelled = "CUSTOMER_CANCELLED",
+        /// The carrier refused the shipment; the payment was refunded and the stock released.
+        FulfillmentFailed = "FULFILLMENT_FAILED",
+    }
+    /// A name that is no [`CancelReason`].
+    pub struct UnknownCancelReason("cancel reason");
 }
 
 /// `order.cancelled`: the saga gave up; everything it did was compensated.
@@ -392,16 +366,19 @@ pub struct ShipmentDelivered {
     pub shipment_id: Uuid,
 }
 
-/// Why the carrier refused a shipment.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum FailReason {
-    /// The carrier does not serve the destination's region.
-    RegionNotServed,
-    /// The carrier cannot deliver to the address.
-    AddressUndeliverable,
-    /// The carrier refused it for no stated reason (the failure-rate knob).
-    CarrierRejected,
+crate::values::wire_enum! {
+    /// Why the carrier refused a shipment.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+    pub enum FailReason {
+        /// The carrier does not serve the destination's region.
+        RegionNotServed = "REGION_NOT_SERVED",
+        /// The carrier cannot deliver to the address.
+        AddressUndeliverable = "ADDRESS_UNDELIVERABLE",
+        /// The carrier refused it for no stated reason (the failure-rate knob).
+        CarrierRejected = "CARRIER_REJECTED",
+    }
+    /// A name that is no [`FailReason`].
+    pub struct UnknownFailReason("fail reason");
 }
 
 /// `fulfillment.failed`: the carrier refused the shipment before it was picked; nothing left the
@@ -438,14 +415,17 @@ pub struct ReserveStock {
     pub items: Vec<OrderLine>,
 }
 
-/// Why a reservation is released.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum ReleaseReason {
-    /// The saga compensates a failed order.
-    Compensation,
-    /// The reservation outlived its TTL.
-    Expired,
+crate::values::wire_enum! {
+    /// Why a reservation is released.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+    pub enum ReleaseReason {
+        /// The saga compensates a failed order.
+        Compensation = "COMPENSATION",
+        /// The reservation outlived its TTL.
+        Expired = "EXPIRED",
+    }
+    /// A name that is no [`ReleaseReason`].
+    pub struct UnknownReleaseReason("release reason");
 }
 
 /// `inventory.release`: give the order's reserved stock back (idempotent).
@@ -472,14 +452,17 @@ pub struct StockReserved {
     pub expires_at: DateTime<Utc>,
 }
 
-/// Why inventory refused a reservation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum RejectReason {
-    /// Not enough stock.
-    OutOfStock,
-    /// The catalog has no such product.
-    UnknownProduct,
+crate::values::wire_enum! {
+    /// Why inventory refused a reservation.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+    pub enum RejectReason {
+        /// Not enough stock.
+        OutOfStock = "OUT_OF_STOCK",
+        /// The catalog has no such product.
+        UnknownProduct = "UNKNOWN_PRODUCT",
+    }
+    /// A name that is no [`RejectReason`].
+    pub struct UnknownRejectReason("reject reason");
 }
 
 /// `inventory.rejected`: nothing was reserved.
@@ -541,16 +524,19 @@ pub struct PaymentAuthorized {
     pub amount: Money,
 }
 
-/// Why the gateway declined.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum DeclineReason {
-    /// The card was declined.
-    CardDeclined,
-    /// Not enough funds.
-    InsufficientFunds,
-    /// The token is not one the gateway knows.
-    InvalidToken,
+crate::values::wire_enum! {
+    /// Why the gateway declined.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+    pub enum DeclineReason {
+        /// The card was declined.
+        CardDeclined = "CARD_DECLINED",
+        /// Not enough funds.
+        InsufficientFunds = "INSUFFICIENT_FUNDS",
+        /// The token is not one the gateway knows.
+        InvalidToken = "INVALID_TOKEN",
+    }
+    /// A name that is no [`DeclineReason`].
+    pub struct UnknownDeclineReason("decline reason");
 }
 
 /// `payment.declined`: nothing was charged.
@@ -563,16 +549,19 @@ pub struct PaymentDeclined {
     pub reason: DeclineReason,
 }
 
-/// What a refund did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum RefundOutcome {
-    /// An authorized payment was refunded.
-    Refunded,
-    /// A payment in an unknown state was voided.
-    Voided,
-    /// There was no payment to undo.
-    NothingToRefund,
+crate::values::wire_enum! {
+    /// What a refund did.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+    pub enum RefundOutcome {
+        /// An authorized payment was refunded.
+        Refunded = "REFUNDED",
+        /// A payment in an unknown state was voided.
+        Voided = "VOIDED",
+        /// There was no payment to undo.
+        NothingToRefund = "NOTHING_TO_REFUND",
+    }
+    /// A name that is no [`RefundOutcome`].
+    pub struct UnknownRefundOutcome("refund outcome");
 }
 
 /// `payment.refunded`: the order's payment is undone.
@@ -598,6 +587,52 @@ mod tests {
             assert_eq!(t.as_str().parse::<MessageType>(), Ok(*t));
         }
         assert!("order.exploded".parse::<MessageType>().is_err());
+        crate::values::check_wire_enum(MessageType::ALL, MessageType::as_str, false);
+        let names: Vec<&str> = MessageType::ALL.iter().map(|t| t.as_str()).collect();
+        assert_eq!(names[0], "order.created");
+        assert_eq!(names[13], "order.cancel-requested");
+        assert_eq!(names.len(), 23);
+    }
+
+    #[test]
+    fn reasons_are_wire_enums_with_their_names() {
+        use crate::values::check_wire_enum;
+        check_wire_enum(&CancelReason::ALL, CancelReason::as_str, false);
+        check_wire_enum(&FailReason::ALL, FailReason::as_str, false);
+        check_wire_enum(&ReleaseReason::ALL, ReleaseReason::as_str, false);
+        check_wire_enum(&RejectReason::ALL, RejectReason::as_str, false);
+        check_wire_enum(&DeclineReason::ALL, DeclineReason::as_str, false);
+        check_wire_enum(&RefundOutcome::ALL, RefundOutcome::as_str, false);
+        // The wire, byte for byte (what `rename_all = "SCREAMING_SNAKE_CASE"` wrote before).
+        let json = |v: serde_json::Result<String>| v.unwrap_or_default();
+        assert_eq!(
+            json(serde_json::to_string(&CancelReason::ALL)),
+            r#"["OUT_OF_STOCK","UNKNOWN_PRODUCT","PAYMENT_DECLINED","TIMEOUT","OPERATOR_CANCELLED","CUSTOMER_CANCELLED","FULFILLMENT_FAILED"]"#
+        );
+        assert_eq!(
+            json(serde_json::to_string(&FailReason::ALL)),
+            r#"["REGION_NOT_SERVED","ADDRESS_UNDELIVERABLE","CARRIER_REJECTED"]"#
+        );
+        assert_eq!(
+            json(serde_json::to_string(&ReleaseReason::ALL)),
+            r#"["COMPENSATION","EXPIRED"]"#
+        );
+        assert_eq!(
+            json(serde_json::to_string(&RejectReason::ALL)),
+            r#"["OUT_OF_STOCK","UNKNOWN_PRODUCT"]"#
+        );
+        assert_eq!(
+            json(serde_json::to_string(&DeclineReason::ALL)),
+            r#"["CARD_DECLINED","INSUFFICIENT_FUNDS","INVALID_TOKEN"]"#
+        );
+        assert_eq!(
+            json(serde_json::to_string(&RefundOutcome::ALL)),
+            r#"["REFUNDED","VOIDED","NOTHING_TO_REFUND"]"#
+        );
+        // What `wire_name` (serde) says is what `as_str` says.
+        for r in CancelReason::ALL {
+            assert_eq!(crate::wire_name(&r), r.as_str());
+        }
     }
 
     #[test]

@@ -372,9 +372,237 @@ impl ShippingAddress {
     }
 }
 
+/// Declares a wire enum: a unit enum whose values travel as text (JSON, database columns, Kafka
+/// headers, query strings, command-line arguments). Each variant's wire name is written once,
+/// and serde (`#[serde(rename)]`), `as_str`, `Display` and `FromStr` all use it; `ALL` lists
+/// every value in declaration order. It also declares the error `FromStr` answers with for any
+/// other name, which names the allowed ones.
+///
+/// ```text
+/// wire_enum! {
+///     /// Where an order stands.
+///     #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+///     pub enum OrderStatus {
+///         /// Accepted; the saga runs.
+///         Pending = "PENDING",
+///         /// The customer has it.
+///         Delivered = "DELIVERED",
+///     }
+///     /// A name that is no order status.
+///     pub struct UnknownOrderStatus("order status", any_case);
+/// }
+/// ```
+///
+/// The enum derives `Clone` and `Copy` (listed by the caller, with whatever else it needs); the
+/// macro derives `Serialize` and `Deserialize` itself, so they are never listed. The error is a
+/// `struct Name(pub String)` holding the refused text; its message reads `unknown <noun> "x"
+/// (expected one of A, B, C)`. Options after the noun:
+/// - `any_case`: `FromStr` also accepts the names in any ASCII case (serde never does: what
+///   travels is exact);
+/// - `all_by_ref`: `ALL` is a `&'static [Self]` rather than an array.
+///
+/// A wire name is matched as a `tt`, not a `literal`: a `literal` fragment reaches derives
+/// wrapped in an invisible group, and utoipa's `ToSchema` then ignores the `#[serde(rename)]`
+/// (the OpenAPI documents would list `Pending` instead of `PENDING`).
+macro_rules! wire_enum {
+    (@any_case) => { false };
+    (@any_case any_case $($rest:ident)*) => { true };
+    (@any_case all_by_ref $($rest:ident)*) => { $crate::values::wire_enum!(@any_case $($rest)*) };
+
+    (@all [$($variant:ident)+]) => {
+        /// Every value, in declaration order.
+        pub const ALL: [Self; [$(stringify!($variant)),+].len()] = [$(Self::$variant),+];
+    };
+    (@all [$($variant:ident)+] all_by_ref $($rest:ident)*) => {
+        /// Every value, in declaration order.
+        pub const ALL: &'static [Self] = &[$(Self::$variant),+];
+    };
+    (@all [$($variant:ident)+] any_case $($rest:ident)*) => {
+        $crate::values::wire_enum!(@all [$($variant)+] $($rest)*);
+    };
+
+    (
+        $(#[$meta:meta])*
+        $vis:vis enum $name:ident {
+            $( $(#[$vmeta:meta])* $variant:ident = $wire:tt ),+ $(,)?
+        }
+        $(#[$emeta:meta])*
+        $evis:vis struct $error:ident($what:literal $(, $option:ident)* $(,)?);
+    ) => {
+        $(#[$meta])*
+        #[derive(::serde::Serialize, ::serde::Deserialize)]
+        $vis enum $name {
+            $(
+                $(#[$vmeta])*
+                #[serde(rename = $wire)]
+                $variant,
+            )+
+        }
+
+        impl $name {
+            $crate::values::wire_enum!(@all [$($variant)+] $($option)*);
+
+            /// Whether `FromStr` ignores ASCII case.
+            const ANY_CASE: bool = $crate::values::wire_enum!(@any_case $($option)*);
+
+            /// The wire name: what JSON, the database and Kafka carry.
+            pub const fn as_str(self) -> &'static str {
+                match self {
+                    $(Self::$variant => $wire,)+
+                }
+            }
+        }
+
+        impl ::std::fmt::Display for $name {
+            fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl ::std::str::FromStr for $name {
+            type Err = $error;
+
+            fn from_str(s: &str) -> ::std::result::Result<Self, Self::Err> {
+                match s {
+                    $($wire => Ok(Self::$variant),)+
+                    _ if Self::ANY_CASE => Self::ALL
+                        .iter()
+                        .copied()
+                        .find(|v| v.as_str().eq_ignore_ascii_case(s))
+                        .ok_or_else(|| $error(s.to_owned())),
+                    _ => Err($error(s.to_owned())),
+                }
+            }
+        }
+
+        $(#[$emeta])*
+        #[derive(Debug, Clone, PartialEq, Eq)]
+        $evis struct $error(pub String);
+
+        impl ::std::fmt::Display for $error {
+            fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
+                write!(f, "unknown {} {:?} (expected one of ", $what, self.0)?;
+                for (i, value) in $name::ALL.iter().enumerate() {
+                    if i > 0 {
+                        f.write_str(", ")?;
+                    }
+                    f.write_str(value.as_str())?;
+                }
+                f.write_str(")")
+            }
+        }
+
+        impl ::std::error::Error for $error {}
+    };
+}
+pub(crate) use wire_enum;
+
+/// Checks a [`wire_enum!`] type: every value round-trips through its name, `Display` and serde,
+/// names are distinct, other case is accepted by `FromStr` only when `any_case` (by serde never),
+/// and an unknown name is refused with an error that names every allowed one.
+#[cfg(test)]
+pub(crate) fn check_wire_enum<T>(all: &[T], as_str: fn(T) -> &'static str, any_case: bool)
+where
+    T: Copy + fmt::Debug + PartialEq + fmt::Display + std::str::FromStr + Serialize,
+    T: serde::de::DeserializeOwned,
+    <T as std::str::FromStr>::Err: fmt::Debug + fmt::Display,
+{
+    use serde_json::{json, Value};
+    let names: std::collections::BTreeSet<&str> = all.iter().map(|v| as_str(*v)).collect();
+    assert_eq!(names.len(), all.len(), "wire names repeat: {names:?}");
+    for &v in all {
+        let name = as_str(v);
+        assert_eq!(name.parse::<T>().ok(), Some(v), "{name}");
+        assert_eq!(v.to_string(), name);
+        assert_eq!(serde_json::to_value(v).ok(), Some(json!(name)));
+        assert_eq!(serde_json::from_value::<T>(json!(name)).ok(), Some(v));
+        for other in [name.to_ascii_lowercase(), name.to_ascii_uppercase()] {
+            if other == name {
+                continue;
+            }
+            assert_eq!(other.parse::<T>().ok(), any_case.then_some(v), "{other}");
+            assert!(serde_json::from_value::<T>(Value::String(other)).is_err());
+        }
+    }
+    for unknown in ["", "no such value", "PENDING.", " admin"] {
+        if names.contains(unknown) {
+            continue;
+        }
+        let refused = unknown.parse::<T>().err().map(|e| e.to_string());
+        let message = refused.unwrap_or_else(|| panic!("{unknown:?} was accepted"));
+        assert!(message.contains(&format!("{unknown:?}")), "{message}");
+        let expected = names_in_order(all, as_str);
+        assert!(
+            message.ends_with(&format!("(expected one of {expected})")),
+            "{message}"
+        );
+        assert!(serde_json::from_value::<T>(json!(unknown)).is_err());
+    }
+}
+
+#[cfg(test)]
+fn names_in_order<T: Copy>(all: &[T], as_str: fn(T) -> &'static str) -> String {
+    all.iter()
+        .map(|v| as_str(*v))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    wire_enum! {
+        /// A wire enum of every shape the macro takes: names that are no identifier, mixed case.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        enum Sample {
+            /// Dotted.
+            Dotted = "sample.dotted-name",
+            /// Upper case.
+            Upper = "UPPER_CASE",
+            /// Lower case.
+            Lower = "lower",
+        }
+        /// No sample.
+        struct UnknownSample("sample");
+    }
+
+    wire_enum! {
+        /// The same, parsed in any case and listed by reference.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        enum Loose {
+            /// One.
+            One = "ONE",
+            /// Two.
+            Two = "two",
+        }
+        /// No loose one.
+        struct UnknownLoose("loose one", any_case, all_by_ref);
+    }
+
+    #[test]
+    fn wire_enums_round_trip_by_their_one_name() {
+        check_wire_enum(&Sample::ALL, Sample::as_str, false);
+        check_wire_enum(Loose::ALL, Loose::as_str, true);
+        assert_eq!(Sample::ALL, [Sample::Dotted, Sample::Upper, Sample::Lower]);
+        assert_eq!(
+            "nope".parse::<Sample>().map_err(|e| e.to_string()),
+            Err(
+                r#"unknown sample "nope" (expected one of sample.dotted-name, UPPER_CASE, lower)"#
+                    .to_owned()
+            )
+        );
+        assert_eq!("Sample.Dotted-Name".parse::<Sample>().ok(), None);
+        assert_eq!("tWo".parse::<Loose>().ok(), Some(Loose::Two));
+        assert_eq!(
+            "three".parse::<Loose>(),
+            Err(UnknownLoose("three".to_owned()))
+        );
+        assert_eq!(
+            serde_json::to_string(&[Sample::Dotted, Sample::Lower]).ok(),
+            Some(r#"["sample.dotted-name","lower"]"#.to_owned())
+        );
+    }
 
     #[test]
     fn shipping_addresses_are_checked_field_by_field() {

@@ -22,15 +22,14 @@ use axum::extract::State;
 use axum::routing::get;
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
-use oms_contracts::api::{CarrierKnobs, Page, Problem, ShipmentStatus, ShipmentView};
+use oms_contracts::api::{
+    CarrierKnobs, Page, Problem, ShipmentStatus, ShipmentView, UnknownShipmentStatus,
+};
 use oms_contracts::messages::{
     CancelReason, FailReason, ShipmentCancelled, ShipmentDelivered, ShipmentFailed, ShipmentPicked,
     ShipmentShipped,
 };
-use oms_contracts::{
-    from_wire_name, wire_name, Envelope, Message, OrderId, PricedLine, ServiceId, ShippingAddress,
-    Topics,
-};
+use oms_contracts::{Envelope, Message, OrderId, PricedLine, ServiceId, ShippingAddress, Topics};
 use oms_runtime::auth::{Admin, Operator};
 use oms_runtime::config::{parse_duration, RuntimeConfig};
 use oms_runtime::http::{list_filters, page_of, ApiError, ApiJson, ApiPath, ApiQuery};
@@ -40,7 +39,7 @@ use oms_runtime::prometheus_client::metrics::family::Family;
 use oms_runtime::service::RuntimeError;
 use oms_runtime::{outbox, Handler, HandlerContext, HandlerError, Runtime};
 use serde::Deserialize;
-use sqlx::{PgConnection, PgPool, Row};
+use sqlx::{PgConnection, PgPool};
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -175,29 +174,43 @@ struct Shipment {
 const SHIPMENT_FIELDS: &str = "order_id, shipment_id, correlation_id, status, lines, \
      shipping_address, tracking_number, fail_reason, attempts, traceparent";
 
-fn shipment(row: &sqlx::postgres::PgRow) -> Result<Shipment, sqlx::Error> {
-    let bad = |what: String| sqlx::Error::Decode(what.into());
-    let status: ShipmentStatus = row.get::<&str, _>("status").parse().map_err(bad)?;
-    let lines =
-        serde_json::from_value(row.get("lines")).map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
+/// The `SHIPMENT_FIELDS` of a row of `shipments`.
+#[derive(sqlx::FromRow)]
+struct ShipmentRow {
+    order_id: Uuid,
+    shipment_id: Uuid,
+    correlation_id: Uuid,
+    status: String,
+    lines: serde_json::Value,
+    shipping_address: Option<serde_json::Value>,
+    tracking_number: Option<String>,
+    fail_reason: Option<String>,
+    attempts: i32,
+    traceparent: Option<String>,
+}
+
+fn shipment(row: ShipmentRow) -> Result<Shipment, sqlx::Error> {
+    let status: ShipmentStatus = row
+        .status
+        .parse()
+        .map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
+    let lines = serde_json::from_value(row.lines).map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
     let shipping_address = row
-        .get::<Option<serde_json::Value>, _>("shipping_address")
+        .shipping_address
         .map(serde_json::from_value)
         .transpose()
         .map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
     Ok(Shipment {
-        order_id: OrderId(row.get("order_id")),
-        shipment_id: row.get("shipment_id"),
-        correlation_id: row.get("correlation_id"),
+        order_id: OrderId(row.order_id),
+        shipment_id: row.shipment_id,
+        correlation_id: row.correlation_id,
         status,
         lines,
         shipping_address,
-        tracking_number: row.get("tracking_number"),
-        fail_reason: row
-            .get::<Option<&str>, _>("fail_reason")
-            .and_then(from_wire_name),
-        attempts: row.get("attempts"),
-        traceparent: row.get("traceparent"),
+        tracking_number: row.tracking_number,
+        fail_reason: row.fail_reason.and_then(|r| r.parse().ok()),
+        attempts: row.attempts,
+        traceparent: row.traceparent,
     })
 }
 
@@ -205,13 +218,13 @@ async fn lock_shipment(
     conn: &mut PgConnection,
     order: OrderId,
 ) -> Result<Option<Shipment>, sqlx::Error> {
-    let row = sqlx::query(&format!(
+    let row = sqlx::query_as::<_, ShipmentRow>(&format!(
         "SELECT {SHIPMENT_FIELDS} FROM shipments WHERE order_id = $1 FOR UPDATE"
     ))
     .bind(order.0)
     .fetch_optional(conn)
     .await?;
-    row.as_ref().map(shipment).transpose()
+    row.map(shipment).transpose()
 }
 
 impl Shipment {
@@ -345,7 +358,7 @@ impl Handler for FulfillmentHandler {
                         .bind(cmd.order_id.0)
                         .bind(shipment_id)
                         .bind(envelope.correlation_id)
-                        .bind(wire_name(&cmd.reason))
+                        .bind(cmd.reason.as_str())
                         .execute(ctx.tx())
                         .await?;
                         count_outcome_after_commit(&self.outcomes, ctx, "cancelled");
@@ -374,7 +387,7 @@ async fn set_cancelled(
          updated_at = now() WHERE order_id = $1",
     )
     .bind(order.0)
-    .bind(wire_name(&reason))
+    .bind(reason.as_str())
     .execute(conn)
     .await?;
     Ok(())
@@ -457,15 +470,16 @@ impl CarrierWorker {
     /// due.
     async fn tick(&self) -> Result<Next, sqlx::Error> {
         let mut tx = self.pool.begin().await?;
-        let rows = sqlx::query(&format!(
+        let rows = sqlx::query_as::<_, ShipmentRow>(&format!(
             "SELECT {SHIPMENT_FIELDS} FROM shipments WHERE next_at <= now() \
              ORDER BY next_at LIMIT $1 FOR UPDATE SKIP LOCKED"
         ))
         .bind(CARRIER_BATCH)
         .fetch_all(&mut *tx)
         .await?;
+        let due = rows.len();
         let mut counted = Vec::new();
-        for row in &rows {
+        for row in rows {
             let s = shipment(row)?;
             let span = tracing::info_span!(
                 "carrier step",
@@ -479,7 +493,7 @@ impl CarrierWorker {
                 counted.push(outcome);
             }
         }
-        let next = if rows.len() as i64 == CARRIER_BATCH {
+        let next = if due as i64 == CARRIER_BATCH {
             Next::Now
         } else {
             // Our own moves included; rows another replica holds count as they were.
@@ -493,7 +507,7 @@ impl CarrierWorker {
                 None => Next::Idle,
                 // Due already: a step we just made (go on at once), or a row another replica
                 // holds (look again shortly rather than spin on it).
-                Some(s) if s <= 0.0 && !rows.is_empty() => Next::Now,
+                Some(s) if s <= 0.0 && due > 0 => Next::Now,
                 Some(s) if s <= 0.0 => Next::After(HELD_ELSEWHERE),
                 Some(s) => Next::After(Duration::try_from_secs_f64(s).unwrap_or(Duration::MAX)),
             }
@@ -608,7 +622,7 @@ impl CarrierWorker {
                     _ => None,
                 };
                 let fail_reason = match &fact {
-                    Message::FulfillmentFailed(m) => Some(wire_name(&m.reason)),
+                    Message::FulfillmentFailed(m) => Some(m.reason.as_str()),
                     _ => None,
                 };
                 sqlx::query(
@@ -667,32 +681,54 @@ const VIEW_COLUMNS: &str = "order_id, shipment_id, status, customer_id, lines, s
      tracking_number, fail_reason, cancel_reason, attempts, last_error, created_at, updated_at, \
      picked_at, shipped_at, delivered_at";
 
-fn shipment_view(r: &sqlx::postgres::PgRow) -> Result<ShipmentView, ApiError> {
+/// The `VIEW_COLUMNS` of a row of `shipments`.
+#[derive(sqlx::FromRow)]
+struct ShipmentViewRow {
+    order_id: Uuid,
+    shipment_id: Uuid,
+    status: String,
+    customer_id: Option<String>,
+    lines: serde_json::Value,
+    shipping_address: Option<serde_json::Value>,
+    tracking_number: Option<String>,
+    fail_reason: Option<String>,
+    cancel_reason: Option<String>,
+    attempts: i32,
+    last_error: Option<String>,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+    picked_at: Option<DateTime<Utc>>,
+    shipped_at: Option<DateTime<Utc>>,
+    delivered_at: Option<DateTime<Utc>>,
+}
+
+fn shipment_view(r: &ShipmentViewRow) -> Result<ShipmentView, ApiError> {
     let internal = |e: &dyn std::fmt::Display| ApiError::internal(e);
     Ok(ShipmentView {
-        order_id: r.get("order_id"),
-        shipment_id: r.get("shipment_id"),
+        order_id: r.order_id,
+        shipment_id: r.shipment_id,
         status: r
-            .get::<&str, _>("status")
+            .status
             .parse()
-            .map_err(|e: String| internal(&e))?,
-        customer_id: r.get("customer_id"),
-        lines: serde_json::from_value(r.get("lines")).map_err(|e| internal(&e))?,
+            .map_err(|e: UnknownShipmentStatus| internal(&e))?,
+        customer_id: r.customer_id.clone(),
+        lines: Deserialize::deserialize(&r.lines).map_err(|e| internal(&e))?,
         shipping_address: r
-            .get::<Option<serde_json::Value>, _>("shipping_address")
-            .map(serde_json::from_value)
+            .shipping_address
+            .as_ref()
+            .map(Deserialize::deserialize)
             .transpose()
             .map_err(|e| internal(&e))?,
-        tracking_number: r.get("tracking_number"),
-        fail_reason: r.get("fail_reason"),
-        cancel_reason: r.get("cancel_reason"),
-        attempts: r.get("attempts"),
-        last_error: r.get("last_error"),
-        created_at: r.get("created_at"),
-        updated_at: r.get("updated_at"),
-        picked_at: r.get("picked_at"),
-        shipped_at: r.get("shipped_at"),
-        delivered_at: r.get("delivered_at"),
+        tracking_number: r.tracking_number.clone(),
+        fail_reason: r.fail_reason.clone(),
+        cancel_reason: r.cancel_reason.clone(),
+        attempts: r.attempts,
+        last_error: r.last_error.clone(),
+        created_at: r.created_at,
+        updated_at: r.updated_at,
+        picked_at: r.picked_at,
+        shipped_at: r.shipped_at,
+        delivered_at: r.delivered_at,
     })
 }
 
@@ -709,7 +745,7 @@ async fn get_shipment(
     State(state): State<AppState>,
     ApiPath(order_id): ApiPath<Uuid>,
 ) -> Result<Json<ShipmentView>, ApiError> {
-    let row = sqlx::query(&format!(
+    let row = sqlx::query_as::<_, ShipmentViewRow>(&format!(
         "SELECT {VIEW_COLUMNS} FROM shipments WHERE order_id = $1"
     ))
     .bind(order_id)
@@ -750,7 +786,7 @@ async fn list_shipments(
 ) -> Result<Json<Page<ShipmentView>>, ApiError> {
     let statuses: Vec<&str> = ShipmentStatus::ALL.iter().map(|s| s.as_str()).collect();
     let (status, limit) = list_filters(q.status, &statuses, q.limit, (100, 10_000))?;
-    let rows = sqlx::query(&format!(
+    let rows = sqlx::query_as::<_, ShipmentViewRow>(&format!(
         "SELECT {VIEW_COLUMNS} FROM shipments \
          WHERE ($1::text IS NULL OR status = $1) AND ($2::uuid IS NULL OR order_id < $2) \
          ORDER BY order_id DESC LIMIT $3"
@@ -760,12 +796,7 @@ async fn list_shipments(
     .bind(limit + 1)
     .fetch_all(&state.pool)
     .await?;
-    Ok(Json(page_of(
-        rows,
-        limit,
-        |r| r.get("order_id"),
-        shipment_view,
-    )?))
+    Ok(Json(page_of(rows, limit, |r| r.order_id, shipment_view)?))
 }
 
 /// The simulated carrier's fault knobs.

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use oms_contracts::messages::RejectReason;
 use oms_contracts::{Currency, Money, OrderId, OrderLine, PricedLine, ProductId};
-use sqlx::{PgConnection, Row};
+use sqlx::PgConnection;
 use uuid::Uuid;
 
 /// What a reservation attempt came to.
@@ -103,7 +103,7 @@ pub async fn lock_reservation(
     conn: &mut PgConnection,
     order: OrderId,
 ) -> Result<Option<Stored>, sqlx::Error> {
-    let Some(row) = sqlx::query(
+    let Some(row) = sqlx::query_as::<_, ReservationRow>(
         "SELECT status, correlation_id, lines, total_minor, currency, reject_reason, rejected_ids, expires_at \
          FROM reservations WHERE order_id = $1 FOR UPDATE",
     )
@@ -113,18 +113,17 @@ pub async fn lock_reservation(
     else {
         return Ok(None);
     };
-    let status = Status::parse(row.get("status"))?;
+    let status = Status::parse(&row.status)?;
     let lines: Vec<PricedLine> =
-        serde_json::from_value(row.get("lines")).map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
+        serde_json::from_value(row.lines).map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
     let outcome = match status {
         Status::Reserved => {
-            let currency: Option<String> = row.get("currency");
-            let total = currency
+            let total = row
+                .currency
                 .as_deref()
                 .and_then(|c| Currency::try_from(c).ok())
-                .and_then(|c| Money::new(row.get::<Option<i64>, _>("total_minor")?, c).ok());
-            let expires_at: Option<DateTime<Utc>> = row.get("expires_at");
-            match (total, expires_at) {
+                .and_then(|c| Money::new(row.total_minor?, c).ok());
+            match (total, row.expires_at) {
                 (Some(total), Some(expires_at)) => Some(Reservation::Reserved {
                     lines: lines.clone(),
                     total,
@@ -134,15 +133,15 @@ pub async fn lock_reservation(
             }
         }
         Status::Rejected => {
-            let reason: Option<String> = row.get("reject_reason");
-            let reason = match reason.as_deref() {
-                Some("UNKNOWN_PRODUCT") => RejectReason::UnknownProduct,
-                _ => RejectReason::OutOfStock,
-            };
-            let ids: Vec<String> = row.get("rejected_ids");
+            let reason = row
+                .reject_reason
+                .as_deref()
+                .and_then(|r| r.parse().ok())
+                .unwrap_or(RejectReason::OutOfStock);
             Some(Reservation::Rejected {
                 reason,
-                product_ids: ids
+                product_ids: row
+                    .rejected_ids
                     .into_iter()
                     .filter_map(|id| ProductId::try_from(id).ok())
                     .collect(),
@@ -152,10 +151,23 @@ pub async fn lock_reservation(
     };
     Ok(Some(Stored {
         status,
-        correlation_id: row.get("correlation_id"),
+        correlation_id: row.correlation_id,
         lines,
         outcome,
     }))
+}
+
+/// What [`lock_reservation`] reads of a row of `reservations`.
+#[derive(sqlx::FromRow)]
+struct ReservationRow {
+    status: String,
+    correlation_id: Uuid,
+    lines: serde_json::Value,
+    total_minor: Option<i64>,
+    currency: Option<String>,
+    reject_reason: Option<String>,
+    rejected_ids: Vec<String>,
+    expires_at: Option<DateTime<Utc>>,
 }
 
 struct Locked {
@@ -166,7 +178,7 @@ struct Locked {
 
 /// Locks the given products in id order; returns those that exist.
 async fn lock_products(conn: &mut PgConnection, ids: &[&str]) -> Result<Vec<Locked>, StockError> {
-    let rows = sqlx::query(
+    let rows = sqlx::query_as::<_, ProductRow>(
         "SELECT id, unit_price_minor, currency, available FROM products \
          WHERE id = ANY($1) ORDER BY id FOR UPDATE",
     )
@@ -175,18 +187,26 @@ async fn lock_products(conn: &mut PgConnection, ids: &[&str]) -> Result<Vec<Lock
     .await?;
     rows.into_iter()
         .map(|r| {
-            let currency: String = r.get("currency");
-            let currency = Currency::try_from(currency.as_str())
+            let currency = Currency::try_from(r.currency.as_str())
                 .map_err(|e| StockError::Invalid(e.to_string()))?;
-            let price = Money::new(r.get("unit_price_minor"), currency)
+            let price = Money::new(r.unit_price_minor, currency)
                 .map_err(|e| StockError::Invalid(e.to_string()))?;
             Ok(Locked {
-                id: r.get("id"),
+                id: r.id,
                 price,
-                available: r.get("available"),
+                available: r.available,
             })
         })
         .collect()
+}
+
+/// What [`lock_products`] reads of a row of `products`.
+#[derive(sqlx::FromRow)]
+struct ProductRow {
+    id: String,
+    unit_price_minor: i64,
+    currency: String,
+    available: i32,
 }
 
 /// Moves `quantity` of a (locked) product between the stock columns.
@@ -253,10 +273,7 @@ pub async fn reserve(
         )
         .bind(order.0)
         .bind(correlation_id)
-        .bind(match reason {
-            RejectReason::OutOfStock => "OUT_OF_STOCK",
-            RejectReason::UnknownProduct => "UNKNOWN_PRODUCT",
-        })
+        .bind(reason.as_str())
         .bind(&ids)
         .execute(&mut *conn)
         .await?;
@@ -435,7 +452,7 @@ async fn set_status(
 pub async fn lock_one_expired(
     conn: &mut PgConnection,
 ) -> Result<Option<(OrderId, Uuid, Vec<PricedLine>)>, sqlx::Error> {
-    let Some(row) = sqlx::query(
+    let Some(row) = sqlx::query_as::<_, ExpiredRow>(
         "SELECT order_id, correlation_id, lines FROM reservations \
          WHERE status = 'RESERVED' AND expires_at <= now() \
          ORDER BY expires_at LIMIT 1 FOR UPDATE SKIP LOCKED",
@@ -445,13 +462,16 @@ pub async fn lock_one_expired(
     else {
         return Ok(None);
     };
-    let lines =
-        serde_json::from_value(row.get("lines")).map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
-    Ok(Some((
-        OrderId(row.get("order_id")),
-        row.get("correlation_id"),
-        lines,
-    )))
+    let lines = serde_json::from_value(row.lines).map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
+    Ok(Some((OrderId(row.order_id), row.correlation_id, lines)))
+}
+
+/// What [`lock_one_expired`] reads of a row of `reservations`.
+#[derive(sqlx::FromRow)]
+struct ExpiredRow {
+    order_id: Uuid,
+    correlation_id: Uuid,
+    lines: serde_json::Value,
 }
 
 pub use oms_contracts::api::{ProductView, ReservationView};
@@ -463,31 +483,44 @@ fn money(amount_minor: i64, currency: &str) -> Result<Money, sqlx::Error> {
     Money::from_parts(amount_minor, currency).map_err(|e| sqlx::Error::Decode(Box::new(e)))
 }
 
-fn product_view(r: &sqlx::postgres::PgRow) -> Result<ProductView, sqlx::Error> {
-    let available: i32 = r.get("available");
-    let reserved: i32 = r.get("reserved");
+/// The `PRODUCT_COLUMNS` of a row of `products`.
+#[derive(sqlx::FromRow)]
+struct ProductViewRow {
+    id: String,
+    name: String,
+    unit_price_minor: i64,
+    currency: String,
+    available: i32,
+    reserved: i32,
+    sold: i32,
+    initial: i32,
+    adjusted: i32,
+    updated_at: DateTime<Utc>,
+}
+
+fn product_view(r: ProductViewRow) -> Result<ProductView, sqlx::Error> {
     Ok(ProductView {
-        product_id: r.get("id"),
-        name: r.get("name"),
-        unit_price: money(r.get("unit_price_minor"), r.get::<&str, _>("currency"))?,
-        available,
-        reserved,
-        sold: r.get("sold"),
-        on_hand: available + reserved,
-        initial: r.get("initial"),
-        adjusted: r.get("adjusted"),
-        updated_at: r.get("updated_at"),
+        product_id: r.id,
+        name: r.name,
+        unit_price: money(r.unit_price_minor, &r.currency)?,
+        available: r.available,
+        reserved: r.reserved,
+        sold: r.sold,
+        on_hand: r.available + r.reserved,
+        initial: r.initial,
+        adjusted: r.adjusted,
+        updated_at: r.updated_at,
     })
 }
 
 /// The whole catalog, by id.
 pub async fn products(conn: &mut PgConnection) -> Result<Vec<ProductView>, sqlx::Error> {
-    let rows = sqlx::query(&format!(
+    let rows = sqlx::query_as::<_, ProductViewRow>(&format!(
         "SELECT {PRODUCT_COLUMNS} FROM products ORDER BY id"
     ))
     .fetch_all(conn)
     .await?;
-    rows.iter().map(product_view).collect()
+    rows.into_iter().map(product_view).collect()
 }
 
 /// One product.
@@ -495,13 +528,13 @@ pub async fn product(
     conn: &mut PgConnection,
     id: &str,
 ) -> Result<Option<ProductView>, sqlx::Error> {
-    let row = sqlx::query(&format!(
+    let row = sqlx::query_as::<_, ProductViewRow>(&format!(
         "SELECT {PRODUCT_COLUMNS} FROM products WHERE id = $1"
     ))
     .bind(id)
     .fetch_optional(conn)
     .await?;
-    row.as_ref().map(product_view).transpose()
+    row.map(product_view).transpose()
 }
 
 /// Sets a product's available stock, recording the difference as an adjustment.
@@ -510,7 +543,7 @@ pub async fn set_available(
     id: &str,
     available: i32,
 ) -> Result<Option<ProductView>, sqlx::Error> {
-    let row = sqlx::query(&format!(
+    let row = sqlx::query_as::<_, ProductViewRow>(&format!(
         "UPDATE products SET adjusted = adjusted + ($2 - available), available = $2, updated_at = now() \
          WHERE id = $1 RETURNING {PRODUCT_COLUMNS}"
     ))
@@ -518,7 +551,7 @@ pub async fn set_available(
     .bind(available)
     .fetch_optional(conn)
     .await?;
-    row.as_ref().map(product_view).transpose()
+    row.map(product_view).transpose()
 }
 
 const RESERVATION_COLUMNS: &str = "order_id, status, lines, total_minor, currency, reject_reason, \
@@ -529,13 +562,13 @@ pub async fn reservation_view(
     conn: &mut PgConnection,
     order: Uuid,
 ) -> Result<Option<ReservationView>, sqlx::Error> {
-    let row = sqlx::query(&format!(
+    let row = sqlx::query_as::<_, ReservationViewRow>(&format!(
         "SELECT {RESERVATION_COLUMNS} FROM reservations WHERE order_id = $1"
     ))
     .bind(order)
     .fetch_optional(conn)
     .await?;
-    row.as_ref().map(reservation).transpose()
+    row.map(reservation).transpose()
 }
 
 /// Reservations, newest first.
@@ -544,7 +577,7 @@ pub async fn reservation_list(
     status: Option<&str>,
     limit: i64,
 ) -> Result<Vec<ReservationView>, sqlx::Error> {
-    let rows = sqlx::query(&format!(
+    let rows = sqlx::query_as::<_, ReservationViewRow>(&format!(
         "SELECT {RESERVATION_COLUMNS} FROM reservations WHERE ($1::text IS NULL OR status = $1) \
          ORDER BY created_at DESC LIMIT $2"
     ))
@@ -552,25 +585,38 @@ pub async fn reservation_list(
     .bind(limit)
     .fetch_all(conn)
     .await?;
-    rows.iter().map(reservation).collect()
+    rows.into_iter().map(reservation).collect()
 }
 
-fn reservation(r: &sqlx::postgres::PgRow) -> Result<ReservationView, sqlx::Error> {
-    let total_minor: Option<i64> = r.get("total_minor");
-    let currency: Option<String> = r.get("currency");
+/// The `RESERVATION_COLUMNS` of a row of `reservations`.
+#[derive(sqlx::FromRow)]
+struct ReservationViewRow {
+    order_id: Uuid,
+    status: String,
+    lines: serde_json::Value,
+    total_minor: Option<i64>,
+    currency: Option<String>,
+    reject_reason: Option<String>,
+    rejected_ids: Vec<String>,
+    expires_at: Option<DateTime<Utc>>,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+}
+
+fn reservation(r: ReservationViewRow) -> Result<ReservationView, sqlx::Error> {
     Ok(ReservationView {
-        order_id: r.get("order_id"),
-        status: r.get("status"),
-        lines: serde_json::from_value(r.get("lines"))
-            .map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
-        total: total_minor
-            .zip(currency)
+        order_id: r.order_id,
+        status: r.status,
+        lines: serde_json::from_value(r.lines).map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
+        total: r
+            .total_minor
+            .zip(r.currency)
             .map(|(a, c)| money(a, &c))
             .transpose()?,
-        reject_reason: r.get("reject_reason"),
-        rejected_product_ids: r.get("rejected_ids"),
-        expires_at: r.get("expires_at"),
-        created_at: r.get("created_at"),
-        updated_at: r.get("updated_at"),
+        reject_reason: r.reject_reason,
+        rejected_product_ids: r.rejected_ids,
+        expires_at: r.expires_at,
+        created_at: r.created_at,
+        updated_at: r.updated_at,
     })
 }

@@ -18,7 +18,7 @@ use oms_runtime::http::{ApiError, ApiQuery};
 use oms_runtime::service::RuntimeError;
 use oms_runtime::{Handler, HandlerContext, HandlerError, Runtime};
 use serde::Deserialize;
-use sqlx::{PgPool, Row};
+use sqlx::PgPool;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -94,10 +94,7 @@ impl Handler for Notifier {
                 ),
             ),
             Message::OrderCancelled(m) => {
-                let reason = serde_json::to_value(m.reason)
-                    .ok()
-                    .and_then(|v| v.as_str().map(str::to_owned))
-                    .unwrap_or_default();
+                let reason = m.reason.as_str().to_owned();
                 let why = m.detail.clone().unwrap_or_else(|| reason.clone());
                 (
                     m.order_id,
@@ -175,7 +172,7 @@ async fn list_notifications(
         errors.insert("limit".to_owned(), "must be between 1 and 1000".to_owned());
         return Err(ApiError::validation(errors));
     }
-    let rows = sqlx::query(
+    let rows = sqlx::query_as::<_, NotificationRow>(
         "SELECT id, order_id, customer_id, kind, reason, message, cause_event_id, created_at \
          FROM notifications \
          WHERE ($1::uuid IS NULL OR order_id = $1) AND ($2::text IS NULL OR customer_id = $2) \
@@ -187,19 +184,30 @@ async fn list_notifications(
     .fetch_all(&pool)
     .await?;
     let items = rows
-        .iter()
+        .into_iter()
         .map(|r| NotificationView {
-            id: r.get("id"),
-            order_id: r.get("order_id"),
-            customer_id: r
-                .get::<Option<String>, _>("customer_id")
-                .and_then(|c| CustomerId::try_from(c).ok()),
-            kind: r.get("kind"),
-            reason: r.get("reason"),
-            message: r.get("message"),
-            cause_event_id: r.get("cause_event_id"),
-            created_at: r.get("created_at"),
+            id: r.id,
+            order_id: r.order_id,
+            customer_id: r.customer_id.and_then(|c| CustomerId::try_from(c).ok()),
+            kind: r.kind,
+            reason: r.reason,
+            message: r.message,
+            cause_event_id: r.cause_event_id,
+            created_at: r.created_at,
         })
         .collect();
     Ok(Json(Page::all(items)))
+}
+
+/// A row of `notifications` as [`list_notifications`] reads it.
+#[derive(sqlx::FromRow)]
+struct NotificationRow {
+    id: i64,
+    order_id: Uuid,
+    customer_id: Option<String>,
+    kind: String,
+    reason: Option<String>,
+    message: String,
+    cause_event_id: Uuid,
+    created_at: chrono::DateTime<chrono::Utc>,
 }

@@ -10,7 +10,9 @@
 
 pub mod validate;
 
-use oms_contracts::api::{CreateOrder, OrderAccepted, OrderStatus, OrderView, Page, Problem};
+use oms_contracts::api::{
+    CreateOrder, OrderAccepted, OrderStatus, OrderView, Page, Problem, UnknownOrderStatus,
+};
 use oms_contracts::{CustomerId, Money, ServiceId};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -38,7 +40,7 @@ use oms_runtime::prometheus_client::registry::Registry;
 use oms_runtime::service::RuntimeError;
 use oms_runtime::{outbox, Handler, HandlerContext, HandlerError, Runtime};
 use serde::Deserialize;
-use sqlx::{PgPool, Row};
+use sqlx::PgPool;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -207,21 +209,10 @@ pub struct OrderMetrics {
 impl OrderMetrics {
     fn register(&self, registry: &mut Registry) {
         // Every reason from zero, so a first cancellation shows as a rate, not a new series.
-        for reason in [
-            CancelReason::OutOfStock,
-            CancelReason::UnknownProduct,
-            CancelReason::PaymentDeclined,
-            CancelReason::Timeout,
-            CancelReason::OperatorCancelled,
-            CancelReason::CustomerCancelled,
-            CancelReason::FulfillmentFailed,
-        ] {
-            if let Some(reason) = serde_json::to_value(reason)
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_owned))
-            {
-                drop(self.cancelled.get_or_create(&ReasonLabel { reason }));
-            }
+        for reason in CancelReason::ALL {
+            drop(self.cancelled.get_or_create(&ReasonLabel {
+                reason: reason.as_str().to_owned(),
+            }));
         }
         registry.register(
             "orders_created",
@@ -288,9 +279,7 @@ impl Handler for OutcomeHandler {
                 (m.order_id, "CONFIRMED", done.rows_affected(), None)
             }
             Message::OrderCancelled(m) => {
-                let reason = serde_json::to_value(m.reason)
-                    .ok()
-                    .and_then(|v| v.as_str().map(str::to_owned));
+                let reason = Some(m.reason.as_str().to_owned());
                 // Before shipping only: the saga cancels a confirmed order only once fulfillment
                 // confirmed its shipment will never leave.
                 let done = sqlx::query(
@@ -611,7 +600,7 @@ async fn replay(
     key: &str,
     request: &serde_json::Value,
 ) -> Result<Response, ApiError> {
-    let row = sqlx::query(
+    let row = sqlx::query_as::<_, IdempotencyRow>(
         "SELECT request, response FROM idempotency_keys WHERE subject = $1 AND key = $2",
     )
     .bind(subject)
@@ -624,15 +613,14 @@ async fn replay(
             "Idempotency-Key is being used by a request that did not finish; retry",
         )
     })?;
-    let first: serde_json::Value = row.get("request");
-    if first != *request {
+    if row.request != *request {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
             "Idempotency-Key was already used with a different request",
         ));
     }
     let response: OrderAccepted =
-        serde_json::from_value(row.get("response")).map_err(|e| ApiError::internal(&e))?;
+        serde_json::from_value(row.response).map_err(|e| ApiError::internal(&e))?;
     Ok((
         StatusCode::OK,
         [(
@@ -649,46 +637,78 @@ const ORDER_COLUMNS: &str =
      cancel_reason, cancel_detail, created_at, updated_at, completed_at, trace_id, \
      shipping_address, picked_at, shipped_at, delivered_at, tracking_number, cancel_requested_at";
 
-fn order_view(r: &sqlx::postgres::PgRow) -> Result<OrderView, ApiError> {
-    let total_minor: Option<i64> = r.get("total_minor");
-    let currency: Option<String> = r.get("currency");
-    let total = match total_minor.zip(currency) {
-        Some((a, c)) => Some(Money::from_parts(a, &c).map_err(|e| ApiError::internal(&e))?),
+/// The `ORDER_COLUMNS` of a row of `orders`.
+#[derive(sqlx::FromRow)]
+struct OrderRow {
+    id: Uuid,
+    customer_id: String,
+    status: String,
+    items: serde_json::Value,
+    lines: Option<serde_json::Value>,
+    total_minor: Option<i64>,
+    currency: Option<String>,
+    payment_id: Option<Uuid>,
+    cancel_reason: Option<String>,
+    cancel_detail: Option<String>,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+    completed_at: Option<DateTime<Utc>>,
+    trace_id: Option<String>,
+    shipping_address: Option<serde_json::Value>,
+    picked_at: Option<DateTime<Utc>>,
+    shipped_at: Option<DateTime<Utc>>,
+    delivered_at: Option<DateTime<Utc>>,
+    tracking_number: Option<String>,
+    cancel_requested_at: Option<DateTime<Utc>>,
+}
+
+/// The request and first answer an `Idempotency-Key` was used with.
+#[derive(sqlx::FromRow)]
+struct IdempotencyRow {
+    request: serde_json::Value,
+    response: serde_json::Value,
+}
+
+fn order_view(r: &OrderRow) -> Result<OrderView, ApiError> {
+    let total = match r.total_minor.zip(r.currency.as_deref()) {
+        Some((a, c)) => Some(Money::from_parts(a, c).map_err(|e| ApiError::internal(&e))?),
         None => None,
     };
     let json = |e: serde_json::Error| ApiError::internal(&e);
     Ok(OrderView {
-        order_id: r.get("id"),
-        customer_id: CustomerId::try_from(r.get::<String, _>("customer_id"))
+        order_id: r.id,
+        customer_id: CustomerId::try_from(r.customer_id.clone())
             .map_err(|e| ApiError::internal(&e))?,
         status: r
-            .get::<String, _>("status")
+            .status
             .parse()
-            .map_err(|e: String| ApiError::internal(&e))?,
-        items: serde_json::from_value(r.get("items")).map_err(json)?,
+            .map_err(|e: UnknownOrderStatus| ApiError::internal(&e))?,
+        items: Deserialize::deserialize(&r.items).map_err(json)?,
         lines: r
-            .get::<Option<serde_json::Value>, _>("lines")
-            .map(serde_json::from_value)
+            .lines
+            .as_ref()
+            .map(Deserialize::deserialize)
             .transpose()
             .map_err(json)?,
         total,
-        payment_id: r.get("payment_id"),
-        cancel_reason: r.get("cancel_reason"),
-        cancel_detail: r.get("cancel_detail"),
-        created_at: r.get("created_at"),
-        updated_at: r.get("updated_at"),
-        completed_at: r.get("completed_at"),
+        payment_id: r.payment_id,
+        cancel_reason: r.cancel_reason.clone(),
+        cancel_detail: r.cancel_detail.clone(),
+        created_at: r.created_at,
+        updated_at: r.updated_at,
+        completed_at: r.completed_at,
         shipping_address: r
-            .get::<Option<serde_json::Value>, _>("shipping_address")
-            .map(serde_json::from_value)
+            .shipping_address
+            .as_ref()
+            .map(Deserialize::deserialize)
             .transpose()
             .map_err(json)?,
-        picked_at: r.get("picked_at"),
-        shipped_at: r.get("shipped_at"),
-        delivered_at: r.get("delivered_at"),
-        tracking_number: r.get("tracking_number"),
-        cancel_requested_at: r.get("cancel_requested_at"),
-        trace_id: r.get("trace_id"),
+        picked_at: r.picked_at,
+        shipped_at: r.shipped_at,
+        delivered_at: r.delivered_at,
+        tracking_number: r.tracking_number.clone(),
+        cancel_requested_at: r.cancel_requested_at,
+        trace_id: r.trace_id.clone(),
     })
 }
 
@@ -706,7 +726,7 @@ async fn get_order(
     ApiPath(id): ApiPath<Uuid>,
 ) -> Result<Json<OrderView>, ApiError> {
     // Another customer's order is as absent as a missing one: its existence does not leak.
-    let row = sqlx::query(&format!(
+    let row = sqlx::query_as::<_, OrderRow>(&format!(
         "SELECT {ORDER_COLUMNS} FROM orders WHERE id = $1 AND ($2::text IS NULL OR customer_id = $2)"
     ))
     .bind(id)
@@ -717,6 +737,17 @@ async fn get_order(
         Some(r) => Ok(Json(order_view(&r)?)),
         None => Err(ApiError::not_found(format!("No order {id}"))),
     }
+}
+
+/// What `POST /orders/{id}/cancel` reads of the order it locks.
+#[derive(sqlx::FromRow)]
+struct CancelRow {
+    customer_id: String,
+    status: String,
+    picked_at: Option<DateTime<Utc>>,
+    shipped_at: Option<DateTime<Utc>>,
+    delivered_at: Option<DateTime<Utc>>,
+    cancel_requested_at: Option<DateTime<Utc>>,
 }
 
 /// Cancels an order before its shipment is picked (idempotent). The answer is 202 with the
@@ -747,7 +778,7 @@ async fn cancel_order(
         ));
     }
     let mut tx = state.pool.begin().await?;
-    let row = sqlx::query(
+    let row = sqlx::query_as::<_, CancelRow>(
         "SELECT customer_id, status, picked_at, shipped_at, delivered_at, cancel_requested_at, correlation          FROM (SELECT *, id AS correlation FROM orders) o          WHERE id = $1 AND ($2::text IS NULL OR customer_id = $2) FOR UPDATE",
     )
     .bind(id)
@@ -755,11 +786,6 @@ async fn cancel_order(
     .fetch_optional(&mut *tx)
     .await?
     .ok_or_else(|| ApiError::not_found(format!("No order {id}")))?;
-    let status: OrderStatus = row
-        .get::<String, _>("status")
-        .parse()
-        .map_err(|e: String| ApiError::internal(&e))?;
-    let at = |column: &str| row.get::<Option<DateTime<Utc>>, _>(column);
     let too_late = |what: &str, when: Option<DateTime<Utc>>| {
         let when = when.map(|w| {
             format!(
@@ -775,15 +801,19 @@ async fn cancel_order(
             ),
         )
     };
+    let status: OrderStatus = row
+        .status
+        .parse()
+        .map_err(|e: UnknownOrderStatus| ApiError::internal(&e))?;
     let code = match status {
         OrderStatus::Cancelled => StatusCode::OK,
-        OrderStatus::Delivered => return Err(too_late("delivered", at("delivered_at"))),
-        OrderStatus::Shipped => return Err(too_late("shipped", at("shipped_at"))),
-        _ if at("picked_at").is_some() => return Err(too_late("picked", at("picked_at"))),
-        _ if at("cancel_requested_at").is_some() => StatusCode::ACCEPTED,
+        OrderStatus::Delivered => return Err(too_late("delivered", row.delivered_at)),
+        OrderStatus::Shipped => return Err(too_late("shipped", row.shipped_at)),
+        _ if row.picked_at.is_some() => return Err(too_late("picked", row.picked_at)),
+        _ if row.cancel_requested_at.is_some() => StatusCode::ACCEPTED,
         OrderStatus::Pending | OrderStatus::Confirmed => {
-            let customer_id = CustomerId::try_from(row.get::<String, _>("customer_id"))
-                .map_err(|e| ApiError::internal(&e))?;
+            let customer_id =
+                CustomerId::try_from(row.customer_id).map_err(|e| ApiError::internal(&e))?;
             let requested_by = caller
                 .subject
                 .clone()
@@ -809,10 +839,11 @@ async fn cancel_order(
             StatusCode::ACCEPTED
         }
     };
-    let view = sqlx::query(&format!("SELECT {ORDER_COLUMNS} FROM orders WHERE id = $1"))
-        .bind(id)
-        .fetch_one(&mut *tx)
-        .await?;
+    let view =
+        sqlx::query_as::<_, OrderRow>(&format!("SELECT {ORDER_COLUMNS} FROM orders WHERE id = $1"))
+            .bind(id)
+            .fetch_one(&mut *tx)
+            .await?;
     let view = order_view(&view)?;
     tx.commit().await?;
     if code == StatusCode::ACCEPTED {
@@ -862,7 +893,7 @@ async fn list_orders(
         q.limit,
         (50, 1000),
     )?;
-    let rows = sqlx::query(&format!(
+    let rows = sqlx::query_as::<_, OrderRow>(&format!(
         "SELECT {ORDER_COLUMNS} FROM orders \
          WHERE ($1::text IS NULL OR status = $1) AND ($2::text IS NULL OR customer_id = $2) \
            AND ($3::uuid IS NULL OR id < $3) \
@@ -874,7 +905,7 @@ async fn list_orders(
     .bind(limit + 1)
     .fetch_all(&state.pool)
     .await?;
-    Ok(Json(page_of(rows, limit, |r| r.get("id"), order_view)?))
+    Ok(Json(page_of(rows, limit, |r| r.id, order_view)?))
 }
 
 #[cfg(test)]

@@ -22,7 +22,7 @@ use axum::{Json, Router};
 use oms_contracts::messages::{
     CancelReason, DeclineReason, PaymentAuthorized, PaymentDeclined, PaymentRefunded, RefundOutcome,
 };
-use oms_contracts::{from_wire_name, wire_name, Currency, Envelope, Message, Money, OrderId};
+use oms_contracts::{Currency, Envelope, Message, Money, OrderId};
 use oms_runtime::auth::{Admin, Operator};
 use oms_runtime::config::RuntimeConfig;
 use oms_runtime::http::{list_filters, page_of, ApiError, ApiJson, ApiPath, ApiQuery};
@@ -32,7 +32,7 @@ use oms_runtime::prometheus_client::metrics::family::Family;
 use oms_runtime::service::RuntimeError;
 use oms_runtime::{Handler, HandlerContext, HandlerError, Parallelism, Runtime};
 use serde::Deserialize;
-use sqlx::{PgConnection, PgPool, Row};
+use sqlx::{PgConnection, PgPool};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -127,7 +127,7 @@ async fn lock_payment(
     conn: &mut PgConnection,
     order: OrderId,
 ) -> Result<Option<Payment>, sqlx::Error> {
-    let Some(row) = sqlx::query(
+    let Some(row) = sqlx::query_as::<_, PaymentRow>(
         "SELECT payment_id, status, amount_minor, currency, decline_reason FROM payments \
          WHERE order_id = $1 FOR UPDATE",
     )
@@ -138,24 +138,32 @@ async fn lock_payment(
         return Ok(None);
     };
     let bad = |what: String| sqlx::Error::Decode(what.into());
-    let status = match row.get::<&str, _>("status") {
+    let status = match row.status.as_str() {
         "AUTHORIZED" => Status::Authorized,
         "DECLINED" => Status::Declined,
         "REFUNDED" => Status::Refunded,
         "VOIDED" => Status::Voided,
         other => return Err(bad(format!("unknown payment status {other:?}"))),
     };
-    let currency = Currency::try_from(row.get::<&str, _>("currency")).map_err(|e| bad(e.0))?;
-    let amount = Money::new(row.get("amount_minor"), currency).map_err(|e| bad(e.0))?;
-    let decline_reason = row
-        .get::<Option<String>, _>("decline_reason")
-        .and_then(|r| from_wire_name(&r));
+    let currency = Currency::try_from(row.currency.as_str()).map_err(|e| bad(e.0))?;
+    let amount = Money::new(row.amount_minor, currency).map_err(|e| bad(e.0))?;
+    let decline_reason = row.decline_reason.and_then(|r| r.parse().ok());
     Ok(Some(Payment {
-        payment_id: row.get("payment_id"),
+        payment_id: row.payment_id,
         status,
         amount,
         decline_reason,
     }))
+}
+
+/// What [`lock_payment`] reads of a row of `payments`.
+#[derive(sqlx::FromRow)]
+struct PaymentRow {
+    payment_id: Uuid,
+    status: String,
+    amount_minor: i64,
+    currency: String,
+    decline_reason: Option<String>,
 }
 
 struct PaymentHandler<G> {
@@ -248,7 +256,7 @@ impl<G: Gateway> Handler for PaymentHandler<G> {
                 .bind(cmd.amount.currency.as_str())
                 .bind(cmd.customer_id.as_str())
                 .bind(&cmd.payment_token)
-                .bind(reason.as_ref().map(wire_name))
+                .bind(reason.map(DeclineReason::as_str))
                 .execute(ctx.tx())
                 .await?;
                 let outcome = if reason.is_none() {
@@ -294,7 +302,7 @@ impl<G: Gateway> Handler for PaymentHandler<G> {
                         )
                         .bind(cmd.order_id.0)
                         .bind(Uuid::now_v7())
-                        .bind(wire_name(&cmd.reason))
+                        .bind(cmd.reason.as_str())
                         .execute(ctx.tx())
                         .await?;
                         self.count_after_commit(ctx, "voided");
@@ -325,7 +333,7 @@ async fn set_refunded(
     )
     .bind(order.0)
     .bind(to.as_str())
-    .bind(wire_name(&reason))
+    .bind(reason.as_str())
     .execute(conn)
     .await?;
     Ok(())
@@ -360,18 +368,33 @@ fn router(state: AppState) -> Router {
 const PAYMENT_COLUMNS: &str = "order_id, payment_id, status, amount_minor, currency, customer_id, \
      decline_reason, refund_reason, created_at, updated_at";
 
-fn payment_view(r: &sqlx::postgres::PgRow) -> Result<PaymentView, ApiError> {
+/// The `PAYMENT_COLUMNS` of a row of `payments`.
+#[derive(sqlx::FromRow)]
+struct PaymentViewRow {
+    order_id: Uuid,
+    payment_id: Uuid,
+    status: String,
+    amount_minor: i64,
+    currency: String,
+    customer_id: Option<String>,
+    decline_reason: Option<String>,
+    refund_reason: Option<String>,
+    created_at: chrono::DateTime<chrono::Utc>,
+    updated_at: chrono::DateTime<chrono::Utc>,
+}
+
+fn payment_view(r: &PaymentViewRow) -> Result<PaymentView, ApiError> {
     Ok(PaymentView {
-        order_id: r.get("order_id"),
-        payment_id: r.get("payment_id"),
-        status: r.get("status"),
-        amount: Money::from_parts(r.get("amount_minor"), r.get::<&str, _>("currency"))
+        order_id: r.order_id,
+        payment_id: r.payment_id,
+        status: r.status.clone(),
+        amount: Money::from_parts(r.amount_minor, &r.currency)
             .map_err(|e| ApiError::internal(&e))?,
-        customer_id: r.get("customer_id"),
-        decline_reason: r.get("decline_reason"),
-        refund_reason: r.get("refund_reason"),
-        created_at: r.get("created_at"),
-        updated_at: r.get("updated_at"),
+        customer_id: r.customer_id.clone(),
+        decline_reason: r.decline_reason.clone(),
+        refund_reason: r.refund_reason.clone(),
+        created_at: r.created_at,
+        updated_at: r.updated_at,
     })
 }
 
@@ -388,7 +411,7 @@ async fn get_payment(
     State(state): State<AppState>,
     ApiPath(order_id): ApiPath<Uuid>,
 ) -> Result<Json<PaymentView>, ApiError> {
-    let row = sqlx::query(&format!(
+    let row = sqlx::query_as::<_, PaymentViewRow>(&format!(
         "SELECT {PAYMENT_COLUMNS} FROM payments WHERE order_id = $1"
     ))
     .bind(order_id)
@@ -434,7 +457,7 @@ async fn list_payments(
         (100, 10_000),
     )?;
     // Newest orders first (order ids are time-ordered UUIDv7), pages by order id.
-    let rows = sqlx::query(&format!(
+    let rows = sqlx::query_as::<_, PaymentViewRow>(&format!(
         "SELECT {PAYMENT_COLUMNS} FROM payments \
          WHERE ($1::text IS NULL OR status = $1) AND ($2::uuid IS NULL OR order_id < $2) \
          ORDER BY order_id DESC LIMIT $3"
@@ -444,12 +467,7 @@ async fn list_payments(
     .bind(limit + 1)
     .fetch_all(&state.pool)
     .await?;
-    Ok(Json(page_of(
-        rows,
-        limit,
-        |r| r.get("order_id"),
-        payment_view,
-    )?))
+    Ok(Json(page_of(rows, limit, |r| r.order_id, payment_view)?))
 }
 
 /// The simulated gateway's fault knobs.

@@ -527,7 +527,7 @@ async fn list_sagas(
         Some(s) => match s.parse::<SagaState>() {
             Ok(state) => Some(state),
             Err(e) => {
-                errors.insert("state".to_owned(), e);
+                errors.insert("state".to_owned(), e.to_string());
                 None
             }
         },

@@ -1,8 +1,9 @@
 //! Sagas and their step history in PostgreSQL. Each saga is locked (`FOR UPDATE`) while an input
 //! is applied, so two inputs for one order never race.
 
+use chrono::{DateTime, Utc};
 use oms_contracts::OrderId;
-use sqlx::{PgConnection, PgExecutor, Row};
+use sqlx::{PgConnection, PgExecutor};
 use uuid::Uuid;
 
 use crate::machine::{Saga, SagaState, Step};
@@ -17,11 +18,12 @@ fn encode(saga: &Saga) -> Result<serde_json::Value, sqlx::Error> {
 
 /// Loads and locks the saga of `order`, if there is one.
 pub async fn lock(conn: &mut PgConnection, order: OrderId) -> Result<Option<Saga>, sqlx::Error> {
-    let row = sqlx::query("SELECT data FROM sagas WHERE order_id = $1 FOR UPDATE")
-        .bind(order.0)
-        .fetch_optional(conn)
-        .await?;
-    row.map(|r| decode(r.get("data"))).transpose()
+    let data: Option<serde_json::Value> =
+        sqlx::query_scalar("SELECT data FROM sagas WHERE order_id = $1 FOR UPDATE")
+            .bind(order.0)
+            .fetch_optional(conn)
+            .await?;
+    data.map(decode).transpose()
 }
 
 /// Locks up to `limit` running sagas whose deadline has passed, skipping any another worker
@@ -30,7 +32,7 @@ pub async fn lock_due(
     conn: &mut PgConnection,
     limit: i64,
 ) -> Result<Vec<(Saga, Option<String>)>, sqlx::Error> {
-    let rows = sqlx::query(
+    let rows = sqlx::query_as::<_, DueRow>(
         "SELECT data, traceparent FROM sagas WHERE deadline_at <= now() \
          ORDER BY deadline_at LIMIT $1 FOR UPDATE SKIP LOCKED",
     )
@@ -38,8 +40,15 @@ pub async fn lock_due(
     .fetch_all(conn)
     .await?;
     rows.into_iter()
-        .map(|r| Ok((decode(r.get("data"))?, r.get("traceparent"))))
+        .map(|r| Ok((decode(r.data)?, r.traceparent)))
         .collect()
+}
+
+/// What [`lock_due`] reads of a row of `sagas`.
+#[derive(sqlx::FromRow)]
+struct DueRow {
+    data: serde_json::Value,
+    traceparent: Option<String>,
 }
 
 /// The state a step records: the fulfillment's once it runs (the step that confirms records
@@ -169,9 +178,18 @@ pub async fn record(
 
 pub use oms_contracts::api::{FulfillmentView, SagaStep, SagaSummary as Summary, SagaView};
 
-fn view(row: &sqlx::postgres::PgRow) -> Result<SagaView, sqlx::Error> {
-    let saga: Saga =
-        serde_json::from_value(row.get("data")).map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
+/// The `VIEW_COLUMNS` of a row of `sagas`.
+#[derive(sqlx::FromRow)]
+struct ViewRow {
+    data: serde_json::Value,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+    stuck: bool,
+    last_step: Option<String>,
+}
+
+fn view(row: ViewRow) -> Result<SagaView, sqlx::Error> {
+    let saga = decode(row.data)?;
     Ok(SagaView {
         order_id: saga.order_id.0,
         correlation_id: saga.correlation_id,
@@ -181,7 +199,7 @@ fn view(row: &sqlx::postgres::PgRow) -> Result<SagaView, sqlx::Error> {
         lines: saga.lines,
         total: saga.total,
         payment_id: saga.payment_id,
-        cancel_reason: saga.cancel_reason.as_ref().map(oms_contracts::wire_name),
+        cancel_reason: saga.cancel_reason.map(|r| r.as_str().to_owned()),
         cancel_detail: saga.cancel_detail,
         payment_requested: saga.payment_requested,
         refund_requested: saga.refund_requested,
@@ -190,15 +208,15 @@ fn view(row: &sqlx::postgres::PgRow) -> Result<SagaView, sqlx::Error> {
             state: f.state,
             shipment_id: f.shipment_id,
             tracking_number: f.tracking_number.clone(),
-            cancel_reason: f.cancel_reason.as_ref().map(oms_contracts::wire_name),
+            cancel_reason: f.cancel_reason.map(|r| r.as_str().to_owned()),
             cancel_refused: f.cancel_refused,
             refund_requested: f.refund_requested,
             deadline_at: saga.deadline_at.filter(|_| !f.state.is_terminal()),
         }),
-        stuck: row.get("stuck"),
-        last_step: row.get("last_step"),
-        created_at: row.get("created_at"),
-        updated_at: row.get("updated_at"),
+        stuck: row.stuck,
+        last_step: row.last_step,
+        created_at: row.created_at,
+        updated_at: row.updated_at,
         steps: None,
     })
 }
@@ -209,7 +227,7 @@ const VIEW_COLUMNS: &str = "order_id, data, created_at, updated_at, \
 
 /// One saga with its history.
 pub async fn find(conn: &mut PgConnection, order: Uuid) -> Result<Option<SagaView>, sqlx::Error> {
-    let Some(row) = sqlx::query(&format!(
+    let Some(row) = sqlx::query_as::<_, ViewRow>(&format!(
         "SELECT {VIEW_COLUMNS} FROM sagas WHERE order_id = $1"
     ))
     .bind(order)
@@ -218,8 +236,8 @@ pub async fn find(conn: &mut PgConnection, order: Uuid) -> Result<Option<SagaVie
     else {
         return Ok(None);
     };
-    let mut saga = view(&row)?;
-    let steps = sqlx::query(
+    let mut saga = view(row)?;
+    let steps = sqlx::query_as::<_, StepView>(
         "SELECT from_state, to_state, input, cause_event_id, applied, note, sent, at \
          FROM saga_steps WHERE order_id = $1 ORDER BY id",
     )
@@ -228,20 +246,33 @@ pub async fn find(conn: &mut PgConnection, order: Uuid) -> Result<Option<SagaVie
     .await?;
     saga.steps = Some(
         steps
-            .iter()
+            .into_iter()
             .map(|r| SagaStep {
-                from: r.get("from_state"),
-                to: r.get("to_state"),
-                input: r.get("input"),
-                cause_event_id: r.get("cause_event_id"),
-                applied: r.get("applied"),
-                note: r.get("note"),
-                sent: r.get("sent"),
-                at: r.get("at"),
+                from: r.from_state,
+                to: r.to_state,
+                input: r.input,
+                cause_event_id: r.cause_event_id,
+                applied: r.applied,
+                note: r.note,
+                sent: r.sent,
+                at: r.at,
             })
             .collect(),
     );
     Ok(Some(saga))
+}
+
+/// A row of `saga_steps` as [`find`] reads it.
+#[derive(sqlx::FromRow)]
+struct StepView {
+    from_state: Option<String>,
+    to_state: String,
+    input: String,
+    cause_event_id: Option<Uuid>,
+    applied: bool,
+    note: String,
+    sent: Vec<String>,
+    at: DateTime<Utc>,
 }
 
 /// What to list.
@@ -262,7 +293,7 @@ pub async fn list(
     db: impl PgExecutor<'_>,
     filter: &ListFilter,
 ) -> Result<Vec<SagaView>, sqlx::Error> {
-    let rows = sqlx::query(&format!(
+    let rows = sqlx::query_as::<_, ViewRow>(&format!(
         "SELECT {VIEW_COLUMNS} FROM sagas \
          WHERE ($1::text IS NULL OR state = $1) \
            AND (NOT $2 OR deadline_at < now()) \
@@ -276,7 +307,7 @@ pub async fn list(
     .bind(filter.limit)
     .fetch_all(db)
     .await?;
-    rows.iter().map(view).collect()
+    rows.into_iter().map(view).collect()
 }
 
 /// Counts for dashboards.
@@ -285,25 +316,26 @@ pub async fn summary(conn: &mut PgConnection) -> Result<Summary, sqlx::Error> {
         .iter()
         .map(|s| (s.as_str().to_owned(), 0))
         .collect();
-    for row in sqlx::query("SELECT state, count(*) AS n FROM sagas GROUP BY state")
-        .fetch_all(&mut *conn)
-        .await?
+    for row in
+        sqlx::query_as::<_, CountRow>("SELECT state, count(*) AS n FROM sagas GROUP BY state")
+            .fetch_all(&mut *conn)
+            .await?
     {
-        by_state.insert(row.get("state"), row.get("n"));
+        by_state.insert(row.state, row.n);
     }
     let mut by_fulfillment_state: std::collections::BTreeMap<String, i64> =
         crate::machine::FulfillmentState::ALL
             .iter()
             .map(|s| (s.as_str().to_owned(), 0))
             .collect();
-    for row in sqlx::query(
+    for row in sqlx::query_as::<_, FulfillmentCountRow>(
         "SELECT fulfillment_state, count(*) AS n FROM sagas \
          WHERE fulfillment_state IS NOT NULL GROUP BY fulfillment_state",
     )
     .fetch_all(&mut *conn)
     .await?
     {
-        by_fulfillment_state.insert(row.get("fulfillment_state"), row.get("n"));
+        by_fulfillment_state.insert(row.fulfillment_state, row.n);
     }
     let stuck: i64 = sqlx::query_scalar("SELECT count(*) FROM sagas WHERE deadline_at < now()")
         .fetch_one(conn)
@@ -313,4 +345,18 @@ pub async fn summary(conn: &mut PgConnection) -> Result<Summary, sqlx::Error> {
         by_fulfillment_state,
         stuck,
     })
+}
+
+/// A state and how many sagas are in it.
+#[derive(sqlx::FromRow)]
+struct CountRow {
+    state: String,
+    n: i64,
+}
+
+/// A fulfillment state and how many sagas are in it.
+#[derive(sqlx::FromRow)]
+struct FulfillmentCountRow {
+    fulfillment_state: String,
+    n: i64,
 }
