@@ -5,8 +5,9 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
+use oms_contracts::api::{OrderAccepted, OrderStatus, OrderView, Problem, ProductView, SetStock};
 use oms_contracts::auth::{Claims, Role};
-use oms_contracts::routes::{Method, Route, RouteSpec};
+use oms_contracts::routes::{self, Method, Route, RouteSpec};
 use oms_contracts::Topics;
 use oms_runtime::auth::AuthConfig;
 use oms_runtime::config::{LogFormat, OutboxWakeup, RuntimeConfig};
@@ -240,7 +241,7 @@ impl Stack {
     }
 
     /// Claims signed with this stack's secret as they are (expired ones, foreign audiences...).
-    pub fn sign(&self, claims: &serde_json::Value) -> anyhow::Result<String> {
+    pub fn sign(&self, claims: &impl Serialize) -> anyhow::Result<String> {
         Ok(jsonwebtoken::encode(
             &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
             claims,
@@ -408,12 +409,10 @@ impl Stack {
         params: &[&str],
         body: &B,
     ) -> anyhow::Result<A> {
-        let (status, text) = self.call_raw(route.spec, params, body, None).await?;
-        if !(200..300).contains(&status) {
-            bail!("{}: {status} {text}", route.spec);
-        }
-        serde_json::from_str(&text)
-            .with_context(|| format!("{}: unreadable answer {text}", route.spec))
+        let (status, text) = self
+            .exchange(route.spec, params, &[], json_body(body)?, None, &[])
+            .await?;
+        success(route.spec, status, &text)
     }
 
     /// `GET`s `route`: [`Stack::call`] without a body.
@@ -425,6 +424,20 @@ impl Stack {
         self.call(route, params, &()).await
     }
 
+    /// `GET`s `route` with a query string (`?limit=2&cursor=...`, each value percent-encoded):
+    /// [`Stack::read`] of a filtered or paged list.
+    pub async fn read_query<A: DeserializeOwned>(
+        &self,
+        route: Route<(), A>,
+        params: &[&str],
+        query: &[(&str, &str)],
+    ) -> anyhow::Result<A> {
+        let (status, text) = self
+            .exchange(route.spec, params, query, None, None, &[])
+            .await?;
+        success(route.spec, status, &text)
+    }
+
     /// Calls `route` as the admin or with `token`, whatever the answer: (status, body text).
     pub async fn call_raw<B: Serialize + 'static>(
         &self,
@@ -433,27 +446,80 @@ impl Stack {
         body: &B,
         token: Option<&str>,
     ) -> anyhow::Result<(u16, String)> {
+        self.exchange(route, params, &[], json_body(body)?, token, &[])
+            .await
+    }
+
+    /// Calls `route` as the admin or with `token`, whatever the status: the route's type for a
+    /// 2xx, the problem it was refused with otherwise (an error when the body is neither).
+    pub async fn answer<B: Serialize + 'static, A: DeserializeOwned>(
+        &self,
+        route: Route<B, A>,
+        params: &[&str],
+        body: &B,
+        token: Option<&str>,
+    ) -> anyhow::Result<Answer<A>> {
+        let (status, text) = self
+            .exchange(route.spec, params, &[], json_body(body)?, token, &[])
+            .await?;
+        Answer::read(route.spec, status, &text)
+    }
+
+    /// `GET`s `route` with a query string as the admin, whatever the status (see
+    /// [`Stack::answer`]): for filters and cursors that must be refused.
+    pub async fn answer_query<A: DeserializeOwned>(
+        &self,
+        route: Route<(), A>,
+        params: &[&str],
+        query: &[(&str, &str)],
+    ) -> anyhow::Result<Answer<A>> {
+        let (status, text) = self
+            .exchange(route.spec, params, query, None, None, &[])
+            .await?;
+        Answer::read(route.spec, status, &text)
+    }
+
+    /// Sends one request: `route`'s path filled with `params`, then `query`; `body` as JSON when
+    /// there is one; as the admin or with `token`; with extra `headers`. (status, body text).
+    async fn exchange(
+        &self,
+        route: RouteSpec,
+        params: &[&str],
+        query: &[(&str, &str)],
+        body: Option<Vec<u8>>,
+        token: Option<&str>,
+        headers: &[(&str, &str)],
+    ) -> anyhow::Result<(u16, String)> {
         let path = route
             .path_with(params)
             .with_context(|| format!("{route}: {} parameter(s) given", params.len()))?;
-        let url = format!("{}{path}", self.url(route.service)?);
+        let mut url = reqwest::Url::parse(&format!("{}{path}", self.url(route.service)?))?;
+        if !query.is_empty() {
+            url.query_pairs_mut().extend_pairs(query);
+        }
         let method = match route.method {
             Method::Get => reqwest::Method::GET,
             Method::Post => reqwest::Method::POST,
             Method::Put => reqwest::Method::PUT,
         };
-        let mut request = self.http.request(method, &url);
-        if std::any::TypeId::of::<B>() != std::any::TypeId::of::<()>() {
-            request = request.json(body);
+        let mut request = self.http.request(method, url);
+        if let Some(body) = body {
+            request = request
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body(body);
         }
         if let Some(t) = token {
             request = request.bearer_auth(t);
+        }
+        for (name, value) in headers {
+            request = request.header(*name, *value);
         }
         let r = request.send().await?;
         Ok((r.status().as_u16(), r.text().await?))
     }
 
-    /// `GET` a JSON document from a service; any status but 200 is an error.
+    /// `GET` a JSON document from a service; any status but 200 is an error. Untyped: tests
+    /// [`Stack::read`] a route's own type instead.
     pub async fn get(&self, service: Service, path: &str) -> anyhow::Result<Value> {
         let url = format!("{}{path}", self.url(service)?);
         let r = self.http.get(&url).send().await?;
@@ -463,29 +529,34 @@ impl Stack {
         Ok(r.json().await?)
     }
 
-    /// Sets the simulated payment gateway's fault knobs (`{}` resets them) as the stack's admin.
-    pub async fn set_gateway_faults(&self, knobs: Value) -> anyhow::Result<()> {
-        self.put_knobs(Service::Payment, "/gateway/faults", knobs)
+    /// Sets the simulated payment gateway's fault knobs (`{}` or the default
+    /// [`oms_contracts::api::GatewayKnobs`] resets them) as the stack's admin.
+    pub async fn set_gateway_faults(&self, knobs: impl Serialize + 'static) -> anyhow::Result<()> {
+        self.put_knobs(routes::SET_GATEWAY_FAULTS.spec, &knobs)
             .await
     }
 
-    /// Sets the simulated carrier's fault knobs (`{}` resets them) as the stack's admin.
-    pub async fn set_carrier_faults(&self, knobs: Value) -> anyhow::Result<()> {
-        self.put_knobs(Service::Fulfillment, "/carrier/faults", knobs)
+    /// Sets the simulated carrier's fault knobs (`{}` or the default
+    /// [`oms_contracts::api::CarrierKnobs`] resets them) as the stack's admin.
+    pub async fn set_carrier_faults(&self, knobs: impl Serialize + 'static) -> anyhow::Result<()> {
+        self.put_knobs(routes::SET_CARRIER_FAULTS.spec, &knobs)
             .await
     }
 
-    async fn put_knobs(&self, service: Service, path: &str, knobs: Value) -> anyhow::Result<()> {
-        self.http
-            .put(format!("{}{path}", self.url(service)?))
-            .json(&knobs)
-            .send()
-            .await?
-            .error_for_status()?;
+    async fn put_knobs<K: Serialize + 'static>(
+        &self,
+        route: RouteSpec,
+        knobs: &K,
+    ) -> anyhow::Result<()> {
+        let (status, text) = self.call_raw(route, &[], knobs, None).await?;
+        if !(200..300).contains(&status) {
+            bail!("{route}: {status} {text}");
+        }
         Ok(())
     }
 
-    /// `GET` and return the status with the body.
+    /// `GET` and return the status with the body (`null` when it is not JSON). Untyped: tests
+    /// read a route's [`Answer`] instead.
     pub async fn get_status(&self, service: Service, path: &str) -> anyhow::Result<(u16, Value)> {
         let r = self
             .http
@@ -496,100 +567,85 @@ impl Stack {
         Ok((status, r.json().await.unwrap_or(Value::Null)))
     }
 
-    /// `POST` a JSON body to a service, as the admin or with `token`: (status, body).
-    pub async fn post_json(
+    /// `POST /orders` (`body`: an [`oms_contracts::api::CreateOrder`], or JSON as it is) with an
+    /// optional `Idempotency-Key`: the order accepted, or the problem it was refused with.
+    pub async fn post_order<B: Serialize + 'static>(
         &self,
-        service: Service,
-        path: &str,
-        body: &Value,
-        token: Option<&str>,
-    ) -> anyhow::Result<(u16, Value)> {
-        let mut request = self
-            .http
-            .post(format!("{}{path}", self.url(service)?))
-            .json(body);
-        if let Some(t) = token {
-            request = request.bearer_auth(t);
-        }
-        let r = request.send().await?;
-        let status = r.status().as_u16();
-        Ok((status, r.json().await.unwrap_or(Value::Null)))
-    }
-
-    /// `POST /orders` with an optional `Idempotency-Key`: (status, body).
-    pub async fn post_order(
-        &self,
-        body: &Value,
+        body: &B,
         key: Option<&str>,
-    ) -> anyhow::Result<(u16, Value)> {
-        let mut request = self
-            .http
-            .post(format!("{}/orders", self.url(Service::Order)?))
-            .json(body);
-        if let Some(key) = key {
-            request = request.header("Idempotency-Key", key);
-        }
-        let r = request.send().await?;
-        let status = r.status().as_u16();
-        Ok((status, r.json().await?))
+    ) -> anyhow::Result<Answer<OrderAccepted>> {
+        let spec = routes::CREATE_ORDER.spec;
+        let headers: Vec<(&str, &str)> = key.map(|k| ("Idempotency-Key", k)).into_iter().collect();
+        let (status, text) = self
+            .exchange(spec, &[], &[], json_body(body)?, None, &headers)
+            .await?;
+        Answer::read(spec, status, &text)
     }
 
-    /// Places an order that must be accepted; returns its id.
-    pub async fn place(&self, body: Value) -> anyhow::Result<String> {
-        let (status, answer) = self.post_order(&body, None).await?;
-        if status != 201 {
-            bail!("order refused: {status} {answer}");
+    /// Places an order (an [`oms_contracts::api::CreateOrder`], or JSON as it is) that must be
+    /// accepted (201); returns its id.
+    pub async fn place(&self, body: impl Serialize + 'static) -> anyhow::Result<String> {
+        let answer = self.post_order(&body, None).await?;
+        if answer.status != 201 {
+            bail!("order refused: {} {:?}", answer.status, answer.body);
         }
-        answer["orderId"]
-            .as_str()
-            .map(str::to_owned)
-            .context("no orderId in the answer")
+        Ok(answer.ok()?.order_id.to_string())
     }
 
-    /// Waits until the order is CONFIRMED or CANCELLED; returns it.
-    pub async fn finished(&self, order_id: &str, within: Duration) -> anyhow::Result<Value> {
+    /// Waits until the order is no longer PENDING (placed or cancelled); returns it.
+    pub async fn finished_order(
+        &self,
+        order_id: &str,
+        within: Duration,
+    ) -> anyhow::Result<OrderView> {
         eventually(within, &format!("order {order_id} to finish"), || async {
-            let order = self
-                .get(Service::Order, &format!("/orders/{order_id}"))
-                .await?;
-            Ok((order["status"] != "PENDING").then_some(order))
+            let order = self.read(routes::GET_ORDER, &[order_id]).await?;
+            Ok((order.status != OrderStatus::Pending).then_some(order))
         })
         .await
     }
 
     /// Waits until the order's life is over (DELIVERED or CANCELLED); returns it.
-    pub async fn settled(&self, order_id: &str, within: Duration) -> anyhow::Result<Value> {
+    pub async fn settled_order(
+        &self,
+        order_id: &str,
+        within: Duration,
+    ) -> anyhow::Result<OrderView> {
         eventually(within, &format!("order {order_id} to settle"), || async {
-            let order = self
-                .get(Service::Order, &format!("/orders/{order_id}"))
-                .await?;
-            let done = order["status"] == "DELIVERED" || order["status"] == "CANCELLED";
-            Ok(done.then_some(order))
+            let order = self.read(routes::GET_ORDER, &[order_id]).await?;
+            Ok(order.status.is_final().then_some(order))
         })
         .await
     }
 
-    /// One product of the catalog.
-    pub async fn product(&self, id: &str) -> anyhow::Result<Value> {
-        self.get(Service::Inventory, &format!("/products/{id}"))
-            .await
+    /// [`Stack::finished_order`] as JSON, for omsctl's tests, which still read it by key.
+    pub async fn finished(&self, order_id: &str, within: Duration) -> anyhow::Result<Value> {
+        Ok(serde_json::to_value(
+            self.finished_order(order_id, within).await?,
+        )?)
     }
 
-    /// Sets a product's available stock.
-    pub async fn set_stock(&self, id: &str, available: i64) -> anyhow::Result<Value> {
-        let r = self
-            .http
-            .put(format!(
-                "{}/products/{id}/stock",
-                self.url(Service::Inventory)?
-            ))
-            .json(&serde_json::json!({ "available": available }))
-            .send()
-            .await?;
-        if r.status() != StatusCode::OK {
-            bail!("setting stock of {id}: {} {}", r.status(), r.text().await?);
-        }
-        Ok(r.json().await?)
+    /// [`Stack::settled_order`] as JSON, for omsctl's tests, which still read it by key.
+    pub async fn settled(&self, order_id: &str, within: Duration) -> anyhow::Result<Value> {
+        Ok(serde_json::to_value(
+            self.settled_order(order_id, within).await?,
+        )?)
+    }
+
+    /// One product of the catalog, with its stock.
+    pub async fn product_view(&self, id: &str) -> anyhow::Result<ProductView> {
+        self.read(routes::GET_PRODUCT, &[id]).await
+    }
+
+    /// [`Stack::product_view`] as JSON, for omsctl's tests, which still read it by key.
+    pub async fn product(&self, id: &str) -> anyhow::Result<Value> {
+        Ok(serde_json::to_value(self.product_view(id).await?)?)
+    }
+
+    /// Sets a product's available stock; returns the product afterwards.
+    pub async fn set_stock(&self, id: &str, available: i64) -> anyhow::Result<ProductView> {
+        self.call(routes::SET_STOCK, &[id], &SetStock { available })
+            .await
     }
 
     /// A connection pool to a service's own database (for tests that break things on purpose).
@@ -613,6 +669,70 @@ impl Drop for Stack {
             running.token.cancel();
         }
     }
+}
+
+/// What a route answered, whatever its status: the route's own type for a 2xx, the problem
+/// (RFC 9457) it was refused with otherwise.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Answer<A> {
+    /// The HTTP status.
+    pub status: u16,
+    /// The body: the route's answer on a 2xx, the problem otherwise.
+    pub body: Result<A, Problem>,
+}
+
+impl<A> Answer<A> {
+    /// Reads `text`, what `route` answered with `status`: as `A` for a 2xx, as a [`Problem`]
+    /// otherwise; an error when it is neither (a refusal must be problem+json).
+    fn read(route: RouteSpec, status: u16, text: &str) -> anyhow::Result<Self>
+    where
+        A: DeserializeOwned,
+    {
+        let body = if (200..300).contains(&status) {
+            Ok(serde_json::from_str(text)
+                .with_context(|| format!("{route}: unreadable {status} answer {text}"))?)
+        } else {
+            Err(serde_json::from_str(text)
+                .with_context(|| format!("{route}: {status} answer is not a problem: {text}"))?)
+        };
+        Ok(Self { status, body })
+    }
+
+    /// The answer of a 2xx; an error naming the status and the problem otherwise.
+    pub fn ok(self) -> anyhow::Result<A> {
+        match self.body {
+            Ok(a) => Ok(a),
+            Err(p) => bail!("refused with {}: {p:?}", self.status),
+        }
+    }
+
+    /// The problem of a refusal; an error when the request was not refused.
+    pub fn problem(self) -> anyhow::Result<Problem>
+    where
+        A: std::fmt::Debug,
+    {
+        match self.body {
+            Err(p) => Ok(p),
+            Ok(a) => bail!("not refused but {}: {a:?}", self.status),
+        }
+    }
+}
+
+/// `body` as the JSON a request carries; none for `()`.
+fn json_body<B: Serialize + 'static>(body: &B) -> anyhow::Result<Option<Vec<u8>>> {
+    if std::any::TypeId::of::<B>() == std::any::TypeId::of::<()>() {
+        return Ok(None);
+    }
+    Ok(Some(serde_json::to_vec(body)?))
+}
+
+/// What `route` answered: its type when `status` is 2xx, an error naming the route, the status
+/// and the body otherwise.
+fn success<A: DeserializeOwned>(route: RouteSpec, status: u16, text: &str) -> anyhow::Result<A> {
+    if !(200..300).contains(&status) {
+        bail!("{route}: {status} {text}");
+    }
+    serde_json::from_str(text).with_context(|| format!("{route}: unreadable answer {text}"))
 }
 
 /// 32 random bytes, hex-encoded: a secret as `omsctl stack up` makes one.

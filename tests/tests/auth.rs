@@ -2,12 +2,20 @@
 //! OpenAPI document names, customers see and place only their own orders, bad tokens of every
 //! kind are refused without changing anything, and rate limits count per token subject.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use oms_contracts::auth::{Role, AUDIENCE, LOCAL_ISSUER};
+use oms_contracts::api::{
+    CreateOrder, GatewayKnobs, NotificationView, OrderAccepted, OrderView, Page, Problem,
+    RequestedLine, SetStock,
+};
+use oms_contracts::auth::{Claims, Role};
+use oms_contracts::routes;
 use oms_tests::eventually;
 use oms_tests::stack::{Service, Stack, StackOptions};
+use serde::de::{DeserializeOwned, IgnoredAny};
+use serde::Deserialize;
 use serde_json::{json, Value};
 
 const HOUR: u64 = 3600;
@@ -18,7 +26,20 @@ struct Answer {
     status: u16,
     content_type: Option<String>,
     challenge: Option<String>,
-    body: Value,
+    text: String,
+}
+
+impl Answer {
+    /// The body as `T`: an error naming the status and the body when it is not one.
+    fn body<T: DeserializeOwned>(&self) -> anyhow::Result<T> {
+        serde_json::from_str(&self.text)
+            .with_context(|| format!("{}: unexpected body {}", self.status, self.text))
+    }
+
+    /// The body as a problem.
+    fn problem(&self) -> anyhow::Result<Problem> {
+        self.body()
+    }
 }
 
 async fn send(request: reqwest::RequestBuilder) -> anyhow::Result<Answer> {
@@ -33,8 +54,37 @@ async fn send(request: reqwest::RequestBuilder) -> anyhow::Result<Answer> {
         status: r.status().as_u16(),
         content_type: header("content-type"),
         challenge: header("www-authenticate"),
-        body: r.json().await.unwrap_or(Value::Null),
+        text: r.text().await?,
     })
+}
+
+/// An order of one mouse for `customer` (`None`: the token's subject).
+fn mouse_for(customer: Option<&str>) -> CreateOrder {
+    CreateOrder {
+        customer_id: customer.map(str::to_owned),
+        items: vec![RequestedLine {
+            product_id: "mouse-01".into(),
+            quantity: 1,
+        }],
+        payment_token: None,
+        shipping_address: None,
+    }
+}
+
+/// The parts of a served OpenAPI document read here (utoipa's own types keep a security
+/// requirement's roles private). Every member of a path item is an operation.
+#[derive(Deserialize)]
+struct Document {
+    paths: BTreeMap<String, BTreeMap<String, Operation>>,
+}
+
+#[derive(Deserialize)]
+struct Operation {
+    /// Each requirement: scheme name to the roles it needs.
+    #[serde(default)]
+    security: Option<Vec<BTreeMap<String, Vec<String>>>>,
+    /// By status code.
+    responses: BTreeMap<String, IgnoredAny>,
 }
 
 /// A client that sends no token unless asked to.
@@ -47,22 +97,13 @@ fn anonymous() -> anyhow::Result<reqwest::Client> {
 fn is_problem(a: &Answer, status: u16) -> bool {
     a.status == status
         && a.content_type.as_deref() == Some("application/problem+json")
-        && a.body["status"] == status
+        && a.problem().is_ok_and(|p| p.status == status)
 }
 
 /// The roles an operation allows (`None`: open to anyone; empty: any authenticated role).
-fn roles_of(op: &Value) -> Option<Vec<Role>> {
-    let bearer = op["security"]
-        .as_array()?
-        .iter()
-        .find_map(|r| r.get("bearer"))?;
-    let roles = bearer.as_array()?;
-    Some(
-        roles
-            .iter()
-            .filter_map(|r| r.as_str()?.parse().ok())
-            .collect(),
-    )
+fn roles_of(op: &Operation) -> Option<Vec<Role>> {
+    let bearer = op.security.as_ref()?.iter().find_map(|r| r.get("bearer"))?;
+    Some(bearer.iter().filter_map(|r| r.parse().ok()).collect())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -89,17 +130,17 @@ async fn every_documented_operation_enforces_the_roles_it_names() -> anyhow::Res
         // The document itself is open: clients read it before they hold a token.
         let doc = send(http.get(format!("{base}/openapi.json"))).await?;
         assert_eq!(doc.status, 200, "{} /openapi.json", service.name());
-        let paths = doc.body["paths"]
-            .as_object()
+        let paths = doc
+            .body::<Document>()
             .context("paths in the document")?
-            .clone();
+            .paths;
         for (path, item) in paths {
             // Path parameters get values that exist nowhere: no request here may change state.
             let concrete = path
                 .replace("{id}", "0192f0c4-5a1e-7cc0-8000-00000000dead")
                 .replace("{order_id}", "0192f0c4-5a1e-7cc0-8000-00000000dead");
             let url = format!("{base}{concrete}");
-            for (method, op) in item.as_object().context("path item")? {
+            for (method, op) in &item {
                 let request = |token: Option<&str>| {
                     let r = match method.as_str() {
                         "get" => http.get(&url),
@@ -146,10 +187,10 @@ async fn every_documented_operation_enforces_the_roles_it_names() -> anyhow::Res
                             "{what} documents {roles:?}; {role} got {a:?}"
                         );
                         // The spec documents the 403 it answers.
-                        assert!(op["responses"]["403"].is_object(), "{what} documents 403");
+                        assert!(op.responses.contains_key("403"), "{what} documents 403");
                     }
                 }
-                assert!(op["responses"]["401"].is_object(), "{what} documents 401");
+                assert!(op.responses.contains_key("401"), "{what} documents 401");
                 checked += 1;
             }
         }
@@ -172,33 +213,30 @@ async fn customers_see_and_place_only_their_own_orders() -> anyhow::Result<()> {
     let bob = stack.token("bob", Role::Customer, HOUR)?;
     let ops = stack.token("ops", Role::Operator, HOUR)?;
     let orders = format!("{}/orders", stack.url(Service::Order)?);
-    let line = json!([{"productId": "mouse-01", "quantity": 1}]);
 
     // Alice orders for herself: with no customerId the token's subject is the customer.
     let placed = send(
         http.post(&orders)
             .bearer_auth(&alice)
-            .json(&json!({"items": line})),
+            .json(&mouse_for(None)),
     )
     .await?;
     assert_eq!(placed.status, 201, "{placed:?}");
-    assert_eq!(placed.body["customerId"], "alice");
-    let alices = placed.body["orderId"]
-        .as_str()
-        .context("order id")?
-        .to_owned();
+    let accepted: OrderAccepted = placed.body()?;
+    assert_eq!(accepted.customer_id.as_str(), "alice");
+    let alices = accepted.order_id.to_string();
     // Naming herself is fine; naming Bob is refused and creates nothing.
     let own = send(
         http.post(&orders)
             .bearer_auth(&alice)
-            .json(&json!({"customerId": "alice", "items": line})),
+            .json(&mouse_for(Some("alice"))),
     )
     .await?;
     assert_eq!(own.status, 201, "{own:?}");
     let as_bob = send(
         http.post(&orders)
             .bearer_auth(&alice)
-            .json(&json!({"customerId": "bob", "items": line})),
+            .json(&mouse_for(Some("bob"))),
     )
     .await?;
     assert!(is_problem(&as_bob, 403), "{as_bob:?}");
@@ -206,13 +244,11 @@ async fn customers_see_and_place_only_their_own_orders() -> anyhow::Result<()> {
     let by_ops = send(
         http.post(&orders)
             .bearer_auth(&ops)
-            .json(&json!({"customerId": "bob", "items": line})),
+            .json(&mouse_for(Some("bob"))),
     )
     .await?;
     assert!(is_problem(&by_ops, 403), "{by_ops:?}");
-    let bobs = stack
-        .place(json!({"customerId": "bob", "items": line}))
-        .await?;
+    let bobs = stack.place(mouse_for(Some("bob"))).await?;
 
     // Bob cannot see Alice's order: 404, the same as an order that does not exist.
     let peek = send(http.get(format!("{orders}/{alices}")).bearer_auth(&bob)).await?;
@@ -222,36 +258,35 @@ async fn customers_see_and_place_only_their_own_orders() -> anyhow::Result<()> {
             .bearer_auth(&bob),
     )
     .await?;
+    assert!(is_problem(&missing, 404), "{missing:?}");
     assert_eq!(
-        peek.body["title"], missing.body["title"],
+        peek.problem()?.title,
+        missing.problem()?.title,
         "no existence leak"
     );
     let mine = send(http.get(format!("{orders}/{bobs}")).bearer_auth(&bob)).await?;
     assert_eq!(mine.status, 200);
 
     // Lists: each customer its own, whatever the filter says; the operator all.
-    let customers_of = |page: &Value| -> Vec<String> {
-        page["items"]
-            .as_array()
-            .map(|items| {
-                items
-                    .iter()
-                    .filter_map(|o| o["customerId"].as_str().map(str::to_owned))
-                    .collect()
-            })
-            .unwrap_or_default()
+    let customers_of = |a: &Answer| -> anyhow::Result<Vec<String>> {
+        let page: Page<OrderView> = a.body()?;
+        Ok(page
+            .items
+            .iter()
+            .map(|o| o.customer_id.to_string())
+            .collect())
     };
     let a = send(http.get(&orders).bearer_auth(&alice)).await?;
-    assert_eq!(customers_of(&a.body), ["alice", "alice"]);
+    assert_eq!(customers_of(&a)?, ["alice", "alice"]);
     let sneaky = send(
         http.get(format!("{orders}?customerId=bob"))
             .bearer_auth(&alice),
     )
     .await?;
     assert_eq!(sneaky.status, 200);
-    assert!(customers_of(&sneaky.body).is_empty(), "{sneaky:?}");
+    assert!(customers_of(&sneaky)?.is_empty(), "{sneaky:?}");
     let all = send(http.get(&orders).bearer_auth(&ops)).await?;
-    let mut seen = customers_of(&all.body);
+    let mut seen = customers_of(&all)?;
     seen.sort();
     assert_eq!(seen, ["alice", "alice", "bob"]);
     let of_bob = send(
@@ -259,27 +294,29 @@ async fn customers_see_and_place_only_their_own_orders() -> anyhow::Result<()> {
             .bearer_auth(&ops),
     )
     .await?;
-    assert_eq!(customers_of(&of_bob.body), ["bob"]);
+    assert_eq!(customers_of(&of_bob)?, ["bob"]);
 
     // Notifications: Alice's are hers, Bob sees none of them, the operator sees all. An order
     // that is CONFIRMED goes on to be shipped and delivered meanwhile, each with its own
     // notification: the confirmations are counted, and every notification a customer sees must
     // be their own.
-    stack.finished(&alices, Duration::from_secs(60)).await?;
-    stack.finished(&bobs, Duration::from_secs(60)).await?;
+    stack
+        .finished_order(&alices, Duration::from_secs(60))
+        .await?;
+    stack.finished_order(&bobs, Duration::from_secs(60)).await?;
     let notifications = format!("{}/notifications", stack.url(Service::Notification)?);
     let seen_by = |token: String| {
         let http = http.clone();
         let url = notifications.clone();
         async move {
-            let page = send(http.get(&url).bearer_auth(token)).await?.body;
-            let kinds: Vec<(String, String)> = page["items"]
-                .as_array()
+            let page: Page<NotificationView> =
+                send(http.get(&url).bearer_auth(token)).await?.body()?;
+            let kinds: Vec<(String, String)> = page
+                .items
                 .into_iter()
-                .flatten()
                 .map(|n| {
-                    let field = |k: &str| n[k].as_str().unwrap_or_default().to_owned();
-                    (field("customerId"), field("kind"))
+                    let customer = n.customer_id.map(String::from).unwrap_or_default();
+                    (customer, n.kind)
                 })
                 .collect();
             Ok::<_, anyhow::Error>(kinds)
@@ -316,33 +353,37 @@ async fn customers_see_and_place_only_their_own_orders() -> anyhow::Result<()> {
             .bearer_auth(&bob),
     )
     .await?;
-    assert_eq!(for_alices_order.body["items"], json!([]));
+    let none_for_bob: Page<NotificationView> = for_alices_order.body()?;
+    assert!(none_for_bob.items.is_empty(), "{none_for_bob:?}");
 
     // Customers and operators cannot move stock; admins can.
     let stock = format!("{}/products/mouse-01/stock", stack.url(Service::Inventory)?);
-    let before = stack.product("mouse-01").await?["available"].clone();
+    let before = stack.product_view("mouse-01").await?.available;
     for token in [&alice, &ops] {
         let a = send(
             http.put(&stock)
                 .bearer_auth(token)
-                .json(&json!({"available": 7})),
+                .json(&SetStock { available: 7 }),
         )
         .await?;
         assert!(is_problem(&a, 403), "{a:?}");
     }
-    assert_eq!(stack.product("mouse-01").await?["available"], before);
+    assert_eq!(stack.product_view("mouse-01").await?.available, before);
     let knobs = format!("{}/gateway/faults", stack.url(Service::Payment)?);
-    let a = send(
-        http.put(&knobs)
-            .bearer_auth(&ops)
-            .json(&json!({"declineRate": 1.0})),
-    )
-    .await?;
+    let declining = GatewayKnobs {
+        decline_rate: 1.0,
+        ..GatewayKnobs::default()
+    };
+    let a = send(http.put(&knobs).bearer_auth(&ops).json(&declining)).await?;
     assert!(is_problem(&a, 403), "{a:?}");
     let knobs_now = send(http.get(&knobs).bearer_auth(&ops)).await?;
-    assert_eq!(knobs_now.body["declineRate"], 0.0, "{knobs_now:?}");
+    assert_eq!(
+        knobs_now.body::<GatewayKnobs>()?,
+        GatewayKnobs::default(),
+        "{knobs_now:?}"
+    );
     let set = stack.set_stock("mouse-01", 7).await?;
-    assert_eq!(set["available"], 7);
+    assert_eq!(set.available, 7);
     stack.shutdown().await
 }
 
@@ -351,21 +392,25 @@ async fn bad_tokens_of_every_kind_are_refused_and_change_nothing() -> anyhow::Re
     let stack = Stack::start(StackOptions::default()).await?;
     let http = anonymous()?;
     let now = jsonwebtoken::get_current_timestamp();
-    let claims = |change: &dyn Fn(&mut Value)| {
-        let mut c = json!({"sub": "mallory", "role": "admin", "iss": LOCAL_ISSUER,
-            "aud": AUDIENCE, "iat": now, "exp": now + HOUR});
+    let good = Claims::local("mallory", Role::Admin, now, HOUR);
+    let claims = |change: &dyn Fn(&mut Claims)| {
+        let mut c = good.clone();
         change(&mut c);
         stack.sign(&c)
     };
-    let forged = {
-        let c = json!({"sub": "mallory", "role": "admin", "iss": LOCAL_ISSUER,
-            "aud": AUDIENCE, "exp": now + HOUR});
-        jsonwebtoken::encode(
-            &jsonwebtoken::Header::default(),
-            &c,
-            &jsonwebtoken::EncodingKey::from_secret(b"not-the-stack-secret-not-the-stack"),
-        )?
+    // Claims no `Claims` can hold (a role that does not exist, no expiry): JSON as it is.
+    let malformed = |change: &dyn Fn(&mut serde_json::Map<String, Value>)| {
+        let mut c = serde_json::to_value(&good)?;
+        if let Some(m) = c.as_object_mut() {
+            change(m);
+        }
+        stack.sign(&c)
     };
+    let forged = jsonwebtoken::encode(
+        &jsonwebtoken::Header::default(),
+        &good,
+        &jsonwebtoken::EncodingKey::from_secret(b"not-the-stack-secret-not-the-stack"),
+    )?;
     // `alg: none`: a header and claims with no signature at all.
     let unsigned = {
         let good = claims(&|_| {})?;
@@ -378,19 +423,22 @@ async fn bad_tokens_of_every_kind_are_refused_and_change_nothing() -> anyhow::Re
         (
             "expired",
             claims(&|c| {
-                c["iat"] = json!(now - 3 * HOUR);
-                c["exp"] = json!(now - 2 * HOUR);
+                c.iat = now - 3 * HOUR;
+                c.exp = now - 2 * HOUR;
             })?,
         ),
-        ("wrong audience", claims(&|c| c["aud"] = json!("billing"))?),
-        ("wrong issuer", claims(&|c| c["iss"] = json!("elsewhere"))?),
-        ("unknown role", claims(&|c| c["role"] = json!("root"))?),
+        ("wrong audience", claims(&|c| c.aud = "billing".into())?),
+        ("wrong issuer", claims(&|c| c.iss = "elsewhere".into())?),
+        (
+            "unknown role",
+            malformed(&|c| {
+                c.insert("role".into(), json!("root"));
+            })?,
+        ),
         (
             "no expiry",
-            claims(&|c| {
-                if let Some(m) = c.as_object_mut() {
-                    m.remove("exp");
-                }
+            malformed(&|c| {
+                c.remove("exp");
             })?,
         ),
         ("wrong signature", forged),
@@ -399,10 +447,16 @@ async fn bad_tokens_of_every_kind_are_refused_and_change_nothing() -> anyhow::Re
     ];
     let orders = format!("{}/orders", stack.url(Service::Order)?);
     let knobs = format!("{}/gateway/faults", stack.url(Service::Payment)?);
+    let declining = GatewayKnobs {
+        decline_rate: 1.0,
+        ..GatewayKnobs::default()
+    };
     for (what, token) in &cases {
-        let a = send(http.post(&orders).bearer_auth(token).json(
-            &json!({"customerId": "mallory", "items": [{"productId": "mouse-01", "quantity": 1}]}),
-        ))
+        let a = send(
+            http.post(&orders)
+                .bearer_auth(token)
+                .json(&mouse_for(Some("mallory"))),
+        )
         .await?;
         assert!(is_problem(&a, 401), "{what}: {a:?}");
         assert_eq!(
@@ -410,12 +464,7 @@ async fn bad_tokens_of_every_kind_are_refused_and_change_nothing() -> anyhow::Re
             Some(r#"Bearer realm="oms", error="invalid_token""#),
             "{what}"
         );
-        let a = send(
-            http.put(&knobs)
-                .bearer_auth(token)
-                .json(&json!({"declineRate": 1.0})),
-        )
-        .await?;
+        let a = send(http.put(&knobs).bearer_auth(token).json(&declining)).await?;
         assert!(is_problem(&a, 401), "{what}: {a:?}");
     }
     let basic = send(
@@ -426,11 +475,11 @@ async fn bad_tokens_of_every_kind_are_refused_and_change_nothing() -> anyhow::Re
     assert!(is_problem(&basic, 401), "{basic:?}");
     // Nothing of any of it happened.
     let page = stack
-        .get(Service::Order, "/orders?customerId=mallory")
+        .read_query(routes::LIST_ORDERS, &[], &[("customerId", "mallory")])
         .await?;
-    assert_eq!(page["items"], json!([]));
-    let knobs_now = stack.get(Service::Payment, "/gateway/faults").await?;
-    assert_eq!(knobs_now["declineRate"], 0.0);
+    assert!(page.items.is_empty(), "{page:?}");
+    let knobs_now = stack.read(routes::GET_GATEWAY_FAULTS, &[]).await?;
+    assert_eq!(knobs_now, GatewayKnobs::default());
     stack.shutdown().await
 }
 
@@ -446,7 +495,7 @@ async fn the_rate_limit_counts_per_token_subject() -> anyhow::Result<()> {
     .await?;
     let http = anonymous()?;
     let orders = format!("{}/orders", stack.url(Service::Order)?);
-    let body = json!({"items": [{"productId": "mouse-01", "quantity": 1}]});
+    let body = mouse_for(None);
     let carol = stack.token("carol", Role::Customer, HOUR)?;
     let dave = stack.token("dave", Role::Customer, HOUR)?;
     let mut statuses = Vec::new();
@@ -479,19 +528,13 @@ async fn a_customer_and_refused_requests_are_rate_limited_and_admins_are_not() -
     .await?;
     let http = anonymous()?;
     let orders = format!("{}/orders", stack.url(Service::Order)?);
-    let line = json!([{"productId": "mouse-01", "quantity": 1}]);
 
     // A script ordering as one customer: its burst of 3 (plus at most one refill) passes, the
     // rest is refused with 429 and creates nothing.
     let erin = stack.token("erin", Role::Customer, HOUR)?;
     let mut statuses = Vec::new();
     for _ in 0..8 {
-        let a = send(
-            http.post(&orders)
-                .bearer_auth(&erin)
-                .json(&json!({"items": line})),
-        )
-        .await?;
+        let a = send(http.post(&orders).bearer_auth(&erin).json(&mouse_for(None))).await?;
         if a.status == 429 {
             assert!(is_problem(&a, 429), "{a:?}");
         }
@@ -504,17 +547,13 @@ async fn a_customer_and_refused_requests_are_rate_limited_and_admins_are_not() -
         );
     }
     let page = send(http.get(&orders).bearer_auth(&erin)).await?;
-    let listed = page.body["items"].as_array().map(Vec::len);
-    assert_eq!(
-        listed,
-        Some(created),
-        "a refused order was created: {page:?}"
-    );
+    let listed = page.body::<Page<OrderView>>()?.items.len();
+    assert_eq!(listed, created, "a refused order was created: {page:?}");
 
     // An admin placing orders for many customers is not held by the customer limit.
     let root = stack.token("root", Role::Admin, HOUR)?;
     for i in 0..8 {
-        let body = json!({"customerId": format!("c-{i}"), "items": line});
+        let body = mouse_for(Some(&format!("c-{i}")));
         let a = send(http.post(&orders).bearer_auth(&root).json(&body)).await?;
         assert_eq!(a.status, 201, "{a:?}");
     }

@@ -4,67 +4,69 @@
 
 use std::time::Duration;
 
+use oms_contracts::api::{
+    CarrierKnobs, CreateOrder, FulfillmentState, GatewayKnobs, OrderStatus, OrderView,
+    RequestedLine, SagaState, ShipmentStatus,
+};
 use oms_contracts::auth::Role;
+use oms_contracts::routes;
+use oms_contracts::values::ShippingAddress;
 use oms_contracts::Envelope;
-use oms_tests::stack::{Service, Stack, StackOptions};
+use oms_tests::stack::{Answer, Service, Stack, StackOptions};
 use oms_tests::{eventually, produce, producer, wait_caught_up};
-use serde_json::{json, Value};
+use serde_json::json;
 
 const SETTLE: Duration = Duration::from_secs(90);
 
-fn order(customer: &str, quantity: u32, country: &str) -> Value {
-    json!({
-        "customerId": customer,
-        "items": [{"productId": "mouse-01", "quantity": quantity}],
-        "paymentToken": "tok_visa",
-        "shippingAddress": {"line1": "Hauptstraße 1", "city": "Berlin", "postalCode": "10115", "country": country},
-    })
+fn order(customer: &str, quantity: u32, country: &str) -> CreateOrder {
+    CreateOrder {
+        customer_id: Some(customer.into()),
+        items: vec![RequestedLine {
+            product_id: "mouse-01".into(),
+            quantity,
+        }],
+        payment_token: Some("tok_visa".into()),
+        shipping_address: Some(ShippingAddress {
+            line1: "Hauptstraße 1".into(),
+            city: "Berlin".into(),
+            postal_code: "10115".into(),
+            country: country.into(),
+        }),
+    }
+}
+
+/// The carrier's fault knobs with only a latency: 20 s holds a shipment before its pick.
+fn slow_carrier(latency_ms: u64) -> CarrierKnobs {
+    CarrierKnobs {
+        latency_ms,
+        ..CarrierKnobs::default()
+    }
 }
 
 async fn kinds(stack: &Stack, order_id: &str) -> anyhow::Result<Vec<String>> {
-    let list = stack
-        .get(
-            Service::Notification,
-            &format!("/notifications?orderId={order_id}"),
-        )
+    let page = stack
+        .read_query(routes::LIST_NOTIFICATIONS, &[], &[("orderId", order_id)])
         .await?;
-    let mut kinds: Vec<String> = list["items"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|n| n["kind"].as_str().map(str::to_owned))
-        .collect();
+    let mut kinds: Vec<String> = page.items.into_iter().map(|n| n.kind).collect();
     kinds.sort();
     Ok(kinds)
 }
 
-async fn cancel(stack: &Stack, order_id: &str, token: &str) -> anyhow::Result<(u16, Value)> {
+async fn cancel(stack: &Stack, order_id: &str, token: &str) -> anyhow::Result<Answer<OrderView>> {
     stack
-        .post_json(
-            Service::Order,
-            &format!("/orders/{order_id}/cancel"),
-            &json!({}),
-            Some(token),
-        )
+        .answer(routes::CANCEL_ORDER, &[order_id], &(), Some(token))
         .await
 }
 
 /// Inputs of the saga's history with the given name: (applied, note).
 async fn steps(stack: &Stack, order_id: &str, input: &str) -> anyhow::Result<Vec<(bool, String)>> {
-    let saga = stack
-        .get(Service::Saga, &format!("/sagas/{order_id}"))
-        .await?;
-    Ok(saga["steps"]
-        .as_array()
+    let saga = stack.read(routes::GET_SAGA, &[order_id]).await?;
+    Ok(saga
+        .steps
         .into_iter()
         .flatten()
-        .filter(|s| s["input"] == input)
-        .map(|s| {
-            (
-                s["applied"].as_bool().unwrap_or(false),
-                s["note"].as_str().unwrap_or_default().to_owned(),
-            )
-        })
+        .filter(|s| s.input == input)
+        .map(|s| (s.applied, s.note))
         .collect())
 }
 
@@ -72,56 +74,58 @@ async fn steps(stack: &Stack, order_id: &str, input: &str) -> anyhow::Result<Vec
 async fn a_confirmed_order_is_picked_shipped_and_delivered_selling_its_stock_at_the_pick(
 ) -> anyhow::Result<()> {
     let stack = Stack::start(StackOptions::default()).await?;
-    let before = stack.product("mouse-01").await?;
+    let before = stack.product_view("mouse-01").await?;
     let id = stack.place(order("c-ship", 2, "DE")).await?;
-    let done = stack.settled(&id, SETTLE).await?;
-    assert_eq!(done["status"], "DELIVERED", "{done}");
-    for at in ["pickedAt", "shippedAt", "deliveredAt"] {
-        assert!(done[at].is_string(), "{at} missing: {done}");
+    let done = stack.settled_order(&id, SETTLE).await?;
+    assert_eq!(done.status, OrderStatus::Delivered, "{done:?}");
+    for (at, when) in [
+        ("pickedAt", done.picked_at),
+        ("shippedAt", done.shipped_at),
+        ("deliveredAt", done.delivered_at),
+    ] {
+        assert!(when.is_some(), "{at} missing: {done:?}");
     }
-    assert_eq!(done["shippingAddress"]["country"], "DE");
-    let tracking = done["trackingNumber"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned();
-    assert!(tracking.starts_with("SIM"), "{done}");
+    assert_eq!(
+        done.shipping_address.as_ref().map(|a| a.country.as_str()),
+        Some("DE")
+    );
+    let tracking = done.tracking_number.clone().unwrap_or_default();
+    assert!(tracking.starts_with("SIM"), "{done:?}");
 
-    let shipment = stack
-        .get(Service::Fulfillment, &format!("/shipments/{id}"))
-        .await?;
-    assert_eq!(shipment["status"], "DELIVERED");
-    assert_eq!(shipment["trackingNumber"], tracking.as_str());
-    assert_eq!(shipment["lines"][0]["quantity"], 2);
+    let shipment = stack.read(routes::GET_SHIPMENT, &[&id]).await?;
+    assert_eq!(shipment.status, ShipmentStatus::Delivered);
+    assert_eq!(shipment.tracking_number.as_deref(), Some(tracking.as_str()));
+    assert_eq!(
+        shipment.lines.first().map(|l| l.quantity),
+        Some(2),
+        "{shipment:?}"
+    );
     let listed = stack
-        .get(
-            Service::Fulfillment,
-            "/shipments?status=delivered&limit=1000",
+        .read_query(
+            routes::LIST_SHIPMENTS,
+            &[],
+            &[("status", "delivered"), ("limit", "1000")],
         )
         .await?;
-    assert!(listed["items"]
-        .as_array()
-        .is_some_and(|l| l.iter().any(|s| s["orderId"] == id.as_str())));
+    assert!(listed.items.iter().any(|s| s.order_id.to_string() == id));
 
     // Sold at the pick: nothing left reserved for it, two more sold, charged once.
-    let reservation = stack
-        .get(Service::Inventory, &format!("/reservations/{id}"))
-        .await?;
-    assert_eq!(reservation["status"], "COMMITTED");
-    let after = stack.product("mouse-01").await?;
-    assert_eq!(
-        after["sold"].as_i64().unwrap_or(0),
-        before["sold"].as_i64().unwrap_or(0) + 2
-    );
-    let payment = stack
-        .get(Service::Payment, &format!("/payments/{id}"))
-        .await?;
-    assert_eq!(payment["status"], "AUTHORIZED");
+    let reservation = stack.read(routes::GET_RESERVATION, &[&id]).await?;
+    assert_eq!(reservation.status, "COMMITTED");
+    let after = stack.product_view("mouse-01").await?;
+    assert_eq!(after.sold, before.sold + 2);
+    let payment = stack.read(routes::GET_PAYMENT, &[&id]).await?;
+    assert_eq!(payment.status, "AUTHORIZED");
 
-    let saga = stack.get(Service::Saga, &format!("/sagas/{id}")).await?;
-    assert_eq!(saga["state"], "CONFIRMED");
-    assert_eq!(saga["fulfillment"]["state"], "DELIVERED");
+    let saga = stack.read(routes::GET_SAGA, &[&id]).await?;
+    assert_eq!(saga.state, SagaState::Confirmed);
+    assert_eq!(
+        saga.fulfillment.as_ref().map(|f| f.state),
+        Some(FulfillmentState::Delivered),
+        "{saga:?}"
+    );
     assert!(
-        saga["deadlineAt"].is_null(),
+        saga.deadline_at.is_none(),
         "a delivered saga has no deadline"
     );
     let notified = eventually(Duration::from_secs(30), "three notifications", || async {
@@ -140,33 +144,30 @@ async fn a_confirmed_order_is_picked_shipped_and_delivered_selling_its_stock_at_
 async fn a_carrier_refusal_refunds_the_payment_releases_the_stock_and_cancels() -> anyhow::Result<()>
 {
     let stack = Stack::start(StackOptions::default()).await?;
-    let before = stack.product("mouse-01").await?;
+    let before = stack.product_view("mouse-01").await?;
     let id = stack.place(order("c-far", 1, "XX")).await?;
-    let done = stack.settled(&id, SETTLE).await?;
-    assert_eq!(done["status"], "CANCELLED", "{done}");
-    assert_eq!(done["cancelReason"], "FULFILLMENT_FAILED");
-    assert!(done["cancelDetail"]
-        .as_str()
-        .is_some_and(|d| d.contains("REGION_NOT_SERVED")));
-    assert!(done["pickedAt"].is_null());
+    let done = stack.settled_order(&id, SETTLE).await?;
+    assert_eq!(done.status, OrderStatus::Cancelled, "{done:?}");
+    assert_eq!(done.cancel_reason.as_deref(), Some("FULFILLMENT_FAILED"));
+    assert!(
+        done.cancel_detail
+            .as_deref()
+            .is_some_and(|d| d.contains("REGION_NOT_SERVED")),
+        "{done:?}"
+    );
+    assert!(done.picked_at.is_none(), "{done:?}");
 
-    let shipment = stack
-        .get(Service::Fulfillment, &format!("/shipments/{id}"))
-        .await?;
-    assert_eq!(shipment["status"], "FAILED");
-    assert_eq!(shipment["failReason"], "REGION_NOT_SERVED");
-    let payment = stack
-        .get(Service::Payment, &format!("/payments/{id}"))
-        .await?;
-    assert_eq!(payment["status"], "REFUNDED");
-    assert_eq!(payment["refundReason"], "FULFILLMENT_FAILED");
-    let reservation = stack
-        .get(Service::Inventory, &format!("/reservations/{id}"))
-        .await?;
-    assert_eq!(reservation["status"], "RELEASED");
-    let after = stack.product("mouse-01").await?;
-    assert_eq!(after["available"], before["available"]);
-    assert_eq!(after["sold"], before["sold"]);
+    let shipment = stack.read(routes::GET_SHIPMENT, &[&id]).await?;
+    assert_eq!(shipment.status, ShipmentStatus::Failed);
+    assert_eq!(shipment.fail_reason.as_deref(), Some("REGION_NOT_SERVED"));
+    let payment = stack.read(routes::GET_PAYMENT, &[&id]).await?;
+    assert_eq!(payment.status, "REFUNDED");
+    assert_eq!(payment.refund_reason.as_deref(), Some("FULFILLMENT_FAILED"));
+    let reservation = stack.read(routes::GET_RESERVATION, &[&id]).await?;
+    assert_eq!(reservation.status, "RELEASED");
+    let after = stack.product_view("mouse-01").await?;
+    assert_eq!(after.available, before.available);
+    assert_eq!(after.sold, before.sold);
     let notified = eventually(Duration::from_secs(30), "two notifications", || async {
         let k = kinds(&stack, &id).await?;
         Ok((k.len() >= 2).then_some(k))
@@ -180,80 +181,77 @@ async fn a_carrier_refusal_refunds_the_payment_releases_the_stock_and_cancels() 
 async fn a_customer_cancels_before_the_pick_and_is_refunded_once() -> anyhow::Result<()> {
     let stack = Stack::start(StackOptions::default()).await?;
     // A slow carrier: the pick waits 20 s, the window to cancel in.
-    stack
-        .set_carrier_faults(json!({"latencyMs": 20_000}))
-        .await?;
+    stack.set_carrier_faults(slow_carrier(20_000)).await?;
     let me = stack.token("c-cancel", Role::Customer, 600)?;
     let other = stack.token("c-other", Role::Customer, 600)?;
     let operator = stack.token("ops", Role::Operator, 600)?;
-    let before = stack.product("mouse-01").await?;
+    let before = stack.product_view("mouse-01").await?;
 
     let id = stack.place(order("c-cancel", 1, "DE")).await?;
-    let confirmed = stack.finished(&id, SETTLE).await?;
-    assert_eq!(confirmed["status"], "CONFIRMED", "{confirmed}");
+    let confirmed = stack.finished_order(&id, SETTLE).await?;
+    assert_eq!(confirmed.status, OrderStatus::Confirmed, "{confirmed:?}");
 
     // Not yours: as absent as a missing order. Operators read only.
-    assert_eq!(cancel(&stack, &id, &other).await?.0, 404);
-    let (code, body) = cancel(&stack, &id, &operator).await?;
-    assert_eq!(code, 403, "{body}");
+    let a = cancel(&stack, &id, &other).await?;
+    assert_eq!(a.status, 404, "{a:?}");
+    let a = cancel(&stack, &id, &operator).await?;
+    assert_eq!(a.status, 403, "{a:?}");
 
-    let (code, body) = cancel(&stack, &id, &me).await?;
-    assert_eq!(code, 202, "{body}");
-    assert!(body["cancelRequestedAt"].is_string(), "{body}");
-    let (again, _) = cancel(&stack, &id, &me).await?;
+    let a = cancel(&stack, &id, &me).await?;
+    assert_eq!(a.status, 202, "{a:?}");
+    let requested = a.ok()?;
+    assert!(requested.cancel_requested_at.is_some(), "{requested:?}");
+    let again = cancel(&stack, &id, &me).await?.status;
     assert!(
         again == 202 || again == 200,
         "repeated cancel answered {again}"
     );
 
-    let done = stack.settled(&id, SETTLE).await?;
-    assert_eq!(done["status"], "CANCELLED", "{done}");
-    assert_eq!(done["cancelReason"], "CUSTOMER_CANCELLED");
-    let (code, body) = cancel(&stack, &id, &me).await?;
-    assert_eq!(code, 200, "a cancelled order answers 200: {body}");
-    assert_eq!(body["status"], "CANCELLED");
+    let done = stack.settled_order(&id, SETTLE).await?;
+    assert_eq!(done.status, OrderStatus::Cancelled, "{done:?}");
+    assert_eq!(done.cancel_reason.as_deref(), Some("CUSTOMER_CANCELLED"));
+    let a = cancel(&stack, &id, &me).await?;
+    assert_eq!(a.status, 200, "a cancelled order answers 200: {a:?}");
+    assert_eq!(a.ok()?.status, OrderStatus::Cancelled);
 
-    let shipment = stack
-        .get(Service::Fulfillment, &format!("/shipments/{id}"))
-        .await?;
-    assert_eq!(shipment["status"], "CANCELLED");
-    assert!(shipment["pickedAt"].is_null());
-    let payment = stack
-        .get(Service::Payment, &format!("/payments/{id}"))
-        .await?;
-    assert_eq!(payment["status"], "REFUNDED");
-    assert_eq!(payment["refundReason"], "CUSTOMER_CANCELLED");
-    let reservation = stack
-        .get(Service::Inventory, &format!("/reservations/{id}"))
-        .await?;
-    assert_eq!(reservation["status"], "RELEASED");
-    assert_eq!(stack.product("mouse-01").await?["sold"], before["sold"]);
+    let shipment = stack.read(routes::GET_SHIPMENT, &[&id]).await?;
+    assert_eq!(shipment.status, ShipmentStatus::Cancelled);
+    assert!(shipment.picked_at.is_none(), "{shipment:?}");
+    let payment = stack.read(routes::GET_PAYMENT, &[&id]).await?;
+    assert_eq!(payment.status, "REFUNDED");
+    assert_eq!(payment.refund_reason.as_deref(), Some("CUSTOMER_CANCELLED"));
+    let reservation = stack.read(routes::GET_RESERVATION, &[&id]).await?;
+    assert_eq!(reservation.status, "RELEASED");
+    assert_eq!(stack.product_view("mouse-01").await?.sold, before.sold);
     // One request reached the saga, refunded once.
     let requested = steps(&stack, &id, "order.cancel-requested").await?;
     assert_eq!(requested.len(), 1, "{requested:?}");
-    let saga = stack.get(Service::Saga, &format!("/sagas/{id}")).await?;
-    let refunds = saga["steps"]
-        .as_array()
-        .into_iter()
+    let saga = stack.read(routes::GET_SAGA, &[&id]).await?;
+    let refunds = saga
+        .steps
+        .iter()
         .flatten()
-        .flat_map(|s| s["sent"].as_array().cloned().unwrap_or_default())
-        .filter(|t| t == "payment.refund")
+        .flat_map(|s| &s.sent)
+        .filter(|t| *t == "payment.refund")
         .count();
-    assert_eq!(refunds, 1, "{saga}");
+    assert_eq!(refunds, 1, "{saga:?}");
 
     // Cancelled while the saga still runs: placement itself is compensated.
-    stack.set_gateway_faults(json!({"latencyMs": 3000})).await?;
-    let early = stack.place(order("c-cancel", 1, "DE")).await?;
-    let (code, body) = cancel(&stack, &early, &me).await?;
-    assert_eq!(code, 202, "{body}");
-    let done = stack.settled(&early, SETTLE).await?;
-    assert_eq!(done["status"], "CANCELLED", "{done}");
-    assert_eq!(done["cancelReason"], "CUSTOMER_CANCELLED");
-    let reservation = stack
-        .get(Service::Inventory, &format!("/reservations/{early}"))
+    stack
+        .set_gateway_faults(GatewayKnobs {
+            latency_ms: 3000,
+            ..GatewayKnobs::default()
+        })
         .await?;
-    assert_eq!(reservation["status"], "RELEASED");
-    stack.set_gateway_faults(json!({})).await?;
+    let early = stack.place(order("c-cancel", 1, "DE")).await?;
+    let a = cancel(&stack, &early, &me).await?;
+    assert_eq!(a.status, 202, "{a:?}");
+    let done = stack.settled_order(&early, SETTLE).await?;
+    assert_eq!(done.status, OrderStatus::Cancelled, "{done:?}");
+    assert_eq!(done.cancel_reason.as_deref(), Some("CUSTOMER_CANCELLED"));
+    let reservation = stack.read(routes::GET_RESERVATION, &[&early]).await?;
+    assert_eq!(reservation.status, "RELEASED");
+    stack.set_gateway_faults(GatewayKnobs::default()).await?;
     stack.shutdown().await
 }
 
@@ -264,30 +262,29 @@ async fn a_cancellation_after_the_pick_is_refused_and_the_order_is_delivered() -
     let me = stack.token("c-late", Role::Customer, 600)?;
     let id = stack.place(order("c-late", 1, "DE")).await?;
     let picked = eventually(SETTLE, "the pick", || async {
-        let o = stack.get(Service::Order, &format!("/orders/{id}")).await?;
-        Ok(o["pickedAt"].is_string().then_some(o))
+        let o = stack.read(routes::GET_ORDER, &[&id]).await?;
+        Ok(o.picked_at.is_some().then_some(o))
     })
     .await?;
-    let (code, problem) = cancel(&stack, &id, &me).await?;
-    assert_eq!(code, 409, "{problem}");
-    let detail = problem["detail"].as_str().unwrap_or_default();
+    let a = cancel(&stack, &id, &me).await?;
+    assert_eq!(a.status, 409, "{a:?}");
+    let problem = a.problem()?;
+    let detail = &problem.detail;
     assert!(
         detail.contains("can no longer be cancelled")
             && ["picked", "shipped", "delivered"]
                 .iter()
                 .any(|w| detail.contains(w)),
-        "{problem} (order was {picked})"
+        "{problem:?} (order was {picked:?})"
     );
-    let done = stack.settled(&id, SETTLE).await?;
-    assert_eq!(done["status"], "DELIVERED", "{done}");
+    let done = stack.settled_order(&id, SETTLE).await?;
+    assert_eq!(done.status, OrderStatus::Delivered, "{done:?}");
     assert!(
-        done["cancelRequestedAt"].is_null(),
-        "a refused cancel is not recorded: {done}"
+        done.cancel_requested_at.is_none(),
+        "a refused cancel is not recorded: {done:?}"
     );
-    let payment = stack
-        .get(Service::Payment, &format!("/payments/{id}"))
-        .await?;
-    assert_eq!(payment["status"], "AUTHORIZED");
+    let payment = stack.read(routes::GET_PAYMENT, &[&id]).await?;
+    assert_eq!(payment.status, "AUTHORIZED");
     stack.shutdown().await
 }
 
@@ -296,27 +293,24 @@ async fn duplicate_and_reordered_carrier_facts_change_nothing() -> anyhow::Resul
     let stack = Stack::start(StackOptions::default()).await?;
     let me = stack.token("c-dup", Role::Customer, 600)?;
     let delivered = stack.place(order("c-dup", 1, "DE")).await?;
-    let done = stack.settled(&delivered, SETTLE).await?;
-    assert_eq!(done["status"], "DELIVERED", "{done}");
+    let done = stack.settled_order(&delivered, SETTLE).await?;
+    assert_eq!(done.status, OrderStatus::Delivered, "{done:?}");
     let shipment_id = stack
-        .get(Service::Fulfillment, &format!("/shipments/{delivered}"))
-        .await?["shipmentId"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned();
+        .read(routes::GET_SHIPMENT, &[&delivered])
+        .await?
+        .shipment_id;
     // And one cancelled before its pick.
-    stack
-        .set_carrier_faults(json!({"latencyMs": 20_000}))
-        .await?;
+    stack.set_carrier_faults(slow_carrier(20_000)).await?;
     let cancelled = stack.place(order("c-dup", 1, "DE")).await?;
-    stack.finished(&cancelled, SETTLE).await?;
-    assert_eq!(cancel(&stack, &cancelled, &me).await?.0, 202);
+    stack.finished_order(&cancelled, SETTLE).await?;
+    let a = cancel(&stack, &cancelled, &me).await?;
+    assert_eq!(a.status, 202, "{a:?}");
     assert_eq!(
-        stack.settled(&cancelled, SETTLE).await?["status"],
-        "CANCELLED"
+        stack.settled_order(&cancelled, SETTLE).await?.status,
+        OrderStatus::Cancelled
     );
-    stack.set_carrier_faults(json!({})).await?;
-    let product = stack.product("mouse-01").await?;
+    stack.set_carrier_faults(CarrierKnobs::default()).await?;
+    let product = stack.product_view("mouse-01").await?;
     let kinds_before = kinds(&stack, &delivered).await?;
 
     // Replayed facts, out of order: delivered again, then shipped and picked after it; and a
@@ -331,27 +325,25 @@ async fn duplicate_and_reordered_carrier_facts_change_nothing() -> anyhow::Resul
         (
             delivered.as_str(),
             "fulfillment.delivered",
-            json!({"shipmentId": shipment_id}),
+            json!({"orderId": delivered, "shipmentId": shipment_id}),
         ),
         (
             delivered.as_str(),
             "fulfillment.shipped",
-            json!({"shipmentId": shipment_id, "trackingNumber": "SIMOLD"}),
+            json!({"orderId": delivered, "shipmentId": shipment_id, "trackingNumber": "SIMOLD"}),
         ),
         (
             delivered.as_str(),
             "fulfillment.picked",
-            json!({"shipmentId": shipment_id, "lines": lines}),
+            json!({"orderId": delivered, "shipmentId": shipment_id, "lines": lines}),
         ),
         (
             cancelled.as_str(),
             "fulfillment.picked",
-            json!({"shipmentId": shipment_id, "lines": lines}),
+            json!({"orderId": cancelled, "shipmentId": shipment_id, "lines": lines}),
         ),
     ];
     for (order_id, kind, payload) in facts {
-        let mut payload = payload;
-        payload["orderId"] = json!(order_id);
         let envelope = json!({
             "eventId": uuid::Uuid::now_v7(), "type": kind, "schemaVersion": 1,
             "occurredAt": chrono::Utc::now(), "correlationId": order_id,
@@ -371,11 +363,9 @@ async fn duplicate_and_reordered_carrier_facts_change_nothing() -> anyhow::Resul
         .await?;
     }
 
-    let after = stack
-        .get(Service::Order, &format!("/orders/{delivered}"))
-        .await?;
-    assert_eq!(after["status"], "DELIVERED");
-    assert_eq!(after["trackingNumber"], done["trackingNumber"]);
+    let after = stack.read(routes::GET_ORDER, &[&delivered]).await?;
+    assert_eq!(after.status, OrderStatus::Delivered);
+    assert_eq!(after.tracking_number, done.tracking_number);
     assert_eq!(kinds(&stack, &delivered).await?, kinds_before);
     let late = steps(&stack, &delivered, "fulfillment.shipped").await?;
     assert!(
@@ -384,11 +374,9 @@ async fn duplicate_and_reordered_carrier_facts_change_nothing() -> anyhow::Resul
     );
     // The cancelled order stays cancelled and refunded; its stock is not sold by the stale
     // pick (inventory dead-letters it), and the saga asked for the cancellation again.
-    let c = stack
-        .get(Service::Order, &format!("/orders/{cancelled}"))
-        .await?;
-    assert_eq!(c["status"], "CANCELLED");
-    assert!(c["pickedAt"].is_null(), "{c}");
+    let c = stack.read(routes::GET_ORDER, &[&cancelled]).await?;
+    assert_eq!(c.status, OrderStatus::Cancelled);
+    assert!(c.picked_at.is_none(), "{c:?}");
     let recall = steps(&stack, &cancelled, "fulfillment.picked").await?;
     assert!(
         recall
@@ -396,19 +384,13 @@ async fn duplicate_and_reordered_carrier_facts_change_nothing() -> anyhow::Resul
             .any(|(applied, note)| *applied && note.contains("asked again")),
         "{recall:?}"
     );
-    let payment = stack
-        .get(Service::Payment, &format!("/payments/{cancelled}"))
-        .await?;
-    assert_eq!(payment["status"], "REFUNDED");
-    assert_eq!(stack.product("mouse-01").await?["sold"], product["sold"]);
-    let reservation = stack
-        .get(Service::Inventory, &format!("/reservations/{cancelled}"))
-        .await?;
-    assert_eq!(reservation["status"], "RELEASED");
-    let shipment = stack
-        .get(Service::Fulfillment, &format!("/shipments/{cancelled}"))
-        .await?;
-    assert_eq!(shipment["status"], "CANCELLED");
+    let payment = stack.read(routes::GET_PAYMENT, &[&cancelled]).await?;
+    assert_eq!(payment.status, "REFUNDED");
+    assert_eq!(stack.product_view("mouse-01").await?.sold, product.sold);
+    let reservation = stack.read(routes::GET_RESERVATION, &[&cancelled]).await?;
+    assert_eq!(reservation.status, "RELEASED");
+    let shipment = stack.read(routes::GET_SHIPMENT, &[&cancelled]).await?;
+    assert_eq!(shipment.status, ShipmentStatus::Cancelled);
     stack.shutdown().await
 }
 
@@ -427,12 +409,10 @@ async fn the_carrier_wakes_for_a_new_shipment_and_for_each_step_falling_due() ->
     .await?;
     for _ in 0..2 {
         let id = stack.place(order("carol", 1, "DE")).await?;
-        let done = stack.settled(&id, SETTLE).await?;
-        assert_eq!(done["status"], "DELIVERED", "{done}");
-        let shipment = stack
-            .get(Service::Fulfillment, &format!("/shipments/{id}"))
-            .await?;
-        assert_eq!(shipment["status"], "DELIVERED", "{shipment}");
+        let done = stack.settled_order(&id, SETTLE).await?;
+        assert_eq!(done.status, OrderStatus::Delivered, "{done:?}");
+        let shipment = stack.read(routes::GET_SHIPMENT, &[&id]).await?;
+        assert_eq!(shipment.status, ShipmentStatus::Delivered, "{shipment:?}");
     }
     stack.shutdown().await
 }
@@ -445,8 +425,8 @@ async fn every_service_prunes_its_inbox_past_the_retention() -> anyhow::Result<(
     })
     .await?;
     let id = stack.place(order("dave", 1, "DE")).await?;
-    let done = stack.settled(&id, SETTLE).await?;
-    assert_eq!(done["status"], "DELIVERED", "{done}");
+    let done = stack.settled_order(&id, SETTLE).await?;
+    assert_eq!(done.status, OrderStatus::Delivered, "{done:?}");
     for service in Service::all() {
         let pool = stack.pool(service).await?;
         let count = || async {

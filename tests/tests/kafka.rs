@@ -6,7 +6,9 @@
 use std::process::Command;
 use std::time::Duration;
 
-use oms_contracts::Topics;
+use oms_contracts::api::{CreateOrder, OrderStatus, RequestedLine};
+use oms_contracts::values::ShippingAddress;
+use oms_contracts::{Envelope, Topics};
 use oms_kafka::node::security::{Plan, OPERATOR};
 use oms_tests::stack::{Stack, StackOptions};
 use oms_tests::{unique, TestBroker};
@@ -14,17 +16,35 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::ClientConfig;
-use serde_json::{json, Value};
+use serde::Deserialize;
 
 const DELIVERED: Duration = Duration::from_secs(120);
 
-fn order(customer: &str) -> Value {
-    json!({
-        "customerId": customer,
-        "items": [{"productId": "mouse-01", "quantity": 1}],
-        "paymentToken": "tok_visa",
-        "shippingAddress": {"line1": "Hauptstraße 1", "city": "Berlin", "postalCode": "10115", "country": "DE"},
-    })
+fn order(customer: &str) -> CreateOrder {
+    CreateOrder {
+        customer_id: Some(customer.into()),
+        items: vec![RequestedLine {
+            product_id: "mouse-01".into(),
+            quantity: 1,
+        }],
+        payment_token: Some("tok_visa".into()),
+        shipping_address: Some(ShippingAddress {
+            line1: "Hauptstraße 1".into(),
+            city: "Berlin".into(),
+            postal_code: "10115".into(),
+            country: "DE".into(),
+        }),
+    }
+}
+
+/// One message as `kcat -J` prints it (the members read here).
+#[derive(Debug, Deserialize)]
+struct KcatLine {
+    key: Option<String>,
+    payload: Option<String>,
+    /// Name, value, name, value...
+    #[serde(default)]
+    headers: Vec<Option<String>>,
 }
 
 fn config(brokers: &str, props: &oms_kafka::Properties) -> ClientConfig {
@@ -81,7 +101,7 @@ async fn consume_error(
 
 /// `kcat` reading `topic` from the beginning to its end, as JSON lines (`-J`), with `extra`
 /// arguments (`-F users/omsctl.properties` on a secured broker).
-fn kcat(brokers: &str, topic: &str, extra: &[&str]) -> anyhow::Result<Vec<Value>> {
+fn kcat(brokers: &str, topic: &str, extra: &[&str]) -> anyhow::Result<Vec<KcatLine>> {
     // Bounded: kcat waits for ever for a broker that never answers.
     let out = Command::new("timeout")
         .args([
@@ -155,6 +175,14 @@ fn console_consumer(
         .collect())
 }
 
+/// The type of the envelope a tool printed (what is wrong with it when it is none).
+fn type_of(value: &str) -> String {
+    match Envelope::decode(value.as_bytes()) {
+        Ok(envelope) => envelope.message_type().as_str().to_owned(),
+        Err(e) => format!("not an envelope: {e}"),
+    }
+}
+
 /// The order's events as a standard tool read them: each line's key is the order id and its
 /// value an envelope of the order.
 fn check_order_events(order_id: &str, keys_and_types: &[(String, String)]) {
@@ -168,15 +196,13 @@ fn check_order_events(order_id: &str, keys_and_types: &[(String, String)]) {
     }
 }
 
-fn kcat_keys_and_types(lines: &[Value]) -> Vec<(String, String)> {
+fn kcat_keys_and_types(lines: &[KcatLine]) -> Vec<(String, String)> {
     lines
         .iter()
         .map(|l| {
-            let envelope: Value =
-                serde_json::from_str(l["payload"].as_str().unwrap_or("{}")).unwrap_or_default();
             (
-                l["key"].as_str().unwrap_or_default().to_owned(),
-                envelope["type"].as_str().unwrap_or_default().to_owned(),
+                l.key.clone().unwrap_or_default(),
+                type_of(l.payload.as_deref().unwrap_or_default()),
             )
         })
         .collect()
@@ -186,40 +212,28 @@ fn console_keys_and_types(lines: &[String]) -> Vec<(String, String)> {
     lines
         .iter()
         .filter_map(|l| l.split_once('|'))
-        .map(|(k, v)| {
-            let envelope: Value = serde_json::from_str(v).unwrap_or_default();
-            (
-                k.to_owned(),
-                envelope["type"].as_str().unwrap_or_default().to_owned(),
-            )
-        })
+        .map(|(k, v)| (k.to_owned(), type_of(v)))
         .collect()
 }
 
 /// Every header kcat shows of a message: `-J` lists them as name, value, name, value...
-fn kcat_header_names(line: &Value) -> Vec<String> {
-    line["headers"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .step_by(2)
-        .filter_map(|h| h.as_str().map(str::to_owned))
-        .collect()
+fn kcat_header_names(line: &KcatLine) -> Vec<String> {
+    line.headers.iter().step_by(2).flatten().cloned().collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn standard_tools_read_the_oms_topics() -> anyhow::Result<()> {
     let stack = Stack::start(StackOptions::default()).await?;
     let id = stack.place(order("kcat-reader")).await?;
-    let done = stack.settled(&id, DELIVERED).await?;
-    assert_eq!(done["status"], "DELIVERED", "{done}");
+    let done = stack.settled_order(&id, DELIVERED).await?;
+    assert_eq!(done.status, OrderStatus::Delivered, "{done:?}");
     let topic = stack.topics().name(oms_contracts::topics::ORDER_EVENTS);
 
     let lines = kcat(stack.brokers(), &topic, &[])?;
     check_order_events(&id, &kcat_keys_and_types(&lines));
     let created = lines
         .iter()
-        .find(|l| l["key"] == id.as_str())
+        .find(|l| l.key.as_deref() == Some(id.as_str()))
         .ok_or_else(|| anyhow::anyhow!("no message of {id} in {lines:?}"))?;
     let headers = kcat_header_names(created);
     for h in [
@@ -281,8 +295,12 @@ async fn the_saga_runs_over_sasl_ssl_with_each_service_held_to_its_acls() -> any
     })
     .await?;
     let id = stack.place(order("secure-customer")).await?;
-    let done = stack.settled(&id, DELIVERED).await?;
-    assert_eq!(done["status"], "DELIVERED", "over SASL_SSL: {done}");
+    let done = stack.settled_order(&id, DELIVERED).await?;
+    assert_eq!(
+        done.status,
+        OrderStatus::Delivered,
+        "over SASL_SSL: {done:?}"
+    );
 
     // A service writes what it emits and nothing else, and joins only its own group.
     let payment_events = topics.name(oms_contracts::topics::PAYMENT_EVENTS);

@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use axum::Router;
+use oms_contracts::api::{Problem, Readiness};
 use oms_contracts::Envelope;
 use oms_runtime::config::{DatabaseUrl, LogFormat, OutboxWakeup, RuntimeConfig};
 use oms_runtime::{Handler, HandlerContext, HandlerError, Runtime};
@@ -103,14 +104,11 @@ async fn a_service_reports_health_and_metrics_and_shuts_down_gracefully() -> any
     ] {
         let r = http.get(&url).send().await?;
         assert_eq!(r.status(), 400, "{url}");
-        let problem: serde_json::Value = r.json().await?;
-        assert!(
-            problem["detail"].as_str().unwrap_or("").contains("NUL"),
-            "{url}: {problem}"
-        );
+        let problem: Problem = r.json().await?;
+        assert!(problem.detail.contains("NUL"), "{url}: {problem:?}");
     }
 
-    let ready: serde_json::Value = eventually(Duration::from_secs(30), "readiness", || async {
+    let ready: Readiness = eventually(Duration::from_secs(30), "readiness", || async {
         let r = http.get(format!("{base}/health/ready")).send().await?;
         Ok(if r.status() == 200 {
             Some(r.json().await?)
@@ -119,11 +117,12 @@ async fn a_service_reports_health_and_metrics_and_shuts_down_gracefully() -> any
         })
     })
     .await?;
-    assert_eq!(ready["status"], "ready");
-    assert_eq!(ready["database"]["ok"], true);
-    assert_eq!(ready["broker"]["ok"], true);
-    assert_eq!(ready["relay"]["ok"], true);
-    assert_eq!(ready["outbox"]["pending"], 0);
+    assert!(ready.is_ready(), "{ready:?}");
+    assert!(
+        ready.database.ok && ready.broker.ok && ready.relay.ok,
+        "{ready:?}"
+    );
+    assert_eq!(ready.outbox.map(|o| o.pending), Some(0), "{ready:?}");
 
     // One message through the consumer, so its per-group metrics exist.
     let order = oms_contracts::OrderId::new();
@@ -171,18 +170,18 @@ async fn a_service_reports_health_and_metrics_and_shuts_down_gracefully() -> any
 
     // With the broker gone, the service is live but not ready, and says why.
     broker.stop()?;
-    let not_ready: serde_json::Value =
-        eventually(Duration::from_secs(30), "readiness to fail", || async {
-            let r = http.get(format!("{base}/health/ready")).send().await?;
-            Ok(if r.status() == 503 {
-                Some(r.json().await?)
-            } else {
-                None
-            })
+    let not_ready: Readiness = eventually(Duration::from_secs(30), "readiness to fail", || async {
+        let r = http.get(format!("{base}/health/ready")).send().await?;
+        Ok(if r.status() == 503 {
+            Some(r.json().await?)
+        } else {
+            None
         })
-        .await?;
-    assert_eq!(not_ready["broker"]["ok"], false);
-    assert_eq!(not_ready["database"]["ok"], true);
+    })
+    .await?;
+    assert!(!not_ready.is_ready(), "{not_ready:?}");
+    assert!(!not_ready.broker.ok, "{not_ready:?}");
+    assert!(not_ready.database.ok, "{not_ready:?}");
     assert_eq!(
         http.get(format!("{base}/health/live"))
             .send()

@@ -14,7 +14,7 @@ use std::process::Stdio;
 use anyhow::{bail, Context};
 use oms_contracts::auth::Role;
 use oms_tests::stack::{Service, Stack, StackOptions};
-use serde_json::Value;
+use serde::Deserialize;
 
 const DEFAULT_SEED: &str = "20261124";
 const DEFAULT_EXAMPLES: &str = "20";
@@ -43,34 +43,69 @@ struct Outcome {
     errors: Vec<String>,
 }
 
-fn outcome_of(report: &Value) -> anyhow::Result<Outcome> {
-    let count = |v: &Value| v.as_u64().context("a count in the report is not a number");
-    let titles = |key: &str| -> Vec<String> {
-        report[key]
-            .as_array()
-            .map(|groups| {
-                groups
-                    .iter()
-                    .map(|g| {
-                        format!(
-                            "{} × {} {}",
-                            g["count"],
-                            g["title"].as_str().unwrap_or("?"),
-                            g["operations"]
-                        )
-                    })
-                    .collect()
-            })
-            .unwrap_or_default()
+/// The members of schemathesis' JSON report (`--report json`) read here.
+#[derive(Debug, Deserialize)]
+struct Report {
+    complete: bool,
+    #[serde(default)]
+    stop_reason: Option<String>,
+    /// `null` when the schema never loaded.
+    #[serde(default)]
+    operations: Option<Operations>,
+    #[serde(default)]
+    test_cases: Option<TestCases>,
+    #[serde(default)]
+    failures: Vec<Group>,
+    #[serde(default)]
+    errors: Vec<Group>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Operations {
+    tested: u64,
+}
+
+#[derive(Debug, Deserialize)]
+struct TestCases {
+    generated: u64,
+}
+
+/// Failures or errors of one kind.
+#[derive(Debug, Deserialize)]
+struct Group {
+    title: String,
+    count: u64,
+    /// The operations it was found on (errors name none).
+    #[serde(default)]
+    operations: Vec<String>,
+}
+
+fn outcome_of(report: &Report) -> anyhow::Result<Outcome> {
+    let titles = |groups: &[Group]| -> Vec<String> {
+        groups
+            .iter()
+            .map(|g| format!("{} × {} {:?}", g.count, g.title, g.operations))
+            .collect()
     };
-    if report["complete"] != true {
-        bail!("the run did not complete: {}", report["stop_reason"]);
+    if !report.complete {
+        bail!(
+            "the run did not complete: {}",
+            report.stop_reason.as_deref().unwrap_or("no reason given")
+        );
     }
     Ok(Outcome {
-        operations: count(&report["operations"]["tested"])?,
-        cases: count(&report["test_cases"]["generated"])?,
-        failures: titles("failures"),
-        errors: titles("errors"),
+        operations: report
+            .operations
+            .as_ref()
+            .context("no operations in the report")?
+            .tested,
+        cases: report
+            .test_cases
+            .as_ref()
+            .context("no test cases in the report")?
+            .generated,
+        failures: titles(&report.failures),
+        errors: titles(&report.errors),
     })
 }
 
@@ -111,8 +146,10 @@ async fn every_service_answers_generated_requests_as_its_spec_says() -> anyhow::
                 String::from_utf8_lossy(&output.stderr)
             )
         })?;
-        let outcome = outcome_of(&serde_json::from_str(&text)?)
-            .with_context(|| format!("reading the report for {service}"))?;
+        let report: Report = serde_json::from_str(&text)
+            .with_context(|| format!("reading the report for {service}: {text}"))?;
+        let outcome =
+            outcome_of(&report).with_context(|| format!("reading the report for {service}"))?;
         println!(
             "{service}: {} operations, {} cases, {} failures, {} errors",
             outcome.operations,
@@ -152,11 +189,11 @@ fn a_report_with_a_failure_or_an_incomplete_run_is_read_as_such() -> anyhow::Res
         "failures": [{"title": "Server error", "count": 2, "operations": ["GET /x"]}],
         "errors": []
     });
-    let outcome = outcome_of(&report)?;
+    let outcome = outcome_of(&serde_json::from_value(report)?)?;
     assert_eq!((outcome.operations, outcome.cases), (3, 40));
     assert_eq!(outcome.failures.len(), 1);
     assert!(outcome.failures[0].contains("Server error"));
     let cut_short = serde_json::json!({"complete": false, "stop_reason": "interrupted"});
-    assert!(outcome_of(&cut_short).is_err());
+    assert!(outcome_of(&serde_json::from_value(cut_short)?).is_err());
     Ok(())
 }
