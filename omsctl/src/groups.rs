@@ -14,27 +14,10 @@ use rdkafka::{Offset, TopicPartitionList};
 use serde::{Deserialize, Serialize};
 
 use crate::ctx::{Ctx, Kafka};
-use crate::render::{opt, table};
 use crate::topics::{describe_group, GroupView};
 use crate::Failure;
 
 const TIMEOUT: Duration = Duration::from_secs(5);
-
-#[derive(Debug, clap::Subcommand)]
-pub enum GroupsCommand {
-    /// Consumer groups: the OMS services' (with their topics and total lag) and any other the
-    /// broker knows (state and members; `describe` works out its lag).
-    List,
-    /// One group: its members and, per partition, the committed offset, the end offset, the lag
-    /// and the member that holds it.
-    Describe {
-        /// Group id (e.g. oms-payment).
-        #[arg(add = clap_complete::ArgValueCandidates::new(crate::complete::groups))]
-        group: String,
-    },
-    /// Move a group's committed offsets. Prints the plan; changes nothing without --execute.
-    ResetOffsets(ResetArgs),
-}
 
 /// Where to move the offsets.
 #[derive(Debug, clap::Args)]
@@ -55,21 +38,6 @@ pub struct Target {
     /// Move by N (negative: back, re-handle the last N) from the committed offset.
     #[arg(long, allow_hyphen_values = true)]
     shift_by: Option<i64>,
-}
-
-#[derive(Debug, clap::Args)]
-pub struct ResetArgs {
-    /// Group id.
-    #[arg(add = clap_complete::ArgValueCandidates::new(crate::complete::groups))]
-    group: String,
-    /// Only these topics (contract names; default: every topic the group reads).
-    #[arg(long = "topic", add = clap_complete::ArgValueCandidates::new(crate::complete::topics))]
-    topics: Vec<String>,
-    #[command(flatten)]
-    target: Target,
-    /// Commit the plan (without it nothing changes).
-    #[arg(long)]
-    execute: bool,
 }
 
 /// `--to-datetime`: RFC 3339 or `-DURATION` (ms since the epoch).
@@ -200,7 +168,8 @@ fn client(brokers: &Kafka, group: &str) -> Result<BaseConsumer, Failure> {
 
 /// A group named on the command line: an OMS group by its contract name (`oms-payment`) gets
 /// the topic prefix; any other name is taken as it is.
-fn group_name(ctx: &Ctx, group: &str) -> String {
+/// A group id as deployed (the prefix added unless given).
+pub fn group_name(ctx: &Ctx, group: &str) -> String {
     let known = ctx.consumer_groups();
     let prefixed = format!("{}{group}", ctx.topics.prefix());
     if !known.iter().any(|(g, _)| g == group) && known.iter().any(|(g, _)| *g == prefixed) {
@@ -296,18 +265,9 @@ async fn blocking<T: Send + 'static>(
         .map_err(anyhow::Error::from)?
 }
 
-pub async fn run(ctx: &Ctx, command: GroupsCommand) -> Result<(), Failure> {
-    match command {
-        GroupsCommand::List => list(ctx).await,
-        GroupsCommand::Describe { group } => describe(ctx, &group_name(ctx, &group)).await,
-        GroupsCommand::ResetOffsets(mut args) => {
-            args.group = group_name(ctx, &args.group);
-            reset(ctx, args).await
-        }
-    }
-}
-
-async fn list(ctx: &Ctx) -> Result<(), Failure> {
+/// The consumer groups: the OMS services' (topics and total lag) and any other the broker
+/// knows (state and members).
+pub async fn list(ctx: &Ctx) -> Result<Vec<GroupRow>, Failure> {
     let brokers = ctx.brokers.clone();
     let known = ctx.consumer_groups();
     let rows = blocking(move || {
@@ -358,23 +318,11 @@ async fn list(ctx: &Ctx) -> Result<(), Failure> {
         Ok(rows)
     })
     .await?;
-    ctx.print(&rows, || {
-        let mut t = table(&["GROUP", "STATE", "MEMBERS", "LAG", "TOPICS"]);
-        for r in &rows {
-            let topics: Vec<&str> = r.topics.iter().map(String::as_str).collect();
-            t.add_row([
-                r.group.clone(),
-                r.state.clone(),
-                r.members.to_string(),
-                opt(r.lag),
-                topics.join(" "),
-            ]);
-        }
-        t.to_string()
-    })
+    Ok(rows)
 }
 
-async fn describe(ctx: &Ctx, group: &str) -> Result<(), Failure> {
+/// One group: members and, per partition, committed and end offsets, lag and holder.
+pub async fn describe(ctx: &Ctx, group: &str) -> Result<GroupDetail, Failure> {
     let brokers = ctx.brokers.clone();
     let topics = topics_of(ctx, group);
     let name = group.to_owned();
@@ -396,57 +344,33 @@ async fn describe(ctx: &Ctx, group: &str) -> Result<(), Failure> {
         members: view.members.clone(),
         partitions: parts.clone(),
     };
-    ctx.print(&doc, || {
-        let mut m = table(&["MEMBER", "CLIENT", "HOST", "ASSIGNED"]);
-        for member in &view.members {
-            let assigned: Vec<String> = member
-                .assigned
-                .iter()
-                .map(|(t, p)| format!("{t}/{p}"))
-                .collect();
-            m.add_row([
-                member.id.clone(),
-                member.client_id.clone(),
-                member.host.clone(),
-                assigned.join(" "),
-            ]);
-        }
-        let mut t = table(&["PARTITION", "COMMITTED", "START", "END", "LAG", "MEMBER"]);
-        for p in &parts {
-            t.add_row([
-                format!("{}/{}", p.topic, p.partition),
-                p.committed.map_or("-".into(), |o| o.to_string()),
-                p.start.to_string(),
-                p.end.to_string(),
-                p.lag.to_string(),
-                p.member.clone().unwrap_or_else(|| "-".into()),
-            ]);
-        }
-        format!(
-            "group {group}: {} with {} member(s), lag {}\n{m}\n{t}",
-            view.state,
-            view.members.len(),
-            doc.lag
-        )
-    })
+    Ok(doc)
 }
 
-async fn reset(ctx: &Ctx, args: ResetArgs) -> Result<(), Failure> {
-    let topics: Option<Vec<String>> = if args.topics.is_empty() {
-        topics_of(ctx, &args.group)
+/// Plans (and with `execute` commits) moving `group`'s offsets on `topics` (contract names;
+/// none: every topic it reads) to `target`.
+pub async fn reset(
+    ctx: &Ctx,
+    group: &str,
+    topics: &[String],
+    target: Target,
+    execute: bool,
+) -> Result<ResetReport, Failure> {
+    let topics: Option<Vec<String>> = if topics.is_empty() {
+        topics_of(ctx, group)
     } else {
-        Some(args.topics.iter().map(|t| ctx.deployed_topic(t)).collect())
+        Some(topics.iter().map(|t| ctx.deployed_topic(t)).collect())
     };
-    if let Some(o) = args.target.to_offset.filter(|o| *o < 0) {
+    if let Some(o) = target.to_offset.filter(|o| *o < 0) {
         return Err(Failure::usage(format!(
             "invalid --to-offset {o}: offsets start at 0"
         )));
     }
     let brokers = ctx.brokers.clone();
-    let group = args.group.clone();
-    let target = args.target;
-    let execute = args.execute;
+    let group = group.to_owned();
+    let name = group.clone();
     let (view, moves) = blocking(move || {
+        let group = name;
         let view = describe_group(&brokers, &group)?;
         let parts = partitions(&brokers, &group, topics.as_deref(), &view)?;
         if parts.is_empty() {
@@ -513,34 +437,12 @@ async fn reset(ctx: &Ctx, args: ResetArgs) -> Result<(), Failure> {
     })
     .await?;
     let doc = ResetReport {
-        group: args.group.clone(),
+        group: group.clone(),
         state: view.state.clone(),
         executed: execute,
         plan: moves.clone(),
     };
-    ctx.print(&doc, || {
-        let mut t = table(&["PARTITION", "CURRENT", "TARGET", "CHANGE", "LAG AFTER"]);
-        for m in &moves {
-            let change = match m.current {
-                Some(c) => format!("{:+}", m.target - c),
-                None => "new".into(),
-            };
-            t.add_row([
-                format!("{}/{}", m.topic, m.partition),
-                m.current.map_or("-".into(), |o| o.to_string()),
-                m.target.to_string(),
-                change,
-                m.lag_after.to_string(),
-            ]);
-        }
-        if execute {
-            format!("{t}\ncommitted: group {} now starts from TARGET", args.group)
-        } else {
-            format!(
-                "{t}\nplan only: nothing changed (add --execute to commit it; the group must have no live members)"
-            )
-        }
-    })
+    Ok(doc)
 }
 
 #[cfg(test)]

@@ -32,15 +32,14 @@ mod drill;
 mod filter;
 mod groups;
 mod local;
-mod order;
 mod paths;
 mod place;
 mod produce;
 mod render;
-mod saga;
 mod stack;
 mod tail;
 mod topics;
+mod trace;
 mod tui;
 mod verify;
 
@@ -80,30 +79,30 @@ enum Command {
     Stack(stack::StackCommand),
     /// Orders: create, get, list, trace.
     #[command(subcommand)]
-    Order(order::OrderCommand),
+    Order(cmd::order::OrderCommand),
     /// Sagas: list, show, retry a step, cancel with compensation.
     #[command(subcommand)]
-    Saga(saga::SagaCommand),
+    Saga(cmd::saga::SagaCommand),
     /// Kafka topics of the OMS.
     #[command(subcommand)]
-    Topics(topics::TopicsCommand),
+    Topics(cmd::topics::TopicsCommand),
     /// Consumer groups: list, describe (lag per partition), reset offsets with a plan first.
     #[command(subcommand)]
-    Groups(groups::GroupsCommand),
+    Groups(cmd::groups::GroupsCommand),
     /// Follow topics, decoding envelopes.
-    Tail(tail::TailArgs),
+    Tail(cmd::tail::TailArgs),
     /// Produce messages: the NDJSON `tail -o json` writes, checked against the contracts.
-    Produce(produce::ProduceArgs),
+    Produce(cmd::produce::ProduceArgs),
     /// Dead letters: list, show, replay.
     #[command(subcommand)]
-    Dlq(dlq::DlqCommand),
+    Dlq(cmd::dlq::DlqCommand),
     /// Inject faults into the context's target (local stack, compose or Kubernetes): broker,
     /// database, services, poison, duplicates, payment and carrier knobs.
     #[command(subcommand)]
     Chaos(chaos::ChaosCommand),
     /// Scripted chaos drills with a verdict.
     #[command(subcommand)]
-    Drill(drill::DrillCommand),
+    Drill(cmd::drill::DrillCommand),
     /// Check the invariants that must hold across all services.
     Verify(verify::VerifyArgs),
     /// Load generator: open or closed loop, latency histograms, outcomes and CPU per order.
@@ -200,16 +199,16 @@ async fn run(cli: Cli) -> Result<(), Failure> {
     let ctx = ctx::Ctx::new(cli.settings)?;
     match cli.command {
         Command::Stack(c) => stack::run(&ctx, c).await,
-        Command::Order(c) => order::run(&ctx, c).await,
-        Command::Saga(c) => saga::run(&ctx, c).await,
-        Command::Topics(c) => topics::run(&ctx, c).await,
-        Command::Groups(c) => groups::run(&ctx, c).await,
-        Command::Tail(args) => tail::run(&ctx, args).await,
-        Command::Produce(args) => produce::run(&ctx, args).await,
-        Command::Dlq(c) => dlq::run(&ctx, c).await,
-        Command::Verify(args) => verify::run(&ctx, args).await,
+        Command::Order(c) => cmd::order::run(&ctx, c).await,
+        Command::Saga(c) => cmd::saga::run(&ctx, c).await,
+        Command::Topics(c) => cmd::topics::run(&ctx, c).await,
+        Command::Groups(c) => cmd::groups::run(&ctx, c).await,
+        Command::Tail(args) => cmd::tail::run(&ctx, args).await,
+        Command::Produce(args) => cmd::produce::run(&ctx, args).await,
+        Command::Dlq(c) => cmd::dlq::run(&ctx, c).await,
+        Command::Verify(args) => cmd::verify::run(&ctx, args).await,
         Command::Chaos(c) => chaos::run(&ctx, c).await,
-        Command::Drill(c) => drill::run(&ctx, c).await,
+        Command::Drill(c) => cmd::drill::run(&ctx, c).await,
         Command::Bench(args) => bench::run(&ctx, args).await,
         Command::Tui(args) => tui::run(&ctx, args).await,
         Command::Auth(c) => cmd::auth::run(&ctx, c).await,

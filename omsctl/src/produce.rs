@@ -1,4 +1,4 @@
-//! `omsctl produce TOPIC`: produces the NDJSON that `omsctl tail -o json` writes.
+//! Producing the NDJSON that `omsctl tail -o json` writes (`omsctl produce TOPIC`).
 //!
 //! Each line is one message: `key` (or `keyHex`), `headers` (`[{name, value | valueHex}]`) and
 //! `value` (or `valueHex`); `topic`, `partition`, `offset` and `timestamp` of a tailed line are
@@ -12,29 +12,10 @@ use anyhow::Context;
 use oms_contracts::Envelope;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use crate::ctx::Ctx;
-use crate::render::table;
 use crate::Failure;
-
-/// `omsctl produce` arguments.
-#[derive(Debug, clap::Args)]
-pub struct ProduceArgs {
-    /// Topic (contract name such as oms.payment.commands; the prefix is added).
-    #[arg(add = clap_complete::ArgValueCandidates::new(crate::complete::topics))]
-    topic: String,
-    /// Read this file instead of standard input (`-` is standard input).
-    #[arg(long, short = 'f')]
-    file: Option<std::path::PathBuf>,
-    /// Check every value against the contracts: an envelope that decodes, of a message type
-    /// published on this topic, keyed by its order id.
-    #[arg(long)]
-    validate: bool,
-    /// Check the input (and with --validate the envelopes) and send nothing.
-    #[arg(long)]
-    dry_run: bool,
-}
 
 /// One message to produce.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -158,7 +139,7 @@ pub fn validate(message: &Outgoing, topic: &str) -> Result<Envelope, String> {
 }
 
 /// Reads and checks every line; the first bad one is the error, naming its line number.
-fn read_all(
+pub fn read_all(
     input: impl BufRead,
     source: &str,
     topic: Option<&str>,
@@ -181,35 +162,9 @@ fn read_all(
     Ok(out)
 }
 
-pub async fn run(ctx: &Ctx, args: ProduceArgs) -> Result<(), Failure> {
-    let topic = ctx.deployed_topic(&args.topic);
-    let unprefixed = topic
-        .strip_prefix(ctx.topics.prefix())
-        .unwrap_or(&topic)
-        .to_owned();
-    let check = args.validate.then_some(unprefixed.as_str());
-    let messages = match args.file.as_deref() {
-        None => read_all(std::io::stdin().lock(), "stdin", check)?,
-        Some(p) if p.as_os_str() == "-" => read_all(std::io::stdin().lock(), "stdin", check)?,
-        Some(p) => {
-            let f = std::fs::File::open(p)
-                .map_err(|e| Failure::usage(format!("cannot read {}: {e}", p.display())))?;
-            read_all(std::io::BufReader::new(f), &p.display().to_string(), check)?
-        }
-    };
-    if messages.is_empty() {
-        return Err(Failure::usage("no messages in the input"));
-    }
-    exists(ctx, &topic).await?;
-    if args.dry_run {
-        let doc = json!({"dryRun": true, "topic": topic, "messages": messages.len(), "validated": args.validate});
-        return ctx.print(&doc, || {
-            format!(
-                "would produce {} message(s) to {topic} (dry run: nothing sent)",
-                messages.len()
-            )
-        });
-    }
+/// Produces `messages` to `topic` (as deployed) in order; where each one went. The first
+/// failure stops the rest and says how many were sent before it.
+pub async fn send(ctx: &Ctx, topic: &str, messages: &[Outgoing]) -> Result<Vec<Produced>, Failure> {
     let producer: FutureProducer = ctx.producer()?;
     let mut sent = Vec::new();
     for (i, m) in messages.iter().enumerate() {
@@ -220,7 +175,7 @@ pub async fn run(ctx: &Ctx, args: ProduceArgs) -> Result<(), Failure> {
                 value: value.as_deref(),
             });
         }
-        let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&topic).headers(headers);
+        let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(topic).headers(headers);
         if let Some(k) = &m.key {
             record = record.key(k.as_slice());
         }
@@ -239,19 +194,13 @@ pub async fn run(ctx: &Ctx, args: ProduceArgs) -> Result<(), Failure> {
                 ))
             })?;
         sent.push(Produced {
-            topic: topic.clone(),
+            topic: topic.to_owned(),
             partition: delivery.partition,
             offset: delivery.offset,
-            at: crate::render::coordinates(&topic, delivery.partition, delivery.offset),
+            at: crate::render::coordinates(topic, delivery.partition, delivery.offset),
         });
     }
-    ctx.print(&sent, || {
-        let mut t = table(&["PRODUCED AT"]);
-        for r in &sent {
-            t.add_row([r.at.clone()]);
-        }
-        format!("{t}\nproduced {} message(s) to {topic}", sent.len())
-    })
+    Ok(sent)
 }
 
 /// Where a message was produced.

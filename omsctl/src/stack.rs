@@ -246,7 +246,7 @@ async fn up(ctx: &Ctx, asked: Up) -> Result<(), Failure> {
         }
         crate::local::wait_ready(&local, &services, ready_timeout()).await?;
         if smoke {
-            crate::order::smoke(&here).await?;
+            crate::cmd::order::smoke(&here).await?;
         }
     }
     say(if local.replicas > 1 {

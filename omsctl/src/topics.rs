@@ -1,4 +1,5 @@
-//! `omsctl topics ensure | list`: the OMS topics with message counts and consumer lag.
+//! The OMS topics with message counts and consumer lag, partition leadership, and consumer
+//! groups as the broker describes them.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -7,27 +8,13 @@ use anyhow::Context;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::TopicPartitionList;
 
-use crate::ctx::Kafka;
 use serde::Serialize;
 
-use crate::ctx::Ctx;
-use crate::render::table;
+use crate::ctx::Kafka;
 use crate::Failure;
 
-#[derive(Debug, clap::Subcommand)]
-pub enum TopicsCommand {
-    /// Create every OMS topic and its dead-letter topic unless it exists.
-    Ensure {
-        /// Partitions of each topic created.
-        #[arg(long, default_value_t = oms_contracts::topics::PARTITIONS)]
-        partitions: i32,
-    },
-    /// The OMS topics: partitions, end offsets, messages and each consumer group's lag.
-    List,
-}
-
 /// One topic.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct TopicRow {
     /// Name.
@@ -40,44 +27,6 @@ pub struct TopicRow {
     pub end_offsets: Vec<i64>,
     /// Lag of each consumer group reading the topic (messages not yet handled).
     pub lag: BTreeMap<String, i64>,
-}
-
-pub async fn run(ctx: &Ctx, command: TopicsCommand) -> Result<(), Failure> {
-    let topics = ctx.topics.all_with_dlq();
-    if let TopicsCommand::Ensure { partitions } = command {
-        if partitions < 1 {
-            return Err(Failure::usage("--partitions must be at least 1"));
-        }
-        oms_kafka::ensure_topics_with(
-            &ctx.brokers.servers,
-            &ctx.brokers.props,
-            &topics,
-            partitions,
-        )
-        .await
-        .map_err(|e| Failure::usage(format!("broker {}: {e}", ctx.brokers)))?;
-    }
-    let brokers = ctx.brokers.clone();
-    let groups = ctx.consumer_groups();
-    let rows = tokio::task::spawn_blocking(move || list(&brokers, &topics, &groups))
-        .await
-        .map_err(anyhow::Error::from)??;
-    let value = serde_json::to_value(&rows)?;
-    ctx.print(&value, || {
-        let mut t = table(&["TOPIC", "PARTITIONS", "MESSAGES", "END OFFSETS", "LAG"]);
-        for r in &rows {
-            let ends: Vec<String> = r.end_offsets.iter().map(i64::to_string).collect();
-            let lag: Vec<String> = r.lag.iter().map(|(g, l)| format!("{g}={l}")).collect();
-            t.add_row([
-                r.topic.clone(),
-                r.partitions.to_string(),
-                r.messages.to_string(),
-                ends.join(","),
-                lag.join(" "),
-            ]);
-        }
-        t.to_string()
-    })
 }
 
 /// Topics with counts, and the lag of `groups` (group, topics it reads).

@@ -3,3 +3,12 @@
 
 pub mod auth;
 pub mod context;
+pub mod dlq;
+pub mod drill;
+pub mod groups;
+pub mod order;
+pub mod produce;
+pub mod saga;
+pub mod tail;
+pub mod topics;
+pub mod verify;

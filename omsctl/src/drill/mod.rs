@@ -1,5 +1,4 @@
-//! `omsctl drill list | run NAME|FILE [--short] [--report FILE]`: scripted chaos drills with a
-//! verdict.
+//! Scripted chaos drills with a verdict (`omsctl drill list | run | validate`).
 //!
 //! A drill is a TOML file (`scripts/drills/*.toml`): a hypothesis, steady-state probes checked
 //! before and after, setup steps, a load (orders per second for a duration, item mix, payment
@@ -31,8 +30,6 @@ pub mod view;
 
 use std::path::{Path, PathBuf};
 
-use crate::ctx::Ctx;
-use crate::render::table;
 use crate::Failure;
 
 /// Reads and checks a drill file (both forms).
@@ -42,36 +39,8 @@ pub fn parse(path: &Path, text: &str) -> Result<spec::Drill, Failure> {
     Ok(drill)
 }
 
-#[derive(Debug, clap::Subcommand)]
-pub enum DrillCommand {
-    /// The drills shipped in scripts/drills.
-    List,
-    /// Run a drill by name or file.
-    Run {
-        /// A name from `drill list`, or a path to a TOML file.
-        #[arg(add = clap_complete::ArgValueCandidates::new(crate::complete::drills))]
-        drill: String,
-        /// The short form (small load, short durations), as CI runs it.
-        #[arg(long)]
-        short: bool,
-        /// Write the JSON report here too.
-        #[arg(long)]
-        report: Option<PathBuf>,
-        /// Print the resolved plan (steady state, setup, load, method with times, rollback,
-        /// what the verdict demands) and run nothing.
-        #[arg(long)]
-        dry_run: bool,
-    },
-    /// Check a drill file (both forms) without running it.
-    Validate {
-        /// A name from `drill list`, or a path to a TOML file.
-        #[arg(add = clap_complete::ArgValueCandidates::new(crate::complete::drills))]
-        drill: String,
-    },
-}
-
 /// The file of a drill named by name or path.
-fn locate(drill: &str) -> Result<PathBuf, Failure> {
+pub fn locate(drill: &str) -> Result<PathBuf, Failure> {
     if Path::new(drill).is_file() {
         return Ok(PathBuf::from(drill));
     }
@@ -82,86 +51,6 @@ fn locate(drill: &str) -> Result<PathBuf, Failure> {
         .map(|d| d.join(format!("{drill}.toml")))
         .filter(|p| p.is_file())
         .ok_or_else(|| Failure::usage(format!("no drill {drill:?} (see `omsctl drill list`)")))
-}
-
-pub async fn run(ctx: &Ctx, command: DrillCommand) -> Result<(), Failure> {
-    match command {
-        DrillCommand::List => {
-            let dir = crate::paths::drills_dir().ok_or_else(|| {
-                Failure::usage("scripts/drills not found next to this omsctl: set OMS_DRILLS_DIR (or OMS_ROOT to the repository)")
-            })?;
-            let mut rows: Vec<view::DrillRow> = Vec::new();
-            let mut entries: Vec<PathBuf> = std::fs::read_dir(&dir)
-                .map_err(|e| Failure::usage(format!("{}: {e}", dir.display())))?
-                .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| p.extension().is_some_and(|x| x == "toml"))
-                .collect();
-            entries.sort();
-            for p in entries {
-                let text = std::fs::read_to_string(&p)
-                    .map_err(|e| Failure::usage(format!("{}: {e}", p.display())))?;
-                let d = parse(&p, &text)?;
-                rows.push(view::DrillRow {
-                    name: d.name,
-                    description: d.description,
-                    hypothesis: d.hypothesis,
-                    file: p.display().to_string(),
-                });
-            }
-            ctx.print(&rows, || {
-                let mut t = table(&["DRILL", "HYPOTHESIS"]);
-                for r in &rows {
-                    t.add_row([r.name.clone(), r.hypothesis.clone()]);
-                }
-                t.to_string()
-            })
-        }
-        DrillCommand::Run {
-            drill,
-            short,
-            report,
-            dry_run,
-        } => {
-            let path = locate(&drill)?;
-            let text = std::fs::read_to_string(&path)
-                .map_err(|e| Failure::usage(format!("{}: {e}", path.display())))?;
-            let d = parse(&path, &text)?;
-            let plan = plan::resolve(&path, &text, &d, short)?;
-            if dry_run {
-                let shown = view::PlanView::of(&plan);
-                return ctx.print(&shown, || {
-                    format!("{}\ndry run: nothing was run", shown.table())
-                });
-            }
-            run::execute(ctx, plan, report.as_deref()).await
-        }
-        DrillCommand::Validate { drill } => {
-            let path = locate(&drill)?;
-            let text = std::fs::read_to_string(&path)
-                .map_err(|e| Failure::usage(format!("{}: {e}", path.display())))?;
-            // `parse` resolves both forms: any mistake in either is reported with its line.
-            let d = parse(&path, &text)?;
-            let full = plan::resolve(&path, &text, &d, false)?;
-            let short = plan::resolve(&path, &text, &d, true)?;
-            let doc = view::Validation {
-                valid: true,
-                file: path.display().to_string(),
-                full: view::PlanView::of(&full),
-                short: view::PlanView::of(&short),
-            };
-            ctx.print(&doc, || {
-                format!(
-                    "{}: valid ({}; full form: {} method step(s), load {}; short form: {} step(s), load {})",
-                    path.display(),
-                    d.name,
-                    full.method.len(),
-                    full.load_text,
-                    short.method.len(),
-                    short.load_text
-                )
-            })
-        }
-    }
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@ use std::time::Duration;
 use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use serde_json::Value;
 
-use crate::order::trace::Trace;
+use crate::trace::Trace;
 
 use crate::dlq::Item;
 
@@ -1073,7 +1073,7 @@ mod tests {
             &mut app,
             Action::Detail(
                 "a-1".into(),
-                Ok(Box::new(crate::order::trace::example("CONFIRMED", None))),
+                Ok(Box::new(crate::trace::example("CONFIRMED", None))),
             ),
         );
         assert!(matches!(app.detail, Some((_, Load::Loaded(_)))));

@@ -19,7 +19,7 @@ use ratatui::crossterm::event::{self, Event, KeyEvent, KeyEventKind};
 use tokio::sync::mpsc;
 
 use crate::ctx::Ctx;
-use crate::{dlq, order, topics, Failure};
+use crate::{dlq, topics, Failure};
 use app::BrokerNode;
 use app::{Action, App, Effect, Health, SagaRow, Snapshot};
 use oms_contracts::ServiceId as Svc;
@@ -173,7 +173,7 @@ fn spawn_effect(ctx: Arc<Ctx>, tx: mpsc::UnboundedSender<Msg>, effect: Effect) {
     tokio::spawn(async move {
         let action = match effect {
             Effect::LoadDetail(id) => {
-                let result = order::trace::trace(&ctx, &id)
+                let result = crate::trace::trace(&ctx, &id)
                     .await
                     .map(Box::new)
                     .map_err(|f| f.error.to_string());

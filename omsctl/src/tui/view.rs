@@ -820,7 +820,7 @@ mod tests {
             &mut app,
             Action::Detail(
                 id.clone(),
-                Ok(Box::new(crate::order::trace::example(
+                Ok(Box::new(crate::trace::example(
                     "CANCELLED (PAYMENT_DECLINED): payment declined: INSUFFICIENT_FUNDS",
                     Some("0af7651916cd43dd8448eb211c80319c"),
                 ))),

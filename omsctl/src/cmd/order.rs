@@ -15,7 +15,7 @@ use crate::ctx::Ctx;
 use crate::render::{opt, table};
 use crate::{place, Failure, Output};
 
-pub mod trace;
+use crate::trace::{self, check_id};
 
 #[derive(Debug, clap::Subcommand)]
 pub enum OrderCommand {
@@ -101,12 +101,6 @@ pub async fn run(ctx: &Ctx, command: OrderCommand) -> Result<(), Failure> {
         OrderCommand::Trace { id } => print_trace(ctx, &id).await,
         OrderCommand::Cancel { id, wait, timeout } => cancel(ctx, &id, wait, timeout).await,
     }
-}
-
-fn check_id(id: &str) -> Result<(), Failure> {
-    uuid::Uuid::parse_str(id)
-        .map(|_| ())
-        .map_err(|_| Failure::usage(format!("invalid order id {id:?} (expected a UUID)")))
 }
 
 /// Polls the order until it is no longer PENDING.

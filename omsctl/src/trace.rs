@@ -78,11 +78,18 @@ impl Trace {
     }
 }
 
+/// Checks an order id: a UUID.
+pub fn check_id(id: &str) -> Result<(), Failure> {
+    uuid::Uuid::parse_str(id)
+        .map(|_| ())
+        .map_err(|_| Failure::usage(format!("invalid order id {id:?} (expected a UUID)")))
+}
+
 /// Everything known about one order's journey: its trace id (and the trace backend's page of
 /// it, when configured), the services' views, every Kafka message with its key, pending outbox
 /// rows, a time-ordered timeline and the verdict.
 pub async fn trace(ctx: &Ctx, id: &str) -> Result<Trace, Failure> {
-    super::check_id(id)?;
+    check_id(id)?;
     let order: OrderView = ctx
         .read_opt(routes::GET_ORDER, &[id])
         .await?
