@@ -1,4 +1,4 @@
-//! CPU time of the local stack's processes, read from `/proc`, so `omsctl bench` can say what each
+//! CPU time of the local stack's processes, read from `/proc` (by procfs), so `omsctl bench` can say what each
 //! component spent per order.
 //!
 //! A component is a process and, for PostgreSQL, its whole process tree: the postmaster's own time,
@@ -8,46 +8,33 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-/// CPU seconds of one process from the text of its `/proc/<pid>/stat`: (own user + system, reaped
-/// children's user + system).
-pub fn parse_stat(stat: &str) -> Option<(u64, u64)> {
-    // The command name is parenthesised and may hold spaces or ')': fields start after the last ')'.
-    let rest = stat.rsplit_once(')')?.1;
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    // After the name: state(0) ppid(1) ... utime(11) stime(12) cutime(13) cstime(14).
-    let field = |i: usize| fields.get(i)?.parse::<u64>().ok();
-    Some((field(11)? + field(12)?, field(13)? + field(14)?))
+/// A process's `/proc/<pid>/stat`, parsed by procfs.
+fn stat_of(pid: u32) -> Option<procfs::process::Stat> {
+    procfs::process::Process::new(i32::try_from(pid).ok()?)
+        .ok()?
+        .stat()
+        .ok()
 }
 
-/// The parent pid from the text of `/proc/<pid>/stat`.
-pub fn parse_ppid(stat: &str) -> Option<u32> {
-    let rest = stat.rsplit_once(')')?.1;
-    rest.split_whitespace().nth(1)?.parse().ok()
-}
-
-fn ticks_per_second() -> f64 {
-    // Linux has reported CPU times in USER_HZ = 100 ticks per second on every architecture the
-    // stack runs on; reading sysconf would need libc for one constant.
-    100.0
-}
-
-fn stat_of(pid: u32) -> Option<String> {
-    std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()
+/// CPU ticks a stat says: (own user + system, reaped children's user + system).
+fn ticks(stat: &procfs::process::Stat) -> (u64, u64) {
+    let reaped = u64::try_from(stat.cutime.saturating_add(stat.cstime)).unwrap_or(0);
+    (stat.utime + stat.stime, reaped)
 }
 
 /// CPU ticks of `pid` alone.
 fn own_ticks(pid: u32) -> Option<u64> {
-    parse_stat(&stat_of(pid)?).map(|(own, _)| own)
+    stat_of(pid).map(|s| ticks(&s).0)
 }
 
 /// CPU ticks of `pid`, its reaped children and its live children.
 fn tree_ticks(pid: u32) -> Option<u64> {
-    let (own, reaped) = parse_stat(&stat_of(pid)?)?;
+    let (own, reaped) = ticks(&stat_of(pid)?);
     let mut total = own + reaped;
     for child in crate::local::processes() {
         if let Some(stat) = stat_of(child) {
-            if parse_ppid(&stat) == Some(pid) {
-                total += parse_stat(&stat).map(|(own, _)| own).unwrap_or(0);
+            if u32::try_from(stat.ppid).ok() == Some(pid) {
+                total += ticks(&stat).0;
             }
         }
     }
@@ -104,7 +91,7 @@ impl Snapshot {
                 let before = earlier.ticks.get(name)?;
                 Some((
                     name.clone(),
-                    now.saturating_sub(*before) as f64 / ticks_per_second(),
+                    now.saturating_sub(*before) as f64 / procfs::ticks_per_second() as f64,
                 ))
             })
             .collect()
@@ -116,19 +103,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn stat_fields_are_read_after_the_command_name() {
+    fn ticks_add_user_and_system_and_keep_reaped_children_apart() {
+        use procfs::FromRead;
         // A name with spaces and a ')' must not shift the fields.
         let stat = "4242 (tokio rt) worker)) S 1 4242 4242 0 -1 4194304 100 0 0 0 \
-                    250 50 7 3 20 0 12 0 1000 0 0";
-        assert_eq!(parse_stat(stat), Some((300, 10)));
-        assert_eq!(parse_ppid(stat), Some(1));
-    }
-
-    #[test]
-    fn garbage_is_refused() {
-        assert_eq!(parse_stat("no parenthesis here"), None);
-        assert_eq!(parse_stat("1 (x) S 1 2"), None);
-        assert_eq!(parse_ppid("1 (x)"), None);
+                    250 50 7 3 20 0 12 0 1000 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0";
+        let parsed = procfs::process::Stat::from_read(stat.as_bytes()).expect("a stat line");
+        assert_eq!(ticks(&parsed), (300, 10));
+        assert_eq!(parsed.ppid, 1);
+        assert!(procfs::process::Stat::from_read("no parenthesis here".as_bytes()).is_err());
     }
 
     #[test]
