@@ -340,6 +340,61 @@ fn every_job_selector_of_the_alerts_and_dashboards_names_every_service() -> anyh
     Ok(())
 }
 
+/// deploy/observability/prometheus.yml, parsed.
+fn prometheus_config() -> anyhow::Result<Value> {
+    let path = observability_dir().join("prometheus.yml");
+    Ok(serde_norway::from_str(&std::fs::read_to_string(path)?)?)
+}
+
+/// Prometheus scrapes the compose stack: one job per service, named as the service (what the
+/// `job=~` selectors above match), each target `NAME:PORT`, the compose service of that name (a
+/// host in the compose network) on the port it listens on there, with the metrics role's token.
+/// The topology knows the name and the port; that compose.yaml's service of that name runs
+/// `oms-NAME` listening on that port is checked by `tests/tests/deploy.rs`.
+#[test]
+fn every_service_has_one_scrape_job_named_after_it_on_its_topology_port() -> anyhow::Result<()> {
+    let prometheus = prometheus_config()?;
+    let mut jobs: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for job in prometheus["scrape_configs"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
+        let name = job["job_name"].as_str().unwrap_or_default().to_owned();
+        assert_eq!(
+            job["authorization"]["credentials_file"], "/run/scrape/token",
+            "job {name:?}: /metrics needs an operator's token"
+        );
+        let targets: Vec<String> = job["static_configs"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|c| c["targets"].as_array().into_iter().flatten())
+            .map(|t| t.as_str().unwrap_or_default().to_owned())
+            .collect();
+        assert!(
+            jobs.insert(name.clone(), targets).is_none(),
+            "two scrape jobs named {name:?}"
+        );
+    }
+    let services: BTreeSet<String> = Service::all().map(|s| s.name().to_owned()).collect();
+    let named: BTreeSet<String> = jobs.keys().cloned().collect();
+    assert_eq!(
+        named, services,
+        "prometheus.yml's scrape jobs are not the topology's services"
+    );
+    for service in Service::all() {
+        let want = format!("{}:{}", service.name(), service.spec().port);
+        let targets = jobs.get(service.name()).cloned().unwrap_or_default();
+        assert!(
+            !targets.is_empty() && targets.iter().all(|t| *t == want),
+            "job {}: targets {targets:?}, the topology says {want:?}",
+            service.name()
+        );
+    }
+    Ok(())
+}
+
 /// The metric names `expr` selects (after checking that it parses).
 fn metric_names(expr: &str) -> Result<BTreeSet<String>, String> {
     use promql_parser::parser::Expr;
@@ -447,9 +502,9 @@ async fn every_metric_of_the_dashboard_and_the_alerts_is_exported() -> anyhow::R
     spans();
     let dir = observability_dir();
 
-    // What Prometheus loads: the rules file, and a job per service on its topology port.
-    let prometheus: Value =
-        serde_norway::from_str(&std::fs::read_to_string(dir.join("prometheus.yml"))?)?;
+    // What Prometheus loads: the rules file (its scrape jobs are
+    // `every_service_has_one_scrape_job_named_after_it_on_its_topology_port`'s).
+    let prometheus = prometheus_config()?;
     let rule_files: Vec<&str> = prometheus["rule_files"]
         .as_array()
         .into_iter()
@@ -457,32 +512,6 @@ async fn every_metric_of_the_dashboard_and_the_alerts_is_exported() -> anyhow::R
         .filter_map(Value::as_str)
         .collect();
     assert_eq!(rule_files, ["rules/oms-alerts.yml"]);
-    let mut jobs = BTreeMap::new();
-    for job in prometheus["scrape_configs"]
-        .as_array()
-        .into_iter()
-        .flatten()
-    {
-        let target = job["static_configs"][0]["targets"][0]
-            .as_str()
-            .unwrap_or_default();
-        assert_eq!(
-            job["authorization"]["credentials_file"], "/run/scrape/token",
-            "{job}: /metrics needs an operator's token"
-        );
-        jobs.insert(
-            job["job_name"].as_str().unwrap_or_default().to_owned(),
-            target.to_owned(),
-        );
-    }
-    for service in Service::all() {
-        assert_eq!(
-            jobs.get(service.name()).map(String::as_str),
-            Some(format!("{}:{}", service.name(), service.spec().port).as_str()),
-            "no scrape job for {}",
-            service.name()
-        );
-    }
 
     // The queries: of every dashboard panel, every alert rule.
     let datasources: Value = serde_norway::from_str(&std::fs::read_to_string(

@@ -2,8 +2,9 @@
 //! noisy).
 //!
 //! For each JVM setting and each consumer setting (`fetch.wait.max.ms`, partitions per topic), a
-//! private Apache Kafka node ([`TestBroker`]) serves what the OMS asks of it: one consumer group
-//! per service of the topology, subscribed to the topics it reads. Measured:
+//! private Apache Kafka node ([`TestBroker`]) serves what the OMS asks of it: the topics of
+//! `topics::ALL` and one consumer group per service of the topology, subscribed to the topics it
+//! reads, all named as a deployment with its own prefix names them (`Topics`). Measured:
 //! - **start**: from the JVM's start until the node answers a metadata request;
 //! - then 30 s of the load below, unmeasured, so the JVM has compiled its hot paths;
 //! - **idle**: the broker's CPU while the consumers wait for messages that never come, and its
@@ -23,7 +24,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use oms_contracts::topology::SERVICES;
+use oms_contracts::topics::ORDER_EVENTS;
+use oms_contracts::topology::{Topics, SERVICES};
 use oms_contracts::ServiceId;
 use oms_tests::{cpu_seconds, unique, TestBroker};
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -52,8 +54,12 @@ struct Figures {
 /// How long the load runs before anything is measured.
 const WARM_UP: Duration = Duration::from_secs(30);
 
+/// The service whose consumer group's receipts are timed (a reader of [`ORDER_EVENTS`], where the
+/// bench sends).
+const TIMED: ServiceId = ServiceId::Order;
+
 /// Consumers of one setting, each on its own thread; received payloads (send sequence numbers)
-/// of the `order` group are timed.
+/// of the [`TIMED`] service's group are timed.
 struct Consumers {
     stop: Arc<AtomicBool>,
     threads: Vec<std::thread::JoinHandle<()>>,
@@ -70,7 +76,7 @@ impl Drop for Consumers {
 
 fn start_consumers(
     brokers: &str,
-    prefix: &str,
+    topics: &Topics,
     wait_ms: u64,
     sent: Arc<Mutex<HashMap<u64, Instant>>>,
     hops: Arc<Mutex<Vec<f64>>>,
@@ -80,21 +86,17 @@ fn start_consumers(
     let assigned = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let groups: Vec<_> = SERVICES.iter().filter(|s| !s.reads().is_empty()).collect();
     for service in &groups {
+        let (group, reads) = topics.consumer(service);
         let consumer: BaseConsumer = ClientConfig::new()
             .set("bootstrap.servers", brokers)
-            .set("group.id", format!("{prefix}{}", service.group))
+            .set("group.id", group)
             .set("enable.auto.commit", "true")
             .set("auto.commit.interval.ms", "1000")
             .set("auto.offset.reset", "latest")
             .set("fetch.wait.max.ms", wait_ms.to_string())
             .set("heartbeat.interval.ms", "1000")
             .create()?;
-        let names: Vec<String> = service
-            .reads()
-            .iter()
-            .map(|t| format!("{prefix}{t}"))
-            .collect();
-        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        let names: Vec<&str> = reads.iter().map(String::as_str).collect();
         consumer.subscribe(&names)?;
         let (stop, sent, hops, assigned) = (
             Arc::clone(&stop),
@@ -102,7 +104,7 @@ fn start_consumers(
             Arc::clone(&hops),
             Arc::clone(&assigned),
         );
-        let timed = service.id == ServiceId::Order;
+        let timed = service.id == TIMED;
         threads.push(std::thread::spawn(move || {
             let mut counted = false;
             while !stop.load(Ordering::Relaxed) {
@@ -187,17 +189,17 @@ async fn measure(jvm: Vec<String>, partitions: i32, wait_ms: u64) -> anyhow::Res
     let broker = &TestBroker::start_with_jvm(jvm).await?;
     let start_s = started.elapsed().as_secs_f64();
     let brokers = broker.brokers();
-    let prefix = format!("b{}.", unique());
-    let topics: Vec<String> = oms_contracts::topics::ALL
+    let topics = Topics::new(&format!("b{}.", unique()));
+    let names: Vec<String> = oms_contracts::topics::ALL
         .iter()
-        .map(|t| format!("{prefix}{t}"))
+        .map(|t| topics.name(t))
         .collect();
-    oms_kafka::ensure_topics(&brokers, &topics, partitions).await?;
+    oms_kafka::ensure_topics(&brokers, &names, partitions).await?;
     let sent: Arc<Mutex<HashMap<u64, Instant>>> = Arc::default();
     let hops: Arc<Mutex<Vec<f64>>> = Arc::default();
     let consumers = start_consumers(
         &brokers,
-        &prefix,
+        &topics,
         wait_ms,
         Arc::clone(&sent),
         Arc::clone(&hops),
@@ -205,7 +207,7 @@ async fn measure(jvm: Vec<String>, partitions: i32, wait_ms: u64) -> anyhow::Res
     let producer: FutureProducer = oms_runtime::kafka::producer_config(&brokers, "bench")
         .set("linger.ms", "0")
         .create()?;
-    let order_events = &format!("{prefix}{}", oms_contracts::topics::ORDER_EVENTS);
+    let order_events = &topics.name(ORDER_EVENTS);
     let send = |seq: u64| {
         let key = format!("order-{}", seq % 97);
         let payload = seq.to_string();
@@ -287,6 +289,10 @@ async fn measure(jvm: Vec<String>, partitions: i32, wait_ms: u64) -> anyhow::Res
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> anyhow::Result<()> {
+    anyhow::ensure!(
+        TIMED.spec().reads().contains(&ORDER_EVENTS),
+        "{TIMED} no longer reads {ORDER_EVENTS}: time a group that does"
+    );
     let jvms: Vec<String> = std::env::var("OMS_BENCH_JVMS")
         .unwrap_or_else(|_| "default".to_owned())
         .split(';')
