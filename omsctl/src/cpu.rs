@@ -8,6 +8,8 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
+use crate::Failure;
+
 /// A process's `/proc/<pid>/stat`, parsed by procfs.
 fn stat_of(pid: u32) -> Option<procfs::process::Stat> {
     procfs::process::Process::new(i32::try_from(pid).ok()?)
@@ -96,6 +98,69 @@ impl Snapshot {
             })
             .collect()
     }
+}
+
+/// CPU spent by each component of the local stack over a while (`stack cpu`).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CpuReport {
+    /// Over how long.
+    pub seconds: f64,
+    /// Per component.
+    pub components: Vec<CpuRow>,
+    /// All of them.
+    pub total_cpu_seconds: f64,
+    /// All of them, in percent of one core.
+    pub total_core_percent: f64,
+}
+
+/// One component's CPU.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CpuRow {
+    /// Its name.
+    pub component: String,
+    /// CPU seconds spent.
+    pub cpu_seconds: f64,
+    /// In percent of one core.
+    pub core_percent: f64,
+}
+
+/// CPU each running component of the local stack under `state_dir` spends over `over`.
+pub async fn measure(state_dir: &Path, over: std::time::Duration) -> Result<CpuReport, Failure> {
+    if over.is_zero() {
+        return Err(Failure::usage("--over must be longer than zero"));
+    }
+    let before = Snapshot::take(state_dir);
+    let started = std::time::Instant::now();
+    tokio::time::sleep(over).await;
+    let seconds = started.elapsed().as_secs_f64();
+    let spent: Vec<(String, f64)> = Snapshot::take(state_dir)
+        .since(&before)
+        .into_iter()
+        .filter(|(name, _)| name != "generator")
+        .collect();
+    if spent.is_empty() {
+        return Err(Failure::verdict(format!(
+            "nothing of the local stack runs under {}",
+            state_dir.display()
+        )));
+    }
+    let total: f64 = spent.iter().map(|(_, s)| s).sum();
+    let percent = |s: f64| (s / seconds * 1000.0).round() / 10.0;
+    Ok(CpuReport {
+        seconds,
+        components: spent
+            .iter()
+            .map(|(name, s)| CpuRow {
+                component: name.clone(),
+                cpu_seconds: *s,
+                core_percent: percent(*s),
+            })
+            .collect(),
+        total_cpu_seconds: total,
+        total_core_percent: percent(total),
+    })
 }
 
 #[cfg(test)]

@@ -36,7 +36,6 @@ mod paths;
 mod place;
 mod produce;
 mod render;
-mod stack;
 mod tail;
 mod topics;
 mod trace;
@@ -76,7 +75,7 @@ pub enum Output {
 enum Command {
     /// The local stack: PostgreSQL, the Kafka broker(s) and the six services.
     #[command(subcommand)]
-    Stack(stack::StackCommand),
+    Stack(cmd::stack::StackCommand),
     /// Orders: create, get, list, trace.
     #[command(subcommand)]
     Order(cmd::order::OrderCommand),
@@ -198,7 +197,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
     }
     let ctx = ctx::Ctx::new(cli.settings)?;
     match cli.command {
-        Command::Stack(c) => stack::run(&ctx, c).await,
+        Command::Stack(c) => cmd::stack::run(&ctx, c).await,
         Command::Order(c) => cmd::order::run(&ctx, c).await,
         Command::Saga(c) => cmd::saga::run(&ctx, c).await,
         Command::Topics(c) => cmd::topics::run(&ctx, c).await,

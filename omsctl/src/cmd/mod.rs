@@ -9,6 +9,7 @@ pub mod groups;
 pub mod order;
 pub mod produce;
 pub mod saga;
+pub mod stack;
 pub mod tail;
 pub mod topics;
 pub mod verify;

@@ -32,6 +32,7 @@ use oms_contracts::ServiceId as Svc;
 mod component;
 mod postgres;
 mod process;
+pub mod status;
 
 pub use component::{stop_all, wait_ready, Component};
 pub use process::{alive, frozen, processes, signal, Signal};
@@ -360,6 +361,16 @@ pub fn wipe(local: &Local) -> Result<(), Failure> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(e.into()),
     }
+}
+
+/// Stops every component: services first, in reverse start order, then the Kafka nodes
+/// together, PostgreSQL last.
+pub async fn down(local: &Local) -> Result<(), Failure> {
+    for c in local.service_components().into_iter().rev() {
+        c.stop(local).await?;
+    }
+    stop_all(local, &local.broker_components()).await?;
+    Component::Postgres.stop(local).await
 }
 
 #[cfg(test)]

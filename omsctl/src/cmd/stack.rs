@@ -5,13 +5,10 @@ use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
-
 use crate::ctx::Ctx;
 use crate::local::{say, Component, Local};
 use crate::render::{opt, table};
-use crate::{topics, Failure};
-use oms_contracts::ServiceId as Svc;
+use crate::Failure;
 
 #[derive(Debug, clap::Subcommand)]
 pub enum StackCommand {
@@ -298,16 +295,6 @@ async fn apply_security(ctx: &Ctx, local: &Local) -> Result<(), Failure> {
     Ok(())
 }
 
-/// Stops every component: services first, in reverse start order, then the Kafka nodes
-/// together, PostgreSQL last.
-pub async fn down(local: &Local) -> Result<(), Failure> {
-    for c in local.service_components().into_iter().rev() {
-        c.stop(local).await?;
-    }
-    crate::local::stop_all(local, &local.broker_components()).await?;
-    Component::Postgres.stop(local).await
-}
-
 pub async fn run(ctx: &Ctx, command: StackCommand) -> Result<(), Failure> {
     let topology_only = matches!(command, StackCommand::Services { .. });
     if ctx.context.target != crate::context::Target::Local && !topology_only {
@@ -348,10 +335,10 @@ pub async fn run(ctx: &Ctx, command: StackCommand) -> Result<(), Failure> {
             )
             .await
         }
-        StackCommand::Down => down(&Local::open(&ctx.state_dir)?).await,
+        StackCommand::Down => crate::local::down(&Local::open(&ctx.state_dir)?).await,
         StackCommand::Wipe => {
             let local = Local::open(&ctx.state_dir)?;
-            down(&local).await?;
+            crate::local::down(&local).await?;
             crate::local::wipe(&local)?;
             say(format!("removed {}", ctx.state_dir.display()));
             Ok(())
@@ -379,106 +366,6 @@ pub async fn run(ctx: &Ctx, command: StackCommand) -> Result<(), Failure> {
     }
 }
 
-/// A service of the topology, as deployed (`stack services`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ServiceRow {
-    /// Its name.
-    pub name: String,
-    /// Its port on the local stack.
-    pub default_port: u16,
-    /// Its consumer group.
-    pub group: String,
-    /// The topics it reads.
-    pub reads: Vec<String>,
-    /// The topics it writes.
-    pub writes: Vec<String>,
-}
-
-/// CPU spent by each component of the local stack over a while (`stack cpu`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct CpuReport {
-    /// Over how long.
-    pub seconds: f64,
-    /// Per component.
-    pub components: Vec<CpuRow>,
-    /// All of them.
-    pub total_cpu_seconds: f64,
-    /// All of them, in percent of one core.
-    pub total_core_percent: f64,
-}
-
-/// One component's CPU.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct CpuRow {
-    /// Its name.
-    pub component: String,
-    /// CPU seconds spent.
-    pub cpu_seconds: f64,
-    /// In percent of one core.
-    pub core_percent: f64,
-}
-
-/// Whether the stack is ready, component by component (`stack status`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct StackStatus {
-    /// Every component is ready.
-    pub ready: bool,
-    /// PostgreSQL, each broker, each service replica.
-    pub components: Vec<ComponentStatus>,
-}
-
-/// One component of the stack.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ComponentStatus {
-    /// Its name (`order-2` for a second replica).
-    pub component: String,
-    /// The service, for a service replica.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub service: Option<String>,
-    /// The replica number, for a service replica.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub replica: Option<u32>,
-    /// Its process, when omsctl started it.
-    pub pid: Option<u32>,
-    /// Where it listens.
-    pub address: String,
-    /// It answers and is ready.
-    pub ready: bool,
-    /// Whether its relay leads (services).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub relay_leader: Option<bool>,
-    /// Its outbox rows not yet published (services).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub outbox_backlog: Option<i64>,
-    /// Its consumer group's lag (services, when the broker answers).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub consumer_lag: Option<i64>,
-    /// Why it is not ready, when it did not say.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
-}
-
-impl ComponentStatus {
-    fn infra(name: &str, pid: Option<u32>, address: String, ready: bool) -> Self {
-        ComponentStatus {
-            component: name.to_owned(),
-            service: None,
-            replica: None,
-            pid,
-            address,
-            ready,
-            relay_leader: None,
-            outbox_backlog: None,
-            consumer_lag: None,
-            error: None,
-        }
-    }
-}
-
 fn services(ctx: &Ctx, names_only: bool) -> Result<(), Failure> {
     if names_only {
         for s in oms_contracts::topology::SERVICES {
@@ -486,16 +373,7 @@ fn services(ctx: &Ctx, names_only: bool) -> Result<(), Failure> {
         }
         return Ok(());
     }
-    let rows: Vec<ServiceRow> = oms_contracts::topology::SERVICES
-        .iter()
-        .map(|s| ServiceRow {
-            name: s.name.to_owned(),
-            default_port: s.port,
-            group: ctx.topics.name(s.group),
-            reads: s.reads().iter().map(|t| ctx.topics.name(t)).collect(),
-            writes: s.writes().iter().map(|t| ctx.topics.name(t)).collect(),
-        })
-        .collect();
+    let rows = crate::local::status::services(ctx);
     ctx.print(&rows, || {
         let mut t = table(&["SERVICE", "DEFAULT PORT", "GROUP", "READS", "WRITES"]);
         for r in &rows {
@@ -512,141 +390,28 @@ fn services(ctx: &Ctx, names_only: bool) -> Result<(), Failure> {
 }
 
 async fn cpu(ctx: &Ctx, over: Duration) -> Result<(), Failure> {
-    if over.is_zero() {
-        return Err(Failure::usage("--over must be longer than zero"));
-    }
-    let before = crate::cpu::Snapshot::take(&ctx.state_dir);
-    let started = std::time::Instant::now();
-    tokio::time::sleep(over).await;
-    let seconds = started.elapsed().as_secs_f64();
-    let spent: Vec<(String, f64)> = crate::cpu::Snapshot::take(&ctx.state_dir)
-        .since(&before)
-        .into_iter()
-        .filter(|(name, _)| name != "generator")
-        .collect();
-    if spent.is_empty() {
-        return Err(Failure::verdict(format!(
-            "nothing of the local stack runs under {}",
-            ctx.state_dir.display()
-        )));
-    }
-    let total: f64 = spent.iter().map(|(_, s)| s).sum();
-    let percent = |s: f64| (s / seconds * 1000.0).round() / 10.0;
-    let doc = CpuReport {
-        seconds,
-        components: spent
-            .iter()
-            .map(|(name, s)| CpuRow {
-                component: name.clone(),
-                cpu_seconds: *s,
-                core_percent: percent(*s),
-            })
-            .collect(),
-        total_cpu_seconds: total,
-        total_core_percent: percent(total),
-    };
+    let doc = crate::cpu::measure(&ctx.state_dir, over).await?;
     ctx.print(&doc, || {
         let mut t = table(&["COMPONENT", "CPU SECONDS", "% OF ONE CORE"]);
-        for (name, s) in &spent {
+        for c in &doc.components {
             t.add_row([
-                name.clone(),
-                format!("{s:.2}"),
-                format!("{:.1}", percent(*s)),
+                c.component.clone(),
+                format!("{:.2}", c.cpu_seconds),
+                format!("{:.1}", c.core_percent),
             ]);
         }
         t.add_row([
             "total".to_owned(),
-            format!("{total:.2}"),
-            format!("{:.1}", percent(total)),
+            format!("{:.2}", doc.total_cpu_seconds),
+            format!("{:.1}", doc.total_core_percent),
         ]);
-        format!("{t}\nover {seconds:.1} s")
+        format!("{t}\nover {:.1} s", doc.seconds)
     })
 }
 
 async fn status(ctx: &Ctx) -> Result<(), Failure> {
-    let brokers = ctx.brokers.clone();
-    let groups = ctx.consumer_groups();
-    let wanted = ctx.saga_topics();
-    let lag_rows = tokio::task::spawn_blocking(move || topics::list(&brokers, &wanted, &groups))
-        .await
-        .map_err(anyhow::Error::from)?;
-    let broker_ok = lag_rows.is_ok();
-    let lag_rows = lag_rows.unwrap_or_default();
-    let local = Local::open(&ctx.state_dir)?;
-    let mut components = Vec::new();
-    // PostgreSQL is omsctl's to report only on a stack it brought up; a remote stack's
-    // databases are behind its services (their readiness covers them).
-    if Local::is_recorded(&ctx.state_dir) {
-        let http = reqwest::Client::new();
-        components.push(ComponentStatus::infra(
-            "postgres",
-            Component::Postgres.pid(&local),
-            format!("127.0.0.1:{}", local.pg_port),
-            Component::Postgres.ready(&local, &http).await,
-        ));
-    }
-    if Local::is_recorded(&ctx.state_dir) {
-        // Each Kafka node of the stack, ready when it answers a metadata request itself.
-        let http = reqwest::Client::new();
-        for node in local.broker_components() {
-            components.push(ComponentStatus::infra(
-                &node.name(&local),
-                node.pid(&local),
-                format!("127.0.0.1:{}", node.port(&local)),
-                node.ready(&local, &http).await,
-            ));
-        }
-    } else {
-        components.push(ComponentStatus::infra(
-            "broker",
-            None,
-            ctx.brokers.servers.clone(),
-            broker_ok,
-        ));
-    }
-    for svc in Svc::all() {
-        let group = ctx.topics.name(svc.spec().group);
-        let lag: i64 = lag_rows.iter().filter_map(|r| r.lag.get(&group)).sum();
-        let bases = ctx.urls_of(svc);
-        for (i, base) in bases.iter().enumerate() {
-            let replica = u32::try_from(i + 1).unwrap_or(u32::MAX);
-            let ready = ctx
-                .read_opt_at(oms_contracts::routes::HEALTH_READY.of(svc), base)
-                .await;
-            let (is_ready, backlog, leader, detail) = match &ready {
-                Ok(Some(r)) => (
-                    r.is_ready(),
-                    r.outbox.map(|b| b.pending),
-                    Some(r.relay_leader),
-                    None,
-                ),
-                Ok(None) => (false, None, None, Some("no /health/ready".to_owned())),
-                Err(f) => (false, None, None, Some(f.error.to_string())),
-            };
-            let name = if bases.len() > 1 {
-                format!("{}-{replica}", svc.name())
-            } else {
-                svc.name().to_owned()
-            };
-            components.push(ComponentStatus {
-                component: name,
-                service: Some(svc.name().to_owned()),
-                replica: Some(replica),
-                pid: Component::Service(svc, replica).pid(&local),
-                address: base.clone(),
-                ready: is_ready,
-                relay_leader: leader,
-                outbox_backlog: backlog,
-                consumer_lag: broker_ok.then_some(lag),
-                error: detail,
-            });
-        }
-    }
-    let all_ready = components.iter().all(|c| c.ready);
-    let doc = StackStatus {
-        ready: all_ready,
-        components,
-    };
+    let doc = crate::local::status::status(ctx).await?;
+    let all_ready = doc.ready;
     ctx.print(&doc, || {
         let mut t = table(&[
             "COMPONENT",
