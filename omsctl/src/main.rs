@@ -36,6 +36,7 @@ mod paths;
 mod place;
 mod produce;
 mod render;
+mod status;
 mod tail;
 mod topics;
 mod trace;

@@ -373,7 +373,7 @@ fn services(ctx: &Ctx, names_only: bool) -> Result<(), Failure> {
         }
         return Ok(());
     }
-    let rows = crate::local::status::services(ctx);
+    let rows = crate::status::services(ctx);
     ctx.print(&rows, || {
         let mut t = table(&["SERVICE", "DEFAULT PORT", "GROUP", "READS", "WRITES"]);
         for r in &rows {
@@ -410,7 +410,7 @@ async fn cpu(ctx: &Ctx, over: Duration) -> Result<(), Failure> {
 }
 
 async fn status(ctx: &Ctx) -> Result<(), Failure> {
-    let doc = crate::local::status::status(ctx).await?;
+    let doc = crate::status::status(ctx).await?;
     let all_ready = doc.ready;
     ctx.print(&doc, || {
         let mut t = table(&[

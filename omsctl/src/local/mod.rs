@@ -32,7 +32,6 @@ use oms_contracts::ServiceId as Svc;
 mod component;
 mod postgres;
 mod process;
-pub mod status;
 
 pub use component::{stop_all, wait_ready, Component};
 pub use process::{alive, frozen, processes, signal, Signal};

@@ -2,8 +2,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{Component, Local};
 use crate::ctx::Ctx;
+use crate::local::{Component, Local};
 use crate::{topics, Failure};
 use oms_contracts::ServiceId as Svc;
 
