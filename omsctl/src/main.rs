@@ -99,7 +99,7 @@ enum Command {
     /// Inject faults into the context's target (local stack, compose or Kubernetes): broker,
     /// database, services, poison, duplicates, payment and carrier knobs.
     #[command(subcommand)]
-    Chaos(chaos::ChaosCommand),
+    Chaos(cmd::chaos::ChaosCommand),
     /// Scripted chaos drills with a verdict.
     #[command(subcommand)]
     Drill(cmd::drill::DrillCommand),
@@ -207,7 +207,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Produce(args) => cmd::produce::run(&ctx, args).await,
         Command::Dlq(c) => cmd::dlq::run(&ctx, c).await,
         Command::Verify(args) => cmd::verify::run(&ctx, args).await,
-        Command::Chaos(c) => chaos::run(&ctx, c).await,
+        Command::Chaos(c) => cmd::chaos::run(&ctx, c).await,
         Command::Drill(c) => cmd::drill::run(&ctx, c).await,
         Command::Bench(args) => bench::run(&ctx, args).await,
         Command::Tui(args) => tui::run(&ctx, args).await,

@@ -28,97 +28,9 @@ pub mod target;
 use crate::ctx::Ctx;
 use crate::local;
 use crate::local::Unit;
-use crate::render::table;
 use crate::tail::{self, From};
 use crate::Failure;
 use target::{AnyTarget, Handle, Target};
-
-#[derive(Debug, clap::Subcommand)]
-pub enum ChaosCommand {
-    /// Stop (SIGTERM: a clean shutdown), kill (SIGKILL: a crash) or start the broker: every
-    /// node, or one node of a cluster of three (`stack up --broker-nodes 3`).
-    Broker {
-        /// stop, kill or start.
-        action: BrokerAction,
-        /// broker (every node), one node (broker-2), or `leader`: the node that leads the most
-        /// partitions of the OMS topics right now. One node is a thing of the local stack.
-        #[arg(default_value = "broker", add = clap_complete::ArgValueCandidates::new(crate::complete::broker_nodes))]
-        node: String,
-        #[command(flatten)]
-        lasting: Lasting,
-    },
-    /// Kill (SIGKILL), stop, start, restart, pause (SIGSTOP) or resume (SIGCONT) a service.
-    Service {
-        /// kill, stop, start, restart, pause or resume.
-        action: ServiceAction,
-        /// A service of the topology (order, inventory, payment, saga, fulfillment,
-        /// notification: every replica), or one replica of the local stack, such as order-2.
-        #[arg(add = clap_complete::ArgValueCandidates::new(crate::complete::services))]
-        name: String,
-        #[command(flatten)]
-        lasting: Lasting,
-    },
-    /// Stop or start PostgreSQL.
-    Db {
-        /// stop or start.
-        action: OnOff,
-        #[command(flatten)]
-        lasting: Lasting,
-    },
-    /// Write malformed messages to a topic (each consumer group dead-letters them).
-    Poison {
-        /// Topic (contract name, e.g. oms.payment.commands).
-        #[arg(add = clap_complete::ArgValueCandidates::new(crate::complete::topics))]
-        topic: String,
-        /// How many.
-        #[arg(long, default_value_t = 1)]
-        count: u32,
-        /// What is wrong with them.
-        #[arg(long, value_enum, default_value_t = PoisonKind::BadJson)]
-        kind: PoisonKind,
-    },
-    /// Re-deliver messages already on a topic (at-least-once made visible).
-    Duplicate {
-        /// Topic (contract name).
-        topic: String,
-        /// From where: beginning, OFFSET, -N (last N per partition), @TIMESTAMP or @-10m.
-        #[arg(long, default_value = "beginning", value_parser = tail::parse_from, allow_hyphen_values = true)]
-        from: From,
-    },
-    /// Set the payment gateway's fault knobs (unset knobs are zero).
-    Payment {
-        /// Share of approvals turned into declines (0 to 1).
-        #[arg(long, default_value_t = 0.0)]
-        decline_rate: f64,
-        /// Added to every gateway call.
-        #[arg(long, value_parser = crate::args::duration)]
-        latency: Option<Duration>,
-        /// Share of calls failing transiently (0 to 1).
-        #[arg(long, default_value_t = 0.0)]
-        error_rate: f64,
-        #[command(flatten)]
-        lasting: Lasting,
-    },
-    /// Set the simulated carrier's fault knobs (unset knobs are zero): refusals at booking,
-    /// latency on every step, transient errors (`--error-rate 1` is a carrier outage).
-    Carrier {
-        /// Share of deliverable shipments refused at booking (0 to 1).
-        #[arg(long, default_value_t = 0.0)]
-        failure_rate: f64,
-        /// Added to every carrier step.
-        #[arg(long, value_parser = crate::args::duration)]
-        latency: Option<Duration>,
-        /// Share of carrier calls failing transiently, retried (0 to 1).
-        #[arg(long, default_value_t = 0.0)]
-        error_rate: f64,
-        #[command(flatten)]
-        lasting: Lasting,
-    },
-    /// The faults in force.
-    Status,
-    /// Undo every recorded fault (works after a killed omsctl too).
-    Reset,
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum OnOff {
@@ -366,7 +278,9 @@ impl Recorded {
         past && !self.holder.is_some_and(local::alive)
     }
 
-    fn view(&self, now: chrono::DateTime<chrono::Utc>) -> Value {
+    /// As `chaos status` shows it: the record with its target, action and whether it is
+    /// overdue.
+    pub fn view(&self, now: chrono::DateTime<chrono::Utc>) -> Value {
         let mut v = serde_json::to_value(self).unwrap_or(Value::Null);
         v["target"] = json!(self.fault.target());
         v["action"] = json!(self.fault.action());
@@ -402,18 +316,20 @@ pub fn active(ctx: &Ctx) -> Vec<String> {
 
 /// The fault file, changed only under an exclusive lock (two omsctl at once never lose a
 /// fault) and written atomically (a crash never leaves half a file).
-struct Faults {
+pub struct Faults {
     path: PathBuf,
 }
 
 impl Faults {
-    fn at(ctx: &Ctx) -> Self {
+    /// The faults recorded for `ctx`'s stack.
+    pub fn at(ctx: &Ctx) -> Self {
         Self {
             path: ctx.state_dir.join("chaos.json"),
         }
     }
 
-    fn read(&self) -> Result<Vec<Recorded>, Failure> {
+    /// Every fault recorded.
+    pub fn read(&self) -> Result<Vec<Recorded>, Failure> {
         match std::fs::read_to_string(&self.path) {
             Ok(text) if text.trim().is_empty() => Ok(Vec::new()),
             Ok(text) => serde_json::from_str(&text).map_err(|e| {
@@ -456,12 +372,13 @@ impl Faults {
         })
     }
 
-    fn forget(&self, target: &str) -> Result<(), Failure> {
+    /// Forgets the fault on `target`.
+    pub fn forget(&self, target: &str) -> Result<(), Failure> {
         self.update(|faults| faults.retain(|f| f.fault.target() != target))
     }
 }
 
-fn now() -> String {
+pub fn now() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
 
@@ -472,7 +389,7 @@ fn until(lasting: &Lasting) -> Option<String> {
 
 /// Records `fault`, applies it, and holds it for `--for` (then undoes it) or leaves it in force
 /// until `chaos reset`. A fault that could not be applied is not left recorded.
-async fn inflict(ctx: &Ctx, mut fault: Fault, lasting: &Lasting) -> Result<(), Failure> {
+pub async fn inflict(ctx: &Ctx, mut fault: Fault, lasting: &Lasting) -> Result<(), Failure> {
     let target = target_of(ctx)?;
     let faults = Faults::at(ctx);
     let name = fault.target().to_owned();
@@ -513,7 +430,11 @@ async fn inflict(ctx: &Ctx, mut fault: Fault, lasting: &Lasting) -> Result<(), F
 
 /// The node a broker fault names: `None` for `broker` (every node), K for `broker-K`, and for
 /// `leader` the node leading the most partitions of the OMS topics now.
-async fn broker_node(ctx: &Ctx, name: &str, action: BrokerAction) -> Result<Option<u32>, Failure> {
+pub async fn broker_node(
+    ctx: &Ctx,
+    name: &str,
+    action: BrokerAction,
+) -> Result<Option<u32>, Failure> {
     match name {
         "broker" => Ok(None),
         "leader" if action == BrokerAction::Start => Err(Failure::usage(
@@ -548,14 +469,14 @@ async fn broker_node(ctx: &Ctx, name: &str, action: BrokerAction) -> Result<Opti
 }
 
 /// The target of the context in use.
-fn target_of(ctx: &Ctx) -> Result<AnyTarget, Failure> {
+pub fn target_of(ctx: &Ctx) -> Result<AnyTarget, Failure> {
     AnyTarget::new(&ctx.context.target, &ctx.state_dir)
 }
 
 /// Undoes `fault` now (`chaos broker start`, `service resume`, ...) and forgets it. The fault
 /// as recorded is undone when there is one of the same kind on the same target: it knows what
 /// undoing needs (the paused pid, the replica count).
-async fn lift(ctx: &Ctx, fault: Fault) -> Result<(), Failure> {
+pub async fn lift(ctx: &Ctx, fault: Fault) -> Result<(), Failure> {
     let target = target_of(ctx)?;
     let faults = Faults::at(ctx);
     let recorded = faults
@@ -595,7 +516,7 @@ async fn set_knobs<K: Serialize + DeserializeOwned + 'static>(
 
 /// Puts a simulation's knobs in force as a fault (undone by `reset` or `--for`); knobs that are
 /// all off are only set, and the fault forgotten.
-async fn knob_fault<K: Serialize + DeserializeOwned + 'static>(
+pub async fn knob_fault<K: Serialize + DeserializeOwned + 'static>(
     ctx: &Ctx,
     fault: Fault,
     off: bool,
@@ -610,150 +531,12 @@ async fn knob_fault<K: Serialize + DeserializeOwned + 'static>(
     inflict(ctx, fault, lasting).await
 }
 
-fn millis(d: Option<Duration>) -> u64 {
+pub fn millis(d: Option<Duration>) -> u64 {
     d.map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
-pub async fn run(ctx: &Ctx, command: ChaosCommand) -> Result<(), Failure> {
-    match command {
-        ChaosCommand::Broker {
-            action,
-            node,
-            lasting,
-        } => {
-            let node = broker_node(ctx, &node, action).await?;
-            let fault = |killed| Fault::Broker { node, killed };
-            match action {
-                BrokerAction::Stop => inflict(ctx, fault(false), &lasting).await,
-                BrokerAction::Kill => inflict(ctx, fault(true), &lasting).await,
-                BrokerAction::Start => lift(ctx, fault(false)).await,
-            }
-        }
-        ChaosCommand::Db { action, lasting } => match action {
-            OnOff::Stop => inflict(ctx, Fault::Db, &lasting).await,
-            OnOff::Start => lift(ctx, Fault::Db).await,
-        },
-        ChaosCommand::Service {
-            action,
-            name,
-            lasting,
-        } => {
-            let unit = Unit::parse(&name)?;
-            let target = target_of(ctx)?;
-            let hit = |action: ServiceFault| Fault::Service {
-                target: unit.to_string(),
-                action,
-                pid: None,
-                replicas: None,
-            };
-            let running = || target.check_running(unit);
-            match action {
-                ServiceAction::Kill => {
-                    running()?;
-                    inflict(ctx, hit(ServiceFault::Killed), &lasting).await
-                }
-                ServiceAction::Stop => {
-                    running()?;
-                    inflict(ctx, hit(ServiceFault::Stopped), &lasting).await
-                }
-                ServiceAction::Pause => {
-                    running()?;
-                    inflict(ctx, hit(ServiceFault::Paused), &lasting).await
-                }
-                ServiceAction::Resume => lift(ctx, hit(ServiceFault::Paused)).await,
-                ServiceAction::Start => lift(ctx, hit(ServiceFault::Stopped)).await,
-                ServiceAction::Restart => {
-                    target.restart(unit).await?;
-                    Faults::at(ctx).forget(&unit.to_string())
-                }
-            }
-        }
-        ChaosCommand::Payment {
-            decline_rate,
-            latency,
-            error_rate,
-            lasting,
-        } => {
-            let previous = ctx.read(routes::GET_GATEWAY_FAULTS, &[]).await?;
-            let knobs = GatewayKnobs {
-                decline_rate,
-                latency_ms: millis(latency),
-                error_rate,
-            };
-            let fault = Fault::Payment {
-                knobs,
-                previous_knobs: previous,
-            };
-            knob_fault(
-                ctx,
-                fault,
-                knobs.is_off(),
-                routes::SET_GATEWAY_FAULTS,
-                &knobs,
-                &lasting,
-            )
-            .await
-        }
-        ChaosCommand::Carrier {
-            failure_rate,
-            latency,
-            error_rate,
-            lasting,
-        } => {
-            let previous = ctx.read(routes::GET_CARRIER_FAULTS, &[]).await?;
-            let knobs = CarrierKnobs {
-                failure_rate,
-                latency_ms: millis(latency),
-                error_rate,
-            };
-            let fault = Fault::Carrier {
-                knobs,
-                previous_knobs: previous,
-            };
-            knob_fault(
-                ctx,
-                fault,
-                knobs.is_off(),
-                routes::SET_CARRIER_FAULTS,
-                &knobs,
-                &lasting,
-            )
-            .await
-        }
-        ChaosCommand::Poison { topic, count, kind } => poison(ctx, &topic, count, kind).await,
-        ChaosCommand::Duplicate { topic, from } => duplicate(ctx, &topic, from).await,
-        ChaosCommand::Status => {
-            let now = chrono::Utc::now();
-            let faults = Faults::at(ctx).read()?;
-            let value = Value::Array(faults.iter().map(|r| r.view(now)).collect());
-            ctx.print(&value, || {
-                if faults.is_empty() {
-                    return "no faults in force".to_owned();
-                }
-                let mut t = table(&["KIND", "TARGET", "FAULT", "SINCE", "UNTIL"]);
-                for r in &faults {
-                    let until = match (&r.until, r.overdue(now)) {
-                        (Some(u), true) => format!("{u} OVERDUE (run `omsctl chaos reset`)"),
-                        (Some(u), false) => u.clone(),
-                        (None, _) => "reset".into(),
-                    };
-                    t.add_row([
-                        r.fault.kind().to_owned(),
-                        r.fault.target().to_owned(),
-                        r.fault.action(),
-                        r.since.clone(),
-                        until,
-                    ]);
-                }
-                t.to_string()
-            })
-        }
-        ChaosCommand::Reset => reset(ctx).await,
-    }
-}
-
 /// Undoes every recorded fault by its type; the ones it could not undo stay recorded.
-async fn reset(ctx: &Ctx) -> Result<(), Failure> {
+pub async fn reset(ctx: &Ctx) -> Result<Undone, Failure> {
     let target = target_of(ctx)?;
     let faults = Faults::at(ctx);
     let mut sorted = faults.read()?;
@@ -773,34 +556,47 @@ async fn reset(ctx: &Ctx) -> Result<(), Failure> {
             }
         }
     }
-    let doc = json!({"undone": done, "left": left});
-    ctx.print(&doc, || {
-        if done.is_empty() && left.is_empty() {
-            "no faults to undo".into()
-        } else {
-            format!(
-                "undone: {}{}",
-                if done.is_empty() {
-                    "-".into()
-                } else {
-                    done.join(", ")
-                },
-                if left.is_empty() {
-                    String::new()
-                } else {
-                    format!("; still in force: {}", left.join(", "))
-                }
-            )
-        }
-    })?;
-    if left.is_empty() {
-        Ok(())
-    } else {
-        Err(Failure::verdict(format!(
-            "{} fault(s) could not be undone",
-            left.len()
-        )))
-    }
+    Ok(Undone { undone: done, left })
+}
+
+/// What `chaos reset` undid, and what it could not.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Undone {
+    /// Faults undone.
+    pub undone: Vec<String>,
+    /// Faults still in force.
+    pub left: Vec<String>,
+}
+
+/// Poison messages written (`chaos poison`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Poisoned {
+    /// Topic as deployed.
+    pub topic: String,
+    /// What kind of poison.
+    pub kind: String,
+    /// Each message written.
+    pub written: Vec<Written>,
+}
+
+/// One poison message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Written {
+    /// Its key (a fresh order id).
+    pub key: String,
+    /// Partition.
+    pub partition: i32,
+    /// Offset.
+    pub offset: i64,
+}
+
+/// Messages sent again (`chaos duplicate`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Duplicated {
+    /// Topic as deployed.
+    pub topic: String,
+    /// How many.
+    pub redelivered: usize,
 }
 
 fn topic_name(ctx: &Ctx, topic: &str) -> Result<String, Failure> {
@@ -814,7 +610,13 @@ fn topic_name(ctx: &Ctx, topic: &str) -> Result<String, Failure> {
     Ok(ctx.topics.name(base))
 }
 
-async fn poison(ctx: &Ctx, topic: &str, count: u32, kind: PoisonKind) -> Result<(), Failure> {
+/// Writes `count` poison messages of `kind` to `topic`.
+pub async fn poison(
+    ctx: &Ctx,
+    topic: &str,
+    count: u32,
+    kind: PoisonKind,
+) -> Result<Poisoned, Failure> {
     if count == 0 {
         return Err(Failure::usage("--count must be at least 1"));
     }
@@ -860,15 +662,21 @@ async fn poison(ctx: &Ctx, topic: &str, count: u32, kind: PoisonKind) -> Result<
             )
             .await
             .map_err(|(e, _)| Failure::usage(format!("writing to {to}: {e}")))?;
-        written.push(json!({"key": key, "partition": d.partition, "offset": d.offset}));
+        written.push(Written {
+            key,
+            partition: d.partition,
+            offset: d.offset,
+        });
     }
-    let doc = json!({"topic": to, "kind": format!("{kind:?}"), "written": written});
-    ctx.print(&doc, || {
-        format!("wrote {count} poison message(s) ({kind:?}) to {to}")
+    Ok(Poisoned {
+        topic: to,
+        kind: format!("{kind:?}"),
+        written,
     })
 }
 
-async fn duplicate(ctx: &Ctx, topic: &str, from: From) -> Result<(), Failure> {
+/// Sends the messages of `topic` from `from` on again, as they are.
+pub async fn duplicate(ctx: &Ctx, topic: &str, from: From) -> Result<Duplicated, Failure> {
     let to = topic_name(ctx, topic)?;
     let brokers = ctx.brokers.clone();
     let t = to.clone();
@@ -921,9 +729,9 @@ async fn duplicate(ctx: &Ctx, topic: &str, from: From) -> Result<(), Failure> {
             .await
             .map_err(|(e, _)| Failure::usage(format!("writing to {to}: {e}")))?;
     }
-    let doc = json!({"topic": to, "redelivered": chosen.len()});
-    ctx.print(&doc, || {
-        format!("re-delivered {} message(s) on {to}", chosen.len())
+    Ok(Duplicated {
+        topic: to,
+        redelivered: chosen.len(),
     })
 }
 
