@@ -209,7 +209,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Verify(args) => cmd::verify::run(&ctx, args).await,
         Command::Chaos(c) => cmd::chaos::run(&ctx, c).await,
         Command::Drill(c) => cmd::drill::run(&ctx, c).await,
-        Command::Bench(args) => bench::run(&ctx, args).await,
+        Command::Bench(args) => cmd::bench::run(&ctx, args).await,
         Command::Tui(args) => tui::run(&ctx, args).await,
         Command::Auth(c) => cmd::auth::run(&ctx, c).await,
         Command::Context(c) => cmd::context::run(&ctx, c).await,

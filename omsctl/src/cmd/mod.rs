@@ -2,6 +2,7 @@
 //! below imports from here.
 
 pub mod auth;
+pub mod bench;
 pub mod chaos;
 pub mod context;
 pub mod dlq;

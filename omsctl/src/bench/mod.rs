@@ -1,0 +1,496 @@
+//! `omsctl bench`: the load generator, for any stack omsctl can reach.
+//!
+//! - **Open loop** (`--rate R/s`): orders are sent on a fixed schedule whatever the stack's speed,
+//!   so a slow stack shows as latency and backlog, not as a politely lower rate. Accept latency is
+//!   measured from the time each request was *due* (coordinated omission corrected).
+//! - **Closed loop** (no `--rate`): `--concurrency` customers, each placing an order and waiting
+//!   for its outcome before the next: the stack's throughput with that many sagas in flight.
+//!
+//! Outcomes are learnt from the order events topic (`order.confirmed` / `order.cancelled`), read
+//! by partition assignment from its current end, so following thousands of orders costs the
+//! services nothing: no status polls. Two latencies are reported: **saga** (HTTP 201 received to
+//! the outcome event seen here, on this process's clock) and **decided** (`order.created` to the
+//! outcome event, by the envelopes' `occurredAt`, on the services' clocks).
+//!
+//! Against the local process stack it also reports the CPU time of every component (broker,
+//! PostgreSQL, each service, this generator) over the measured window, per order.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use oms_contracts::api::{CreateOrder, SetStock};
+use oms_contracts::routes;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::client::Request;
+use crate::ctx::Ctx;
+use crate::{cpu, Failure};
+
+mod report;
+mod tally;
+
+pub use report::Report;
+use report::{buckets, latency, CpuFigure};
+use tally::{watch, Note, Tally};
+
+/// Arguments of `omsctl bench`.
+#[derive(Debug, clap::Args)]
+pub struct BenchArgs {
+    /// Open loop: orders per second (e.g. 50/s), sent on schedule whatever the stack's speed.
+    #[arg(long, value_parser = crate::args::rate)]
+    pub rate: Option<f64>,
+    /// Closed loop (without --rate): customers placing an order and waiting for its outcome
+    /// before the next.
+    #[arg(long, default_value_t = 16)]
+    pub concurrency: usize,
+    /// How long the measured load runs (after the warm-up).
+    #[arg(long, default_value = "30s", value_parser = crate::args::duration)]
+    pub duration: Duration,
+    /// Load before the measured window: connections, consumer fetch sessions and caches warm up;
+    /// its orders are followed but not counted.
+    #[arg(long, default_value = "5s", value_parser = crate::args::duration)]
+    pub warmup: Duration,
+    /// A line PRODUCT[:QTY] to choose from (repeatable); each order takes one at random.
+    /// Default: every catalog product, quantity 1.
+    #[arg(long = "item", value_parser = crate::place::parse_item)]
+    pub items: Vec<(String, u32)>,
+    /// A payment token to choose from (repeatable) [default: tok_visa].
+    #[arg(long = "payment-token")]
+    pub tokens: Vec<String>,
+    /// How long to wait for the outcomes of the last orders once the load has stopped.
+    #[arg(long, default_value = "60s", value_parser = crate::args::duration)]
+    pub timeout: Duration,
+    /// Open loop: HTTP requests in flight at most; a send that falls due while this many are
+    /// waiting is skipped and counted.
+    #[arg(long, default_value_t = 1000)]
+    pub max_in_flight: usize,
+    /// Before the run, set the stock of every product in the mix to this many units (changes
+    /// the inventory of the stack).
+    #[arg(long)]
+    pub stock: Option<i64>,
+    /// `fetch.wait.max.ms` of the outcome watcher (as the services' --consumer-fetch-wait).
+    #[arg(long, default_value = "20ms", value_parser = crate::args::duration)]
+    pub watch_fetch_wait: Duration,
+    /// Follow each order until it is decided (`confirmed`) or through its whole life
+    /// (`delivered`: the run also waits for the deliveries, and times CONFIRMED → DELIVERED).
+    #[arg(long, value_enum, default_value_t = Until::Delivered)]
+    pub until: Until,
+}
+
+/// How far the bench follows an order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Until {
+    /// Until its outcome (CONFIRMED or CANCELLED).
+    Confirmed,
+    /// Until a confirmed order is DELIVERED (or cancelled after all).
+    Delivered,
+}
+
+/// Open or closed loop.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Mode {
+    Open { rate: f64 },
+    Closed { concurrency: usize },
+}
+
+/// One order to place.
+fn body(items: &[(String, u32)], tokens: &[String], i: u64) -> CreateOrder {
+    let (product, qty) = &items[fastrand::usize(0..items.len())];
+    let token = if tokens.is_empty() {
+        "tok_visa"
+    } else {
+        tokens[fastrand::usize(0..tokens.len())].as_str()
+    };
+    crate::place::body(
+        &[(product.clone(), *qty)],
+        Some(&format!("bench-{i}")),
+        Some(token),
+    )
+}
+
+/// Places one order; the note to send about it.
+async fn place(
+    ctx: &Ctx,
+    body: &CreateOrder,
+    due: Instant,
+    measured: bool,
+    waiter: Option<oneshot::Sender<()>>,
+) -> Note {
+    match crate::place::try_place(ctx, body, None).await {
+        Ok(accepted) => Note::Accepted {
+            id: accepted.order_id,
+            due,
+            answered: Instant::now(),
+            measured,
+            waiter,
+        },
+        Err(f) => Note::Refused {
+            reason: f
+                .error
+                .to_string()
+                .split(" (")
+                .next()
+                .unwrap_or("unreachable")
+                .to_owned(),
+            measured,
+        },
+    }
+}
+
+fn check(args: &BenchArgs) -> Result<Mode, Failure> {
+    if args.duration.is_zero() {
+        return Err(Failure::usage("--duration must be above zero"));
+    }
+    if args.max_in_flight == 0 {
+        return Err(Failure::usage("--max-in-flight must be at least 1"));
+    }
+    if args.stock.is_some_and(|s| s < 0) {
+        return Err(Failure::usage("--stock must not be negative"));
+    }
+    if args.tokens.iter().any(|t| t.trim().is_empty()) {
+        return Err(Failure::usage("--payment-token must not be empty"));
+    }
+    match args.rate {
+        Some(rate) => Ok(Mode::Open { rate }),
+        None if args.concurrency == 0 => Err(Failure::usage("--concurrency must be at least 1")),
+        None => Ok(Mode::Closed {
+            concurrency: args.concurrency,
+        }),
+    }
+}
+
+/// Runs `omsctl bench`.
+/// Runs the load `args` describe against `ctx`'s stack and measures it.
+pub async fn measure(ctx: &Ctx, args: &BenchArgs) -> Result<Report, Failure> {
+    let mode = check(args)?;
+    let items: Vec<(String, u32)> = if args.items.is_empty() {
+        crate::place::catalog(ctx)
+            .await
+            .filter(|p| !p.is_empty())
+            .ok_or_else(|| {
+                Failure::usage("inventory unreachable: cannot read the catalog (give --item)")
+            })?
+            .into_iter()
+            .map(|p| (p, 1))
+            .collect()
+    } else {
+        crate::place::check_items(ctx, &args.items).await?;
+        args.items.clone()
+    };
+    if let Some(stock) = args.stock {
+        let mut products: Vec<&String> = items.iter().map(|(p, _)| p).collect();
+        products.sort();
+        products.dedup();
+        for p in products {
+            let body = SetStock { available: stock };
+            ctx.act(routes::SET_STOCK, Request::to(&[p]).body(&body))
+                .await?;
+        }
+    }
+
+    // The watcher is positioned before the first order is sent.
+    let (notes_tx, mut notes_rx) = mpsc::unbounded_channel::<Note>();
+    let stop = Arc::new(AtomicBool::new(false));
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let watcher = {
+        let brokers = ctx.brokers.clone();
+        let topic = ctx.topics.name(oms_contracts::topics::ORDER_EVENTS);
+        let notes = notes_tx.clone();
+        let stop = Arc::clone(&stop);
+        let wait = args.watch_fetch_wait;
+        std::thread::Builder::new()
+            .name("bench-watcher".into())
+            .spawn(move || watch(&brokers, &topic, wait, notes, stop, ready_tx))
+            .context("starting the outcome watcher")?
+    };
+    let ready = tokio::task::spawn_blocking(move || ready_rx.recv())
+        .await
+        .map_err(anyhow::Error::from)?;
+    match ready {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => return Err(Failure::usage(e)),
+        Err(_) => {
+            return Err(Failure::usage(
+                "the outcome watcher stopped before it started",
+            ))
+        }
+    }
+
+    let progress = if ctx.interactive() {
+        let bar = indicatif::ProgressBar::new((args.warmup + args.duration).as_secs().max(1));
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:40} {msg}")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        bar
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
+
+    let started = Instant::now();
+    let measure_from = started + args.warmup;
+    let load_end = measure_from + args.duration;
+    let load = {
+        let ctx = ctx.clone();
+        let notes = notes_tx.clone();
+        let items = items.clone();
+        let tokens = args.tokens.clone();
+        let max_in_flight = args.max_in_flight;
+        let timeout = args.timeout;
+        tokio::spawn(async move {
+            match mode {
+                Mode::Open { rate } => {
+                    open_loop(
+                        ctx,
+                        notes.clone(),
+                        items,
+                        tokens,
+                        rate,
+                        (started, measure_from, load_end),
+                        max_in_flight,
+                    )
+                    .await
+                }
+                Mode::Closed { concurrency } => {
+                    closed_loop(
+                        ctx,
+                        notes.clone(),
+                        items,
+                        tokens,
+                        concurrency,
+                        (measure_from, load_end),
+                        timeout,
+                    )
+                    .await
+                }
+            }
+            let _ = notes.send(Note::LoadDone);
+        })
+    };
+    drop(notes_tx);
+
+    let mut tally = Tally::new();
+    let mut cpu_start: Option<cpu::Snapshot> = None;
+    let mut cpu_end: Option<cpu::Snapshot> = None;
+    let mut load_done = false;
+    let mut give_up: Option<Instant> = None;
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    loop {
+        tokio::select! {
+            note = notes_rx.recv() => match note {
+                Some(Note::LoadDone) => {
+                    load_done = true;
+                    give_up = Some(Instant::now() + args.timeout);
+                }
+                Some(n) => tally.note(n),
+                None => break,
+            },
+            _ = tick.tick() => {
+                let now = Instant::now();
+                if cpu_start.is_none() && now >= measure_from {
+                    cpu_start = Some(cpu::Snapshot::take(&ctx.state_dir));
+                }
+                if cpu_end.is_none() && now >= load_end {
+                    cpu_end = Some(cpu::Snapshot::take(&ctx.state_dir));
+                }
+                progress.set_position(now.duration_since(started).as_secs());
+                progress.set_message(format!(
+                    "accepted {}, finished {}, in flight {}",
+                    tally.accepted, tally.finished, tally.pending.len()
+                ));
+            }
+        }
+        let followed = tally.pending.is_empty()
+            && (args.until == Until::Confirmed || tally.confirmed_at.is_empty());
+        if load_done && (followed || give_up.is_some_and(|g| Instant::now() >= g)) {
+            break;
+        }
+    }
+    progress.finish_and_clear();
+    stop.store(true, Ordering::Relaxed);
+    let _ = load.await;
+    let _ = tokio::task::spawn_blocking(move || watcher.join()).await;
+    let cpu_end = cpu_end.unwrap_or_else(|| cpu::Snapshot::take(&ctx.state_dir));
+
+    let unfinished = tally.pending.values().filter(|p| p.measured).count() as u64;
+    let undelivered = match args.until {
+        Until::Delivered => tally.confirmed_at.len() as u64,
+        Until::Confirmed => 0,
+    };
+    let window = args.duration.as_secs_f64();
+    let per_order = |s: f64| (tally.accepted > 0).then(|| s * 1000.0 / tally.accepted as f64);
+    let cpu: Vec<CpuFigure> = match &cpu_start {
+        Some(start) => cpu_end
+            .since(start)
+            .into_iter()
+            .map(|(component, seconds)| CpuFigure {
+                component,
+                seconds,
+                cores: seconds / window,
+                ms_per_order: per_order(seconds),
+            })
+            .collect(),
+        None => Vec::new(),
+    };
+    let cpu_total: f64 = cpu.iter().map(|c| c.seconds).sum();
+    let saga_histogram = buckets(&tally.saga);
+    let report = Report {
+        mode: match mode {
+            Mode::Open { .. } => "open".into(),
+            Mode::Closed { .. } => "closed".into(),
+        },
+        offered_rate: match mode {
+            Mode::Open { rate } => Some(rate),
+            Mode::Closed { .. } => None,
+        },
+        concurrency: match mode {
+            Mode::Open { .. } => None,
+            Mode::Closed { concurrency } => Some(concurrency),
+        },
+        warmup_seconds: args.warmup.as_secs_f64(),
+        duration_seconds: window,
+        accepted: tally.accepted,
+        achieved_rate: tally.accepted as f64 / window,
+        finished: tally.finished,
+        finished_rate: tally.finished as f64 / window,
+        confirmed: tally.confirmed,
+        cancelled: tally.cancelled.clone(),
+        unfinished,
+        delivered: tally.delivered,
+        cancelled_after_confirmation: tally.cancelled_after_confirmation.clone(),
+        undelivered,
+        refused: tally.refused.clone(),
+        skipped: tally.skipped,
+        accept_ms: latency(&tally.accept),
+        saga_ms: latency(&tally.saga),
+        decided_ms: latency(&tally.decided),
+        delivered_ms: latency(&tally.delivery),
+        saga_histogram,
+        cpu_total_cores: (!cpu.is_empty()).then_some(cpu_total / window),
+        cpu_ms_per_order: if cpu.is_empty() {
+            None
+        } else {
+            per_order(cpu_total)
+        },
+        cpu,
+    };
+    Ok(report)
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn open_loop(
+    ctx: Ctx,
+    notes: mpsc::UnboundedSender<Note>,
+    items: Vec<(String, u32)>,
+    tokens: Vec<String>,
+    rate: f64,
+    (started, measure_from, load_end): (Instant, Instant, Instant),
+    max_in_flight: usize,
+) {
+    let in_flight = Arc::new(AtomicUsize::new(0));
+    let mut tasks = tokio::task::JoinSet::new();
+    let ctx = Arc::new(ctx);
+    for i in 0u64.. {
+        let due = started + Duration::from_secs_f64(i as f64 / rate);
+        if due >= load_end {
+            break;
+        }
+        tokio::time::sleep_until(due.into()).await;
+        // Reap finished tasks so the set does not grow with the run.
+        while tasks.try_join_next().is_some() {}
+        if in_flight.load(Ordering::Relaxed) >= max_in_flight {
+            let _ = notes.send(Note::Skipped);
+            continue;
+        }
+        in_flight.fetch_add(1, Ordering::Relaxed);
+        let b = body(&items, &tokens, i);
+        let (ctx, notes, in_flight) = (Arc::clone(&ctx), notes.clone(), Arc::clone(&in_flight));
+        let measured = due >= measure_from;
+        tasks.spawn(async move {
+            let note = place(&ctx, &b, due, measured, None).await;
+            in_flight.fetch_sub(1, Ordering::Relaxed);
+            let _ = notes.send(note);
+        });
+    }
+    while tasks.join_next().await.is_some() {}
+}
+
+async fn closed_loop(
+    ctx: Ctx,
+    notes: mpsc::UnboundedSender<Note>,
+    items: Vec<(String, u32)>,
+    tokens: Vec<String>,
+    concurrency: usize,
+    (measure_from, load_end): (Instant, Instant),
+    timeout: Duration,
+) {
+    let ctx = Arc::new(ctx);
+    let items = Arc::new(items);
+    let tokens = Arc::new(tokens);
+    let mut workers = tokio::task::JoinSet::new();
+    for w in 0..concurrency {
+        let (ctx, notes, items, tokens) = (
+            Arc::clone(&ctx),
+            notes.clone(),
+            Arc::clone(&items),
+            Arc::clone(&tokens),
+        );
+        workers.spawn(async move {
+            let mut n: u64 = 0;
+            while Instant::now() < load_end {
+                let due = Instant::now();
+                let (done_tx, done_rx) = oneshot::channel();
+                let b = body(&items, &tokens, ((w as u64) << 32) | n);
+                n += 1;
+                let note = place(&ctx, &b, due, due >= measure_from, Some(done_tx)).await;
+                let accepted = matches!(note, Note::Accepted { .. });
+                if notes.send(note).is_err() {
+                    return;
+                }
+                if accepted {
+                    // An order that never finishes stops this customer; the report shows it.
+                    if tokio::time::timeout(timeout, done_rx).await.is_err() {
+                        return;
+                    }
+                } else {
+                    // Do not hammer a refusing stack.
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        });
+    }
+    while workers.join_next().await.is_some() {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bad_arguments_are_refused() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            bench: BenchArgs,
+        }
+        let parse = |args: &[&str]| {
+            Cli::try_parse_from(std::iter::once("bench").chain(args.iter().copied()))
+                .map(|c| c.bench)
+        };
+        assert!(parse(&["--rate", "0/s"]).is_err());
+        assert!(parse(&["--rate", "fast"]).is_err());
+        assert!(parse(&["--item", "mouse-01:0"]).is_err());
+        assert!(parse(&["--duration", "soon"]).is_err());
+        let zero = parse(&["--concurrency", "0"]).expect("parses");
+        assert!(check(&zero).is_err());
+        let no_time = parse(&["--duration", "0s", "--rate", "5/s"]).expect("parses");
+        assert!(check(&no_time).is_err());
+        let open = parse(&["--rate", "20/s"]).expect("parses");
+        assert_eq!(check(&open).ok(), Some(Mode::Open { rate: 20.0 }));
+        let closed = parse(&["--concurrency", "4"]).expect("parses");
+        assert_eq!(check(&closed).ok(), Some(Mode::Closed { concurrency: 4 }));
+    }
+}

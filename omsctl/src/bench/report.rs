@@ -1,0 +1,238 @@
+//! The report of a bench run: latency percentiles, outcomes, CPU per component, and its table.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use hdrhistogram::Histogram;
+use serde::Serialize;
+
+use crate::render::table;
+
+/// Latency figures in milliseconds.
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Latency {
+    pub count: u64,
+    pub p50: f64,
+    pub p90: f64,
+    pub p99: f64,
+    pub p999: f64,
+    pub max: f64,
+    pub mean: f64,
+}
+
+pub(super) fn histogram() -> Histogram<u64> {
+    // Microseconds from 1 µs to an hour, three significant digits.
+    Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("constant bounds are valid")
+}
+
+pub(super) fn record(h: &mut Histogram<u64>, d: Duration) {
+    let us = u64::try_from(d.as_micros()).unwrap_or(u64::MAX).max(1);
+    h.saturating_record(us);
+}
+
+pub(super) fn latency(h: &Histogram<u64>) -> Option<Latency> {
+    if h.is_empty() {
+        return None;
+    }
+    let ms = |us: u64| us as f64 / 1000.0;
+    Some(Latency {
+        count: h.len(),
+        p50: ms(h.value_at_quantile(0.50)),
+        p90: ms(h.value_at_quantile(0.90)),
+        p99: ms(h.value_at_quantile(0.99)),
+        p999: ms(h.value_at_quantile(0.999)),
+        max: ms(h.max()),
+        mean: h.mean() / 1000.0,
+    })
+}
+
+/// CPU of one component over the measured window.
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CpuFigure {
+    pub component: String,
+    pub seconds: f64,
+    /// Seconds of CPU per second of the window (1.0 = one core).
+    pub cores: f64,
+    pub ms_per_order: Option<f64>,
+}
+
+/// The whole report (`-o json` prints it as is).
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Report {
+    pub mode: String,
+    pub offered_rate: Option<f64>,
+    pub concurrency: Option<usize>,
+    pub warmup_seconds: f64,
+    pub duration_seconds: f64,
+    pub accepted: u64,
+    pub achieved_rate: f64,
+    pub finished: u64,
+    pub finished_rate: f64,
+    pub confirmed: u64,
+    pub cancelled: BTreeMap<String, u64>,
+    pub unfinished: u64,
+    pub refused: BTreeMap<String, u64>,
+    pub skipped: u64,
+    /// Confirmed orders seen DELIVERED (followed with `--until delivered`).
+    pub delivered: u64,
+    /// Confirmed orders cancelled afterwards (a carrier refusal), by reason.
+    pub cancelled_after_confirmation: BTreeMap<String, u64>,
+    /// Confirmed orders neither delivered nor cancelled by the end (`--until delivered`).
+    pub undelivered: u64,
+    pub accept_ms: Option<Latency>,
+    pub saga_ms: Option<Latency>,
+    pub decided_ms: Option<Latency>,
+    /// CONFIRMED seen → DELIVERED seen.
+    pub delivered_ms: Option<Latency>,
+    pub saga_histogram: Vec<(f64, u64)>,
+    pub cpu: Vec<CpuFigure>,
+    pub cpu_total_cores: Option<f64>,
+    pub cpu_ms_per_order: Option<f64>,
+}
+
+/// The saga latency distribution as (upper bound in ms, orders) over ten bars, oha-style.
+pub(super) fn buckets(h: &Histogram<u64>) -> Vec<(f64, u64)> {
+    if h.is_empty() {
+        return Vec::new();
+    }
+    let (lo, hi) = (h.min(), h.max().max(h.min() + 1));
+    let step = (hi - lo).div_ceil(10).max(1);
+    let mut out = Vec::new();
+    let mut from = lo;
+    for _ in 0..10 {
+        let to = from + step;
+        let n = h.count_between(from, to.saturating_sub(1));
+        out.push((to as f64 / 1000.0, n));
+        from = to;
+        if from > hi {
+            break;
+        }
+    }
+    out
+}
+
+pub(super) fn fmt_latency(l: &Option<Latency>) -> [String; 6] {
+    match l {
+        Some(l) => [l.p50, l.p90, l.p99, l.p999, l.max, l.mean].map(|v| format!("{v:.1}")),
+        None => std::array::from_fn(|_| "-".to_owned()),
+    }
+}
+
+impl Report {
+    /// The report as tables, for a terminal.
+    pub fn table(&self) -> String {
+        render(self)
+    }
+}
+
+fn render(r: &Report) -> String {
+    let mut out = String::new();
+    let mut summary = table(&["SUMMARY", ""]);
+    let mode = match (r.offered_rate, r.concurrency) {
+        (Some(rate), _) => format!("open loop, {rate:.1} orders/s offered"),
+        (_, Some(c)) => format!("closed loop, {c} customers"),
+        _ => "-".into(),
+    };
+    summary.add_row(["mode".to_owned(), mode]);
+    summary.add_row([
+        "measured".to_owned(),
+        format!(
+            "{:.0}s after a {:.0}s warm-up",
+            r.duration_seconds, r.warmup_seconds
+        ),
+    ]);
+    summary.add_row([
+        "accepted".to_owned(),
+        format!("{} ({:.1}/s)", r.accepted, r.achieved_rate),
+    ]);
+    summary.add_row([
+        "finished".to_owned(),
+        format!("{} ({:.1}/s)", r.finished, r.finished_rate),
+    ]);
+    summary.add_row(["confirmed".to_owned(), r.confirmed.to_string()]);
+    for (reason, n) in &r.cancelled {
+        summary.add_row([format!("cancelled {reason}"), n.to_string()]);
+    }
+    summary.add_row(["unfinished".to_owned(), r.unfinished.to_string()]);
+    if r.delivered > 0 || r.undelivered > 0 {
+        summary.add_row(["delivered".to_owned(), r.delivered.to_string()]);
+        for (reason, n) in &r.cancelled_after_confirmation {
+            summary.add_row([
+                format!("cancelled after confirmation {reason}"),
+                n.to_string(),
+            ]);
+        }
+        summary.add_row(["undelivered".to_owned(), r.undelivered.to_string()]);
+    }
+    for (reason, n) in &r.refused {
+        summary.add_row([format!("refused: {reason}"), n.to_string()]);
+    }
+    if r.skipped > 0 {
+        summary.add_row([
+            "skipped (generator at --max-in-flight)".to_owned(),
+            r.skipped.to_string(),
+        ]);
+    }
+    out.push_str(&summary.to_string());
+    out.push('\n');
+
+    let mut lat = table(&["LATENCY (ms)", "p50", "p90", "p99", "p99.9", "max", "mean"]);
+    for (name, l) in [
+        ("accept (POST /orders)", &r.accept_ms),
+        ("saga (accepted → outcome seen)", &r.saga_ms),
+        ("decided (created → outcome event)", &r.decided_ms),
+        ("delivery (CONFIRMED → DELIVERED seen)", &r.delivered_ms),
+    ] {
+        let [a, b, c, d, e, f] = fmt_latency(l);
+        lat.add_row([name.to_owned(), a, b, c, d, e, f]);
+    }
+    out.push_str(&lat.to_string());
+    out.push('\n');
+
+    if !r.saga_histogram.is_empty() {
+        out.push_str("saga latency distribution:\n");
+        let most = r.saga_histogram.iter().map(|(_, n)| *n).max().unwrap_or(1);
+        for (upper, n) in &r.saga_histogram {
+            let width = if most == 0 {
+                0
+            } else {
+                (*n as f64 / most as f64 * 40.0).round() as usize
+            };
+            out.push_str(&format!(
+                "  ≤ {upper:>9.1} ms [{n:>6}] {}\n",
+                "■".repeat(width)
+            ));
+        }
+    }
+
+    if r.cpu.is_empty() {
+        out.push_str("CPU: not measured (no local process stack in the state directory)");
+    } else {
+        let mut cpu = table(&["CPU (measured window)", "seconds", "cores", "ms/order"]);
+        for c in &r.cpu {
+            cpu.add_row([
+                c.component.clone(),
+                format!("{:.2}", c.seconds),
+                format!("{:.3}", c.cores),
+                c.ms_per_order
+                    .map(|m| format!("{m:.2}"))
+                    .unwrap_or_else(|| "-".into()),
+            ]);
+        }
+        cpu.add_row([
+            "total".to_owned(),
+            format!("{:.2}", r.cpu.iter().map(|c| c.seconds).sum::<f64>()),
+            r.cpu_total_cores
+                .map(|c| format!("{c:.3}"))
+                .unwrap_or_default(),
+            r.cpu_ms_per_order
+                .map(|m| format!("{m:.2}"))
+                .unwrap_or_else(|| "-".into()),
+        ]);
+        out.push_str(&cpu.to_string());
+    }
+    out
+}
