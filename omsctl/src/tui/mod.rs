@@ -7,6 +7,8 @@
 //! panic; logs go to a file, never to the screen.
 
 pub mod app;
+pub mod input;
+pub mod update;
 pub mod view;
 
 use std::io::IsTerminal;
@@ -122,11 +124,11 @@ pub async fn run(ctx: &Ctx, args: TuiArgs) -> Result<(), Failure> {
         let effects = match msg {
             None => break,
             Some(Msg::Redraw) => Vec::new(),
-            Some(Msg::Key(k)) => match app::key_action(&app, k) {
-                Some(a) => app::update(&mut app, a),
+            Some(Msg::Key(k)) => match input::key_action(&app, k) {
+                Some(a) => update::update(&mut app, a),
                 None => Vec::new(),
             },
-            Some(Msg::Action(a)) => app::update(&mut app, a),
+            Some(Msg::Action(a)) => update::update(&mut app, a),
         };
         for effect in effects {
             spawn_effect(Arc::clone(&ctx), tx.clone(), effect);

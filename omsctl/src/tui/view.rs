@@ -633,7 +633,8 @@ mod tests {
     use ratatui::backend::TestBackend;
     use ratatui::Terminal;
 
-    use super::super::app::{update, Action, App, BrokerNode, Health, SagaRow, Snapshot};
+    use super::super::app::{Action, App, BrokerNode, Health, SagaRow, Snapshot};
+    use super::super::update::update;
     use super::*;
 
     fn render(app: &App) -> String {
