@@ -8,6 +8,10 @@
 //! Kafka has them), a database per service owned by its own role over TLS, and least privilege:
 //! no service-account token, an fsGroup, no replicas beside an autoscaler, egress only to
 //! PostgreSQL, Kafka, DNS and OTLP, the production image pinned by digest.
+//!
+//! check.py renders with a subset of kustomize of its own (its docstring says why `kubectl
+//! kustomize` cannot be installed here); where a kubectl with kustomize v5 is there anyway (the
+//! machine image of some kinds has one), its rendering of both overlays must be the same.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -130,6 +134,188 @@ spec: {}
     let out = check(&["validate", &overlay.display().to_string()])?;
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("namePrefix"));
+
+    // kustomize's load restrictor: a file resource outside the kustomization's directory.
+    std::fs::write(
+        overlay.join("kustomization.yaml"),
+        "resources: [../bad.yaml]\n",
+    )?;
+    let out = check(&["render", &overlay.display().to_string()])?;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("../bad.yaml is not in or below"), "{err}");
+    Ok(())
+}
+
+/// A kustomization setting images every way the overlays may: what `kubectl kustomize`
+/// (kustomize v5.5.0) renders for it is [`IMAGES_BY_KUSTOMIZE`].
+fn images_fixture(dir: &std::path::Path) -> anyhow::Result<PathBuf> {
+    let h = "sha256:1111111111111111111111111111111111111111111111111111111111111111";
+    let d = "sha256:2222222222222222222222222222222222222222222222222222222222222222";
+    let k = dir.join("images");
+    std::fs::create_dir_all(&k)?;
+    std::fs::write(
+        k.join("objects.yaml"),
+        format!(
+            r#"apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: oms-order}}
+spec:
+  selector: {{matchLabels: {{a: b}}}}
+  template:
+    metadata: {{labels: {{a: b}}}}
+    spec:
+      initContainers: [{{name: init, image: "a:1.0@{h}"}}]
+      containers:
+        - {{name: b, image: "b@{h}"}}
+        - {{name: c, image: "c:1.0"}}
+        - {{name: d, image: "reg.io:5000/d:1.0"}}
+        - {{name: f, image: "other/a:1.0"}}
+---
+apiVersion: batch/v1
+kind: CronJob
+metadata: {{name: oms-sweep}}
+spec:
+  schedule: "0 * * * *"
+  jobTemplate:
+    spec:
+      template:
+        spec:
+          restartPolicy: Never
+          containers: [{{name: e, image: e}}]
+"#
+        ),
+    )?;
+    std::fs::write(
+        k.join("kustomization.yaml"),
+        format!(
+            r#"namespace: images
+resources: [objects.yaml]
+images:
+  - {{name: a, newTag: "9"}}
+  - {{name: b, newName: x/b}}
+  - {{name: c, newTag: "9", digest: {d}}}
+  - {{name: reg.io:5000/d, digest: {d}}}
+  - {{name: e, newName: ghcr.io/oms/e, newTag: "2"}}
+"#
+        ),
+    )?;
+    Ok(k)
+}
+
+/// (object, container, image) of the images fixture as `kubectl kustomize` renders it.
+const IMAGES_BY_KUSTOMIZE: [(&str, &str, &str); 6] = [
+    ("oms-order", "init", "a:9"),
+    (
+        "oms-order",
+        "b",
+        "x/b@sha256:1111111111111111111111111111111111111111111111111111111111111111",
+    ),
+    (
+        "oms-order",
+        "c",
+        "c:9@sha256:2222222222222222222222222222222222222222222222222222222222222222",
+    ),
+    (
+        "oms-order",
+        "d",
+        "reg.io:5000/d@sha256:2222222222222222222222222222222222222222222222222222222222222222",
+    ),
+    ("oms-order", "f", "other/a:1.0"),
+    ("oms-sweep", "e", "ghcr.io/oms/e:2"),
+];
+
+#[test]
+fn images_are_set_as_kustomize_sets_them() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let k = images_fixture(dir.path())?;
+    let out = check(&["render", &k.display().to_string()])?;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let objects: Vec<Value> = serde_json::from_slice(&out.stdout)?;
+    let mut images: Vec<(String, String, String)> = Vec::new();
+    for o in &objects {
+        let pod = if o["kind"] == "CronJob" {
+            &o["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+        } else {
+            &o["spec"]["template"]["spec"]
+        };
+        for c in ["initContainers", "containers"]
+            .iter()
+            .flat_map(|list| pod[*list].as_array().cloned().unwrap_or_default())
+        {
+            images.push((
+                o["metadata"]["name"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
+                c["name"].as_str().unwrap_or_default().to_owned(),
+                c["image"].as_str().unwrap_or_default().to_owned(),
+            ));
+        }
+    }
+    let wanted: Vec<(String, String, String)> = IMAGES_BY_KUSTOMIZE
+        .iter()
+        .map(|(o, c, i)| ((*o).to_owned(), (*c).to_owned(), (*i).to_owned()))
+        .collect();
+    assert_eq!(images, wanted);
+    Ok(())
+}
+
+/// A kubectl whose kustomize is v5 or newer: `OMS_KUBECTL` when set (it must be one), else
+/// `kubectl` on PATH when it is one; None when there is none to compare with.
+fn kubectl() -> anyhow::Result<Option<String>> {
+    let (bin, required) = match std::env::var("OMS_KUBECTL") {
+        Ok(bin) if !bin.is_empty() => (bin, true),
+        _ => ("kubectl".to_owned(), false),
+    };
+    let version = Command::new(&bin).args(["version", "--client"]).output();
+    let text = match &version {
+        Ok(out) if out.status.success() => String::from_utf8_lossy(&out.stdout).into_owned(),
+        _ => String::new(),
+    };
+    let kustomize_major = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Kustomize Version: v"))
+        .and_then(|v| v.split('.').next()?.parse::<u32>().ok());
+    match kustomize_major {
+        Some(major) if major >= 5 => Ok(Some(bin)),
+        _ if required => anyhow::bail!(
+            "OMS_KUBECTL={bin} is not a kubectl with kustomize v5 or newer: {version:?}"
+        ),
+        _ => Ok(None),
+    }
+}
+
+#[test]
+fn the_renderer_agrees_with_kubectl_kustomize_where_there_is_one() -> anyhow::Result<()> {
+    let Some(kubectl) = kubectl()? else {
+        eprintln!(
+            "no kubectl with kustomize v5 here (none can be installed: deploy/kubernetes/check.py \
+             says why): check.py's renderer not compared with it"
+        );
+        return Ok(());
+    };
+    let dir = tempfile::tempdir()?;
+    let images = images_fixture(dir.path())?;
+    let images = images.display().to_string();
+    let out = check(&[
+        "compare",
+        &kubectl,
+        "overlays/dev",
+        "overlays/production",
+        &images,
+    ])?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains(" 0 difference(s)"), "{stdout}");
     Ok(())
 }
 
