@@ -40,7 +40,7 @@ pub fn groups() -> Vec<CompletionCandidate> {
 
 /// The drills shipped in the drills directory.
 pub fn drills() -> Vec<CompletionCandidate> {
-    let Some(dir) = crate::paths::drills_dir() else {
+    let Some(dir) = oms_ops::paths::drills_dir() else {
         return Vec::new();
     };
     let mut names: Vec<String> = std::fs::read_dir(dir)
@@ -101,10 +101,10 @@ pub fn order_statuses() -> Vec<CompletionCandidate> {
 
 /// The registration script for `shell` (bash, zsh, fish, elvish, powershell): it calls this
 /// omsctl back with `COMPLETE=<shell>` to complete.
-pub fn registration(shell: &str) -> Result<Vec<u8>, crate::Failure> {
+pub fn registration(shell: &str) -> Result<Vec<u8>, oms_ops::Failure> {
     let shells = clap_complete::env::Shells::builtins();
     let completer = shells.completer(shell).ok_or_else(|| {
-        crate::Failure::usage(format!(
+        oms_ops::Failure::usage(format!(
             "no completions for {shell:?} (expected one of {})",
             shells.names().collect::<Vec<_>>().join(", ")
         ))

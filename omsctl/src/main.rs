@@ -2,50 +2,23 @@
 //!
 //! # Layout
 //! - this module: the command tree (clap), exit codes and dispatch.
-//! - [`ctx`]: settings (flags, `OMS_*` env, config file, defaults), the HTTP client of the
-//!   services and output helpers; [`context`]: the named targets of the config file.
-//! - [`order`], [`saga`]: orders and sagas through the services' HTTP APIs.
-//! - [`topics`], [`tail`], [`produce`], [`dlq`], [`groups`]: Kafka directly: topics and lag,
-//!   following and producing messages, dead letters and their safe replay, consumer groups.
-//! - [`verify`]: the cross-service invariants.
-//! - [`bench`]: the load generator; [`cpu`]: CPU time of the local stack's processes.
-//! - [`chaos`]: fault injection on the local stack; [`drill`]: scripted drills with a verdict.
-//! - [`auth`]: tokens (`auth token`, and the one each request carries).
-//! - [`stack`]: the local stack (delegating start and stop to `scripts/stack.sh`).
-//! - [`tui`]: the live dashboard.
+//! - [`cmd`]: one front-end per command: parses its flags, calls the operations library
+//!   ([`oms_ops`]: settings, the typed client of the services, Kafka reads and writes, the local
+//!   stack, chaos, drills, bench, verify, each with its typed report) and prints the report.
+//! - [`tui`]: the live dashboard; [`complete`]: dynamic shell completions.
 //!
 //! Exit codes: 0 ok, 1 a failed check or verdict, 2 a usage error or an unreachable dependency
 //! (one line on stderr names it). omsctl never writes a service's database.
 
-mod args;
-mod auth;
-mod bench;
-mod chaos;
-mod client;
 mod cmd;
 mod complete;
-mod context;
-mod cpu;
-mod ctx;
-mod dlq;
-mod drill;
-mod filter;
-mod groups;
-mod local;
-mod paths;
-mod place;
-mod produce;
-mod render;
-mod status;
-mod tail;
-mod topics;
-mod trace;
 mod tui;
-mod verify;
 
 use std::process::ExitCode;
 
-use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
+use clap::{CommandFactory, Parser, Subcommand};
+use oms_ops::{bench, ctx, verify};
+pub use oms_ops::{Failure, Output};
 
 /// Operate the OMS: orders, sagas, topics, dead letters, invariants, the local stack.
 #[derive(Debug, Parser)]
@@ -56,20 +29,6 @@ pub struct Cli {
 
     #[command(subcommand)]
     command: Command,
-}
-
-/// Output format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]
-pub enum Output {
-    /// Human-readable tables.
-    #[default]
-    Table,
-    /// JSON (JSON Lines for streams); field names are stable.
-    Json,
-    /// YAML of the same document as JSON (a document per message for streams).
-    Yaml,
-    /// One id per line (order ids, entry ids, groups, message coordinates): for xargs.
-    Ids,
 }
 
 #[derive(Debug, Subcommand)]
@@ -124,38 +83,21 @@ enum Command {
     },
 }
 
-/// An error that knows its exit code.
-#[derive(Debug)]
-pub struct Failure {
-    /// Exit code: 1 failed check or verdict, 2 usage or connection error.
-    pub code: u8,
-    /// What to print.
-    pub error: anyhow::Error,
-}
-
-impl Failure {
-    /// A usage or connection error (exit 2).
-    pub fn usage(message: impl std::fmt::Display) -> Self {
-        Failure {
-            code: 2,
-            error: anyhow::anyhow!("{message}"),
-        }
-    }
-
-    /// A failed check or verdict (exit 1).
-    pub fn verdict(message: impl std::fmt::Display) -> Self {
-        Failure {
-            code: 1,
-            error: anyhow::anyhow!("{message}"),
-        }
-    }
-}
-
-impl<E: Into<anyhow::Error>> From<E> for Failure {
-    fn from(e: E) -> Self {
-        Failure {
-            code: 2,
-            error: e.into(),
+/// Checks `words` (an omsctl command line without `omsctl`) with omsctl's own parser; the
+/// error is the parser's first line. Drill files and the dashboard's command line go through it.
+pub fn check_command(words: &[String]) -> Result<(), String> {
+    let argv = std::iter::once("omsctl").chain(words.iter().map(String::as_str));
+    match Cli::try_parse_from(argv) {
+        Ok(_) => Ok(()),
+        Err(e) => {
+            let rendered = e.render().to_string();
+            let first = rendered
+                .lines()
+                .find(|l| !l.trim().is_empty())
+                .unwrap_or("not a valid command")
+                .trim_start_matches("error: ")
+                .to_owned();
+            Err(format!("`omsctl {}`: {first}", words.join(" ")))
         }
     }
 }
@@ -179,7 +121,7 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(f) => {
             // A closed pipe (`omsctl tail | head`) is a normal way to stop.
-            if crate::render::is_broken_pipe(&f.error) {
+            if oms_ops::render::is_broken_pipe(&f.error) {
                 return ExitCode::SUCCESS;
             }
             let line = format!("{:#}", f.error).replace('\n', " ");
@@ -227,6 +169,34 @@ mod tests {
     #[test]
     fn the_command_tree_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    /// Drill actions and the dashboard's typed commands go through omsctl's own parser.
+    #[test]
+    fn command_lines_are_checked_by_the_real_parser() {
+        let words =
+            |line: &str| -> Vec<String> { line.split_whitespace().map(String::from).collect() };
+        assert_eq!(check_command(&words("chaos broker stop --for 5s")), Ok(()));
+        let typo = check_command(&words("chaos brokr stop")).expect_err("typo accepted");
+        assert!(typo.contains("brokr"), "{typo}");
+        let bad = check_command(&words("chaos broker stop --for soon")).expect_err("bad duration");
+        assert!(bad.contains("soon"), "{bad}");
+    }
+
+    /// Every drill that ships parses with the real parser (its actions included).
+    #[test]
+    fn every_shipped_drill_parses_with_the_real_parser() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/drills");
+        let mut n = 0;
+        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let path = entry.path();
+            let text = std::fs::read_to_string(&path).unwrap_or_default();
+            if let Err(e) = oms_ops::drill::parse(&path, &text, check_command) {
+                panic!("{}: {}", path.display(), e.error);
+            }
+            n += 1;
+        }
+        assert_eq!(n, 12, "twelve drills ship");
     }
 
     /// The command tree as the reference shows it: the same on every machine (no environment

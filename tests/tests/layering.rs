@@ -1,4 +1,4 @@
-//! The layering of omsctl and the service runtime, read from their imports: no group of modules
+//! The layering of omsctl, its operations library and the service runtime, read from their imports: no group of modules
 //! may import each other in a loop (a loop means neither can be understood, tested or moved out
 //! without the other). Test code is left out: a test may reach anywhere.
 
@@ -163,14 +163,15 @@ fn loops(g: &Graph) -> Vec<BTreeSet<String>> {
 }
 
 #[test]
-fn no_modules_of_omsctl_or_the_runtime_import_each_other() {
+fn no_modules_of_omsctl_its_library_or_the_runtime_import_each_other() {
     let root = root();
     let mut found = Vec::new();
-    for src in ["omsctl/src", "services/runtime/src"] {
+    // Each crate with at least this many top-level modules: a reader that finds fewer is broken.
+    for (src, least) in [("omsctl/src", 3), ("ops/src", 15), ("services/runtime/src", 10)] {
         let dir = root.join(src);
         assert!(dir.is_dir(), "{} is missing", dir.display());
         let g = top_level(&dir);
-        assert!(g.len() > 10, "{src}: only {} modules read", g.len());
+        assert!(g.len() >= least, "{src}: only {} modules read", g.len());
         for group in loops(&g) {
             found.push(format!("{src}: {group:?}"));
         }

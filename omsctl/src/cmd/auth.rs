@@ -7,11 +7,11 @@ use oms_contracts::auth::{Claims, Role};
 use oms_contracts::CustomerId;
 use serde_json::json;
 
-use crate::auth::{
+use oms_ops::auth::{
     ensure_issuer, issuer_key_path, now, person, write_atomically, Issuer, Signer, MAX_TTL,
 };
-use crate::ctx::Ctx;
-use crate::Failure;
+use oms_ops::ctx::Ctx;
+use oms_ops::Failure;
 
 /// `omsctl auth ...`.
 #[derive(Debug, clap::Subcommand)]
@@ -50,7 +50,7 @@ pub struct TokenArgs {
     subject: Option<String>,
 
     /// How long the token is valid (at most 90 days).
-    #[arg(long, default_value = "1h", value_parser = crate::args::duration)]
+    #[arg(long, default_value = "1h", value_parser = oms_ops::args::duration)]
     ttl: Duration,
 }
 

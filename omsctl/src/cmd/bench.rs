@@ -1,8 +1,8 @@
 //! `omsctl bench`: the load generator (open or closed loop) and its report.
 
-use crate::bench::{self, BenchArgs};
-use crate::ctx::Ctx;
-use crate::Failure;
+use oms_ops::bench::{self, BenchArgs};
+use oms_ops::ctx::Ctx;
+use oms_ops::Failure;
 
 pub async fn run(ctx: &Ctx, args: BenchArgs) -> Result<(), Failure> {
     let report = bench::measure(ctx, &args).await?;

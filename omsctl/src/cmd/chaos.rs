@@ -1,5 +1,5 @@
 //! `omsctl chaos`: inject faults into the context's target (local stack, compose or
-//! Kubernetes) and undo them; the library's [`crate::chaos`] does the work.
+//! Kubernetes) and undo them; the library's [`oms_ops::chaos`] does the work.
 
 use std::time::Duration;
 
@@ -7,16 +7,16 @@ use oms_contracts::api::{CarrierKnobs, GatewayKnobs};
 use oms_contracts::routes;
 use serde_json::Value;
 
-use crate::chaos::target::Target as _;
-use crate::chaos::{
+use oms_ops::chaos::target::Target as _;
+use oms_ops::chaos::{
     broker_node, duplicate, inflict, knob_fault, lift, millis, poison, reset, target_of,
     BrokerAction, Fault, Faults, Lasting, OnOff, PoisonKind, ServiceAction, ServiceFault,
 };
-use crate::ctx::Ctx;
-use crate::local::Unit;
-use crate::render::table;
-use crate::tail::{self, From};
-use crate::Failure;
+use oms_ops::ctx::Ctx;
+use oms_ops::local::Unit;
+use oms_ops::render::table;
+use oms_ops::tail::{self, From};
+use oms_ops::Failure;
 
 #[derive(Debug, clap::Subcommand)]
 pub enum ChaosCommand {
@@ -76,7 +76,7 @@ pub enum ChaosCommand {
         #[arg(long, default_value_t = 0.0)]
         decline_rate: f64,
         /// Added to every gateway call.
-        #[arg(long, value_parser = crate::args::duration)]
+        #[arg(long, value_parser = oms_ops::args::duration)]
         latency: Option<Duration>,
         /// Share of calls failing transiently (0 to 1).
         #[arg(long, default_value_t = 0.0)]
@@ -91,7 +91,7 @@ pub enum ChaosCommand {
         #[arg(long, default_value_t = 0.0)]
         failure_rate: f64,
         /// Added to every carrier step.
-        #[arg(long, value_parser = crate::args::duration)]
+        #[arg(long, value_parser = oms_ops::args::duration)]
         latency: Option<Duration>,
         /// Share of carrier calls failing transiently, retried (0 to 1).
         #[arg(long, default_value_t = 0.0)]

@@ -1,9 +1,9 @@
 //! `omsctl context`: list the contexts, pick one, show one's settings.
 
-use crate::context::{names, read_file, resolve, set_current};
-use crate::ctx::Ctx;
-use crate::render::table;
-use crate::Failure;
+use oms_ops::context::{names, read_file, resolve, set_current};
+use oms_ops::ctx::Ctx;
+use oms_ops::render::table;
+use oms_ops::Failure;
 
 /// `omsctl context`.
 #[derive(Debug, clap::Subcommand)]
@@ -77,7 +77,7 @@ pub async fn run(ctx: &Ctx, command: ContextCommand) -> Result<(), Failure> {
         }
         ContextCommand::Show { name } => {
             let shown = match name {
-                Some(n) if n != ctx.context.name => Ctx::new(crate::ctx::Settings {
+                Some(n) if n != ctx.context.name => Ctx::new(oms_ops::ctx::Settings {
                     context: Some(n),
                     config: ctx.config_path.clone(),
                     ..Default::default()
@@ -92,10 +92,10 @@ pub async fn run(ctx: &Ctx, command: ContextCommand) -> Result<(), Failure> {
                         serde_json::Value::Object(m) if m.is_empty() => "-".to_owned(),
                         serde_json::Value::Object(m) => m
                             .iter()
-                            .map(|(k, v)| format!("{k}={}", crate::render::cell(v)))
+                            .map(|(k, v)| format!("{k}={}", oms_ops::render::cell(v)))
                             .collect::<Vec<_>>()
                             .join(" "),
-                        other => crate::render::cell(other),
+                        other => oms_ops::render::cell(other),
                     };
                     t.add_row([k.clone(), v]);
                 }

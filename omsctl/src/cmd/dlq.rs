@@ -1,15 +1,15 @@
 //! `omsctl dlq list | show | replay | audit`: dead letters and their safe replay (the library's
-//! [`crate::dlq`] does the work).
+//! [`oms_ops::dlq`] does the work).
 
 use std::io::{IsTerminal, Write};
 
-use crate::ctx::Ctx;
-use crate::dlq::audit;
-use crate::dlq::entry::entries;
-use crate::dlq::replay::{self, PlanReport, Repair};
-use crate::dlq::view::{self, GroupBy};
-use crate::render::{opt, table};
-use crate::Failure;
+use oms_ops::ctx::Ctx;
+use oms_ops::dlq::audit;
+use oms_ops::dlq::entry::entries;
+use oms_ops::dlq::replay::{self, PlanReport, Repair};
+use oms_ops::dlq::view::{self, GroupBy};
+use oms_ops::render::{opt, table};
+use oms_ops::Failure;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum GroupByArg {
@@ -33,8 +33,8 @@ pub enum DlqCommand {
         group_by: Option<GroupByArg>,
         /// Only entries whose decoded envelope matches FIELD OP VALUE
         /// (payload.reason=OUT_OF_STOCK; OP = != > >= < <= ~); repeatable, all must match.
-        #[arg(long = "where", value_parser = crate::filter::parse)]
-        conditions: Vec<crate::filter::Where>,
+        #[arg(long = "where", value_parser = oms_ops::filter::parse)]
+        conditions: Vec<oms_ops::filter::Where>,
     },
     /// One dead letter: the original message, its diagnosis, a decode attempt, the order now.
     Show {
@@ -58,13 +58,13 @@ pub struct ReplayArgs {
     #[arg(long = "filter", value_parser = parse_filter)]
     filters: Vec<(String, String)>,
     /// Only entries whose decoded envelope matches FIELD OP VALUE (as `dlq list --where`).
-    #[arg(long = "where", value_parser = crate::filter::parse)]
-    conditions: Vec<crate::filter::Where>,
+    #[arg(long = "where", value_parser = oms_ops::filter::parse)]
+    conditions: Vec<oms_ops::filter::Where>,
     /// Print the plan and change nothing.
     #[arg(long)]
     dry_run: bool,
     /// At most this many messages per second (e.g. 10/s).
-    #[arg(long, value_parser = crate::args::rate)]
+    #[arg(long, value_parser = oms_ops::args::rate)]
     rate: Option<f64>,
     /// Do not ask for confirmation.
     #[arg(long)]
@@ -144,7 +144,7 @@ async fn list(
     ctx: &Ctx,
     topic: Option<&str>,
     group_by: Option<GroupByArg>,
-    conditions: &[crate::filter::Where],
+    conditions: &[oms_ops::filter::Where],
 ) -> Result<(), Failure> {
     let all = view::list(ctx, topic, conditions).await?;
     let Some(by) = group_by else {
@@ -204,10 +204,10 @@ async fn show(ctx: &Ctx, id: &str) -> Result<(), Failure> {
         t.add_row(["key".to_string(), opt(shown.entry.key.as_ref())]);
         for h in &m.headers {
             let value = match &h.value {
-                crate::tail::HeaderValue::Text { value } => {
+                oms_ops::tail::HeaderValue::Text { value } => {
                     value.clone().unwrap_or_else(|| "(null)".into())
                 }
-                crate::tail::HeaderValue::Hex { value_hex } => format!("(hex) {value_hex}"),
+                oms_ops::tail::HeaderValue::Hex { value_hex } => format!("(hex) {value_hex}"),
             };
             t.add_row([format!("header {}", h.name), value]);
         }

@@ -3,9 +3,9 @@
 
 use std::path::PathBuf;
 
-use crate::ctx::Ctx;
-use crate::render::table;
-use crate::{drill, Failure};
+use oms_ops::ctx::Ctx;
+use oms_ops::render::table;
+use oms_ops::{drill, Failure};
 
 #[derive(Debug, clap::Subcommand)]
 pub enum DrillCommand {
@@ -38,7 +38,7 @@ pub enum DrillCommand {
 pub async fn run(ctx: &Ctx, command: DrillCommand) -> Result<(), Failure> {
     match command {
         DrillCommand::List => {
-            let dir = crate::paths::drills_dir().ok_or_else(|| {
+            let dir = oms_ops::paths::drills_dir().ok_or_else(|| {
                 Failure::usage("scripts/drills not found next to this omsctl: set OMS_DRILLS_DIR (or OMS_ROOT to the repository)")
             })?;
             let mut rows: Vec<drill::view::DrillRow> = Vec::new();
@@ -51,7 +51,7 @@ pub async fn run(ctx: &Ctx, command: DrillCommand) -> Result<(), Failure> {
             for p in entries {
                 let text = std::fs::read_to_string(&p)
                     .map_err(|e| Failure::usage(format!("{}: {e}", p.display())))?;
-                let d = drill::parse(&p, &text)?;
+                let d = drill::parse(&p, &text, crate::check_command)?;
                 rows.push(drill::view::DrillRow {
                     name: d.name,
                     description: d.description,
@@ -76,8 +76,8 @@ pub async fn run(ctx: &Ctx, command: DrillCommand) -> Result<(), Failure> {
             let path = drill::locate(&drill)?;
             let text = std::fs::read_to_string(&path)
                 .map_err(|e| Failure::usage(format!("{}: {e}", path.display())))?;
-            let d = drill::parse(&path, &text)?;
-            let plan = drill::plan::resolve(&path, &text, &d, short)?;
+            let d = drill::parse(&path, &text, crate::check_command)?;
+            let plan = drill::plan::resolve(&path, &text, &d, short, crate::check_command)?;
             if dry_run {
                 let shown = drill::view::PlanView::of(&plan);
                 return ctx.print(&shown, || {
@@ -91,9 +91,9 @@ pub async fn run(ctx: &Ctx, command: DrillCommand) -> Result<(), Failure> {
             let text = std::fs::read_to_string(&path)
                 .map_err(|e| Failure::usage(format!("{}: {e}", path.display())))?;
             // `parse` resolves both forms: any mistake in either is reported with its line.
-            let d = drill::parse(&path, &text)?;
-            let full = drill::plan::resolve(&path, &text, &d, false)?;
-            let short = drill::plan::resolve(&path, &text, &d, true)?;
+            let d = drill::parse(&path, &text, crate::check_command)?;
+            let full = drill::plan::resolve(&path, &text, &d, false, crate::check_command)?;
+            let short = drill::plan::resolve(&path, &text, &d, true, crate::check_command)?;
             let doc = drill::view::Validation {
                 valid: true,
                 file: path.display().to_string(),

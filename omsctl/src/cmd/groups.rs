@@ -1,10 +1,10 @@
 //! `omsctl groups list | describe | reset-offsets`: consumer groups, their lag, and moving their
 //! committed offsets.
 
-use crate::ctx::Ctx;
-use crate::groups::{self, group_name, Target};
-use crate::render::{opt, table};
-use crate::Failure;
+use oms_ops::ctx::Ctx;
+use oms_ops::groups::{self, group_name, Target};
+use oms_ops::render::{opt, table};
+use oms_ops::Failure;
 
 #[derive(Debug, clap::Subcommand)]
 pub enum GroupsCommand {

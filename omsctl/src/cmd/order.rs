@@ -10,12 +10,12 @@ use oms_contracts::api::{OrderStatus, OrderView};
 
 use oms_contracts::routes;
 
-use crate::client::Request;
-use crate::ctx::Ctx;
-use crate::render::{opt, table};
-use crate::{place, Failure, Output};
+use oms_ops::client::Request;
+use oms_ops::ctx::Ctx;
+use oms_ops::render::{opt, table};
+use oms_ops::{place, Failure, Output};
 
-use crate::trace::{self, check_id};
+use oms_ops::trace::{self, check_id};
 
 #[derive(Debug, clap::Subcommand)]
 pub enum OrderCommand {
@@ -52,7 +52,7 @@ pub enum OrderCommand {
         #[arg(long)]
         wait: bool,
         /// How long --wait waits.
-        #[arg(long, default_value = "60s", value_parser = crate::args::duration)]
+        #[arg(long, default_value = "60s", value_parser = oms_ops::args::duration)]
         timeout: Duration,
     },
 }
@@ -60,7 +60,7 @@ pub enum OrderCommand {
 #[derive(Debug, clap::Args)]
 pub struct CreateArgs {
     /// A line as PRODUCT[:QUANTITY] (repeatable), e.g. mouse-01:2.
-    #[arg(long = "item", value_parser = crate::place::parse_item)]
+    #[arg(long = "item", value_parser = oms_ops::place::parse_item)]
     items: Vec<(String, u32)>,
     /// Customer id.
     #[arg(long)]
@@ -75,13 +75,13 @@ pub struct CreateArgs {
     #[arg(long)]
     wait: bool,
     /// How long --wait (or --count) waits for an outcome.
-    #[arg(long, default_value = "30s", value_parser = crate::args::duration)]
+    #[arg(long, default_value = "30s", value_parser = oms_ops::args::duration)]
     timeout: Duration,
     /// Create this many orders (random catalog lines unless --item is given) and summarize.
     #[arg(long)]
     count: Option<u32>,
     /// With --count: orders per second, e.g. 20/s.
-    #[arg(long, value_parser = crate::args::rate)]
+    #[arg(long, value_parser = oms_ops::args::rate)]
     rate: Option<f64>,
     /// With --count: requests in flight at once.
     #[arg(long, default_value_t = 8)]
@@ -470,7 +470,7 @@ pub async fn smoke(ctx: &Ctx) -> Result<(), Failure> {
     );
     let answer = place::place_one(ctx, &b, None).await?;
     let id = answer.order_id.to_string();
-    crate::local::say(format!(
+    oms_ops::local::say(format!(
         "order {id} accepted (PENDING); following it through the saga"
     ));
     let mut order = follow(ctx, &id, Duration::from_secs(60))
@@ -483,7 +483,7 @@ pub async fn smoke(ctx: &Ctx) -> Result<(), Failure> {
         order = ctx.read(routes::GET_ORDER, &[&id]).await?;
     }
     print_trace(ctx, &id).await?;
-    crate::local::say(format!("order {id}: {}", outcome_line(&order)));
+    oms_ops::local::say(format!("order {id}: {}", outcome_line(&order)));
     if order.status == OrderStatus::Delivered {
         Ok(())
     } else {

@@ -2,10 +2,10 @@
 
 use serde_json::json;
 
-use crate::ctx::Ctx;
-use crate::produce;
-use crate::render::table;
-use crate::Failure;
+use oms_ops::ctx::Ctx;
+use oms_ops::produce;
+use oms_ops::render::table;
+use oms_ops::Failure;
 
 /// `omsctl produce` arguments.
 #[derive(Debug, clap::Args)]

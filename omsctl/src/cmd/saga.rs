@@ -3,10 +3,10 @@
 use oms_contracts::api::{CancelSaga, SagaAction, SagaView};
 use oms_contracts::routes::{self, Route};
 
-use crate::client::Request;
-use crate::ctx::Ctx;
-use crate::render::{opt, table};
-use crate::Failure;
+use oms_ops::client::Request;
+use oms_ops::ctx::Ctx;
+use oms_ops::render::{opt, table};
+use oms_ops::Failure;
 
 #[derive(Debug, clap::Subcommand)]
 pub enum SagaCommand {

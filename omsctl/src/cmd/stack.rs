@@ -1,14 +1,14 @@
 //! `omsctl stack up | down | wipe | status | start | stop | env | logs | cpu`: the local stack,
-//! on the component model of [`crate::local`].
+//! on the component model of [`oms_ops::local`].
 
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::ctx::Ctx;
-use crate::local::{say, Component, Local};
-use crate::render::{opt, table};
-use crate::Failure;
+use oms_ops::ctx::Ctx;
+use oms_ops::local::{say, Component, Local};
+use oms_ops::render::{opt, table};
+use oms_ops::Failure;
 
 #[derive(Debug, clap::Subcommand)]
 pub enum StackCommand {
@@ -35,7 +35,7 @@ pub enum StackCommand {
         /// (K - 1); the replicas of a service share its database and consumer group. On a
         /// running stack, replicas are started or stopped to match [default: as the stack runs,
         /// else 1].
-        #[arg(long, env = "OMS_REPLICAS", value_parser = clap::value_parser!(u32).range(1..=crate::local::MAX_REPLICAS as i64))]
+        #[arg(long, env = "OMS_REPLICAS", value_parser = clap::value_parser!(u32).range(1..=oms_ops::local::MAX_REPLICAS as i64))]
         replicas: Option<u32>,
         /// Kafka nodes: 1, or 3 (a KRaft cluster of three controller+broker nodes, topics
         /// replicated three times with min.insync.replicas=2, so one node may die). Node K takes
@@ -95,7 +95,7 @@ pub enum StackCommand {
     /// the stack when nothing else runs).
     Cpu {
         /// How long to measure.
-        #[arg(long, default_value = "10s", value_parser = crate::args::duration)]
+        #[arg(long, default_value = "10s", value_parser = oms_ops::args::duration)]
         over: Duration,
     },
 }
@@ -211,7 +211,7 @@ async fn up(ctx: &Ctx, asked: Up) -> Result<(), Failure> {
     for c in &nodes {
         c.start(&local).await?;
     }
-    crate::local::wait_ready(&local, &nodes, ready_timeout()).await?;
+    oms_ops::local::wait_ready(&local, &nodes, ready_timeout()).await?;
     if local.secure {
         apply_security(ctx, &local).await?;
     }
@@ -241,7 +241,7 @@ async fn up(ctx: &Ctx, asked: Up) -> Result<(), Failure> {
         for c in &services {
             c.start(&local).await?;
         }
-        crate::local::wait_ready(&local, &services, ready_timeout()).await?;
+        oms_ops::local::wait_ready(&local, &services, ready_timeout()).await?;
         if smoke {
             crate::cmd::order::smoke(&here).await?;
         }
@@ -297,7 +297,7 @@ async fn apply_security(ctx: &Ctx, local: &Local) -> Result<(), Failure> {
 
 pub async fn run(ctx: &Ctx, command: StackCommand) -> Result<(), Failure> {
     let topology_only = matches!(command, StackCommand::Services { .. });
-    if ctx.context.target != crate::context::Target::Local && !topology_only {
+    if ctx.context.target != oms_ops::context::Target::Local && !topology_only {
         return Err(Failure::usage(format!(
             "`stack` runs the local process stack; context {} is a {} target (switch with `omsctl --context local` or `omsctl context use local`; its own tools start and stop it)",
             ctx.context.name,
@@ -335,11 +335,11 @@ pub async fn run(ctx: &Ctx, command: StackCommand) -> Result<(), Failure> {
             )
             .await
         }
-        StackCommand::Down => crate::local::down(&Local::open(&ctx.state_dir)?).await,
+        StackCommand::Down => oms_ops::local::down(&Local::open(&ctx.state_dir)?).await,
         StackCommand::Wipe => {
             let local = Local::open(&ctx.state_dir)?;
-            crate::local::down(&local).await?;
-            crate::local::wipe(&local)?;
+            oms_ops::local::down(&local).await?;
+            oms_ops::local::wipe(&local)?;
             say(format!("removed {}", ctx.state_dir.display()));
             Ok(())
         }
@@ -349,11 +349,11 @@ pub async fn run(ctx: &Ctx, command: StackCommand) -> Result<(), Failure> {
             for c in &named {
                 c.start(&local).await?;
             }
-            crate::local::wait_ready(&local, &named, ready_timeout()).await
+            oms_ops::local::wait_ready(&local, &named, ready_timeout()).await
         }
         StackCommand::Stop { component } => {
             let local = Local::open(&ctx.state_dir)?;
-            crate::local::stop_all(&local, &Component::named(&component, &local)?).await
+            oms_ops::local::stop_all(&local, &Component::named(&component, &local)?).await
         }
         StackCommand::Env => {
             print_env(&Local::open(&ctx.state_dir)?);
@@ -373,7 +373,7 @@ fn services(ctx: &Ctx, names_only: bool) -> Result<(), Failure> {
         }
         return Ok(());
     }
-    let rows = crate::status::services(ctx);
+    let rows = oms_ops::status::services(ctx);
     ctx.print(&rows, || {
         let mut t = table(&["SERVICE", "DEFAULT PORT", "GROUP", "READS", "WRITES"]);
         for r in &rows {
@@ -390,7 +390,7 @@ fn services(ctx: &Ctx, names_only: bool) -> Result<(), Failure> {
 }
 
 async fn cpu(ctx: &Ctx, over: Duration) -> Result<(), Failure> {
-    let doc = crate::cpu::measure(&ctx.state_dir, over).await?;
+    let doc = oms_ops::cpu::measure(&ctx.state_dir, over).await?;
     ctx.print(&doc, || {
         let mut t = table(&["COMPONENT", "CPU SECONDS", "% OF ONE CORE"]);
         for c in &doc.components {
@@ -410,7 +410,7 @@ async fn cpu(ctx: &Ctx, over: Duration) -> Result<(), Failure> {
 }
 
 async fn status(ctx: &Ctx) -> Result<(), Failure> {
-    let doc = crate::status::status(ctx).await?;
+    let doc = oms_ops::status::status(ctx).await?;
     let all_ready = doc.ready;
     ctx.print(&doc, || {
         let mut t = table(&[
@@ -451,7 +451,7 @@ async fn logs(ctx: &Ctx, service: Option<&str>, follow: bool) -> Result<(), Fail
     let local = Local::open(&ctx.state_dir)?;
     let services: Vec<Component> = match service {
         Some(name) => {
-            let unit = crate::local::Unit::parse(name)?;
+            let unit = oms_ops::local::Unit::parse(name)?;
             Component::of(unit, &local)?
         }
         None => local.service_components(),

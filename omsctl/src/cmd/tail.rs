@@ -7,12 +7,12 @@ use anyhow::Context;
 use rdkafka::consumer::Consumer;
 use rdkafka::{Offset, TopicPartitionList};
 
-use crate::ctx::{Ctx, Kafka};
-use crate::tail::{
+use oms_ops::ctx::{Ctx, Kafka};
+use oms_ops::tail::{
     client, describe, parse_from, parse_until, partitions, record, Described, From, Record, Until,
     TIMEOUT,
 };
-use crate::{Failure, Output};
+use oms_ops::{Failure, Output};
 
 fn parse_header(s: &str) -> Result<(String, String), String> {
     s.split_once('=')
@@ -51,8 +51,8 @@ pub struct TailArgs {
     grep: Option<String>,
     /// Only messages whose decoded envelope matches FIELD OP VALUE (payload.reason=OUT_OF_STOCK,
     /// payload.amount.amountMinor>=10000; OP = != > >= < <= ~); repeatable, all must match.
-    #[arg(long = "where", value_parser = crate::filter::parse)]
-    conditions: Vec<crate::filter::Where>,
+    #[arg(long = "where", value_parser = oms_ops::filter::parse)]
+    conditions: Vec<oms_ops::filter::Where>,
     /// Stop at this offset (exclusive) or time (@TIMESTAMP, @-DURATION) in every partition,
     /// and at the current end (as --exit).
     #[arg(long, value_parser = parse_until, allow_hyphen_values = true)]
@@ -81,7 +81,7 @@ impl TailArgs {
         {
             return false;
         }
-        if !crate::filter::all_match(&self.conditions, r.value.as_deref()) {
+        if !oms_ops::filter::all_match(&self.conditions, r.value.as_deref()) {
             return false;
         }
         if let Some(g) = &self.grep {
@@ -220,11 +220,11 @@ fn follow(
             shown += 1;
             match output {
                 Output::Json => writeln!(out, "{}", serde_json::to_string(&r.line())?)?,
-                Output::Yaml => write!(out, "---\n{}", crate::render::yaml(&r.line())?)?,
+                Output::Yaml => write!(out, "---\n{}", oms_ops::render::yaml(&r.line())?)?,
                 Output::Ids => writeln!(
                     out,
                     "{}",
-                    crate::render::coordinates(&r.topic, r.partition, r.offset)
+                    oms_ops::render::coordinates(&r.topic, r.partition, r.offset)
                 )?,
                 Output::Table => {
                     let mut payload = described.payload.clone();
@@ -240,7 +240,7 @@ fn follow(
                         out,
                         "{} {} key={} {} [{}] {}",
                         r.time(),
-                        crate::render::coordinates(&r.topic, r.partition, r.offset),
+                        oms_ops::render::coordinates(&r.topic, r.partition, r.offset),
                         r.key_text().unwrap_or_else(|| "-".into()),
                         described.type_name,
                         described.source,

@@ -1,8 +1,8 @@
 //! `omsctl topics ensure | list`: the OMS topics, their messages and each group's lag.
 
-use crate::ctx::Ctx;
-use crate::render::table;
-use crate::{topics, Failure};
+use oms_ops::ctx::Ctx;
+use oms_ops::render::table;
+use oms_ops::{topics, Failure};
 
 #[derive(Debug, clap::Subcommand)]
 pub enum TopicsCommand {

@@ -1,10 +1,10 @@
 //! `omsctl verify`: the invariants, each printed with PASS or FAIL and counts; exit 1 when any
 //! fails.
 
-use crate::ctx::Ctx;
-use crate::render::table;
-use crate::verify::{evaluate, Outcome, VerifyArgs};
-use crate::Failure;
+use oms_ops::ctx::Ctx;
+use oms_ops::render::table;
+use oms_ops::verify::{evaluate, Outcome, VerifyArgs};
+use oms_ops::Failure;
 
 pub async fn run(ctx: &Ctx, args: VerifyArgs) -> Result<(), Failure> {
     let report = evaluate(ctx, &args).await?;

@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::trace::Trace;
+use oms_ops::trace::Trace;
 
-use crate::dlq::Item;
+use oms_ops::dlq::Item;
 
 /// The views, in Tab order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -142,6 +142,6 @@ pub fn command_args(line: &str, app: &App) -> Result<Vec<String>, String> {
             ))
         }
     };
-    crate::drill::plan::check_command(&args)?;
+    crate::check_command(&args)?;
     Ok(args)
 }

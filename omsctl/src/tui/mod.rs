@@ -20,17 +20,17 @@ use oms_contracts::routes;
 use ratatui::crossterm::event::{self, Event, KeyEvent, KeyEventKind};
 use tokio::sync::mpsc;
 
-use crate::ctx::Ctx;
-use crate::{dlq, topics, Failure};
 use app::BrokerNode;
 use app::{Action, App, Effect, Health, SagaRow, Snapshot};
 use oms_contracts::ServiceId as Svc;
+use oms_ops::ctx::Ctx;
+use oms_ops::{dlq, topics, Failure};
 
 /// `omsctl tui` arguments.
 #[derive(Debug, clap::Args)]
 pub struct TuiArgs {
     /// How often data is polled.
-    #[arg(long, default_value = "1s", value_parser = crate::args::duration)]
+    #[arg(long, default_value = "1s", value_parser = oms_ops::args::duration)]
     refresh: Duration,
     /// Log file [default: <state dir>/omsctl-tui.log].
     #[arg(long)]
@@ -175,7 +175,7 @@ fn spawn_effect(ctx: Arc<Ctx>, tx: mpsc::UnboundedSender<Msg>, effect: Effect) {
     tokio::spawn(async move {
         let action = match effect {
             Effect::LoadDetail(id) => {
-                let result = crate::trace::trace(&ctx, &id)
+                let result = oms_ops::trace::trace(&ctx, &id)
                     .await
                     .map(Box::new)
                     .map_err(|f| f.error.to_string());
@@ -245,13 +245,13 @@ async fn run_omsctl(ctx: &Ctx, args: &[String]) -> Result<String, String> {
 
 /// The last `n` lines of a service's log on the local stack (replica 1).
 fn log_tail(ctx: &Ctx, service: &str, n: usize) -> Result<Vec<String>, String> {
-    if ctx.context.target != crate::context::Target::Local {
+    if ctx.context.target != oms_ops::context::Target::Local {
         return Err("logs are shown for the local stack only (kubectl logs / docker compose logs elsewhere)".into());
     }
     let svc: Svc = service
         .parse()
         .map_err(|e: oms_contracts::topology::UnknownService| e.to_string())?;
-    let local = crate::local::Local::open(&ctx.state_dir).map_err(|f| f.error.to_string())?;
+    let local = oms_ops::local::Local::open(&ctx.state_dir).map_err(|f| f.error.to_string())?;
     let path = local.log_of(svc, 1);
     let text = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
     let text = String::from_utf8_lossy(&text);
@@ -271,10 +271,10 @@ struct KafkaInfo {
 /// as down), else each one the cluster's metadata names; with the partitions of the OMS topics
 /// each leads.
 fn broker_nodes(ctx: &Ctx, leaders: Option<&topics::Leaders>) -> Vec<BrokerNode> {
-    let local = (ctx.context.target == crate::context::Target::Local)
-        .then(|| crate::local::Local::open(&ctx.state_dir).ok())
+    let local = (ctx.context.target == oms_ops::context::Target::Local)
+        .then(|| oms_ops::local::Local::open(&ctx.state_dir).ok())
         .flatten()
-        .filter(|_| crate::local::Local::is_recorded(&ctx.state_dir));
+        .filter(|_| oms_ops::local::Local::is_recorded(&ctx.state_dir));
     let node = |name: String, id: i32| BrokerNode {
         up: leaders.map(|l| l.brokers.contains(&id)),
         leads: leaders.map_or(0, |l| l.led_by(id)),
@@ -285,7 +285,7 @@ fn broker_nodes(ctx: &Ctx, leaders: Option<&topics::Leaders>) -> Vec<BrokerNode>
             .broker_components()
             .into_iter()
             .filter_map(|c| match c {
-                crate::local::Component::Broker(k) => {
+                oms_ops::local::Component::Broker(k) => {
                     Some(node(c.name(&local), i32::try_from(k).unwrap_or(-1)))
                 }
                 _ => None,
@@ -310,7 +310,7 @@ async fn poll_kafka(ctx: Arc<Ctx>, out: Arc<Mutex<Option<KafkaInfo>>>, every: Du
         // Awaited to the end: never two broker reads at once.
         let result = tokio::task::spawn_blocking(move || {
             let rows = topics::list(&brokers, &wanted, &groups)?;
-            Ok::<_, crate::Failure>((rows, topics::leadership(&brokers, &saga_topics).ok()))
+            Ok::<_, oms_ops::Failure>((rows, topics::leadership(&brokers, &saga_topics).ok()))
         })
         .await;
         let info = match result {
@@ -434,7 +434,7 @@ async fn snapshot(ctx: &Ctx, kafka: &Mutex<Option<KafkaInfo>>) -> Snapshot {
                 age_secs: (fetched_at as i64 - r.created_at.timestamp()).max(0),
                 last_step: r.last_step.unwrap_or_default(),
                 customer: r.customer_id.to_string(),
-                total: crate::render::opt(r.total),
+                total: oms_ops::render::opt(r.total),
                 stuck: r.stuck,
                 shipment: r
                     .fulfillment
@@ -460,7 +460,7 @@ async fn snapshot(ctx: &Ctx, kafka: &Mutex<Option<KafkaInfo>>) -> Snapshot {
         Err(_) => errors.push("order".to_owned()),
     }
     // Faults recorded by `omsctl chaos`; the gateway's knobs are read from the service itself.
-    s.faults = crate::chaos::active(ctx)
+    s.faults = oms_ops::chaos::active(ctx)
         .into_iter()
         .filter(|f| !f.starts_with("payment gateway"))
         .collect();
@@ -531,4 +531,44 @@ async fn snapshot(ctx: &Ctx, kafka: &Mutex<Option<KafkaInfo>>) -> Snapshot {
     errors.dedup();
     s.errors = errors;
     s
+}
+
+/// A journey for the TUI's tests: an order placed at 15:13:20.774731 with this verdict.
+#[cfg(test)]
+pub fn example_trace(verdict: &str, trace_id: Option<&str>) -> oms_ops::trace::Trace {
+    let order: oms_contracts::api::OrderView = match serde_json::from_value(serde_json::json!({
+        "orderId": "01a208f8-0186-74f7-9d14-5485ac29c81b",
+        "customerId": "alice",
+        "status": "CANCELLED",
+        "items": [],
+        "lines": null,
+        "total": null,
+        "paymentId": null,
+        "cancelReason": "PAYMENT_DECLINED",
+        "cancelDetail": null,
+        "createdAt": "2026-11-23T15:13:20.774731Z",
+        "updatedAt": "2026-11-23T15:13:21Z",
+        "completedAt": null,
+    })) {
+        Ok(o) => o,
+        Err(e) => panic!("example order: {e}"),
+    };
+    oms_ops::trace::Trace {
+        trace_id: trace_id.map(str::to_owned),
+        trace_url: None,
+        order,
+        saga: None,
+        payment: None,
+        reservation: None,
+        shipment: None,
+        notifications: Vec::new(),
+        outbox_pending: Vec::new(),
+        messages: Vec::new(),
+        timeline: vec![oms_ops::trace::Event {
+            at: "2026-11-23T15:13:20.774731Z".into(),
+            source: "order".into(),
+            what: "POST /orders accepted (PENDING)".into(),
+        }],
+        verdict: verdict.to_owned(),
+    }
 }

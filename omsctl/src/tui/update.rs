@@ -297,7 +297,7 @@ mod tests {
 
     use super::super::input::key_action;
     use super::*;
-    use crate::dlq::Item;
+    use oms_ops::dlq::Item;
 
     fn key(c: char) -> KeyEvent {
         KeyEvent::new(KeyCode::Char(c), KeyModifiers::NONE)
@@ -453,7 +453,7 @@ mod tests {
             &mut app,
             Action::Detail(
                 "a-1".into(),
-                Ok(Box::new(crate::trace::example("CONFIRMED", None))),
+                Ok(Box::new(crate::tui::example_trace("CONFIRMED", None))),
             ),
         );
         assert!(matches!(app.detail, Some((_, Load::Loaded(_)))));

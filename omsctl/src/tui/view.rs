@@ -7,7 +7,7 @@ use ratatui::widgets::{Block, Borders, Cell, Clear, Paragraph, Row, Sparkline, T
 use ratatui::Frame;
 
 use super::app::{App, Load, View, STATE_FILTERS};
-use crate::dlq::Item as DlqItem;
+use oms_ops::dlq::Item as DlqItem;
 
 /// Every key, for the help overlay.
 pub const KEYS: &[(&str, &str)] = &[
@@ -821,7 +821,7 @@ mod tests {
             &mut app,
             Action::Detail(
                 id.clone(),
-                Ok(Box::new(crate::trace::example(
+                Ok(Box::new(crate::tui::example_trace(
                     "CANCELLED (PAYMENT_DECLINED): payment declined: INSUFFICIENT_FUNDS",
                     Some("0af7651916cd43dd8448eb211c80319c"),
                 ))),

@@ -16,63 +16,70 @@ use serde_json::Value;
 use crate::{Failure, Output};
 
 /// Global options.
-#[derive(Debug, Clone, Default, clap::Args)]
+#[derive(Debug, Clone, Default)]
+#[cfg_attr(feature = "clap", derive(clap::Args))]
 pub struct Settings {
     /// The context to operate (a `[contexts.NAME]` of the config file, or the built-in `local`
     /// and `compose`) [default: the file's current-context, else local].
-    #[arg(long, global = true, env = "OMS_CONTEXT")]
+    #[cfg_attr(feature = "clap", arg(long, global = true, env = "OMS_CONTEXT"))]
     pub context: Option<String>,
 
     /// Kafka bootstrap servers [default: 127.0.0.1:19092].
-    #[arg(long, global = true, env = "OMS_BROKERS")]
+    #[cfg_attr(feature = "clap", arg(long, global = true, env = "OMS_BROKERS"))]
     pub brokers: Option<String>,
 
     /// Prefix of every topic and consumer group (as the services' --topic-prefix).
-    #[arg(long, global = true, env = "OMS_TOPIC_PREFIX")]
+    #[cfg_attr(feature = "clap", arg(long, global = true, env = "OMS_TOPIC_PREFIX"))]
     pub topic_prefix: Option<String>,
 
     /// Output format.
-    #[arg(short, long, global = true, value_enum)]
+    #[cfg_attr(feature = "clap", arg(short, long, global = true, value_enum))]
     pub output: Option<Output>,
 
     /// A service's URL, as NAME=URL (repeatable; `OMS_<NAME>_URL` does the same); several
     /// replicas as NAME=URL,URL (requests take turns and move on when one refuses connections)
     /// [default: http://127.0.0.1:PORT, the topology's port of each service].
-    #[arg(long = "url", global = true, value_name = "NAME=URL", value_parser = service_url)]
+    #[cfg_attr(feature = "clap", arg(long = "url", global = true, value_name = "NAME=URL", value_parser = service_url))]
     pub urls: Vec<(Svc, String)>,
 
     /// State directory of the local stack (pid files, logs)
     /// [default: $XDG_STATE_HOME/oms, else ~/.local/state/oms].
-    #[arg(long, global = true, env = "OMS_STATE_DIR")]
+    #[cfg_attr(feature = "clap", arg(long, global = true, env = "OMS_STATE_DIR"))]
     pub state_dir: Option<PathBuf>,
 
     /// Bearer token for the services' APIs [default: one minted from the local stack's secret,
     /// when the state directory has one].
-    #[arg(long, global = true, env = "OMS_TOKEN", hide_env_values = true)]
+    #[cfg_attr(
+        feature = "clap",
+        arg(long, global = true, env = "OMS_TOKEN", hide_env_values = true)
+    )]
     pub token: Option<String>,
 
     /// A command that prints the bearer token (run once, with `sh -c`), e.g. an identity
     /// provider's CLI.
-    #[arg(long, global = true, env = "OMS_TOKEN_COMMAND")]
+    #[cfg_attr(feature = "clap", arg(long, global = true, env = "OMS_TOKEN_COMMAND"))]
     pub token_command: Option<String>,
 
     /// The trace backend's page of a trace, to link traces to: a URL with `{traceId}` in it, or
     /// a Jaeger UI base URL (`/trace/{traceId}` is added), e.g. http://127.0.0.1:16686.
-    #[arg(long, global = true, env = "OMS_TRACE_URL")]
+    #[cfg_attr(feature = "clap", arg(long, global = true, env = "OMS_TRACE_URL"))]
     pub trace_url: Option<String>,
 
     /// Config file (TOML) [default: ~/.config/omsctl/config.toml if it exists].
-    #[arg(long, global = true, env = "OMS_CONFIG")]
+    #[cfg_attr(feature = "clap", arg(long, global = true, env = "OMS_CONFIG"))]
     pub config: Option<PathBuf>,
 
     /// A librdkafka property for omsctl's Kafka clients, as KEY=VALUE (repeatable), e.g.
     /// `-X security.protocol=SASL_SSL -X sasl.mechanism=SCRAM-SHA-512`; over the context's
     /// `kafka` table, `OMS_KAFKA_<PROPERTY>` variables and `OMS_KAFKA_PROPERTIES_FILE`.
-    #[arg(
-        short = 'X',
-        long = "kafka-property",
-        global = true,
-        value_name = "KEY=VALUE"
+    #[cfg_attr(
+        feature = "clap",
+        arg(
+            short = 'X',
+            long = "kafka-property",
+            global = true,
+            value_name = "KEY=VALUE"
+        )
     )]
     pub kafka_properties: Vec<String>,
 }
@@ -103,7 +110,7 @@ impl std::fmt::Display for Kafka {
 }
 
 /// `--url NAME=URL`.
-fn service_url(s: &str) -> Result<(Svc, String), String> {
+pub fn service_url(s: &str) -> Result<(Svc, String), String> {
     let (name, url) = s
         .split_once('=')
         .ok_or_else(|| format!("expected NAME=URL, got {s:?}"))?;

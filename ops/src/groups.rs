@@ -20,28 +20,29 @@ use crate::Failure;
 const TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Where to move the offsets.
-#[derive(Debug, clap::Args)]
-#[group(required = true, multiple = false)]
+#[derive(Debug)]
+#[cfg_attr(feature = "clap", derive(clap::Args))]
+#[cfg_attr(feature = "clap", group(required = true, multiple = false))]
 pub struct Target {
     /// The first offset at or after this time (RFC 3339, or -DURATION such as -10m).
-    #[arg(long, value_parser = parse_datetime, allow_hyphen_values = true)]
+    #[cfg_attr(feature = "clap", arg(long, value_parser = parse_datetime, allow_hyphen_values = true))]
     to_datetime: Option<i64>,
     /// This offset in every partition (clamped to what the partition holds).
-    #[arg(long)]
+    #[cfg_attr(feature = "clap", arg(long))]
     to_offset: Option<i64>,
     /// The oldest message held.
-    #[arg(long)]
+    #[cfg_attr(feature = "clap", arg(long))]
     to_earliest: bool,
     /// The end: skip everything not yet handled.
-    #[arg(long)]
+    #[cfg_attr(feature = "clap", arg(long))]
     to_latest: bool,
     /// Move by N (negative: back, re-handle the last N) from the committed offset.
-    #[arg(long, allow_hyphen_values = true)]
+    #[cfg_attr(feature = "clap", arg(long, allow_hyphen_values = true))]
     shift_by: Option<i64>,
 }
 
 /// `--to-datetime`: RFC 3339 or `-DURATION` (ms since the epoch).
-fn parse_datetime(s: &str) -> Result<i64, String> {
+pub fn parse_datetime(s: &str) -> Result<i64, String> {
     let bad = || {
         format!("invalid --to-datetime {s:?}: expected RFC 3339 (2026-12-01T10:00:00Z) or -DURATION (-10m)")
     };
@@ -55,7 +56,6 @@ fn parse_datetime(s: &str) -> Result<i64, String> {
         .map_err(|_| bad())
 }
 
-/// One partition of a group.
 /// A consumer group of `groups list`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GroupRow {
@@ -99,6 +99,7 @@ pub struct ResetReport {
     pub plan: Vec<Move>,
 }
 
+/// One partition of a group: offsets and lag.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct PartitionLag {

@@ -32,7 +32,9 @@ use crate::tail::{self, From};
 use crate::Failure;
 use target::{AnyTarget, Handle, Target};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
+/// Stop or start.
 pub enum OnOff {
     /// Stop it.
     Stop,
@@ -40,7 +42,9 @@ pub enum OnOff {
     Start,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
+/// What `chaos broker` does.
 pub enum BrokerAction {
     /// SIGTERM and wait (a clean shutdown: leadership handed over first).
     Stop,
@@ -50,7 +54,9 @@ pub enum BrokerAction {
     Start,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
+/// What `chaos service` does.
 pub enum ServiceAction {
     /// SIGKILL, like a crash.
     Kill,
@@ -66,7 +72,9 @@ pub enum ServiceAction {
     Resume,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
+/// What kind of poison `chaos poison` writes.
 pub enum PoisonKind {
     /// Not JSON at all.
     BadJson,
@@ -77,10 +85,11 @@ pub enum PoisonKind {
 }
 
 /// `--for DURATION`.
-#[derive(Debug, Clone, clap::Args)]
+#[derive(Debug, Clone)]
+#[cfg_attr(feature = "clap", derive(clap::Args))]
 pub struct Lasting {
     /// Undo the fault by itself after this long (omsctl waits in the foreground).
-    #[arg(long = "for", value_parser = crate::args::duration)]
+    #[cfg_attr(feature = "clap", arg(long = "for", value_parser = crate::args::duration))]
     lasting: Option<Duration>,
 }
 
@@ -378,6 +387,7 @@ impl Faults {
     }
 }
 
+/// Now, RFC 3339 to the second.
 pub fn now() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
@@ -531,6 +541,7 @@ pub async fn knob_fault<K: Serialize + DeserializeOwned + 'static>(
     inflict(ctx, fault, lasting).await
 }
 
+/// A knob's latency in milliseconds (none: 0).
 pub fn millis(d: Option<Duration>) -> u64 {
     d.map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }

@@ -17,7 +17,8 @@ use serde::{Deserialize, Serialize};
 use crate::Failure;
 
 /// What a context operates.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 #[serde(rename_all = "lowercase")]
 pub enum TargetKind {
     /// The local process stack (pids under the state directory).

@@ -227,6 +227,7 @@ pub fn client(brokers: &Kafka) -> anyhow::Result<BaseConsumer> {
         .context("creating the Kafka client")
 }
 
+/// How long a metadata or watermark request may take.
 pub const TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Partitions of `topics` with their (low, high) watermarks; an unknown topic is an error.

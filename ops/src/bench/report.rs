@@ -62,19 +62,33 @@ pub struct CpuFigure {
 #[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Report {
+    /// `open` or `closed` loop.
     pub mode: String,
+    /// Orders per second offered (open loop).
     pub offered_rate: Option<f64>,
+    /// Customers in flight (closed loop).
     pub concurrency: Option<usize>,
+    /// Seconds of load before the measured window.
     pub warmup_seconds: f64,
+    /// Seconds measured.
     pub duration_seconds: f64,
+    /// Orders accepted in the window.
     pub accepted: u64,
+    /// Accepted per second.
     pub achieved_rate: f64,
+    /// Orders that reached an outcome.
     pub finished: u64,
+    /// Finished per second.
     pub finished_rate: f64,
+    /// Outcomes that were CONFIRMED.
     pub confirmed: u64,
+    /// Outcomes that were CANCELLED, by reason.
     pub cancelled: BTreeMap<String, u64>,
+    /// Accepted orders without an outcome by the end.
     pub unfinished: u64,
+    /// Requests refused, by reason.
     pub refused: BTreeMap<String, u64>,
+    /// Open-loop sends skipped (too many in flight).
     pub skipped: u64,
     /// Confirmed orders seen DELIVERED (followed with `--until delivered`).
     pub delivered: u64,
@@ -82,14 +96,21 @@ pub struct Report {
     pub cancelled_after_confirmation: BTreeMap<String, u64>,
     /// Confirmed orders neither delivered nor cancelled by the end (`--until delivered`).
     pub undelivered: u64,
+    /// Request due (or sent) → HTTP 201.
     pub accept_ms: Option<Latency>,
+    /// HTTP 201 → the outcome event seen here.
     pub saga_ms: Option<Latency>,
+    /// `order.created` → the outcome, by the envelopes' clocks.
     pub decided_ms: Option<Latency>,
     /// CONFIRMED seen → DELIVERED seen.
     pub delivered_ms: Option<Latency>,
+    /// Saga latency buckets: (upper bound in ms, count).
     pub saga_histogram: Vec<(f64, u64)>,
+    /// CPU of each component of the local stack over the window.
     pub cpu: Vec<CpuFigure>,
+    /// Their sum, in cores.
     pub cpu_total_cores: Option<f64>,
+    /// Their sum, in ms of CPU per accepted order.
     pub cpu_ms_per_order: Option<f64>,
 }
 

@@ -19,17 +19,19 @@ use crate::{topics, Failure};
 use oms_contracts::api::{FulfillmentState, ShipmentStatus, ShipmentView};
 use oms_contracts::ServiceId as Svc;
 
-#[derive(Debug, Clone, clap::Args)]
+/// What `verify` looks at.
+#[derive(Debug, Clone)]
+#[cfg_attr(feature = "clap", derive(clap::Args))]
 pub struct VerifyArgs {
     /// Only orders created within this long (stock is always checked as a whole).
-    #[arg(long, value_parser = crate::args::duration)]
+    #[cfg_attr(feature = "clap", arg(long, value_parser = crate::args::duration))]
     pub since: Option<Duration>,
     /// Orders older than this must be finished (the saga's step deadlines added up, with margin).
-    #[arg(long, default_value = "2m", value_parser = crate::args::duration)]
+    #[cfg_attr(feature = "clap", arg(long, default_value = "2m", value_parser = crate::args::duration))]
     pub deadline: Duration,
     /// Orders changed within this long are skipped by the cross-service checks (their messages
     /// may still be in flight).
-    #[arg(long, default_value = "10s", value_parser = crate::args::duration)]
+    #[cfg_attr(feature = "clap", arg(long, default_value = "10s", value_parser = crate::args::duration))]
     pub settle: Duration,
 }
 

@@ -56,7 +56,7 @@ pub fn jwks_path(state_dir: &Path) -> PathBuf {
 
 /// Writes `bytes` to `path` with `mode`: aside first, then renamed into place, so a reader
 /// (a service re-reading its JWKS) never sees half a file.
-pub(crate) fn write_atomically(path: &Path, bytes: &[u8], mode: u32) -> Result<(), Failure> {
+pub fn write_atomically(path: &Path, bytes: &[u8], mode: u32) -> Result<(), Failure> {
     use std::os::unix::fs::OpenOptionsExt;
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
     let partial = path.with_file_name(format!(".{name}.{}", std::process::id()));
@@ -220,6 +220,7 @@ pub fn mint(secret: &[u8], claims: &Claims) -> Result<String, Failure> {
     .map_err(|e| Failure::usage(format!("cannot sign a token: {e}")))
 }
 
+/// Seconds since the epoch.
 pub fn now() -> u64 {
     jsonwebtoken::get_current_timestamp()
 }

@@ -36,51 +36,53 @@ use report::{buckets, latency, CpuFigure};
 use tally::{watch, Note, Tally};
 
 /// Arguments of `omsctl bench`.
-#[derive(Debug, clap::Args)]
+#[derive(Debug)]
+#[cfg_attr(feature = "clap", derive(clap::Args))]
 pub struct BenchArgs {
     /// Open loop: orders per second (e.g. 50/s), sent on schedule whatever the stack's speed.
-    #[arg(long, value_parser = crate::args::rate)]
+    #[cfg_attr(feature = "clap", arg(long, value_parser = crate::args::rate))]
     pub rate: Option<f64>,
     /// Closed loop (without --rate): customers placing an order and waiting for its outcome
     /// before the next.
-    #[arg(long, default_value_t = 16)]
+    #[cfg_attr(feature = "clap", arg(long, default_value_t = 16))]
     pub concurrency: usize,
     /// How long the measured load runs (after the warm-up).
-    #[arg(long, default_value = "30s", value_parser = crate::args::duration)]
+    #[cfg_attr(feature = "clap", arg(long, default_value = "30s", value_parser = crate::args::duration))]
     pub duration: Duration,
     /// Load before the measured window: connections, consumer fetch sessions and caches warm up;
     /// its orders are followed but not counted.
-    #[arg(long, default_value = "5s", value_parser = crate::args::duration)]
+    #[cfg_attr(feature = "clap", arg(long, default_value = "5s", value_parser = crate::args::duration))]
     pub warmup: Duration,
     /// A line PRODUCT[:QTY] to choose from (repeatable); each order takes one at random.
     /// Default: every catalog product, quantity 1.
-    #[arg(long = "item", value_parser = crate::place::parse_item)]
+    #[cfg_attr(feature = "clap", arg(long = "item", value_parser = crate::place::parse_item))]
     pub items: Vec<(String, u32)>,
     /// A payment token to choose from (repeatable) [default: tok_visa].
-    #[arg(long = "payment-token")]
+    #[cfg_attr(feature = "clap", arg(long = "payment-token"))]
     pub tokens: Vec<String>,
     /// How long to wait for the outcomes of the last orders once the load has stopped.
-    #[arg(long, default_value = "60s", value_parser = crate::args::duration)]
+    #[cfg_attr(feature = "clap", arg(long, default_value = "60s", value_parser = crate::args::duration))]
     pub timeout: Duration,
     /// Open loop: HTTP requests in flight at most; a send that falls due while this many are
     /// waiting is skipped and counted.
-    #[arg(long, default_value_t = 1000)]
+    #[cfg_attr(feature = "clap", arg(long, default_value_t = 1000))]
     pub max_in_flight: usize,
     /// Before the run, set the stock of every product in the mix to this many units (changes
     /// the inventory of the stack).
-    #[arg(long)]
+    #[cfg_attr(feature = "clap", arg(long))]
     pub stock: Option<i64>,
     /// `fetch.wait.max.ms` of the outcome watcher (as the services' --consumer-fetch-wait).
-    #[arg(long, default_value = "20ms", value_parser = crate::args::duration)]
+    #[cfg_attr(feature = "clap", arg(long, default_value = "20ms", value_parser = crate::args::duration))]
     pub watch_fetch_wait: Duration,
     /// Follow each order until it is decided (`confirmed`) or through its whole life
     /// (`delivered`: the run also waits for the deliveries, and times CONFIRMED → DELIVERED).
-    #[arg(long, value_enum, default_value_t = Until::Delivered)]
+    #[cfg_attr(feature = "clap", arg(long, value_enum, default_value_t = Until::Delivered))]
     pub until: Until,
 }
 
 /// How far the bench follows an order.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 pub enum Until {
     /// Until its outcome (CONFIRMED or CANCELLED).
     Confirmed,
@@ -473,7 +475,7 @@ mod tests {
         use clap::Parser;
         #[derive(Parser)]
         struct Cli {
-            #[command(flatten)]
+            #[cfg_attr(feature = "clap", command(flatten))]
             bench: BenchArgs,
         }
         let parse = |args: &[&str]| {
