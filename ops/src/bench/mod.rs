@@ -470,6 +470,7 @@ async fn closed_loop(
 mod tests {
     use super::*;
 
+    #[cfg(feature = "clap")]
     #[test]
     fn bad_arguments_are_refused() {
         use clap::Parser;
