@@ -12,7 +12,7 @@
 //! - [`spec`]: the file format as written.
 //! - [`plan`]: the file resolved (short or full form) and checked, actions parsed by omsctl's
 //!   own command parser: a mistake is refused when the file is read, with its line.
-//! - [`run`]: running a plan.
+//! - [`run`]: running a plan; its steps (actions and probes, logged) are in `steps`.
 //! - [`verdict`]: the verdict, a pure function of the demands and what was observed.
 //! - [`report`]: the JSON report and the verdict table.
 //! - [`view`]: a plan and the drill list as `drill run --dry-run`, `validate` and `list` show them.
@@ -24,6 +24,7 @@ pub mod plan;
 pub mod report;
 pub mod run;
 pub mod spec;
+mod steps;
 pub mod takeover;
 pub mod verdict;
 pub mod view;
