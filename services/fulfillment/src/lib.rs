@@ -29,6 +29,7 @@ use oms_contracts::messages::{
     CancelReason, FailReason, ShipmentCancelled, ShipmentDelivered, ShipmentFailed, ShipmentPicked,
     ShipmentShipped,
 };
+use oms_contracts::routes;
 use oms_contracts::{Envelope, Message, OrderId, PricedLine, ServiceId, ShippingAddress, Topics};
 use oms_runtime::auth::{Admin, Operator};
 use oms_runtime::config::{parse_duration, RuntimeConfig};
@@ -671,9 +672,12 @@ struct AppState {
 
 fn router(state: AppState) -> Router {
     Router::new()
-        .route("/shipments", get(list_shipments))
-        .route("/shipments/{order_id}", get(get_shipment))
-        .route("/carrier/faults", get(get_faults).put(set_faults))
+        .route(routes::LIST_SHIPMENTS.spec.path, get(list_shipments))
+        .route(routes::GET_SHIPMENT.spec.path, get(get_shipment))
+        .route(
+            routes::GET_CARRIER_FAULTS.spec.path,
+            get(get_faults).put(set_faults),
+        )
         .with_state(state)
 }
 

@@ -14,6 +14,7 @@
 pub mod stock;
 
 use oms_contracts::api::{Page, Problem, ProductView, ReservationView, SetStock};
+use oms_contracts::routes;
 use oms_contracts::{ProductId, ServiceId};
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -387,11 +388,11 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 /// The HTTP API.
 pub fn router(pool: PgPool) -> Router {
     Router::new()
-        .route("/products", get(list_products))
-        .route("/products/{id}", get(get_product))
-        .route("/products/{id}/stock", put(set_stock))
-        .route("/reservations", get(list_reservations))
-        .route("/reservations/{order_id}", get(get_reservation))
+        .route(routes::LIST_PRODUCTS.spec.path, get(list_products))
+        .route(routes::GET_PRODUCT.spec.path, get(get_product))
+        .route(routes::SET_STOCK.spec.path, put(set_stock))
+        .route(routes::LIST_RESERVATIONS.spec.path, get(list_reservations))
+        .route(routes::GET_RESERVATION.spec.path, get(get_reservation))
         .with_state(pool)
 }
 

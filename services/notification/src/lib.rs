@@ -3,6 +3,7 @@
 //! Sending e-mail or SMS would hang off the same table; the OMS only records.
 
 use oms_contracts::api::{NotificationView, Page, Problem};
+use oms_contracts::routes;
 use oms_contracts::ServiceId;
 use std::collections::BTreeMap;
 use utoipa::OpenApi as _;
@@ -59,7 +60,10 @@ pub async fn run(
     .await?;
     runtime.consume(SERVICE.spec(), Notifier)?;
     let api = Router::new()
-        .route("/notifications", get(list_notifications))
+        .route(
+            routes::LIST_NOTIFICATIONS.spec.path,
+            get(list_notifications),
+        )
         .with_state(runtime.pool().clone());
     runtime.serve(listener, api, ApiDoc::openapi()).await
 }

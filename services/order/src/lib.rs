@@ -13,6 +13,7 @@ pub mod validate;
 use oms_contracts::api::{
     CreateOrder, OrderAccepted, OrderStatus, OrderView, Page, Problem, UnknownOrderStatus,
 };
+use oms_contracts::routes;
 use oms_contracts::{CustomerId, Money, ServiceId};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -374,9 +375,12 @@ struct AppState {
 
 fn router(state: AppState, max_body: usize) -> Router {
     Router::new()
-        .route("/orders", get(list_orders).post(create_order))
-        .route("/orders/{id}", get(get_order))
-        .route("/orders/{id}/cancel", post(cancel_order))
+        .route(
+            routes::LIST_ORDERS.spec.path,
+            get(list_orders).post(create_order),
+        )
+        .route(routes::GET_ORDER.spec.path, get(get_order))
+        .route(routes::CANCEL_ORDER.spec.path, post(cancel_order))
         .layer(DefaultBodyLimit::max(max_body))
         .with_state(state)
 }

@@ -13,6 +13,7 @@
 pub mod gateway;
 
 use oms_contracts::api::{GatewayKnobs, Page, PaymentView, Problem};
+use oms_contracts::routes;
 use oms_contracts::ServiceId;
 use utoipa::OpenApi as _;
 
@@ -359,9 +360,12 @@ struct AppState {
 
 fn router(state: AppState) -> Router {
     Router::new()
-        .route("/payments", get(list_payments))
-        .route("/payments/{order_id}", get(get_payment))
-        .route("/gateway/faults", get(get_faults).put(set_faults))
+        .route(routes::LIST_PAYMENTS.spec.path, get(list_payments))
+        .route(routes::GET_PAYMENT.spec.path, get(get_payment))
+        .route(
+            routes::GET_GATEWAY_FAULTS.spec.path,
+            get(get_faults).put(set_faults),
+        )
         .with_state(state)
 }
 

@@ -12,6 +12,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use oms_contracts::api::{Check, Liveness, Page, PendingRow, Problem, Readiness, PROBLEM_JSON};
+use oms_contracts::routes;
 use sqlx::PgPool;
 
 use crate::auth::{MetricsReader, Operator};
@@ -389,13 +390,13 @@ fn document_auth(doc: &mut utoipa::openapi::OpenApi) {
 /// `/outbox/pending`), to be put behind authentication.
 pub fn ops_router(state: OpsState) -> (Router, Router) {
     let open = Router::new()
-        .route("/health/live", get(live))
-        .route("/health/ready", get(ready))
+        .route(routes::HEALTH_LIVE.path, get(live))
+        .route(routes::HEALTH_READY.path, get(ready))
         .route("/openapi.json", get(openapi_json))
         .with_state(state.clone());
     let guarded = Router::new()
         .route("/metrics", get(metrics))
-        .route("/outbox/pending", get(outbox_pending))
+        .route(routes::OUTBOX_PENDING.path, get(outbox_pending))
         .with_state(state);
     (open, guarded)
 }

@@ -16,6 +16,7 @@ pub use oms_saga_machine as machine;
 pub mod store;
 
 use oms_contracts::api::{CancelSaga, Page, Problem, SagaAction, SagaSummary, SagaView};
+use oms_contracts::routes;
 use oms_contracts::ServiceId;
 use std::time::Duration;
 use tracing::Instrument;
@@ -478,11 +479,11 @@ impl FromRef<ApiState> for PgPool {
 /// The HTTP API.
 pub fn router(pool: PgPool, topics: Topics, deadlines: Deadlines) -> Router {
     Router::new()
-        .route("/sagas", get(list_sagas))
-        .route("/sagas/summary", get(saga_summary))
-        .route("/sagas/{order_id}", get(get_saga))
-        .route("/sagas/{order_id}/retry", post(retry_saga))
-        .route("/sagas/{order_id}/cancel", post(cancel_saga))
+        .route(routes::LIST_SAGAS.spec.path, get(list_sagas))
+        .route(routes::SAGA_SUMMARY.spec.path, get(saga_summary))
+        .route(routes::GET_SAGA.spec.path, get(get_saga))
+        .route(routes::RETRY_SAGA.spec.path, post(retry_saga))
+        .route(routes::CANCEL_SAGA.spec.path, post(cancel_saga))
         .with_state(ApiState {
             pool,
             topics,
