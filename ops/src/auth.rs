@@ -225,6 +225,38 @@ pub fn now() -> u64 {
     jsonwebtoken::get_current_timestamp()
 }
 
+/// `auth init`: where the issuer key and its public half are.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct IssuerFiles {
+    /// The private key (mode 0600).
+    pub issuer_key: PathBuf,
+    /// Its key id (`kid`).
+    pub key_id: Option<String>,
+    /// The JWKS files written.
+    pub jwks: Vec<PathBuf>,
+}
+
+/// `auth token`: a token and what it says.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Minted {
+    /// The token.
+    pub token: String,
+    /// Its role.
+    pub role: Role,
+    /// Its subject.
+    pub subject: String,
+    /// Its issuer.
+    pub issuer: String,
+    /// Its audience.
+    pub audience: String,
+    /// The key that signed it, when it has an id.
+    pub key_id: Option<String>,
+    /// When it expires (RFC 3339).
+    pub expires_at: Option<String>,
+}
+
 /// Where the token of each request comes from.
 #[derive(Clone)]
 pub enum TokenSource {

@@ -11,7 +11,6 @@ use std::time::Duration;
 use crate::render::{ids_of, yaml};
 use anyhow::Context;
 use oms_contracts::Topics;
-use serde_json::Value;
 
 use crate::{Failure, Output};
 
@@ -122,6 +121,61 @@ pub fn service_url(s: &str) -> Result<(Svc, String), String> {
 
 /// A service omsctl talks to: a row of the topology.
 pub use oms_contracts::ServiceId as Svc;
+
+/// The settings a context resolves to (`context show`), secrets hidden.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ContextView {
+    /// The context's name.
+    pub context: String,
+    /// What it operates.
+    pub target: TargetView,
+    /// The config file (it may not exist).
+    pub config_file: Option<String>,
+    /// Kafka bootstrap servers.
+    pub brokers: String,
+    /// librdkafka properties, secret ones redacted.
+    pub kafka: std::collections::BTreeMap<String, String>,
+    /// Prefix of every topic and group.
+    pub topic_prefix: String,
+    /// Each service's URL(s), comma-separated.
+    pub endpoints: std::collections::BTreeMap<String, String>,
+    /// Where tokens come from, in words.
+    pub token: String,
+    /// The local stack's state directory.
+    pub state_dir: String,
+    /// The trace backend's page template.
+    pub trace_url: Option<String>,
+}
+
+/// What a context operates, as `context show` says it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum TargetView {
+    /// The local process stack.
+    Local,
+    /// compose.yaml.
+    Compose {
+        /// The compose project.
+        project: String,
+        /// The compose file, when named.
+        file: Option<String>,
+    },
+    /// Kubernetes (deploy/kubernetes).
+    Kubernetes {
+        /// The namespace.
+        namespace: String,
+        /// The kubeconfig context, when named.
+        #[serde(rename = "kubeContext")]
+        kube_context: Option<String>,
+        /// The Strimzi Kafka cluster.
+        #[serde(rename = "kafkaCluster")]
+        kafka_cluster: String,
+        /// The CloudNativePG cluster.
+        #[serde(rename = "postgresCluster")]
+        postgres_cluster: String,
+    },
+}
 
 /// Everything a command needs.
 #[derive(Clone)]
@@ -304,47 +358,41 @@ impl Ctx {
     }
 
     /// What `context show` prints: the resolved settings, secrets hidden.
-    pub fn describe(&self) -> Value {
+    pub fn describe(&self) -> ContextView {
         let target = match &self.context.target {
-            crate::context::Target::Local => serde_json::json!({"kind": "local"}),
-            crate::context::Target::Compose { project, file } => serde_json::json!({
-                "kind": "compose", "project": project,
-                "file": file.as_ref().map(|f| f.display().to_string()),
-            }),
+            crate::context::Target::Local => TargetView::Local,
+            crate::context::Target::Compose { project, file } => TargetView::Compose {
+                project: project.clone(),
+                file: file.as_ref().map(|f| f.display().to_string()),
+            },
             crate::context::Target::Kubernetes {
                 namespace,
                 kube_context,
                 kafka_cluster,
                 postgres_cluster,
-            } => serde_json::json!({
-                "kind": "kubernetes", "namespace": namespace, "kubeContext": kube_context,
-                "kafkaCluster": kafka_cluster, "postgresCluster": postgres_cluster,
-            }),
+            } => TargetView::Kubernetes {
+                namespace: namespace.clone(),
+                kube_context: kube_context.clone(),
+                kafka_cluster: kafka_cluster.clone(),
+                postgres_cluster: postgres_cluster.clone(),
+            },
         };
-        let kafka: serde_json::Map<String, Value> = self
-            .brokers
-            .props
-            .redacted()
-            .into_iter()
-            .map(|(k, v)| (k, Value::String(v)))
-            .collect();
-        let endpoints: serde_json::Map<String, Value> = self
-            .urls
-            .iter()
-            .map(|(s, u)| (s.name().to_owned(), Value::String(u.join(","))))
-            .collect();
-        serde_json::json!({
-            "context": self.context.name,
-            "target": target,
-            "configFile": self.config_path.as_ref().map(|p| p.display().to_string()),
-            "brokers": self.brokers.servers,
-            "kafka": kafka,
-            "topicPrefix": self.topics.prefix(),
-            "endpoints": endpoints,
-            "token": self.token.describe(),
-            "stateDir": self.state_dir.display().to_string(),
-            "traceUrl": self.trace_url,
-        })
+        ContextView {
+            context: self.context.name.clone(),
+            target,
+            config_file: self.config_path.as_ref().map(|p| p.display().to_string()),
+            brokers: self.brokers.servers.clone(),
+            kafka: self.brokers.props.redacted().into_iter().collect(),
+            topic_prefix: self.topics.prefix().to_owned(),
+            endpoints: self
+                .urls
+                .iter()
+                .map(|(s, u)| (s.name().to_owned(), u.join(",")))
+                .collect(),
+            token: self.token.describe().to_owned(),
+            state_dir: self.state_dir.display().to_string(),
+            trace_url: self.trace_url.clone(),
+        }
     }
 
     /// The trace backend's page of trace `trace_id`, when one is configured.

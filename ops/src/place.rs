@@ -87,6 +87,28 @@ impl Load {
     }
 }
 
+/// What `order create --count` placed and how it ended.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LoadSummary {
+    /// Orders asked for.
+    pub requested: u32,
+    /// Orders accepted.
+    pub created: u32,
+    /// Accepted orders that were CONFIRMED.
+    pub confirmed: u32,
+    /// Accepted orders CANCELLED, by reason.
+    pub cancelled: std::collections::BTreeMap<String, u32>,
+    /// Refusals, by what was said.
+    pub errors: std::collections::BTreeMap<String, u32>,
+    /// How long it all took.
+    pub seconds: f64,
+    /// Median time from acceptance to the outcome, in ms.
+    pub p50_ms: Option<f64>,
+    /// 99th percentile of it.
+    pub p99_ms: Option<f64>,
+}
+
 /// Why an order was not accepted.
 pub type Refusal = String;
 

@@ -203,6 +203,20 @@ pub async fn send(ctx: &Ctx, topic: &str, messages: &[Outgoing]) -> Result<Vec<P
     Ok(sent)
 }
 
+/// `produce --dry-run`: what would be produced.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DryRun {
+    /// Always true.
+    pub dry_run: bool,
+    /// Topic as deployed.
+    pub topic: String,
+    /// Messages read and checked.
+    pub messages: usize,
+    /// Whether they were checked against the contracts.
+    pub validated: bool,
+}
+
 /// Where a message was produced.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Produced {

@@ -5,10 +5,10 @@ use std::time::Duration;
 
 use oms_contracts::auth::{Claims, Role};
 use oms_contracts::CustomerId;
-use serde_json::json;
 
 use oms_ops::auth::{
-    ensure_issuer, issuer_key_path, now, person, write_atomically, Issuer, Signer, MAX_TTL,
+    ensure_issuer, issuer_key_path, now, person, write_atomically, Issuer, IssuerFiles, Minted,
+    Signer, MAX_TTL,
 };
 use oms_ops::ctx::Ctx;
 use oms_ops::Failure;
@@ -78,11 +78,11 @@ fn init(ctx: &Ctx, args: InitArgs) -> Result<(), Failure> {
     let kid = Issuer::load(&issuer_key_path(&ctx.state_dir))?
         .kid()
         .map(str::to_owned);
-    let value = json!({
-        "issuerKey": issuer_key_path(&ctx.state_dir),
-        "keyId": kid,
-        "jwks": written,
-    });
+    let value = IssuerFiles {
+        issuer_key: issuer_key_path(&ctx.state_dir),
+        key_id: kid,
+        jwks: written.clone(),
+    };
     ctx.print(&value, || {
         written
             .iter()
@@ -130,15 +130,15 @@ fn token(ctx: &Ctx, args: TokenArgs) -> Result<(), Failure> {
     let expires =
         chrono::DateTime::from_timestamp(i64::try_from(claims.exp).unwrap_or(i64::MAX), 0)
             .map(|t| t.to_rfc3339());
-    let value = json!({
-        "token": token,
-        "role": claims.role,
-        "subject": claims.sub,
-        "issuer": claims.iss,
-        "audience": claims.aud,
-        "keyId": signer.kid(),
-        "expiresAt": expires,
-    });
+    let value = Minted {
+        token: token.clone(),
+        role: claims.role,
+        subject: claims.sub,
+        issuer: claims.iss,
+        audience: claims.aud,
+        key_id: signer.kid().map(str::to_owned),
+        expires_at: expires,
+    };
     // The table form is the bare token, so `$(omsctl auth token ...)` works.
     ctx.print(&value, || token.clone())
 }

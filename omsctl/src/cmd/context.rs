@@ -87,7 +87,9 @@ pub async fn run(ctx: &Ctx, command: ContextCommand) -> Result<(), Failure> {
             let doc = shown.describe();
             ctx.print(&doc, || {
                 let mut t = table(&["SETTING", "VALUE"]);
-                for (k, v) in doc.as_object().into_iter().flatten() {
+                // One row per field of the document, objects as key=value pairs.
+                let fields = serde_json::to_value(&doc).unwrap_or_default();
+                for (k, v) in fields.as_object().into_iter().flatten() {
                     let v = match v {
                         serde_json::Value::Object(m) if m.is_empty() => "-".to_owned(),
                         serde_json::Value::Object(m) => m

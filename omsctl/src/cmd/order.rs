@@ -4,7 +4,6 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use serde_json::json;
 
 use oms_contracts::api::{OrderStatus, OrderView};
 
@@ -273,16 +272,16 @@ async fn create_many(ctx: &Ctx, args: CreateArgs) -> Result<(), Failure> {
             .copied()
     };
     let created = count - errors.values().sum::<u32>();
-    let summary = json!({
-        "requested": count,
-        "created": created,
-        "confirmed": confirmed,
-        "cancelled": cancelled,
-        "errors": errors,
-        "seconds": elapsed.as_secs_f64(),
-        "p50Ms": pct(0.5),
-        "p99Ms": pct(0.99),
-    });
+    let summary = place::LoadSummary {
+        requested: count,
+        created,
+        confirmed,
+        cancelled: cancelled.clone(),
+        errors: errors.clone(),
+        seconds: elapsed.as_secs_f64(),
+        p50_ms: pct(0.5),
+        p99_ms: pct(0.99),
+    };
     ctx.print(&summary, || {
         let mut t = table(&["FIELD", "VALUE"]);
         t.add_row(["requested".to_string(), count.to_string()]);

@@ -1,7 +1,5 @@
 //! `omsctl produce TOPIC`: produces the NDJSON that `omsctl tail -o json` writes.
 
-use serde_json::json;
-
 use oms_ops::ctx::Ctx;
 use oms_ops::produce;
 use oms_ops::render::table;
@@ -48,7 +46,12 @@ pub async fn run(ctx: &Ctx, args: ProduceArgs) -> Result<(), Failure> {
     }
     produce::exists(ctx, &topic).await?;
     if args.dry_run {
-        let doc = json!({"dryRun": true, "topic": topic, "messages": messages.len(), "validated": args.validate});
+        let doc = produce::DryRun {
+            dry_run: true,
+            topic: topic.clone(),
+            messages: messages.len(),
+            validated: args.validate,
+        };
         return ctx.print(&doc, || {
             format!(
                 "would produce {} message(s) to {topic} (dry run: nothing sent)",

@@ -6,7 +6,7 @@ use crate::local;
 use crate::Failure;
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
+use serde_json::Value;
 use std::path::PathBuf;
 
 use super::fault::Fault;
@@ -40,10 +40,14 @@ impl Recorded {
     /// As `chaos status` shows it: the record with its target, action and whether it is
     /// overdue.
     pub fn view(&self, now: chrono::DateTime<chrono::Utc>) -> Value {
+        // The record as it is kept, with three fields for people and tools: the target and
+        // action in words (over the fault's own fields of those names) and whether it is overdue.
         let mut v = serde_json::to_value(self).unwrap_or(Value::Null);
-        v["target"] = json!(self.fault.target());
-        v["action"] = json!(self.fault.action());
-        v["overdue"] = json!(self.overdue(now));
+        if let Value::Object(fields) = &mut v {
+            fields.insert("target".into(), self.fault.target().into());
+            fields.insert("action".into(), self.fault.action().into());
+            fields.insert("overdue".into(), self.overdue(now).into());
+        }
         v
     }
 }
