@@ -5,6 +5,25 @@ use std::process::Output;
 use std::time::Duration;
 
 use assert_cmd::Command;
+use oms_contracts::api::{
+    FulfillmentState, OrderAccepted, OrderStatus, OrderView, SagaState, SagaView,
+};
+use oms_contracts::auth::Role;
+use oms_contracts::routes;
+use oms_ops::auth::Minted;
+use oms_ops::chaos::{Fault, Recorded, ServiceFault};
+use oms_ops::cpu::CpuReport;
+use oms_ops::dlq::audit::{Replay, ReplayState};
+use oms_ops::dlq::entry::EntryView;
+use oms_ops::dlq::replay::PlanReport;
+use oms_ops::dlq::view::Shown;
+use oms_ops::drill::view::{DrillRow, PlanView};
+use oms_ops::place::LoadSummary;
+use oms_ops::status::StackStatus;
+use oms_ops::tail::TailLine;
+use oms_ops::topics::TopicRow;
+use oms_ops::trace::Trace;
+use oms_ops::verify::{Outcome, VerifyView};
 use oms_tests::eventually;
 use oms_tests::stack::{Service, Stack, StackOptions};
 use serde_json::{json, Value};
@@ -35,10 +54,14 @@ async fn order_commands_create_follow_list_and_trace() -> anyhow::Result<()> {
     )
     .await?;
     assert_eq!(code(&out), 0, "{}", stderr(&out));
-    let order = json_of(&out)?;
-    assert!(oms_tests::placed(&order), "{order}");
-    assert_eq!(order["total"]["amountMinor"], 2 * 2499 + 3999);
-    let confirmed = order["orderId"].as_str().unwrap_or_default().to_owned();
+    let order: OrderView = json_of(&out)?;
+    assert!(order.status.is_placed(), "{order:?}");
+    assert_eq!(
+        order.total.map(|t| t.amount_minor),
+        Some(2 * 2499 + 3999),
+        "{order:?}"
+    );
+    let confirmed = order.order_id.to_string();
 
     let out = run(
         omsctl(s)?,
@@ -71,25 +94,24 @@ async fn order_commands_create_follow_list_and_trace() -> anyhow::Result<()> {
     assert_eq!(code(&out), 2);
 
     let out = run(omsctl(s)?, &["order", "get", &confirmed, "-o", "json"]).await?;
-    let got = json_of(&out)?;
-    for field in [
-        "orderId",
-        "status",
-        "customerId",
-        "lines",
-        "total",
-        "paymentId",
-        "createdAt",
-        "completedAt",
-    ] {
-        assert!(got.get(field).is_some(), "order get lacks {field}: {got}");
-    }
+    // The contract's order: orderId, status, customerId and createdAt must be there to
+    // deserialize at all; a placed order has its lines, total, payment and completion too.
+    let got: OrderView = json_of(&out)?;
+    assert_eq!(got.order_id.to_string(), confirmed, "{got:?}");
+    assert!(got.status.is_placed(), "{got:?}");
+    assert!(
+        got.lines.as_ref().is_some_and(|l| !l.is_empty())
+            && got.total.is_some()
+            && got.payment_id.is_some()
+            && got.completed_at.is_some(),
+        "order get lacks a placed order's fields: {got:?}"
+    );
     let out = run(omsctl(s)?, &["order", "get", "nonsense"]).await?;
     assert_eq!(code(&out), 2);
 
     // Fulfillment takes it on to DELIVERED; from then on a cancellation is refused.
     let delivered = stack.settled(&confirmed, Duration::from_secs(60)).await?;
-    assert_eq!(delivered["status"], "DELIVERED", "{delivered}");
+    assert_eq!(delivered.status, OrderStatus::Delivered, "{delivered:?}");
     let out = run(omsctl(s)?, &["order", "cancel", &confirmed]).await?;
     assert_eq!(code(&out), 1, "{}", stderr(&out));
     assert!(
@@ -106,18 +128,21 @@ async fn order_commands_create_follow_list_and_trace() -> anyhow::Result<()> {
     let held = stack
         .place(json!({"items": [{"productId": "stand-01", "quantity": 1}]}))
         .await?;
-    assert!(oms_tests::placed(
-        &stack.finished(&held, Duration::from_secs(60)).await?
-    ));
+    let placed = stack.finished(&held, Duration::from_secs(60)).await?;
+    assert!(placed.status.is_placed(), "{placed:?}");
     let out = run(
         omsctl(s)?,
         &["order", "cancel", &held, "--wait", "-o", "json"],
     )
     .await?;
     assert_eq!(code(&out), 0, "{}", stderr(&out));
-    let cancelled = json_of(&out)?;
-    assert_eq!(cancelled["status"], "CANCELLED", "{cancelled}");
-    assert_eq!(cancelled["cancelReason"], "CUSTOMER_CANCELLED");
+    let cancelled: OrderView = json_of(&out)?;
+    assert_eq!(cancelled.status, OrderStatus::Cancelled, "{cancelled:?}");
+    assert_eq!(
+        cancelled.cancel_reason.as_deref(),
+        Some("CUSTOMER_CANCELLED"),
+        "{cancelled:?}"
+    );
     stack.set_carrier_faults(json!({})).await?;
 
     let out = run(
@@ -125,32 +150,29 @@ async fn order_commands_create_follow_list_and_trace() -> anyhow::Result<()> {
         &["order", "list", "--status", "delivered", "-o", "json"],
     )
     .await?;
-    let listed = json_of(&out)?;
-    assert_eq!(listed.as_array().map(Vec::len), Some(1), "{listed}");
-    assert_eq!(listed[0]["orderId"], confirmed.as_str());
+    let listed: Vec<OrderView> = json_of(&out)?;
+    let ids: Vec<String> = listed.iter().map(|o| o.order_id.to_string()).collect();
+    assert_eq!(ids, [confirmed.as_str()], "{listed:?}");
 
     let out = run(omsctl(s)?, &["order", "trace", &confirmed, "-o", "json"]).await?;
-    let trace = json_of(&out)?;
-    assert_eq!(
-        trace["outboxPending"],
-        json!([]),
-        "nothing should be waiting to be published"
+    let trace: Trace = json_of(&out)?;
+    assert!(
+        trace.outbox_pending.is_empty(),
+        "nothing should be waiting to be published: {:?}",
+        trace.outbox_pending
     );
     assert!(
-        trace["verdict"]
-            .as_str()
-            .is_some_and(|v| ["CONFIRMED", "SHIPPED", "DELIVERED"]
-                .iter()
-                .any(|s| v.starts_with(s))),
+        ["CONFIRMED", "SHIPPED", "DELIVERED"]
+            .iter()
+            .any(|s| trace.verdict.starts_with(s)),
         "{}",
-        trace["verdict"]
+        trace.verdict
     );
-    let types: Vec<String> = trace["messages"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|m| serde_json::from_str::<Value>(m["value"].as_str()?).ok())
-        .filter_map(|v| v["type"].as_str().map(str::to_owned))
+    let types: Vec<String> = trace
+        .messages
+        .iter()
+        .filter_map(|m| oms_contracts::Envelope::decode(m.value.as_deref()?.as_bytes()).ok())
+        .map(|e| e.message_type().as_str().to_owned())
         .collect();
     for t in [
         "order.created",
@@ -176,13 +198,13 @@ async fn order_commands_create_follow_list_and_trace() -> anyhow::Result<()> {
     );
 
     // The order's trace id, and its page in a trace backend when one is configured.
-    let trace_id = trace["traceId"].as_str().unwrap_or_default().to_owned();
+    let trace_id = trace.trace_id.clone().unwrap_or_default();
     assert!(
         trace_id.len() == 32 && trace_id.bytes().all(|b| b.is_ascii_hexdigit()),
-        "no trace id: {}",
-        trace["traceId"]
+        "no trace id: {:?}",
+        trace.trace_id
     );
-    assert_eq!(trace["traceUrl"], Value::Null);
+    assert_eq!(trace.trace_url, None);
     let out = run(
         omsctl(s)?,
         &[
@@ -208,8 +230,8 @@ async fn order_commands_create_follow_list_and_trace() -> anyhow::Result<()> {
     );
     let out = run(cmd, &["order", "trace", &confirmed, "-o", "json"]).await?;
     assert_eq!(
-        json_of(&out)?["traceUrl"],
-        format!("https://grafana.example/explore?trace={trace_id}")
+        json_of::<Trace>(&out)?.trace_url,
+        Some(format!("https://grafana.example/explore?trace={trace_id}"))
     );
     let out = run(
         omsctl(s)?,
@@ -236,17 +258,11 @@ async fn order_commands_create_follow_list_and_trace() -> anyhow::Result<()> {
     )
     .await?;
     assert_eq!(code(&out), 0, "{}", stderr(&out));
-    let summary = json_of(&out)?;
-    assert_eq!(summary["created"], 6);
-    let cancelled: u64 = summary["cancelled"]
-        .as_object()
-        .map(|m| m.values().filter_map(Value::as_u64).sum())
-        .unwrap_or(0);
-    assert_eq!(
-        summary["confirmed"].as_u64().unwrap_or(0) + cancelled,
-        6,
-        "{summary}"
-    );
+    let summary: LoadSummary = json_of(&out)?;
+    assert_eq!(summary.requested, 6, "{summary:?}");
+    assert_eq!(summary.created, 6, "{summary:?}");
+    let cancelled: u32 = summary.cancelled.values().sum();
+    assert_eq!(summary.confirmed + cancelled, 6, "{summary:?}");
     stack.shutdown().await
 }
 
@@ -260,32 +276,35 @@ async fn sagas_topics_tail_status_and_completions() -> anyhow::Result<()> {
     stack.settled(&id, Duration::from_secs(60)).await?;
 
     let out = run(omsctl(s)?, &["saga", "list", "-o", "json"]).await?;
-    let sagas = json_of(&out)?;
-    assert_eq!(sagas[0]["orderId"], id.as_str());
-    assert_eq!(sagas[0]["state"], "CONFIRMED");
-    assert_eq!(sagas[0]["fulfillment"]["state"], "DELIVERED");
+    let sagas: Vec<SagaView> = json_of(&out)?;
+    let saga = sagas.first().ok_or_else(|| anyhow::anyhow!("no saga"))?;
+    assert_eq!(saga.order_id.to_string(), id, "{saga:?}");
+    assert_eq!(saga.state, SagaState::Confirmed, "{saga:?}");
+    assert_eq!(
+        saga.fulfillment.as_ref().map(|f| f.state),
+        Some(FulfillmentState::Delivered),
+        "{saga:?}"
+    );
     let out = run(omsctl(s)?, &["saga", "show", &id, "-o", "json"]).await?;
     // Reserve, authorize, confirm; then picked, shipped, delivered.
-    assert_eq!(json_of(&out)?["steps"].as_array().map(Vec::len), Some(6));
+    let shown: SagaView = json_of(&out)?;
+    assert_eq!(shown.steps.as_ref().map(Vec::len), Some(6), "{shown:?}");
     let out = run(omsctl(s)?, &["saga", "list", "--state", "lost"]).await?;
     assert_eq!(code(&out), 2, "{}", stderr(&out));
 
     let out = run(omsctl(s)?, &["topics", "list", "-o", "json"]).await?;
-    let topics = json_of(&out)?;
+    let topics: Vec<TopicRow> = json_of(&out)?;
     let order_events = topics
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|t| t["topic"] == format!("{}oms.order.events", stack.prefix))
-        .cloned()
-        .unwrap_or_default();
+        .iter()
+        .find(|t| t.topic == format!("{}oms.order.events", stack.prefix))
+        .ok_or_else(|| anyhow::anyhow!("no order events topic: {topics:?}"))?;
     // created, confirmed, shipped, delivered.
-    assert_eq!(order_events["messages"], 4, "{order_events}");
+    assert_eq!(order_events.messages, 4, "{order_events:?}");
     assert!(
-        order_events["lag"]
-            .get(format!("{}oms-saga", stack.prefix))
-            .is_some(),
-        "{order_events}"
+        order_events
+            .lag
+            .contains_key(&format!("{}oms-saga", stack.prefix)),
+        "{order_events:?}"
     );
 
     // NDJSON, one line per message of this order, lossless enough to produce again.
@@ -305,7 +324,8 @@ async fn sagas_topics_tail_status_and_completions() -> anyhow::Result<()> {
     )
     .await?;
     assert_eq!(code(&out), 0, "{}", stderr(&out));
-    let lines: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+    let text = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<TailLine> = text
         .lines()
         .map(serde_json::from_str)
         .collect::<Result<_, _>>()?;
@@ -313,6 +333,15 @@ async fn sagas_topics_tail_status_and_completions() -> anyhow::Result<()> {
     // order's shipped and delivered).
     assert_eq!(lines.len(), 12, "{lines:?}");
     for l in &lines {
+        assert_eq!(l.key.as_deref(), Some(id.as_str()), "{l:?}");
+        let value = l.value.as_deref().unwrap_or_default();
+        oms_contracts::Envelope::decode(value.as_bytes())?;
+    }
+    // Raw on purpose: the wire shape. Scripts and `produce` read these lines back by these
+    // names, and a `TailLine` would take a missing `key` or `value` for null: every key must be
+    // printed, null or not.
+    for line in text.lines() {
+        let raw: Value = serde_json::from_str(line)?;
         for field in [
             "topic",
             "partition",
@@ -322,10 +351,8 @@ async fn sagas_topics_tail_status_and_completions() -> anyhow::Result<()> {
             "headers",
             "value",
         ] {
-            assert!(l.get(field).is_some(), "tail line lacks {field}: {l}");
+            assert!(raw.get(field).is_some(), "tail line lacks {field}: {raw}");
         }
-        let value = l["value"].as_str().unwrap_or_default();
-        oms_contracts::Envelope::decode(value.as_bytes())?;
     }
     let out = run(
         omsctl(s)?,
@@ -353,11 +380,12 @@ async fn sagas_topics_tail_status_and_completions() -> anyhow::Result<()> {
     assert_eq!(code(&out), 2);
 
     let out = run(omsctl(s)?, &["stack", "status", "-o", "json"]).await?;
-    let status = json_of(&out)?;
-    assert_eq!(status["ready"], true, "{status}");
+    let status: StackStatus = json_of(&out)?;
+    assert!(status.ready, "{status:?}");
     assert_eq!(
-        status["components"].as_array().map(Vec::len),
-        Some(oms_contracts::topology::SERVICES.len() + 1)
+        status.components.len(),
+        oms_contracts::topology::SERVICES.len() + 1,
+        "{status:?}"
     );
 
     let out = run(omsctl(None)?, &["completions", "bash"]).await?;
@@ -432,24 +460,28 @@ async fn a_dead_letter_round_trip_replays_once_and_completes_the_order() -> anyh
         "the authorize to be dead-lettered",
         || async {
             let out = run(omsctl(s)?, &["dlq", "list", "-o", "json"]).await?;
-            let list = json_of(&out)?;
-            Ok(list.as_array().filter(|a| !a.is_empty()).cloned())
+            let list: Vec<EntryView> = json_of(&out)?;
+            Ok((!list.is_empty()).then_some(list))
         },
     )
     .await?;
     assert_eq!(entries.len(), 1, "{entries:?}");
     let entry = &entries[0];
-    assert_eq!(entry["originTopic"], "oms.payment.commands");
-    assert_eq!(entry["type"], "payment.authorize");
-    assert_eq!(entry["errorClass"], "handler.exhausted");
-    assert_eq!(entry["key"], id.as_str());
-    assert_eq!(entry["replayed"], false);
-    let entry_id = entry["id"].as_str().unwrap_or_default().to_owned();
+    assert_eq!(entry.origin_topic, "oms.payment.commands", "{entry:?}");
+    assert_eq!(entry.message_type, "payment.authorize", "{entry:?}");
+    assert_eq!(entry.error_class, "handler.exhausted", "{entry:?}");
+    assert_eq!(entry.key.as_deref(), Some(id.as_str()), "{entry:?}");
+    assert!(!entry.replayed, "{entry:?}");
+    let entry_id = entry.id.clone();
 
     let out = run(omsctl(s)?, &["dlq", "show", &entry_id, "-o", "json"]).await?;
-    let shown = json_of(&out)?;
-    assert_eq!(shown["decode"]["ok"], true);
-    assert_eq!(shown["order"]["status"], "PENDING");
+    let shown: Shown = json_of(&out)?;
+    assert!(shown.decode.ok, "{shown:?}");
+    assert_eq!(
+        shown.order.as_ref().map(|o| o.status),
+        Some(OrderStatus::Pending),
+        "{shown:?}"
+    );
 
     let out = run(
         omsctl(s)?,
@@ -457,12 +489,17 @@ async fn a_dead_letter_round_trip_replays_once_and_completes_the_order() -> anyh
     )
     .await?;
     assert_eq!(code(&out), 0);
-    assert_eq!(json_of(&out)?["plan"].as_array().map(Vec::len), Some(1));
+    let plan: PlanReport = json_of(&out)?;
+    assert_eq!(plan.plan.len(), 1, "{plan:?}");
     let out = run(omsctl(s)?, &["dlq", "audit", "-o", "json"]).await?;
-    assert_eq!(json_of(&out)?, json!([]), "a dry run wrote an audit record");
+    let audit: Vec<Replay> = json_of(&out)?;
+    assert!(
+        audit.is_empty(),
+        "a dry run wrote an audit record: {audit:?}"
+    );
     assert_eq!(
-        stack.get(Service::Order, &format!("/orders/{id}")).await?["status"],
-        "PENDING"
+        stack.read(routes::GET_ORDER, &[&id]).await?.status,
+        OrderStatus::Pending
     );
 
     // Fix the cause, replay: the order completes.
@@ -474,7 +511,7 @@ async fn a_dead_letter_round_trip_replays_once_and_completes_the_order() -> anyh
     .await?;
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     let done = stack.finished(&id, Duration::from_secs(60)).await?;
-    assert!(oms_tests::placed(&done), "{done}");
+    assert!(done.status.is_placed(), "{done:?}");
 
     let out = run(omsctl(s)?, &["dlq", "replay", &entry_id, "--yes"]).await?;
     assert_eq!(code(&out), 1, "a second replay must be refused");
@@ -485,25 +522,23 @@ async fn a_dead_letter_round_trip_replays_once_and_completes_the_order() -> anyh
     );
 
     let out = run(omsctl(s)?, &["dlq", "audit", "-o", "json"]).await?;
-    let audit = json_of(&out)?;
-    let replays: std::collections::BTreeSet<&str> = audit
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|a| a["auditId"].as_str())
-        .collect();
-    assert_eq!(replays.len(), 1, "{audit}");
+    let audit: Vec<Replay> = json_of(&out)?;
+    let replays: std::collections::BTreeSet<&str> =
+        audit.iter().map(|a| a.audit_id.as_str()).collect();
+    assert_eq!(replays.len(), 1, "{audit:?}");
     let finished = audit
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|a| a["state"] == "finished")
-        .cloned()
-        .unwrap_or_default();
-    assert_eq!(finished["entries"], json!([entry_id]));
-    assert_eq!(finished["results"][0]["ok"], true);
+        .iter()
+        .find(|a| a.state == ReplayState::Finished)
+        .ok_or_else(|| anyhow::anyhow!("no finished replay: {audit:?}"))?;
+    assert_eq!(finished.planned, [entry_id.as_str()], "{finished:?}");
+    assert_eq!(
+        finished.results.first().map(|r| r.ok),
+        Some(true),
+        "{finished:?}"
+    );
     let out = run(omsctl(s)?, &["dlq", "list", "-o", "json"]).await?;
-    assert_eq!(json_of(&out)?[0]["replayed"], true);
+    let listed: Vec<EntryView> = json_of(&out)?;
+    assert_eq!(listed.first().map(|e| e.replayed), Some(true), "{listed:?}");
     stack.shutdown().await
 }
 
@@ -520,13 +555,14 @@ async fn verify_passes_on_a_healthy_stack_and_catches_broken_invariants() -> any
     stack.finished(&ok, Duration::from_secs(60)).await?;
     stack.finished(&declined, Duration::from_secs(60)).await?;
     eventually(Duration::from_secs(30), "stock to be sold", || async {
-        Ok((stack.product("mouse-01").await?["sold"] == 1).then_some(()))
+        Ok((stack.product("mouse-01").await?.sold == 1).then_some(()))
     })
     .await?;
 
     let out = run(omsctl(s)?, &["verify", "--settle", "0s", "-o", "json"]).await?;
     assert_eq!(code(&out), 0, "{}", String::from_utf8_lossy(&out.stdout));
-    assert_eq!(json_of(&out)?["ok"], true);
+    let verified: VerifyView = json_of(&out)?;
+    assert!(verified.ok, "{verified:?}");
 
     // A charge without a confirmed order.
     let payments = stack.pool(Service::Payment).await?;
@@ -560,15 +596,15 @@ async fn verify_passes_on_a_healthy_stack_and_catches_broken_invariants() -> any
     .await?;
     let out = run(omsctl(s)?, &["verify", "--settle", "0s", "-o", "json"]).await?;
     assert_eq!(code(&out), 1);
-    let doc = json_of(&out)?;
-    let failed: Vec<&str> = doc["checks"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|c| c["result"] == "FAIL")
-        .filter_map(|c| c["check"].as_str())
+    let doc: VerifyView = json_of(&out)?;
+    assert!(!doc.ok, "{doc:?}");
+    let failed: Vec<&str> = doc
+        .checks
+        .iter()
+        .filter(|c| c.result == Outcome::Fail)
+        .map(|c| c.check.as_str())
         .collect();
-    assert_eq!(failed, ["stock is conserved"]);
+    assert_eq!(failed, ["stock is conserved"], "{doc:?}");
     stack.shutdown().await
 }
 
@@ -632,10 +668,10 @@ async fn stack_up_status_logs_and_down_supervise_the_local_stack() -> anyhow::Re
         let mut cmd = omsctl(None)?;
         with_stack(&mut cmd);
         let out = run(cmd, &["stack", "status", "-o", "json"]).await?;
-        let status = json_of(&out)?;
-        assert_eq!(status["ready"], true, "{status}");
-        for c in status["components"].as_array().into_iter().flatten() {
-            assert!(c["pid"].is_u64(), "no pid recorded for {c}");
+        let status: StackStatus = json_of(&out)?;
+        assert!(status.ready, "{status:?}");
+        for c in &status.components {
+            assert!(c.pid.is_some(), "no pid recorded for {c:?}");
         }
 
         // Tokens: the issuer's private key stays in the state directory (0600); the services
@@ -679,15 +715,16 @@ async fn stack_up_status_logs_and_down_supervise_the_local_stack() -> anyhow::Re
         )
         .await?;
         assert_eq!(code(&out), 0, "{}", stderr(&out));
-        let issued = json_of(&out)?;
-        assert_eq!(issued["subject"], "alice", "{issued}");
+        let issued: Minted = json_of(&out)?;
+        assert_eq!(issued.subject, "alice", "{issued:?}");
+        assert_eq!(issued.role, Role::Operator, "{issued:?}");
         assert!(
-            issued["keyId"].as_str().is_some_and(|k| !k.is_empty()),
-            "{issued}"
+            issued.key_id.as_deref().is_some_and(|k| !k.is_empty()),
+            "{issued:?}"
         );
         let mut cmd = omsctl(None)?;
         with_stack(&mut cmd);
-        cmd.env("OMS_TOKEN", issued["token"].as_str().unwrap_or_default());
+        cmd.env("OMS_TOKEN", &issued.token);
         let out = run(cmd, &["order", "list", "-o", "json"]).await?;
         assert_eq!(code(&out), 0, "{}", stderr(&out));
 
@@ -696,12 +733,11 @@ async fn stack_up_status_logs_and_down_supervise_the_local_stack() -> anyhow::Re
         with_stack(&mut cmd);
         let out = run(cmd, &["stack", "cpu", "--over", "1s", "-o", "json"]).await?;
         assert_eq!(code(&out), 0, "{}", stderr(&out));
-        let cpu = json_of(&out)?;
-        let mut names: Vec<&str> = cpu["components"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|c| c["component"].as_str())
+        let cpu: CpuReport = json_of(&out)?;
+        let mut names: Vec<&str> = cpu
+            .components
+            .iter()
+            .map(|c| c.component.as_str())
             .collect();
         names.sort_unstable();
         assert_eq!(
@@ -716,16 +752,11 @@ async fn stack_up_status_logs_and_down_supervise_the_local_stack() -> anyhow::Re
                 "postgres",
                 "saga"
             ],
-            "{cpu}"
+            "{cpu:?}"
         );
-        let sum: f64 = cpu["components"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|c| c["cpuSeconds"].as_f64())
-            .sum();
-        let total = cpu["totalCpuSeconds"].as_f64().unwrap_or(-1.0);
-        assert!((sum - total).abs() < 1e-6 && total >= 0.0, "{cpu}");
+        let sum: f64 = cpu.components.iter().map(|c| c.cpu_seconds).sum();
+        let total = cpu.total_cpu_seconds;
+        assert!((sum - total).abs() < 1e-6 && total >= 0.0, "{cpu:?}");
         let mut cmd = omsctl(None)?;
         with_stack(&mut cmd);
         let out = run(cmd, &["stack", "cpu", "--over", "0s"]).await?;
@@ -741,18 +772,15 @@ async fn stack_up_status_logs_and_down_supervise_the_local_stack() -> anyhow::Re
         )
         .await?;
         assert_eq!(code(&out), 0, "{}", stderr(&out));
-        let placed = json_of(&out)?;
-        let order_id = placed["orderId"].as_str().unwrap_or_default().to_owned();
+        let placed: OrderView = json_of(&out)?;
+        let order_id = placed.order_id.to_string();
 
         // Its trace, as six processes exported it over OTLP: one trace id, every service (the
         // carrier's steps continue the trace of the shipment request).
         let mut cmd = omsctl(None)?;
         with_stack(&mut cmd);
         let out = run(cmd, &["order", "get", &order_id, "-o", "json"]).await?;
-        let trace_id = json_of(&out)?["traceId"]
-            .as_str()
-            .unwrap_or_default()
-            .to_owned();
+        let trace_id = json_of::<OrderView>(&out)?.trace_id.unwrap_or_default();
         assert_eq!(trace_id.len(), 32, "no trace id on order {order_id}");
         let services = eventually(
             Duration::from_secs(30),
@@ -865,6 +893,10 @@ async fn in_stack(with_stack: &dyn Fn(&mut Command), args: &[&str]) -> anyhow::R
 }
 
 /// Runs one drill in its short form, which must exit 0, and returns its JSON report.
+///
+/// Raw: `oms_ops::drill::report::Report` (and its `Orders`, `Activity`, `Takeover` and
+/// `Failover`) derive only `Serialize` (`Activity`'s `phase` and `status` are `&'static str`),
+/// so the report cannot be read back as its type; its keys are read as written.
 async fn short_drill_report(
     with_stack: &dyn Fn(&mut Command),
     dir: &std::path::Path,
@@ -914,9 +946,10 @@ fn service_warnings(dir: &std::path::Path) -> String {
     lines.split_off(skip).join("\n")
 }
 
-async fn faults(with_stack: &dyn Fn(&mut Command)) -> anyhow::Result<Vec<Value>> {
+/// The faults in force, as `chaos status -o json` lists them.
+async fn faults(with_stack: &dyn Fn(&mut Command)) -> anyhow::Result<Vec<Recorded>> {
     let out = in_stack(with_stack, &["chaos", "status", "-o", "json"]).await?;
-    Ok(json_of(&out)?.as_array().cloned().unwrap_or_default())
+    json_of(&out)
 }
 
 /// `omsctl chaos` against the process stack `stack up` started.
@@ -928,19 +961,26 @@ async fn chaos_on_the_process_stack(
     let out = in_stack(with_stack, &["chaos", "service", "pause", "saga"]).await?;
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     let f = faults(with_stack).await?;
-    assert_eq!(
-        (f.len(), f[0]["target"].as_str(), f[0]["action"].as_str()),
-        (1, Some("saga"), Some("paused"))
+    assert!(
+        matches!(
+            f.as_slice(),
+            [Recorded {
+                fault: Fault::Service {
+                    target,
+                    action: ServiceFault::Paused,
+                    ..
+                },
+                ..
+            }] if target == "saga"
+        ),
+        "{f:?}"
     );
     let out = in_stack(
         with_stack,
         &["order", "create", "--item", "hub-01", "-o", "json"],
     )
     .await?;
-    let id = json_of(&out)?["orderId"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned();
+    let id = json_of::<OrderAccepted>(&out)?.order_id.to_string();
     let out = in_stack(with_stack, &["chaos", "reset"]).await?;
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     assert!(faults(with_stack).await?.is_empty());
@@ -949,7 +989,7 @@ async fn chaos_on_the_process_stack(
         "the held order to finish",
         || async {
             let out = in_stack(with_stack, &["order", "get", &id, "-o", "json"]).await?;
-            Ok(oms_tests::placed(&json_of(&out)?).then_some(()))
+            Ok(json_of::<OrderView>(&out)?.status.is_placed().then_some(()))
         },
     )
     .await?;
@@ -1029,12 +1069,10 @@ async fn chaos_on_the_process_stack(
             &["dlq", "list", "oms.payment.commands", "-o", "json"],
         )
         .await?;
-        let list = json_of(&out)?;
+        let list: Vec<EntryView> = json_of(&out)?;
         let n = list
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter(|e| e["errorClass"] == "poison.malformed")
+            .iter()
+            .filter(|e| e.error_class == "poison.malformed")
             .count();
         Ok((n == 2).then_some(()))
     })
@@ -1063,7 +1101,8 @@ async fn chaos_on_the_process_stack(
     holder.kill()?;
     holder.wait()?;
     let f = faults(with_stack).await?;
-    assert_eq!(f[0]["target"], "inventory", "{f:?}");
+    let targets: Vec<String> = f.iter().map(|r| r.fault.target()).collect();
+    assert_eq!(targets, ["inventory"], "{f:?}");
     let out = in_stack(with_stack, &["chaos", "reset"]).await?;
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     assert!(faults(with_stack).await?.is_empty());
@@ -1081,20 +1120,13 @@ async fn chaos_on_the_process_stack(
 /// pid, relay leader).
 async fn service_rows(
     with_stack: &dyn Fn(&mut Command),
-) -> anyhow::Result<Vec<(String, Option<u64>, bool)>> {
+) -> anyhow::Result<Vec<(String, Option<u32>, bool)>> {
     let out = in_stack(with_stack, &["stack", "status", "-o", "json"]).await?;
-    Ok(json_of(&out)?["components"]
-        .as_array()
+    Ok(json_of::<StackStatus>(&out)?
+        .components
         .into_iter()
-        .flatten()
-        .filter(|c| c["service"].is_string())
-        .map(|c| {
-            (
-                c["component"].as_str().unwrap_or_default().to_owned(),
-                c["pid"].as_u64(),
-                c["relayLeader"] == true,
-            )
-        })
+        .filter(|c| c.service.is_some())
+        .map(|c| (c.component, c.pid, c.relay_leader == Some(true)))
         .collect())
 }
 
@@ -1152,6 +1184,7 @@ async fn replicas_on_the_process_stack(
                 else {
                     return Ok(None);
                 };
+                // Raw: a service's own log line (its tracing JSON), not omsctl's output.
                 let v: Value = serde_json::from_str(line)?;
                 held.extend(
                     v["partitions"]
@@ -1289,16 +1322,15 @@ async fn brokers_on_the_process_stack(
     let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(file)?.permissions());
     assert_eq!(mode & 0o077, 0, "{file} is readable by others");
     let out = in_stack(with_stack, &["stack", "status", "-o", "json"]).await?;
-    let status = json_of(&out)?;
-    assert_eq!(status["ready"], true, "{status}");
-    let brokers: Vec<&str> = status["components"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|c| c["component"].as_str())
+    let status: StackStatus = json_of(&out)?;
+    assert!(status.ready, "{status:?}");
+    let brokers: Vec<&str> = status
+        .components
+        .iter()
+        .map(|c| c.component.as_str())
         .filter(|c| c.starts_with("broker"))
         .collect();
-    assert_eq!(brokers, ["broker-1", "broker-2", "broker-3"], "{status}");
+    assert_eq!(brokers, ["broker-1", "broker-2", "broker-3"], "{status:?}");
     // Each service connected as its own user: no authentication failed in any log.
     let out = in_stack(with_stack, &["stack", "logs"]).await?;
     assert!(
@@ -1350,11 +1382,9 @@ async fn drills_on_the_process_stack(
     dir: &std::path::Path,
 ) -> anyhow::Result<()> {
     let out = in_stack(with_stack, &["drill", "list", "-o", "json"]).await?;
-    let names: Vec<String> = json_of(&out)?
-        .as_array()
+    let names: Vec<String> = json_of::<Vec<DrillRow>>(&out)?
         .into_iter()
-        .flatten()
-        .filter_map(|d| d["name"].as_str().map(str::to_owned))
+        .map(|d| d.name)
         .collect();
     assert_eq!(names.len(), 12, "{names:?}");
     for name in &names {
@@ -1439,12 +1469,17 @@ async fn drills_on_the_process_stack(
     )
     .await?;
     assert_eq!(code(&out), 0, "{}", stderr(&out));
-    let plan = json_of(&out)?;
+    let plan: PlanView = json_of(&out)?;
     assert_eq!(
-        plan["method"][0]["action"], "chaos broker stop --for 5s",
-        "{plan}"
+        plan.method.first().map(|m| m.action.as_str()),
+        Some("chaos broker stop --for 5s"),
+        "{plan:?}"
     );
-    assert_eq!(plan["verify"]["maxCancelled"]["TIMEOUT"], 0, "{plan}");
+    assert_eq!(
+        plan.verify.max_cancelled.get("TIMEOUT"),
+        Some(&0),
+        "{plan:?}"
+    );
     assert!(
         faults(with_stack).await?.is_empty(),
         "a dry run injected a fault"
@@ -1468,6 +1503,7 @@ async fn drills_on_the_process_stack(
     )
     .await?;
     assert_eq!(code(&out), 0, "{}", stderr(&out));
+    // Raw: the drill report has no `Deserialize` (see `short_drill_report`).
     let doc: Value = serde_json::from_slice(&std::fs::read(&report)?)?;
     let probes: Vec<Value> = doc["journal"]
         .as_array()

@@ -11,6 +11,8 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use assert_cmd::Command;
+use oms_contracts::api::OrderAccepted;
+use oms_ops::dlq::entry::EntryView;
 use oms_tests::eventually;
 use oms_tests::stack::{Service, Stack, StackOptions};
 use opentelemetry::trace::{SpanId, SpanKind, TraceId};
@@ -145,7 +147,7 @@ async fn place_traced(
     parent: SpanId,
     product: &str,
 ) -> anyhow::Result<String> {
-    let answer: Value = stack
+    let answer: OrderAccepted = stack
         .http
         .post(format!("{}/orders", stack.url(Service::Order)?))
         .header("traceparent", format!("00-{trace_id}-{parent}-01"))
@@ -155,10 +157,7 @@ async fn place_traced(
         .error_for_status()?
         .json()
         .await?;
-    answer["orderId"]
-        .as_str()
-        .map(str::to_owned)
-        .ok_or_else(|| anyhow::anyhow!("no orderId in {answer}"))
+    Ok(answer.order_id.to_string())
 }
 
 fn trace_of(all: &[SpanData], id: TraceId) -> Vec<&SpanData> {
@@ -179,10 +178,10 @@ async fn one_order_is_one_trace_across_every_service_and_a_replay_links_to_it() 
     let caller = SpanId::from_hex("00f067aa0ba902b7")?;
     let id = place_traced(&stack, trace, caller, "mouse-01").await?;
     let done = stack.finished(&id, Duration::from_secs(60)).await?;
-    assert!(oms_tests::placed(&done), "{done}");
+    assert!(done.status.is_placed(), "{done:?}");
     assert_eq!(
-        done["traceId"],
-        trace.to_string(),
+        done.trace_id,
+        Some(trace.to_string()),
         "the order keeps its trace id"
     );
     let services = eventually(
@@ -222,12 +221,11 @@ async fn one_order_is_one_trace_across_every_service_and_a_replay_links_to_it() 
     let id = place_traced(&stack, failed, caller, "stand-01").await?;
     let entry = eventually(Duration::from_secs(60), "the dead letter", || async {
         let out = run(omsctl(&stack)?, &["dlq", "list", "-o", "json"]).await?;
-        let list: Value = serde_json::from_slice(&out.stdout)?;
+        let list: Vec<EntryView> = serde_json::from_slice(&out.stdout)?;
         Ok(list
-            .as_array()
-            .and_then(|a| a.iter().find(|e| e["key"] == id.as_str()))
-            .and_then(|e| e["id"].as_str())
-            .map(str::to_owned))
+            .into_iter()
+            .find(|e| e.key.as_deref() == Some(id.as_str()))
+            .map(|e| e.id))
     })
     .await?;
     stack.set_gateway_faults(json!({})).await?;
@@ -238,7 +236,7 @@ async fn one_order_is_one_trace_across_every_service_and_a_replay_links_to_it() 
         String::from_utf8_lossy(&out.stderr)
     );
     let done = stack.finished(&id, Duration::from_secs(60)).await?;
-    assert!(oms_tests::placed(&done), "{done}");
+    assert!(done.status.is_placed(), "{done:?}");
 
     let (replay, link) = eventually(
         Duration::from_secs(30),
@@ -296,6 +294,10 @@ async fn one_order_is_one_trace_across_every_service_and_a_replay_links_to_it() 
 }
 
 // --- dashboards and alert rules -----------------------------------------------------------------
+//
+// The documents below are read by key on purpose: they are Prometheus's configuration, Grafana's
+// dashboards and data sources, and the alert rules, in those tools' own formats; no type of ours
+// describes them, and omsctl prints none of them.
 
 fn observability_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))

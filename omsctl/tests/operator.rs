@@ -5,9 +5,20 @@ use std::process::Output;
 use std::time::Duration;
 
 use assert_cmd::Command;
+use oms_contracts::api::{OrderStatus, OrderView, SagaAction, SagaState, SagaView};
+use oms_contracts::routes;
+use oms_ops::dlq::audit::{AuditRecord, Phase, Replay, ReplayState};
+use oms_ops::dlq::edit::Change;
+use oms_ops::dlq::entry::EntryView;
+use oms_ops::dlq::predict::{Outcome, Prediction};
+use oms_ops::dlq::replay::PlanReport;
+use oms_ops::groups::{GroupDetail, PartitionLag, ResetReport};
+use oms_ops::produce::Produced;
+use oms_ops::tail::TailLine;
+use oms_ops::topics::TopicRow;
 use oms_tests::eventually;
 use oms_tests::stack::{Service, Stack, StackOptions};
-use serde_json::{json, Value};
+use serde_json::json;
 
 mod common;
 use common::{code, json_of, run, run_with_input, stderr, stdout};
@@ -17,20 +28,27 @@ fn omsctl(stack: &Stack) -> anyhow::Result<Command> {
 }
 
 /// The end offsets of a topic, from `topics list`.
-async fn ends(stack: &Stack, topic: &str) -> anyhow::Result<Value> {
+async fn ends(stack: &Stack, topic: &str) -> anyhow::Result<Vec<i64>> {
     let out = run(omsctl(stack)?, &["topics", "list", "-o", "json"]).await?;
     let name = format!("{}{topic}", stack.topics().prefix());
-    Ok(json_of(&out)?
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|t| t["topic"] == name.as_str())
-        .map(|t| t["endOffsets"].clone())
-        .unwrap_or_default())
+    let rows: Vec<TopicRow> = json_of(&out)?;
+    rows.into_iter()
+        .find(|t| t.topic == name)
+        .map(|t| t.end_offsets)
+        .ok_or_else(|| anyhow::anyhow!("topics list has no {name}"))
 }
 
 /// Tailed lines of one order's messages on `topic`, as `tail -o json` writes them.
-async fn tailed(stack: &Stack, topic: &str, key: &str) -> anyhow::Result<Vec<Value>> {
+async fn tailed(stack: &Stack, topic: &str, key: &str) -> anyhow::Result<Vec<TailLine>> {
+    tailed_text(stack, topic, key)
+        .await?
+        .iter()
+        .map(|l| Ok(serde_json::from_str(l)?))
+        .collect()
+}
+
+/// The same lines as text, as a user pipes them into `produce`.
+async fn tailed_text(stack: &Stack, topic: &str, key: &str) -> anyhow::Result<Vec<String>> {
     let out = run(
         omsctl(stack)?,
         &[
@@ -47,10 +65,7 @@ async fn tailed(stack: &Stack, topic: &str, key: &str) -> anyhow::Result<Vec<Val
     )
     .await?;
     anyhow::ensure!(code(&out) == 0, "tail: {}", stderr(&out));
-    stdout(&out)
-        .lines()
-        .map(|l| Ok(serde_json::from_str(l)?))
-        .collect()
+    Ok(stdout(&out).lines().map(str::to_owned).collect())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -60,16 +75,18 @@ async fn tailed_messages_produce_back_and_bad_input_sends_nothing() -> anyhow::R
         .place(json!({"items": [{"productId": "stand-01", "quantity": 1}]}))
         .await?;
     let done = stack.finished(&id, Duration::from_secs(60)).await?;
-    assert!(oms_tests::placed(&done), "{done}");
+    assert!(done.status.is_placed(), "{done:?}");
     let topic = "oms.payment.commands";
-    let before = tailed(&stack, topic, &id).await?;
-    assert_eq!(before.len(), 1, "{before:?}");
-    let line = serde_json::to_string(&before[0])?;
+    // The lines go to `produce` as `tail` printed them; they are read as `TailLine`s to compare.
+    let lines = tailed_text(&stack, topic, &id).await?;
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    let line = lines[0].clone();
+    let before: TailLine = serde_json::from_str(&line)?;
 
     // A message of another topic's type, a broken line: refused with the line number, and
     // nothing of the input is sent (the good first line neither).
-    let events = tailed(&stack, "oms.order.events", &id).await?;
-    let misplaced = serde_json::to_string(&events[0])?;
+    let events = tailed_text(&stack, "oms.order.events", &id).await?;
+    let misplaced = events[0].clone();
     let ends_before = ends(&stack, topic).await?;
     for (input, says) in [
         (
@@ -118,30 +135,40 @@ async fn tailed_messages_produce_back_and_bad_input_sends_nothing() -> anyhow::R
     )
     .await?;
     assert_eq!(code(&out), 0, "{}", stderr(&out));
-    let produced = json_of(&out)?;
-    let at = produced[0]["at"].as_str().unwrap_or_default().to_owned();
+    let produced: Vec<Produced> = json_of(&out)?;
+    let [one] = produced.as_slice() else {
+        panic!("one message produced: {produced:?}");
+    };
+    let at = one.at.clone();
     let prefixed = format!("{}{topic}", stack.topics().prefix());
-    assert!(at.starts_with(&format!("{prefixed}/")), "{produced}");
+    assert!(at.starts_with(&format!("{prefixed}/")), "{produced:?}");
+    assert_eq!(
+        at,
+        format!("{}/{}@{}", one.topic, one.partition, one.offset),
+        "{produced:?}"
+    );
     let after = tailed(&stack, topic, &id).await?;
     assert_eq!(after.len(), 2, "{after:?}");
-    for field in ["key", "headers", "value"] {
-        assert_eq!(after[1][field], before[0][field], "{field}");
-    }
+    let (sent, again) = (&before, &after[1]);
     assert_eq!(
-        format!(
-            "{}/{}@{}",
-            after[1]["topic"].as_str().unwrap_or_default(),
-            after[1]["partition"],
-            after[1]["offset"]
-        ),
+        (&again.key, &again.key_hex, &again.headers),
+        (&sent.key, &sent.key_hex, &sent.headers),
+        "key and headers"
+    );
+    assert_eq!(
+        (&again.value, &again.value_hex),
+        (&sent.value, &sent.value_hex),
+        "value"
+    );
+    assert_eq!(
+        format!("{}/{}@{}", again.topic, again.partition, again.offset),
         at
     );
     // The payment service takes the duplicate command as one it has handled: nothing changes.
     let out = run(omsctl(&stack)?, &["verify", "-o", "json"]).await?;
     assert_eq!(code(&out), 0, "{}", stdout(&out));
-    assert!(oms_tests::placed(
-        &stack.get(Service::Order, &format!("/orders/{id}")).await?
-    ));
+    let order = stack.read(routes::GET_ORDER, &[&id]).await?;
+    assert!(order.status.is_placed(), "{order:?}");
 
     // -o ids: one id per line; -o yaml: the same document as YAML.
     let out = run(omsctl(&stack)?, &["order", "list", "-o", "ids"]).await?;
@@ -149,9 +176,9 @@ async fn tailed_messages_produce_back_and_bad_input_sends_nothing() -> anyhow::R
     assert_eq!(stdout(&out).lines().collect::<Vec<_>>(), vec![id.as_str()]);
     let out = run(omsctl(&stack)?, &["order", "get", &id, "-o", "yaml"]).await?;
     assert_eq!(code(&out), 0, "{}", stderr(&out));
-    let yaml: Value = serde_norway::from_slice(&out.stdout)?;
-    assert_eq!(yaml["orderId"], id.as_str(), "{}", stdout(&out));
-    assert!(oms_tests::placed(&yaml), "{yaml}");
+    let yaml: OrderView = serde_norway::from_slice(&out.stdout)?;
+    assert_eq!(yaml.order_id.to_string(), id, "{}", stdout(&out));
+    assert!(yaml.status.is_placed(), "{yaml:?}");
     stack.shutdown().await
 }
 
@@ -169,22 +196,19 @@ async fn groups_show_lag_and_a_reset_plans_first_and_moves_only_an_idle_group() 
     }
     for id in &ids {
         let done = stack.finished(id, Duration::from_secs(60)).await?;
-        assert!(oms_tests::placed(&done), "{done}");
+        assert!(done.status.is_placed(), "{done:?}");
     }
     let group = format!("{}oms-payment", stack.topics().prefix());
     let commands = format!("{}oms.payment.commands", stack.topics().prefix());
 
     let out = run(omsctl(&stack)?, &["groups", "list", "-o", "json"]).await?;
     assert_eq!(code(&out), 0, "{}", stderr(&out));
-    let listed = json_of(&out)?;
+    let listed: Vec<oms_ops::groups::GroupRow> = json_of(&out)?;
     let row = listed
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|g| g["group"] == group.as_str())
-        .cloned()
-        .unwrap_or_default();
-    assert_eq!(row["members"], 1, "{listed}");
+        .iter()
+        .find(|g| g.group == group)
+        .ok_or_else(|| anyhow::anyhow!("groups list has no {group}: {listed:?}"))?;
+    assert_eq!(row.members, 1, "{listed:?}");
 
     // Every command handled and committed: no lag, the partitions held by the one member.
     let described = eventually(
@@ -196,26 +220,25 @@ async fn groups_show_lag_and_a_reset_plans_first_and_moves_only_an_idle_group() 
                 &["groups", "describe", &group, "-o", "json"],
             )
             .await?;
-            let d = json_of(&out)?;
-            Ok((d["lag"] == 0).then_some(d))
+            let d: GroupDetail = json_of(&out)?;
+            Ok((d.lag == 0).then_some(d))
         },
     )
     .await?;
-    let parts: Vec<Value> = described["partitions"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|p| p["topic"] == commands.as_str())
-        .cloned()
+    let parts: Vec<&PartitionLag> = described
+        .partitions
+        .iter()
+        .filter(|p| p.topic == commands)
         .collect();
-    let total: i64 = parts.iter().filter_map(|p| p["end"].as_i64()).sum();
-    assert_eq!(total, 3, "{described}");
+    let total: i64 = parts.iter().map(|p| p.end).sum();
+    assert_eq!(total, 3, "{described:?}");
     let busy = parts
         .iter()
-        .find(|p| p["end"].as_i64().unwrap_or(0) > 0)
+        .find(|p| p.end > 0)
+        .copied()
         .cloned()
-        .unwrap_or_default();
-    assert_eq!(busy["committed"], busy["end"], "{described}");
+        .ok_or_else(|| anyhow::anyhow!("no partition of {commands} holds a command"))?;
+    assert_eq!(busy.committed, Some(busy.end), "{described:?}");
 
     // The contract name works too: the prefix is added to an OMS group's name.
     let out = run(
@@ -224,7 +247,7 @@ async fn groups_show_lag_and_a_reset_plans_first_and_moves_only_an_idle_group() 
     )
     .await?;
     assert_eq!(code(&out), 0, "{}", stderr(&out));
-    assert_eq!(json_of(&out)?["group"], group.as_str());
+    assert_eq!(json_of::<GroupDetail>(&out)?.group, group);
     let out = run(omsctl(&stack)?, &["groups", "describe", "no-such-group"]).await?;
     assert_eq!(code(&out), 2);
     assert!(
@@ -257,37 +280,32 @@ async fn groups_show_lag_and_a_reset_plans_first_and_moves_only_an_idle_group() 
                 &["groups", "describe", &group, "-o", "json"],
             )
             .await?;
-            let d = json_of(&out)?;
-            Ok((d["members"].as_array().is_some_and(Vec::is_empty)).then_some(d))
+            let d: GroupDetail = json_of(&out)?;
+            Ok(d.members.is_empty().then_some(d))
         },
     )
     .await?;
     // Without --execute: a plan, and nothing changes.
     let out = run(omsctl(&stack)?, &[&shift[..], &["-o", "json"]].concat()).await?;
     assert_eq!(code(&out), 0, "{}", stderr(&out));
-    let plan = json_of(&out)?;
-    assert_eq!(plan["executed"], false);
-    let moved = plan["plan"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|m| m["partition"] == busy["partition"])
-        .cloned()
-        .unwrap_or_default();
-    assert_eq!(moved["current"], busy["end"], "{plan}");
-    assert_eq!(
-        moved["target"].as_i64(),
-        busy["end"].as_i64().map(|e| e - 1)
-    );
-    assert_eq!(moved["lagAfter"], 1);
+    let plan: ResetReport = json_of(&out)?;
+    assert!(!plan.executed, "{plan:?}");
+    let moved = plan
+        .plan
+        .iter()
+        .find(|m| m.partition == busy.partition)
+        .ok_or_else(|| anyhow::anyhow!("partition {} not in the plan", busy.partition))?;
+    assert_eq!(moved.current, Some(busy.end), "{plan:?}");
+    assert_eq!(moved.target, busy.end - 1, "{plan:?}");
+    assert_eq!(moved.lag_after, 1, "{plan:?}");
     let out = run(
         omsctl(&stack)?,
         &["groups", "describe", &group, "-o", "json"],
     )
     .await?;
     assert_eq!(
-        json_of(&out)?["partitions"],
-        idle["partitions"],
+        json_of::<GroupDetail>(&out)?.partitions,
+        idle.partitions,
         "a plan changed offsets"
     );
     let out = run(
@@ -312,23 +330,20 @@ async fn groups_show_lag_and_a_reset_plans_first_and_moves_only_an_idle_group() 
         &["groups", "describe", &group, "-o", "json"],
     )
     .await?;
-    let d = json_of(&out)?;
-    let reset = d["partitions"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|p| p["topic"] == commands.as_str() && p["partition"] == busy["partition"])
-        .cloned()
-        .unwrap_or_default();
-    assert_eq!(reset["lag"], 1, "{d}");
+    let d: GroupDetail = json_of(&out)?;
+    let reset = d
+        .partitions
+        .iter()
+        .find(|p| p.topic == commands && p.partition == busy.partition)
+        .ok_or_else(|| anyhow::anyhow!("{commands}/{} not described", busy.partition))?;
+    assert_eq!(reset.lag, 1, "{d:?}");
     stack.start_service(Service::Payment).await?;
     payment_caught_up(&stack, "payment to catch up again").await?;
     let out = run(omsctl(&stack)?, &["verify"]).await?;
     assert_eq!(code(&out), 0, "{}", stdout(&out));
     for id in &ids {
-        assert!(oms_tests::placed(
-            &stack.get(Service::Order, &format!("/orders/{id}")).await?
-        ));
+        let order = stack.read(routes::GET_ORDER, &[id]).await?;
+        assert!(order.status.is_placed(), "{order:?}");
     }
     stack.shutdown().await
 }
@@ -342,28 +357,39 @@ async fn payment_caught_up(stack: &Stack, what: &str) -> anyhow::Result<()> {
             &["groups", "describe", &group, "-o", "json"],
         )
         .await?;
-        Ok((json_of(&out)?["lag"] == 0).then_some(()))
+        Ok((json_of::<GroupDetail>(&out)?.lag == 0).then_some(()))
     })
     .await
 }
 
 /// The dead letters of `orders`' payment commands, by order id.
-async fn dead_letters(stack: &Stack, n: usize) -> anyhow::Result<Vec<Value>> {
+async fn dead_letters(stack: &Stack, n: usize) -> anyhow::Result<Vec<EntryView>> {
     eventually(
         Duration::from_secs(90),
         "the authorizes to be dead-lettered",
         || async {
             let out = run(omsctl(stack)?, &["dlq", "list", "-o", "json"]).await?;
-            let list = json_of(&out)?;
-            Ok(list.as_array().filter(|a| a.len() >= n).cloned())
+            let list: Vec<EntryView> = json_of(&out)?;
+            Ok((list.len() >= n).then_some(list))
         },
     )
     .await
 }
 
-async fn audit(stack: &Stack) -> anyhow::Result<Value> {
+/// The replays of `dlq audit -o json`.
+async fn audit(stack: &Stack) -> anyhow::Result<Vec<Replay>> {
     let out = run(omsctl(stack)?, &["dlq", "audit", "-o", "json"]).await?;
     json_of(&out)
+}
+
+/// The prediction of the first entry of a `dlq replay --dry-run -o json` plan.
+fn first_prediction(out: &Output) -> anyhow::Result<Prediction> {
+    let report: PlanReport = json_of(out)?;
+    report
+        .plan
+        .first()
+        .and_then(|row| row.prediction.clone())
+        .ok_or_else(|| anyhow::anyhow!("no prediction in the plan: {report:?}"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -388,10 +414,9 @@ async fn dead_letters_are_repaired_checked_recorded_and_a_cut_short_replay_resum
     let entry_of = |order: &str| -> String {
         entries
             .iter()
-            .find(|e| e["key"] == order)
-            .and_then(|e| e["id"].as_str())
+            .find(|e| e.key.as_deref() == Some(order))
+            .map(|e| e.id.clone())
             .unwrap_or_default()
-            .to_owned()
     };
     let (declined, edited, resumed) = (&orders[0], &orders[1], &orders[2]);
     // Payload filters pick dead letters by what their envelope says.
@@ -440,11 +465,8 @@ async fn dead_letters_are_repaired_checked_recorded_and_a_cut_short_replay_resum
             stderr(&out)
         );
     }
-    assert_eq!(
-        audit(&stack).await?,
-        json!([]),
-        "a refused edit was audited"
-    );
+    let a = audit(&stack).await?;
+    assert!(a.is_empty(), "a refused edit was audited: {a:?}");
 
     // A good patch: the dry run shows the change and sends nothing; the replay sends the
     // edited command, which the gateway now declines, and the audit records the change.
@@ -467,18 +489,32 @@ async fn dead_letters_are_repaired_checked_recorded_and_a_cut_short_replay_resum
         "{}",
         stdout(&out)
     );
-    assert_eq!(audit(&stack).await?, json!([]), "a dry run was audited");
+    let a = audit(&stack).await?;
+    assert!(a.is_empty(), "a dry run was audited: {a:?}");
     let out = run(omsctl(&stack)?, &[&patch[..], &["--yes"]].concat()).await?;
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     let done = stack.finished(declined, Duration::from_secs(60)).await?;
-    assert_eq!(done["status"], "CANCELLED", "{done}");
-    assert_eq!(done["cancelReason"], "PAYMENT_DECLINED", "{done}");
-    let a = audit(&stack).await?;
-    assert_eq!(a[0]["state"], "finished", "{a}");
+    assert_eq!(done.status, OrderStatus::Cancelled, "{done:?}");
     assert_eq!(
-        a[0]["edits"][entry_of(declined)]["changes"],
-        json!([{"path": "/payload/paymentToken", "from": "tok_visa", "to": "tok_chargeDeclined"}]),
-        "{a}"
+        done.cancel_reason.as_deref(),
+        Some("PAYMENT_DECLINED"),
+        "{done:?}"
+    );
+    let a = audit(&stack).await?;
+    let first = a
+        .first()
+        .ok_or_else(|| anyhow::anyhow!("nothing audited"))?;
+    assert_eq!(first.state, ReplayState::Finished, "{a:?}");
+    assert_eq!(
+        first.edits.get(&entry_of(declined)).map(|e| &e.changes[..]),
+        Some(
+            &[Change::Changed {
+                path: "/payload/paymentToken".into(),
+                from: json!("tok_visa"),
+                to: json!("tok_chargeDeclined"),
+            }][..]
+        ),
+        "{a:?}"
     );
 
     // --edit runs $EDITOR on the value (here a sed script, as a user's editor would save).
@@ -500,14 +536,14 @@ async fn dead_letters_are_repaired_checked_recorded_and_a_cut_short_replay_resum
     .await?;
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     let done = stack.finished(edited, Duration::from_secs(60)).await?;
-    assert!(oms_tests::placed(&done), "{done}");
+    assert!(done.status.is_placed(), "{done:?}");
     let shown = tailed(&stack, "oms.payment.commands", edited).await?;
-    let replayed = shown.last().cloned().unwrap_or_default();
+    let replayed = shown.last();
     assert!(
-        replayed["value"]
-            .as_str()
+        replayed
+            .and_then(|r| r.value.as_deref())
             .is_some_and(|v| v.contains("tok_mastercard")),
-        "{replayed}"
+        "{replayed:?}"
     );
     // Sent again, it is a duplicate: predicted, and then the payment service changes nothing.
     let again = ["dlq", "replay", &entry_of(edited), "--force"];
@@ -517,8 +553,8 @@ async fn dead_letters_are_repaired_checked_recorded_and_a_cut_short_replay_resum
     )
     .await?;
     assert_eq!(code(&out), 0, "{}", stderr(&out));
-    let predicted = json_of(&out)?["plan"][0]["prediction"].clone();
-    assert_eq!(predicted["outcome"], "duplicate", "{predicted}");
+    let predicted = first_prediction(&out)?;
+    assert_eq!(predicted.outcome, Outcome::Duplicate, "{predicted:?}");
     let answers_before = tailed(&stack, "oms.payment.events", edited).await?.len();
     let out = run(omsctl(&stack)?, &[&again[..], &["--yes"]].concat()).await?;
     assert_eq!(code(&out), 0, "{}", stderr(&out));
@@ -552,34 +588,36 @@ async fn dead_letters_are_repaired_checked_recorded_and_a_cut_short_replay_resum
     // the entry is not counted as replayed, and --resume sends it under the same audit.
     let cut = "0199aaaa-0000-7000-8000-000000000001";
     let target = format!("{}oms.payment.commands", stack.topics().prefix());
-    let started = json!({
-        "auditId": cut, "phase": "started", "who": "crashed@host", "at": "2026-12-01T10:00:00Z",
-        "entries": [entry_of(resumed)], "targets": {entry_of(resumed): target}, "edits": {}, "force": false,
-    });
-    let line = json!({"key": cut, "headers": [], "value": started.to_string()}).to_string();
+    let started = AuditRecord {
+        audit_id: cut.to_owned(),
+        who: "crashed@host".to_owned(),
+        force: false,
+        phase: Phase::Started {
+            at: "2026-12-01T10:00:00Z".to_owned(),
+            entries: vec![entry_of(resumed)],
+            targets: [(entry_of(resumed), target)].into(),
+            edits: Default::default(),
+        },
+    };
+    let line =
+        json!({"key": cut, "headers": [], "value": serde_json::to_string(&started)?}).to_string();
     let out = run_with_input(omsctl(&stack)?, &["produce", "oms.dlq.audit"], &line).await?;
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     let a = audit(&stack).await?;
     let partial = a
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|r| r["auditId"] == cut)
-        .cloned()
-        .unwrap_or_default();
-    assert_eq!(partial["state"], "partial", "{a}");
+        .iter()
+        .find(|r| r.audit_id == cut)
+        .ok_or_else(|| anyhow::anyhow!("no replay {cut} in the audit: {a:?}"))?;
+    assert_eq!(partial.state, ReplayState::Partial, "{a:?}");
     let out = run(omsctl(&stack)?, &["dlq", "list", "-o", "json"]).await?;
-    let listed = json_of(&out)?;
+    let listed: Vec<EntryView> = json_of(&out)?;
     let row = listed
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|e| e["key"] == resumed.as_str())
-        .cloned()
-        .unwrap_or_default();
-    assert_eq!(
-        row["replayed"], false,
-        "started but never sent counts as replayed: {row}"
+        .iter()
+        .find(|e| e.key.as_deref() == Some(resumed.as_str()))
+        .ok_or_else(|| anyhow::anyhow!("no dead letter of {resumed}: {listed:?}"))?;
+    assert!(
+        !row.replayed,
+        "started but never sent counts as replayed: {row:?}"
     );
     // The dry run predicts what the resume does: the saga waits in AUTHORIZING, no payment
     // yet, so the authorize is handled and the order confirmed.
@@ -589,13 +627,11 @@ async fn dead_letters_are_repaired_checked_recorded_and_a_cut_short_replay_resum
     )
     .await?;
     assert_eq!(code(&out), 0, "{}", stderr(&out));
-    let predicted = json_of(&out)?["plan"][0]["prediction"].clone();
-    assert_eq!(predicted["outcome"], "handled", "{predicted}");
+    let predicted = first_prediction(&out)?;
+    assert_eq!(predicted.outcome, Outcome::Handled, "{predicted:?}");
     assert!(
-        predicted["detail"]
-            .as_str()
-            .is_some_and(|d| d.contains("AUTHORIZING -> CONFIRMED")),
-        "{predicted}"
+        predicted.detail.contains("AUTHORIZING -> CONFIRMED"),
+        "{predicted:?}"
     );
     let out = run(
         omsctl(&stack)?,
@@ -604,21 +640,14 @@ async fn dead_letters_are_repaired_checked_recorded_and_a_cut_short_replay_resum
     .await?;
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     let done = stack.finished(resumed, Duration::from_secs(60)).await?;
-    assert!(oms_tests::placed(&done), "{done}");
+    assert!(done.status.is_placed(), "{done:?}");
     let a = audit(&stack).await?;
     let finished = a
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|r| r["auditId"] == cut)
-        .cloned()
-        .unwrap_or_default();
-    assert_eq!(finished["state"], "finished", "{a}");
-    assert_eq!(
-        finished["sent"].as_array().map(Vec::len),
-        Some(1),
-        "{finished}"
-    );
+        .iter()
+        .find(|r| r.audit_id == cut)
+        .ok_or_else(|| anyhow::anyhow!("no replay {cut} in the audit: {a:?}"))?;
+    assert_eq!(finished.state, ReplayState::Finished, "{a:?}");
+    assert_eq!(finished.sent.len(), 1, "{finished:?}");
     let out = run(
         omsctl(&stack)?,
         &["dlq", "replay", "--resume", cut, "--yes"],
@@ -658,15 +687,20 @@ async fn dead_letters_are_repaired_checked_recorded_and_a_cut_short_replay_resum
     .await?;
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     let done = stack.finished(voided, Duration::from_secs(60)).await?;
-    assert_eq!(done["cancelReason"], "OPERATOR_CANCELLED", "{done}");
+    assert_eq!(
+        done.cancel_reason.as_deref(),
+        Some("OPERATOR_CANCELLED"),
+        "{done:?}"
+    );
+    // The order's payment, none while the payment service has none.
     let payment = || async {
-        let (status, p) = stack
-            .get_status(Service::Payment, &format!("/payments/{voided}"))
+        let answer = stack
+            .answer(routes::GET_PAYMENT, &[voided], &(), None)
             .await?;
-        anyhow::Ok((status == 200).then_some(p))
+        anyhow::Ok(answer.body.ok())
     };
     let before = eventually(Duration::from_secs(60), "the payment voided", || async {
-        Ok(payment().await?.filter(|p| p["status"] != "AUTHORIZED"))
+        Ok(payment().await?.filter(|p| p.status != "AUTHORIZED"))
     })
     .await?;
     let replay_voided = ["dlq", "replay", &entry_of(voided)];
@@ -675,8 +709,8 @@ async fn dead_letters_are_repaired_checked_recorded_and_a_cut_short_replay_resum
         &[&replay_voided[..], &["--dry-run", "-o", "json"]].concat(),
     )
     .await?;
-    let predicted = json_of(&out)?["plan"][0]["prediction"].clone();
-    assert_eq!(predicted["outcome"], "ignored", "{predicted}");
+    let predicted = first_prediction(&out)?;
+    assert_eq!(predicted.outcome, Outcome::Ignored, "{predicted:?}");
     let answers_before = tailed(&stack, "oms.payment.events", voided).await?.len();
     let out = run(omsctl(&stack)?, &[&replay_voided[..], &["--yes"]].concat()).await?;
     assert_eq!(code(&out), 0, "{}", stderr(&out));
@@ -704,14 +738,15 @@ async fn sagas_are_retried_and_cancelled_from_the_command_line() -> anyhow::Resu
         Duration::from_secs(60),
         "the saga to be AUTHORIZING",
         || async {
-            let saga = stack.get(Service::Saga, &format!("/sagas/{id}")).await?;
-            Ok((saga["state"] == "AUTHORIZING").then_some(()))
+            let saga = stack.read(routes::GET_SAGA, &[&id]).await?;
+            Ok((saga.state == SagaState::Authorizing).then_some(()))
         },
     )
     .await?;
     let out = run(omsctl(&stack)?, &["saga", "retry", &id, "-o", "json"]).await?;
     assert_eq!(code(&out), 0, "{}", stderr(&out));
-    assert_eq!(json_of(&out)?["sent"], json!(["payment.authorize"]));
+    let retried: SagaAction = json_of(&out)?;
+    assert_eq!(retried.sent, ["payment.authorize"], "{retried:?}");
     for (args, want, says) in [
         (vec!["saga", "cancel", &id, "--reason", " "], 2, "--reason"),
         (
@@ -734,7 +769,11 @@ async fn sagas_are_retried_and_cancelled_from_the_command_line() -> anyhow::Resu
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     assert!(stdout(&out).contains("done"), "{}", stdout(&out));
     let done = stack.finished(&id, Duration::from_secs(60)).await?;
-    assert_eq!(done["cancelReason"], "OPERATOR_CANCELLED", "{done}");
+    assert_eq!(
+        done.cancel_reason.as_deref(),
+        Some("OPERATOR_CANCELLED"),
+        "{done:?}"
+    );
     // Idempotent: asked again, nothing changes.
     let out = run(omsctl(&stack)?, &cancel).await?;
     assert_eq!(code(&out), 0, "{}", stderr(&out));
@@ -744,14 +783,15 @@ async fn sagas_are_retried_and_cancelled_from_the_command_line() -> anyhow::Resu
     assert_eq!(code(&out), 1);
     assert!(stderr(&out).contains("refused"), "{}", stderr(&out));
     let out = run(omsctl(&stack)?, &["saga", "show", &id, "-o", "json"]).await?;
-    let inputs: Vec<Value> = json_of(&out)?["steps"]
-        .as_array()
-        .into_iter()
+    let saga: SagaView = json_of(&out)?;
+    let inputs: Vec<&str> = saga
+        .steps
+        .iter()
         .flatten()
-        .map(|s| s["input"].clone())
+        .map(|s| s.input.as_str())
         .collect();
-    assert!(inputs.contains(&json!("operator.retry")), "{inputs:?}");
-    assert!(inputs.contains(&json!("operator.cancel")), "{inputs:?}");
+    assert!(inputs.contains(&"operator.retry"), "{inputs:?}");
+    assert!(inputs.contains(&"operator.cancel"), "{inputs:?}");
     stack.start_service(Service::Payment).await?;
     stack.shutdown().await
 }
@@ -780,10 +820,10 @@ async fn tail_filters_on_payload_fields_partitions_and_an_end() -> anyhow::Resul
     for id in confirmed.iter().chain([&declined]) {
         stack.finished(id, Duration::from_secs(60)).await?;
     }
-    let lines = |out: &Output| -> Vec<Value> {
+    let lines = |out: &Output| -> anyhow::Result<Vec<TailLine>> {
         stdout(out)
             .lines()
-            .filter_map(|l| serde_json::from_str(l).ok())
+            .map(|l| Ok(serde_json::from_str(l)?))
             .collect()
     };
     let out = tail_of(
@@ -792,9 +832,9 @@ async fn tail_filters_on_payload_fields_partitions_and_an_end() -> anyhow::Resul
     )
     .await?;
     assert_eq!(code(&out), 0, "{}", stderr(&out));
-    let got = lines(&out);
+    let got = lines(&out)?;
     assert_eq!(got.len(), 1, "{}", stdout(&out));
-    assert_eq!(got[0]["key"], declined.as_str());
+    assert_eq!(got[0].key.as_deref(), Some(declined.as_str()));
     let out = tail_of(
         &stack,
         &[
@@ -807,10 +847,8 @@ async fn tail_filters_on_payload_fields_partitions_and_an_end() -> anyhow::Resul
         ],
     )
     .await?;
-    let keys: std::collections::BTreeSet<String> = lines(&out)
-        .iter()
-        .filter_map(|l| l["key"].as_str().map(str::to_owned))
-        .collect();
+    let keys: std::collections::BTreeSet<String> =
+        lines(&out)?.into_iter().filter_map(|l| l.key).collect();
     assert_eq!(
         keys,
         confirmed.iter().cloned().collect(),

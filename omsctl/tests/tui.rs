@@ -4,6 +4,7 @@
 use std::process::Command;
 use std::time::Duration;
 
+use oms_contracts::routes;
 use oms_tests::stack::{Service, Stack, StackOptions};
 use oms_tests::{eventually, unique};
 use serde_json::json;
@@ -144,7 +145,7 @@ async fn the_dashboard_shows_live_counts_opens_help_and_quits_cleanly() -> anyho
     .await?;
 
     // A command: checked, asked, then run; "n" changes nothing, "y" does it.
-    let knobs = || async { stack.get(Service::Payment, "/gateway/faults").await };
+    let knobs = || async { stack.read(routes::GET_GATEWAY_FAULTS, &[]).await };
     let before = knobs().await?;
     let command = |keys: &'static str| {
         let name = name.clone();
@@ -180,7 +181,7 @@ async fn the_dashboard_shows_live_counts_opens_help_and_quits_cleanly() -> anyho
     eventually(
         Duration::from_secs(30),
         "the knob set from the dashboard",
-        || async { Ok((knobs().await?["errorRate"] == 0.5).then_some(())) },
+        || async { Ok((knobs().await?.error_rate == 0.5).then_some(())) },
     )
     .await?;
     command("chaos reset").await?;

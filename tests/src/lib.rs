@@ -23,18 +23,6 @@ use rdkafka::ClientConfig;
 use sqlx::PgPool;
 use uuid::Uuid;
 
-/// Whether an order (its JSON, as omsctl prints it) was placed and not undone: CONFIRMED,
-/// SHIPPED or DELIVERED. Fulfillment moves a confirmed order on within a second, so tests of the
-/// placement take any. (An [`oms_contracts::api::OrderView`] says it itself: `status.is_placed()`.)
-pub fn placed(order: &serde_json::Value) -> bool {
-    /// The one member read, typed by the contract (a missing or unknown status is not placed).
-    #[derive(serde::Deserialize)]
-    struct Status {
-        status: oms_contracts::api::OrderStatus,
-    }
-    serde_json::from_value::<Status>(order.clone()).is_ok_and(|o| o.status.is_placed())
-}
-
 /// The test cluster's server URL.
 pub fn database_url() -> DatabaseUrl {
     let url = std::env::var("OMS_TEST_DATABASE_URL")

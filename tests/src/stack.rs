@@ -593,11 +593,7 @@ impl Stack {
     }
 
     /// Waits until the order is no longer PENDING (placed or cancelled); returns it.
-    pub async fn finished_order(
-        &self,
-        order_id: &str,
-        within: Duration,
-    ) -> anyhow::Result<OrderView> {
+    pub async fn finished(&self, order_id: &str, within: Duration) -> anyhow::Result<OrderView> {
         eventually(within, &format!("order {order_id} to finish"), || async {
             let order = self.read(routes::GET_ORDER, &[order_id]).await?;
             Ok((order.status != OrderStatus::Pending).then_some(order))
@@ -606,11 +602,7 @@ impl Stack {
     }
 
     /// Waits until the order's life is over (DELIVERED or CANCELLED); returns it.
-    pub async fn settled_order(
-        &self,
-        order_id: &str,
-        within: Duration,
-    ) -> anyhow::Result<OrderView> {
+    pub async fn settled(&self, order_id: &str, within: Duration) -> anyhow::Result<OrderView> {
         eventually(within, &format!("order {order_id} to settle"), || async {
             let order = self.read(routes::GET_ORDER, &[order_id]).await?;
             Ok(order.status.is_final().then_some(order))
@@ -618,28 +610,9 @@ impl Stack {
         .await
     }
 
-    /// [`Stack::finished_order`] as JSON, for omsctl's tests, which still read it by key.
-    pub async fn finished(&self, order_id: &str, within: Duration) -> anyhow::Result<Value> {
-        Ok(serde_json::to_value(
-            self.finished_order(order_id, within).await?,
-        )?)
-    }
-
-    /// [`Stack::settled_order`] as JSON, for omsctl's tests, which still read it by key.
-    pub async fn settled(&self, order_id: &str, within: Duration) -> anyhow::Result<Value> {
-        Ok(serde_json::to_value(
-            self.settled_order(order_id, within).await?,
-        )?)
-    }
-
     /// One product of the catalog, with its stock.
-    pub async fn product_view(&self, id: &str) -> anyhow::Result<ProductView> {
+    pub async fn product(&self, id: &str) -> anyhow::Result<ProductView> {
         self.read(routes::GET_PRODUCT, &[id]).await
-    }
-
-    /// [`Stack::product_view`] as JSON, for omsctl's tests, which still read it by key.
-    pub async fn product(&self, id: &str) -> anyhow::Result<Value> {
-        Ok(serde_json::to_value(self.product_view(id).await?)?)
     }
 
     /// Sets a product's available stock; returns the product afterwards.

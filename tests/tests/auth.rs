@@ -300,10 +300,8 @@ async fn customers_see_and_place_only_their_own_orders() -> anyhow::Result<()> {
     // that is CONFIRMED goes on to be shipped and delivered meanwhile, each with its own
     // notification: the confirmations are counted, and every notification a customer sees must
     // be their own.
-    stack
-        .finished_order(&alices, Duration::from_secs(60))
-        .await?;
-    stack.finished_order(&bobs, Duration::from_secs(60)).await?;
+    stack.finished(&alices, Duration::from_secs(60)).await?;
+    stack.finished(&bobs, Duration::from_secs(60)).await?;
     let notifications = format!("{}/notifications", stack.url(Service::Notification)?);
     let seen_by = |token: String| {
         let http = http.clone();
@@ -358,7 +356,7 @@ async fn customers_see_and_place_only_their_own_orders() -> anyhow::Result<()> {
 
     // Customers and operators cannot move stock; admins can.
     let stock = format!("{}/products/mouse-01/stock", stack.url(Service::Inventory)?);
-    let before = stack.product_view("mouse-01").await?.available;
+    let before = stack.product("mouse-01").await?.available;
     for token in [&alice, &ops] {
         let a = send(
             http.put(&stock)
@@ -368,7 +366,7 @@ async fn customers_see_and_place_only_their_own_orders() -> anyhow::Result<()> {
         .await?;
         assert!(is_problem(&a, 403), "{a:?}");
     }
-    assert_eq!(stack.product_view("mouse-01").await?.available, before);
+    assert_eq!(stack.product("mouse-01").await?.available, before);
     let knobs = format!("{}/gateway/faults", stack.url(Service::Payment)?);
     let declining = GatewayKnobs {
         decline_rate: 1.0,

@@ -74,9 +74,9 @@ async fn steps(stack: &Stack, order_id: &str, input: &str) -> anyhow::Result<Vec
 async fn a_confirmed_order_is_picked_shipped_and_delivered_selling_its_stock_at_the_pick(
 ) -> anyhow::Result<()> {
     let stack = Stack::start(StackOptions::default()).await?;
-    let before = stack.product_view("mouse-01").await?;
+    let before = stack.product("mouse-01").await?;
     let id = stack.place(order("c-ship", 2, "DE")).await?;
-    let done = stack.settled_order(&id, SETTLE).await?;
+    let done = stack.settled(&id, SETTLE).await?;
     assert_eq!(done.status, OrderStatus::Delivered, "{done:?}");
     for (at, when) in [
         ("pickedAt", done.picked_at),
@@ -112,7 +112,7 @@ async fn a_confirmed_order_is_picked_shipped_and_delivered_selling_its_stock_at_
     // Sold at the pick: nothing left reserved for it, two more sold, charged once.
     let reservation = stack.read(routes::GET_RESERVATION, &[&id]).await?;
     assert_eq!(reservation.status, "COMMITTED");
-    let after = stack.product_view("mouse-01").await?;
+    let after = stack.product("mouse-01").await?;
     assert_eq!(after.sold, before.sold + 2);
     let payment = stack.read(routes::GET_PAYMENT, &[&id]).await?;
     assert_eq!(payment.status, "AUTHORIZED");
@@ -144,9 +144,9 @@ async fn a_confirmed_order_is_picked_shipped_and_delivered_selling_its_stock_at_
 async fn a_carrier_refusal_refunds_the_payment_releases_the_stock_and_cancels() -> anyhow::Result<()>
 {
     let stack = Stack::start(StackOptions::default()).await?;
-    let before = stack.product_view("mouse-01").await?;
+    let before = stack.product("mouse-01").await?;
     let id = stack.place(order("c-far", 1, "XX")).await?;
-    let done = stack.settled_order(&id, SETTLE).await?;
+    let done = stack.settled(&id, SETTLE).await?;
     assert_eq!(done.status, OrderStatus::Cancelled, "{done:?}");
     assert_eq!(done.cancel_reason.as_deref(), Some("FULFILLMENT_FAILED"));
     assert!(
@@ -165,7 +165,7 @@ async fn a_carrier_refusal_refunds_the_payment_releases_the_stock_and_cancels() 
     assert_eq!(payment.refund_reason.as_deref(), Some("FULFILLMENT_FAILED"));
     let reservation = stack.read(routes::GET_RESERVATION, &[&id]).await?;
     assert_eq!(reservation.status, "RELEASED");
-    let after = stack.product_view("mouse-01").await?;
+    let after = stack.product("mouse-01").await?;
     assert_eq!(after.available, before.available);
     assert_eq!(after.sold, before.sold);
     let notified = eventually(Duration::from_secs(30), "two notifications", || async {
@@ -185,10 +185,10 @@ async fn a_customer_cancels_before_the_pick_and_is_refunded_once() -> anyhow::Re
     let me = stack.token("c-cancel", Role::Customer, 600)?;
     let other = stack.token("c-other", Role::Customer, 600)?;
     let operator = stack.token("ops", Role::Operator, 600)?;
-    let before = stack.product_view("mouse-01").await?;
+    let before = stack.product("mouse-01").await?;
 
     let id = stack.place(order("c-cancel", 1, "DE")).await?;
-    let confirmed = stack.finished_order(&id, SETTLE).await?;
+    let confirmed = stack.finished(&id, SETTLE).await?;
     assert_eq!(confirmed.status, OrderStatus::Confirmed, "{confirmed:?}");
 
     // Not yours: as absent as a missing order. Operators read only.
@@ -207,7 +207,7 @@ async fn a_customer_cancels_before_the_pick_and_is_refunded_once() -> anyhow::Re
         "repeated cancel answered {again}"
     );
 
-    let done = stack.settled_order(&id, SETTLE).await?;
+    let done = stack.settled(&id, SETTLE).await?;
     assert_eq!(done.status, OrderStatus::Cancelled, "{done:?}");
     assert_eq!(done.cancel_reason.as_deref(), Some("CUSTOMER_CANCELLED"));
     let a = cancel(&stack, &id, &me).await?;
@@ -222,7 +222,7 @@ async fn a_customer_cancels_before_the_pick_and_is_refunded_once() -> anyhow::Re
     assert_eq!(payment.refund_reason.as_deref(), Some("CUSTOMER_CANCELLED"));
     let reservation = stack.read(routes::GET_RESERVATION, &[&id]).await?;
     assert_eq!(reservation.status, "RELEASED");
-    assert_eq!(stack.product_view("mouse-01").await?.sold, before.sold);
+    assert_eq!(stack.product("mouse-01").await?.sold, before.sold);
     // One request reached the saga, refunded once.
     let requested = steps(&stack, &id, "order.cancel-requested").await?;
     assert_eq!(requested.len(), 1, "{requested:?}");
@@ -246,7 +246,7 @@ async fn a_customer_cancels_before_the_pick_and_is_refunded_once() -> anyhow::Re
     let early = stack.place(order("c-cancel", 1, "DE")).await?;
     let a = cancel(&stack, &early, &me).await?;
     assert_eq!(a.status, 202, "{a:?}");
-    let done = stack.settled_order(&early, SETTLE).await?;
+    let done = stack.settled(&early, SETTLE).await?;
     assert_eq!(done.status, OrderStatus::Cancelled, "{done:?}");
     assert_eq!(done.cancel_reason.as_deref(), Some("CUSTOMER_CANCELLED"));
     let reservation = stack.read(routes::GET_RESERVATION, &[&early]).await?;
@@ -277,7 +277,7 @@ async fn a_cancellation_after_the_pick_is_refused_and_the_order_is_delivered() -
                 .any(|w| detail.contains(w)),
         "{problem:?} (order was {picked:?})"
     );
-    let done = stack.settled_order(&id, SETTLE).await?;
+    let done = stack.settled(&id, SETTLE).await?;
     assert_eq!(done.status, OrderStatus::Delivered, "{done:?}");
     assert!(
         done.cancel_requested_at.is_none(),
@@ -293,7 +293,7 @@ async fn duplicate_and_reordered_carrier_facts_change_nothing() -> anyhow::Resul
     let stack = Stack::start(StackOptions::default()).await?;
     let me = stack.token("c-dup", Role::Customer, 600)?;
     let delivered = stack.place(order("c-dup", 1, "DE")).await?;
-    let done = stack.settled_order(&delivered, SETTLE).await?;
+    let done = stack.settled(&delivered, SETTLE).await?;
     assert_eq!(done.status, OrderStatus::Delivered, "{done:?}");
     let shipment_id = stack
         .read(routes::GET_SHIPMENT, &[&delivered])
@@ -302,15 +302,15 @@ async fn duplicate_and_reordered_carrier_facts_change_nothing() -> anyhow::Resul
     // And one cancelled before its pick.
     stack.set_carrier_faults(slow_carrier(20_000)).await?;
     let cancelled = stack.place(order("c-dup", 1, "DE")).await?;
-    stack.finished_order(&cancelled, SETTLE).await?;
+    stack.finished(&cancelled, SETTLE).await?;
     let a = cancel(&stack, &cancelled, &me).await?;
     assert_eq!(a.status, 202, "{a:?}");
     assert_eq!(
-        stack.settled_order(&cancelled, SETTLE).await?.status,
+        stack.settled(&cancelled, SETTLE).await?.status,
         OrderStatus::Cancelled
     );
     stack.set_carrier_faults(CarrierKnobs::default()).await?;
-    let product = stack.product_view("mouse-01").await?;
+    let product = stack.product("mouse-01").await?;
     let kinds_before = kinds(&stack, &delivered).await?;
 
     // Replayed facts, out of order: delivered again, then shipped and picked after it; and a
@@ -386,7 +386,7 @@ async fn duplicate_and_reordered_carrier_facts_change_nothing() -> anyhow::Resul
     );
     let payment = stack.read(routes::GET_PAYMENT, &[&cancelled]).await?;
     assert_eq!(payment.status, "REFUNDED");
-    assert_eq!(stack.product_view("mouse-01").await?.sold, product.sold);
+    assert_eq!(stack.product("mouse-01").await?.sold, product.sold);
     let reservation = stack.read(routes::GET_RESERVATION, &[&cancelled]).await?;
     assert_eq!(reservation.status, "RELEASED");
     let shipment = stack.read(routes::GET_SHIPMENT, &[&cancelled]).await?;
@@ -409,7 +409,7 @@ async fn the_carrier_wakes_for_a_new_shipment_and_for_each_step_falling_due() ->
     .await?;
     for _ in 0..2 {
         let id = stack.place(order("carol", 1, "DE")).await?;
-        let done = stack.settled_order(&id, SETTLE).await?;
+        let done = stack.settled(&id, SETTLE).await?;
         assert_eq!(done.status, OrderStatus::Delivered, "{done:?}");
         let shipment = stack.read(routes::GET_SHIPMENT, &[&id]).await?;
         assert_eq!(shipment.status, ShipmentStatus::Delivered, "{shipment:?}");
@@ -425,7 +425,7 @@ async fn every_service_prunes_its_inbox_past_the_retention() -> anyhow::Result<(
     })
     .await?;
     let id = stack.place(order("dave", 1, "DE")).await?;
-    let done = stack.settled_order(&id, SETTLE).await?;
+    let done = stack.settled(&id, SETTLE).await?;
     assert_eq!(done.status, OrderStatus::Delivered, "{done:?}");
     for service in Service::all() {
         let pool = stack.pool(service).await?;

@@ -225,7 +225,7 @@ fn kcat_header_names(line: &KcatLine) -> Vec<String> {
 async fn standard_tools_read_the_oms_topics() -> anyhow::Result<()> {
     let stack = Stack::start(StackOptions::default()).await?;
     let id = stack.place(order("kcat-reader")).await?;
-    let done = stack.settled_order(&id, DELIVERED).await?;
+    let done = stack.settled(&id, DELIVERED).await?;
     assert_eq!(done.status, OrderStatus::Delivered, "{done:?}");
     let topic = stack.topics().name(oms_contracts::topics::ORDER_EVENTS);
 
@@ -295,7 +295,7 @@ async fn the_saga_runs_over_sasl_ssl_with_each_service_held_to_its_acls() -> any
     })
     .await?;
     let id = stack.place(order("secure-customer")).await?;
-    let done = stack.settled_order(&id, DELIVERED).await?;
+    let done = stack.settled(&id, DELIVERED).await?;
     assert_eq!(
         done.status,
         OrderStatus::Delivered,

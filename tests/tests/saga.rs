@@ -76,10 +76,10 @@ fn path_of(saga: &SagaView) -> Vec<&str> {
 async fn happy_path_confirms_sells_the_stock_charges_once_and_notifies_once() -> anyhow::Result<()>
 {
     let stack = Stack::start(StackOptions::default()).await?;
-    let before = stack.product_view("mouse-01").await?;
+    let before = stack.product("mouse-01").await?;
 
     let id = stack.place(order("mouse-01", 2, "tok_visa")).await?;
-    let done = stack.finished_order(&id, FINISH).await?;
+    let done = stack.finished(&id, FINISH).await?;
     assert!(done.status.is_placed(), "{done:?}");
     assert_eq!(
         done.total,
@@ -96,7 +96,7 @@ async fn happy_path_confirms_sells_the_stock_charges_once_and_notifies_once() ->
 
     // Stock moved from reserved to sold once the confirmation reached inventory.
     let after = eventually(Duration::from_secs(30), "stock to be sold", || async {
-        let p = stack.product_view("mouse-01").await?;
+        let p = stack.product("mouse-01").await?;
         Ok((p.sold == 2).then_some(p))
     })
     .await?;
@@ -121,7 +121,7 @@ async fn happy_path_confirms_sells_the_stock_charges_once_and_notifies_once() ->
         "{path:?}"
     );
     // Then fulfillment: picked, shipped, delivered.
-    let delivered = stack.settled_order(&id, FINISH).await?;
+    let delivered = stack.settled(&id, FINISH).await?;
     assert_eq!(delivered.status, OrderStatus::Delivered, "{delivered:?}");
     let saga = stack.read(routes::GET_SAGA, &[&id]).await?;
     assert_eq!(
@@ -153,10 +153,10 @@ async fn out_of_stock_and_unknown_products_cancel_without_charging_or_moving_sto
 ) -> anyhow::Result<()> {
     let stack = Stack::start(StackOptions::default()).await?;
     stack.set_stock("monitor-27", 1).await?;
-    let before = stack.product_view("monitor-27").await?;
+    let before = stack.product("monitor-27").await?;
 
     let id = stack.place(order("monitor-27", 2, "tok_visa")).await?;
-    let done = stack.finished_order(&id, FINISH).await?;
+    let done = stack.finished(&id, FINISH).await?;
     assert_eq!(done.status, OrderStatus::Cancelled, "{done:?}");
     assert_eq!(done.cancel_reason.as_deref(), Some("OUT_OF_STOCK"));
     assert!(
@@ -170,13 +170,13 @@ async fn out_of_stock_and_unknown_products_cancel_without_charging_or_moving_sto
         payment.status, 404,
         "a payment exists for an out-of-stock order: {payment:?}"
     );
-    let after = stack.product_view("monitor-27").await?;
+    let after = stack.product("monitor-27").await?;
     assert_eq!(stock(&after), stock(&before), "stock moved");
     let n = one_notification(&stack, &id, "ORDER_CANCELLED").await?;
     assert_eq!(n.reason.as_deref(), Some("OUT_OF_STOCK"));
 
     let id = stack.place(order("no-such-thing", 1, "tok_visa")).await?;
-    let done = stack.finished_order(&id, FINISH).await?;
+    let done = stack.finished(&id, FINISH).await?;
     assert_eq!(
         done.cancel_reason.as_deref(),
         Some("UNKNOWN_PRODUCT"),
@@ -188,12 +188,12 @@ async fn out_of_stock_and_unknown_products_cancel_without_charging_or_moving_sto
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_declined_card_releases_the_reservation_and_cancels() -> anyhow::Result<()> {
     let stack = Stack::start(StackOptions::default()).await?;
-    let before = stack.product_view("hub-01").await?;
+    let before = stack.product("hub-01").await?;
 
     let id = stack
         .place(order("hub-01", 3, "tok_chargeDeclined"))
         .await?;
-    let done = stack.finished_order(&id, FINISH).await?;
+    let done = stack.finished(&id, FINISH).await?;
     assert_eq!(done.status, OrderStatus::Cancelled, "{done:?}");
     assert_eq!(done.cancel_reason.as_deref(), Some("PAYMENT_DECLINED"));
     assert_eq!(
@@ -201,7 +201,7 @@ async fn a_declined_card_releases_the_reservation_and_cancels() -> anyhow::Resul
         Some("payment declined: CARD_DECLINED")
     );
 
-    let after = stack.product_view("hub-01").await?;
+    let after = stack.product("hub-01").await?;
     assert_eq!(
         stock(&after),
         stock(&before),
@@ -216,7 +216,7 @@ async fn a_declined_card_releases_the_reservation_and_cancels() -> anyhow::Resul
     let id = stack
         .place(order("hub-01", 1, "tok_insufficientFunds"))
         .await?;
-    let done = stack.finished_order(&id, FINISH).await?;
+    let done = stack.finished(&id, FINISH).await?;
     assert_eq!(
         done.cancel_detail.as_deref(),
         Some("payment declined: INSUFFICIENT_FUNDS")
@@ -333,7 +333,7 @@ async fn forged_authorizations_are_dead_lettered_and_confirm_nothing() -> anyhow
 
     // The real answer still confirms it, at the order's own total.
     stack.start_service(Service::Payment).await?;
-    let done = stack.finished_order(&id, FINISH).await?;
+    let done = stack.finished(&id, FINISH).await?;
     assert_eq!(done.status, OrderStatus::Confirmed, "{done:?}");
     assert_eq!(done.total.map(|t| t.amount_minor), Some(asked), "{done:?}");
     stack.shutdown().await
@@ -343,13 +343,13 @@ async fn forged_authorizations_are_dead_lettered_and_confirm_nothing() -> anyhow
 async fn with_payment_down_the_saga_times_out_releases_stock_and_the_late_charge_is_undone(
 ) -> anyhow::Result<()> {
     let mut stack = with_payment_down(Duration::from_secs(3)).await?;
-    let before = stack.product_view("stand-01").await?;
+    let before = stack.product("stand-01").await?;
 
     let id = stack.place(order("stand-01", 4, "tok_visa")).await?;
-    let done = stack.finished_order(&id, FINISH).await?;
+    let done = stack.finished(&id, FINISH).await?;
     assert_eq!(done.status, OrderStatus::Cancelled, "{done:?}");
     assert_eq!(done.cancel_reason.as_deref(), Some("TIMEOUT"));
-    let after = stack.product_view("stand-01").await?;
+    let after = stack.product("stand-01").await?;
     assert_eq!(after.available, before.available, "stock not released");
     assert_eq!(after.reserved, 0);
     let saga = saga_of(&stack, &id).await?;
@@ -371,9 +371,9 @@ async fn an_expired_reservation_is_reported_and_the_order_times_out() -> anyhow:
     })
     .await?;
     stack.stop_service(Service::Payment).await?;
-    let before = stack.product_view("keyboard-01").await?;
+    let before = stack.product("keyboard-01").await?;
     let id = stack.place(order("keyboard-01", 1, "tok_visa")).await?;
-    let done = stack.finished_order(&id, FINISH).await?;
+    let done = stack.finished(&id, FINISH).await?;
     assert_eq!(done.cancel_reason.as_deref(), Some("TIMEOUT"), "{done:?}");
     assert!(
         done.cancel_detail
@@ -384,7 +384,7 @@ async fn an_expired_reservation_is_reported_and_the_order_times_out() -> anyhow:
     let reservation = stack.read(routes::GET_RESERVATION, &[&id]).await?;
     assert_eq!(reservation.status, "EXPIRED");
     assert_eq!(
-        stack.product_view("keyboard-01").await?.available,
+        stack.product("keyboard-01").await?.available,
         before.available
     );
     stack.shutdown().await
@@ -583,7 +583,7 @@ async fn bad_requests_get_the_error_body_and_change_nothing() -> anyhow::Result<
 
     // Payments page the same way (by order id, newest first), so a reader can see them all.
     for id in &placed {
-        stack.finished_order(id, FINISH).await?;
+        stack.finished(id, FINISH).await?;
     }
     let page1 = stack
         .read_query(routes::LIST_PAYMENTS, &[], &[("limit", "2")])
@@ -650,7 +650,7 @@ async fn every_message_delivered_twice_changes_nothing() -> anyhow::Result<()> {
         stack.place(order("monitor-27", 999, "tok_visa")).await?,
     ];
     for id in &ids {
-        stack.settled_order(id, FINISH).await?;
+        stack.settled(id, FINISH).await?;
     }
     let topics = stack.topics();
     let all: Vec<String> = oms_contracts::topics::ALL
@@ -771,7 +771,7 @@ async fn fifty_buyers_for_ten_items_confirm_exactly_ten() -> anyhow::Result<()> 
     let ids: Vec<String> = placed.into_iter().collect::<anyhow::Result<_>>()?;
     let mut confirmed = 0;
     for id in &ids {
-        let done = stack.finished_order(id, FINISH).await?;
+        let done = stack.finished(id, FINISH).await?;
         if done.status.is_placed() {
             confirmed += 1;
         } else {
@@ -784,7 +784,7 @@ async fn fifty_buyers_for_ten_items_confirm_exactly_ten() -> anyhow::Result<()> 
     }
     assert_eq!(confirmed, 10);
     let p = eventually(Duration::from_secs(30), "all ten sold", || async {
-        let p = stack.product_view("keyboard-01").await?;
+        let p = stack.product("keyboard-01").await?;
         Ok((p.sold == 10).then_some(p))
     })
     .await?;
@@ -893,7 +893,7 @@ fn steps_with<'a>(saga: &'a SagaView, input: &str) -> Vec<&'a SagaStep> {
 async fn operators_retry_a_stuck_step_and_cancel_with_compensation_recorded_as_steps(
 ) -> anyhow::Result<()> {
     let mut stack = Stack::start(StackOptions::default()).await?;
-    let before = stack.product_view("stand-01").await?;
+    let before = stack.product("stand-01").await?;
     stack.stop_service(Service::Payment).await?;
     let retried = stack.place(order("stand-01", 1, "tok_visa")).await?;
     let cancelled = stack.place(order("stand-01", 2, "tok_visa")).await?;
@@ -921,7 +921,7 @@ async fn operators_retry_a_stuck_step_and_cancel_with_compensation_recorded_as_s
     let action = answer.ok()?;
     assert!(action.applied, "{action:?}");
     assert_eq!(action.sent, ["payment.refund", "inventory.release"]);
-    let done = stack.finished_order(&cancelled, FINISH).await?;
+    let done = stack.finished(&cancelled, FINISH).await?;
     assert_eq!(done.status, OrderStatus::Cancelled, "{done:?}");
     assert_eq!(
         done.cancel_reason.as_deref(),
@@ -981,7 +981,7 @@ async fn operators_retry_a_stuck_step_and_cancel_with_compensation_recorded_as_s
     // Payment back: both authorizations of the retried order are answered with one charge;
     // the cancelled order's late charge is undone.
     stack.start_service(Service::Payment).await?;
-    let done = stack.finished_order(&retried, FINISH).await?;
+    let done = stack.finished(&retried, FINISH).await?;
     assert!(done.status.is_placed(), "{done:?}");
     charge_undone(&stack, &cancelled).await?;
     let saga = saga_of(&stack, &retried).await?;
@@ -996,12 +996,12 @@ async fn operators_retry_a_stuck_step_and_cancel_with_compensation_recorded_as_s
         "{saga:?}"
     );
     // Finished sagas: retry is a conflict, and so is cancelling a confirmed order.
-    stack.settled_order(&retried, FINISH).await?;
+    stack.settled(&retried, FINISH).await?;
     for route in [retry, cancel_route] {
         let (status, text) = stack.call_raw(route, &[&retried], &cancel, None).await?;
         assert_eq!(status, 409, "{route}: {text}");
     }
-    let after = stack.product_view("stand-01").await?;
+    let after = stack.product("stand-01").await?;
     assert_eq!(
         after.available,
         before.available - 1,
@@ -1034,7 +1034,7 @@ async fn through_a_broker_outage(budget: Duration) -> anyhow::Result<(OrderView,
     .await?;
     broker.start_again().await?;
     stack.start_service(Service::Payment).await?;
-    let done = stack.finished_order(&id, FINISH).await?;
+    let done = stack.finished(&id, FINISH).await?;
     let saga = saga_of(&stack, &id).await?;
     stack.shutdown().await?;
     Ok((done, saga))

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use assert_cmd::Command;
 use oms_tests::stack::Stack;
-use serde_json::Value;
+use serde::de::DeserializeOwned;
 
 /// omsctl with a clean environment (no config file, state directory or home of the user's),
 /// pointed at `stack` when given.
@@ -41,8 +41,10 @@ pub async fn run_with_input(
     Ok(tokio::task::spawn_blocking(move || cmd.output()).await??)
 }
 
-/// Standard output as JSON; the error shows both streams.
-pub fn json_of(out: &Output) -> anyhow::Result<Value> {
+/// Standard output (one JSON document) as `T`: the library's report type or the contract type
+/// omsctl printed, so a field it lacks or names differently fails here; `Value` only where no
+/// such type exists. The error shows both streams.
+pub fn json_of<T: DeserializeOwned>(out: &Output) -> anyhow::Result<T> {
     serde_json::from_slice(&out.stdout).map_err(|e| {
         anyhow::anyhow!(
             "stdout is not JSON ({e}): {}\nstderr: {}",
