@@ -17,6 +17,7 @@ use oms_ops::dlq::audit::{Replay, ReplayState};
 use oms_ops::dlq::entry::EntryView;
 use oms_ops::dlq::replay::PlanReport;
 use oms_ops::dlq::view::Shown;
+use oms_ops::drill::report::Report as DrillReport;
 use oms_ops::drill::view::{DrillRow, PlanView};
 use oms_ops::place::LoadSummary;
 use oms_ops::status::StackStatus;
@@ -892,16 +893,12 @@ async fn in_stack(with_stack: &dyn Fn(&mut Command), args: &[&str]) -> anyhow::R
     run(cmd, args).await
 }
 
-/// Runs one drill in its short form, which must exit 0, and returns its JSON report.
-///
-/// Raw: `oms_ops::drill::report::Report` (and its `Orders`, `Activity`, `Takeover` and
-/// `Failover`) derive only `Serialize` (`Activity`'s `phase` and `status` are `&'static str`),
-/// so the report cannot be read back as its type; its keys are read as written.
+/// Runs one drill in its short form, which must exit 0, and returns its report (`--report`).
 async fn short_drill_report(
     with_stack: &dyn Fn(&mut Command),
     dir: &std::path::Path,
     drill: &str,
-) -> anyhow::Result<Value> {
+) -> anyhow::Result<DrillReport> {
     let report = dir.join(format!("{drill}.json"));
     let report_arg = report.display().to_string();
     let out = in_stack(
@@ -1229,23 +1226,19 @@ async fn replicas_on_the_process_stack(
     }
 
     let doc = short_drill_report(with_stack, dir, "replica-failover").await?;
-    assert_eq!(doc["held"], true, "{doc}");
-    assert_eq!(doc["orders"]["lost"], 0, "{doc}");
-    let takeovers = doc["takeovers"].as_array().cloned().unwrap_or_default();
-    let killed: Vec<&str> = takeovers
-        .iter()
-        .filter_map(|t| t["replica"].as_str())
-        .collect();
-    assert_eq!(killed, ["saga-1", "saga-2", "payment-1"], "{doc}");
-    for t in &takeovers {
-        assert!(t["groupSeconds"].as_f64().is_some_and(|s| s > 0.0), "{t}");
+    assert!(doc.held, "{doc:?}");
+    assert_eq!(doc.orders.lost, 0, "{doc:?}");
+    let killed: Vec<&str> = doc.takeovers.iter().map(|t| t.replica.as_str()).collect();
+    assert_eq!(killed, ["saga-1", "saga-2", "payment-1"], "{doc:?}");
+    for t in &doc.takeovers {
+        assert!(t.group_seconds.is_some_and(|s| s > 0.0), "{t:?}");
     }
     // saga-1 and saga-2 died in turn: whichever led the relay, a leader died and was replaced.
     assert!(
-        takeovers
+        doc.takeovers
             .iter()
-            .any(|t| t["wasRelayLeader"] == true && t["relaySeconds"].as_f64().is_some()),
-        "{doc}"
+            .any(|t| t.was_relay_leader && t.relay_seconds.is_some()),
+        "{doc:?}"
     );
 
     let mut cmd = omsctl(None)?;
@@ -1331,26 +1324,25 @@ async fn brokers_on_the_process_stack(
         .filter(|c| c.starts_with("broker"))
         .collect();
     assert_eq!(brokers, ["broker-1", "broker-2", "broker-3"], "{status:?}");
-    // Each service connected as its own user: no authentication failed in any log.
+    // Each service connected as its own user: no authentication failed in any log. librdkafka
+    // also names a connection to a node that is still starting a "SASL authentication error"
+    // ("... Local: Broker transport failure"): that one is no verdict on the credentials.
     let out = in_stack(with_stack, &["stack", "logs"]).await?;
-    assert!(
-        !stdout(&out).contains("SASL authentication error"),
-        "{}",
-        stdout(&out)
-    );
+    let refused: Vec<String> = stdout(&out)
+        .lines()
+        .filter(|l| l.contains("SASL authentication error") && !l.contains("transport failure"))
+        .map(str::to_owned)
+        .collect();
+    assert!(refused.is_empty(), "{refused:#?}");
 
     let doc = short_drill_report(with_stack, dir, "broker-failover").await?;
-    assert_eq!(doc["held"], true, "{doc}");
-    assert_eq!(doc["orders"]["lost"], 0, "{doc}");
-    let failovers = doc["failovers"].as_array().cloned().unwrap_or_default();
-    assert_eq!(failovers.len(), 1, "{doc}");
-    let f = &failovers[0];
-    assert!(f["ledBefore"].as_u64().unwrap_or(0) > 0, "{f}");
-    assert!(
-        f["electionSeconds"].as_f64().is_some_and(|s| s > 0.0),
-        "{f}"
-    );
-    assert!(f["backAt"].is_string(), "{f}");
+    assert!(doc.held, "{doc:?}");
+    assert_eq!(doc.orders.lost, 0, "{doc:?}");
+    assert_eq!(doc.failovers.len(), 1, "{doc:?}");
+    let f = &doc.failovers[0];
+    assert!(f.led_before > 0, "{f:?}");
+    assert!(f.election_seconds.is_some_and(|s| s > 0.0), "{f:?}");
+    assert!(f.back_at.is_some(), "{f:?}");
 
     // Back to plain: refused while anything runs secured; after `down` the stack comes up
     // plain and is reached without the secured stack's user.
@@ -1412,29 +1404,34 @@ async fn drills_on_the_process_stack(
             continue;
         }
         let doc = short_drill_report(with_stack, dir, name).await?;
-        assert_eq!(doc["held"], true, "{doc}");
-        assert_eq!(doc["orders"]["lost"], 0, "{doc}");
+        assert!(doc.held, "{doc:?}");
+        assert_eq!(doc.orders.lost, 0, "{doc:?}");
+        let orders = &doc.orders;
         if name == "customer-cancel-race" {
             // Both ends were reached: some delivered, some cancelled by their customer.
-            let orders = &doc["orders"];
-            assert!(orders["delivered"].as_u64().unwrap_or(0) > 0, "{orders}");
+            assert!(orders.delivered > 0, "{orders:?}");
             assert!(
-                orders["cancelled"]["CUSTOMER_CANCELLED"]
-                    .as_u64()
-                    .unwrap_or(0)
-                    > 0,
-                "{orders}"
+                orders
+                    .cancelled
+                    .get("CUSTOMER_CANCELLED")
+                    .is_some_and(|n| *n > 0),
+                "{orders:?}"
             );
-            assert!(orders["cancelRequests"]["accepted"].as_u64().unwrap_or(0) > 0);
+            assert!(
+                orders
+                    .cancel_requests
+                    .get("accepted")
+                    .is_some_and(|n| *n > 0),
+                "{orders:?}"
+            );
         }
         if name == "carrier-outage" {
-            let orders = &doc["orders"];
-            assert_eq!(orders["delivered"], orders["created"], "{orders}");
+            assert_eq!(orders.delivered as usize, orders.created, "{orders:?}");
         }
-        assert!(doc["orders"]["created"].as_u64().unwrap_or(0) > 0, "{doc}");
+        assert!(orders.created > 0, "{doc:?}");
         // The journal: every activity with its phase, times and status, in order.
-        let journal = doc["journal"].as_array().cloned().unwrap_or_default();
-        let phases: Vec<&str> = journal.iter().filter_map(|a| a["phase"].as_str()).collect();
+        let journal = &doc.journal;
+        let phases: Vec<&str> = journal.iter().map(|a| a.phase.as_str()).collect();
         assert_eq!(
             phases.first(),
             Some(&"steady-state-before"),
@@ -1447,7 +1444,7 @@ async fn drills_on_the_process_stack(
         assert!(
             journal
                 .iter()
-                .all(|a| a["status"] == "succeeded" && a["start"].as_str() <= a["end"].as_str()),
+                .all(|a| a.status == "succeeded" && a.start <= a.end),
             "{name}: {journal:?}"
         );
     }
@@ -1503,18 +1500,11 @@ async fn drills_on_the_process_stack(
     )
     .await?;
     assert_eq!(code(&out), 0, "{}", stderr(&out));
-    // Raw: the drill report has no `Deserialize` (see `short_drill_report`).
-    let doc: Value = serde_json::from_slice(&std::fs::read(&report)?)?;
-    let probes: Vec<Value> = doc["journal"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|a| a["phase"] == "method")
-        .cloned()
-        .collect();
-    assert_eq!(probes.len(), 2, "{doc}");
-    assert_eq!(probes[0]["activity"], "probe p99<60s");
-    assert_eq!(probes[0]["status"], "succeeded", "{doc}");
+    let doc: DrillReport = serde_json::from_slice(&std::fs::read(&report)?)?;
+    let probes: Vec<_> = doc.journal.iter().filter(|a| a.phase == "method").collect();
+    assert_eq!(probes.len(), 2, "{doc:?}");
+    assert_eq!(probes[0].activity, "probe p99<60s");
+    assert_eq!(probes[0].status, "succeeded", "{doc:?}");
 
     let failing = dir.join("too-hopeful.toml");
     std::fs::write(

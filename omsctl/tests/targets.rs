@@ -9,9 +9,9 @@ use std::time::Duration;
 
 use assert_cmd::Command;
 use oms_ops::chaos::Recorded;
+use oms_ops::context::ContextRow;
 use oms_ops::ctx::{ContextView, TargetView};
 use serde::de::DeserializeOwned;
-use serde_json::Value;
 
 /// A private home for omsctl: config and state directories, and a bin directory of stand-ins.
 struct Home {
@@ -141,20 +141,10 @@ brokers = "127.0.0.1:29092"
 #[test]
 fn contexts_are_listed_switched_and_shown_without_their_secrets() -> anyhow::Result<()> {
     let home = Home::new(CONFIG)?;
-    // Raw: `context list` prints omsctl's own `ContextRow` (cmd/context.rs, in the binary, out
-    // of the tests' reach); no library type describes it, so its keys are read as printed.
-    let list: Value = json(&home.omsctl(&["context", "list", "-o", "json"])?)?;
+    let list: Vec<ContextRow> = json(&home.omsctl(&["context", "list", "-o", "json"])?)?;
     let names: Vec<(&str, &str, bool)> = list
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|c| {
-            (
-                c["name"].as_str().unwrap_or_default(),
-                c["target"].as_str().unwrap_or_default(),
-                c["current"] == true,
-            )
-        })
+        .iter()
+        .map(|c| (c.name.as_str(), c.target.as_str(), c.current))
         .collect();
     assert_eq!(
         names,

@@ -349,6 +349,34 @@ pub fn resolve(file: &FileConfig, wanted: Option<&str>) -> Result<Resolved, Fail
     })
 }
 
+/// A context of `context list`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ContextRow {
+    /// Its name.
+    pub name: String,
+    /// It is the one in use.
+    pub current: bool,
+    /// `local`, `compose` or `kubernetes`.
+    pub target: String,
+    /// Its bootstrap servers, when it names them.
+    pub brokers: Option<String>,
+}
+
+/// Every context of `file` with its target and brokers; `current` is marked.
+pub fn list(file: &FileConfig, current: &str) -> Result<Vec<ContextRow>, Failure> {
+    let mut rows = Vec::new();
+    for name in names(file) {
+        let r = resolve(file, Some(&name))?;
+        rows.push(ContextRow {
+            current: name == current,
+            target: r.target.kind().name().to_owned(),
+            brokers: r.config.brokers.clone(),
+            name,
+        });
+    }
+    Ok(rows)
+}
+
 /// Sets `current-context` in the config file at `path`, keeping the rest of it (comments too);
 /// creates the file when there is none.
 pub fn set_current(path: &Path, name: &str) -> Result<(), Failure> {

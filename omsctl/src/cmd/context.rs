@@ -1,6 +1,6 @@
 //! `omsctl context`: list the contexts, pick one, show one's settings.
 
-use oms_ops::context::{names, read_file, resolve, set_current};
+use oms_ops::context::{list, read_file, set_current};
 use oms_ops::ctx::Ctx;
 use oms_ops::render::table;
 use oms_ops::Failure;
@@ -22,35 +22,13 @@ pub enum ContextCommand {
     },
 }
 
-/// A context of `context list`.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct ContextRow {
-    /// Its name.
-    pub name: String,
-    /// It is the one in use.
-    pub current: bool,
-    /// `local`, `compose` or `kubernetes`.
-    pub target: String,
-    /// Its bootstrap servers, when it names them.
-    pub brokers: Option<String>,
-}
-
 /// Runs a context command. `ctx` is resolved for the context in use.
 pub async fn run(ctx: &Ctx, command: ContextCommand) -> Result<(), Failure> {
     let path = ctx.config_path.clone();
     let file = read_file(path.as_deref(), false)?;
     match command {
         ContextCommand::List => {
-            let mut rows = Vec::new();
-            for name in names(&file) {
-                let r = resolve(&file, Some(&name))?;
-                rows.push(ContextRow {
-                    current: name == ctx.context.name,
-                    target: r.target.kind().name().to_owned(),
-                    brokers: r.config.brokers.clone(),
-                    name,
-                });
-            }
+            let rows = list(&file, &ctx.context.name)?;
             ctx.print(&rows, || {
                 let mut t = table(&["", "NAME", "TARGET", "BROKERS"]);
                 for r in &rows {

@@ -21,7 +21,7 @@ const WITHIN: Duration = Duration::from_secs(120);
 const EVERY: Duration = Duration::from_millis(100);
 
 /// What one node's loss took to heal.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct Failover {
     /// The node lost, e.g. `broker-2`.

@@ -3,10 +3,10 @@
 
 use std::collections::BTreeMap;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Order counts of a run.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Orders {
     /// Accepted.
     pub created: usize,
@@ -21,23 +21,27 @@ pub struct Orders {
     /// Not finished by the deadline.
     pub lost: usize,
     /// The answers to customers' cancellations (drills that cancel), by kind.
-    #[serde(rename = "cancelRequests", skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(
+        rename = "cancelRequests",
+        default,
+        skip_serializing_if = "BTreeMap::is_empty"
+    )]
     pub cancel_requests: BTreeMap<String, u64>,
 }
 
 /// Double charges: one payment per order by key, so a second charge shows as a payment without
 /// a confirmed order.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Duplicates {
     /// Payments without a confirmed order.
     pub double_charges: usize,
     /// How it is counted.
-    pub note: &'static str,
+    pub note: String,
 }
 
 /// Everything a run found, and its verdict.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Report {
     /// Drill name.
@@ -69,10 +73,10 @@ pub struct Report {
     /// Ids of lost and cancelled orders (at most 50).
     pub affected_orders: Vec<String>,
     /// Each killed replica's takeover (drills that kill one replica of a service).
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub takeovers: Vec<super::takeover::Takeover>,
     /// Each lost broker node's failover (drills that stop or kill a Kafka node).
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub failovers: Vec<super::failover::Failover>,
     /// Failed invariant checks, one line each (for the table).
     #[serde(skip)]
@@ -82,10 +86,10 @@ pub struct Report {
 }
 
 /// One activity of a run.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Activity {
     /// `steady-state-before`, `setup`, `method`, `rollback` or `steady-state-after`.
-    pub phase: &'static str,
+    pub phase: String,
     /// The action or probe as written.
     pub activity: String,
     /// When it started (RFC 3339).
@@ -93,7 +97,7 @@ pub struct Activity {
     /// When it ended.
     pub end: String,
     /// `succeeded` or `failed`.
-    pub status: &'static str,
+    pub status: String,
     /// What it printed, or why it failed.
     pub output: Vec<String>,
 }

@@ -443,7 +443,7 @@ pub async fn execute(ctx: &Ctx, plan: Plan, report: Option<&Path>) -> Result<(),
         charged_without_confirmed_order: charged_unconfirmed,
         duplicates: Duplicates {
             double_charges: charged_unconfirmed,
-            note: "one payment per order by key; a second charge would show as a payment without a confirmed order",
+            note: "one payment per order by key; a second charge would show as a payment without a confirmed order".to_owned(),
         },
         dlq_new,
         invariants: inv.view(),

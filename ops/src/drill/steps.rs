@@ -36,7 +36,7 @@ pub(super) fn record(
         output.push(e.clone());
     }
     let entry = Activity {
-        phase,
+        phase: phase.to_owned(),
         activity,
         start,
         end: now_text(),
@@ -44,7 +44,8 @@ pub(super) fn record(
             "succeeded"
         } else {
             "failed"
-        },
+        }
+        .to_owned(),
         output,
     };
     journal

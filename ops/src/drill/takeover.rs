@@ -22,7 +22,7 @@ const WITHIN: Duration = Duration::from_secs(60);
 const EVERY: Duration = Duration::from_millis(100);
 
 /// What a replica's death took to heal.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct Takeover {
     /// The replica killed, e.g. `order-2`.
