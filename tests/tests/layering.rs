@@ -167,7 +167,11 @@ fn no_modules_of_omsctl_its_library_or_the_runtime_import_each_other() {
     let root = root();
     let mut found = Vec::new();
     // Each crate with at least this many top-level modules: a reader that finds fewer is broken.
-    for (src, least) in [("omsctl/src", 3), ("ops/src", 15), ("services/runtime/src", 10)] {
+    for (src, least) in [
+        ("omsctl/src", 3),
+        ("ops/src", 15),
+        ("services/runtime/src", 10),
+    ] {
         let dir = root.join(src);
         assert!(dir.is_dir(), "{} is missing", dir.display());
         let g = top_level(&dir);
