@@ -24,7 +24,7 @@ pub use oms_ops::{Failure, Output};
 #[derive(Debug, Parser)]
 #[command(name = "omsctl", version, about, propagate_version = true)]
 pub struct Cli {
-    #[command(flatten)]
+    #[command(flatten, next_help_heading = "Global options")]
     settings: ctx::Settings,
 
     #[command(subcommand)]
@@ -169,6 +169,25 @@ mod tests {
     #[test]
     fn the_command_tree_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    /// `omsctl tui dashboard` (and the other views) opens the dashboard on that view; bare
+    /// `omsctl tui` opens the dashboard.
+    #[test]
+    fn the_dashboard_opens_on_the_view_named() {
+        let view = |argv: &[&str]| match Cli::try_parse_from(argv).map(|c| c.command) {
+            Ok(Command::Tui(args)) => Ok(args.start_view()),
+            Ok(other) => Err(format!("{other:?}")),
+            Err(e) => Err(e.to_string()),
+        };
+        use tui::app::View;
+        assert_eq!(view(&["omsctl", "tui"]), Ok(View::Overview));
+        assert_eq!(view(&["omsctl", "tui", "dashboard"]), Ok(View::Overview));
+        assert_eq!(view(&["omsctl", "tui", "overview"]), Ok(View::Overview));
+        assert_eq!(view(&["omsctl", "tui", "sagas"]), Ok(View::Sagas));
+        assert_eq!(view(&["omsctl", "tui", "dlq"]), Ok(View::Dlq));
+        assert_eq!(view(&["omsctl", "tui", "logs", "--refresh", "2s"]), Ok(View::Logs));
+        assert!(view(&["omsctl", "tui", "dashbord"]).is_err_and(|e| e.contains("dashboard")));
     }
 
     /// Drill actions and the dashboard's typed commands go through omsctl's own parser.

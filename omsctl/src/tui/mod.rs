@@ -21,7 +21,7 @@ use ratatui::crossterm::event::{self, Event, KeyEvent, KeyEventKind};
 use tokio::sync::mpsc;
 
 use app::BrokerNode;
-use app::{Action, App, Effect, Health, SagaRow, Snapshot};
+use app::{Action, App, Effect, Health, SagaRow, Snapshot, View};
 use oms_contracts::ServiceId as Svc;
 use oms_ops::ctx::Ctx;
 use oms_ops::{dlq, topics, Failure};
@@ -29,12 +29,48 @@ use oms_ops::{dlq, topics, Failure};
 /// `omsctl tui` arguments.
 #[derive(Debug, clap::Args)]
 pub struct TuiArgs {
+    /// The view to open on [default: dashboard]; Tab and 1-4 switch views as ever.
+    #[arg(value_enum)]
+    view: Option<StartView>,
     /// How often data is polled.
     #[arg(long, default_value = "1s", value_parser = oms_ops::args::duration)]
     refresh: Duration,
     /// Log file [default: <state dir>/omsctl-tui.log].
     #[arg(long)]
     log_file: Option<PathBuf>,
+}
+
+/// The view `omsctl tui VIEW` opens on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum StartView {
+    /// Saga counts, throughput, health, dead letters and faults (the Overview).
+    #[value(alias = "overview")]
+    Dashboard,
+    /// Recent sagas.
+    Sagas,
+    /// Dead letters.
+    Dlq,
+    /// A service's log (local stack).
+    Logs,
+}
+
+impl StartView {
+    /// The dashboard's view it names.
+    pub fn view(self) -> View {
+        match self {
+            StartView::Dashboard => View::Overview,
+            StartView::Sagas => View::Sagas,
+            StartView::Dlq => View::Dlq,
+            StartView::Logs => View::Logs,
+        }
+    }
+}
+
+impl TuiArgs {
+    /// The view the dashboard opens on.
+    pub fn start_view(&self) -> View {
+        self.view.map_or(View::Overview, StartView::view)
+    }
 }
 
 enum Msg {
@@ -113,6 +149,12 @@ pub async fn run(ctx: &Ctx, args: TuiArgs) -> Result<(), Failure> {
     let mut terminal = ratatui::init();
     let _restore = Restore;
     let mut app = App::new(args.refresh);
+    let start = args.start_view();
+    if start != View::Overview {
+        for effect in update::update(&mut app, Action::Show(start)) {
+            spawn_effect(Arc::clone(&ctx), tx.clone(), effect);
+        }
+    }
     loop {
         terminal
             .draw(|f| view::draw(f, &app, now()))
