@@ -37,30 +37,30 @@ enum Command {
     #[command(subcommand)]
     Stack(cmd::stack::StackCommand),
     /// Orders: create, get, list, trace.
-    #[command(subcommand)]
+    #[command(subcommand, visible_alias = "orders")]
     Order(cmd::order::OrderCommand),
     /// Sagas: list, show, retry a step, cancel with compensation.
-    #[command(subcommand)]
+    #[command(subcommand, visible_alias = "sagas")]
     Saga(cmd::saga::SagaCommand),
     /// Kafka topics of the OMS.
-    #[command(subcommand)]
+    #[command(subcommand, visible_alias = "topic")]
     Topics(cmd::topics::TopicsCommand),
     /// Consumer groups: list, describe (lag per partition), reset offsets with a plan first.
-    #[command(subcommand)]
+    #[command(subcommand, visible_alias = "group")]
     Groups(cmd::groups::GroupsCommand),
     /// Follow topics, decoding envelopes.
     Tail(cmd::tail::TailArgs),
     /// Produce messages: the NDJSON `tail -o json` writes, checked against the contracts.
     Produce(cmd::produce::ProduceArgs),
     /// Dead letters: list, show, replay.
-    #[command(subcommand)]
+    #[command(subcommand, visible_alias = "dlqs")]
     Dlq(cmd::dlq::DlqCommand),
     /// Inject faults into the context's target (local stack, compose or Kubernetes): broker,
     /// database, services, poison, duplicates, payment and carrier knobs.
     #[command(subcommand)]
     Chaos(cmd::chaos::ChaosCommand),
     /// Scripted chaos drills with a verdict.
-    #[command(subcommand)]
+    #[command(subcommand, visible_alias = "drills")]
     Drill(cmd::drill::DrillCommand),
     /// Check the invariants that must hold across all services.
     Verify(verify::VerifyArgs),
@@ -72,7 +72,7 @@ enum Command {
     #[command(subcommand)]
     Auth(cmd::auth::AuthCommand),
     /// Contexts: the targets omsctl operates (local, compose, kubernetes).
-    #[command(subcommand)]
+    #[command(subcommand, visible_alias = "contexts")]
     Context(cmd::context::ContextCommand),
     /// Print the script that registers omsctl's completions with a shell (bash, zsh, fish,
     /// elvish, powershell); completions are asked of omsctl as you type, so topics, groups,
@@ -171,6 +171,37 @@ mod tests {
         Cli::command().debug_assert();
     }
 
+    /// Every noun is there in the singular and the plural (one as the name, the other as an
+    /// alias), so `omsctl topic list` and `omsctl orders list` work as kafkactl users type them.
+    #[test]
+    fn nouns_answer_in_the_singular_and_the_plural() {
+        let cmd = Cli::command();
+        let mut missing = Vec::new();
+        for sub in cmd.get_subcommands().filter(|s| s.has_subcommands()) {
+            let name = sub.get_name();
+            let forms: Vec<&str> = std::iter::once(name).chain(sub.get_all_aliases()).collect();
+            let (singular, plural) = match name.strip_suffix('s') {
+                Some(stem) if name != "chaos" => (stem.to_owned(), name.to_owned()),
+                _ => (name.to_owned(), format!("{name}s")),
+            };
+            // Mass nouns (the stack, chaos) and `auth` have no plural.
+            if ["stack", "chaos", "auth", "completions"].contains(&name) {
+                continue;
+            }
+            if !forms.contains(&singular.as_str()) || !forms.contains(&plural.as_str()) {
+                missing.push(format!("{name} ({forms:?})"));
+            }
+        }
+        assert!(missing.is_empty(), "nouns without both forms: {missing:?}");
+        for argv in [
+            ["omsctl", "topic", "list"],
+            ["omsctl", "orders", "list"],
+            ["omsctl", "group", "list"],
+        ] {
+            assert!(Cli::try_parse_from(argv).is_ok(), "{argv:?}");
+        }
+    }
+
     /// `omsctl tui dashboard` (and the other views) opens the dashboard on that view; bare
     /// `omsctl tui` opens the dashboard.
     #[test]
@@ -186,7 +217,10 @@ mod tests {
         assert_eq!(view(&["omsctl", "tui", "overview"]), Ok(View::Overview));
         assert_eq!(view(&["omsctl", "tui", "sagas"]), Ok(View::Sagas));
         assert_eq!(view(&["omsctl", "tui", "dlq"]), Ok(View::Dlq));
-        assert_eq!(view(&["omsctl", "tui", "logs", "--refresh", "2s"]), Ok(View::Logs));
+        assert_eq!(
+            view(&["omsctl", "tui", "logs", "--refresh", "2s"]),
+            Ok(View::Logs)
+        );
         assert!(view(&["omsctl", "tui", "dashbord"]).is_err_and(|e| e.contains("dashboard")));
     }
 

@@ -24,7 +24,8 @@ const TIMEOUT: Duration = Duration::from_secs(5);
 #[cfg_attr(feature = "clap", derive(clap::Args))]
 #[cfg_attr(feature = "clap", group(required = true, multiple = false))]
 pub struct Target {
-    /// The first offset at or after this time (RFC 3339, or -DURATION such as -10m).
+    /// The first offset at or after this time: @TIMESTAMP (RFC 3339) or @-DURATION (@-10m), as
+    /// `tail --from` takes it.
     #[cfg_attr(feature = "clap", arg(long, value_parser = parse_datetime, allow_hyphen_values = true))]
     to_datetime: Option<i64>,
     /// This offset in every partition (clamped to what the partition holds).
@@ -41,11 +42,14 @@ pub struct Target {
     shift_by: Option<i64>,
 }
 
-/// `--to-datetime`: RFC 3339 or `-DURATION` (ms since the epoch).
+/// `--to-datetime`: `@TIMESTAMP` (RFC 3339) or `@-DURATION`, as `tail --from`; the bare forms too
+/// (ms since the epoch).
 pub fn parse_datetime(s: &str) -> Result<i64, String> {
     let bad = || {
-        format!("invalid --to-datetime {s:?}: expected RFC 3339 (2026-12-01T10:00:00Z) or -DURATION (-10m)")
+        format!("invalid --to-datetime {s:?}: expected @TIMESTAMP (RFC 3339) or @-DURATION (e.g. @-10m), as tail --from takes")
     };
+    // `tail --from`'s syntax (`@2026-12-01T10:00:00Z`, `@-10m`), and the older bare forms.
+    let s = s.strip_prefix('@').unwrap_or(s);
     if let Some(d) = s.strip_prefix('-') {
         let d = humantime::parse_duration(d).map_err(|_| bad())?;
         let at = chrono::Utc::now() - chrono::TimeDelta::from_std(d).map_err(|_| bad())?;
@@ -514,7 +518,21 @@ mod tests {
             Ok(1_795_428_000_000)
         );
         assert!(parse_datetime("-10m").is_ok_and(|ms| ms < chrono::Utc::now().timestamp_millis()));
-        for bad in ["", "yesterday", "-", "-10 parsecs", "2026-13-01"] {
+        // The syntax of `tail --from` too.
+        assert_eq!(
+            parse_datetime("@2026-11-23T10:00:00Z"),
+            Ok(1_795_428_000_000)
+        );
+        assert!(parse_datetime("@-10m").is_ok_and(|ms| ms < chrono::Utc::now().timestamp_millis()));
+        for bad in [
+            "",
+            "yesterday",
+            "-",
+            "-10 parsecs",
+            "2026-13-01",
+            "@",
+            "@soon",
+        ] {
             let e = parse_datetime(bad).expect_err(bad);
             assert!(e.contains("--to-datetime"), "{e}");
         }

@@ -32,8 +32,8 @@ pub struct ResetArgs {
     pub topics: Vec<String>,
     #[command(flatten)]
     pub target: Target,
-    /// Commit the plan (without it nothing changes).
-    #[arg(long)]
+    /// Commit the plan (without it nothing changes); `--yes` says the same, as everywhere else.
+    #[arg(long, visible_alias = "yes")]
     pub execute: bool,
 }
 
