@@ -348,6 +348,47 @@ fn prometheus_config() -> anyhow::Result<Value> {
     Ok(serde_norway::from_str(&std::fs::read_to_string(path)?)?)
 }
 
+/// Every alert links to its runbook: `runbook_url` is `docs/runbooks.md#ANCHOR`, and the page
+/// has a section whose heading makes that anchor (GitHub's: lower case, spaces to dashes).
+#[test]
+fn every_alert_links_to_a_section_of_the_runbooks() -> anyhow::Result<()> {
+    let dir = observability_dir();
+    let rules: Value =
+        serde_norway::from_str(&std::fs::read_to_string(dir.join("rules/oms-alerts.yml"))?)?;
+    let page = std::fs::read_to_string(dir.join("../../docs/runbooks.md"))?;
+    let anchors: BTreeSet<String> = page
+        .lines()
+        .filter_map(|l| l.strip_prefix("## "))
+        .map(|h| {
+            h.trim()
+                .to_lowercase()
+                .chars()
+                .filter(|c| c.is_alphanumeric() || *c == ' ' || *c == '-')
+                .map(|c| if c == ' ' { '-' } else { c })
+                .collect()
+        })
+        .collect();
+    let mut checked = 0;
+    for group in rules["groups"].as_array().into_iter().flatten() {
+        for rule in group["rules"].as_array().into_iter().flatten() {
+            let Some(alert) = rule["alert"].as_str() else {
+                continue;
+            };
+            let url = rule["annotations"]["runbook_url"]
+                .as_str()
+                .unwrap_or_default();
+            let anchor = url.strip_prefix("docs/runbooks.md#");
+            assert!(
+                anchor.is_some_and(|a| anchors.contains(a)),
+                "{alert}: runbook_url {url:?} is not a section of docs/runbooks.md ({anchors:?})"
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked >= 5, "only {checked} alerts read");
+    Ok(())
+}
+
 /// Prometheus scrapes the compose stack: one job per service, named as the service (what the
 /// `job=~` selectors above match), each target `NAME:PORT`, the compose service of that name (a
 /// host in the compose network) on the port it listens on there, with the metrics role's token.
