@@ -1,10 +1,16 @@
+# syntax=docker/dockerfile:1
 # One image with every OMS binary (omsctl and the six services), built once: compose.yaml and
 # the Kubernetes manifests run each service from it by naming its binary as the command.
 #   docker build -t oms:local .
+# BuildKit cache mounts keep the crates downloaded and the compiled dependencies between builds,
+# so a change to the sources rebuilds only the workspace's own crates.
 FROM rust:1.95-bookworm AS build
 WORKDIR /src
 COPY . .
-RUN cargo build --release --locked --bins \
+RUN --mount=type=cache,target=/usr/local/cargo/registry \
+    --mount=type=cache,target=/usr/local/cargo/git \
+    --mount=type=cache,target=/src/target \
+    cargo build --release --locked --bins \
     && mkdir /out \
     && cp target/release/omsctl target/release/oms-order target/release/oms-payment \
           target/release/oms-inventory target/release/oms-notification target/release/oms-saga \
