@@ -27,8 +27,29 @@ pub struct Cli {
     #[command(flatten, next_help_heading = "Global options")]
     settings: ctx::Settings,
 
+    /// Tell more on stderr: -v warnings of the clients omsctl uses, -vv each request to a
+    /// service, -vvv everything (the dashboard logs to its --log-file instead).
+    #[arg(
+        short,
+        long,
+        global = true,
+        action = clap::ArgAction::Count,
+        help_heading = "Global options"
+    )]
+    verbose: u8,
+
     #[command(subcommand)]
     command: Command,
+}
+
+/// The log filter of `-v`, `-vv`, `-vvv` (none without `-v`).
+fn verbosity(count: u8) -> Option<&'static str> {
+    match count {
+        0 => None,
+        1 => Some("warn"),
+        2 => Some("warn,oms_ops=debug,omsctl=debug"),
+        _ => Some("debug"),
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -106,6 +127,15 @@ fn main() -> ExitCode {
     // `COMPLETE=<shell> omsctl -- …` (the registered completion script): answer and exit.
     clap_complete::CompleteEnv::with_factory(Cli::command).complete();
     let cli = Cli::parse();
+    if let (Some(filter), false) = (
+        verbosity(cli.verbose),
+        matches!(cli.command, Command::Tui(_)),
+    ) {
+        let _ = tracing_subscriber::fmt()
+            .with_writer(std::io::stderr)
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .try_init();
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -169,6 +199,20 @@ mod tests {
     #[test]
     fn the_command_tree_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    /// `-v` counts, anywhere on the line; each count asks for more.
+    #[test]
+    fn verbosity_counts() {
+        let count = |argv: &[&str]| Cli::try_parse_from(argv).map(|c| c.verbose).ok();
+        assert_eq!(count(&["omsctl", "topics", "list"]), Some(0));
+        assert_eq!(count(&["omsctl", "-v", "topics", "list"]), Some(1));
+        assert_eq!(count(&["omsctl", "topics", "list", "-vvv"]), Some(3));
+        assert_eq!(verbosity(0), None);
+        assert_eq!(verbosity(1), Some("warn"));
+        assert_ne!(verbosity(2), verbosity(1));
+        assert_ne!(verbosity(3), verbosity(2));
+        assert_eq!(verbosity(9), Some("debug"));
     }
 
     /// Every noun is there in the singular and the plural (one as the name, the other as an

@@ -158,6 +158,7 @@ impl Ctx {
                 .map_err(|e| self.unreachable(spec.service, base, &e))?,
             None => self.send(spec.service, build).await?,
         };
+        tracing::debug!(route = %spec, path = %path, status = %response.status(), "request");
         answer(spec, response).await
     }
 
