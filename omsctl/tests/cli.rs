@@ -22,7 +22,7 @@ use oms_ops::drill::view::{DrillRow, PlanView};
 use oms_ops::place::LoadSummary;
 use oms_ops::status::StackStatus;
 use oms_ops::tail::TailLine;
-use oms_ops::topics::TopicRow;
+use oms_ops::topics::{TopicDetail, TopicRow};
 use oms_ops::trace::Trace;
 use oms_ops::verify::{Outcome, VerifyView};
 use oms_tests::eventually;
@@ -307,6 +307,31 @@ async fn sagas_topics_tail_status_and_completions() -> anyhow::Result<()> {
             .contains_key(&format!("{}oms-saga", stack.prefix)),
         "{order_events:?}"
     );
+    // One topic in full: every partition led, its copies in sync, the same messages counted.
+    let out = run(
+        omsctl(s)?,
+        &["topic", "describe", "oms.order.events", "-o", "json"],
+    )
+    .await?;
+    let detail: TopicDetail = json_of(&out)?;
+    assert_eq!(detail.topic, order_events.topic);
+    assert_eq!(
+        detail.partitions.len(),
+        order_events.partitions,
+        "{detail:?}"
+    );
+    assert!(
+        detail
+            .partitions
+            .iter()
+            .all(|p| p.leader >= 0 && p.isr.contains(&p.leader) && p.start <= p.end),
+        "{detail:?}"
+    );
+    let held: i64 = detail.partitions.iter().map(|p| p.end - p.start).sum();
+    assert_eq!(held, order_events.messages, "{detail:?}");
+    let out = run(omsctl(s)?, &["topics", "describe", "oms.nothing.here"]).await?;
+    assert_eq!(code(&out), 2, "{}", stderr(&out));
+    assert!(stderr(&out).contains("no topic"), "{}", stderr(&out));
 
     // NDJSON, one line per message of this order, lossless enough to produce again.
     let out = run(

@@ -163,6 +163,74 @@ pub fn leadership(brokers: &Kafka, wanted: &[String]) -> Result<Leaders, Failure
     })
 }
 
+/// One topic in full (`topics describe`): each partition's leader, replicas, in-sync replicas
+/// and offsets.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TopicDetail {
+    /// Name, as deployed.
+    pub topic: String,
+    /// Its partitions, in order.
+    pub partitions: Vec<PartitionDetail>,
+}
+
+/// One partition of a topic.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PartitionDetail {
+    /// Partition id.
+    pub partition: i32,
+    /// The node that leads it (-1: none now).
+    pub leader: i32,
+    /// The nodes that hold a copy.
+    pub replicas: Vec<i32>,
+    /// The copies in sync with the leader.
+    pub isr: Vec<i32>,
+    /// The oldest offset held.
+    pub start: i64,
+    /// The next offset to be written.
+    pub end: i64,
+}
+
+/// `topic` (as deployed) in full; an error names a topic the cluster does not have.
+pub fn describe(brokers: &Kafka, topic: &str) -> Result<TopicDetail, Failure> {
+    let consumer: BaseConsumer = brokers
+        .config()
+        .set_log_level(rdkafka::config::RDKafkaLogLevel::Emerg)
+        .create()
+        .context("creating the Kafka client")?;
+    let metadata = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(5))
+        .map_err(|e| Failure::usage(format!("broker unreachable at {brokers}: {e}")))?;
+    let Some(t) = metadata
+        .topics()
+        .iter()
+        .find(|t| t.name() == topic && t.error().is_none() && !t.partitions().is_empty())
+    else {
+        return Err(Failure::usage(format!(
+            "no topic {topic:?} on {brokers} (see `omsctl topics list`)"
+        )));
+    };
+    let mut partitions = Vec::new();
+    for p in t.partitions() {
+        let (start, end) = oms_kafka::watermarks(&consumer, topic, p.id(), Duration::from_secs(5))
+            .with_context(|| format!("watermarks of {topic}/{}", p.id()))?;
+        partitions.push(PartitionDetail {
+            partition: p.id(),
+            leader: p.leader(),
+            replicas: p.replicas().to_vec(),
+            isr: p.isr().to_vec(),
+            start,
+            end,
+        });
+    }
+    partitions.sort_by_key(|p| p.partition);
+    Ok(TopicDetail {
+        topic: topic.to_owned(),
+        partitions,
+    })
+}
+
 /// The node that leads the most of `partitions` (the lowest id of those tied), if any leads.
 pub fn busiest_leader(partitions: &[Leadership]) -> Option<i32> {
     let mut counts: BTreeMap<i32, usize> = BTreeMap::new();

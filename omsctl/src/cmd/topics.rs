@@ -14,9 +14,18 @@ pub enum TopicsCommand {
     },
     /// The OMS topics: partitions, end offsets, messages and each consumer group's lag.
     List,
+    /// One topic: each partition's leader, replicas, in-sync replicas and offsets.
+    Describe {
+        /// Topic (contract name such as oms.order.events; the prefix is added).
+        #[arg(add = clap_complete::ArgValueCandidates::new(crate::complete::topics))]
+        topic: String,
+    },
 }
 
 pub async fn run(ctx: &Ctx, command: TopicsCommand) -> Result<(), Failure> {
+    if let TopicsCommand::Describe { topic } = command {
+        return describe(ctx, &topic).await;
+    }
     let topics = ctx.topics.all_with_dlq();
     if let TopicsCommand::Ensure { partitions } = command {
         if partitions < 1 {
@@ -47,6 +56,29 @@ pub async fn run(ctx: &Ctx, command: TopicsCommand) -> Result<(), Failure> {
                 r.messages.to_string(),
                 ends.join(","),
                 lag.join(" "),
+            ]);
+        }
+        t.to_string()
+    })
+}
+
+async fn describe(ctx: &Ctx, topic: &str) -> Result<(), Failure> {
+    let brokers = ctx.brokers.clone();
+    let name = ctx.deployed_topic(topic);
+    let doc = tokio::task::spawn_blocking(move || topics::describe(&brokers, &name))
+        .await
+        .map_err(anyhow::Error::from)??;
+    let list = |ids: &[i32]| ids.iter().map(i32::to_string).collect::<Vec<_>>().join(",");
+    ctx.print(&doc, || {
+        let mut t = table(&["PARTITION", "LEADER", "REPLICAS", "ISR", "START", "END"]);
+        for p in &doc.partitions {
+            t.add_row([
+                format!("{}/{}", doc.topic, p.partition),
+                p.leader.to_string(),
+                list(&p.replicas),
+                list(&p.isr),
+                p.start.to_string(),
+                p.end.to_string(),
             ]);
         }
         t.to_string()
