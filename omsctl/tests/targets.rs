@@ -197,6 +197,35 @@ fn contexts_are_listed_switched_and_shown_without_their_secrets() -> anyhow::Res
         assert!(!all.contains("a-literal-token"), "a token printed: {all}");
     }
 
+    // Made, changed and deleted from the command line; the file's comments stay.
+    ok(&home.omsctl(&[
+        "context",
+        "create",
+        "qa",
+        "target=compose",
+        "brokers=127.0.0.1:39092",
+        "endpoints.order=http://127.0.0.1:18081",
+    ])?)?;
+    ok(&home.omsctl(&["contexts", "set", "qa", "topic-prefix=qa."])?)?;
+    let qa: ContextView =
+        json(&home.omsctl(&["--context", "qa", "context", "show", "-o", "json"])?)?;
+    assert_eq!(qa.brokers, "127.0.0.1:39092", "{qa:?}");
+    assert_eq!(qa.topic_prefix, "qa.", "{qa:?}");
+    assert!(matches!(qa.target, TargetView::Compose { .. }), "{qa:?}");
+    let refused = home.omsctl(&["context", "set", "qa", "brokrs=x"])?;
+    assert_eq!(refused.status.code(), Some(2), "{}", stderr(&refused));
+    assert!(stderr(&refused).contains("brokrs"), "{}", stderr(&refused));
+    let in_use = home.omsctl(&["context", "delete", "staging"])?;
+    assert_eq!(in_use.status.code(), Some(2), "{}", stderr(&in_use));
+    ok(&home.omsctl(&["context", "delete", "qa"])?)?;
+    let rows: Vec<ContextRow> = json(&home.omsctl(&["context", "list", "-o", "json"])?)?;
+    assert!(rows.iter().all(|r| r.name != "qa"), "{rows:?}");
+    let text = std::fs::read_to_string(home.config_file())?;
+    assert!(
+        text.contains("# contexts of the test"),
+        "comments kept: {text}"
+    );
+
     // Another context by name, and the flag over the file's current one.
     let shop: ContextView =
         json(&home.omsctl(&["--context", "shop", "context", "show", "-o", "json"])?)?;

@@ -380,35 +380,133 @@ pub fn list(file: &FileConfig, current: &str) -> Result<Vec<ContextRow>, Failure
 /// Sets `current-context` in the config file at `path`, keeping the rest of it (comments too);
 /// creates the file when there is none.
 pub fn set_current(path: &Path, name: &str) -> Result<(), Failure> {
+    edit(path, |file, doc| {
+        if builtin(name).is_none() && !file.contexts.contains_key(name) {
+            return Err(format!(
+                "no context {name:?} (contexts: {})",
+                names(file).join(", ")
+            ));
+        }
+        doc["current-context"] = toml_edit::value(name);
+        Ok(())
+    })
+}
+
+/// How `context create` and `context set` change a context.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change {
+    /// Make a new context (refused when the file has one of that name).
+    Create,
+    /// Change (or add) keys of one.
+    Set,
+}
+
+/// Creates context `name`, or sets keys of it: each `KEY=VALUE` is a key of a
+/// `[contexts.NAME]` table (`brokers`, `target`, `topic-prefix`, ...; `endpoints.SERVICE` and
+/// `kafka.PROPERTY` for the tables). The file is checked as a whole before it is written: an
+/// unknown key or a bad value writes nothing. Comments and the rest of the file are kept.
+pub fn set_keys(path: &Path, name: &str, change: Change, pairs: &[String]) -> Result<(), Failure> {
+    check_name(name).map_err(Failure::usage)?;
+    let mut parsed = Vec::new();
+    for pair in pairs {
+        let (key, value) = pair
+            .split_once('=')
+            .filter(|(k, _)| !k.trim().is_empty())
+            .ok_or_else(|| Failure::usage(format!("expected KEY=VALUE, got {pair:?}")))?;
+        parsed.push((key.trim().to_owned(), value.to_owned()));
+    }
+    edit(path, |file, doc| {
+        let exists = file.contexts.contains_key(name);
+        match change {
+            Change::Create if exists => {
+                return Err(format!(
+                    "context {name:?} exists (change it with `omsctl context set {name} KEY=VALUE`)"
+                ))
+            }
+            Change::Set if !exists && builtin(name).is_none() => {
+                return Err(format!(
+                    "no context {name:?} (make it with `omsctl context create {name}`)"
+                ))
+            }
+            _ => {}
+        }
+        if doc.get("contexts").is_none() {
+            let mut contexts = toml_edit::Table::new();
+            contexts.set_implicit(true);
+            doc["contexts"] = toml_edit::Item::Table(contexts);
+        }
+        let contexts = doc["contexts"]
+            .as_table_mut()
+            .ok_or("`contexts` is not a table")?;
+        if !contexts.contains_key(name) {
+            contexts.insert(name, toml_edit::Item::Table(toml_edit::Table::new()));
+        }
+        let table = contexts[name]
+            .as_table_mut()
+            .ok_or_else(|| format!("contexts.{name} is not a table"))?;
+        for (key, value) in &parsed {
+            match key.split_once('.') {
+                Some((outer, inner)) => {
+                    if !table.contains_key(outer) {
+                        table.insert(outer, toml_edit::Item::Table(toml_edit::Table::new()));
+                    }
+                    let sub = table[outer]
+                        .as_table_mut()
+                        .ok_or_else(|| format!("{outer} is not a table"))?;
+                    sub[inner] = toml_edit::value(value.as_str());
+                }
+                None => table[key.as_str()] = toml_edit::value(value.as_str()),
+            }
+        }
+        Ok(())
+    })
+}
+
+/// Deletes context `name` from the file; refused for the one in use.
+pub fn delete(path: &Path, name: &str) -> Result<(), Failure> {
+    edit(path, |file, doc| {
+        if !file.contexts.contains_key(name) {
+            return Err(format!(
+                "no context {name:?} in the file (contexts there: {})",
+                file.contexts.keys().cloned().collect::<Vec<_>>().join(", ")
+            ));
+        }
+        if file.current_context.as_deref() == Some(name) {
+            return Err(format!(
+                "context {name:?} is the current one: `omsctl context use` another first"
+            ));
+        }
+        if let Some(contexts) = doc.get_mut("contexts").and_then(|c| c.as_table_mut()) {
+            contexts.remove(name);
+        }
+        Ok(())
+    })
+}
+
+/// Reads the config file at `path` (none: empty), lets `change` edit it, checks the result as a
+/// config file and writes it atomically; any error writes nothing.
+fn edit(
+    path: &Path,
+    change: impl FnOnce(&FileConfig, &mut toml_edit::DocumentMut) -> Result<(), String>,
+) -> Result<(), Failure> {
+    let at = |e: String| Failure::usage(format!("config file {}: {e}", path.display()));
     let text = match std::fs::read_to_string(path) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
-        Err(e) => {
-            return Err(Failure::usage(format!(
-                "config file {}: {e}",
-                path.display()
-            )))
-        }
+        Err(e) => return Err(at(e.to_string())),
     };
-    let file = parse_file(&text)
-        .map_err(|e| Failure::usage(format!("config file {}: {e}", path.display())))?;
-    if builtin(name).is_none() && !file.contexts.contains_key(name) {
-        return Err(Failure::usage(format!(
-            "no context {name:?} (contexts: {})",
-            names(&file).join(", ")
-        )));
-    }
-    let mut doc: toml_edit::DocumentMut = text
-        .parse()
-        .map_err(|e| Failure::usage(format!("config file {}: {e}", path.display())))?;
-    doc["current-context"] = toml_edit::value(name);
+    let file = parse_file(&text).map_err(at)?;
+    let mut doc: toml_edit::DocumentMut = text.parse().map_err(|e| at(format!("{e}")))?;
+    change(&file, &mut doc).map_err(Failure::usage)?;
+    let written = doc.to_string();
+    parse_file(&written).map_err(|e| Failure::usage(format!("nothing written: {e}")))?;
     // A key added to a document that has tables goes first, where the top-level keys are.
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir)
             .map_err(|e| Failure::usage(format!("creating {}: {e}", dir.display())))?;
     }
     let tmp = path.with_extension("toml.tmp");
-    std::fs::write(&tmp, doc.to_string())
+    std::fs::write(&tmp, written)
         .and_then(|()| std::fs::rename(&tmp, path))
         .map_err(|e| Failure::usage(format!("writing {}: {e}", path.display())))
 }
@@ -527,5 +625,54 @@ compose-file = "/srv/oms/compose.yaml"
                 .as_deref(),
             Some("local")
         );
+    }
+
+    #[test]
+    fn contexts_are_created_set_and_deleted_keeping_the_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("config.toml");
+        std::fs::write(&path, "# mine\nbrokers = \"127.0.0.1:19092\"\n").expect("write");
+        let kv = |l: &[&str]| l.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+        set_keys(
+            &path,
+            "shop",
+            Change::Create,
+            &kv(&[
+                "target=compose",
+                "brokers=127.0.0.1:29092",
+                "endpoints.order=http://h:1",
+            ]),
+        )
+        .expect("created");
+        let text = std::fs::read_to_string(&path).expect("read");
+        assert!(text.starts_with("# mine"), "{text}");
+        let file = parse_file(&text).expect("valid");
+        let shop = &file.contexts["shop"];
+        assert_eq!(shop.target, Some(TargetKind::Compose));
+        assert_eq!(
+            shop.endpoints.get("order").map(String::as_str),
+            Some("http://h:1")
+        );
+        // Again is refused; set changes it; a bad key or value writes nothing.
+        assert!(set_keys(&path, "shop", Change::Create, &[]).is_err());
+        set_keys(&path, "shop", Change::Set, &kv(&["topic-prefix=t1."])).expect("set");
+        let before = std::fs::read_to_string(&path).expect("read");
+        for bad in [&["brokrs=x"][..], &["target=moon"], &["nokey"]] {
+            assert!(
+                set_keys(&path, "shop", Change::Set, &kv(bad)).is_err(),
+                "{bad:?}"
+            );
+            assert_eq!(std::fs::read_to_string(&path).ok(), Some(before.clone()));
+        }
+        assert!(set_keys(&path, "nope", Change::Set, &kv(&["brokers=x"])).is_err());
+        assert!(set_keys(&path, "Bad Name", Change::Create, &[]).is_err());
+        // The current context cannot be deleted; another can.
+        set_current(&path, "shop").expect("use");
+        assert!(delete(&path, "shop").is_err());
+        set_current(&path, "local").expect("use");
+        delete(&path, "shop").expect("deleted");
+        let file = parse_file(&std::fs::read_to_string(&path).expect("read")).expect("valid");
+        assert!(!file.contexts.contains_key("shop"));
+        assert!(delete(&path, "shop").is_err());
     }
 }

@@ -1,6 +1,7 @@
-//! `omsctl context`: list the contexts, pick one, show one's settings.
+//! `omsctl context`: list the contexts, pick one, show one's settings, create, change and delete
+//! them in the config file (its comments kept).
 
-use oms_ops::context::{list, read_file, set_current};
+use oms_ops::context::{self, list, read_file, set_current, Change};
 use oms_ops::ctx::Ctx;
 use oms_ops::render::table;
 use oms_ops::Failure;
@@ -20,6 +21,33 @@ pub enum ContextCommand {
         /// A context name [default: the one in use].
         name: Option<String>,
     },
+    /// Add a context to the config file, e.g. `context create shop target=compose
+    /// brokers=127.0.0.1:29092`.
+    Create {
+        /// Its name (letters, digits, `-`, `_`).
+        name: String,
+        /// Its settings as KEY=VALUE: the keys of a `[contexts.NAME]` table (target, brokers,
+        /// topic-prefix, token-command, namespace, ...; endpoints.SERVICE and kafka.PROPERTY).
+        settings: Vec<String>,
+    },
+    /// Change settings of a context, e.g. `context set shop topic-prefix=staging.`.
+    Set {
+        /// A context name.
+        name: String,
+        /// KEY=VALUE, as for `create` (at least one).
+        #[arg(required = true)]
+        settings: Vec<String>,
+    },
+    /// Delete a context from the config file (not the one in use).
+    Delete {
+        /// A context name.
+        name: String,
+    },
+}
+
+/// The config file's path, which a change needs.
+fn config_path(path: Option<std::path::PathBuf>) -> Result<std::path::PathBuf, Failure> {
+    path.ok_or_else(|| Failure::usage("no config file path: set HOME, XDG_CONFIG_HOME or --config"))
 }
 
 /// Runs a context command. `ctx` is resolved for the context in use.
@@ -42,10 +70,26 @@ pub async fn run(ctx: &Ctx, command: ContextCommand) -> Result<(), Failure> {
                 t.to_string()
             })
         }
+        ContextCommand::Create { name, settings } => {
+            let path = config_path(path)?;
+            context::set_keys(&path, &name, Change::Create, &settings)?;
+            eprintln!("omsctl: context {name} created ({})", path.display());
+            Ok(())
+        }
+        ContextCommand::Set { name, settings } => {
+            let path = config_path(path)?;
+            context::set_keys(&path, &name, Change::Set, &settings)?;
+            eprintln!("omsctl: context {name} changed ({})", path.display());
+            Ok(())
+        }
+        ContextCommand::Delete { name } => {
+            let path = config_path(path)?;
+            context::delete(&path, &name)?;
+            eprintln!("omsctl: context {name} deleted ({})", path.display());
+            Ok(())
+        }
         ContextCommand::Use { name } => {
-            let path = path.ok_or_else(|| {
-                Failure::usage("no config file path: set HOME, XDG_CONFIG_HOME or --config")
-            })?;
+            let path = config_path(path)?;
             set_current(&path, &name)?;
             eprintln!(
                 "omsctl: context {name} is now the current context ({})",
