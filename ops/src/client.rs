@@ -177,11 +177,7 @@ impl Ctx {
         route: Route<(), A>,
         params: &[&str],
     ) -> Result<Option<A>, Failure> {
-        match self.call(route, Request::to(params)).await? {
-            Ok(a) => Ok(Some(a)),
-            Err(r) if r.status == StatusCode::NOT_FOUND => Ok(None),
-            Err(r) => Err(r.failure()),
-        }
+        found(self.call(route, Request::to(params)).await?)
     }
 
     /// Reads `route` at these parameters; a missing one is a failure that says so.
@@ -214,11 +210,7 @@ impl Ctx {
         route: Route<(), A>,
         base: &str,
     ) -> Result<Option<A>, Failure> {
-        match self.call(route, Request::to(&[]).replica(base)).await? {
-            Ok(a) => Ok(Some(a)),
-            Err(r) if r.status == StatusCode::NOT_FOUND => Ok(None),
-            Err(r) => Err(r.failure()),
-        }
+        found(self.call(route, Request::to(&[]).replica(base)).await?)
     }
 
     /// `request` with the caller's bearer token, when there is one.
@@ -274,6 +266,16 @@ impl Ctx {
             "{} service {why} at {at} (is the stack up? `omsctl stack up`)",
             svc.name()
         ))
+    }
+}
+
+/// A read's answer: `None` when the service has no such thing (404), its refusal's failure for
+/// any other refusal.
+fn found<A>(answer: Result<A, Refusal>) -> Result<Option<A>, Failure> {
+    match answer {
+        Ok(a) => Ok(Some(a)),
+        Err(r) if r.status == StatusCode::NOT_FOUND => Ok(None),
+        Err(r) => Err(r.failure()),
     }
 }
 

@@ -100,6 +100,29 @@ impl Kafka {
     pub fn config(&self) -> rdkafka::ClientConfig {
         oms_kafka::client_config(&self.servers, &self.props)
     }
+
+    /// A client that only asks the cluster (metadata, watermarks, groups): no consumer group,
+    /// and librdkafka's own log lines kept off the terminal.
+    pub fn asking_client(&self) -> Result<rdkafka::consumer::BaseConsumer, Failure> {
+        Ok(self
+            .config()
+            .set_log_level(rdkafka::config::RDKafkaLogLevel::Emerg)
+            .create()
+            .context("creating the Kafka client")?)
+    }
+
+    /// The cluster's metadata (of `topic` only, when named); brokers that do not answer are a
+    /// usage error that names them.
+    pub fn metadata(
+        &self,
+        client: &rdkafka::consumer::BaseConsumer,
+        topic: Option<&str>,
+    ) -> Result<rdkafka::metadata::Metadata, Failure> {
+        use rdkafka::consumer::Consumer;
+        client
+            .fetch_metadata(topic, Duration::from_secs(5))
+            .map_err(|e| Failure::usage(format!("broker unreachable at {self}: {e}")))
+    }
 }
 
 impl std::fmt::Display for Kafka {

@@ -276,12 +276,8 @@ pub async fn list(ctx: &Ctx) -> Result<Vec<GroupRow>, Failure> {
     let brokers = ctx.brokers.clone();
     let known = ctx.consumer_groups();
     let rows = blocking(move || {
-        let lister: BaseConsumer = brokers
-            .config()
-            .set_log_level(rdkafka::config::RDKafkaLogLevel::Emerg)
-            .create()
-            .context("creating the Kafka client")?;
-        let listed = lister
+        let listed = brokers
+            .asking_client()?
             .fetch_group_list(None, TIMEOUT)
             .map_err(|e| Failure::usage(format!("listing groups at {brokers}: {e}")))?;
         // One ListGroups answer gives every group's state and members. Lag is worked out for

@@ -235,15 +235,7 @@ pub async fn exists(ctx: &Ctx, topic: &str) -> Result<(), Failure> {
     let brokers = ctx.brokers.clone();
     let name = topic.to_owned();
     tokio::task::spawn_blocking(move || -> Result<(), Failure> {
-        use rdkafka::consumer::{BaseConsumer, Consumer};
-        let client: BaseConsumer = brokers
-            .config()
-            .set_log_level(rdkafka::config::RDKafkaLogLevel::Emerg)
-            .create()
-            .context("creating the Kafka client")?;
-        let meta = client
-            .fetch_metadata(None, Duration::from_secs(5))
-            .map_err(|e| Failure::usage(format!("broker unreachable at {brokers}: {e}")))?;
+        let meta = brokers.metadata(&brokers.asking_client()?, None)?;
         if meta.topics().iter().any(|t| t.name() == name) {
             Ok(())
         } else {

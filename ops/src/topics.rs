@@ -35,15 +35,9 @@ pub fn list(
     wanted: &[String],
     groups: &[(String, Vec<String>)],
 ) -> Result<Vec<TopicRow>, Failure> {
-    let consumer: BaseConsumer = brokers
-        .config()
-        .set_log_level(rdkafka::config::RDKafkaLogLevel::Emerg)
-        .create()
-        .context("creating the Kafka client")?;
+    let consumer = brokers.asking_client()?;
     let timeout = Duration::from_secs(5);
-    let metadata = consumer
-        .fetch_metadata(None, timeout)
-        .map_err(|e| Failure::usage(format!("broker unreachable at {brokers}: {e}")))?;
+    let metadata = brokers.metadata(&consumer, None)?;
     let mut rows = Vec::new();
     for topic in metadata.topics() {
         if !wanted.iter().any(|w| w == topic.name()) {
@@ -132,14 +126,7 @@ impl Leaders {
 /// The live brokers and who leads each partition of `wanted` (topics the cluster does not know
 /// are left out).
 pub fn leadership(brokers: &Kafka, wanted: &[String]) -> Result<Leaders, Failure> {
-    let consumer: BaseConsumer = brokers
-        .config()
-        .set_log_level(rdkafka::config::RDKafkaLogLevel::Emerg)
-        .create()
-        .context("creating the Kafka client")?;
-    let metadata = consumer
-        .fetch_metadata(None, Duration::from_secs(5))
-        .map_err(|e| Failure::usage(format!("broker unreachable at {brokers}: {e}")))?;
+    let metadata = brokers.metadata(&brokers.asking_client()?, None)?;
     let mut out = Vec::new();
     for topic in metadata.topics() {
         if !wanted.iter().any(|w| w == topic.name()) {
@@ -194,14 +181,8 @@ pub struct PartitionDetail {
 
 /// `topic` (as deployed) in full; an error names a topic the cluster does not have.
 pub fn describe(brokers: &Kafka, topic: &str) -> Result<TopicDetail, Failure> {
-    let consumer: BaseConsumer = brokers
-        .config()
-        .set_log_level(rdkafka::config::RDKafkaLogLevel::Emerg)
-        .create()
-        .context("creating the Kafka client")?;
-    let metadata = consumer
-        .fetch_metadata(Some(topic), Duration::from_secs(5))
-        .map_err(|e| Failure::usage(format!("broker unreachable at {brokers}: {e}")))?;
+    let consumer = brokers.asking_client()?;
+    let metadata = brokers.metadata(&consumer, Some(topic))?;
     let Some(t) = metadata
         .topics()
         .iter()
@@ -284,12 +265,8 @@ impl GroupView {
 
 /// Describes consumer group `group` (DescribeGroups).
 pub fn describe_group(brokers: &Kafka, group: &str) -> Result<GroupView, Failure> {
-    let consumer: BaseConsumer = brokers
-        .config()
-        .set_log_level(rdkafka::config::RDKafkaLogLevel::Emerg)
-        .create()
-        .context("creating the Kafka client")?;
-    let list = consumer
+    let list = brokers
+        .asking_client()?
         .fetch_group_list(Some(group), Duration::from_secs(5))
         .map_err(|e| Failure::usage(format!("describing group {group} at {brokers}: {e}")))?;
     Ok(list
