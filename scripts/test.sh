@@ -14,6 +14,11 @@ unset OMS_BROKERS OMS_DATABASE_URL
 cd "$ROOT"
 
 started=$SECONDS
+# The test broker ends a run holding a file per partition (about two thousand) and a socket per
+# client of every test: the soft limit of open files goes up to the hard one for it and the
+# tests (1024, the default on many machines, is not enough).
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+oms_log "open files: $(ulimit -n) at most; $(nproc) cores; $(free -g | awk '/^Mem:/ {print $2}') GiB"
 "$ROOT/scripts/deps.sh" --test
 
 oms_log "cargo fmt --check"
@@ -32,7 +37,11 @@ cargo build --workspace --bins --quiet
 "$ROOT/scripts/stack.sh" wipe >/dev/null 2>&1 || true
 trap '"$ROOT/scripts/stack.sh" down' EXIT
 # `up` prints the stack's settings as exports: the tests get them under OMS_TEST_*.
-eval "$("$ROOT/scripts/stack.sh" up --infra --debug | sed 's/^export OMS_/export OMS_TEST_/')"
+# The test broker holds the topics of every test (a few thousand partitions by the end of a
+# run): a larger heap than a stack's own broker needs, so it never dies of OutOfMemoryError
+# (OMS_TEST_BROKER_JVM_OPTS replaces it).
+test_jvm="${OMS_TEST_BROKER_JVM_OPTS:--Xms512m -Xmx2g -XX:+UseSerialGC -XX:+ExitOnOutOfMemoryError -Djava.awt.headless=true}"
+eval "$(OMS_BROKER_JVM_OPTS="$test_jvm" "$ROOT/scripts/stack.sh" up --infra --debug | sed 's/^export OMS_/export OMS_TEST_/')"
 [[ -n "${OMS_TEST_DATABASE_URL:-}" && -n "${OMS_TEST_BROKERS:-}" ]] || oms_die "stack up printed no settings"
 # Kafka's jars, for the tests' own brokers and for omsctl run with another HOME.
 OMS_BROKER_HOME="$(oms_kafka_home)" || oms_die "Apache Kafka is missing (scripts/deps.sh installs it)"
@@ -49,6 +58,18 @@ log="$OMS_STATE_DIR/cargo-test.log"
 status=0
 cargo test --workspace --no-fail-fast 2>&1 | tee "$log" || status=$?
 trap - EXIT
+# A broker or database that died under the tests fails every test after it: that is said (with
+# the end of its log) after the failures it caused, where the reader of the run's tail sees it.
+: >"$OMS_STATE_DIR/died.txt"
+for pidfile in "$OMS_STATE_DIR/broker/broker.pid" "$OMS_STATE_DIR/postgres/data/postmaster.pid"; do
+  pid="$(head -1 "$pidfile" 2>/dev/null || true)"
+  if [[ -n "$pid" ]] && ! kill -0 "$pid" 2>/dev/null; then
+    log_of="$OMS_STATE_DIR/broker/broker.log"
+    [[ "$pidfile" == *postgres* ]] && log_of="$OMS_STATE_DIR/postgres/postgres.log"
+    { echo "the test stack's $(basename "$(dirname "$pidfile")") (pid $pid) died during the run; the end of its log:"
+      tail -n 30 "$log_of" 2>/dev/null | cut -c1-300; } >>"$OMS_STATE_DIR/died.txt"
+  fi
+done
 "$ROOT/scripts/stack.sh" down
 oms_log "test run took $((SECONDS - started))s"
 # Each failure in short (its first 40 lines, each cut at 300 characters) where a reader of the
@@ -60,6 +81,7 @@ if [[ -s "$OMS_STATE_DIR/failures.txt" ]]; then
   echo "failures, in short:"
   cat "$OMS_STATE_DIR/failures.txt"
 fi
+[[ -s "$OMS_STATE_DIR/died.txt" ]] && cat "$OMS_STATE_DIR/died.txt"
 # The closing line: totals over every test binary.
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
      END { printf "tests: %d passed, %d failed\n", p, f }' "$log"

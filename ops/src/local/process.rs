@@ -118,6 +118,27 @@ pub fn tail(path: &Path, lines: usize) -> String {
     all[all.len().saturating_sub(lines)..].join("\n")
 }
 
+/// Raises this process's soft limit of open files to its hard limit (what its children then
+/// inherit); nothing when it cannot.
+pub fn raise_open_files_limit() {
+    use rustix::process::{getrlimit, setrlimit, Resource};
+    let mut limit = getrlimit(Resource::Nofile);
+    if let Some(raised) = raised_soft_limit(limit.current, limit.maximum) {
+        limit.current = Some(raised);
+        let _ = setrlimit(Resource::Nofile, limit);
+    }
+}
+
+/// The soft limit to raise `current` to under `maximum` (`None`: unlimited), if any: the hard
+/// limit, or 1,048,576 (the kernel's usual cap) when the hard limit is unlimited.
+pub(super) fn raised_soft_limit(current: Option<u64>, maximum: Option<u64>) -> Option<u64> {
+    let target = maximum.unwrap_or(1 << 20);
+    match current {
+        Some(c) if c < target => Some(target),
+        _ => None,
+    }
+}
+
 /// Starts `program` detached: its own process group (a Ctrl-C in the terminal does not reach
 /// it), stdin closed, output appended to `log`, its pid written to `pid_path`. It outlives
 /// omsctl.
@@ -131,6 +152,10 @@ pub fn spawn_detached(mut command: Command, log: &Path, pid_path: &Path) -> Resu
         .open(log)?;
     out.set_permissions(std::fs::Permissions::from_mode(0o640))?;
     let err = out.try_clone()?;
+    // A Kafka node keeps a file open per partition segment and a socket per client: the
+    // default soft limit (1024 on many machines) runs out under a few thousand partitions,
+    // and the node stops taking connections. The children inherit the raised limit.
+    raise_open_files_limit();
     command
         .stdin(Stdio::null())
         .stdout(out)
