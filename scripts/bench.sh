@@ -118,7 +118,7 @@ bench_stack_env() {
   export OMS_BROKERS="127.0.0.1:$OMS_BROKER_PORT"
   (cd "$OMS_ROOT" && cargo build --release -q -p omsctl)
   local name port=18180
-  for name in $("$OMS_ROOT/target/release/omsctl" stack services --names); do
+  for name in $("$OMS_ROOT/target/release/omsctl" stack services -o ids); do
     port=$((port + 1))
     export "OMS_${name^^}_PORT=$port" "OMS_${name^^}_URL=http://127.0.0.1:$port"
   done
@@ -243,7 +243,7 @@ replicas_bench() {
   bench_stack_env
   # The replicas' URLs come from the stack's record (replica K listens on the port + 100 (K-1)).
   local name
-  for name in $("$OMS_ROOT/target/release/omsctl" stack services --names); do unset "OMS_${name^^}_URL"; done
+  for name in $("$OMS_ROOT/target/release/omsctl" stack services -o ids); do unset "OMS_${name^^}_URL"; done
   local stack="$OMS_ROOT/scripts/stack.sh" omsctl="$OMS_ROOT/target/release/omsctl"
   local results="$OMS_STATE_DIR/results-replicas" keep n rep
   keep="$(mktemp -d)"
@@ -446,7 +446,7 @@ groups_bench() {
   bench_args "$@"
   bench_stack_env
   local name
-  for name in $("$OMS_ROOT/target/release/omsctl" stack services --names); do unset "OMS_${name^^}_URL"; done
+  for name in $("$OMS_ROOT/target/release/omsctl" stack services -o ids); do unset "OMS_${name^^}_URL"; done
   local stack="$OMS_ROOT/scripts/stack.sh" omsctl="$OMS_ROOT/target/release/omsctl"
   local results="$OMS_STATE_DIR/results-groups" keep mode rep
   keep="$(mktemp -d)"

@@ -51,4 +51,6 @@ omsctl="$(oms_omsctl)" || {
   [[ "$verb" == down || "$verb" == wipe || "$verb" == status ]] && { oms_log "no omsctl built yet; nothing runs"; [[ "$verb" == status ]] && exit 1; exit 0; }
   oms_die "omsctl is not built yet; run $0 up"
 }
+# Asking for a wipe by name is the confirmation omsctl asks for.
+[[ "$verb" == wipe ]] && set -- --yes "$@"
 exec "$omsctl" stack "$verb" "$@"

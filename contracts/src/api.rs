@@ -148,6 +148,9 @@ impl Check {
 pub struct Liveness {
     /// Always `live`.
     pub status: String,
+    /// The service's version (absent from builds older than `omsctl version`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
 }
 
 /// What is waiting in a service's outbox.

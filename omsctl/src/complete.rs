@@ -118,6 +118,69 @@ pub fn registration(shell: &str) -> Result<Vec<u8>, oms_ops::Failure> {
     Ok(script)
 }
 
+/// Where `completions --install` put a shell's script, and what (if anything) the user still
+/// has to do.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Installed {
+    /// The shell.
+    pub shell: String,
+    /// The file written.
+    pub path: std::path::PathBuf,
+    /// A line for the shell's startup file, when the shell does not load the directory by itself.
+    pub add_to_startup: Option<String>,
+}
+
+/// The shell named by `$SHELL` (its file name), when set.
+pub fn login_shell() -> Option<String> {
+    let shell = std::env::var_os("SHELL")?;
+    std::path::Path::new(&shell)
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+}
+
+/// Where `shell` loads completions from by itself, under `home` and the XDG directories: bash
+/// (bash-completion 2) and fish do; for the others a file omsctl keeps and a line to source it.
+fn install_path(
+    shell: &str,
+    home: &std::path::Path,
+    data: Option<std::path::PathBuf>,
+    config: Option<std::path::PathBuf>,
+) -> (std::path::PathBuf, bool) {
+    let data = data.unwrap_or_else(|| home.join(".local/share"));
+    let config = config.unwrap_or_else(|| home.join(".config"));
+    match shell {
+        "bash" => (data.join("bash-completion/completions/omsctl"), true),
+        "fish" => (config.join("fish/completions/omsctl.fish"), true),
+        other => (
+            data.join(format!("omsctl/completions/omsctl.{other}")),
+            false,
+        ),
+    }
+}
+
+/// Writes `shell`'s registration script where the shell finds it (see [`install_path`]).
+pub fn install(shell: &str) -> Result<Installed, oms_ops::Failure> {
+    let script = registration(shell)?;
+    let home = std::env::var_os("HOME")
+        .map(std::path::PathBuf::from)
+        .ok_or_else(|| oms_ops::Failure::usage("HOME is not set: cannot tell where to install"))?;
+    let var = |name: &str| {
+        std::env::var_os(name)
+            .filter(|v| !v.is_empty())
+            .map(std::path::PathBuf::from)
+    };
+    let (path, loaded) = install_path(shell, &home, var("XDG_DATA_HOME"), var("XDG_CONFIG_HOME"));
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::write(&path, script)?;
+    Ok(Installed {
+        shell: shell.to_owned(),
+        add_to_startup: (!loaded).then(|| format!("source {}", path.display())),
+        path,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -158,5 +221,28 @@ mod tests {
             );
         }
         assert!(registration("tcsh").is_err());
+    }
+
+    #[test]
+    fn completions_go_where_each_shell_looks() {
+        let home = std::path::Path::new("/home/ann");
+        let (bash, loaded) = install_path("bash", home, None, None);
+        assert_eq!(
+            bash,
+            home.join(".local/share/bash-completion/completions/omsctl")
+        );
+        assert!(loaded);
+        let (fish, loaded) = install_path("fish", home, None, Some("/cfg".into()));
+        assert_eq!(
+            fish,
+            std::path::Path::new("/cfg/fish/completions/omsctl.fish")
+        );
+        assert!(loaded);
+        let (zsh, loaded) = install_path("zsh", home, Some("/data".into()), None);
+        assert_eq!(
+            zsh,
+            std::path::Path::new("/data/omsctl/completions/omsctl.zsh")
+        );
+        assert!(!loaded, "zsh needs a line in .zshrc");
     }
 }

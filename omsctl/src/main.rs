@@ -12,11 +12,12 @@
 
 mod cmd;
 mod complete;
+mod examples;
 mod tui;
 
 use std::process::ExitCode;
 
-use clap::{CommandFactory, Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use oms_ops::{bench, ctx, verify};
 pub use oms_ops::{Failure, Output};
 
@@ -64,11 +65,11 @@ enum Command {
     #[command(subcommand, visible_alias = "sagas")]
     Saga(cmd::saga::SagaCommand),
     /// Kafka topics of the OMS.
-    #[command(subcommand, visible_alias = "topic")]
-    Topics(cmd::topics::TopicsCommand),
+    #[command(subcommand, name = "topic", visible_alias = "topics")]
+    Topic(cmd::topics::TopicsCommand),
     /// Consumer groups: list, describe (lag per partition), reset offsets with a plan first.
-    #[command(subcommand, visible_alias = "group")]
-    Groups(cmd::groups::GroupsCommand),
+    #[command(subcommand, name = "group", visible_alias = "groups")]
+    Group(cmd::groups::GroupsCommand),
     /// Follow topics, decoding envelopes.
     Tail(cmd::tail::TailArgs),
     /// Produce messages: the NDJSON `tail -o json` writes, checked against the contracts.
@@ -95,13 +96,27 @@ enum Command {
     /// Contexts: the targets omsctl operates (local, compose, kubernetes).
     #[command(subcommand, visible_alias = "contexts")]
     Context(cmd::context::ContextCommand),
+    /// omsctl's version, each service's and the Kafka cluster's (exit 1 when one does not
+    /// answer).
+    Version,
     /// Print the script that registers omsctl's completions with a shell (bash, zsh, fish,
     /// elvish, powershell); completions are asked of omsctl as you type, so topics, groups,
     /// drills, components, saga states and order statuses complete too.
     Completions {
-        /// Shell.
-        shell: String,
+        /// Shell (bash, zsh, fish, elvish, powershell) [default with --install: $SHELL's].
+        #[arg(required_unless_present = "install")]
+        shell: Option<String>,
+        /// Write the script where the shell loads it (bash-completion's and fish's own
+        /// directories; for the others a file and the line that sources it) instead of
+        /// printing it.
+        #[arg(long)]
+        install: bool,
     },
+}
+
+/// The command tree with every command's examples in its long help.
+fn command() -> clap::Command {
+    examples::attach(Cli::command())
 }
 
 /// Checks `words` (an omsctl command line without `omsctl`) with omsctl's own parser; the
@@ -125,8 +140,11 @@ pub fn check_command(words: &[String]) -> Result<(), String> {
 
 fn main() -> ExitCode {
     // `COMPLETE=<shell> omsctl -- …` (the registered completion script): answer and exit.
-    clap_complete::CompleteEnv::with_factory(Cli::command).complete();
-    let cli = Cli::parse();
+    clap_complete::CompleteEnv::with_factory(command).complete();
+    let cli = match Cli::from_arg_matches(&command().get_matches()) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
     if let (Some(filter), false) = (
         verbosity(cli.verbose),
         matches!(cli.command, Command::Tui(_)),
@@ -162,9 +180,28 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> Result<(), Failure> {
-    if let Command::Completions { shell } = &cli.command {
+    if let Command::Completions { shell, install } = &cli.command {
         use std::io::Write;
-        let script = complete::registration(shell)?;
+        let shell = match shell.clone().or_else(complete::login_shell) {
+            Some(s) => s,
+            None => return Err(Failure::usage("name a shell: $SHELL is not set")),
+        };
+        if *install {
+            let done = complete::install(&shell)?;
+            eprintln!(
+                "omsctl: {} completions installed in {}",
+                done.shell,
+                done.path.display()
+            );
+            match &done.add_to_startup {
+                Some(line) => {
+                    eprintln!("omsctl: add this line to your {shell} startup file: {line}")
+                }
+                None => eprintln!("omsctl: new {shell} sessions complete omsctl"),
+            }
+            return Ok(());
+        }
+        let script = complete::registration(&shell)?;
         std::io::stdout().lock().write_all(&script)?;
         return Ok(());
     }
@@ -173,8 +210,8 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Stack(c) => cmd::stack::run(&ctx, c).await,
         Command::Order(c) => cmd::order::run(&ctx, c).await,
         Command::Saga(c) => cmd::saga::run(&ctx, c).await,
-        Command::Topics(c) => cmd::topics::run(&ctx, c).await,
-        Command::Groups(c) => cmd::groups::run(&ctx, c).await,
+        Command::Topic(c) => cmd::topics::run(&ctx, c).await,
+        Command::Group(c) => cmd::groups::run(&ctx, c).await,
         Command::Tail(args) => cmd::tail::run(&ctx, args).await,
         Command::Produce(args) => cmd::produce::run(&ctx, args).await,
         Command::Dlq(c) => cmd::dlq::run(&ctx, c).await,
@@ -185,6 +222,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Tui(args) => tui::run(&ctx, args).await,
         Command::Auth(c) => cmd::auth::run(&ctx, c).await,
         Command::Context(c) => cmd::context::run(&ctx, c).await,
+        Command::Version => cmd::version::run(&ctx).await,
         Command::Completions { .. } => Ok(()),
     }
 }
@@ -215,28 +253,29 @@ mod tests {
         assert_eq!(verbosity(9), Some("debug"));
     }
 
-    /// Every noun is there in the singular and the plural (one as the name, the other as an
-    /// alias), so `omsctl topic list` and `omsctl orders list` work as kafkactl users type them.
+    /// Every noun is named in the singular, with its plural as a visible alias, so `omsctl
+    /// topic list` and `omsctl orders list` work as kafkactl users type them, and the reference
+    /// reads one way.
     #[test]
-    fn nouns_answer_in_the_singular_and_the_plural() {
+    fn nouns_are_singular_with_a_plural_alias() {
         let cmd = Cli::command();
-        let mut missing = Vec::new();
+        let mut wrong = Vec::new();
         for sub in cmd.get_subcommands().filter(|s| s.has_subcommands()) {
             let name = sub.get_name();
-            let forms: Vec<&str> = std::iter::once(name).chain(sub.get_all_aliases()).collect();
-            let (singular, plural) = match name.strip_suffix('s') {
-                Some(stem) if name != "chaos" => (stem.to_owned(), name.to_owned()),
-                _ => (name.to_owned(), format!("{name}s")),
-            };
             // Mass nouns (the stack, chaos) and `auth` have no plural.
-            if ["stack", "chaos", "auth", "completions"].contains(&name) {
+            if ["stack", "chaos", "auth"].contains(&name) {
                 continue;
             }
-            if !forms.contains(&singular.as_str()) || !forms.contains(&plural.as_str()) {
-                missing.push(format!("{name} ({forms:?})"));
+            let plural = format!("{name}s");
+            let aliases: Vec<&str> = sub.get_visible_aliases().collect();
+            if name.ends_with('s') || !aliases.contains(&plural.as_str()) {
+                wrong.push(format!("{name} (aliases {aliases:?})"));
             }
         }
-        assert!(missing.is_empty(), "nouns without both forms: {missing:?}");
+        assert!(
+            wrong.is_empty(),
+            "nouns not singular with a plural alias: {wrong:?}"
+        );
         for argv in [
             ["omsctl", "topic", "list"],
             ["omsctl", "orders", "list"],
@@ -244,6 +283,154 @@ mod tests {
         ] {
             assert!(Cli::try_parse_from(argv).is_ok(), "{argv:?}");
         }
+    }
+
+    /// The confirmation rule ([`cmd::confirm`]): every command whose verb undoes, destroys or
+    /// sends again takes `--yes`/`-y` and `--dry-run`; no other command takes `--yes`; every
+    /// verb of the rule names a command.
+    #[test]
+    fn every_command_that_undoes_or_destroys_confirms_and_nothing_else_asks() {
+        fn leaves(cmd: &clap::Command, path: &str, out: &mut Vec<(String, clap::Command)>) {
+            for sub in cmd.get_subcommands().filter(|s| s.get_name() != "help") {
+                let path = format!("{path} {}", sub.get_name());
+                if sub.has_subcommands() {
+                    leaves(sub, &path, out);
+                } else {
+                    out.push((path, sub.clone()));
+                }
+            }
+        }
+        let mut cli = Cli::command();
+        cli.build();
+        let mut all = Vec::new();
+        leaves(&cli, "omsctl", &mut all);
+        assert!(all.len() > 40, "only {} commands", all.len());
+        let mut wrong = Vec::new();
+        let mut used = std::collections::BTreeSet::new();
+        for (path, cmd) in &all {
+            let arg = |id: &str| cmd.get_arguments().find(|a| a.get_id() == id).cloned();
+            let yes = arg("yes");
+            let confirms = cmd::confirm::CONFIRMED_VERBS.contains(&cmd.get_name());
+            if confirms {
+                used.insert(cmd.get_name().to_owned());
+                let short_y = yes.as_ref().and_then(|a| a.get_short()) == Some('y');
+                if !short_y || arg("dry_run").is_none() {
+                    wrong.push(format!("{path}: no --yes/-y and --dry-run"));
+                }
+            } else if yes.is_some() || arg("execute").is_some() {
+                wrong.push(format!(
+                    "{path}: asks for --yes but is not a confirming verb"
+                ));
+            }
+        }
+        assert!(wrong.is_empty(), "{wrong:#?}");
+        assert_eq!(
+            used.len(),
+            cmd::confirm::CONFIRMED_VERBS.len(),
+            "a verb of the rule names no command: {used:?}"
+        );
+    }
+
+    /// Words of an example line as a shell would split them (quotes removed), up to a
+    /// redirection.
+    fn shell_words(line: &str) -> Vec<String> {
+        let mut words = Vec::new();
+        let mut word = String::new();
+        let mut quote: Option<char> = None;
+        let mut started = false;
+        for c in line.chars() {
+            match (quote, c) {
+                (Some(q), c) if c == q => quote = None,
+                (Some(_), c) => word.push(c),
+                (None, '\'' | '"') => {
+                    quote = Some(c);
+                    started = true;
+                }
+                (None, ' ') => {
+                    if started || !word.is_empty() {
+                        words.push(std::mem::take(&mut word));
+                    }
+                    started = false;
+                }
+                (None, c) => word.push(c),
+            }
+        }
+        if started || !word.is_empty() {
+            words.push(word);
+        }
+        match words.iter().position(|w| w == ">") {
+            Some(at) => words[..at].to_vec(),
+            None => words,
+        }
+    }
+
+    /// Every command has examples in its long help; every example parses with omsctl's own
+    /// parser; every entry of the table names a command.
+    #[test]
+    fn every_command_has_examples_that_parse() {
+        fn leaves(cmd: &clap::Command, path: &str, out: &mut Vec<String>) {
+            for sub in cmd.get_subcommands().filter(|s| s.get_name() != "help") {
+                let path = if path.is_empty() {
+                    sub.get_name().to_owned()
+                } else {
+                    format!("{path} {}", sub.get_name())
+                };
+                if sub.has_subcommands() {
+                    leaves(sub, &path, out);
+                } else {
+                    out.push(path);
+                }
+            }
+        }
+        let mut all = Vec::new();
+        leaves(&Cli::command(), "", &mut all);
+        let missing: Vec<&String> = all.iter().filter(|p| examples::of(p).is_none()).collect();
+        assert!(missing.is_empty(), "commands without examples: {missing:?}");
+        let stray: Vec<&str> = examples::EXAMPLES
+            .iter()
+            .map(|(p, _)| *p)
+            .filter(|p| !all.iter().any(|a| a == p))
+            .collect();
+        assert!(stray.is_empty(), "examples of no command: {stray:?}");
+        let mut bad = Vec::new();
+        for (path, text) in examples::EXAMPLES {
+            let runs: Vec<&str> = text.lines().filter(|l| l.starts_with("omsctl ")).collect();
+            if runs.is_empty() {
+                bad.push(format!("{path}: no example runs omsctl"));
+            }
+            for line in runs {
+                let words = shell_words(line);
+                if let Err(e) = check_command(&words[1..]) {
+                    bad.push(format!("{path}: {e}"));
+                    continue;
+                }
+                // The example runs the command it stands under (an alias, `topics list`, is
+                // fine: the canonical names are compared).
+                let mut ran = Vec::new();
+                if let Ok(m) = Cli::command().try_get_matches_from(&words) {
+                    let mut at = &m;
+                    while let Some((name, sub)) = at.subcommand() {
+                        ran.push(name.to_owned());
+                        at = sub;
+                    }
+                }
+                if ran.join(" ") != *path {
+                    bad.push(format!("{path}: `{line}` runs `{}`", ran.join(" ")));
+                }
+            }
+        }
+        assert!(bad.is_empty(), "{bad:#?}");
+        // The long help shows them.
+        let mut cmd = command();
+        let help = cmd
+            .find_subcommand_mut("order")
+            .and_then(|o| o.find_subcommand_mut("create"))
+            .map(|c| c.render_long_help().to_string())
+            .unwrap_or_default();
+        assert!(
+            help.contains("Examples:") && help.contains("omsctl order create --item mouse-01:2"),
+            "{help}"
+        );
     }
 
     /// `omsctl tui dashboard` (and the other views) opens the dashboard on that view; bare
@@ -303,21 +490,21 @@ mod tests {
             cmd.mut_args(|a| a.hide_env_values(true))
                 .mut_subcommands(hide_env)
         }
-        hide_env(Cli::command())
+        hide_env(command())
     }
 
     /// The generated reference: `docs/reference/omsctl.md` and a man page per command in
     /// `docs/man/`, from the clap definitions.
     fn reference() -> Vec<(std::path::PathBuf, Vec<u8>)> {
+        let markdown = clap_markdown::help_markdown_command_custom(
+            &documented(),
+            &clap_markdown::MarkdownOptions::new()
+                .title("omsctl reference".to_owned())
+                .show_footer(false),
+        );
         let mut out = vec![(
             "reference/omsctl.md".into(),
-            clap_markdown::help_markdown_command_custom(
-                &documented(),
-                &clap_markdown::MarkdownOptions::new()
-                    .title("omsctl reference".to_owned())
-                    .show_footer(false),
-            )
-            .into_bytes(),
+            fence_examples(&markdown).into_bytes(),
         )];
         fn pages(cmd: &clap::Command, out: &mut Vec<(std::path::PathBuf, Vec<u8>)>) {
             let name = cmd.get_display_name().unwrap_or(cmd.get_name()).to_owned();
@@ -335,6 +522,33 @@ mod tests {
         let mut cmd = documented();
         cmd.build();
         pages(&cmd, &mut out);
+        out
+    }
+
+    /// The Markdown reference with each command's examples (the indented lines after
+    /// `Examples:`) in a shell code block.
+    fn fence_examples(markdown: &str) -> String {
+        let mut out = String::new();
+        let mut fenced = false;
+        for line in markdown.lines() {
+            if fenced && !line.starts_with("  ") {
+                out.push_str("```\n");
+                fenced = false;
+            }
+            if line == "Examples:" {
+                out.push_str("**Examples:**\n\n```sh\n");
+                fenced = true;
+                continue;
+            }
+            match line.strip_prefix("  ").filter(|_| fenced) {
+                Some(example) => out.push_str(example),
+                None => out.push_str(line),
+            }
+            out.push('\n');
+        }
+        if fenced {
+            out.push_str("```\n");
+        }
         out
     }
 

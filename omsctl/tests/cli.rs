@@ -113,7 +113,19 @@ async fn order_commands_create_follow_list_and_trace() -> anyhow::Result<()> {
     // Fulfillment takes it on to DELIVERED; from then on a cancellation is refused.
     let delivered = stack.settled(&confirmed, Duration::from_secs(60)).await?;
     assert_eq!(delivered.status, OrderStatus::Delivered, "{delivered:?}");
+    // The plan first: from a script without --yes nothing is sent; --dry-run says what would
+    // happen.
     let out = run(omsctl(s)?, &["order", "cancel", &confirmed]).await?;
+    assert_eq!(code(&out), 2, "{}", stderr(&out));
+    assert!(stderr(&out).contains("--yes"), "{}", stderr(&out));
+    let out = run(omsctl(s)?, &["order", "cancel", &confirmed, "--dry-run"]).await?;
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("would be refused"),
+        "{}",
+        stdout(&out)
+    );
+    let out = run(omsctl(s)?, &["order", "cancel", &confirmed, "-y"]).await?;
     assert_eq!(code(&out), 1, "{}", stderr(&out));
     assert!(
         stderr(&out).contains("can no longer be cancelled"),
@@ -133,7 +145,7 @@ async fn order_commands_create_follow_list_and_trace() -> anyhow::Result<()> {
     assert!(placed.status.is_placed(), "{placed:?}");
     let out = run(
         omsctl(s)?,
-        &["order", "cancel", &held, "--wait", "-o", "json"],
+        &["order", "cancel", &held, "--wait", "--yes", "-o", "json"],
     )
     .await?;
     assert_eq!(code(&out), 0, "{}", stderr(&out));
@@ -905,7 +917,7 @@ struct Wipe {
 impl Drop for Wipe {
     fn drop(&mut self) {
         let _ = std::process::Command::new(&self.omsctl)
-            .args(["stack", "wipe"])
+            .args(["stack", "wipe", "--yes"])
             .env_remove("OMS_TOPIC_PREFIX")
             .envs(self.envs.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .output();
@@ -1313,7 +1325,17 @@ async fn brokers_on_the_process_stack(
         "{}",
         stderr(&out)
     );
+    // A wipe deletes data: planned with --dry-run, refused from a script without --yes.
+    let out = in_stack(with_stack, &["stack", "wipe", "--dry-run"]).await?;
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(stderr(&out).contains("would stop"), "{}", stderr(&out));
+    assert!(
+        dir.join("pg-password").is_file(),
+        "a dry run deleted the state directory"
+    );
     let out = in_stack(with_stack, &["stack", "wipe"]).await?;
+    assert_eq!(code(&out), 2, "{}", stderr(&out));
+    let out = in_stack(with_stack, &["stack", "wipe", "--yes"]).await?;
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     let out = up(&[
         "stack",

@@ -285,8 +285,17 @@ async fn groups_show_lag_and_a_reset_plans_first_and_moves_only_an_idle_group() 
         },
     )
     .await?;
-    // Without --execute: a plan, and nothing changes.
+    // From a script without --yes: the plan, then a refusal naming --yes; nothing changes.
     let out = run(omsctl(&stack)?, &[&shift[..], &["-o", "json"]].concat()).await?;
+    assert_eq!(code(&out), 2, "{}", stderr(&out));
+    assert!(stderr(&out).contains("--yes"), "{}", stderr(&out));
+    assert!(!json_of::<ResetReport>(&out)?.executed);
+    // --dry-run: the plan, and nothing changes.
+    let out = run(
+        omsctl(&stack)?,
+        &[&shift[..], &["--dry-run", "-o", "json"]].concat(),
+    )
+    .await?;
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     let plan: ResetReport = json_of(&out)?;
     assert!(!plan.executed, "{plan:?}");
@@ -322,7 +331,7 @@ async fn groups_show_lag_and_a_reset_plans_first_and_moves_only_an_idle_group() 
 
     // Executed: the group starts one message back; the restarted payment service handles it
     // again, as the duplicate it is, and nothing else changes.
-    let out = run(omsctl(&stack)?, &[&shift[..], &["--execute"]].concat()).await?;
+    let out = run(omsctl(&stack)?, &[&shift[..], &["--yes"]].concat()).await?;
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     assert!(stdout(&out).contains("committed"), "{}", stdout(&out));
     let out = run(
@@ -682,7 +691,14 @@ async fn dead_letters_are_repaired_checked_recorded_and_a_cut_short_replay_resum
     let voided = &orders[3];
     let out = run(
         omsctl(&stack)?,
-        &["saga", "cancel", voided, "--reason", "no longer wanted"],
+        &[
+            "saga",
+            "cancel",
+            voided,
+            "--reason",
+            "no longer wanted",
+            "-y",
+        ],
     )
     .await?;
     assert_eq!(code(&out), 0, "{}", stderr(&out));
@@ -743,7 +759,24 @@ async fn sagas_are_retried_and_cancelled_from_the_command_line() -> anyhow::Resu
         },
     )
     .await?;
-    let out = run(omsctl(&stack)?, &["saga", "retry", &id, "-o", "json"]).await?;
+    // From a script a retry needs --yes; --dry-run shows the saga and sends nothing.
+    let steps = || async {
+        let saga = stack.read(routes::GET_SAGA, &[&id]).await?;
+        anyhow::Ok(saga.steps.map_or(0, |s| s.len()))
+    };
+    let before = steps().await?;
+    let out = run(omsctl(&stack)?, &["saga", "retry", &id]).await?;
+    assert_eq!(code(&out), 2, "{}", stderr(&out));
+    assert!(stderr(&out).contains("--yes"), "{}", stderr(&out));
+    let out = run(omsctl(&stack)?, &["saga", "retry", &id, "--dry-run"]).await?;
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(stdout(&out).contains("would retry"), "{}", stdout(&out));
+    assert_eq!(steps().await?, before, "a dry run retried");
+    let out = run(
+        omsctl(&stack)?,
+        &["saga", "retry", &id, "--yes", "-o", "json"],
+    )
+    .await?;
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     let retried: SagaAction = json_of(&out)?;
     assert_eq!(retried.sent, ["payment.authorize"], "{retried:?}");
@@ -764,7 +797,14 @@ async fn sagas_are_retried_and_cancelled_from_the_command_line() -> anyhow::Resu
         assert_eq!(code(&out), want, "{args:?}: {}", stderr(&out));
         assert!(stderr(&out).contains(says), "{args:?}: {}", stderr(&out));
     }
-    let cancel = ["saga", "cancel", &id, "--reason", "duplicate order"];
+    let cancel = [
+        "saga",
+        "cancel",
+        &id,
+        "--reason",
+        "duplicate order",
+        "--yes",
+    ];
     let out = run(omsctl(&stack)?, &cancel).await?;
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     assert!(stdout(&out).contains("done"), "{}", stdout(&out));
@@ -779,7 +819,7 @@ async fn sagas_are_retried_and_cancelled_from_the_command_line() -> anyhow::Resu
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     assert!(stdout(&out).contains("no change"), "{}", stdout(&out));
     // Finished: nothing to retry.
-    let out = run(omsctl(&stack)?, &["saga", "retry", &id]).await?;
+    let out = run(omsctl(&stack)?, &["saga", "retry", &id, "--yes"]).await?;
     assert_eq!(code(&out), 1);
     assert!(stderr(&out).contains("refused"), "{}", stderr(&out));
     let out = run(omsctl(&stack)?, &["saga", "show", &id, "-o", "json"]).await?;

@@ -1,10 +1,17 @@
-//! `--where FIELD OP VALUE`: filters on the decoded envelope of a message.
+//! `--where FIELD OP VALUE`: the one filter language of omsctl.
 //!
-//! FIELD is a dotted path into the envelope's JSON (`payload.reason`, `payload.amount.amountMinor`,
-//! `type`, `source`, `payload.items.0.productId`); OP is `=`, `!=`, `>`, `>=`, `<`, `<=` or `~`
-//! (contains). Both sides numbers: compared as numbers; otherwise as text (a JSON string without
-//! its quotes). A message whose value is not JSON, or that lacks the field, does not match
-//! (`!=` included: nothing is known about it).
+//! A condition reads a message as one JSON document: the fields of its decoded envelope
+//! (`type`, `source`, `payload.reason`, `payload.amount.amountMinor`,
+//! `payload.items.0.productId`, ...) and the record's own ([`RECORD_FIELDS`]: `key`, `topic`,
+//! `partition`, `offset`, `timestamp`, `headers.NAME`, and `text`, the key, value and headers as
+//! one text); a dead letter adds `dlq.class`, `dlq.origin`, `dlq.service` and `dlq.error`. FIELD
+//! is a dotted path into it; OP is `=`, `!=`, `>`, `>=`, `<`, `<=` or `~` (contains). Both sides
+//! numbers: compared as numbers; otherwise as text (a JSON string without its quotes). A
+//! message that lacks the field does not match (`!=` included: nothing is known about it).
+//!
+//! The other filter flags are shorthands for conditions ([`shorthand`]): `--key K` is
+//! `key=K`, `--type T` is `type=T`, `--header N=V` is `headers.N=V`, `--grep TEXT` is
+//! `text~TEXT`, and `dlq replay --filter class=C` is `dlq.class=C`.
 
 use serde_json::Value;
 
@@ -117,15 +124,48 @@ impl Where {
     }
 }
 
-/// Whether a message value matches every condition (a value that is not JSON matches none).
-pub fn all_match(conditions: &[Where], value: Option<&[u8]>) -> bool {
-    if conditions.is_empty() {
-        return true;
-    }
-    let Some(doc) = value.and_then(|v| serde_json::from_slice::<Value>(v).ok()) else {
-        return false;
+/// The record fields a condition may name beside the envelope's.
+pub const RECORD_FIELDS: &[&str] = &[
+    "key",
+    "topic",
+    "partition",
+    "offset",
+    "timestamp",
+    "headers",
+    "text",
+];
+
+/// The condition a shorthand flag stands for: `key`, `type`, `header` (`NAME=VALUE`), `grep`,
+/// and the dead-letter fields of `dlq replay --filter` (`class`, `origin`, `service`).
+pub fn shorthand(flag: &str, value: &str) -> Result<Where, String> {
+    let (path, op, value) = match flag {
+        "key" => ("key".to_owned(), Op::Eq, value),
+        "type" => ("type".to_owned(), Op::Eq, value),
+        "grep" => ("text".to_owned(), Op::Contains, value),
+        "header" => {
+            let (name, v) = value
+                .split_once('=')
+                .filter(|(n, _)| !n.is_empty())
+                .ok_or_else(|| format!("invalid --header {value:?}: expected NAME=VALUE"))?;
+            (format!("headers.{name}"), Op::Eq, v)
+        }
+        "class" | "origin" | "service" => (format!("dlq.{flag}"), Op::Eq, value),
+        other => return Err(format!("{other:?} is not a filter shorthand")),
     };
-    conditions.iter().all(|w| w.matches(&doc))
+    Ok(Where {
+        // A header's name may hold dots: it is one step.
+        path: match path.split_once('.') {
+            Some(("headers", name)) => vec!["headers".to_owned(), name.to_owned()],
+            _ => path.split('.').map(str::to_owned).collect(),
+        },
+        op,
+        value: value.to_owned(),
+    })
+}
+
+/// Whether the document (see the module's doc) matches every condition.
+pub fn all_match(conditions: &[Where], doc: &Value) -> bool {
+    conditions.iter().all(|w| w.matches(doc))
 }
 
 #[cfg(test)]
@@ -185,11 +225,35 @@ mod tests {
     }
 
     #[test]
-    fn values_that_are_not_json_match_no_condition() {
-        let w = vec![parse("type=x").expect("parse")];
-        assert!(!all_match(&w, Some(b"not json")));
-        assert!(!all_match(&w, None));
-        assert!(all_match(&[], Some(b"not json")));
-        assert!(all_match(&w, Some(br#"{"type":"x"}"#)));
+    fn shorthands_are_conditions_of_the_same_language() {
+        let doc = json!({"key": "o-1", "type": "payment.declined", "text": "o-1 {\"a\":1} trace",
+            "headers": {"oms.type": "payment.declined"}, "dlq": {"class": "poison"}});
+        for (flag, value) in [
+            ("key", "o-1"),
+            ("type", "payment.declined"),
+            ("grep", "trace"),
+            ("header", "oms.type=payment.declined"),
+            ("class", "poison"),
+        ] {
+            let w = shorthand(flag, value).expect(flag);
+            assert!(w.matches(&doc), "{flag}={value}: {w:?}");
+            let other = shorthand(flag, &format!("{value}-x")).expect(flag);
+            assert!(!other.matches(&doc), "{flag}: {other:?} matched");
+        }
+        assert_eq!(
+            shorthand("header", "oms.type=x").map(|w| w.path),
+            Ok(vec!["headers".to_owned(), "oms.type".to_owned()])
+        );
+        assert_eq!(shorthand("grep", "x").map(|w| w.op), Ok(Op::Contains));
+        assert!(shorthand("header", "=x").is_err());
+        assert!(shorthand("colour", "red").is_err());
+        assert!(all_match(&[], &doc));
+        assert!(!all_match(
+            &[
+                parse("key=o-1").expect("parse"),
+                parse("type=x").expect("parse")
+            ],
+            &doc
+        ));
     }
 }

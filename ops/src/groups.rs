@@ -20,7 +20,7 @@ use crate::Failure;
 const TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Where to move the offsets.
-#[derive(Debug)]
+#[derive(Debug, Clone, Copy)]
 #[cfg_attr(feature = "clap", derive(clap::Args))]
 #[cfg_attr(feature = "clap", group(required = true, multiple = false))]
 pub struct Target {

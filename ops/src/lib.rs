@@ -39,6 +39,7 @@ pub mod tail;
 pub mod topics;
 pub mod trace;
 pub mod verify;
+pub mod version;
 
 /// Output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

@@ -107,6 +107,33 @@ fn repository_drills() -> Option<PathBuf> {
     })
 }
 
+/// A checkout of the OMS repository (a workspace with `services/order`): `OMS_ROOT`, else above
+/// the omsctl binary, else above the working directory, else the checkout omsctl was built
+/// from (`cargo install --path omsctl` leaves it where it was).
+pub fn repository_root() -> Option<PathBuf> {
+    let mut starts: Vec<PathBuf> = Vec::new();
+    if let Some(root) = std::env::var_os("OMS_ROOT") {
+        starts.push(PathBuf::from(root));
+    }
+    if let Ok(exe) = std::env::current_exe() {
+        starts.push(exe);
+    }
+    if let Ok(cwd) = std::env::current_dir() {
+        starts.push(cwd);
+    }
+    starts.push(PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/..")));
+    starts.into_iter().find_map(|s| {
+        s.ancestors()
+            .find(|d| is_repository(d))
+            .map(Path::to_path_buf)
+    })
+}
+
+/// Whether `dir` is the root of the OMS workspace.
+pub fn is_repository(dir: &Path) -> bool {
+    dir.join("Cargo.toml").is_file() && dir.join("services/order/Cargo.toml").is_file()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -75,6 +75,56 @@ impl Record {
             .unwrap_or_else(|| "-".into())
     }
 
+    /// The message as `--where` reads it ([`crate::filter`]): the envelope's fields when the
+    /// value is a JSON object, and the record's own (`key`, `topic`, `partition`, `offset`,
+    /// `timestamp`, `headers`, `text`), whatever the value holds.
+    pub fn document(&self) -> serde_json::Value {
+        use serde_json::{Map, Value};
+        let mut doc = match self
+            .value
+            .as_deref()
+            .and_then(|v| serde_json::from_slice::<Value>(v).ok())
+        {
+            Some(Value::Object(fields)) => fields,
+            _ => Map::new(),
+        };
+        let key = self.key_text();
+        let value = self.value.as_deref().map(String::from_utf8_lossy);
+        let headers: Map<String, Value> = self
+            .header_list()
+            .map(|(n, v)| {
+                let v = v.map_or(Value::Null, |v| {
+                    Value::String(String::from_utf8_lossy(v).into_owned())
+                });
+                (n.to_owned(), v)
+            })
+            .collect();
+        let mut text = [
+            key.clone().unwrap_or_default(),
+            value.unwrap_or_default().into_owned(),
+        ]
+        .join(" ");
+        for (n, v) in &headers {
+            text.push_str(&format!(" {n}={}", v.as_str().unwrap_or_default()));
+        }
+        let record = [
+            ("key", key.map_or(Value::Null, Value::String)),
+            ("topic", Value::String(self.topic.clone())),
+            ("partition", self.partition.into()),
+            ("offset", self.offset.into()),
+            (
+                "timestamp",
+                self.timestamp_ms.map_or(Value::Null, Value::from),
+            ),
+            ("headers", Value::Object(headers)),
+            ("text", Value::String(text)),
+        ];
+        for (name, v) in record {
+            doc.insert(name.to_owned(), v);
+        }
+        Value::Object(doc)
+    }
+
     /// The stable JSON form (one NDJSON line of `tail -o json`): enough to produce it again.
     /// Text parts are strings; a part that is not UTF-8 is given as hex under `…Hex`.
     pub fn line(&self) -> TailLine {
@@ -384,6 +434,130 @@ pub fn parse_until(s: &str) -> Result<Until, String> {
     }
 }
 
+/// One piece of a `tail --format` template.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Piece {
+    Text(String),
+    Topic,
+    Partition,
+    Offset,
+    Key,
+    KeyLen,
+    Value,
+    ValueLen,
+    Timestamp,
+    Headers,
+    Type,
+}
+
+/// A kcat-style output template (`tail --format`): `%t` topic, `%p` partition, `%o` offset,
+/// `%k` key, `%K` its length, `%s` value, `%S` its length, `%T` timestamp (ms), `%h` headers
+/// (`name=value,…`), `%y` the message type, `%%` a percent sign; `\n`, `\t` and `\\` escapes.
+/// Nothing is added: end the template with `\n` for one message per line, as with kcat.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Template(Vec<Piece>);
+
+impl std::str::FromStr for Template {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let mut pieces = Vec::new();
+        let mut text = String::new();
+        let mut chars = s.chars();
+        while let Some(c) = chars.next() {
+            let piece = match c {
+                '%' => match chars.next() {
+                    Some('t') => Piece::Topic,
+                    Some('p') => Piece::Partition,
+                    Some('o') => Piece::Offset,
+                    Some('k') => Piece::Key,
+                    Some('K') => Piece::KeyLen,
+                    Some('s') => Piece::Value,
+                    Some('S') => Piece::ValueLen,
+                    Some('T') => Piece::Timestamp,
+                    Some('h') => Piece::Headers,
+                    Some('y') => Piece::Type,
+                    Some('%') => {
+                        text.push('%');
+                        continue;
+                    }
+                    other => {
+                        return Err(format!(
+                            "invalid --format {s:?}: unknown token %{} (expected %t %p %o %k %K %s %S %T %h %y or %%)",
+                            other.map(String::from).unwrap_or_default()
+                        ))
+                    }
+                },
+                '\\' => {
+                    match chars.next() {
+                        Some('n') => text.push('\n'),
+                        Some('t') => text.push('\t'),
+                        Some('\\') => text.push('\\'),
+                        other => {
+                            return Err(format!(
+                                "invalid --format {s:?}: unknown escape \\{} (expected \\n, \\t or \\\\)",
+                                other.map(String::from).unwrap_or_default()
+                            ))
+                        }
+                    }
+                    continue;
+                }
+                c => {
+                    text.push(c);
+                    continue;
+                }
+            };
+            if !text.is_empty() {
+                pieces.push(Piece::Text(std::mem::take(&mut text)));
+            }
+            pieces.push(piece);
+        }
+        if !text.is_empty() {
+            pieces.push(Piece::Text(text));
+        }
+        Ok(Template(pieces))
+    }
+}
+
+impl Template {
+    /// The record as the template writes it (bytes that are not UTF-8 are written lossily).
+    pub fn render(&self, r: &Record) -> String {
+        fn lossy(b: Option<&[u8]>) -> String {
+            b.map(|b| String::from_utf8_lossy(b).into_owned())
+                .unwrap_or_default()
+        }
+        let mut out = String::new();
+        for piece in &self.0 {
+            match piece {
+                Piece::Text(t) => out.push_str(t),
+                Piece::Topic => out.push_str(&r.topic),
+                Piece::Partition => out.push_str(&r.partition.to_string()),
+                Piece::Offset => out.push_str(&r.offset.to_string()),
+                Piece::Key => out.push_str(&lossy(r.key.as_deref())),
+                Piece::KeyLen => {
+                    out.push_str(&r.key.as_ref().map_or(-1, |k| k.len() as i64).to_string())
+                }
+                Piece::Value => out.push_str(&lossy(r.value.as_deref())),
+                Piece::ValueLen => {
+                    out.push_str(&r.value.as_ref().map_or(-1, |v| v.len() as i64).to_string())
+                }
+                Piece::Timestamp => {
+                    out.push_str(&r.timestamp_ms.map_or("-1".into(), |t| t.to_string()))
+                }
+                Piece::Headers => {
+                    let hs: Vec<String> = r
+                        .header_list()
+                        .map(|(n, v)| format!("{n}={}", lossy(v)))
+                        .collect();
+                    out.push_str(&hs.join(","));
+                }
+                Piece::Type => out.push_str(&describe(r).type_name),
+            }
+        }
+        out
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -437,5 +611,101 @@ mod tests {
         assert!(j.get("keyHex").is_none() && j.get("value").is_some_and(|v| v.is_null()));
         let back: TailLine = serde_json::from_value(j).expect("reads back");
         assert_eq!(back, line);
+    }
+
+    /// `--where` reads the envelope and the record as one document; a value that is not JSON
+    /// still has its record fields.
+    #[test]
+    fn the_document_holds_the_envelope_and_the_record() {
+        use crate::filter::{all_match, parse, shorthand};
+        let record = |value: &[u8]| Record {
+            topic: "t.oms.payment.events".into(),
+            partition: 2,
+            offset: 41,
+            timestamp_ms: Some(1_700_000_000_000),
+            key: Some(b"order-9".to_vec()),
+            value: Some(value.to_vec()),
+            headers: Some(OwnedHeaders::new().insert(Header {
+                key: "oms.type",
+                value: Some("payment.declined"),
+            })),
+        };
+        let json =
+            record(br#"{"type":"payment.declined","payload":{"amount":{"amountMinor":1200}}}"#);
+        let doc = json.document();
+        let cond = |s: &str| parse(s).expect(s);
+        for yes in [
+            "type=payment.declined",
+            "payload.amount.amountMinor>=1000",
+            "key=order-9",
+            "partition=2",
+            "offset>40",
+            "timestamp>0",
+            "topic~payment",
+            "text~amountMinor",
+        ] {
+            assert!(all_match(&[cond(yes)], &doc), "{yes}: {doc}");
+        }
+        for no in ["type=x", "offset>41", "partition!=2", "payload.nope=1"] {
+            assert!(!all_match(&[cond(no)], &doc), "{no}: {doc}");
+        }
+        let poison = record(b"\xff not json").document();
+        let header = shorthand("header", "oms.type=payment.declined").expect("header");
+        assert!(header.matches(&poison), "{poison}");
+        assert!(cond("key=order-9").matches(&poison));
+        assert!(!cond("type=payment.declined").matches(&poison));
+        assert!(shorthand("grep", "not json")
+            .expect("grep")
+            .matches(&poison));
+    }
+
+    #[test]
+    fn templates_write_what_kcat_would_and_bad_ones_are_named() {
+        let r = Record {
+            topic: "oms.order.events".into(),
+            partition: 3,
+            offset: 17,
+            timestamp_ms: Some(1_700_000_000_000),
+            key: Some(b"order-1".to_vec()),
+            value: Some(b"{}".to_vec()),
+            headers: Some(
+                OwnedHeaders::new()
+                    .insert(Header {
+                        key: "a",
+                        value: Some("1"),
+                    })
+                    .insert(Header {
+                        key: "b",
+                        value: Some("2"),
+                    }),
+            ),
+        };
+        let t: Template = "%t/%p@%o %k (%K) %s (%S) %T [%h] 100%%\\n"
+            .parse()
+            .expect("template");
+        assert_eq!(
+            t.render(&r),
+            "oms.order.events/3@17 order-1 (7) {} (2) 1700000000000 [a=1,b=2] 100%\n"
+        );
+        let tabs: Template = "%k\\t%o\\\\".parse().expect("escapes");
+        assert_eq!(tabs.render(&r), "order-1\t17\\");
+        let empty = Record {
+            key: None,
+            value: None,
+            headers: None,
+            timestamp_ms: None,
+            ..r
+        };
+        assert_eq!(
+            "%K %S %T [%h] %y"
+                .parse::<Template>()
+                .expect("t")
+                .render(&empty),
+            "-1 -1 -1 [] empty"
+        );
+        for bad in ["%q", "50%", "\\x"] {
+            let e = bad.parse::<Template>().expect_err(bad);
+            assert!(e.contains("--format"), "{e}");
+        }
     }
 }

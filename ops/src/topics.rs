@@ -212,6 +212,181 @@ pub fn describe(brokers: &Kafka, topic: &str) -> Result<TopicDetail, Failure> {
     })
 }
 
+/// A topic `topic create` made.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Created {
+    /// Its name.
+    pub topic: String,
+    /// Its partitions.
+    pub partitions: i32,
+    /// Copies of each partition (`None`: the cluster's default).
+    pub replication: Option<i32>,
+    /// Topic configs set at creation (`retention.ms`, `cleanup.policy`, ...).
+    pub configs: BTreeMap<String, String>,
+}
+
+/// What `topic delete` removed, or would.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Deleted {
+    /// Its name.
+    pub topic: String,
+    /// Its partitions.
+    pub partitions: usize,
+    /// The messages it held.
+    pub messages: i64,
+    /// Whether it was deleted (false: the plan only).
+    pub deleted: bool,
+}
+
+/// Checks a topic name as Kafka would (1 to 249 of `a-z A-Z 0-9 . _ -`, not `.` or `..`), and
+/// refuses the OMS's own names: `topic ensure` makes those, and deleting one breaks the
+/// saga. `prefix` is the context's topic prefix.
+pub fn check_user_topic(name: &str, prefix: &str) -> Result<(), Failure> {
+    let legal = !name.is_empty()
+        && name.len() <= 249
+        && name != "."
+        && name != ".."
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+    if !legal {
+        return Err(Failure::usage(format!(
+            "invalid topic name {name:?}: 1 to 249 of a-z, A-Z, 0-9, '.', '_' and '-', not '.' or '..'"
+        )));
+    }
+    let bare = name.strip_prefix(prefix).unwrap_or(name);
+    if bare.starts_with("oms.") || name.starts_with("oms.") {
+        return Err(Failure::usage(format!(
+            "{name} is an OMS topic: `omsctl topic ensure` makes them, and they are not deleted \
+             while the OMS runs (`omsctl stack wipe` removes a local stack's)"
+        )));
+    }
+    Ok(())
+}
+
+/// `KEY=VALUE` of `--config`.
+pub fn parse_config(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .filter(|(k, v)| !k.trim().is_empty() && !v.is_empty())
+        .map(|(k, v)| (k.trim().to_owned(), v.to_owned()))
+        .ok_or_else(|| {
+            format!("invalid --topic-config {s:?}: expected KEY=VALUE, e.g. retention.ms=86400000")
+        })
+}
+
+fn admin(
+    brokers: &Kafka,
+) -> Result<rdkafka::admin::AdminClient<rdkafka::client::DefaultClientContext>, Failure> {
+    Ok(brokers
+        .config()
+        .set_log_level(rdkafka::config::RDKafkaLogLevel::Emerg)
+        .create()
+        .context("creating the Kafka admin client")?)
+}
+
+/// The answer of an admin request for one topic as a [`Failure`]: the cluster's refusal is
+/// the user's to fix (exit 2), naming the topic.
+fn refused(topic: &str, code: rdkafka::types::RDKafkaErrorCode) -> Failure {
+    use rdkafka::types::RDKafkaErrorCode as Code;
+    match code {
+        Code::TopicAlreadyExists => Failure::usage(format!("topic {topic} exists already")),
+        Code::UnknownTopicOrPartition => Failure::usage(format!("no topic {topic:?}")),
+        Code::InvalidReplicationFactor => Failure::usage(format!(
+            "topic {topic}: the cluster refused the replication factor (more copies than nodes?)"
+        )),
+        Code::InvalidConfig => {
+            Failure::usage(format!("topic {topic}: the cluster refused a --topic-config"))
+        }
+        other => Failure::usage(format!("topic {topic}: the cluster refused: {other}")),
+    }
+}
+
+/// Creates `topic` (checked with [`check_user_topic`] first).
+pub async fn create(
+    brokers: &Kafka,
+    prefix: &str,
+    topic: &str,
+    partitions: i32,
+    replication: Option<i32>,
+    configs: &BTreeMap<String, String>,
+) -> Result<Created, Failure> {
+    use rdkafka::admin::{AdminOptions, NewTopic, TopicReplication};
+    check_user_topic(topic, prefix)?;
+    if partitions < 1 {
+        return Err(Failure::usage("--partitions must be at least 1"));
+    }
+    if replication.is_some_and(|r| r < 1) {
+        return Err(Failure::usage("--replication-factor must be at least 1"));
+    }
+    let admin = admin(brokers)?;
+    let mut new = NewTopic::new(
+        topic,
+        partitions,
+        TopicReplication::Fixed(replication.unwrap_or(-1)),
+    );
+    for (k, v) in configs {
+        new = new.set(k, v);
+    }
+    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+    let results = admin
+        .create_topics([&new], &options)
+        .await
+        .map_err(|e| Failure::usage(format!("broker unreachable at {brokers}: {e}")))?;
+    for result in results {
+        if let Err((t, code)) = result {
+            return Err(refused(&t, code));
+        }
+    }
+    Ok(Created {
+        topic: topic.to_owned(),
+        partitions,
+        replication,
+        configs: configs.clone(),
+    })
+}
+
+/// What deleting `topic` would remove (checked with [`check_user_topic`]); `execute` deletes it.
+pub async fn delete(
+    brokers: &Kafka,
+    prefix: &str,
+    topic: &str,
+    execute: bool,
+) -> Result<Deleted, Failure> {
+    use rdkafka::admin::AdminOptions;
+    check_user_topic(topic, prefix)?;
+    let detail = {
+        let brokers = brokers.clone();
+        let topic = topic.to_owned();
+        tokio::task::spawn_blocking(move || describe(&brokers, &topic))
+            .await
+            .map_err(anyhow::Error::from)??
+    };
+    let mut plan = Deleted {
+        topic: topic.to_owned(),
+        partitions: detail.partitions.len(),
+        messages: detail.partitions.iter().map(|p| p.end - p.start).sum(),
+        deleted: false,
+    };
+    if !execute {
+        return Ok(plan);
+    }
+    let admin = admin(brokers)?;
+    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+    let results = admin
+        .delete_topics(&[topic], &options)
+        .await
+        .map_err(|e| Failure::usage(format!("broker unreachable at {brokers}: {e}")))?;
+    for result in results {
+        if let Err((t, code)) = result {
+            return Err(refused(&t, code));
+        }
+    }
+    plan.deleted = true;
+    Ok(plan)
+}
+
 /// The node that leads the most of `partitions` (the lowest id of those tied), if any leads.
 pub fn busiest_leader(partitions: &[Leadership]) -> Option<i32> {
     let mut counts: BTreeMap<i32, usize> = BTreeMap::new();
@@ -400,5 +575,37 @@ mod tests {
             assert_eq!(parse_assignment(&bytes[..cut]), None, "cut at {cut}");
         }
         assert_eq!(parse_assignment(&[0xff, 0xff, 0, 0, 0, 0]), None);
+    }
+
+    #[test]
+    fn user_topics_are_checked_as_kafka_would_and_the_oms_names_are_kept() {
+        for ok in ["exports", "team-a.orders_v2", "x"] {
+            assert!(check_user_topic(ok, "").is_ok(), "{ok}");
+        }
+        let long = "a".repeat(250);
+        for bad in ["", ".", "..", "has space", "ümlaut", long.as_str()] {
+            let e = check_user_topic(bad, "").expect_err(bad);
+            assert!(
+                e.error.to_string().contains("invalid topic name"),
+                "{bad}: {}",
+                e.error
+            );
+        }
+        for oms in [
+            "oms.order.events",
+            "oms.payment.commands.dlq",
+            "t1.oms.order.events",
+        ] {
+            let e = check_user_topic(oms, "t1.").expect_err(oms);
+            assert_eq!(e.code, 2);
+            assert!(e.error.to_string().contains("OMS topic"), "{}", e.error);
+        }
+        assert_eq!(
+            parse_config("retention.ms=86400000"),
+            Ok(("retention.ms".into(), "86400000".into()))
+        );
+        for bad in ["retention.ms", "=1", "retention.ms="] {
+            assert!(parse_config(bad).is_err(), "{bad}");
+        }
     }
 }

@@ -23,8 +23,9 @@ use oms_contracts::ServiceId as Svc;
 #[derive(Debug, Clone)]
 #[cfg_attr(feature = "clap", derive(clap::Args))]
 pub struct VerifyArgs {
-    /// Only orders created within this long (stock is always checked as a whole).
-    #[cfg_attr(feature = "clap", arg(long, value_parser = crate::args::duration))]
+    /// Only orders created since then: @-10m, @TIMESTAMP (RFC 3339) or 10m (stock is always
+    /// checked as a whole).
+    #[cfg_attr(feature = "clap", arg(long, value_parser = crate::args::since, allow_hyphen_values = true))]
     pub since: Option<Duration>,
     /// Orders older than this must be finished (the saga's step deadlines added up, with margin).
     #[cfg_attr(feature = "clap", arg(long, default_value = "2m", value_parser = crate::args::duration))]

@@ -6,6 +6,8 @@ use oms_ops::ctx::Ctx;
 use oms_ops::render::table;
 use oms_ops::Failure;
 
+use super::confirm::Confirm;
+
 /// `omsctl context`.
 #[derive(Debug, clap::Subcommand)]
 pub enum ContextCommand {
@@ -42,6 +44,8 @@ pub enum ContextCommand {
     Delete {
         /// A context name.
         name: String,
+        #[command(flatten)]
+        confirm: Confirm,
     },
 }
 
@@ -82,8 +86,13 @@ pub async fn run(ctx: &Ctx, command: ContextCommand) -> Result<(), Failure> {
             eprintln!("omsctl: context {name} changed ({})", path.display());
             Ok(())
         }
-        ContextCommand::Delete { name } => {
+        ContextCommand::Delete { name, confirm } => {
             let path = config_path(path)?;
+            let what = format!("delete context {name} from {}", path.display());
+            if !confirm.go_ahead(&what)? {
+                eprintln!("omsctl: would {what} (dry run: nothing changed)");
+                return Ok(());
+            }
             context::delete(&path, &name)?;
             eprintln!("omsctl: context {name} deleted ({})", path.display());
             Ok(())

@@ -1,9 +1,9 @@
 //! `omsctl dlq list | show | replay | audit`: dead letters and their safe replay (the library's
 //! [`oms_ops::dlq`] does the work).
 
-use std::io::{IsTerminal, Write};
-
 use oms_ops::ctx::Ctx;
+
+use super::confirm::Confirm;
 use oms_ops::dlq::audit;
 use oms_ops::dlq::entry::entries;
 use oms_ops::dlq::replay::{self, PlanReport, Repair};
@@ -31,8 +31,10 @@ pub enum DlqCommand {
         /// Group by error class, origin topic or message type.
         #[arg(long)]
         group_by: Option<GroupByArg>,
-        /// Only entries whose decoded envelope matches FIELD OP VALUE
-        /// (payload.reason=OUT_OF_STOCK; OP = != > >= < <= ~); repeatable, all must match.
+        /// Only entries that match FIELD OP VALUE: the envelope's fields
+        /// (payload.reason=OUT_OF_STOCK), the record's (key, headers.NAME, partition, ...) and
+        /// the dead letter's (dlq.class=poison, dlq.service, dlq.error); OP = != > >= < <= ~;
+        /// repeatable, all must match.
         #[arg(long = "where", value_parser = oms_ops::filter::parse)]
         conditions: Vec<oms_ops::filter::Where>,
     },
@@ -51,24 +53,22 @@ pub enum DlqCommand {
 pub struct ReplayArgs {
     /// Entry ids.
     ids: Vec<String>,
-    /// Every dead letter (narrowed by --filter).
+    /// Every dead letter (narrowed by --where and --filter).
     #[arg(long)]
     all: bool,
-    /// Only entries with FIELD=VALUE (class, origin, type, key, service); repeatable.
+    /// Only entries with FIELD=VALUE, FIELD one of class, origin, type, key, service: a
+    /// shorthand for --where dlq.class=VALUE, dlq.origin=, type=, key=, dlq.service=;
+    /// repeatable.
     #[arg(long = "filter", value_parser = parse_filter)]
-    filters: Vec<(String, String)>,
-    /// Only entries whose decoded envelope matches FIELD OP VALUE (as `dlq list --where`).
+    filters: Vec<oms_ops::filter::Where>,
+    /// Only entries that match FIELD OP VALUE: the envelope's fields, the record's (key,
+    /// headers.NAME, ...) and the dead letter's (dlq.class, dlq.origin, dlq.service,
+    /// dlq.error), as `dlq list --where`; repeatable, all must match.
     #[arg(long = "where", value_parser = oms_ops::filter::parse)]
     conditions: Vec<oms_ops::filter::Where>,
-    /// Print the plan and change nothing.
-    #[arg(long)]
-    dry_run: bool,
     /// At most this many messages per second (e.g. 10/s).
     #[arg(long, value_parser = oms_ops::args::rate)]
     rate: Option<f64>,
-    /// Do not ask for confirmation.
-    #[arg(long)]
-    yes: bool,
     /// Replay entries even if they were replayed before (within --budget).
     #[arg(long)]
     force: bool,
@@ -89,9 +89,12 @@ pub struct ReplayArgs {
     /// Send what the replay AUDIT (cut short) planned and never sent, under the same audit.
     #[arg(long, value_name = "AUDIT")]
     resume: Option<String>,
+    #[command(flatten)]
+    confirm: Confirm,
 }
 
-fn parse_filter(s: &str) -> Result<(String, String), String> {
+/// `--filter FIELD=VALUE`: the `--where` condition it stands for.
+fn parse_filter(s: &str) -> Result<oms_ops::filter::Where, String> {
     let (k, v) = s
         .split_once('=')
         .ok_or_else(|| format!("invalid --filter {s:?}: expected FIELD=VALUE"))?;
@@ -100,7 +103,7 @@ fn parse_filter(s: &str) -> Result<(String, String), String> {
             "invalid --filter field {k:?}: expected class, origin, type, key or service"
         ));
     }
-    Ok((k.to_owned(), v.to_owned()))
+    oms_ops::filter::shorthand(k, v)
 }
 
 pub async fn run(ctx: &Ctx, command: DlqCommand) -> Result<(), Failure> {
@@ -243,11 +246,16 @@ async fn show(ctx: &Ctx, id: &str) -> Result<(), Failure> {
 }
 
 async fn replay(ctx: &Ctx, args: ReplayArgs) -> Result<(), Failure> {
+    let conditions: Vec<_> = args
+        .filters
+        .iter()
+        .chain(&args.conditions)
+        .cloned()
+        .collect();
     let request = replay::Request {
         ids: &args.ids,
         all: args.all,
-        filters: &args.filters,
-        conditions: &args.conditions,
+        conditions: &conditions,
         force: args.force,
         budget: args.budget,
         to: args.to.as_deref(),
@@ -265,10 +273,10 @@ async fn replay(ctx: &Ctx, args: ReplayArgs) -> Result<(), Failure> {
     for r in &plan.refused {
         eprintln!("omsctl: not replaying {}: {}", r.id, r.why);
     }
-    if args.dry_run || plan.planned.is_empty() {
+    if args.confirm.dry_run || plan.planned.is_empty() {
         let mut rows: Vec<replay::PlanRow> =
             plan.planned.iter().map(replay::Planned::row).collect();
-        if args.dry_run && !plan.planned.is_empty() {
+        if args.confirm.dry_run && !plan.planned.is_empty() {
             for (row, p) in rows
                 .iter_mut()
                 .zip(replay::predictions(ctx, &plan.planned).await?)
@@ -277,7 +285,7 @@ async fn replay(ctx: &Ctx, args: ReplayArgs) -> Result<(), Failure> {
             }
         }
         let report = PlanReport {
-            dry_run: args.dry_run,
+            dry_run: args.confirm.dry_run,
             plan: rows,
             refused: plan.refused.clone(),
             edits: plan.planned.iter().filter_map(|p| p.edit.clone()).collect(),
@@ -304,14 +312,14 @@ async fn replay(ctx: &Ctx, args: ReplayArgs) -> Result<(), Failure> {
             }
             let n = report.plan.len();
             let entries = if n == 1 { "entry" } else { "entries" };
-            if args.dry_run {
+            if args.confirm.dry_run {
                 format!("{text}\nwould replay {n} {entries} (dry run: nothing changed)")
             } else {
                 format!("{text}\nnothing to replay")
             }
         })?;
         let held = plan.refused.len();
-        return if !args.dry_run && held > 0 {
+        return if !args.confirm.dry_run && held > 0 {
             Err(Failure::verdict(format!(
                 "{held} entr{} held back; nothing sent",
                 if held == 1 { "y" } else { "ies" }
@@ -321,20 +329,8 @@ async fn replay(ctx: &Ctx, args: ReplayArgs) -> Result<(), Failure> {
         };
     }
     let n = plan.planned.len();
-    if !args.yes {
-        if !std::io::stdin().is_terminal() {
-            return Err(Failure::usage(format!(
-                "replaying {n} entries needs confirmation: add --yes (or --dry-run to see the plan)"
-            )));
-        }
-        eprint!("replay {n} entries? [y/N] ");
-        std::io::stderr().flush()?;
-        let mut answer = String::new();
-        std::io::stdin().read_line(&mut answer)?;
-        if !matches!(answer.trim(), "y" | "Y" | "yes") {
-            return Err(Failure::verdict("replay cancelled"));
-        }
-    }
+    let entries = if n == 1 { "entry" } else { "entries" };
+    args.confirm.go_ahead(&format!("replay {n} {entries}"))?;
     let resumes = plan.resumed.as_ref().map(|r| r.audit_id.as_str());
     let sent = replay::send(ctx, &plan.planned, args.force, args.rate, resumes).await?;
     ctx.print(&sent.finished, || {

@@ -6,6 +6,8 @@ use oms_ops::groups::{self, group_name, Target};
 use oms_ops::render::{opt, table};
 use oms_ops::Failure;
 
+use super::confirm::Confirm;
+
 #[derive(Debug, clap::Subcommand)]
 pub enum GroupsCommand {
     /// Consumer groups: the OMS services' (with their topics and total lag) and any other the
@@ -18,7 +20,8 @@ pub enum GroupsCommand {
         #[arg(add = clap_complete::ArgValueCandidates::new(crate::complete::groups))]
         group: String,
     },
-    /// Move a group's committed offsets. Prints the plan; changes nothing without --execute.
+    /// Move a group's committed offsets: shows the plan, then asks (--yes: at once; --dry-run:
+    /// the plan only).
     ResetOffsets(ResetArgs),
 }
 
@@ -32,9 +35,8 @@ pub struct ResetArgs {
     pub topics: Vec<String>,
     #[command(flatten)]
     pub target: Target,
-    /// Commit the plan (without it nothing changes); `--yes` says the same, as everywhere else.
-    #[arg(long, visible_alias = "yes")]
-    pub execute: bool,
+    #[command(flatten)]
+    pub confirm: Confirm,
 }
 
 pub async fn run(ctx: &Ctx, command: GroupsCommand) -> Result<(), Failure> {
@@ -104,9 +106,22 @@ async fn describe(ctx: &Ctx, group: &str) -> Result<(), Failure> {
 }
 
 async fn reset(ctx: &Ctx, group: &str, args: ResetArgs) -> Result<(), Failure> {
-    let execute = args.execute;
-    let doc = groups::reset(ctx, group, &args.topics, args.target, execute).await?;
-    ctx.print(&doc, || {
+    if !args.confirm.yes {
+        let plan = groups::reset(ctx, group, &args.topics, args.target, false).await?;
+        print_reset(ctx, &plan, false)?;
+        if !args
+            .confirm
+            .go_ahead(&format!("move the committed offsets of group {group}"))?
+        {
+            return Ok(());
+        }
+    }
+    let done = groups::reset(ctx, group, &args.topics, args.target, true).await?;
+    print_reset(ctx, &done, true)
+}
+
+fn print_reset(ctx: &Ctx, doc: &groups::ResetReport, committed: bool) -> Result<(), Failure> {
+    ctx.print(doc, || {
         let mut t = table(&["PARTITION", "CURRENT", "TARGET", "CHANGE", "LAG AFTER"]);
         for m in &doc.plan {
             let change = match m.current {
@@ -121,12 +136,10 @@ async fn reset(ctx: &Ctx, group: &str, args: ResetArgs) -> Result<(), Failure> {
                 m.lag_after.to_string(),
             ]);
         }
-        if execute {
+        if committed {
             format!("{t}\ncommitted: group {} now starts from TARGET", doc.group)
         } else {
-            format!(
-                "{t}\nplan only: nothing changed (add --execute to commit it; the group must have no live members)"
-            )
+            format!("{t}\nthe plan (the group must have no live members)")
         }
     })
 }

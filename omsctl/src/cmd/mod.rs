@@ -4,6 +4,7 @@
 pub mod auth;
 pub mod bench;
 pub mod chaos;
+pub mod confirm;
 pub mod context;
 pub mod dlq;
 pub mod drill;
@@ -15,3 +16,4 @@ pub mod stack;
 pub mod tail;
 pub mod topics;
 pub mod verify;
+pub mod version;

@@ -16,6 +16,8 @@ use oms_ops::{place, Failure, Output};
 
 use oms_ops::trace::{self, check_id};
 
+use super::confirm::Confirm;
+
 #[derive(Debug, clap::Subcommand)]
 pub enum OrderCommand {
     /// Place an order (or many with --count) and optionally follow it to its outcome.
@@ -53,6 +55,8 @@ pub enum OrderCommand {
         /// How long --wait waits.
         #[arg(long, default_value = "60s", value_parser = oms_ops::args::duration)]
         timeout: Duration,
+        #[command(flatten)]
+        confirm: Confirm,
     },
 }
 
@@ -98,7 +102,12 @@ pub async fn run(ctx: &Ctx, command: OrderCommand) -> Result<(), Failure> {
             limit,
         } => list(ctx, status, customer, limit).await,
         OrderCommand::Trace { id } => print_trace(ctx, &id).await,
-        OrderCommand::Cancel { id, wait, timeout } => cancel(ctx, &id, wait, timeout).await,
+        OrderCommand::Cancel {
+            id,
+            wait,
+            timeout,
+            confirm,
+        } => cancel(ctx, &id, wait, timeout, confirm).await,
     }
 }
 
@@ -315,9 +324,32 @@ async fn create_many(ctx: &Ctx, args: CreateArgs) -> Result<(), Failure> {
     }
 }
 
-/// `POST /orders/{id}/cancel`, then (with `wait`) the order until it is cancelled or ships.
-async fn cancel(ctx: &Ctx, id: &str, wait: bool, timeout: Duration) -> Result<(), Failure> {
+/// `POST /orders/{id}/cancel` once confirmed, then (with `wait`) the order until it is
+/// cancelled or ships.
+async fn cancel(
+    ctx: &Ctx,
+    id: &str,
+    wait: bool,
+    timeout: Duration,
+    confirm: Confirm,
+) -> Result<(), Failure> {
     check_id(id)?;
+    if !confirm.yes {
+        let order: OrderView = ctx
+            .read_opt(routes::GET_ORDER, &[id])
+            .await?
+            .ok_or_else(|| Failure::verdict(format!("no order {id}")))?;
+        if !confirm.go_ahead(&format!("cancel order {id} ({})", order.status))? {
+            let plan = match (order.status, order.picked_at) {
+                (OrderStatus::Cancelled, _) => "already cancelled".to_owned(),
+                (_, Some(_)) => "would be refused: its shipment was picked".to_owned(),
+                _ => "would be cancelled: refunded, stock released".to_owned(),
+            };
+            return ctx.print(&order, || {
+                format!("{id} {}: {plan} (dry run: nothing changed)", order.status)
+            });
+        }
+    }
     let mut order = match ctx.call(routes::CANCEL_ORDER, Request::to(&[id])).await? {
         Ok(order) => order,
         Err(refusal) => {

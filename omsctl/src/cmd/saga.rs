@@ -8,6 +8,8 @@ use oms_ops::ctx::Ctx;
 use oms_ops::render::{opt, table};
 use oms_ops::Failure;
 
+use super::confirm::Confirm;
+
 #[derive(Debug, clap::Subcommand)]
 pub enum SagaCommand {
     /// List sagas, newest first.
@@ -31,6 +33,8 @@ pub enum SagaCommand {
     Retry {
         /// Order id.
         order_id: String,
+        #[command(flatten)]
+        confirm: Confirm,
     },
     /// Cancel the order now: void or refund the payment, release the stock (recorded as a step;
     /// asking again changes nothing).
@@ -40,6 +44,8 @@ pub enum SagaCommand {
         /// Why (recorded in the history and the order's cancel detail).
         #[arg(long)]
         reason: String,
+        #[command(flatten)]
+        confirm: Confirm,
     },
 }
 
@@ -49,12 +55,13 @@ fn order_id_of(order_id: &str) -> Result<(), Failure> {
         .map_err(|_| Failure::usage(format!("invalid order id {order_id:?} (expected a UUID)")))
 }
 
-/// Retries or cancels a saga (`route`) and prints what it did.
+/// Retries or cancels a saga (`route`) once confirmed, and prints what it did.
 async fn act<B: serde::Serialize + 'static>(
     ctx: &Ctx,
     order_id: &str,
     route: Route<B, SagaAction>,
     body: &B,
+    confirm: Confirm,
 ) -> Result<(), Failure> {
     order_id_of(order_id)?;
     let action = if route.spec == routes::RETRY_SAGA.spec {
@@ -62,6 +69,24 @@ async fn act<B: serde::Serialize + 'static>(
     } else {
         "cancel"
     };
+    if !confirm.yes {
+        let saga: SagaView = ctx
+            .read_opt(routes::GET_SAGA, &[order_id])
+            .await?
+            .ok_or_else(|| Failure::verdict(format!("no saga for order {order_id}")))?;
+        let what = match action {
+            "retry" => format!("retry the {} step of saga {order_id}", saga.state),
+            _ => format!("cancel saga {order_id} ({}) with compensation", saga.state),
+        };
+        if !confirm.go_ahead(&what)? {
+            return ctx.print(&saga, || {
+                format!(
+                    "{order_id} {}: would {action} (dry run: nothing changed)",
+                    saga.state
+                )
+            });
+        }
+    }
     let done = match ctx.call(route, Request::to(&[order_id]).body(body)).await? {
         Ok(done) => done,
         Err(r) if r.status == reqwest::StatusCode::NOT_FOUND => {
@@ -119,14 +144,27 @@ pub async fn run(ctx: &Ctx, command: SagaCommand) -> Result<(), Failure> {
                 t.to_string()
             })
         }
-        SagaCommand::Retry { order_id } => act(ctx, &order_id, routes::RETRY_SAGA, &()).await,
-        SagaCommand::Cancel { order_id, reason } => {
+        SagaCommand::Retry { order_id, confirm } => {
+            act(ctx, &order_id, routes::RETRY_SAGA, &(), confirm).await
+        }
+        SagaCommand::Cancel {
+            order_id,
+            reason,
+            confirm,
+        } => {
             if reason.trim().is_empty() || reason.chars().count() > 200 {
                 return Err(Failure::usage(
                     "--reason must be 1 to 200 characters, not all blank",
                 ));
             }
-            act(ctx, &order_id, routes::CANCEL_SAGA, &CancelSaga { reason }).await
+            act(
+                ctx,
+                &order_id,
+                routes::CANCEL_SAGA,
+                &CancelSaga { reason },
+                confirm,
+            )
+            .await
         }
         SagaCommand::Show { order_id } => {
             order_id_of(&order_id)?;

@@ -10,6 +10,8 @@ use oms_ops::local::{say, Component, Local};
 use oms_ops::render::{opt, table};
 use oms_ops::Failure;
 
+use super::confirm::Confirm;
+
 #[derive(Debug, clap::Subcommand)]
 pub enum StackCommand {
     /// Start PostgreSQL, the broker (with the topics) and the services; wait until all are
@@ -21,7 +23,9 @@ pub enum StackCommand {
         /// Skip the smoke order at the end.
         #[arg(long)]
         no_smoke: bool,
-        /// Directory of the oms-* service binaries [default: where this omsctl lives].
+        /// Directory of the oms-* service binaries [default: next to this omsctl, else the
+        /// first directory on PATH holding them all, else built with cargo in a checkout of
+        /// the repository (the one omsctl runs or was installed from)].
         #[arg(long, env = "OMS_BIN_DIR", conflicts_with_all = ["release", "debug"])]
         bin_dir: Option<PathBuf>,
         /// The release builds next to this omsctl (target/release); `scripts/stack.sh up` builds
@@ -56,8 +60,11 @@ pub enum StackCommand {
     },
     /// Stop everything cleanly (services first, PostgreSQL last).
     Down,
-    /// Stop everything and delete the state directory.
-    Wipe,
+    /// Stop everything and delete the state directory (databases, Kafka's logs, keys).
+    Wipe {
+        #[command(flatten)]
+        confirm: Confirm,
+    },
     /// Each component's pid, port, readiness, outbox backlog and consumer lag.
     Status,
     /// Start one component (postgres, broker, a service or one replica) unless it runs.
@@ -77,8 +84,9 @@ pub enum StackCommand {
     /// The topology: every service with its port, consumer group and the topics it reads and
     /// writes (what scripts read instead of a list of their own).
     Services {
-        /// Only the names, one per line, in start order.
-        #[arg(long)]
+        /// Only the names, one per line, in start order: the same as `-o ids`, which is what
+        /// to use (kept for older scripts).
+        #[arg(long, hide = true)]
         names: bool,
     },
     /// Print a service's log (all services' without a name).
@@ -153,6 +161,22 @@ async fn up(ctx: &Ctx, asked: Up) -> Result<(), Failure> {
         broker_nodes,
         secure,
     } = asked;
+    let bin_dir = match bin_dir {
+        Some(dir) => Some(dir),
+        None if infra => None,
+        None => {
+            use oms_ops::local::binaries::{locate, Found};
+            let found = locate().await?;
+            match &found {
+                Found::BesideOmsctl(_) => {}
+                Found::OnPath(d) => {
+                    say(format!("the services' binaries: {} (on PATH)", d.display()))
+                }
+                Found::Built(d) => say(format!("the services' binaries: {} (built)", d.display())),
+            }
+            Some(found.dir().to_path_buf())
+        }
+    };
     let mut wanted = Local::from_env(&ctx.state_dir, bin_dir)?;
     let current = Local::open(&ctx.state_dir).ok();
     if let Some(current) = &current {
@@ -336,7 +360,15 @@ pub async fn run(ctx: &Ctx, command: StackCommand) -> Result<(), Failure> {
             .await
         }
         StackCommand::Down => oms_ops::local::down(&Local::open(&ctx.state_dir)?).await,
-        StackCommand::Wipe => {
+        StackCommand::Wipe { confirm } => {
+            let what = format!(
+                "stop the local stack and delete {} (its databases, Kafka's logs and keys)",
+                ctx.state_dir.display()
+            );
+            if !confirm.go_ahead(&what)? {
+                say(format!("would {what} (dry run: nothing changed)"));
+                return Ok(());
+            }
             let local = Local::open(&ctx.state_dir)?;
             oms_ops::local::down(&local).await?;
             oms_ops::local::wipe(&local)?;

@@ -8,18 +8,12 @@ use rdkafka::consumer::Consumer;
 use rdkafka::{Offset, TopicPartitionList};
 
 use oms_ops::ctx::{Ctx, Kafka};
+use oms_ops::filter::Where;
 use oms_ops::tail::{
-    client, describe, parse_from, parse_until, partitions, record, Described, From, Record, Until,
+    client, describe, parse_from, parse_until, partitions, record, From, Record, Template, Until,
     TIMEOUT,
 };
 use oms_ops::{Failure, Output};
-
-fn parse_header(s: &str) -> Result<(String, String), String> {
-    s.split_once('=')
-        .map(|(k, v)| (k.to_owned(), v.to_owned()))
-        .filter(|(k, _)| !k.is_empty())
-        .ok_or_else(|| format!("invalid --header {s:?}: expected NAME=VALUE"))
-}
 
 /// `omsctl tail` arguments.
 #[derive(Debug, clap::Args)]
@@ -37,22 +31,26 @@ pub struct TailArgs {
     /// Stop after this many (matching) messages.
     #[arg(long)]
     max: Option<u64>,
-    /// Only this key (order id).
-    #[arg(long)]
-    key: Option<String>,
-    /// Only this message type (e.g. payment.declined).
-    #[arg(long = "type")]
-    message_type: Option<String>,
-    /// Only messages with this header (NAME=VALUE; repeatable, all must match).
-    #[arg(long = "header", value_parser = parse_header)]
-    headers: Vec<(String, String)>,
-    /// Only messages whose key, value or headers contain this text.
-    #[arg(long)]
-    grep: Option<String>,
-    /// Only messages whose decoded envelope matches FIELD OP VALUE (payload.reason=OUT_OF_STOCK,
-    /// payload.amount.amountMinor>=10000; OP = != > >= < <= ~); repeatable, all must match.
+    /// Only this key (order id): a shorthand for --where key=KEY.
+    #[arg(long, value_parser = |s: &str| oms_ops::filter::shorthand("key", s))]
+    key: Option<Where>,
+    /// Only this message type (e.g. payment.declined): a shorthand for --where type=TYPE.
+    #[arg(long = "type", value_parser = |s: &str| oms_ops::filter::shorthand("type", s))]
+    message_type: Option<Where>,
+    /// Only messages with this header (NAME=VALUE): a shorthand for --where
+    /// headers.NAME=VALUE; repeatable, all must match.
+    #[arg(long = "header", value_parser = |s: &str| oms_ops::filter::shorthand("header", s))]
+    headers: Vec<Where>,
+    /// Only messages whose key, value or headers contain this text: a shorthand for --where
+    /// text~TEXT.
+    #[arg(long, value_parser = |s: &str| oms_ops::filter::shorthand("grep", s))]
+    grep: Option<Where>,
+    /// Only messages that match FIELD OP VALUE: the envelope's fields
+    /// (payload.reason=OUT_OF_STOCK, payload.amount.amountMinor>=10000) and the record's (key,
+    /// partition, offset, timestamp, headers.NAME, text); OP = != > >= < <= ~; repeatable, all
+    /// must match. The filter flags above are shorthands for it.
     #[arg(long = "where", value_parser = oms_ops::filter::parse)]
-    conditions: Vec<oms_ops::filter::Where>,
+    conditions: Vec<Where>,
     /// Stop at this offset (exclusive) or time (@TIMESTAMP, @-DURATION) in every partition,
     /// and at the current end (as --exit).
     #[arg(long, value_parser = parse_until, allow_hyphen_values = true)]
@@ -60,45 +58,30 @@ pub struct TailArgs {
     /// Only these partitions (repeatable).
     #[arg(long = "partition")]
     partitions: Vec<i32>,
+    /// Write each message with this kcat-style template instead of -o: %t topic, %p
+    /// partition, %o offset, %k key, %K key length, %s value, %S value length, %T timestamp
+    /// (ms), %h headers, %y message type, %% a percent sign; \n \t escapes (nothing is added:
+    /// end with \n for one message per line).
+    #[arg(long, value_name = "TEMPLATE")]
+    format: Option<Template>,
 }
 
 impl TailArgs {
-    fn matches(&self, r: &Record, described: &Described) -> bool {
-        if let Some(k) = &self.key {
-            if r.key_text().as_deref() != Some(k.as_str()) {
-                return false;
-            }
-        }
-        if let Some(t) = &self.message_type {
-            if described.type_name != *t {
-                return false;
-            }
-        }
-        if !self
-            .headers
+    /// Whether the record matches every condition: the shorthands' and --where's.
+    fn matches(&self, r: &Record) -> bool {
+        let mut conditions = self
+            .key
             .iter()
-            .all(|(k, v)| r.header(k).as_deref() == Some(v.as_str()))
-        {
-            return false;
+            .chain(&self.message_type)
+            .chain(&self.headers)
+            .chain(&self.grep)
+            .chain(&self.conditions)
+            .peekable();
+        if conditions.peek().is_none() {
+            return true;
         }
-        if !oms_ops::filter::all_match(&self.conditions, r.value.as_deref()) {
-            return false;
-        }
-        if let Some(g) = &self.grep {
-            let hay = format!(
-                "{} {} {:?}",
-                r.key_text().unwrap_or_default(),
-                r.value
-                    .as_deref()
-                    .map(String::from_utf8_lossy)
-                    .unwrap_or_default(),
-                r.header_list().collect::<Vec<_>>()
-            );
-            if !hay.contains(g.as_str()) {
-                return false;
-            }
-        }
-        true
+        let doc = r.document();
+        conditions.all(|w| w.matches(&doc))
     }
 }
 
@@ -215,43 +198,57 @@ fn follow(
                 continue;
             }
         }
-        let described = describe(&r);
-        if args.matches(&r, &described) {
+        if args.matches(&r) {
             shown += 1;
-            match output {
-                Output::Json => writeln!(out, "{}", serde_json::to_string(&r.line())?)?,
-                Output::Yaml => write!(out, "---\n{}", oms_ops::render::yaml(&r.line())?)?,
-                Output::Ids => writeln!(
-                    out,
-                    "{}",
-                    oms_ops::render::coordinates(&r.topic, r.partition, r.offset)
-                )?,
-                Output::Table => {
-                    let mut payload = described.payload.clone();
-                    if payload.len() > 160 {
-                        let cut = (0..=160)
-                            .rev()
-                            .find(|i| payload.is_char_boundary(*i))
-                            .unwrap_or(0);
-                        payload.truncate(cut);
-                        payload.push('…');
-                    }
-                    writeln!(
-                        out,
-                        "{} {} key={} {} [{}] {}",
-                        r.time(),
-                        oms_ops::render::coordinates(&r.topic, r.partition, r.offset),
-                        r.key_text().unwrap_or_else(|| "-".into()),
-                        described.type_name,
-                        described.source,
-                        payload
-                    )?
-                }
+            if let Some(template) = &args.format {
+                write!(out, "{}", template.render(&r))?;
+            } else {
+                write_record(&mut out, &r, output)?;
             }
             out.flush()?;
         }
         if exit && pending.is_empty() {
             return Ok(());
+        }
+    }
+}
+
+/// One record as `-o` asks.
+fn write_record(out: &mut impl Write, r: &Record, output: Output) -> std::io::Result<()> {
+    match output {
+        Output::Json => writeln!(out, "{}", serde_json::to_string(&r.line())?),
+        Output::Yaml => write!(
+            out,
+            "---\n{}",
+            oms_ops::render::yaml(&r.line())
+                .map_err(|e| std::io::Error::other(format!("{:#}", e.error)))?
+        ),
+        Output::Ids => writeln!(
+            out,
+            "{}",
+            oms_ops::render::coordinates(&r.topic, r.partition, r.offset)
+        ),
+        Output::Table => {
+            let described = describe(r);
+            let mut payload = described.payload;
+            if payload.len() > 160 {
+                let cut = (0..=160)
+                    .rev()
+                    .find(|i| payload.is_char_boundary(*i))
+                    .unwrap_or(0);
+                payload.truncate(cut);
+                payload.push('…');
+            }
+            writeln!(
+                out,
+                "{} {} key={} {} [{}] {}",
+                r.time(),
+                oms_ops::render::coordinates(&r.topic, r.partition, r.offset),
+                r.key_text().unwrap_or_else(|| "-".into()),
+                described.type_name,
+                described.source,
+                payload
+            )
         }
     }
 }

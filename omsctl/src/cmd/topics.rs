@@ -1,8 +1,13 @@
-//! `omsctl topics ensure | list`: the OMS topics, their messages and each group's lag.
+//! `omsctl topic ensure | list | describe | create | delete`: the OMS topics, their messages
+//! and each group's lag; any topic in full; topics of your own made and removed.
+
+use std::collections::BTreeMap;
 
 use oms_ops::ctx::Ctx;
 use oms_ops::render::table;
 use oms_ops::{topics, Failure};
+
+use super::confirm::Confirm;
 
 #[derive(Debug, clap::Subcommand)]
 pub enum TopicsCommand {
@@ -20,12 +25,78 @@ pub enum TopicsCommand {
         #[arg(add = clap_complete::ArgValueCandidates::new(crate::complete::topics))]
         topic: String,
     },
+    /// Create a topic of your own (not an OMS topic: `ensure` makes those), named exactly.
+    Create {
+        /// Its exact name (no prefix is added).
+        topic: String,
+        /// Partitions.
+        #[arg(long, default_value_t = 1)]
+        partitions: i32,
+        /// Copies of each partition [default: the cluster's].
+        #[arg(long)]
+        replication_factor: Option<i32>,
+        /// A topic config, KEY=VALUE (retention.ms=86400000, cleanup.policy=compact);
+        /// repeatable.
+        #[arg(long = "topic-config", value_parser = topics::parse_config)]
+        configs: Vec<(String, String)>,
+    },
+    /// Delete a topic of your own and every message in it (OMS topics are refused).
+    Delete {
+        /// Its exact name.
+        topic: String,
+        #[command(flatten)]
+        confirm: Confirm,
+    },
 }
 
 pub async fn run(ctx: &Ctx, command: TopicsCommand) -> Result<(), Failure> {
-    if let TopicsCommand::Describe { topic } = command {
-        return describe(ctx, &topic).await;
-    }
+    let prefix = ctx.topics.prefix().to_owned();
+    let command = match command {
+        TopicsCommand::Describe { topic } => return describe(ctx, &topic).await,
+        TopicsCommand::Create {
+            topic,
+            partitions,
+            replication_factor,
+            configs,
+        } => {
+            let configs: BTreeMap<String, String> = configs.into_iter().collect();
+            let made = topics::create(
+                &ctx.brokers,
+                &prefix,
+                &topic,
+                partitions,
+                replication_factor,
+                &configs,
+            )
+            .await?;
+            return ctx.print(&made, || {
+                format!(
+                    "created topic {} ({} partitions)",
+                    made.topic, made.partitions
+                )
+            });
+        }
+        TopicsCommand::Delete { topic, confirm } => {
+            let plan = topics::delete(&ctx.brokers, &prefix, &topic, false).await?;
+            let what = format!(
+                "delete topic {topic} ({} partitions, {} messages)",
+                plan.partitions, plan.messages
+            );
+            let done = if confirm.go_ahead(&what)? {
+                topics::delete(&ctx.brokers, &prefix, &topic, true).await?
+            } else {
+                plan
+            };
+            return ctx.print(&done, || {
+                if done.deleted {
+                    format!("deleted topic {topic}")
+                } else {
+                    format!("would {what} (dry run: nothing changed)")
+                }
+            });
+        }
+        other => other,
+    };
     let topics = ctx.topics.all_with_dlq();
     if let TopicsCommand::Ensure { partitions } = command {
         if partitions < 1 {

@@ -142,6 +142,17 @@ pub fn command_args(line: &str, app: &App) -> Result<Vec<String>, String> {
             ))
         }
     };
+    let mut args = args;
+    // The dashboard asks before it runs a command that confirms (its own prompt stands for it).
+    let confirms = args
+        .get(1)
+        .is_some_and(|verb| crate::cmd::confirm::CONFIRMED_VERBS.contains(&verb.as_str()));
+    let told = args
+        .iter()
+        .any(|a| matches!(a.as_str(), "--yes" | "-y" | "--execute" | "--dry-run"));
+    if confirms && !told {
+        args.push("--yes".into());
+    }
     crate::check_command(&args)?;
     Ok(args)
 }

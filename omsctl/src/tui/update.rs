@@ -574,7 +574,7 @@ mod tests {
         assert_eq!(
             press(&mut app, key('y')),
             vec![Effect::Run(
-                ["saga", "cancel", ID, "--reason", "customer called"]
+                ["saga", "cancel", ID, "--reason", "customer called", "--yes"]
                     .map(String::from)
                     .to_vec()
             )]

@@ -85,16 +85,27 @@ impl Entry {
         }
     }
 
-    /// The value of a `--filter` field (class, origin, type, key, service).
-    pub fn field(&self, name: &str) -> String {
-        match name {
-            "class" => self.class.clone(),
-            "origin" => self.origin.clone(),
-            "type" => self.message_type.clone(),
-            "key" => self.record.key_text().unwrap_or_default(),
-            "service" => self.service.clone(),
-            _ => String::new(),
+    /// The entry as `--where` reads it ([`crate::filter`]): the record's document, with
+    /// `dlq.class`, `dlq.origin`, `dlq.service`, `dlq.error` and `dlq.failedAt`, and the
+    /// message type under `type` when the value does not say it.
+    pub fn document(&self) -> serde_json::Value {
+        let mut doc = self.record.document();
+        if let serde_json::Value::Object(fields) = &mut doc {
+            fields
+                .entry("type")
+                .or_insert_with(|| self.message_type.clone().into());
+            fields.insert(
+                "dlq".to_owned(),
+                serde_json::json!({
+                    "class": self.class,
+                    "origin": self.origin,
+                    "service": self.service,
+                    "error": self.error,
+                    "failedAt": self.failed_at,
+                }),
+            );
         }
+        doc
     }
 
     /// As `dlq list` shows it.

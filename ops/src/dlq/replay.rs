@@ -31,13 +31,12 @@ use crate::Failure;
 /// What a replay is asked to do.
 #[derive(Debug, Clone, Default)]
 pub struct Request<'a> {
-    /// Entry ids (else every entry, narrowed by the filters).
+    /// Entry ids (else every entry, narrowed by the conditions).
     pub ids: &'a [String],
-    /// Every dead letter, narrowed by the filters.
+    /// Every dead letter, narrowed by the conditions.
     pub all: bool,
-    /// `FIELD=VALUE` filters (class, origin, type, key, service).
-    pub filters: &'a [(String, String)],
-    /// Conditions on the decoded envelope.
+    /// `--where` conditions on the entry's document ([`Entry::document`]), the `--filter`
+    /// shorthands among them.
     pub conditions: &'a [crate::filter::Where],
     /// Replay what was replayed before (within the budget).
     pub force: bool,
@@ -164,7 +163,7 @@ pub fn held_back(sent: u32, budget: u32, force: bool) -> Option<String> {
 
 /// Checks a request before anything is read.
 pub fn check(ctx: &Ctx, r: &Request<'_>) -> Result<(), Failure> {
-    let selects = !r.ids.is_empty() || r.all || !r.filters.is_empty() || !r.conditions.is_empty();
+    let selects = !r.ids.is_empty() || r.all || !r.conditions.is_empty();
     if r.resume.is_some() && selects {
         return Err(Failure::usage(
             "--resume replays what the named audit left unsent: give no ids, --all or --filter",
@@ -198,10 +197,7 @@ fn select<'a>(
             .find(|e| e.id == id)
             .ok_or_else(|| Failure::verdict(format!("no dead letter {id}")))
     };
-    let wanted = |e: &Entry| {
-        r.filters.iter().all(|(k, v)| e.field(k) == *v)
-            && crate::filter::all_match(r.conditions, e.record.value.as_deref())
-    };
+    let wanted = |e: &Entry| crate::filter::all_match(r.conditions, &e.document());
     if let Some(resumed) = resumed {
         return resumed.unsent().iter().map(|id| find(id)).collect();
     }

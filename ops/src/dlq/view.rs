@@ -80,7 +80,7 @@ pub async fn list(
     conditions: &[crate::filter::Where],
 ) -> Result<Vec<EntryView>, Failure> {
     let mut all = entries(ctx, topic).await?;
-    all.retain(|e| crate::filter::all_match(conditions, e.record.value.as_deref()));
+    all.retain(|e| crate::filter::all_match(conditions, &e.document()));
     let replayed = audit::replayed_ids(&audit::records(ctx).await?);
     Ok(all
         .iter()

@@ -29,6 +29,7 @@ use serde::{Deserialize, Serialize};
 use crate::Failure;
 use oms_contracts::ServiceId as Svc;
 
+pub mod binaries;
 mod component;
 mod postgres;
 mod process;
@@ -548,6 +549,15 @@ mod tests {
         assert_eq!(back, local);
         std::fs::write(dir.path().join("stack.json"), "{").expect("write");
         assert!(Local::open(dir.path()).is_err());
+    }
+
+    #[test]
+    fn the_open_files_limit_is_raised_to_the_hard_one() {
+        use super::process::raised_soft_limit;
+        assert_eq!(raised_soft_limit(Some(1024), Some(20_000)), Some(20_000));
+        assert_eq!(raised_soft_limit(Some(20_000), Some(20_000)), None);
+        assert_eq!(raised_soft_limit(Some(1024), None), Some(1 << 20));
+        assert_eq!(raised_soft_limit(None, None), None);
     }
 
     #[test]

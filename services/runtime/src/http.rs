@@ -407,6 +407,7 @@ pub fn ops_router(state: OpsState) -> (Router, Router) {
 async fn live() -> Json<Liveness> {
     Json(Liveness {
         status: "live".into(),
+        version: Some(env!("CARGO_PKG_VERSION").into()),
     })
 }
 
