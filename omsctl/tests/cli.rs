@@ -484,6 +484,70 @@ async fn unreachable_endpoints_and_bad_config_exit_2_naming_them() -> anyhow::Re
     Ok(())
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_refuses_a_picture_path_it_cannot_write_before_any_load() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let unreachable = |mut cmd: assert_cmd::Command| {
+        cmd.env("OMS_INVENTORY_URL", "http://127.0.0.1:9")
+            .env("OMS_ORDER_URL", "http://127.0.0.1:9")
+            .env("OMS_BROKERS", "127.0.0.1:9");
+        cmd
+    };
+    // The path is refused first: no stack is asked anything.
+    let nowhere = dir.path().join("missing").join("run.svg");
+    let nowhere = nowhere.to_string_lossy();
+    let out = run(
+        unreachable(omsctl(None)?),
+        &["bench", "--duration", "1s", "--plot", &nowhere],
+    )
+    .await?;
+    assert_eq!(code(&out), 2, "{}", stderr(&out));
+    assert_eq!(stderr(&out).lines().count(), 1, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(&format!("--plot {nowhere}: cannot write it")),
+        "{}",
+        stderr(&out)
+    );
+    let out = run(
+        unreachable(omsctl(None)?),
+        &["bench", "--hdr-log", &nowhere],
+    )
+    .await?;
+    assert_eq!(code(&out), 2, "{}", stderr(&out));
+    assert!(stderr(&out).contains("--hdr-log"), "{}", stderr(&out));
+    let out = run(omsctl(None)?, &["bench", "--plot-baseline", "before.json"]).await?;
+    assert_eq!(
+        code(&out),
+        2,
+        "--plot-baseline needs --plot: {}",
+        stderr(&out)
+    );
+
+    // Writable paths, but the stack is not there: the run fails and takes its files back.
+    let (svg, log) = (dir.path().join("run.svg"), dir.path().join("run.hlog"));
+    let out = run(
+        unreachable(omsctl(None)?),
+        &[
+            "bench",
+            "--duration",
+            "1s",
+            "--plot",
+            &svg.to_string_lossy(),
+            "--hdr-log",
+            &log.to_string_lossy(),
+        ],
+    )
+    .await?;
+    assert_eq!(code(&out), 2, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("inventory unreachable"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!svg.exists() && !log.exists());
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_dead_letter_round_trip_replays_once_and_completes_the_order() -> anyhow::Result<()> {
     let stack = Stack::start(StackOptions::default()).await?;

@@ -14,10 +14,18 @@
 //!
 //! Against the local process stack it also reports the CPU time of every component (broker,
 //! PostgreSQL, each service, this generator) over the measured window, per order.
+//!
+//! Pictures: `--plot` draws the run as SVG ([`plot::svg`]: latency by percentile, orders per
+//! second), beside a previous report with `--plot-baseline`; `--hdr-log` writes its histograms
+//! as an HdrHistogram interval log ([`hdr::write_log`]). [`Pictures`] opens those files before
+//! the run, so a path that cannot be written fails at once.
 
+use std::fs::File;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::Context;
 use oms_contracts::api::{CreateOrder, SetStock};
@@ -28,11 +36,14 @@ use crate::client::Request;
 use crate::ctx::Ctx;
 use crate::{cpu, Failure};
 
+pub mod hdr;
+pub mod plot;
 mod report;
 mod tally;
 
-pub use report::Report;
+pub use hdr::Histograms;
 use report::{buckets, latency, CpuFigure};
+pub use report::{Report, Second};
 use tally::{watch, Note, Tally};
 
 /// Arguments of `omsctl bench`.
@@ -78,6 +89,142 @@ pub struct BenchArgs {
     /// (`delivered`: the run also waits for the deliveries, and times CONFIRMED → DELIVERED).
     #[cfg_attr(feature = "clap", arg(long, value_enum, default_value_t = Until::Delivered))]
     pub until: Until,
+    /// Also draw the run as an SVG picture in FILE.svg: saga and delivery latency by percentile,
+    /// and orders accepted, finished and delivered per second. The file is created before the
+    /// run starts.
+    #[cfg_attr(feature = "clap", arg(long, value_name = "FILE.svg", value_hint = clap::ValueHint::FilePath))]
+    pub plot: Option<PathBuf>,
+    /// Draw a previous run's report (`omsctl bench -o json`) in the --plot picture too, as the
+    /// baseline (fainter lines of the same colours).
+    #[cfg_attr(feature = "clap", arg(long, value_name = "REPORT.json", requires = "plot", value_hint = clap::ValueHint::FilePath))]
+    pub plot_baseline: Option<PathBuf>,
+    /// Also write the run's latency histograms to FILE as an HdrHistogram interval log (values
+    /// in µs), one entry per latency tagged accept, saga, decided and delivery, for the
+    /// HdrHistogram tools. The file is created before the run starts.
+    #[cfg_attr(feature = "clap", arg(long, value_name = "FILE", value_hint = clap::ValueHint::FilePath))]
+    pub hdr_log: Option<PathBuf>,
+}
+
+/// A finished run: its report and the histograms behind its latencies.
+#[derive(Debug, Clone)]
+pub struct Run {
+    /// What `omsctl bench` prints.
+    pub report: Report,
+    /// The latency histograms the report's figures come from (for `--hdr-log`).
+    pub histograms: Histograms,
+}
+
+/// The files `--plot` and `--hdr-log` write, opened (created) before the run so that a path
+/// that cannot be written is an error before any load is sent, and the baseline report read.
+#[derive(Debug)]
+pub struct Pictures {
+    plot: Option<(PathBuf, File)>,
+    baseline: Option<(String, Report)>,
+    hdr_log: Option<(PathBuf, File)>,
+}
+
+/// Creates (truncates) `path` for `flag`; an error is one line naming both.
+fn create(flag: &str, path: &Path) -> Result<File, Failure> {
+    File::create(path)
+        .map_err(|e| Failure::usage(format!("{flag} {}: cannot write it: {e}", path.display())))
+}
+
+impl Pictures {
+    /// Checks the picture flags of `args`, reads the baseline report and creates the files; no
+    /// flag, nothing done.
+    pub fn open(args: &BenchArgs) -> Result<Pictures, Failure> {
+        if args.plot_baseline.is_some() && args.plot.is_none() {
+            return Err(Failure::usage(
+                "--plot-baseline draws into --plot: give both",
+            ));
+        }
+        if let Some(plot) = &args.plot {
+            let svg = plot
+                .extension()
+                .is_some_and(|e| e.eq_ignore_ascii_case("svg"));
+            if !svg {
+                return Err(Failure::usage(format!(
+                    "--plot {}: the picture is SVG, give a FILE.svg",
+                    plot.display()
+                )));
+            }
+            if args.hdr_log.as_ref() == Some(plot) {
+                return Err(Failure::usage(
+                    "--plot and --hdr-log must be different files",
+                ));
+            }
+        }
+        let baseline = match &args.plot_baseline {
+            None => None,
+            Some(path) => {
+                let fail = |e: &dyn std::fmt::Display| {
+                    Failure::usage(format!("--plot-baseline {}: {e}", path.display()))
+                };
+                let text = std::fs::read_to_string(path).map_err(|e| fail(&e))?;
+                let report: Report = serde_json::from_str(&text)
+                    .map_err(|e| fail(&format!("not a report of `omsctl bench -o json` ({e})")))?;
+                let label = path
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_else(|| path.display().to_string());
+                Some((label, report))
+            }
+        };
+        let plot = match &args.plot {
+            Some(path) => Some((path.clone(), create("--plot", path)?)),
+            None => None,
+        };
+        let hdr_log = match &args.hdr_log {
+            Some(path) => match create("--hdr-log", path) {
+                Ok(file) => Some((path.clone(), file)),
+                Err(e) => {
+                    Pictures {
+                        plot,
+                        baseline: None,
+                        hdr_log: None,
+                    }
+                    .discard();
+                    return Err(e);
+                }
+            },
+            None => None,
+        };
+        Ok(Pictures {
+            plot,
+            baseline,
+            hdr_log,
+        })
+    }
+
+    /// Writes the picture and the log of `run` into the files opened.
+    pub fn write(self, run: &Run) -> Result<(), Failure> {
+        if let Some((path, mut file)) = self.plot {
+            let baseline = self
+                .baseline
+                .as_ref()
+                .map(|(label, report)| plot::Baseline { label, report });
+            let svg = plot::svg(&run.report, baseline)
+                .map_err(|e| Failure::usage(format!("--plot {}: {e}", path.display())))?;
+            file.write_all(svg.as_bytes())
+                .and_then(|()| file.flush())
+                .map_err(|e| Failure::usage(format!("--plot {}: {e}", path.display())))?;
+        }
+        if let Some((path, file)) = self.hdr_log {
+            let mut out = std::io::BufWriter::new(file);
+            hdr::write_log(&mut out, &run.histograms)
+                .and_then(|()| Ok(out.flush()?))
+                .map_err(|e| Failure::usage(format!("--hdr-log {}: {e}", path.display())))?;
+        }
+        Ok(())
+    }
+
+    /// Removes the files created, for a run that did not happen.
+    pub fn discard(self) {
+        for (path, file) in [self.plot, self.hdr_log].into_iter().flatten() {
+            drop(file);
+            let _ = std::fs::remove_file(path);
+        }
+    }
 }
 
 /// How far the bench follows an order.
@@ -163,9 +310,9 @@ fn check(args: &BenchArgs) -> Result<Mode, Failure> {
     }
 }
 
-/// Runs `omsctl bench`.
-/// Runs the load `args` describe against `ctx`'s stack and measures it.
-pub async fn measure(ctx: &Ctx, args: &BenchArgs) -> Result<Report, Failure> {
+/// Runs the load `args` describe against `ctx`'s stack and measures it (the picture flags are
+/// the front-end's: see [`Pictures`]).
+pub async fn measure(ctx: &Ctx, args: &BenchArgs) -> Result<Run, Failure> {
     let mode = check(args)?;
     let items: Vec<(String, u32)> = if args.items.is_empty() {
         crate::place::catalog(ctx)
@@ -232,6 +379,7 @@ pub async fn measure(ctx: &Ctx, args: &BenchArgs) -> Result<Report, Failure> {
     };
 
     let started = Instant::now();
+    let window_start = SystemTime::now() + args.warmup;
     let measure_from = started + args.warmup;
     let load_end = measure_from + args.duration;
     let load = {
@@ -273,7 +421,7 @@ pub async fn measure(ctx: &Ctx, args: &BenchArgs) -> Result<Report, Failure> {
     };
     drop(notes_tx);
 
-    let mut tally = Tally::new();
+    let mut tally = Tally::new(measure_from);
     let mut cpu_start: Option<cpu::Snapshot> = None;
     let mut cpu_end: Option<cpu::Snapshot> = None;
     let mut load_done = false;
@@ -311,6 +459,7 @@ pub async fn measure(ctx: &Ctx, args: &BenchArgs) -> Result<Report, Failure> {
         }
     }
     progress.finish_and_clear();
+    let span = Instant::now().saturating_duration_since(measure_from);
     stop.store(true, Ordering::Relaxed);
     let _ = load.await;
     let _ = tokio::task::spawn_blocking(move || watcher.join()).await;
@@ -377,8 +526,17 @@ pub async fn measure(ctx: &Ctx, args: &BenchArgs) -> Result<Report, Failure> {
             per_order(cpu_total)
         },
         cpu,
+        per_second: std::mem::take(&mut tally.per_second),
     };
-    Ok(report)
+    let histograms = Histograms {
+        accept: tally.accept,
+        saga: tally.saga,
+        decided: tally.decided,
+        delivery: tally.delivery,
+        window_start,
+        span,
+    };
+    Ok(Run { report, histograms })
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -495,5 +653,138 @@ mod tests {
         assert_eq!(check(&open).ok(), Some(Mode::Open { rate: 20.0 }));
         let closed = parse(&["--concurrency", "4"]).expect("parses");
         assert_eq!(check(&closed).ok(), Some(Mode::Closed { concurrency: 4 }));
+        assert!(parse(&["--plot-baseline", "before.json"]).is_err());
+        let pictures = parse(&[
+            "--plot",
+            "a.svg",
+            "--plot-baseline",
+            "b.json",
+            "--hdr-log",
+            "c",
+        ])
+        .expect("parses");
+        assert_eq!(pictures.plot.as_deref(), Some(Path::new("a.svg")));
+        assert_eq!(pictures.plot_baseline.as_deref(), Some(Path::new("b.json")));
+        assert_eq!(pictures.hdr_log.as_deref(), Some(Path::new("c")));
+    }
+
+    fn args(
+        plot: Option<PathBuf>,
+        baseline: Option<PathBuf>,
+        hdr_log: Option<PathBuf>,
+    ) -> BenchArgs {
+        BenchArgs {
+            rate: None,
+            concurrency: 4,
+            duration: Duration::from_secs(3),
+            warmup: Duration::from_secs(1),
+            items: Vec::new(),
+            tokens: Vec::new(),
+            timeout: Duration::from_secs(5),
+            max_in_flight: 10,
+            stock: None,
+            watch_fetch_wait: Duration::from_millis(20),
+            until: Until::Delivered,
+            plot,
+            plot_baseline: baseline,
+            hdr_log,
+        }
+    }
+
+    fn run() -> Run {
+        let (mut saga, mut delivery) = (report::histogram(), report::histogram());
+        for ms in 1..=200u64 {
+            report::record(&mut saga, Duration::from_millis(ms));
+            report::record(&mut delivery, Duration::from_millis(ms / 2));
+        }
+        let report = report::sample(&saga, &delivery, vec![Second::default(); 3]);
+        Run {
+            report,
+            histograms: Histograms {
+                accept: report::histogram(),
+                saga,
+                decided: report::histogram(),
+                delivery,
+                window_start: SystemTime::now(),
+                span: Duration::from_secs(4),
+            },
+        }
+    }
+
+    #[test]
+    fn a_picture_path_that_cannot_be_written_fails_before_the_run() {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let nowhere = dir.path().join("missing").join("run.svg");
+        let e = Pictures::open(&args(Some(nowhere.clone()), None, None)).expect_err("refused");
+        let message = e.error.to_string();
+        assert_eq!(e.code, 2);
+        assert!(
+            message.starts_with("--plot ") && message.contains("run.svg"),
+            "{message}"
+        );
+        assert!(!message.contains('\n'), "{message}");
+
+        // The log's path fails: the picture's file made just before is taken back.
+        let svg = dir.path().join("run.svg");
+        let log = dir.path().join("missing").join("run.hlog");
+        let e = Pictures::open(&args(Some(svg.clone()), None, Some(log))).expect_err("refused");
+        assert!(e.error.to_string().starts_with("--hdr-log "), "{}", e.error);
+        assert!(!svg.exists());
+
+        let png = dir.path().join("run.png");
+        let e = Pictures::open(&args(Some(png.clone()), None, None)).expect_err("refused");
+        assert!(e.error.to_string().contains("FILE.svg"), "{}", e.error);
+        assert!(!png.exists());
+
+        let not_json = dir.path().join("before.json");
+        std::fs::write(&not_json, "accepted 10").expect("written");
+        let e =
+            Pictures::open(&args(Some(svg.clone()), Some(not_json), None)).expect_err("refused");
+        assert!(
+            e.error.to_string().starts_with("--plot-baseline "),
+            "{}",
+            e.error
+        );
+        assert!(!svg.exists(), "nothing is created for a bad baseline");
+
+        let same = Pictures::open(&args(Some(svg.clone()), None, Some(svg.clone())));
+        assert!(same.is_err());
+    }
+
+    #[test]
+    fn the_pictures_are_written_after_the_run_into_the_files_opened_before() {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let (svg, log, before) = (
+            dir.path().join("run.svg"),
+            dir.path().join("run.hlog"),
+            dir.path().join("before.json"),
+        );
+        let run = run();
+        std::fs::write(&before, serde_json::to_string(&run.report).expect("json"))
+            .expect("written");
+        let pictures = Pictures::open(&args(Some(svg.clone()), Some(before), Some(log.clone())))
+            .expect("opened");
+        assert!(svg.exists() && log.exists(), "created before the run");
+        pictures.write(&run).expect("written");
+        let picture = std::fs::read_to_string(&svg).expect("the picture");
+        assert!(picture.starts_with("<svg") && picture.trim_end().ends_with("</svg>"));
+        assert!(picture.contains("baseline before.json"));
+        let text = std::fs::read(&log).expect("the log");
+        let tags: Vec<String> =
+            hdrhistogram::serialization::interval_log::IntervalLogIterator::new(&text)
+                .filter_map(|e| match e {
+                    Ok(hdrhistogram::serialization::interval_log::LogEntry::Interval(i)) => {
+                        i.tag().map(|t| t.as_str().to_owned())
+                    }
+                    _ => None,
+                })
+                .collect();
+        assert_eq!(tags, ["saga", "delivery"]);
+
+        // A run that did not happen leaves no files.
+        let pictures =
+            Pictures::open(&args(Some(svg.clone()), None, Some(log.clone()))).expect("opened");
+        pictures.discard();
+        assert!(!svg.exists() && !log.exists());
     }
 }

@@ -19,6 +19,36 @@ pub struct Latency {
     pub p999: f64,
     pub max: f64,
     pub mean: f64,
+    /// The distribution as (percentile, ms) points, for `--plot` and `--plot-baseline`: those of
+    /// `CURVE` that the sample count resolves (older reports have none).
+    #[serde(default)]
+    pub curve: Vec<(f64, f64)>,
+}
+
+/// The percentiles a latency's curve is taken at: dense where "1 - p" gets small, as a
+/// percentile plot on a log scale of 1 - p needs (each decade 1, 0.5, 0.3, 0.2 times 10^-k).
+pub(super) const CURVE: [f64; 22] = [
+    0.0, 25.0, 50.0, 70.0, 80.0, 90.0, 95.0, 97.0, 98.0, 99.0, 99.5, 99.7, 99.8, 99.9, 99.95,
+    99.97, 99.98, 99.99, 99.995, 99.997, 99.998, 99.999,
+];
+
+/// Where percentile `p` (0 to 100, below 100) sits on a log scale of 1 - p: 0 at 0 %, 1 at
+/// 90 %, 2 at 99 %, 3 at 99.9 %.
+pub(super) fn nines(p: f64) -> f64 {
+    -(1.0 - p / 100.0).max(1e-12).log10()
+}
+
+/// Orders of the measured window per second of it, by when each event was seen here. Seconds
+/// past the window's end are the outcomes (and deliveries) of its last orders.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Second {
+    /// Orders accepted (HTTP 201 received) in this second.
+    pub accepted: u64,
+    /// Orders whose outcome (CONFIRMED or CANCELLED) was seen in this second.
+    pub finished: u64,
+    /// Orders seen DELIVERED in this second.
+    pub delivered: u64,
 }
 
 pub(super) fn histogram() -> Histogram<u64> {
@@ -44,6 +74,13 @@ pub(super) fn latency(h: &Histogram<u64>) -> Option<Latency> {
         p999: ms(h.value_at_quantile(0.999)),
         max: ms(h.max()),
         mean: h.mean() / 1000.0,
+        // Only the percentiles with more than one sample above them: past that the curve is the
+        // max, which the plot puts where the samples end (1 - p = 1 / count).
+        curve: CURVE
+            .iter()
+            .filter(|p| nines(**p) + 1e-9 < (h.len() as f64).log10())
+            .map(|p| (*p, ms(h.value_at_quantile(p / 100.0))))
+            .collect(),
     })
 }
 
@@ -112,6 +149,10 @@ pub struct Report {
     pub cpu_total_cores: Option<f64>,
     /// Their sum, in ms of CPU per accepted order.
     pub cpu_ms_per_order: Option<f64>,
+    /// Orders accepted, finished and delivered in each second from the window's start (for
+    /// `--plot`; older reports have none).
+    #[serde(default)]
+    pub per_second: Vec<Second>,
 }
 
 /// The saga latency distribution as (upper bound in ms, orders) over ten bars, oha-style.
@@ -256,4 +297,85 @@ fn render(r: &Report) -> String {
         out.push_str(&cpu.to_string());
     }
     out
+}
+
+/// A report of a closed-loop run with these latencies and counts, the rest empty.
+#[cfg(test)]
+pub(super) fn sample(
+    saga: &Histogram<u64>,
+    delivery: &Histogram<u64>,
+    per_second: Vec<Second>,
+) -> Report {
+    let accepted = per_second.iter().map(|s| s.accepted).sum();
+    let finished = per_second.iter().map(|s| s.finished).sum();
+    Report {
+        mode: "closed".into(),
+        offered_rate: None,
+        concurrency: Some(4),
+        warmup_seconds: 1.0,
+        duration_seconds: 3.0,
+        accepted,
+        achieved_rate: accepted as f64 / 3.0,
+        finished,
+        finished_rate: finished as f64 / 3.0,
+        confirmed: finished,
+        cancelled: BTreeMap::new(),
+        unfinished: 0,
+        refused: BTreeMap::new(),
+        skipped: 0,
+        delivered: delivery.len(),
+        cancelled_after_confirmation: BTreeMap::new(),
+        undelivered: 0,
+        accept_ms: None,
+        saga_ms: latency(saga),
+        decided_ms: None,
+        delivered_ms: latency(delivery),
+        saga_histogram: buckets(saga),
+        cpu: Vec::new(),
+        cpu_total_cores: None,
+        cpu_ms_per_order: None,
+        per_second,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_curve_is_the_samples_percentiles_as_far_as_the_count_resolves() {
+        let mut h = histogram();
+        for ms in 1..=1000u64 {
+            record(&mut h, Duration::from_millis(ms));
+        }
+        let l = latency(&h).expect("samples");
+        let percentiles: Vec<f64> = l.curve.iter().map(|(p, _)| *p).collect();
+        // 99.9 % has exactly one sample above it: from there on the curve is the max.
+        assert_eq!(
+            percentiles,
+            [0.0, 25.0, 50.0, 70.0, 80.0, 90.0, 95.0, 97.0, 98.0, 99.0, 99.5, 99.7, 99.8]
+        );
+        for (p, ms) in &l.curve {
+            let sample = (p * 10.0).max(1.0);
+            assert!((ms - sample).abs() <= sample * 0.002, "p{p}: {ms} ms");
+        }
+        assert!((nines(99.9) - 3.0).abs() < 1e-9 && nines(0.0) == 0.0);
+    }
+
+    #[test]
+    fn an_older_report_without_the_new_fields_still_reads() {
+        let mut h = histogram();
+        record(&mut h, Duration::from_millis(7));
+        let r = sample(&h, &histogram(), vec![Second::default(); 3]);
+        let mut json = serde_json::to_value(&r).expect("json");
+        let fields = json.as_object_mut().expect("an object");
+        fields.remove("perSecond");
+        if let Some(saga) = fields.get_mut("sagaMs").and_then(|s| s.as_object_mut()) {
+            saga.remove("curve");
+        }
+        let old: Report = serde_json::from_value(json).expect("an older report reads");
+        assert!(old.per_second.is_empty());
+        assert!(old.saga_ms.as_ref().is_some_and(|l| l.curve.is_empty()));
+        assert_eq!(old.saga_ms.map(|l| l.p50), r.saga_ms.map(|l| l.p50));
+    }
 }

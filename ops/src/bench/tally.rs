@@ -14,7 +14,10 @@ use rdkafka::{Message as _, Offset, TopicPartitionList};
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
-use super::report::{histogram, record};
+use super::report::{histogram, record, Second};
+
+/// Seconds the throughput series follows at most (a run past it counts in its last second).
+const MAX_SECONDS: usize = 1 << 20;
 
 /// What the generator learns, in one stream to one owner (the collector).
 pub(super) enum Note {
@@ -84,10 +87,14 @@ pub(super) struct Tally {
     pub(super) early: HashMap<Uuid, Early>,
     pub(super) early_order: VecDeque<(Instant, Uuid)>,
     pub(super) created_at: HashMap<Uuid, DateTime<Utc>>,
+    /// Where the measured window starts: second 0 of `per_second`.
+    pub(super) window_start: Instant,
+    /// Measured orders accepted, finished and delivered, per second since `window_start`.
+    pub(super) per_second: Vec<Second>,
 }
 
 impl Tally {
-    pub(super) fn new() -> Self {
+    pub(super) fn new(window_start: Instant) -> Self {
         Self {
             accept: histogram(),
             saga: histogram(),
@@ -106,7 +113,20 @@ impl Tally {
             early: HashMap::new(),
             early_order: VecDeque::new(),
             created_at: HashMap::new(),
+            window_start,
+            per_second: Vec::new(),
         }
+    }
+
+    /// The throughput bucket of an event seen at `at`.
+    pub(super) fn second(&mut self, at: Instant) -> &mut Second {
+        let i = usize::try_from(at.saturating_duration_since(self.window_start).as_secs())
+            .unwrap_or(usize::MAX)
+            .min(MAX_SECONDS - 1);
+        if self.per_second.len() <= i {
+            self.per_second.resize(i + 1, Second::default());
+        }
+        &mut self.per_second[i]
     }
 
     pub(super) fn forget_old(&mut self, now: Instant) {
@@ -136,6 +156,7 @@ impl Tally {
     ) {
         if pending.measured {
             self.finished += 1;
+            self.second(seen).finished += 1;
             record(
                 &mut self.saga,
                 seen.saturating_duration_since(pending.answered),
@@ -172,6 +193,7 @@ impl Tally {
             } => {
                 if measured {
                     self.accepted += 1;
+                    self.second(answered).accepted += 1;
                     record(&mut self.accept, answered.saturating_duration_since(due));
                 }
                 let pending = Pending {
@@ -255,6 +277,7 @@ impl Tally {
     pub(super) fn deliver(&mut self, id: Uuid, seen: Instant) {
         if let Some(confirmed) = self.confirmed_at.remove(&id) {
             self.delivered += 1;
+            self.second(seen).delivered += 1;
             record(
                 &mut self.delivery,
                 seen.saturating_duration_since(confirmed),
@@ -385,7 +408,7 @@ mod tests {
 
     #[test]
     fn an_outcome_is_matched_to_its_order_whichever_arrives_first() {
-        let mut t = Tally::new();
+        let mut t = Tally::new(Instant::now());
         let now = Instant::now();
         let (a, b) = (Uuid::now_v7(), Uuid::now_v7());
         t.note(accepted(a, now, true));
@@ -413,7 +436,7 @@ mod tests {
 
     #[test]
     fn a_confirmed_order_is_followed_to_its_delivery_or_a_late_cancellation() {
-        let mut t = Tally::new();
+        let mut t = Tally::new(Instant::now());
         let now = Instant::now();
         let (a, b, warm) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
         for (id, measured) in [(a, true), (b, true), (warm, false)] {
@@ -453,7 +476,7 @@ mod tests {
 
     #[test]
     fn warm_up_orders_are_followed_but_not_counted() {
-        let mut t = Tally::new();
+        let mut t = Tally::new(Instant::now());
         let now = Instant::now();
         let id = Uuid::now_v7();
         t.note(accepted(id, now, false));
@@ -470,7 +493,7 @@ mod tests {
 
     #[test]
     fn decided_latency_comes_from_the_envelopes() {
-        let mut t = Tally::new();
+        let mut t = Tally::new(Instant::now());
         let now = Instant::now();
         let id = Uuid::now_v7();
         let created = Utc::now();
@@ -487,8 +510,45 @@ mod tests {
     }
 
     #[test]
+    fn throughput_is_counted_per_second_of_the_window() {
+        let start = Instant::now();
+        let mut t = Tally::new(start);
+        let at = |ms: u64| start + Duration::from_millis(ms);
+        let (a, b, warm) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
+        t.note(accepted(a, at(500), true));
+        t.note(accepted(b, at(1200), true));
+        t.note(accepted(warm, at(1300), false));
+        for (id, seen) in [(a, 1500), (b, 3100), (warm, 3200)] {
+            t.note(Note::Finished {
+                id,
+                outcome: "CONFIRMED".into(),
+                at: Utc::now(),
+                seen: at(seen),
+            });
+        }
+        t.note(Note::Delivered {
+            id: a,
+            seen: at(3500),
+        });
+        t.note(Note::Delivered {
+            id: warm,
+            seen: at(4500),
+        });
+        let s = |accepted, finished, delivered| Second {
+            accepted,
+            finished,
+            delivered,
+        };
+        // The warm-up order counts nowhere; second 2 saw nothing.
+        assert_eq!(
+            t.per_second,
+            [s(1, 0, 0), s(1, 1, 0), s(0, 0, 0), s(0, 1, 1)]
+        );
+    }
+
+    #[test]
     fn strangers_outcomes_are_forgotten() {
-        let mut t = Tally::new();
+        let mut t = Tally::new(Instant::now());
         let long_ago = Instant::now();
         let stranger = Uuid::now_v7();
         t.note(Note::Finished {
