@@ -88,7 +88,7 @@ enum Command {
     Verify(verify::VerifyArgs),
     /// Load generator: open or closed loop, latency histograms, outcomes and CPU per order.
     Bench(bench::BenchArgs),
-    /// Live dashboard of saga states, throughput, health and dead letters.
+    /// Live dashboard of saga states, throughput, latency, health, consumer lag and dead letters.
     Tui(tui::TuiArgs),
     /// Tokens for the services' APIs.
     #[command(subcommand)]
@@ -452,6 +452,7 @@ mod tests {
             view(&["omsctl", "tui", "logs", "--refresh", "2s"]),
             Ok(View::Logs)
         );
+        assert_eq!(view(&["omsctl", "tui", "lag"]), Ok(View::Lag));
         assert!(view(&["omsctl", "tui", "dashbord"]).is_err_and(|e| e.contains("dashboard")));
     }
 

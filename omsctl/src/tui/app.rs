@@ -3,7 +3,7 @@
 //! state; what must happen outside (fetching a trace, replaying) comes back as [`Effect`]s.
 //! Drawing only reads (see `view`).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::Duration;
 
 use serde_json::Value;
@@ -25,11 +25,19 @@ pub enum View {
     Detail,
     /// A service's log (local stack).
     Logs,
+    /// Consumer lag per group and topic, with its trend.
+    Lag,
 }
 
 impl View {
     /// Views reachable with Tab and number keys.
-    pub const TABS: [View; 4] = [View::Overview, View::Sagas, View::Dlq, View::Logs];
+    pub const TABS: [View; 5] = [
+        View::Overview,
+        View::Sagas,
+        View::Dlq,
+        View::Logs,
+        View::Lag,
+    ];
 
     /// Tab title.
     pub fn title(self) -> &'static str {
@@ -38,6 +46,7 @@ impl View {
             View::Sagas => "2 Sagas",
             View::Dlq => "3 DLQ",
             View::Logs => "4 Logs",
+            View::Lag => "5 Lag",
             View::Detail => "Detail",
         }
     }
@@ -80,6 +89,32 @@ pub struct BrokerNode {
     pub up: Option<bool>,
     /// Partitions of the OMS topics it leads.
     pub leads: usize,
+}
+
+/// One consumer group's lag: messages on the topics it reads that it has not handled yet.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct GroupLag {
+    /// The group, as deployed.
+    pub group: String,
+    /// Each topic it reads (without the deployment's prefix) and its lag there, in the order
+    /// the group reads them.
+    pub topics: Vec<(String, i64)>,
+}
+
+impl GroupLag {
+    /// Its lag over every topic it reads.
+    pub fn total(&self) -> i64 {
+        self.topics.iter().map(|(_, n)| n).sum()
+    }
+}
+
+/// The consumer lag of the OMS's groups as one read of the broker gave it.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct LagReading {
+    /// Seconds since the epoch when the broker was read.
+    pub at: f64,
+    /// Each group that reads something, in the topology's order.
+    pub groups: Vec<GroupLag>,
 }
 
 /// One row of the sagas table.
@@ -127,6 +162,10 @@ pub struct Snapshot {
     pub faults: Vec<String>,
     /// p50 and p99 milliseconds from accepted to finished, over recent orders.
     pub latency_ms: Option<(f64, f64)>,
+    /// Consumer lag per group (`None`: the broker has not answered this time).
+    pub lag: Option<LagReading>,
+    /// Why the broker's last read failed.
+    pub broker_error: Option<String>,
     /// Seconds since the epoch when fetched.
     pub fetched_at: f64,
     /// Parts that could not be fetched.
@@ -286,6 +325,10 @@ pub const STATE_FILTERS: [Option<&str>; 6] = [
 /// Samples kept for the sparklines (at 1 s refresh: the last four minutes).
 pub const HISTORY: usize = 240;
 
+/// Readings kept for the latency chart (one a refresh) and each group's lag trend (one a read
+/// of the broker).
+pub const TREND: usize = 120;
+
 /// The dashboard.
 #[derive(Debug, Clone)]
 pub struct App {
@@ -313,6 +356,12 @@ pub struct App {
     pub data: Load<Snapshot>,
     /// Created / confirmed / cancelled per second, per poll.
     pub rates: VecDeque<(u64, u64, u64)>,
+    /// Seconds since the epoch, p50 and p99 ms of each poll that had them (at most [`TREND`]).
+    pub latency: VecDeque<(f64, f64, f64)>,
+    /// Each group's total lag, one a read of the broker (at most [`TREND`] each).
+    pub lag_trend: BTreeMap<String, VecDeque<i64>>,
+    /// When the broker was read for the last lag in [`App::lag_trend`].
+    pub lag_read_at: Option<f64>,
     /// Order id and trace of the detail view.
     pub detail: Option<(String, Load<Box<Trace>>)>,
     /// Dead letters.
@@ -351,6 +400,9 @@ impl App {
             selected: 0,
             data: Load::Loading,
             rates: VecDeque::new(),
+            latency: VecDeque::new(),
+            lag_trend: BTreeMap::new(),
+            lag_read_at: None,
             detail: None,
             dlq: Load::Idle,
             confirm: None,
@@ -428,7 +480,7 @@ impl App {
                 .as_ref()
                 .map(|(id, _)| self.dlq_of(id).len())
                 .unwrap_or(0),
-            View::Overview | View::Logs => 0,
+            View::Overview | View::Logs | View::Lag => 0,
         }
     }
 
@@ -468,7 +520,7 @@ impl App {
                 Some((_, Load::Loaded(t))) => serde_json::to_value(t).ok(),
                 _ => None,
             },
-            View::Overview | View::Logs => None,
+            View::Overview | View::Logs | View::Lag => None,
         }
     }
 

@@ -51,6 +51,7 @@ pub fn key_action(app: &App, key: KeyEvent) -> Option<Action> {
         KeyCode::Char('2') => Action::Show(View::Sagas),
         KeyCode::Char('3') => Action::Show(View::Dlq),
         KeyCode::Char('4') => Action::Show(View::Logs),
+        KeyCode::Char('5') => Action::Show(View::Lag),
         KeyCode::Char('g') | KeyCode::Home => Action::First,
         KeyCode::Char('G') | KeyCode::End => Action::Last,
         KeyCode::PageUp => Action::PageUp,

@@ -21,7 +21,7 @@ use ratatui::crossterm::event::{self, Event, KeyEvent, KeyEventKind};
 use tokio::sync::mpsc;
 
 use app::BrokerNode;
-use app::{Action, App, Effect, Health, SagaRow, Snapshot, View};
+use app::{Action, App, Effect, Health, LagReading, SagaRow, Snapshot, View};
 use oms_contracts::ServiceId as Svc;
 use oms_ops::ctx::Ctx;
 use oms_ops::{dlq, topics, Failure};
@@ -29,7 +29,7 @@ use oms_ops::{dlq, topics, Failure};
 /// `omsctl tui` arguments.
 #[derive(Debug, clap::Args)]
 pub struct TuiArgs {
-    /// The view to open on [default: dashboard]; Tab and 1-4 switch views as ever.
+    /// The view to open on [default: dashboard]; Tab and 1-5 switch views as ever.
     #[arg(value_enum)]
     view: Option<StartView>,
     /// How often data is polled.
@@ -52,6 +52,8 @@ pub enum StartView {
     Dlq,
     /// A service's log (local stack).
     Logs,
+    /// Consumer lag per group and topic, with its trend.
+    Lag,
 }
 
 impl StartView {
@@ -62,6 +64,7 @@ impl StartView {
             StartView::Sagas => View::Sagas,
             StartView::Dlq => View::Dlq,
             StartView::Logs => View::Logs,
+            StartView::Lag => View::Lag,
         }
     }
 }
@@ -131,7 +134,7 @@ pub async fn run(ctx: &Ctx, args: TuiArgs) -> Result<(), Failure> {
 
     let ctx = Arc::new(ctx.clone());
     let (tx, mut rx) = mpsc::unbounded_channel::<Msg>();
-    let kafka: Arc<Mutex<Option<KafkaInfo>>> = Arc::new(Mutex::new(None));
+    let kafka: KafkaSlot = Arc::new(Mutex::new(None));
     tokio::spawn(poll_kafka(
         Arc::clone(&ctx),
         Arc::clone(&kafka),
@@ -305,9 +308,12 @@ fn log_tail(ctx: &Ctx, service: &str, n: usize) -> Result<Vec<String>, String> {
 #[derive(Debug, Clone)]
 struct KafkaInfo {
     dlq_depth: Vec<(String, i64)>,
-    lag: Vec<(String, i64)>,
+    lag: LagReading,
     nodes: Vec<BrokerNode>,
 }
+
+/// The broker's last answer, or why there was none (`None`: not asked yet).
+type KafkaSlot = Arc<Mutex<Option<Result<KafkaInfo, String>>>>;
 
 /// The Kafka nodes as the panel shows them: each node the local stack runs (so a dead one shows
 /// as down), else each one the cluster's metadata names; with the partitions of the OMS topics
@@ -342,16 +348,18 @@ fn broker_nodes(ctx: &Ctx, leaders: Option<&topics::Leaders>) -> Vec<BrokerNode>
     }
 }
 
-async fn poll_kafka(ctx: Arc<Ctx>, out: Arc<Mutex<Option<KafkaInfo>>>, every: Duration) {
+async fn poll_kafka(ctx: Arc<Ctx>, out: KafkaSlot, every: Duration) {
     loop {
         let brokers = ctx.brokers.clone();
         let groups = ctx.consumer_groups();
+        let asked = groups.clone();
         let wanted = ctx.topics.all_with_dlq();
         let saga_topics = ctx.saga_topics();
         let prefix = ctx.topics.prefix().to_owned();
-        // Awaited to the end: never two broker reads at once.
+        // Awaited to the end: never two broker reads at once. The lag view's numbers come from
+        // this same read (no read of its own).
         let result = tokio::task::spawn_blocking(move || {
-            let rows = topics::list(&brokers, &wanted, &groups)?;
+            let rows = topics::list(&brokers, &wanted, &asked)?;
             Ok::<_, oms_ops::Failure>((rows, topics::leadership(&brokers, &saga_topics).ok()))
         })
         .await;
@@ -367,29 +375,26 @@ async fn poll_kafka(ctx: Arc<Ctx>, out: Arc<Mutex<Option<KafkaInfo>>>, every: Du
                         )
                     })
                     .collect();
-                let mut lag: Vec<(String, i64)> = Vec::new();
-                for svc in Svc::all() {
-                    let group = ctx.topics.name(svc.spec().group);
-                    let total = rows.iter().filter_map(|r| r.lag.get(&group)).sum();
-                    lag.push((svc.name().to_owned(), total));
-                }
-                Some(KafkaInfo {
+                Ok(KafkaInfo {
                     dlq_depth,
-                    lag,
+                    lag: LagReading {
+                        at: now(),
+                        groups: update::lag_by_group(&rows, &groups, &prefix),
+                    },
                     nodes: broker_nodes(&ctx, leaders.as_ref()),
                 })
             }
             Ok(Err(f)) => {
                 tracing::warn!(error = %f.error, "broker poll failed");
-                None
+                Err(format!("{:#}", f.error).replace('\n', " "))
             }
             Err(e) => {
                 tracing::warn!(error = %e, "broker poll task failed");
-                None
+                Err(format!("reading the broker: {e}"))
             }
         };
         if let Ok(mut slot) = out.lock() {
-            *slot = info;
+            *slot = Some(info);
         }
         tokio::time::sleep(every).await;
     }
@@ -409,7 +414,7 @@ async fn within<T>(
 
 async fn poll_services(
     ctx: Arc<Ctx>,
-    kafka: Arc<Mutex<Option<KafkaInfo>>>,
+    kafka: KafkaSlot,
     tx: mpsc::UnboundedSender<Msg>,
     every: Duration,
 ) {
@@ -425,7 +430,7 @@ async fn poll_services(
     }
 }
 
-async fn snapshot(ctx: &Ctx, kafka: &Mutex<Option<KafkaInfo>>) -> Snapshot {
+async fn snapshot(ctx: &Ctx, kafka: &Mutex<Option<Result<KafkaInfo, String>>>) -> Snapshot {
     let newest = [("limit", "200".to_owned())];
     let (summary, sagas, orders, faults) = tokio::join!(
         within(Svc::Saga, ctx.read(routes::SAGA_SUMMARY, &[])),
@@ -445,11 +450,17 @@ async fn snapshot(ctx: &Ctx, kafka: &Mutex<Option<KafkaInfo>>) -> Snapshot {
     .await;
     let fetched_at = now();
     let mut errors = Vec::new();
-    let kafka = kafka.lock().ok().and_then(|k| k.clone());
+    let (kafka, broker_error) = match kafka.lock().ok().and_then(|k| k.clone()) {
+        Some(Ok(k)) => (Some(k), None),
+        Some(Err(e)) => (None, Some(e)),
+        None => (None, None),
+    };
 
     let mut s = Snapshot {
         fetched_at,
         dlq_depth: kafka.as_ref().map(|k| k.dlq_depth.clone()),
+        lag: kafka.as_ref().map(|k| k.lag.clone()),
+        broker_error,
         brokers: kafka
             .as_ref()
             .map_or_else(|| broker_nodes(ctx, None), |k| k.nodes.clone()),
@@ -525,9 +536,14 @@ async fn snapshot(ctx: &Ctx, kafka: &Mutex<Option<KafkaInfo>>) -> Snapshot {
         Err(_) => errors.push("payment".to_owned()),
     }
     for (svc, result) in health {
-        let lag = kafka
-            .as_ref()
-            .and_then(|k| k.lag.iter().find(|(n, _)| n == svc.name()).map(|(_, l)| *l));
+        let group = ctx.topics.name(svc.spec().group);
+        let lag = kafka.as_ref().and_then(|k| {
+            k.lag
+                .groups
+                .iter()
+                .find(|g| g.group == group)
+                .map(app::GroupLag::total)
+        });
         let h = match result {
             Ok(Ok(Some(r))) => Health {
                 name: svc.name().to_owned(),

@@ -1,7 +1,66 @@
-//! The only function that changes the dashboard's state.
+//! The only function that changes the dashboard's state (and the pure reshaping of what the
+//! broker says into it).
+
+use std::collections::VecDeque;
 
 use super::app::*;
 use super::input::command_args;
+use oms_ops::topics::TopicRow;
+
+/// Each consumer group's lag per topic, from the topics as [`oms_ops::topics::list`] gives them
+/// and the `groups` it was asked about (group, topics it reads). Topics keep the order the group
+/// reads them in and lose the deployment's `prefix`; a topic the broker does not have is left
+/// out, and so is a group that reads nothing.
+pub fn lag_by_group(
+    rows: &[TopicRow],
+    groups: &[(String, Vec<String>)],
+    prefix: &str,
+) -> Vec<GroupLag> {
+    groups
+        .iter()
+        .filter(|(_, reads)| !reads.is_empty())
+        .map(|(group, reads)| GroupLag {
+            group: group.clone(),
+            topics: reads
+                .iter()
+                .filter_map(|topic| {
+                    let row = rows.iter().find(|r| r.topic == *topic)?;
+                    let lag = row.lag.get(group).copied().unwrap_or(0);
+                    Some((topic.strip_prefix(prefix).unwrap_or(topic).to_owned(), lag))
+                })
+                .collect(),
+        })
+        .collect()
+}
+
+/// Appends `value`, dropping the oldest beyond `bound`.
+fn push_bounded<T>(queue: &mut VecDeque<T>, value: T, bound: usize) {
+    queue.push_back(value);
+    while queue.len() > bound {
+        queue.pop_front();
+    }
+}
+
+/// Keeps a poll's latency for the chart, and a new read of the lag for the groups' trends (the
+/// broker is read less often than the services: a reading already seen is not counted again).
+fn record_trends(app: &mut App, snapshot: &Snapshot) {
+    if let Some((p50, p99)) = snapshot.latency_ms {
+        push_bounded(&mut app.latency, (snapshot.fetched_at, p50, p99), TREND);
+    }
+    let Some(reading) = &snapshot.lag else {
+        return;
+    };
+    if app.lag_read_at == Some(reading.at) {
+        return;
+    }
+    app.lag_read_at = Some(reading.at);
+    for g in &reading.groups {
+        let trend = app.lag_trend.entry(g.group.clone()).or_default();
+        push_bounded(trend, g.total(), TREND);
+    }
+    app.lag_trend
+        .retain(|group, _| reading.groups.iter().any(|g| g.group == *group));
+}
 
 /// Applies one action; returns what must be done outside.
 pub fn update(app: &mut App, action: Action) -> Vec<Effect> {
@@ -221,15 +280,14 @@ pub fn update(app: &mut App, action: Action) -> Vec<Effect> {
                 let dt = (snapshot.fetched_at - prev.fetched_at).max(0.001);
                 let rate =
                     |now: i64, before: i64| ((now - before).max(0) as f64 / dt).round() as u64;
-                app.rates.push_back((
+                let rates = (
                     rate(snapshot.total(), prev.total()),
                     rate(snapshot.count("CONFIRMED"), prev.count("CONFIRMED")),
                     rate(snapshot.count("CANCELLED"), prev.count("CANCELLED")),
-                ));
-                while app.rates.len() > HISTORY {
-                    app.rates.pop_front();
-                }
+                );
+                push_bounded(&mut app.rates, rates, HISTORY);
             }
+            record_trends(app, &snapshot);
             // Rows already there at the first poll are not news (0 = never changed while shown).
             let first = app.polls == 1;
             for row in &snapshot.sagas {
@@ -247,8 +305,14 @@ pub fn update(app: &mut App, action: Action) -> Vec<Effect> {
             app.changed.retain(|id, _| shown.contains(id.as_str()));
             let mut snapshot = *snapshot;
             // The broker is asked less often; keep the last known DLQ depths in between.
-            if snapshot.dlq_depth.is_none() {
-                snapshot.dlq_depth = previous.and_then(|p| p.dlq_depth);
+            // So is the lag: the last reading stays, with its time, until the broker answers.
+            if let Some(prev) = previous {
+                if snapshot.dlq_depth.is_none() {
+                    snapshot.dlq_depth = prev.dlq_depth;
+                }
+                if snapshot.lag.is_none() {
+                    snapshot.lag = prev.lag;
+                }
             }
             app.data = Load::Loaded(snapshot);
             if app.view == View::Logs {
@@ -298,6 +362,7 @@ mod tests {
     use super::super::input::key_action;
     use super::*;
     use oms_ops::dlq::Item;
+    use std::collections::VecDeque;
 
     fn key(c: char) -> KeyEvent {
         KeyEvent::new(KeyCode::Char(c), KeyModifiers::NONE)
@@ -341,6 +406,8 @@ mod tests {
             brokers: Vec::new(),
             faults: Vec::new(),
             latency_ms: Some((70.0, 300.0)),
+            lag: None,
+            broker_error: None,
             fetched_at: at,
             errors: Vec::new(),
         }
@@ -362,10 +429,180 @@ mod tests {
             (app.view, effects),
             (View::Logs, vec![Effect::LoadLogs("order".into())])
         );
+        assert!(press(&mut app, KeyEvent::new(KeyCode::Tab, KeyModifiers::NONE)).is_empty());
+        assert_eq!(app.view, View::Lag);
         press(&mut app, KeyEvent::new(KeyCode::Tab, KeyModifiers::NONE));
         assert_eq!(app.view, View::Overview);
+        press(&mut app, key('5'));
+        assert_eq!(app.view, View::Lag);
         press(&mut app, key('q'));
         assert!(app.quit);
+    }
+
+    fn topic_row(topic: &str, lag: &[(&str, i64)]) -> TopicRow {
+        TopicRow {
+            topic: topic.into(),
+            partitions: 3,
+            messages: 100,
+            end_offsets: vec![40, 30, 30],
+            lag: lag.iter().map(|(g, n)| ((*g).to_owned(), *n)).collect(),
+        }
+    }
+
+    fn groups(list: &[(&str, &[&str])]) -> Vec<(String, Vec<String>)> {
+        list.iter()
+            .map(|(g, reads)| {
+                (
+                    (*g).to_owned(),
+                    reads.iter().map(|t| (*t).to_owned()).collect(),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn lag_is_summed_per_group_over_the_topics_it_reads() {
+        let rows = [
+            topic_row(
+                "dev.oms.order.events",
+                &[("dev.oms-saga", 7), ("dev.oms-notification", 1)],
+            ),
+            topic_row("dev.oms.payment.events", &[("dev.oms-saga", 5)]),
+            topic_row("dev.oms.payment.commands", &[("dev.oms-payment", 0)]),
+            // A DLQ nobody reads.
+            topic_row("dev.oms.payment.commands.dlq", &[]),
+        ];
+        let asked = groups(&[
+            ("dev.oms-payment", &["dev.oms.payment.commands"]),
+            (
+                "dev.oms-saga",
+                &[
+                    "dev.oms.payment.events",
+                    "dev.oms.order.events",
+                    "dev.oms.gone",
+                ],
+            ),
+            ("dev.oms-notification", &["dev.oms.order.events"]),
+            ("dev.oms-silent", &[]),
+        ]);
+        let lag = lag_by_group(&rows, &asked, "dev.");
+        // Group, total, and each topic with its lag.
+        type Shown<'a> = (&'a str, i64, Vec<(&'a str, i64)>);
+        let shown: Vec<Shown<'_>> = lag
+            .iter()
+            .map(|g| {
+                (
+                    g.group.as_str(),
+                    g.total(),
+                    g.topics.iter().map(|(t, n)| (t.as_str(), *n)).collect(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            shown,
+            vec![
+                ("dev.oms-payment", 0, vec![("oms.payment.commands", 0)]),
+                (
+                    "dev.oms-saga",
+                    12,
+                    // In the order the group reads them; a topic the broker lacks is left out.
+                    vec![("oms.payment.events", 5), ("oms.order.events", 7)]
+                ),
+                ("dev.oms-notification", 1, vec![("oms.order.events", 1)]),
+            ]
+        );
+    }
+
+    fn with_lag(mut s: Snapshot, at: f64, saga: i64) -> Box<Snapshot> {
+        s.lag = Some(LagReading {
+            at,
+            groups: vec![
+                GroupLag {
+                    group: "oms-saga".into(),
+                    topics: vec![("oms.order.events".into(), saga)],
+                },
+                GroupLag {
+                    group: "oms-payment".into(),
+                    topics: vec![("oms.payment.commands".into(), 1)],
+                },
+            ],
+        });
+        Box::new(s)
+    }
+
+    #[test]
+    fn the_latency_history_keeps_the_last_readings_only() {
+        let mut app = App::new(Duration::from_secs(1));
+        let n = TREND + 30;
+        for i in 0..n {
+            let mut s = snapshot(i as f64, 1, vec![]);
+            s.latency_ms = Some((i as f64, 10.0 * i as f64));
+            update(&mut app, Action::Data(Box::new(s)));
+        }
+        assert_eq!(app.latency.len(), TREND);
+        assert_eq!(app.latency.front(), Some(&(30.0, 30.0, 300.0)));
+        let last = (n - 1) as f64;
+        assert_eq!(app.latency.back(), Some(&(last, last, 10.0 * last)));
+        // A poll without finished orders adds nothing.
+        let mut s = snapshot(n as f64, 1, vec![]);
+        s.latency_ms = None;
+        update(&mut app, Action::Data(Box::new(s)));
+        assert_eq!(app.latency.back().map(|p| p.0), Some(last));
+        // Frozen: nothing is recorded.
+        update(&mut app, Action::ToggleFreeze);
+        update(&mut app, Action::Data(Box::new(snapshot(9e9, 1, vec![]))));
+        assert_eq!(app.latency.back().map(|p| p.0), Some(last));
+    }
+
+    #[test]
+    fn each_read_of_the_lag_counts_once_in_its_trend_and_the_trend_is_bounded() {
+        let mut app = App::new(Duration::from_secs(1));
+        // Three polls of the services see the same read of the broker.
+        for t in [1.0, 2.0, 3.0] {
+            update(
+                &mut app,
+                Action::Data(with_lag(snapshot(t, 1, vec![]), 0.5, 40)),
+            );
+        }
+        assert_eq!(
+            app.lag_trend
+                .get("oms-saga")
+                .map(|t| t.iter().copied().collect::<Vec<_>>()),
+            Some(vec![40])
+        );
+        update(
+            &mut app,
+            Action::Data(with_lag(snapshot(4.0, 1, vec![]), 3.5, 25)),
+        );
+        assert_eq!(
+            app.lag_trend
+                .get("oms-saga")
+                .map(|t| t.iter().copied().collect::<Vec<_>>()),
+            Some(vec![40, 25])
+        );
+        assert_eq!(app.lag_trend.get("oms-payment").map(VecDeque::len), Some(2));
+        // The broker fails: its error shows and the last reading stays, not counted again.
+        let mut failed = snapshot(5.0, 1, vec![]);
+        failed.broker_error = Some("broker unreachable".into());
+        update(&mut app, Action::Data(Box::new(failed)));
+        let s = app.snapshot().expect("data");
+        assert_eq!(s.broker_error.as_deref(), Some("broker unreachable"));
+        assert_eq!(s.lag.as_ref().map(|r| r.at), Some(3.5));
+        assert_eq!(app.lag_trend.get("oms-saga").map(VecDeque::len), Some(2));
+        for i in 0..TREND + 5 {
+            update(
+                &mut app,
+                Action::Data(with_lag(
+                    snapshot(10.0 + i as f64, 1, vec![]),
+                    10.0 + i as f64,
+                    i as i64,
+                )),
+            );
+        }
+        let saga = app.lag_trend.get("oms-saga").expect("trend");
+        assert_eq!(saga.len(), TREND);
+        assert_eq!(saga.front(), Some(&5));
+        assert_eq!(saga.back(), Some(&(TREND as i64 + 4)));
     }
 
     #[test]

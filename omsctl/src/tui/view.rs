@@ -1,18 +1,22 @@
 //! Drawing: reads the [`App`], never changes it.
 
 use ratatui::layout::{Constraint, Layout, Rect};
-use ratatui::style::{Modifier, Style, Stylize};
+use ratatui::style::{Color, Modifier, Style, Stylize};
+use ratatui::symbols::{self, Marker};
 use ratatui::text::{Line, Span};
-use ratatui::widgets::{Block, Borders, Cell, Clear, Paragraph, Row, Sparkline, Table, Tabs, Wrap};
+use ratatui::widgets::{
+    Axis, Block, Borders, Cell, Chart, Clear, Dataset, GraphType, LegendPosition, Paragraph, Row,
+    Sparkline, Table, Tabs, Wrap,
+};
 use ratatui::Frame;
 
-use super::app::{App, Load, View, STATE_FILTERS};
+use super::app::{App, GroupLag, Load, View, STATE_FILTERS};
 use oms_ops::dlq::Item as DlqItem;
 
 /// Every key, for the help overlay.
 pub const KEYS: &[(&str, &str)] = &[
     ("?", "show or hide this help"),
-    ("Tab / 1 2 3 4", "switch view: overview, sagas, DLQ, logs"),
+    ("Tab / 1-5", "switch view: overview, sagas, DLQ, logs, lag"),
     ("/", "filter sagas by text (Enter keeps it, Esc clears it)"),
     ("s", "cycle the saga-state filter"),
     ("o", "cycle the sort: newest, oldest, state"),
@@ -57,6 +61,7 @@ pub fn draw(frame: &mut Frame<'_>, app: &App, now: f64) {
         View::Dlq => draw_dlq(frame, app, body),
         View::Detail => draw_detail(frame, app, body),
         View::Logs => draw_logs(frame, app, body),
+        View::Lag => draw_lag(frame, app, body, now),
     }
     match &app.command {
         Some(line) => frame.render_widget(Paragraph::new(format!(":{line}▏")), status),
@@ -180,13 +185,27 @@ fn draw_overview(frame: &mut Frame<'_>, app: &App, area: Rect) {
         );
         return;
     };
-    let [top, bottom] = Layout::vertical([Constraint::Length(12), Constraint::Min(4)]).areas(area);
-    let [counts, shipments, throughput] = Layout::horizontal([
-        Constraint::Length(32),
-        Constraint::Length(26),
+    // Taller terminals give the top row (and its chart) more lines.
+    let top_height = (area.height * 2 / 5).clamp(12, 16);
+    let [top, bottom] =
+        Layout::vertical([Constraint::Length(top_height), Constraint::Min(4)]).areas(area);
+    // Wide: counts, fulfillment, orders/s and the latency chart side by side. Narrow (an 80
+    // column terminal): the boxes shrink to their text and the chart takes the orders/s panel's
+    // place; its rates are a line of the counts box instead.
+    let wide = top.width >= 118;
+    let [counts, shipments, rest] = Layout::horizontal([
+        Constraint::Length(if wide { 32 } else { 27 }),
+        Constraint::Length(if wide { 26 } else { 25 }),
         Constraint::Min(20),
     ])
     .areas(top);
+    let (throughput, latency) = if wide {
+        let [t, l] = Layout::horizontal([Constraint::Fill(1), Constraint::Fill(1)]).areas(rest);
+        (Some(t), l)
+    } else {
+        (None, rest)
+    };
+    draw_latency(frame, app, latency);
     let fulfillment: Vec<Line<'_>> = oms_contracts::api::FulfillmentState::ALL
         .iter()
         .map(|state| {
@@ -226,6 +245,12 @@ fn draw_overview(frame: &mut Frame<'_>, app: &App, area: Rect) {
     if let Some((p50, p99)) = s.latency_ms {
         lines.push(Line::from(format!("p50 {p50:.0} ms · p99 {p99:.0} ms")));
     }
+    if throughput.is_none() {
+        let (created, confirmed, cancelled) = app.rates.back().copied().unwrap_or_default();
+        lines.push(Line::from(format!(
+            "orders/s {created} ✓{confirmed} ✗{cancelled}"
+        )));
+    }
     frame.render_widget(
         Paragraph::new(lines).block(
             Block::default()
@@ -235,32 +260,16 @@ fn draw_overview(frame: &mut Frame<'_>, app: &App, area: Rect) {
         counts,
     );
 
-    let block = Block::default().borders(Borders::ALL).title(" orders/s ");
-    let inner = block.inner(throughput);
-    frame.render_widget(block, throughput);
-    let rows = Layout::vertical([Constraint::Length(3); 3]).split(inner);
-    let series: [(&str, Vec<u64>); 3] = [
-        ("created", app.rates.iter().map(|r| r.0).collect()),
-        ("confirmed", app.rates.iter().map(|r| r.1).collect()),
-        ("cancelled", app.rates.iter().map(|r| r.2).collect()),
-    ];
-    for (i, (name, data)) in series.iter().enumerate() {
-        let Some(area) = rows.get(i).copied() else {
-            continue;
-        };
-        let [label, spark] =
-            Layout::horizontal([Constraint::Length(16), Constraint::Min(4)]).areas(area);
-        frame.render_widget(
-            Paragraph::new(format!("{name} {}/s", data.last().copied().unwrap_or(0))),
-            label,
-        );
-        let width = spark.width as usize;
-        let tail = &data[data.len().saturating_sub(width)..];
-        frame.render_widget(Sparkline::default().data(tail), spark);
+    if let Some(throughput) = throughput {
+        draw_throughput(frame, app, throughput);
     }
 
-    let [services, side] =
-        Layout::horizontal([Constraint::Min(40), Constraint::Length(44)]).areas(bottom);
+    // Narrow: the side panel as wide as its lines, the table's last column what is left.
+    let [services, side] = Layout::horizontal([
+        Constraint::Min(40),
+        Constraint::Length(if wide { 44 } else { 34 }),
+    ])
+    .areas(bottom);
     let rows: Vec<Row<'_>> = s
         .services
         .iter()
@@ -290,7 +299,11 @@ fn draw_overview(frame: &mut Frame<'_>, app: &App, area: Rect) {
                 Constraint::Length(10),
                 Constraint::Length(7),
                 Constraint::Length(6),
-                Constraint::Min(10),
+                if wide {
+                    Constraint::Min(10)
+                } else {
+                    Constraint::Fill(1)
+                },
             ],
         )
         .header(Row::new(vec!["SERVICE", "HEALTH", "OUTBOX", "LAG", ""]).bold())
@@ -331,6 +344,295 @@ fn draw_overview(frame: &mut Frame<'_>, app: &App, area: Rect) {
                 .title(" dlq · chaos "),
         ),
         side,
+    );
+}
+
+/// Created, confirmed and cancelled orders per second, each with its sparkline.
+fn draw_throughput(frame: &mut Frame<'_>, app: &App, area: Rect) {
+    let block = Block::default().borders(Borders::ALL).title(" orders/s ");
+    let inner = block.inner(area);
+    frame.render_widget(block, area);
+    let rows = Layout::vertical([Constraint::Ratio(1, 3); 3]).split(inner);
+    let series: [(&str, Vec<u64>); 3] = [
+        ("created", app.rates.iter().map(|r| r.0).collect()),
+        ("confirmed", app.rates.iter().map(|r| r.1).collect()),
+        ("cancelled", app.rates.iter().map(|r| r.2).collect()),
+    ];
+    for (i, (name, data)) in series.iter().enumerate() {
+        let Some(area) = rows.get(i).copied() else {
+            continue;
+        };
+        let [label, spark] =
+            Layout::horizontal([Constraint::Length(16), Constraint::Min(4)]).areas(area);
+        frame.render_widget(
+            Paragraph::new(format!("{name} {}/s", data.last().copied().unwrap_or(0))),
+            label,
+        );
+        let width = spark.width as usize;
+        let tail = &data[data.len().saturating_sub(width)..];
+        frame.render_widget(Sparkline::default().data(tail), spark);
+    }
+}
+
+/// The latency chart: p50 and p99 of each poll over the last [`super::app::TREND`] polls,
+/// milliseconds up, seconds before now across.
+fn draw_latency(frame: &mut Frame<'_>, app: &App, area: Rect) {
+    let block = Block::default()
+        .borders(Borders::ALL)
+        .title(" order latency ");
+    let Some(&(last, _, _)) = app.latency.back() else {
+        frame.render_widget(
+            Paragraph::new("no finished orders yet")
+                .wrap(Wrap { trim: true })
+                .block(block),
+            area,
+        );
+        return;
+    };
+    let first = app.latency.front().map_or(last, |p| p.0);
+    let span = (last - first).max(app.refresh.as_secs_f64());
+    let p50: Vec<(f64, f64)> = app.latency.iter().map(|p| (p.0 - last, p.1)).collect();
+    let p99: Vec<(f64, f64)> = app.latency.iter().map(|p| (p.0 - last, p.2)).collect();
+    let highest = app.latency.iter().map(|p| p.1.max(p.2)).fold(0.0, f64::max);
+    let top = nice_ceiling(highest * 1.1);
+    let datasets = vec![
+        Dataset::default()
+            .name("• p50")
+            .marker(Marker::Dot)
+            .graph_type(GraphType::Line)
+            .style(Style::default().fg(Color::Cyan))
+            .data(&p50),
+        Dataset::default()
+            .name("⠒ p99")
+            .marker(Marker::Braille)
+            .graph_type(GraphType::Line)
+            .style(Style::default().fg(Color::Yellow))
+            .data(&p99),
+    ];
+    let chart = Chart::new(datasets)
+        .block(block)
+        .x_axis(
+            Axis::default()
+                .bounds([-span, 0.0])
+                .labels([format!("-{}", ago(span)), "now".to_owned()]),
+        )
+        .y_axis(
+            Axis::default()
+                .title("ms")
+                .bounds([0.0, top])
+                .labels([0.0, top / 2.0, top].map(ms_label)),
+        )
+        // The legend where the oldest points are, shown whenever it fits.
+        .legend_position(Some(LegendPosition::TopLeft))
+        .hidden_legend_constraints((Constraint::Percentage(50), Constraint::Percentage(100)));
+    frame.render_widget(chart, area);
+}
+
+/// The smallest of 1, 1.5, 2, 2.5 ... 9.5 times a power of ten that is at least `v` (at least 1):
+/// a round top for the y axis.
+pub(super) fn nice_ceiling(v: f64) -> f64 {
+    if !v.is_finite() || v <= 1.0 {
+        return 1.0;
+    }
+    let step = 10f64.powf(v.log10().floor());
+    (v / step * 2.0).ceil() / 2.0 * step
+}
+
+fn ms_label(v: f64) -> String {
+    if v >= 10.0 || v.fract() == 0.0 {
+        format!("{v:.0}")
+    } else {
+        format!("{v:.1}")
+    }
+}
+
+/// A span of seconds as the x axis shows it: `45s`, `4m`, `2h`.
+pub(super) fn ago(secs: f64) -> String {
+    let s = secs.round() as u64;
+    match s {
+        0..=119 => format!("{s}s"),
+        120..=7199 => format!("{}m", (s + 30) / 60),
+        _ => format!("{}h", (s + 1800) / 3600),
+    }
+}
+
+/// A bar `width` cells long for `value` out of `max`, in eighths of a cell; a value above zero
+/// shows at least an eighth.
+pub(super) fn bar(value: i64, max: i64, width: usize) -> String {
+    if value <= 0 || max <= 0 || width == 0 {
+        return String::new();
+    }
+    let eighths = (value.min(max) as f64 / max as f64 * (width * 8) as f64).round() as usize;
+    let eighths = eighths.max(1);
+    let partial = [
+        "",
+        symbols::block::ONE_EIGHTH,
+        symbols::block::ONE_QUARTER,
+        symbols::block::THREE_EIGHTHS,
+        symbols::block::HALF,
+        symbols::block::FIVE_EIGHTHS,
+        symbols::block::THREE_QUARTERS,
+        symbols::block::SEVEN_EIGHTHS,
+    ];
+    let mut out = symbols::block::FULL.repeat(eighths / 8);
+    out.push_str(partial[eighths % 8]);
+    out
+}
+
+/// The last `width` values as a one-line sparkline scaled to the largest of them: `▁` is no lag,
+/// anything above zero is `▂` or higher.
+pub(super) fn spark<'a>(values: impl DoubleEndedIterator<Item = &'a i64>, width: usize) -> String {
+    let mut shown: Vec<i64> = values.rev().take(width).map(|v| (*v).max(0)).collect();
+    shown.reverse();
+    let max = shown.iter().copied().max().unwrap_or(0);
+    let levels = [
+        symbols::bar::ONE_EIGHTH,
+        symbols::bar::ONE_QUARTER,
+        symbols::bar::THREE_EIGHTHS,
+        symbols::bar::HALF,
+        symbols::bar::FIVE_EIGHTHS,
+        symbols::bar::THREE_QUARTERS,
+        symbols::bar::SEVEN_EIGHTHS,
+        symbols::bar::FULL,
+    ];
+    shown
+        .iter()
+        .map(|v| {
+            if *v == 0 || max == 0 {
+                levels[0]
+            } else {
+                levels[((*v as f64 / max as f64 * 7.0).ceil() as usize).clamp(1, 7)]
+            }
+        })
+        .collect()
+}
+
+/// A row of the lag table: a group or one topic it reads.
+enum LagRow<'a> {
+    Group(&'a GroupLag),
+    Topic(&'a str, i64),
+}
+
+/// The rows of the lag table that fit `height`: every group with its topics; when that is too
+/// long, the topics without lag go first, then every topic.
+fn lag_rows(groups: &[GroupLag], height: usize) -> Vec<LagRow<'_>> {
+    let rows = |keep: &dyn Fn(i64) -> bool| -> Vec<LagRow<'_>> {
+        groups
+            .iter()
+            .flat_map(|g| {
+                std::iter::once(LagRow::Group(g)).chain(
+                    g.topics
+                        .iter()
+                        .filter(|(_, n)| keep(*n))
+                        .map(|(t, n)| LagRow::Topic(t.as_str(), *n)),
+                )
+            })
+            .collect()
+    };
+    let all = rows(&|_| true);
+    if all.len() <= height {
+        return all;
+    }
+    let lagging = rows(&|n| n > 0);
+    if lagging.len() <= height {
+        return lagging;
+    }
+    rows(&|_| false)
+}
+
+/// Each consumer group's lag and the topics it is made of, with a bar against the largest and
+/// the group's trend over the last reads of the broker.
+fn draw_lag(frame: &mut Frame<'_>, app: &App, area: Rect, now: f64) {
+    let snapshot = app.snapshot();
+    let reading = snapshot.and_then(|s| s.lag.as_ref());
+    let error = snapshot.and_then(|s| s.broker_error.as_deref());
+    let title = match reading {
+        Some(r) => format!(
+            " consumer lag · read {} ago · broker read every {} ",
+            ago((now - r.at).max(0.0)),
+            humantime::format_duration(app.refresh * 3)
+        ),
+        None => " consumer lag ".to_owned(),
+    };
+    let block = Block::default().borders(Borders::ALL).title(title);
+    let Some(reading) = reading else {
+        let text = match (snapshot, error) {
+            (None, _) => "waiting for the first data ...".to_owned(),
+            (Some(_), Some(e)) => format!("cannot read the consumer lag: {e}"),
+            (Some(_), None) => "reading the consumer groups ...".to_owned(),
+        };
+        frame.render_widget(
+            Paragraph::new(text).wrap(Wrap { trim: true }).block(block),
+            area,
+        );
+        return;
+    };
+    let inner = block.inner(area);
+    frame.render_widget(block, area);
+    let [note, table] = Layout::vertical([
+        Constraint::Length(u16::from(error.is_some()) * 2),
+        Constraint::Min(1),
+    ])
+    .areas(inner);
+    if let Some(e) = error {
+        frame.render_widget(
+            Paragraph::new(format!("broker: {e} (the lag below is its last answer)"))
+                .wrap(Wrap { trim: true })
+                .bold(),
+            note,
+        );
+    }
+    if reading.groups.is_empty() {
+        frame.render_widget(Paragraph::new("no consumer group reads a topic"), table);
+        return;
+    }
+    let widths = [
+        Constraint::Length(26),
+        Constraint::Length(9),
+        Constraint::Fill(1),
+        Constraint::Fill(1),
+    ];
+    // The columns' widths as the table will lay them out (one space between columns).
+    let [_, _, bar_area, trend_area] = Layout::horizontal(widths).spacing(1).areas(table);
+    let max = reading
+        .groups
+        .iter()
+        .map(GroupLag::total)
+        .max()
+        .unwrap_or(0);
+    let rows: Vec<Row<'_>> = lag_rows(&reading.groups, usize::from(table.height.saturating_sub(1)))
+        .into_iter()
+        .map(|row| match row {
+            LagRow::Group(g) => Row::new(vec![
+                Cell::from(g.group.clone()),
+                Cell::from(Line::from(g.total().to_string()).right_aligned()),
+                Cell::from(bar(g.total(), max, bar_area.width.into())),
+                Cell::from(spark(
+                    app.lag_trend.get(&g.group).into_iter().flatten(),
+                    trend_area.width.into(),
+                )),
+            ])
+            .bold(),
+            LagRow::Topic(topic, n) => Row::new(vec![
+                Cell::from(format!("  {topic}")),
+                Cell::from(Line::from(n.to_string()).right_aligned()),
+                Cell::from(bar(n, max, bar_area.width.into())),
+                Cell::from(""),
+            ]),
+        })
+        .collect();
+    let reads = app.lag_trend.values().map(|t| t.len()).max().unwrap_or(0);
+    frame.render_widget(
+        Table::new(rows, widths).header(
+            Row::new(vec![
+                Cell::from("GROUP / TOPIC"),
+                Cell::from(Line::from("LAG").right_aligned()),
+                Cell::from(""),
+                Cell::from(format!("TREND ({reads} reads)")),
+            ])
+            .bold(),
+        ),
+        table,
     );
 }
 
@@ -633,7 +935,9 @@ mod tests {
     use ratatui::backend::TestBackend;
     use ratatui::Terminal;
 
-    use super::super::app::{Action, App, BrokerNode, Health, SagaRow, Snapshot};
+    use super::super::app::{
+        Action, App, BrokerNode, GroupLag, Health, LagReading, SagaRow, Snapshot,
+    };
     use super::super::update::update;
     use super::*;
 
@@ -659,13 +963,13 @@ mod tests {
             .join("\n")
     }
 
-    fn fixed() -> App {
-        let mut app = App::new(Duration::from_secs(1));
-        let snapshot = Snapshot {
+    /// The fixture's data as a poll at `at` brings it, with `confirmed` sagas and this latency.
+    fn fixed_snapshot(at: f64, confirmed: i64, latency_ms: (f64, f64)) -> Snapshot {
+        Snapshot {
             by_state: vec![
                 ("AUTHORIZING".into(), 4),
                 ("CANCELLED".into(), 17),
-                ("CONFIRMED".into(), 1234),
+                ("CONFIRMED".into(), confirmed),
                 ("RELEASING".into(), 2),
                 ("RESERVING".into(), 3),
             ],
@@ -712,11 +1016,67 @@ mod tests {
                 },
             ],
             faults: vec!["payment gateway: errorRate 1".into()],
-            latency_ms: Some((71.0, 310.0)),
-            fetched_at: 1_000.0,
+            latency_ms: Some(latency_ms),
+            lag: None,
+            broker_error: None,
+            fetched_at: at,
             errors: vec!["payment".into()],
-        };
+        }
+    }
+
+    fn fixed() -> App {
+        let mut app = App::new(Duration::from_secs(1));
+        let snapshot = fixed_snapshot(1_000.0, 1234, (71.0, 310.0));
         update(&mut app, Action::Data(Box::new(snapshot)));
+        app
+    }
+
+    /// Every consumer group of the OMS and the topics it reads, with `k` scaling the lag.
+    fn lag_reading(at: f64, k: i64) -> LagReading {
+        let group = |name: &str, topics: &[(&str, i64)]| GroupLag {
+            group: name.into(),
+            topics: topics.iter().map(|(t, n)| ((*t).to_owned(), *n)).collect(),
+        };
+        LagReading {
+            at,
+            groups: vec![
+                group("oms-inventory", &[("oms.inventory.commands", 25 * k)]),
+                group("oms-payment", &[("oms.payment.commands", 0)]),
+                group("oms-fulfillment", &[("oms.fulfillment.commands", 3)]),
+                group("oms-order", &[("oms.order.events", 0)]),
+                group(
+                    "oms-saga",
+                    &[
+                        ("oms.order.events", 7),
+                        ("oms.inventory.events", 0),
+                        ("oms.payment.events", 5),
+                        ("oms.fulfillment.events", 0),
+                    ],
+                ),
+                group(
+                    "oms-notification",
+                    &[("oms.order.events", 1), ("oms.fulfillment.events", 0)],
+                ),
+            ],
+        }
+    }
+
+    /// The fixture after a minute of polls a second apart: orders confirmed at an uneven pace,
+    /// latency rising to the fixture's p50 71 ms and p99 310 ms, and a read of the broker every
+    /// third poll with the inventory group falling behind (to 250) and catching up a little.
+    fn charted() -> App {
+        let mut app = App::new(Duration::from_secs(1));
+        for i in 0..60_i64 {
+            let left = 59 - i;
+            let confirmed = 1234 - left * 4 - left % 3;
+            let x = i as f64 / 59.0;
+            let latency = (50.0 + 21.0 * x, 150.0 + 160.0 * x * x);
+            let mut s = fixed_snapshot(941.0 + i as f64, confirmed, latency);
+            let read = 941.0 + (i - i % 3) as f64 - 0.5;
+            let k = if i < 45 { i / 3 + 1 } else { 10 };
+            s.lag = Some(lag_reading(read, k));
+            update(&mut app, Action::Data(Box::new(s)));
+        }
         app
     }
 
@@ -752,7 +1112,7 @@ mod tests {
     /// change that is not shown there fails here (`OMS_BLESS=1` redraws it).
     #[test]
     fn the_readme_shows_the_overview_as_it_renders() {
-        let picture: String = render_at(&fixed(), 118, 30)
+        let picture: String = render_at(&charted(), 118, 30)
             .lines()
             .map(|l| format!("{}\n", l.trim_end()))
             .collect();
@@ -774,6 +1134,242 @@ mod tests {
             shown == picture,
             "README.md's TUI picture is stale; `OMS_BLESS=1 cargo test -p omsctl readme` redraws it:\n{picture}"
         );
+    }
+
+    /// The lines of `text` between the first line containing `from` and the first after it
+    /// containing `to`, from the column `from` starts at (one panel of the screen).
+    fn panel(text: &str, from: &str, width: usize) -> Vec<String> {
+        let lines: Vec<&str> = text.lines().collect();
+        let Some((row, col)) = lines
+            .iter()
+            .enumerate()
+            .find_map(|(i, l)| l.find(from).map(|c| (i, l[..c].chars().count())))
+        else {
+            panic!("no {from:?} in\n{text}");
+        };
+        lines[row..]
+            .iter()
+            .take_while(|l| l.chars().nth(col.saturating_sub(2)).is_some())
+            .map(|l| l.chars().skip(col).take(width).collect())
+            .collect()
+    }
+
+    #[test]
+    fn the_overview_charts_p50_and_p99_at_80x24_and_larger() {
+        for (width, height) in [(80, 24), (120, 40), (140, 40)] {
+            let text = render_at(&charted(), width, height);
+            let at = format!("at {width}x{height}:\n{text}");
+            for needle in [
+                // The chart: its title, legend, y axis (0 to a round figure above the highest
+                // p99 of 310) with its unit, and x axis (the minute of polls up to now).
+                "order latency",
+                "• p50",
+                "⠒ p99",
+                "350│ms",
+                "175│",
+                "0  │",
+                "-59s",
+                "now│",
+                // The text the tests and the tmux test read stays.
+                "p50 71 ms · p99 310 ms",
+                "total              1260",
+                "CONFIRMED          1234",
+                "DELIVERED          1200",
+                "payment       DOWN",
+                "oms.payment.commands.dlq 3",
+                "broker-2 DOWN",
+                "payment gateway: errorRate 1",
+            ] {
+                assert!(text.contains(needle), "missing {needle:?} {at}");
+            }
+            // Both series are drawn: p50 in dots, p99 in braille, inside the chart's box.
+            let chart = panel(&text, "order latency", 30).join("\n");
+            assert!(chart.matches('•').count() > 10, "no p50 line {at}");
+            assert!(
+                chart
+                    .chars()
+                    .filter(|c| ('\u{2801}'..='\u{28ff}').contains(c))
+                    .count()
+                    > 10,
+                "no p99 line {at}"
+            );
+            // The rates: sparklines beside the chart when wide, one line of the counts when not.
+            if width >= 118 {
+                assert!(text.contains("confirmed 5/s"), "{at}");
+            } else {
+                assert!(text.contains("orders/s 5 ✓5 ✗0"), "{at}");
+            }
+        }
+    }
+
+    #[test]
+    fn the_chart_waits_for_finished_orders_and_keeps_its_axes_round() {
+        let mut app = App::new(Duration::from_secs(1));
+        let mut s = fixed_snapshot(1_000.0, 1, (0.0, 0.0));
+        s.latency_ms = None;
+        update(&mut app, Action::Data(Box::new(s)));
+        let text = render_at(&app, 80, 24);
+        assert!(text.contains("no finished orders yet"), "{text}");
+        assert!(!text.contains("• p50"), "{text}");
+        assert_eq!(nice_ceiling(341.0), 350.0);
+        assert_eq!(nice_ceiling(1_001.0), 1_500.0);
+        assert_eq!(nice_ceiling(95.0), 95.0);
+        assert_eq!(nice_ceiling(0.0), 1.0);
+        assert_eq!(nice_ceiling(f64::NAN), 1.0);
+        assert_eq!(ago(59.4), "59s");
+        assert_eq!(ago(239.0), "4m");
+        assert_eq!(ago(7_200.0), "2h");
+    }
+
+    #[test]
+    fn the_lag_view_lists_groups_topics_bars_and_trends() {
+        let mut app = charted();
+        update(&mut app, Action::Show(View::Lag));
+        for (width, height) in [(80, 24), (120, 40)] {
+            let text = render_at(&app, width, height);
+            let at = format!("at {width}x{height}:\n{text}");
+            assert!(text.contains("5 Lag"), "{at}");
+            assert!(
+                text.contains("consumer lag · read 3s ago · broker read every 3s"),
+                "{at}"
+            );
+            assert!(text.contains("GROUP / TOPIC"), "{at}");
+            assert!(text.contains("TREND (20 reads)"), "{at}");
+            let line = |start: &str| {
+                text.lines()
+                    .find(|l| l.trim_start_matches('│').starts_with(start))
+                    .unwrap_or_else(|| panic!("no line {start:?} {at}"))
+                    .trim_start_matches('│')
+                    .trim_end_matches(['│', ' '])
+                    .to_owned()
+            };
+            // Groups with their totals; topics indented under them.
+            let inventory = line("oms-inventory ");
+            assert!(inventory.contains(" 250 "), "{inventory}");
+            assert!(line("oms-saga ").contains(" 12 "), "{at}");
+            assert!(line("  oms.payment.events ").contains(" 5 "), "{at}");
+            assert!(line("  oms.fulfillment.commands ").contains(" 3 "), "{at}");
+            let groups: Vec<String> = text
+                .lines()
+                .map(|l| l.trim_start_matches('│'))
+                .filter(|l| l.starts_with("oms-"))
+                .map(|l| l.split_whitespace().next().unwrap_or_default().to_owned())
+                .collect();
+            assert_eq!(
+                groups,
+                [
+                    "oms-inventory",
+                    "oms-payment",
+                    "oms-fulfillment",
+                    "oms-order",
+                    "oms-saga",
+                    "oms-notification"
+                ],
+                "{at}"
+            );
+            // The group furthest behind has the full bar; no lag, no bar.
+            assert!(inventory.contains(&"█".repeat(20)), "{inventory}");
+            assert!(!line("oms-payment ").contains('█'), "{at}");
+            // Its trend: it fell behind for 15 reads, then caught up a little.
+            assert!(inventory.ends_with("▂▂▃▃▄▄▅▅▆▆▇▇███▆▆▆▆▆"), "{inventory}");
+            assert!(line("oms-payment ").ends_with(&"▁".repeat(20)), "{at}");
+        }
+    }
+
+    #[test]
+    fn a_broker_that_cannot_be_read_is_a_message_in_the_lag_view() {
+        // Never read: the error alone.
+        let mut app = fixed();
+        let mut s = fixed_snapshot(1_000.0, 1234, (71.0, 310.0));
+        s.broker_error = Some("brokers unreachable: localhost:9092".into());
+        update(&mut app, Action::Data(Box::new(s.clone())));
+        update(&mut app, Action::Show(View::Lag));
+        let text = render_at(&app, 80, 24);
+        assert!(
+            text.contains("cannot read the consumer lag: brokers unreachable: localhost:9092"),
+            "{text}"
+        );
+        // Read once, then failing: the error in bold above the last answer.
+        let mut app = charted();
+        update(&mut app, Action::Data(Box::new(s)));
+        update(&mut app, Action::Show(View::Lag));
+        let text = render_at(&app, 80, 24);
+        assert!(
+            text.contains("broker: brokers unreachable: localhost:9092"),
+            "{text}"
+        );
+        assert!(text.contains("read 3s ago"), "{text}");
+        assert!(text.contains("oms-inventory"), "{text}");
+        // Not read yet, no error: it says it is reading.
+        let text = render_at(&fixed(), 80, 24);
+        assert!(!text.contains("consumer lag"), "{text}");
+        let mut app = fixed();
+        update(&mut app, Action::Show(View::Lag));
+        assert!(render_at(&app, 80, 24).contains("reading the consumer groups"));
+    }
+
+    #[test]
+    fn a_short_lag_view_drops_the_topics_without_lag_first() {
+        let reading = lag_reading(1.0, 1);
+        let count = |rows: &[LagRow<'_>]| {
+            let topics = rows
+                .iter()
+                .filter(|r| matches!(r, LagRow::Topic(..)))
+                .count();
+            (rows.len() - topics, topics)
+        };
+        assert_eq!(count(&lag_rows(&reading.groups, 16)), (6, 10));
+        // Inventory, fulfillment, saga twice and notification lag.
+        assert_eq!(count(&lag_rows(&reading.groups, 15)), (6, 5));
+        assert_eq!(count(&lag_rows(&reading.groups, 10)), (6, 0));
+        let text = render_at(
+            &{
+                let mut app = charted();
+                update(&mut app, Action::Show(View::Lag));
+                app
+            },
+            80,
+            16,
+        );
+        assert!(text.contains("  oms.order.events"), "{text}");
+        assert!(!text.contains("  oms.payment.commands"), "{text}");
+    }
+
+    #[test]
+    fn bars_and_sparklines_scale_to_their_largest() {
+        assert_eq!(bar(10, 10, 4), "████");
+        assert_eq!(bar(5, 10, 4), "██");
+        assert_eq!(bar(1, 16, 2), "▏");
+        assert_eq!(bar(1, 1_000_000, 10), "▏", "any lag shows");
+        assert_eq!(bar(0, 10, 4), "");
+        assert_eq!(bar(3, 0, 4), "");
+        assert_eq!(bar(9, 8, 3), "███", "never longer than the column");
+        let v = [0_i64, 3, 6, 0, 12];
+        assert_eq!(spark(v.iter(), 10), "▁▃▅▁█");
+        assert_eq!(spark(v.iter(), 2), "▁█", "the newest that fit");
+        assert_eq!(spark([0_i64, 0].iter(), 5), "▁▁");
+        assert_eq!(
+            spark([1_i64, 1000].iter(), 5),
+            "▂█",
+            "above zero is above the floor"
+        );
+    }
+
+    #[test]
+    fn every_view_draws_in_a_tiny_terminal() {
+        for view in [
+            View::Overview,
+            View::Sagas,
+            View::Dlq,
+            View::Logs,
+            View::Lag,
+        ] {
+            let mut app = charted();
+            update(&mut app, Action::Show(view));
+            for (w, h) in [(1, 1), (10, 4), (30, 8), (60, 12)] {
+                render_at(&app, w, h);
+            }
+        }
     }
 
     #[test]
