@@ -57,6 +57,11 @@ oms_log "cargo test (PostgreSQL 127.0.0.1:$OMS_PG_PORT, broker $OMS_TEST_BROKERS
 log="$OMS_STATE_DIR/cargo-test.log"
 status=0
 cargo test --workspace --no-fail-fast 2>&1 | tee "$log" || status=$?
+# omsctl and the services installed with `cargo install` and run from a scratch directory, away
+# from this checkout (its own ports; the debug builds above are reused).
+if [[ -z "${OMS_SKIP_INSTALL_CHECK:-}" ]]; then
+  "$ROOT/scripts/install-check.sh" 2>&1 | tee -a "$log" || { status=1; echo "install check FAILED" | tee -a "$log"; }
+fi
 trap - EXIT
 # A broker or database that died under the tests fails every test after it: that is said (with
 # the end of its log) after the failures it caused, where the reader of the run's tail sees it.

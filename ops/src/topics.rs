@@ -296,9 +296,9 @@ fn refused(topic: &str, code: rdkafka::types::RDKafkaErrorCode) -> Failure {
         Code::InvalidReplicationFactor => Failure::usage(format!(
             "topic {topic}: the cluster refused the replication factor (more copies than nodes?)"
         )),
-        Code::InvalidConfig => {
-            Failure::usage(format!("topic {topic}: the cluster refused a --topic-config"))
-        }
+        Code::InvalidConfig => Failure::usage(format!(
+            "topic {topic}: the cluster refused a --topic-config"
+        )),
         other => Failure::usage(format!("topic {topic}: the cluster refused: {other}")),
     }
 }
