@@ -6,7 +6,8 @@
 # docker-compose (apt) to validate compose.yaml, tmux for the TUI test, kcat for the test that
 # reads the OMS topics with standard tools, schemathesis (PyPI, in a virtualenv) for the API
 # fuzzing test, and kubernetes-validate with jsonpatch (PyPI, in a virtualenv) for the offline
-# check of deploy/kubernetes.
+# check of deploy/kubernetes, and Prometheus (also alone with --observability: `omsctl stack up
+# --observability` runs it).
 # Safe to run again: each step is skipped when its tool is already there.
 source "$(dirname "$0")/lib.sh"
 
@@ -25,8 +26,9 @@ venv_install() {
   "$check" >/dev/null || oms_die "$what still missing after pip install"
 }
 
-want_test_tools=false
-[[ "${1:-}" == "--test" ]] && want_test_tools=true
+want_test_tools=false want_observability=false
+[[ "${1:-}" == "--test" ]] && want_test_tools=true want_observability=true
+[[ "${1:-}" == "--observability" ]] && want_observability=true
 
 apt_install() {
   local sudo=""
@@ -85,6 +87,11 @@ if ! oms_kafka_home >/dev/null; then
   mv "$staging" "$OMS_BROKER_HOME"
   trap - EXIT
   oms_kafka_home >/dev/null || oms_die "Kafka is still not installed in $OMS_BROKER_HOME"
+fi
+
+# Prometheus for `omsctl stack up --observability` (Debian's package; nothing is started by it).
+if $want_observability && ! command -v prometheus >/dev/null 2>&1; then
+  apt_install --no-install-recommends prometheus
 fi
 
 if $want_test_tools; then

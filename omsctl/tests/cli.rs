@@ -741,6 +741,7 @@ async fn stack_up_status_logs_and_down_supervise_the_local_stack() -> anyhow::Re
         ("OMS_SAGA_PAYMENT_TIMEOUT".into(), "5s".into()),
         ("OMS_SAGA_RELEASE_TIMEOUT".into(), "5s".into()),
         ("OMS_OTLP_ENDPOINT".into(), sink.endpoint()),
+        ("OMS_PROMETHEUS_PORT".into(), "29090".into()),
     ];
     for (name, port) in ports {
         envs.push((format!("OMS_{name}_PORT"), port.to_string()));
@@ -763,7 +764,11 @@ async fn stack_up_status_logs_and_down_supervise_the_local_stack() -> anyhow::Re
     let mut cmd = omsctl(None)?;
     with_stack(&mut cmd);
     cmd.timeout(Duration::from_secs(600));
-    let up = run(cmd, &["stack", "up", "--no-smoke", "--debug"]).await?;
+    let up = run(
+        cmd,
+        &["stack", "up", "--no-smoke", "--debug", "--observability"],
+    )
+    .await?;
     let result = async {
         assert_eq!(code(&up), 0, "stack up failed: {}", stderr(&up));
 
@@ -775,6 +780,60 @@ async fn stack_up_status_logs_and_down_supervise_the_local_stack() -> anyhow::Re
         for c in &status.components {
             assert!(c.pid.is_some(), "no pid recorded for {c:?}");
         }
+        assert!(
+            status
+                .components
+                .iter()
+                .any(|c| c.component == "prometheus"),
+            "{status:?}"
+        );
+
+        // --observability: Prometheus scrapes every service with the metrics role's token
+        // (every target up) and has the OMS alert rules loaded.
+        let prometheus = reqwest::Client::new();
+        let targets = eventually(
+            Duration::from_secs(90),
+            "Prometheus to scrape every service",
+            || async {
+                let doc: Value = prometheus
+                    .get("http://127.0.0.1:29090/api/v1/targets")
+                    .send()
+                    .await?
+                    .json()
+                    .await?;
+                let active = doc["data"]["activeTargets"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default();
+                let up = active.iter().all(|t| t["health"] == "up");
+                Ok(
+                    (up && active.len() == oms_contracts::topology::SERVICES.len())
+                        .then_some(active),
+                )
+            },
+        )
+        .await?;
+        let mut jobs: Vec<&str> = targets
+            .iter()
+            .filter_map(|t| t["labels"]["job"].as_str())
+            .collect();
+        jobs.sort_unstable();
+        let mut names: Vec<&str> = oms_contracts::topology::SERVICES
+            .iter()
+            .map(|s| s.name)
+            .collect();
+        names.sort_unstable();
+        assert_eq!(jobs, names);
+        let rules: Value = prometheus
+            .get("http://127.0.0.1:29090/api/v1/rules")
+            .send()
+            .await?
+            .json()
+            .await?;
+        assert!(
+            rules.to_string().contains("OmsServiceDown"),
+            "no OMS alert rules loaded: {rules}"
+        );
 
         // Tokens: the issuer's private key stays in the state directory (0600); the services
         // have only its public half (a JWKS); there is no shared secret any service could sign
@@ -1401,6 +1460,11 @@ async fn brokers_on_the_process_stack(
     assert_eq!(code(&out), 2, "{}", stderr(&out));
     let out = in_stack(with_stack, &["stack", "wipe", "--yes"]).await?;
     assert_eq!(code(&out), 0, "{}", stderr(&out));
+    // The wipe stopped everything the stack ran, Prometheus too.
+    assert!(
+        std::net::TcpStream::connect("127.0.0.1:29090").is_err(),
+        "prometheus outlived the wipe"
+    );
     let out = up(&[
         "stack",
         "up",

@@ -140,6 +140,17 @@ pub async fn status(ctx: &Ctx) -> Result<StackStatus, Failure> {
             broker_ok,
         ));
     }
+    if let Some(pid) = crate::local::observability::pid(&local) {
+        let port = crate::local::observability::port()?;
+        components.push(ComponentStatus::infra(
+            "prometheus",
+            Some(pid),
+            format!("127.0.0.1:{port}"),
+            tokio::task::spawn_blocking(move || crate::local::port_open(port))
+                .await
+                .unwrap_or(false),
+        ));
+    }
     for svc in Svc::all() {
         let group = ctx.topics.name(svc.spec().group);
         let lag: i64 = lag_rows.iter().filter_map(|r| r.lag.get(&group)).sum();

@@ -23,6 +23,11 @@ pub enum StackCommand {
         /// Skip the smoke order at the end.
         #[arg(long)]
         no_smoke: bool,
+        /// Also start Prometheus (Debian's package) on 127.0.0.1:9090 (OMS_PROMETHEUS_PORT):
+        /// every service replica scraped, the OMS alert rules loaded. Grafana and Jaeger run
+        /// under compose only (docs/observability.md says why).
+        #[arg(long, conflicts_with = "infra")]
+        observability: bool,
         /// Directory of the oms-* service binaries [default: next to this omsctl, else the
         /// first directory on PATH holding them all, else built with cargo in a checkout of
         /// the repository (the one omsctl runs or was installed from)].
@@ -139,6 +144,7 @@ fn parse_broker_nodes(s: &str) -> Result<u32, String> {
 struct Up {
     infra: bool,
     smoke: bool,
+    observability: bool,
     bin_dir: Option<PathBuf>,
     replicas: Option<u32>,
     broker_nodes: Option<u32>,
@@ -156,6 +162,7 @@ async fn up(ctx: &Ctx, asked: Up) -> Result<(), Failure> {
     let Up {
         infra,
         smoke,
+        observability,
         bin_dir,
         replicas,
         broker_nodes,
@@ -266,6 +273,9 @@ async fn up(ctx: &Ctx, asked: Up) -> Result<(), Failure> {
             c.start(&local).await?;
         }
         oms_ops::local::wait_ready(&local, &services, ready_timeout()).await?;
+        if observability {
+            oms_ops::local::observability::start(&local).await?;
+        }
         if smoke {
             crate::cmd::order::smoke(&here).await?;
         }
@@ -332,6 +342,7 @@ pub async fn run(ctx: &Ctx, command: StackCommand) -> Result<(), Failure> {
         StackCommand::Up {
             infra,
             no_smoke,
+            observability,
             bin_dir,
             release,
             debug,
@@ -351,6 +362,7 @@ pub async fn run(ctx: &Ctx, command: StackCommand) -> Result<(), Failure> {
                 Up {
                     infra,
                     smoke: !no_smoke,
+                    observability,
                     bin_dir,
                     replicas,
                     broker_nodes,

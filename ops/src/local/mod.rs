@@ -31,11 +31,12 @@ use oms_contracts::ServiceId as Svc;
 
 pub mod binaries;
 mod component;
+pub mod observability;
 mod postgres;
 mod process;
 
 pub use component::{stop_all, wait_ready, Component};
-pub use process::{alive, frozen, processes, signal, Signal};
+pub use process::{alive, frozen, port_open, processes, signal, Signal};
 
 /// The PostgreSQL role of the local cluster.
 pub const PG_USER: &str = "oms";
@@ -363,9 +364,10 @@ pub fn wipe(local: &Local) -> Result<(), Failure> {
     }
 }
 
-/// Stops every component: services first, in reverse start order, then the Kafka nodes
-/// together, PostgreSQL last.
+/// Stops every component: Prometheus (when it runs), the services in reverse start order, the
+/// Kafka nodes together, PostgreSQL last.
 pub async fn down(local: &Local) -> Result<(), Failure> {
+    observability::stop(local).await?;
     for c in local.service_components().into_iter().rev() {
         c.stop(local).await?;
     }

@@ -90,6 +90,7 @@ pub fn pid_file(path: &Path) -> Option<u32> {
     alive(pid).then_some(pid)
 }
 
+/// Whether something accepts TCP connections on 127.0.0.1:`port`.
 pub fn port_open(port: u16) -> bool {
     TcpStream::connect_timeout(
         &SocketAddr::from(([127, 0, 0, 1], port)),
