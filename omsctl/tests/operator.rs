@@ -15,7 +15,7 @@ use oms_ops::dlq::replay::PlanReport;
 use oms_ops::groups::{GroupDetail, PartitionLag, ResetReport};
 use oms_ops::produce::Produced;
 use oms_ops::tail::TailLine;
-use oms_ops::topics::TopicRow;
+use oms_ops::topics::{TopicDetail, TopicRow};
 use oms_tests::eventually;
 use oms_tests::stack::{Service, Stack, StackOptions};
 use serde_json::json;
@@ -919,6 +919,58 @@ async fn tail_filters_on_payload_fields_partitions_and_an_end() -> anyhow::Resul
         "{}",
         stdout(&out)
     );
+    // The shorthands are conditions of the same language: --key is --where key=…, --type is
+    // --where type=…, and the record's own fields (partition, offset) are fields too.
+    let ids_of = |out: &Output| -> Vec<String> { stdout(out).lines().map(str::to_owned).collect() };
+    let by_flags = tail_of(
+        &stack,
+        &["--key", &declined, "--type", "order.cancelled", "-o", "ids"],
+    )
+    .await?;
+    let by_where = tail_of(
+        &stack,
+        &[
+            "--where",
+            &format!("key={declined}"),
+            "--where",
+            "type=order.cancelled",
+            "-o",
+            "ids",
+        ],
+    )
+    .await?;
+    assert_eq!(ids_of(&by_flags).len(), 1, "{}", stdout(&by_flags));
+    assert_eq!(ids_of(&by_flags), ids_of(&by_where));
+    let out = tail_of(
+        &stack,
+        &[
+            "--where",
+            &format!("partition={partition}"),
+            "--where",
+            "offset=0",
+            "-o",
+            "ids",
+        ],
+    )
+    .await?;
+    let first: Vec<String> = ids
+        .iter()
+        .filter(|i| i.ends_with(&format!("/{partition}@0")))
+        .cloned()
+        .collect();
+    assert_eq!(first.len(), 1, "{ids:?}");
+    assert_eq!(ids_of(&out), first, "{}", stdout(&out));
+    // --format: one kcat-style line per message.
+    let out = tail_of(&stack, &["--key", &declined, "--format", "%p@%o %k %y\\n"]).await?;
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let text = stdout(&out);
+    let formatted: Vec<&str> = text.lines().collect();
+    assert!(!formatted.is_empty(), "{}", stdout(&out));
+    for line in &formatted {
+        let (coords, rest) = line.split_once(' ').unwrap_or_default();
+        assert!(coords.contains('@'), "{line}");
+        assert!(rest.starts_with(&format!("{declined} order.")), "{line}");
+    }
     // A time before every message: nothing.
     let out = tail_of(&stack, &["--until", "@-1h"]).await?;
     assert_eq!(code(&out), 0, "{}", stderr(&out));
@@ -927,11 +979,99 @@ async fn tail_filters_on_payload_fields_partitions_and_an_end() -> anyhow::Resul
         (vec!["--partition", "99"], "no partition 99"),
         (vec!["--where", "payload.reason"], "--where"),
         (vec!["--until", "soon"], "--until"),
+        (vec!["--format", "%q"], "--format"),
+        (vec!["--header", "novalue"], "--header"),
     ] {
         let out = tail_of(&stack, &bad).await?;
         assert_eq!(code(&out), 2, "{bad:?}");
         assert!(stderr(&out).contains(says), "{bad:?}: {}", stderr(&out));
     }
+    stack.shutdown().await
+}
+
+/// Topics of your own: made with their configs, described, planned and then deleted; the OMS's
+/// own topics refused both ways. And `omsctl version` names every service's version.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn own_topics_are_made_and_deleted_and_every_service_says_its_version() -> anyhow::Result<()>
+{
+    let stack = Stack::start(StackOptions::default()).await?;
+    // As the user types it; the stack's prefix is added, as to every topic name.
+    let name = "exports".to_owned();
+    let out = run(
+        omsctl(&stack)?,
+        &[
+            "topic",
+            "create",
+            &name,
+            "--partitions",
+            "2",
+            "--topic-config",
+            "retention.ms=3600000",
+            "-o",
+            "json",
+        ],
+    )
+    .await?;
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let made: oms_ops::topics::Created = json_of(&out)?;
+    let deployed = format!("{}exports", stack.prefix);
+    assert_eq!(
+        (made.topic.as_str(), made.partitions),
+        (deployed.as_str(), 2)
+    );
+    let out = run(omsctl(&stack)?, &["topic", "describe", &name, "-o", "json"]).await?;
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(json_of::<TopicDetail>(&out)?.partitions.len(), 2);
+    // Twice: refused, naming it.
+    let out = run(omsctl(&stack)?, &["topic", "create", &name]).await?;
+    assert_eq!(code(&out), 2);
+    assert!(stderr(&out).contains("exists already"), "{}", stderr(&out));
+    // The OMS's own topics are not a user's to make or delete.
+    for args in [
+        vec!["topic", "create", "oms.order.events"],
+        vec!["topic", "delete", "oms.order.events", "--yes"],
+        vec!["topic", "create", "bad name"],
+    ] {
+        let out = run(omsctl(&stack)?, &args).await?;
+        assert_eq!(code(&out), 2, "{args:?}: {}", stderr(&out));
+    }
+    // Delete: the plan from a script without --yes is refused; --dry-run keeps it; --yes deletes.
+    let out = run(omsctl(&stack)?, &["topic", "delete", &name]).await?;
+    assert_eq!(code(&out), 2, "{}", stderr(&out));
+    assert!(stderr(&out).contains("--yes"), "{}", stderr(&out));
+    let out = run(
+        omsctl(&stack)?,
+        &["topic", "delete", &name, "--dry-run", "-o", "json"],
+    )
+    .await?;
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let plan: oms_ops::topics::Deleted = json_of(&out)?;
+    assert!(!plan.deleted && plan.partitions == 2, "{plan:?}");
+    let out = run(omsctl(&stack)?, &["topic", "delete", &name, "--yes"]).await?;
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    eventually(Duration::from_secs(30), "the topic to be gone", || async {
+        let out = run(omsctl(&stack)?, &["topic", "describe", &name]).await?;
+        Ok((code(&out) == 2).then_some(()))
+    })
+    .await?;
+
+    let out = run(omsctl(&stack)?, &["version", "-o", "json"]).await?;
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let report: oms_ops::version::VersionReport = json_of(&out)?;
+    let names: Vec<&str> = report.services.iter().map(|s| s.service.as_str()).collect();
+    assert_eq!(
+        names.len(),
+        oms_contracts::topology::SERVICES.len(),
+        "{report:?}"
+    );
+    assert!(
+        report
+            .services
+            .iter()
+            .all(|s| s.version.as_deref() == Some(report.omsctl.as_str())),
+        "{report:?}"
+    );
+    assert!(!report.broker.nodes.is_empty(), "{report:?}");
     stack.shutdown().await
 }
 

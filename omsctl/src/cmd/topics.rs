@@ -25,9 +25,9 @@ pub enum TopicsCommand {
         #[arg(add = clap_complete::ArgValueCandidates::new(crate::complete::topics))]
         topic: String,
     },
-    /// Create a topic of your own (not an OMS topic: `ensure` makes those), named exactly.
+    /// Create a topic of your own (not an OMS topic: `ensure` makes those).
     Create {
-        /// Its exact name (no prefix is added).
+        /// Its name (the context's topic prefix is added, as to every topic name).
         topic: String,
         /// Partitions.
         #[arg(long, default_value_t = 1)]
@@ -42,7 +42,7 @@ pub enum TopicsCommand {
     },
     /// Delete a topic of your own and every message in it (OMS topics are refused).
     Delete {
-        /// Its exact name.
+        /// Its name (the context's topic prefix is added).
         topic: String,
         #[command(flatten)]
         confirm: Confirm,
@@ -60,6 +60,7 @@ pub async fn run(ctx: &Ctx, command: TopicsCommand) -> Result<(), Failure> {
             configs,
         } => {
             let configs: BTreeMap<String, String> = configs.into_iter().collect();
+            let topic = ctx.deployed_topic(&topic);
             let made = topics::create(
                 &ctx.brokers,
                 &prefix,
@@ -77,6 +78,7 @@ pub async fn run(ctx: &Ctx, command: TopicsCommand) -> Result<(), Failure> {
             });
         }
         TopicsCommand::Delete { topic, confirm } => {
+            let topic = ctx.deployed_topic(&topic);
             let plan = topics::delete(&ctx.brokers, &prefix, &topic, false).await?;
             let what = format!(
                 "delete topic {topic} ({} partitions, {} messages)",
