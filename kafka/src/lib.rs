@@ -69,20 +69,58 @@ pub async fn ensure_topics_with(
         .map(|t| NewTopic::new(t, partitions, TopicReplication::Fixed(-1)))
         .collect();
     let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
-    let results = admin
-        .create_topics(&new, &options)
-        .await
-        .map_err(|source| TopicError::Admin {
-            brokers: brokers.to_owned(),
-            source,
-        })?;
-    for result in results {
-        match result {
-            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
-            Err((topic, code)) => return Err(TopicError::Refused { topic, code }),
+    // Right after nodes start, a request can meet a cluster still settling: the client drops
+    // the bootstrap connections once it learns the nodes' own (DestroyBroker), a controller is
+    // not elected yet. Such answers are asked again, a moment apart, within CREATE_WITHIN.
+    let deadline = Instant::now() + CREATE_WITHIN;
+    loop {
+        let settling = match admin.create_topics(&new, &options).await {
+            Ok(results) => {
+                let mut settling = None;
+                for result in results {
+                    match result {
+                        Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                        Err((_, code)) if settling_code(code) => settling = Some(code),
+                        Err((topic, code)) => return Err(TopicError::Refused { topic, code }),
+                    }
+                }
+                match settling {
+                    None => return Ok(()),
+                    Some(code) => KafkaError::AdminOp(code),
+                }
+            }
+            Err(e) if e.rdkafka_error_code().is_some_and(settling_code) => e,
+            Err(source) => {
+                return Err(TopicError::Admin {
+                    brokers: brokers.to_owned(),
+                    source,
+                })
+            }
+        };
+        if Instant::now() + RETRY_AFTER * 5 >= deadline {
+            return Err(TopicError::Admin {
+                brokers: brokers.to_owned(),
+                source: settling,
+            });
         }
+        tokio::time::sleep(RETRY_AFTER * 5).await;
     }
-    Ok(())
+}
+
+/// How long [`ensure_topics_with`] asks again while the cluster settles.
+const CREATE_WITHIN: Duration = Duration::from_secs(30);
+
+/// True for the answers of a cluster that is still settling (asked again), not of a refusal.
+fn settling_code(code: RDKafkaErrorCode) -> bool {
+    matches!(
+        code,
+        RDKafkaErrorCode::DestroyBroker
+            | RDKafkaErrorCode::BrokerTransportFailure
+            | RDKafkaErrorCode::AllBrokersDown
+            | RDKafkaErrorCode::NotController
+            | RDKafkaErrorCode::RequestTimedOut
+            | RDKafkaErrorCode::LeaderNotAvailable
+    )
 }
 
 /// The low and high watermarks of one partition. Right after brokers start or stop, leadership
@@ -192,5 +230,24 @@ mod tests {
             RDKafkaErrorCode::TopicAuthorizationFailed
         )));
         assert!(!leader_moving(&KafkaError::NoMessageReceived));
+    }
+
+    #[test]
+    fn topic_creation_asks_again_only_while_the_cluster_settles() {
+        for settling in [
+            RDKafkaErrorCode::DestroyBroker,
+            RDKafkaErrorCode::AllBrokersDown,
+            RDKafkaErrorCode::NotController,
+        ] {
+            assert!(settling_code(settling), "{settling:?}");
+        }
+        for refusal in [
+            RDKafkaErrorCode::TopicAuthorizationFailed,
+            RDKafkaErrorCode::InvalidReplicationFactor,
+            RDKafkaErrorCode::InvalidConfig,
+            RDKafkaErrorCode::PolicyViolation,
+        ] {
+            assert!(!settling_code(refusal), "{refusal:?}");
+        }
     }
 }

@@ -217,7 +217,15 @@ fn contexts_are_listed_switched_and_shown_without_their_secrets() -> anyhow::Res
     assert!(stderr(&refused).contains("brokrs"), "{}", stderr(&refused));
     let in_use = home.omsctl(&["context", "delete", "staging"])?;
     assert_eq!(in_use.status.code(), Some(2), "{}", stderr(&in_use));
-    ok(&home.omsctl(&["context", "delete", "qa"])?)?;
+    // Deleting confirms first: from a script without --yes nothing changes.
+    let out = home.omsctl(&["context", "delete", "qa"])?;
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let rows: Vec<ContextRow> = json(&home.omsctl(&["context", "list", "-o", "json"])?)?;
+    assert!(
+        rows.iter().any(|r| r.name == "qa"),
+        "deleted unasked: {rows:?}"
+    );
+    ok(&home.omsctl(&["context", "delete", "qa", "--yes"])?)?;
     let rows: Vec<ContextRow> = json(&home.omsctl(&["context", "list", "-o", "json"])?)?;
     assert!(rows.iter().all(|r| r.name != "qa"), "{rows:?}");
     let text = std::fs::read_to_string(home.config_file())?;

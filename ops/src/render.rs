@@ -11,7 +11,8 @@ pub fn yaml(value: &impl serde::Serialize) -> Result<String, Failure> {
 }
 
 /// The fields that name a row, most specific first.
-const ID_FIELDS: &[&str] = &["id", "orderId", "auditId", "group", "at", "name", "topic"];
+// `name` before `group`: a service's row (`stack services`) names it and its consumer group.
+const ID_FIELDS: &[&str] = &["id", "orderId", "auditId", "name", "group", "at", "topic"];
 
 /// Lists inside a document whose rows carry the ids (`plan` of a replay, `results`, ...).
 const ID_LISTS: &[&str] = &["plan", "results", "items", "partitions", "members"];
@@ -96,6 +97,11 @@ mod tests {
         assert_eq!(
             ids_of(&json!([{"group": "g", "lag": 0}])),
             Some(vec!["g".into()])
+        );
+        // A service's row: its name, not its group.
+        assert_eq!(
+            ids_of(&json!([{"name": "order", "group": "oms-order"}])),
+            Some(vec!["order".into()])
         );
         // A row without an id makes the whole list unprintable as ids, rather than a short list.
         assert_eq!(ids_of(&json!([{"orderId": "a"}, {"status": "x"}])), None);
