@@ -1021,7 +1021,13 @@ async fn own_topics_are_made_and_deleted_and_every_service_says_its_version() ->
     );
     let out = run(omsctl(&stack)?, &["topic", "describe", &name, "-o", "json"]).await?;
     assert_eq!(code(&out), 0, "{}", stderr(&out));
-    assert_eq!(json_of::<TopicDetail>(&out)?.partitions.len(), 2);
+    let detail: TopicDetail = json_of(&out)?;
+    assert_eq!(detail.partitions.len(), 2, "{detail:?}");
+    assert_eq!(
+        detail.configs.get("retention.ms").map(String::as_str),
+        Some("3600000"),
+        "{detail:?}"
+    );
     // Twice: refused, naming it.
     let out = run(omsctl(&stack)?, &["topic", "create", &name]).await?;
     assert_eq!(code(&out), 2);

@@ -159,6 +159,9 @@ pub struct TopicDetail {
     pub topic: String,
     /// Its partitions, in order.
     pub partitions: Vec<PartitionDetail>,
+    /// The topic configs set on it, not the cluster's defaults (`retention.ms`, ...).
+    #[serde(default)]
+    pub configs: BTreeMap<String, String>,
 }
 
 /// One partition of a topic.
@@ -209,7 +212,31 @@ pub fn describe(brokers: &Kafka, topic: &str) -> Result<TopicDetail, Failure> {
     Ok(TopicDetail {
         topic: topic.to_owned(),
         partitions,
+        configs: BTreeMap::new(),
     })
+}
+
+/// The configs set on `topic` (those that are not the cluster's defaults).
+pub async fn configs(brokers: &Kafka, topic: &str) -> Result<BTreeMap<String, String>, Failure> {
+    use rdkafka::admin::{AdminOptions, ResourceSpecifier};
+    let admin = admin(brokers)?;
+    let options = AdminOptions::new().request_timeout(Some(Duration::from_secs(10)));
+    let answers = admin
+        .describe_configs([&ResourceSpecifier::Topic(topic)], &options)
+        .await
+        .map_err(|e| Failure::usage(format!("broker unreachable at {brokers}: {e}")))?;
+    let mut out = BTreeMap::new();
+    for answer in answers {
+        let resource = answer.map_err(|code| refused(topic, code))?;
+        for entry in resource.entries {
+            if !entry.is_default {
+                if let Some(value) = entry.value {
+                    out.insert(entry.name, value);
+                }
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// A topic `topic create` made.

@@ -19,7 +19,8 @@ pub enum TopicsCommand {
     },
     /// The OMS topics: partitions, end offsets, messages and each consumer group's lag.
     List,
-    /// One topic: each partition's leader, replicas, in-sync replicas and offsets.
+    /// One topic: each partition's leader, replicas, in-sync replicas and offsets, and the
+    /// configs set on it.
     Describe {
         /// Topic (contract name such as oms.order.events; the prefix is added).
         #[arg(add = clap_complete::ArgValueCandidates::new(crate::complete::topics))]
@@ -138,9 +139,13 @@ pub async fn run(ctx: &Ctx, command: TopicsCommand) -> Result<(), Failure> {
 async fn describe(ctx: &Ctx, topic: &str) -> Result<(), Failure> {
     let brokers = ctx.brokers.clone();
     let name = ctx.deployed_topic(topic);
-    let doc = tokio::task::spawn_blocking(move || topics::describe(&brokers, &name))
-        .await
-        .map_err(anyhow::Error::from)??;
+    let mut doc = tokio::task::spawn_blocking({
+        let name = name.clone();
+        move || topics::describe(&brokers, &name)
+    })
+    .await
+    .map_err(anyhow::Error::from)??;
+    doc.configs = topics::configs(&ctx.brokers, &name).await?;
     let list = |ids: &[i32]| ids.iter().map(i32::to_string).collect::<Vec<_>>().join(",");
     ctx.print(&doc, || {
         let mut t = table(&["PARTITION", "LEADER", "REPLICAS", "ISR", "START", "END"]);
@@ -154,6 +159,15 @@ async fn describe(ctx: &Ctx, topic: &str) -> Result<(), Failure> {
                 p.end.to_string(),
             ]);
         }
-        t.to_string()
+        if doc.configs.is_empty() {
+            format!("{t}\nconfigs: the cluster's defaults")
+        } else {
+            let set: Vec<String> = doc
+                .configs
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect();
+            format!("{t}\nconfigs: {}", set.join(" "))
+        }
     })
 }
