@@ -20,6 +20,9 @@ BASE = [
     "#555753", "#ef2929", "#8ae234", "#fce94f", "#729fcf", "#ad7fa8", "#34e2e2", "#eeeeec",
 ]
 FG, BG = "#d3d7cf", "#1e1e1e"
+# Block elements: (top of the box, its height) as shares of the cell.
+BLOCKS = {"█": (0.06, 0.88), "▀": (0.06, 0.44), "▄": (0.5, 0.44)}
+BLOCKS.update({chr(0x2581 + i): (1 - (i + 1) / 8, (i + 1) / 8) for i in range(7)})
 CELL_W, CELL_H, FONT = 8.4, 17.0, 14
 
 SGR = re.compile(r"\x1b\[([0-9;:]*)m")
@@ -178,6 +181,16 @@ def render(screen, title):
             if ch == " ":
                 continue
             fg, _ = style.colours()
+            # Block elements are drawn as boxes filling their share of the cell, so that bars
+            # and sparklines join up whatever the font's glyph height.
+            share = BLOCKS.get(ch)
+            if share is not None:
+                top, part = share
+                out.append(
+                    '<rect x="%.1f" y="%.2f" width="%.2f" height="%.2f" fill="%s"/>'
+                    % (pad + c * CELL_W - 0.3, y + top * CELL_H, CELL_W + 0.8, part * CELL_H, fg)
+                )
+                continue
             attrs = ['fill="%s"' % fg]
             if style.bold:
                 attrs.append('font-weight="bold"')

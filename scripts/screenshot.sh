@@ -24,7 +24,7 @@ if ((${#missing[@]})); then
   oms_log "installing with apt: ${missing[*]}"
   $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
-omsctl="$(oms_omsctl)" || oms_die "omsctl is not built yet; run scripts/stack.sh up"
+omsctl="${OMSCTL:-$(oms_omsctl)}" || oms_die "omsctl is not built yet; run scripts/stack.sh up (or set OMSCTL)"
 "$omsctl" stack status >/dev/null || oms_die "the stack is not ready; run scripts/stack.sh up"
 
 work="$(mktemp -d)"
