@@ -525,6 +525,39 @@ pub async fn wait_caught_up(
     .await
 }
 
+/// Deletes `topics` from `brokers` and waits (at most 15 s) for the answer, on a thread and a
+/// runtime of its own, so that it can run in a `Drop` inside or outside an async context. What
+/// goes wrong is only logged: a test's clean-up must not fail the test.
+pub fn delete_topics(brokers: &str, topics: Vec<String>) {
+    use rdkafka::admin::{AdminClient, AdminOptions};
+    use rdkafka::client::DefaultClientContext;
+    let brokers = brokers.to_owned();
+    let work = std::thread::spawn(move || -> anyhow::Result<()> {
+        let admin: AdminClient<DefaultClientContext> =
+            oms_kafka::client_config(&brokers, &oms_kafka::Properties::new())
+                .set_log_level(rdkafka::config::RDKafkaLogLevel::Emerg)
+                .create()?;
+        let names: Vec<&str> = topics.iter().map(String::as_str).collect();
+        let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+            .block_on(async {
+                tokio::time::timeout(
+                    Duration::from_secs(15),
+                    admin.delete_topics(&names, &options),
+                )
+                .await
+            })??;
+        Ok(())
+    });
+    match work.join() {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => eprintln!("deleting a test's topics: {e:#}"),
+        Err(_) => eprintln!("deleting a test's topics: the thread panicked"),
+    }
+}
+
 /// Messages currently on `topic` (sum over partitions of high minus low watermark).
 pub fn topic_size(brokers: &str, topic: &str) -> anyhow::Result<usize> {
     let consumer: BaseConsumer = ClientConfig::new()

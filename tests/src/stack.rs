@@ -641,6 +641,12 @@ impl Drop for Stack {
         for running in self.running.values() {
             running.token.cancel();
         }
+        // A stack on the shared test broker under a prefix of its own takes its topics with
+        // it: left behind, every test's topics add up to thousands of partitions, a file each,
+        // and a broker with 1,024 open files at most stops taking connections.
+        if self.options.prefix.is_none() && self.options.brokers.is_none() {
+            crate::delete_topics(&self.brokers, self.topics().all_with_dlq());
+        }
     }
 }
 

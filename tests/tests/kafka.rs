@@ -356,3 +356,40 @@ async fn the_saga_runs_over_sasl_ssl_with_each_service_held_to_its_acls() -> any
     check_order_events(&id, &console_keys_and_types(&read));
     stack.shutdown().await
 }
+
+/// A stack on the shared test broker deletes its topics when it ends, so a whole test run does
+/// not pile thousands of partitions (a file each) onto one broker.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stack_on_the_shared_broker_takes_its_topics_with_it() -> anyhow::Result<()> {
+    let stack = Stack::start(StackOptions::default()).await?;
+    let brokers = stack.brokers().to_owned();
+    let mine = stack.topics().all_with_dlq();
+    let held = |brokers: String, mine: Vec<String>| {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &brokers)
+            .create()?;
+        let metadata = consumer.fetch_metadata(None, Duration::from_secs(10))?;
+        anyhow::Ok(
+            metadata
+                .topics()
+                .iter()
+                .filter(|t| mine.iter().any(|m| m == t.name()))
+                .count(),
+        )
+    };
+    let before = tokio::task::spawn_blocking({
+        let (b, m) = (brokers.clone(), mine.clone());
+        move || held(b, m)
+    })
+    .await??;
+    assert_eq!(before, mine.len(), "the stack's topics were not all made");
+    stack.shutdown().await?;
+    oms_tests::eventually(Duration::from_secs(30), "the stack's topics to go", || {
+        let (b, m) = (brokers.clone(), mine.clone());
+        async move {
+            let left = tokio::task::spawn_blocking(move || held(b, m)).await??;
+            Ok((left == 0).then_some(()))
+        }
+    })
+    .await
+}
