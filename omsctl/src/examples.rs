@@ -287,12 +287,7 @@ pub fn of(path: &str) -> Option<&'static str> {
 /// `cmd` with every command's examples appended to its long help.
 pub fn attach(cmd: clap::Command) -> clap::Command {
     fn walk(cmd: clap::Command, path: &str) -> clap::Command {
-        let here = if path.is_empty() {
-            String::new()
-        } else {
-            path.to_owned()
-        };
-        let mut cmd = match of(&here) {
+        let mut cmd = match of(path) {
             Some(examples) => {
                 let text: String = examples.lines().map(|l| format!("  {l}\n")).collect();
                 cmd.after_long_help(format!("Examples:\n{}", text.trim_end()))
@@ -304,11 +299,7 @@ pub fn attach(cmd: clap::Command) -> clap::Command {
             .map(|s| s.get_name().to_owned())
             .collect();
         for name in names {
-            let sub_path = if here.is_empty() {
-                name.clone()
-            } else {
-                format!("{here} {name}")
-            };
+            let sub_path = format!("{path} {name}").trim_start().to_owned();
             cmd = cmd.mut_subcommand(&name, |s| walk(s, &sub_path));
         }
         cmd

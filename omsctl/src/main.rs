@@ -285,16 +285,14 @@ mod tests {
         }
     }
 
-    /// The confirmation rule ([`cmd::confirm`]): every command whose verb undoes, destroys or
-    /// sends again takes `--yes`/`-y` and `--dry-run`; no other command takes `--yes`; every
-    /// verb of the rule names a command.
-    #[test]
-    fn every_command_that_undoes_or_destroys_confirms_and_nothing_else_asks() {
-        fn leaves(cmd: &clap::Command, path: &str, out: &mut Vec<(String, clap::Command)>) {
+    /// Every command without subcommands, with its path below `omsctl` (`order create`), from
+    /// the built tree (global flags propagated).
+    fn leaf_commands() -> Vec<(String, clap::Command)> {
+        fn walk(cmd: &clap::Command, path: &str, out: &mut Vec<(String, clap::Command)>) {
             for sub in cmd.get_subcommands().filter(|s| s.get_name() != "help") {
-                let path = format!("{path} {}", sub.get_name());
+                let path = format!("{path} {}", sub.get_name()).trim_start().to_owned();
                 if sub.has_subcommands() {
-                    leaves(sub, &path, out);
+                    walk(sub, &path, out);
                 } else {
                     out.push((path, sub.clone()));
                 }
@@ -302,8 +300,17 @@ mod tests {
         }
         let mut cli = Cli::command();
         cli.build();
-        let mut all = Vec::new();
-        leaves(&cli, "omsctl", &mut all);
+        let mut out = Vec::new();
+        walk(&cli, "", &mut out);
+        out
+    }
+
+    /// The confirmation rule ([`cmd::confirm`]): every command whose verb undoes, destroys or
+    /// sends again takes `--yes`/`-y` and `--dry-run`; no other command takes `--yes`; every
+    /// verb of the rule names a command.
+    #[test]
+    fn every_command_that_undoes_or_destroys_confirms_and_nothing_else_asks() {
+        let all = leaf_commands();
         assert!(all.len() > 40, "only {} commands", all.len());
         let mut wrong = Vec::new();
         let mut used = std::collections::BTreeSet::new();
@@ -368,22 +375,7 @@ mod tests {
     /// parser; every entry of the table names a command.
     #[test]
     fn every_command_has_examples_that_parse() {
-        fn leaves(cmd: &clap::Command, path: &str, out: &mut Vec<String>) {
-            for sub in cmd.get_subcommands().filter(|s| s.get_name() != "help") {
-                let path = if path.is_empty() {
-                    sub.get_name().to_owned()
-                } else {
-                    format!("{path} {}", sub.get_name())
-                };
-                if sub.has_subcommands() {
-                    leaves(sub, &path, out);
-                } else {
-                    out.push(path);
-                }
-            }
-        }
-        let mut all = Vec::new();
-        leaves(&Cli::command(), "", &mut all);
+        let all: Vec<String> = leaf_commands().into_iter().map(|(p, _)| p).collect();
         let missing: Vec<&String> = all.iter().filter(|p| examples::of(p).is_none()).collect();
         assert!(missing.is_empty(), "commands without examples: {missing:?}");
         let stray: Vec<&str> = examples::EXAMPLES
