@@ -224,6 +224,19 @@ pub struct Ctx {
     pub config_path: Option<PathBuf>,
 }
 
+/// One replica of a service as the context names it ([`Ctx::replicas`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Replica<'a> {
+    /// Its service.
+    pub svc: Svc,
+    /// Its number, from 1.
+    pub replica: u32,
+    /// `order`, or `order-2` of several.
+    pub name: String,
+    /// Its base URL.
+    pub base: &'a str,
+}
+
 /// `--trace-url`: a template with `{traceId}`, or a Jaeger UI base URL.
 fn trace_template(url: &str) -> Result<String, Failure> {
     let template = if url.contains("{traceId}") {
@@ -506,6 +519,30 @@ impl Ctx {
             .iter()
             .find(|(s, _)| *s == svc)
             .map_or(&[][..], |(_, u)| u.as_slice())
+    }
+
+    /// Every replica of every service, in the topology's order, named after its service (with
+    /// `-K` when the service has several, as the local stack names them).
+    pub fn replicas(&self) -> Vec<Replica<'_>> {
+        let mut out = Vec::new();
+        for svc in Svc::all() {
+            let bases = self.urls_of(svc);
+            for (i, base) in bases.iter().enumerate() {
+                let replica = u32::try_from(i + 1).unwrap_or(u32::MAX);
+                let name = if bases.len() > 1 {
+                    format!("{}-{replica}", svc.name())
+                } else {
+                    svc.name().to_owned()
+                };
+                out.push(Replica {
+                    svc,
+                    replica,
+                    name,
+                    base,
+                });
+            }
+        }
+        out
     }
 
     /// Prints `value` as JSON, or `table` when the output is a table.

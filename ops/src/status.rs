@@ -5,7 +5,6 @@ use serde::{Deserialize, Serialize};
 use crate::ctx::Ctx;
 use crate::local::{Component, Local};
 use crate::{topics, Failure};
-use oms_contracts::ServiceId as Svc;
 
 /// A service of the topology, as deployed (`stack services`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -151,43 +150,35 @@ pub async fn status(ctx: &Ctx) -> Result<StackStatus, Failure> {
                 .unwrap_or(false),
         ));
     }
-    for svc in Svc::all() {
+    for r in ctx.replicas() {
+        let svc = r.svc;
         let group = ctx.topics.name(svc.spec().group);
-        let lag: i64 = lag_rows.iter().filter_map(|r| r.lag.get(&group)).sum();
-        let bases = ctx.urls_of(svc);
-        for (i, base) in bases.iter().enumerate() {
-            let replica = u32::try_from(i + 1).unwrap_or(u32::MAX);
-            let ready = ctx
-                .read_opt_at(oms_contracts::routes::HEALTH_READY.of(svc), base)
-                .await;
-            let (is_ready, backlog, leader, detail) = match &ready {
-                Ok(Some(r)) => (
-                    r.is_ready(),
-                    r.outbox.map(|b| b.pending),
-                    Some(r.relay_leader),
-                    None,
-                ),
-                Ok(None) => (false, None, None, Some("no /health/ready".to_owned())),
-                Err(f) => (false, None, None, Some(f.error.to_string())),
-            };
-            let name = if bases.len() > 1 {
-                format!("{}-{replica}", svc.name())
-            } else {
-                svc.name().to_owned()
-            };
-            components.push(ComponentStatus {
-                component: name,
-                service: Some(svc.name().to_owned()),
-                replica: Some(replica),
-                pid: Component::Service(svc, replica).pid(&local),
-                address: base.clone(),
-                ready: is_ready,
-                relay_leader: leader,
-                outbox_backlog: backlog,
-                consumer_lag: broker_ok.then_some(lag),
-                error: detail,
-            });
-        }
+        let lag: i64 = lag_rows.iter().filter_map(|l| l.lag.get(&group)).sum();
+        let ready = ctx
+            .read_opt_at(oms_contracts::routes::HEALTH_READY.of(svc), r.base)
+            .await;
+        let (is_ready, backlog, leader, detail) = match &ready {
+            Ok(Some(h)) => (
+                h.is_ready(),
+                h.outbox.map(|b| b.pending),
+                Some(h.relay_leader),
+                None,
+            ),
+            Ok(None) => (false, None, None, Some("no /health/ready".to_owned())),
+            Err(f) => (false, None, None, Some(f.error.to_string())),
+        };
+        components.push(ComponentStatus {
+            component: r.name,
+            service: Some(svc.name().to_owned()),
+            replica: Some(r.replica),
+            pid: Component::Service(svc, r.replica).pid(&local),
+            address: r.base.to_owned(),
+            ready: is_ready,
+            relay_leader: leader,
+            outbox_backlog: backlog,
+            consumer_lag: broker_ok.then_some(lag),
+            error: detail,
+        });
     }
     Ok(StackStatus {
         ready: components.iter().all(|c| c.ready),

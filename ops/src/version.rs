@@ -2,7 +2,6 @@
 //! Kafka cluster's, so a mismatch between what runs and what operates it shows at a glance.
 
 use oms_contracts::routes::HEALTH_LIVE;
-use oms_contracts::ServiceId as Svc;
 use serde::{Deserialize, Serialize};
 
 use crate::ctx::Ctx;
@@ -70,29 +69,21 @@ impl VersionReport {
 /// Asks every service replica and the cluster.
 pub async fn versions(ctx: &Ctx) -> Result<VersionReport, Failure> {
     let mut services = Vec::new();
-    for svc in Svc::all() {
-        let bases = ctx.urls_of(svc);
-        for (i, base) in bases.iter().enumerate() {
-            let (version, error) = match ctx.read_opt_at(HEALTH_LIVE.of(svc), base).await {
-                Ok(Some(live)) => match live.version {
-                    Some(v) => (Some(v), None),
-                    None => (None, Some("does not say (an older build)".to_owned())),
-                },
-                Ok(None) => (None, Some("no /health/live".to_owned())),
-                Err(f) => (None, Some(format!("{:#}", f.error))),
-            };
-            let service = if bases.len() > 1 {
-                format!("{}-{}", svc.name(), i + 1)
-            } else {
-                svc.name().to_owned()
-            };
-            services.push(ServiceVersion {
-                service,
-                url: base.clone(),
-                version,
-                error,
-            });
-        }
+    for r in ctx.replicas() {
+        let (version, error) = match ctx.read_opt_at(HEALTH_LIVE.of(r.svc), r.base).await {
+            Ok(Some(live)) => match live.version {
+                Some(v) => (Some(v), None),
+                None => (None, Some("does not say (an older build)".to_owned())),
+            },
+            Ok(None) => (None, Some("no /health/live".to_owned())),
+            Err(f) => (None, Some(format!("{:#}", f.error))),
+        };
+        services.push(ServiceVersion {
+            service: r.name,
+            url: r.base.to_owned(),
+            version,
+            error,
+        });
     }
     let kafka = ctx.brokers.clone();
     let answered = tokio::task::spawn_blocking(move || {
