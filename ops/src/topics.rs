@@ -374,14 +374,9 @@ pub async fn create(
     })
 }
 
-/// What deleting `topic` would remove (checked with [`check_user_topic`]); `execute` deletes it.
-pub async fn delete(
-    brokers: &Kafka,
-    prefix: &str,
-    topic: &str,
-    execute: bool,
-) -> Result<Deleted, Failure> {
-    use rdkafka::admin::AdminOptions;
+/// What deleting `topic` would remove (checked with [`check_user_topic`]): the plan
+/// [`delete`] carries out.
+pub async fn deletion_plan(brokers: &Kafka, prefix: &str, topic: &str) -> Result<Deleted, Failure> {
     check_user_topic(topic, prefix)?;
     let detail = {
         let brokers = brokers.clone();
@@ -390,19 +385,21 @@ pub async fn delete(
             .await
             .map_err(anyhow::Error::from)??
     };
-    let mut plan = Deleted {
+    Ok(Deleted {
         topic: topic.to_owned(),
         partitions: detail.partitions.len(),
         messages: detail.partitions.iter().map(|p| p.end - p.start).sum(),
         deleted: false,
-    };
-    if !execute {
-        return Ok(plan);
-    }
+    })
+}
+
+/// Deletes the topic of `plan` ([`deletion_plan`]); the plan, marked deleted.
+pub async fn delete(brokers: &Kafka, mut plan: Deleted) -> Result<Deleted, Failure> {
+    use rdkafka::admin::AdminOptions;
     let admin = admin(brokers)?;
     let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
     let results = admin
-        .delete_topics(&[topic], &options)
+        .delete_topics(&[plan.topic.as_str()], &options)
         .await
         .map_err(|e| Failure::usage(format!("broker unreachable at {brokers}: {e}")))?;
     for result in results {

@@ -80,13 +80,13 @@ pub async fn run(ctx: &Ctx, command: TopicsCommand) -> Result<(), Failure> {
         }
         TopicsCommand::Delete { topic, confirm } => {
             let topic = ctx.deployed_topic(&topic);
-            let plan = topics::delete(&ctx.brokers, &prefix, &topic, false).await?;
+            let plan = topics::deletion_plan(&ctx.brokers, &prefix, &topic).await?;
             let what = format!(
                 "delete topic {topic} ({} partitions, {} messages)",
                 plan.partitions, plan.messages
             );
             let done = if confirm.go_ahead(&what)? {
-                topics::delete(&ctx.brokers, &prefix, &topic, true).await?
+                topics::delete(&ctx.brokers, plan).await?
             } else {
                 plan
             };
