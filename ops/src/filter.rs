@@ -138,26 +138,23 @@ pub const RECORD_FIELDS: &[&str] = &[
 /// The condition a shorthand flag stands for: `key`, `type`, `header` (`NAME=VALUE`), `grep`,
 /// and the dead-letter fields of `dlq replay --filter` (`class`, `origin`, `service`).
 pub fn shorthand(flag: &str, value: &str) -> Result<Where, String> {
+    let field = |steps: &[&str]| steps.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
     let (path, op, value) = match flag {
-        "key" => ("key".to_owned(), Op::Eq, value),
-        "type" => ("type".to_owned(), Op::Eq, value),
-        "grep" => ("text".to_owned(), Op::Contains, value),
+        "key" | "type" => (field(&[flag]), Op::Eq, value),
+        "grep" => (field(&["text"]), Op::Contains, value),
         "header" => {
             let (name, v) = value
                 .split_once('=')
                 .filter(|(n, _)| !n.is_empty())
                 .ok_or_else(|| format!("invalid --header {value:?}: expected NAME=VALUE"))?;
-            (format!("headers.{name}"), Op::Eq, v)
+            // A header's name may hold dots: it is one step.
+            (field(&["headers", name]), Op::Eq, v)
         }
-        "class" | "origin" | "service" => (format!("dlq.{flag}"), Op::Eq, value),
+        "class" | "origin" | "service" => (field(&["dlq", flag]), Op::Eq, value),
         other => return Err(format!("{other:?} is not a filter shorthand")),
     };
     Ok(Where {
-        // A header's name may hold dots: it is one step.
-        path: match path.split_once('.') {
-            Some(("headers", name)) => vec!["headers".to_owned(), name.to_owned()],
-            _ => path.split('.').map(str::to_owned).collect(),
-        },
+        path,
         op,
         value: value.to_owned(),
     })
