@@ -30,14 +30,6 @@ want_test_tools=false want_observability=false
 [[ "${1:-}" == "--test" ]] && want_test_tools=true want_observability=true
 [[ "${1:-}" == "--observability" ]] && want_observability=true
 
-apt_install() {
-  local sudo=""
-  [[ "$(id -u)" -ne 0 ]] && sudo="sudo"
-  oms_log "installing with apt: $*"
-  $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "$@" >/dev/null
-}
-
 if ! oms_pg_bin >/dev/null; then
   apt_install postgresql
   oms_pg_bin >/dev/null || oms_die "PostgreSQL server binaries still missing after apt install"

@@ -23,6 +23,15 @@ export OMS_ROOT
 oms_log() { printf '\033[1m[oms]\033[0m %s\n' "$*" >&2; }
 oms_die() { printf '[oms] error: %s\n' "$*" >&2; exit 1; }
 
+# apt_install PACKAGE...: Debian packages, with sudo unless root.
+apt_install() {
+  local sudo=""
+  [[ "$(id -u)" -ne 0 ]] && sudo="sudo"
+  oms_log "installing with apt: $*"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "$@" >/dev/null
+}
+
 # Directory holding initdb, pg_ctl and postgres (newest installed major version).
 oms_pg_bin() {
   local dir

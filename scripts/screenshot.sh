@@ -19,11 +19,7 @@ missing=()
 command -v tmux >/dev/null || missing+=(tmux)
 command -v rsvg-convert >/dev/null || missing+=(librsvg2-bin)
 fc-list 2>/dev/null | grep -qi "DejaVu Sans Mono" || missing+=(fonts-dejavu-core)
-if ((${#missing[@]})); then
-  sudo=""; [[ $EUID -ne 0 ]] && sudo=sudo
-  oms_log "installing with apt: ${missing[*]}"
-  $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
-fi
+if ((${#missing[@]})); then apt_install "${missing[@]}"; fi
 omsctl="${OMSCTL:-$(oms_omsctl)}" || oms_die "omsctl is not built yet; run scripts/stack.sh up (or set OMSCTL)"
 "$omsctl" stack status >/dev/null || oms_die "the stack is not ready; run scripts/stack.sh up"
 

@@ -41,9 +41,8 @@ pub fn binary() -> Result<PathBuf, Failure> {
         return Ok(PathBuf::from(p));
     }
     let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .map(|d| d.join("prometheus"))
-        .find(|p| p.is_file())
+    super::binaries::holding_all(std::env::split_paths(&path), &["prometheus".to_owned()])
+        .map(|dir| dir.join("prometheus"))
         .ok_or_else(|| {
             Failure::usage(
                 "--observability needs Prometheus: `scripts/deps.sh --observability` installs \
