@@ -194,8 +194,11 @@ async fn the_dashboard_shows_live_counts_opens_help_and_quits_cleanly() -> anyho
     .await?;
 
     tmux(&["send-keys", "-t", &name, "q"])?;
+    // The shell creates the file before it writes the code: wait for the code itself.
     let code = eventually(Duration::from_secs(10), "omsctl tui to exit", || async {
-        Ok(std::fs::read_to_string(&exit_file).ok())
+        Ok(std::fs::read_to_string(&exit_file)
+            .ok()
+            .filter(|text| !text.trim().is_empty()))
     })
     .await?;
     assert_eq!(code.trim(), "EXIT=0");
